@@ -1,0 +1,188 @@
+"""Turn a batch of wire events into rows, in one transaction.
+
+Shared by the SDK's direct-to-SQL path and the worker's stream consumer, so both store exactly the
+same thing: events are re-validated (a malformed one is rejected and counted, the rest of its
+batch is stored), LLM calls are priced here once and for all, message text is redacted, raw rows
+are inserted with duplicates ignored, conversations and accounts are upserted, and the minutes
+touched are marked for the rollup step.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable
+
+import sqlalchemy as sa
+
+from observability import events as ev
+from observability import schema
+from observability.pricing import cost_of
+from observability.redaction import redact
+from observability.settings import Settings, get_settings
+from observability.store import Store
+from observability.timeutil import EPOCH, from_epoch
+
+log = logging.getLogger(__name__)
+
+LLM_COLUMNS = (
+    "trace_id", "ts", "bot", "agent", "decision_type", "model", "provider", "input_tokens",
+    "output_tokens", "cache_read_tokens", "cache_write_tokens", "latency_ms", "cache_hit",
+    "cost_usd", "cost_saved_usd", "price_known", "conversation_id", "success", "error_type",
+)  # fmt: skip
+SIMPLE_KINDS: dict[str, sa.Table] = {
+    ev.KIND_OPERATION: schema.bot_operations,
+    ev.KIND_INTERACTION: schema.bot_interactions,
+    ev.KIND_HANDOFF: schema.handoffs,
+    ev.KIND_MESSAGE: schema.messages,
+    ev.KIND_METRIC: schema.system_metrics,
+    ev.KIND_ACTIVITY: schema.activity_events,
+}
+
+
+@dataclass
+class IngestResult:
+    written: Counter = field(default_factory=Counter)  # kind -> events accepted (incl. duplicates)
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.written.values())
+
+
+def _ts(seconds: float) -> datetime:
+    return from_epoch(seconds)
+
+
+def _minute(seconds: float) -> int:
+    return int(seconds // 60)
+
+
+def write_batch(store: Store, batch: Iterable[list], settings: Settings | None = None) -> IngestResult:
+    """Validate, price and store a batch atomically. Raises StoreUnavailable if the store is down."""
+    settings = settings or get_settings()
+    result = IngestResult()
+    grouped: dict[str, list[list]] = defaultdict(list)
+    for event in batch:
+        try:
+            ev.check_wire(event, settings.sdk_max_text_bytes)
+        except ev.EventRejected as exc:
+            result.rejected += 1
+            if len(result.reasons) < 20:
+                result.reasons.append(str(exc))
+            log.warning("rejected malformed event at ingest: %s", exc)
+            continue
+        grouped[event[0]].append(event)
+
+    rows: dict[str, list[tuple]] = {}
+    dirty: set[tuple[str, int]] = set()
+
+    llm = grouped.get(ev.KIND_LLM)
+    if llm:
+        out = []
+        for e in llm:
+            (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv,
+             ok, err) = e  # fmt: skip
+            c = cost_of(provider, model, it, ot, cr, cw, response_cache_hit=hit)
+            usd = c.usd if cost is None else float(cost)
+            out.append(
+                (tid, _ts(ts), bot, agent, dtype, model, provider, it, ot, cr, cw, float(lat), hit,
+                 usd, c.saved_usd, c.known, conv, ok, err)  # fmt: skip
+            )
+            dirty.add(("llm", _minute(ts)))
+        rows[ev.KIND_LLM] = out
+
+    for kind, table in SIMPLE_KINDS.items():
+        items = grouped.get(kind)
+        if not items:
+            continue
+        if kind == ev.KIND_MESSAGE and settings.redact_pii:
+            items = [e[:5] + [redact(e[5])] + e[6:] for e in items]
+        rows[kind] = [(e[1], _ts(e[2]), *e[3:]) for e in items]
+        if kind == ev.KIND_OPERATION:
+            dirty.update(("ops", _minute(e[2])) for e in items)
+
+    with store.begin() as conn:
+        if ev.KIND_LLM in rows:
+            store.insert_ignore(conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM])
+        for kind, table in SIMPLE_KINDS.items():
+            if kind in rows:
+                cols = ev.FIELDS[kind]
+                store.insert_ignore(conn, table, cols, rows[kind])
+        if ev.KIND_MESSAGE in rows:
+            _upsert_conversations(store, conn, rows[ev.KIND_MESSAGE])
+        if ev.KIND_ACCOUNT in grouped:
+            _upsert_accounts(store, conn, grouped[ev.KIND_ACCOUNT])
+        if dirty:
+            mark_dirty(store, conn, dirty)
+    for kind, items in grouped.items():
+        result.written[kind] += len(items)
+    return result
+
+
+def _upsert_conversations(store: Store, conn: sa.Connection, message_rows: list[tuple]) -> None:
+    convs: dict[str, dict] = {}
+    for mid, ts, conv, role, _text, bot, account, _author in message_rows:
+        c = convs.get(conv)
+        if c is None:
+            convs[conv] = {"id": conv, "account_id": account, "bot": bot, "state": "ai",
+                           "started_at": ts, "last_activity_at": ts, "message_count": 0}  # fmt: skip
+            continue
+        if ts < c["started_at"]:
+            c["started_at"] = ts
+        if ts >= c["last_activity_at"]:
+            c["last_activity_at"] = ts
+            c["bot"] = bot or c["bot"]
+        c["account_id"] = c["account_id"] or account
+    t = schema.conversations
+    stmt = store.insert(t).values(sorted(convs.values(), key=lambda r: r["id"]))
+    x = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "started_at": store.least(t.c.started_at, x.started_at),
+            "last_activity_at": store.greatest(t.c.last_activity_at, x.last_activity_at),
+            "bot": sa.case(
+                (x.last_activity_at >= t.c.last_activity_at, sa.func.coalesce(x.bot, t.c.bot)),
+                else_=t.c.bot,
+            ),
+            "account_id": sa.func.coalesce(t.c.account_id, x.account_id),
+        },
+    )
+    conn.execute(stmt)
+
+
+def _upsert_accounts(store: Store, conn: sa.Connection, items: list[list]) -> None:
+    latest: dict[str, list] = {}
+    for e in items:
+        cur = latest.get(e[1])
+        if cur is None or e[2] >= cur[2]:
+            latest[e[1]] = e
+    t = schema.accounts
+    values = [
+        {"id": e[1], "updated_at": _ts(e[2]), "name": e[3], "vip": bool(e[4])}
+        for e in sorted(latest.values(), key=lambda e: e[1])
+    ]
+    stmt = store.insert(t).values(values)
+    x = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"name": sa.func.coalesce(x.name, t.c.name), "vip": x.vip, "updated_at": x.updated_at},
+        where=x.updated_at >= t.c.updated_at,
+    )
+    conn.execute(stmt)
+
+
+def mark_dirty(store: Store, conn: sa.Connection, minutes: set[tuple[str, int]]) -> None:
+    """Mark rollup minutes for recomputation; a fresh `mark` tells the rollup step it changed."""
+    t = schema.rollup_dirty
+    mark = uuid.uuid4().hex
+    values = [{"kind": k, "minute": EPOCH + timedelta(minutes=m), "mark": mark} for k, m in sorted(minutes)]
+    stmt = store.insert(t).values(values)
+    stmt = stmt.on_conflict_do_update(index_elements=["kind", "minute"], set_={"mark": stmt.excluded.mark})
+    conn.execute(stmt)
+

@@ -1,0 +1,192 @@
+"""Cost of an LLM call, fixed at ingest, from the maintained `genai-prices` data.
+
+Conventions (the OpenTelemetry GenAI ones, which genai-prices shares): `input_tokens` counts every
+input token, cached reads and writes included; `cache_read_tokens` / `cache_write_tokens` say how
+many of them were cached. Uncached input is therefore `input - cache_read - cache_write`, and each
+token is priced exactly once.
+
+genai-prices computes in Decimal and takes ~100 µs a call, too slow for 50k events/s, so the
+model's price is looked up once and applied as per-token floats while the call stays under the
+model's first price tier; calls that cross a tier go through genai-prices itself.
+
+Overrides for negotiated or private models live in `data/model_prices.json`:
+`{"provider/model": {"input_mtok": 3.0, "output_mtok": 15.0, "cache_read_mtok": 0.3,
+"cache_write_mtok": 3.75}}` (USD per million tokens). An unknown model costs 0 and is flagged
+(`known=False`) so the cost page can list it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from genai_prices import Usage, calc_price
+
+from observability.settings import DATA_DIR
+
+log = logging.getLogger(__name__)
+
+OVERRIDES_FILE = DATA_DIR / "model_prices.json"
+
+PROVIDER_ALIASES = {
+    "claude": "anthropic",
+    "gemini": "google",
+    "vertex": "google-vertex",
+    "vertex_ai": "google-vertex",
+    "google_genai": "google",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google-vertex",
+    "aws.bedrock": "aws",
+    "azure.ai.openai": "azure",
+}
+
+
+@dataclass(frozen=True)
+class Cost:
+    usd: float
+    saved_usd: float  # what prompt-cache reads (or a response-cache hit) saved against full price
+    known: bool  # False: no price for this model; cost is 0 and the call is flagged
+
+
+@dataclass(frozen=True)
+class _Rates:
+    input: float  # USD per token
+    output: float
+    cache_read: float
+    cache_write: float
+    tier_start: int | None  # input token count from which genai-prices must be asked
+    model_price: Any  # genai_prices ModelPrice, or None for overrides
+
+
+def _norm_provider(provider: str | None) -> str | None:
+    if not provider:
+        return None
+    p = provider.strip().lower()
+    return PROVIDER_ALIASES.get(p, p)
+
+
+def _per_token(value: Any) -> tuple[float, int | None]:
+    if value is None:
+        return 0.0, None
+    base = getattr(value, "base", value)
+    tiers = getattr(value, "tiers", None) or []
+    start = min((t.start for t in tiers), default=None)
+    return float(Decimal(base) / Decimal(1_000_000)), start
+
+
+_overrides_lock = threading.Lock()
+_overrides: dict[str, dict[str, float]] | None = None
+
+
+def load_overrides(path: Path | None = None) -> dict[str, dict[str, float]]:
+    global _overrides
+    with _overrides_lock:
+        if _overrides is None or path is not None:
+            p = path or OVERRIDES_FILE
+            try:
+                raw = json.loads(p.read_text()) if p.exists() else {}
+            except (OSError, json.JSONDecodeError) as exc:
+                log.error("cannot read model price overrides %s: %s", p, exc)
+                raw = {}
+            _overrides = {k.lower(): v for k, v in raw.items() if not k.startswith("_")}
+        return _overrides
+
+
+@lru_cache(maxsize=4096)
+def _rates(provider: str | None, model: str) -> _Rates | None:
+    overrides = load_overrides()
+    for key in (f"{provider}/{model}".lower(), model.lower()):
+        if key in overrides:
+            o = overrides[key]
+            m = 1 / 1_000_000
+            return _Rates(
+                input=float(o.get("input_mtok", 0)) * m,
+                output=float(o.get("output_mtok", 0)) * m,
+                cache_read=float(o.get("cache_read_mtok", o.get("input_mtok", 0))) * m,
+                cache_write=float(o.get("cache_write_mtok", o.get("input_mtok", 0))) * m,
+                tier_start=None,
+                model_price=None,
+            )
+    try:
+        calc = calc_price(Usage(input_tokens=1, output_tokens=1), model_ref=model, provider_id=provider)
+    except LookupError:
+        if provider is not None:
+            try:  # the provider name may be unusual; let genai-prices match on the model alone
+                calc = calc_price(Usage(input_tokens=1, output_tokens=1), model_ref=model)
+            except LookupError:
+                return None
+        else:
+            return None
+    mp = calc.model_price
+    inp, t1 = _per_token(mp.input_mtok)
+    out, t2 = _per_token(mp.output_mtok)
+    cr, t3 = _per_token(mp.cache_read_mtok if mp.cache_read_mtok is not None else mp.input_mtok)
+    cw, t4 = _per_token(mp.cache_write_mtok if mp.cache_write_mtok is not None else mp.input_mtok)
+    starts = [t for t in (t1, t2, t3, t4) if t is not None]
+    return _Rates(inp, out, cr, cw, min(starts) if starts else None, mp)
+
+
+def is_known(provider: str | None, model: str) -> bool:
+    return _rates(_norm_provider(provider), model) is not None
+
+
+def cost_of(
+    provider: str | None,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    *,
+    response_cache_hit: bool = False,
+) -> Cost:
+    """Price one call. `input_tokens` includes the cached ones (see module docstring).
+
+    A response-cache hit (`response_cache_hit`, the SDK's `cache_hit`) means no model was billed:
+    the call costs 0 and saves what it would have cost.
+    """
+    rates = _rates(_norm_provider(provider), model)
+    if rates is None:
+        return Cost(0.0, 0.0, False)
+    cache_read = min(cache_read_tokens, input_tokens)
+    cache_write = min(cache_write_tokens, input_tokens - cache_read)
+    uncached = input_tokens - cache_read - cache_write
+    if rates.tier_start is not None and input_tokens > rates.tier_start and rates.model_price:
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        )
+        full = float(rates.model_price.calc_price(usage)["total_price"])
+        no_cache = float(
+            rates.model_price.calc_price(Usage(input_tokens=input_tokens, output_tokens=output_tokens))[
+                "total_price"
+            ]
+        )
+    else:
+        full = (
+            uncached * rates.input
+            + cache_read * rates.cache_read
+            + cache_write * rates.cache_write
+            + output_tokens * rates.output
+        )
+        no_cache = input_tokens * rates.input + output_tokens * rates.output
+        no_cache = full + cache_read * (rates.input - rates.cache_read)
+    if response_cache_hit:
+        return Cost(0.0, full, True)
+    return Cost(full, max(no_cache - full, 0.0), True)
+
+
+def clear_cache() -> None:
+    """Forget looked-up prices and overrides (tests that change the overrides file)."""
+    global _overrides
+    _rates.cache_clear()
+    with _overrides_lock:
+        _overrides = None

@@ -1,0 +1,231 @@
+"""The one place that reads the environment.
+
+Every other module asks `get_settings()` so that configuration is visible in one file, documented
+in the README, and can be overridden in tests with `Settings.from_env({...})` without touching
+`os.environ`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+LOCAL_DIR = DATA_DIR / "local"
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _float(value: str | None, default: float) -> float:
+    return default if value in (None, "") else float(value)
+
+
+def _int(value: str | None, default: int) -> int:
+    return default if value in (None, "") else int(value)
+
+
+def _str(value: str | None, default: str | None) -> str | None:
+    return default if value in (None, "") else value
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- store, Redis, ingest -------------------------------------------------------------
+    database_url: str = f"sqlite:///{LOCAL_DIR / 'observability.db'}"
+    redis_url: str | None = None
+    redis_prefix: str = "obs:"
+    spool_dir: Path = LOCAL_DIR / "spool"
+    sdk_queue_size: int = 100_000
+    sdk_batch_size: int = 500
+    sdk_flush_interval_s: float = 0.5
+    sdk_max_retries: int = 3
+    sdk_retry_backoff_s: float = 0.2
+    sdk_max_text_bytes: int = 64_000
+    control_cache_s: float = 1.0
+    # --- worker ---------------------------------------------------------------------------
+    worker_tick_s: float = 15.0
+    worker_http_host: str = "127.0.0.1"
+    worker_http_port: int = 4318
+    worker_batch_entries: int = 200
+    worker_claim_idle_ms: int = 60_000
+    worker_lock_file: Path = LOCAL_DIR / "worker.leader.lock"
+    # --- alerting -------------------------------------------------------------------------
+    alert_rules_file: Path = DATA_DIR / "alert_rules.json"
+    alert_thresholds_config: Path = DATA_DIR / "alert_thresholds.json"
+    alert_escalation_l2_delay_s: float = 300.0
+    alert_escalation_l3_delay_s: float = 900.0
+    alert_keep_firing_for_s: float = 60.0
+    alert_delivery_max_attempts: int = 8
+    alert_delivery_backoff_s: float = 5.0
+    alert_http_timeout_s: float = 10.0
+    alert_email_enabled: bool = False
+    alert_email_smtp_host: str | None = None
+    alert_email_smtp_port: int = 587
+    alert_email_smtp_user: str | None = None
+    alert_email_smtp_password: str | None = None
+    alert_email_security: str = "starttls"  # starttls | tls | none
+    alert_email_from: str | None = None
+    alert_email_to: str | None = None
+    alert_slack_enabled: bool = False
+    alert_slack_webhook_url: str | None = None
+    alert_slack_channel: str | None = None
+    alert_webhook_enabled: bool = False
+    alert_webhook_url: str | None = None
+    alert_webhook_headers: dict = field(default_factory=dict)
+    alert_webhook_secret: str | None = None
+    alert_webhook_pagerduty_url: str | None = None
+    alert_webhook_pagerduty_api_key: str | None = None
+    alert_webhook_opsgenie_url: str | None = None
+    alert_webhook_opsgenie_api_key: str | None = None
+    # --- control, auth, privacy -----------------------------------------------------------
+    auth_mode: str = "password"  # password | none
+    emergency_confirmation_required: bool = True
+    emergency_rate_limit_per_min: int = 3
+    redact_pii: bool = True
+    anthropic_api_key: str | None = None
+    suggest_model: str = "claude-sonnet-4-5"
+    # --- ecosystem ------------------------------------------------------------------------
+    otel_enabled: bool = True
+    otlp_ingest_token: str | None = None
+    monitoring_db_retention_days: int = 90
+    monitoring_metrics_retention_hours: int = 72
+    rollup_retention_days: int = 400
+    metrics_interval_s: float = 15.0
+    # --- console --------------------------------------------------------------------------
+    console_cache_ttl_s: int = 15
+    monthly_budget_usd: float = 500.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from a mapping (default: the process environment)."""
+        e = os.environ if env is None else env
+        d = cls()
+        headers_raw = e.get("ALERT_WEBHOOK_HEADERS")
+        try:
+            headers = json.loads(headers_raw) if headers_raw else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"ALERT_WEBHOOK_HEADERS must be a JSON object: {exc}") from exc
+        if not isinstance(headers, dict):
+            raise ValueError("ALERT_WEBHOOK_HEADERS must be a JSON object")
+        return cls(
+            database_url=_str(e.get("DATABASE_URL"), d.database_url),
+            redis_url=_str(e.get("REDIS_URL"), None),
+            redis_prefix=_str(e.get("REDIS_PREFIX"), d.redis_prefix),
+            spool_dir=Path(_str(e.get("SPOOL_DIR"), str(d.spool_dir))),
+            sdk_queue_size=_int(e.get("SDK_QUEUE_SIZE"), d.sdk_queue_size),
+            sdk_batch_size=_int(e.get("SDK_BATCH_SIZE"), d.sdk_batch_size),
+            sdk_flush_interval_s=_float(e.get("SDK_FLUSH_INTERVAL_S"), d.sdk_flush_interval_s),
+            sdk_max_retries=_int(e.get("SDK_MAX_RETRIES"), d.sdk_max_retries),
+            sdk_retry_backoff_s=_float(e.get("SDK_RETRY_BACKOFF_S"), d.sdk_retry_backoff_s),
+            sdk_max_text_bytes=_int(e.get("SDK_MAX_TEXT_BYTES"), d.sdk_max_text_bytes),
+            control_cache_s=_float(e.get("CONTROL_CACHE_S"), d.control_cache_s),
+            worker_tick_s=_float(e.get("WORKER_TICK_S"), d.worker_tick_s),
+            worker_http_host=_str(e.get("WORKER_HTTP_HOST"), d.worker_http_host),
+            worker_http_port=_int(e.get("WORKER_HTTP_PORT"), d.worker_http_port),
+            worker_batch_entries=_int(e.get("WORKER_BATCH_ENTRIES"), d.worker_batch_entries),
+            worker_claim_idle_ms=_int(e.get("WORKER_CLAIM_IDLE_MS"), d.worker_claim_idle_ms),
+            worker_lock_file=Path(_str(e.get("WORKER_LOCK_FILE"), str(d.worker_lock_file))),
+            alert_rules_file=Path(_str(e.get("ALERT_RULES_FILE"), str(d.alert_rules_file))),
+            alert_thresholds_config=Path(
+                _str(e.get("ALERT_THRESHOLDS_CONFIG"), str(d.alert_thresholds_config))
+            ),
+            alert_escalation_l2_delay_s=_float(
+                e.get("ALERT_ESCALATION_L2_DELAY_S"), d.alert_escalation_l2_delay_s
+            ),
+            alert_escalation_l3_delay_s=_float(
+                e.get("ALERT_ESCALATION_L3_DELAY_S"), d.alert_escalation_l3_delay_s
+            ),
+            alert_keep_firing_for_s=_float(
+                e.get("ALERT_KEEP_FIRING_FOR_S"), d.alert_keep_firing_for_s
+            ),
+            alert_delivery_max_attempts=_int(
+                e.get("ALERT_DELIVERY_MAX_ATTEMPTS"), d.alert_delivery_max_attempts
+            ),
+            alert_delivery_backoff_s=_float(
+                e.get("ALERT_DELIVERY_BACKOFF_S"), d.alert_delivery_backoff_s
+            ),
+            alert_http_timeout_s=_float(e.get("ALERT_HTTP_TIMEOUT_S"), d.alert_http_timeout_s),
+            alert_email_enabled=_bool(e.get("ALERT_EMAIL_ENABLED"), d.alert_email_enabled),
+            alert_email_smtp_host=_str(e.get("ALERT_EMAIL_SMTP_HOST"), None),
+            alert_email_smtp_port=_int(e.get("ALERT_EMAIL_SMTP_PORT"), d.alert_email_smtp_port),
+            alert_email_smtp_user=_str(e.get("ALERT_EMAIL_SMTP_USER"), None),
+            alert_email_smtp_password=_str(e.get("ALERT_EMAIL_SMTP_PASSWORD"), None),
+            alert_email_security=_str(e.get("ALERT_EMAIL_SECURITY"), d.alert_email_security),
+            alert_email_from=_str(e.get("ALERT_EMAIL_FROM"), None),
+            alert_email_to=_str(e.get("ALERT_EMAIL_TO"), None),
+            alert_slack_enabled=_bool(e.get("ALERT_SLACK_ENABLED"), d.alert_slack_enabled),
+            alert_slack_webhook_url=_str(e.get("ALERT_SLACK_WEBHOOK_URL"), None),
+            alert_slack_channel=_str(e.get("ALERT_SLACK_CHANNEL"), None),
+            alert_webhook_enabled=_bool(e.get("ALERT_WEBHOOK_ENABLED"), d.alert_webhook_enabled),
+            alert_webhook_url=_str(e.get("ALERT_WEBHOOK_URL"), None),
+            alert_webhook_headers=headers,
+            alert_webhook_secret=_str(e.get("ALERT_WEBHOOK_SECRET"), None),
+            alert_webhook_pagerduty_url=_str(e.get("ALERT_WEBHOOK_PAGERDUTY_URL"), None),
+            alert_webhook_pagerduty_api_key=_str(e.get("ALERT_WEBHOOK_PAGERDUTY_API_KEY"), None),
+            alert_webhook_opsgenie_url=_str(e.get("ALERT_WEBHOOK_OPSGENIE_URL"), None),
+            alert_webhook_opsgenie_api_key=_str(e.get("ALERT_WEBHOOK_OPSGENIE_API_KEY"), None),
+            auth_mode=_str(e.get("AUTH_MODE"), d.auth_mode),
+            emergency_confirmation_required=_bool(
+                e.get("EMERGENCY_CONFIRMATION_REQUIRED"), d.emergency_confirmation_required
+            ),
+            emergency_rate_limit_per_min=_int(
+                e.get("EMERGENCY_RATE_LIMIT_PER_MIN"), d.emergency_rate_limit_per_min
+            ),
+            redact_pii=_bool(e.get("REDACT_PII"), d.redact_pii),
+            anthropic_api_key=_str(e.get("ANTHROPIC_API_KEY"), None),
+            suggest_model=_str(e.get("SUGGEST_MODEL"), d.suggest_model),
+            otel_enabled=_bool(e.get("OTEL_ENABLED"), d.otel_enabled),
+            otlp_ingest_token=_str(e.get("OTLP_INGEST_TOKEN"), None),
+            monitoring_db_retention_days=_int(
+                e.get("MONITORING_DB_RETENTION_DAYS"), d.monitoring_db_retention_days
+            ),
+            monitoring_metrics_retention_hours=_int(
+                e.get("MONITORING_METRICS_RETENTION_HOURS"), d.monitoring_metrics_retention_hours
+            ),
+            rollup_retention_days=_int(e.get("ROLLUP_RETENTION_DAYS"), d.rollup_retention_days),
+            metrics_interval_s=_float(e.get("METRICS_INTERVAL_S"), d.metrics_interval_s),
+            console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
+            monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some fields changed (tests and CLIs use it instead of the environment)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Settings of this process, read from the environment once."""
+    global _cached
+    if _cached is None:
+        _cached = Settings.from_env()
+    return _cached
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests that change the environment call this)."""
+    global _cached
+    _cached = None
+
+
+def test_environment(env: Mapping[str, str] | None = None) -> dict[str, str | bool | None]:
+    """Test-suite knobs (TEST_DATABASE_URL, TEST_REDIS_URL, REQUIRE_SERVICES), read here too."""
+    e = os.environ if env is None else env
+    return {
+        "database_url": _str(e.get("TEST_DATABASE_URL"), None),
+        "redis_url": _str(e.get("TEST_REDIS_URL"), None),
+        "require_services": _bool(e.get("REQUIRE_SERVICES"), False),
+        "chromium": _str(e.get("CHROMIUM_PATH"), "/usr/bin/chromium"),
+    }

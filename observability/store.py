@@ -1,0 +1,262 @@
+"""The SQL store: one engine over SQLite (embedded default) or PostgreSQL (psycopg 3).
+
+Services are query objects over a `Store`; nothing keeps state the console cannot see. Bulk
+writes go through `insert_ignore`: COPY on PostgreSQL (falling back to COPY into a temporary table
+plus `INSERT ... ON CONFLICT DO NOTHING` only when a batch holds an already stored id), and
+`INSERT OR IGNORE` executemany on SQLite. Either way re-delivered events do not duplicate rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from observability import schema
+from observability.settings import PROJECT_ROOT, get_settings
+
+log = logging.getLogger(__name__)
+
+ALEMBIC_DIR = PROJECT_ROOT / "alembic"
+
+
+class StoreUnavailable(RuntimeError):
+    """The database refused or dropped the connection; callers retry later."""
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+class Store:
+    """A SQLAlchemy engine plus the few dialect-specific operations the project needs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
+        self._namespace: str | None = None
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str | None = None, **engine_kwargs: Any) -> "Store":
+        """Open a store; `url` defaults to DATABASE_URL (or the embedded SQLite file)."""
+        url = url or get_settings().database_url
+        parsed = sa.make_url(url)
+        if parsed.drivername == "postgresql" or parsed.drivername == "postgres":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.get_backend_name() == "sqlite":
+            path = _sqlite_path(parsed)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(
+                parsed,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                **engine_kwargs,
+            )
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+        else:
+            engine_kwargs.setdefault("pool_pre_ping", True)
+            engine_kwargs.setdefault("pool_size", 5)
+            engine_kwargs.setdefault("max_overflow", 10)
+            engine = sa.create_engine(parsed, **engine_kwargs)
+        return cls(engine)
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ---- schema -------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest Alembic revision (safe to call concurrently)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+        with self._migration_lock():
+            with self.engine.begin() as conn:
+                if self.is_postgres:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.lock_key("migrate")})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        path = _sqlite_path(self.engine.url) if not self.is_postgres else None
+        if path is None:
+            yield
+            return
+        lock_path = path.with_name(path.name + ".migrate.lock")
+        with open(lock_path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # ---- identity for locks -------------------------------------------------------------------
+    @property
+    def namespace(self) -> str:
+        """What identifies this store among others on the same server (database and schema)."""
+        if self._namespace is None:
+            if self.is_postgres:
+                with self.engine.connect() as conn:
+                    db, sch = conn.execute(sa.text("SELECT current_database(), current_schema()")).one()
+                self._namespace = f"pg:{db}:{sch}"
+            else:
+                self._namespace = f"sqlite:{self.engine.url.database}"
+        return self._namespace
+
+    def lock_key(self, purpose: str) -> int:
+        """A stable signed 64-bit key for PostgreSQL advisory locks, per store and purpose."""
+        digest = hashlib.blake2b(f"{self.namespace}:{purpose}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    # ---- connections --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction; connection errors surface as StoreUnavailable."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            if _is_connection_error(exc):
+                raise StoreUnavailable(str(exc.orig)) from exc
+            raise
+        except sa.exc.InterfaceError as exc:
+            raise StoreUnavailable(str(exc.orig)) from exc
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            if isinstance(exc, sa.exc.InterfaceError) or _is_connection_error(exc):
+                raise StoreUnavailable(str(exc.orig)) from exc
+            raise
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+
+    # ---- dialect helpers ----------------------------------------------------------------------
+    def insert(self, table: sa.Table):  # noqa: ANN201 - dialect Insert
+        """A dialect insert construct, so callers can use `.on_conflict_do_nothing/update`."""
+        return (postgresql.insert if self.is_postgres else sqlite.insert)(table)
+
+    def greatest(self, a: Any, b: Any) -> Any:
+        return sa.func.greatest(a, b) if self.is_postgres else sa.func.max(a, b)
+
+    def least(self, a: Any, b: Any) -> Any:
+        return sa.func.least(a, b) if self.is_postgres else sa.func.min(a, b)
+
+    def insert_ignore(
+        self, conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]
+    ) -> None:
+        """Insert rows (tuples in `columns` order); rows whose primary key exists are skipped."""
+        if not rows:
+            return
+        if self.is_postgres:
+            _pg_copy_ignore(conn, table, columns, rows)
+        else:
+            stmt = sqlite.insert(table).on_conflict_do_nothing()
+            conn.execute(stmt, [dict(zip(columns, r)) for r in rows])
+
+
+def _is_connection_error(exc: sa.exc.DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    msg = str(exc.orig).lower()
+    return any(
+        s in msg
+        for s in (
+            "connection refused",
+            "could not connect",
+            "server closed the connection",
+            "terminating connection",
+            "connection is closed",
+            "the database system is",
+            "consuming input failed",
+            "no such host",
+            "connection timeout",
+            "connection failed",
+        )
+    )
+
+
+def _json_cols(table: sa.Table, columns: Sequence[str]) -> list[int]:
+    return [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
+
+
+def _pg_copy_ignore(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]
+) -> None:
+    jcols = _json_cols(table, columns)
+    if jcols:
+        rows = [
+            tuple(json.dumps(v) if i in jcols and v is not None else v for i, v in enumerate(r))
+            for r in rows
+        ]
+    raw = conn.connection.driver_connection  # psycopg.Connection, inside SQLAlchemy's transaction
+    cols = ", ".join(f'"{c}"' for c in columns)
+    import psycopg
+
+    try:
+        with raw.transaction():  # a savepoint: a duplicate only undoes this attempt
+            with raw.cursor() as cur:
+                with cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
+                    for r in rows:
+                        copy.write_row(r)
+        return
+    except psycopg.errors.UniqueViolation:
+        pass
+    tmp = f"_tmp_{table.name}"
+    with raw.cursor() as cur:
+        cur.execute(
+            f'CREATE TEMP TABLE IF NOT EXISTS "{tmp}" (LIKE "{table.name}" INCLUDING DEFAULTS) '
+            "ON COMMIT DELETE ROWS"
+        )
+        cur.execute(f'TRUNCATE "{tmp}"')
+        with cur.copy(f'COPY "{tmp}" ({cols}) FROM STDIN') as copy:
+            for r in rows:
+                copy.write_row(r)
+        cur.execute(
+            f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{tmp}" ON CONFLICT DO NOTHING'
+        )
+        cur.execute(f'TRUNCATE "{tmp}"')
+
+
+ALL_TABLES = tuple(schema.metadata.sorted_tables)

@@ -1,0 +1,326 @@
+"""The worker: `python -m observability.worker [--once]`.
+
+Every worker drains the Redis ingest stream (when Redis is configured). Exactly one worker, the
+leader, runs the periodic steps listed in `STEPS` (rollups, system load, and what later parts
+register there): a PostgreSQL advisory lock on PostgreSQL, an exclusive lock file on SQLite.
+
+`STEPS` is the one registration point of the tick: a step is a function taking a `TickContext`.
+A failing step is logged and the others still run; the next tick tries it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from observability import rollups, schema
+from observability.ingest import write_batch
+from observability.settings import Settings, get_settings
+from observability.store import Store
+from observability.stream import StreamConsumer
+from observability.timeutil import utcnow
+
+log = logging.getLogger("observability.worker")
+
+
+@dataclass
+class TickContext:
+    store: Store
+    settings: Settings
+    redis: Any | None
+    worker_id: str
+    is_leader: bool
+    now: datetime
+    state: dict = field(default_factory=dict)  # per-worker memory shared by steps across ticks
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[TickContext], Any]
+    leader_only: bool = True
+
+
+# ---- built-in steps ---------------------------------------------------------------------------
+
+
+def step_rollups(ctx: TickContext) -> None:
+    rollups.run(ctx.store)
+
+
+def step_system_load(ctx: TickContext) -> None:
+    """Record the host's CPU load as the `system_load` metric (percent), like any other metric."""
+    import psutil
+
+    value = psutil.cpu_percent(interval=None)
+    if "cpu_primed" not in ctx.state:  # psutil's first reading has no interval to compare with
+        ctx.state["cpu_primed"] = True
+        value = psutil.cpu_percent(interval=0.1)
+    event = ["metric", uuid.uuid4().hex, time.time(), "system_load", "gauge", float(value), None,
+             None, None, {"host": socket.gethostname(), "worker_id": ctx.worker_id}]  # fmt: skip
+    write_batch(ctx.store, [event], ctx.settings)
+
+
+def step_heartbeat(ctx: TickContext) -> None:
+    t = schema.worker_heartbeats
+    values = {
+        "worker_id": ctx.worker_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "is_leader": ctx.is_leader,
+        "last_tick_at": ctx.now,
+        "last_tick_ms": ctx.state.get("last_tick_ms"),
+        "ingested_total": ctx.state.get("ingested_total", 0),
+        "stream_pending": ctx.state.get("stream_pending"),
+        "started_at": ctx.state.setdefault("started_at", ctx.now),
+    }
+    stmt = ctx.store.insert(t).values(values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["worker_id"], set_={k: v for k, v in values.items() if k != "worker_id"}
+    )
+    with ctx.store.begin() as conn:
+        conn.execute(stmt)
+
+
+# The one registration point. Order matters: data first, then what reads it.
+STEPS: list[Step] = [
+    Step("rollups", step_rollups),
+    Step("system_load", step_system_load),
+    Step("heartbeat", step_heartbeat, leader_only=False),
+]
+
+
+# ---- leadership -----------------------------------------------------------------------------
+
+
+class LeaderLock:
+    """Held for as long as the worker leads; lost if its connection or process dies."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._conn: sa.Connection | None = None
+        self._fh = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None or self._fh is not None
+
+    def try_acquire(self) -> bool:
+        try:
+            if self.store.is_postgres:
+                return self._pg()
+            return self._file()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("leader lock check failed: %s", exc)
+            self.release()
+            return False
+
+    def _pg(self) -> bool:
+        if self._conn is not None:
+            self._conn.execute(sa.text("SELECT 1"))  # still alive? (raises if not)
+            return True
+        conn = self.store.engine.connect()
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.store.lock_key("leader")}).scalar()
+        conn.commit()
+        if got:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def _file(self) -> bool:
+        if self._fh is not None:
+            return True
+        db = self.store.engine.url.database
+        # one lock per SQLite file, next to it; an in-memory store uses the configured path
+        path = f"{os.path.abspath(db)}.leader.lock" if db and db != ":memory:" else str(self.settings.worker_lock_file)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return False
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                self._conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._conn = None
+        if self._fh is not None:
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_UN)
+                self._fh.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._fh = None
+
+
+# ---- the worker -----------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store | None = None,
+        settings: Settings | None = None,
+        *,
+        redis: Any | None = None,
+        worker_id: str | None = None,
+        steps: list[Step] | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.store = store or Store.from_url(self.settings.database_url)
+        if redis is None and self.settings.redis_url:
+            import redis as redis_lib
+
+            redis = redis_lib.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        self.redis = redis
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.steps = STEPS if steps is None else steps
+        self.lock = LeaderLock(self.store, self.settings)
+        self.consumer = (
+            StreamConsumer(self.store, self.redis, self.settings, self.worker_id) if self.redis is not None else None
+        )
+        self.state: dict = {"ingested_total": 0}
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def drain(self, block_ms: int = 0, until_empty: bool = True) -> int:
+        """Move stream entries into the store; returns events stored."""
+        if self.consumer is None:
+            return 0
+        total = 0
+        while True:
+            n = self.consumer.drain_once(block_ms=block_ms)
+            total += n
+            if n == 0 or not until_empty or self._stop.is_set():
+                break
+            block_ms = 0
+        self.state["ingested_total"] += total
+        return total
+
+    def tick(self, now: datetime | None = None) -> dict[str, str]:
+        """One full tick: drain, then every step this worker may run. Returns step outcomes."""
+        started = time.perf_counter()
+        outcomes: dict[str, str] = {}
+        try:
+            self.drain()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("ingest drain failed (entries stay pending): %s", exc)
+            outcomes["ingest"] = f"error: {exc}"
+        if self.consumer is not None:
+            self.state["stream_pending"] = self.consumer.pending_count()
+        leader = self.lock.try_acquire()
+        ctx = TickContext(self.store, self.settings, self.redis, self.worker_id, leader,
+                          now or utcnow(), self.state)  # fmt: skip
+        for step in self.steps:
+            if step.leader_only and not leader:
+                continue
+            try:
+                step.run(ctx)
+                outcomes[step.name] = "ok"
+            except Exception as exc:  # noqa: BLE001
+                log.exception("worker step %s failed", step.name)
+                outcomes[step.name] = f"error: {exc}"
+        self.state["last_tick_ms"] = (time.perf_counter() - started) * 1000
+        return outcomes
+
+    def run_forever(self) -> None:
+        next_tick = 0.0
+        log.info("worker %s started (tick %.1fs)", self.worker_id, self.settings.worker_tick_s)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_tick:
+                self.tick()
+                next_tick = time.monotonic() + self.settings.worker_tick_s
+                continue
+            wait_ms = int(min(1000, (next_tick - now) * 1000))
+            if self.consumer is not None:
+                try:
+                    self.drain(block_ms=max(wait_ms, 1), until_empty=False)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("ingest drain failed (entries stay pending): %s", exc)
+                    self._stop.wait(1.0)
+            else:
+                self._stop.wait(wait_ms / 1000)
+        try:  # drain what is left before exiting
+            self.drain()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("final drain failed (entries stay pending for the next worker): %s", exc)
+        self.close()
+        log.info("worker %s stopped", self.worker_id)
+
+    def close(self) -> None:
+        self.lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m observability.worker", description=__doc__)
+    parser.add_argument("--once", action="store_true", help="run one full tick and exit")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    store = Store.from_url(settings.database_url)
+    store.migrate()
+    worker = Worker(store, settings)
+    if args.once:
+        outcomes = worker.tick()
+        worker.close()
+        for name, outcome in outcomes.items():
+            log.info("step %s: %s", name, outcome)
+        return 0
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: draining and stopping", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    extra = _start_http(worker)
+    try:
+        worker.run_forever()
+    finally:
+        if extra is not None:
+            extra()
+    return 0
+
+
+def _start_http(worker: Worker) -> Callable[[], None] | None:
+    """Start the worker's HTTP server (/healthz, /metrics, /v1/traces) when that module exists."""
+    try:
+        from observability import worker_http
+    except ImportError:
+        return None
+    return worker_http.start(worker)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
