@@ -9,6 +9,7 @@ re-validates what comes off the stream, because other producers may write to it.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -48,6 +49,9 @@ MESSAGE_ROLES = frozenset({"user", "bot", "operator"})
 SEVERITIES = ("low", "medium", "high", "critical")
 METRIC_TYPES = frozenset({"gauge", "counter", "histogram", "timer"})
 MAX_NAME = 200
+MAX_COUNT = 2**31 - 1  # token counts are INTEGER columns
+MAX_TS = 253_402_300_800.0  # 10000-01-01T00:00:00Z
+MAX_METADATA_BYTES = 64_000
 
 
 class EventRejected(ValueError):
@@ -68,10 +72,17 @@ def check_str(name: str, value: Any, *, required: bool = False, max_len: int = M
 
 
 def check_count(name: str, value: Any) -> None:
-    if type(value) is not int or value < 0:
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
         if type(value) is bool or not isinstance(value, int):
             raise EventRejected(f"{name} must be a non-negative integer, got {value!r:.40}")
-        raise EventRejected(f"{name} must be a non-negative integer, got {value}")
+        shown = value if -(10**18) < value < 10**18 else "a larger number"
+        raise EventRejected(f"{name} must be an integer from 0 to {MAX_COUNT}, got {shown}")
+
+
+def check_ts(name: str, value: Any) -> None:
+    """Epoch seconds between 1970 and 9999 (what both stores and `datetime` can hold)."""
+    if type(value) not in (float, int) or not (0.0 <= value < MAX_TS):
+        raise EventRejected(f"{name} must be a time between 1970 and 9999, got {value!r:.40}")
 
 
 def check_ms(name: str, value: Any) -> None:
@@ -92,57 +103,180 @@ def check_number(name: str, value: Any) -> None:
 def check_text(name: str, value: Any, max_bytes: int) -> None:
     if type(value) is not str:
         raise EventRejected(f"{name} must be a string, got {type(value).__name__}")
-    if len(value) > max_bytes or (len(value) * 4 > max_bytes and len(value.encode()) > max_bytes):
+    if len(value) > max_bytes:
+        raise EventRejected(f"{name} is larger than {max_bytes} bytes")
+    check_chars(name, value)
+    if len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
         raise EventRejected(f"{name} is larger than {max_bytes} bytes")
 
 
-def check_metadata(value: Any) -> None:
-    if value is not None and not isinstance(value, dict):
+def check_chars(name: str, value: str) -> None:
+    """No NUL character (PostgreSQL text cannot hold one) and no lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        raise EventRejected(f"{name} contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise EventRejected(f"{name} is not valid Unicode (lone surrogate)") from None
+
+
+def check_metadata(value: Any, max_bytes: int = MAX_METADATA_BYTES) -> None:
+    """A dict that JSON can hold as it is: no NaN, no datetime, no set; at most `max_bytes`."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
         raise EventRejected(f"metadata must be a dict, got {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EventRejected(f"metadata must be plain JSON (str, number, bool, list, dict): {exc}") from None
+    if len(text) > max_bytes:
+        raise EventRejected(f"metadata is larger than {max_bytes} bytes")
+    check_chars("metadata", text)
+
+
+# ---- the wire check: every field against the column that will hold it ---------------------------
+
+TABLE_OF_KIND = {
+    KIND_LLM: "llm_calls", KIND_OPERATION: "bot_operations", KIND_INTERACTION: "bot_interactions",
+    KIND_HANDOFF: "handoffs", KIND_MESSAGE: "messages", KIND_ACCOUNT: "accounts",
+    KIND_METRIC: "system_metrics", KIND_ACTIVITY: "activity_events",
+}  # fmt: skip
+_SIGNED_NUMBERS = frozenset({"value"})  # Float fields that may be negative; the others are durations/costs
+_OPTIONAL = frozenset({("llm", "cost_usd")})  # None on the wire means "compute it at ingest"
+
+
+def column_limit(kind: str, field: str) -> int | None:
+    """Longest string the store's column for this field holds (None: unlimited text)."""
+    from observability import schema
+
+    table = schema.metadata.tables[TABLE_OF_KIND[kind]]
+    col = table.c["id" if kind == KIND_ACCOUNT and field == "id" else field]
+    return getattr(col.type, "length", None)
+
+
+def _wire_checks(kind: str) -> tuple:
+    """(position, field, check, required, arg) for every field, derived from the schema."""
+    import sqlalchemy as sa
+
+    from observability import schema
+
+    table = schema.metadata.tables[TABLE_OF_KIND[kind]]
+    out = []
+    for pos, name in enumerate(FIELDS[kind], start=1):
+        if name == "ts":
+            out.append((pos, name, "ts", True, None))
+            continue
+        col = table.c[name]
+        required = (not col.nullable) and (kind, name) not in _OPTIONAL
+        t = col.type
+        if isinstance(t, sa.JSON):
+            out.append((pos, name, "json", False, None))
+        elif isinstance(t, sa.String):
+            out.append((pos, name, "str" if t.length else "text", required, t.length))
+        elif isinstance(t, sa.Boolean):
+            out.append((pos, name, "bool", required, None))
+        elif isinstance(t, sa.Integer):
+            out.append((pos, name, "count", required, None))
+        elif isinstance(t, sa.Float):
+            out.append((pos, name, "number" if name in _SIGNED_NUMBERS else "ms", required, None))
+        else:  # pragma: no cover - a new column type needs a rule here
+            raise TypeError(f"no wire check for {table.name}.{name} ({t})")
+    return tuple(out)
+
+
+_WIRE_CHECKS: dict[str, tuple] = {}
 
 
 def check_wire(event: Any, max_text_bytes: int = 1_000_000) -> list:
-    """Validate an event read from the stream or the spool; returns it or raises EventRejected."""
+    """Validate an event read from the stream or the spool; returns it or raises EventRejected.
+
+    Every field is checked against the column that will store it (type, length, range, NUL and
+    lone surrogates), so whatever passes can be written: one bad event never fails its batch.
+    """
+    if type(event) is list and len(event) == 18 and event[0] == KIND_LLM and _llm_fast_ok(event):
+        return event  # the common case, checked in one expression; anything unusual goes the long way
     if not isinstance(event, list) or not event:
         raise EventRejected("event must be a non-empty list")
     kind = event[0]
-    fields = FIELDS.get(kind)
+    fields = FIELDS.get(kind) if type(kind) is str else None
     if fields is None:
         raise EventRejected(f"unknown event kind {kind!r:.40}")
     if len(event) != len(fields) + 1:
         raise EventRejected(f"{kind} event has {len(event) - 1} fields, expected {len(fields)}")
-    v = dict(zip(fields, event[1:]))
-    check_str("id", v.get("id", v.get("trace_id")), required=True, max_len=64)
-    check_number("ts", v["ts"])
-    if kind == KIND_LLM:
-        check_str("model", v["model"], required=True)
-        check_str("provider", v["provider"], required=True)
-        for f in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
-            check_count(f, v[f])
-        check_ms("latency_ms", v["latency_ms"])
-        if v["cost_usd"] is not None:
-            check_ms("cost_usd", v["cost_usd"])
-        check_bool("cache_hit", v["cache_hit"])
-        check_bool("success", v["success"])
-    elif kind in (KIND_OPERATION, KIND_INTERACTION):
-        check_str("bot", v["bot"], required=True)
-        check_ms("duration_ms", v["duration_ms"])
-        check_bool("success", v["success"])
-    elif kind == KIND_HANDOFF:
-        check_str("source", v["source"], required=True)
-        check_str("target", v["target"], required=True)
-        check_ms("duration_ms", v["duration_ms"])
-    elif kind == KIND_MESSAGE:
-        check_str("conversation_id", v["conversation_id"], required=True, max_len=100)
-        if v["role"] not in MESSAGE_ROLES:
-            raise EventRejected(f"role must be one of {sorted(MESSAGE_ROLES)}")
-        check_text("text", v["text"], max_text_bytes)
-    elif kind == KIND_METRIC:
-        check_str("metric_name", v["metric_name"], required=True, max_len=100)
-        check_number("value", v["value"])
-        check_metadata(v["metadata"])
-    elif kind == KIND_ACTIVITY:
-        check_str("event_type", v["event_type"], required=True, max_len=100)
-        check_str("title", v["title"], required=True)
-        check_metadata(v["metadata"])
+    checks = _WIRE_CHECKS.get(kind)
+    if checks is None:
+        checks = _WIRE_CHECKS[kind] = _wire_checks(kind)
+    for pos, name, what, required, arg in checks:
+        v = event[pos]
+        if v is None:
+            if required:
+                raise EventRejected(f"{kind}.{name} is required")
+            continue
+        if what == "str":
+            if type(v) is not str:
+                raise EventRejected(f"{kind}.{name} must be a string, got {type(v).__name__}")
+            if len(v) > arg:
+                raise EventRejected(f"{kind}.{name} is longer than {arg} characters")
+            if required and not v.strip():
+                raise EventRejected(f"{kind}.{name} must not be empty")
+            if "\x00" in v or not v.isascii():
+                check_chars(f"{kind}.{name}", v)
+        elif what == "ts":
+            check_ts(f"{kind}.ts", v)
+        elif what == "ms":
+            check_ms(f"{kind}.{name}", v)
+        elif what == "count":
+            check_count(f"{kind}.{name}", v)
+        elif what == "bool":
+            check_bool(f"{kind}.{name}", v)
+        elif what == "number":
+            check_number(f"{kind}.{name}", v)
+        elif what == "text":
+            check_text(f"{kind}.{name}", v, max_text_bytes)
+        else:
+            check_metadata(v)
+    if kind == KIND_MESSAGE and event[4] not in MESSAGE_ROLES:
+        raise EventRejected(f"message.role must be one of {sorted(MESSAGE_ROLES)}, got {event[4]!r:.20}")
+    if kind == KIND_ACTIVITY and event[6] not in SEVERITIES:
+        raise EventRejected(f"activity.severity must be one of {SEVERITIES}, got {event[6]!r:.20}")
     return event
+
+
+_LEN = {name: column_limit(KIND_LLM, name) for name in FIELDS[KIND_LLM] if name != "ts"}
+_L_ID, _L_BOT, _L_MODEL, _L_PROVIDER = _LEN["trace_id"], _LEN["bot"], _LEN["model"], _LEN["provider"]
+_L_AGENT, _L_DTYPE, _L_CONV, _L_ERR = _LEN["agent"], _LEN["decision_type"], _LEN["conversation_id"], _LEN["error_type"]
+_NUM = (float, int)
+_INF = math.inf
+
+
+def _llm_fast_ok(e: list) -> bool:
+    """True when an LLM wire event is certainly valid; False sends it through the full check.
+
+    Strings must be printable ASCII here (no NUL, no surrogate) and within their column; anything
+    else (a non-ASCII bot name, say) is not wrong, only checked by the slower general path.
+    """
+    (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv, ok, err) = e
+    S = str
+    return (
+        type(tid) is S and 0 < len(tid) <= _L_ID and tid.isascii() and tid.isprintable() and not tid.isspace()
+        and type(model) is S and 0 < len(model) <= _L_MODEL and model.isascii() and model.isprintable()
+        and not model.isspace()
+        and type(provider) is S and 0 < len(provider) <= _L_PROVIDER and provider.isascii()
+        and provider.isprintable() and not provider.isspace()
+        and type(ts) in _NUM and 0.0 <= ts < MAX_TS
+        and type(it) is int and 0 <= it <= MAX_COUNT and type(ot) is int and 0 <= ot <= MAX_COUNT
+        and type(cr) is int and 0 <= cr <= MAX_COUNT and type(cw) is int and 0 <= cw <= MAX_COUNT
+        and type(lat) in _NUM and 0.0 <= lat < _INF
+        and type(hit) is bool and type(ok) is bool
+        and (cost is None or (type(cost) in _NUM and 0.0 <= cost < _INF))
+        and (bot is None or (type(bot) is S and len(bot) <= _L_BOT and bot.isascii() and bot.isprintable()))
+        and (agent is None or (type(agent) is S and len(agent) <= _L_AGENT and agent.isascii()
+                               and agent.isprintable()))
+        and (dtype is None or (type(dtype) is S and len(dtype) <= _L_DTYPE and dtype.isascii()
+                               and dtype.isprintable()))
+        and (conv is None or (type(conv) is S and len(conv) <= _L_CONV and conv.isascii()
+                              and conv.isprintable()))
+        and (err is None or (type(err) is S and len(err) <= _L_ERR and err.isascii() and err.isprintable()))
+    )  # fmt: skip

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
 
 import sqlalchemy as sa
 
@@ -77,7 +77,60 @@ def write_batch(store: Store, batch: Iterable[list], settings: Settings | None =
             log.warning("rejected malformed event at ingest: %s", exc)
             continue
         grouped[event[0]].append(event)
+    if grouped:
+        refused = _store_isolating(store, grouped, settings)
+        for e in refused:
+            grouped[e[0]].remove(e)
+            result.rejected += 1
+    for kind, items in grouped.items():
+        result.written[kind] += len(items)
+    return result
 
+
+def _is_data_error(exc: BaseException) -> bool:
+    """True when the store refused the data itself (not the connection, not the schema)."""
+    if isinstance(exc, (TypeError, ValueError, OverflowError)):
+        return True
+    if isinstance(exc, sa.exc.StatementError):
+        if isinstance(exc, sa.exc.DBAPIError):
+            return isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
+        return True  # a bind parameter could not be converted
+    if type(exc).__module__.startswith("psycopg"):  # raised by COPY on the raw connection
+        import psycopg
+
+        return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError))
+    return False
+
+
+def _store_isolating(store: Store, grouped: dict[str, list[list]], settings: Settings) -> list[list]:
+    """Store the events; if the store refuses some data, find the refused events by halving.
+
+    `check_wire` should leave nothing the store refuses; this is the safety net that keeps one
+    unforeseen bad event from turning its whole batch into a poison pill that is retried forever.
+    Connection and schema errors are raised as they are. Returns the refused events.
+    """
+    try:
+        _store_grouped(store, grouped, settings)
+        return []
+    except Exception as exc:
+        if not _is_data_error(exc):
+            raise
+        events = [e for items in grouped.values() for e in items]
+        if len(events) == 1:
+            log.warning("rejected event the store refused (%s): %.300s", type(exc).__name__, exc)
+            return events
+    half = len(events) // 2
+    refused = []
+    for part in (events[:half], events[half:]):
+        sub: dict[str, list[list]] = defaultdict(list)
+        for e in part:
+            sub[e[0]].append(e)
+        refused += _store_isolating(store, sub, settings)
+    return refused
+
+
+def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Settings) -> None:
+    """Price, redact and insert valid events grouped by kind, in one transaction."""
     rows: dict[str, list[tuple]] = {}
     dirty: set[tuple[str, int]] = set()
 
@@ -96,7 +149,7 @@ def write_batch(store: Store, batch: Iterable[list], settings: Settings | None =
             dirty.add(("llm", _minute(ts)))
         rows[ev.KIND_LLM] = out
 
-    for kind, table in SIMPLE_KINDS.items():
+    for kind in SIMPLE_KINDS:
         items = grouped.get(kind)
         if not items:
             continue
@@ -119,14 +172,11 @@ def write_batch(store: Store, batch: Iterable[list], settings: Settings | None =
             _upsert_accounts(store, conn, grouped[ev.KIND_ACCOUNT])
         if dirty:
             mark_dirty(store, conn, dirty)
-    for kind, items in grouped.items():
-        result.written[kind] += len(items)
-    return result
 
 
 def _upsert_conversations(store: Store, conn: sa.Connection, message_rows: list[tuple]) -> None:
     convs: dict[str, dict] = {}
-    for mid, ts, conv, role, _text, bot, account, _author in message_rows:
+    for _id, ts, conv, _role, _text, bot, account, _author in message_rows:
         c = convs.get(conv)
         if c is None:
             convs[conv] = {"id": conv, "account_id": account, "bot": bot, "state": "ai",

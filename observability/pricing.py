@@ -50,7 +50,9 @@ PROVIDER_ALIASES = {
 @dataclass(frozen=True)
 class Cost:
     usd: float
-    saved_usd: float  # what prompt-cache reads (or a response-cache hit) saved against full price
+    # what caching saved: prompt-cache reads against the plain input price, or the whole call when
+    # a response cache answered it (cache writes cost extra and are not counted as savings)
+    saved_usd: float
     known: bool  # False: no price for this model; cost is 0 and the call is flagged
 
 
@@ -85,16 +87,32 @@ _overrides: dict[str, dict[str, float]] | None = None
 
 
 def load_overrides(path: Path | None = None) -> dict[str, dict[str, float]]:
+    """The override table; `path` replaces it with another file (and forgets looked-up prices).
+
+    A malformed file or entry is logged and ignored: pricing then falls back to genai-prices.
+    """
     global _overrides
     with _overrides_lock:
         if _overrides is None or path is not None:
             p = path or OVERRIDES_FILE
             try:
                 raw = json.loads(p.read_text()) if p.exists() else {}
-            except (OSError, json.JSONDecodeError) as exc:
+                if not isinstance(raw, dict):
+                    raise ValueError("the file must hold a JSON object")
+            except (OSError, ValueError) as exc:
                 log.error("cannot read model price overrides %s: %s", p, exc)
                 raw = {}
-            _overrides = {k.lower(): v for k, v in raw.items() if not k.startswith("_")}
+            table: dict[str, dict[str, float]] = {}
+            for key, value in raw.items():
+                if key.startswith("_"):
+                    continue
+                try:
+                    table[key.lower()] = {k: float(v) for k, v in value.items() if k.endswith("_mtok")}
+                except (AttributeError, TypeError, ValueError):
+                    log.error("ignoring malformed price override %r in %s", key, p)
+            _overrides = table
+            if path is not None:
+                _rates.cache_clear()
         return _overrides
 
 
@@ -133,7 +151,24 @@ def _rates(provider: str | None, model: str) -> _Rates | None:
 
 
 def is_known(provider: str | None, model: str) -> bool:
+    """Whether `model` has a price (an override or genai-prices' bundled data)."""
     return _rates(_norm_provider(provider), model) is not None
+
+
+def price_per_mtok(provider: str | None, model: str) -> dict[str, float | str] | None:
+    """USD per million tokens (base tier) and where the price comes from; None when unknown."""
+    rates = _rates(_norm_provider(provider), model)
+    if rates is None:
+        return None
+    m = 1_000_000
+    return {
+        "input_mtok": rates.input * m,
+        "output_mtok": rates.output * m,
+        "cache_read_mtok": rates.cache_read * m,
+        "cache_write_mtok": rates.cache_write * m,
+        "source": "override" if rates.model_price is None else "genai-prices",
+        "tiered_from_input_tokens": rates.tier_start,
+    }
 
 
 def cost_of(
@@ -165,11 +200,10 @@ def cost_of(
             cache_write_tokens=cache_write,
         )
         full = float(rates.model_price.calc_price(usage)["total_price"])
-        no_cache = float(
-            rates.model_price.calc_price(Usage(input_tokens=input_tokens, output_tokens=output_tokens))[
-                "total_price"
-            ]
+        reads_as_input = Usage(
+            input_tokens=input_tokens, output_tokens=output_tokens, cache_write_tokens=cache_write
         )
+        without_reads = float(rates.model_price.calc_price(reads_as_input)["total_price"])
     else:
         full = (
             uncached * rates.input
@@ -177,11 +211,11 @@ def cost_of(
             + cache_write * rates.cache_write
             + output_tokens * rates.output
         )
-        no_cache = input_tokens * rates.input + output_tokens * rates.output
-        no_cache = full + cache_read * (rates.input - rates.cache_read)
+        # the same call with its cache reads billed as plain input (writes stay as they were)
+        without_reads = full + cache_read * (rates.input - rates.cache_read)
     if response_cache_hit:
         return Cost(0.0, full, True)
-    return Cost(full, max(no_cache - full, 0.0), True)
+    return Cost(full, max(without_reads - full, 0.0), True)
 
 
 def clear_cache() -> None:

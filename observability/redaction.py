@@ -1,26 +1,60 @@
-"""PII redaction applied to message text before it is stored.
+"""Privacy: PII redaction of message text, and keeping secrets out of log lines.
 
-E-mail addresses, phone numbers and payment card numbers (Luhn-checked, so order numbers are
-left alone) are replaced by placeholders. Runs at ingest, off the bot's thread.
+`redact(text)` replaces, in this order,
+- e-mail addresses (also the `name [at] example [dot] com` spellings),
+- payment card numbers: 13 to 19 digits, optionally in groups separated by spaces or dashes,
+  that pass the Luhn check (so order numbers and other long ids are left alone; a card number
+  followed by more digits is still found),
+- phone numbers in common national and international formats: `+44 20 7946 0958`,
+  `0044 20 7946 0958`, `+1 (415) 555-2671`, `(415) 555 2671`, `415.555.2671`, `07700 900123`,
+  `030/1234567`, `555-1234`, and plain runs of 10 to 15 digits. Dates, times, IPv4 addresses,
+  versions and amounts (`$1 250 000`) are not phone numbers.
+Ingest applies it to every stored message when `REDACT_PII` is on (the default), and the control
+services apply it to operator replies, so no stored message text carries these.
+
+`install_secret_filter()` makes every log record of the process pass through `scrub()`, which
+masks passwords and tokens written as `password=...`, credentials inside URLs
+(`postgresql://user:***@host`), bearer tokens, API keys and any value registered with
+`register_secret` (the configured secrets are registered from the settings). The services do
+not log secrets in the first place; the filter is the net under that rule.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-PHONE = re.compile(r"(?<![\w])(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]?\d{3,4}(?![\w])")
+import threading
+from typing import Any
 
 EMAIL_MASK = "[email redacted]"
 PHONE_MASK = "[phone redacted]"
 CARD_MASK = "[card redacted]"
+KINDS = ("email", "card", "phone")
+
+# ---- e-mail -----------------------------------------------------------------------------------
+
+EMAIL = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
+_AT = r"(?:\s*[\[({<]\s*at\s*[\])}>]\s*|\s+at\s+)"
+_DOT = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
+EMAIL_SPELLED = re.compile(
+    rf"(?<![\w.+-])[A-Za-z0-9][\w.+-]{{0,63}}(?:{_DOT}[\w+-]{{1,63}})*{_AT}[A-Za-z0-9-]{{1,63}}(?:(?:{_DOT}|\.)[A-Za-z0-9-]{{1,63}})*"
+    rf"{_DOT}[A-Za-z]{{2,24}}\b",
+    re.IGNORECASE,
+)
+
+# ---- cards ------------------------------------------------------------------------------------
+
+CARD_RUN = re.compile(r"(?<![\w+])\d(?:[ -]?\d){12,}(?![\w])")
+_DIGIT_GROUP = re.compile(r"\d+")
 
 
-def _luhn_ok(digits: str) -> bool:
+def luhn_ok(digits: str) -> bool:
     total, parity = 0, len(digits) % 2
     for i, ch in enumerate(digits):
-        d = int(ch)
+        d = ord(ch) - 48
         if i % 2 == parity:
             d *= 2
             if d > 9:
@@ -29,15 +63,223 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
-    return CARD_MASK if 13 <= len(digits) <= 19 and _luhn_ok(digits) else match.group(0)
+def _card_spans(run: str) -> list[tuple[int, int]]:
+    """Spans (within `run`) of Luhn-valid card numbers made of whole digit groups."""
+    groups = [(m.start(), m.end(), m.group(0)) for m in _DIGIT_GROUP.finditer(run)]
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(groups):
+        best = None
+        digits = ""
+        for j in range(i, len(groups)):
+            digits += groups[j][2]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_ok(digits):
+                best = j  # keep the longest valid window starting at group i
+        if best is None:
+            i += 1
+            continue
+        spans.append((groups[i][0], groups[best][1]))
+        i = best + 1
+    return spans
 
 
-def redact(text: str) -> str:
-    """Text with e-mail addresses, card numbers and phone numbers masked."""
-    if not text:
+def _redact_cards(text: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        run = match.group(0)
+        spans = _card_spans(run)
+        if not spans:
+            return run
+        out, pos = [], 0
+        for a, b in spans:
+            out.append(run[pos:a])
+            out.append(CARD_MASK)
+            pos = b
+        out.append(run[pos:])
+        return "".join(out)
+
+    return CARD_RUN.sub(repl, text)
+
+
+# ---- phones -----------------------------------------------------------------------------------
+
+PHONE_CANDIDATE = re.compile(
+    r"(?<![\w+.,/-])"  # not inside a word, a number or an amount
+    r"(?:\+|\b00)?\s?"  # international prefix
+    r"(?:\(\s?\+?\d{1,4}\s?\)|\d{1,15})"  # first group, maybe an area code in parentheses
+    r"(?:[ .\-/]?\s?\(\s?\d{1,4}\s?\)\s?\d{1,8}|[ .\-/]\d{1,8}){0,6}"  # more groups
+    r"(?![\w]|[.,]\d)"  # not followed by a letter or more digits of an amount
+)
+_DATE = re.compile(
+    r"\d{4}([-/.])\d{1,2}\1\d{1,2}"  # 2024-09-11
+    r"|\d{1,2}([-/.])\d{1,2}\2\d{2,4}"  # 11.09.2024, 9/11/24
+)
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_LOCAL_7 = re.compile(r"\d{3}[-.]\d{4}")  # 555-1234
+_ZIP_4 = re.compile(r"\d{5}-\d{4}")  # US ZIP+4
+_CURRENCY = set("$€£¥₹")
+
+
+def _is_phone(candidate: str, before: str) -> bool:
+    s = candidate.strip()
+    digits = re.sub(r"\D", "", s)
+    n = len(digits)
+    if n < 7 or n > 15 + (2 if s.startswith("00") else 0):
+        return False
+    if _DATE.fullmatch(s) or _IPV4.fullmatch(s) or _ZIP_4.fullmatch(s):
+        return False
+    if before.rstrip()[-1:] in _CURRENCY:
+        return False
+    if s.startswith("+") or s.startswith("00"):
+        return n >= 8
+    if "(" in s:
+        return n >= 7
+    if re.search(r"[ .\-/]", s):
+        return n >= 9 or bool(_LOCAL_7.fullmatch(s))
+    return n >= 10  # plain digits
+
+
+def _redact_phones(text: str) -> str:
+    def repl(match: re.Match[str]) -> str:
+        s = match.group(0)
+        before = text[max(0, match.start() - 3) : match.start()]
+        if not _is_phone(s, before):
+            return s
+        lead = s[: len(s) - len(s.lstrip())]
+        trail = s[len(s.rstrip()) :]
+        return f"{lead}{PHONE_MASK}{trail}"
+
+    return PHONE_CANDIDATE.sub(repl, text)
+
+
+# ---- the entry point --------------------------------------------------------------------------
+
+
+def redact(text: Any, *, email: bool = True, card: bool = True, phone: bool = True) -> Any:
+    """Text with e-mail addresses, card numbers and phone numbers masked (non-text unchanged)."""
+    if not isinstance(text, str) or not text:
         return text
-    text = EMAIL.sub(EMAIL_MASK, text)
-    text = CARD.sub(_card, text)
-    return PHONE.sub(PHONE_MASK, text)
+    if email and "@" in text:
+        text = EMAIL.sub(EMAIL_MASK, text)
+    if email:
+        lowered = text.lower()
+        if " at " in lowered or "at]" in lowered or "at)" in lowered or "at}" in lowered or "at>" in lowered:
+            text = EMAIL_SPELLED.sub(EMAIL_MASK, text)
+    if not any(ch.isdigit() for ch in text):
+        return text
+    if card:
+        text = _redact_cards(text)
+    if phone:
+        text = _redact_phones(text)
+    return text
+
+
+def redact_if_enabled(text: Any, settings: Any = None) -> Any:
+    """`redact(text)` when REDACT_PII is on (the default), else the text unchanged."""
+    if settings is None:
+        from observability.settings import get_settings
+
+        settings = get_settings()
+    return redact(text) if settings.redact_pii else text
+
+
+# ---- secrets in log lines ---------------------------------------------------------------------
+
+SECRET_MASK = "***"
+_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+_KEY_VALUE = re.compile(
+    r"(?i)(?P<key>\b[\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|"
+    r"routing[_-]?key|genie[_-]?key)\b[\"']?)(?P<sep>\s*[=:]\s*)(?P<q>[\"']?)(?P<value>[^\s\"',;&}]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_API_KEYS = re.compile(r"\b(sk-ant-|sk-|xox[abpr]-|ghp_|glpat-)[A-Za-z0-9_-]{8,}")
+_SLACK_HOOK = re.compile(r"(https://hooks\.slack\.com/services/)[A-Za-z0-9/_-]+")
+
+_registered: set[str] = set()
+_reg_lock = threading.Lock()
+_installed = False
+
+
+def register_secret(value: Any) -> None:
+    """Mask this exact value wherever it appears in a log line (values under 6 chars ignored)."""
+    if isinstance(value, str) and len(value) >= 6:
+        with _reg_lock:
+            _registered.add(value)
+
+
+def register_settings_secrets(settings: Any) -> None:
+    """Register every configured secret of the settings (passwords, keys, tokens, URL credentials)."""
+    from dataclasses import fields
+
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        name = f.name.lower()
+        if any(w in name for w in ("password", "secret", "api_key", "token", "webhook_url")):
+            register_secret(value)
+        elif isinstance(value, str) and "://" in value:
+            m = re.search(r"://[^\s:/@]*:([^\s@/]+)@", value)
+            if m:
+                register_secret(m.group(1))
+        elif isinstance(value, dict) and name.endswith("headers"):
+            for v in value.values():
+                register_secret(v)
+
+
+def scrub(message: str) -> str:
+    """A log line with secrets masked."""
+    if not message:
+        return message
+    with _reg_lock:
+        registered = sorted(_registered, key=len, reverse=True)
+    for value in registered:
+        if value in message:
+            message = message.replace(value, SECRET_MASK)
+    message = _URL_CREDENTIALS.sub(lambda m: f"{m.group('head')}{SECRET_MASK}@", message)
+    message = _BEARER.sub(lambda m: f"{m.group(1)} {SECRET_MASK}", message)
+    message = _KEY_VALUE.sub(
+        lambda m: f"{m.group('key')}{m.group('sep')}{m.group('q')}{SECRET_MASK}", message
+    )
+    message = _API_KEYS.sub(lambda m: f"{m.group(1)}{SECRET_MASK}", message)
+    return _SLACK_HOOK.sub(lambda m: f"{m.group(1)}{SECRET_MASK}", message)
+
+
+class SecretFilter(logging.Filter):
+    """A logging filter that scrubs a record's message and traceback (never drops records)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrub_record(record)
+        return True
+
+
+def scrub_record(record: logging.LogRecord) -> logging.LogRecord:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a broken format string is logging's problem, not ours
+        return record
+    cleaned = scrub(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+    return record
+
+
+def install_secret_filter(settings: Any = None) -> None:
+    """Scrub every log record this process creates (idempotent); registers the settings' secrets."""
+    global _installed
+    if settings is None:
+        from observability.settings import get_settings
+
+        settings = get_settings()
+    register_settings_secrets(settings)
+    with _reg_lock:
+        if _installed:
+            return
+        _installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return scrub_record(previous(*args, **kwargs))
+
+    logging.setLogRecordFactory(factory)

@@ -59,6 +59,9 @@ llm_calls = Table(
     Index("ix_llm_calls_ts", "ts"),
     Index("ix_llm_calls_model_ts", "model", "ts"),
     Index("ix_llm_calls_conversation", "conversation_id"),
+    # calls the price table did not know (priced 0 and flagged): the cost page lists them cheaply
+    Index("ix_llm_calls_unpriced", "ts", postgresql_where=text("price_known = false"),
+          sqlite_where=text("price_known = 0")),
 )
 
 bot_operations = Table(
@@ -244,6 +247,8 @@ alert_rules = Table(
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("for_s", Float, nullable=False, server_default="0"),
     Column("keep_firing_for_s", Float),
+    Column("critical_threshold", Float),  # two-level rules: `threshold` warns, this is critical
+    Column("managed_by", String(40)),  # thresholds_config | custom_metrics | alert_volume | channel_health
     Column("builtin", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
@@ -272,6 +277,8 @@ alerts = Table(
     Column("resolved_at", DateTime),
     Column("escalation_level", Integer, nullable=False, server_default="0"),
     Column("next_escalation_at", DateTime),
+    Column("escalation_started_at", DateTime),  # when level 1 went out; later levels count from it
+    Column("suppressed_by", String(200)),  # why the due step is held: silence / inhibition / cooldown
     Column("last_notified_at", DateTime),
     Column("created_at", DateTime, nullable=False),
     Index("ix_alerts_state", "state"),
@@ -327,6 +334,7 @@ notifications = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime, nullable=False),
     Column("last_error", Text),
+    Column("last_attempt_at", DateTime),
     Column("created_at", DateTime, nullable=False),
     Column("sent_at", DateTime),
     UniqueConstraint("alert_id", "level", "channel", "kind", name="uq_notifications_once"),

@@ -22,22 +22,45 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from observability import control_state as cs
 from observability import events as ev
+from observability import telemetry
 from observability.events import EventRejected, check_bool, check_count, check_ms, check_str
 from observability.settings import Settings, get_settings
 from observability.spool import Spool
-from observability.timeutil import to_epoch
+from observability.timeutil import as_aware, from_epoch, to_epoch, to_naive_utc
 
 log = logging.getLogger("observability.sdk")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_LOOKBACK = timedelta(seconds=10)  # a store poll for operator messages re-reads this far back (deduplicated)
+
+
+def control_synced_key(prefix: str) -> str:
+    """Redis key set once the control state is completely mirrored into Redis (worker step
+    `control_sync`, or the console after a publish). Without it (Redis new or restarted) gates
+    read the store, so a Redis restart cannot reopen a gate."""
+    return f"{prefix}control:synced"
+
+
+def _operator_message(item: Any) -> dict | None:
+    """An operator message published on the control channel, checked (None if malformed)."""
+    if not isinstance(item, dict):
+        return None
+    mid, cid, ts, text = item.get("id"), item.get("conversation_id"), item.get("ts"), item.get("text")
+    if not (isinstance(mid, str) and isinstance(cid, str) and isinstance(text, str)
+            and type(ts) in (int, float) and 0 <= ts < ev.MAX_TS):  # fmt: skip
+        return None
+    author = item.get("author")
+    return {"id": mid, "conversation_id": cid, "ts": as_aware(from_epoch(ts)), "text": text,
+            "author": author if isinstance(author, str) else None}  # fmt: skip
 
 
 def _ts(timestamp: datetime | None) -> float:
@@ -45,7 +68,25 @@ def _ts(timestamp: datetime | None) -> float:
         return time.time()
     if not isinstance(timestamp, datetime):
         raise EventRejected(f"timestamp must be a datetime, got {type(timestamp).__name__}")
-    return to_epoch(timestamp)
+    ts = to_epoch(timestamp)
+    if not 0.0 <= ts < ev.MAX_TS:
+        raise EventRejected(f"timestamp must be between 1970 and 9999, got {timestamp.isoformat():.40}")
+    return ts
+
+
+# Longest value each string column holds: checked on the caller's thread, so a name too long for
+# PostgreSQL is rejected with a clear log line instead of failing its whole batch later.
+_LEN_ID = ev.column_limit(ev.KIND_LLM, "trace_id")
+_LEN_BOT = ev.column_limit(ev.KIND_LLM, "bot")
+_LEN_MODEL = ev.column_limit(ev.KIND_LLM, "model")
+_LEN_NAME = ev.column_limit(ev.KIND_LLM, "agent")  # agent, decision_type, error_type, provider, ...
+_LEN_CONV = ev.column_limit(ev.KIND_LLM, "conversation_id")
+_LEN_OPERATION = ev.column_limit(ev.KIND_OPERATION, "operation")
+_LEN_REASON = ev.column_limit(ev.KIND_HANDOFF, "reason")
+_LEN_ACCOUNT_NAME = ev.column_limit(ev.KIND_ACCOUNT, "name")
+_LEN_METRIC_TYPE = ev.column_limit(ev.KIND_METRIC, "metric_type")
+_LEN_TITLE = ev.column_limit(ev.KIND_ACTIVITY, "title")
+_LEN_CATEGORY = ev.column_limit(ev.KIND_ACTIVITY, "category")
 
 
 def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
@@ -56,9 +97,16 @@ def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
     SDK's `Usage` object and with a plain dict.
     """
 
+    if not isinstance(usage, dict) and not hasattr(usage, "input_tokens"):
+        raise EventRejected(f"usage must be an Anthropic usage object or dict, got {type(usage).__name__}")
+
     def get(name: str) -> int:
         v = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
-        return int(v or 0)
+        if v is None:
+            return 0
+        if type(v) is not int:
+            raise EventRejected(f"usage.{name} must be an integer, got {v!r:.40}")
+        return v
 
     uncached = get("input_tokens")
     read = get("cache_read_input_tokens")
@@ -163,6 +211,13 @@ class ObservabilityClient:
         self._gate_store = None
         self._gate_lock = threading.Lock()
         self._subscriber: threading.Thread | None = None
+        self._gate_gen = 0  # bumped whenever the control state may have changed
+        self._redis_gate_down_until = 0.0
+        self._handoff_cache: dict[str, tuple[float, str | None]] = {}
+        self._op_callbacks: list[tuple[Callable[[dict], Any], str | None, datetime, OrderedDict]] = []
+        self._op_inbox: deque = deque(maxlen=10_000)
+        self._op_wake = threading.Event()
+        self._op_thread: threading.Thread | None = None
         self._thread = threading.Thread(target=self._run, name="observability-flush", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -183,7 +238,7 @@ class ObservabilityClient:
 
     def _reject(self, method: str, exc: Exception) -> None:
         self._counts["rejected"] += 1
-        log.warning("observability %s rejected: %s", method, exc)
+        log.warning("observability %s rejected: %.200s", method, exc)
 
     def record_llm_call(
         self,
@@ -212,8 +267,8 @@ class ObservabilityClient:
         try:
             if usage is not None:
                 input_tokens, output_tokens, cache_read_tokens, cache_write_tokens = usage_tokens(usage)
-            check_str("model", model, required=True)
-            check_str("provider", provider, required=True)
+            check_str("model", model, required=True, max_len=_LEN_MODEL)
+            check_str("provider", provider, required=True, max_len=_LEN_NAME)
             check_count("input_tokens", input_tokens)
             check_count("output_tokens", output_tokens)
             check_count("cache_read_tokens", cache_read_tokens)
@@ -228,10 +283,12 @@ class ObservabilityClient:
             check_bool("success", success)
             if cost_usd is not None:
                 check_ms("cost_usd", cost_usd)
-            check_str("trace_id", tid, required=True, max_len=64)
-            for name, v in (("conversation_id", conversation_id), ("bot", bot), ("agent", agent),
-                            ("decision_type", decision_type), ("error_type", error_type)):  # fmt: skip
-                check_str(name, v)
+            check_str("trace_id", tid, required=True, max_len=_LEN_ID)
+            check_str("conversation_id", conversation_id, max_len=_LEN_CONV)
+            check_str("bot", bot, max_len=_LEN_BOT)
+            check_str("agent", agent, max_len=_LEN_NAME)
+            check_str("decision_type", decision_type, max_len=_LEN_NAME)
+            check_str("error_type", error_type, max_len=_LEN_NAME)
             self._put([ev.KIND_LLM, tid, _ts(timestamp), bot, agent, decision_type, model, provider,
                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
                        float(latency_ms), cache_hit, cost_usd, conversation_id, success,
@@ -254,12 +311,12 @@ class ObservabilityClient:
         timestamp: datetime | None = None,
     ) -> None:
         try:
-            check_str("bot_name", bot_name, required=True)
-            check_str("operation", operation, required=True)
+            check_str("bot_name", bot_name, required=True, max_len=_LEN_BOT)
+            check_str("operation", operation, required=True, max_len=_LEN_OPERATION)
             check_ms("duration_ms", duration_ms)
             check_bool("success", success)
             check_bool("cache_hit", cache_hit)
-            check_str("error_type", error_type)
+            check_str("error_type", error_type, max_len=_LEN_NAME)
             self._put([ev.KIND_OPERATION, uuid.uuid4().hex, _ts(timestamp), bot_name, operation,
                        float(duration_ms), success, cache_hit, error_type])  # fmt: skip
         except Exception as exc:  # noqa: BLE001
@@ -317,11 +374,11 @@ class ObservabilityClient:
         timestamp: datetime | None = None,
     ) -> None:
         try:
-            check_str("bot_type", bot_type, required=True)
+            check_str("bot_type", bot_type, required=True, max_len=_LEN_BOT)
             check_ms("duration_ms", duration_ms)
             check_bool("success", success)
             check_bool("cache_hit", cache_hit)
-            check_str("error_type", error_type)
+            check_str("error_type", error_type, max_len=_LEN_NAME)
             self._put([ev.KIND_INTERACTION, uuid.uuid4().hex, _ts(timestamp), bot_type,
                        float(duration_ms), success, cache_hit, error_type])  # fmt: skip
         except Exception as exc:  # noqa: BLE001
@@ -339,12 +396,12 @@ class ObservabilityClient:
         timestamp: datetime | None = None,
     ) -> None:
         try:
-            check_str("source", source, required=True)
-            check_str("target", target, required=True)
+            check_str("source", source, required=True, max_len=_LEN_BOT)
+            check_str("target", target, required=True, max_len=_LEN_BOT)
             check_bool("success", success)
             check_ms("duration_ms", duration_ms)
             check_bool("blocked", blocked)
-            check_str("reason", reason, max_len=500)
+            check_str("reason", reason, max_len=_LEN_REASON)
             self._put([ev.KIND_HANDOFF, uuid.uuid4().hex, _ts(timestamp), source, target, success,
                        float(duration_ms), blocked, reason])  # fmt: skip
         except Exception as exc:  # noqa: BLE001
@@ -362,11 +419,11 @@ class ObservabilityClient:
         author: str | None = None,
     ) -> None:
         try:
-            check_str("conversation_id", conversation_id, required=True, max_len=100)
+            check_str("conversation_id", conversation_id, required=True, max_len=_LEN_CONV)
             if role not in ev.MESSAGE_ROLES:
                 raise EventRejected(f"role must be one of {sorted(ev.MESSAGE_ROLES)}, got {role!r:.20}")
             ev.check_text("text", text, self._max_text)
-            check_str("bot", bot)
+            check_str("bot", bot, max_len=_LEN_BOT)
             check_str("account_id", account_id, max_len=100)
             check_str("author", author, max_len=100)
             self._put([ev.KIND_MESSAGE, uuid.uuid4().hex, _ts(timestamp), conversation_id, role,
@@ -377,7 +434,7 @@ class ObservabilityClient:
     def set_account(self, account_id: str, *, name: str | None = None, vip: bool = False) -> None:
         try:
             check_str("account_id", account_id, required=True, max_len=100)
-            check_str("name", name)
+            check_str("name", name, max_len=_LEN_ACCOUNT_NAME)
             check_bool("vip", vip)
             self._put([ev.KIND_ACCOUNT, account_id, time.time(), name, vip])
         except Exception as exc:  # noqa: BLE001
@@ -398,7 +455,7 @@ class ObservabilityClient:
         try:
             check_str("metric_name", metric_name, required=True, max_len=100)
             ev.check_number("value", value)
-            check_str("metric_type", metric_type, required=True, max_len=50)
+            check_str("metric_type", metric_type, required=True, max_len=_LEN_METRIC_TYPE)
             check_str("account_id", account_id, max_len=100)
             check_str("conversation_id", conversation_id, max_len=100)
             check_str("user_id", user_id, max_len=100)
@@ -424,14 +481,15 @@ class ObservabilityClient:
     ) -> None:
         try:
             check_str("event_type", event_type, required=True, max_len=100)
-            check_str("title", title, required=True)
+            check_str("title", title, required=True, max_len=_LEN_TITLE)
             if severity not in ev.SEVERITIES:
                 raise EventRejected(f"severity must be one of {ev.SEVERITIES}, got {severity!r:.20}")
-            check_str("category", category, required=True, max_len=50)
+            check_str("category", category, required=True, max_len=_LEN_CATEGORY)
             if description is not None:
                 ev.check_text("description", description, self._max_text)
             check_str("account_id", account_id, max_len=100)
             check_str("conversation_id", conversation_id, max_len=100)
+            check_str("user_id", user_id, max_len=100)
             ev.check_metadata(metadata)
             self._put([ev.KIND_ACTIVITY, uuid.uuid4().hex, _ts(timestamp), event_type, title,
                        description, severity, category, account_id, conversation_id, user_id,
@@ -444,33 +502,64 @@ class ObservabilityClient:
         """False while a human holds the conversation, it is stopped, or all bots are stopped.
 
         Answers from a cache at most `CONTROL_CACHE_S` old; with Redis, published changes clear
-        the cache at once. If the control state cannot be read, the last known answer stands
-        (True when nothing is known yet) and the failure is logged.
+        the cache at once. Redis is trusted while it holds a complete mirror of the control state
+        (`control_synced_key`); before that, and while Redis is unreachable, the store is read.
+        If the control state cannot be read at all, the last known answer stands (True when
+        nothing is known yet) and the failure is logged.
         """
         now = time.monotonic()
         hit = self._gate_cache.get(conversation_id)
         if hit is not None and now - hit[0] < self.settings.control_cache_s:
             return hit[1]
+        gen = self._gate_gen
         try:
-            if self._redis is not None:
-                self._ensure_subscriber()
-                stopped, state = cs.read_from_redis(self._redis, self.settings.redis_prefix, conversation_id)
-            else:
-                with self._gate_lock:
-                    if self._gate_store is None:
-                        from observability.store import Store
-
-                        self._gate_store = Store.from_url(self.settings.database_url)
-                with self._gate_store.connect() as conn:
-                    stopped, state = cs.read_from_store(conn, conversation_id)
+            stopped, state = self._read_gate(conversation_id)
             allowed = cs.gate_open(stopped, state)
         except Exception as exc:  # noqa: BLE001
             log.warning("cannot read control state for %s: %s", conversation_id, exc)
             return hit[1] if hit is not None else True
         if len(self._gate_cache) > 10_000:
             self._gate_cache.clear()
-        self._gate_cache[conversation_id] = (now, allowed)
+        if gen == self._gate_gen:  # a change published while reading must not be cached over
+            self._gate_cache[conversation_id] = (now, allowed)
         return allowed
+
+    def _read_gate(self, conversation_id: str) -> tuple[bool, str | None]:
+        if self._redis is None or time.monotonic() < self._redis_gate_down_until:
+            return self._read_store_gate(conversation_id)
+        prefix = self.settings.redis_prefix
+        try:
+            self._ensure_subscriber()
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(cs.redis_system_key(prefix))
+            pipe.hget(cs.redis_conversations_key(prefix), conversation_id)
+            pipe.exists(control_synced_key(prefix))
+            system, state, synced = pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - Redis is only an accelerator: ask the store
+            self._redis_gate_down_until = time.monotonic() + 1.0
+            log.warning("control state not readable from Redis (%s); reading the store", type(exc).__name__)
+            return self._read_store_gate(conversation_id)
+        stopped = system in (b"stopped", "stopped")
+        state = state.decode() if isinstance(state, bytes) else state
+        if synced:
+            return stopped, state
+        try:  # Redis is new or was restarted: its mirror may be incomplete
+            return self._read_store_gate(conversation_id)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("store not readable for the gate (%s); using Redis", type(exc).__name__)
+            return stopped, state
+
+    def _control_store(self):  # noqa: ANN202 - observability.store.Store, imported lazily
+        with self._gate_lock:
+            if self._gate_store is None:
+                from observability.store import Store
+
+                self._gate_store = Store.from_url(self.settings.database_url)
+            return self._gate_store
+
+    def _read_store_gate(self, conversation_id: str) -> tuple[bool, str | None]:
+        with self._control_store().connect() as conn:
+            return cs.read_from_store(conn, conversation_id)
 
     def _ensure_subscriber(self) -> None:
         if self._subscriber is not None and self._subscriber.is_alive():
@@ -483,22 +572,171 @@ class ObservabilityClient:
             )
             self._subscriber.start()
 
+    def _invalidate_control(self) -> None:
+        self._gate_gen += 1
+        self._gate_cache.clear()
+        self._handoff_cache.clear()
+
     def _listen_control(self) -> None:
         channel = cs.redis_channel(self.settings.redis_prefix)
         while not self._closed:
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(channel)
-                self._gate_cache.clear()
+                self._invalidate_control()
                 while not self._closed:
                     msg = pubsub.get_message(timeout=0.5)
                     if msg is not None:
-                        self._gate_cache.clear()
+                        self._on_control_event(msg.get("data"))
                 pubsub.close()
             except Exception as exc:  # noqa: BLE001
                 log.debug("control subscription lost: %s", exc)
-                self._gate_cache.clear()
+                self._invalidate_control()
                 time.sleep(0.5)
+
+    def _on_control_event(self, data: Any) -> None:
+        try:
+            payload = json.loads(data) if data else {}
+        except (TypeError, ValueError):
+            payload = {}
+        message = payload.get("operator_message") if isinstance(payload, dict) else None
+        if isinstance(message, dict):
+            self._op_inbox.append(message)
+            self._op_wake.set()
+            return
+        self._invalidate_control()
+
+    # ------------------------------------------------------------------ human take-over
+    def handoff_instructions(self, conversation_id: str) -> str | None:
+        """What the operator asked the AI to keep in mind when handing the conversation back
+        (None when nothing was left). Cached like the gate; never raises."""
+        now = time.monotonic()
+        hit = self._handoff_cache.get(conversation_id)
+        if hit is not None and now - hit[0] < self.settings.control_cache_s:
+            return hit[1]
+        gen = self._gate_gen
+        try:
+            import sqlalchemy as sa
+
+            from observability import schema
+
+            c = schema.conversations
+            with self._control_store().connect() as conn:
+                value = conn.execute(
+                    sa.select(c.c.ai_handoff_instructions).where(c.c.id == conversation_id)
+                ).scalar()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot read handoff instructions for %s: %s", conversation_id, type(exc).__name__)
+            return hit[1] if hit is not None else None
+        if len(self._handoff_cache) > 10_000:
+            self._handoff_cache.clear()
+        if gen == self._gate_gen:
+            self._handoff_cache[conversation_id] = (now, value)
+        return value
+
+    def operator_messages(self, conversation_id: str, since: datetime | None = None) -> list[dict]:
+        """Operator replies typed in the console for this conversation, oldest first.
+
+        Each is a dict: id, conversation_id, ts (aware UTC datetime), text (PII-redacted), author.
+        With `since`, only later ones. Reads the store; never raises (logs and returns []).
+        """
+        try:
+            return self._query_operator_messages(conversation_id, to_naive_utc(since))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot read operator messages for %s: %s", conversation_id, type(exc).__name__)
+            return []
+
+    def _query_operator_messages(
+        self, conversation_id: str | None, after: datetime | None, limit: int = 500
+    ) -> list[dict]:
+        import sqlalchemy as sa
+
+        from observability import schema
+
+        m = schema.messages
+        q = sa.select(m.c.id, m.c.conversation_id, m.c.ts, m.c.text, m.c.author).where(m.c.role == "operator")
+        if conversation_id is not None:
+            q = q.where(m.c.conversation_id == conversation_id)
+        if after is not None:
+            q = q.where(m.c.ts > after)
+        with self._control_store().connect() as conn:
+            rows = conn.execute(q.order_by(m.c.ts, m.c.id).limit(limit)).all()
+        return [{"id": r.id, "conversation_id": r.conversation_id, "ts": as_aware(r.ts), "text": r.text,
+                 "author": r.author} for r in rows]  # fmt: skip
+
+    def on_operator_message(
+        self,
+        callback: Callable[[dict], Any],
+        *,
+        conversation_id: str | None = None,
+        since: datetime | None = None,
+    ) -> None:
+        """Call `callback(message)` on a background thread for every new operator reply.
+
+        `message` is the dict of `operator_messages`. Replies stored after `since` (default: now)
+        are delivered once each, in order, for every conversation or only `conversation_id`.
+        With Redis they arrive by pub/sub within milliseconds (a store poll every few seconds
+        catches any missed); without Redis the store is polled every `CONTROL_CACHE_S`. An
+        exception in the callback is logged and delivery goes on.
+        """
+        if not callable(callback):
+            log.warning("on_operator_message: callback is not callable; ignored")
+            return
+        floor = to_naive_utc(since) if since is not None else from_epoch(time.time())
+        with self._gate_lock:
+            self._op_callbacks.append((callback, conversation_id, floor, OrderedDict()))
+            if self._op_thread is None or not self._op_thread.is_alive():
+                self._op_thread = threading.Thread(
+                    target=self._deliver_operator_messages, name="observability-operator", daemon=True
+                )
+                self._op_thread.start()
+        if self._redis is not None:
+            self._ensure_subscriber()
+
+    def _deliver_operator_messages(self) -> None:
+        cache_s = self.settings.control_cache_s
+        poll_s = cache_s if self._redis is None else max(5.0, cache_s)
+        watermark: datetime | None = None
+        next_poll = 0.0
+        while not self._closed:
+            self._op_wake.wait(max(0.0, min(next_poll - time.monotonic(), 1.0)))
+            self._op_wake.clear()
+            if self._closed:
+                return
+            try:
+                batch = [m for m in (_operator_message(x) for x in self._drain_inbox()) if m is not None]
+                callbacks = list(self._op_callbacks)
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + poll_s
+                    floor = min(cb[2] for cb in callbacks)
+                    after = floor if watermark is None else max(floor, watermark - _LOOKBACK)
+                    try:
+                        batch.extend(self._query_operator_messages(None, after))
+                    except Exception as exc:  # noqa: BLE001
+                        log.debug("operator message poll failed: %s", type(exc).__name__)
+                for m in sorted(batch, key=lambda m: m["ts"]):
+                    ts = to_naive_utc(m["ts"])
+                    watermark = ts if watermark is None else max(watermark, ts)
+                    for callback, only, floor, seen in callbacks:
+                        wanted = only is None or only == m["conversation_id"]
+                        if ts <= floor or not wanted or m["id"] in seen:
+                            continue
+                        seen[m["id"]] = None
+                        if len(seen) > 10_000:
+                            seen.popitem(last=False)
+                        try:
+                            callback(dict(m))
+                        except Exception as exc:  # noqa: BLE001 - the bot's bug must not stop delivery
+                            log.warning("operator message callback failed: %r", exc)
+            except Exception:  # noqa: BLE001 - this thread must outlive any bug
+                log.exception("operator message delivery failed; will retry")
+                time.sleep(0.5)
+
+    def _drain_inbox(self) -> list:
+        out = []
+        while self._op_inbox:
+            out.append(self._op_inbox.popleft())
+        return out
 
     # ------------------------------------------------------------------ flushing
     def _run(self) -> None:
@@ -506,8 +744,12 @@ class ObservabilityClient:
         while True:
             self._wake.wait(interval)
             self._wake.clear()
-            self._drain()
-            self._replay_spool()
+            try:
+                self._drain()
+                self._replay_spool()
+            except Exception:  # noqa: BLE001 - the flush thread must outlive any bug
+                log.exception("observability flush failed; will retry")
+                time.sleep(min(interval, 1.0))
             with self._cond:
                 self._cond.notify_all()
             if self._closed and not self._dq:
@@ -530,6 +772,18 @@ class ObservabilityClient:
                     self._inflight -= 1
 
     def _send(self, batch: list) -> None:
+        """`_send_batch` in an optional OpenTelemetry span (flush thread only; a no-op without OTel)."""
+        if not telemetry.enabled():
+            self._send_batch(batch)
+            return
+        telemetry.count_events(batch)
+        spilled, dropped = self._counts["spilled"], self._counts["dropped"]
+        with telemetry.optional_span("observability.sdk", "flush", **{"obs.batch_size": len(batch)}) as span:
+            self._send_batch(batch)
+            if self._counts["spilled"] > spilled or self._counts["dropped"] > dropped:
+                span.mark_failed("spooled")
+
+    def _send_batch(self, batch: list) -> None:
         """Deliver with retries; when the sink is down, spill to the spool at once."""
         if time.monotonic() < self._sink_down_until:
             self._spill(batch)
@@ -560,7 +814,7 @@ class ObservabilityClient:
         try:
             self.spool.spill(batch)
             self._counts["spilled"] += len(batch)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a full disk or an unserialisable event
             self._counts["dropped"] += len(batch)
             log.error("cannot spool %d events (dropped): %s", len(batch), exc)
 
@@ -578,11 +832,16 @@ class ObservabilityClient:
                 return
             self._counts["replayed"] += len(batch)
 
+        with self._cond:  # a claimed spool file is no longer "pending": flush() must wait for it
+            self._inflight += 1
         try:
             self.spool.replay(send)
         except Exception as exc:  # noqa: BLE001
             log.info("spool replay paused, sink still unavailable: %s", exc)
             self._sink_down_until = time.monotonic() + 1.0
+        finally:
+            with self._cond:
+                self._inflight -= 1
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued is in the store or stream (spool included). Never raises."""
@@ -612,6 +871,9 @@ class ObservabilityClient:
             while self._dq:
                 rest.append(self._dq.popleft())
             self._spill(rest)
+        self._op_wake.set()
+        if self._op_thread is not None:
+            self._op_thread.join(timeout=1.0)
         self._sink.close()
         if self._gate_store is not None:
             self._gate_store.dispose()

@@ -49,7 +49,7 @@ class Settings:
     sdk_max_retries: int = 3
     sdk_retry_backoff_s: float = 0.2
     sdk_max_text_bytes: int = 64_000
-    control_cache_s: float = 1.0
+    control_cache_s: float = 0.5
     # --- worker ---------------------------------------------------------------------------
     worker_tick_s: float = 15.0
     worker_http_host: str = "127.0.0.1"
@@ -66,39 +66,46 @@ class Settings:
     alert_delivery_max_attempts: int = 8
     alert_delivery_backoff_s: float = 5.0
     alert_http_timeout_s: float = 10.0
+    alert_metric_window_s: float = 300.0  # window over which recorded metrics are averaged
+    alert_console_url: str | None = None  # link put into notifications (Alertmanager externalURL)
     alert_email_enabled: bool = False
     alert_email_smtp_host: str | None = None
     alert_email_smtp_port: int = 587
     alert_email_smtp_user: str | None = None
-    alert_email_smtp_password: str | None = None
+    alert_email_smtp_password: str | None = field(default=None, repr=False)  # secrets: never in repr()
     alert_email_security: str = "starttls"  # starttls | tls | none
+    alert_email_ca_file: Path | None = None  # extra CA bundle to trust (a private SMTP relay)
     alert_email_from: str | None = None
     alert_email_to: str | None = None
     alert_slack_enabled: bool = False
-    alert_slack_webhook_url: str | None = None
+    alert_slack_webhook_url: str | None = field(default=None, repr=False)
     alert_slack_channel: str | None = None
     alert_webhook_enabled: bool = False
     alert_webhook_url: str | None = None
-    alert_webhook_headers: dict = field(default_factory=dict)
-    alert_webhook_secret: str | None = None
+    alert_webhook_headers: dict = field(default_factory=dict, repr=False)
+    alert_webhook_secret: str | None = field(default=None, repr=False)
     alert_webhook_pagerduty_url: str | None = None
-    alert_webhook_pagerduty_api_key: str | None = None
+    alert_webhook_pagerduty_api_key: str | None = field(default=None, repr=False)
     alert_webhook_opsgenie_url: str | None = None
-    alert_webhook_opsgenie_api_key: str | None = None
+    alert_webhook_opsgenie_api_key: str | None = field(default=None, repr=False)
     # --- control, auth, privacy -----------------------------------------------------------
     auth_mode: str = "password"  # password | none
     emergency_confirmation_required: bool = True
     emergency_rate_limit_per_min: int = 3
     redact_pii: bool = True
-    anthropic_api_key: str | None = None
+    anthropic_api_key: str | None = field(default=None, repr=False)
     suggest_model: str = "claude-sonnet-4-5"
     # --- ecosystem ------------------------------------------------------------------------
     otel_enabled: bool = True
-    otlp_ingest_token: str | None = None
+    otlp_ingest_token: str | None = field(default=None, repr=False)
     monitoring_db_retention_days: int = 90
     monitoring_metrics_retention_hours: int = 72
     rollup_retention_days: int = 400
     metrics_interval_s: float = 15.0
+    metrics_window_s: float = 300.0  # window of the latency histograms on /metrics
+    health_max_worker_lag_s: float = 0.0  # 0: 4 x WORKER_TICK_S, at least 60 s
+    otel_exporter_endpoint: str | None = None  # the worker's own spans/counters go here (OTLP/HTTP)
+    otel_service_name: str | None = None
     # --- console --------------------------------------------------------------------------
     console_cache_ttl_s: int = 15
     monthly_budget_usd: float = 500.0
@@ -153,12 +160,15 @@ class Settings:
                 e.get("ALERT_DELIVERY_BACKOFF_S"), d.alert_delivery_backoff_s
             ),
             alert_http_timeout_s=_float(e.get("ALERT_HTTP_TIMEOUT_S"), d.alert_http_timeout_s),
+            alert_metric_window_s=_float(e.get("ALERT_METRIC_WINDOW_S"), d.alert_metric_window_s),
+            alert_console_url=_str(e.get("ALERT_CONSOLE_URL"), None),
             alert_email_enabled=_bool(e.get("ALERT_EMAIL_ENABLED"), d.alert_email_enabled),
             alert_email_smtp_host=_str(e.get("ALERT_EMAIL_SMTP_HOST"), None),
             alert_email_smtp_port=_int(e.get("ALERT_EMAIL_SMTP_PORT"), d.alert_email_smtp_port),
             alert_email_smtp_user=_str(e.get("ALERT_EMAIL_SMTP_USER"), None),
             alert_email_smtp_password=_str(e.get("ALERT_EMAIL_SMTP_PASSWORD"), None),
             alert_email_security=_str(e.get("ALERT_EMAIL_SECURITY"), d.alert_email_security),
+            alert_email_ca_file=Path(e["ALERT_EMAIL_CA_FILE"]) if e.get("ALERT_EMAIL_CA_FILE") else None,
             alert_email_from=_str(e.get("ALERT_EMAIL_FROM"), None),
             alert_email_to=_str(e.get("ALERT_EMAIL_TO"), None),
             alert_slack_enabled=_bool(e.get("ALERT_SLACK_ENABLED"), d.alert_slack_enabled),
@@ -192,6 +202,10 @@ class Settings:
             ),
             rollup_retention_days=_int(e.get("ROLLUP_RETENTION_DAYS"), d.rollup_retention_days),
             metrics_interval_s=_float(e.get("METRICS_INTERVAL_S"), d.metrics_interval_s),
+            metrics_window_s=_float(e.get("METRICS_WINDOW_S"), d.metrics_window_s),
+            health_max_worker_lag_s=_float(e.get("HEALTH_MAX_WORKER_LAG_S"), d.health_max_worker_lag_s),
+            otel_exporter_endpoint=_str(e.get("OTEL_EXPORTER_OTLP_ENDPOINT"), None),
+            otel_service_name=_str(e.get("OTEL_SERVICE_NAME"), None),
             console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
             monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
         )

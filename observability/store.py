@@ -13,6 +13,8 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,14 @@ ALEMBIC_DIR = PROJECT_ROOT / "alembic"
 
 class StoreUnavailable(RuntimeError):
     """The database refused or dropped the connection; callers retry later."""
+
+
+def _sqlite_ln(x: float | None) -> float | None:
+    return None if x is None or x <= 0 else math.log(x)
+
+
+def _sqlite_ceil(x: float | None) -> float | None:
+    return None if x is None else float(math.ceil(x))
 
 
 def _sqlite_path(url: sa.URL) -> Path | None:
@@ -73,6 +83,11 @@ class Store:
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA busy_timeout=30000")
+                try:  # rollups need ln() and ceil(); some SQLite builds lack the math functions
+                    cur.execute("SELECT ln(2.0), ceil(1.5)")
+                except sqlite3.OperationalError:
+                    dbapi_conn.create_function("ln", 1, _sqlite_ln, deterministic=True)
+                    dbapi_conn.create_function("ceil", 1, _sqlite_ceil, deterministic=True)
                 cur.close()
 
         else:
@@ -96,8 +111,9 @@ class Store:
     # ---- schema -------------------------------------------------------------------------------
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest Alembic revision (safe to call concurrently)."""
-        from alembic import command
         from alembic.config import Config
+
+        from alembic import command
 
         cfg = Config()
         cfg.set_main_option("script_location", str(ALEMBIC_DIR))
@@ -193,7 +209,7 @@ class Store:
             _pg_copy_ignore(conn, table, columns, rows)
         else:
             stmt = sqlite.insert(table).on_conflict_do_nothing()
-            conn.execute(stmt, [dict(zip(columns, r)) for r in rows])
+            conn.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows])
 
 
 def _is_connection_error(exc: sa.exc.DBAPIError) -> bool:
@@ -221,15 +237,62 @@ def _json_cols(table: sa.Table, columns: Sequence[str]) -> list[int]:
     return [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
 
 
+def _pg_type_name(t: sa.types.TypeEngine) -> str | None:
+    """The PostgreSQL type a binary COPY must send for a column (None: not known here)."""
+    if isinstance(t, sa.JSON):
+        return "json"
+    if isinstance(t, sa.String):
+        return "text"  # varchar's binary form is the text's, length limits still apply
+    if isinstance(t, sa.Boolean):
+        return "bool"
+    if isinstance(t, sa.BigInteger):
+        return "int8"
+    if isinstance(t, sa.SmallInteger):
+        return "int2"
+    if isinstance(t, sa.Integer):
+        return "int4"
+    if isinstance(t, sa.Float):  # Float, Double, REAL (a plain Numeric falls back to text COPY)
+        return "float4" if (t.precision or 53) <= 24 else "float8"
+    if isinstance(t, sa.DateTime):
+        return "timestamptz" if t.timezone else "timestamp"
+    return None
+
+
+_copy_types: dict[tuple[str, tuple[str, ...]], list[str] | None] = {}
+
+
+def _binary_types(table: sa.Table, columns: Sequence[str]) -> list[str] | None:
+    key = (table.name, tuple(columns))
+    if key not in _copy_types:
+        names = [_pg_type_name(table.c[c].type) for c in columns]
+        _copy_types[key] = None if None in names else names
+    return _copy_types[key]
+
+
+def _copy(cur: Any, target: str, cols: str, types: list[str] | None, rows: Sequence[tuple]) -> None:
+    if types is None:
+        with cur.copy(f'COPY "{target}" ({cols}) FROM STDIN') as copy:
+            for r in rows:
+                copy.write_row(r)
+        return
+    # binary COPY: about 6x less client CPU per row than text, and no text parsing on the server
+    with cur.copy(f'COPY "{target}" ({cols}) FROM STDIN (FORMAT BINARY)') as copy:
+        copy.set_types(types)
+        for r in rows:
+            copy.write_row(r)
+
+
 def _pg_copy_ignore(
     conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]
 ) -> None:
-    jcols = _json_cols(table, columns)
-    if jcols:
-        rows = [
-            tuple(json.dumps(v) if i in jcols and v is not None else v for i, v in enumerate(r))
-            for r in rows
-        ]
+    types = _binary_types(table, columns)
+    if types is None:
+        jcols = _json_cols(table, columns)
+        if jcols:
+            rows = [
+                tuple(json.dumps(v) if i in jcols and v is not None else v for i, v in enumerate(r))
+                for r in rows
+            ]
     raw = conn.connection.driver_connection  # psycopg.Connection, inside SQLAlchemy's transaction
     cols = ", ".join(f'"{c}"' for c in columns)
     import psycopg
@@ -237,9 +300,7 @@ def _pg_copy_ignore(
     try:
         with raw.transaction():  # a savepoint: a duplicate only undoes this attempt
             with raw.cursor() as cur:
-                with cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
-                    for r in rows:
-                        copy.write_row(r)
+                _copy(cur, table.name, cols, types, rows)
         return
     except psycopg.errors.UniqueViolation:
         pass
@@ -250,9 +311,7 @@ def _pg_copy_ignore(
             "ON COMMIT DELETE ROWS"
         )
         cur.execute(f'TRUNCATE "{tmp}"')
-        with cur.copy(f'COPY "{tmp}" ({cols}) FROM STDIN') as copy:
-            for r in rows:
-                copy.write_row(r)
+        _copy(cur, tmp, cols, types, rows)
         cur.execute(
             f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{tmp}" ON CONFLICT DO NOTHING'
         )

@@ -32,7 +32,8 @@ class StreamConsumer:
         self.settings = settings
         self.consumer = consumer
         self.key = cs.ingest_stream_key(settings.redis_prefix)
-        self.malformed = 0
+        self.malformed = 0  # whole entries that could not be decoded (dropped, acknowledged)
+        self.rejected = 0  # single events rejected at ingest (the rest of their entry is stored)
         self._group_ready = False
 
     def ensure_group(self) -> None:
@@ -87,6 +88,7 @@ class StreamConsumer:
         if events:
             result = write_batch(self.store, events, self.settings)  # raises if the store is down
             if result.rejected:
+                self.rejected += result.rejected
                 log.warning("%d malformed events rejected at ingest", result.rejected)
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(self.key, GROUP, *ids)

@@ -27,7 +27,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import rollups, schema
+from observability import control, retention, rollups, schema, telemetry, worker_http
+from observability.alerting import steps as alerting_steps
+from observability.conversation_scoring import score_conversations
 from observability.ingest import write_batch
 from observability.settings import Settings, get_settings
 from observability.store import Store
@@ -100,6 +102,12 @@ def step_heartbeat(ctx: TickContext) -> None:
 STEPS: list[Step] = [
     Step("rollups", step_rollups),
     Step("system_load", step_system_load),
+    Step("retention", retention.step),  # daily partitions ahead (PostgreSQL), expired rows out
+    Step("control_sync", control.step_sync_gates, leader_only=False),  # Redis mirror of gates
+    Step("conversation_scoring", score_conversations),  # scores on conversations with new messages
+    Step("alerts_evaluate", alerting_steps.step_evaluate),  # rules on this tick's metrics (seeds defaults)
+    Step("alerts_escalate", alerting_steps.step_escalate),  # due escalation steps, held notifications
+    Step("alerts_deliver", alerting_steps.step_deliver),  # the notification outbox, with backoff
     Step("heartbeat", step_heartbeat, leader_only=False),
 ]
 
@@ -133,6 +141,7 @@ class LeaderLock:
     def _pg(self) -> bool:
         if self._conn is not None:
             self._conn.execute(sa.text("SELECT 1"))  # still alive? (raises if not)
+            self._conn.rollback()  # never sit "idle in transaction": that would hold back VACUUM
             return True
         conn = self.store.engine.connect()
         got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.store.lock_key("leader")}).scalar()
@@ -244,7 +253,8 @@ class Worker:
             if step.leader_only and not leader:
                 continue
             try:
-                step.run(ctx)
+                with telemetry.optional_span("observability.worker", step.name):
+                    step.run(ctx)
                 outcomes[step.name] = "ok"
             except Exception as exc:  # noqa: BLE001
                 log.exception("worker step %s failed", step.name)
@@ -278,7 +288,15 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
     def close(self) -> None:
+        was_leader = self.lock.held
         self.lock.release()
+        if was_leader:  # so the heartbeat table does not show a stopped worker as leader
+            hb = schema.worker_heartbeats
+            try:
+                with self.store.begin() as conn:
+                    conn.execute(sa.update(hb).where(hb.c.worker_id == self.worker_id).values(is_leader=False))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not clear the leader flag of %s: %s", self.worker_id, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,20 +323,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     extra = _start_http(worker)
+    otel_shutdown = telemetry.configure(settings)
     try:
         worker.run_forever()
     finally:
         if extra is not None:
             extra()
+        if otel_shutdown is not None:
+            otel_shutdown()
     return 0
 
 
 def _start_http(worker: Worker) -> Callable[[], None] | None:
-    """Start the worker's HTTP server (/healthz, /metrics, /v1/traces) when that module exists."""
-    try:
-        from observability import worker_http
-    except ImportError:
-        return None
+    """Start the worker's HTTP server (/healthz, /metrics, /v1/traces); None if its port is taken."""
     return worker_http.start(worker)
 
 

@@ -1,0 +1,212 @@
+"""Delivery: the leading worker sends due outbox rows, oldest first, with exponential backoff.
+
+Per row: lock it (FOR UPDATE SKIP LOCKED on PostgreSQL, so a second deliverer skips it), send,
+then record the outcome in the same transaction. The row is marked sent only after the peer
+accepted it: a crash in between means "send again" (with the same idempotency key: webhook-id,
+PagerDuty dedup_key, Opsgenie alias, Message-ID), never "lost".
+
+Failures: retryable ones (timeouts, 429, 5xx) wait `ALERT_DELIVERY_BACKOFF_S * 2^(attempt-1)`
+(at least the peer's Retry-After, at most an hour); after `ALERT_DELIVERY_MAX_ATTEMPTS`, or at once
+for a permanent failure (HTTP 400, missing configuration), the row is `dead`. Every attempt lands
+on the alert's timeline; failed attempts also feed the `notification_failures{channel}` metric
+that raises the "notification channel failing" alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from observability import schema
+from observability.alerting import audit
+from observability.alerting import channels as ch
+from observability.alerting._telemetry import count
+from observability.settings import Settings
+from observability.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 3600.0
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    dead: list[int] = field(default_factory=list)
+
+
+def outgoing(row: Any) -> ch.Outgoing:
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return ch.Outgoing(key=f"obs-notification-{m['id']}", channel=m["channel"], kind=m["kind"],
+                       level=int(m["level"]), payload=dict(m["payload"] or {}))  # fmt: skip
+
+
+def backoff(settings: Settings, attempts: int, retry_after: float | None) -> float:
+    wait = settings.alert_delivery_backoff_s * (2 ** max(attempts - 1, 0))
+    if retry_after is not None:
+        wait = max(wait, retry_after)
+    return min(wait, MAX_BACKOFF_S)
+
+
+def _due_ids(store: Store, now: datetime, limit: int) -> list[int]:
+    n = schema.notifications
+    earlier = n.alias("earlier")
+    # ack/resolve wait for the trigger of the same alert and channel still being retried
+    blocked = (
+        sa.select(earlier.c.id)
+        .where(
+            earlier.c.alert_id == n.c.alert_id,
+            earlier.c.channel == n.c.channel,
+            earlier.c.id < n.c.id,
+            earlier.c.status == "pending",
+        )  # fmt: skip
+        .exists()
+    )
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.select(n.c.id)
+            .where(n.c.status == "pending", n.c.next_attempt_at <= now, sa.not_(blocked))
+            .order_by(n.c.id)
+            .limit(limit)
+        ).all()
+    return [r[0] for r in rows]
+
+
+def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: int = 200) -> DeliveryReport:
+    report = DeliveryReport()
+    n = schema.notifications
+    for nid in _due_ids(store, now, limit):
+        with store.begin() as conn:
+            row = conn.execute(
+                sa.select(n).where(n.c.id == nid, n.c.status == "pending").with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                continue  # sent by someone else meanwhile, or locked by a deliverer that is at it
+            msg = outgoing(row)
+            attempts = row.attempts + 1
+            guard = sa.and_(n.c.id == nid, n.c.status == "pending", n.c.attempts == row.attempts)
+            try:
+                receipt = ch.send(msg, settings)
+            except ch.DeliveryError as exc:
+                dead = not exc.retryable or attempts >= settings.alert_delivery_max_attempts
+                values: dict[str, Any] = {
+                    "attempts": attempts,
+                    "last_error": str(exc)[:2000],
+                    "last_attempt_at": now,
+                }
+                if dead:
+                    values["status"] = "dead"
+                else:
+                    values["next_attempt_at"] = now + timedelta(
+                        seconds=backoff(settings, attempts, exc.retry_after)
+                    )
+                if conn.execute(sa.update(n).where(guard).values(**values)).rowcount != 1:
+                    continue
+                _record_failure(conn, row, msg, attempts, str(exc), dead, values.get("next_attempt_at"), now)
+                (report.dead if dead else report.retrying).append(nid)
+                count("obs.alert.notification_failed", channel=msg.channel)
+                log.warning("notification %s via %s failed (attempt %s%s): %s", nid, msg.channel, attempts,
+                            ", giving up" if dead else "", exc)  # fmt: skip
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug in one channel must not stop the others
+                log.exception("notification %s via %s crashed", nid, msg.channel)
+                values = {"attempts": attempts, "last_error": f"internal error: {exc}"[:2000], "last_attempt_at": now,
+                          "next_attempt_at": now + timedelta(seconds=backoff(settings, attempts, None))}  # fmt: skip
+                if attempts >= settings.alert_delivery_max_attempts:
+                    values["status"] = "dead"
+                conn.execute(sa.update(n).where(guard).values(**values))
+                report.retrying.append(nid)
+                continue
+            if (
+                conn.execute(
+                    sa.update(n)
+                    .where(guard)
+                    .values(
+                        status="sent", attempts=attempts, sent_at=now, last_attempt_at=now, last_error=None
+                    )  # fmt: skip
+                ).rowcount
+                != 1
+            ):
+                continue
+            if row.alert_id is not None:
+                audit.timeline(conn, row.alert_id, "delivered", now, channel=msg.channel, level=msg.level,
+                               notification=msg.kind, attempts=attempts, receipt=receipt)  # fmt: skip
+            report.sent.append(nid)
+            count("obs.alert.notification_sent", channel=msg.channel)
+    return report
+
+
+def _record_failure(
+    conn: sa.Connection, row: Any, msg: ch.Outgoing, attempts: int, error: str, dead: bool,
+    retry_at: datetime | None, now: datetime,
+) -> None:  # fmt: skip
+    if row.alert_id is not None:
+        audit.timeline(
+            conn, row.alert_id, "delivery_dead" if dead else "delivery_failed", now, channel=msg.channel,
+            level=msg.level, notification=msg.kind, attempts=attempts, error=error[:500], retry_at=retry_at,
+        )  # fmt: skip
+    if dead:
+        audit.activity(
+            conn, now, "alert.notification_failed", f"Notification via {msg.channel} gave up after {attempts} attempt(s)",
+            severity="high", description=error[:1000],
+            metadata={"notification_id": row.id, "alert_id": row.alert_id, "channel": msg.channel, "kind": msg.kind},
+        )  # fmt: skip
+
+
+def channel_failures(
+    conn: sa.Connection, now: datetime, window: timedelta = timedelta(hours=1)
+) -> dict[str, int]:
+    """Failed attempts per channel since that channel's last success (rows touched in `window`)."""
+    n = schema.notifications
+    last_ok = dict(
+        conn.execute(
+            sa.select(n.c.channel, sa.func.max(n.c.sent_at)).where(n.c.status == "sent").group_by(n.c.channel)
+        ).all()
+    )
+    rows = conn.execute(
+        sa.select(n.c.channel, n.c.attempts, n.c.last_attempt_at).where(
+            n.c.status.in_(("pending", "dead")), n.c.attempts > 0, n.c.last_attempt_at >= now - window
+        )
+    ).all()
+    out: dict[str, int] = {c: 0 for c in ch.REGISTRY}
+    for channel, attempts, last_attempt in rows:
+        ok = last_ok.get(channel)
+        if ok is None or last_attempt > ok:
+            out[channel] = out.get(channel, 0) + int(attempts)
+    return out
+
+
+def channel_status(store: Store, settings: Settings, now: datetime) -> list[dict[str, Any]]:
+    """Per channel: configured?, what is missing, last success, pending and dead rows, recent failures."""
+    n = schema.notifications
+    with store.connect() as conn:
+        failures = channel_failures(conn, now)
+        stats = {
+            r.channel: r
+            for r in conn.execute(
+                sa.select(
+                    n.c.channel,
+                    sa.func.max(n.c.sent_at).label("last_sent"),
+                    sa.func.sum(sa.case((n.c.status == "pending", 1), else_=0)).label("pending"),
+                    sa.func.sum(sa.case((n.c.status == "dead", 1), else_=0)).label("dead"),
+                ).group_by(n.c.channel)
+            )
+        }
+    out = []
+    for name in ch.REGISTRY:
+        s = stats.get(name)
+        out.append({
+            "channel": name,
+            "configured": ch.configured(name, settings),
+            "missing": ", ".join(ch.missing(name, settings)),
+            "last_sent_at": s.last_sent if s else None,
+            "pending": int(s.pending or 0) if s else 0,
+            "dead": int(s.dead or 0) if s else 0,
+            "failed_attempts_since_success": failures.get(name, 0),
+        })  # fmt: skip
+    return out

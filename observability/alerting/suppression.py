@@ -1,0 +1,95 @@
+"""The stages that may hold a due notification, in Alertmanager's order: inhibit, silence, cooldown.
+
+A held step is not dropped: the alert keeps its due step and the reason is shown on its timeline;
+the step goes out as soon as nothing holds it (the inhibiting alert resolves, the silence ends, the
+cooldown passes) provided the alert is still firing and unacknowledged.
+
+Inhibition: while `bot_unresponsive` is open for a bot, that bot's SLA and error-rate alerts are
+held (a dead bot is one incident, not three); and while a rule has an open alert for a bot, the
+same rule's overall alert (no `bot` label, e.g. the system-wide error rate) is held, since the
+bot's alert already explains it. Cooldown: after a notification for a rule and label
+set, another alert with the same dedup key is not notified again until the rule's cooldown has
+passed; the alert itself is recorded all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from observability import schema
+from observability.alerting.model import ACTIVE_STATES, AlertRule
+from observability.alerting.silences import matching_silence
+
+
+@dataclass(frozen=True)
+class Inhibition:
+    source: str  # rule whose open alerts inhibit
+    targets: tuple[str, ...]  # rules whose notifications are held
+    equal: tuple[str, ...]  # labels that must be equal (and present) on both
+
+
+INHIBITIONS: tuple[Inhibition, ...] = (
+    Inhibition("bot_unresponsive", ("sla_violation", "high_error_rate"), ("bot",)),
+)
+
+
+@dataclass(frozen=True)
+class Hold:
+    reason: str
+    until: datetime | None = None  # when to look again (None: next tick)
+
+
+def inhibited_by(conn: sa.Connection, alert: Mapping[str, Any]) -> tuple[int, str] | None:
+    labels = alert.get("labels") or {}
+    a = schema.alerts
+    for rule in INHIBITIONS:
+        if alert["rule_name"] not in rule.targets or any(k not in labels for k in rule.equal):
+            continue
+        rows = conn.execute(
+            sa.select(a.c.id, a.c.labels).where(a.c.rule_name == rule.source, a.c.state.in_(ACTIVE_STATES))
+        ).all()
+        for row in rows:
+            src = row.labels or {}
+            if all(src.get(k) == labels[k] for k in rule.equal):
+                return row.id, rule.source
+    if "bot" not in labels:  # the overall series: a bot's alert of the same rule explains it
+        rows = conn.execute(
+            sa.select(a.c.id, a.c.labels).where(
+                a.c.rule_name == alert["rule_name"], a.c.state.in_(ACTIVE_STATES), a.c.id != alert["id"]
+            )
+        ).all()
+        for row in rows:
+            if (row.labels or {}).get("bot"):
+                return row.id, f"{alert['rule_name']} for bot {row.labels['bot']}"
+    return None
+
+
+def check(
+    conn: sa.Connection, alert: Mapping[str, Any], rule: AlertRule, now: datetime, level: int
+) -> Hold | None:
+    """Why this alert's next step must wait, or None when it may go out now."""
+    inhibitor = inhibited_by(conn, alert)
+    if inhibitor is not None:
+        return Hold(f"inhibited by alert #{inhibitor[0]} ({inhibitor[1]})")
+    silence = matching_silence(conn, now, alert["rule_name"], alert.get("labels") or {}, alert["severity"])
+    if silence is not None:
+        return Hold(f"silenced by silence #{silence.id} until {silence.ends_at:%Y-%m-%d %H:%M:%S} UTC: {silence.reason}",
+                    silence.ends_at)  # fmt: skip
+    if level == 1 and rule.cooldown_s > 0:
+        a = schema.alerts
+        last = conn.execute(
+            sa.select(sa.func.max(a.c.last_notified_at)).where(
+                a.c.dedup_key == alert["dedup_key"], a.c.id != alert["id"]
+            )
+        ).scalar()
+        if last is not None:
+            until = last + timedelta(seconds=rule.cooldown_s)
+            if now < until:
+                return Hold(f"cooldown: {rule.name} notified at {last:%H:%M:%S}; next notification from "
+                            f"{until:%H:%M:%S} UTC", until)  # fmt: skip
+    return None

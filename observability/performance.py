@@ -1,0 +1,728 @@
+"""Latency, throughput and SLA compliance per bot and operation, plus the window machinery that the
+other analytics services (`llm_observability`, `bot_metrics`, `agent_costs`) share.
+
+How a window is read (DESIGN section 8, issue 3 "Scale"):
+
+- Windows shorter than 24 hours read the raw event rows and aggregate them in SQL. Percentiles are
+  exact with linear interpolation: `percentile_cont` on PostgreSQL; on SQLite the one latency
+  column of the window is finished with `numpy.percentile` (the same definition).
+- Windows of 24 hours and longer, and every time series, read the rollups: per-hour rows for the
+  full hours, per-minute rows for the partial hours at the edges, and raw rows only for the partial
+  minutes at the edges and for minutes whose rollup is not computed yet (`rollup_dirty`). Counts,
+  sums, min and max stay exact; percentiles come from the merged latency sketches (at most 1%
+  relative error), and every result says so (`approximate=True`, `source="rollup"`).
+
+All windows are half-open, `[now - window, now)`, in naive UTC; `now=` places them in time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from observability import schema
+from observability.settings import DATA_DIR
+from observability.sketch import LOG_GAMMA, MIN_VALUE, Sketch
+from observability.store import Store
+from observability.timeutil import EPOCH, floor_hour, floor_minute, to_naive_utc, utcnow
+
+WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 604_800}
+ROLLUP_WINDOW_S = 86_400  # windows at least this long read rollups
+QUANTILES = (0.5, 0.95, 0.99)
+GRANULARITIES: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86_400}
+MAX_RAW_RANGES = 32  # dirty minutes are merged into at most this many raw ranges per query
+SLA_TARGETS_FILE = DATA_DIR / "sla_targets.json"
+NO_NAME = ""  # rollups store a missing bot or agent as ''; results give None
+
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_now(now: datetime | None) -> datetime:
+    """`now` as naive UTC (aware values are converted), or the current time."""
+    return to_naive_utc(now) if now is not None else utcnow()
+
+
+def window_to_seconds(window: str | int | float) -> float:
+    """'1h' | '24h' | '7d' (or a number of seconds) -> seconds; anything else is a ValueError."""
+    if isinstance(window, bool):
+        raise ValueError(f"window must be one of {sorted(WINDOWS)} or seconds, got {window!r}")
+    if isinstance(window, (int, float)):
+        if not math.isfinite(window) or window <= 0:
+            raise ValueError(f"window must be a positive number of seconds, got {window!r}")
+        return float(window)
+    if window in WINDOWS:
+        return float(WINDOWS[window])
+    raise ValueError(f"window must be one of {sorted(WINDOWS)} or seconds, got {window!r}")
+
+
+def window_bounds(window_seconds: float | None, now: datetime | None) -> tuple[datetime, datetime]:
+    """[start, end) of a window ending at `now`; `None` means everything up to now."""
+    end = resolve_now(now)
+    if window_seconds is None:
+        return EPOCH, end
+    if not math.isfinite(window_seconds) or window_seconds <= 0:
+        raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
+    return end - timedelta(seconds=window_seconds), end
+
+
+def reads_rollups(window_seconds: float | None) -> bool:
+    """Whether a window of this length is read from rollups (approximate percentiles)."""
+    return window_seconds is None or window_seconds >= ROLLUP_WINDOW_S
+
+
+def _ceil(value: datetime, unit: timedelta) -> datetime:
+    base = floor_minute(value) if unit == MINUTE else floor_hour(value)
+    return base if base == value else base + unit
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """Disjoint half-open ranges that together cover a window, by where they are read from."""
+
+    raw: tuple[tuple[datetime, datetime], ...]
+    minute: tuple[tuple[datetime, datetime], ...]
+    hour: tuple[tuple[datetime, datetime], ...]
+
+    @property
+    def uses_rollups(self) -> bool:
+        return bool(self.minute or self.hour)
+
+
+def _merge_minutes(minutes: Sequence[datetime]) -> list[list[datetime]]:
+    ranges: list[list[datetime]] = []
+    for m in minutes:
+        if ranges and ranges[-1][1] == m:
+            ranges[-1][1] = m + MINUTE
+        else:
+            ranges.append([m, m + MINUTE])
+    return ranges
+
+
+def plan_ranges(
+    start: datetime,
+    end: datetime,
+    dirty_minutes: Iterable[datetime] = (),
+    *,
+    hours: bool = True,
+    max_raw_ranges: int = MAX_RAW_RANGES,
+) -> ReadPlan:
+    """Split [start, end) into raw, minute-rollup and hour-rollup ranges.
+
+    Partial minutes at the edges and minutes whose rollup is stale (`dirty_minutes`) are read raw;
+    full hours without a stale minute come from hour rollups when `hours` is true; the rest from
+    minute rollups. Stale minutes are merged (closest first) into at most `max_raw_ranges` ranges so
+    a query never grows unbounded; merged gaps are simply read raw too.
+    """
+    if end <= start:
+        return ReadPlan((), (), ())
+    s1, e1 = _ceil(start, MINUTE), floor_minute(end)
+    if s1 >= e1:
+        return ReadPlan(((start, end),), (), ())
+    raw: list[tuple[datetime, datetime]] = []
+    if start < s1:
+        raw.append((start, s1))
+    if e1 < end:
+        raw.append((e1, end))
+    dirty = _merge_minutes(sorted({floor_minute(m) for m in dirty_minutes if s1 <= m < e1}))
+    while len(dirty) > max(1, max_raw_ranges):
+        gaps = [dirty[i + 1][0] - dirty[i][1] for i in range(len(dirty) - 1)]
+        i = int(np.argmin(gaps))
+        dirty[i][1] = dirty[i + 1][1]
+        del dirty[i + 1]
+    raw.extend((a, b) for a, b in dirty)
+    clean: list[tuple[datetime, datetime]] = []
+    cursor = s1
+    for a, b in dirty:
+        if cursor < a:
+            clean.append((cursor, a))
+        cursor = b
+    if cursor < e1:
+        clean.append((cursor, e1))
+    minute: list[tuple[datetime, datetime]] = []
+    hour: list[tuple[datetime, datetime]] = []
+    for a, b in clean:
+        if hours:
+            h0, h1 = _ceil(a, HOUR), floor_hour(b)
+            if h0 < h1:
+                if a < h0:
+                    minute.append((a, h0))
+                hour.append((h0, h1))
+                if h1 < b:
+                    minute.append((h1, b))
+                continue
+        minute.append((a, b))
+    return ReadPlan(tuple(sorted(raw)), tuple(minute), tuple(hour))
+
+
+# ---------------------------------------------------------------------------------------------
+# Event families and aggregation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    """A raw event table with (optionally) its minute and hour rollups."""
+
+    name: str
+    raw: sa.Table
+    latency: str
+    keys: tuple[str, ...]  # rollup key columns (also usable for raw grouping)
+    sums: tuple[str, ...] = ()  # extra summed columns, present in raw rows and rollups
+    minute: sa.Table | None = None
+    hour: sa.Table | None = None
+    dirty_kind: str | None = None
+    nullable_keys: tuple[str, ...] = ()
+
+
+OPS = Family("ops", schema.bot_operations, "duration_ms", ("bot", "operation"), (),
+             schema.rollup_ops_minute, schema.rollup_ops_hour, "ops")  # fmt: skip
+LLM = Family(
+    "llm", schema.llm_calls, "latency_ms", ("model", "provider", "bot", "agent"),
+    ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+     "cost_saved_usd"),
+    schema.rollup_llm_minute, schema.rollup_llm_hour, "llm", nullable_keys=("bot", "agent"),
+)  # fmt: skip
+INTERACTIONS = Family("interactions", schema.bot_interactions, "duration_ms", ("bot",))
+
+
+@dataclass
+class Stats:
+    """Aggregates of one group: exact counts and sums, percentiles exact or from sketches (ms)."""
+
+    count: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    sum_ms: float = 0.0
+    min_ms: float | None = None
+    max_ms: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    sums: dict[str, float] = field(default_factory=dict)
+    sketch: Sketch | None = None
+
+    @property
+    def mean_ms(self) -> float | None:
+        return self.sum_ms / self.count if self.count else None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.count if self.count else 0.0
+
+    @property
+    def success_rate(self) -> float:
+        return 1.0 - self.error_rate if self.count else 0.0
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.count if self.count else 0.0
+
+    def add(self, count: int, errors: int, hits: int, sum_ms: float, mn: float | None, mx: float | None,
+            sums: Mapping[str, float]) -> None:  # fmt: skip
+        self.count += int(count or 0)
+        self.errors += int(errors or 0)
+        self.cache_hits += int(hits or 0)
+        self.sum_ms += float(sum_ms or 0.0)
+        if mn is not None:
+            self.min_ms = float(mn) if self.min_ms is None else min(self.min_ms, float(mn))
+        if mx is not None:
+            self.max_ms = float(mx) if self.max_ms is None else max(self.max_ms, float(mx))
+        for k, v in sums.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v or 0)
+
+    def finish_sketch(self) -> None:
+        """Percentiles from the merged sketch, clamped to the exact min and max."""
+        if self.sketch is None or self.sketch.count == 0:
+            return
+        qs = self.sketch.quantiles(QUANTILES)
+        lo = self.min_ms if self.min_ms is not None else -math.inf
+        hi = self.max_ms if self.max_ms is not None else math.inf
+        self.p50, self.p95, self.p99 = (min(max(q, lo), hi) if q is not None else None for q in qs)
+
+
+@dataclass
+class Aggregate:
+    """Stats per group key (a tuple: [time bucket,] group columns), and how they were read."""
+
+    groups: dict[tuple, Stats]
+    approximate: bool
+    source: str  # "raw" | "rollup"
+
+    def one(self) -> Stats:
+        """The single group of an ungrouped aggregate (empty Stats when there was no data)."""
+        return self.groups.get((), Stats())
+
+
+def _falsy(col: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.func.sum(sa.case((col == sa.false(), 1), else_=0))
+
+
+def _truthy(col: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.func.sum(sa.case((col == sa.true(), 1), else_=0))
+
+
+def trunc_expr(store: Store, col: sa.ColumnElement, granularity: str) -> sa.ColumnElement:
+    """The start of the minute / hour / day containing `col`."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {sorted(GRANULARITIES)}, got {granularity!r}")
+    if store.is_postgres:
+        return sa.func.date_trunc(granularity, col)
+    fmt = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
+    return sa.func.strftime(fmt[granularity], col)
+
+
+def as_datetime(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return datetime.fromisoformat(str(value))
+
+
+def _bucket_index(store: Store, col: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.func.ceil(sa.func.ln(store.greatest(col, sa.literal(MIN_VALUE))) / sa.literal(LOG_GAMMA))
+
+
+def _ranges(col: sa.ColumnElement, ranges: Sequence[tuple[datetime, datetime]]) -> sa.ColumnElement:
+    return sa.or_(*[sa.and_(col >= a, col < b) for a, b in ranges])
+
+
+def _positions(n: int) -> list[sa.ColumnElement]:
+    return [sa.literal_column(str(i)) for i in range(1, n + 1)]
+
+
+def _filter_clause(table: sa.Table, filters: Mapping[str, Any], rollup: bool) -> list[sa.ColumnElement]:
+    out = []
+    for name, value in filters.items():
+        col = table.c[name]
+        values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        named = [v for v in values if v is not None]
+        conds = []
+        if named:
+            conds.append(col.in_(named) if len(named) > 1 else col == named[0])
+        if len(named) < len(values):  # None asked for: rows without that name
+            conds.append(col == NO_NAME if rollup else col.is_(None))
+        out.append(sa.or_(*conds) if len(conds) > 1 else conds[0])
+    return out
+
+
+def _key_value(value: Any) -> Any:
+    if value == NO_NAME:
+        return None
+    return value
+
+
+def dirty_minutes(
+    store: Store, conn: sa.Connection, kind: str, start: datetime, end: datetime
+) -> list[datetime]:
+    """Minutes of `kind` ('ops' | 'llm') in [start, end) whose rollups are not recomputed yet."""
+    d = schema.rollup_dirty
+    rows = conn.execute(
+        sa.select(d.c.minute).where(d.c.kind == kind, d.c.minute >= floor_minute(start), d.c.minute < end)
+    ).scalars()
+    return [as_datetime(m) for m in rows]
+
+
+def aggregate(
+    store: Store,
+    family: Family,
+    start: datetime,
+    end: datetime,
+    *,
+    group_by: Sequence[str] = (),
+    filters: Mapping[str, Any] | None = None,
+    granularity: str | None = None,
+    percentiles: bool = True,
+    rollups: bool | None = None,
+    conn: sa.Connection | None = None,
+) -> Aggregate:
+    """Aggregate `family` rows in [start, end) per group in SQL.
+
+    `group_by` / `filters` name columns (filter values may be lists; None matches a missing bot or
+    agent). With `granularity` ('minute' | 'hour' | 'day') the first key element is the bucket
+    start. `rollups=None` decides by window length (24 hours and longer read rollups); time series
+    always read rollups where the family has them. Groups and filters on columns that are not
+    rollup keys force the raw path.
+    """
+    filters = dict(filters or {})
+    cols = set(group_by) | set(filters)
+    rollup_ok = family.minute is not None and cols <= set(family.keys)
+    if rollups is None:
+        rollups = granularity is not None or (end - start).total_seconds() >= ROLLUP_WINDOW_S
+    rollups = rollups and rollup_ok
+    if conn is None:
+        with store.connect() as c:
+            return aggregate(store, family, start, end, group_by=group_by, filters=filters,
+                             granularity=granularity, percentiles=percentiles, rollups=rollups, conn=c)  # fmt: skip
+    if not rollups:
+        groups = _raw_exact(store, conn, family, start, end, group_by, filters, granularity, percentiles)
+        return Aggregate(groups, approximate=False, source="raw")
+    plan = plan_ranges(
+        start, end, dirty_minutes(store, conn, family.dirty_kind, start, end),
+        hours=granularity in (None, "hour", "day"),
+    )  # fmt: skip
+    groups: dict[tuple, Stats] = defaultdict(Stats)
+    pieces = [
+        (family.raw, plan.raw, False),
+        (family.minute, plan.minute, True),
+        (family.hour, plan.hour, True),
+    ]
+    for table, ranges, is_rollup in pieces:
+        if ranges:
+            _sums_into(store, conn, family, table, ranges, is_rollup, group_by, filters, granularity, groups)
+            if percentiles:
+                _sketch_into(
+                    store, conn, family, table, ranges, is_rollup, group_by, filters, granularity, groups
+                )
+    for s in groups.values():
+        s.finish_sketch()
+    return Aggregate(dict(groups), approximate=percentiles, source="rollup")
+
+
+def _group_cols(store: Store, family: Family, table: sa.Table, is_rollup: bool, group_by: Sequence[str],
+                granularity: str | None) -> list[sa.ColumnElement]:  # fmt: skip
+    time_col = table.c.bucket if is_rollup else table.c.ts
+    cols: list[sa.ColumnElement] = []
+    if granularity is not None:
+        cols.append(trunc_expr(store, time_col, granularity))
+    for name in group_by:
+        col = table.c[name]
+        cols.append(col if is_rollup or name not in family.nullable_keys else sa.func.coalesce(col, NO_NAME))
+    return cols
+
+
+def _key(row: Sequence, n: int, granularity: str | None) -> tuple:
+    key = tuple(_key_value(v) for v in row[:n])
+    if granularity is not None:
+        key = (as_datetime(row[0]), *key[1:])
+    return key
+
+
+def _sums_into(store: Store, conn: sa.Connection, family: Family, table: sa.Table,
+               ranges: Sequence[tuple[datetime, datetime]], is_rollup: bool, group_by: Sequence[str],
+               filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
+    gcols = _group_cols(store, family, table, is_rollup, group_by, granularity)
+    if is_rollup:
+        aggs = [sa.func.sum(table.c["count"]), sa.func.sum(table.c.errors), sa.func.sum(table.c.cache_hits),
+                sa.func.sum(table.c.sum_ms), sa.func.min(table.c.min_ms), sa.func.max(table.c.max_ms)]  # fmt: skip
+        where = [_ranges(table.c.bucket, ranges)]
+    else:
+        lat = table.c[family.latency]
+        aggs = [sa.func.count(), _falsy(table.c.success), _truthy(table.c.cache_hit), sa.func.sum(lat),
+                sa.func.min(lat), sa.func.max(lat)]  # fmt: skip
+        where = [_ranges(table.c.ts, ranges)]
+    aggs += [sa.func.sum(table.c[c]) for c in family.sums]
+    stmt = sa.select(*gcols, *aggs).where(*where, *_filter_clause(table, filters, is_rollup))
+    if gcols:
+        stmt = stmt.group_by(*_positions(len(gcols)))
+    n = len(gcols)
+    for row in conn.execute(stmt):
+        if row[n] is None or int(row[n]) == 0:
+            continue
+        sums = {c: row[n + 6 + i] for i, c in enumerate(family.sums)}
+        groups[_key(row, n, granularity)].add(row[n], row[n + 1], row[n + 2], row[n + 3], row[n + 4],
+                                              row[n + 5], sums)  # fmt: skip
+
+
+def _sketch_into(store: Store, conn: sa.Connection, family: Family, table: sa.Table,
+                 ranges: Sequence[tuple[datetime, datetime]], is_rollup: bool, group_by: Sequence[str],
+                 filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
+    gcols = _group_cols(store, family, table, is_rollup, group_by, granularity)
+    if is_rollup:
+        fn = sa.func.json_each_text if store.is_postgres else sa.func.json_each
+        je = fn(table.c.sketch).table_valued("key", "value").alias("j")
+        stmt = (
+            sa.select(*gcols, je.c.key, sa.func.sum(sa.cast(je.c.value, sa.BigInteger)))
+            .select_from(table.join(je, sa.true()))
+            .where(_ranges(table.c.bucket, ranges), *_filter_clause(table, filters, True))
+        )
+    else:
+        stmt = sa.select(*gcols, _bucket_index(store, table.c[family.latency]), sa.func.count()).where(
+            _ranges(table.c.ts, ranges), *_filter_clause(table, filters, False)
+        )
+    stmt = stmt.group_by(*_positions(len(gcols) + 1))
+    n = len(gcols)
+    for row in conn.execute(stmt):
+        s = groups[_key(row, n, granularity)]
+        if s.sketch is None:
+            s.sketch = Sketch()
+        k = int(float(row[n]))
+        s.sketch.counts[k] = s.sketch.counts.get(k, 0) + int(row[n + 1])
+
+
+def _raw_exact(store: Store, conn: sa.Connection, family: Family, start: datetime, end: datetime,
+               group_by: Sequence[str], filters: Mapping[str, Any], granularity: str | None,
+               percentiles: bool) -> dict[tuple, Stats]:  # fmt: skip
+    table = family.raw
+    lat = table.c[family.latency]
+    gcols = _group_cols(store, family, table, False, group_by, granularity)
+    where = [table.c.ts >= start, table.c.ts < end, *_filter_clause(table, filters, False)]
+    aggs = [sa.func.count(), _falsy(table.c.success), _truthy(table.c.cache_hit), sa.func.sum(lat),
+            sa.func.min(lat), sa.func.max(lat), *[sa.func.sum(table.c[c]) for c in family.sums]]  # fmt: skip
+    pg_pct = percentiles and store.is_postgres
+    if pg_pct:
+        qs = postgresql.array([sa.literal(q, sa.Float) for q in QUANTILES])
+        aggs.append(sa.func.percentile_cont(qs).within_group(lat).label("pct"))
+    stmt = sa.select(*gcols, *aggs).where(*where)
+    if gcols:
+        stmt = stmt.group_by(*_positions(len(gcols)))
+    n = len(gcols)
+    groups: dict[tuple, Stats] = {}
+    for row in conn.execute(stmt):
+        if not row[n]:
+            continue
+        s = Stats()
+        sums = {c: row[n + 6 + i] for i, c in enumerate(family.sums)}
+        s.add(row[n], row[n + 1], row[n + 2], row[n + 3], row[n + 4], row[n + 5], sums)
+        if pg_pct:
+            pct = row[-1]
+            if isinstance(pct, str):  # driver without array typing
+                pct = json.loads(pct.replace("{", "[").replace("}", "]"))
+            s.p50, s.p95, s.p99 = (float(x) for x in pct)
+        groups[_key(row, n, granularity)] = s
+    if percentiles and not store.is_postgres and groups:
+        values: dict[tuple, list[float]] = defaultdict(list)
+        for row in conn.execute(sa.select(*gcols, lat).where(*where)):
+            values[_key(row, n, granularity)].append(row[n])
+        for key, vals in values.items():
+            if key in groups:
+                groups[key].p50, groups[key].p95, groups[key].p99 = exact_percentiles(vals)
+    return groups
+
+
+def exact_percentiles(values: Sequence[float], qs: Sequence[float] = QUANTILES) -> list[float]:
+    """numpy.percentile's default (linear) method, the same as PostgreSQL's percentile_cont."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return [None for _ in qs]  # type: ignore[misc]
+    return [float(x) for x in np.percentile(arr, [q * 100 for q in qs])]
+
+
+# ---------------------------------------------------------------------------------------------
+# SLA targets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlaTarget:
+    bot: str
+    operation: str
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def load_sla_targets(path: Path | None = None) -> list[SlaTarget]:
+    """The SLA table shipped in `data/sla_targets.json` (source document 000, Performance Monitoring)."""
+    return list(_load_sla_targets(str(path or SLA_TARGETS_FILE)))
+
+
+@lru_cache(maxsize=8)
+def _load_sla_targets(path: str) -> tuple[SlaTarget, ...]:
+    raw = json.loads(Path(path).read_text())
+    items = raw["targets"] if isinstance(raw, dict) else raw
+    out = []
+    for t in items:
+        out.append(SlaTarget(str(t["bot"]), str(t["operation"]), float(t["p50_ms"]), float(t["p95_ms"]),
+                             float(t["p99_ms"])))  # fmt: skip
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tracker
+# ---------------------------------------------------------------------------------------------
+
+
+def _num(value: float | None) -> float:
+    return float(value) if value is not None else 0.0
+
+
+def stats_dict(s: Stats) -> dict[str, Any]:
+    """The per-bot stats shape of source document 000 (milliseconds; 0.0 when there is no data)."""
+    return {
+        "p50": _num(s.p50),
+        "p95": _num(s.p95),
+        "p99": _num(s.p99),
+        "mean": _num(s.mean_ms),
+        "min": _num(s.min_ms),
+        "max": _num(s.max_ms),
+        "count": s.count,
+        "success_count": s.count - s.errors,
+        "error_count": s.errors,
+        "success_rate": s.success_rate,
+        "error_rate": s.error_rate,
+        "cache_hits": s.cache_hits,
+        "cache_hit_rate": s.cache_hit_rate,
+    }
+
+
+class PerformanceTracker:
+    """Per-bot latency, throughput, reliability and SLA compliance over `bot_operations`.
+
+    Windows: '1h' (raw rows, exact percentiles), '24h' and '7d' (rollups, percentiles within 1%);
+    a number of seconds is accepted too. Every method takes `now=`.
+    """
+
+    def __init__(self, store: Store, sla_targets: Sequence[SlaTarget] | None = None) -> None:
+        self.store = store
+        self._targets = list(sla_targets) if sla_targets is not None else None
+
+    @property
+    def sla_targets(self) -> list[SlaTarget]:
+        """The SLA table in use (data/sla_targets.json unless given to the constructor)."""
+        if self._targets is None:
+            self._targets = load_sla_targets()
+        return self._targets
+
+    def _aggregate(
+        self, window: str | int | float, now: datetime | None, **kwargs: Any
+    ) -> tuple[Aggregate, float]:
+        seconds = window_to_seconds(window)
+        start, end = window_bounds(seconds, now)
+        return aggregate(self.store, OPS, start, end, **kwargs), seconds
+
+    @staticmethod
+    def _meta(agg: Aggregate, window: str | int | float, seconds: float) -> dict[str, Any]:
+        return {
+            "window": window,
+            "window_seconds": seconds,
+            "approximate": agg.approximate,
+            "source": agg.source,
+        }
+
+    def get_bot_stats(
+        self, bot_name: str, window: str | int | float = "1h", *, operation: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Latency P50/P95/P99/mean/min/max (ms), total/success/error counts, success rate, cache hits
+        and hit rate of one bot (optionally one operation) over the window."""
+        filters: dict[str, Any] = {"bot": bot_name}
+        if operation is not None:
+            filters["operation"] = operation
+        agg, seconds = self._aggregate(window, now, filters=filters)
+        out = {"bot": bot_name, "operation": operation, **stats_dict(agg.one())}
+        out.update(self._meta(agg, window, seconds))
+        return out
+
+    def get_all_bot_stats(
+        self, window: str | int | float = "1h", *, now: datetime | None = None
+    ) -> dict[str, dict]:
+        """`get_bot_stats` for every bot with operations in the window, in one query."""
+        agg, seconds = self._aggregate(window, now, group_by=("bot",))
+        meta = self._meta(agg, window, seconds)
+        return {
+            k[0]: {"bot": k[0], "operation": None, **stats_dict(s), **meta}
+            for k, s in sorted(agg.groups.items())
+        }
+
+    def get_operation_stats(self, window: str | int | float = "1h", *, bot: str | None = None,
+                            now: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Stats per (bot, operation) in the window, sorted by bot and operation."""
+        agg, seconds = self._aggregate(window, now, group_by=("bot", "operation"),
+                                       filters={"bot": bot} if bot is not None else None)  # fmt: skip
+        meta = self._meta(agg, window, seconds)
+        return [
+            {"bot": k[0], "operation": k[1], **stats_dict(s), **meta} for k, s in sorted(agg.groups.items())
+        ]
+
+    def check_sla_compliance(
+        self, window: str | int | float = "1h", *, now: datetime | None = None
+    ) -> list[dict]:
+        """One dict per SLA target (bot, operation): targets vs actual P50/P95/P99 and violations.
+
+        `compliant` is False when any measured percentile exceeds its target; an operation with no
+        calls in the window is compliant with `count` 0 and actual percentiles None.
+        """
+        targets = self.sla_targets
+        agg, seconds = self._aggregate(window, now, group_by=("bot", "operation"),
+                                       filters={"bot": sorted({t.bot for t in targets})})  # fmt: skip
+        meta = self._meta(agg, window, seconds)
+        out = []
+        for t in targets:
+            s = agg.groups.get((t.bot, t.operation))
+            actual = {"p50": None, "p95": None, "p99": None}
+            violations: list[str] = []
+            if s is not None and s.count:
+                actual = {"p50": s.p50, "p95": s.p95, "p99": s.p99}
+                for name, target in (("p50", t.p50_ms), ("p95", t.p95_ms), ("p99", t.p99_ms)):
+                    value = actual[name]
+                    if value is not None and value > target:
+                        violations.append(
+                            f"{t.bot}/{t.operation}: {name.upper()} {value:,.0f} ms exceeds the "
+                            f"{target:,.0f} ms target ({window})"
+                        )
+            out.append({
+                "bot": t.bot,
+                "operation": t.operation,
+                "count": s.count if s else 0,
+                "target_p50": t.p50_ms,
+                "target_p95": t.p95_ms,
+                "target_p99": t.p99_ms,
+                "actual_p50": actual["p50"],
+                "actual_p95": actual["p95"],
+                "actual_p99": actual["p99"],
+                "compliant": not violations,
+                "violations": violations,
+                **meta,
+            })  # fmt: skip
+        return out
+
+    def sla_violations(self, window: str | int | float = "1h", *, now: datetime | None = None) -> list[str]:
+        """Just the violation messages of `check_sla_compliance`."""
+        return [v for row in self.check_sla_compliance(window, now=now) for v in row["violations"]]
+
+    def bot_timeseries(
+        self, window: str | int | float = "24h", granularity: str = "hour", *, bot: str | None = None,
+        operation: str | None = None, by_operation: bool = False, now: datetime | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Chart rows per (bucket, bot[, operation]) from the rollups: latency P50/P95/P99 and mean,
+        requests, requests per minute, errors, error rate, cache hits and hit rate.
+
+        `granularity` is 'minute', 'hour' or 'day'; `bucket` is the bucket's start (naive UTC).
+        Percentiles come from merged sketches (`approximate` True).
+        """
+        filters: dict[str, Any] = {}
+        if bot is not None:
+            filters["bot"] = bot
+        if operation is not None:
+            filters["operation"] = operation
+        group = ("bot", "operation") if by_operation else ("bot",)
+        agg, seconds = self._aggregate(window, now, group_by=group, filters=filters, granularity=granularity)
+        per_min = GRANULARITIES[granularity] / 60
+        rows = []
+        for key, s in sorted(agg.groups.items(), key=lambda kv: (kv[0][0], *map(str, kv[0][1:]))):
+            row = {"bucket": key[0], "bot": key[1]}
+            if by_operation:
+                row["operation"] = key[2]
+            row.update({
+                "requests": s.count,
+                "requests_per_minute": s.count / per_min,
+                "errors": s.errors,
+                "error_rate": s.error_rate,
+                "cache_hits": s.cache_hits,
+                "cache_hit_rate": s.cache_hit_rate,
+                "mean": s.mean_ms,
+                "p50": s.p50,
+                "p95": s.p95,
+                "p99": s.p99,
+                "approximate": agg.approximate,
+            })  # fmt: skip
+            rows.append(row)
+        return rows

@@ -1,0 +1,162 @@
+"""Plotly figures for the console pages, built with graph_objects.
+
+plotly.express spends ~80 ms per figure on argument processing; these helpers build the same kind
+of figure from a frame in a few milliseconds, which keeps a warm page run under 0.3 s.
+
+    line(df, x, y, color=None, title="", markers=False)     one trace per colour value
+    area(df, x, y, color=None, title="")                    stacked areas
+    bar(df, x, y, color=None, title="", barmode="group")    y may be a list of columns (one trace each)
+    pie(df, names, values, title="", hole=0.45)
+    scatter(df, x, y, color=None, size=None, hover=(), title="")
+    histogram(df, x, color=None, nbins=20, title="")
+
+Each returns a go.Figure; `style(fig, ...)` sets titles, axis labels and tick formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+MARGIN = dict(l=10, r=10, t=50, b=10)
+
+
+def style(
+    fig: go.Figure,
+    title: str = "",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    yformat: str | None = None,
+    legend_title: str | None = None,
+) -> go.Figure:
+    layout: dict = {"title": title, "margin": MARGIN, "legend_title_text": legend_title}
+    if xlabel is not None:
+        layout["xaxis_title_text"] = xlabel
+    if ylabel is not None:
+        layout["yaxis_title_text"] = ylabel
+    if yformat:
+        layout["yaxis_tickformat"] = yformat
+    fig.update_layout(layout)  # one update: each call re-validates the layout
+    return fig
+
+
+def _groups(df: pd.DataFrame, color: str | None) -> list[tuple[str | None, pd.DataFrame]]:
+    if color is None or color not in df:
+        return [(None, df)]
+    return [(str(k), g) for k, g in df.groupby(color, sort=True, dropna=False)]
+
+
+def _colors(color_map: Mapping[str, str] | None, key: str | None) -> dict:
+    return {"marker_color": color_map[key]} if color_map and key in color_map else {}
+
+
+def _label(labels: Mapping[str, str] | None, col: str, default: str | None) -> str | None:
+    return labels[col] if labels and col in labels else default
+
+
+def line(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", markers: bool = False,
+         xlabel: str | None = "", ylabel: str | None = None, yformat: str | None = None,
+         labels: Mapping[str, str] | None = None) -> go.Figure:  # fmt: skip
+    fig = go.Figure()
+    mode = "lines+markers" if markers else "lines"
+    for key, g in _groups(df, color):
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], name=key or y, mode=mode, showlegend=key is not None))
+    return style(fig, title, _label(labels, x, xlabel), _label(labels, y, ylabel if ylabel is not None else y),
+                 yformat, color)  # fmt: skip
+
+
+def area(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", xlabel: str | None = "",
+         ylabel: str | None = None, labels: Mapping[str, str] | None = None) -> go.Figure:  # fmt: skip
+    fig = go.Figure()
+    for key, g in _groups(df, color):
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], name=key or y, mode="lines", stackgroup="one"))
+    return style(fig, title, _label(labels, x, xlabel), _label(labels, y, ylabel if ylabel is not None else y),
+                 None, color)  # fmt: skip
+
+
+def bar(
+    df: pd.DataFrame,
+    x: str,
+    y: str | Sequence[str],
+    color: str | None = None,
+    title: str = "",
+    barmode: str = "group",
+    horizontal: bool = False,
+    color_map: Mapping[str, str] | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    yformat: str | None = None,
+    category_order: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    orientation: str = "v",
+    color_discrete_map: Mapping[str, str] | None = None,
+    category_orders: Mapping[str, Sequence[str]] | None = None,
+) -> go.Figure:
+    """Bars per `x` (one trace per colour value, or per column when `y` is a list). Accepts the
+    plotly.express spellings orientation="h" (then `x` holds the values and `y` the categories),
+    color_discrete_map, category_orders and labels."""
+    if orientation == "h":
+        horizontal, x, y = True, y, x  # type: ignore[assignment]
+    color_map = color_map or color_discrete_map
+    if category_orders and color and color in category_orders:
+        category_order = category_orders[color]
+    if labels:
+        xlabel = _label(labels, x if isinstance(x, str) else "", xlabel)
+        ylabel = _label(labels, y if isinstance(y, str) else "value", ylabel)
+    fig = go.Figure()
+    if isinstance(y, str):
+        groups = _groups(df, color)
+        if category_order and color:
+            order = {k: i for i, k in enumerate(category_order)}
+            groups.sort(key=lambda kg: order.get(kg[0], len(order)))
+        for key, g in groups:
+            xs, ys = (g[y], g[x]) if horizontal else (g[x], g[y])
+            fig.add_trace(go.Bar(x=xs, y=ys, name=key or y, orientation="h" if horizontal else "v",
+                                 showlegend=key is not None, **_colors(color_map, key)))  # fmt: skip
+        default_y = y
+    else:
+        for col in y:
+            fig.add_trace(go.Bar(x=df[x], y=df[col], name=col, **_colors(color_map, col)))
+        default_y = ""
+    fig.update_layout(barmode=barmode)
+    if horizontal:
+        fig.update_yaxes(autorange="reversed")
+    return style(fig, title, xlabel if xlabel is not None else ("" if horizontal else x),
+                 ylabel if ylabel is not None else default_y, yformat, color)  # fmt: skip
+
+
+def pie(df: pd.DataFrame, names: str, values: str, title: str = "", hole: float = 0.45) -> go.Figure:
+    fig = go.Figure(go.Pie(labels=df[names], values=df[values], hole=hole, sort=True))
+    return style(fig, title)
+
+
+def scatter(df: pd.DataFrame, x: str, y: str, color: str | None = None, size: pd.Series | None = None,
+            hover: Sequence[str] = (), title: str = "", hover_data: Sequence[str] = ()) -> go.Figure:  # fmt: skip
+    hover = tuple(hover) or tuple(hover_data)
+    fig = go.Figure()
+    for key, g in _groups(df, color):
+        marker = {}
+        if size is not None:
+            s = size.loc[g.index].astype(float)
+            marker = {
+                "size": s,
+                "sizemode": "area",
+                "sizeref": 2.0 * float(size.max() or 1) / (30.0**2),
+                "sizemin": 4,
+            }
+        text = g[list(hover)].astype(str).agg(" · ".join, axis=1) if hover else None
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers", name=key or y, marker=marker, text=text,
+                                 showlegend=key is not None))  # fmt: skip
+    return style(fig, title, x, y, None, color)
+
+
+def histogram(
+    df: pd.DataFrame, x: str, color: str | None = None, nbins: int = 20, title: str = ""
+) -> go.Figure:
+    fig = go.Figure()
+    for key, g in _groups(df, color):
+        fig.add_trace(go.Histogram(x=g[x], name=key or x, nbinsx=nbins, showlegend=key is not None))
+    fig.update_layout(barmode="stack")
+    return style(fig, title, x, "count", None, color)

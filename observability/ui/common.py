@@ -1,0 +1,233 @@
+"""Helpers every console page uses. Names here are stable: other pages rely on them.
+
+Store and user
+    get_store()                 -> Store      one per DATABASE_URL per process (st.cache_resource)
+    current_user()              -> User|None  signed-in user (re-read from the store each run, so a
+                                              disabled account is signed out); "local" admin when AUTH_MODE=none
+    require(action)             -> User       st.error + st.stop unless the user's role may `action`
+    is_auth_off()               -> bool       AUTH_MODE=none
+
+Layout
+    page_header(title, caption=None)          title, caption, red "Authentication is off" banner
+    empty_state(message, hint=None)           the friendly "nothing here yet" box
+    download_csv(df, filename, key)           a "Download CSV" button under a table
+    table(df, filename, key, **kw)            st.dataframe + download_csv in one call
+
+Filters in the URL (so a view can be shared as a link; widgets bound to st.query_params)
+    time_range_filter(options=("1h", "24h", "7d"), default="1h", key="range") -> str
+    bot_filter(bots, key="bot")       -> list[str]  selected bots ([] means all)
+    query_param(key, default=None)    -> str|None   read a plain query parameter
+    set_query_params(**values)                      write plain query parameters (None deletes)
+    query_link(page_path, **params)   -> str        relative URL of a page with a query string
+
+Caching
+    cached_query(fn)   fn(store, *args, **kw) -> cached callable(*args, **kw); st.cache_data with
+                       ttl=settings.console_cache_ttl_s, keyed by DATABASE_URL and the arguments
+    clear_caches()     forget every cached query (benchmarks' cold runs, tests)
+    LIVE_REFRESH_S     seconds between refreshes of live fragments (st.fragment(run_every=...))
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import pandas as pd
+import streamlit as st
+
+from observability import auth
+from observability.settings import get_settings
+from observability.store import Store
+
+log = logging.getLogger(__name__)
+
+USER_KEY = "user"  # st.session_state key holding the signed-in auth.User
+LOCAL_USER = auth.User("local", auth.ADMIN)
+LIVE_REFRESH_S = 15
+TIME_RANGES = ("1h", "6h", "24h", "7d", "30d")
+RANGE_SECONDS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+
+T = TypeVar("T")
+
+
+# ---- store and user ---------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _store_for(database_url: str) -> Store:
+    store = Store.from_url(database_url)
+    try:
+        store.migrate()
+    except Exception as exc:  # noqa: BLE001 - a read-only or busy store still serves reads
+        log.warning("console could not migrate the store: %s", exc)
+    return store
+
+
+def get_store() -> Store:
+    """The store of DATABASE_URL, opened (and migrated) once per process and URL."""
+    return _store_for(get_settings().database_url)
+
+
+def is_auth_off() -> bool:
+    return get_settings().auth_mode == "none"
+
+
+def current_user() -> auth.User | None:
+    """The signed-in user (st.session_state["user"]); with AUTH_MODE=none a local admin."""
+    if is_auth_off():
+        return st.session_state.get(USER_KEY) or LOCAL_USER
+    user = st.session_state.get(USER_KEY)
+    if not isinstance(user, auth.User):
+        return None
+    # re-read the account on every run: a disabled user is signed out, a changed role applies at once
+    fresh = auth.get_user(get_store(), user.name)
+    if fresh is None or fresh.disabled:
+        sign_out()
+        return None
+    if fresh != user:
+        st.session_state[USER_KEY] = fresh
+    return fresh
+
+
+def sign_in(user: auth.User) -> None:
+    st.session_state[USER_KEY] = user
+
+
+def sign_out() -> None:
+    st.session_state.pop(USER_KEY, None)
+
+
+def require(action: str) -> auth.User:
+    """Stop the page with an error unless the current user's role may do `action`."""
+    user = current_user()
+    if user is None:
+        st.error("Please sign in first.")
+        st.stop()
+    if not user.can(action):
+        st.error(f"Your role ({user.role}) may not open this page ({action}).")
+        st.stop()
+    return user
+
+
+# ---- layout -----------------------------------------------------------------------------------
+
+
+def auth_banner() -> None:
+    if is_auth_off():
+        st.error(
+            "Authentication is off (AUTH_MODE=none): anyone who can reach this console acts as admin.",
+            icon=":material/lock_open:",
+        )
+
+
+def page_header(title: str, caption: str | None = None) -> None:
+    """Page title and caption, with the red banner when authentication is off."""
+    auth_banner()
+    st.title(title)
+    if caption:
+        st.caption(caption)
+
+
+def empty_state(message: str, hint: str | None = None) -> None:
+    """A friendly empty state instead of an empty chart."""
+    text = message if not hint else f"{message}\n\n{hint}"
+    st.info(text, icon=":material/hourglass_empty:")
+
+
+def download_csv(df: pd.DataFrame, filename: str, key: str, label: str = "Download CSV") -> None:
+    """A download button for a table (every table in the console is downloadable)."""
+    data = df.to_csv(index=False).encode("utf-8") if df is not None else b""
+    st.download_button(
+        label, data=data, file_name=filename, mime="text/csv", key=key, icon=":material/download:",
+        on_click="ignore",
+    )  # fmt: skip
+
+
+def table(df: pd.DataFrame, filename: str, key: str, **dataframe_kwargs: Any) -> None:
+    """st.dataframe followed by its CSV download button."""
+    dataframe_kwargs.setdefault("hide_index", True)
+    st.dataframe(df, key=f"{key}_df", **dataframe_kwargs)
+    download_csv(df, filename, key=f"{key}_csv")
+
+
+# ---- URL filters ------------------------------------------------------------------------------
+
+
+def time_range_filter(
+    options: Sequence[str] = ("1h", "24h", "7d"),
+    default: str = "1h",
+    key: str = "range",
+    label: str = "Time range",
+) -> str:
+    """A segmented control bound to `?range=`; returns the chosen range (never None)."""
+    value = st.segmented_control(
+        label, list(options), default=default, key=key, bind="query-params", required=True
+    )
+    return value if value in options else default
+
+
+def bot_filter(bots: Sequence[str], key: str = "bot", label: str = "Bots") -> list[str]:
+    """A multiselect bound to `?bot=a&bot=b`; returns the chosen bots ([] = all bots)."""
+    options = sorted({b for b in bots if b})
+    chosen = st.multiselect(label, options, key=key, bind="query-params", placeholder="All bots")
+    return [b for b in chosen if b in options]
+
+
+def query_param(key: str, default: str | None = None) -> str | None:
+    """A plain (not widget-bound) query parameter."""
+    try:
+        return st.query_params.get(key, default)
+    except Exception:  # noqa: BLE001 - bound parameters raise; treat as absent
+        return default
+
+
+def set_query_params(**values: str | None) -> None:
+    for k, v in values.items():
+        if v is None:
+            st.query_params.pop(k, None)
+        else:
+            st.query_params[k] = str(v)
+
+
+def query_link(page_path: str, **params: Any) -> str:
+    """Relative link to another page with a query string, e.g. query_link("cost_tracking", day=...)."""
+    slug = page_path.rsplit("/", 1)[-1].removesuffix(".py")
+    clean = {k: v for k, v in params.items() if v is not None}
+    return f"./{slug}" + (f"?{urlencode(clean, doseq=True)}" if clean else "")
+
+
+# ---- caching ----------------------------------------------------------------------------------
+
+
+def cached_query(fn: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a query `fn(store, *args, **kw)` as a cached `(*args, **kw)` reading get_store().
+
+    Results are cached for settings.console_cache_ttl_s (15 s) per DATABASE_URL and arguments,
+    so every page shares them and a refresh never hits the database more than once per TTL.
+    Arguments must be hashable by Streamlit (str, numbers, tuples, lists, dates); results picklable.
+    """
+
+    def _run(_fn_name: str, database_url: str, *args: Any, **kwargs: Any) -> T:
+        return fn(_store_for(database_url), *args, **kwargs)
+
+    _run.__module__ = fn.__module__
+    _run.__qualname__ = f"cached_query.{fn.__module__}.{fn.__qualname__}"
+    _run.__name__ = fn.__name__
+    cached = st.cache_data(ttl=get_settings().console_cache_ttl_s, show_spinner=False)(_run)
+    name = f"{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        return cached(name, get_settings().database_url, *args, **kwargs)
+
+    wrapper.clear = cached.clear  # type: ignore[attr-defined]
+    wrapper.uncached = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+def clear_caches() -> None:
+    """Forget every cached query result (not the store connection)."""
+    st.cache_data.clear()

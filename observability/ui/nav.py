@@ -1,0 +1,74 @@
+"""The console's page registry: which page files exist, their titles, icons, sections and the
+permission (an `observability.auth.PERMISSIONS` action) a role needs to see them.
+
+`pages_for_role(role)` is pure (no Streamlit), so the role -> pages rules are unit-testable;
+Home.py turns its result into `st.navigation`, keeping only files present on disk
+(`existing_pages_for_role`), so a page another engineer has not written yet cannot break the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from observability.auth import role_can
+from observability.settings import PROJECT_ROOT
+
+VIEW = "dashboards.view"
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str  # relative to the project root (where Home.py lives)
+    title: str
+    icon: str  # Streamlit material icon
+    action: str  # permission needed to see the page
+    section: str
+
+    @property
+    def url_path(self) -> str:
+        return Path(self.path).stem
+
+
+# Order matters: sections appear in the order of their first page.
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("pages/live_monitoring.py", "Live monitoring", ":material/monitoring:", VIEW, "Monitoring"),
+    PageSpec("pages/bot_health.py", "Bot health", ":material/monitor_heart:", VIEW, "Monitoring"),
+    PageSpec("pages/ai_performance.py", "AI performance", ":material/speed:", VIEW, "Monitoring"),
+    PageSpec("pages/activity_feed.py", "Activity feed", ":material/dynamic_feed:", VIEW, "Monitoring"),
+    PageSpec("pages/alerts.py", "Alerts and rules", ":material/notifications_active:", VIEW, "Monitoring"),
+    PageSpec("pages/token_analytics.py", "Token analytics", ":material/token:", VIEW, "Spend"),
+    PageSpec("pages/cost_tracking.py", "Cost tracking", ":material/payments:", VIEW, "Spend"),
+    PageSpec("pages/conversation_quality.py", "Conversation quality", ":material/forum:", VIEW, "Conversations"),
+    PageSpec("pages/conversations.py", "Conversations", ":material/support_agent:", VIEW, "Conversations"),
+    PageSpec("pages/emergency.py", "Emergency controls", ":material/emergency_home:", "conversations.stop", "Control"),
+    PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", "users.manage", "Control"),
+)  # fmt: skip
+
+OVERVIEW_TITLE = "Overview"
+OVERVIEW_ICON = ":material/dashboard:"
+
+
+def pages_for_role(role: str | None) -> list[PageSpec]:
+    """The registered pages a role may see, in registry order (no role: none)."""
+    if not role:
+        return []
+    return [p for p in PAGES if role_can(role, p.action)]
+
+
+def existing_pages_for_role(role: str | None, root: Path = PROJECT_ROOT) -> list[PageSpec]:
+    """pages_for_role, keeping only page files that exist under `root`."""
+    return [p for p in pages_for_role(role) if (root / p.path).is_file()]
+
+
+def sections(pages: list[PageSpec]) -> dict[str, list[PageSpec]]:
+    """Group pages by section, keeping the registry order."""
+    out: dict[str, list[PageSpec]] = {}
+    for p in pages:
+        out.setdefault(p.section, []).append(p)
+    return out
+
+
+def page_by_name(name: str) -> PageSpec | None:
+    """Look a page up by its file stem, e.g. "cost_tracking"."""
+    return next((p for p in PAGES if p.url_path == name), None)

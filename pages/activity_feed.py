@@ -1,0 +1,139 @@
+"""Activity feed (source document 004): filters by severity, type and account, paging, mark as read
+per user; and the VIP view: VIP accounts' conversations and high-priority events first."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from observability import auth
+from observability import dashboards as dash
+from observability.ui import charts, data
+from observability.ui import common as ui
+
+user = ui.require("dashboards.view")
+ui.page_header("Activity feed", "Everything that happened, newest first; VIP accounts in their own view.")
+
+SEVERITIES = ["low", "medium", "high", "critical"]
+SEV_COLORS = {"low": "#90a4ae", "medium": "#fbc02d", "high": "#ef6c00", "critical": "#c62828"}
+window = ui.time_range_filter(("24h", "7d", "30d"), default="7d")
+opts = data.activity_filters(days={"24h": 1, "7d": 7, "30d": 30}[window])
+
+f = st.columns([2, 2, 2, 1, 1])
+with f[0]:
+    severities = st.multiselect(
+        "Severity", SEVERITIES, key="severity", bind="query-params", placeholder="All"
+    )
+with f[1]:
+    event_type = st.selectbox(
+        "Type", opts["types"], index=None, key="type", bind="query-params", placeholder="All types"
+    )
+with f[2]:
+    account = st.selectbox("Account", opts["accounts"], index=None, key="account", bind="query-params",
+                           placeholder="All accounts")  # fmt: skip
+with f[3]:
+    page_size = st.selectbox("Per page", [25, 50, 100, 200], index=1, key="per_page")
+with f[4]:
+    unread_only = st.toggle("Unread only", key="unread")
+
+
+def mark_read(ids: list[str]) -> None:
+    try:
+        n = dash.mark_activity_read(ui.get_store(), user.name, ids)
+    except auth.PermissionDenied as exc:
+        st.error(str(exc))
+        return
+    data.activity_page.clear()
+    data.unread_count.clear()
+    st.toast(f"Marked {n} event(s) as read.")
+
+
+def feed_table(df, key: str) -> list[str]:  # noqa: ANN001
+    """Show events with row selection; returns the ids of the selected rows."""
+    show = df.assign(read=df["read"].map({True: "read", False: "NEW"}))
+    ev = st.dataframe(
+        show[["read", "ts", "severity", "type", "title", "account", "vip", "conversation", "description"]],
+        hide_index=True, on_select="rerun", selection_mode="multi-row", key=key,
+        column_config={"read": st.column_config.TextColumn("status", width="small", help="NEW: unread by you"),
+                       "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss")},
+    )  # fmt: skip
+    rows = ev.selection.rows if ev is not None and hasattr(ev, "selection") else []
+    return [df.iloc[i]["id"] for i in rows if i < len(df)]
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def feed() -> None:
+    counts = data.activity_counts("24h")
+    if not counts.empty:
+        fig = charts.bar(counts, x="ts", y="events", color="severity", color_discrete_map=SEV_COLORS,
+                     title="Events per hour by severity, last 24 hours", labels={"ts": ""},
+                     category_orders={"severity": SEVERITIES})  # fmt: skip
+        st.plotly_chart(fig, key="af_counts")
+    _, total = data.activity_page(
+        user.name, tuple(severities), event_type, account, unread_only, 1, 1, window=window
+    )
+    high = (
+        int(counts.loc[counts["severity"].isin(["high", "critical"]), "events"].sum())
+        if not counts.empty
+        else 0
+    )
+    m = st.columns(3)
+    m[0].metric("Matching events", f"{total:,}")
+    m[1].metric(f"Unread for {user.name}", f"{data.unread_count(user.name, window):,}")
+    m[2].metric("High + critical (24h)", f"{high:,}")
+    pages = max(1, -(-total // page_size))
+    p1, p2 = st.columns([1, 4])
+    with p1:
+        page = st.number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="page")
+    with p2:
+        st.caption(f"Page {page} of {pages}, {page_size} per page, newest first.")
+    df, _ = data.activity_page(
+        user.name, tuple(severities), event_type, account, unread_only, int(page), page_size, window=window
+    )
+    if df.empty:
+        ui.empty_state("No activity matches these filters." if total == 0 and (severities or event_type or account or unread_only)
+                       else "No activity yet.", "Bots and the console log events with `client.log_activity(...)`; alerts, "
+                       "take-overs and emergency stops appear here too.")  # fmt: skip
+    else:
+        selected = feed_table(df, "af_table")
+        b1, b2, b3 = st.columns([1, 1, 2])
+        if b1.button(f"Mark selected as read ({len(selected)})", disabled=not selected, key="af_mark_sel"):
+            mark_read(selected)
+            st.rerun()
+        if b2.button("Mark page as read", key="af_mark_page"):
+            mark_read(df["id"].tolist())
+            st.rerun()
+        with b3:
+            ui.download_csv(df, f"activity_page{page}.csv", key="af_csv")
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def vip_view() -> None:
+    vip = data.vip_conversations()
+    st.markdown("**VIP conversations**, most recently active first")
+    if vip.empty:
+        ui.empty_state(
+            "No VIP conversations in the last 7 days.",
+            "Mark accounts as VIP with `client.set_account(id, vip=True)`.",
+        )
+    else:
+        ui.table(vip, "vip_conversations.csv", key="af_vip_convs",
+                 column_config={"quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0)})  # fmt: skip
+    st.markdown("**Priority events**: VIP accounts first, then high and critical severity")
+    pri, _ = data.activity_page(user.name, (), None, None, False, 1, 50, True, window=window)
+    if pri.empty:
+        ui.empty_state("No activity yet.")
+    else:
+        selected = feed_table(pri, "af_vip_table")
+        c1, c2 = st.columns([1, 3])
+        if c1.button(f"Mark selected as read ({len(selected)})", disabled=not selected, key="af_vip_mark"):
+            mark_read(selected)
+            st.rerun()
+        with c2:
+            ui.download_csv(pri, "vip_priority_events.csv", key="af_vip_csv")
+
+
+tab_feed, tab_vip = st.tabs(["Feed", "VIP view"])
+with tab_feed:
+    feed()
+with tab_vip:
+    vip_view()

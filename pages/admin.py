@@ -1,0 +1,120 @@
+"""Admin: users and roles, what each role may do, and the channel configuration status (which
+never shows a secret: "configured" / "not configured" and host names only).
+
+`observability.auth` checks `users.manage` for the acting user in every change and records it in
+the activity feed; the last active admin can be neither demoted nor disabled.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from observability import auth, users
+from observability.settings import get_settings
+from observability.ui import common as ui
+
+me = ui.require("users.manage")
+ui.page_header("Admin", "Users and roles; channel configuration (secrets are never shown).")
+store = ui.get_store()
+
+
+def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
+    try:
+        fn(store, me.name, *args, **kwargs)
+    except (auth.PermissionDenied, ValueError) as exc:
+        st.error(f"{label}: {exc}")
+        return False
+    st.session_state["ad_done"] = f"{label}: done"
+    return True
+
+
+if "ad_done" in st.session_state:
+    st.success(st.session_state.pop("ad_done"), icon=":material/check_circle:")
+if "ad_password" in st.session_state:  # a generated password, shown this once
+    who, password = st.session_state.pop("ad_password")
+    st.warning(f"New password of **{who}**, shown this once only:", icon=":material/key:")
+    st.code(password, language=None)
+
+tab_users, tab_roles, tab_channels = st.tabs(["Users", "Roles", "Channels and settings"])
+
+with tab_users:
+    people = auth.list_users(store)
+    if not people:
+        ui.empty_state(
+            "No users yet.", "Add one below or with `python -m observability.users add NAME --role ROLE`."
+        )
+    else:
+        df = pd.DataFrame(
+            [
+                {
+                    "user": u.name,
+                    "role": u.role,
+                    "status": u.status(),
+                    "failed sign-ins": u.failed_logins,
+                    "last sign-in": u.last_login_at,
+                    "created": u.created_at,
+                }  # fmt: skip
+                for u in people
+            ]
+        )
+        ui.table(df, "users.csv", key="ad_users")
+
+    st.markdown("**Add a user**")
+    with st.form("ad_add", clear_on_submit=True):
+        c1, c2 = st.columns(2)
+        name = c1.text_input("User name", key="ad_new_name")
+        role = c2.selectbox("Role", auth.ROLES, key="ad_new_role")
+        c3, c4 = st.columns(2)
+        pw1 = c3.text_input("Password (8+ characters)", type="password", key="ad_new_pw1")
+        pw2 = c4.text_input("Repeat password", type="password", key="ad_new_pw2")
+        if st.form_submit_button("Add user", type="primary", icon=":material/person_add:"):
+            if pw1 != pw2:
+                st.error("The passwords do not match.")
+            elif _act(f"Add {name}", auth.add_user, name.strip(), role, pw1):
+                st.rerun()
+
+    if people:
+        st.markdown("**Change a user**")
+        names = [u.name for u in people]
+        target = st.selectbox("User", names, key="ad_target")
+        current = next(u for u in people if u.name == target)
+        c1, c2 = st.columns([2, 1])
+        new_role = c1.selectbox("Role", auth.ROLES, index=auth.ROLES.index(current.role), key="ad_role")
+        if c2.button("Change role", key="ad_set_role", disabled=new_role == current.role):
+            if _act(f"Role of {target}", auth.set_role, target, new_role):
+                st.rerun()
+        b = st.columns(4)
+        if b[0].button("Reset password", key="ad_reset", icon=":material/key:"):
+            password = auth.random_password()
+            if _act(f"Password of {target}", auth.reset_password, target, password):
+                st.session_state["ad_password"] = (target, password)
+                st.rerun()
+        if current.disabled:
+            if b[1].button("Enable", key="ad_enable") and _act(f"Enable {target}", auth.enable_user, target):
+                st.rerun()
+        elif b[1].button("Disable", key="ad_disable", disabled=target == me.name):
+            if _act(f"Disable {target}", auth.disable_user, target):
+                st.rerun()
+        if b[2].button(
+            "Unlock", key="ad_unlock", disabled=not current.locked() and not current.failed_logins
+        ):
+            if _act(f"Unlock {target}", auth.unlock_user, target):
+                st.rerun()
+
+with tab_roles:
+    st.caption("What each role may do; the service functions enforce this whatever a page shows.")
+    matrix = pd.DataFrame(
+        [
+            {"action": action, **{r: ("✓" if auth.role_can(r, action) else "") for r in auth.ROLES}}
+            for action in auth.PERMISSIONS
+        ]
+    )
+    ui.table(matrix, "permissions.csv", key="ad_matrix")
+
+with tab_channels:
+    settings = get_settings()
+    st.caption("Configured through environment variables (see the README); secrets are never shown here.")
+    ui.table(pd.DataFrame(users.channel_status(settings)), "channels.csv", key="ad_channels")
+    st.markdown("**Control and privacy settings**")
+    ui.table(pd.DataFrame(users.security_settings(settings)), "security_settings.csv", key="ad_security")

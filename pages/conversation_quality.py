@@ -1,0 +1,148 @@
+"""Conversation quality: sentiment trajectory, topic drift, engagement, resolution and quality score
+per conversation (ConversationAnalytics), and how well handoffs between bots work."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from observability.ui import charts, data
+from observability.ui import common as ui
+
+ui.require("dashboards.view")
+ui.page_header(
+    "Conversation quality", "Are users happier at the end than at the start, and do handoffs help?"
+)
+
+f1, f2 = st.columns([1, 2])
+with f1:
+    window = ui.time_range_filter(("1h", "6h", "24h", "7d"), default="24h")
+with f2:
+    bots = tuple(ui.bot_filter(data.known_bots()))
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def overview() -> None:
+    summary = data.quality_summary(window, bots)
+    scores = data.conversation_scores(window, bots)
+    if scores.empty:
+        ui.empty_state(f"No conversations active in the last {window}.",
+                       "Conversations appear when bots record messages with `client.record_message(...)`.")  # fmt: skip
+        return
+    n, scored = int(summary["conversations"].sum()), int(summary["scored"].sum())
+    mean = lambda col: (summary[col] * summary["scored"]).sum() / scored if scored else None  # noqa: E731
+    resolved = int(summary["resolved"].sum())
+    c = st.columns(5)
+    c[0].metric("Conversations", f"{n:,}")
+    c[1].metric("Scored", f"{scored:,}", help="Scored by the worker's conversation analytics step")
+    q = mean("quality")
+    c[2].metric("Mean quality", "–" if q is None else f"{q:.2f}")
+    s = mean("sentiment")
+    c[3].metric("Mean sentiment", "–" if s is None else f"{s:+.2f}")
+    c[4].metric("Resolution rate", f"{resolved / scored:.0%}" if scored else "–")
+
+    left, right = st.columns(2)
+    long = summary.melt(id_vars="bot", value_vars=["quality", "engagement", "drift", "resolution_rate"],
+                        var_name="measure", value_name="value")  # fmt: skip
+    fig = charts.bar(
+        long, x="bot", y="value", color="measure", barmode="group", title="Quality measures by bot (0–1)"
+    )
+    left.plotly_chart(fig, key="cq_by_bot")
+    pts = scores.dropna(subset=["sentiment", "engagement"])
+    if pts.empty:
+        fig = charts.histogram(scores, x="messages", color="bot", title="Messages per conversation")
+    else:
+        fig = charts.scatter(pts, x="sentiment", y="engagement", color="resolved", size=pts["messages"].clip(lower=1),
+                         hover_data=["conversation", "bot", "quality"], title="Engagement against sentiment")  # fmt: skip
+    right.plotly_chart(fig, key="cq_scatter")
+    if scores["quality"].notna().any():
+        fig = charts.histogram(scores.dropna(subset=["quality"]), x="quality", color="bot", nbins=20,
+                           title="Quality score distribution")  # fmt: skip
+        st.plotly_chart(fig, key="cq_hist")
+    ui.table(scores, f"conversation_quality_{window}.csv", key="cq_table",
+             column_config={"quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0),
+                            "engagement": st.column_config.ProgressColumn("engagement", min_value=0.0, max_value=1.0)})  # fmt: skip
+
+
+overview()
+
+st.subheader("One conversation")
+ids = data.conversation_scores(window, bots)["conversation"].tolist()
+if not ids:
+    st.caption("Pick a conversation once there are some.")
+else:
+    cid = st.selectbox("Conversation", ids, key="conversation", bind="query-params")
+    cid = cid if cid in ids else ids[0]
+    detail = data.analyze_conversation(cid)
+    if detail is None:
+        row = data.conversation_scores(window, bots).set_index("conversation").loc[cid]
+        st.caption("Detailed analytics are not available; showing the stored scores.")
+        st.json({k: (None if pd.isna(v) else v) for k, v in row[["sentiment", "trend", "drift", "engagement",
+                                                                  "resolved", "quality"]].items()})  # fmt: skip
+    else:
+        c = st.columns(5)
+        c[0].metric("Sentiment", "–" if detail["sentiment_avg"] is None else f"{detail['sentiment_avg']:+.2f}",
+                    str(detail["sentiment_trend"] or ""), delta_color="off")  # fmt: skip
+        c[1].metric("Topic drift", "–" if detail["drift"] is None else f"{detail['drift']:.2f}")
+        c[2].metric("Engagement", "–" if detail["engagement"] is None else f"{detail['engagement']:.2f}")
+        c[3].metric("Resolved", "yes" if detail["resolved"] else "no")
+        c[4].metric("Quality", "–" if detail["quality"] is None else f"{detail['quality']:.2f}")
+        if detail["sentiment_scores"]:
+            traj = pd.DataFrame({"message": range(1, len(detail["sentiment_scores"]) + 1),
+                                 "sentiment": detail["sentiment_scores"]})  # fmt: skip
+            fig = charts.line(
+                traj,
+                x="message",
+                y="sentiment",
+                markers=True,
+                title="Sentiment trajectory, message by message",
+            )
+            fig.add_hline(y=0, line_dash="dot", line_color="#9e9e9e")
+            st.plotly_chart(fig, key="cq_traj")
+        with st.expander("Transcript"):
+            for m in detail["messages"]:
+                st.markdown(
+                    f"`{m['ts']:%H:%M:%S}` **{m['role']}**{' (' + m['bot'] + ')' if m['bot'] else ''}: {m['text']}"
+                )
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def handoffs() -> None:
+    st.subheader("Handoff effectiveness")
+    hm = data.handoff_matrix(window, bots)
+    eff = data.handoff_effectiveness(window)
+    if hm.empty and not eff:
+        ui.empty_state(f"No handoffs in the last {window}.")
+        return
+    if eff:
+        st.caption(f"Over the {eff.get('total_handoffs', 0)} most recent conversations handed from one bot to another "
+                   f"in the last {window}.")  # fmt: skip
+        c = st.columns(4)
+        c[0].metric("Effectiveness rate", f"{eff.get('effectiveness_rate', 0):.0%}",
+                    help="Handed-off conversations that ended resolved")  # fmt: skip
+        c[1].metric(
+            "Resolved after handoff",
+            f"{eff.get('successful_resolutions', 0):,} / {eff.get('total_handoffs', 0):,}",
+        )
+        c[2].metric("Messages after handoff", f"{eff.get('avg_messages_after_handoff', 0):,.1f}")
+        before, after = eff.get("avg_sentiment_before"), eff.get("avg_sentiment_after")
+        if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+            c[3].metric("Sentiment after handoff", f"{after:.2f}", f"{after - before:+.2f} vs before")
+    left, right = st.columns(2)
+    if not hm.empty:
+        hm = hm.assign(pair=hm["source"] + " → " + hm["target"])
+        fig = charts.bar(hm, x="pair", y="success_rate", title="Handoff success rate by route", yformat=".0%")
+        left.plotly_chart(fig, key="cq_handoffs")
+        fig = charts.bar(
+            hm,
+            x="pair",
+            y=["successes", "blocked"],
+            barmode="group",
+            title="Handoffs by route: succeeded and blocked",
+        )
+        right.plotly_chart(fig, key="cq_handoff_counts")
+        ui.table(hm.drop(columns=["pair"]), f"handoffs_{window}.csv", key="cq_handoff_table",
+                 column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent")})  # fmt: skip
+
+
+handoffs()

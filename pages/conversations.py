@@ -1,0 +1,257 @@
+"""Conversations and intervention: the live list (state, bot, last activity, quality), a transcript
+that updates live, and for operators the take-over: take over, reply, suggest a reply, hand back.
+
+Everything is done by `observability.control`, which checks the user's role itself; this page only
+hides what a role cannot do.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from observability import auth, control
+from observability.ui import common as ui
+
+TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
+STATE_LABEL = {"ai": "🤖 AI", "human": "🧑 human", "stopped": "⛔ stopped"}
+ROLE_AVATAR = {"user": "user", "bot": ":material/smart_toy:", "operator": ":material/support_agent:"}
+
+user = ui.require("dashboards.view")
+can_act = user.can("conversations.control")
+ui.page_header(
+    "Conversations",
+    "Live conversations; operators take one over from the AI, reply, and hand it back."
+    if can_act
+    else "Live conversations and their transcripts (operators can take them over).",
+)
+store = ui.get_store()
+conversations = ui.cached_query(control.list_conversations)
+
+
+def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
+    """Run a control action; show its outcome; True when it succeeded."""
+    try:
+        result = fn(store, *args, **kwargs)
+    except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
+        st.error(f"{label}: {exc}")
+        return False
+    conversations.clear()
+    note = (
+        "" if result.published is not False else " (Redis unreachable: bots see it at their next store poll)"
+    )
+    st.toast(f"{label}: {result.outcome.replace('_', ' ')}{note}", icon=":material/check_circle:")
+    return True
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return pd.DataFrame(
+        {
+            "conversation": df["id"],
+            "state": df["state"].map(STATE_LABEL).fillna(df["state"]),
+            "operator": df["operator"],
+            "bot": df["bot"],
+            "account": df["account_name"].fillna(df["account_id"]),
+            "VIP": df["vip"],
+            "last activity": pd.to_datetime(df["last_activity_at"], utc=True),
+            "messages": df["messages"],
+            "quality": df["quality_score"],
+            "sentiment": df["sentiment"],
+            "engagement": df["engagement"],
+            "resolved": df["resolved"],
+        }
+    )
+
+
+system = control.system_status(store)
+if system["stopped"]:
+    st.error(
+        f"System-wide stop in force since {system['at']} by {system['by']}: {system['reason'] or 'no reason given'}. "
+        "No bot may respond until an admin resumes on the Emergency page.",
+        icon=":material/emergency_home:",
+    )
+
+f1, f2 = st.columns([2, 3])
+with f1:
+    states = st.multiselect(
+        "State", list(STATE_LABEL), key="state", bind="query-params", placeholder="All states",
+        format_func=lambda s: STATE_LABEL[s],
+    )  # fmt: skip
+with f2:
+    search = st.text_input("Search", key="q", placeholder="conversation, bot or account")
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def live_list() -> None:
+    rows = conversations(states=tuple(states), search=search or None, limit=500)
+    if not rows:
+        ui.empty_state(
+            "No conversations match." if states or search else "No conversations yet.",
+            "Conversations appear when bots record messages with `client.record_message(...)`.",
+        )
+        return
+    df = _frame(rows)
+    held = int((df["state"] == STATE_LABEL["human"]).sum())
+    stopped = int((df["state"] == STATE_LABEL["stopped"]).sum())
+    m = st.columns(3)
+    m[0].metric("Conversations", f"{len(df):,}")
+    m[1].metric("Held by a human", f"{held:,}")
+    m[2].metric("Stopped", f"{stopped:,}")
+    ui.table(
+        df, "conversations.csv", key="cv_list",
+        column_config={
+            "last activity": st.column_config.DatetimeColumn("last activity (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0),
+            "engagement": st.column_config.ProgressColumn("engagement", min_value=0.0, max_value=1.0),
+        },
+    )  # fmt: skip
+
+
+live_list()
+
+st.subheader("One conversation")
+rows = conversations(states=tuple(states), search=search or None, limit=500)
+ids = [r["id"] for r in rows]
+labels = {r["id"]: f"{r['id']} · {STATE_LABEL.get(r['state'], r['state'])} · {r['bot'] or '–'}" for r in rows}
+wanted = ui.query_param("conversation")
+if wanted and wanted not in ids:
+    ids.insert(0, wanted)  # a shared link to a conversation outside the current filter
+if not ids:
+    st.caption("Pick a conversation once there are some.")
+    st.stop()
+cid = st.selectbox(
+    "Conversation", ids, index=ids.index(wanted) if wanted in ids else 0, key="cv_pick",
+    format_func=lambda c: labels.get(c, c),
+)  # fmt: skip
+ui.set_query_params(conversation=cid)
+
+try:
+    status = control.intervention_status(store, cid)
+except control.ConversationNotFound:
+    st.warning(f"No conversation {cid!r} in the store.")
+    st.stop()
+
+
+def status_line(s: control.InterventionStatus) -> None:
+    if s.state == "human":
+        held = f" for {s.held_for_s / 60:.0f} min" if s.held_for_s else ""
+        st.warning(
+            f"**Held by {s.operator}**{held} (priority {s.priority}): {s.reason}. The AI does not respond.",
+            icon=":material/support_agent:",
+        )
+    elif s.state == "stopped":
+        st.error(
+            f"**Stopped** by {s.operator}: {s.reason}. Reset it on the Emergency page.",
+            icon=":material/block:",
+        )
+    elif s.system_stopped:
+        st.error("The AI may not respond: system-wide stop.", icon=":material/emergency_home:")
+    else:
+        st.success("The AI is responding.", icon=":material/smart_toy:")
+    if s.handoff_instructions and s.state == "ai":
+        st.caption(f"Hand-back instructions for the AI: {s.handoff_instructions}")
+
+
+@st.fragment(run_every=TRANSCRIPT_REFRESH_S)
+def live_transcript() -> None:
+    try:
+        status_line(control.intervention_status(store, cid))
+    except control.ConversationNotFound:
+        return
+    messages = control.transcript(store, cid, limit=200)
+    if not messages:
+        ui.empty_state("No messages yet.")
+        return
+    with st.container(height=420):
+        for m in messages:
+            with st.chat_message(
+                m["role"] if m["role"] != "bot" else "assistant", avatar=ROLE_AVATAR.get(m["role"])
+            ):
+                who = m["author"] if m["role"] == "operator" else (m["bot"] if m["role"] == "bot" else "user")
+                st.caption(f"{who or m['role']} · {m['ts']:%H:%M:%S}")
+                st.text(m["text"])
+
+
+live_transcript()
+
+if not can_act:
+    st.caption("Your role can watch conversations; operators and admins can take them over.")
+elif status.state == "ai":
+    with st.form("take_over"):
+        st.markdown("**Take over from the AI**: every bot stops answering this conversation within a second.")
+        c1, c2 = st.columns([3, 1])
+        reason = c1.text_input("Reason", value="Operator review", key="to_reason")
+        priority = c2.selectbox("Priority", control.PRIORITIES, index=1, key="to_priority")
+        c3, c4 = st.columns(2)
+        notify = c3.checkbox("Tell the user a person has joined", key="to_notify")
+        preserve = c4.checkbox("Keep AI suggestions available", value=True, key="to_preserve")
+        if st.form_submit_button("Take over", type="primary", icon=":material/pan_tool:"):
+            if _act("Take over", control.take_control, cid, user.name, reason, priority, notify, preserve):
+                st.rerun()
+elif status.state == "human" and status.operator == user.name:
+    st.markdown("**Reply** (the bot delivers it to the user)")
+    if "cv_draft" in st.session_state:  # a suggestion the operator chose to use
+        st.session_state["cv_reply"] = st.session_state.pop("cv_draft")
+    with st.form("reply", clear_on_submit=True):
+        text = st.text_area("Your reply", key="cv_reply", height=100)
+        if st.form_submit_button("Send", type="primary", icon=":material/send:") and text.strip():
+            if _act("Reply", control.send_operator_message, cid, user.name, text):
+                st.rerun()
+    if status.preserve_ai_suggestions is not False:
+        if st.button("Suggest a reply", icon=":material/lightbulb:", key="cv_suggest"):
+            try:
+                st.session_state["cv_suggestion"] = control.suggest_response(store, cid, user.name)
+            except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
+                st.error(f"Suggest: {exc}")
+        suggestion = st.session_state.get("cv_suggestion")
+        if suggestion is not None:
+            st.info(
+                suggestion.label + "".join(f" {n}" for n in suggestion.notes), icon=":material/lightbulb:"
+            )
+            if suggestion.text:
+                st.text(suggestion.text)
+                if st.button("Use this draft", key="cv_use"):
+                    st.session_state["cv_draft"] = suggestion.text
+                    st.session_state.pop("cv_suggestion", None)
+                    st.rerun()
+    with st.form("release"):
+        st.markdown("**Hand back to the AI**")
+        summary = st.text_input("Summary of what you did", key="rl_summary")
+        instructions = st.text_area(
+            "Instructions for the AI (the bot reads them through the SDK)", key="rl_instructions"
+        )
+        resolved = st.checkbox("Mark the conversation resolved", key="rl_resolved")
+        if st.form_submit_button("Return to AI", icon=":material/smart_toy:"):
+            if _act(
+                "Return to AI",
+                control.release_control,
+                cid,
+                user.name,
+                summary,
+                instructions or None,
+                resolved,
+            ):
+                st.session_state.pop("cv_suggestion", None)
+                st.rerun()
+elif status.state == "human":
+    st.info(f"{status.operator} holds this conversation; only they can reply.", icon=":material/lock:")
+    if user.role == auth.ADMIN:
+        with st.form("admin_release"):
+            summary = st.text_input("Summary", value=f"Released by admin {user.name}", key="ar_summary")
+            if st.form_submit_button("Return to AI (admin override)"):
+                if _act("Return to AI", control.release_control, cid, user.name, summary):
+                    st.rerun()
+elif status.state == "stopped":
+    st.caption("A stopped conversation is reset on the Emergency page before it can be taken over.")
+
+with st.expander("Intervention history (audit trail, read-only)"):
+    history = pd.DataFrame(control.intervention_history(store, cid, limit=200))
+    if history.empty:
+        st.caption("No interventions yet.")
+    else:
+        cols = ["created_at", "action", "user_name", "outcome", "reason", "priority", "summary",
+                "ai_handoff_instructions", "duration_s"]  # fmt: skip
+        ui.table(history[cols], f"interventions_{cid}.csv", key="cv_history")

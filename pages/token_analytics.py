@@ -1,0 +1,104 @@
+"""Token analytics: input, output and cache tokens by model and bot over time, the cache hit rate,
+and the conversations using the most tokens (LLMObservabilityService figures, aggregated in SQL)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from observability.dashboards import source_note
+from observability.ui import charts, data
+from observability.ui import common as ui
+
+ui.require("dashboards.view")
+ui.page_header(
+    "Token analytics", "Where the tokens go: by model, by bot, over time; and how much the cache saves."
+)
+
+f1, f2, f3 = st.columns([2, 3, 1])
+with f1:
+    window = ui.time_range_filter(("1h", "6h", "24h", "7d", "30d"), default="24h")
+with f2:
+    bots = tuple(ui.bot_filter(data.known_bots()))
+with f3:
+    by = st.segmented_control(
+        "Split by", ["model", "bot"], default="model", key="by", bind="query-params", required=True
+    )
+    by = by if by in ("model", "bot") else "model"
+st.caption(f"Window {window}; figures {source_note(window)}.")
+
+TOKEN_COLS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def live() -> None:
+    tot = data.llm_totals(window, bots)
+    if not tot or not tot.get("requests"):
+        ui.empty_state(
+            f"No LLM calls in the last {window}.",
+            "Bots report calls with `client.record_llm_call(model, provider, input_tokens, output_tokens, latency_ms)`.",
+        )
+        return
+    c = st.columns(5)
+    c[0].metric("Requests", f"{int(tot['requests']):,}")
+    c[1].metric("Input tokens", f"{int(tot['input_tokens']):,}")
+    c[2].metric("Output tokens", f"{int(tot['output_tokens']):,}")
+    c[3].metric("Cache read tokens", f"{int(tot['cache_read_tokens']):,}",
+                help="Input tokens served from the prompt cache (part of input tokens)")  # fmt: skip
+    c[4].metric("Cache hit rate", f"{tot['cache_hit_rate']:.1%}")
+
+    series = data.token_series(window, bots, by)
+    series = series.assign(total_tokens=series["input_tokens"] + series["output_tokens"])
+    fig = charts.area(series, x="ts", y="total_tokens", color=by, title=f"Tokens (input + output) by {by} over time",
+                  labels={"ts": "", "total_tokens": "tokens"})  # fmt: skip
+    st.plotly_chart(fig, key="ta_series")
+
+    left, right = st.columns(2)
+    mix = data.llm_breakdown(window, bots, ("model",))
+    long = mix.melt(id_vars="model", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
+    fig = charts.bar(
+        long, x="model", y="tokens", color="kind", barmode="group", title="Tokens by model and kind"
+    )
+    left.plotly_chart(fig, key="ta_by_model")
+    by_bot = data.llm_breakdown(window, bots, ("bot",))
+    long = by_bot.melt(id_vars="bot", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
+    fig = charts.bar(long, x="bot", y="tokens", color="kind", barmode="group", title="Tokens by bot and kind")
+    right.plotly_chart(fig, key="ta_by_bot")
+
+    left, right = st.columns(2)
+    hits = data.cache_hit_series(window, bots)
+    fig = charts.line(hits, x="ts", y="cache_hit_rate", title="Cache hit rate over time", markers=True,
+                  labels={"ts": "", "cache_hit_rate": "cache hit rate"})  # fmt: skip
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    left.plotly_chart(fig, key="ta_cache")
+    per_model = series.groupby(by, as_index=False)[["requests", "cache_hits"]].sum()
+    per_model["cache_hit_rate"] = per_model["cache_hits"] / per_model["requests"].where(
+        per_model["requests"] > 0
+    )
+    fig = charts.bar(per_model, x=by, y="cache_hit_rate", title=f"Cache hit rate by {by}")
+    fig.update_yaxes(tickformat=".0%")
+    right.plotly_chart(fig, key="ta_cache_by")
+
+    st.subheader("Totals by model and bot")
+    totals = data.llm_breakdown(window, bots, ("model", "bot"))
+    ui.table(totals[["model", "bot", "requests", *TOKEN_COLS, "total_tokens", "cache_hit_rate", "cost_usd"]],
+             f"tokens_by_model_bot_{window}.csv", key="ta_totals",
+             column_config={"cache_hit_rate": st.column_config.NumberColumn("cache hit rate", format="percent"),
+                            "cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+
+    st.subheader("Conversations using the most tokens")
+    top = data.top_conversations(window, bots, 20)
+    if window in ("7d", "30d"):
+        st.caption("Per-conversation totals cover the last 24 hours.")
+    if top.empty:
+        ui.empty_state("No LLM calls linked to a conversation in this window.",
+                       "Pass `conversation_id=` to `record_llm_call` to link calls to conversations.")  # fmt: skip
+    else:
+        fig = charts.bar(top.head(10), x="total_tokens", y="conversation_id", orientation="h", color="bot",
+                     title="Top 10 conversations by tokens")  # fmt: skip
+        fig.update_yaxes(autorange="reversed")
+        st.plotly_chart(fig, key="ta_top")
+        ui.table(top, f"top_conversations_tokens_{window}.csv", key="ta_top_table",
+                 column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+
+
+live()

@@ -1,0 +1,192 @@
+# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
+"""Alert lifecycle in the manner of Alertmanager's acceptance tests: metric values scripted at given
+times (seconds after T0), notifications expected within time windows, and the total count checked,
+so an extra notification fails a test as surely as a missing one. Real SMTP and HTTP peers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from test_alerting_support import T0, Harness, alerting, password_hash, peers, smtp_certificate, users  # noqa: F401 - fixtures
+
+from observability import schema
+
+# rule -> (stats that break it, stats that clear it, channels of level 1, channels told it resolved)
+DEFAULT_RULES = {
+    "sla_violation": ({"lead_bot.response_time_p95": 3000.0}, {"lead_bot.response_time_p95": 900.0},
+                      ("email", "slack", "webhook"), ("webhook",)),
+    "high_error_rate": ({"error_rate": 0.2}, {"error_rate": 0.01}, ("email", "slack", "webhook"), ("webhook",)),
+    "low_cache_hit_rate": ({"cache_hit_rate": 0.3}, {"cache_hit_rate": 0.8}, ("slack",), ()),
+    "handoff_failure": ({"handoff.failure_rate": 0.2}, {"handoff.failure_rate": 0.0}, ("email", "slack"), ()),
+    "bot_unresponsive": ({"seconds_since_last_response": {"buyer_bot": 420.0}},
+                         {"seconds_since_last_response": {"buyer_bot": 3.0}}, ("email", "slack", "webhook"),
+                         ("webhook",)),
+    "circular_handoff_spike": ({"blocked_handoffs_1h": 12}, {"blocked_handoffs_1h": 2}, ("slack",), ()),
+    "rate_limit_breach": ({"rate_limit_error_rate": 0.25}, {"rate_limit_error_rate": 0.0}, ("slack",), ()),
+}  # fmt: skip
+
+
+def test_each_default_rule_fires_notifies_and_resolves(alerting: Harness) -> None:
+    bad = {k: v for spec in DEFAULT_RULES.values() for k, v in spec[0].items()}
+    good = {k: v for spec in DEFAULT_RULES.values() for k, v in spec[1].items()}
+    fired = alerting.at(0, bad)
+    assert sorted(a["rule_name"] for a in fired) == sorted(DEFAULT_RULES)
+    alerting.at(15, bad)  # still firing: nothing new
+    alerting.at(30, good)  # keep_firing_for is 0 in this harness: resolves at once
+    alerting.at(45, good)
+    expected = []
+    for rule, (_, _, channels, told_resolved) in DEFAULT_RULES.items():
+        expected += [(c, "trigger", rule, 1, 0, 0) for c in channels]
+        expected += [(c, "resolve", rule, 0, 30, 30) for c in told_resolved]
+    alerting.peers.expect(expected)
+    history = alerting.svc.alert_history()
+    assert sorted(a["rule_name"] for a in history) == sorted(DEFAULT_RULES)
+    for alert in history:
+        assert alert["state"] == "resolved" and alert["resolved_by"] == "system"
+        kinds = [e["kind"] for e in alerting.svc.alert_timeline(alert["id"])]
+        _, _, channels, told_resolved = DEFAULT_RULES[alert["rule_name"]]
+        assert kinds[:2] == ["fired", "notified"] and "resolved" in kinds
+        assert kinds.count("delivered") == len(channels) + len(told_resolved)
+
+
+SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY
+def test_for_and_keep_firing_for_suppress_flapping(alerting: Harness) -> None:
+    alerting.update("low_cache_hit_rate", for_s=30, keep_firing_for_s=60, cooldown_s=0)
+
+    def flapping(t: float) -> dict:  # below 50% every other tick: never 30 s in a row
+        return {"cache_hit_rate": 0.3 if int(t // 15) % 2 == 0 else 0.7}
+
+    alerting.run(flapping, until=165)
+    assert alerting.svc.alert_history(include_unfired=True) == [], "pending alerts that never fired leave nothing"
+    alerting.run(lambda t: {"cache_hit_rate": 0.3}, start=180, until=210)  # 30 s breaking: fires at 210
+    alerting.run(flapping, start=225, until=420)  # flapping while firing: never clear for 60 s
+    alerting.run(lambda t: {"cache_hit_rate": 0.9}, start=435, until=510)  # clear from 435: resolved at 495
+    alerting.peers.expect([("slack", "trigger", "low_cache_hit_rate", 1, 210, 210)])
+    [alert] = alerting.svc.alert_history()
+    assert alert["fired_at"] == T0 + timedelta(seconds=210)
+    assert alert["resolved_at"] == T0 + timedelta(seconds=495)
+
+
+@SQLITE_ONLY
+def test_cooldown_throttles_notifications_never_the_record(alerting: Harness) -> None:
+    # cooldown of low_cache_hit_rate is 600 s
+    low, ok = {"cache_hit_rate": 0.3}, {"cache_hit_rate": 0.9}
+    alerting.at(0, low)  # alert 1, notified
+    alerting.at(15, ok)  # resolved
+    alerting.at(30, low)  # alert 2: recorded, notification held by the cooldown
+    alerting.at(45, ok)  # resolved before the cooldown ended: never notified
+    alerting.at(300, low)  # alert 3: held until 600
+    for t in range(315, 631, 15):
+        alerting.at(t, low)
+    alerting.peers.expect([
+        ("slack", "trigger", "low_cache_hit_rate", 1, 0, 0),
+        ("slack", "trigger", "low_cache_hit_rate", 1, 600, 600),
+    ])  # fmt: skip
+    history = alerting.svc.alert_history()
+    assert len(history) == 3, "every breach is recorded"
+    held = alerting.svc.alert_timeline(history[1]["id"])
+    assert any(e["kind"] == "notification_held" and "cooldown" in e["detail"]["reason"] for e in held)
+    assert history[0]["escalation_level"] == 1 and history[1]["escalation_level"] == 0
+
+
+@SQLITE_ONLY
+def test_silence_holds_matching_notifications_until_it_ends(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    silence = alerting.svc.add_silence(op, rule_name="sla_violation", matchers={"bot": "lead_bot"},
+                                       ends_at=alerting.now(120), reason="deploying lead bot", now=alerting.now(0))  # fmt: skip
+    assert silence["active"]
+    slow = {"lead_bot.response_time_p95": 3000.0, "buyer_bot.response_time_p95": 3200.0}
+    alerting.run(lambda t: slow, until=180)
+    alerting.peers.expect(
+        [(c, "trigger", "sla_violation", 1, 0, 0) for c in ("email", "slack", "webhook")]  # buyer at once
+        + [(c, "trigger", "sla_violation", 1, 120, 120) for c in ("email", "slack", "webhook")]  # lead after
+    )
+    lead = next(a for a in alerting.svc.active_alerts() if a["labels"] == {"bot": "lead_bot"})
+    assert lead["fired_at"] == T0, "a silenced alert is recorded when it fires, not when it may notify"
+
+
+@SQLITE_ONLY
+def test_expiring_a_silence_releases_held_notifications_at_once(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    sid = alerting.svc.add_silence(op, matchers={"alertname": "high_error_rate"}, duration_s=3600,
+                                   reason="load test", now=alerting.now(0))["id"]  # fmt: skip
+    alerting.run(lambda t: {"error_rate": 0.3}, until=45)
+    assert alerting.peers.received == []
+    alerting.svc.expire_silence(sid, op, now=alerting.now(50))
+    alerting.run(lambda t: {"error_rate": 0.3}, start=60, until=90)
+    alerting.peers.expect([(c, "trigger", "high_error_rate", 1, 60, 60) for c in ("email", "slack", "webhook")])
+    assert alerting.svc.list_silences(active_only=True, now=alerting.now(60)) == []
+
+
+def test_bot_unresponsive_inhibits_that_bots_sla_and_error_rate_notifications(alerting: Harness) -> None:
+    down = {
+        "seconds_since_last_response": {"lead_bot": 400.0, "buyer_bot": 2.0},
+        "lead_bot.response_time_p95": 3000.0,  # lead: inhibited
+        "buyer_bot.response_time_p95": 2600.0,  # buyer: notified
+        "lead_bot.error_rate": 0.4,  # lead: inhibited
+        "error_rate": 0.12,  # overall: held, the lead bot's error alert explains it
+    }
+    alerting.run(lambda t: down, until=30)
+    up = {**down, "seconds_since_last_response": {"lead_bot": 1.0, "buyer_bot": 2.0}}
+    alerting.run(lambda t: up, start=45, until=75)
+    three = ("email", "slack", "webhook")
+    alerting.peers.expect(
+        [(c, "trigger", "bot_unresponsive", 1, 0, 0) for c in three]
+        + [(c, "trigger", "sla_violation", 1, 0, 0) for c in three]  # buyer_bot
+        + [("webhook", "resolve", "bot_unresponsive", 0, 45, 45)]
+        # once the lead bot answers again, its own alerts go out
+        + [(c, "trigger", "sla_violation", 1, 45, 45) for c in three]
+        + [(c, "trigger", "high_error_rate", 1, 45, 45) for c in three]
+    )
+    overall = next(a for a in alerting.svc.active_alerts() if a["rule_name"] == "high_error_rate" and not a["labels"])
+    assert overall["escalation_level"] == 0 and "high_error_rate for bot lead_bot" in overall["suppressed_by"]
+
+
+@SQLITE_ONLY
+def test_one_open_alert_per_rule_and_labels(alerting: Harness) -> None:
+    for t in range(0, 61, 15):
+        alerting.at(t, {"seconds_since_last_response": {"lead_bot": 400.0 + t, "seller_bot": 500.0 + t}})
+    active = alerting.svc.active_alerts()
+    assert sorted((a["rule_name"], a["labels"]["bot"]) for a in active) == [
+        ("bot_unresponsive", "lead_bot"), ("bot_unresponsive", "seller_bot")]  # fmt: skip
+    assert {a["value"] for a in active} == {460.0, 560.0}, "the open alert follows the metric"
+    with alerting.store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.alerts)).scalar() == 2
+
+
+@SQLITE_ONLY
+def test_two_level_rule_raises_severity_and_starts_escalation(alerting: Harness) -> None:
+    # high_system_load: warning above 70, critical above 85 (data/alert_thresholds.json)
+    alerting.at(0, {"system_load": 75.0})
+    [alert] = alerting.svc.active_alerts()
+    assert alert["severity"] == "warning" and alert["next_escalation_at"] is None
+    alerting.at(30, {"system_load": 92.0})
+    [alert] = alerting.svc.active_alerts()
+    assert alert["severity"] == "critical" and alert["next_escalation_at"] == alerting.now(330)
+    alerting.at(330, {"system_load": 92.0})
+    alerting.peers.expect(
+        [(c, "trigger", "high_system_load", 1, 0, 0) for c in ("email", "slack")]
+        + [(c, "trigger", "high_system_load", 2, 330, 330) for c in ("email", "slack", "webhook")]
+    )
+    kinds = [e["kind"] for e in alerting.svc.alert_timeline(alert["id"])]
+    assert "severity_changed" in kinds
+
+
+@SQLITE_ONLY
+def test_every_change_leaves_timeline_and_activity_rows(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    [alert] = alerting.at(0, {"error_rate": 0.3})
+    alerting.svc.acknowledge_alert(alert["id"], op, now=alerting.now(10))
+    alerting.svc.resolve_alert(alert["id"], op, note="fixed the upstream", now=alerting.now(20))
+    kinds = [(e["kind"], e["actor"]) for e in alerting.svc.alert_timeline(alert["id"])]
+    assert ("fired", None) in kinds and ("acknowledged", op) in kinds and ("resolved", op) in kinds
+    with alerting.store.connect() as conn:
+        rows = conn.execute(sa.select(schema.activity_events.c.event_type, schema.activity_events.c.user_id)
+                            .where(schema.activity_events.c.category == "alerts")).all()  # fmt: skip
+    types = {(t, u) for t, u in rows}
+    assert {("alert.fired", None), ("alert.acknowledged", op), ("alert.resolved", op)} <= types

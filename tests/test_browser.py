@@ -1,0 +1,157 @@
+# ruff: noqa: E402  (tests/ goes on sys.path before the imports)
+"""The console in a real browser: `streamlit run Home.py` on a demo store with password sign-in,
+the system Chromium driven by Playwright. Signs in, opens every page of the navigation, checks that
+each renders its plotly charts without an error, and saves a screenshot of each page under
+tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser.demo_data import load_demo
+
+from observability import auth
+from observability.settings import test_environment as read_test_environment
+from observability.store import Store
+from observability.ui import nav
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = str(read_test_environment()["chromium"])
+USER, PASSWORD = "browser-admin", "browser-pass-1"
+# pages of this project's dashboards: each must show plotly charts on demo data
+CHART_PAGES = {"Overview", "Live monitoring", "Bot health", "AI performance", "Activity feed", "Token analytics",
+               "Cost tracking", "Conversation quality"}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+        ],  # fmt: skip
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_console(database_url: str, port: int, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=database_url, AUTH_MODE="password", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true", "--server.address",
+           "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError("streamlit did not become healthy in 60 s")
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    tmp = tmp_path_factory.mktemp("console")
+    url = f"sqlite:///{tmp / 'store.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    load_demo(store, hours=12)
+    from observability.conversation_scoring import score_pending
+    from observability.timeutil import utcnow
+
+    score_pending(store, utcnow())
+    auth.create_user(store, USER, auth.ADMIN, PASSWORD)
+    store.dispose()
+    port = free_port()
+    proc = start_console(url, port, tmp / "streamlit.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def sign_in(page, base: str) -> None:  # noqa: ANN001
+    page.goto(base)
+    page.get_by_label("User name").fill(USER)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_test_id("stSidebarNav").wait_for(timeout=30_000)
+
+
+def wait_rendered(page, title: str, charts: bool) -> int:  # noqa: ANN001
+    """Wait until the page's title is shown and, for dashboards, its first chart is drawn."""
+    page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
+    if charts:
+        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)  # let the remaining charts of the run arrive
+    return page.locator(".js-plotly-plot").count()
+
+
+def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, page) -> None:  # noqa: ANN001
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1440, "height": 2400})  # the app scrolls inside; show it all
+    sign_in(page, console)
+    titles = [nav.OVERVIEW_TITLE] + [p.title for p in nav.existing_pages_for_role(auth.ADMIN, ROOT)]
+    timings = {}
+    for title in titles:
+        if title != nav.OVERVIEW_TITLE:
+            t0 = time.monotonic()
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+        else:
+            t0 = time.monotonic()
+        heading = "Overview" if title == nav.OVERVIEW_TITLE else title
+        charts = wait_rendered(page, heading, title in CHART_PAGES)
+        timings[title] = time.monotonic() - t0
+        assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
+        if title in CHART_PAGES:
+            assert charts >= 1, f"{title} shows no plotly chart"
+        slug = title.lower().replace(" ", "_")
+        page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
+    (ARTIFACTS / "browser_timings.txt").write_text("".join(f"{k}\t{v:.2f}\n" for k, v in timings.items()))
+    assert len(timings) == len(titles)
+
+
+def test_wrong_password_is_refused_in_the_browser(console: str, page) -> None:  # noqa: ANN001
+    page.goto(console)
+    page.get_by_label("User name").fill(USER)
+    page.get_by_label("Password", exact=True).fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Sign-in failed").wait_for(timeout=20_000)
+    assert page.get_by_test_id("stSidebarNav").count() == 0

@@ -1,0 +1,290 @@
+"""Emergency controls: stop and reset one conversation, system-wide stop and resume (typed
+confirmation, rate limit), their audit rows, and the Redis mirror every gate reads."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+
+from observability import auth, control, schema
+from observability import control_state as cs
+from observability.ingest import write_batch
+from observability.sdk import control_synced_key
+from observability.settings import Settings
+from observability.store import Store
+from observability.worker import STEPS, TickContext
+
+T0 = datetime(2026, 3, 1, 12, 0, 0)
+S = Settings().replace(auth_mode="password", redis_url=None)
+PW = "a-long-password"
+
+
+@pytest.fixture
+def crew(store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    for name, role in (("olga", auth.OPERATOR), ("root", auth.ADMIN), ("root2", auth.ADMIN)):
+        auth.create_user(store, name, role, PW)
+    write_batch(
+        store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", "lead", None, None]], S
+    )
+    return store
+
+
+def _emergency_rows(store: Store) -> list:
+    e = schema.emergency_actions
+    with store.connect() as conn:
+        return conn.execute(sa.select(e).order_by(e.c.id)).all()
+
+
+def _activity(store: Store, prefix: str) -> list:
+    t = schema.activity_events
+    with store.connect() as conn:
+        return conn.execute(sa.select(t).where(t.c.event_type.like(f"{prefix}%")).order_by(t.c.ts)).all()
+
+
+def test_stop_and_reset_one_conversation_are_audited(crew: Store) -> None:
+    stopped = control.stop_conversation(crew, "c1", "olga", "abusive content", settings=S, now=T0)
+    assert stopped.outcome == "stopped"
+    status = control.intervention_status(crew, "c1")
+    assert (status.state, status.operator, status.reason, status.ai_may_respond) == (
+        "stopped",
+        "olga",
+        "abusive content",
+        False,
+    )
+    assert (
+        control.stop_conversation(crew, "c1", "olga", "again", settings=S, now=T0).outcome
+        == "already_stopped"
+    )
+    reset = control.reset_conversation(
+        crew, "c1", "olga", "reviewed", settings=S, now=T0 + timedelta(minutes=2)
+    )
+    assert reset.outcome == "reset_from_stopped"
+    status = control.intervention_status(crew, "c1")
+    assert (status.state, status.operator, status.reason, status.ai_may_respond) == ("ai", None, None, True)
+    rows = _emergency_rows(crew)
+    assert [(r.action, r.scope, r.conversation_id, r.user_name, r.reason, r.outcome) for r in rows] == [
+        ("stop", "conversation", "c1", "olga", "abusive content", "stopped"),
+        ("stop", "conversation", "c1", "olga", "again", "already_stopped"),
+        ("reset", "conversation", "c1", "olga", "reviewed", "reset_from_stopped"),
+    ]
+    assert rows[0].created_at == T0
+    events = _activity(crew, "emergency.")
+    assert [(e.event_type, e.severity, e.user_id) for e in events] == [
+        ("emergency.stop", "high", "olga"),
+        ("emergency.stop", "high", "olga"),
+        ("emergency.reset", "medium", "olga"),
+    ]
+
+
+def test_stopping_a_held_conversation_ends_the_take_over_with_its_duration(crew: Store) -> None:
+    control.take_control(crew, "c1", "olga", "review", settings=S, now=T0)
+    control.stop_conversation(crew, "c1", "root", "escalated", settings=S, now=T0 + timedelta(seconds=90))
+    it = schema.interventions
+    with crew.connect() as conn:
+        ended = conn.execute(sa.select(it).where(it.c.action == "release_control")).one()
+    assert (ended.outcome, ended.duration_s, ended.user_name) == ("ended_by_emergency_stop", 90, "root")
+
+
+def test_a_conversation_can_be_stopped_before_the_store_has_seen_it(crew: Store) -> None:
+    control.stop_conversation(crew, "not-yet-seen", "olga", "pre-emptive", settings=S)
+    assert control.intervention_status(crew, "not-yet-seen").state == "stopped"
+    # its first messages arrive later: the stop holds
+    write_batch(
+        crew,
+        [["message", uuid.uuid4().hex, time.time(), "not-yet-seen", "user", "hi", "lead", None, None]],
+        S,
+    )
+    assert control.intervention_status(crew, "not-yet-seen").state == "stopped"
+    with pytest.raises(control.ConversationNotFound):
+        control.reset_conversation(crew, "never", "olga", "x", settings=S)
+
+
+def test_system_wide_stop_needs_the_typed_phrase(crew: Store) -> None:
+    for wrong in (None, "", "stop all", "STOP", "yes"):
+        with pytest.raises(control.ConfirmationRequired, match='type "STOP ALL"'):
+            control.system_wide_stop(crew, "root", "incident", wrong, settings=S)
+    assert _emergency_rows(crew) == [] and control.system_status(crew)["stopped"] is False
+
+    result = control.system_wide_stop(crew, "root", "incident", " STOP ALL ", settings=S, now=T0)
+    assert result.outcome == "stopped"
+    system = control.system_status(crew)
+    assert (system["stopped"], system["reason"], system["by"]) == (True, "incident", "root")
+    status = control.intervention_status(crew, "c1")
+    assert status.system_stopped and not status.ai_may_respond and status.state == "ai"
+
+    with pytest.raises(control.ConfirmationRequired, match='type "RESUME ALL"'):
+        control.system_resume(crew, "root", "over", "STOP ALL", settings=S)
+    assert control.system_resume(crew, "root", "over", "RESUME ALL", settings=S, now=T0).outcome == "resumed"
+    assert control.intervention_status(crew, "c1").ai_may_respond
+    rows = _emergency_rows(crew)
+    assert [(r.action, r.scope, r.user_name, r.confirmed, r.outcome) for r in rows] == [
+        ("system_stop", "system", "root", True, "stopped"),
+        ("system_resume", "system", "root", True, "resumed"),
+    ]
+    assert [(e.event_type, e.severity) for e in _activity(crew, "emergency.system")] == [
+        ("emergency.system_stop", "critical"),
+        ("emergency.system_resume", "high"),
+    ]
+
+
+def test_without_confirmation_required_no_phrase_is_needed(crew: Store) -> None:
+    relaxed = S.replace(emergency_confirmation_required=False)
+    result = control.system_wide_stop(crew, "root", "drill", settings=relaxed)
+    assert result.outcome == "stopped" and _emergency_rows(crew)[0].confirmed is False
+
+
+def test_system_wide_actions_are_rate_limited_per_user(crew: Store) -> None:
+    limited = S.replace(emergency_rate_limit_per_min=3)
+    control.system_wide_stop(crew, "root", "a", "STOP ALL", settings=limited, now=T0)
+    control.system_resume(crew, "root", "b", "RESUME ALL", settings=limited, now=T0 + timedelta(seconds=10))
+    control.system_wide_stop(crew, "root", "c", "STOP ALL", settings=limited, now=T0 + timedelta(seconds=20))
+    with pytest.raises(control.RateLimited, match="at most 3") as exc:
+        control.system_resume(
+            crew, "root", "d", "RESUME ALL", settings=limited, now=T0 + timedelta(seconds=30)
+        )
+    assert 29 <= exc.value.retry_after_s <= 31
+    assert control.system_status(crew)["stopped"] is True  # the refused resume changed nothing
+    # another admin is not limited by root's actions; root is again after a minute
+    control.system_resume(crew, "root2", "e", "RESUME ALL", settings=limited, now=T0 + timedelta(seconds=30))
+    control.system_wide_stop(crew, "root", "f", "STOP ALL", settings=limited, now=T0 + timedelta(seconds=61))
+    assert len(_emergency_rows(crew)) == 5
+
+
+def test_audit_rows_cannot_be_edited_through_the_services() -> None:
+    """The services offer reads of the audit trail, never an edit or a delete."""
+    public = [n for n in dir(control) if not n.startswith("_")]
+    assert "intervention_history" in public and "emergency_history" in public
+    assert not [n for n in public if any(w in n for w in ("update", "delete", "edit", "purge", "remove"))]
+
+
+def test_history_reads_are_newest_first(crew: Store) -> None:
+    control.take_control(crew, "c1", "olga", "review", settings=S, now=T0)
+    control.release_control(crew, "c1", "olga", "done", settings=S, now=T0 + timedelta(minutes=1))
+    control.stop_conversation(crew, "c1", "olga", "x", settings=S, now=T0)
+    assert [r["action"] for r in control.intervention_history(crew, "c1")] == [
+        "release_control",
+        "take_control",
+    ]
+    assert control.intervention_history(crew, "other") == []
+    assert [r["action"] for r in control.emergency_history(crew)] == ["stop"]
+
+
+# ---- the Redis mirror ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_client(redis_url: str):  # noqa: ANN201 - redis.Redis
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_actions_are_published_to_redis_for_every_gate(
+    sqlite_store: Store, redis_client: object, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    s = S.replace(redis_prefix=redis_prefix)
+    auth.create_user(sqlite_store, "olga", auth.OPERATOR, PW)
+    auth.create_user(sqlite_store, "root", auth.ADMIN, PW)
+    write_batch(
+        sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], s
+    )
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(cs.redis_channel(redis_prefix))
+    time.sleep(0.1)
+
+    assert (
+        control.take_control(sqlite_store, "c1", "olga", "x", settings=s, redis=redis_client).published
+        is True
+    )
+    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (False, "human")
+    assert redis_client.exists(control_synced_key(redis_prefix))  # the first publish mirrored everything
+    control.send_operator_message(
+        sqlite_store, "c1", "olga", "hello from olga", settings=s, redis=redis_client
+    )
+    control.release_control(sqlite_store, "c1", "olga", "done", settings=s, redis=redis_client)
+    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (False, None)
+    control.system_wide_stop(sqlite_store, "root", "x", "STOP ALL", settings=s, redis=redis_client)
+    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (True, None)
+
+    published = []
+    deadline = time.monotonic() + 3
+    while len(published) < 4 and time.monotonic() < deadline:
+        msg = pubsub.get_message(timeout=0.2)
+        if msg:
+            published.append(json.loads(msg["data"]))
+    pubsub.close()
+    assert published[0] == {"conversation_id": "c1", "state": "human"}
+    assert published[1]["operator_message"]["text"] == "hello from olga"
+    assert published[2] == {"conversation_id": "c1", "state": "ai"}
+    assert published[3] == {"system_stopped": True}
+
+
+def test_a_failed_publish_is_stored_anyway_and_drops_the_synced_marker(sqlite_store: Store) -> None:
+    class DownRedis:
+        deleted: list = []
+
+        def pipeline(self, transaction: bool = True) -> None:
+            raise ConnectionError("redis down")
+
+        def delete(self, *keys: str) -> None:
+            self.deleted.extend(keys)
+
+    auth.create_user(sqlite_store, "olga", auth.OPERATOR, PW)
+    write_batch(
+        sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], S
+    )
+    down = DownRedis()
+    result = control.take_control(sqlite_store, "c1", "olga", "x", settings=S, redis=down)
+    assert result.published is False and control.intervention_status(sqlite_store, "c1").state == "human"
+    assert down.deleted == [control_synced_key(S.redis_prefix)]
+
+
+def test_the_worker_step_re_mirrors_the_store_after_a_redis_restart(
+    crew: Store, redis_client: object, redis_prefix: str
+) -> None:
+    s = S.replace(redis_prefix=redis_prefix)
+    control.take_control(crew, "c1", "olga", "x", settings=s)  # no Redis configured: store only
+    control.system_wide_stop(crew, "root", "x", "STOP ALL", settings=s)
+    redis_client.hset(cs.redis_conversations_key(redis_prefix), "stale", "human")
+    step = next(st for st in STEPS if st.name == "control_sync")
+    assert step.leader_only is False
+    step.run(TickContext(crew, s, redis_client, "w1", False, T0))
+    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (True, "human")
+    assert cs.read_from_redis(redis_client, redis_prefix, "stale") == (True, None)
+    assert redis_client.exists(control_synced_key(redis_prefix))
+
+
+def test_sync_re_asserts_a_take_over_committed_while_it_ran(
+    sqlite_store: Store, redis_client: object, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sync_to_redis reads the store, then rewrites Redis: a take-over published in between must
+    not be undone (the gate would reopen until the next tick)."""
+    write_batch(
+        sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], S
+    )
+    real_sync = cs.sync_to_redis
+
+    def racing_sync(store: Store, redis: object, prefix: str) -> int:
+        with store.begin() as conn:  # a take-over commits and publishes right after the sync's read
+            conn.execute(sa.update(schema.conversations).values(state="human", operator="olga"))
+        cs.publish_conversation_state(redis, prefix, "c1", "human")
+        with store.begin() as conn:  # ...which the sync then undoes by replaying its stale read
+            conn.execute(sa.update(schema.conversations).values(state="ai", operator=None))
+        n = real_sync(store, redis, prefix)
+        with store.begin() as conn:
+            conn.execute(sa.update(schema.conversations).values(state="human", operator="olga"))
+        return n
+
+    monkeypatch.setattr(cs, "sync_to_redis", racing_sync)
+    control.sync_gates(sqlite_store, redis_client, redis_prefix)
+    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (False, "human")

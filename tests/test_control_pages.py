@@ -1,0 +1,279 @@
+"""The control pages under Streamlit's AppTest: navigation by role (an analyst never sees the
+emergency page), the take-over flow on the Conversations page, the Emergency page's typed
+confirmation, and the Admin page's user management that never shows a secret."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from streamlit.testing.v1 import AppTest
+
+from observability import auth, control
+from observability.ingest import write_batch
+from observability.settings import reset_settings_cache
+from observability.store import Store
+from observability.ui import common
+
+ROOT = Path(__file__).resolve().parent.parent
+PW = "a-long-password"
+SECRETS = {
+    "ANTHROPIC_API_KEY": "sk-ant-api03-PageS3cret",
+    "ALERT_EMAIL_SMTP_HOST": "smtp.example.com",
+    "ALERT_EMAIL_SMTP_PASSWORD": "smtp-PageS3cret",
+    "ALERT_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/PageS3cretToken",
+    "ALERT_WEBHOOK_URL": "https://bob:PageS3cretPw@hooks.example.net/in?token=PageS3cretQ",
+}
+
+
+@pytest.fixture
+def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A store with a user of every role and one conversation; the console in password mode."""
+    url = f"sqlite:///{tmp_path / 'console.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "password")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    reset_settings_cache()
+    common.clear_caches()
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    store = Store.from_url(url)
+    store.migrate()
+    for role in auth.ROLES:
+        auth.create_user(store, role, role, PW)  # a user named after each role
+    now = time.time()
+    write_batch(
+        store,
+        [
+            [
+                "message",
+                uuid.uuid4().hex,
+                now - 5,
+                "c1",
+                "user",
+                "Hi, reach me on +44 20 7946 0958",
+                "lead",
+                None,
+                None,
+            ],
+            ["message", uuid.uuid4().hex, now - 4, "c1", "bot", "Hello! How can I help?", "lead", None, None],
+        ],
+    )
+    yield store
+    store.dispose()
+    reset_settings_cache()
+    common.clear_caches()
+
+
+def _app(path: str, role: str | None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
+    if role:
+        at.session_state["user"] = auth.User(role, role)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _text(at: AppTest) -> str:
+    parts = [
+        e.value
+        for e in (
+            *at.info,
+            *at.error,
+            *at.warning,
+            *at.success,
+            *at.caption,
+            *at.markdown,
+            *at.title,
+            *at.text,
+            *at.code,
+        )
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+def _button(at: AppTest, label: str):  # noqa: ANN202 - streamlit's Button
+    return next(b for b in at.button if b.label == label)
+
+
+# ---- navigation by role ---------------------------------------------------------------------------
+
+
+def test_an_analyst_does_not_see_the_emergency_page_in_navigation(console: Store) -> None:
+    at = _app("Home.py", auth.ANALYST)
+    for page in ("pages/emergency.py", "pages/admin.py"):
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(page)
+    at.switch_page("pages/conversations.py").run()  # what an analyst may see is there
+    assert not at.exception and "Conversations" in _text(at)
+
+
+@pytest.mark.parametrize(
+    ("role", "emergency", "admin"),
+    [("operator", True, False), ("manager", False, False), ("admin", True, True)],
+)
+def test_navigation_lists_the_control_pages_by_role(
+    console: Store, role: str, emergency: bool, admin: bool
+) -> None:
+    for page, visible, title in (
+        ("pages/emergency.py", emergency, "Emergency controls"),
+        ("pages/admin.py", admin, "Admin"),
+    ):
+        at = _app("Home.py", role)  # navigation as built for this role
+        if visible:
+            at.switch_page(page).run()
+            assert not at.exception and title in [t.value for t in at.title]
+        else:
+            with pytest.raises(ValueError):
+                at.switch_page(page)
+
+
+@pytest.mark.parametrize(
+    ("page", "role"),
+    [("pages/emergency.py", "analyst"), ("pages/emergency.py", "manager"), ("pages/admin.py", "operator")],
+)
+def test_a_control_page_opened_directly_refuses_a_role_without_the_permission(
+    console: Store, page: str, role: str
+) -> None:
+    at = _app(page, role)
+    assert any("may not open this page" in e.value for e in at.error)
+    assert not at.button
+
+
+# ---- conversations ---------------------------------------------------------------------------------
+
+
+def test_an_analyst_watches_the_transcript_but_cannot_act(console: Store) -> None:
+    at = _app("pages/conversations.py", auth.ANALYST)
+    text = _text(at)
+    assert "Hello! How can I help?" in text and "Hi, reach me on [phone redacted]" in text
+    assert "+44 20" not in text
+    assert not [b for b in at.button if b.label in ("Take over", "Send", "Return to AI")]
+
+
+def test_an_operator_takes_over_replies_gets_a_suggestion_and_hands_back(console: Store) -> None:
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert [b.label for b in at.button] == ["Take over"]
+    at.text_input(key="to_reason").set_value("customer asked for a person")
+    _button(at, "Take over").click().run()
+    assert not at.exception
+    status = control.intervention_status(console, "c1")
+    assert (status.state, status.operator, status.reason) == (
+        "human",
+        "operator",
+        "customer asked for a person",
+    )
+
+    at.text_area(key="cv_reply").set_value("Hi, I'm a person. Mail me: ops@example.com")
+    _button(at, "Send").click().run()
+    assert not at.exception
+    assert control.transcript(console, "c1")[-1]["text"] == "Hi, I'm a person. Mail me: [email redacted]"
+    assert "Hi, I'm a person." in _text(at)  # the live transcript shows it
+
+    _button(at, "Suggest a reply").click().run()
+    assert not at.exception and "No resolved conversations" in _text(at)
+
+    at.text_input(key="rl_summary").set_value("answered")
+    at.text_area(key="rl_instructions").set_value("Offer a viewing")
+    _button(at, "Return to AI").click().run()
+    assert not at.exception
+    status = control.intervention_status(console, "c1")
+    assert (status.state, status.handoff_instructions) == ("ai", "Offer a viewing")
+    assert [r["action"] for r in control.intervention_history(console, "c1")] == [
+        "release_control",
+        "reply",
+        "take_control",
+    ]
+
+
+def test_a_conversation_held_by_someone_else_offers_no_reply(console: Store) -> None:
+    control.take_control(console, "c1", "admin", "admin looks")
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert "admin holds this conversation" in _text(at)
+    assert not [b for b in at.button if b.label in ("Take over", "Send")]
+
+
+# ---- emergency ------------------------------------------------------------------------------------
+
+
+def test_an_operator_stops_and_resets_one_conversation_but_cannot_stop_all(console: Store) -> None:
+    at = _app("pages/emergency.py", auth.OPERATOR)
+    assert "Only admins can stop or resume every conversation" in _text(at)
+    assert not [b for b in at.button if b.label == "Stop ALL conversations"]
+    at.text_input(key="em_cid").set_value("c1")
+    at.text_input(key="em_reason").set_value("abusive")
+    _button(at, "Stop conversation").click().run()
+    assert not at.exception and control.intervention_status(console, "c1").state == "stopped"
+    assert "Stop c1: stopped" in _text(at)
+    at.text_input(key="em_cid").set_value("c1")
+    at.text_input(key="em_reason").set_value("checked")
+    _button(at, "Reset conversation (back to the AI)").click().run()
+    assert control.intervention_status(console, "c1").state == "ai"
+    assert [r["action"] for r in control.emergency_history(console)] == ["reset", "stop"]
+
+
+def test_system_wide_stop_asks_for_the_typed_phrase_in_a_dialog(console: Store) -> None:
+    at = _app("pages/emergency.py", auth.ADMIN)
+    at.text_input(key="em_system_reason").set_value("bots quote wrong prices")
+    _button(at, "Stop ALL conversations").click().run()
+    assert 'Type "STOP ALL" to confirm' in [t.label for t in at.text_input]
+    at.text_input(key="em_stop_phrase").set_value("stop all")  # wrong: nothing happens
+    _button(at, "Stop all conversations").click().run()
+    assert not at.exception and control.system_status(console)["stopped"] is False
+    assert 'type "STOP ALL" to confirm' in _text(at)
+    at.text_input(key="em_stop_phrase").set_value("STOP ALL")
+    _button(at, "Stop all conversations").click().run()
+    assert not at.exception
+    system = control.system_status(console)
+    assert (system["stopped"], system["by"], system["reason"]) == (True, "admin", "bots quote wrong prices")
+    assert "Every conversation is stopped" in _text(at)
+
+    _button(at, "Resume all conversations").click().run()
+    at.text_input(key="em_resume_phrase").set_value("RESUME ALL")
+    next(
+        b for b in at.button if b.label == "Resume all conversations" and b.key == "em_resume_confirm"
+    ).click().run()
+    assert not at.exception and control.system_status(console)["stopped"] is False
+    assert [r["action"] for r in control.emergency_history(console)] == ["system_resume", "system_stop"]
+
+
+# ---- admin ----------------------------------------------------------------------------------------
+
+
+def test_admin_page_shows_channel_status_without_any_secret(console: Store) -> None:
+    at = _app("pages/admin.py", auth.ADMIN)
+    shown = _text(at) + "".join(df.value.to_csv() for df in at.dataframe)
+    assert "hooks.slack.com" in shown and "hooks.example.net" in shown and "configured" in shown
+    assert "S3cret" not in shown and "bob" not in shown
+
+
+def test_admin_adds_a_user_changes_the_role_and_resets_the_password_once(console: Store) -> None:
+    at = _app("pages/admin.py", auth.ADMIN)
+    at.text_input(key="ad_new_name").set_value("nina")
+    at.selectbox(key="ad_new_role").set_value("operator")
+    at.text_input(key="ad_new_pw1").set_value("nina-password-1")
+    at.text_input(key="ad_new_pw2").set_value("nina-password-1")
+    _button(at, "Add user").click().run()
+    assert not at.exception and auth.get_user(console, "nina") == auth.User("nina", "operator")
+
+    at.selectbox(key="ad_target").set_value("nina")
+    at.run()
+    at.selectbox(key="ad_role").set_value("analyst")
+    _button(at, "Change role").click().run()
+    assert auth.get_user(console, "nina").role == "analyst"
+
+    _button(at, "Reset password").click().run()
+    assert not at.exception
+    new_password = at.code[0].value
+    assert auth.authenticate(console, "nina", new_password).name == "nina"
+    at.run()  # shown once only
+    assert not at.code
+
+    at.selectbox(key="ad_target").set_value("admin")
+    at.run()
+    assert _button(at, "Disable").disabled  # nobody disables themselves from the page

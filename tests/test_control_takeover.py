@@ -1,0 +1,295 @@
+"""Take-over services: states and conflicts, operator replies, suggestions, release, audit rows."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+
+from observability import auth, control, schema
+from observability.ingest import write_batch
+from observability.settings import Settings
+from observability.store import Store
+
+T0 = datetime(2026, 3, 1, 12, 0, 0)
+S = Settings().replace(auth_mode="password", redis_url=None)
+PW = "a-long-password"
+
+
+@pytest.fixture
+def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 with small costs: these tests check behaviour, not hash strength."""
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
+def crew(store: Store, fast_hashing: None) -> Store:
+    for name, role in (
+        ("olga", auth.OPERATOR),
+        ("otto", auth.OPERATOR),
+        ("root", auth.ADMIN),
+        ("ann", auth.ANALYST),
+    ):
+        auth.create_user(store, name, role, PW)
+    return store
+
+
+def _conversation(store: Store, cid: str, *texts: tuple[str, str], resolved: bool = False) -> None:
+    t = time.time() - 60
+    write_batch(
+        store,
+        [
+            ["message", uuid.uuid4().hex, t + i, cid, role, text, "buyer", "account-1", None]
+            for i, (role, text) in enumerate(texts)
+        ],
+        S,
+    )
+    if resolved:
+        with store.begin() as conn:
+            conn.execute(
+                sa.update(schema.conversations).where(schema.conversations.c.id == cid).values(resolved=True)
+            )
+
+
+def _rows(store: Store, table: sa.Table) -> list:
+    with store.connect() as conn:
+        return conn.execute(sa.select(table).order_by(table.c.id)).all()
+
+
+def _activity(store: Store, prefix: str) -> list:
+    t = schema.activity_events
+    with store.connect() as conn:
+        return conn.execute(sa.select(t).where(t.c.event_type.like(f"{prefix}%")).order_by(t.c.ts)).all()
+
+
+def test_take_over_reply_release_leaves_a_complete_audit_trail(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "Where is my offer?"))
+    taken = control.take_control(
+        crew, "c1", "olga", "customer upset", "high", notify_user=True, settings=S, now=T0
+    )
+    assert (taken.action, taken.outcome, taken.published) == ("take_control", "taken", None)
+    status = control.intervention_status(crew, "c1", now=T0 + timedelta(seconds=30))
+    assert (status.state, status.operator, status.reason, status.priority) == (
+        "human",
+        "olga",
+        "customer upset",
+        "high",
+    )
+    assert status.held_for_s == 30 and status.ai_may_respond is False
+    assert status.notify_user is True and status.preserve_ai_suggestions is True
+
+    reply = control.send_operator_message(
+        crew,
+        "c1",
+        "olga",
+        "Hi, it's Olga. Call me: +44 20 7946 0958",
+        settings=S,
+        now=T0 + timedelta(minutes=1),
+    )
+    released = control.release_control(
+        crew, "c1", "olga", "offer explained", "Continue with an empathetic tone", mark_resolved=True,
+        settings=S, now=T0 + timedelta(minutes=5),
+    )  # fmt: skip
+    assert released.outcome == "resolved"
+
+    status = control.intervention_status(crew, "c1")
+    assert (status.state, status.operator, status.ai_may_respond) == ("ai", None, True)
+    assert status.handoff_instructions == "Continue with an empathetic tone"
+
+    rows = _rows(crew, schema.interventions)
+    assert [(r.action, r.user_name, r.outcome) for r in rows] == [
+        ("take_control", "olga", "taken"),
+        ("reply", "olga", "sent"),
+        ("release_control", "olga", "resolved"),
+    ]
+    release = rows[-1]
+    assert release.duration_s == 300 and release.started_at == T0 and release.summary == "offer explained"
+    assert (
+        release.ai_handoff_instructions == "Continue with an empathetic tone"
+        and release.reason == "customer upset"
+    )
+
+    transcript = control.transcript(crew, "c1")
+    operator_lines = [m for m in transcript if m["role"] == "operator"]
+    assert [m["text"] for m in operator_lines] == [
+        control.NOTIFY_USER_TEXT,
+        "Hi, it's Olga. Call me: [phone redacted]",
+    ]
+    assert {m["author"] for m in operator_lines} == {"olga"} and operator_lines[1]["id"] == reply.message_id
+    kinds = [e.event_type for e in _activity(crew, "intervention.")]
+    assert kinds == ["intervention.take_control", "intervention.reply", "intervention.release_control"]
+    assert all(e.user_id == "olga" and e.conversation_id == "c1" for e in _activity(crew, "intervention."))
+    with crew.connect() as conn:
+        resolved = conn.execute(
+            sa.select(schema.conversations.c.resolved).where(schema.conversations.c.id == "c1")
+        )
+        assert resolved.scalar() is True
+
+
+def test_a_conversation_held_by_someone_else_cannot_be_taken_or_answered(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    control.take_control(crew, "c1", "olga", "review", settings=S)
+    with pytest.raises(control.ControlConflict, match="already held by olga"):
+        control.take_control(crew, "c1", "otto", "me too", settings=S)
+    with pytest.raises(control.ControlConflict, match="held by olga"):
+        control.send_operator_message(crew, "c1", "otto", "hi", settings=S)
+    with pytest.raises(control.ControlConflict, match="only they or an admin"):
+        control.release_control(crew, "c1", "otto", "done", settings=S)
+    again = control.take_control(crew, "c1", "olga", "review", settings=S)  # idempotent for the holder
+    assert again.outcome == "already_held"
+    assert [r.action for r in _rows(crew, schema.interventions)] == ["take_control"]
+    control.release_control(crew, "c1", "root", "admin override", settings=S)  # an admin may release
+    assert control.intervention_status(crew, "c1").state == "ai"
+
+
+def test_a_stopped_conversation_cannot_be_taken_over(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    control.stop_conversation(crew, "c1", "olga", "abuse", settings=S)
+    with pytest.raises(control.ControlConflict, match="stopped"):
+        control.take_control(crew, "c1", "olga", "review", settings=S)
+    assert control.intervention_status(crew, "c1").state == "stopped"
+
+
+def test_replying_or_releasing_needs_a_take_over_first(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    with pytest.raises(control.ControlConflict, match="take conversation c1 over"):
+        control.send_operator_message(crew, "c1", "olga", "hi", settings=S)
+    with pytest.raises(control.ControlConflict, match="not held"):
+        control.release_control(crew, "c1", "olga", "done", settings=S)
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda st: control.take_control(st, "nope", "olga", "x", settings=S), control.ConversationNotFound),
+        (lambda st: control.take_control(st, "c1", "olga", "", settings=S), ValueError),
+        (lambda st: control.take_control(st, "c1", "olga", "x", "urgent!!", settings=S), ValueError),
+        (lambda st: control.take_control(st, "", "olga", "x", settings=S), ValueError),
+        (lambda st: control.take_control(st, "c1", "olga", "x" * 5000, settings=S), ValueError),
+        (lambda st: control.release_control(st, "c1", "olga", " ", settings=S), ValueError),
+        (lambda st: control.intervention_status(st, "nope"), control.ConversationNotFound),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(crew: Store, call: object, error: type) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    with pytest.raises(error):
+        call(crew)
+    assert _rows(crew, schema.interventions) == [] and _activity(crew, "intervention.") == []
+    assert control.intervention_status(crew, "c1").state == "ai"
+
+
+def test_empty_or_oversized_replies_are_refused(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    control.take_control(crew, "c1", "olga", "review", settings=S)
+    for text in ("", "   ", "x" * (S.sdk_max_text_bytes + 1), "nul\x00byte"):
+        with pytest.raises(ValueError):
+            control.send_operator_message(crew, "c1", "olga", text, settings=S)
+    assert [m["role"] for m in control.transcript(crew, "c1")] == ["user"]
+
+
+def test_suggestions_come_from_the_most_similar_resolved_conversation(crew: Store) -> None:
+    _conversation(
+        crew, "done-1", ("user", "How much deposit do I need for a mortgage?"),
+        ("bot", "Most lenders ask for a 10% deposit."), resolved=True,
+    )  # fmt: skip
+    _conversation(
+        crew, "done-2", ("user", "Can I book a viewing on Saturday?"),
+        ("bot", "Yes, Saturday viewings run from 10 to 4."), resolved=True,
+    )  # fmt: skip
+    _conversation(crew, "open-1", ("user", "Do you have viewings on Saturday?"), ("bot", "Let me check."))
+    _conversation(crew, "c1", ("user", "what deposit would I need for my mortgage"))
+    control.take_control(crew, "c1", "olga", "review", settings=S)
+    s = control.suggest_response(crew, "c1", "olga", settings=S)
+    assert s.source == "similar_conversation" and s.similar_conversation_id == "done-1"
+    assert s.text == "Most lenders ask for a 10% deposit."
+    assert "Not AI-generated" in s.label and "done-1" in s.label
+
+    _conversation(crew, "c2", ("user", "zebra quantum pineapple"))
+    none = control.suggest_response(crew, "c2", "olga", settings=S)
+    assert none.source == "none" and none.text is None
+
+
+def test_suggestions_without_any_resolved_conversation_say_so(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    s = control.suggest_response(crew, "c1", "olga", settings=S)
+    assert s.source == "none" and "No resolved conversations" in s.label
+
+
+class _FakeClaude:
+    """Stands in for anthropic.Anthropic (no network): records the request, returns a draft."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.requests: list[dict] = []
+        self.fail = fail
+        self.messages = self
+
+    def create(self, **request: object) -> SimpleNamespace:
+        self.requests.append(request)
+        if self.fail:
+            raise ConnectionError("no network in tests")
+        usage = SimpleNamespace(
+            input_tokens=120, output_tokens=30, cache_read_input_tokens=0, cache_creation_input_tokens=0
+        )
+        return SimpleNamespace(
+            content=[SimpleNamespace(type="text", text="Happy to help with that!")],
+            usage=usage,
+            model="claude-x",
+        )
+
+
+def test_suggestions_from_claude_are_labelled_and_costed(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "mail me at jo@example.com please"))
+    fake = _FakeClaude()
+    s = control.suggest_response(crew, "c1", "olga", settings=S, anthropic_client=fake)
+    assert (s.source, s.text, s.model) == ("claude", "Happy to help with that!", S.suggest_model)
+    assert "Claude" in s.label
+    prompt = fake.requests[0]["messages"][0]["content"]
+    assert "[email redacted]" in prompt and "jo@example.com" not in prompt
+    with crew.connect() as conn:
+        call = conn.execute(sa.select(schema.llm_calls)).one()
+    assert (call.bot, call.agent, call.conversation_id, call.input_tokens) == (
+        "console",
+        "operator_suggestion",
+        "c1",
+        120,
+    )
+
+
+def test_a_failing_claude_falls_back_to_similar_conversations(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello there"))
+    s = control.suggest_response(crew, "c1", "olga", settings=S, anthropic_client=_FakeClaude(fail=True))
+    assert s.source == "none" and any("Claude was unavailable" in n for n in s.notes)
+
+
+def test_list_conversations_puts_held_and_stopped_first_with_scores(crew: Store) -> None:
+    _conversation(crew, "alpha", ("user", "one"))
+    _conversation(crew, "bravo", ("user", "two"), ("bot", "ok"))
+    _conversation(crew, "charlie", ("user", "three"))
+    with crew.begin() as conn:
+        conn.execute(
+            sa.update(schema.conversations)
+            .where(schema.conversations.c.id == "bravo")
+            .values(quality_score=0.8)
+        )
+    control.take_control(crew, "charlie", "olga", "review", settings=S)
+    control.stop_conversation(crew, "alpha", "olga", "abuse", settings=S)
+    rows = control.list_conversations(crew)
+    assert [(r["id"], r["state"]) for r in rows] == [
+        ("charlie", "human"),
+        ("alpha", "stopped"),
+        ("bravo", "ai"),
+    ]
+    bravo = rows[-1]
+    assert (bravo["messages"], bravo["quality_score"], bravo["bot"], bravo["account_id"]) == (
+        2,
+        0.8,
+        "buyer",
+        "account-1",
+    )
+    assert [r["id"] for r in control.list_conversations(crew, states=["ai"])] == ["bravo"]
+    assert [r["id"] for r in control.list_conversations(crew, search="CHARL")] == ["charlie"]

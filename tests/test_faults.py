@@ -1,0 +1,343 @@
+"""Nothing is lost, nothing is doubled: store outages, Redis outages and workers dying mid-batch.
+
+Outages are real: a TCP forwarder on 127.0.0.1 stands in front of PostgreSQL or Redis and is
+stopped (connections refused, open ones cut) and started again on the same port. A worker dies
+for real too: a child process is SIGKILLed between its SQL commit and its XACK.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis as redis_lib
+import sqlalchemy as sa
+from conftest import subprocess_env
+
+from observability import control_state as cs
+from observability import schema
+from observability.sdk import ObservabilityClient
+from observability.settings import Settings
+from observability.store import Store
+from observability.stream import GROUP
+from observability.worker import Worker
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target; `stop()` refuses and cuts connections, `start()` resumes."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._listener: socket.socket | None = None
+        self._socks: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        self._listener = ls
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def stop(self) -> None:
+        ls, self._listener = self._listener, None
+        if ls is not None:
+            try:
+                ls.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            ls.close()
+        with self._lock:
+            socks, self._socks = self._socks, set()
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self, ls: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not ls:  # stopped meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._socks.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def pg_proxy(pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """(proxy, URL of the test schema through the proxy)."""
+    url = sa.make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.stop()
+
+
+@pytest.fixture
+def redis_proxy(redis_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    url = sa.make_url(redis_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 6379)
+    proxy.start()
+    yield proxy, f"redis://127.0.0.1:{proxy.port}/{url.database or 0}"
+    proxy.stop()
+
+
+def llm_ids(store: Store) -> list[str]:
+    with store.connect() as conn:
+        return list(conn.execute(sa.select(schema.llm_calls.c.trace_id)).scalars())
+
+
+def record(client: ObservabilityClient, start: int, n: int, pause_every: int = 0) -> list[str]:
+    ids = []
+    for i in range(start, start + n):
+        ids.append(client.record_llm_call("claude-sonnet-4-5", "anthropic", 100 + i, 20, 40.0, bot="lead",
+                                          trace_id=f"t-{i:06d}"))  # fmt: skip
+        if pause_every and i % pause_every == 0:
+            time.sleep(0.01)  # the bot goes on living: the flush thread gets turns
+    return ids
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+# ---- the SQL store goes away --------------------------------------------------------------------
+
+
+def test_store_outage_loses_nothing_and_duplicates_nothing(
+    pg_proxy: tuple[TcpProxy, str], pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    proxy, via_proxy = pg_proxy
+    settings = make_settings(via_proxy, sdk_batch_size=50)
+    truth = Store.from_url(pg_url)  # a direct connection, to look at what was stored
+    truth.migrate()
+    client = ObservabilityClient(settings=settings)
+    try:
+        sent = record(client, 0, 300, pause_every=50)
+        assert client.flush(10.0)
+        assert len(llm_ids(truth)) == 300
+
+        proxy.stop()  # refused from now on; open connections are cut
+        started = time.perf_counter()
+        sent += record(client, 300, 600, pause_every=50)
+        assert time.perf_counter() - started < 2.0, "recording must not wait for the store"
+        assert not client.flush(0.5), "nothing can be durable while the store is down..."
+        assert wait_for(lambda: client.stats()["spilled"] > 0, 10.0), client.stats()
+        assert client.spool.has_pending(), "...so batches wait in the spool"
+
+        proxy.start()
+        sent += record(client, 900, 300, pause_every=50)
+        assert client.flush(20.0), client.stats()
+    finally:
+        client.close()
+    stored = llm_ids(truth)
+    assert len(stored) == len(sent) == 1200
+    assert sorted(stored) == sorted(sent), "every event stored exactly once"
+    stats = client.stats()
+    assert stats["written"] + stats["replayed"] >= 1200
+    assert stats["dropped"] == stats["rejected"] == 0 and stats["spool_files"] == 0
+    truth.dispose()
+
+
+def test_events_spooled_by_a_dead_bot_are_replayed_by_the_next_one(
+    pg_proxy: tuple[TcpProxy, str], pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    proxy, via_proxy = pg_proxy
+    settings = make_settings(via_proxy)
+    proxy.stop()
+    first = ObservabilityClient(settings=settings)
+    sent = record(first, 0, 500)
+    first.close(timeout=1.0)  # the store never came back: the rest is kept on disk
+    assert first.spool.has_pending()
+    proxy.start()
+    second = ObservabilityClient(settings=settings)  # same spool directory, a new process
+    try:
+        assert second.flush(20.0), second.stats()
+    finally:
+        second.close()
+    truth = Store.from_url(pg_url)
+    assert sorted(llm_ids(truth)) == sorted(sent)
+    assert second.stats()["replayed"] == 500
+    truth.dispose()
+
+
+# ---- Redis goes away ----------------------------------------------------------------------------
+
+
+def test_redis_outage_mid_stream_loses_nothing_and_duplicates_nothing(
+    redis_proxy: tuple[TcpProxy, str], redis_url: str, pg_store: Store, make_settings: Callable[..., Settings]
+) -> None:
+    proxy, via_proxy = redis_proxy
+    settings = make_settings(pg_store.url, via_proxy, sdk_batch_size=50, worker_tick_s=0.2)
+    worker = Worker(pg_store, settings, steps=[])
+    runner = threading.Thread(target=worker.run_forever, daemon=True)
+    runner.start()
+    client = ObservabilityClient(settings=settings)
+    try:
+        sent = record(client, 0, 400, pause_every=50)
+        assert client.flush(10.0)
+        assert wait_for(lambda: len(llm_ids(pg_store)) == 400)
+
+        proxy.stop()
+        sent += record(client, 400, 600, pause_every=50)
+        assert wait_for(lambda: client.stats()["spilled"] > 0, 10.0), client.stats()
+
+        proxy.start()
+        sent += record(client, 1000, 400, pause_every=50)
+        assert client.flush(20.0), client.stats()
+        assert wait_for(lambda: len(llm_ids(pg_store)) >= 1400, 20.0)
+    finally:
+        client.close()
+        worker.stop()
+        runner.join(10)
+    stored = llm_ids(pg_store)
+    assert len(stored) == 1400 and sorted(stored) == sorted(sent)
+    assert client.stats()["replayed"] == client.stats()["spilled"] > 0
+    r = redis_lib.Redis.from_url(redis_url)
+    key = cs.ingest_stream_key(settings.redis_prefix)
+    assert r.xlen(key) == 0 and r.xpending(key, GROUP)["pending"] == 0
+
+
+# ---- a worker dies between its insert and its XACK ------------------------------------------------
+
+DOOMED_WORKER = textwrap.dedent(
+    """
+    import os, signal
+    import redis.client
+    from observability.settings import get_settings
+    from observability.store import Store
+    from observability.worker import Worker
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.environ["KILL_AT"] == "before_ack":      # the SQL commit is done; XACK + XDEL never run
+        redis.client.Pipeline.execute = die
+    else:                                           # killed in the middle of the SQL transaction
+        Store.insert_ignore = lambda self, conn, table, cols, rows: die()
+    settings = get_settings()
+    Worker(Store.from_url(settings.database_url), settings, worker_id="doomed", steps=[]).drain()
+    raise SystemExit("the worker should have died")
+    """
+)
+
+
+@pytest.mark.parametrize("kill_at", ["before_ack", "mid_write"])
+def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
+    kill_at: str, pg_store: Store, redis_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(pg_store.url, redis_url, worker_claim_idle_ms=300)
+    client = ObservabilityClient(settings=settings)
+    sent = record(client, 0, 2000)
+    assert client.flush(10.0)
+    client.close()
+
+    env = subprocess_env(DATABASE_URL=pg_store.url, REDIS_URL=redis_url, REDIS_PREFIX=settings.redis_prefix,
+                         KILL_AT=kill_at)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", DOOMED_WORKER], env=env, capture_output=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+
+    r = redis_lib.Redis.from_url(redis_url)
+    key = cs.ingest_stream_key(settings.redis_prefix)
+    pending = r.xpending(key, GROUP)
+    assert pending["pending"] > 0 and {c["name"] for c in pending["consumers"]} == {b"doomed"}
+    before = len(llm_ids(pg_store))
+    assert before == {"before_ack": len(sent), "mid_write": 0}[kill_at]
+
+    survivor = Worker(pg_store, settings, worker_id="survivor", steps=[])
+    survivor.drain()  # the dead worker's entries are not idle long enough to be taken yet
+    time.sleep(settings.worker_claim_idle_ms / 1000 + 0.1)
+    survivor.drain()  # now they are claimed, written (duplicates ignored) and acknowledged
+    survivor.close()
+
+    stored = llm_ids(pg_store)
+    assert len(stored) == len(sent) and sorted(stored) == sorted(sent)
+    assert r.xpending(key, GROUP)["pending"] == 0 and r.xlen(key) == 0
+
+
+def test_flush_waits_for_a_spooled_batch_still_being_replayed(
+    sqlite_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(sqlite_url)
+    client = ObservabilityClient(settings=settings)
+    gate = threading.Event()
+    deliver = client._deliver
+    client._deliver = lambda batch: (gate.wait(10), deliver(batch))[1]  # a slow store, nothing else
+    spooled = [["op", f"op-{i}", time.time(), "lead", "qualify", 5.0, True, False, None] for i in range(10)]
+    client.spool.spill(spooled)  # left behind by an earlier run of this bot
+    try:
+        assert not client.flush(0.5), "the replay is still on its way: nothing says it is durable yet"
+        gate.set()
+        assert client.flush(10.0)
+    finally:
+        client.close()
+    store = Store.from_url(sqlite_url)
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.bot_operations)).scalar() == 10
+    store.dispose()
+
+
+def test_ingest_resumes_after_redis_loses_the_stream_and_its_group(
+    pg_store: Store, redis_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """A Redis restart without persistence forgets the consumer group: the worker recreates it."""
+    settings = make_settings(pg_store.url, redis_url)
+    worker = Worker(pg_store, settings, steps=[])
+    client = ObservabilityClient(settings=settings)
+    try:
+        sent = record(client, 0, 100)
+        assert client.flush(10.0)
+        worker.drain()
+        redis_lib.Redis.from_url(redis_url).delete(cs.ingest_stream_key(settings.redis_prefix))  # the restart
+        sent += record(client, 100, 100)
+        assert client.flush(10.0)
+        worker.drain()
+        worker.drain()
+    finally:
+        client.close()
+        worker.close()
+    assert sorted(llm_ids(pg_store)) == sorted(sent)

@@ -1,0 +1,447 @@
+# ruff: noqa: E402  (tests/ goes on sys.path before the imports)
+"""Every console page, run server-side with Streamlit's AppTest on an empty store and on demo data.
+
+The promises: a page never raises (an empty store shows a helpful empty state), its headline
+numbers are the analytics services' numbers, filters live in the URL, the role decides what
+navigation shows, sign-in locks out after five failures, and the manager-only budget setter and
+per-user mark-as-read are checked in the service functions themselves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser.demo_data import load_demo
+from streamlit.testing.v1 import AppTest
+
+from observability import (
+    auth,
+    monitoring,
+    schema,
+)
+from observability import dashboards as dash
+from observability.bot_metrics import BotMetricsCollector
+from observability.conversation_scoring import score_pending
+from observability.llm_observability import LLMObservabilityService
+from observability.performance import PerformanceTracker
+from observability.settings import reset_settings_cache
+from observability.store import Store
+from observability.timeutil import utcnow
+from observability.ui import common, nav
+
+PAGES = {
+    "overview": "Home.py",
+    "bot_health": "pages/bot_health.py",
+    "token_analytics": "pages/token_analytics.py",
+    "cost_tracking": "pages/cost_tracking.py",
+    "ai_performance": "pages/ai_performance.py",
+    "live_monitoring": "pages/live_monitoring.py",
+    "activity_feed": "pages/activity_feed.py",
+    "conversation_quality": "pages/conversation_quality.py",
+}
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+
+
+def _use_store(mp: pytest.MonkeyPatch, url: str, auth_mode: str = "none") -> None:
+    mp.setenv("DATABASE_URL", url)
+    mp.setenv("AUTH_MODE", auth_mode)
+    reset_settings_cache()
+    common.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SQLite store with 12 hours of demo traffic ending now, rolled up and scored, plus one
+    firing alert."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'store.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    now = utcnow()
+    load_demo(store, hours=12, now=now)
+    score_pending(store, now)
+    with store.begin() as conn:
+        conn.execute(
+            sa.insert(schema.alerts).values(
+                rule_name="high_error_rate",
+                dedup_key="high_error_rate|test",
+                labels={},
+                state="firing",
+                severity="critical",
+                value=0.2,
+                threshold=0.05,
+                message="test",
+                fired_at=now,
+                created_at=now,
+            )  # fmt: skip
+        )
+    store.dispose()
+    yield url
+    reset_settings_cache()
+
+
+@pytest.fixture
+def demo(demo_url: str, monkeypatch: pytest.MonkeyPatch) -> Store:
+    _use_store(monkeypatch, demo_url)
+    store = Store.from_url(demo_url)
+    yield store
+    store.dispose()
+    reset_settings_cache()
+
+
+@pytest.fixture
+def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    _use_store(monkeypatch, url)
+    yield store
+    store.dispose()
+    reset_settings_cache()
+
+
+def run_page(name: str, query: dict | None = None, session: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / PAGES[name]), default_timeout=60)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    for k, v in (session or {}).items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception, f"{name}: {at.exception}"
+    return at
+
+
+def metric(at: AppTest, label: str, nth: int = 0) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert len(values) > nth, f"no metric {label!r}; have {[m.label for m in at.metric]}"
+    return values[nth]
+
+
+def one_of(value: str, *expected: str) -> None:
+    """A page computed at time t shows what the service computed just before or just after t."""
+    assert value in expected, f"{value!r} not in {expected}"
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for e in (*at.info, *at.error, *at.warning, *at.success, *at.caption, *at.markdown)]
+    return "\n".join(str(p) for p in parts)
+
+
+# ---- every page on an empty store ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_on_an_empty_store_shows_an_empty_state_not_an_error(empty: Store, name: str) -> None:
+    at = run_page(name)
+    assert "Authentication is off (AUTH_MODE=none)" in texts(at)
+    if name not in ("live_monitoring", "activity_feed"):
+        assert at.info, f"{name} shows no empty state"
+
+
+# ---- headline numbers equal the services' numbers ---------------------------------------------------
+
+
+def test_overview_shows_the_services_live_kpis(demo: Store) -> None:
+    svc = LLMObservabilityService(demo)
+
+    def expected() -> dict[str, str]:
+        d5 = svc.dashboard(300)
+        p95 = svc.latency_report(None, 3600).p95
+        return {
+            "Requests / min": f"{d5.requests_per_minute:,.1f}",
+            "Error rate": f"{d5.error_rate:.1%}",
+            "P95 latency": f"{p95:,.0f} ms",
+            "Spend today": f"${svc.spend_forecast()['spend_today_usd']:,.2f}",
+            "Active conversations": f"{dash.active_conversation_count(demo):,}",
+        }
+
+    before = expected()
+    at = run_page("overview")
+    after = expected()
+    for label in before:
+        one_of(metric(at, label), before[label], after[label])
+    assert metric(at, "Firing alerts") == "1"
+    assert len(at.get("plotly_chart")) >= 2
+
+
+def test_bot_health_matches_the_performance_tracker(demo: Store) -> None:
+    tracker = PerformanceTracker(demo)
+    before = tracker.get_all_bot_stats("1h")
+    at = run_page("bot_health")
+    after = tracker.get_all_bot_stats("1h")
+    one_of(metric(at, "Operations"), *{f"{sum(s['count'] for s in x.values()):,}" for x in (before, after)})
+    sla = tracker.check_sla_compliance("1h")
+    measured = [r for r in sla if r["count"]]
+    assert metric(at, "SLA compliance") == f"{sum(r['compliant'] for r in measured)}/{len(measured)}"
+    assert (
+        len(at.get("plotly_chart")) >= 5
+    )  # SLA, latency over time, throughput, rates, percentiles, handoffs
+    assert "buyer_bot" in texts(at)  # the demo's slow bot is named in the headline
+
+
+def test_bot_health_reads_its_time_range_from_the_url(demo: Store) -> None:
+    at = run_page("bot_health", query={"range": "24h"})
+    assert "Window 24h" in texts(at)
+    tracker = PerformanceTracker(demo)
+    total = sum(s["count"] for s in tracker.get_all_bot_stats("24h").values())
+    one_of(
+        metric(at, "Operations"),
+        f"{total:,}",
+        f"{sum(s['count'] for s in tracker.get_all_bot_stats('24h').values()):,}",
+    )
+
+
+def test_token_analytics_matches_the_llm_service(demo: Store) -> None:
+    svc = LLMObservabilityService(demo)
+    d = svc.dashboard(86_400)
+    at = run_page("token_analytics", query={"range": "24h"})
+    assert metric(at, "Requests") == f"{d.total_requests:,}"
+    assert metric(at, "Input tokens") == f"{d.input_tokens:,}"
+    assert metric(at, "Output tokens") == f"{d.output_tokens:,}"
+    assert metric(at, "Cache hit rate") == f"{d.cache_hit_rate:.1%}"
+    assert len(at.get("plotly_chart")) >= 5
+
+
+def test_token_analytics_bot_filter_from_the_url_narrows_the_figures(demo: Store) -> None:
+    at = run_page("token_analytics", query={"range": "24h", "bot": ["lead_bot"]})
+    rows = LLMObservabilityService(demo).cost_breakdown("bot", 86_400)
+    lead = next(r for r in rows if r["bot"] == "lead_bot")
+    assert metric(at, "Requests") == f"{lead['requests']:,}"
+
+
+def test_cost_tracking_matches_the_services_and_lists_anomalies_and_unpriced_models(demo: Store) -> None:
+    svc = LLMObservabilityService(demo)
+    fc = svc.spend_forecast()
+    week = svc.dashboard(7 * 86_400)
+    at = run_page("cost_tracking")
+    assert metric(at, "Month to date") == f"${fc['spend_mtd_usd']:,.2f}"
+    assert metric(at, "Forecast to month end") == f"${fc['forecast_month_end_usd']:,.2f}"
+    assert metric(at, "Monthly budget") == f"${fc['budget_usd']:,.2f}"
+    assert metric(at, "Spend (7d)") == f"${week.total_cost_usd:,.2f}"
+    unknown = sum(r["calls"] for r in svc.unknown_model_calls(7 * 86_400))
+    assert unknown > 0
+    assert metric(at, "Calls to unpriced models") == f"{unknown:,}"
+    assert "anomalous call" in texts(at)  # the demo's expensive hour is flagged, with links to its calls
+    assert len(at.get("plotly_chart")) >= 7
+
+
+def test_an_anomaly_link_opens_the_calls_behind_it(demo: Store) -> None:
+    report = dash.cost_report(demo, "7d")
+    trace = report["anomalies"]["trace_id"].iloc[0]
+    at = run_page("cost_tracking", query={"calls": trace})
+    assert "The call behind the anomaly" in [s.value for s in at.subheader]
+    calls = at.dataframe[0].value
+    assert list(calls["trace_id"]) == [trace]
+
+
+def test_only_managers_and_admins_set_the_budget_and_the_page_shows_it(demo: Store) -> None:
+    auth.create_user(demo, "mia", auth.MANAGER, "manager-pass-1")
+    auth.create_user(demo, "ann", auth.ANALYST, "analyst-pass-1")
+    with pytest.raises(auth.PermissionDenied):
+        dash.set_monthly_budget(demo, "ann", 1.0)
+    dash.set_monthly_budget(demo, "mia", 1234.0)
+    assert LLMObservabilityService(demo).monthly_budget() == 1234.0
+    common.clear_caches()
+    at = run_page("cost_tracking")
+    assert metric(at, "Monthly budget") == "$1,234.00"
+
+
+def test_budget_form_saves_through_the_service(demo: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_MODE", "password")
+    reset_settings_cache()
+    if auth.get_user(demo, "boss") is None:
+        auth.create_user(demo, "boss", auth.MANAGER, "manager-pass-2")
+    at = run_page("cost_tracking", session={"user": auth.User("boss", auth.MANAGER)})
+    budget = next(n for n in at.number_input if n.label == "Monthly budget (USD)")
+    budget.set_value(777.0)
+    next(b for b in at.button if b.label == "Save budget").click()
+    at.run()
+    assert not at.exception
+    assert LLMObservabilityService(demo).monthly_budget() == 777.0
+    if auth.get_user(demo, "viewer") is None:
+        auth.create_user(demo, "viewer", auth.ANALYST, "analyst-pass-2")
+    at = run_page("cost_tracking", session={"user": auth.User("viewer", auth.ANALYST)})
+    assert not [n for n in at.number_input if n.label == "Monthly budget (USD)"]
+    assert metric(at, "Monthly budget") == "$777.00"
+
+
+def test_ai_performance_widgets_match_the_bot_metrics_collector(demo: Store) -> None:
+    collector = BotMetricsCollector(demo)
+    before = {
+        b: collector.get_bot_summary(b, 60)["total_interactions"]
+        for b in ("lead_bot", "buyer_bot", "seller_bot")
+    }
+    at = run_page("ai_performance")
+    after = {
+        b: collector.get_bot_summary(b, 60)["total_interactions"]
+        for b in ("lead_bot", "buyer_bot", "seller_bot")
+    }
+    shown = [m.value for m in at.metric if m.label == "Interactions"]
+    assert shown in ([f"{before[b]:,}" for b in before], [f"{after[b]:,}" for b in after])
+    assert metric(at, "Handoffs") == f"{collector.handoff_summary(60)['total_handoffs']:,}"
+    assert len(at.get("plotly_chart")) >= 5
+
+
+def test_live_monitoring_tiles_and_drill_down_match_the_monitoring_functions(demo: Store) -> None:
+    live = monitoring.live_metrics(demo)
+    at = run_page("live_monitoring", query={"metric": "ai_confidence", "timeframe": "6h"})
+    assert metric(at, "Messages today") == f"{live['messages_processed']:,.0f}"
+    assert metric(at, "Claude cost today") == f"${live['claude_cost_today']:,.2f}"
+    assert metric(at, "Open alerts") == "1"
+    d = monitoring.drill_down(demo, "ai_confidence", "6h")
+    assert metric(at, "P95") == f"{d.percentile_data['p95']:.2f}"
+    assert metric(at, "P50") == f"{d.percentile_data['p50']:.2f}"
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_drill_down_has_history_percentiles_thresholds_and_trend(demo: Store) -> None:
+    for metric_name in monitoring.METRICS:
+        for tf in monitoring.TIMEFRAMES:
+            d = monitoring.drill_down(demo, metric_name, tf)
+            out = d.as_dict()
+            assert set(out) == {"metric_name", "current_value", "historical_data", "percentile_data", "thresholds",
+                                "trend_analysis"}  # fmt: skip
+            assert set(out["trend_analysis"]) == {"direction", "percentage_change", "is_concerning"}
+    d = monitoring.drill_down(demo, "response_time", "1h")
+    assert d.thresholds == {"warning": 2000.0, "critical": 5000.0}
+    assert d.percentile_data["p95"] == pytest.approx(
+        LLMObservabilityService(demo).latency_report(None, 3600).p95, rel=1e-3
+    )
+
+
+def test_trend_and_thresholds_flag_what_is_concerning() -> None:
+    assert monitoring.trend_analysis([1, 1, 2, 2], "up") == {"direction": "up", "percentage_change": 100.0,
+                                                             "is_concerning": True}  # fmt: skip
+    assert monitoring.trend_analysis([0.9, 0.9, 0.7, 0.7], "down")["is_concerning"] is True
+    assert monitoring.trend_analysis([0.9, 0.9, 0.9, 0.9], "down")["direction"] == "stable"
+    assert monitoring.threshold_status(0.5, {"warning": 0.6, "critical": 0.4}, "down") == "warning"
+    assert monitoring.threshold_status(90, {"warning": 70, "critical": 85}, "up") == "critical"
+    assert monitoring.threshold_status(10, {"warning": 70, "critical": 85}, "up") == "ok"
+
+
+def test_activity_feed_filters_pages_and_marks_read_per_user(demo: Store) -> None:
+    total = dash.activity_page(demo, "local")[1]
+    high = dash.activity_page(demo, "local", severities=("high", "critical"))[1]
+    at = run_page("activity_feed")
+    assert metric(at, "Matching events") == f"{total:,}"
+    assert metric(at, f"Unread for {common.LOCAL_USER.name}") == f"{dash.unread_count(demo, 'local'):,}"
+    at = run_page("activity_feed", query={"severity": ["high", "critical"]})
+    assert metric(at, "Matching events") == f"{high:,}"
+    # mark the first page read from the page: only this user's unread count drops
+    before_other = dash.unread_count(demo, "someone-else")
+    before = dash.unread_count(demo, "local")
+    at = run_page("activity_feed")
+    next(b for b in at.button if b.label == "Mark page as read").click()
+    at.run()
+    assert not at.exception
+    assert dash.unread_count(demo, "local") == before - min(50, before)
+    assert dash.unread_count(demo, "someone-else") == before_other
+    # the VIP view puts VIP accounts first
+    rows, _ = dash.activity_page(demo, "local", vip_first=True, page_size=200)
+    vip_flags = rows["vip"].tolist()
+    assert vip_flags == sorted(vip_flags, reverse=True)
+
+
+def test_mark_read_is_permission_checked_in_the_service(demo: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_MODE", "password")
+    reset_settings_cache()
+    with pytest.raises(auth.PermissionDenied):
+        dash.mark_activity_read(demo, "nobody-known", ["x"])
+
+
+def test_conversation_quality_matches_the_scores(demo: Store) -> None:
+    summary = dash.quality_summary(demo, "24h")
+    at = run_page("conversation_quality")
+    assert metric(at, "Conversations") == f"{int(summary['conversations'].sum()):,}"
+    assert metric(at, "Scored") == f"{int(summary['scored'].sum()):,}"
+    assert len(at.get("plotly_chart")) >= 4  # by bot, scatter, histogram, trajectory, handoffs
+
+
+# ---- navigation, sign-in, roles -------------------------------------------------------------------
+
+
+def test_navigation_shows_each_role_only_its_pages() -> None:
+    names = {r: {p.url_path for p in nav.pages_for_role(r)} for r in auth.ROLES}
+    assert "emergency" not in names["analyst"] and "admin" not in names["analyst"]
+    assert "emergency" in names["operator"] and "admin" not in names["operator"]
+    assert "admin" in names["admin"]
+    assert {"bot_health", "token_analytics", "cost_tracking", "live_monitoring"} <= names["analyst"]
+    assert nav.pages_for_role(None) == []
+
+
+def test_home_asks_for_sign_in_and_locks_out_after_five_failures(
+    empty: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTH_MODE", "password")
+    reset_settings_cache()
+    auth.create_user(empty, "olga", auth.OPERATOR, "operator-pass-1")
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60).run()
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert not at.metric  # nothing is shown before signing in
+    at.text_input(key="login_name").set_value("olga")
+    at.text_input(key="login_password").set_value("wrong")
+    at.button[0].click().run()
+    assert "Sign-in failed" in texts(at)
+    at.text_input(key="login_password").set_value("operator-pass-1")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["user"] == auth.User("olga", auth.OPERATOR)
+    assert metric(at, "Firing alerts") == "0"
+    assert "Authentication is off" not in texts(at)
+    # five failures lock the account
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60).run()
+    for _ in range(5):
+        at.text_input(key="login_name").set_value("olga")
+        at.text_input(key="login_password").set_value("nope-nope")
+        at.button[0].click().run()
+    assert "locked" in texts(at)
+
+
+def test_a_page_refuses_a_role_without_the_permission(empty: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_MODE", "password")
+    reset_settings_cache()
+    at = AppTest.from_file(str(ROOT / PAGES["bot_health"]), default_timeout=60).run()
+    assert "Please sign in first." in texts(at)
+    auth.create_user(empty, "ann", auth.ANALYST, "analyst-pass-1")
+    at = run_page("bot_health", session={"user": auth.User("ann", auth.ANALYST)})
+    assert "Please sign in first." not in texts(at)
+    assert not any("may not" in e.value for e in at.error)
+
+
+def test_a_disabled_account_is_signed_out_on_its_next_page_run(
+    empty: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTH_MODE", "password")
+    reset_settings_cache()
+    auth.create_user(empty, "dan", auth.OPERATOR, "operator-pass-9")
+    with empty.begin() as conn:
+        conn.execute(sa.update(schema.users).where(schema.users.c.name == "dan").values(disabled=True))
+    at = run_page("bot_health", session={"user": auth.User("dan", auth.OPERATOR)})
+    assert "Please sign in first." in texts(at)
+
+
+def test_every_table_can_be_downloaded(demo: Store) -> None:
+    for name in ("bot_health", "token_analytics", "cost_tracking", "ai_performance", "conversation_quality"):
+        at = run_page(name)
+        tables = len(at.dataframe)
+        downloads = len(at.get("download_button"))
+        assert downloads >= tables, f"{name}: {tables} tables, {downloads} downloads"
+
+
+def test_now_window_helpers_are_consistent() -> None:
+    assert dash.window_seconds("7d") == 7 * 86400
+    assert dash.source_of("1h") == "raw" and dash.source_of("24h") == "rollup"
+    t = datetime(2026, 3, 5, 10, 30)
+    assert dash.day_start(t) == datetime(2026, 3, 5)
+    assert t - timedelta(hours=1) < t

@@ -1,0 +1,235 @@
+"""Workers: many drain, exactly one leads, and they start and stop cleanly.
+
+Two workers against the same store and Redis stream both take entries and exactly one of them
+holds the leader lock (a PostgreSQL advisory lock, or a lock file next to the SQLite database);
+when the leader goes away, on purpose or killed, the other takes over at its next tick.
+`python -m observability.worker --once` runs one full tick and exits 0; the long-running worker
+drains what is left and exits 0 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import sqlalchemy as sa
+from conftest import subprocess_env
+
+from observability import control_state as cs
+from observability import schema
+from observability.sdk import ObservabilityClient
+from observability.settings import Settings
+from observability.store import Store
+from observability.stream import GROUP
+from observability.worker import STEPS, LeaderLock, Worker
+
+
+def count(store: Store, table: sa.Table) -> int:
+    with store.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill_stream(settings: Settings, entries: int, per_entry: int) -> int:
+    """Put `entries` stream entries of `per_entry` LLM calls each, through the SDK."""
+    client = ObservabilityClient(
+        settings=settings.replace(sdk_batch_size=per_entry, sdk_flush_interval_s=5.0)
+    )
+    for i in range(entries * per_entry):
+        client.record_llm_call("claude-haiku-4-5", "anthropic", 200, 40, 120.0 + i % 50, bot="lead")
+        if (i + 1) % per_entry == 0:
+            client._wake.set()  # close the batch on size, one stream entry each
+    assert client.flush(20.0)
+    client.close()
+    return entries * per_entry
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], redis_url: str
+) -> Iterator[tuple[Store, Settings]]:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    settings = make_settings(url, redis_url, worker_tick_s=0.1, worker_batch_entries=3)
+    store = Store.from_url(url)
+    store.migrate()
+    yield store, settings
+    store.dispose()
+
+
+# ---- leadership -----------------------------------------------------------------------------------
+
+
+def test_exactly_one_lock_holder_and_the_next_takes_over(
+    store: Store, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(store.url)
+    a, b = LeaderLock(store, settings), LeaderLock(Store.from_url(store.url), settings)
+    assert a.try_acquire() is True
+    assert b.try_acquire() is False
+    assert a.try_acquire() is True, "the holder keeps it tick after tick"
+    a.release()
+    assert b.try_acquire() is True
+    assert a.try_acquire() is False
+    b.release()
+    b.store.dispose()
+
+
+def test_two_workers_both_drain_and_exactly_one_leads(shared: tuple[Store, Settings]) -> None:
+    store, settings = shared
+    total = fill_stream(settings, entries=60, per_entry=20)
+    steps = [s for s in STEPS if s.name in ("rollups", "heartbeat")]
+    workers = [Worker(Store.from_url(store.url), settings, worker_id=f"w{i}", steps=steps) for i in range(2)]
+    threads = [threading.Thread(target=w.run_forever, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        assert wait_for(lambda: count(store, schema.llm_calls) == total), count(store, schema.llm_calls)
+        assert wait_for(lambda: sum(w.lock.held for w in workers) == 1)
+        ingested = [w.state["ingested_total"] for w in workers]
+        assert all(n > 0 for n in ingested) and sum(ingested) >= total, ingested
+        time.sleep(3 * settings.worker_tick_s)  # several ticks later, still exactly one leader
+        assert sum(w.lock.held for w in workers) == 1
+        leader = next(w for w in workers if w.lock.held)
+        other = next(w for w in workers if w is not leader)
+
+        leader.stop()
+        threads[workers.index(leader)].join(10)
+        assert not leader.lock.held
+        assert wait_for(lambda: other.lock.held, 5.0), "the other worker takes over at its next tick"
+        assert wait_for(lambda: _heartbeat_leaders(store) == {other.worker_id}, 5.0)
+    finally:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join(10)
+    # the leader's rollup step saw every call exactly once
+    with store.connect() as conn:
+        rolled = conn.execute(sa.select(sa.func.sum(schema.rollup_llm_minute.c["count"]))).scalar()
+    assert rolled == total
+    r = redis_lib.Redis.from_url(settings.redis_url)
+    key = cs.ingest_stream_key(settings.redis_prefix)
+    assert r.xlen(key) == 0 and r.xpending(key, GROUP)["pending"] == 0
+    for w in workers:
+        w.store.dispose()
+
+
+def _heartbeat_leaders(store: Store) -> set[str]:
+    hb = schema.worker_heartbeats
+    with store.connect() as conn:
+        return set(conn.execute(sa.select(hb.c.worker_id).where(hb.c.is_leader == sa.true())).scalars())
+
+
+# ---- the worker as a process ------------------------------------------------------------------------
+
+
+def worker_env(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return subprocess_env(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        REDIS_PREFIX=settings.redis_prefix,
+        SPOOL_DIR=str(tmp_path / "worker-spool"),
+        WORKER_LOCK_FILE=str(tmp_path / "worker.lock"),
+        WORKER_HTTP_PORT=str(free_port()),
+        WORKER_CLAIM_IDLE_MS="500",
+        **extra,
+    )
+
+
+def test_worker_once_runs_a_full_tick_and_exits_0(shared: tuple[Store, Settings], tmp_path: Path) -> None:
+    store, settings = shared
+    total = fill_stream(settings, entries=10, per_entry=30)
+    proc = subprocess.run([sys.executable, "-m", "observability.worker", "--once"],
+                          env=worker_env(settings, tmp_path), capture_output=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert count(store, schema.llm_calls) == total, "one tick drains the whole stream"
+    with store.connect() as conn:
+        loads = conn.execute(
+            sa.select(schema.system_metrics.c.value).where(
+                schema.system_metrics.c.metric_name == "system_load"
+            )
+        ).all()
+        rolled = conn.execute(sa.select(sa.func.sum(schema.rollup_llm_minute.c["count"]))).scalar()
+    assert len(loads) == 1 and 0.0 <= loads[0][0] <= 100.0, "the host's CPU load is recorded each tick"
+    assert rolled == total, "the leader's rollups ran in the same tick"
+    assert count(store, schema.worker_heartbeats) == 1
+
+
+def test_running_worker_drains_then_exits_0_on_sigterm(
+    shared: tuple[Store, Settings], tmp_path: Path
+) -> None:
+    store, settings = shared
+    proc = subprocess.Popen([sys.executable, "-m", "observability.worker"], env=worker_env(settings, tmp_path, WORKER_TICK_S="0.2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        first = fill_stream(settings, entries=5, per_entry=20)
+        assert wait_for(lambda: count(store, schema.llm_calls) == first, 30.0), "the running worker drains"
+        assert wait_for(lambda: _heartbeat_leaders(store), 10.0), "and leads, being alone"
+        second = fill_stream(settings, entries=20, per_entry=50)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out.decode()[-3000:]
+    assert count(store, schema.llm_calls) == first + second, "what was in the stream is stored before exit"
+    r = redis_lib.Redis.from_url(settings.redis_url)
+    assert r.xpending(cs.ingest_stream_key(settings.redis_prefix), GROUP)["pending"] == 0
+
+
+def test_a_killed_leader_is_replaced_at_the_next_tick(shared: tuple[Store, Settings], tmp_path: Path) -> None:
+    store, settings = shared
+    proc = subprocess.Popen([sys.executable, "-m", "observability.worker"], env=worker_env(settings, tmp_path, WORKER_TICK_S="0.2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    survivor = Worker(Store.from_url(store.url), settings, worker_id="survivor", steps=[])
+    try:
+        assert wait_for(lambda: _heartbeat_leaders(store), 30.0), "the process worker leads first"
+        survivor.tick()
+        assert not survivor.lock.held
+        proc.kill()  # SIGKILL: no clean-up; the lock must still be freed by the OS / the server
+        proc.wait(10)
+        assert wait_for(lambda: (survivor.tick(), survivor.lock.held)[1], 10.0, interval=0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        survivor.close()
+        survivor.store.dispose()
+
+
+def test_the_leader_lock_never_leaves_a_transaction_open(
+    pg_store: Store, make_settings: Callable[..., Settings]
+) -> None:
+    """An idle-in-transaction session would hold back VACUUM on the whole database for days."""
+    lock = LeaderLock(pg_store, make_settings(pg_store.url))
+    for _ in range(3):
+        assert lock.try_acquire()
+    pid = lock._conn.connection.driver_connection.info.backend_pid
+    with pg_store.connect() as conn:
+        state = conn.execute(
+            sa.text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+        ).scalar()
+    assert state == "idle"
+    lock.release()
