@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,7 +34,7 @@ from sqlalchemy.dialects import postgresql
 
 from observability import schema
 from observability.settings import DATA_DIR
-from observability.sketch import LOG_GAMMA, MIN_VALUE, Sketch
+from observability.sketch import GAMMA, LOG_GAMMA, MIN_VALUE, Sketch
 from observability.store import Store
 from observability.timeutil import EPOCH, floor_hour, floor_minute, to_naive_utc, utcnow
 
@@ -216,7 +217,7 @@ class Stats:
     p95: float | None = None
     p99: float | None = None
     sums: dict[str, float] = field(default_factory=dict)
-    sketch: Sketch | None = None
+    parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)  # sketch pieces
 
     @property
     def mean_ms(self) -> float | None:
@@ -247,14 +248,58 @@ class Stats:
         for k, v in sums.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v or 0)
 
+    def add_sketch(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        """A piece of the latency sketch (bucket indexes and their counts)."""
+        if len(keys):
+            self.parts.append((keys, counts))
+
+    @property
+    def sketch(self) -> Sketch | None:
+        """The merged latency sketch of the rollup path (None on the exact path)."""
+        if not self.parts:
+            return None
+        keys, counts = _merge_parts(self.parts)
+        return Sketch(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
+
     def finish_sketch(self) -> None:
-        """Percentiles from the merged sketch, clamped to the exact min and max."""
-        if self.sketch is None or self.sketch.count == 0:
+        """Percentiles from the merged sketch pieces, clamped to the exact min and max."""
+        if not self.parts:
             return
-        qs = self.sketch.quantiles(QUANTILES)
+        keys, counts = _merge_parts(self.parts)
+        self.parts = [(keys, counts)]
+        qs = sketch_quantiles(keys, counts, QUANTILES)
         lo = self.min_ms if self.min_ms is not None else -math.inf
         hi = self.max_ms if self.max_ms is not None else math.inf
         self.p50, self.p95, self.p99 = (min(max(q, lo), hi) if q is not None else None for q in qs)
+
+
+def _merge_parts(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    keys = np.concatenate([k for k, _ in parts])
+    counts = np.concatenate([c for _, c in parts])
+    lo = int(keys.min())
+    dense = np.bincount(keys - lo, weights=counts).astype(np.int64)
+    nz = np.nonzero(dense)[0]
+    return nz + lo, dense[nz]
+
+
+def sketch_quantiles(keys: np.ndarray, counts: np.ndarray, qs: Sequence[float]) -> list[float | None]:
+    """`Sketch.quantiles` over sorted bucket indexes and counts, vectorised."""
+    n = int(counts.sum())
+    if n == 0:
+        return [None for _ in qs]
+    cum = np.cumsum(counts)
+    values = 2.0 * GAMMA ** keys.astype(float) / (GAMMA + 1.0)
+    out: list[float | None] = []
+    for q in qs:
+        r = q * (n - 1)
+        lo = math.floor(r)
+        hi = min(lo + 1, n - 1)
+        a = float(values[int(np.searchsorted(cum, lo + 1))])
+        b = float(values[int(np.searchsorted(cum, hi + 1))])
+        out.append(a + (r - lo) * (b - a))
+    return out
 
 
 @dataclass
@@ -385,12 +430,14 @@ def aggregate(
         (family.hour, plan.hour, True),
     ]
     for table, ranges, is_rollup in pieces:
-        if ranges:
-            _sums_into(store, conn, family, table, ranges, is_rollup, group_by, filters, granularity, groups)
-            if percentiles:
-                _sketch_into(
-                    store, conn, family, table, ranges, is_rollup, group_by, filters, granularity, groups
-                )
+        if not ranges:
+            continue
+        if is_rollup and percentiles:
+            _rollup_rows_into(store, conn, family, table, ranges, group_by, filters, granularity, groups)
+            continue
+        _sums_into(store, conn, family, table, ranges, is_rollup, group_by, filters, granularity, groups)
+        if percentiles:
+            _raw_sketch_into(store, conn, family, table, ranges, group_by, filters, granularity, groups)
     for s in groups.values():
         s.finish_sketch()
     return Aggregate(dict(groups), approximate=percentiles, source="rollup")
@@ -441,30 +488,146 @@ def _sums_into(store: Store, conn: sa.Connection, family: Family, table: sa.Tabl
                                               row[n + 5], sums)  # fmt: skip
 
 
-def _sketch_into(store: Store, conn: sa.Connection, family: Family, table: sa.Table,
-                 ranges: Sequence[tuple[datetime, datetime]], is_rollup: bool, group_by: Sequence[str],
-                 filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
-    gcols = _group_cols(store, family, table, is_rollup, group_by, granularity)
-    if is_rollup:
-        fn = sa.func.json_each_text if store.is_postgres else sa.func.json_each
-        je = fn(table.c.sketch).table_valued("key", "value").alias("j")
-        stmt = (
-            sa.select(*gcols, je.c.key, sa.func.sum(sa.cast(je.c.value, sa.BigInteger)))
-            .select_from(table.join(je, sa.true()))
-            .where(_ranges(table.c.bucket, ranges), *_filter_clause(table, filters, True))
-        )
-    else:
-        stmt = sa.select(*gcols, _bucket_index(store, table.c[family.latency]), sa.func.count()).where(
-            _ranges(table.c.ts, ranges), *_filter_clause(table, filters, False)
-        )
-    stmt = stmt.group_by(*_positions(len(gcols) + 1))
+def _raw_sketch_into(store: Store, conn: sa.Connection, family: Family, table: sa.Table,
+                     ranges: Sequence[tuple[datetime, datetime]], group_by: Sequence[str],
+                     filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
+    """Sketch pieces of raw rows: bucket indexes computed and counted in SQL."""
+    gcols = _group_cols(store, family, table, False, group_by, granularity)
+    stmt = (
+        sa.select(*gcols, _bucket_index(store, table.c[family.latency]), sa.func.count())
+        .where(_ranges(table.c.ts, ranges), *_filter_clause(table, filters, False))
+        .group_by(*_positions(len(gcols) + 1))
+    )
     n = len(gcols)
-    for row in conn.execute(stmt):
-        s = groups[_key(row, n, granularity)]
-        if s.sketch is None:
-            s.sketch = Sketch()
-        k = int(float(row[n]))
-        s.sketch.counts[k] = s.sketch.counts.get(k, 0) + int(row[n + 1])
+    per: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for row in conn.execute(stmt).all():
+        per[_key(row, n, granularity)].append((int(float(row[n])), int(row[n + 1])))
+    for key, pairs in per.items():
+        arr = np.array(sorted(pairs), dtype=np.int64)
+        groups[key].add_sketch(arr[:, 0], arr[:, 1])
+
+
+class _SketchCache:
+    """Merged rollup sketches per (store, table, bucket, query shape, group), checked on every use.
+
+    Rollup rows of closed minutes and hours rarely change, and parsing their JSON sketches is the
+    expensive part of a long window. A merged sketch is kept with the exact count and latency sum
+    of the rows it was merged from; a later read fetches those two figures (aggregated in SQL) and
+    reuses the sketch while they are unchanged (rows are insert-only: new data changes the count).
+    Least recently used entries are dropped beyond `max_entries`.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[tuple, np.ndarray, np.ndarray]] = OrderedDict()
+
+    def get(self, key: tuple, fingerprint: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None or hit[0] != fingerprint:
+                return None
+            self._entries.move_to_end(key)
+            return hit[1], hit[2]
+
+    def put(self, key: tuple, fingerprint: tuple, keys: np.ndarray, counts: np.ndarray) -> None:
+        with self._lock:
+            self._entries[key] = (fingerprint, keys, counts)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+SKETCH_CACHE = _SketchCache()
+
+
+def clear_sketch_cache() -> None:
+    """Forget cached merged sketches (they are re-read from the rollups when needed)."""
+    SKETCH_CACHE.clear()
+
+
+def _parse_sketch(value: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not value:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    keys = np.fromiter((int(k) for k in value), np.int64, len(value))
+    counts = np.fromiter(value.values(), np.int64, len(value))
+    return keys, counts
+
+
+def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: sa.Table,
+                      ranges: Sequence[tuple[datetime, datetime]], group_by: Sequence[str],
+                      filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
+    """Sums per (rollup bucket, group) in SQL; merged sketches from the cache, parsed only on a miss."""
+    gcols = [table.c[g] for g in group_by]
+    where = [_ranges(table.c.bucket, ranges), *_filter_clause(table, filters, True)]
+    aggs = [sa.func.sum(table.c["count"]), sa.func.sum(table.c.errors), sa.func.sum(table.c.cache_hits),
+            sa.func.sum(table.c.sum_ms), sa.func.min(table.c.min_ms), sa.func.max(table.c.max_ms),
+            *[sa.func.sum(table.c[c]) for c in family.sums]]  # fmt: skip
+    rows = conn.execute(
+        sa.select(table.c.bucket, *gcols, *aggs).where(*where).group_by(*_positions(1 + len(gcols)))
+    ).all()
+    shape = (store.namespace, table.name, tuple(group_by), repr(sorted(filters.items())))
+    ng = len(gcols)
+    missing: dict[tuple, tuple[tuple, tuple]] = {}  # (bucket, *group values) -> (cache key, fingerprint)
+    targets: dict[tuple, tuple] = {}
+    for row in rows:
+        bucket = as_datetime(row[0])
+        values = tuple(row[1 : 1 + ng])
+        gkey = tuple(_key_value(v) for v in values)
+        if granularity is not None:
+            gkey = (_truncate(bucket, granularity), *gkey)
+        count, errors, hits, sum_ms, mn, mx = row[1 + ng : 7 + ng]
+        groups[gkey].add(count, errors, hits, sum_ms, mn, mx,
+                         {c: row[7 + ng + i] for i, c in enumerate(family.sums)})  # fmt: skip
+        ckey = (*shape, bucket, values)
+        fingerprint = (int(count), round(float(sum_ms), 3))
+        cached = SKETCH_CACHE.get(ckey, fingerprint)
+        if cached is not None:
+            groups[gkey].add_sketch(*cached)
+        else:
+            missing[(bucket, *values)] = (ckey, fingerprint)
+            targets[(bucket, *values)] = gkey
+    if not missing:
+        return
+    buckets = sorted({k[0] for k in missing})
+    bucket_clause = table.c.bucket.in_(buckets) if len(buckets) <= 500 else _ranges(table.c.bucket, ranges)
+    parts: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for row in conn.execute(
+        sa.select(table.c.bucket, *gcols, table.c.sketch).where(
+            bucket_clause, *_filter_clause(table, filters, True)
+        )
+    ).all():
+        k = (as_datetime(row[0]), *row[1 : 1 + ng])
+        if k in missing:
+            parts[k].append(_parse_sketch(row[-1]))
+    for k, (ckey, fingerprint) in missing.items():
+        if not parts.get(k):
+            continue
+        keys, counts = _merge_parts(parts[k]) if len(parts[k]) > 1 else _sorted_part(*parts[k][0])
+        SKETCH_CACHE.put(ckey, fingerprint, keys, counts)
+        groups[targets[k]].add_sketch(keys, counts)
+
+
+def _sorted_part(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(keys)
+    return keys[order], counts[order]
+
+
+def _truncate(bucket: datetime, granularity: str) -> datetime:
+    if granularity == "minute":
+        return bucket.replace(second=0, microsecond=0)
+    if granularity == "hour":
+        return bucket.replace(minute=0, second=0, microsecond=0)
+    return bucket.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _raw_exact(store: Store, conn: sa.Connection, family: Family, start: datetime, end: datetime,

@@ -835,7 +835,10 @@ class ObservabilityClient:
         with self._cond:  # a claimed spool file is no longer "pending": flush() must wait for it
             self._inflight += 1
         try:
-            self.spool.replay(send)
+            # a few files at a time, so new events keep flowing while a long backlog is replayed
+            self.spool.replay(send, limit=20)
+            if self.spool.has_pending():
+                self._wake.set()
         except Exception as exc:  # noqa: BLE001
             log.info("spool replay paused, sink still unavailable: %s", exc)
             self._sink_down_until = time.monotonic() + 1.0

@@ -169,7 +169,7 @@ class IncidentKind:
 
 
 INCIDENT_KINDS = {
-    "slow": IncidentKind((12, 25), (4, 8), True, (4.5, 6.0), (
+    "slow": IncidentKind((18, 30), (5, 9), True, (5.0, 6.5), (
         "latency_degraded", "Latency degraded on {bot}", "high", "performance",
         "Response times are several times above normal; SLA targets at risk.")),
     "error_burst": IncidentKind((8, 20), (3, 6), True, (0.2, 0.35), (

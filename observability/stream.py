@@ -34,6 +34,7 @@ class StreamConsumer:
         self.key = cs.ingest_stream_key(settings.redis_prefix)
         self.malformed = 0  # whole entries that could not be decoded (dropped, acknowledged)
         self.rejected = 0  # single events rejected at ingest (the rest of their entry is stored)
+        self.last_entries = 0  # entries the last drain_once took (some may have held no valid event)
         self._group_ready = False
 
     def ensure_group(self) -> None:
@@ -67,9 +68,19 @@ class StreamConsumer:
         return new[0][1] if new else []
 
     def drain_once(self, block_ms: int = 0) -> int:
-        """Read one batch of entries, store them, ack them; returns events in those entries."""
+        """Read one batch of entries, store them, ack them; returns the events stored."""
         self.ensure_group()
-        entries = self._read(block_ms)
+        try:
+            entries = self._read(block_ms)
+        except redis_lib.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis restarted without persistence (or the key was deleted): make the group again
+            log.warning("ingest stream or consumer group vanished; recreating it")
+            self._group_ready = False
+            self.ensure_group()
+            entries = self._read(block_ms)
+        self.last_entries = len(entries)
         if not entries:
             return 0
         events: list = []
@@ -85,8 +96,10 @@ class StreamConsumer:
             except (TypeError, ValueError) as exc:
                 self.malformed += 1
                 log.warning("malformed stream entry %s dropped: %s", entry_id, exc)
+        stored = 0
         if events:
             result = write_batch(self.store, events, self.settings)  # raises if the store is down
+            stored = result.accepted
             if result.rejected:
                 self.rejected += result.rejected
                 log.warning("%d malformed events rejected at ingest", result.rejected)
@@ -94,7 +107,7 @@ class StreamConsumer:
         pipe.xack(self.key, GROUP, *ids)
         pipe.xdel(self.key, *ids)
         pipe.execute()
-        return len(events)
+        return stored
 
     def pending_count(self) -> int | None:
         try:

@@ -229,7 +229,7 @@ class Worker:
         while True:
             n = self.consumer.drain_once(block_ms=block_ms)
             total += n
-            if n == 0 or not until_empty or self._stop.is_set():
+            if self.consumer.last_entries == 0 or not until_empty or self._stop.is_set():
                 break
             block_ms = 0
         self.state["ingested_total"] += total

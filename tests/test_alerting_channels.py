@@ -111,11 +111,15 @@ def test_pagerduty_400_is_not_retried_429_and_5xx_are(alerting: Harness) -> None
     alerting.svc.escalate_alert(a["id"], op, now=alerting.now(2))
     for t in (2, 5, 12, 30, 100):
         alerting.tick(t)
-    assert alerting.peers.attempts["pagerduty"] == 1, "400: the event is invalid, sending it again cannot help"
+    assert alerting.peers.attempts["pagerduty"] == 1, (
+        "400: the event is invalid, sending it again cannot help"
+    )
     assert alerting.peers.attempts["opsgenie"] == 2
     n = schema.notifications
     with alerting.store.connect() as conn:
-        pd = conn.execute(sa.select(n.c.status, n.c.attempts, n.c.last_error).where(n.c.channel == "pagerduty")).one()
+        pd = conn.execute(
+            sa.select(n.c.status, n.c.attempts, n.c.last_error).where(n.c.channel == "pagerduty")
+        ).one()
     assert pd.status == "dead" and pd.attempts == 1 and "HTTP 400" in pd.last_error
     assert "delivery_dead" in [e["kind"] for e in alerting.svc.alert_timeline(a["id"])]
 
@@ -163,7 +167,11 @@ def test_webhook_body_headers_and_signature(alerting: Harness) -> None:
     assert body["groupKey"] == 'sla_violation{bot="lead_bot"}' and body["escalationLevel"] == 1
     [alert] = body["alerts"]
     assert alert["labels"] == {"alertname": "sla_violation", "severity": "critical", "bot": "lead_bot"}
-    assert alert["value"] == pytest.approx(1.55) and alert["threshold"] == 1.0 and alert["endsAt"].startswith("0001")
+    assert (
+        alert["value"] == pytest.approx(1.55)
+        and alert["threshold"] == 1.0
+        and alert["endsAt"].startswith("0001")
+    )
     assert "P95 3100 ms vs target 2000 ms" in alert["annotations"]["summary"]
     assert headers["x-team"] == "bots" and headers["authorization"] == "Bearer hook-token"
     raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()

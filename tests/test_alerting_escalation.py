@@ -167,7 +167,11 @@ def test_worker_killed_mid_escalation_and_restarted_loses_and_repeats_nothing(fa
         + [(c, "trigger", "high_error_rate", 3, 60, 60) for c in PAGERS]
     )
     [alert] = [a for a in fast.svc.active_alerts() if a["labels"] == {"bot": "lead_bot"}]
-    steps = [e["detail"]["level"] for e in fast.svc.alert_timeline(alert["id"]) if e["kind"] in ("notified", "escalated")]
+    steps = [
+        e["detail"]["level"]
+        for e in fast.svc.alert_timeline(alert["id"])
+        if e["kind"] in ("notified", "escalated")
+    ]
     assert steps == [1, 2, 3]
 
 

@@ -62,7 +62,9 @@ def test_for_and_keep_firing_for_suppress_flapping(alerting: Harness) -> None:
         return {"cache_hit_rate": 0.3 if int(t // 15) % 2 == 0 else 0.7}
 
     alerting.run(flapping, until=165)
-    assert alerting.svc.alert_history(include_unfired=True) == [], "pending alerts that never fired leave nothing"
+    assert alerting.svc.alert_history(include_unfired=True) == [], (
+        "pending alerts that never fired leave nothing"
+    )
     alerting.run(lambda t: {"cache_hit_rate": 0.3}, start=180, until=210)  # 30 s breaking: fires at 210
     alerting.run(flapping, start=225, until=420)  # flapping while firing: never clear for 60 s
     alerting.run(lambda t: {"cache_hit_rate": 0.9}, start=435, until=510)  # clear from 435: resolved at 495
@@ -119,7 +121,9 @@ def test_expiring_a_silence_releases_held_notifications_at_once(alerting: Harnes
     assert alerting.peers.received == []
     alerting.svc.expire_silence(sid, op, now=alerting.now(50))
     alerting.run(lambda t: {"error_rate": 0.3}, start=60, until=90)
-    alerting.peers.expect([(c, "trigger", "high_error_rate", 1, 60, 60) for c in ("email", "slack", "webhook")])
+    alerting.peers.expect(
+        [(c, "trigger", "high_error_rate", 1, 60, 60) for c in ("email", "slack", "webhook")]
+    )
     assert alerting.svc.list_silences(active_only=True, now=alerting.now(60)) == []
 
 
@@ -143,7 +147,9 @@ def test_bot_unresponsive_inhibits_that_bots_sla_and_error_rate_notifications(al
         + [(c, "trigger", "sla_violation", 1, 45, 45) for c in three]
         + [(c, "trigger", "high_error_rate", 1, 45, 45) for c in three]
     )
-    overall = next(a for a in alerting.svc.active_alerts() if a["rule_name"] == "high_error_rate" and not a["labels"])
+    overall = next(
+        a for a in alerting.svc.active_alerts() if a["rule_name"] == "high_error_rate" and not a["labels"]
+    )
     assert overall["escalation_level"] == 0 and "high_error_rate for bot lead_bot" in overall["suppressed_by"]
 
 

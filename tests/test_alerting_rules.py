@@ -142,10 +142,14 @@ def test_rules_may_watch_recorded_custom_metrics(alerting: Harness) -> None:
     from observability.timeutil import to_epoch
 
     with pytest.raises(RuleValidationError, match="unknown metric"):
-        alerting.svc.add_rule({**GOOD_RULE, "metric": "queue_depth", "threshold": 100}, alerting.users["operator"])
+        alerting.svc.add_rule(
+            {**GOOD_RULE, "metric": "queue_depth", "threshold": 100}, alerting.users["operator"]
+        )
     write_batch(alerting.store, [["metric", "m1", to_epoch(T0), "queue_depth", "gauge", 12.0, None, None, None, None]],
                 alerting.settings)  # fmt: skip
-    rule = alerting.svc.add_rule({**GOOD_RULE, "metric": "queue_depth", "threshold": 100}, alerting.users["operator"])
+    rule = alerting.svc.add_rule(
+        {**GOOD_RULE, "metric": "queue_depth", "threshold": 100}, alerting.users["operator"]
+    )
     assert rule.metric == "queue_depth"
 
 
@@ -181,7 +185,9 @@ def test_thresholds_come_from_the_configured_file(alerting: Harness, tmp_path: P
     assert (alert["rule_name"], alert["severity"]) == ("high_system_load", "warning")
     with pytest.raises(RuleValidationError, match="ALERT_THRESHOLDS_CONFIG"):
         alerting.svc.update_rule("high_system_load", {"threshold": 10}, alerting.users["operator"])
-    edited = alerting.svc.update_rule("high_system_load", {"channels": ["webhook"]}, alerting.users["operator"])
+    edited = alerting.svc.update_rule(
+        "high_system_load", {"channels": ["webhook"]}, alerting.users["operator"]
+    )
     assert edited.channels == ("webhook",) and edited.threshold == 50.0
     with pytest.raises(RuleValidationError, match="built-in system rule"):
         alerting.svc.remove_rule("high_system_load", alerting.users["admin"])

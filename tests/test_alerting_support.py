@@ -136,7 +136,9 @@ class Peers:
         port = free_port()
         handler = _SmtpHandler(self)
 
-        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+        ) -> AuthResult:
             ok = auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode()
             return AuthResult(success=ok)
 
@@ -195,7 +197,11 @@ class Peers:
             self.received.append(item)
 
     def of(self, channel: str | None = None, kind: str | None = None) -> list[Received]:
-        return [r for r in self.received if (channel is None or r.channel == channel) and (kind is None or r.kind == kind)]
+        return [
+            r
+            for r in self.received
+            if (channel is None or r.channel == channel) and (kind is None or r.kind == kind)
+        ]
 
     def keys(self) -> Counter:
         return Counter(r.key for r in self.received)
@@ -279,7 +285,11 @@ class Peers:
         if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
             return self._bad("slack", "text missing")
         blocks = body.get("blocks")
-        if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) and b.get("type") for b in blocks):
+        if (
+            not isinstance(blocks, list)
+            or not blocks
+            or not all(isinstance(b, dict) and b.get("type") for b in blocks)
+        ):
             return self._bad("slack", "blocks missing or malformed")
         if blocks[0]["type"] != "header" or len(blocks[0]["text"]["text"]) > 150:
             return self._bad("slack", "first block must be a header of at most 150 characters")
@@ -302,7 +312,16 @@ class Peers:
                 return 401, {}, "bad signature", None
         if not isinstance(body, dict):
             return self._bad("webhook", "body is not a JSON object")
-        for k in ("version", "status", "receiver", "groupKey", "alerts", "commonLabels", "notificationId", "kind"):
+        for k in (
+            "version",
+            "status",
+            "receiver",
+            "groupKey",
+            "alerts",
+            "commonLabels",
+            "notificationId",
+            "kind",
+        ):
             if k not in body:
                 return self._bad("webhook", f"{k} missing")
         alert = body["alerts"][0]
@@ -339,7 +358,9 @@ class Peers:
         if body["dedup_key"].startswith("obs-test-"):
             kind, rule, level = "test" if action == "trigger" else "test_" + kind, None, 0
         item = Received("pagerduty", kind, rule, _alias_id(body["dedup_key"]), level, None, body, headers)
-        reply = json.dumps({"status": "success", "message": "Event processed", "dedup_key": body["dedup_key"]})
+        reply = json.dumps(
+            {"status": "success", "message": "Event processed", "dedup_key": body["dedup_key"]}
+        )
         return 202, {"Content-Type": "application/json"}, reply, item
 
     def _on_opsgenie(self, url: Any, headers: dict, raw: bytes, body: Any) -> tuple:

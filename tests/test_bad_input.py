@@ -289,3 +289,19 @@ def test_the_fast_llm_check_never_accepts_what_the_full_check_rejects(
                 accepted += 1
                 assert full_ok(e), (ev.FIELDS["llm"][pos - 1], value)
     assert accepted > 20  # the fast path does accept the plain cases
+
+
+def test_broken_entries_at_the_head_of_the_stream_do_not_stop_one_drain(
+    pg_store: Store, redis_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(pg_store.url, redis_url, worker_batch_entries=1)
+    r = redis_lib.Redis.from_url(redis_url)
+    key = cs.ingest_stream_key(settings.redis_prefix)
+    for _ in range(3):
+        r.xadd(key, {"v": "1", "e": "garbage"})
+    r.xadd(key, {"v": "1", "e": json.dumps([["nonsense"]])})
+    r.xadd(key, {"v": "1", "e": json.dumps([wire_llm(f"good-{i}") for i in range(5)])})
+    worker = Worker(pg_store, settings, steps=[])
+    assert worker.drain() == 5  # one call (as in a tick) gets past the broken entries
+    worker.close()
+    assert r.xlen(key) == 0

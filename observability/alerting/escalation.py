@@ -133,7 +133,9 @@ def run_step(
     if queued:
         values["last_notified_at"] = now
     held = alert.get("suppressed_by") is not None
-    values["next_escalation_at"] = next_due(settings, {**alert, **values}, level, now, keep_gap=manual or held)
+    values["next_escalation_at"] = next_due(
+        settings, {**alert, **values}, level, now, keep_gap=manual or held
+    )
     _update(conn, alert, values)
     kind = "notified" if level == 1 else "escalated"
     audit.timeline(

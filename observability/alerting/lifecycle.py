@@ -172,7 +172,11 @@ def refresh(
         if alert["state"] == STATE_FIRING and alert["escalation_level"] >= 1:
             after = {**alert, **values}
             values["next_escalation_at"] = escalation.next_due(
-                settings, {**after, "escalation_started_at": now}, alert["escalation_level"], now, keep_gap=True
+                settings,
+                {**after, "escalation_started_at": now},
+                alert["escalation_level"],
+                now,
+                keep_gap=True,
             )
     conn.execute(sa.update(a).where(a.c.id == alert["id"]).values(**values))
     alert.update(values)

@@ -1,0 +1,133 @@
+"""Read models for the Alerts page: tables as DataFrames, each a function of `(store, ...)` so the
+console can cache it (`observability.ui.common.cached_query`). No Streamlit here."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+
+from observability.alerting.model import CHANNELS, COMPARISON_SYMBOLS, SEVERITIES
+from observability.alerting.service import AlertingService
+from observability.store import Store
+from observability.timeutil import utcnow
+
+SEVERITY_COLORS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+SEVERITY_MARKDOWN = {"critical": "red", "warning": "orange", "info": "blue"}
+STATES = ("pending", "firing", "acknowledged", "resolved")
+HISTORY_RANGES = {"24h": 1, "7d": 7, "30d": 30}
+
+
+def _labels(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def active_alerts(store: Store) -> list[dict[str, Any]]:
+    """Open alerts (pending included), most urgent first, each with a display line."""
+    out = []
+    for a in AlertingService(store).active_alerts(include_pending=True):
+        a = dict(a)
+        a["labels_text"] = _labels(a["labels"])
+        out.append(a)
+    return out
+
+
+def alert_timeline(store: Store, alert_id: int) -> pd.DataFrame:
+    rows = []
+    for e in AlertingService(store).alert_timeline(alert_id):
+        d = e["detail"]
+        parts = []
+        for key in ("level", "channels", "channel", "notification", "reason", "note", "severity", "error", "receipt",
+                    "not_configured", "retry_at", "next_escalation_at"):  # fmt: skip
+            value = d.get(key)
+            if value not in (None, [], "", False):
+                parts.append(f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+        rows.append({"time (UTC)": e["ts"], "event": e["kind"].replace("_", " "), "by": e["actor"] or "",
+                     "detail": "; ".join(parts)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["time (UTC)", "event", "by", "detail"])
+
+
+def alert_history(
+    store: Store, window: str = "7d", states: tuple = (), severities: tuple = (), rule: str | None = None,
+    bot: str | None = None, limit: int = 500,
+) -> pd.DataFrame:  # fmt: skip
+    since = utcnow() - timedelta(days=HISTORY_RANGES.get(window, 7))
+    rows = AlertingService(store).alert_history(
+        {
+            "since": since,
+            "state": list(states),
+            "severity": list(severities),
+            "rule_name": rule,
+            "bot": bot,
+            "limit": limit,
+        }  # fmt: skip
+    )
+    out = []
+    for a in rows:
+        ack = (
+            (a["acknowledged_at"] - a["fired_at"]).total_seconds() / 60
+            if a["acknowledged_at"] and a["fired_at"]
+            else None
+        )
+        end = a["resolved_at"]
+        out.append({
+            "id": a["id"], "rule": a["rule_name"], "labels": _labels(a["labels"]), "severity": a["severity"],
+            "state": a["state"], "fired (UTC)": a["fired_at"], "level": a["escalation_level"],
+            "acknowledged by": a["acknowledged_by"] or "", "minutes to ack": None if ack is None else round(ack, 1),
+            "resolved by": a["resolved_by"] or "", "resolved (UTC)": end,
+            "minutes open": round(((end or utcnow()) - a["fired_at"]).total_seconds() / 60, 1) if a["fired_at"] else None,
+            "message": a["message"],
+        })  # fmt: skip
+    columns = ["id", "rule", "labels", "severity", "state", "fired (UTC)", "level", "acknowledged by",
+               "minutes to ack", "resolved by", "resolved (UTC)", "minutes open", "message"]  # fmt: skip
+    return pd.DataFrame(out, columns=columns)
+
+
+def alert_counts(store: Store, hours: int = 24) -> pd.DataFrame:
+    rows = AlertingService(store).alert_counts(hours=hours)
+    return pd.DataFrame(rows, columns=["hour", "severity", "alerts"])
+
+
+def rules(store: Store) -> pd.DataFrame:
+    out = []
+    for r in AlertingService(store).list_rules():
+        out.append({
+            "enabled": r.enabled, "name": r.name, "severity": r.severity, "condition": r.condition_text(),
+            "for (s)": r.for_s, "keep firing (s)": r.keep_firing_for_s, "cooldown (s)": r.cooldown_s,
+            "channels": ", ".join(r.channels), "description": r.description,
+            "kind": {None: "custom" if not r.builtin else "default"}.get(r.managed_by, f"built-in ({r.managed_by})"),
+            "updated by": r.updated_by or "", "updated (UTC)": r.updated_at,
+        })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def rule_form_defaults(store: Store, name: str) -> dict[str, Any]:
+    r = AlertingService(store).get_rule(name)
+    d = r.to_dict()
+    d["comparison_symbol"] = COMPARISON_SYMBOLS[r.comparison]
+    return d
+
+
+def silences(store: Store) -> pd.DataFrame:
+    rows = AlertingService(store).list_silences()
+    out = [{"id": s["id"], "active": s["active"], "rule": s["rule_name"] or "any rule", "matchers": _labels(s["matchers"]),
+            "starts (UTC)": s["starts_at"], "ends (UTC)": s["ends_at"], "reason": s["reason"],
+            "created by": s["created_by"]} for s in rows]  # fmt: skip
+    return pd.DataFrame(out, columns=["id", "active", "rule", "matchers", "starts (UTC)", "ends (UTC)", "reason",
+                                      "created by"])  # fmt: skip
+
+
+def channels(store: Store) -> list[dict[str, Any]]:
+    return AlertingService(store).channel_status()
+
+
+def options() -> dict[str, Any]:
+    """Choices for the page's forms."""
+    from observability.alerting.model import COMPARISONS, METRICS
+
+    return {
+        "severities": list(SEVERITIES), "channels": list(CHANNELS), "comparisons": list(COMPARISONS),
+        "metrics": sorted(METRICS), "symbols": COMPARISON_SYMBOLS,
+        "metric_help": {m.name: f"{m.description} ({m.unit}{', per bot' if m.scoped else ''})" for m in METRICS.values()},
+    }  # fmt: skip
