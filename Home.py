@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -33,7 +34,7 @@ def login_page() -> None:
         try:
             user = auth.authenticate(ui.get_store(), name.strip(), password)
         except auth.AccountLocked as exc:
-            st.error(f"Too many failed sign-ins: {exc}. Try again later or ask an admin.")
+            st.error(f"{str(exc).capitalize()}. Try again later, or ask an admin to reset the password.")
         except auth.AuthError as exc:
             st.error(f"Sign-in failed: {exc}.")
         else:
@@ -70,22 +71,83 @@ def overview_page() -> None:
             )
             return
         left, right = st.columns(2)
-        fig = charts.area(series, x="ts", y="requests", color="bot", title="Requests per minute, last hour")
+        fig = charts.area(
+            series, x="ts", y="requests", color="bot", title="LLM requests per minute, last hour"
+        )
         left.plotly_chart(fig, key="ov_requests")
         lat = data.latency_by_bot("1h", ())
         if not lat.empty:
+            long = lat.melt(
+                id_vars="bot", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"
+            )
             fig = charts.bar(
-                lat.melt(id_vars="bot", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"),
-                x="bot", y="ms", color="percentile", barmode="group", title="LLM latency by bot, last hour (ms)",
-            )  # fmt: skip
+                long, x="bot", y="ms", color="percentile", title="LLM latency by bot, last hour (ms)"
+            )
             right.plotly_chart(fig, key="ov_latency")
 
+        st.subheader("Bots right now")
+        bots = data.bots_now()
+        ui.table(
+            bots, "bots_now.csv", key="ov_bots",
+            column_config={
+                "error_rate_1h": st.column_config.NumberColumn("error rate (1h)", format="percent"),
+                "p50_ms": st.column_config.NumberColumn("P50 ms (1h)", format="%.0f"),
+                "p95_ms": st.column_config.NumberColumn("P95 ms (1h)", format="%.0f"),
+                "spend_today_usd": st.column_config.NumberColumn("spend today", format="dollar"),
+                "slow_operations": st.column_config.TextColumn("SLA breach now"),
+            },
+        )  # fmt: skip
+
+        left, right = st.columns(2)
+        with left:
+            st.subheader("Open alerts")
+            alerts = data.open_alerts()
+            if alerts.empty:
+                st.success("No alert is firing.", icon=":material/check_circle:")
+            else:
+                ui.table(
+                    alerts[["severity", "state", "rule", "message", "fired_at"]],
+                    "open_alerts.csv",
+                    key="ov_alerts",
+                )
+            if (ROOT / "pages" / "alerts.py").is_file():
+                st.page_link(
+                    str(ROOT / "pages" / "alerts.py"),
+                    label="Alerts and rules",
+                    icon=":material/arrow_forward:",
+                )
+        with right:
+            today = data.llm_breakdown(86_400, (), ("model",))
+            if not today.empty:
+                fig = charts.bar(
+                    today, x="model", y="cost_usd", title="Spend by model, last 24 hours", ylabel="USD"
+                )
+                st.plotly_chart(fig, key="ov_spend_models")
+
     live()
+
+
+AFTER_LOGIN = "after_login"  # session key: the deep link a signed-out visitor asked for
+
+
+def remember_deep_link() -> None:
+    """Before sign-in: keep the page and query string the visitor opened (a shared link), so
+    sign-in lands there instead of on the overview."""
+    if AFTER_LOGIN in st.session_state:
+        return
+    try:
+        path = urlparse(st.context.url or "").path.rstrip("/").rsplit("/", 1)[-1]
+        params = st.query_params.to_dict()
+    except Exception:  # noqa: BLE001 - no browser context (tests): nothing to remember
+        return
+    if nav.page_by_name(path) is not None:
+        st.session_state[AFTER_LOGIN] = (path, params)
 
 
 def main() -> None:
     user = ui.current_user()
     if user is None:
+        remember_deep_link()
         pg = st.navigation([st.Page(login_page, title="Sign in", icon=":material/login:")], position="hidden")
         pg.run()
         return
@@ -96,6 +158,11 @@ def main() -> None:
             st.Page(str(ROOT / p.path), title=p.title, icon=p.icon, url_path=p.url_path) for p in specs
         ]
     pg = st.navigation(groups, expanded=True)
+    target = st.session_state.pop(AFTER_LOGIN, None)
+    if target is not None:
+        page = next((p for ps in groups.values() for p in ps if p.url_path == target[0]), None)
+        if page is not None and page.url_path != pg.url_path:
+            st.switch_page(page, query_params=target[1] or None)
     with st.sidebar:
         st.caption(f"Signed in as **{user.name}** ({user.role})")
         if not ui.is_auth_off() and st.button("Sign out", icon=":material/logout:", key="logout"):

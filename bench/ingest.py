@@ -120,6 +120,41 @@ def start_workers(n: int, db_url: str, redis_url: str, prefix: str, tmp: Path) -
     return procs
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_snapshot(store: Store, r: redis_lib.Redis, workers: list[subprocess.Popen]) -> dict[str, dict]:
+    """CPU seconds so far of every process on the ingest path, by component."""
+    with store.connect() as conn:
+        backends = conn.execute(
+            sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalars()
+        pg = {pid: _cpu_s(pid) for pid in backends}
+    return {
+        "sdk (bench process)": {os.getpid(): time.process_time()},
+        "worker processes": {p.pid: _cpu_s(p.pid) for p in workers},
+        "postgresql backends": pg,
+        "redis": {(pid := int(r.info("server")["process_id"])): _cpu_s(pid)},
+    }
+
+
+def cpu_per_event(before: dict[str, dict], after: dict[str, dict], events: int) -> dict[str, float]:
+    out = {}
+    for part, now in after.items():
+        used = sum(cpu - before[part].get(pid, 0.0) for pid, cpu in now.items())
+        out[part] = round(used / events * 1e6, 2)
+    out["total"] = round(sum(out.values()), 2)
+    return out
+
+
 def end_to_end(settings: Settings, r: redis_lib.Redis, args: list[tuple], events: int) -> tuple[float, dict]:
     key = cs.ingest_stream_key(settings.redis_prefix)
     client = ObservabilityClient(settings=settings)
@@ -213,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
 
+    load_at_start = round(os.getloadavg()[0], 2)
     admin_url = sa.make_url(a.database_url)
     if admin_url.drivername in ("postgresql", "postgres"):
         admin_url = admin_url.set(drivername="postgresql+psycopg")
@@ -246,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.01)
 
         print(f"(b) end to end, {a.events:,} LLM-call events, {a.workers} worker process(es) ...", flush=True)
+        before = cpu_snapshot(store, r, procs)
         e2e_s, extra = end_to_end(base, r, args, a.events)
+        cpu = cpu_per_event(before, cpu_snapshot(store, r, procs), a.events)
         with store.connect() as conn:
             stored = conn.execute(sa.select(sa.func.count()).select_from(schema.llm_calls)).scalar()
         expected = a.events + 1 + len(up)
@@ -274,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             "copy_seconds": round(copy_s, 2),
             "workers": a.workers,
             **extra,
+            # CPU µs per event on the ingest path, and the rate 2 idle cores could sustain at that cost
+            "cpu_us_per_event": cpu,
+            "cpu_bound_events_per_s": round((os.cpu_count() or 1) * 1e6 / cpu["total"])
+            if cpu["total"]
+            else None,
+            "load_average_at_start": load_at_start,
             "machine": machine(store, r),
         }
         result["e2e_vs_copy"] = round(result["e2e_events_per_s"] / result["copy_rows_per_s"], 2)

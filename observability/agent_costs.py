@@ -23,6 +23,7 @@ rollup rows and two partial hours of raw rows once the hours are cached.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import uuid
@@ -159,7 +160,24 @@ class _Cell:
     n: int
     mean: float
     m2: float  # sum of squared deviations from the mean
-    top: list[tuple[float, str, datetime]]  # (cost, trace_id, ts), most expensive first, <= TOP_PER_CELL
+    # (cost, trace_id, ts, model, decision_type, conversation_id, bot), most expensive first
+    top: list[tuple]
+
+
+_L = schema.llm_calls
+DETAIL_COLUMNS = (
+    _L.c.cost_usd,
+    _L.c.trace_id,
+    _L.c.ts,
+    _L.c.model,
+    _L.c.decision_type,
+    _L.c.conversation_id,
+    _L.c.bot,
+)
+
+
+def _detail(row: Sequence) -> tuple:
+    return (float(row[0]), row[1], as_datetime(row[2]), *row[3:7])
 
 
 def _combine(a: tuple[int, float, float], b: tuple[int, float, float]) -> tuple[int, float, float]:
@@ -253,16 +271,16 @@ def _read_cells(
         .over(partition_by=(period, t.c.agent), order_by=(cost.desc(), t.c.trace_id))
         .label("rn")
     )
-    inner = sa.select(period.label("p"), t.c.agent, cost, t.c.trace_id, t.c.ts, rn).where(*where).subquery()
+    inner = sa.select(period.label("p"), t.c.agent, *DETAIL_COLUMNS, rn).where(*where).subquery()
     top = conn.execute(
-        sa.select(inner.c.p, inner.c.agent, inner.c.cost_usd, inner.c.trace_id, inner.c.ts)
+        sa.select(inner.c.p, inner.c.agent, *[inner.c[c.name] for c in DETAIL_COLUMNS])
         .where(inner.c.rn <= TOP_PER_CELL)
         .order_by(inner.c.p, inner.c.agent, inner.c.rn)
     ).all()
-    for p, agent, c, tid, ts in top:
-        cell = out[as_datetime(p)].get(agent)
+    for row in top:
+        cell = out[as_datetime(row[0])].get(row[1])
         if cell is not None:
-            cell.top.append((float(c), tid, as_datetime(ts)))
+            cell.top.append(_detail(row[2:]))
     return out
 
 
@@ -346,10 +364,7 @@ class DecisionCostTracker:
                 first = conn.execute(sa.select(sa.func.min(schema.llm_calls.c.ts))).scalar()
                 start = floor_hour(as_datetime(first)) if first is not None else start
             cells = self._cells(conn, start, end) if groups else []
-            moments, anomalies, counts = self._anomalies(conn, cells, groups, z, min_n, start, end)
-            anomalies.sort(key=lambda a: (-a.z_score, a.trace_id))
-            shown = anomalies[:max_anomalies]
-            self._fill_details(conn, shown, start, end)
+            moments, shown, counts = self._anomalies(conn, cells, z, min_n, max_anomalies)
         total_cost = sum(float(s.sums.get("cost_usd", 0) or 0) for s in groups.values())
         summaries: dict[str, AgentCostSummary] = {}
         for agent in sorted(groups):
@@ -376,7 +391,7 @@ class DecisionCostTracker:
         return CostReport(
             agent_summaries=summaries, total_cost=total_cost, total_tokens=sum(a.total_tokens for a in summaries.values()),
             total_decisions=sum(a.decisions for a in summaries.values()), anomalies=shown,
-            anomaly_count=len(anomalies), efficiency_ranking=efficiency, z_threshold=z, min_decisions=min_n,
+            anomaly_count=sum(counts.values()), efficiency_ranking=efficiency, z_threshold=z, min_decisions=min_n,
             window_seconds=seconds, generated_at=now, source=agg.source,
         )  # fmt: skip
 
@@ -429,20 +444,14 @@ class DecisionCostTracker:
         return out
 
     def _anomalies(
-        self,
-        conn: sa.Connection,
-        cells: list,
-        groups: dict,
-        z: float,
-        min_n: int,
-        start: datetime,
-        end: datetime,
+        self, conn: sa.Connection, cells: list, z: float, min_n: int, max_anomalies: int
     ) -> tuple[dict[str, tuple[int, float, float]], list[CostAnomaly], dict[str, int]]:
+        """Per-agent moments over the window, the `max_anomalies` highest anomalies, counts per agent."""
         moments: dict[str, tuple[int, float, float]] = {}
         for _, per_agent in cells:
             for agent, c in per_agent.items():
                 moments[agent] = _combine(moments.get(agent, (0, 0.0, 0.0)), (c.n, c.mean, c.m2))
-        found: list[CostAnomaly] = []
+        found: list[tuple] = []  # (z, agent, detail, mean, std)
         counts: dict[str, int] = defaultdict(int)
         t = schema.llm_calls
         for (a, b), per_agent in cells:
@@ -454,37 +463,28 @@ class DecisionCostTracker:
                 if std <= 0:
                     continue
                 limit = mean + z * std
-                hits = [(cost, tid, ts) for cost, tid, ts in c.top if (cost - mean) / std > z]
+                hits = []
+                for d in c.top:  # most expensive first: stop at the first one within range
+                    if (d[0] - mean) / std <= z:
+                        break
+                    hits.append(d)
                 if len(hits) == len(c.top) and c.n > len(c.top):  # the tail is longer than kept: read it
                     rows = conn.execute(
-                        sa.select(t.c.cost_usd, t.c.trace_id, t.c.ts).where(
+                        sa.select(*DETAIL_COLUMNS).where(
                             t.c.ts >= a, t.c.ts < b, t.c.agent == agent, t.c.cost_usd > limit
                         )
                     ).all()
-                    hits = [
-                        (float(r[0]), r[1], as_datetime(r[2])) for r in rows if (float(r[0]) - mean) / std > z
-                    ]
-                for cost, tid, ts in hits:
-                    counts[agent] += 1
-                    found.append(CostAnomaly(agent=agent, trace_id=tid, ts=ts, cost_usd=cost, z_score=(cost - mean) / std,
-                                             agent_mean_usd=mean, agent_std_usd=std, trace_ids=[tid]))  # fmt: skip
-        return moments, found, counts
-
-    def _fill_details(
-        self, conn: sa.Connection, anomalies: list[CostAnomaly], start: datetime, end: datetime
-    ) -> None:
-        if not anomalies:
-            return
-        t = schema.llm_calls
-        by_id = {a.trace_id: a for a in anomalies}
-        rows = conn.execute(
-            sa.select(t.c.trace_id, t.c.model, t.c.decision_type, t.c.conversation_id, t.c.bot).where(
-                t.c.trace_id.in_(list(by_id)), t.c.ts >= start, t.c.ts < end
-            )
-        ).all()
-        for tid, model, dtype, conv, bot in rows:
-            a = by_id[tid]
-            a.model, a.decision_type, a.conversation_id, a.bot = model, dtype, conv, bot
+                    hits = [d for d in map(_detail, rows) if (d[0] - mean) / std > z]
+                counts[agent] += len(hits)
+                found.extend(((d[0] - mean) / std, agent, d, mean, std) for d in hits)
+        top = heapq.nsmallest(max_anomalies, found, key=lambda f: (-f[0], f[2][1]))
+        shown = [
+            CostAnomaly(agent=agent, trace_id=d[1], ts=d[2], cost_usd=d[0], z_score=zs, agent_mean_usd=mean,
+                        agent_std_usd=std, model=d[3], decision_type=d[4], conversation_id=d[5], bot=d[6],
+                        trace_ids=[d[1]])
+            for zs, agent, d, mean, std in top
+        ]  # fmt: skip
+        return moments, shown, counts
 
     def decision_type_breakdown(
         self, window: str | float = "24h", *, agent: str | None = None, now: datetime | None = None

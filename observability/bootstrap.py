@@ -4,6 +4,8 @@
 steps of `STEPS` in order and prints what each one did:
 
     migrate      create or upgrade the schema of DATABASE_URL
+    alert_rules  seed the default alert rules once (observability.alerting.rules)
+    admin_user   with no user yet, create `admin` and print its password once (observability.users)
     demo_data    with --demo only: backfill 24 hours of demo traffic when the store has no LLM
                  calls yet (a store that already holds data is left alone)
 
@@ -14,8 +16,6 @@ every `make run`, so they must be idempotent: seed what is missing, never overwr
 operator changed. `lazy("observability.module:function")` imports the module only when the step
 runs, so bootstrap itself stays cheap to import. A failing step is reported and the others still
 run (except `required` ones, which stop bootstrap); the exit code is 1 if any step failed.
-
-Other parts plug in here: seeding the default alert rules, creating the first admin user.
 """
 
 from __future__ import annotations
@@ -99,11 +99,9 @@ def step_demo_data(ctx: BootstrapContext) -> str:
 # steps seed, e.g. alert rules and users, so that the demo meets a configured console).
 STEPS: list[BootstrapStep] = [
     BootstrapStep("migrate", step_migrate, required=True),
-    # other parts register theirs here, e.g.
-    #   BootstrapStep("alert_rules", lazy("observability.alerting.rules:bootstrap_default_rules")),
-    #   BootstrapStep("admin_user", lazy("observability.auth:bootstrap_admin")),
     BootstrapStep("alert_rules", lazy("observability.alerting.rules:bootstrap_default_rules")),
     BootstrapStep("admin_user", lazy("observability.users:bootstrap_admin")),
+    # other parts register theirs here, before the demo data
     BootstrapStep("demo_data", step_demo_data, demo_only=True),
 ]
 

@@ -1084,14 +1084,19 @@ def system_resume(
 
 
 def system_status(store: Store) -> dict:
-    """{"stopped": bool, "reason", "by", "at"} of the system-wide stop."""
+    """{"stopped": bool, "reason", "by", "at" (aware datetime)} of the last system-wide stop or resume."""
     with store.connect() as conn:
         value = _system_stop(conn)
+    at = value.get("at")
+    try:
+        at = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        at = None
     return {
         "stopped": bool(value.get("stopped")),
         "reason": value.get("reason"),
         "by": value.get("by"),
-        "at": value.get("at"),
+        "at": at,
     }
 
 

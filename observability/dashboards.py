@@ -1351,3 +1351,57 @@ def unknown_models(store: Store, window: str = "30d", now: datetime | None = Non
     rows = LLMObservabilityService(store).unknown_model_calls(window_seconds(window), now=_now(now))
     return pd.DataFrame(rows, columns=["model", "provider", "calls", "input_tokens", "output_tokens",
                                        "caller_cost_usd", "first_seen", "last_seen"])  # fmt: skip
+
+
+def open_alerts(store: Store, limit: int = 20) -> pd.DataFrame:
+    """Alerts firing or acknowledged, critical first, newest first."""
+    a = schema.alerts
+    sev = sa.case((a.c.severity == "critical", 0), (a.c.severity == "warning", 1), else_=2)
+    stmt = (
+        sa.select(
+            a.c.id,
+            a.c.state,
+            a.c.severity,
+            a.c.rule_name,
+            a.c.message,
+            a.c.value,
+            a.c.threshold,
+            a.c.fired_at,
+            a.c.acknowledged_by,
+            a.c.escalation_level,
+        )  # fmt: skip
+        .where(a.c.state.in_(FIRING_STATES))
+        .order_by(sev, a.c.fired_at.desc())
+        .limit(limit)
+    )
+    cols = ["id", "state", "severity", "rule", "message", "value", "threshold", "fired_at", "acknowledged_by",
+            "escalation_level"]  # fmt: skip
+    with store.connect() as conn:
+        return _frame(conn.execute(stmt), cols)
+
+
+def bots_now(store: Store, now: datetime | None = None) -> pd.DataFrame:
+    """One row per bot: LLM requests, error rate and P50/P95 over the last hour (exact), spend
+    today (UTC), and whether an SLA breach is ongoing (slow_bots over the last hour)."""
+    now = _now(now)
+    hour = _llm_aggregate(store, "1h", None, ["bot"], None, now, percentiles=True)
+    since_midnight = max(int((now - day_start(now)).total_seconds()), 1)
+    today = _llm_aggregate(store, since_midnight, None, ["bot"], None, now)
+    cols = ["bot", "requests_1h", "error_rate_1h", "p50_ms", "p95_ms", "spend_today_usd", "slow_operations"]
+    if hour.empty and today.empty:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame({"bot": sorted(set(hour.get("bot", [])) | set(today.get("bot", [])))})
+    if not hour.empty:
+        df = df.merge(hour[["bot", "requests", "error_rate", "p50", "p95"]], on="bot", how="left")
+    else:
+        df = df.assign(requests=0, error_rate=0.0, p50=None, p95=None)
+    spend = today.set_index("bot")["cost_usd"] if not today.empty else pd.Series(dtype=float)
+    df["spend_today_usd"] = df["bot"].map(spend).fillna(0.0)
+    slow = slow_bots(store, "1h", None, now)
+    slow_ops = slow.groupby("bot")["operation"].agg(", ".join) if not slow.empty else pd.Series(dtype=str)
+    df["slow_operations"] = df["bot"].map(slow_ops).fillna("")
+    df = df.rename(
+        columns={"requests": "requests_1h", "error_rate": "error_rate_1h", "p50": "p50_ms", "p95": "p95_ms"}
+    )
+    df["requests_1h"] = df["requests_1h"].fillna(0).astype(int)
+    return df[cols]

@@ -246,7 +246,8 @@ def check_wire(event: Any, max_text_bytes: int = 1_000_000) -> list:
 
 _LEN = {name: column_limit(KIND_LLM, name) for name in FIELDS[KIND_LLM] if name != "ts"}
 _L_ID, _L_BOT, _L_MODEL, _L_PROVIDER = _LEN["trace_id"], _LEN["bot"], _LEN["model"], _LEN["provider"]
-_L_AGENT, _L_DTYPE, _L_CONV, _L_ERR = _LEN["agent"], _LEN["decision_type"], _LEN["conversation_id"], _LEN["error_type"]
+_L_AGENT, _L_DTYPE, _L_ERR = _LEN["agent"], _LEN["decision_type"], _LEN["error_type"]
+_L_CONV = _LEN["conversation_id"]
 _NUM = (float, int)
 _INF = math.inf
 

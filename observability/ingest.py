@@ -137,16 +137,17 @@ def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Setti
     llm = grouped.get(ev.KIND_LLM)
     if llm:
         out = []
+        append, price, epoch, seconds = out.append, cost_of, EPOCH, timedelta  # the hottest loop
+        minutes = set()
         for e in llm:
             (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv,
              ok, err) = e  # fmt: skip
-            c = cost_of(provider, model, it, ot, cr, cw, response_cache_hit=hit)
-            usd = c.usd if cost is None else float(cost)
-            out.append(
-                (tid, _ts(ts), bot, agent, dtype, model, provider, it, ot, cr, cw, float(lat), hit,
-                 usd, c.saved_usd, c.known, conv, ok, err)  # fmt: skip
-            )
-            dirty.add(("llm", _minute(ts)))
+            usd, saved, known = price(provider, model, it, ot, cr, cw, response_cache_hit=hit)
+            append((tid, epoch + seconds(seconds=ts), bot, agent, dtype, model, provider, it, ot, cr, cw,
+                    float(lat), hit, usd if cost is None else float(cost), saved, known, conv, ok,
+                    err))  # fmt: skip
+            minutes.add(int(ts // 60))
+        dirty.update(("llm", m) for m in minutes)
         rows[ev.KIND_LLM] = out
 
     for kind in SIMPLE_KINDS:
@@ -235,4 +236,3 @@ def mark_dirty(store: Store, conn: sa.Connection, minutes: set[tuple[str, int]])
     stmt = store.insert(t).values(values)
     stmt = stmt.on_conflict_do_update(index_elements=["kind", "minute"], set_={"mark": stmt.excluded.mark})
     conn.execute(stmt)
-

@@ -285,19 +285,21 @@ def _merge_parts(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
 
 
 def sketch_quantiles(keys: np.ndarray, counts: np.ndarray, qs: Sequence[float]) -> list[float | None]:
-    """`Sketch.quantiles` over sorted bucket indexes and counts, vectorised."""
-    n = int(counts.sum())
+    """`Sketch.quantiles` over sorted bucket indexes and counts (one searchsorted for all ranks)."""
+    cum = np.cumsum(counts)
+    n = int(cum[-1]) if len(cum) else 0
     if n == 0:
         return [None for _ in qs]
-    cum = np.cumsum(counts)
-    values = 2.0 * GAMMA ** keys.astype(float) / (GAMMA + 1.0)
-    out: list[float | None] = []
+    ranks = []
     for q in qs:
         r = q * (n - 1)
         lo = math.floor(r)
-        hi = min(lo + 1, n - 1)
-        a = float(values[int(np.searchsorted(cum, lo + 1))])
-        b = float(values[int(np.searchsorted(cum, hi + 1))])
+        ranks.append((r, lo, min(lo + 1, n - 1)))
+    pos = np.searchsorted(cum, [x for _, lo, hi in ranks for x in (lo + 1, hi + 1)]).tolist()
+    out: list[float | None] = []
+    for i, (r, lo, _) in enumerate(ranks):
+        a = 2.0 * GAMMA ** int(keys[pos[2 * i]]) / (GAMMA + 1.0)
+        b = 2.0 * GAMMA ** int(keys[pos[2 * i + 1]]) / (GAMMA + 1.0)
         out.append(a + (r - lo) * (b - a))
     return out
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from genai_prices import Usage, calc_price
 
@@ -47,8 +47,7 @@ PROVIDER_ALIASES = {
 }
 
 
-@dataclass(frozen=True)
-class Cost:
+class Cost(NamedTuple):  # a NamedTuple: built once per LLM call at ingest, twice as fast as a dataclass
     usd: float
     # what caching saved: prompt-cache reads against the plain input price, or the whole call when
     # a response cache answered it (cache writes cost extra and are not counted as savings)
@@ -66,6 +65,7 @@ class _Rates:
     model_price: Any  # genai_prices ModelPrice, or None for overrides
 
 
+@lru_cache(maxsize=1024)  # ingest prices every LLM call: keep the per-call work to arithmetic
 def _norm_provider(provider: str | None) -> str | None:
     if not provider:
         return None

@@ -61,6 +61,7 @@ llm_calls = Table(
     Index("ix_llm_calls_conversation", "conversation_id"),
     # calls the price table did not know (priced 0 and flagged): the cost page lists them cheaply
     Index("ix_llm_calls_unpriced", "ts", postgresql_where=text("price_known = false"),
+          postgresql_include=["model", "provider", "input_tokens", "output_tokens", "cost_usd"],
           sqlite_where=text("price_known = 0")),
 )
 

@@ -223,11 +223,12 @@ def make_incident(rng: random.Random, kind: str, start: float, live: bool = Fals
 
 def backfill_incidents(rng: random.Random, start: float, end: float) -> list[Incident]:
     """Incidents laid out backwards from `end`, 45 to 100 minutes apart: the latest is a slow
-    period ending 4-12 minutes before `end` (the last hour shows an SLA breach), before it an
-    error burst and a rate-limited period, then every kind once per round in a seeded order."""
+    period still under way at `end` (the last hour shows an SLA breach, and a worker started right
+    after the backfill finds it firing), before it an error burst and a rate-limited period, then
+    every kind once per round in a seeded order."""
     order: list[str] = ["slow", "error_burst", "rate_limit"]
     out: list[Incident] = []
-    t_end = end - rng.uniform(4, 12) * 60
+    t_end = end + rng.uniform(2, 8) * 60
     while True:
         if not order:
             order = list(INCIDENT_KINDS)
@@ -694,14 +695,15 @@ class Simulator:
                 f"circular handoff blocked: {target} -> {source} -> {target} within {BLOCK_WINDOW_MIN} min"
             )
             events.append(self.op_event(clock, source, "handoff", check_ms))
-            events.append(self.handoff_event(clock, source, target, False, check_ms, True, reason))
+            # success=True as with the SDK's defaults: the guard worked; `blocked` says it did not happen
+            events.append(self.handoff_event(clock, source, target, True, check_ms, True, reason))
             title = f"Handoff {source} -> {target} blocked"
             events.append(
                 self.activity_event(clock, "handoff_blocked", title, "medium", "handoff", reason, c)
             )
             return None
         exec_ms = self.op_ms(HANDOFF, "execute", fx.slow)
-        ok = self.rng.random() >= (0.15 if fx.storm else 0.005)
+        ok = self.rng.random() >= (0.15 if fx.storm else 0.003)
         err = None if ok else self.rng.choice(("timeout", "context_transfer_failed"))
         reason = None if ok else f"handoff to {target} failed: {err}"
         events.append(self.op_event(clock, source, "handoff", check_ms, ok, False, err))

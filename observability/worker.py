@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import control, retention, rollups, schema, telemetry, worker_http
+from observability import control, redaction, retention, rollups, schema, telemetry, worker_http
 from observability.alerting import steps as alerting_steps
 from observability.conversation_scoring import score_conversations
 from observability.ingest import write_batch
@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    redaction.install_secret_filter(settings)  # no secret in a log line, whoever logs it
     store = Store.from_url(settings.database_url)
     store.migrate()
     worker = Worker(store, settings)

@@ -82,7 +82,7 @@ else:
     else:
         c = st.columns(5)
         c[0].metric("Sentiment", "–" if detail["sentiment_avg"] is None else f"{detail['sentiment_avg']:+.2f}",
-                    str(detail["sentiment_trend"] or ""), delta_color="off")  # fmt: skip
+                    str(detail["sentiment_trend"] or ""), delta_color="off", delta_arrow="off")  # fmt: skip
         c[1].metric("Topic drift", "–" if detail["drift"] is None else f"{detail['drift']:.2f}")
         c[2].metric("Engagement", "–" if detail["engagement"] is None else f"{detail['engagement']:.2f}")
         c[3].metric("Resolved", "yes" if detail["resolved"] else "no")

@@ -68,8 +68,9 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 system = control.system_status(store)
 if system["stopped"]:
+    since = f" since {system['at']:%Y-%m-%d %H:%M:%S} UTC" if system["at"] else ""
     st.error(
-        f"System-wide stop in force since {system['at']} by {system['by']}: {system['reason'] or 'no reason given'}. "
+        f"System-wide stop in force{since} by {system['by']}: {system['reason'] or 'no reason given'}. "
         "No bot may respond until an admin resumes on the Emergency page.",
         icon=":material/emergency_home:",
     )

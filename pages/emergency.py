@@ -44,8 +44,9 @@ if "em_done" in st.session_state:
 
 system = control.system_status(store)
 if system["stopped"]:
+    since = f" since {system['at']:%Y-%m-%d %H:%M:%S} UTC" if system["at"] else ""
     st.error(
-        f"**Every conversation is stopped** since {system['at']} by {system['by']}: "
+        f"**Every conversation is stopped**{since} by {system['by']}: "
         f"{system['reason'] or 'no reason given'}.",
         icon=":material/emergency_home:",
     )

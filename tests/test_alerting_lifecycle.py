@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from test_alerting_support import T0, Harness, alerting, password_hash, peers, smtp_certificate, users  # noqa: F401 - fixtures
 
 from observability import schema
+from observability.alerting import InvalidTransition
+from observability.auth import PermissionDenied
 
 # rule -> (stats that break it, stats that clear it, channels of level 1, channels told it resolved)
 DEFAULT_RULES = {
@@ -185,9 +187,17 @@ def test_two_level_rule_raises_severity_and_starts_escalation(alerting: Harness)
 
 @SQLITE_ONLY
 def test_every_change_leaves_timeline_and_activity_rows(alerting: Harness) -> None:
-    op = alerting.users["operator"]
+    op, analyst = alerting.users["operator"], alerting.users["analyst"]
     [alert] = alerting.at(0, {"error_rate": 0.3})
+    for action in (alerting.svc.acknowledge_alert, alerting.svc.resolve_alert, alerting.svc.escalate_alert):
+        with pytest.raises(PermissionDenied):  # checked in the service, not only hidden on the page
+            action(alert["id"], analyst, now=alerting.now(5))
+    with pytest.raises(PermissionDenied):
+        alerting.svc.acknowledge_alert(alert["id"], "mallory", now=alerting.now(5))
+    assert alerting.svc.get_alert(alert["id"])["state"] == "firing"
     alerting.svc.acknowledge_alert(alert["id"], op, now=alerting.now(10))
+    with pytest.raises(InvalidTransition, match="already acknowledged by operator1"):
+        alerting.svc.acknowledge_alert(alert["id"], op, now=alerting.now(12))
     alerting.svc.resolve_alert(alert["id"], op, note="fixed the upstream", now=alerting.now(20))
     kinds = [(e["kind"], e["actor"]) for e in alerting.svc.alert_timeline(alert["id"])]
     assert ("fired", None) in kinds and ("acknowledged", op) in kinds and ("resolved", op) in kinds
@@ -196,3 +206,29 @@ def test_every_change_leaves_timeline_and_activity_rows(alerting: Harness) -> No
                             .where(schema.activity_events.c.category == "alerts")).all()  # fmt: skip
     types = {(t, u) for t, u in rows}
     assert {("alert.fired", None), ("alert.acknowledged", op), ("alert.resolved", op)} <= types
+
+
+def test_concurrent_evaluations_open_one_alert_and_queue_one_notification_set(alerting: Harness) -> None:
+    import threading
+
+    from observability.alerting import AlertingService
+    from observability.store import Store
+
+    services = [AlertingService(Store.from_url(alerting.store.url), alerting.settings) for _ in range(4)]
+    barrier = threading.Barrier(len(services))
+
+    def evaluate(svc: AlertingService) -> None:
+        barrier.wait()
+        svc.check_and_send_alerts({"error_rate": 0.5}, now=alerting.now(0))
+
+    threads = [threading.Thread(target=evaluate, args=(s,)) for s in services]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    with alerting.store.connect() as conn:
+        alerts = conn.execute(sa.select(sa.func.count()).select_from(schema.alerts)).scalar()
+        queued = conn.execute(sa.select(sa.func.count()).select_from(schema.notifications)).scalar()
+    assert (alerts, queued) == (1, 3)
+    alerting.tick(0)
+    alerting.peers.expect([(c, "trigger", "high_error_rate", 1, 0, 0) for c in ("email", "slack", "webhook")])

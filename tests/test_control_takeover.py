@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -293,3 +294,26 @@ def test_list_conversations_puts_held_and_stopped_first_with_scores(crew: Store)
     )
     assert [r["id"] for r in control.list_conversations(crew, states=["ai"])] == ["bravo"]
     assert [r["id"] for r in control.list_conversations(crew, search="CHARL")] == ["charlie"]
+
+
+def test_two_operators_taking_over_at_once_one_wins_and_the_other_is_told(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def take(name: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[name] = control.take_control(crew, "c1", name, "mine", settings=S).outcome
+        except control.ControlConflict as exc:
+            outcomes[name] = f"refused: {exc}"
+
+    threads = [threading.Thread(target=take, args=(n,)) for n in ("olga", "otto")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    winner = control.intervention_status(crew, "c1").operator
+    loser = "otto" if winner == "olga" else "olga"
+    assert outcomes[winner] == "taken" and outcomes[loser].startswith("refused")
+    assert [(r.action, r.user_name) for r in _rows(crew, schema.interventions)] == [("take_control", winner)]

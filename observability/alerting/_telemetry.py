@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover
     _increment = None
     _optional_span = None
 
-SERVICE = "obs.alerting"
+SERVICE = "observability.alerting"
 
 
 def count(name: str, **attributes: Any) -> None:

@@ -35,6 +35,7 @@ from observability.alerting.model import (
     STATE_PENDING,
     SYSTEM_ACTOR,
     AlertRule,
+    InvalidTransition,
     Sample,
     breach,
     dedup_key,
@@ -183,7 +184,7 @@ def _series(
             elif alert["clear_since"] is None:
                 lifecycle.start_clear(conn, alert, now)
                 result.changed += 1
-    except StepConflict as exc:
+    except (StepConflict, InvalidTransition) as exc:  # someone else changed the alert first
         log.info("evaluation of %s skipped: %s", rule.name, exc)
 
 
@@ -191,13 +192,16 @@ def _close_orphan(
     store: Store, settings: Settings, row: dict[str, Any], now: datetime, result: EvaluationResult
 ) -> None:
     """An open alert whose rule was deleted or disabled behind our back: resolve (or drop) it."""
-    with store.begin() as conn:
-        alert = lock_alert(conn, row["id"])
-        if alert is None or alert["state"] not in OPEN_STATES:
-            return
-        if alert["state"] == STATE_PENDING:
-            lifecycle.drop_pending(conn, alert)
-            return
-        lifecycle.resolve(conn, store, settings, alert, None, now, actor=SYSTEM_ACTOR,
-                          reason="its rule was deleted or disabled")  # fmt: skip
-        result.resolved.append(alert["id"])
+    try:
+        with store.begin() as conn:
+            alert = lock_alert(conn, row["id"])
+            if alert is None or alert["state"] not in OPEN_STATES:
+                return
+            if alert["state"] == STATE_PENDING:
+                lifecycle.drop_pending(conn, alert)
+                return
+            lifecycle.resolve(conn, store, settings, alert, None, now, actor=SYSTEM_ACTOR,
+                              reason="its rule was deleted or disabled")  # fmt: skip
+            result.resolved.append(alert["id"])
+    except InvalidTransition as exc:
+        log.info("orphan alert #%s left alone: %s", row["id"], exc)

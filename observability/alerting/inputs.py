@@ -137,9 +137,6 @@ def bot_metrics(store: Store, settings: Settings, now: datetime) -> dict[str, An
         if rest == "interactions" and value == 0:  # an idle bot: its rates mean nothing
             for family in ("cache_hit_rate", "error_rate"):
                 stats[f"{prefix}.{family}"] = None
-        if prefix == "interactions" and rest:  # rates over bot_interactions, e.g. rate limits
-            stats.pop(key, None)
-            stats[key] = {"metric": rest, "value": value, "labels": {"source": "bot_interactions"}}
     if values.get("handoff.count") == 0:
         stats["handoff.failure_rate"] = None
     # a bot idle for longer than the window still needs its silence measured

@@ -214,7 +214,11 @@ def resolve(
     a = schema.alerts
     values = {"state": STATE_RESOLVED, "resolved_at": now, "resolved_by": actor, "next_escalation_at": None,
               "suppressed_by": None}  # fmt: skip
-    conn.execute(sa.update(a).where(a.c.id == alert["id"], a.c.state == alert["state"]).values(**values))
+    res = conn.execute(
+        sa.update(a).where(a.c.id == alert["id"], a.c.state == alert["state"]).values(**values)
+    )
+    if res.rowcount != 1:
+        raise InvalidTransition(f"alert #{alert['id']} changed meanwhile; look again")
     alert.update(values)
     targets = [
         c
@@ -247,7 +251,9 @@ def acknowledge(
     a = schema.alerts
     values = {"state": STATE_ACKNOWLEDGED, "acknowledged_by": actor, "acknowledged_at": now,
               "next_escalation_at": None, "suppressed_by": None}  # fmt: skip
-    conn.execute(sa.update(a).where(a.c.id == alert["id"], a.c.state == STATE_FIRING).values(**values))
+    res = conn.execute(sa.update(a).where(a.c.id == alert["id"], a.c.state == STATE_FIRING).values(**values))
+    if res.rowcount != 1:
+        raise InvalidTransition(f"alert #{alert['id']} changed meanwhile; look again")
     alert.update(values)
     targets = [
         c

@@ -88,6 +88,8 @@ METRICS: dict[str, MetricInfo] = {
     )
 }
 # Units whose values are bounded: thresholds outside are a mistake we can name.
+# Scopes that name a data source rather than a bot.
+SOURCE_SCOPES = {"interactions": "bot_interactions"}
 _UNIT_RANGE = {"ratio": (0.0, 1.0), "score": (0.0, 1.0), "percent": (0.0, 100.0)}
 
 
@@ -115,6 +117,8 @@ def parse_metric(name: str) -> tuple[str, dict[str, str]]:
     """`lead_bot.response_time_p95` -> ("response_time_p95", {"bot": "lead_bot"}); others unchanged."""
     scope, dot, family = name.partition(".")
     if dot and family in METRICS and METRICS[family].scoped and _SCOPE_RE.match(scope):
+        if scope in SOURCE_SCOPES:  # e.g. interactions.rate_limit_error_rate: not a bot
+            return family, {"source": SOURCE_SCOPES[scope]}
         return family, {"bot": scope}
     return name, {}
 

@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from observability.alerting.model import METRICS, Sample, make_sample, parse_metric
+from observability.alerting.model import Sample, make_sample, parse_metric
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,3 @@ def _derived(samples: list[Sample], targets: Mapping[str, float]) -> list[Sample
         elif s.metric == "success_rate" and ("failure_rate", s.labels) not in have:
             out.append(Sample("failure_rate", s.labels, None if s.value is None else 1.0 - s.value))
     return out
-
-
-def known_family(name: str) -> bool:
-    return name in METRICS

@@ -24,13 +24,11 @@ from observability.alerting._telemetry import set_attribute, span
 from observability.alerting.model import (
     ACTIVE_STATES,
     CHANNELS,
-    COMPARISON_SYMBOLS,
     MAX_LEVEL,
     METRICS,
     OPEN_STATES,
     SEVERITIES,
     STATE_PENDING,
-    STATE_RESOLVED,
     AlertNotFound,
     AlertRule,
     InvalidTransition,
@@ -578,9 +576,4 @@ class AlertingService:
         return {"channel": channel, "ok": ok, "detail": detail}
 
 
-def rule_condition(rule: AlertRule) -> str:
-    """`error_rate > 5.0%` style text for tables."""
-    return rule.condition_text() if rule.comparison in COMPARISON_SYMBOLS else rule.metric
-
-
-__all__ = ["AlertingService", "public_alert", "rule_condition", "STATE_RESOLVED"]
+__all__ = ["AlertingService", "public_alert"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 
 from observability.alerting.channels.base import DeliveryError, Outgoing, body_lines, title
 from observability.settings import Settings
@@ -40,7 +40,7 @@ def render(msg: Outgoing, settings: Settings) -> EmailMessage:
     m["To"] = ", ".join(recipients(settings))
     m["Date"] = formatdate(usegmt=True)
     domain = (settings.alert_email_from or "localhost").rpartition("@")[2] or "localhost"
-    m["Message-ID"] = make_msgid(idstring=msg.key.replace("@", "-"), domain=domain)
+    m["Message-ID"] = f"<{msg.key.replace('@', '-')}@{domain}>"  # stable across retries
     m["X-Alert-Severity"] = msg.severity
     m["X-Alert-Kind"] = msg.kind
     width = max(len(k) for k, _ in body_lines(msg, settings))

@@ -1,0 +1,124 @@
+# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
+"""The Alerts page under Streamlit's AppTest: operators act (acknowledge, resolve, escalate, toggle,
+create rules, silence, test a channel), analysts only look, and bad input shows a clear error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
+from test_alerting_support import Peers, password_hash, peers, smtp_certificate  # noqa: F401 - fixtures
+
+from observability import auth, schema
+from observability.alerting import AlertingService
+from observability.settings import PROJECT_ROOT, get_settings, reset_settings_cache
+from observability.store import Store
+from observability.timeutil import utcnow
+from observability.ui import common
+
+PAGE = str(PROJECT_ROOT / "pages" / "alerts.py")
+
+
+@pytest.fixture
+def console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password_hash: str, peers: Peers
+) -> Iterator[Store]:
+    url = f"sqlite:///{tmp_path / 'console.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "password")
+    monkeypatch.setenv("ALERT_SLACK_ENABLED", "true")
+    monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", f"{peers.base}/slack")
+    reset_settings_cache()
+    common.clear_caches()
+    store = Store.from_url(url)
+    store.migrate()
+    with store.begin() as conn:
+        conn.execute(sa.insert(schema.users), [
+            {"name": f"{role}1", "role": role, "password_hash": password_hash, "created_at": utcnow()}
+            for role in auth.ROLES
+        ])  # fmt: skip
+    svc = AlertingService(store, get_settings())
+    now = utcnow() - timedelta(seconds=30)
+    svc.check_and_send_alerts({"error_rate": 0.3, "cache_hit_rate": 0.2}, now=now)
+    yield store
+    store.dispose()
+    reset_settings_cache()
+
+
+def run(role: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["user"] = auth.User(f"{role}1", role)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def keys(at: AppTest, kind: str = "button") -> set[str]:
+    return {w.key for w in at.get(kind) if getattr(w, "key", None)}
+
+
+def errors(at: AppTest) -> str:
+    return "\n".join(str(e.value) for e in at.error)
+
+
+def test_operator_acknowledges_resolves_and_escalates(console: Store) -> None:
+    svc = AlertingService(console, get_settings())
+    err, cache = sorted(svc.active_alerts(), key=lambda a: a["rule_name"])
+    at = run("operator")
+    assert {m.label: m.value for m in at.metric}["Firing"] == "2"
+    assert {f"ack_{err['id']}", f"resolve_{err['id']}", f"escalate_{err['id']}"} <= keys(at)
+    assert "r_del_btn" not in keys(at), "only admins see rule deletion"
+    at.button(key=f"ack_{err['id']}").click().run()
+    assert not at.exception and svc.get_alert(err["id"])["acknowledged_by"] == "operator1"
+    at.button(key=f"escalate_{cache['id']}").click().run()
+    assert svc.get_alert(cache["id"])["escalation_level"] == 2
+    at.button(key=f"resolve_{cache['id']}").click().run()
+    assert svc.get_alert(cache["id"])["state"] == "resolved"
+    timelines = [d.value for d in at.dataframe if "event" in d.value.columns]
+    assert any({"fired", "notified", "acknowledged"} <= set(t["event"]) for t in timelines)
+
+
+def test_analyst_sees_alerts_but_no_actions(console: Store) -> None:
+    at = run("analyst")
+    assert {m.label: m.value for m in at.metric}["Firing"] == "2"
+    assert not any(
+        k.startswith(("ack_", "resolve_", "escalate_", "test_", "toggle_"))
+        for k in keys(at) | keys(at, "toggle")
+    )
+    assert not [f for f in at.get("form")], "no rule or silence forms for analysts"
+
+
+def test_rules_panel_toggles_validates_and_creates(console: Store) -> None:
+    svc = AlertingService(console, get_settings())
+    at = run("operator")
+    at.toggle(key="toggle_rate_limit_breach").set_value(False).run()
+    assert svc.get_rule("rate_limit_breach").enabled is False
+    before = [r.name for r in svc.list_rules()]
+    at.text_input(key="rf_new_name").input("queue_too_deep")
+    at.text_input(key="rf_new_metric").input("queue_dept")
+    at.text_input(key="rf_new_thr").input("lots")
+    at.button(key="FormSubmitter:rf_new-Create rule").click().run()
+    assert "unknown metric 'queue_dept'" in errors(at) and "threshold must be a number" in errors(at)
+    assert [r.name for r in svc.list_rules()] == before
+    at.text_input(key="rf_new_metric").input("lead_bot.response_time_p95")
+    at.text_input(key="rf_new_thr").input("4000")
+    at.button(key="FormSubmitter:rf_new-Create rule").click().run()
+    assert not at.exception and svc.get_rule("queue_too_deep").threshold == 4000.0
+
+
+def test_silence_and_test_notification_from_the_page(console: Store, peers: Peers) -> None:
+    svc = AlertingService(console, get_settings())
+    at = run("operator")
+    at.selectbox(key="s_rule").select("high_error_rate")
+    at.text_input(key="s_reason").input("maintenance window")
+    at.button(key="FormSubmitter:silence_form-Create silence").click().run()
+    [silence] = svc.list_silences(active_only=True)
+    assert silence["rule_name"] == "high_error_rate" and silence["created_by"] == "operator1"
+    assert "test_slack" in keys(at) and "test_email" not in keys(at), "only configured channels can be tested"
+    at.button(key="test_slack").click().run()
+    assert [r.kind for r in peers.of("slack")] == ["test"]
+    assert any("slack" in str(s.value) for s in at.success)
