@@ -140,6 +140,7 @@ def remember_deep_link() -> None:
         params = st.query_params.to_dict()
     except Exception:  # noqa: BLE001 - no browser context (tests): nothing to remember
         return
+    path = params.pop(ui.NEXT_PARAM, None) or path  # a page sent back through the router
     if nav.page_by_name(path) is not None:
         st.session_state[AFTER_LOGIN] = (path, params)
 

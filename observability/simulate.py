@@ -703,7 +703,8 @@ class Simulator:
             )
             return None
         exec_ms = self.op_ms(HANDOFF, "execute", fx.slow)
-        ok = self.rng.random() >= (0.15 if fx.storm else 0.003)
+        errors = max(fx.errors, self.incidents.effects(target, clock).errors)  # either side failing
+        ok = self.rng.random() >= 0.003 + errors * 0.5 + (0.15 if fx.storm else 0.0)
         err = None if ok else self.rng.choice(("timeout", "context_transfer_failed"))
         reason = None if ok else f"handoff to {target} failed: {err}"
         events.append(self.op_event(clock, source, "handoff", check_ms, ok, False, err))

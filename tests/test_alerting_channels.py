@@ -134,6 +134,7 @@ def test_pagerduty_400_is_not_retried_429_and_5xx_are(alerting: Harness) -> None
     assert not alerting.peers.errors
 
 
+@SQLITE_ONLY
 def test_a_channel_that_keeps_failing_raises_its_own_alert(alerting: Harness) -> None:
     alerting.peers.answer("slack", *[(500, {}, "server error")] * 3)
     alerting.at(0, {"cache_hit_rate": 0.2})  # slack only

@@ -68,6 +68,7 @@ def test_escalates_through_three_levels_and_ack_resolve_reach_the_pagers(fast: H
     assert kinds.count(("escalated", 2)) == 1 and kinds.count(("escalated", 3)) == 1
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_acknowledgement_stops_escalation(fast: Harness) -> None:
     [alert] = fast.at(0, {"error_rate": 0.3})
     fast.svc.acknowledge_alert(alert["id"], fast.users["operator"], note="looking", now=fast.now(10))

@@ -162,3 +162,13 @@ def test_wrong_password_is_refused_in_the_browser(console: str, page) -> None:  
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Sign-in failed").wait_for(timeout=20_000)
     assert page.get_by_test_id("stSidebarNav").count() == 0
+
+
+def test_a_shared_link_survives_sign_in(console: str, page) -> None:  # noqa: ANN001
+    page.goto(f"{console}/token_analytics?range=7d&by=bot")
+    page.get_by_label("User name").fill(USER)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Token analytics").first.wait_for(timeout=30_000)
+    page.get_by_text("Window 7d").first.wait_for(timeout=30_000)
+    assert "range=7d" in page.url

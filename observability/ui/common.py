@@ -33,7 +33,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 import pandas as pd
 import streamlit as st
@@ -100,8 +100,39 @@ def sign_out() -> None:
     st.session_state.pop(USER_KEY, None)
 
 
+NEXT_PARAM = "next"  # query parameter carrying a deep link through Home.py's router
+
+
+def _outside_router() -> bool:
+    """True when Streamlit ran a page file directly instead of through Home.py's st.navigation.
+
+    A freshly started server with a `pages/` directory serves the very first request in its legacy
+    multipage mode until some session has called st.navigation; a deep link opened then would skip
+    the router (and its sign-in form)."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+
+        return PagesManager.uses_pages_directory is True
+    except Exception:  # noqa: BLE001 - internal API moved: assume the router ran
+        return False
+
+
+def _back_to_router() -> None:
+    try:
+        page = urlparse(st.context.url or "").path.rstrip("/").rsplit("/", 1)[-1]
+        params = st.query_params.to_dict()
+    except Exception:  # noqa: BLE001
+        page, params = "", {}
+    st.switch_page("Home.py", query_params={**params, NEXT_PARAM: page} if page else params)
+
+
 def require(action: str) -> auth.User:
-    """Stop the page with an error unless the current user's role may do `action`."""
+    """Stop the page with an error unless the current user's role may do `action`.
+
+    Every page calls this first; it also sends a page that was opened outside Home.py's router
+    back through it (with the deep link kept), so sign-in and role-based navigation always apply."""
+    if _outside_router():
+        _back_to_router()
     user = current_user()
     if user is None:
         st.error("Please sign in first.")
