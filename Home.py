@@ -149,7 +149,19 @@ def main() -> None:
     user = ui.current_user()
     if user is None:
         remember_deep_link()
-        pg = st.navigation([st.Page(login_page, title="Sign in", icon=":material/login:")], position="hidden")
+        # every page's URL shows the sign-in form (hidden entries), so a shared link keeps its path
+        # instead of hitting "page not found"; after sign-in the link is opened (see below)
+        doors = [
+            st.Page(
+                login_page, title="Sign in", icon=":material/login:", url_path=p.url_path, visibility="hidden"
+            )
+            for p in nav.PAGES
+            if (ROOT / p.path).is_file()
+        ]
+        pg = st.navigation(
+            [st.Page(login_page, title="Sign in", icon=":material/login:", default=True), *doors],
+            position="hidden",
+        )
         pg.run()
         return
     overview = st.Page(overview_page, title=nav.OVERVIEW_TITLE, icon=nav.OVERVIEW_ICON, default=True)
@@ -159,6 +171,12 @@ def main() -> None:
             st.Page(str(ROOT / p.path), title=p.title, icon=p.icon, url_path=p.url_path) for p in specs
         ]
     pg = st.navigation(groups, expanded=True)
+    nxt = st.query_params.get(ui.NEXT_PARAM)
+    if nxt and AFTER_LOGIN not in st.session_state:  # sent back through the router while signed in
+        st.session_state[AFTER_LOGIN] = (
+            nxt,
+            {k: v for k, v in st.query_params.to_dict().items() if k != ui.NEXT_PARAM},
+        )
     target = st.session_state.pop(AFTER_LOGIN, None)
     if target is not None:
         page = next((p for ps in groups.values() for p in ps if p.url_path == target[0]), None)

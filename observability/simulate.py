@@ -578,7 +578,7 @@ class Simulator:
             clock, ok, err = self.llm_call(events, c, i, clock, fx, agent, dtype)
         if ok:
             clock, ok, err = self.llm_call(events, c, i, clock, fx, "responder", "reply_generation")
-        if ok and rng.random() < fx.errors * 0.5 + 0.003:  # the bot's own code fails now and then
+        if ok and rng.random() < fx.errors * 0.5 + 0.001:  # the bot's own code fails now and then
             ok, err = False, "internal_error"
         clock = self.process(events, c, t, clock, fx, ok, err)
         text = self.bot_text(c, i, ok)
@@ -622,7 +622,7 @@ class Simulator:
                 pass
             elif MODELS[model].provider == "anthropic" and rng.random() < fx.rate_limit + 0.001:
                 ok, err, lat = False, "rate_limit", round(rng.uniform(40, 220), 1)
-            elif rng.random() < 0.005 + fx.errors * 0.5:
+            elif rng.random() < 0.002 + fx.errors * 0.5:
                 ok, err = False, self.choice_w(LLM_ERRORS.items())
                 lat = round(rng.uniform(30_000, 60_000), 1) if err == "timeout" else lat
             toks = tokens if ok else (tokens[0], 0, 0, 0)
@@ -664,7 +664,7 @@ class Simulator:
         """The bot's `process` operation and its interaction record; returns the reply time."""
         rng = self.rng
         ms = self.op_ms(c.bot, "process", fx.slow)
-        hit = rng.random() < (0.05 if fx.cache_cold else 0.6)
+        hit = rng.random() < (0.05 if fx.cache_cold else 0.75)
         if err == "timeout":
             ms = max(ms, round((clock - t) * 1000, 2))
         end = max(clock, t + ms / 1000) + rng.uniform(0.01, 0.05)
@@ -704,7 +704,7 @@ class Simulator:
             return None
         exec_ms = self.op_ms(HANDOFF, "execute", fx.slow)
         errors = max(fx.errors, self.incidents.effects(target, clock).errors)  # either side failing
-        ok = self.rng.random() >= 0.003 + errors * 0.5 + (0.15 if fx.storm else 0.0)
+        ok = self.rng.random() >= 0.002 + errors * 0.5 + (0.15 if fx.storm else 0.0)
         err = None if ok else self.rng.choice(("timeout", "context_transfer_failed"))
         reason = None if ok else f"handoff to {target} failed: {err}"
         events.append(self.op_event(clock, source, "handoff", check_ms, ok, False, err))

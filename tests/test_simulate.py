@@ -117,7 +117,7 @@ def test_operations_interactions_and_handoffs(demo: tuple) -> None:
     assert ops == set(SLA_P95)
     assert scalar(store, "SELECT count(*) FROM bot_operations WHERE NOT success") > 0
     hit_rate = scalar(store, "SELECT avg(cache_hit) FROM bot_interactions")
-    assert 0.5 < hit_rate < 0.7
+    assert 0.6 < hit_rate < 0.85  # the low_cache_hit_rate rule wants >= 50 %
     assert {b for (b,) in rows(store, "SELECT DISTINCT bot FROM bot_interactions")} == set(simulate.BOTS)
     blocked = rows(store, "SELECT source, target, success, reason FROM handoffs WHERE blocked")
     assert blocked and all("circular" in reason for _, _, _, reason in blocked)
