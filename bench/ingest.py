@@ -1,13 +1,14 @@
 """Ingest benchmark: the cost of a record call, end-to-end throughput, and raw COPY beside it.
 
-    python bench/ingest.py [--events 1000000] [--database-url URL] [--redis-url URL] [--workers 1]
+    python bench/ingest.py [--events 1000000] [--database-url URL] [--redis-url URL] [--workers 2]
 
 (a) the cost of one `record_llm_call` on the caller's thread, median and p99 in µs, with the store
     up (Redis sink, worker draining) and with it down (a refused port: batches go to the spool);
 (b) end-to-end events per second for N LLM-call events: SDK → Redis stream → worker process(es)
     (`python -m observability.worker`) → PostgreSQL, from the first record call until the stream
     is empty (entries are acknowledged and deleted only after their SQL commit);
-(c) in the same run, a raw `COPY ... FROM STDIN` of the same rows into the same table.
+(c) in the same run, a raw binary `COPY ... FROM STDIN` of the same rows into the same table, from
+    one connection with the rows built beforehand: the ceiling the ingest path is measured against.
 
 It creates its own PostgreSQL database and Redis key prefix and drops them afterwards. Figures are
 printed and written to bench/results/ingest.json. Targets: median ≤ 10 µs and p99 ≤ 100 µs per
@@ -43,7 +44,7 @@ from observability.ingest import LLM_COLUMNS, write_batch  # noqa: E402
 from observability.pricing import cost_of  # noqa: E402
 from observability.sdk import ObservabilityClient  # noqa: E402
 from observability.settings import Settings  # noqa: E402
-from observability.store import Store  # noqa: E402
+from observability.store import Store, _binary_types  # noqa: E402
 from observability.timeutil import from_epoch  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
@@ -105,13 +106,17 @@ def pct(values: list[float], q: float) -> float:
 # ---- (b) end to end ------------------------------------------------------------------------------------
 
 
-def start_workers(n: int, db_url: str, redis_url: str, prefix: str, tmp: Path) -> list[subprocess.Popen]:
+def start_workers(
+    n: int, db_url: str, redis_url: str, prefix: str, tmp: Path, batch_entries: int | None = None
+) -> list[subprocess.Popen]:
     procs = []
     for i in range(n):
         env = dict(os.environ)
         env.update(PYTHONPATH=str(ROOT), DATABASE_URL=db_url, REDIS_URL=redis_url, REDIS_PREFIX=prefix,
                    WORKER_TICK_S="3600", WORKER_HTTP_PORT=str(free_port()), SPOOL_DIR=str(tmp / f"wspool{i}"),
-                   WORKER_LOCK_FILE=str(tmp / "leader.lock"), WORKER_BATCH_ENTRIES="20")  # fmt: skip
+                   WORKER_LOCK_FILE=str(tmp / "leader.lock"))  # fmt: skip
+        if batch_entries:
+            env["WORKER_BATCH_ENTRIES"] = str(batch_entries)
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "observability.worker", "--log-level", "WARNING"], env=env
@@ -202,8 +207,9 @@ def raw_copy(store: Store, rows: list[tuple]) -> float:
     try:
         driver = raw.driver_connection
         started = time.perf_counter()
-        with driver.cursor() as cur:
-            with cur.copy(f"COPY llm_calls ({cols}) FROM STDIN") as copy:
+        with driver.cursor() as cur:  # binary, the fastest COPY there is: the baseline to beat
+            with cur.copy(f"COPY llm_calls ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_binary_types(schema.llm_calls, LLM_COLUMNS))
                 for row in rows:
                     copy.write_row(row)
         driver.commit()
@@ -243,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--events", type=int, default=1_000_000, help="LLM-call events end to end (default 1,000,000)"
     )
-    p.add_argument("--workers", type=int, default=1, help="worker processes draining the stream")
+    p.add_argument("--workers", type=int, default=2, help="worker processes draining the stream (default 2)")
+    p.add_argument("--worker-batch-entries", type=int, default=None,
+                   help="WORKER_BATCH_ENTRIES for the workers (default: the setting's default)")  # fmt: skip
     p.add_argument("--record-samples", type=int, default=200_000, help="timed record calls per case")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args = call_args(50_000)
         write_batch(store, [["llm", "warm-up", time.time(), "lead", None, None, "claude-sonnet-4-5", "anthropic",
                              10, 1, 0, 0, 1.0, False, None, None, True, None]], base)  # fmt: skip
-        procs = start_workers(a.workers, db_url, a.redis_url, prefix, tmp)
+        procs = start_workers(a.workers, db_url, a.redis_url, prefix, tmp, a.worker_batch_entries)
 
         rounds = max(1, a.record_samples // 5000)
         print(f"(a) record_llm_call cost, {rounds * 5000:,} timed calls per case ...", flush=True)

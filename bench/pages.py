@@ -6,7 +6,10 @@ the browser's time to a rendered page, on the PostgreSQL bench store of bench/qu
     .venv/bin/python bench/pages.py --build-hours 48                  # no bench store: a smaller one
 
 cold_s: one run right after every cached query result was dropped (st.cache_data cleared; the
-process, its imports and the store's connection pool are warm, as in a running console).
+process, its imports, the store's connection pool and the services' own in-process caches are warm,
+as in a running console after its first visitor). cold_all_caches_s: the same with the services'
+caches dropped too (the agent cost report's per-hour moments), as for the first visitor after a
+restart.
 warm_s: the median of --repeat runs with the caches filled (what every other visitor within the
 15 s TTL gets). browser_s: from navigation to the page's heading and first plotly chart drawn in
 the system Chromium (`--no-browser` to skip). Targets: cold <= 1.5 s, warm <= 0.3 s.
@@ -164,13 +167,31 @@ def time_pages(url: str, names: list[str], repeat: int) -> dict[str, dict[str, f
         run(path)
     out = {}
     for name in names:
+        clear_service_caches()
+        common.clear_caches()
+        cold_all = run(PAGES[name])
         common.clear_caches()
         cold = run(PAGES[name])
         warm = statistics.median(run(PAGES[name]) for _ in range(repeat))
-        out[name] = {"cold_s": round(cold, 3), "warm_s": round(warm, 3)}
+        out[name] = {
+            "cold_s": round(cold, 3),
+            "warm_s": round(warm, 3),
+            "cold_all_caches_s": round(cold_all, 3),
+        }
         flag = "" if cold <= TARGET_COLD_S and warm <= TARGET_WARM_S else "  (over target)"
-        print(f"{name:22s} cold {cold:6.3f} s   warm {warm:6.3f} s{flag}", flush=True)
+        print(f"{name:22s} cold {cold:6.3f} s   warm {warm:6.3f} s   (cold incl. service caches {cold_all:6.3f} s){flag}",
+              flush=True)  # fmt: skip
     return out
+
+
+def clear_service_caches() -> None:
+    """The analytics services' own in-process caches (the agent cost report's per-hour moments)."""
+    try:
+        from observability import agent_costs
+
+        agent_costs.clear_cache()
+    except (ImportError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -210,7 +231,10 @@ def time_browser(url: str, names: list[str], chromium: str) -> dict[str, float]:
                 t0 = time.perf_counter()
                 page.goto(f"{base}/{path}")
                 page.get_by_role("heading", name=TITLES[name]).first.wait_for(timeout=120_000)
-                page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+                # rendered: its first chart, or the empty state of a page without data
+                page.locator(".js-plotly-plot, [data-testid='stAlertContentInfo']").first.wait_for(
+                    timeout=120_000
+                )
                 out[name] = round(time.perf_counter() - t0, 3)
                 print(f"{name:22s} browser {out[name]:6.3f} s", flush=True)
             browser.close()

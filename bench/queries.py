@@ -154,7 +154,9 @@ def _rates() -> list[tuple[float, float, float, float, bool]]:
     return out
 
 
-def llm_hour(rng: np.random.Generator, start_s: float, n: int, n_conv: int, rates: list) -> bytes:
+def llm_hour(
+    rng: np.random.Generator, start_s: float, n: int, n_conv: int, rates: list, conv_epoch: float
+) -> bytes:
     ts = np.sort(rng.uniform(start_s, start_s + 3600, n))
     agent = rng.integers(0, len(AGENTS), n)
     dtype = rng.integers(0, len(DECISIONS), n)
@@ -177,7 +179,11 @@ def llm_hour(rng: np.random.Generator, start_s: float, n: int, n_conv: int, rate
     # a few expensive outliers so the anomaly detector has something to find
     spike = rng.random(n) < 0.002
     cost = np.where(spike & ~hit, cost * rng.uniform(5, 15, n), cost)
-    conv = np.char.add(b"conv-", np.char.zfill(rng.integers(0, n_conv, n).astype("S7"), 7))
+    # conversations are short-lived: the ones of this hour are numbered after the time they started
+    per_hour = n_conv / (DAYS * 24)
+    first = int((start_s - conv_epoch) / 3600 * per_hour)
+    ids_ = np.clip(first + rng.integers(-int(per_hour) - 1, int(per_hour) + 1, n), 0, n_conv - 1)
+    conv = np.char.add(b"conv-", np.char.zfill(ids_.astype("S7"), 7))
     ids = hex_ids(rng, n)
     micros = pg_micros(ts)
     success = err == 0
@@ -342,14 +348,14 @@ def build(url: str, rows: int, seed: int) -> dict:
     n_conv = max(rows // 50, 100)
     rng = np.random.default_rng(seed)
     rates = _rates()
+    epoch0 = (start - datetime(1970, 1, 1)).total_seconds()
     specs = {
-        "llm_calls": (schema.llm_calls, lambda s, n: llm_hour(rng, s, n, n_conv, rates), 1.0),
+        "llm_calls": (schema.llm_calls, lambda s, n: llm_hour(rng, s, n, n_conv, rates, epoch0), 1.0),
         "bot_operations": (schema.bot_operations, lambda s, n: ops_hour(rng, s, n), 1.0),
         "bot_interactions": (schema.bot_interactions, lambda s, n: interactions_hour(rng, s, n), 0.25),
         "handoffs": (schema.handoffs, lambda s, n: handoffs_hour(rng, s, n), 0.01),
     }
     counts = {}
-    epoch0 = (start - datetime(1970, 1, 1)).total_seconds()
     for name, (table, gen, share) in specs.items():
         t0 = time.perf_counter()
         cols = ", ".join(f'"{c.name}"' for c in table.columns)

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from observability import events as ev
@@ -49,6 +50,7 @@ from observability.performance import (
     window_to_seconds,
 )
 from observability.settings import Settings
+from observability.sketch import LOG_GAMMA, MIN_VALUE
 from observability.store import Store
 from observability.timeutil import floor_hour, to_epoch
 
@@ -134,6 +136,7 @@ class CostReport:
     total_decisions: int
     anomalies: list[CostAnomaly]  # highest z first, at most `max_anomalies`
     anomaly_count: int  # all anomalies in the window
+    anomaly_count_exact: bool  # False: estimated (within ~1%) where an hour had more than the kept top
     efficiency_ranking: list[dict[str, Any]]  # cheapest cost per decision first
     z_threshold: float
     min_decisions: int
@@ -162,6 +165,30 @@ class _Cell:
     m2: float  # sum of squared deviations from the mean
     # (cost, trace_id, ts, model, decision_type, conversation_id, bot), most expensive first
     top: list[tuple]
+    # cost histogram: log-bucket indexes of micro-dollars (1% wide) and their counts, for counting
+    # anomalies beyond the kept top
+    buckets: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def kept_above(self, limit: float) -> int:
+        """How many of the kept most expensive decisions cost more than `limit`."""
+        neg = self.__dict__.get("_neg")
+        if neg is None or len(neg) != len(self.top):
+            neg = self.__dict__["_neg"] = -np.array([d[0] for d in self.top], dtype=float)
+        return int(np.searchsorted(neg, -limit, side="left"))
+
+    def count_above(self, limit: float) -> int:
+        """How many costs exceed `limit`: exact from the kept top when it reaches below `limit`,
+        else estimated from the histogram (the bucket holding `limit` split by log position)."""
+        if len(self.top) == self.n or (self.top and self.top[-1][0] <= limit):
+            return sum(1 for d in self.top if d[0] > limit)
+        x = max(limit * 1e6, MIN_VALUE)
+        edge = math.log(x) / LOG_GAMMA
+        b = math.ceil(edge)
+        above = int(self.counts[self.buckets > b].sum())
+        inside = int(self.counts[self.buckets == b].sum())
+        frac = b - edge  # share of the straddling bucket above `limit`, on the log scale
+        return max(above + round(inside * frac), len(self.top))
 
 
 _L = schema.llm_calls
@@ -281,6 +308,21 @@ def _read_cells(
         cell = out[as_datetime(row[0])].get(row[1])
         if cell is not None:
             cell.top.append(_detail(row[2:]))
+    micro = sa.func.ceil(
+        sa.func.ln(store.greatest(cost * 1e6, sa.literal(MIN_VALUE))) / sa.literal(LOG_GAMMA)
+    )
+    hist: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+    for p, agent, b, n in conn.execute(
+        sa.select(period, t.c.agent, micro, sa.func.count())
+        .where(*where)
+        .group_by(*[sa.literal_column(str(i)) for i in (1, 2, 3)])
+    ).all():
+        hist[(as_datetime(p), agent)].append((int(float(b)), int(n)))
+    for (p, agent), pairs in hist.items():
+        cell = out[p].get(agent)
+        if cell is not None:
+            arr = np.array(sorted(pairs), dtype=np.int64)
+            cell.buckets, cell.counts = arr[:, 0], arr[:, 1]
     return out
 
 
@@ -364,7 +406,7 @@ class DecisionCostTracker:
                 first = conn.execute(sa.select(sa.func.min(schema.llm_calls.c.ts))).scalar()
                 start = floor_hour(as_datetime(first)) if first is not None else start
             cells = self._cells(conn, start, end) if groups else []
-            moments, shown, counts = self._anomalies(conn, cells, z, min_n, max_anomalies)
+            moments, shown, counts, exact = self._anomalies(conn, cells, z, min_n, max_anomalies)
         total_cost = sum(float(s.sums.get("cost_usd", 0) or 0) for s in groups.values())
         summaries: dict[str, AgentCostSummary] = {}
         for agent in sorted(groups):
@@ -391,7 +433,8 @@ class DecisionCostTracker:
         return CostReport(
             agent_summaries=summaries, total_cost=total_cost, total_tokens=sum(a.total_tokens for a in summaries.values()),
             total_decisions=sum(a.decisions for a in summaries.values()), anomalies=shown,
-            anomaly_count=sum(counts.values()), efficiency_ranking=efficiency, z_threshold=z, min_decisions=min_n,
+            anomaly_count=sum(counts.values()), anomaly_count_exact=exact,
+            efficiency_ranking=efficiency, z_threshold=z, min_decisions=min_n,
             window_seconds=seconds, generated_at=now, source=agg.source,
         )  # fmt: skip
 
@@ -445,15 +488,29 @@ class DecisionCostTracker:
 
     def _anomalies(
         self, conn: sa.Connection, cells: list, z: float, min_n: int, max_anomalies: int
-    ) -> tuple[dict[str, tuple[int, float, float]], list[CostAnomaly], dict[str, int]]:
-        """Per-agent moments over the window, the `max_anomalies` highest anomalies, counts per agent."""
+    ) -> tuple[dict[str, tuple[int, float, float]], list[CostAnomaly], dict[str, int], bool]:
+        """Per-agent moments, the `max_anomalies` highest anomalies, counts per agent, and whether
+        every count is exact."""
         moments: dict[str, tuple[int, float, float]] = {}
         for _, per_agent in cells:
             for agent, c in per_agent.items():
                 moments[agent] = _combine(moments.get(agent, (0, 0.0, 0.0)), (c.n, c.mean, c.m2))
-        found: list[tuple] = []  # (z, agent, detail, mean, std)
+        heap: list[
+            tuple
+        ] = []  # min-heap of the best `max_anomalies`: (z, trace_id, agent, detail, mean, std)
+
+        def offer(zs: float, agent: str, d: tuple, mean: float, std: float) -> bool:
+            """Keep the anomaly if it ranks among the best; False once it cannot (callers stop)."""
+            if len(heap) < max_anomalies:
+                heapq.heappush(heap, (zs, d[1], agent, d, mean, std))
+                return True
+            if max_anomalies and zs > heap[0][0]:
+                heapq.heapreplace(heap, (zs, d[1], agent, d, mean, std))
+                return True
+            return False
+
         counts: dict[str, int] = defaultdict(int)
-        t = schema.llm_calls
+        overflow: list[tuple] = []  # cells whose anomalies go beyond the kept top
         for (a, b), per_agent in cells:
             for agent, c in per_agent.items():
                 n, mean, m2 = moments[agent]
@@ -463,28 +520,41 @@ class DecisionCostTracker:
                 if std <= 0:
                     continue
                 limit = mean + z * std
-                hits = []
-                for d in c.top:  # most expensive first: stop at the first one within range
-                    if (d[0] - mean) / std <= z:
+                k = c.kept_above(limit)
+                for d in c.top[:k]:  # most expensive first
+                    if not offer((d[0] - mean) / std, agent, d, mean, std):
                         break
-                    hits.append(d)
-                if len(hits) == len(c.top) and c.n > len(c.top):  # the tail is longer than kept: read it
-                    rows = conn.execute(
-                        sa.select(*DETAIL_COLUMNS).where(
-                            t.c.ts >= a, t.c.ts < b, t.c.agent == agent, t.c.cost_usd > limit
-                        )
-                    ).all()
-                    hits = [d for d in map(_detail, rows) if (d[0] - mean) / std > z]
-                counts[agent] += len(hits)
-                found.extend(((d[0] - mean) / std, agent, d, mean, std) for d in hits)
-        top = heapq.nsmallest(max_anomalies, found, key=lambda f: (-f[0], f[2][1]))
+                if k and k == len(c.top) and c.n > k:
+                    estimate = c.count_above(limit)
+                    overflow.append((a, b, agent, c, mean, std, limit, (c.top[-1][0] - mean) / std, estimate))
+                    counts[agent] += estimate
+                else:
+                    counts[agent] += k
+        exact = True
+        t = schema.llm_calls
+        for a, b, agent, c, mean, std, limit, lowest_kept, estimate in overflow:
+            if len(heap) >= max_anomalies and lowest_kept <= heap[0][0]:
+                exact = False  # the unkept tail ranks below everything shown: its size is estimated
+                continue
+            kept = {d[1] for d in c.top}
+            rows = conn.execute(
+                sa.select(*DETAIL_COLUMNS).where(
+                    t.c.ts >= a, t.c.ts < b, t.c.agent == agent, t.c.cost_usd > limit
+                )
+            ).all()
+            tail = [d for d in map(_detail, rows) if d[0] > limit]
+            counts[agent] += len(tail) - estimate
+            for d in sorted((d for d in tail if d[1] not in kept), key=lambda d: -d[0]):
+                if not offer((d[0] - mean) / std, agent, d, mean, std):
+                    break
+        top = sorted(heap, key=lambda f: (-f[0], f[1]))
         shown = [
             CostAnomaly(agent=agent, trace_id=d[1], ts=d[2], cost_usd=d[0], z_score=zs, agent_mean_usd=mean,
                         agent_std_usd=std, model=d[3], decision_type=d[4], conversation_id=d[5], bot=d[6],
                         trace_ids=[d[1]])
-            for zs, agent, d, mean, std in top
+            for zs, _, agent, d, mean, std in top
         ]  # fmt: skip
-        return moments, shown, counts
+        return moments, shown, counts, exact
 
     def decision_type_breakdown(
         self, window: str | float = "24h", *, agent: str | None = None, now: datetime | None = None

@@ -1405,3 +1405,19 @@ def bots_now(store: Store, now: datetime | None = None) -> pd.DataFrame:
     )
     df["requests_1h"] = df["requests_1h"].fillna(0).astype(int)
     return df[cols]
+
+
+_ADDITIVE = ("requests", "errors", "cache_hits", "sum_ms", *_LLM_SUMS)
+
+
+def regroup(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Re-aggregate an LLM breakdown (e.g. by model, bot and agent) to fewer keys: additive columns
+    are summed, rates recomputed; so one query serves several charts."""
+    if df.empty:
+        return df
+    cols = [c for c in _ADDITIVE if c in df.columns]
+    out = df.groupby(list(keys), as_index=False, dropna=False)[cols].sum()
+    out = _finish(out, None)
+    if "input_tokens" in out and "output_tokens" in out:
+        out["total_tokens"] = out["input_tokens"] + out["output_tokens"]
+    return out.sort_values("cost_usd", ascending=False).reset_index(drop=True) if "cost_usd" in out else out

@@ -128,7 +128,9 @@ def _row(s: Stats) -> dict[str, Any]:
 
 
 class LLMObservabilityService:
-    """Query object over the store's LLM calls; cheap to construct, holds no state of its own."""
+    """Query object over the store's LLM calls; cheap to construct. The only state is the
+    process-wide cache of parsed rollup sketches (`performance.SKETCH_CACHE`), which every read
+    checks against the rollups, so any number of instances and processes agree."""
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -209,6 +209,7 @@ class ObservabilityClient:
                         "rejected": 0}  # fmt: skip
         self._dropping = False
         self._sink_down_until = 0.0
+        self._sink_down = False  # set when retries gave up; then one probe a second, not a retry burst
         self.spool = Spool(s.spool_dir)
         self._redis = None
         if s.redis_url:
@@ -775,7 +776,10 @@ class ObservabilityClient:
             with self._cond:
                 self._inflight += 1
             try:
-                for _ in range(min(self._batch, len(dq))):
+                # while the sink is down every batch goes to the spool: write bigger files, since
+                # each costs an fsync, so that spilling keeps up with a busy bot
+                size = self._batch * 20 if self._sink_down else self._batch
+                for _ in range(min(size, len(dq))):
                     batch.append(dq.popleft())
                 if self._dropping and len(dq) < self._max // 2:
                     self._dropping = False
@@ -802,23 +806,33 @@ class ObservabilityClient:
             self._spill(batch)
             return
         delay = self.settings.sdk_retry_backoff_s
-        for attempt in range(self.settings.sdk_max_retries + 1):
+        retries = 0 if self._sink_down else self.settings.sdk_max_retries  # a known-down sink: one probe
+        for attempt in range(retries + 1):
             try:
                 self._deliver(batch)
                 self._counts["written"] += len(batch)
+                self._sink_back()
                 return
             except _PartiallyRejected as exc:
                 self._counts["written"] += len(batch) - exc.count
                 self._counts["rejected"] += exc.count
+                self._sink_back()
                 return
             except Exception as exc:  # noqa: BLE001
-                if attempt == self.settings.sdk_max_retries:
-                    log.warning("observability sink unavailable, spooling batch: %s", exc)
+                if attempt == retries:
+                    if not self._sink_down:
+                        log.warning("observability sink unavailable, spooling batches until it is back: %s", exc)
                     break
                 time.sleep(delay)
                 delay *= 2
+        self._sink_down = True
         self._sink_down_until = time.monotonic() + 1.0
         self._spill(batch)
+
+    def _sink_back(self) -> None:
+        if self._sink_down:
+            self._sink_down = False
+            log.info("observability sink available again")
 
     def _deliver(self, batch: list) -> None:
         self._sink.write(batch)
@@ -850,10 +864,12 @@ class ObservabilityClient:
         try:
             # a few files at a time, so new events keep flowing while a long backlog is replayed
             self.spool.replay(send, limit=20)
+            self._sink_back()
             if self.spool.has_pending():
                 self._wake.set()
         except Exception as exc:  # noqa: BLE001
             log.info("spool replay paused, sink still unavailable: %s", exc)
+            self._sink_down = True
             self._sink_down_until = time.monotonic() + 1.0
         finally:
             with self._cond:

@@ -94,6 +94,10 @@ class Store:
             engine_kwargs.setdefault("pool_pre_ping", True)
             engine_kwargs.setdefault("pool_size", 5)
             engine_kwargs.setdefault("max_overflow", 10)
+            if "connect_timeout" not in parsed.query:  # an unreachable host fails in seconds, not minutes
+                connect_args = dict(engine_kwargs.get("connect_args") or {})
+                connect_args.setdefault("connect_timeout", 10)
+                engine_kwargs["connect_args"] = connect_args
             engine = sa.create_engine(parsed, **engine_kwargs)
         return cls(engine)
 

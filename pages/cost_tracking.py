@@ -104,9 +104,14 @@ def budget_section() -> None:
         st.caption("Managers and admins can change the monthly budget.")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
-def live() -> None:
+# Sections are parallel fragments: their queries overlap on a full run, each refreshes every 15 s.
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def budget() -> None:
     budget_section()
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def spend() -> None:
     tot = data.llm_totals(window, bots)
     if not tot or not tot.get("requests"):
         ui.empty_state(f"No LLM calls in the last {window}.",
@@ -119,93 +124,28 @@ def live() -> None:
     c[2].metric("Saved by cache hits", f"${tot['cost_saved_usd']:,.2f}")
     c[3].metric("Calls to unpriced models", f"{int(unknown['calls'].sum()) if not unknown.empty else 0:,}")
 
-    by_model = data.llm_breakdown(window, bots, ("model",))
-    by_bot = data.llm_breakdown(window, bots, ("bot",))
+    detail = data.llm_breakdown(window, bots, ("model", "bot", "agent"))
+    by_model, by_bot = dash.regroup(detail, ["model"]), dash.regroup(detail, ["bot"])
     left, right = st.columns(2)
-    left.plotly_chart(
-        charts.pie(by_model, names="model", values="cost_usd", hole=0.45, title="Spend by model"),
-        key="ct_model",
-    )
+    fig = charts.pie(by_model, names="model", values="cost_usd", hole=0.45, title="Spend by model")
+    left.plotly_chart(fig, key="ct_model")
     fig = charts.bar(by_bot, x="bot", y="cost_usd", title="Spend by bot", labels={"cost_usd": "USD"})
     right.plotly_chart(fig, key="ct_bot")
 
     daily = data.cost_by_day(window, bots)
     left, right = st.columns(2)
     if not daily.empty:
-        fig = charts.bar(daily, x="ts", y="cost_usd", color="model", title="Spend per day (UTC) by model",
-                     labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
+        fig = charts.bar(daily, x="ts", y="cost_usd", color="model", barmode="stack", title="Spend per day (UTC) by model",
+                         labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
         left.plotly_chart(fig, key="ct_daily")
-    fig = charts.bar(
-        by_model,
-        x="model",
-        y="cost_per_request",
-        title="Cost per request by model",
-        labels={"cost_per_request": "USD"},
-    )
+    fig = charts.bar(by_model, x="model", y="cost_per_request", title="Cost per request by model",
+                     labels={"cost_per_request": "USD"})  # fmt: skip
     right.plotly_chart(fig, key="ct_cpr")
 
-    st.subheader("Agents")
-    eff = data.agent_efficiency(window, bots)
-    report = data.cost_report(window, bots)
-    ranking = report["ranking"]
-    left, right = st.columns(2)
-    fig = charts.bar(eff, x="agent", y="cost_usd", title="Spend by agent", labels={"cost_usd": "USD"})
-    left.plotly_chart(fig, key="ct_agent")
-    if not ranking.empty:
-        fig = charts.bar(ranking, x="agent", y="cost_per_decision", title="Efficiency: cost per decision (lower is better)",
-                     labels={"cost_per_decision": "USD"})  # fmt: skip
-        right.plotly_chart(fig, key="ct_eff")
-        ui.table(ranking, f"agent_efficiency_{window}.csv", key="ct_eff_table",
-                 column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent"),
-                                "total_cost": st.column_config.NumberColumn("total cost", format="dollar")})  # fmt: skip
-
-    st.subheader("Anomalies")
-    anomalies = report["anomalies"]
-    hourly = data.token_series(window, bots, "agent")
-    if not hourly.empty:
-        fig = charts.line(hourly, x="ts", y="cost_usd", color="agent", title="Spend over time by agent; anomalous calls marked",
-                      labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
-        if not anomalies.empty:
-            fig.add_scatter(x=anomalies["ts"], y=anomalies["cost_usd"], mode="markers", name=f"anomalous call (z ≥ {report['z_threshold']:g})",
-                            marker=dict(size=12, symbol="x", color="#c62828"))  # fmt: skip
-        st.plotly_chart(fig, key="ct_anomaly_chart")
-    if anomalies.empty:
-        st.caption(f"No call costs {report['z_threshold']:g} standard deviations above its agent's mean.")
-    else:
-        anomalies = anomalies.assign(
-            calls=[ui.query_link("cost_tracking", range=window, calls=t) for t in anomalies["trace_id"]]
-        )
-        all_link = ui.query_link(
-            "cost_tracking", range=window, calls=",".join(anomalies["trace_id"].head(200))
-        )
-        st.error(f"{report['anomaly_count']} anomalous call(s) (cost z-score ≥ {report['z_threshold']:g}); "
-                 f"open **view call** for the call behind each, or [all of them]({all_link}).",
-                 icon=":material/trending_up:")  # fmt: skip
-        cols = [
-            "ts",
-            "agent",
-            "bot",
-            "model",
-            "cost_usd",
-            "z_score",
-            "agent_mean_usd",
-            "conversation_id",
-            "calls",
-        ]
-        ui.table(anomalies[[c for c in cols if c in anomalies]], f"cost_anomalies_{window}.csv", key="ct_anomalies",
-                 column_config={"calls": st.column_config.LinkColumn("calls", display_text="view call"),
-                                "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
-                                "z_score": st.column_config.NumberColumn("z-score", format="%.1f")})  # fmt: skip
-
-    st.subheader("Conversations costing the most")
-    top = data.top_conversations(window, bots, 20, "cost")
-    if window != "24h":
-        st.caption("Per-conversation totals cover the last 24 hours.")
-    if top.empty:
-        ui.empty_state("No LLM calls linked to a conversation.")
-    else:
-        ui.table(top, f"top_conversations_cost_{window}.csv", key="ct_top",
-                 column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+    st.subheader("Spend by model, bot and agent")
+    ui.table(detail[["model", "bot", "agent", "requests", "cost_usd", "cost_per_request", "cost_saved_usd", "total_tokens"]],
+             f"spend_detail_{window}.csv", key="ct_detail",
+             column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
 
     st.subheader("Calls to models without a price")
     if unknown.empty:
@@ -217,10 +157,77 @@ def live() -> None:
         )
         ui.table(unknown, f"unpriced_models_{window}.csv", key="ct_unknown")
 
-    st.subheader("Spend by model, bot and agent")
-    detail = data.llm_breakdown(window, bots, ("model", "bot", "agent"))
-    ui.table(detail[["model", "bot", "agent", "requests", "cost_usd", "cost_per_request", "cost_saved_usd", "total_tokens"]],
-             f"spend_detail_{window}.csv", key="ct_detail")  # fmt: skip
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def agents() -> None:
+    report = data.cost_report(window, bots)
+    ranking, anomalies = report["ranking"], report["anomalies"]
+    hourly = data.token_series(window, bots, "agent")
+    if ranking.empty and hourly.empty:
+        return
+    st.subheader("Agents")
+    left, right = st.columns(2)
+    if not ranking.empty:
+        fig = charts.bar(
+            ranking, x="agent", y="total_cost", title="Spend by agent", labels={"total_cost": "USD"}
+        )
+        left.plotly_chart(fig, key="ct_agent")
+        fig = charts.bar(ranking, x="agent", y="cost_per_decision", title="Efficiency: cost per decision (lower is better)",
+                         labels={"cost_per_decision": "USD"})  # fmt: skip
+        right.plotly_chart(fig, key="ct_eff")
+        ui.table(ranking, f"agent_efficiency_{window}.csv", key="ct_eff_table",
+                 column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent"),
+                                "total_cost": st.column_config.NumberColumn("total cost", format="dollar")})  # fmt: skip
+
+    st.subheader("Anomalies")
+    if not hourly.empty:
+        fig = charts.line(hourly, x="ts", y="cost_usd", color="agent", title="Spend over time by agent; anomalous calls marked",
+                          labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
+        if not anomalies.empty:
+            fig.add_scatter(x=anomalies["ts"], y=anomalies["cost_usd"], mode="markers",
+                            name=f"anomalous call (z ≥ {report['z_threshold']:g})",
+                            marker=dict(size=12, symbol="x", color="#c62828"))  # fmt: skip
+        st.plotly_chart(fig, key="ct_anomaly_chart")
+    if anomalies.empty:
+        st.caption(f"No call costs {report['z_threshold']:g} standard deviations above its agent's mean.")
+        return
+    anomalies = anomalies.assign(
+        calls=[ui.query_link("cost_tracking", range=window, calls=t) for t in anomalies["trace_id"]]
+    )
+    all_link = ui.query_link("cost_tracking", range=window, calls=",".join(anomalies["trace_id"].head(200)))
+    st.error(f"{report['anomaly_count']} anomalous call(s) (cost z-score ≥ {report['z_threshold']:g}); "
+             f"open **view call** for the call behind each, or [all of them]({all_link}).",
+             icon=":material/trending_up:")  # fmt: skip
+    cols = [
+        "ts",
+        "agent",
+        "bot",
+        "model",
+        "cost_usd",
+        "z_score",
+        "agent_mean_usd",
+        "conversation_id",
+        "calls",
+    ]
+    ui.table(anomalies[[c for c in cols if c in anomalies]], f"cost_anomalies_{window}.csv", key="ct_anomalies",
+             column_config={"calls": st.column_config.LinkColumn("calls", display_text="view call"),
+                            "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
+                            "z_score": st.column_config.NumberColumn("z-score", format="%.1f")})  # fmt: skip
 
 
-live()
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def conversations() -> None:
+    top = data.top_conversations(window, bots, 20, "cost")
+    if top.empty:
+        return
+    st.subheader("Conversations costing the most")
+    if window != "24h":
+        st.caption("Per-conversation totals cover the last 24 hours.")
+    ui.table(top, f"top_conversations_cost_{window}.csv", key="ct_top",
+             column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+
+
+budget()
+spend()
+agents()
+conversations()

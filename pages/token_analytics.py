@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from observability import dashboards as dash
 from observability.dashboards import source_note
 from observability.ui import charts, data
 from observability.ui import common as ui
@@ -53,13 +54,14 @@ def live() -> None:
     st.plotly_chart(fig, key="ta_series")
 
     left, right = st.columns(2)
-    mix = data.llm_breakdown(window, bots, ("model",))
+    totals = data.llm_breakdown(window, bots, ("model", "bot"))
+    mix = dash.regroup(totals, ["model"])
     long = mix.melt(id_vars="model", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
     fig = charts.bar(
         long, x="model", y="tokens", color="kind", barmode="group", title="Tokens by model and kind"
     )
     left.plotly_chart(fig, key="ta_by_model")
-    by_bot = data.llm_breakdown(window, bots, ("bot",))
+    by_bot = dash.regroup(totals, ["bot"])
     long = by_bot.melt(id_vars="bot", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
     fig = charts.bar(long, x="bot", y="tokens", color="kind", barmode="group", title="Tokens by bot and kind")
     right.plotly_chart(fig, key="ta_by_bot")
@@ -79,26 +81,27 @@ def live() -> None:
     right.plotly_chart(fig, key="ta_cache_by")
 
     st.subheader("Totals by model and bot")
-    totals = data.llm_breakdown(window, bots, ("model", "bot"))
     ui.table(totals[["model", "bot", "requests", *TOKEN_COLS, "total_tokens", "cache_hit_rate", "cost_usd"]],
              f"tokens_by_model_bot_{window}.csv", key="ta_totals",
              column_config={"cache_hit_rate": st.column_config.NumberColumn("cache hit rate", format="percent"),
                             "cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
 
-    st.subheader("Conversations using the most tokens")
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def top_conversations() -> None:
+    """Its own parallel fragment: the one query over raw calls overlaps the rest of the page."""
     top = data.top_conversations(window, bots, 20)
+    if top.empty:
+        return
+    st.subheader("Conversations using the most tokens")
     if window in ("7d", "30d"):
         st.caption("Per-conversation totals cover the last 24 hours.")
-    if top.empty:
-        ui.empty_state("No LLM calls linked to a conversation in this window.",
-                       "Pass `conversation_id=` to `record_llm_call` to link calls to conversations.")  # fmt: skip
-    else:
-        fig = charts.bar(top.head(10), x="total_tokens", y="conversation_id", orientation="h", color="bot",
+    fig = charts.bar(top.head(10), x="total_tokens", y="conversation_id", orientation="h", color="bot",
                      title="Top 10 conversations by tokens")  # fmt: skip
-        fig.update_yaxes(autorange="reversed")
-        st.plotly_chart(fig, key="ta_top")
-        ui.table(top, f"top_conversations_tokens_{window}.csv", key="ta_top_table",
-                 column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+    st.plotly_chart(fig, key="ta_top")
+    ui.table(top, f"top_conversations_tokens_{window}.csv", key="ta_top_table",
+             column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
 
 
 live()
+top_conversations()

@@ -149,7 +149,7 @@ def test_anomalies_match_numpy_z_scores_over_a_week(store: Store) -> None:
             expected |= {tid for (_, tid), zi in zip(sel, z, strict=True) if zi > 3}
             assert s.std_cost == pytest.approx(costs.std(ddof=1), rel=1e-9)
         assert {a.trace_id for a in report.anomalies} == expected
-        assert report.anomaly_count == len(expected) > 0
+        assert report.anomaly_count == len(expected) > 0 and report.anomaly_count_exact
         assert [a.z_score for a in report.anomalies] == sorted(
             (a.z_score for a in report.anomalies), reverse=True
         )
@@ -189,6 +189,11 @@ def test_long_tails_beyond_the_kept_top_are_read_raw(store: Store, monkeypatch: 
         assert len(expected) > 2  # more anomalies in the hour than the 2 kept: the tail is read raw
         report = DecisionCostTracker(store, z_threshold=threshold).report("24h", now=NOW)
         assert sorted(a.cost_usd for a in report.anomalies) == expected
+        assert report.anomaly_count == len(expected) and report.anomaly_count_exact
+    # only the top one is shown: the rest of the tail is counted from the cost histogram, not read
+    report = DecisionCostTracker(store, z_threshold=0.5).report("24h", max_anomalies=1, now=NOW)
+    assert [a.cost_usd for a in report.anomalies] == [4.0]
+    assert not report.anomaly_count_exact and abs(report.anomaly_count - 4) <= 1
 
 
 def test_decision_type_breakdown(store: Store) -> None:
