@@ -91,7 +91,8 @@ def record_cost(settings: Settings, args: list[tuple], rounds: int, per_round: i
             t0 = clock()
             rec(model, provider, it, ot, lat, bot=bot, conversation_id=conv, cache_read_tokens=cr)
             samples.append((clock() - t0) / 1000)
-        time.sleep(0.02)
+        time.sleep(0.1)  # 50,000 calls/s offered: busy, yet within what the queue absorbs while
+        # the SDK retries a store that has just gone away
     stats = client.stats()
     client.close(timeout=2.0)
     assert stats["dropped"] == 0 and stats["rejected"] == 0, stats

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,8 +65,13 @@ def resolve_now(now: datetime | None) -> datetime:
     return to_naive_utc(now) if now is not None else utcnow()
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
 def window_to_seconds(window: str | int | float) -> float:
-    """'1h' | '24h' | '7d' (or a number of seconds) -> seconds; anything else is a ValueError."""
+    """'1h' | '24h' | '7d' (the source document's windows), any '<number><s|m|h|d>' such as '15m'
+    or '30d', or a number of seconds -> seconds; anything else is a ValueError."""
     if isinstance(window, bool):
         raise ValueError(f"window must be one of {sorted(WINDOWS)} or seconds, got {window!r}")
     if isinstance(window, (int, float)):
@@ -74,7 +80,12 @@ def window_to_seconds(window: str | int | float) -> float:
         return float(window)
     if window in WINDOWS:
         return float(WINDOWS[window])
-    raise ValueError(f"window must be one of {sorted(WINDOWS)} or seconds, got {window!r}")
+    m = _DURATION.match(window) if isinstance(window, str) else None
+    if m and float(m.group(1)) > 0:
+        return float(m.group(1)) * _UNIT_S[m.group(2)]
+    raise ValueError(
+        f"window must be one of {sorted(WINDOWS)}, like '15m' or '30d', or seconds, got {window!r}"
+    )
 
 
 def window_bounds(window_seconds: float | None, now: datetime | None) -> tuple[datetime, datetime]:

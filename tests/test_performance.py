@@ -164,10 +164,12 @@ def test_rollup_windows_stay_exact_before_the_rollup_step_runs(store: Store) -> 
 
 def test_unknown_window_is_rejected(store: Store) -> None:
     tracker = PerformanceTracker(store)
-    for bad in ("2h", "", 0, -5, True):
+    for bad in ("", "2 weeks", "0h", "h", 0, -5, True, float("nan")):
         with pytest.raises(ValueError):
             tracker.get_bot_stats("lead_bot", bad, now=NOW)
     assert tracker.get_bot_stats("lead_bot", 7200, now=NOW)["window_seconds"] == 7200
+    assert tracker.get_bot_stats("lead_bot", "15m", now=NOW)["window_seconds"] == 900
+    assert tracker.get_bot_stats("lead_bot", "30d", now=NOW)["source"] == "rollup"
 
 
 # ---- SLA --------------------------------------------------------------------------------------
