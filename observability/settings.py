@@ -67,6 +67,7 @@ class Settings:
     alert_delivery_backoff_s: float = 5.0
     alert_http_timeout_s: float = 10.0
     alert_metric_window_s: float = 300.0  # window over which recorded metrics are averaged
+    alert_min_samples: int = 20  # rates over fewer events in the window are "no data"
     alert_console_url: str | None = None  # link put into notifications (Alertmanager externalURL)
     alert_email_enabled: bool = False
     alert_email_smtp_host: str | None = None
@@ -161,6 +162,7 @@ class Settings:
             ),
             alert_http_timeout_s=_float(e.get("ALERT_HTTP_TIMEOUT_S"), d.alert_http_timeout_s),
             alert_metric_window_s=_float(e.get("ALERT_METRIC_WINDOW_S"), d.alert_metric_window_s),
+            alert_min_samples=_int(e.get("ALERT_MIN_SAMPLES"), d.alert_min_samples),
             alert_console_url=_str(e.get("ALERT_CONSOLE_URL"), None),
             alert_email_enabled=_bool(e.get("ALERT_EMAIL_ENABLED"), d.alert_email_enabled),
             alert_email_smtp_host=_str(e.get("ALERT_EMAIL_SMTP_HOST"), None),

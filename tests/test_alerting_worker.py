@@ -54,18 +54,18 @@ def test_default_rules_fire_and_resolve_from_raw_traffic(alerting: Harness) -> N
     events.append(
         ["interaction", _id(), _ts(-600), "buyer_bot", 200.0, True, True, None]
     )  # silent for 10 min
-    for i in range(10):  # handoffs in the window, 3 failing
+    for i in range(20):  # handoffs in the window (ALERT_MIN_SAMPLES 20), 6 failing
         events.append(
-            ["handoff", _id(), _ts(-100 + i * 5), "lead_bot", "buyer_bot", i >= 3, 80.0, False, None]
+            ["handoff", _id(), _ts(-100 + i * 5), "lead_bot", "buyer_bot", i >= 6, 80.0, False, None]
         )
     for i in range(12):  # circular handoffs blocked half an hour ago
         events.append(
             ["handoff", _id(), _ts(-1800 + i), "buyer_bot", "lead_bot", False, 5.0, True, "circular"]
         )
-    for i in range(10):  # LLM calls, 3 refused for rate limits
-        events.append(["llm", _id(), _ts(-90 + i * 5), "lead_bot", "qualifier", "qualify", "claude-sonnet-4-5",
-                       "anthropic", 500, 100, 0, 0, 900.0, False, None, f"c{i}", i >= 3,
-                       None if i >= 3 else "rate_limit_exceeded"])  # fmt: skip
+    for i in range(20):  # LLM calls, 6 refused for rate limits
+        events.append(["llm", _id(), _ts(-90 + i * 4), "lead_bot", "qualifier", "qualify", "claude-sonnet-4-5",
+                       "anthropic", 500, 100, 0, 0, 900.0, False, None, f"c{i}", i >= 6,
+                       None if i >= 6 else "rate_limit_exceeded"])  # fmt: skip
     for i in range(10):  # tracked operations over their SLA target (full_qualification P95 2000 ms)
         events.append(
             ["op", _id(), _ts(-60 + i * 3), "lead_bot", "full_qualification", 2500.0, True, False, None]

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from observability import schema
 from observability.alerting import audit
 from observability.alerting import channels as ch
-from observability.alerting._telemetry import count
 from observability.settings import Settings
 from observability.store import Store
+from observability.telemetry import increment_counter
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: i
                     continue
                 _record_failure(conn, row, msg, attempts, str(exc), dead, values.get("next_attempt_at"), now)
                 (report.dead if dead else report.retrying).append(nid)
-                count("obs.alert.notification_failed", channel=msg.channel)
+                increment_counter("obs.alert.notification_failed", channel=msg.channel)
                 log.warning("notification %s via %s failed (attempt %s%s): %s", nid, msg.channel, attempts,
                             ", giving up" if dead else "", exc)  # fmt: skip
                 continue
@@ -137,7 +137,7 @@ def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: i
                 audit.timeline(conn, row.alert_id, "delivered", now, channel=msg.channel, level=msg.level,
                                notification=msg.kind, attempts=attempts, receipt=receipt)  # fmt: skip
             report.sent.append(nid)
-            count("obs.alert.notification_sent", channel=msg.channel)
+            increment_counter("obs.alert.notification_sent", channel=msg.channel)
     return report
 
 

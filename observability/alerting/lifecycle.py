@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from observability import schema
 from observability.alerting import audit, escalation, outbox
 from observability.alerting import channels as ch
-from observability.alerting._telemetry import count
 from observability.alerting.model import (
     COMPARISON_SYMBOLS,
     MANAGED_CUSTOM,
@@ -32,6 +31,7 @@ from observability.alerting.model import (
 )
 from observability.settings import Settings
 from observability.store import Store
+from observability.telemetry import increment_counter
 
 
 def threshold_for(rule: AlertRule, severity: str, sample: Sample | None) -> tuple[float | None, str]:
@@ -133,7 +133,7 @@ def fire(
         severity=_activity_severity(alert["severity"]), description=alert["message"],
         metadata={"alert_id": alert["id"], "rule": rule.name, "labels": alert["labels"]},
     )  # fmt: skip
-    count("obs.alert.triggered", rule=rule.name, severity=alert["severity"])
+    increment_counter("obs.alert.triggered", rule=rule.name, severity=alert["severity"])
     escalation.run_step(conn, store, settings, alert, rule, now)
 
 

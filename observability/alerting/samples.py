@@ -12,6 +12,18 @@ Accepted shapes (mixable in one dict):
 Derived series: `<bot>.response_time_p95` with a P95 target in `data/alert_rules.json` yields
 `<bot>.sla_p95_ratio` (value / target) unless that ratio was given; `<x>.success_rate` yields
 `<x>.failure_rate` unless given.
+
+Minimum sample size: a rate computed over few events says little (1 failure in 3 interactions is
+33%), so a rate whose count is known and below `min_samples` (ALERT_MIN_SAMPLES) becomes "no
+value" (`None`: it neither fires nor keeps an alert open). The count comes from the same stats, as
+the bot metrics collector names them, or from an explicit `"samples"` next to `"value"`:
+
+    error_rate, cache_hit_rate             interactions        <bot>.error_rate: <bot>.interactions
+    <x>.failure_rate                       <x>.count           (handoff.failure_rate: handoff.count)
+    rate_limit_error_rate                  llm_calls           [source=bot_interactions]: interactions
+    {"error_rate": {"value": 0.3, "samples": 3}}
+
+A rate with no known count is taken as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from observability.alerting.model import Sample, make_sample, parse_metric
@@ -37,11 +50,17 @@ def _number(value: Any) -> float | None | bool:
 
 
 def from_stats(
-    stats: Mapping[str, Any] | Iterable[Sample], sla_targets: Mapping[str, float] | None = None
+    stats: Mapping[str, Any] | Iterable[Sample],
+    sla_targets: Mapping[str, float] | None = None,
+    *,
+    min_samples: int = 0,
 ) -> tuple[list[Sample], list[str]]:
-    """Samples from a stats mapping (or pass-through Samples); returns (samples, problems)."""
+    """Samples from a stats mapping (or pass-through Samples); returns (samples, problems).
+
+    Rates over fewer than `min_samples` events (see the module docstring) have no value."""
     samples: list[Sample] = []
     problems: list[str] = []
+    counts: dict[Any, float] = {}
     items = stats.items() if isinstance(stats, Mapping) else ((None, s) for s in stats)
     for key, raw in items:
         if isinstance(raw, Sample):
@@ -59,7 +78,14 @@ def from_stats(
             if raw.get("metric"):
                 family, labels = parse_metric(str(raw["metric"]))
             labels = {**labels, **{str(k): str(x) for k, x in (raw.get("labels") or {}).items()}}
-            samples.append(make_sample(family, labels, v, detail=raw.get("detail")))
+            sample = make_sample(family, labels, v, detail=raw.get("detail"))
+            n = _number(raw.get("samples"))
+            if n is False:
+                problems.append(f"{key}: samples must be a number, got {raw.get('samples')!r:.40}")
+                continue
+            if n is not None:
+                counts[(sample.metric, sample.labels)] = n
+            samples.append(sample)
         elif isinstance(raw, Mapping):
             for scope, sub in raw.items():
                 v = _number(sub)
@@ -73,7 +99,10 @@ def from_stats(
                 problems.append(f"{key}: value must be a number, got {raw!r:.40}")
                 continue
             samples.append(make_sample(family, labels, v))
+            if v is not None:
+                counts[key] = v
     samples.extend(_derived(samples, sla_targets or {}))
+    samples = apply_min_samples(samples, counts, min_samples)
     for p in problems:
         log.warning("alerting input ignored: %s", p)
     return samples, problems
@@ -91,4 +120,42 @@ def _derived(samples: list[Sample], targets: Mapping[str, float]) -> list[Sample
                 out.append(Sample("sla_p95_ratio", s.labels, ratio, detail))
         elif s.metric == "success_rate" and ("failure_rate", s.labels) not in have:
             out.append(Sample("failure_rate", s.labels, None if s.value is None else 1.0 - s.value))
+    return out
+
+
+def count_key(sample: Sample) -> str | None:
+    """The stats key holding the number of events `sample` is a rate over (None: not a rate)."""
+    labels = sample.label_dict
+    bot, source = labels.get("bot"), labels.get("source")
+    if sample.metric in ("error_rate", "cache_hit_rate"):
+        if source:
+            return None
+        return f"{bot}.interactions" if bot else "interactions"
+    if sample.metric == "failure_rate":
+        return f"{bot}.count" if bot and not source else None
+    if sample.metric == "rate_limit_error_rate":
+        if source == "bot_interactions":
+            return "interactions"
+        if source:
+            return None
+        return f"{bot}.llm_calls" if bot else "llm_calls"
+    return None
+
+
+def apply_min_samples(samples: list[Sample], counts: Mapping[Any, float], min_samples: int) -> list[Sample]:
+    """Rates whose count is known and below `min_samples` (and rates over no event at all) lose
+    their value: too few events to judge."""
+    need = max(int(min_samples), 1)
+    out: list[Sample] = []
+    for s in samples:
+        n = counts.get((s.metric, s.labels))
+        if n is None:
+            key = count_key(s)
+            n = counts.get(key) if key else None
+        if s.value is not None and n is not None and n < need:
+            what = "event" if n == 1 else "events"
+            s = replace(
+                s, value=None, detail=f"no data: {n:g} {what} in the window, fewer than ALERT_MIN_SAMPLES {need}"
+            )
+        out.append(s)
     return out

@@ -20,7 +20,6 @@ from observability import auth, schema
 from observability.alerting import audit, delivery, escalation, evaluation, inputs, lifecycle, rules
 from observability.alerting import channels as ch
 from observability.alerting import samples as samples_mod
-from observability.alerting._telemetry import set_attribute, span
 from observability.alerting.model import (
     ACTIVE_STATES,
     CHANNELS,
@@ -41,9 +40,12 @@ from observability.alerting.model import (
 from observability.alerting.silences import row_to_silence
 from observability.settings import Settings, get_settings
 from observability.store import Store
+from observability.telemetry import optional_span
 from observability.timeutil import to_naive_utc, utcnow
 
 log = logging.getLogger(__name__)
+
+SPAN_SERVICE = "observability.alerting"  # spans: observability.alerting.<operation>
 
 ALERT_FIELDS = (
     "id", "rule_name", "dedup_key", "labels", "state", "severity", "value", "threshold", "message",
@@ -223,10 +225,12 @@ class AlertingService:
         outbox with the change and sent by the worker (`deliver_pending`)."""
         self.ensure_seeded()
         now = _now(now)
-        with span("check_and_send_alerts") as s:
-            samples, _ = samples_mod.from_stats(stats, rules.sla_targets(self.settings))
+        with optional_span(SPAN_SERVICE, "check_and_send_alerts") as s:
+            samples, _ = samples_mod.from_stats(
+                stats, rules.sla_targets(self.settings), min_samples=self.settings.alert_min_samples
+            )
             result = evaluation.evaluate(self.store, self.settings, samples, now, complete=complete)
-            set_attribute(s, "alert_count", len(result.fired))
+            s.set_attribute("alert_count", len(result.fired))
         return [self.get_alert(i) for i in result.fired]
 
     def update_metric(
@@ -247,7 +251,7 @@ class AlertingService:
         """The worker's evaluation: every input from the store, judged completely."""
         self.ensure_seeded()
         now = _now(now)
-        with span("evaluate"):
+        with optional_span(SPAN_SERVICE, "evaluate"):
             rules.sync_threshold_rules(self.store, self.settings, now)
             got = inputs.gather(self.store, self.settings, now)
             result = evaluation.evaluate(self.store, self.settings, got.samples, now, complete=got.complete)
@@ -255,11 +259,11 @@ class AlertingService:
         return result
 
     def process_escalations(self, now: datetime | None = None) -> list[tuple[int, int]]:
-        with span("process_escalations"):
+        with optional_span(SPAN_SERVICE, "process_escalations"):
             return escalation.process_escalations(self.store, self.settings, _now(now))
 
     def deliver_pending(self, now: datetime | None = None) -> delivery.DeliveryReport:
-        with span("deliver_notifications"):
+        with optional_span(SPAN_SERVICE, "deliver_notifications"):
             return delivery.deliver_pending(self.store, self.settings, _now(now))
 
     def run_once(self, now: datetime | None = None) -> dict[str, Any]:
