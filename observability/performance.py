@@ -4,8 +4,9 @@ other analytics services (`llm_observability`, `bot_metrics`, `agent_costs`) sha
 How a window is read (DESIGN section 8, issue 3 "Scale"):
 
 - Windows shorter than 24 hours read the raw event rows and aggregate them in SQL. Percentiles are
-  exact with linear interpolation: `percentile_cont` on PostgreSQL; on SQLite the one latency
-  column of the window is finished with `numpy.percentile` (the same definition).
+  exact with linear interpolation: `percentile_cont` on PostgreSQL; on SQLite the two order
+  statistics around each quantile are picked per group with `row_number()` and interpolated
+  (`sqlhelpers.group_percentiles`, the same definition), so no group's rows leave the database.
 - Windows of 24 hours and longer, and every time series, read the rollups: per-hour rows for the
   full hours, per-minute rows for the partial hours at the edges, and raw rows only for the partial
   minutes at the edges and for minutes whose rollup is not computed yet (`rollup_dirty`). Counts,
@@ -38,18 +39,31 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from observability import schema
+from observability.rollups import INTERACTIONS, LLM, NO_NAME, OPS, Family
 from observability.settings import DATA_DIR
-from observability.sketch import GAMMA, LOG_GAMMA, MIN_VALUE, Sketch
+from observability.sketch import GAMMA, Sketch
+from observability.sqlhelpers import (
+    GRANULARITIES,
+    QUANTILES,
+    as_datetime,
+    bucket_sql_expr,
+    count_false,
+    count_true,
+    exact_percentiles,
+    group_percentiles,
+    in_ranges,
+    positions,
+    trunc_expr,
+)
 from observability.store import Store
 from observability.timeutil import EPOCH, floor_hour, floor_minute, to_naive_utc, utcnow
 
+__all__ = ["INTERACTIONS", "LLM", "OPS", "Family", "GRANULARITIES", "QUANTILES", "exact_percentiles"]
+
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 604_800}
 ROLLUP_WINDOW_S = 86_400  # windows at least this long read rollups
-QUANTILES = (0.5, 0.95, 0.99)
-GRANULARITIES: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86_400}
 MAX_RAW_RANGES = 32  # dirty minutes are merged into at most this many raw ranges per query
 SLA_TARGETS_FILE = DATA_DIR / "sla_targets.json"
-NO_NAME = ""  # rollups store a missing bot or agent as ''; results give None
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -101,6 +115,20 @@ def window_bounds(window_seconds: float | None, now: datetime | None) -> tuple[d
 def reads_rollups(window_seconds: float | None) -> bool:
     """Whether a window of this length is read from rollups (approximate percentiles)."""
     return window_seconds is None or window_seconds >= ROLLUP_WINDOW_S
+
+
+def source_note(window: str | int | float | None) -> str:
+    """How figures over this window are computed, in words (the pages show it under their filters)."""
+    if not reads_rollups(None if window is None else window_to_seconds(window)):
+        return "exact, from raw events (charts over time from per-minute rollups)"
+    return "from per-minute and per-hour rollups: sums exact, percentiles within 1%"
+
+
+def chart_granularity(window: str | int | float) -> str:
+    """The time bucket of a chart over this window: minutes up to 6 hours, hours up to 7 days,
+    days beyond."""
+    seconds = window_to_seconds(window)
+    return "minute" if seconds <= 6 * 3600 else "hour" if seconds <= 7 * 86_400 else "day"
 
 
 def _ceil(value: datetime, unit: timedelta) -> datetime:
@@ -190,32 +218,6 @@ def plan_ranges(
 # ---------------------------------------------------------------------------------------------
 # Event families and aggregation
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Family:
-    """A raw event table with (optionally) its minute and hour rollups."""
-
-    name: str
-    raw: sa.Table
-    latency: str
-    keys: tuple[str, ...]  # rollup key columns (also usable for raw grouping)
-    sums: tuple[str, ...] = ()  # extra summed columns, present in raw rows and rollups
-    minute: sa.Table | None = None
-    hour: sa.Table | None = None
-    dirty_kind: str | None = None
-    nullable_keys: tuple[str, ...] = ()
-
-
-OPS = Family("ops", schema.bot_operations, "duration_ms", ("bot", "operation"), (),
-             schema.rollup_ops_minute, schema.rollup_ops_hour, "ops")  # fmt: skip
-LLM = Family(
-    "llm", schema.llm_calls, "latency_ms", ("model", "provider", "bot", "agent"),
-    ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
-     "cost_saved_usd"),
-    schema.rollup_llm_minute, schema.rollup_llm_hour, "llm", nullable_keys=("bot", "agent"),
-)  # fmt: skip
-INTERACTIONS = Family("interactions", schema.bot_interactions, "duration_ms", ("bot",))
 
 
 @dataclass
@@ -330,44 +332,6 @@ class Aggregate:
     def one(self) -> Stats:
         """The single group of an ungrouped aggregate (empty Stats when there was no data)."""
         return self.groups.get((), Stats())
-
-
-def _falsy(col: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.func.sum(sa.case((col == sa.false(), 1), else_=0))
-
-
-def _truthy(col: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.func.sum(sa.case((col == sa.true(), 1), else_=0))
-
-
-def trunc_expr(store: Store, col: sa.ColumnElement, granularity: str) -> sa.ColumnElement:
-    """The start of the minute / hour / day containing `col`."""
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {sorted(GRANULARITIES)}, got {granularity!r}")
-    if store.is_postgres:
-        return sa.func.date_trunc(granularity, col)
-    fmt = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
-    return sa.func.strftime(fmt[granularity], col)
-
-
-def as_datetime(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
-    return datetime.fromisoformat(str(value))
-
-
-def _bucket_index(store: Store, col: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.func.ceil(sa.func.ln(store.greatest(col, sa.literal(MIN_VALUE))) / sa.literal(LOG_GAMMA))
-
-
-def _ranges(col: sa.ColumnElement, ranges: Sequence[tuple[datetime, datetime]]) -> sa.ColumnElement:
-    return sa.or_(*[sa.and_(col >= a, col < b) for a, b in ranges])
-
-
-def _positions(n: int) -> list[sa.ColumnElement]:
-    return [sa.literal_column(str(i)) for i in range(1, n + 1)]
 
 
 def _filter_clause(table: sa.Table, filters: Mapping[str, Any], rollup: bool) -> list[sa.ColumnElement]:
@@ -486,16 +450,16 @@ def _sums_into(store: Store, conn: sa.Connection, family: Family, table: sa.Tabl
     if is_rollup:
         aggs = [sa.func.sum(table.c["count"]), sa.func.sum(table.c.errors), sa.func.sum(table.c.cache_hits),
                 sa.func.sum(table.c.sum_ms), sa.func.min(table.c.min_ms), sa.func.max(table.c.max_ms)]  # fmt: skip
-        where = [_ranges(table.c.bucket, ranges)]
+        where = [in_ranges(table.c.bucket, ranges)]
     else:
         lat = table.c[family.latency]
-        aggs = [sa.func.count(), _falsy(table.c.success), _truthy(table.c.cache_hit), sa.func.sum(lat),
+        aggs = [sa.func.count(), count_false(table.c.success), count_true(table.c.cache_hit), sa.func.sum(lat),
                 sa.func.min(lat), sa.func.max(lat)]  # fmt: skip
-        where = [_ranges(table.c.ts, ranges)]
-    aggs += [sa.func.sum(table.c[c]) for c in family.sums]
+        where = [in_ranges(table.c.ts, ranges)]
+    aggs += [sa.func.sum(table.c[c] if is_rollup else family.raw_sum(c, table)) for c in family.sums]
     stmt = sa.select(*gcols, *aggs).where(*where, *_filter_clause(table, filters, is_rollup))
     if gcols:
-        stmt = stmt.group_by(*_positions(len(gcols)))
+        stmt = stmt.group_by(*positions(len(gcols)))
     n = len(gcols)
     for row in conn.execute(stmt):
         if row[n] is None or int(row[n]) == 0:
@@ -511,9 +475,9 @@ def _raw_sketch_into(store: Store, conn: sa.Connection, family: Family, table: s
     """Sketch pieces of raw rows: bucket indexes computed and counted in SQL."""
     gcols = _group_cols(store, family, table, False, group_by, granularity)
     stmt = (
-        sa.select(*gcols, _bucket_index(store, table.c[family.latency]), sa.func.count())
-        .where(_ranges(table.c.ts, ranges), *_filter_clause(table, filters, False))
-        .group_by(*_positions(len(gcols) + 1))
+        sa.select(*gcols, bucket_sql_expr(store, table.c[family.latency]), sa.func.count())
+        .where(in_ranges(table.c.ts, ranges), *_filter_clause(table, filters, False))
+        .group_by(*positions(len(gcols) + 1))
     )
     n = len(gcols)
     per: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
@@ -585,12 +549,12 @@ def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: 
                       filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
     """Sums per (rollup bucket, group) in SQL; merged sketches from the cache, parsed only on a miss."""
     gcols = [table.c[g] for g in group_by]
-    where = [_ranges(table.c.bucket, ranges), *_filter_clause(table, filters, True)]
+    where = [in_ranges(table.c.bucket, ranges), *_filter_clause(table, filters, True)]
     aggs = [sa.func.sum(table.c["count"]), sa.func.sum(table.c.errors), sa.func.sum(table.c.cache_hits),
             sa.func.sum(table.c.sum_ms), sa.func.min(table.c.min_ms), sa.func.max(table.c.max_ms),
             *[sa.func.sum(table.c[c]) for c in family.sums]]  # fmt: skip
     rows = conn.execute(
-        sa.select(table.c.bucket, *gcols, *aggs).where(*where).group_by(*_positions(1 + len(gcols)))
+        sa.select(table.c.bucket, *gcols, *aggs).where(*where).group_by(*positions(1 + len(gcols)))
     ).all()
     shape = (store.namespace, table.name, tuple(group_by), repr(sorted(filters.items())))
     ng = len(gcols)
@@ -616,7 +580,7 @@ def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: 
     if not missing:
         return
     buckets = sorted({k[0] for k in missing})
-    bucket_clause = table.c.bucket.in_(buckets) if len(buckets) <= 500 else _ranges(table.c.bucket, ranges)
+    bucket_clause = table.c.bucket.in_(buckets) if len(buckets) <= 500 else in_ranges(table.c.bucket, ranges)
     parts: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for row in conn.execute(
         sa.select(table.c.bucket, *gcols, table.c.sketch).where(
@@ -654,15 +618,15 @@ def _raw_exact(store: Store, conn: sa.Connection, family: Family, start: datetim
     lat = table.c[family.latency]
     gcols = _group_cols(store, family, table, False, group_by, granularity)
     where = [table.c.ts >= start, table.c.ts < end, *_filter_clause(table, filters, False)]
-    aggs = [sa.func.count(), _falsy(table.c.success), _truthy(table.c.cache_hit), sa.func.sum(lat),
-            sa.func.min(lat), sa.func.max(lat), *[sa.func.sum(table.c[c]) for c in family.sums]]  # fmt: skip
+    aggs = [sa.func.count(), count_false(table.c.success), count_true(table.c.cache_hit), sa.func.sum(lat),
+            sa.func.min(lat), sa.func.max(lat), *[sa.func.sum(family.raw_sum(c, table)) for c in family.sums]]  # fmt: skip
     pg_pct = percentiles and store.is_postgres
     if pg_pct:
         qs = postgresql.array([sa.literal(q, sa.Float) for q in QUANTILES])
         aggs.append(sa.func.percentile_cont(qs).within_group(lat).label("pct"))
     stmt = sa.select(*gcols, *aggs).where(*where)
     if gcols:
-        stmt = stmt.group_by(*_positions(len(gcols)))
+        stmt = stmt.group_by(*positions(len(gcols)))
     n = len(gcols)
     groups: dict[tuple, Stats] = {}
     for row in conn.execute(stmt):
@@ -678,21 +642,13 @@ def _raw_exact(store: Store, conn: sa.Connection, family: Family, start: datetim
             s.p50, s.p95, s.p99 = (float(x) for x in pct)
         groups[_key(row, n, granularity)] = s
     if percentiles and not store.is_postgres and groups:
-        values: dict[tuple, list[float]] = defaultdict(list)
-        for row in conn.execute(sa.select(*gcols, lat).where(*where)):
-            values[_key(row, n, granularity)].append(row[n])
-        for key, vals in values.items():
+        # SQLite: the order statistics around each quantile, per group, picked in SQL
+        pct = group_percentiles(store, conn, table, lat, gcols, sa.and_(*where), QUANTILES)
+        for raw_key, vals in pct.items():
+            key = _key(raw_key, n, granularity)
             if key in groups:
-                groups[key].p50, groups[key].p95, groups[key].p99 = exact_percentiles(vals)
+                groups[key].p50, groups[key].p95, groups[key].p99 = vals
     return groups
-
-
-def exact_percentiles(values: Sequence[float], qs: Sequence[float] = QUANTILES) -> list[float]:
-    """numpy.percentile's default (linear) method, the same as PostgreSQL's percentile_cont."""
-    arr = np.asarray(values, dtype=float)
-    if arr.size == 0:
-        return [None for _ in qs]  # type: ignore[misc]
-    return [float(x) for x in np.percentile(arr, [q * 100 for q in qs])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -802,10 +758,17 @@ class PerformanceTracker:
         return out
 
     def get_all_bot_stats(
-        self, window: str | int | float = "1h", *, now: datetime | None = None
+        self,
+        window: str | int | float = "1h",
+        *,
+        bots: Sequence[str] | None = None,
+        now: datetime | None = None,
     ) -> dict[str, dict]:
-        """`get_bot_stats` for every bot with operations in the window, in one query."""
-        agg, seconds = self._aggregate(window, now, group_by=("bot",))
+        """`get_bot_stats` for every bot with operations in the window (or those of `bots`), in one
+        query."""
+        agg, seconds = self._aggregate(
+            window, now, group_by=("bot",), filters={"bot": list(bots)} if bots else None
+        )
         meta = self._meta(agg, window, seconds)
         return {
             k[0]: {"bot": k[0], "operation": None, **stats_dict(s), **meta}
@@ -825,7 +788,8 @@ class PerformanceTracker:
     def check_sla_compliance(
         self, window: str | int | float = "1h", *, now: datetime | None = None
     ) -> list[dict]:
-        """One dict per SLA target (bot, operation): targets vs actual P50/P95/P99 and violations.
+        """One dict per SLA target (bot, operation): targets vs actual P50/P95/P99 and violations,
+        with the operation's count, errors, error rate and cache hit rate in the window.
 
         `compliant` is False when any measured percentile exceeds its target; an operation with no
         calls in the window is compliant with `count` 0 and actual percentiles None.
@@ -852,6 +816,9 @@ class PerformanceTracker:
                 "bot": t.bot,
                 "operation": t.operation,
                 "count": s.count if s else 0,
+                "errors": s.errors if s else 0,
+                "error_rate": s.error_rate if s else 0.0,
+                "cache_hit_rate": s.cache_hit_rate if s else 0.0,
                 "target_p50": t.p50_ms,
                 "target_p95": t.p95_ms,
                 "target_p99": t.p99_ms,
@@ -869,14 +836,14 @@ class PerformanceTracker:
         return [v for row in self.check_sla_compliance(window, now=now) for v in row["violations"]]
 
     def bot_timeseries(
-        self, window: str | int | float = "24h", granularity: str = "hour", *, bot: str | None = None,
+        self, window: str | int | float = "24h", granularity: str = "hour", *, bot: str | Sequence[str] | None = None,
         operation: str | None = None, by_operation: bool = False, now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Chart rows per (bucket, bot[, operation]) from the rollups: latency P50/P95/P99 and mean,
         requests, requests per minute, errors, error rate, cache hits and hit rate.
 
-        `granularity` is 'minute', 'hour' or 'day'; `bucket` is the bucket's start (naive UTC).
-        Percentiles come from merged sketches (`approximate` True).
+        `granularity` is 'minute', 'hour' or 'day'; `bucket` is the bucket's start (naive UTC);
+        `bot` is one bot or a list of them. Percentiles come from merged sketches (`approximate`).
         """
         filters: dict[str, Any] = {}
         if bot is not None:

@@ -1,116 +1,118 @@
-"""Per-minute and per-hour rollups of `bot_operations` and `llm_calls`.
+"""Per-minute and per-hour rollups of `bot_operations` and `llm_calls`, and the event families.
 
 Ingest marks the minutes it touched in `rollup_dirty`; this step recomputes those minutes from
 the raw rows (exact sums and counts, plus a latency sketch whose bucket indexes are computed in
 SQL), then recomputes the hours containing them from the minutes. Recomputing instead of adding
 makes the step idempotent: a replayed batch, a late event or a crash halfway simply leads to the
 same rows on the next run. A dirty mark is cleared only if nobody re-marked the minute meanwhile.
+
+A `Family` names a raw event table, its rollup tables and what they hold; the read side
+(`observability.performance.aggregate`) uses the same definitions. Besides plain sums, a rollup
+may hold the sum of a raw column's squares (`cost_sq_usd` for `llm_calls.cost_usd`), so the mean
+and standard deviation of that column over any window come exactly from the rollups.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from observability import schema
-from observability.sketch import LOG_GAMMA, MIN_VALUE, Sketch
+from observability.sketch import Sketch
+from observability.sqlhelpers import (
+    as_datetime,
+    bucket_sql_expr,
+    count_false,
+    count_true,
+    positions,
+    trunc_expr,
+)
 from observability.store import Store
 
 log = logging.getLogger(__name__)
 
 CHUNK_MINUTES = 120
+NO_NAME = ""  # rollups store a missing bot or agent as '' (part of their primary key)
 
 
-def _minute_expr(store: Store, col: sa.ColumnElement) -> sa.ColumnElement:
-    if store.is_postgres:
-        return sa.func.date_trunc("minute", col)
-    return sa.func.strftime("%Y-%m-%d %H:%M:00", col)
+@dataclass(frozen=True)
+class Family:
+    """A raw event table with (optionally) its minute and hour rollups."""
+
+    name: str
+    raw: sa.Table
+    latency: str
+    keys: tuple[str, ...]  # rollup key columns (also usable for raw grouping)
+    sums: tuple[str, ...] = ()  # extra summed columns of the rollups (see `raw_sum`)
+    minute: sa.Table | None = None
+    hour: sa.Table | None = None
+    dirty_kind: str | None = None
+    nullable_keys: tuple[str, ...] = ()
+    squares: tuple[tuple[str, str], ...] = ()  # (rollup column, raw column): sum of the raw column squared
+
+    def raw_sum(self, name: str, table: sa.Table | None = None) -> sa.ColumnElement:
+        """The raw-row expression whose sum is the rollup column `name`."""
+        table = self.raw if table is None else table
+        for col, src in self.squares:
+            if col == name:
+                return table.c[src] * table.c[src]
+        return table.c[name]
 
 
-def _bucket_expr(store: Store, col: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.func.ceil(sa.func.ln(store.greatest(col, sa.literal(MIN_VALUE))) / sa.literal(LOG_GAMMA))
+OPS = Family("ops", schema.bot_operations, "duration_ms", ("bot", "operation"), (),
+             schema.rollup_ops_minute, schema.rollup_ops_hour, "ops")  # fmt: skip
+LLM = Family(
+    "llm", schema.llm_calls, "latency_ms", ("model", "provider", "bot", "agent"),
+    ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+     "cost_saved_usd", "cost_sq_usd"),
+    schema.rollup_llm_minute, schema.rollup_llm_hour, "llm", nullable_keys=("bot", "agent"),
+    squares=(("cost_sq_usd", "cost_usd"),),
+)  # fmt: skip
+INTERACTIONS = Family("interactions", schema.bot_interactions, "duration_ms", ("bot",))
+
+FAMILIES: dict[str, Family] = {f.dirty_kind: f for f in (OPS, LLM) if f.dirty_kind}
 
 
-def _dt(value: object) -> datetime:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
-    return datetime.fromisoformat(str(value))
-
-
-def _pos(n: int) -> list[sa.ColumnElement]:
-    """GROUP BY 1, 2, ... n (both dialects accept positions; expressions would be repeated)."""
-    return [sa.literal_column(str(i)) for i in range(1, n + 1)]
-
-
-def _falsy(col: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.func.sum(sa.case((col == sa.false(), 1), else_=0))
-
-
-def _truthy(col: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.func.sum(sa.case((col == sa.true(), 1), else_=0))
-
-
-SPECS = {
-    "ops": {
-        "raw": schema.bot_operations,
-        "minute": schema.rollup_ops_minute,
-        "hour": schema.rollup_ops_hour,
-        "keys": ("bot", "operation"),
-        "latency": "duration_ms",
-        "sums": (),
-    },
-    "llm": {
-        "raw": schema.llm_calls,
-        "minute": schema.rollup_llm_minute,
-        "hour": schema.rollup_llm_hour,
-        "keys": ("model", "provider", "bot", "agent"),
-        "latency": "latency_ms",
-        "sums": ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-                 "cost_usd", "cost_saved_usd"),  # fmt: skip
-    },
-}
-
-
-def _key_cols(raw: sa.Table, keys: tuple[str, ...]) -> list[sa.ColumnElement]:
+def _key_cols(family: Family) -> list[sa.ColumnElement]:
     # NULL bot/agent become '' so they can be part of the rollup's primary key
-    return [sa.func.coalesce(raw.c[k], "").label(k) for k in keys]
+    return [sa.func.coalesce(family.raw.c[k], NO_NAME).label(k) for k in family.keys]
 
 
 def recompute_range(store: Store, conn: sa.Connection, kind: str, start: datetime, end: datetime) -> int:
     """Rebuild minute rollups for [start, end) from raw rows; returns the number of rollup rows."""
-    spec = SPECS[kind]
-    raw, target, keys = spec["raw"], spec["minute"], spec["keys"]
-    lat = raw.c[spec["latency"]]
-    minute = _minute_expr(store, raw.c.ts).label("bucket")
-    key_cols = _key_cols(raw, keys)
+    family = FAMILIES[kind]
+    raw, target, keys = family.raw, family.minute, family.keys
+    lat = raw.c[family.latency]
+    minute = trunc_expr(store, raw.c.ts, "minute").label("bucket")
+    group = [minute, *_key_cols(family)]
     where = sa.and_(raw.c.ts >= start, raw.c.ts < end)
     agg = [
         sa.func.count().label("count"),
-        _falsy(raw.c.success).label("errors"),
-        _truthy(raw.c.cache_hit).label("cache_hits"),
+        count_false(raw.c.success).label("errors"),
+        count_true(raw.c.cache_hit).label("cache_hits"),
         sa.func.sum(lat).label("sum_ms"),
         sa.func.min(lat).label("min_ms"),
         sa.func.max(lat).label("max_ms"),
-    ] + [sa.func.sum(raw.c[c]).label(c) for c in spec["sums"]]
-    group = [minute, *key_cols]
-    rows = conn.execute(sa.select(*group, *agg).where(where).group_by(*_pos(len(group)))).all()
-    bucket = _bucket_expr(store, lat).label("b")
+    ] + [sa.func.sum(family.raw_sum(c)).label(c) for c in family.sums]
+    rows = conn.execute(sa.select(*group, *agg).where(where).group_by(*positions(len(group)))).all()
+    bucket = bucket_sql_expr(store, lat).label("b")
     sk_rows = conn.execute(
-        sa.select(*group, bucket, sa.func.count()).where(where).group_by(*_pos(len(group) + 1))
+        sa.select(*group, bucket, sa.func.count()).where(where).group_by(*positions(len(group) + 1))
     ).all()
     sketches: dict[tuple, dict[str, int]] = defaultdict(dict)
     n = len(group)
     for r in sk_rows:
-        k = (_dt(r[0]), *r[1:n])
+        k = (as_datetime(r[0]), *r[1:n])
         sketches[k][str(int(r[n]))] = int(r[n + 1])
     conn.execute(sa.delete(target).where(target.c.bucket >= start, target.c.bucket < end))
     values = []
     for r in rows:
         d = dict(r._mapping)
-        d["bucket"] = _dt(d["bucket"])
+        d["bucket"] = as_datetime(d["bucket"])
         d["sketch"] = sketches.get((d["bucket"], *(d[k] for k in keys)), {})
         values.append(d)
     if values:
@@ -119,10 +121,10 @@ def recompute_range(store: Store, conn: sa.Connection, kind: str, start: datetim
 
 
 def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[datetime]) -> None:
-    """Rebuild hour rollups from minute rollups (counts summed, sketches merged)."""
-    spec = SPECS[kind]
-    src, target, keys = spec["minute"], spec["hour"], spec["keys"]
-    sum_cols = ("count", "errors", "cache_hits", "sum_ms", *spec["sums"])
+    """Rebuild hour rollups from minute rollups (counts and sums added, sketches merged)."""
+    family = FAMILIES[kind]
+    src, target, keys = family.minute, family.hour, family.keys
+    sum_cols = ("count", "errors", "cache_hits", "sum_ms", *family.sums)
     for hour in sorted(hours):
         end = hour + timedelta(hours=1)
         rows = conn.execute(
@@ -167,9 +169,9 @@ def run(store: Store, max_minutes: int = 20_000) -> int:
         return 0
     by_kind: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
     for kind, minute, mark in dirty:
-        by_kind[kind].append((_dt(minute), mark))
+        by_kind[kind].append((as_datetime(minute), mark))
     for kind, items in by_kind.items():
-        if kind not in SPECS:
+        if kind not in FAMILIES:
             continue
         # contiguous chunks of at most CHUNK_MINUTES minutes, one transaction each
         chunk: list[tuple[datetime, str]] = []

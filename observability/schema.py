@@ -56,9 +56,11 @@ llm_calls = Table(
     Column("success", Boolean, nullable=False, server_default=text("true")),
     Column("error_type", String(100)),
     Index("ix_llm_calls_bot_ts", "bot", "ts"),
-    Index("ix_llm_calls_ts", "ts"),
+    Index("ix_llm_calls_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
     Index("ix_llm_calls_model_ts", "model", "ts"),
     Index("ix_llm_calls_conversation", "conversation_id"),
+    # an agent's most expensive calls in a window (cost anomalies: cost above mean + z * sd)
+    Index("ix_llm_calls_agent_cost", "agent", "cost_usd", "ts"),
     # calls the price table did not know (priced 0 and flagged): the cost page lists them cheaply
     Index("ix_llm_calls_unpriced", "ts", postgresql_where=text("price_known = false"),
           postgresql_include=["model", "provider", "input_tokens", "output_tokens", "cost_usd"],
@@ -77,7 +79,7 @@ bot_operations = Table(
     Column("cache_hit", Boolean, nullable=False, server_default=text("false")),
     Column("error_type", String(100)),
     Index("ix_bot_operations_bot_ts", "bot", "ts"),
-    Index("ix_bot_operations_ts", "ts"),
+    Index("ix_bot_operations_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
 )
 
 bot_interactions = Table(
@@ -91,7 +93,7 @@ bot_interactions = Table(
     Column("cache_hit", Boolean, nullable=False, server_default=text("false")),
     Column("error_type", String(100)),
     Index("ix_bot_interactions_bot_ts", "bot", "ts"),
-    Index("ix_bot_interactions_ts", "ts"),
+    Index("ix_bot_interactions_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
 )
 
 handoffs = Table(
@@ -105,7 +107,7 @@ handoffs = Table(
     Column("duration_ms", Float, nullable=False, server_default="0"),
     Column("blocked", Boolean, nullable=False, server_default=text("false")),
     Column("reason", String(500)),
-    Index("ix_handoffs_ts", "ts"),
+    Index("ix_handoffs_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
 )
 
 messages = Table(
@@ -136,7 +138,7 @@ system_metrics = Table(
     Column("user_id", String(100)),
     Column("metadata", JSON),
     Index("ix_system_metrics_name_ts", "metric_name", "ts"),
-    Index("ix_system_metrics_ts", "ts"),
+    Index("ix_system_metrics_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
 )
 
 activity_events = Table(
@@ -422,6 +424,9 @@ def _llm_rollup(name: str) -> Table:
         Column("cache_write_tokens", BigInteger, nullable=False),
         Column("cost_usd", Float, nullable=False),
         Column("cost_saved_usd", Float, nullable=False),
+        # sum of squared call costs: with count and cost_usd, the exact mean and standard
+        # deviation of one call's cost over any window (agent cost anomalies)
+        Column("cost_sq_usd", Float, nullable=False, server_default="0"),
         Column("sum_ms", Float, nullable=False),
         Column("min_ms", Float),
         Column("max_ms", Float),

@@ -54,7 +54,7 @@ class Settings:
     worker_tick_s: float = 15.0
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = 4318
-    worker_batch_entries: int = 200
+    worker_batch_entries: int = 50
     worker_claim_idle_ms: int = 60_000
     worker_lock_file: Path = LOCAL_DIR / "worker.leader.lock"
     # --- alerting -------------------------------------------------------------------------

@@ -67,10 +67,16 @@ def severity_of(rule: AlertRule, sample: Sample) -> str | None:
 
 
 def _matches(rule: AlertRule, sample: Sample) -> bool:
+    """A rule watches every series of its metric (one alert per bot) that its scope allows; a
+    series measured from another source (`source` label, e.g. `interactions.rate_limit_error_rate`)
+    only when the rule names that source, so one incident does not raise one rule twice."""
     if sample.metric != rule.family:
         return False
     labels = sample.label_dict
-    return all(labels.get(k) == v for k, v in rule.fixed_labels.items())
+    fixed = rule.fixed_labels
+    if "source" in labels and "source" not in fixed:
+        return False
+    return all(labels.get(k) == v for k, v in fixed.items())
 
 
 def evaluate(

@@ -4,8 +4,13 @@ A held step is not dropped: the alert keeps its due step and the reason is shown
 the step goes out as soon as nothing holds it (the inhibiting alert resolves, the silence ends, the
 cooldown passes) provided the alert is still firing and unacknowledged.
 
+Before all three: an alert whose condition is clear, kept firing for `keep_firing_for` in case
+it comes back, takes no step (no held notification released, no escalation) unless the condition
+returns, so an incident that is over pages nobody.
+
 Inhibition: while `bot_unresponsive` is open for a bot, that bot's SLA and error-rate alerts are
-held (a dead bot is one incident, not three); and while a rule has an open alert for a bot, the
+held (a dead bot is one incident, not three); while `rate_limit_breach` is open, every
+error-rate alert is held (the throttled calls are what fails); and while a rule has an open alert for a bot, the
 same rule's overall alert (no `bot` label, e.g. the system-wide error rate) is held, since the
 bot's alert already explains it. Cooldown: after a notification for a rule and label
 set, another alert with the same dedup key is not notified again until the rule's cooldown has
@@ -35,6 +40,8 @@ class Inhibition:
 
 INHIBITIONS: tuple[Inhibition, ...] = (
     Inhibition("bot_unresponsive", ("sla_violation", "high_error_rate"), ("bot",)),
+    # the provider throttling us makes every bot's replies fail: one incident, told once
+    Inhibition("rate_limit_breach", ("high_error_rate",), ()),
 )
 
 
@@ -73,6 +80,9 @@ def check(
     conn: sa.Connection, alert: Mapping[str, Any], rule: AlertRule, now: datetime, level: int
 ) -> Hold | None:
     """Why this alert's next step must wait, or None when it may go out now."""
+    if alert.get("clear_since") is not None:
+        # clear, kept firing for keep_firing_for: page nobody unless the condition comes back
+        return Hold(f"condition clear since {alert['clear_since']:%Y-%m-%d %H:%M:%S} UTC; resolves unless it returns")
     inhibitor = inhibited_by(conn, alert)
     if inhibitor is not None:
         return Hold(f"inhibited by alert #{inhibitor[0]} ({inhibitor[1]})")
