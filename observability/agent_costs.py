@@ -14,49 +14,34 @@ gives `cost_usd`), so decisions recorded here, by the SDK or by any bot process 
   anomaly carries its trace id so the cost page can link to the call;
 - an efficiency ranking: cost per decision, cheapest first.
 
-Anomalies need each decision's cost. Per closed hour and agent the tracker keeps the count, mean,
-sum of squared deviations and the most expensive decisions (a process-wide cache, checked against
-the hour rollups' counts on every use, so late rows invalidate it); only the partial hours at the
-window's edges and hours that changed are read raw. A 7-day report therefore reads a few hundred
-rollup rows and two partial hours of raw rows once the hours are cached.
+Everything comes from SQL, exact for any window and with no per-process state: the LLM rollups
+hold per (bucket, model, provider, bot, agent) the count, the sum and the sum of squares of the
+call cost (`cost_sq_usd`), so one `performance.aggregate` over the window (hour rollups, minute
+rollups at the edges, raw rows for partial and not-yet-rolled-up minutes) gives each agent's
+spend, mean and sample standard deviation. The anomalous calls are then two range scans per
+agent of the `(agent, cost_usd, ts)` index on `llm_calls`: `cost_usd > mean + z * sd` within the
+window, counted, and the most expensive ones fetched with their details.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-import threading
 import uuid
-from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from observability import events as ev
 from observability import schema
 from observability.ingest import write_batch
-from observability.performance import (
-    LLM,
-    aggregate,
-    as_datetime,
-    dirty_minutes,
-    resolve_now,
-    trunc_expr,
-    window_bounds,
-    window_to_seconds,
-)
+from observability.performance import LLM, aggregate, resolve_now, window_bounds, window_to_seconds
 from observability.settings import Settings
-from observability.sketch import LOG_GAMMA, MIN_VALUE
+from observability.sqlhelpers import as_datetime
 from observability.store import Store
-from observability.timeutil import floor_hour, to_epoch
-
-HOUR = timedelta(hours=1)
-TOP_PER_CELL = 50  # most expensive decisions kept per (hour, agent)
-CACHE_HOURS = 24 * 45  # per store; least recently used hours are dropped beyond this
+from observability.timeutil import to_epoch
 
 
 @dataclass
@@ -136,7 +121,7 @@ class CostReport:
     total_decisions: int
     anomalies: list[CostAnomaly]  # highest z first, at most `max_anomalies`
     anomaly_count: int  # all anomalies in the window
-    anomaly_count_exact: bool  # False: estimated (within ~1%) where an hour had more than the kept top
+    anomaly_count_exact: bool  # always True: anomalies are counted in SQL (kept for callers that check)
     efficiency_ranking: list[dict[str, Any]]  # cheapest cost per decision first
     z_threshold: float
     min_decisions: int
@@ -153,44 +138,6 @@ class CostReport:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------
-# Per (hour, agent) cost moments
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Cell:
-    n: int
-    mean: float
-    m2: float  # sum of squared deviations from the mean
-    # (cost, trace_id, ts, model, decision_type, conversation_id, bot), most expensive first
-    top: list[tuple]
-    # cost histogram: log-bucket indexes of micro-dollars (1% wide) and their counts, for counting
-    # anomalies beyond the kept top
-    buckets: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-
-    def kept_above(self, limit: float) -> int:
-        """How many of the kept most expensive decisions cost more than `limit`."""
-        neg = self.__dict__.get("_neg")
-        if neg is None or len(neg) != len(self.top):
-            neg = self.__dict__["_neg"] = -np.array([d[0] for d in self.top], dtype=float)
-        return int(np.searchsorted(neg, -limit, side="left"))
-
-    def count_above(self, limit: float) -> int:
-        """How many costs exceed `limit`: exact from the kept top when it reaches below `limit`,
-        else estimated from the histogram (the bucket holding `limit` split by log position)."""
-        if len(self.top) == self.n or (self.top and self.top[-1][0] <= limit):
-            return sum(1 for d in self.top if d[0] > limit)
-        x = max(limit * 1e6, MIN_VALUE)
-        edge = math.log(x) / LOG_GAMMA
-        b = math.ceil(edge)
-        above = int(self.counts[self.buckets > b].sum())
-        inside = int(self.counts[self.buckets == b].sum())
-        frac = b - edge  # share of the straddling bucket above `limit`, on the log scale
-        return max(above + round(inside * frac), len(self.top))
-
-
 _L = schema.llm_calls
 DETAIL_COLUMNS = (
     _L.c.cost_usd,
@@ -201,129 +148,30 @@ DETAIL_COLUMNS = (
     _L.c.conversation_id,
     _L.c.bot,
 )
+CALL_COLUMNS = ("trace_id", "ts", "bot", "agent", "decision_type", "model", "provider", "input_tokens",
+                "output_tokens", "cache_read_tokens", "cache_write_tokens", "latency_ms", "cache_hit", "cost_usd",
+                "conversation_id", "success", "error_type")  # fmt: skip
+# below this share of the sum of squares, a variance is rounding noise of `sum(x²) - sum(x)²/n`
+# (the costs are all equal): the agent's standard deviation is 0 and nothing is judged anomalous
+VARIANCE_NOISE = 1e-12
+
+
+def cost_moments(count: int, cost_sum: float, cost_sq_sum: float) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of one call's cost from the count, the sum and the
+    sum of squares (as the rollups hold them); None where undefined."""
+    if count <= 0:
+        return None, None
+    mean = cost_sum / count
+    if count < 2:
+        return mean, None
+    m2 = cost_sq_sum - cost_sum * mean
+    if m2 <= VARIANCE_NOISE * cost_sq_sum:
+        m2 = 0.0
+    return mean, math.sqrt(m2 / (count - 1))
 
 
 def _detail(row: Sequence) -> tuple:
     return (float(row[0]), row[1], as_datetime(row[2]), *row[3:7])
-
-
-def _combine(a: tuple[int, float, float], b: tuple[int, float, float]) -> tuple[int, float, float]:
-    """Chan et al.'s parallel update of (n, mean, M2)."""
-    na, ma, m2a = a
-    nb, mb, m2b = b
-    if na == 0:
-        return b
-    if nb == 0:
-        return a
-    n = na + nb
-    delta = mb - ma
-    return n, ma + delta * nb / n, m2a + m2b + delta * delta * na * nb / n
-
-
-class _MomentCache:
-    """Closed hours' cells per store, validated by hour-rollup counts on every use."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hours: dict[str, OrderedDict[datetime, dict[str, _Cell]]] = {}
-
-    def get(self, ns: str, hour: datetime) -> dict[str, _Cell] | None:
-        with self._lock:
-            hours = self._hours.get(ns)
-            if hours is None or hour not in hours:
-                return None
-            hours.move_to_end(hour)
-            return hours[hour]
-
-    def put(self, ns: str, hour: datetime, cells: dict[str, _Cell]) -> None:
-        with self._lock:
-            hours = self._hours.setdefault(ns, OrderedDict())
-            hours[hour] = cells
-            hours.move_to_end(hour)
-            while len(hours) > CACHE_HOURS:
-                hours.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._hours.clear()
-
-
-_CACHE = _MomentCache()
-
-
-def clear_cache() -> None:
-    """Forget cached hour moments (they are re-read from the store when needed)."""
-    _CACHE.clear()
-
-
-def _ranges_clause(col: sa.ColumnElement, ranges: Sequence[tuple[datetime, datetime]]) -> sa.ColumnElement:
-    return sa.or_(*[sa.and_(col >= a, col < b) for a, b in ranges])
-
-
-def _merge(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    out: list[list[datetime]] = []
-    for a, b in sorted(ranges):
-        if out and out[-1][1] >= a:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def _read_cells(
-    store: Store, conn: sa.Connection, ranges: Sequence[tuple[datetime, datetime]], hourly: bool
-) -> dict[datetime, dict[str, _Cell]]:
-    """Cells per hour (or per range start for edge ranges) from raw rows, two grouped queries."""
-    t = schema.llm_calls
-    if not ranges:
-        return {}
-    out: dict[datetime, dict[str, _Cell]] = defaultdict(dict)
-    if hourly:
-        period = trunc_expr(store, t.c.ts, "hour")
-    else:
-        period = sa.case(*[(sa.and_(t.c.ts >= a, t.c.ts < b), sa.literal(a)) for a, b in ranges])
-    where = (_ranges_clause(t.c.ts, ranges), t.c.agent.is_not(None), t.c.agent != "")
-    cost = t.c.cost_usd
-    sums = conn.execute(
-        sa.select(period, t.c.agent, sa.func.count(), sa.func.sum(cost), sa.func.sum(cost * cost))
-        .where(*where)
-        .group_by(sa.literal_column("1"), sa.literal_column("2"))
-    ).all()
-    for p, agent, n, s1, s2 in sums:
-        n, s1, s2 = int(n), float(s1 or 0), float(s2 or 0)
-        mean = s1 / n
-        out[as_datetime(p)][agent] = _Cell(n, mean, max(s2 - s1 * mean, 0.0), [])
-    rn = (
-        sa.func.row_number()
-        .over(partition_by=(period, t.c.agent), order_by=(cost.desc(), t.c.trace_id))
-        .label("rn")
-    )
-    inner = sa.select(period.label("p"), t.c.agent, *DETAIL_COLUMNS, rn).where(*where).subquery()
-    top = conn.execute(
-        sa.select(inner.c.p, inner.c.agent, *[inner.c[c.name] for c in DETAIL_COLUMNS])
-        .where(inner.c.rn <= TOP_PER_CELL)
-        .order_by(inner.c.p, inner.c.agent, inner.c.rn)
-    ).all()
-    for row in top:
-        cell = out[as_datetime(row[0])].get(row[1])
-        if cell is not None:
-            cell.top.append(_detail(row[2:]))
-    micro = sa.func.ceil(
-        sa.func.ln(store.greatest(cost * 1e6, sa.literal(MIN_VALUE))) / sa.literal(LOG_GAMMA)
-    )
-    hist: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-    for p, agent, b, n in conn.execute(
-        sa.select(period, t.c.agent, micro, sa.func.count())
-        .where(*where)
-        .group_by(*[sa.literal_column(str(i)) for i in (1, 2, 3)])
-    ).all():
-        hist[(as_datetime(p), agent)].append((int(float(b)), int(n)))
-    for (p, agent), pairs in hist.items():
-        cell = out[p].get(agent)
-        if cell is not None:
-            arr = np.array(sorted(pairs), dtype=np.int64)
-            cell.buckets, cell.counts = arr[:, 0], arr[:, 1]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,26 +249,31 @@ class DecisionCostTracker:
         with self.store.connect() as conn:
             agg = aggregate(self.store, LLM, start, end, group_by=("agent",), percentiles=False, rollups=True,
                             conn=conn)  # fmt: skip
-            groups = {k[0]: s for k, s in agg.groups.items() if k[0] is not None}
-            if seconds is None and groups:  # all history: start at the first decision's hour
-                first = conn.execute(sa.select(sa.func.min(schema.llm_calls.c.ts))).scalar()
-                start = floor_hour(as_datetime(first)) if first is not None else start
-            cells = self._cells(conn, start, end) if groups else []
-            moments, shown, counts, exact = self._anomalies(conn, cells, z, min_n, max_anomalies)
-        total_cost = sum(float(s.sums.get("cost_usd", 0) or 0) for s in groups.values())
+            groups = {k[0]: st for k, st in agg.groups.items() if k[0] is not None}
+            moments = {
+                agent: cost_moments(st.count, float(st.sums.get("cost_usd", 0) or 0),
+                                    float(st.sums.get("cost_sq_usd", 0) or 0))
+                for agent, st in groups.items()
+            }  # fmt: skip
+            judged = {
+                agent: (mean, std)
+                for agent, (mean, std) in moments.items()
+                if groups[agent].count >= min_n and std is not None and std > 0
+            }
+            shown, counts = self._anomalies(conn, start, end, judged, z, max_anomalies)
+        total_cost = sum(float(st.sums.get("cost_usd", 0) or 0) for st in groups.values())
         summaries: dict[str, AgentCostSummary] = {}
         for agent in sorted(groups):
-            s = groups[agent]
-            cost = float(s.sums.get("cost_usd", 0) or 0)
-            tin, tout = int(s.sums.get("input_tokens", 0) or 0), int(s.sums.get("output_tokens", 0) or 0)
-            n, mean, m2 = moments.get(agent, (0, 0.0, 0.0))
+            st = groups[agent]
+            cost = float(st.sums.get("cost_usd", 0) or 0)
+            tin, tout = int(st.sums.get("input_tokens", 0) or 0), int(st.sums.get("output_tokens", 0) or 0)
+            mean, std = moments[agent]
             summaries[agent] = AgentCostSummary(
-                agent=agent, total_cost=cost, decisions=s.count, total_tokens=tin + tout, input_tokens=tin,
-                output_tokens=tout, avg_cost=cost / s.count if s.count else 0.0, avg_latency_ms=s.mean_ms or 0.0,
-                errors=s.errors, tokens_per_decision=(tin + tout) / s.count if s.count else 0.0,
-                share_of_cost=cost / total_cost if total_cost else 0.0, judged=n >= min_n,
-                mean_cost=mean if n else None, std_cost=math.sqrt(m2 / (n - 1)) if n >= 2 else None,
-                anomalies=counts.get(agent, 0),
+                agent=agent, total_cost=cost, decisions=st.count, total_tokens=tin + tout, input_tokens=tin,
+                output_tokens=tout, avg_cost=cost / st.count if st.count else 0.0, avg_latency_ms=st.mean_ms or 0.0,
+                errors=st.errors, tokens_per_decision=(tin + tout) / st.count if st.count else 0.0,
+                share_of_cost=cost / total_cost if total_cost else 0.0, judged=st.count >= min_n and st.count >= 2,
+                mean_cost=mean, std_cost=std, anomalies=counts.get(agent, 0),
             )  # fmt: skip
         ranking = sorted(summaries.values(), key=lambda a: (a.avg_cost, a.tokens_per_decision, a.agent))
         efficiency = [
@@ -433,128 +286,56 @@ class DecisionCostTracker:
         return CostReport(
             agent_summaries=summaries, total_cost=total_cost, total_tokens=sum(a.total_tokens for a in summaries.values()),
             total_decisions=sum(a.decisions for a in summaries.values()), anomalies=shown,
-            anomaly_count=sum(counts.values()), anomaly_count_exact=exact,
+            anomaly_count=sum(counts.values()), anomaly_count_exact=True,
             efficiency_ranking=efficiency, z_threshold=z, min_decisions=min_n,
             window_seconds=seconds, generated_at=now, source=agg.source,
         )  # fmt: skip
 
-    def _cells(
-        self, conn: sa.Connection, start: datetime, end: datetime
-    ) -> list[tuple[tuple[datetime, datetime], dict[str, _Cell]]]:
-        """((range start, range end), cells) covering [start, end): cached closed hours + raw rest."""
-        h0 = floor_hour(start) if floor_hour(start) == start else floor_hour(start) + HOUR
-        h1 = floor_hour(end)
-        edges = []
-        hours: list[datetime] = []
-        if h0 >= h1:
-            edges.append((start, end))
-        else:
-            if start < h0:
-                edges.append((start, h0))
-            if h1 < end:
-                edges.append((h1, end))
-            n = int((h1 - h0) / HOUR)
-            hours = [h0 + i * HOUR for i in range(n)]
-        out: list[tuple[tuple[datetime, datetime], dict[str, _Cell]]] = []
-        if hours:
-            ns = self.store.namespace
-            r = schema.rollup_llm_hour
-            counts: dict[datetime, dict[str, int]] = defaultdict(dict)
-            for bucket, agent, n in conn.execute(
-                sa.select(r.c.bucket, r.c.agent, sa.func.sum(r.c["count"]))
-                .where(r.c.bucket >= h0, r.c.bucket < h1, r.c.agent != "")
-                .group_by(r.c.bucket, r.c.agent)
-            ):
-                counts[as_datetime(bucket)][agent] = int(n)
-            stale = {floor_hour(m) for m in dirty_minutes(self.store, conn, "llm", h0, h1)}
-            missing = []
-            for h in hours:
-                cached = _CACHE.get(ns, h)
-                expected = counts.get(h, {})
-                if h in stale or cached is None or {a: c.n for a, c in cached.items()} != expected:
-                    missing.append(h)
-                else:
-                    out.append(((h, h + HOUR), cached))
-            if missing:
-                fresh = _read_cells(self.store, conn, _merge((h, h + HOUR) for h in missing), hourly=True)
-                for h in missing:
-                    cells = fresh.get(h, {})
-                    _CACHE.put(ns, h, cells)
-                    out.append(((h, h + HOUR), cells))
-        if edges:
-            fresh = _read_cells(self.store, conn, edges, hourly=False)
-            out.extend(((a, b), fresh.get(a, {})) for a, b in edges)
-        return out
-
     def _anomalies(
-        self, conn: sa.Connection, cells: list, z: float, min_n: int, max_anomalies: int
-    ) -> tuple[dict[str, tuple[int, float, float]], list[CostAnomaly], dict[str, int], bool]:
-        """Per-agent moments, the `max_anomalies` highest anomalies, counts per agent, and whether
-        every count is exact."""
-        moments: dict[str, tuple[int, float, float]] = {}
-        for _, per_agent in cells:
-            for agent, c in per_agent.items():
-                moments[agent] = _combine(moments.get(agent, (0, 0.0, 0.0)), (c.n, c.mean, c.m2))
-        heap: list[
-            tuple
-        ] = []  # min-heap of the best `max_anomalies`: (z, trace_id, agent, detail, mean, std)
-
-        def offer(zs: float, agent: str, d: tuple, mean: float, std: float) -> bool:
-            """Keep the anomaly if it ranks among the best; False once it cannot (callers stop)."""
-            if len(heap) < max_anomalies:
-                heapq.heappush(heap, (zs, d[1], agent, d, mean, std))
-                return True
-            if max_anomalies and zs > heap[0][0]:
-                heapq.heapreplace(heap, (zs, d[1], agent, d, mean, std))
-                return True
-            return False
-
-        counts: dict[str, int] = defaultdict(int)
-        overflow: list[tuple] = []  # cells whose anomalies go beyond the kept top
-        for (a, b), per_agent in cells:
-            for agent, c in per_agent.items():
-                n, mean, m2 = moments[agent]
-                if n < min_n or n < 2:
-                    continue
-                std = math.sqrt(m2 / (n - 1))
-                if std <= 0:
-                    continue
-                limit = mean + z * std
-                k = c.kept_above(limit)
-                for d in c.top[:k]:  # most expensive first
-                    if not offer((d[0] - mean) / std, agent, d, mean, std):
-                        break
-                if k and k == len(c.top) and c.n > k:
-                    estimate = c.count_above(limit)
-                    overflow.append((a, b, agent, c, mean, std, limit, (c.top[-1][0] - mean) / std, estimate))
-                    counts[agent] += estimate
-                else:
-                    counts[agent] += k
-        exact = True
+        self, conn: sa.Connection, start: datetime, end: datetime, judged: dict[str, tuple[float, float]],
+        z: float, max_anomalies: int,
+    ) -> tuple[list[CostAnomaly], dict[str, int]]:  # fmt: skip
+        """The `max_anomalies` highest-z calls of the window and the number of anomalous calls per
+        agent. Per agent: a count and the most expensive calls above mean + z * sd, both range
+        scans of the (agent, cost_usd, ts) index (z grows with cost within an agent)."""
         t = schema.llm_calls
-        for a, b, agent, c, mean, std, limit, lowest_kept, estimate in overflow:
-            if len(heap) >= max_anomalies and lowest_kept <= heap[0][0]:
-                exact = False  # the unkept tail ranks below everything shown: its size is estimated
+        counts: dict[str, int] = {}
+        found: list[tuple[float, str, str, tuple, float, float]] = []
+        for agent, (mean, std) in sorted(judged.items()):
+            where = (t.c.agent == agent, t.c.cost_usd > mean + z * std, t.c.ts >= start, t.c.ts < end)
+            counts[agent] = int(
+                conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar() or 0
+            )
+            if not counts[agent] or max_anomalies <= 0:
                 continue
-            kept = {d[1] for d in c.top}
             rows = conn.execute(
-                sa.select(*DETAIL_COLUMNS).where(
-                    t.c.ts >= a, t.c.ts < b, t.c.agent == agent, t.c.cost_usd > limit
-                )
+                sa.select(*DETAIL_COLUMNS)
+                .where(*where)
+                .order_by(t.c.cost_usd.desc(), t.c.trace_id)
+                .limit(max_anomalies)
             ).all()
-            tail = [d for d in map(_detail, rows) if d[0] > limit]
-            counts[agent] += len(tail) - estimate
-            for d in sorted((d for d in tail if d[1] not in kept), key=lambda d: -d[0]):
-                if not offer((d[0] - mean) / std, agent, d, mean, std):
-                    break
-        top = sorted(heap, key=lambda f: (-f[0], f[1]))
+            for d in map(_detail, rows):
+                found.append(((d[0] - mean) / std, d[1], agent, d, mean, std))
+        found.sort(key=lambda f: (-f[0], f[1]))
         shown = [
             CostAnomaly(agent=agent, trace_id=d[1], ts=d[2], cost_usd=d[0], z_score=zs, agent_mean_usd=mean,
                         agent_std_usd=std, model=d[3], decision_type=d[4], conversation_id=d[5], bot=d[6],
                         trace_ids=[d[1]])
-            for zs, _, agent, d, mean, std in top
+            for zs, _, agent, d, mean, std in found[: max(max_anomalies, 0)]
         ]  # fmt: skip
-        return moments, shown, counts, exact
+        return shown, counts
+
+    def calls(self, trace_ids: Sequence[str], *, limit: int = 500) -> list[dict[str, Any]]:
+        """The LLM calls with these trace ids (an anomaly's `trace_ids`), most expensive first, at
+        most `limit`."""
+        ids = list(dict.fromkeys(str(i) for i in trace_ids if i))[:limit]
+        if not ids:
+            return []
+        t = schema.llm_calls
+        stmt = sa.select(*[t.c[c] for c in CALL_COLUMNS]).where(t.c.trace_id.in_(ids))
+        with self.store.connect() as conn:
+            rows = conn.execute(stmt.order_by(t.c.cost_usd.desc(), t.c.trace_id)).all()
+        return [dict(zip(CALL_COLUMNS, r, strict=True)) | {"ts": as_datetime(r[1])} for r in rows]
 
     def decision_type_breakdown(
         self, window: str | float = "24h", *, agent: str | None = None, now: datetime | None = None

@@ -20,14 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability import schema
-from observability.performance import (
-    INTERACTIONS,
-    Stats,
-    aggregate,
-    as_datetime,
-    exact_percentiles,
-    resolve_now,
-)
+from observability.performance import INTERACTIONS, Stats, aggregate, resolve_now
+from observability.sqlhelpers import as_datetime, count_if, count_true, group_percentiles
 from observability.store import Store
 
 log = logging.getLogger(__name__)
@@ -145,10 +139,6 @@ class BotMetricsCollector:
         lo = min(start, hour_ago)
         in_window = sa.and_(h.c.ts >= start, h.c.ts < end)
         blocked = h.c.blocked == sa.true()
-
-        def count_if(cond: sa.ColumnElement) -> sa.ColumnElement:
-            return sa.func.sum(sa.case((cond, 1), else_=0))
-
         row = conn.execute(
             sa.select(
                 count_if(in_window),
@@ -173,29 +163,25 @@ class BotMetricsCollector:
 
     def _duration_p95(self, conn: sa.Connection, start: datetime, end: datetime) -> float | None:
         h = schema.handoffs
-        where = (h.c.ts >= start, h.c.ts < end)
-        if self.store.is_postgres:
-            return conn.execute(
-                sa.select(sa.func.percentile_cont(0.95).within_group(h.c.duration_ms)).where(*where)
-            ).scalar()
-        values = conn.execute(sa.select(h.c.duration_ms).where(*where)).scalars().all()
-        return exact_percentiles(values, (0.95,))[0]
+        where = sa.and_(h.c.ts >= start, h.c.ts < end)
+        return group_percentiles(self.store, conn, h, h.c.duration_ms, [], where, (0.95,)).get((), [None])[0]
 
     def handoff_matrix(
-        self, window_minutes: float = 1440, *, now: datetime | None = None
+        self, window_minutes: float = 1440, *, bots: Sequence[str] | None = None, now: datetime | None = None
     ) -> list[dict[str, Any]]:
         """Source -> target pairs in the window: count, successes, success rate, blocked, average
-        duration (ms); most frequent first."""
+        duration (ms); most frequent first. `bots` keeps the pairs with one of them on either side."""
         start, end = self._bounds(window_minutes, now)
         h = schema.handoffs
+        where = [h.c.ts >= start, h.c.ts < end]
+        if bots:
+            where.append(sa.or_(h.c.source.in_(list(bots)), h.c.target.in_(list(bots))))
         stmt = (
             sa.select(
-                h.c.source, h.c.target, sa.func.count(),
-                sa.func.sum(sa.case((h.c.success == sa.true(), 1), else_=0)),
-                sa.func.sum(sa.case((h.c.blocked == sa.true(), 1), else_=0)),
+                h.c.source, h.c.target, sa.func.count(), count_true(h.c.success), count_true(h.c.blocked),
                 sa.func.avg(h.c.duration_ms),
             )
-            .where(h.c.ts >= start, h.c.ts < end)
+            .where(*where)
             .group_by(h.c.source, h.c.target)
         )  # fmt: skip
         with self.store.connect() as conn:
@@ -208,6 +194,24 @@ class BotMetricsCollector:
         ]  # fmt: skip
         out.sort(key=lambda r: (-r["count"], r["source"], r["target"]))
         return out
+
+    def interaction_timeseries(
+        self, window_minutes: float = 60, granularity: str = "minute", *, bots: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Per (bucket, bot): interactions, errors, error rate, cache hits and mean duration (ms).
+
+        `granularity` is 'minute', 'hour' or 'day'; `bucket` is the bucket's start (naive UTC).
+        Raw rows grouped in SQL (interactions have no rollups)."""
+        start, end = self._bounds(window_minutes, now)
+        agg = aggregate(self.store, INTERACTIONS, start, end, group_by=("bot",), granularity=granularity,
+                        filters={"bot": list(bots)} if bots else None, percentiles=False)  # fmt: skip
+        rows = []
+        for (bucket, bot), s in sorted(agg.groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+            rows.append({"bucket": bucket, "bot": bot, "interactions": s.count, "errors": s.errors,
+                         "error_rate": s.error_rate, "cache_hits": s.cache_hits,
+                         "mean_ms": s.mean_ms or 0.0})  # fmt: skip
+        return rows
 
     # ---- alerting -----------------------------------------------------------------------------
     def last_response_at(self, bots: Sequence[str] | None = None) -> dict[str, datetime]:
@@ -269,12 +273,7 @@ class BotMetricsCollector:
     def _rate_limit_rate(self, table: sa.Table, start: datetime, end: datetime) -> float:
         stmt = sa.select(
             sa.func.count(),
-            sa.func.sum(
-                sa.case(
-                    (sa.and_(table.c.success == sa.false(), rate_limit_condition(table.c.error_type)), 1),
-                    else_=0,
-                )
-            ),
+            count_if(sa.and_(table.c.success == sa.false(), rate_limit_condition(table.c.error_type))),
         ).where(table.c.ts >= start, table.c.ts < end)
         with self.store.connect() as conn:
             n, limited = conn.execute(stmt).one()

@@ -15,6 +15,7 @@ sketches (within 1%) for longer windows and for series, which the results say (`
 from __future__ import annotations
 
 import json
+import math
 from calendar import monthrange
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,24 +24,32 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import pricing, schema
+from observability import auth, pricing, schema
 from observability.performance import (
     GRANULARITIES,
     LLM,
     Aggregate,
     Stats,
     aggregate,
-    as_datetime,
     reads_rollups,
     resolve_now,
     window_bounds,
 )
 from observability.settings import get_settings
+from observability.sqlhelpers import as_datetime, count_false
 from observability.store import Store
+from observability.timeutil import floor_day
 
 BUDGET_KEY = "monthly_budget"  # control_state key the cost page writes ({"usd": x})
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 BREAKDOWN_KEYS = ("model", "provider", "bot", "agent")
+Bots = str | Sequence[str] | None  # one bot, several, or every bot
+
+
+def _bot_filters(bot: Bots) -> dict[str, Any] | None:
+    if bot is None or (not isinstance(bot, str) and not bot):
+        return None
+    return {"bot": bot if isinstance(bot, str) else list(bot)}
 
 
 @dataclass
@@ -144,30 +153,42 @@ class LLMObservabilityService:
     # ---- cost ---------------------------------------------------------------------------------
     def cost_breakdown(
         self, by: str | Sequence[str] = "model", window_seconds: float | None = None, *,
-        now: datetime | None = None, bot: str | None = None,
+        now: datetime | None = None, bot: Bots = None, percentiles: bool = False,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Spend per model / provider / bot / agent (or a tuple of them), most expensive first.
 
         Each row: the key column(s), requests, errors, error rate, cache hits and hit rate, input /
         output / cache-read / cache-write / total tokens, cost_usd, cost_saved_usd, cost per
         request, share of the window's cost and mean latency. Exact (rollup sums); a missing bot
-        or agent is None.
+        or agent is None. `bot` is one bot or a list. With `percentiles`, also latency p50 / p95 /
+        p99 (exact under 24 hours, from sketches above; `approximate` says which).
         """
         keys = (by,) if isinstance(by, str) else tuple(by)
         bad = [k for k in keys if k not in BREAKDOWN_KEYS]
         if bad or not keys:
             raise ValueError(f"by must name columns among {BREAKDOWN_KEYS}, got {by!r}")
-        agg = self._agg(window_seconds, now, percentiles=False, rollups=True, group_by=keys,
-                        filters={"bot": bot} if bot is not None else None)  # fmt: skip
+        agg = self._agg(window_seconds, now, percentiles=percentiles, rollups=None if percentiles else True,
+                        group_by=keys, filters=_bot_filters(bot))  # fmt: skip
         total = sum(float(s.sums.get("cost_usd", 0) or 0) for s in agg.groups.values())
         rows = []
         for key, s in agg.groups.items():
             row = dict(zip(keys, key, strict=True))
             row.update(_row(s))
             row["share_of_cost"] = row["cost_usd"] / total if total else 0.0
+            if percentiles:
+                row.update({"p50": s.p50, "p95": s.p95, "p99": s.p99, "approximate": agg.approximate})
             rows.append(row)
         rows.sort(key=lambda r: (-r["cost_usd"], -r["requests"], tuple(str(r[k]) for k in keys)))
         return rows
+
+    def totals(
+        self, window_seconds: float | None = 86_400, *, bot: Bots = None, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """The window's totals in one row: requests, errors, rates, the four token counts and their
+        total, cost, cost saved, cost per request and mean latency (exact, rollup sums)."""
+        return _row(
+            self._agg(window_seconds, now, percentiles=False, rollups=True, filters=_bot_filters(bot)).one()
+        )
 
     def _cost_map(
         self, by: str, window_seconds: float | None, now: datetime | None
@@ -211,12 +232,13 @@ class LLMObservabilityService:
 
     def top_conversations(
         self, window_seconds: float | None = 86_400, *, limit: int | None = 20, by: str = "tokens",
-        now: datetime | None = None,
+        bot: Bots = None, now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        """Conversations with the most tokens (`by="tokens"`) or spend (`by="cost"`) in the window.
+        """Conversations with the most tokens (`by="tokens"`) or spend (`by="cost"`) in the window,
+        over the calls of `bot` (one or a list) when given.
 
         Rows: conversation_id, requests, input/output/cache-read/cache-write/total tokens, cost_usd,
-        cost_saved_usd, first_ts, last_ts, bot (the last one seen), errors.
+        cost_saved_usd, first_ts, last_ts, bot (the greatest name among its calls' bots), errors.
         """
         if by not in ("tokens", "cost"):
             raise ValueError(f"by must be 'tokens' or 'cost', got {by!r}")
@@ -224,13 +246,16 @@ class LLMObservabilityService:
         start, end = window_bounds(window_seconds, now)
         total_tokens = sa.func.sum(t.c.input_tokens + t.c.output_tokens)
         cost = sa.func.sum(t.c.cost_usd)
+        where = [t.c.ts >= start, t.c.ts < end, t.c.conversation_id.is_not(None)]
+        if bot:
+            where.append(t.c.bot.in_([bot] if isinstance(bot, str) else list(bot)))
         stmt = (
             sa.select(
                 t.c.conversation_id, sa.func.count(), *[sa.func.sum(t.c[k]) for k in TOKEN_KINDS], total_tokens,
                 cost, sa.func.sum(t.c.cost_saved_usd), sa.func.min(t.c.ts), sa.func.max(t.c.ts),
-                sa.func.max(t.c.bot), sa.func.sum(sa.case((t.c.success == sa.false(), 1), else_=0)),
+                sa.func.max(t.c.bot), count_false(t.c.success),
             )
-            .where(t.c.ts >= start, t.c.ts < end, t.c.conversation_id.is_not(None))
+            .where(*where)
             .group_by(t.c.conversation_id)
             .order_by((total_tokens if by == "tokens" else cost).desc(), t.c.conversation_id)
         )  # fmt: skip
@@ -248,37 +273,56 @@ class LLMObservabilityService:
             })  # fmt: skip
         return out
 
-    def cost_by_day(self, days: int = 30, *, now: datetime | None = None) -> dict[date, float]:
+    def cost_by_day(
+        self, days: int = 30, *, bot: Bots = None, now: datetime | None = None
+    ) -> dict[date, float]:
         """Spend per UTC day for the last `days` days including today (days without calls are 0)."""
         if days < 1:
             raise ValueError("days must be at least 1")
         now = resolve_now(now)
-        first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        first = floor_day(now - timedelta(days=days - 1))
         out = {(first + timedelta(days=i)).date(): 0.0 for i in range(days)}
-        agg = aggregate(self.store, LLM, first, now, granularity="day", percentiles=False)
-        for key, s in agg.groups.items():
-            d = key[0].date()
-            if d in out:
-                out[d] += float(s.sums.get("cost_usd", 0) or 0)
+        for row in self.daily_spend(days, bot=bot, now=now):
+            out[row["day"].date()] += row["cost_usd"]
         return out
+
+    def daily_spend(
+        self, days: int = 30, *, by: str | None = None, bot: Bots = None, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows per UTC day (and per model / provider / bot / agent with `by`) for the last `days`
+        days including today, oldest first: day (its midnight), the key column, requests,
+        cost_usd, cost_saved_usd and tokens. Days without calls have no row. Exact (rollup sums)."""
+        if days < 1:
+            raise ValueError("days must be at least 1")
+        if by is not None and by not in BREAKDOWN_KEYS:
+            raise ValueError(f"by must be one of {BREAKDOWN_KEYS}, got {by!r}")
+        now = resolve_now(now)
+        first = floor_day(now - timedelta(days=days - 1))
+        keys = (by,) if by else ()
+        agg = aggregate(self.store, LLM, first, now, group_by=keys, granularity="day", percentiles=False,
+                        filters=_bot_filters(bot))  # fmt: skip
+        rows = []
+        for key, s in sorted(agg.groups.items(), key=lambda kv: (kv[0][0], *map(str, kv[0][1:]))):
+            row: dict[str, Any] = {"day": key[0], **dict(zip(keys, key[1:], strict=True))}
+            row.update(_row(s))
+            rows.append(row)
+        return rows
 
     # ---- series for charts --------------------------------------------------------------------
     def llm_timeseries(
         self, window_seconds: float = 86_400, granularity: str = "hour", *, group_by: Sequence[str] = (),
-        bot: str | None = None, model: str | None = None, percentiles: bool = False, now: datetime | None = None,
+        bot: Bots = None, model: str | None = None, percentiles: bool = False, now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Rows per (bucket[, group columns]) from the rollups: requests, errors, cache hits and hit
         rate, the four token counts and their total, cost, cost saved, cost per request, mean latency
         and (with `percentiles`) latency P50/P95/P99 from sketches (`approximate`).
 
         `granularity` is 'minute', 'hour' or 'day'; `bucket` is its start (naive UTC); `group_by`
-        takes model, provider, bot and agent.
+        takes model, provider, bot and agent; `bot` is one bot or a list.
         """
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {sorted(GRANULARITIES)}")
-        filters: dict[str, Any] = {}
-        if bot is not None:
-            filters["bot"] = bot
+        filters: dict[str, Any] = _bot_filters(bot) or {}
         if model is not None:
             filters["model"] = model
         agg = self._agg(window_seconds, now, percentiles=percentiles, group_by=tuple(group_by), filters=filters,
@@ -343,10 +387,14 @@ class LLMObservabilityService:
         }
 
     def latency_by_bot(
-        self, window_seconds: float | None = 3600, *, now: datetime | None = None
+        self,
+        window_seconds: float | None = 3600,
+        *,
+        bots: Sequence[str] | None = None,
+        now: datetime | None = None,
     ) -> dict[str | None, LatencyReport]:
-        """`latency_report` for every bot with calls in the window, in one query."""
-        agg = self._agg(window_seconds, now, percentiles=True, group_by=("bot",))
+        """`latency_report` for every bot with calls in the window (or those of `bots`), in one query."""
+        agg = self._agg(window_seconds, now, percentiles=True, group_by=("bot",), filters=_bot_filters(bots))
         return {k[0]: _latency_report(s, agg, None, k[0], window_seconds)
                 for k, s in sorted(agg.groups.items(), key=lambda kv: str(kv[0][0]))}  # fmt: skip
 
@@ -477,6 +525,47 @@ class LLMObservabilityService:
             return float(value)
         return float(get_settings().monthly_budget_usd)
 
+    def set_monthly_budget(self, user_name: str, usd: float, *, now: datetime | None = None) -> float:
+        """Set the monthly budget (USD). The user's role must allow `budget.set` (managers and
+        admins); the change is recorded in the activity feed with the old and new value."""
+        user = auth.authorize(self.store, user_name, "budget.set")
+        if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd < 0:
+            raise ValueError("budget must be a non-negative number of dollars")
+        now = resolve_now(now)
+        old = self.monthly_budget()
+        cs = schema.control_state
+        value = {"usd": float(usd)}
+        with self.store.begin() as conn:
+            stmt = self.store.insert(cs).values(
+                key=BUDGET_KEY, value=value, updated_by=user.name, updated_at=now
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[cs.c.key],
+                    set_={"value": value, "updated_by": user.name, "updated_at": now},
+                )
+            )
+            conn.execute(
+                sa.insert(schema.activity_events).values(
+                    id=f"budget-{now.timestamp():.6f}",
+                    ts=now,
+                    event_type="budget_changed",
+                    title=f"Monthly budget set to ${usd:,.2f}",
+                    description=f"{user.name} changed it from ${old:,.2f}",
+                    severity="low",
+                    category="cost",
+                    user_id=user.name,
+                    metadata={"old": old, "new": float(usd)},
+                )  # fmt: skip
+            )
+        return float(usd)
+
+    def spend_today_usd(self, *, now: datetime | None = None) -> float:
+        """Spend since 00:00 UTC (exact, rollup sums plus raw edges)."""
+        now = resolve_now(now)
+        today = aggregate(self.store, LLM, floor_day(now), now, percentiles=False, rollups=True).one()
+        return float(today.sums.get("cost_usd", 0) or 0)
+
     def spend_forecast(
         self, budget_usd: float | None = None, *, now: datetime | None = None
     ) -> dict[str, Any]:
@@ -493,8 +582,6 @@ class LLMObservabilityService:
         elapsed = (now - month_start).total_seconds() / 86_400
         budget = self.monthly_budget() if budget_usd is None else float(budget_usd)
         mtd = aggregate(self.store, LLM, month_start, now, percentiles=False, rollups=True).one()
-        today_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        today = aggregate(self.store, LLM, today_start, now, percentiles=False, rollups=True).one()
         rate_days = min(7.0, elapsed)
         if rate_days > 0:
             recent = aggregate(self.store, LLM, now - timedelta(days=rate_days), now, percentiles=False,
@@ -512,7 +599,7 @@ class LLMObservabilityService:
             "days_elapsed": elapsed,
             "days_left": days_left,
             "spend_mtd_usd": spend,
-            "spend_today_usd": float(today.sums.get("cost_usd", 0) or 0),
+            "spend_today_usd": self.spend_today_usd(now=now),
             "saved_mtd_usd": float(mtd.sums.get("cost_saved_usd", 0) or 0),
             "requests_mtd": mtd.count,
             "daily_run_rate_usd": rate,

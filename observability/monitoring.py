@@ -4,6 +4,9 @@
 `drill_down(store, metric, timeframe)` like `GET /monitoring/metrics/detailed/{metric}`: history,
 P50/P95/P99, thresholds, trend direction, percentage change and an `is_concerning` flag. The pure
 parts (`trend_analysis`, `threshold_status`, `load_thresholds`) are testable without a store.
+
+LLM figures (response time, Claude requests and cost) come from `LLMObservabilityService`; the
+rest (conversations, messages, recorded gauges, interventions, alerts) are counted here in SQL.
 """
 
 from __future__ import annotations
@@ -19,14 +22,25 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from observability import dashboards as db
 from observability import schema
+from observability.llm_observability import LLMObservabilityService
+from observability.performance import (
+    GRANULARITIES,
+    chart_granularity,
+    resolve_now,
+    source_note,
+    window_to_seconds,
+)
 from observability.settings import get_settings
+from observability.sqlhelpers import epoch_bucket, exact_percentiles, group_percentiles
 from observability.store import Store
+from observability.timeutil import floor_day
 
 log = logging.getLogger(__name__)
 
 TIMEFRAMES = ("1h", "6h", "24h", "7d", "30d")
+ACTIVE_CONVERSATION_S = 900  # a conversation with activity this recently is active
+FIRING_STATES = ("firing", "acknowledged")
 
 # Source document 004, "Alert Thresholds Configuration" (without its product prefix).
 DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
@@ -139,17 +153,56 @@ def trend_analysis(
 # ---- live metrics -----------------------------------------------------------------------------
 
 
-def _claude(t: sa.Table) -> sa.ColumnElement:
-    return sa.or_(sa.func.lower(t.c.provider) == "anthropic", t.c.model.like("claude%"))
+def is_claude(provider: str | None, model: str | None) -> bool:
+    """Claude calls: Anthropic's API, or a model named claude-* through another provider."""
+    return (provider or "").lower() == "anthropic" or (model or "").startswith("claude")
+
+
+def active_conversation_count(
+    store: Store, now: datetime | None = None, window_s: int = ACTIVE_CONVERSATION_S
+) -> int:
+    """Conversations with activity in the last `window_s` seconds that are not stopped."""
+    c = schema.conversations
+    since = resolve_now(now) - timedelta(seconds=window_s)
+    with store.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(c)
+                .where(c.c.last_activity_at >= since, c.c.state != "stopped")
+            ).scalar()
+            or 0
+        )
+
+
+def firing_alert_count(store: Store) -> int:
+    """Alerts firing or acknowledged (not yet resolved)."""
+    a = schema.alerts
+    with store.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).select_from(a).where(a.c.state.in_(FIRING_STATES))
+            ).scalar()
+            or 0
+        )
 
 
 def live_metrics(store: Store, now: datetime | None = None) -> dict:
     """The live figures of source document 004 (its GET /monitoring/metrics response)."""
-    now = db._now(now)
-    today = db.day_start(now)
+    now = resolve_now(now)
+    today = floor_day(now)
     hour_ago = now - timedelta(hours=1)
     c, m, sm, iv = schema.conversations, schema.messages, schema.system_metrics, schema.interventions
-    lc, h = schema.llm_calls, schema.rollup_llm_hour
+    llm = LLMObservabilityService(store)
+    since_midnight = (now - today).total_seconds()
+    claude = [
+        r
+        for r in (
+            llm.cost_breakdown(("provider", "model"), since_midnight, now=now) if since_midnight > 0 else []
+        )
+        if is_claude(r["provider"], r["model"])
+    ]
+    last_hour = llm.totals(3600, now=now)
     with store.connect() as conn:
         conv_today = conn.execute(
             sa.select(sa.func.count()).select_from(c).where(c.c.started_at >= today)
@@ -177,32 +230,18 @@ def live_metrics(store: Store, now: datetime | None = None) -> dict:
             .select_from(iv)
             .where(iv.c.action == "take_control", iv.c.created_at >= today)
         ).scalar()
-        rt = conn.execute(
-            sa.select(sa.func.avg(lc.c.latency_ms)).where(lc.c.ts >= hour_ago, lc.c.ts <= now)
-        ).scalar()
-        # Claude today: whole hours from the hour rollup, the current hour from raw rows
-        cur_hour = db.floor_hour(now)
-        r1 = conn.execute(
-            sa.select(sa.func.sum(h.c["count"]), sa.func.sum(h.c.cost_usd))
-            .where(h.c.bucket >= today, h.c.bucket < cur_hour, _claude(h))
-        ).one()  # fmt: skip
-        r2 = conn.execute(
-            sa.select(sa.func.count(), sa.func.sum(lc.c.cost_usd)).where(
-                lc.c.ts >= cur_hour, lc.c.ts <= now, _claude(lc)
-            )
-        ).one()
     return {
-        "conversations_active": db.active_conversation_count(store, now),
+        "conversations_active": active_conversation_count(store, now),
         "conversations_total_today": int(conv_today or 0),
         "messages_processed": int(msgs or 0),
         "ai_confidence_avg": None if avgs.get("ai_confidence") is None else float(avgs["ai_confidence"]),
         "safety_score_avg": None if avgs.get("safety_score") is None else float(avgs["safety_score"]),
         "human_interventions": int(interventions or 0),
-        "alert_count": db.firing_alert_count(store),
+        "alert_count": firing_alert_count(store),
         "system_load": None if load is None else float(load),
-        "response_time_avg": None if rt is None else float(rt),
-        "claude_requests_today": int(r1[0] or 0) + int(r2[0] or 0),
-        "claude_cost_today": float(r1[1] or 0.0) + float(r2[1] or 0.0),
+        "response_time_avg": last_hour["avg_latency_ms"] if last_hour["requests"] else None,
+        "claude_requests_today": sum(r["requests"] for r in claude),
+        "claude_cost_today": sum(r["cost_usd"] for r in claude),
         "timestamp": now.isoformat() + "Z",
     }
 
@@ -271,21 +310,23 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
     if timeframe not in TIMEFRAMES:
         raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
     d = METRICS[metric]
-    now = db._now(now)
-    start = now - timedelta(seconds=db.window_seconds(timeframe))
-    step = db.bucket_seconds(timeframe)
+    now = resolve_now(now)
+    seconds = window_to_seconds(timeframe)
+    start = now - timedelta(seconds=seconds)
+    granularity = chart_granularity(timeframe)
+    step = GRANULARITIES[granularity]
     source = "exact, from raw events"
     pct: list[float | None] = [None, None, None]
     with store.connect() as conn:
         if d.kind == "gauge":
             sm = schema.system_metrics
             where = sa.and_(sm.c.metric_name == metric, sm.c.ts >= start, sm.c.ts <= now)
-            b = db._epoch_bucket(store, sm.c.ts, step)
+            b = epoch_bucket(store, sm.c.ts, step)
             rows = conn.execute(
                 sa.select(b, sa.func.avg(sm.c.value)).where(where).group_by(sa.literal_column("1"))
             ).all()
             hist = _history_frame(rows)
-            pct = db.group_percentiles(store, conn, sm, sm.c.value, [], where).get((), pct)
+            pct = group_percentiles(store, conn, sm, sm.c.value, [], where).get((), pct)
         elif d.kind in ("latency", "cost") or metric == "claude_requests":
             hist = None
         else:
@@ -301,7 +342,7 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
             else:  # alerts fired
                 t, tcol, val = schema.alerts, schema.alerts.c.fired_at, sa.func.count()
                 extra = schema.alerts.c.fired_at.is_not(None)
-            b = db._epoch_bucket(store, tcol, step)
+            b = epoch_bucket(store, tcol, step)
             rows = conn.execute(
                 sa.select(b, val)
                 .select_from(t)
@@ -309,33 +350,29 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
                 .group_by(sa.literal_column("1"))
             ).all()
             hist = _fill_counts(_history_frame(rows), start, now, step)
-    if hist is None:  # LLM-based metrics: raw for 1h, rollups beyond
-        source = db.source_note(timeframe)
+    if hist is None:  # LLM-based metrics, from the LLM service: raw under 24 h, rollups beyond
+        source = source_note(timeframe)
+        llm = LLMObservabilityService(store)
         if metric == "response_time":
-            agg = db._llm_aggregate(store, timeframe, None, [], step, now)
-            hist = (
-                pd.DataFrame({"ts": agg["ts"], "value": agg["mean_ms"]})
-                if not agg.empty
-                else _history_frame([])
-            )
-            tot = db._llm_aggregate(store, timeframe, None, [], None, now, percentiles=True)
-            if not tot.empty and "p50" in tot:
-                pct = [tot.iloc[0][p] for p in ("p50", "p95", "p99")]
+            rows = llm.llm_timeseries(seconds, granularity, now=now)
+            hist = pd.DataFrame({"ts": pd.to_datetime([r["bucket"] for r in rows]),
+                                 "value": [float(r["avg_latency_ms"]) for r in rows]})  # fmt: skip
+            rep = llm.latency_report(None, seconds, now=now)
+            if rep.count:
+                pct = [rep.p50, rep.p95, rep.p99]
         else:
-            agg = db._llm_aggregate(store, timeframe, None, ["provider", "model"], step, now)
-            if not agg.empty:
-                mask = (agg["provider"].str.lower() == "anthropic") | agg["model"].str.startswith("claude")
-                col = "requests" if metric == "claude_requests" else "cost_usd"
-                s = agg[mask].groupby("ts")[col].sum().astype(float)
-                hist = pd.DataFrame({"ts": s.index, "value": s.to_numpy()})
-            else:
-                hist = _history_frame([])
+            col = "requests" if metric == "claude_requests" else "cost_usd"
+            per: dict = {}
+            for r in llm.llm_timeseries(seconds, granularity, group_by=("provider", "model"), now=now):
+                if is_claude(r["provider"], r["model"]):
+                    per[r["bucket"]] = per.get(r["bucket"], 0.0) + float(r[col])
+            hist = pd.DataFrame({"ts": pd.to_datetime(list(per)), "value": list(per.values())})
             hist = _fill_counts(hist, start, now, step)
     if d.kind in ("count", "cost") or metric == "claude_requests":
         source = (source if d.kind == "cost" or metric == "claude_requests" else "exact") + (
             f"; percentiles over {step // 60}-minute buckets"
         )
-        pct = db.percentiles_exact(hist["value"].dropna().tolist()) if not hist.empty else pct
+        pct = exact_percentiles(hist["value"].dropna().tolist()) if not hist.empty else pct
     thresholds = load_thresholds().get(metric, {})
     live = live_metrics(store, now)
     current = live.get(d.live_key)

@@ -25,14 +25,19 @@ GRANULARITIES: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86_400}
 # ---- aggregates and clauses -----------------------------------------------------------------
 
 
+def count_if(cond: sa.ColumnElement) -> sa.ColumnElement:
+    """How many rows meet `cond` (0, never NULL, for no rows)."""
+    return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
+
+
 def count_true(col: sa.ColumnElement) -> sa.ColumnElement:
-    """How many rows have `col` true (0, never NULL, for no rows)."""
-    return sa.func.coalesce(sa.func.sum(sa.case((col == sa.true(), 1), else_=0)), 0)
+    """How many rows have the boolean `col` true."""
+    return count_if(col == sa.true())
 
 
 def count_false(col: sa.ColumnElement) -> sa.ColumnElement:
-    """How many rows have `col` false (0, never NULL, for no rows)."""
-    return sa.func.coalesce(sa.func.sum(sa.case((col == sa.false(), 1), else_=0)), 0)
+    """How many rows have the boolean `col` false."""
+    return count_if(col == sa.false())
 
 
 def positions(n: int) -> list[sa.ColumnElement]:

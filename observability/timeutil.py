@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1)
 
 
 def utcnow() -> datetime:
     """Naive UTC now, the store's representation."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def to_naive_utc(value: datetime | None) -> datetime | None:
@@ -17,7 +17,7 @@ def to_naive_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -38,8 +38,13 @@ def floor_hour(value: datetime) -> datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
+def floor_day(value: datetime) -> datetime:
+    """Midnight (UTC for the store's naive values) of the day holding `value`."""
+    return value.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def as_aware(value: datetime | None) -> datetime | None:
     """For display and APIs: a naive UTC value made explicit."""
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

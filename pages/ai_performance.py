@@ -74,7 +74,7 @@ def live() -> None:
             rps, x="ts", y="requests", color="bot", title="LLM requests over time", labels={"ts": ""}
         )
         right.plotly_chart(fig, key="ap_requests")
-        ui.table(models[["model", "requests", "error_rate", "cache_hit_rate", "mean_ms", "p50", "p95", "p99"]],
+        ui.table(models[["model", "requests", "error_rate", "cache_hit_rate", "avg_latency_ms", "p50", "p95", "p99"]],
                  f"model_latency_{window}.csv", key="ap_models",
                  column_config={"error_rate": st.column_config.NumberColumn("error rate", format="percent"),
                                 "cache_hit_rate": st.column_config.NumberColumn("cache hit rate", format="percent")})  # fmt: skip

@@ -4,8 +4,6 @@ to date and forecast against the budget a manager sets; calls to models without 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -26,28 +24,12 @@ with f2:
 st.caption(f"Window {window}; figures {dash.source_note(window)}.")
 
 
-def _parse(value: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-
-
 # ---- the calls behind an anomaly (linked from the anomaly table; shareable) --------------------
 trace_ids = [t for t in (ui.query_param("calls") or "").split(",") if t]
-calls_from, calls_to = _parse(ui.query_param("calls_from")), _parse(ui.query_param("calls_to"))
-if trace_ids or (calls_from and calls_to):
-    agent = ui.query_param("agent")
+if trace_ids:
     with st.container(border=True):
-        if trace_ids:
-            st.subheader(f"The call{'s' if len(trace_ids) > 1 else ''} behind the anomaly")
-            calls = data.calls_by_ids(tuple(trace_ids))
-        else:
-            st.subheader(
-                f"Calls {calls_from:%Y-%m-%d %H:%M} – {calls_to:%H:%M} UTC"
-                + (f" · agent {agent}" if agent else "")
-            )
-            calls = data.calls_in_range(calls_from, calls_to, agent=agent or None)
+        st.subheader(f"The call{'s' if len(trace_ids) > 1 else ''} behind the anomaly")
+        calls = data.calls_by_ids(tuple(trace_ids))
         if calls.empty:
             ui.empty_state("No such calls (they may have been removed by retention).")
         else:
@@ -57,7 +39,7 @@ if trace_ids or (calls_from and calls_to):
             ui.table(calls, "anomaly_calls.csv", key="ct_calls",
                      column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
         if st.button("Close", key="ct_calls_close"):
-            ui.set_query_params(calls=None, calls_from=None, calls_to=None, agent=None)
+            ui.set_query_params(calls=None)
             st.rerun()
 
 
@@ -188,6 +170,8 @@ def agents() -> None:
                             name=f"anomalous call (z ≥ {report['z_threshold']:g})",
                             marker=dict(size=12, symbol="x", color="#c62828"))  # fmt: skip
         st.plotly_chart(fig, key="ct_anomaly_chart")
+    st.caption(f"An anomaly is one call costing more than {report['z_threshold']:g} standard deviations above its "
+               f"agent's mean over the window; agents with fewer than {report['min_decisions']} calls are not judged.")  # fmt: skip
     if anomalies.empty:
         st.caption(f"No call costs {report['z_threshold']:g} standard deviations above its agent's mean.")
         return

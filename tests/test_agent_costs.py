@@ -1,5 +1,6 @@
 """DecisionCostTracker: decisions land in llm_calls; the report's summaries, z-score anomalies per
-agent (with trace ids), the 10-decision minimum, the efficiency ranking, and the hour cache."""
+agent (with trace ids), the 10-decision minimum, the efficiency ranking, moments from the rollups'
+sums of squares, and the calls behind an anomaly."""
 
 from __future__ import annotations
 
@@ -10,20 +11,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from observability import agent_costs, events, pricing, rollups, schema
-from observability.agent_costs import DecisionCost, DecisionCostTracker
+from observability import events, pricing, rollups, schema
+from observability.agent_costs import DecisionCost, DecisionCostTracker, cost_moments
 from observability.ingest import write_batch
 from observability.store import Store
 from observability.timeutil import to_epoch
 
 NOW = datetime(2026, 3, 10, 12, 34, 56)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    agent_costs.clear_cache()
-    yield
-    agent_costs.clear_cache()
 
 
 def decision_event(agent: str, cost: float, ts: datetime, *, tokens: int = 1000, ms: float = 400.0,
@@ -153,12 +147,12 @@ def test_anomalies_match_numpy_z_scores_over_a_week(store: Store) -> None:
         assert [a.z_score for a in report.anomalies] == sorted(
             (a.z_score for a in report.anomalies), reverse=True
         )
-        again = tracker.report(window, max_anomalies=1000, now=NOW)  # from the hour cache now
+        again = tracker.report(window, max_anomalies=1000, now=NOW)  # no state: the same answer again
         assert [a.trace_id for a in again.anomalies] == [a.trace_id for a in report.anomalies]
     assert len(tracker.report("7d", max_anomalies=3, now=NOW).anomalies) == 3
 
 
-def test_late_rows_invalidate_cached_hours(store: Store) -> None:
+def test_late_rows_count_before_and_after_the_rollup_step(store: Store) -> None:
     base = [
         decision_event("qualifier", 0.01 + 0.0001 * i, NOW - timedelta(hours=5, minutes=i)) for i in range(40)
     ]
@@ -174,8 +168,7 @@ def test_late_rows_invalidate_cached_hours(store: Store) -> None:
     assert [a.trace_id for a in tracker.report("24h", now=NOW).anomalies] == [spike[1]]
 
 
-def test_long_tails_beyond_the_kept_top_are_read_raw(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent_costs, "TOP_PER_CELL", 2)
+def test_many_anomalies_in_one_hour_are_all_found_and_counted_exactly(store: Store) -> None:
     evs = [decision_event("qualifier", 0.01, NOW - timedelta(hours=3, minutes=i)) for i in range(50)]
     evs += [
         decision_event("qualifier", 1.0 + i, NOW - timedelta(hours=3, minutes=50 + i % 9)) for i in range(4)
@@ -186,14 +179,51 @@ def test_long_tails_beyond_the_kept_top_are_read_raw(store: Store, monkeypatch: 
     z = (costs - costs.mean()) / costs.std(ddof=1)
     for threshold in (1.5, 0.5):
         expected = sorted(costs[z > threshold].tolist())
-        assert len(expected) > 2  # more anomalies in the hour than the 2 kept: the tail is read raw
+        assert len(expected) > 2  # several anomalies in the same hour
         report = DecisionCostTracker(store, z_threshold=threshold).report("24h", now=NOW)
         assert sorted(a.cost_usd for a in report.anomalies) == expected
         assert report.anomaly_count == len(expected) and report.anomaly_count_exact
-    # only the top one is shown: the rest of the tail is counted from the cost histogram, not read
+    # only the top one is shown; the count is still exact (counted in SQL, not estimated)
     report = DecisionCostTracker(store, z_threshold=0.5).report("24h", max_anomalies=1, now=NOW)
     assert [a.cost_usd for a in report.anomalies] == [4.0]
-    assert not report.anomaly_count_exact and abs(report.anomaly_count - 4) <= 1
+    assert report.anomaly_count_exact and report.anomaly_count == 4
+    assert report.agent_summaries["qualifier"].anomalies == 4
+
+
+def test_mean_and_sd_come_from_the_rollups_sums_of_squares(store: Store) -> None:
+    rng = np.random.default_rng(5)
+    cost = rng.lognormal(np.log(0.02), 0.5, 400)
+    offsets = rng.uniform(3 * 3600, 3 * 86_400, 400)  # whole hours from hour rollups, edges raw
+    write_batch(store, [decision_event("writer", float(c), NOW - timedelta(seconds=float(o)))
+                        for c, o in zip(cost, offsets, strict=True)])  # fmt: skip
+    rollups.run(store)
+    t = schema.rollup_llm_hour
+    with store.connect() as conn:
+        sq = conn.execute(sa.select(sa.func.sum(t.c.cost_sq_usd))).scalar()
+    assert sq == pytest.approx(float((cost**2).sum()), rel=1e-9)
+    s = DecisionCostTracker(store).report("7d", now=NOW).agent_summaries["writer"]
+    assert s.mean_cost == pytest.approx(cost.mean(), rel=1e-9)
+    assert s.std_cost == pytest.approx(cost.std(ddof=1), rel=1e-9)
+
+
+def test_equal_costs_have_no_spread_and_no_anomalies(store: Store) -> None:
+    write_batch(store, [decision_event("router", 0.1, NOW - timedelta(minutes=i + 1)) for i in range(30)])
+    rollups.run(store)
+    report = DecisionCostTracker(store).report("1h", now=NOW)
+    s = report.agent_summaries["router"]
+    assert s.std_cost == 0.0 and s.mean_cost == pytest.approx(0.1)
+    assert report.anomaly_count == 0 and not report.anomalies
+    assert cost_moments(0, 0.0, 0.0) == (None, None) and cost_moments(1, 0.5, 0.25) == (0.5, None)
+
+
+def test_an_anomalys_calls_are_listed_by_trace_id(store: Store) -> None:
+    evs = [decision_event("qualifier", 0.01 * (i + 1), NOW - timedelta(minutes=i + 1)) for i in range(3)]
+    write_batch(store, evs)
+    calls = DecisionCostTracker(store).calls([evs[0][1], evs[2][1], "unknown", ""])
+    assert [c["trace_id"] for c in calls] == [evs[2][1], evs[0][1]]  # most expensive first
+    assert calls[0]["agent"] == "qualifier" and calls[0]["cost_usd"] == pytest.approx(0.03)
+    assert calls[0]["ts"] == NOW - timedelta(minutes=3)
+    assert DecisionCostTracker(store).calls([]) == []
 
 
 def test_decision_type_breakdown(store: Store) -> None:

@@ -94,6 +94,7 @@ def expected_llm(raw: list, bucket_of) -> dict:  # noqa: ANN001
         for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
                   "cost_saved_usd"):  # fmt: skip
             a[c] += getattr(r, c)
+        a["cost_sq_usd"] += r.cost_usd * r.cost_usd
     return acc
 
 
@@ -113,7 +114,7 @@ def assert_llm_rollups_match(store: Store, table: sa.Table, bucket_of) -> None: 
         assert (g["count"], g["errors"], g["cache_hits"]) == (w["count"], w["errors"], w["cache_hits"]), key
         for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
             assert g[c] == w[c], (key, c)
-        for c in ("sum_ms", "cost_usd", "cost_saved_usd"):
+        for c in ("sum_ms", "cost_usd", "cost_saved_usd", "cost_sq_usd"):
             assert g[c] == pytest.approx(w[c], rel=1e-9, abs=1e-12), (key, c)
         assert g["min_ms"] == min(w["lat"]) and g["max_ms"] == max(w["lat"])
         assert sum(int(v) for v in g["sketch"].values()) == w["count"]
@@ -222,3 +223,22 @@ def assert_same_rollups(got: dict, want: dict) -> None:
                 assert got[key][col] == pytest.approx(value, rel=1e-12, abs=1e-15), (key, col)
             else:
                 assert got[key][col] == value, (key, col)
+
+
+def test_a_store_from_before_cost_squares_is_upgraded_and_backfilled(loaded: tuple[Store, list[list]]) -> None:
+    """Migration 0002 on a store created without `cost_sq_usd` and the (agent, cost_usd, ts) index:
+    both are added and the sums of squares filled from the raw rows."""
+    store, _ = loaded
+    with store.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_llm_calls_agent_cost"))
+        for t in ("rollup_llm_minute", "rollup_llm_hour"):
+            conn.execute(sa.text(f"ALTER TABLE {t} DROP COLUMN cost_sq_usd"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
+    store.migrate()
+    with store.connect() as conn:
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("llm_calls")}
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert "ix_llm_calls_agent_cost" in indexes and version == "0002"
+    assert_llm_rollups_match(store, schema.rollup_llm_minute, floor_minute)
+    assert_llm_rollups_match(store, schema.rollup_llm_hour, floor_hour)
+    store.migrate()  # at head: nothing to do

@@ -48,7 +48,6 @@ USER_KEY = "user"  # st.session_state key holding the signed-in auth.User
 LOCAL_USER = auth.User("local", auth.ADMIN)
 LIVE_REFRESH_S = 15
 TIME_RANGES = ("1h", "6h", "24h", "7d", "30d")
-RANGE_SECONDS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 T = TypeVar("T")
 

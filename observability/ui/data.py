@@ -1,6 +1,6 @@
 """Cached reads for the console pages: each is `common.cached_query` over a query function of
-`observability.dashboards`, `observability.monitoring` or an analytics service, so a page never
-queries the store more than once per TTL (15 s) for the same arguments.
+`observability.dashboards` (frames over the analytics services) or `observability.monitoring`, so a
+page never queries the store more than once per TTL (15 s) for the same arguments.
 
 Arguments are plain values (window names such as "24h", bot tuples, page numbers) so Streamlit
 can hash them; `bots=()` means every bot.
@@ -14,33 +14,37 @@ from observability.ui.common import cached_query
 
 # overview and shared
 overview_kpis = cached_query(db.overview_kpis)
+known_bots = cached_query(db.known_bots)
+open_alerts = cached_query(db.open_alerts)
+bots_now = cached_query(db.bots_now)
+
+# LLM calls (LLMObservabilityService)
 requests_series = cached_query(db.requests_series)
 latency_by_bot = cached_query(db.latency_by_bot)
-known_bots = cached_query(db.known_bots)
-
-# bot health
-sla_report = cached_query(db.sla_report)
-bot_throughput = cached_query(db.bot_throughput)
-ops_latency_series = cached_query(db.ops_latency_series)
-handoff_matrix = cached_query(db.handoff_matrix)
-slow_bots = cached_query(db.slow_bots)
-
-# tokens and cost
 token_series = cached_query(db.token_series)
 cache_hit_series = cached_query(db.cache_hit_series)
 llm_breakdown = cached_query(db.llm_breakdown)
 llm_totals = cached_query(db.llm_totals)
 top_conversations = cached_query(db.top_conversations)
 cost_by_day = cached_query(db.cost_by_day)
-cost_anomalies = cached_query(db.cost_anomalies)
-calls_in_range = cached_query(db.calls_in_range)
-agent_efficiency = cached_query(db.agent_efficiency)
-month_forecast = cached_query(db.month_forecast)
-unknown_model_calls = cached_query(db.unknown_model_calls)
+unknown_models = cached_query(db.unknown_models)
+spend_forecast = cached_query(db.spend_forecast)  # call spend_forecast.clear() after a budget change
 
-# AI performance / bot analytics
-interaction_summary = cached_query(db.interaction_summary)
+# agent costs (DecisionCostTracker)
+cost_report = cached_query(db.cost_report)
+calls_by_ids = cached_query(db.calls_by_ids)
+
+# bot operations and SLA (PerformanceTracker)
+sla_compliance = cached_query(db.sla_compliance)
+bot_throughput = cached_query(db.bot_throughput)
+ops_latency_series = cached_query(db.ops_latency_series)
+slow_bots = cached_query(db.slow_bots)
+
+# interactions and handoffs (BotMetricsCollector)
+bot_summaries = cached_query(db.bot_summaries)
 interaction_series = cached_query(db.interaction_series)
+handoff_summary = cached_query(db.handoff_summary)
+handoff_matrix = cached_query(db.handoff_matrix)
 
 # live monitoring
 live_metrics = cached_query(monitoring.live_metrics)
@@ -48,24 +52,15 @@ drill_down = cached_query(monitoring.drill_down)
 
 # activity feed
 activity_filters = cached_query(db.activity_filters)
-vip_conversations = cached_query(db.vip_conversations)
+activity_page = cached_query(db.activity_page)  # call activity_page.clear() after marking as read
 activity_counts = cached_query(db.activity_counts)
+unread_count = cached_query(db.unread_count)
+vip_conversations = cached_query(db.vip_conversations)
 
 # conversation quality
 conversation_scores = cached_query(db.conversation_scores)
 quality_summary = cached_query(db.quality_summary)
 conversation_messages = cached_query(db.conversation_messages)
 handed_off_conversations = cached_query(db.handed_off_conversations)
-activity_page = cached_query(db.activity_page)  # call activity_page.clear() after marking as read
-unread_count = cached_query(db.unread_count)
 analyze_conversation = cached_query(db.analyze_conversation)
 handoff_effectiveness = cached_query(db.handoff_effectiveness)
-sla_compliance = cached_query(db.sla_compliance)
-bot_summaries = cached_query(db.bot_summaries)
-handoff_summary = cached_query(db.handoff_summary)
-cost_report = cached_query(db.cost_report)
-calls_by_ids = cached_query(db.calls_by_ids)
-spend_forecast = cached_query(db.spend_forecast)
-unknown_models = cached_query(db.unknown_models)
-open_alerts = cached_query(db.open_alerts)
-bots_now = cached_query(db.bots_now)
