@@ -102,7 +102,6 @@ class Settings:
     monitoring_db_retention_days: int = 90
     monitoring_metrics_retention_hours: int = 72
     rollup_retention_days: int = 400
-    metrics_interval_s: float = 15.0
     metrics_window_s: float = 300.0  # window of the latency histograms on /metrics
     health_max_worker_lag_s: float = 0.0  # 0: 4 x WORKER_TICK_S, at least 60 s
     otel_exporter_endpoint: str | None = None  # the worker's own spans/counters go here (OTLP/HTTP)
@@ -203,7 +202,6 @@ class Settings:
                 e.get("MONITORING_METRICS_RETENTION_HOURS"), d.monitoring_metrics_retention_hours
             ),
             rollup_retention_days=_int(e.get("ROLLUP_RETENTION_DAYS"), d.rollup_retention_days),
-            metrics_interval_s=_float(e.get("METRICS_INTERVAL_S"), d.metrics_interval_s),
             metrics_window_s=_float(e.get("METRICS_WINDOW_S"), d.metrics_window_s),
             health_max_worker_lag_s=_float(e.get("HEALTH_MAX_WORKER_LAG_S"), d.health_max_worker_lag_s),
             otel_exporter_endpoint=_str(e.get("OTEL_EXPORTER_OTLP_ENDPOINT"), None),
