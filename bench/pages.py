@@ -185,13 +185,10 @@ def time_pages(url: str, names: list[str], repeat: int) -> dict[str, dict[str, f
 
 
 def clear_service_caches() -> None:
-    """The analytics services' own in-process caches (the agent cost report's per-hour moments)."""
-    try:
-        from observability import agent_costs
+    """The analytics services' own in-process caches (merged rollup sketches), as after a restart."""
+    from observability.performance import clear_sketch_cache
 
-        agent_costs.clear_cache()
-    except (ImportError, AttributeError):
-        pass
+    clear_sketch_cache()
 
 
 def free_port() -> int:

@@ -37,11 +37,11 @@ import sqlalchemy as sa
 from observability import events as ev
 from observability import schema
 from observability.ingest import write_batch
-from observability.performance import LLM, aggregate, resolve_now, window_bounds, window_to_seconds
+from observability.performance import LLM, aggregate, window_bounds, window_to_seconds
 from observability.settings import Settings
 from observability.sqlhelpers import as_datetime
 from observability.store import Store
-from observability.timeutil import to_epoch
+from observability.timeutil import resolve_now, to_epoch
 
 
 @dataclass

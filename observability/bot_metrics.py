@@ -5,8 +5,8 @@
 alerting service evaluates (`alert_metrics`, pushed by `feed_to_alerting`).
 
 Interactions and handoffs have no rollups, so every window reads raw rows aggregated in SQL
-(exact percentiles: `percentile_cont` on PostgreSQL, numpy over the one duration column on
-SQLite). The default windows are an hour, where that is cheap at any scale. Windows are
+(exact percentiles: `percentile_cont` on PostgreSQL, the order statistics picked in SQL on SQLite,
+`sqlhelpers.group_percentiles`). The default windows are an hour, where that is cheap at any scale. Windows are
 `[now - window, now)` in naive UTC; `now=` places them in time.
 """
 
@@ -20,9 +20,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability import schema
-from observability.performance import INTERACTIONS, Stats, aggregate, resolve_now
+from observability.performance import INTERACTIONS, Stats, aggregate
 from observability.sqlhelpers import as_datetime, count_if, count_true, group_percentiles
 from observability.store import Store
+from observability.timeutil import resolve_now
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,7 @@ def _summary(s: Stats | None) -> dict[str, Any]:
 
     return {
         "total_interactions": s.count,
-        "success_count": s.count - s.errors,
-        "error_count": s.errors,
-        "success_rate": s.success_rate,
-        "error_rate": s.error_rate,
-        "cache_hits": s.cache_hits,
-        "cache_hit_rate": s.cache_hit_rate,
+        **s.outcomes(),
         "avg_duration_ms": ms(s.mean_ms),
         "p50_duration_ms": ms(s.p50),
         "p95_duration_ms": ms(s.p95),

@@ -43,7 +43,7 @@ from observability.redaction import redact_if_enabled
 from observability.sdk import control_synced_key
 from observability.settings import Settings, get_settings
 from observability.store import Store
-from observability.timeutil import as_aware, to_epoch, to_naive_utc, utcnow
+from observability.timeutil import as_aware, resolve_now, to_epoch, to_naive_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,6 @@ class Suggestion:
 
 def _settings(settings: Settings | None) -> Settings:
     return settings or get_settings()
-
-
-def _now(now: datetime | None) -> datetime:
-    return to_naive_utc(now) or utcnow()
 
 
 def _conversation_id(value: Any) -> str:
@@ -358,7 +354,7 @@ def take_control(
     reason = _note("reason", reason, s, required=True)
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
-    now = _now(now)
+    now = resolve_now(now)
     t = schema.conversations
     message = None
     with store.begin() as conn:
@@ -456,7 +452,7 @@ def send_operator_message(
     except ev.EventRejected as exc:
         raise ValueError(str(exc)) from None
     text = redact_if_enabled(text.strip(), s)
-    now = _now(now)
+    now = resolve_now(now)
     with store.begin() as conn:
         row = _require_conversation(conn, cid)
         if row.state != HUMAN:
@@ -503,7 +499,7 @@ def release_control(
     cid = _conversation_id(conversation_id)
     summary = _note("summary", summary, s, required=True)
     instructions = _note("ai_handoff_instructions", ai_handoff_instructions, s, required=False)
-    now = _now(now)
+    now = resolve_now(now)
     t = schema.conversations
     with store.begin() as conn:
         row = _require_conversation(conn, cid)
@@ -579,7 +575,7 @@ def intervention_status(
     if user is not None:
         auth.authorize(store, user, "dashboards.view", settings)
     cid = _conversation_id(conversation_id)
-    now = _now(now)
+    now = resolve_now(now)
     it = schema.interventions
     with store.connect() as conn:
         row = _require_conversation(conn, cid)
@@ -827,7 +823,7 @@ def stop_conversation(
     actor = auth.authorize(store, user, "conversations.stop", s)
     cid = _conversation_id(conversation_id)
     reason = _note("reason", reason, s, required=True)
-    now = _now(now)
+    now = resolve_now(now)
     t = schema.conversations
     with store.begin() as conn:
         row = _conversation(conn, cid)
@@ -900,7 +896,7 @@ def reset_conversation(
     actor = auth.authorize(store, user, "conversations.stop", s)
     cid = _conversation_id(conversation_id)
     reason = _note("reason", reason, s, required=True)
-    now = _now(now)
+    now = resolve_now(now)
     t = schema.conversations
     with store.begin() as conn:
         row = _require_conversation(conn, cid)
@@ -991,7 +987,7 @@ def _set_system(
     actor = auth.authorize(store, user, "system.stop", s)
     reason = _note("reason", reason, s, required=stop)
     confirmed = _check_confirmation(s, confirmation, phrase)
-    now = _now(now)
+    now = resolve_now(now)
     with store.begin() as conn:
         _check_rate(conn, s, actor.name, now)
         was = bool(_system_stop(conn).get("stopped"))

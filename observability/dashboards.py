@@ -40,13 +40,12 @@ from observability.performance import (
     PerformanceTracker,
     chart_granularity,
     reads_rollups,
-    resolve_now,
     source_note,
     window_to_seconds,
 )
 from observability.sqlhelpers import count_true, epoch_bucket
 from observability.store import Store
-from observability.timeutil import floor_day, utcnow
+from observability.timeutil import floor_day, resolve_now, utcnow
 
 __all__ = ["active_conversation_count", "firing_alert_count", "source_note"]
 

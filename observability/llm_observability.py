@@ -32,13 +32,12 @@ from observability.performance import (
     Stats,
     aggregate,
     reads_rollups,
-    resolve_now,
     window_bounds,
 )
 from observability.settings import get_settings
 from observability.sqlhelpers import as_datetime, count_false
 from observability.store import Store
-from observability.timeutil import floor_day
+from observability.timeutil import floor_day, resolve_now
 
 BUDGET_KEY = "monthly_budget"  # control_state key the cost page writes ({"usd": x})
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")

@@ -27,14 +27,13 @@ from observability.llm_observability import LLMObservabilityService
 from observability.performance import (
     GRANULARITIES,
     chart_granularity,
-    resolve_now,
     source_note,
     window_to_seconds,
 )
 from observability.settings import get_settings
 from observability.sqlhelpers import epoch_bucket, exact_percentiles, group_percentiles
 from observability.store import Store
-from observability.timeutil import floor_day
+from observability.timeutil import floor_day, resolve_now
 
 log = logging.getLogger(__name__)
 

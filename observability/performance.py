@@ -56,9 +56,19 @@ from observability.sqlhelpers import (
     trunc_expr,
 )
 from observability.store import Store
-from observability.timeutil import EPOCH, floor_hour, floor_minute, to_naive_utc, utcnow
+from observability.timeutil import EPOCH, floor_hour, floor_minute, resolve_now
 
-__all__ = ["INTERACTIONS", "LLM", "OPS", "Family", "GRANULARITIES", "QUANTILES", "exact_percentiles"]
+# names the other services import from here (defined in rollups / sqlhelpers / timeutil)
+__all__ = [
+    "INTERACTIONS",
+    "LLM",
+    "OPS",
+    "Family",
+    "GRANULARITIES",
+    "QUANTILES",
+    "exact_percentiles",
+    "resolve_now",
+]
 
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 604_800}
 ROLLUP_WINDOW_S = 86_400  # windows at least this long read rollups
@@ -72,11 +82,6 @@ HOUR = timedelta(hours=1)
 # ---------------------------------------------------------------------------------------------
 # Windows
 # ---------------------------------------------------------------------------------------------
-
-
-def resolve_now(now: datetime | None) -> datetime:
-    """`now` as naive UTC (aware values are converted), or the current time."""
-    return to_naive_utc(now) if now is not None else utcnow()
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -251,6 +256,17 @@ class Stats:
     @property
     def cache_hit_rate(self) -> float:
         return self.cache_hits / self.count if self.count else 0.0
+
+    def outcomes(self) -> dict[str, Any]:
+        """Success and error counts and rates, cache hits and hit rate (source document 000's names)."""
+        return {
+            "success_count": self.count - self.errors,
+            "error_count": self.errors,
+            "success_rate": self.success_rate,
+            "error_rate": self.error_rate,
+            "cache_hits": self.cache_hits,
+            "cache_hit_rate": self.cache_hit_rate,
+        }
 
     def add(self, count: int, errors: int, hits: int, sum_ms: float, mn: float | None, mx: float | None,
             sums: Mapping[str, float]) -> None:  # fmt: skip
@@ -700,12 +716,7 @@ def stats_dict(s: Stats) -> dict[str, Any]:
         "min": _num(s.min_ms),
         "max": _num(s.max_ms),
         "count": s.count,
-        "success_count": s.count - s.errors,
-        "error_count": s.errors,
-        "success_rate": s.success_rate,
-        "error_rate": s.error_rate,
-        "cache_hits": s.cache_hits,
-        "cache_hit_rate": s.cache_hit_rate,
+        **s.outcomes(),
     }
 
 

@@ -128,8 +128,13 @@ def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[dat
     for hour in sorted(hours):
         end = hour + timedelta(hours=1)
         rows = conn.execute(
-            sa.select(*[src.c[k] for k in keys], *[src.c[c] for c in sum_cols], src.c.min_ms,
-                      src.c.max_ms, src.c.sketch)  # fmt: skip
+            sa.select(
+                *[src.c[k] for k in keys],
+                *[src.c[c] for c in sum_cols],
+                src.c.min_ms,
+                src.c.max_ms,
+                src.c.sketch,
+            )  # fmt: skip
             .where(src.c.bucket >= hour, src.c.bucket < end)
             .order_by(src.c.bucket)  # a fixed order: float sums come out the same on every rerun
         ).all()

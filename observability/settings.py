@@ -62,12 +62,13 @@ class Settings:
     alert_thresholds_config: Path = DATA_DIR / "alert_thresholds.json"
     alert_escalation_l2_delay_s: float = 300.0
     alert_escalation_l3_delay_s: float = 900.0
-    alert_keep_firing_for_s: float = 60.0
+    alert_keep_firing_for_s: float = 300.0  # one metric window clear before an alert resolves
     alert_delivery_max_attempts: int = 8
     alert_delivery_backoff_s: float = 5.0
     alert_http_timeout_s: float = 10.0
     alert_metric_window_s: float = 300.0  # window over which recorded metrics are averaged
     alert_min_samples: int = 20  # rates over fewer events in the window are "no data"
+    alert_default_for_s: float = 120.0  # `for` of the shipped rules on rates and percentiles
     alert_console_url: str | None = None  # link put into notifications (Alertmanager externalURL)
     alert_email_enabled: bool = False
     alert_email_smtp_host: str | None = None
@@ -162,6 +163,7 @@ class Settings:
             alert_http_timeout_s=_float(e.get("ALERT_HTTP_TIMEOUT_S"), d.alert_http_timeout_s),
             alert_metric_window_s=_float(e.get("ALERT_METRIC_WINDOW_S"), d.alert_metric_window_s),
             alert_min_samples=_int(e.get("ALERT_MIN_SAMPLES"), d.alert_min_samples),
+            alert_default_for_s=_float(e.get("ALERT_DEFAULT_FOR_S"), d.alert_default_for_s),
             alert_console_url=_str(e.get("ALERT_CONSOLE_URL"), None),
             alert_email_enabled=_bool(e.get("ALERT_EMAIL_ENABLED"), d.alert_email_enabled),
             alert_email_smtp_host=_str(e.get("ALERT_EMAIL_SMTP_HOST"), None),

@@ -5,7 +5,7 @@ every value in bucket i is within relative error `a` of `2 * gamma**i / (gamma +
 by adding counts, so per-minute rollups combine exactly into hours, days and weeks, and a 7-day
 percentile reads a few hundred rows instead of millions.
 
-Bucket indexes are computed in SQL at rollup time (`bucket_sql_expr`) so the rollup step never pulls
+Bucket indexes are computed in SQL at rollup time (`sqlhelpers.bucket_sql_expr`) so the rollup step never pulls
 raw rows into Python.
 """
 
@@ -45,7 +45,7 @@ class Sketch:
             return cls()
         idx = np.ceil(np.log(np.maximum(arr, MIN_VALUE)) / LOG_GAMMA).astype(np.int64)
         keys, counts = np.unique(idx, return_counts=True)
-        return cls(dict(zip(keys.tolist(), counts.tolist())))
+        return cls(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
 
     @classmethod
     def from_json(cls, data: Mapping[str, int] | None) -> "Sketch":

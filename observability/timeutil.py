@@ -21,6 +21,12 @@ def to_naive_utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def resolve_now(now: datetime | None) -> datetime:
+    """`now` as naive UTC (aware values are converted), or the current time when None: what every
+    `now=` parameter of the services accepts."""
+    return to_naive_utc(now) if now is not None else utcnow()
+
+
 def from_epoch(seconds: float) -> datetime:
     return EPOCH + timedelta(seconds=seconds)
 

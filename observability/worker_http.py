@@ -64,6 +64,7 @@ from observability import events as ev
 from observability import retention, schema
 from observability.ingest import write_batch
 from observability.settings import Settings, get_settings
+from observability.sqlhelpers import as_datetime
 from observability.store import Store, StoreUnavailable
 from observability.timeutil import utcnow
 
@@ -632,12 +633,6 @@ def _le(b: float) -> str:
     return "+Inf" if math.isinf(b) else repr(float(b))
 
 
-def _dt(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value.replace(tzinfo=None) if value is not None else None
-    return datetime.fromisoformat(str(value))
-
-
 class StoreCollector:
     """A prometheus_client collector that reads the store on every scrape.
 
@@ -832,7 +827,7 @@ class StoreCollector:
                                    "Seconds since the newest stored event of each table (ingest lag)",
                                    labels=["table"])  # fmt: skip
         for t in schema.RAW_EVENT_TABLES:
-            ts = _dt(conn.execute(sa.select(sa.func.max(t.c.ts))).scalar())
+            ts = as_datetime(conn.execute(sa.select(sa.func.max(t.c.ts))).scalar())
             if ts is not None:
                 newest.add_metric([t.name], max(0.0, (now - ts).total_seconds()))
         yield newest
@@ -848,7 +843,7 @@ class StoreCollector:
                                  labels=["worker_id"])  # fmt: skip
         leader_age = None
         for wid, is_leader, last, ms in rows:
-            a = max(0.0, (now - _dt(last)).total_seconds())
+            a = max(0.0, (now - as_datetime(last)).total_seconds())
             age.add_metric([wid, "true" if is_leader else "false"], a)
             if ms is not None:
                 tick.add_metric([wid], float(ms) / 1000.0)
@@ -957,7 +952,11 @@ class HealthChecker:
             conn.execute(sa.text("SELECT 1"))
             hb = schema.worker_heartbeats
             rows = conn.execute(sa.select(hb.c.worker_id, hb.c.is_leader, hb.c.last_tick_at)).all()
-        return {"ok": True, "heartbeats": [(w, bool(lead), _dt(t)) for w, lead, t in rows], "now": now}
+        return {
+            "ok": True,
+            "heartbeats": [(w, bool(lead), as_datetime(t)) for w, lead, t in rows],
+            "now": now,
+        }
 
     def _redis(self) -> dict:
         self.redis.ping()

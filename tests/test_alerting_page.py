@@ -30,6 +30,7 @@ def console(
     url = f"sqlite:///{tmp_path / 'console.db'}"
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("AUTH_MODE", "password")
+    monkeypatch.setenv("ALERT_DEFAULT_FOR_S", "0")  # the scripted alerts below fire at once
     monkeypatch.setenv("ALERT_SLACK_ENABLED", "true")
     monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", f"{peers.base}/slack")
     reset_settings_cache()

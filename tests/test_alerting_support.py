@@ -454,8 +454,10 @@ def users(store: Any, password_hash: str) -> dict[str, str]:
 
 @pytest.fixture
 def alerting(store: Any, store_url: str, make_settings: Any, peers: Peers, users: dict) -> "Harness":
+    # scripted scenarios fire at once and resolve at once unless they set `for` / keep_firing_for
     settings = peers.settings(make_settings(store_url), auth_mode="password", alert_keep_firing_for_s=0.0,
-                              alert_escalation_l2_delay_s=300.0, alert_escalation_l3_delay_s=900.0)  # fmt: skip
+                              alert_default_for_s=0.0, alert_escalation_l2_delay_s=300.0,
+                              alert_escalation_l3_delay_s=900.0)  # fmt: skip
     return Harness(store, settings, peers, users)
 
 
@@ -492,6 +494,7 @@ class Harness:
             "ALERT_ESCALATION_L2_DELAY_S": str(s.alert_escalation_l2_delay_s),
             "ALERT_ESCALATION_L3_DELAY_S": str(s.alert_escalation_l3_delay_s),
             "ALERT_KEEP_FIRING_FOR_S": str(s.alert_keep_firing_for_s),
+            "ALERT_DEFAULT_FOR_S": str(s.alert_default_for_s), "ALERT_MIN_SAMPLES": str(s.alert_min_samples),
             "ALERT_METRIC_WINDOW_S": str(s.alert_metric_window_s),
             "ALERT_DELIVERY_BACKOFF_S": str(s.alert_delivery_backoff_s),
         }  # fmt: skip

@@ -173,3 +173,16 @@ def test_summaries_match_numpy_on_random_data(store: Store) -> None:
             assert s["avg_duration_ms"] == pytest.approx(ms[sel].mean(), rel=1e-9)
             assert s["error_rate"] == pytest.approx((~ok[sel]).mean())
             assert s["cache_hit_rate"] == pytest.approx(hit[sel].mean())
+
+
+def test_handoff_matrix_for_some_bots_and_interactions_over_time(scripted: Store) -> None:
+    collector = BotMetricsCollector(scripted)
+    seller = collector.handoff_matrix(120, bots=["seller_bot"], now=NOW)
+    assert [(r["source"], r["target"]) for r in seller] == [("lead_bot", "seller_bot")]
+    rows = collector.interaction_timeseries(60, "minute", now=NOW)
+    assert sum(r["interactions"] for r in rows) == 13
+    assert rows == sorted(rows, key=lambda r: (r["bucket"], r["bot"]))
+    buyer = collector.interaction_timeseries(60, "hour", bots=["buyer_bot"], now=NOW)
+    assert sum(r["interactions"] for r in buyer) == 2 and sum(r["errors"] for r in buyer) == 1
+    assert {r["bot"] for r in buyer} == {"buyer_bot"}
+    assert sum(r["mean_ms"] * r["interactions"] for r in buyer) == pytest.approx(1200.0)

@@ -230,3 +230,47 @@ def test_spend_forecast_and_budget(store: Store) -> None:
     assert svc.spend_forecast(now=now)["forecast_over_budget"] is False
     early = svc.spend_forecast(1000.0, now=datetime(2026, 4, 2, 12, 0))
     assert early["daily_run_rate_usd"] == pytest.approx(20.0 / 1.5)  # month younger than a week
+
+
+def test_totals_daily_spend_and_the_bot_filters(priced: Store) -> None:
+    svc = LLMObservabilityService(priced)
+    week = svc.totals(7 * 86_400, now=NOW)
+    assert week["requests"] == 5 and week["cost_usd"] == pytest.approx(7.75)
+    assert week["cost_usd"] == pytest.approx(svc.dashboard(7 * 86_400, now=NOW).total_cost_usd)
+    assert svc.totals(86_400, bot=["buyer_bot", "lead_bot"], now=NOW)["cost_usd"] == pytest.approx(3.25)
+    assert svc.totals(86_400, bot="lead_bot", now=NOW)["requests"] == 1
+    rows = svc.daily_spend(4, by="model", now=NOW)
+    assert [(r["day"], r["model"], r["cost_usd"]) for r in rows] == [
+        (datetime(2026, 3, 7), "claude-opus-4-6", pytest.approx(4.0)),
+        (datetime(2026, 3, 9), "claude-haiku-4-5", pytest.approx(0.5)),
+        (datetime(2026, 3, 10), "claude-haiku-4-5", pytest.approx(0.25)),
+        (datetime(2026, 3, 10), "claude-sonnet-4-5", pytest.approx(3.0)),
+    ]
+    assert svc.cost_by_day(4, bot=["buyer_bot"], now=NOW)[date(2026, 3, 10)] == pytest.approx(2.25)
+    assert [
+        r["conversation_id"] for r in svc.top_conversations(86_400, by="cost", bot=["lead_bot"], now=NOW)
+    ] == ["c1"]
+    with_pct = svc.cost_breakdown("bot", 6 * 3600, bot=["buyer_bot"], percentiles=True, now=NOW)
+    assert [r["bot"] for r in with_pct] == ["buyer_bot"] and with_pct[0]["p50"] == pytest.approx(500.0)
+    assert with_pct[0]["approximate"] is False  # exact under 24 hours
+    assert svc.cost_breakdown("bot", 86_400, percentiles=True, now=NOW)[0]["approximate"] is True
+    assert svc.spend_today_usd(now=NOW) == pytest.approx(3.25)
+    with pytest.raises(ValueError):
+        svc.daily_spend(3, by="conversation_id", now=NOW)
+
+
+def test_only_managers_and_admins_set_the_budget(store: Store) -> None:
+    from observability import auth
+
+    auth.create_user(store, "mia", auth.MANAGER, "manager-pass-1")
+    auth.create_user(store, "ann", auth.ANALYST, "analyst-pass-1")
+    svc = LLMObservabilityService(store)
+    with pytest.raises(auth.PermissionDenied):
+        svc.set_monthly_budget("ann", 10.0, now=NOW)
+    with pytest.raises(ValueError):
+        svc.set_monthly_budget("mia", -1.0, now=NOW)
+    assert svc.set_monthly_budget("mia", 1234.5, now=NOW) == 1234.5
+    assert svc.monthly_budget() == 1234.5 and svc.spend_forecast(now=NOW)["budget_usd"] == 1234.5
+    with store.connect() as conn:
+        titles = [r.title for r in conn.execute(schema.activity_events.select())]
+    assert "Monthly budget set to $1,234.50" in titles  # the change is in the activity feed

@@ -192,7 +192,9 @@ def test_sla_compliance_reports_targets_actuals_and_violations(store: Store) -> 
         events.append(op("lead_bot", "process", 100.0 * i, NOW - timedelta(minutes=2 * i)))
     # buyer_bot/handoff: fast and compliant
     for i in range(10):
-        events.append(op("buyer_bot", "handoff", 50.0 + i, NOW - timedelta(minutes=i + 1)))
+        events.append(
+            op("buyer_bot", "handoff", 50.0 + i, NOW - timedelta(minutes=i + 1), ok=i != 0, hit=i < 4)
+        )
     write_batch(store, events)
     report = PerformanceTracker(store).check_sla_compliance("1h", now=NOW)
     assert len(report) == 10
@@ -205,9 +207,13 @@ def test_sla_compliance_reports_targets_actuals_and_violations(store: Store) -> 
         "lead_bot/process: P50 1,050 ms exceeds the 300 ms target (1h)",
         "lead_bot/process: P95 1,905 ms exceeds the 1,500 ms target (1h)",
     ]
-    assert by[("buyer_bot", "handoff")]["compliant"] and by[("buyer_bot", "handoff")]["violations"] == []
+    fast = by[("buyer_bot", "handoff")]
+    assert fast["compliant"] and fast["violations"] == []
+    assert fast["errors"] == 1 and fast["error_rate"] == pytest.approx(0.1) and fast["cache_hit_rate"] == 0.4
     idle = by[("handoff", "execute")]
-    assert idle["count"] == 0 and idle["compliant"] and idle["actual_p95"] is None
+    assert (
+        idle["count"] == 0 and idle["compliant"] and idle["actual_p95"] is None and idle["error_rate"] == 0.0
+    )
     assert PerformanceTracker(store).sla_violations("1h", now=NOW) == lead["violations"]
 
 

@@ -225,7 +225,9 @@ def assert_same_rollups(got: dict, want: dict) -> None:
                 assert got[key][col] == value, (key, col)
 
 
-def test_a_store_from_before_cost_squares_is_upgraded_and_backfilled(loaded: tuple[Store, list[list]]) -> None:
+def test_a_store_from_before_cost_squares_is_upgraded_and_backfilled(
+    loaded: tuple[Store, list[list]],
+) -> None:
     """Migration 0002 on a store created without `cost_sq_usd` and the (agent, cost_usd, ts) index:
     both are added and the sums of squares filled from the raw rows."""
     store, _ = loaded

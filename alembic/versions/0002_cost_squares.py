@@ -16,8 +16,8 @@ Create Date: 2026-11-22
 """
 
 import sqlalchemy as sa
-from alembic import op
 
+from alembic import op
 from observability.schema import llm_calls
 
 revision = "0002"
@@ -25,7 +25,6 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-KEYS = ("model", "provider", "bot", "agent")
 INDEX = "ix_llm_calls_agent_cost"
 
 PG_MINUTES = """

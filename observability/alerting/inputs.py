@@ -73,7 +73,12 @@ def gather(store: Store, settings: Settings, now: datetime) -> Inputs:
         rules = [r for r in all_rules(conn) if r.enabled]
     for name, fn in (
         ("bot_metrics", lambda: stats.update(bot_metrics(store, settings, now))),
-        ("sla", lambda: merge_sla(stats, sla_ratios(store, settings, now), sla_targets(settings))),
+        (
+            "sla",
+            lambda: merge_sla(
+                stats, sla_ratios(store, settings, now), sla_targets(settings), settings.alert_min_samples
+            ),
+        ),  # fmt: skip
         ("recorded", lambda: out.samples.extend(recorded_metrics(store, settings, now, rules))),
         ("custom", lambda: out.samples.extend(custom_metrics(store, settings, now))),
         ("alerting", lambda: out.samples.extend(alerting_metrics(store, now))),
@@ -86,7 +91,9 @@ def gather(store: Store, settings: Settings, now: datetime) -> Inputs:
             out.sources[name] = f"error: {exc}"
             out.problems.append(f"{name}: {exc}")
             out.complete = False
-    derived, problems = samples_mod.from_stats(stats, sla_targets(settings), min_samples=settings.alert_min_samples)
+    derived, problems = samples_mod.from_stats(
+        stats, sla_targets(settings), min_samples=settings.alert_min_samples
+    )
     out.samples = derived + out.samples
     out.problems.extend(problems)
     return out
@@ -101,7 +108,9 @@ def bot_metrics(store: Store, settings: Settings, now: datetime) -> dict[str, An
     window (the denominator of `rate_limit_error_rate`). Rates over fewer events than
     ALERT_MIN_SAMPLES become "no data" in `samples.from_stats`, which knows each rate's count."""
     window_minutes = max(settings.alert_metric_window_s, 1.0) / 60.0
-    stats: dict[str, Any] = dict(BotMetricsCollector(store).alert_metrics(window_minutes=window_minutes, now=now))
+    stats: dict[str, Any] = dict(
+        BotMetricsCollector(store).alert_metrics(window_minutes=window_minutes, now=now)
+    )
     stats["llm_calls"] = float(llm_call_count(store, now - timedelta(minutes=window_minutes), now))
     # silence measured up to `now` (also for a bot idle for longer than the window)
     for bot, seconds in last_responses(store, now).items():
@@ -112,7 +121,9 @@ def bot_metrics(store: Store, settings: Settings, now: datetime) -> dict[str, An
 def llm_call_count(store: Store, start: datetime, end: datetime) -> int:
     llm = schema.llm_calls
     with store.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).where(llm.c.ts >= start, llm.c.ts < end)).scalar() or 0)
+        return int(
+            conn.execute(sa.select(sa.func.count()).where(llm.c.ts >= start, llm.c.ts < end)).scalar() or 0
+        )
 
 
 def last_responses(store: Store, now: datetime) -> dict[str, float]:
@@ -133,31 +144,39 @@ def last_responses(store: Store, now: datetime) -> dict[str, float]:
 
 def sla_ratios(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
     """Worst P95/target ratio per bot from the performance tracker's SLA check over the alerting
-    window (operations without calls in the window have no P95 and are left out)."""
+    window, among operations with at least ALERT_MIN_SAMPLES calls there (the P95 of a handful of
+    calls is their maximum)."""
     window = max(int(settings.alert_metric_window_s), 1)
-    worst: dict[str, tuple[float, str]] = {}
+    need = max(settings.alert_min_samples, 1)
+    worst: dict[str, tuple[float, str, int]] = {}
     for item in PerformanceTracker(store).check_sla_compliance(window=window, now=now):
-        bot, op = item["bot"], item["operation"]
+        bot, op, n = item["bot"], item["operation"], item["count"]
         target, actual = item["target_p95"], item["actual_p95"]
-        if not target or actual is None:
+        if not target or actual is None or n < need:
             continue
         ratio = actual / target
         if bot not in worst or ratio > worst[bot][0]:
-            worst[bot] = (ratio, f"{op} P95 {actual:.0f} ms vs target {target:.0f} ms")
+            worst[bot] = (ratio, f"{op} P95 {actual:.0f} ms vs target {target:.0f} ms", n)
     return {
-        f"{bot}.sla_p95_ratio": {"value": ratio, "detail": detail, "labels": {"bot": bot}}
-        for bot, (ratio, detail) in worst.items()
+        f"{bot}.sla_p95_ratio": {"value": ratio, "detail": detail, "labels": {"bot": bot}, "samples": n}
+        for bot, (ratio, detail, n) in worst.items()
     }
 
 
-def merge_sla(stats: dict[str, Any], tracker: Mapping[str, Any], targets: Mapping[str, float]) -> None:
-    """Per bot, keep the worse of the tracker's ratio and the collector's P95 over its target."""
+def merge_sla(
+    stats: dict[str, Any], tracker: Mapping[str, Any], targets: Mapping[str, float], min_samples: int
+) -> None:
+    """Per bot, keep the worse of the tracker's ratio and the collector's P95 over its target
+    (the latter when it is over enough events: `<bot>.interactions`, `handoff.count`)."""
     for key, entry in tracker.items():
         bot = entry["labels"]["bot"]
         p95 = stats.get(f"{bot}.response_time_p95")
+        n = stats.get(f"{bot}.interactions", stats.get(f"{bot}.count"))
         target = targets.get(bot)
-        if isinstance(p95, (int, float)) and target and p95 / target > entry["value"]:
-            entry = {**entry, "value": p95 / target, "detail": f"P95 {p95:.0f} ms vs target {target:.0f} ms"}
+        enough = n is None or n >= max(min_samples, 1)
+        if isinstance(p95, (int, float)) and target and enough and p95 / target > entry["value"]:
+            entry = {**entry, "value": p95 / target, "detail": f"P95 {p95:.0f} ms vs target {target:.0f} ms",
+                     "samples": n if n is not None else entry["samples"]}  # fmt: skip
         stats[key] = entry
 
 

@@ -62,21 +62,28 @@ class MetricInfo:
     unit: str  # ratio | ms | s | count | percent | score | x (ratio to a target)
     description: str
     scoped: bool = False  # may be prefixed with a bot: `lead_bot.<name>`
+    # a rate or percentile over the events of the alerting window: "no data" below
+    # ALERT_MIN_SAMPLES events, and the default rules on it wait ALERT_DEFAULT_FOR_S before firing
+    sampled: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in (
-        MetricInfo("error_rate", "ratio", "share of failed bot responses over the last 5 minutes", True),
-        MetricInfo("cache_hit_rate", "ratio", "share of responses served from cache", True),
-        MetricInfo("response_time_p95", "ms", "95th percentile response time", True),
-        MetricInfo("failure_rate", "ratio", "share of failed operations (handoff.failure_rate)", True),
         MetricInfo(
-            "sla_p95_ratio", "x", "P95 latency divided by its SLA target (above 1 breaks the SLA)", True
+            "error_rate", "ratio", "share of failed bot responses over the last 5 minutes", True, True
+        ),
+        MetricInfo("cache_hit_rate", "ratio", "share of responses served from cache", True, True),
+        MetricInfo("response_time_p95", "ms", "95th percentile response time", True, True),
+        MetricInfo("failure_rate", "ratio", "share of failed operations (handoff.failure_rate)", True, True),
+        MetricInfo(
+            "sla_p95_ratio", "x", "P95 latency divided by its SLA target (above 1 breaks the SLA)", True, True
         ),
         MetricInfo("seconds_since_last_response", "s", "seconds since the bot last answered", True),
         MetricInfo("blocked_handoffs_1h", "count", "circular handoffs blocked in the last hour"),
-        MetricInfo("rate_limit_error_rate", "ratio", "share of LLM calls refused for rate limits", True),
+        MetricInfo(
+            "rate_limit_error_rate", "ratio", "share of LLM calls refused for rate limits", True, True
+        ),
         MetricInfo("system_load", "percent", "host CPU load recorded by the worker"),
         MetricInfo("response_time", "ms", "average response time (recorded metric)"),
         MetricInfo("ai_confidence", "score", "average AI confidence (recorded metric)"),
@@ -430,6 +437,9 @@ class Sample:
     # custom metrics carry their thresholds: (warning, critical, comparison)
     thresholds: tuple[float | None, float | None, str] | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    # no value because the window held too few events (ALERT_MIN_SAMPLES): neither breaching nor
+    # clear, so it opens no alert and closes none (a plain `value=None` means "clear")
+    unknown: bool = False
 
     @property
     def label_dict(self) -> dict[str, str]:

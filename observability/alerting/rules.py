@@ -23,7 +23,9 @@ from observability.alerting.model import (
     MANAGED_CUSTOM,
     MANAGED_THRESHOLDS,
     MANAGED_VOLUME,
+    METRICS,
     AlertRule,
+    parse_metric,
     validate_rule,
 )
 from observability.alerting.thresholds import ThresholdsError, load_thresholds, threshold_rule
@@ -137,12 +139,21 @@ def all_rules(conn: sa.Connection) -> list[AlertRule]:
     return [row_to_rule(r) for r in rows]
 
 
-def load_rules_file(path: Path | str) -> tuple[list[AlertRule], dict[str, float]]:
-    """The default rules and the per-bot SLA P95 targets of `data/alert_rules.json`."""
+def load_rules_file(
+    path: Path | str, *, default_for_s: float = 0.0
+) -> tuple[list[AlertRule], dict[str, float]]:
+    """The default rules and the per-bot SLA P95 targets of `data/alert_rules.json`.
+
+    A rule on a sampled metric (a rate or percentile over the window's events, `MetricInfo.sampled`)
+    that sets no `for_s` gets `default_for_s` (ALERT_DEFAULT_FOR_S): a few chance failures among a
+    few dozen events break a 5% threshold for a minute or two, a real incident lasts longer."""
     raw = json.loads(Path(path).read_text())
     rules = []
     for item in raw.get("rules", []):
         data = {**item, "builtin": True}
+        info = METRICS.get(parse_metric(str(item.get("metric", "")))[0])
+        if "for_s" not in data and info is not None and info.sampled and default_for_s > 0:
+            data["for_s"] = default_for_s
         rules.append(validate_rule(data))
     targets = {str(k): float(v) for k, v in (raw.get("sla_p95_targets_ms") or {}).items()}
     return rules, targets
@@ -169,7 +180,7 @@ def sla_targets(settings: Settings) -> dict[str, float]:
 
 def default_rules(settings: Settings) -> list[AlertRule]:
     """Every rule the system ships: the file's 7 defaults, threshold rules and system rules."""
-    rules, _ = load_rules_file(settings.alert_rules_file)
+    rules, _ = load_rules_file(settings.alert_rules_file, default_for_s=settings.alert_default_for_s)
     try:
         pairs = load_thresholds(settings.alert_thresholds_config)
     except ThresholdsError as exc:

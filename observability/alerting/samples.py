@@ -13,17 +13,20 @@ Derived series: `<bot>.response_time_p95` with a P95 target in `data/alert_rules
 `<bot>.sla_p95_ratio` (value / target) unless that ratio was given; `<x>.success_rate` yields
 `<x>.failure_rate` unless given.
 
-Minimum sample size: a rate computed over few events says little (1 failure in 3 interactions is
-33%), so a rate whose count is known and below `min_samples` (ALERT_MIN_SAMPLES) becomes "no
-value" (`None`: it neither fires nor keeps an alert open). The count comes from the same stats, as
+Minimum sample size: a rate or a percentile computed over few events says little (1 failure in 3
+interactions is 33%; the P95 of 3 durations is their maximum), so one whose count is known and
+below `min_samples` (ALERT_MIN_SAMPLES) is "no data" (`value=None, unknown=True`): it opens no
+alert, and it closes none either, since traffic hovering around the minimum would otherwise close
+and reopen an incident's alert (see `evaluation`). The count comes from the same stats, as
 the bot metrics collector names them, or from an explicit `"samples"` next to `"value"`:
 
     error_rate, cache_hit_rate             interactions        <bot>.error_rate: <bot>.interactions
     <x>.failure_rate                       <x>.count           (handoff.failure_rate: handoff.count)
     rate_limit_error_rate                  llm_calls           [source=bot_interactions]: interactions
+    <bot>.response_time_p95, .sla_p95_ratio  <bot>.interactions, else <bot>.count (handoff.count)
     {"error_rate": {"value": 0.3, "samples": 3}}
 
-A rate with no known count is taken as it is.
+A rate or percentile with no known count is taken as it is.
 """
 
 from __future__ import annotations
@@ -123,39 +126,44 @@ def _derived(samples: list[Sample], targets: Mapping[str, float]) -> list[Sample
     return out
 
 
-def count_key(sample: Sample) -> str | None:
-    """The stats key holding the number of events `sample` is a rate over (None: not a rate)."""
+def count_keys(sample: Sample) -> tuple[str, ...]:
+    """Stats keys that may hold the number of events `sample` is a rate or percentile over (the
+    first present counts); empty when it is neither."""
     labels = sample.label_dict
     bot, source = labels.get("bot"), labels.get("source")
-    if sample.metric in ("error_rate", "cache_hit_rate"):
+    family = sample.metric
+    if family == "rate_limit_error_rate":
         if source:
-            return None
-        return f"{bot}.interactions" if bot else "interactions"
-    if sample.metric == "failure_rate":
-        return f"{bot}.count" if bot and not source else None
-    if sample.metric == "rate_limit_error_rate":
-        if source == "bot_interactions":
-            return "interactions"
-        if source:
-            return None
-        return f"{bot}.llm_calls" if bot else "llm_calls"
-    return None
+            return ("interactions",) if source == "bot_interactions" else ()
+        return (f"{bot}.llm_calls",) if bot else ("llm_calls",)
+    if source or family not in (
+        "error_rate",
+        "cache_hit_rate",
+        "failure_rate",
+        "response_time_p95",
+        "sla_p95_ratio",
+    ):
+        return ()
+    if not bot:
+        return ("interactions",) if family in ("error_rate", "cache_hit_rate") else ()
+    # a bot's interactions; the handoff service's handoffs (handoff.count)
+    return (f"{bot}.interactions", f"{bot}.count")
 
 
 def apply_min_samples(samples: list[Sample], counts: Mapping[Any, float], min_samples: int) -> list[Sample]:
-    """Rates whose count is known and below `min_samples` (and rates over no event at all) lose
-    their value: too few events to judge."""
+    """Rates and percentiles whose count is known and below `min_samples` (and those over no event
+    at all) lose their value: too few events to judge."""
     need = max(int(min_samples), 1)
     out: list[Sample] = []
     for s in samples:
         n = counts.get((s.metric, s.labels))
-        if n is None:
-            key = count_key(s)
-            n = counts.get(key) if key else None
+        for key in count_keys(s) if n is None else ():
+            n = counts.get(key)
+            if n is not None:
+                break
         if s.value is not None and n is not None and n < need:
             what = "event" if n == 1 else "events"
-            s = replace(
-                s, value=None, detail=f"no data: {n:g} {what} in the window, fewer than ALERT_MIN_SAMPLES {need}"
-            )
+            detail = f"no data: {n:g} {what} in the window, fewer than ALERT_MIN_SAMPLES {need}"
+            s = replace(s, value=None, detail=detail, unknown=True)
         out.append(s)
     return out

@@ -9,12 +9,13 @@ it comes back, takes no step (no held notification released, no escalation) unle
 returns, so an incident that is over pages nobody.
 
 Inhibition: while `bot_unresponsive` is open for a bot, that bot's SLA and error-rate alerts are
-held (a dead bot is one incident, not three); while `rate_limit_breach` is open, every
-error-rate alert is held (the throttled calls are what fails); and while a rule has an open alert for a bot, the
+held (a dead bot is one incident, not three); and while a rule has an open alert for a bot, the
 same rule's overall alert (no `bot` label, e.g. the system-wide error rate) is held, since the
-bot's alert already explains it. Cooldown: after a notification for a rule and label
-set, another alert with the same dedup key is not notified again until the rule's cooldown has
-passed; the alert itself is recorded all the same.
+bot's alert already explains it. An inhibiting alert counts from the moment it is pending, so a
+cause still waiting out its `for` holds a symptom that crossed its threshold a tick earlier.
+
+Cooldown: after a notification for a rule and label set, another alert with the same dedup key is
+not notified again until the rule's cooldown has passed; the alert itself is recorded all the same.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability import schema
-from observability.alerting.model import ACTIVE_STATES, AlertRule
+from observability.alerting.model import OPEN_STATES, AlertRule
 from observability.alerting.silences import matching_silence
 
 
@@ -40,8 +41,6 @@ class Inhibition:
 
 INHIBITIONS: tuple[Inhibition, ...] = (
     Inhibition("bot_unresponsive", ("sla_violation", "high_error_rate"), ("bot",)),
-    # the provider throttling us makes every bot's replies fail: one incident, told once
-    Inhibition("rate_limit_breach", ("high_error_rate",), ()),
 )
 
 
@@ -58,7 +57,7 @@ def inhibited_by(conn: sa.Connection, alert: Mapping[str, Any]) -> tuple[int, st
         if alert["rule_name"] not in rule.targets or any(k not in labels for k in rule.equal):
             continue
         rows = conn.execute(
-            sa.select(a.c.id, a.c.labels).where(a.c.rule_name == rule.source, a.c.state.in_(ACTIVE_STATES))
+            sa.select(a.c.id, a.c.labels).where(a.c.rule_name == rule.source, a.c.state.in_(OPEN_STATES))
         ).all()
         for row in rows:
             src = row.labels or {}
@@ -67,7 +66,7 @@ def inhibited_by(conn: sa.Connection, alert: Mapping[str, Any]) -> tuple[int, st
     if "bot" not in labels:  # the overall series: a bot's alert of the same rule explains it
         rows = conn.execute(
             sa.select(a.c.id, a.c.labels).where(
-                a.c.rule_name == alert["rule_name"], a.c.state.in_(ACTIVE_STATES), a.c.id != alert["id"]
+                a.c.rule_name == alert["rule_name"], a.c.state.in_(OPEN_STATES), a.c.id != alert["id"]
             )
         ).all()
         for row in rows:
@@ -82,7 +81,9 @@ def check(
     """Why this alert's next step must wait, or None when it may go out now."""
     if alert.get("clear_since") is not None:
         # clear, kept firing for keep_firing_for: page nobody unless the condition comes back
-        return Hold(f"condition clear since {alert['clear_since']:%Y-%m-%d %H:%M:%S} UTC; resolves unless it returns")
+        return Hold(
+            f"condition clear since {alert['clear_since']:%Y-%m-%d %H:%M:%S} UTC; resolves unless it returns"
+        )
     inhibitor = inhibited_by(conn, alert)
     if inhibitor is not None:
         return Hold(f"inhibited by alert #{inhibitor[0]} ({inhibitor[1]})")
