@@ -10,7 +10,11 @@ threshold(s) and moved one step through the lifecycle:
     condition false, firing / acked    -> clear_since set; resolved once clear for keep_firing_for
 
 so a metric flapping around its threshold neither opens (thanks to `for`) nor closes (thanks to
-`keep_firing_for`) alerts every tick. A series missing from the input is left alone, unless the
+`keep_firing_for`) alerts every tick. A sample with too few events behind it (`Sample.unknown`,
+ALERT_MIN_SAMPLES) decides nothing: it opens nothing, neither advances nor drops a pending alert,
+and does not start the clearing of a firing one, for up to NO_DATA_HOLD since the condition last
+held; after that it counts as clear (a bot gone quiet does not keep its alert). An alert already
+clearing goes on clearing. A series missing from the input is left alone, unless the
 evaluation is `complete` (the worker's, where every source answered): then a missing series
 counts as clear, so alerts of vanished series (or of deleted and disabled rules) resolve.
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +50,8 @@ from observability.settings import Settings
 from observability.store import Store
 
 log = logging.getLogger(__name__)
+
+NO_DATA_HOLD = timedelta(hours=1)  # how long "too few events" keeps an open alert as it is
 
 
 @dataclass
@@ -147,6 +153,10 @@ def _series(
     now: datetime,
     result: EvaluationResult,
 ) -> None:
+    if sample.unknown and (
+        row is None or (row["clear_since"] is None and now - (row["last_true_at"] or now) < NO_DATA_HOLD)
+    ):
+        return  # too few events to judge: the alert (or its absence) stays as it is
     try:
         with store.begin() as conn:
             if row is None:

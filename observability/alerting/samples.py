@@ -17,7 +17,7 @@ Minimum sample size: a rate or a percentile computed over few events says little
 interactions is 33%; the P95 of 3 durations is their maximum), so one whose count is known and
 below `min_samples` (ALERT_MIN_SAMPLES) is "no data" (`value=None, unknown=True`): it opens no
 alert, and it closes none either, since traffic hovering around the minimum would otherwise close
-and reopen an incident's alert (see `evaluation`). The count comes from the same stats, as
+and reopen an incident's alert (see `evaluation`); over no event at all it is clear. The count comes from the same stats, as
 the bot metrics collector names them, or from an explicit `"samples"` next to `"value"`:
 
     error_rate, cache_hit_rate             interactions        <bot>.error_rate: <bot>.interactions
@@ -151,8 +151,8 @@ def count_keys(sample: Sample) -> tuple[str, ...]:
 
 
 def apply_min_samples(samples: list[Sample], counts: Mapping[Any, float], min_samples: int) -> list[Sample]:
-    """Rates and percentiles whose count is known and below `min_samples` (and those over no event
-    at all) lose their value: too few events to judge."""
+    """Rates and percentiles whose count is known and below `min_samples` are unknown (too few
+    events to judge); over no event at all they are clear (nothing failed, nothing was slow)."""
     need = max(int(min_samples), 1)
     out: list[Sample] = []
     for s in samples:
@@ -161,7 +161,9 @@ def apply_min_samples(samples: list[Sample], counts: Mapping[Any, float], min_sa
             n = counts.get(key)
             if n is not None:
                 break
-        if s.value is not None and n is not None and n < need:
+        if s.value is not None and n is not None and n <= 0:
+            s = replace(s, value=None, detail="no events in the window")  # nothing fails: clear
+        elif s.value is not None and n is not None and n < need:
             what = "event" if n == 1 else "events"
             detail = f"no data: {n:g} {what} in the window, fewer than ALERT_MIN_SAMPLES {need}"
             s = replace(s, value=None, detail=detail, unknown=True)
