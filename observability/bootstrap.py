@@ -92,7 +92,25 @@ def step_demo_data(ctx: BootstrapContext) -> str:
     result = simulate.backfill(ctx.store, ctx.demo_hours, seed=seed, settings=ctx.settings, progress=ctx.echo)
     if result.rejected:
         raise RuntimeError(f"{result.rejected} demo events were rejected at ingest")
+    _demo_budget(ctx)
     return result.summary()
+
+
+DEMO_BUDGET_USD = 20_000.0  # the demo spends about $560 a day: a budget it can be measured against
+
+
+def _demo_budget(ctx: BootstrapContext) -> None:
+    """Give the demo store a monthly budget in proportion to its traffic, unless one is set."""
+    from observability.llm_observability import BUDGET_KEY
+    from observability.timeutil import utcnow
+
+    t = schema.control_state
+    with ctx.store.begin() as conn:
+        if conn.execute(sa.select(t.c.key).where(t.c.key == BUDGET_KEY)).first() is None:
+            conn.execute(
+                sa.insert(t).values(key=BUDGET_KEY, value={"usd": DEMO_BUDGET_USD}, updated_by="demo",
+                                    updated_at=utcnow())  # fmt: skip
+            )
 
 
 # The one registration point. Order matters: the schema first, demo data last (after what other

@@ -38,6 +38,12 @@ def test_bootstrap_demo_on_a_fresh_sqlite_path_then_again(tmp_path: Path) -> Non
     assert "bootstrap: ready" in first.stdout
     calls = count(url, "llm_calls")
     assert calls > 1000 and count(url, "messages") > 1000 and count(url, "rollup_llm_minute") > 0
+    # the demo gets a budget its traffic can be measured against, which a manager may change later
+    from observability.llm_observability import LLMObservabilityService
+
+    demo_store = Store.from_url(url)
+    assert LLMObservabilityService(demo_store).monthly_budget() == bootstrap.DEMO_BUDGET_USD
+    demo_store.dispose()
 
     again = run_bootstrap(url, tmp_path, "--demo")  # never backfills twice
     assert again.returncode == 0, again.stdout + again.stderr
