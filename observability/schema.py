@@ -10,6 +10,8 @@ PostgreSQL partition those tables by day.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -477,3 +479,17 @@ RAW_EVENT_TABLES = (
     activity_events,
 )
 AUDIT_TABLES = (interventions, emergency_actions, alert_events)
+
+_RAW_EVENT_TABLE_NAMES = frozenset(t.name for t in RAW_EVENT_TABLES)
+_PARTITION_RE = re.compile(r"(?P<parent>.+)_(?:default|p\d{8})")
+
+
+def is_partition(table_name: str) -> bool:
+    """A PostgreSQL partition of a raw event table: `<table>_default` or `<table>_pYYYYMMDD`.
+
+    The migrations and `observability.retention` create and drop these; `metadata` describes only
+    their parents, so schema comparisons (Alembic autogenerate in alembic/env.py,
+    tests/test_migrations.py) skip them.
+    """
+    m = _PARTITION_RE.fullmatch(table_name)
+    return bool(m) and m.group("parent") in _RAW_EVENT_TABLE_NAMES

@@ -223,24 +223,3 @@ def assert_same_rollups(got: dict, want: dict) -> None:
                 assert got[key][col] == pytest.approx(value, rel=1e-12, abs=1e-15), (key, col)
             else:
                 assert got[key][col] == value, (key, col)
-
-
-def test_a_store_from_before_cost_squares_is_upgraded_and_backfilled(
-    loaded: tuple[Store, list[list]],
-) -> None:
-    """Migration 0002 on a store created without `cost_sq_usd` and the (agent, cost_usd, ts) index:
-    both are added and the sums of squares filled from the raw rows."""
-    store, _ = loaded
-    with store.begin() as conn:
-        conn.execute(sa.text("DROP INDEX ix_llm_calls_agent_cost"))
-        for t in ("rollup_llm_minute", "rollup_llm_hour"):
-            conn.execute(sa.text(f"ALTER TABLE {t} DROP COLUMN cost_sq_usd"))
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
-    store.migrate()
-    with store.connect() as conn:
-        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("llm_calls")}
-        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    assert "ix_llm_calls_agent_cost" in indexes and version == "0002"
-    assert_llm_rollups_match(store, schema.rollup_llm_minute, floor_minute)
-    assert_llm_rollups_match(store, schema.rollup_llm_hour, floor_hour)
-    store.migrate()  # at head: nothing to do

@@ -1,0 +1,240 @@
+"""The migrations build exactly `observability.schema`, on SQLite and on PostgreSQL.
+
+A fresh store migrated to head is compared with the metadata by Alembic's autogenerate comparison
+(types and server defaults included): a schema change without its migration fails here. Alembic
+does not compare an index's method, WHERE or INCLUDE, so those are compared separately. The only
+thing ignored is what is not in the metadata by design: the PostgreSQL partitions of the raw event
+tables (`<table>_default`, `<table>_pYYYYMMDD`, created by the migration and by retention) and
+their indexes. No type or default noise needed ignoring.
+
+Also: migrating a store at head does nothing, two processes migrating one fresh store at once
+both succeed, and downgrading to base then upgrading again gives the same schema.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from conftest import ROOT, subprocess_env
+
+from alembic import command
+from observability import schema
+from observability.store import ALEMBIC_DIR, Store
+
+
+def alembic_config(conn: sa.Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    if conn is not None:
+        cfg.attributes["connection"] = conn
+    return cfg
+
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001 - Alembic hook
+    """Skip the raw event tables' partitions (and their indexes), as alembic/env.py does."""
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    return not (table and schema.is_partition(table))
+
+
+def schema_diff(store: Store, metadata: sa.MetaData = schema.metadata) -> list:
+    with store.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn,
+            opts={"compare_type": True, "compare_server_default": True, "include_object": include_object},
+        )
+        return compare_metadata(ctx, metadata)
+
+
+def _where(clause: object) -> str | None:
+    """A partial index's condition, without the casts, parentheses and spacing a database adds."""
+    if clause is None:
+        return None
+    text = re.sub(r"::(character varying|[a-z_]+)", "", str(clause).lower())
+    return re.sub(r"[\s()]", "", text)
+
+
+def index_options(store: Store, metadata: sa.MetaData = schema.metadata) -> tuple[dict, dict]:
+    """(in the store, in the metadata): per index, what Alembic's comparison leaves out."""
+    pg = store.is_postgres
+    got, want = {}, {}
+    with store.connect() as conn:
+        insp = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            for ix in insp.get_indexes(table.name):
+                if ix.get("duplicates_constraint"):  # a unique constraint's own index (PostgreSQL)
+                    continue
+                opts = ix.get("dialect_options", {})
+                got[ix["name"]] = (
+                    opts.get("postgresql_using", "btree") if pg else None,
+                    _where(opts.get("postgresql_where" if pg else "sqlite_where")),
+                    list(opts.get("postgresql_include", [])) if pg else None,
+                )
+            for ix in table.indexes:
+                want[ix.name] = (
+                    (ix.dialect_options["postgresql"]["using"] or "btree") if pg else None,
+                    _where(ix.dialect_options["postgresql" if pg else "sqlite"]["where"]),
+                    list(ix.dialect_options["postgresql"]["include"] or []) if pg else None,
+                )
+    return got, want
+
+
+def version(store: Store) -> list[str]:
+    with store.connect() as conn:
+        return list(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def tables(store: Store) -> set[str]:
+    with store.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+@pytest.fixture
+def fresh(store_url: str) -> Iterator[Store]:
+    """A store nothing has migrated yet, SQLite and PostgreSQL."""
+    store = Store.from_url(store_url)
+    yield store
+    store.dispose()
+
+
+def assert_matches_schema(store: Store) -> None:
+    assert version(store) == [HEAD]
+    assert schema_diff(store) == []
+    got, want = index_options(store)
+    assert got == want
+
+
+def test_one_linear_history() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1, "two revisions share a parent: rebase one onto the other"
+    assert len(script.get_bases()) == 1
+
+
+def test_revisions_do_not_read_the_live_schema() -> None:
+    """A revision built from `observability.schema` would change when the schema does."""
+    for path in sorted((ALEMBIC_DIR / "versions").glob("*.py")):
+        assert not re.search(r"^\s*(from|import)\s+observability", path.read_text(), re.M), path.name
+
+
+def test_a_fresh_store_matches_the_schema(fresh: Store) -> None:
+    fresh.migrate()
+    assert_matches_schema(fresh)
+    assert {t.name for t in schema.metadata.sorted_tables} <= tables(fresh)
+
+
+def copy_of_schema() -> sa.MetaData:
+    metadata = sa.MetaData()
+    for table in schema.metadata.sorted_tables:
+        table.to_metadata(metadata)
+    return metadata
+
+
+def test_the_comparison_sees_what_a_migration_would_miss(fresh: Store) -> None:
+    """Not vacuous: a column, a server default, an index method and a partial index's condition
+    that the migrations do not create are each reported."""
+    fresh.migrate()
+    md = copy_of_schema()
+    md.tables["rollup_llm_hour"].append_column(sa.Column("only_in_metadata", sa.Integer))
+    assert [d[0] for d in schema_diff(fresh, md)] == ["add_column"]
+
+    md = copy_of_schema()
+    md.tables["llm_calls"].c.cost_usd.server_default = sa.DefaultClause("1")
+    assert [d[0][0] for d in schema_diff(fresh, md)] == ["modify_default"]
+
+    md = copy_of_schema()
+    indexes = {i.name: i for t in md.sorted_tables for i in t.indexes}
+    indexes["ix_llm_calls_ts"].dialect_options["postgresql"]["using"] = None
+    dialect = "postgresql" if fresh.is_postgres else "sqlite"
+    indexes["ux_alerts_open_dedup"].dialect_options[dialect]["where"] = sa.text("state = 'firing'")
+    assert schema_diff(fresh, md) == []  # Alembic does not look at these ...
+    got, want = index_options(fresh, md)
+    wrong = {name for name in want if got.get(name) != want[name]}  # ... this test does
+    expected = {"ux_alerts_open_dedup"} | ({"ix_llm_calls_ts"} if fresh.is_postgres else set())
+    assert wrong == expected
+
+
+def test_alembic_check_ignores_the_partitions(pg_url: str) -> None:
+    """What `alembic revision --autogenerate` sees through alembic/env.py: nothing to do (in
+    particular no drop of the partitions, which are not in the metadata)."""
+    store = Store.from_url(pg_url)
+    try:
+        store.migrate()
+        with store.connect() as conn:
+            partitions = [t for t in sa.inspect(conn).get_table_names() if schema.is_partition(t)]
+        assert len(partitions) == len(schema.RAW_EVENT_TABLES) * 6  # default + yesterday .. today+3
+        with store.engine.begin() as conn:
+            command.check(alembic_config(conn))  # raises AutogenerateDiffsDetected otherwise
+    finally:
+        store.dispose()
+
+
+def test_migrating_twice_does_nothing(fresh: Store) -> None:
+    fresh.migrate()
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - SQLAlchemy event
+        statements.append(statement)
+
+    sa.event.listen(fresh.engine, "before_cursor_execute", record)
+    try:
+        fresh.migrate()
+    finally:
+        sa.event.remove(fresh.engine, "before_cursor_execute", record)
+    ddl = [s for s in statements if re.match(r"\s*(CREATE|ALTER|DROP|INSERT|UPDATE|DELETE)\b", s, re.I)]
+    assert ddl == []
+    assert_matches_schema(fresh)
+
+
+MIGRATE = """
+import sys, time
+from observability.store import Store
+start_at = float(sys.argv[2])
+store = Store.from_url(sys.argv[1])
+time.sleep(max(0.0, start_at - time.time()))
+store.migrate()
+"""
+
+
+def test_two_processes_migrate_one_fresh_store_at_once(fresh: Store, tmp_path: Path) -> None:
+    start_at = f"{time.time() + 3:.3f}"  # both interpreters are up by then: they start together
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, fresh.url, start_at],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert_matches_schema(fresh)
+
+
+def run_alembic(store: Store, fn: Callable[..., None], *args: str) -> None:
+    with store.engine.begin() as conn:
+        fn(alembic_config(conn), *args)
+
+
+def test_downgrade_to_base_then_upgrade(fresh: Store) -> None:
+    fresh.migrate()
+    run_alembic(fresh, command.downgrade, "base")
+    assert tables(fresh) == {"alembic_version"}  # every table gone, partitions too
+    assert version(fresh) == []
+    fresh.migrate()
+    assert_matches_schema(fresh)
