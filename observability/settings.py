@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -67,7 +67,7 @@ class Settings:
     alert_delivery_backoff_s: float = 5.0
     alert_http_timeout_s: float = 10.0
     alert_metric_window_s: float = 300.0  # window over which recorded metrics are averaged
-    alert_min_samples: int = 20  # rates over fewer events in the window are "no data"
+    alert_min_samples: int = 20  # a rate or P95 over fewer events in the window is "no data"
     alert_default_for_s: float = 120.0  # `for` of the shipped rules on rates and percentiles
     alert_console_url: str | None = None  # link put into notifications (Alertmanager externalURL)
     alert_email_enabled: bool = False

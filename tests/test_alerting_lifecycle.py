@@ -14,6 +14,7 @@ from test_alerting_support import T0, Harness, alerting, password_hash, peers, s
 from observability import schema
 from observability.alerting import InvalidTransition
 from observability.auth import PermissionDenied
+from observability.settings import Settings
 
 # rule -> (stats that break it, stats that clear it, channels of level 1, channels told it resolved)
 DEFAULT_RULES = {
@@ -232,3 +233,106 @@ def test_concurrent_evaluations_open_one_alert_and_queue_one_notification_set(al
     assert (alerts, queued) == (1, 3)
     alerting.tick(0)
     alerting.peers.expect([(c, "trigger", "high_error_rate", 1, 0, 0) for c in ("email", "slack", "webhook")])
+
+
+# ---- noise: minimum sample size, no-data, clearing, pending inhibitors -----------------------------
+
+THREE = ("email", "slack", "webhook")
+# each rate (and a P95) computed over fewer events than ALERT_MIN_SAMPLES (20): 1 failure among
+# 3 interactions is 33%, the P95 of 2 responses their maximum
+FEW = {
+    "lead_bot.error_rate": 1 / 3, "lead_bot.interactions": 3,
+    "cache_hit_rate": 0.2, "interactions": 5,
+    "handoff.failure_rate": 0.5, "handoff.count": 4,
+    "rate_limit_error_rate": 0.5, "llm_calls": 6,
+    "buyer_bot.response_time_p95": 9000.0, "buyer_bot.interactions": 2,
+}  # fmt: skip
+ENOUGH = {**FEW, "lead_bot.interactions": 20, "interactions": 40, "handoff.count": 20, "llm_calls": 20,
+          "buyer_bot.interactions": 25}  # fmt: skip
+CLEAR_FEW = {**FEW, "lead_bot.error_rate": 0.0, "cache_hit_rate": 0.9, "handoff.failure_rate": 0.0,
+             "rate_limit_error_rate": 0.0, "buyer_bot.response_time_p95": 400.0}  # fmt: skip
+RATE_RULES = {
+    "high_error_rate",
+    "low_cache_hit_rate",
+    "handoff_failure",
+    "rate_limit_breach",
+    "sla_violation",
+}
+
+
+@SQLITE_ONLY
+def test_rates_over_too_few_events_are_no_data(alerting: Harness) -> None:
+    alerting.run(lambda t: FEW, until=60)
+    assert alerting.svc.alert_history(include_unfired=True) == [], "3 interactions, 1 failing: no alert"
+    assert alerting.peers.received == []
+    alerting.at(75, ENOUGH)  # the same rates over 20 events and more: every rule fires
+    assert {a["rule_name"] for a in alerting.svc.active_alerts()} == RATE_RULES
+    alerting.run(lambda t: FEW, start=90, until=150)  # traffic dips below the minimum: no data,
+    assert {a["rule_name"] for a in alerting.svc.active_alerts()} == RATE_RULES  # nothing resolves
+    alerting.at(165, CLEAR_FEW)  # a clear value counts, however few events are behind it
+    assert alerting.svc.active_alerts() == []
+    alerting.peers.expect(
+        [(c, "trigger", "high_error_rate", 1, 75, 75) for c in THREE]
+        + [(c, "trigger", "sla_violation", 1, 75, 75) for c in THREE]
+        + [(c, "trigger", "handoff_failure", 1, 75, 75) for c in ("email", "slack")]
+        + [
+            ("slack", "trigger", "low_cache_hit_rate", 1, 75, 75),
+            ("slack", "trigger", "rate_limit_breach", 1, 75, 75),
+        ]
+        + [("webhook", "resolve", r, 0, 165, 165) for r in ("high_error_rate", "sla_violation")]
+    )
+
+
+@SQLITE_ONLY
+def test_min_samples_setting_explicit_counts_and_idle_traffic(alerting: Harness) -> None:
+    assert Settings.from_env({"ALERT_MIN_SAMPLES": "5"}).alert_min_samples == 5
+    assert Settings.from_env({}).alert_min_samples == 20
+    few = {"error_rate": {"value": 0.5, "samples": 3}}  # a count given with the value
+    alerting.at(0, few)
+    assert alerting.svc.active_alerts() == []
+    alerting.reconfigure(alert_min_samples=3)
+    [alert] = alerting.at(15, few)
+    assert alerting.svc.get_alert(alert["id"])["state"] == "firing"
+    alerting.at(30, {"error_rate": 0.5, "interactions": 0})  # no traffic at all: nothing fails, clear
+    assert alerting.svc.get_alert(alert["id"])["state"] == "resolved"
+
+
+@SQLITE_ONLY
+def test_a_series_from_another_source_needs_a_rule_of_its_own(alerting: Harness) -> None:
+    # rate_limit_breach watches LLM calls; the share of bot responses failing for rate limits is
+    # the same incident seen from elsewhere and raises it only through a rule that names it
+    alerting.at(0, {"interactions.rate_limit_error_rate": 0.5, "interactions": 40})
+    assert alerting.svc.active_alerts() == []
+    alerting.svc.add_rule({"name": "replies_rate_limited", "metric": "interactions.rate_limit_error_rate",
+                           "threshold": 0.2, "channels": ["slack"]}, alerting.users["admin"])  # fmt: skip
+    alerting.at(15, {"interactions.rate_limit_error_rate": 0.5, "interactions": 40})
+    assert [a["rule_name"] for a in alerting.svc.active_alerts()] == ["replies_rate_limited"]
+
+
+@SQLITE_ONLY
+def test_an_alert_clearing_for_keep_firing_for_pages_nobody(alerting: Harness) -> None:
+    alerting.reconfigure(alert_keep_firing_for_s=600.0)
+
+    def error_rate(t: float) -> dict:  # breaking until 255, clear, back at 405 for one tick, clear
+        return {"error_rate": 0.3 if t < 255 or 405 <= t < 420 else 0.01}
+
+    alerting.run(error_rate, until=1050)
+    alerting.peers.expect(
+        [(c, "trigger", "high_error_rate", 1, 0, 0) for c in THREE]
+        # level 2 was due at 300 while the condition was clear: it goes out when the condition returns
+        + [(c, "trigger", "high_error_rate", 2, 405, 405) for c in THREE]
+        # level 3 would be due at 1005, clear since 420: nobody is paged, and it resolves at 1020
+        + [("webhook", "resolve", "high_error_rate", 0, 1020, 1020)]
+    )
+    [alert] = alerting.svc.alert_history()
+    assert alert["resolved_at"] == T0 + timedelta(seconds=1020) and alert["escalation_level"] == 2
+
+
+@SQLITE_ONLY
+def test_a_pending_cause_already_holds_its_symptoms(alerting: Harness) -> None:
+    alerting.update("bot_unresponsive", for_s=30)
+    down = {"seconds_since_last_response": {"lead_bot": 400.0}, "lead_bot.response_time_p95": 3000.0}
+    alerting.run(lambda t: down, until=60)  # the SLA alert fires at 0, bot_unresponsive at 30
+    alerting.peers.expect([(c, "trigger", "bot_unresponsive", 1, 30, 30) for c in THREE])
+    sla = next(a for a in alerting.svc.active_alerts() if a["rule_name"] == "sla_violation")
+    assert sla["escalation_level"] == 0 and "bot_unresponsive" in sla["suppressed_by"]

@@ -21,8 +21,9 @@ from test_alerting_support import (  # noqa: F401 - fixtures
 
 from observability import schema
 from observability.alerting import AlertingService, RuleNotFound, RuleValidationError, seed_default_rules
+from observability.alerting.rules import default_rules
 from observability.auth import PermissionDenied
-from observability.settings import DATA_DIR
+from observability.settings import DATA_DIR, Settings
 
 SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
@@ -191,3 +192,21 @@ def test_thresholds_come_from_the_configured_file(alerting: Harness, tmp_path: P
     assert edited.channels == ("webhook",) and edited.threshold == 50.0
     with pytest.raises(RuleValidationError, match="built-in system rule"):
         alerting.svc.remove_rule("high_system_load", alerting.users["admin"])
+
+
+def test_shipped_rules_on_rates_and_percentiles_wait_alert_default_for_s() -> None:
+    # a few chance failures among a few dozen events break a 5% threshold for a minute or two: the
+    # shipped rules on windowed rates and percentiles wait ALERT_DEFAULT_FOR_S (pending) first
+    settings = Settings.from_env({})
+    assert (settings.alert_default_for_s, settings.alert_keep_firing_for_s, settings.alert_min_samples) == (
+        120.0, 300.0, 20)  # fmt: skip
+    assert Settings.from_env({"ALERT_DEFAULT_FOR_S": "0"}).alert_default_for_s == 0.0
+    for_s = {r.name: r.for_s for r in default_rules(settings) if r.name in SEED_000}
+    assert for_s == {
+        "sla_violation": 120.0, "high_error_rate": 120.0, "low_cache_hit_rate": 120.0, "handoff_failure": 120.0,
+        "rate_limit_breach": 120.0,
+        "bot_unresponsive": 0.0, "circular_handoff_spike": 0.0,  # their metrics are durations and counts already
+    }  # fmt: skip
+    assert {r.name: r.for_s for r in default_rules(settings.replace(alert_default_for_s=0.0))}[
+        "high_error_rate"
+    ] == 0

@@ -10,13 +10,17 @@ threshold(s) and moved one step through the lifecycle:
     condition false, firing / acked    -> clear_since set; resolved once clear for keep_firing_for
 
 so a metric flapping around its threshold neither opens (thanks to `for`) nor closes (thanks to
-`keep_firing_for`) alerts every tick. A sample with too few events behind it (`Sample.unknown`,
-ALERT_MIN_SAMPLES) decides nothing: it opens nothing, neither advances nor drops a pending alert,
-and does not start the clearing of a firing one, for up to NO_DATA_HOLD since the condition last
-held; after that it counts as clear (a bot gone quiet does not keep its alert). An alert already
-clearing goes on clearing. A series missing from the input is left alone, unless the
-evaluation is `complete` (the worker's, where every source answered): then a missing series
-counts as clear, so alerts of vanished series (or of deleted and disabled rules) resolve.
+`keep_firing_for`) alerts every tick.
+
+A breach measured over fewer events than ALERT_MIN_SAMPLES (`Sample.samples`; 1 failure in 3
+interactions) is "no data": it opens nothing and does not advance a pending alert; nor does it
+start the clearing of a firing alert, so an incident's alert stays open while its traffic dips
+below the minimum (it does not cancel a clearing under way either). A clear value counts whatever
+the number of events behind it.
+
+A series missing from the input is left alone, unless the evaluation is `complete` (the
+worker's, where every source answered): then a missing series counts as clear, so alerts of
+vanished series (or of deleted and disabled rules) resolve.
 
 Each transition is its own transaction that locks the alert row and re-checks it.
 """
@@ -26,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,8 +54,6 @@ from observability.settings import Settings
 from observability.store import Store
 
 log = logging.getLogger(__name__)
-
-NO_DATA_HOLD = timedelta(hours=1)  # how long "too few events" keeps an open alert as it is
 
 
 @dataclass
@@ -153,10 +155,14 @@ def _series(
     now: datetime,
     result: EvaluationResult,
 ) -> None:
-    if sample.unknown and (
-        row is None or (row["clear_since"] is None and now - (row["last_true_at"] or now) < NO_DATA_HOLD)
+    if (
+        severity is not None
+        and sample.samples is not None
+        and sample.samples < max(settings.alert_min_samples, 1)
     ):
-        return  # too few events to judge: the alert (or its absence) stays as it is
+        if row is None or row["state"] == STATE_PENDING or row["clear_since"] is None:
+            return  # a breach over too few events: no data, the alert (or its absence) stays as it is
+        severity = None  # clearing goes on: too few events to call it back
     try:
         with store.begin() as conn:
             if row is None:

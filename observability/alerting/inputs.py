@@ -8,7 +8,7 @@ incomplete (so nothing resolves for lack of data that tick):
   <bot>.response_time_p95, handoff.response_time_p95, handoff.failure_rate, blocked_handoffs_1h,
   rate_limit_error_rate, per-bot rates and counts), the number of LLM calls in the window, and
   <bot>.seconds_since_last_response measured up to `now`; rates over fewer events than
-  ALERT_MIN_SAMPLES are "no data" (see `samples.apply_min_samples`);
+  ALERT_MIN_SAMPLES are "no data" (see `samples` and `evaluation`);
 - SLA: `PerformanceTracker(store).check_sla_compliance(window=, now=)` over the same window, as
   the worst P95/target ratio per bot (`<bot>.sla_p95_ratio`);
 - recorded metrics (`system_metrics`) that rules name, e.g. system_load, ai_confidence,
@@ -73,12 +73,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> Inputs:
         rules = [r for r in all_rules(conn) if r.enabled]
     for name, fn in (
         ("bot_metrics", lambda: stats.update(bot_metrics(store, settings, now))),
-        (
-            "sla",
-            lambda: merge_sla(
-                stats, sla_ratios(store, settings, now), sla_targets(settings), settings.alert_min_samples
-            ),
-        ),  # fmt: skip
+        ("sla", lambda: merge_sla(stats, sla_ratios(store, settings, now), settings)),
         ("recorded", lambda: out.samples.extend(recorded_metrics(store, settings, now, rules))),
         ("custom", lambda: out.samples.extend(custom_metrics(store, settings, now))),
         ("alerting", lambda: out.samples.extend(alerting_metrics(store, now))),
@@ -91,9 +86,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> Inputs:
             out.sources[name] = f"error: {exc}"
             out.problems.append(f"{name}: {exc}")
             out.complete = False
-    derived, problems = samples_mod.from_stats(
-        stats, sla_targets(settings), min_samples=settings.alert_min_samples
-    )
+    derived, problems = samples_mod.from_stats(stats, sla_targets(settings))
     out.samples = derived + out.samples
     out.problems.extend(problems)
     return out
@@ -105,8 +98,8 @@ def gather(store: Store, settings: Settings, now: datetime) -> Inputs:
 def bot_metrics(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
     """The collector's alert metrics over the alerting window (the values `feed_to_alerting`
     pushes, from the same `alert_metrics` call), plus `llm_calls`, the number of LLM calls in the
-    window (the denominator of `rate_limit_error_rate`). Rates over fewer events than
-    ALERT_MIN_SAMPLES become "no data" in `samples.from_stats`, which knows each rate's count."""
+    window (the count behind `rate_limit_error_rate`, as `<bot>.interactions` and `handoff.count`
+    are behind the other rates: see ALERT_MIN_SAMPLES in `samples`)."""
     window_minutes = max(settings.alert_metric_window_s, 1.0) / 60.0
     stats: dict[str, Any] = dict(
         BotMetricsCollector(store).alert_metrics(window_minutes=window_minutes, now=now)
@@ -144,39 +137,47 @@ def last_responses(store: Store, now: datetime) -> dict[str, float]:
 
 def sla_ratios(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
     """Worst P95/target ratio per bot from the performance tracker's SLA check over the alerting
-    window, among operations with at least ALERT_MIN_SAMPLES calls there (the P95 of a handful of
-    calls is their maximum)."""
+    window, with the number of calls behind it: the worst among operations with at least
+    ALERT_MIN_SAMPLES calls, else the worst of the few (the P95 of a handful of calls is their
+    maximum, which `evaluation` does not let open an alert)."""
     window = max(int(settings.alert_metric_window_s), 1)
-    need = max(settings.alert_min_samples, 1)
-    worst: dict[str, tuple[float, str, int]] = {}
+    worst: dict[str, dict[str, Any]] = {}
     for item in PerformanceTracker(store).check_sla_compliance(window=window, now=now):
         bot, op, n = item["bot"], item["operation"], item["count"]
         target, actual = item["target_p95"], item["actual_p95"]
-        if not target or actual is None or n < need:
+        if not target or actual is None:
             continue
-        ratio = actual / target
-        if bot not in worst or ratio > worst[bot][0]:
-            worst[bot] = (ratio, f"{op} P95 {actual:.0f} ms vs target {target:.0f} ms", n)
-    return {
-        f"{bot}.sla_p95_ratio": {"value": ratio, "detail": detail, "labels": {"bot": bot}, "samples": n}
-        for bot, (ratio, detail, n) in worst.items()
-    }
+        entry = {"value": actual / target, "detail": f"{op} P95 {actual:.0f} ms vs target {target:.0f} ms",
+                 "labels": {"bot": bot}, "samples": n}  # fmt: skip
+        worst[bot] = _worse(worst.get(bot), entry, settings.alert_min_samples)
+    return {f"{bot}.sla_p95_ratio": entry for bot, entry in worst.items()}
 
 
-def merge_sla(
-    stats: dict[str, Any], tracker: Mapping[str, Any], targets: Mapping[str, float], min_samples: int
-) -> None:
+def _worse(a: dict[str, Any] | None, b: dict[str, Any], min_samples: int) -> dict[str, Any]:
+    """Of two P95 ratios, the one over enough calls, then the higher."""
+    if a is None:
+        return b
+    need = max(min_samples, 1)
+
+    def rank(e: dict[str, Any]) -> tuple[bool, float]:
+        return (e["samples"] is None or e["samples"] >= need, e["value"])
+
+    return b if rank(b) > rank(a) else a
+
+
+def merge_sla(stats: dict[str, Any], tracker: Mapping[str, Any], settings: Settings) -> None:
     """Per bot, keep the worse of the tracker's ratio and the collector's P95 over its target
-    (the latter when it is over enough events: `<bot>.interactions`, `handoff.count`)."""
+    (counted over `<bot>.interactions`, or `handoff.count` for the handoff service)."""
+    targets = sla_targets(settings)
     for key, entry in tracker.items():
         bot = entry["labels"]["bot"]
         p95 = stats.get(f"{bot}.response_time_p95")
-        n = stats.get(f"{bot}.interactions", stats.get(f"{bot}.count"))
         target = targets.get(bot)
-        enough = n is None or n >= max(min_samples, 1)
-        if isinstance(p95, (int, float)) and target and enough and p95 / target > entry["value"]:
-            entry = {**entry, "value": p95 / target, "detail": f"P95 {p95:.0f} ms vs target {target:.0f} ms",
-                     "samples": n if n is not None else entry["samples"]}  # fmt: skip
+        if isinstance(p95, (int, float)) and target:
+            n = stats.get(f"{bot}.interactions", stats.get(f"{bot}.count"))
+            mine = {**entry, "value": p95 / target, "detail": f"P95 {p95:.0f} ms vs target {target:.0f} ms",
+                    "samples": n}  # fmt: skip
+            entry = _worse(entry, mine, settings.alert_min_samples)
         stats[key] = entry
 
 

@@ -62,8 +62,8 @@ class MetricInfo:
     unit: str  # ratio | ms | s | count | percent | score | x (ratio to a target)
     description: str
     scoped: bool = False  # may be prefixed with a bot: `lead_bot.<name>`
-    # a rate or percentile over the events of the alerting window: "no data" below
-    # ALERT_MIN_SAMPLES events, and the default rules on it wait ALERT_DEFAULT_FOR_S before firing
+    # a rate or percentile over the events of the alerting window: a breach over fewer than
+    # ALERT_MIN_SAMPLES events is "no data", and the shipped rules on it wait ALERT_DEFAULT_FOR_S
     sampled: bool = False
 
 
@@ -437,9 +437,8 @@ class Sample:
     # custom metrics carry their thresholds: (warning, critical, comparison)
     thresholds: tuple[float | None, float | None, str] | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
-    # no value because the window held too few events (ALERT_MIN_SAMPLES): neither breaching nor
-    # clear, so it opens no alert and closes none (a plain `value=None` means "clear")
-    unknown: bool = False
+    # how many events a rate or percentile is computed over, when known (ALERT_MIN_SAMPLES)
+    samples: float | None = None
 
     @property
     def label_dict(self) -> dict[str, str]:

@@ -13,11 +13,11 @@ Derived series: `<bot>.response_time_p95` with a P95 target in `data/alert_rules
 `<bot>.sla_p95_ratio` (value / target) unless that ratio was given; `<x>.success_rate` yields
 `<x>.failure_rate` unless given.
 
-Minimum sample size: a rate or a percentile computed over few events says little (1 failure in 3
-interactions is 33%; the P95 of 3 durations is their maximum), so one whose count is known and
-below `min_samples` (ALERT_MIN_SAMPLES) is "no data" (`value=None, unknown=True`): it opens no
-alert, and it closes none either, since traffic hovering around the minimum would otherwise close
-and reopen an incident's alert (see `evaluation`); over no event at all it is clear. The count comes from the same stats, as
+Minimum sample size: a rate or a percentile over few events says little (1 failure in 3
+interactions is 33%; the P95 of 3 durations is their maximum). Each such sample carries its count
+(`Sample.samples`) and `evaluation` judges it: below ALERT_MIN_SAMPLES a breach is "no data" (it
+opens nothing and keeps an open alert as it is), while a clear value still counts as clear; over
+no event at all the value is None (clear: nothing failed, nothing was slow). The count comes from the same stats, as
 the bot metrics collector names them, or from an explicit `"samples"` next to `"value"`:
 
     error_rate, cache_hit_rate             interactions        <bot>.error_rate: <bot>.interactions
@@ -26,7 +26,7 @@ the bot metrics collector names them, or from an explicit `"samples"` next to `"
     <bot>.response_time_p95, .sla_p95_ratio  <bot>.interactions, else <bot>.count (handoff.count)
     {"error_rate": {"value": 0.3, "samples": 3}}
 
-A rate or percentile with no known count is taken as it is.
+A rate or percentile with no known count is judged on its value alone.
 """
 
 from __future__ import annotations
@@ -53,14 +53,10 @@ def _number(value: Any) -> float | None | bool:
 
 
 def from_stats(
-    stats: Mapping[str, Any] | Iterable[Sample],
-    sla_targets: Mapping[str, float] | None = None,
-    *,
-    min_samples: int = 0,
+    stats: Mapping[str, Any] | Iterable[Sample], sla_targets: Mapping[str, float] | None = None
 ) -> tuple[list[Sample], list[str]]:
     """Samples from a stats mapping (or pass-through Samples); returns (samples, problems).
-
-    Rates over fewer than `min_samples` events (see the module docstring) have no value."""
+    Rates and percentiles get their event counts (see the module docstring)."""
     samples: list[Sample] = []
     problems: list[str] = []
     counts: dict[Any, float] = {}
@@ -105,7 +101,7 @@ def from_stats(
             if v is not None:
                 counts[key] = v
     samples.extend(_derived(samples, sla_targets or {}))
-    samples = apply_min_samples(samples, counts, min_samples)
+    samples = attach_counts(samples, counts)
     for p in problems:
         log.warning("alerting input ignored: %s", p)
     return samples, problems
@@ -150,10 +146,8 @@ def count_keys(sample: Sample) -> tuple[str, ...]:
     return (f"{bot}.interactions", f"{bot}.count")
 
 
-def apply_min_samples(samples: list[Sample], counts: Mapping[Any, float], min_samples: int) -> list[Sample]:
-    """Rates and percentiles whose count is known and below `min_samples` are unknown (too few
-    events to judge); over no event at all they are clear (nothing failed, nothing was slow)."""
-    need = max(int(min_samples), 1)
+def attach_counts(samples: list[Sample], counts: Mapping[Any, float]) -> list[Sample]:
+    """Each rate or percentile with a known count carries it; over no event at all it has no value."""
     out: list[Sample] = []
     for s in samples:
         n = counts.get((s.metric, s.labels))
@@ -161,11 +155,9 @@ def apply_min_samples(samples: list[Sample], counts: Mapping[Any, float], min_sa
             n = counts.get(key)
             if n is not None:
                 break
-        if s.value is not None and n is not None and n <= 0:
-            s = replace(s, value=None, detail="no events in the window")  # nothing fails: clear
-        elif s.value is not None and n is not None and n < need:
-            what = "event" if n == 1 else "events"
-            detail = f"no data: {n:g} {what} in the window, fewer than ALERT_MIN_SAMPLES {need}"
-            s = replace(s, value=None, detail=detail, unknown=True)
+        if n is not None:
+            s = replace(s, samples=n)
+            if n <= 0 and s.value is not None:
+                s = replace(s, value=None, detail="no events in the window")
         out.append(s)
     return out

@@ -226,9 +226,7 @@ class AlertingService:
         self.ensure_seeded()
         now = _now(now)
         with optional_span(SPAN_SERVICE, "check_and_send_alerts") as s:
-            samples, _ = samples_mod.from_stats(
-                stats, rules.sla_targets(self.settings), min_samples=self.settings.alert_min_samples
-            )
+            samples, _ = samples_mod.from_stats(stats, rules.sla_targets(self.settings))
             result = evaluation.evaluate(self.store, self.settings, samples, now, complete=complete)
             s.set_attribute("alert_count", len(result.fired))
         return [self.get_alert(i) for i in result.fired]
