@@ -108,8 +108,9 @@ def _demo_budget(ctx: BootstrapContext) -> None:
     with ctx.store.begin() as conn:
         if conn.execute(sa.select(t.c.key).where(t.c.key == BUDGET_KEY)).first() is None:
             conn.execute(
-                sa.insert(t).values(key=BUDGET_KEY, value={"usd": DEMO_BUDGET_USD}, updated_by="demo",
-                                    updated_at=utcnow())  # fmt: skip
+                sa.insert(t).values(
+                    key=BUDGET_KEY, value={"usd": DEMO_BUDGET_USD}, updated_by="demo", updated_at=utcnow()
+                )  # fmt: skip
             )
 
 

@@ -113,9 +113,7 @@ def sync_to_redis(store: Any, redis: Any, prefix: str) -> int:
     stopped = bool(row and _as_dict(row[0]).get("stopped"))
     key = redis_conversations_key(prefix)
     closed = {cid: state for cid, state in rows}
-    current = {
-        (k.decode() if isinstance(k, bytes) else k): v for k, v in (redis.hgetall(key) or {}).items()
-    }
+    current = {(k.decode() if isinstance(k, bytes) else k): v for k, v in (redis.hgetall(key) or {}).items()}
     pipe = redis.pipeline(transaction=True)
     stale = [k for k in current if k not in closed]
     if stale:

@@ -58,15 +58,21 @@ llm_calls = Table(
     Column("success", Boolean, nullable=False, server_default=text("true")),
     Column("error_type", String(100)),
     Index("ix_llm_calls_bot_ts", "bot", "ts"),
-    Index("ix_llm_calls_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
+    Index(
+        "ix_llm_calls_ts", "ts", postgresql_using="brin"
+    ),  # appended in time order: tiny, cheap to maintain
     Index("ix_llm_calls_model_ts", "model", "ts"),
     Index("ix_llm_calls_conversation", "conversation_id"),
     # an agent's most expensive calls in a window (cost anomalies: cost above mean + z * sd)
     Index("ix_llm_calls_agent_cost", "agent", "cost_usd", "ts"),
     # calls the price table did not know (priced 0 and flagged): the cost page lists them cheaply
-    Index("ix_llm_calls_unpriced", "ts", postgresql_where=text("price_known = false"),
-          postgresql_include=["model", "provider", "input_tokens", "output_tokens", "cost_usd"],
-          sqlite_where=text("price_known = 0")),
+    Index(
+        "ix_llm_calls_unpriced",
+        "ts",
+        postgresql_where=text("price_known = false"),
+        postgresql_include=["model", "provider", "input_tokens", "output_tokens", "cost_usd"],
+        sqlite_where=text("price_known = 0"),
+    ),
 )
 
 bot_operations = Table(
@@ -81,7 +87,9 @@ bot_operations = Table(
     Column("cache_hit", Boolean, nullable=False, server_default=text("false")),
     Column("error_type", String(100)),
     Index("ix_bot_operations_bot_ts", "bot", "ts"),
-    Index("ix_bot_operations_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
+    Index(
+        "ix_bot_operations_ts", "ts", postgresql_using="brin"
+    ),  # appended in time order: tiny, cheap to maintain
 )
 
 bot_interactions = Table(
@@ -95,7 +103,9 @@ bot_interactions = Table(
     Column("cache_hit", Boolean, nullable=False, server_default=text("false")),
     Column("error_type", String(100)),
     Index("ix_bot_interactions_bot_ts", "bot", "ts"),
-    Index("ix_bot_interactions_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
+    Index(
+        "ix_bot_interactions_ts", "ts", postgresql_using="brin"
+    ),  # appended in time order: tiny, cheap to maintain
 )
 
 handoffs = Table(
@@ -140,7 +150,9 @@ system_metrics = Table(
     Column("user_id", String(100)),
     Column("metadata", JSON),
     Index("ix_system_metrics_name_ts", "metric_name", "ts"),
-    Index("ix_system_metrics_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
+    Index(
+        "ix_system_metrics_ts", "ts", postgresql_using="brin"
+    ),  # appended in time order: tiny, cheap to maintain
 )
 
 activity_events = Table(

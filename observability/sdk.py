@@ -821,7 +821,9 @@ class ObservabilityClient:
             except Exception as exc:  # noqa: BLE001
                 if attempt == retries:
                     if not self._sink_down:
-                        log.warning("observability sink unavailable, spooling batches until it is back: %s", exc)
+                        log.warning(
+                            "observability sink unavailable, spooling batches until it is back: %s", exc
+                        )
                     break
                 time.sleep(delay)
                 delay *= 2

@@ -151,15 +151,11 @@ class Settings:
             alert_escalation_l3_delay_s=_float(
                 e.get("ALERT_ESCALATION_L3_DELAY_S"), d.alert_escalation_l3_delay_s
             ),
-            alert_keep_firing_for_s=_float(
-                e.get("ALERT_KEEP_FIRING_FOR_S"), d.alert_keep_firing_for_s
-            ),
+            alert_keep_firing_for_s=_float(e.get("ALERT_KEEP_FIRING_FOR_S"), d.alert_keep_firing_for_s),
             alert_delivery_max_attempts=_int(
                 e.get("ALERT_DELIVERY_MAX_ATTEMPTS"), d.alert_delivery_max_attempts
             ),
-            alert_delivery_backoff_s=_float(
-                e.get("ALERT_DELIVERY_BACKOFF_S"), d.alert_delivery_backoff_s
-            ),
+            alert_delivery_backoff_s=_float(e.get("ALERT_DELIVERY_BACKOFF_S"), d.alert_delivery_backoff_s),
             alert_http_timeout_s=_float(e.get("ALERT_HTTP_TIMEOUT_S"), d.alert_http_timeout_s),
             alert_metric_window_s=_float(e.get("ALERT_METRIC_WINDOW_S"), d.alert_metric_window_s),
             alert_min_samples=_int(e.get("ALERT_MIN_SAMPLES"), d.alert_min_samples),

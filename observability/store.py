@@ -286,9 +286,7 @@ def _copy(cur: Any, target: str, cols: str, types: list[str] | None, rows: Seque
             copy.write_row(r)
 
 
-def _pg_copy_ignore(
-    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]
-) -> None:
+def _pg_copy_ignore(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
     types = _binary_types(table, columns)
     if types is None:
         jcols = _json_cols(table, columns)
@@ -316,9 +314,7 @@ def _pg_copy_ignore(
         )
         cur.execute(f'TRUNCATE "{tmp}"')
         _copy(cur, tmp, cols, types, rows)
-        cur.execute(
-            f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{tmp}" ON CONFLICT DO NOTHING'
-        )
+        cur.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{tmp}" ON CONFLICT DO NOTHING')
         cur.execute(f'TRUNCATE "{tmp}"')
 
 

@@ -64,7 +64,9 @@ class StreamConsumer:
             log.info("claimed %d stream entries from a dead worker", len(entries))
             return entries
         # 3. new entries
-        new = self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"}, count=count, block=block_ms or None)
+        new = self.redis.xreadgroup(
+            GROUP, self.consumer, {self.key: ">"}, count=count, block=block_ms or None
+        )
         return new[0][1] if new else []
 
     def drain_once(self, block_ms: int = 0) -> int:

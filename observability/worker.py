@@ -144,7 +144,9 @@ class LeaderLock:
             self._conn.rollback()  # never sit "idle in transaction": that would hold back VACUUM
             return True
         conn = self.store.engine.connect()
-        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.store.lock_key("leader")}).scalar()
+        got = conn.execute(
+            sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.store.lock_key("leader")}
+        ).scalar()
         conn.commit()
         if got:
             self._conn = conn
@@ -157,7 +159,11 @@ class LeaderLock:
             return True
         db = self.store.engine.url.database
         # one lock per SQLite file, next to it; an in-memory store uses the configured path
-        path = f"{os.path.abspath(db)}.leader.lock" if db and db != ":memory:" else str(self.settings.worker_lock_file)
+        path = (
+            f"{os.path.abspath(db)}.leader.lock"
+            if db and db != ":memory:"
+            else str(self.settings.worker_lock_file)
+        )
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         fh = open(path, "a+")
         try:
@@ -203,13 +209,17 @@ class Worker:
         if redis is None and self.settings.redis_url:
             import redis as redis_lib
 
-            redis = redis_lib.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+            redis = redis_lib.Redis.from_url(
+                self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3
+            )
         self.redis = redis
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.steps = STEPS if steps is None else steps
         self.lock = LeaderLock(self.store, self.settings)
         self.consumer = (
-            StreamConsumer(self.store, self.redis, self.settings, self.worker_id) if self.redis is not None else None
+            StreamConsumer(self.store, self.redis, self.settings, self.worker_id)
+            if self.redis is not None
+            else None
         )
         self.state: dict = {"ingested_total": 0}
         self._stop = threading.Event()
@@ -294,7 +304,9 @@ class Worker:
             hb = schema.worker_heartbeats
             try:
                 with self.store.begin() as conn:
-                    conn.execute(sa.update(hb).where(hb.c.worker_id == self.worker_id).values(is_leader=False))
+                    conn.execute(
+                        sa.update(hb).where(hb.c.worker_id == self.worker_id).values(is_leader=False)
+                    )
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not clear the leader flag of %s: %s", self.worker_id, exc)
 
