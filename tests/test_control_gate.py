@@ -214,10 +214,12 @@ def test_emergency_stops_close_every_gate_within_a_second(setup: tuple) -> None:
     assert _within_deadline(bot.gate(True), started)
 
 
+@pytest.mark.parametrize(
+    "setup", [("sqlite", True), ("postgres", True)], ids=["sqlite+redis", "postgres+redis"], indirect=True
+)
 def test_a_redis_restart_does_not_reopen_a_gate(setup: tuple) -> None:
     store, settings, redis, cid, bot = setup
-    if redis is None:
-        pytest.skip("Redis only")
+    assert redis is not None
     bot.gate(True, timeout=30)
     control.take_control(store, cid, "olga", "review", settings=settings, redis=redis)
     bot.gate(False)
