@@ -18,10 +18,10 @@ install: $(STAMP)
 ## Console, worker and demo traffic on the embedded default (SQLite, no Redis). Ctrl-C stops all three.
 run: $(STAMP)
 	$(BIN)/python -m observability.bootstrap --demo
-	@bash -c 'trap "kill 0" EXIT; \
+	@bash -c 'trap "kill \$$(jobs -p) 2>/dev/null; wait" EXIT; \
 	  $(BIN)/python -m observability.worker & \
 	  $(BIN)/python -m observability.simulate & \
-	  $(BIN)/streamlit run Home.py $(STREAMLIT_FLAGS); '
+	  $(BIN)/streamlit run Home.py $(STREAMLIT_FLAGS)'
 
 ## The whole test suite (PostgreSQL/Redis tests skip without TEST_DATABASE_URL / TEST_REDIS_URL).
 test: $(STAMP)
