@@ -36,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
+from observability.settings import test_environment  # noqa: E402
+
 PAGES = {
     "overview": "Home.py",
     "live_monitoring": "pages/live_monitoring.py",
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--database-url", help=f"store to read (default: bench/queries.py's store, else {BENCH_DB})"
     )
-    ap.add_argument("--server-url", default=os.environ.get("BENCH_DATABASE_SERVER", DEFAULT_SERVER),
+    ap.add_argument("--server-url", default=test_environment()["bench_database_server"] or DEFAULT_SERVER,
                     help="PostgreSQL server used to find or build the bench store")  # fmt: skip
     ap.add_argument("--build-hours", type=float, default=None,
                     help=f"build a smaller store ({SMALL_DB}) with this many hours of simulator traffic; "
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", nargs="*", default=list(PAGES), choices=list(PAGES))
     ap.add_argument("--repeat", type=int, default=5, help="warm runs per page (median reported)")
     ap.add_argument("--no-browser", action="store_true")
-    ap.add_argument("--chromium", default=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+    ap.add_argument("--chromium", default=test_environment()["chromium"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pages.json"))
     args = ap.parse_args(argv)
 

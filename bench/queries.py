@@ -43,6 +43,8 @@ import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.schema import CreateIndex  # noqa: E402
 
+from observability.settings import test_environment  # noqa: E402
+
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "obs_bench"
 DEFAULT_DATABASE_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}"
@@ -660,7 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--reuse", action="store_true", help="time on the existing store when it holds --rows rows"
     )
-    ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+    ap.add_argument(
+        "--database-url", default=test_environment()["bench_database_url"] or DEFAULT_DATABASE_URL
+    )
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--seed", type=int, default=20260310)
     ap.add_argument("--out", default=str(RESULTS))

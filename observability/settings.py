@@ -240,4 +240,6 @@ def test_environment(env: Mapping[str, str] | None = None) -> dict[str, str | bo
         "redis_url": _str(e.get("TEST_REDIS_URL"), None),
         "require_services": _bool(e.get("REQUIRE_SERVICES"), False),
         "chromium": _str(e.get("CHROMIUM_PATH"), "/usr/bin/chromium"),
+        "bench_database_url": _str(e.get("BENCH_DATABASE_URL"), None),
+        "bench_database_server": _str(e.get("BENCH_DATABASE_SERVER"), None),
     }
