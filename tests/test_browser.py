@@ -34,6 +34,8 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = str(read_test_environment()["chromium"])
 USER, PASSWORD = "browser-admin", "browser-pass-1"
 # pages of this project's dashboards: each must show plotly charts on demo data
+# pages without charts: what must be drawn before the screenshot (their content comes after the title)
+PAGE_CONTENT = {"Alerts and rules": ("tab", "Active alerts")}
 CHART_PAGES = {"Overview", "Live monitoring", "Bot health", "AI performance", "Activity feed", "Token analytics",
                "Cost tracking", "Conversation quality"}  # fmt: skip
 
@@ -159,6 +161,9 @@ def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, 
         except Exception:
             page.screenshot(path=str(ARTIFACTS / f"FAILED_{slug}.png"), full_page=True)
             raise
+        if title in PAGE_CONTENT:
+            role, name = PAGE_CONTENT[title]
+            page.get_by_role(role, name=name).first.wait_for(timeout=30_000)
         timings[title] = time.monotonic() - t0
         assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
         if title in CHART_PAGES:
