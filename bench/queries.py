@@ -499,6 +499,37 @@ FROM (
 """
 
 
+CONVERSATION_HOUR_SQL = """
+INSERT INTO rollup_conversation_hour (bucket, conversation_id, bot, calls, errors, input_tokens, output_tokens,
+                                      cache_read_tokens, cache_write_tokens, cost_usd, cost_saved_usd, first_ts, last_ts)
+SELECT date_trunc('hour', ts), conversation_id, coalesce(bot, ''), count(*), count(*) FILTER (WHERE NOT success),
+       sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd),
+       sum(cost_saved_usd), min(ts), max(ts)
+FROM llm_calls WHERE ts >= :a AND ts < :b AND conversation_id IS NOT NULL GROUP BY 1, 2, 3
+"""
+
+
+def ensure_conversation_rollup(url: str) -> None:
+    """A store built before `rollup_conversation_hour` existed: create and fill it (set-based)."""
+    from observability import schema
+
+    eng = sa.create_engine(url)
+    try:
+        with eng.begin() as conn:
+            schema.rollup_conversation_hour.create(conn, checkfirst=True)
+            if conn.execute(sa.text("SELECT 1 FROM rollup_conversation_hour LIMIT 1")).first() is None:
+                t0 = time.perf_counter()
+                conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
+                conn.execute(
+                    sa.text(CONVERSATION_HOUR_SQL), {"a": datetime(1970, 1, 1), "b": datetime(9999, 1, 1)}
+                )
+                print(f"  rollup_conversation_hour filled in {time.perf_counter() - t0:.1f} s", flush=True)
+        with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(sa.text("ANALYZE rollup_conversation_hour"))
+    finally:
+        eng.dispose()
+
+
 def build_rollups(url: str, start: datetime, end: datetime) -> None:
     """Minute then hour rollups, one statement per day, ops and llm side by side (2 connections)."""
     from observability.sketch import LOG_GAMMA, MIN_VALUE
@@ -515,11 +546,15 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
                 nxt = day + timedelta(days=1)
                 conn.execute(sa.text(minute_sql), {**params, "a": day, "b": nxt})
                 conn.execute(sa.text(hour_sql(kind)), {"a": day, "b": nxt})
+                if kind == "llm":
+                    conn.execute(sa.text(CONVERSATION_HOUR_SQL), {"a": day, "b": nxt})
                 day = nxt
             conn.execute(sa.text("DELETE FROM rollup_dirty WHERE kind = :k"), {"k": kind})
         with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
             for t in ("minute", "hour"):
                 c.execute(sa.text(f"ANALYZE rollup_{kind}_{t}"))
+            if kind == "llm":
+                c.execute(sa.text("ANALYZE rollup_conversation_hour"))
         eng.dispose()
 
     errors: list[BaseException] = []
@@ -541,7 +576,7 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
 
 def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
     """The set-based rollups of one hour equal what `observability.rollups` computes (then rolled back)."""
-    from observability import rollups
+    from observability import rollups, schema
 
     def snapshot(conn: sa.Connection, table: sa.Table) -> dict:
         keys = [c.name for c in table.primary_key.columns]
@@ -573,6 +608,16 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
                         sa_ = {str(k): int(v) for k, v in a["sketch"].items()}
                         sb = {str(k): int(v) for k, v in b["sketch"].items()}
                         assert sa_ == sb, f"{kind} {t} sketch differs at {key}"
+            conv = schema.rollup_conversation_hour
+            before = snapshot(conn, conv)
+            rollups.recompute_conversation_hours(store, conn, {hour})
+            after = snapshot(conn, conv)
+            assert before.keys() == after.keys() and before, "conversation rollup keys differ"
+            for key, a in after.items():
+                b = before[key]
+                for col in ("calls", "errors", "input_tokens", "output_tokens", "first_ts", "last_ts"):
+                    assert a[col] == b[col], ("conversation", key, col)
+                assert abs(a["cost_usd"] - b["cost_usd"]) <= 1e-6 * max(1.0, abs(a["cost_usd"])), key
         finally:
             tx.rollback()
     print(f"  rollups of {hour:%Y-%m-%d %H:00} match observability.rollups", flush=True)
@@ -682,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             f"reusing {sa.make_url(url).database} built {meta['built_at']} ({meta['rows']:,} rows)",
             flush=True,
         )
+        ensure_conversation_rollup(url)
     now = datetime.fromisoformat(meta["now"])
     queries = time_queries(url, now, args.repeat)
     over = [k for k, v in queries.items() if v["p95_ms"] > TARGET_P95_MS and not k.endswith("_cold_cache")]

@@ -31,6 +31,8 @@ from observability.performance import (
     Aggregate,
     Stats,
     aggregate,
+    dirty_minutes,
+    plan_ranges,
     reads_rollups,
     window_bounds,
 )
@@ -135,6 +137,71 @@ def _row(s: Stats) -> dict[str, Any]:
     }
 
 
+def _in_ranges(col: sa.ColumnElement, ranges: Sequence[tuple[datetime, datetime]]) -> sa.ColumnElement:
+    return sa.or_(*[sa.and_(col >= a, col < b) for a, b in ranges])
+
+
+def _top_conversations_stmt(
+    raw_ranges: Sequence[tuple[datetime, datetime]], hour_ranges: Sequence[tuple[datetime, datetime]],
+    by: str, bots: list[str] | None, limit: int | None,
+) -> sa.Select:  # fmt: skip
+    """Per-conversation totals over raw calls in `raw_ranges` plus `rollup_conversation_hour` rows
+    in `hour_ranges` (disjoint), ordered by tokens or cost."""
+    t, r = schema.llm_calls, schema.rollup_conversation_hour
+    raw_where = [t.c.conversation_id.is_not(None)]
+    if bots is not None:
+        raw_where.append(t.c.bot.in_(bots))
+    sums = [*TOKEN_KINDS, "cost_usd", "cost_saved_usd"]
+    if not hour_ranges:  # raw only: one grouping of the raw rows
+        src = t
+        calls, errors, first, last, bot_col = (
+            sa.func.count(),
+            count_false(t.c.success),
+            t.c.ts,
+            t.c.ts,
+            t.c.bot,
+        )
+        where = [_in_ranges(t.c.ts, raw_ranges), *raw_where]
+    else:  # raw edges grouped per (conversation, bot), then added to the rollup's full hours
+        parts = []
+        if raw_ranges:
+            parts.append(
+                sa.select(
+                    t.c.conversation_id, t.c.bot.label("bot"), sa.func.count().label("calls"),
+                    count_false(t.c.success).label("errors"), *[sa.func.sum(t.c[k]).label(k) for k in sums],
+                    sa.func.min(t.c.ts).label("first_ts"), sa.func.max(t.c.ts).label("last_ts"),
+                )
+                .where(_in_ranges(t.c.ts, raw_ranges), *raw_where)
+                .group_by(t.c.conversation_id, t.c.bot)
+            )  # fmt: skip
+        roll_where = [_in_ranges(r.c.bucket, hour_ranges)]
+        if bots is not None:
+            roll_where.append(r.c.bot.in_(bots))
+        parts.append(
+            sa.select(
+                r.c.conversation_id, sa.func.nullif(r.c.bot, "").label("bot"), r.c.calls, r.c.errors,
+                *[r.c[k] for k in sums], r.c.first_ts, r.c.last_ts,
+            ).where(*roll_where)
+        )  # fmt: skip
+        src = (parts[0] if len(parts) == 1 else sa.union_all(*parts)).subquery("u")
+        calls, errors = sa.func.sum(src.c.calls), sa.func.sum(src.c.errors)
+        first, last, bot_col = src.c.first_ts, src.c.last_ts, src.c.bot
+        where = []
+    total_tokens = sa.func.sum(src.c.input_tokens + src.c.output_tokens)
+    cost = sa.func.sum(src.c.cost_usd)
+    stmt = (
+        sa.select(
+            src.c.conversation_id, calls, *[sa.func.sum(src.c[k]) for k in TOKEN_KINDS], total_tokens, cost,
+            sa.func.sum(src.c.cost_saved_usd), sa.func.min(first), sa.func.max(last), sa.func.max(bot_col),
+            errors,
+        )
+        .where(*where)
+        .group_by(src.c.conversation_id)
+        .order_by((total_tokens if by == "tokens" else cost).desc(), src.c.conversation_id)
+    )  # fmt: skip
+    return stmt if limit is None else stmt.limit(limit)
+
+
 class LLMObservabilityService:
     """Query object over the store's LLM calls; cheap to construct. The only state is the
     process-wide cache of parsed rollup sketches (`performance.SKETCH_CACHE`), which every read
@@ -223,8 +290,7 @@ class LLMObservabilityService:
     ) -> dict[str, float]:
         """Spend per conversation in the window, most expensive first (at most `limit`).
 
-        Conversations are not a rollup key: this groups the window's raw rows in SQL, so keep the
-        window to a day or a week on large stores.
+        Like `top_conversations`: a day and longer reads `rollup_conversation_hour` for full hours.
         """
         return {r["conversation_id"]: r["cost_usd"] for r in self.top_conversations(window_seconds, limit=limit,
                                                                                      by="cost", now=now)}  # fmt: skip
@@ -238,30 +304,21 @@ class LLMObservabilityService:
 
         Rows: conversation_id, requests, input/output/cache-read/cache-write/total tokens, cost_usd,
         cost_saved_usd, first_ts, last_ts, bot (the greatest name among its calls' bots), errors.
+        Windows of 24 hours and longer read their full, recomputed hours from
+        `rollup_conversation_hour` and only the rest (partial edge hours, hours with a minute not
+        rolled up yet) from the raw calls; the figures are the same either way.
         """
         if by not in ("tokens", "cost"):
             raise ValueError(f"by must be 'tokens' or 'cost', got {by!r}")
-        t = schema.llm_calls
         start, end = window_bounds(window_seconds, now)
-        total_tokens = sa.func.sum(t.c.input_tokens + t.c.output_tokens)
-        cost = sa.func.sum(t.c.cost_usd)
-        where = [t.c.ts >= start, t.c.ts < end, t.c.conversation_id.is_not(None)]
-        if bot:
-            where.append(t.c.bot.in_([bot] if isinstance(bot, str) else list(bot)))
-        stmt = (
-            sa.select(
-                t.c.conversation_id, sa.func.count(), *[sa.func.sum(t.c[k]) for k in TOKEN_KINDS], total_tokens,
-                cost, sa.func.sum(t.c.cost_saved_usd), sa.func.min(t.c.ts), sa.func.max(t.c.ts),
-                sa.func.max(t.c.bot), count_false(t.c.success),
-            )
-            .where(*where)
-            .group_by(t.c.conversation_id)
-            .order_by((total_tokens if by == "tokens" else cost).desc(), t.c.conversation_id)
-        )  # fmt: skip
-        if limit is not None:
-            stmt = stmt.limit(limit)
+        bots = None if not bot else [bot] if isinstance(bot, str) else list(bot)
         with self.store.connect() as conn:
-            rows = conn.execute(stmt).all()
+            raw_ranges: tuple[tuple[datetime, datetime], ...] = ((start, end),)
+            hour_ranges: tuple[tuple[datetime, datetime], ...] = ()
+            if reads_rollups(window_seconds):
+                plan = plan_ranges(start, end, dirty_minutes(self.store, conn, "llm", start, end))
+                raw_ranges, hour_ranges = tuple(sorted(plan.raw + plan.minute)), plan.hour
+            rows = conn.execute(_top_conversations_stmt(raw_ranges, hour_ranges, by, bots, limit)).all()
         out = []
         for r in rows:
             out.append({

@@ -5,7 +5,7 @@
 | raw events (`llm_calls`, `bot_operations`, `bot_interactions`, `handoffs`, `messages`, `activity_events`) | 90 days | `MONITORING_DB_RETENTION_DAYS` |
 | raw `system_metrics` | 72 hours | `MONITORING_METRICS_RETENTION_HOURS` |
 | delivered or dead `notifications`, ended `silences`, `activity_reads`, stale `worker_heartbeats` | 90 days | `MONITORING_DB_RETENTION_DAYS` |
-| per-minute and per-hour rollups | 400 days | `ROLLUP_RETENTION_DAYS` |
+| per-minute and per-hour rollups (also `rollup_conversation_hour`) | 400 days | `ROLLUP_RETENTION_DAYS` |
 | audit trails (`interventions`, `emergency_actions`, `alert_events`) and what they refer to (`alerts`), entities (conversations, accounts, users, rules, control state) | forever | - |
 
 A setting of 0 keeps that class forever. A row is expired when its time is strictly before
@@ -300,7 +300,7 @@ def plan(settings: Settings, now: datetime) -> list[tuple[sa.Table, sa.ColumnEle
     if settings.rollup_retention_days > 0:
         cut = now - timedelta(days=settings.rollup_retention_days)
         for t in (schema.rollup_ops_minute, schema.rollup_llm_minute, schema.rollup_ops_hour,
-                  schema.rollup_llm_hour):  # fmt: skip
+                  schema.rollup_llm_hour, schema.rollup_conversation_hour):  # fmt: skip
             out.append((t, t.c.bucket < cut, cut))
     never = {t.name for t in schema.AUDIT_TABLES}
     assert not any(t.name in never for t, _, _ in out), "audit tables are never purged"

@@ -6,6 +6,9 @@ SQL), then recomputes the hours containing them from the minutes. Recomputing in
 makes the step idempotent: a replayed batch, a late event or a crash halfway simply leads to the
 same rows on the next run. A dirty mark is cleared only if nobody re-marked the minute meanwhile.
 
+For LLM calls the same hours of `rollup_conversation_hour` (per conversation and bot) are
+recomputed straight from the raw rows, in the same transaction.
+
 A `Family` names a raw event table, its rollup tables and what they hold; the read side
 (`observability.performance.aggregate`) uses the same definitions. Besides plain sums, a rollup
 may hold the sum of a raw column's squares (`cost_sq_usd` for `llm_calls.cost_usd`), so the mean
@@ -73,6 +76,10 @@ LLM = Family(
     squares=(("cost_sq_usd", "cost_usd"),),
 )  # fmt: skip
 INTERACTIONS = Family("interactions", schema.bot_interactions, "duration_ms", ("bot",))
+
+# summed columns of `rollup_conversation_hour` (besides calls and errors)
+CONVERSATION_SUMS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+                     "cost_saved_usd")  # fmt: skip
 
 FAMILIES: dict[str, Family] = {f.dirty_kind: f for f in (OPS, LLM) if f.dirty_kind}
 
@@ -163,6 +170,36 @@ def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[dat
             conn.execute(sa.insert(target), values)
 
 
+def recompute_conversation_hours(store: Store, conn: sa.Connection, hours: set[datetime]) -> None:
+    """Rebuild `rollup_conversation_hour` for `hours` from the raw LLM calls with a conversation
+    (one INSERT .. SELECT per hour; a missing bot is stored as '')."""
+    raw, target = schema.llm_calls, schema.rollup_conversation_hour
+    bot = sa.func.coalesce(raw.c.bot, NO_NAME)
+    for hour in sorted(hours):
+        end = hour + timedelta(hours=1)
+        conn.execute(sa.delete(target).where(target.c.bucket == hour))
+        select = (
+            sa.select(
+                sa.literal(hour, sa.DateTime).label("bucket"), raw.c.conversation_id, bot.label("bot"),
+                sa.func.count(), count_false(raw.c.success),
+                *[sa.func.sum(raw.c[k]) for k in CONVERSATION_SUMS], sa.func.min(raw.c.ts), sa.func.max(raw.c.ts),
+            )
+            .where(raw.c.ts >= hour, raw.c.ts < end, raw.c.conversation_id.is_not(None))
+            .group_by(*positions(3)[1:])
+        )  # fmt: skip
+        cols = [
+            "bucket",
+            "conversation_id",
+            "bot",
+            "calls",
+            "errors",
+            *CONVERSATION_SUMS,
+            "first_ts",
+            "last_ts",
+        ]
+        conn.execute(sa.insert(target).from_select(cols, select))
+
+
 def run(store: Store, max_minutes: int = 20_000) -> int:
     """Recompute every dirty minute (and its hour); returns how many minutes were processed."""
     d = schema.rollup_dirty
@@ -196,6 +233,9 @@ def _process_chunk(store: Store, kind: str, chunk: list[tuple[datetime, str]]) -
     end = chunk[-1][0] + timedelta(minutes=1)
     with store.begin() as conn:
         recompute_range(store, conn, kind, start, end)
-        recompute_hours(store, conn, kind, {m.replace(minute=0) for m, _ in chunk})
+        hours = {m.replace(minute=0) for m, _ in chunk}
+        recompute_hours(store, conn, kind, hours)
+        if kind == "llm":
+            recompute_conversation_hours(store, conn, hours)
         for minute, mark in chunk:
             conn.execute(sa.delete(d).where(d.c.kind == kind, d.c.minute == minute, d.c.mark == mark))

@@ -453,6 +453,26 @@ rollup_ops_hour = _ops_rollup("rollup_ops_hour")
 rollup_llm_minute = _llm_rollup("rollup_llm_minute")
 rollup_llm_hour = _llm_rollup("rollup_llm_hour")
 
+# LLM calls per hour, conversation and bot (only calls with a conversation_id; a missing bot is
+# ''): the full hours of top_conversations / cost_by_conversation over a day and longer.
+rollup_conversation_hour = Table(
+    "rollup_conversation_hour",
+    metadata,
+    Column("bucket", DateTime, primary_key=True),
+    Column("conversation_id", String(100), primary_key=True),
+    Column("bot", String(64), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("cost_saved_usd", Float, nullable=False),
+    Column("first_ts", DateTime, nullable=False),
+    Column("last_ts", DateTime, nullable=False),
+)
+
 # Minutes whose raw rows changed since their rollup was computed; ingest marks, the rollup step
 # recomputes and clears. Late or replayed events therefore land in the right bucket.
 rollup_dirty = Table(

@@ -8,10 +8,12 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from observability import pricing, rollups, schema
 from observability.ingest import write_batch
 from observability.llm_observability import LLMObservabilityService
+from observability.sqlhelpers import as_datetime
 from observability.store import Store
 from observability.timeutil import to_epoch
 
@@ -274,3 +276,66 @@ def test_only_managers_and_admins_set_the_budget(store: Store) -> None:
     with store.connect() as conn:
         titles = [r.title for r in conn.execute(schema.activity_events.select())]
     assert "Monthly budget set to $1,234.50" in titles  # the change is in the activity feed
+
+
+def test_top_conversations_rollup_path_equals_raw_path(store: Store) -> None:
+    """Windows of a day and longer read `rollup_conversation_hour` for full hours and raw calls for
+    the edges and for hours with minutes not rolled up yet; the result equals grouping raw calls."""
+    from observability.llm_observability import _top_conversations_stmt
+    from observability.performance import window_bounds
+
+    rng = np.random.default_rng(7)
+    n = 600
+
+    def batch(count: int, span_s: float) -> list[list]:
+        offsets = rng.uniform(0, span_s, count)
+        bots = rng.choice(["lead_bot", "buyer_bot", "none"], count)
+        convs = rng.choice([f"c{i}" for i in range(12)] + ["none"], count)
+        return [call(NOW - timedelta(seconds=float(offsets[i])), bot=None if bots[i] == "none" else str(bots[i]),
+                     inp=int(rng.integers(10, 3000)), out=int(rng.integers(1, 400)), read=int(rng.integers(0, 50)),
+                     write=int(rng.integers(0, 20)), cost=float(rng.integers(1, 2000)) / 1000,
+                     conv=None if convs[i] == "none" else str(convs[i]), ok=bool(rng.random() > 0.2))
+                for i in range(count)]  # fmt: skip
+
+    write_batch(store, batch(n, 3 * 86_400))
+    rollups.run(store)
+    rollups.run(store)  # idempotent: nothing dirty, nothing changes
+    t = schema.rollup_conversation_hour
+    with store.connect() as conn:
+        rolled = conn.execute(sa.select(sa.func.sum(t.c.calls))).scalar()
+        with_conv = conn.execute(
+            sa.select(sa.func.count()).where(schema.llm_calls.c.conversation_id.is_not(None))
+        ).scalar()
+    assert rolled == with_conv > 0
+    svc = LLMObservabilityService(store)
+
+    def raw(window: float | None, by: str, bot: object, limit: int | None) -> list[tuple]:
+        start, end = window_bounds(window, NOW)
+        bots = None if not bot else [bot] if isinstance(bot, str) else list(bot)
+        with store.connect() as conn:
+            return conn.execute(_top_conversations_stmt(((start, end),), (), by, bots, limit)).all()
+
+    def check() -> None:
+        for window in (86_400, 2 * 86_400 + 1234.5, None):
+            for by in ("tokens", "cost"):
+                for bot in (None, "lead_bot", ["buyer_bot", "lead_bot"]):
+                    for limit in (None, 5):
+                        got = svc.top_conversations(window, limit=limit, by=by, bot=bot, now=NOW)
+                        want = raw(window, by, bot, limit)
+                        assert [r["conversation_id"] for r in got] == [w[0] for w in want]
+                        for r, w in zip(got, want, strict=True):
+                            assert (r["requests"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"],
+                                    r["cache_write_tokens"], r["total_tokens"], r["bot"], r["errors"]) == (
+                                int(w[1]), *(int(x) for x in w[2:7]), w[11], int(w[12]))  # fmt: skip
+                            assert (r["cost_usd"], r["cost_saved_usd"]) == pytest.approx((w[7], w[8]))
+                            assert (r["first_ts"], r["last_ts"]) == (as_datetime(w[9]), as_datetime(w[10]))
+        costs = svc.cost_by_conversation(now=NOW, limit=None)
+        want_costs = {w[0]: w[7] for w in raw(86_400, "cost", None, None)}
+        assert list(costs) == list(want_costs) and costs == pytest.approx(want_costs)
+
+    check()
+    # calls arriving after the rollup step (their minutes are dirty) are still counted exactly
+    write_batch(store, batch(80, 86_400))
+    check()
+    rollups.run(store)
+    check()

@@ -151,7 +151,7 @@ def test_rollups_outlive_raw_rows_until_their_own_retention(store: Store) -> Non
     ages = {"a": timedelta(days=399), "b": timedelta(days=401), "c": timedelta(days=100)}
     write_batch(store, [
         ["llm", f"r-{k}", to_epoch(now - age), "lead", None, None, "claude-sonnet-4-5", "anthropic", 1000, 100, 0,
-         0, 500.0, False, None, None, True, None]
+         0, 500.0, False, None, f"conv-{k}", True, None]
         for k, age in ages.items()
     ] + [["op", f"o-{k}", to_epoch(now - age), "lead", "qualify", 50.0, True, False, None]
          for k, age in ages.items()], SETTINGS)  # fmt: skip
@@ -166,6 +166,7 @@ def test_rollups_outlive_raw_rows_until_their_own_retention(store: Store) -> Non
         schema.rollup_llm_hour,
         schema.rollup_ops_minute,
         schema.rollup_ops_hour,
+        schema.rollup_conversation_hour,
     ):
         with store.connect() as conn:
             oldest = conn.execute(sa.select(sa.func.min(t.c.bucket))).scalar()

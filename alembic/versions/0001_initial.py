@@ -58,6 +58,7 @@ TABLES = (
     "llm_calls",
     "messages",
     "notifications",
+    "rollup_conversation_hour",
     "rollup_dirty",
     "rollup_llm_hour",
     "rollup_llm_minute",
@@ -373,6 +374,23 @@ def upgrade() -> None:
         "ix_notifications_status_due", "notifications", ["status", "next_attempt_at"], unique=False
     )
 
+    op.create_table(
+        "rollup_conversation_hour",
+        sa.Column("bucket", sa.DateTime(), nullable=False),
+        sa.Column("conversation_id", sa.String(length=100), nullable=False),
+        sa.Column("bot", sa.String(length=64), nullable=False),
+        sa.Column("calls", sa.BigInteger(), nullable=False),
+        sa.Column("errors", sa.BigInteger(), nullable=False),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cache_read_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cache_write_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_usd", sa.Float(), nullable=False),
+        sa.Column("cost_saved_usd", sa.Float(), nullable=False),
+        sa.Column("first_ts", sa.DateTime(), nullable=False),
+        sa.Column("last_ts", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("bucket", "conversation_id", "bot"),
+    )
     op.create_table(
         "rollup_dirty",
         sa.Column("kind", sa.String(length=8), nullable=False),
