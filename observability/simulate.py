@@ -618,7 +618,7 @@ class Simulator:
             lat = self.latency(model, tokens[1], fx, hit)
             ok, err = True, None
             if hit:
-                pass
+                pass  # a response-cache hit never fails
             elif MODELS[model].provider == "anthropic" and rng.random() < fx.rate_limit + 0.001:
                 ok, err, lat = False, "rate_limit", round(rng.uniform(40, 220), 1)
             elif rng.random() < 0.002 + fx.errors * 0.5:
