@@ -205,6 +205,7 @@ class ObservabilityClient:
         self._cond = threading.Condition()
         self._closed = False
         self._inflight = 0
+        self._sending: list | None = None  # the batch the flush thread is delivering now
         self._counts = {"queued": 0, "written": 0, "spilled": 0, "replayed": 0, "dropped": 0,
                         "rejected": 0}  # fmt: skip
         self._dropping = False
@@ -783,8 +784,10 @@ class ObservabilityClient:
                     batch.append(dq.popleft())
                 if self._dropping and len(dq) < self._max // 2:
                     self._dropping = False
+                self._sending = batch
                 self._send(batch)
             finally:
+                self._sending = None
                 with self._cond:
                     self._inflight -= 1
 
@@ -819,7 +822,7 @@ class ObservabilityClient:
                 self._sink_back()
                 return
             except Exception as exc:  # noqa: BLE001
-                if attempt == retries:
+                if attempt == retries or self._closed:  # closing: spool now, do not wait out retries
                     if not self._sink_down:
                         log.warning(
                             "observability sink unavailable, spooling batches until it is back: %s", exc
@@ -848,8 +851,18 @@ class ObservabilityClient:
             log.error("cannot spool %d events (dropped): %s", len(batch), exc)
 
     def _replay_spool(self) -> None:
-        if time.monotonic() < self._sink_down_until or not self.spool.has_pending():
-            return
+        # counted as in flight before looking at the spool, so that flush() never sees a file
+        # that is claimed (renamed) but not yet sent as "nothing pending, nothing in flight"
+        with self._cond:
+            self._inflight += 1
+        try:
+            if time.monotonic() >= self._sink_down_until and self.spool.has_pending():
+                self._replay_pending()
+        finally:
+            with self._cond:
+                self._inflight -= 1
+
+    def _replay_pending(self) -> None:
         self.spool.recover_claims()
 
         def send(batch: list) -> None:
@@ -861,8 +874,6 @@ class ObservabilityClient:
                 return
             self._counts["replayed"] += len(batch)
 
-        with self._cond:  # a claimed spool file is no longer "pending": flush() must wait for it
-            self._inflight += 1
         try:
             # a few files at a time, so new events keep flowing while a long backlog is replayed
             self.spool.replay(send, limit=20)
@@ -873,14 +884,12 @@ class ObservabilityClient:
             log.info("spool replay paused, sink still unavailable: %s", exc)
             self._sink_down = True
             self._sink_down_until = time.monotonic() + 1.0
-        finally:
-            with self._cond:
-                self._inflight -= 1
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued is in the store or stream (spool included). Never raises."""
         deadline = time.monotonic() + timeout
         while True:
+            # order matters: the queue, then what is in flight, then the spool (see _replay_spool)
             if not self._dq and self._inflight == 0 and not self.spool.has_pending():
                 return True
             remaining = deadline - time.monotonic()
@@ -900,6 +909,11 @@ class ObservabilityClient:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=max(1.0, timeout / 2))
+        sending = self._sending
+        if self._thread.is_alive() and sending:
+            # the flush thread is stuck delivering (a hanging connect): keep a copy of its batch on
+            # disk before the process exits; ids make a second delivery harmless
+            self._spill(list(sending))
         if self._dq:  # the sink never came back: keep the rest on disk
             rest = []
             while self._dq:

@@ -52,7 +52,10 @@ class StreamConsumer:
         # 1. our own entries left pending by a failed write
         own = self.redis.xreadgroup(GROUP, self.consumer, {self.key: "0"}, count=count)
         entries = own[0][1] if own else []
-        entries = [e for e in entries if e[1]]  # deleted entries come back with no fields
+        gone = [e[0] for e in entries if not e[1]]  # deleted (after a lost XACK) come back empty
+        if gone:
+            self.redis.xack(self.key, GROUP, *gone)
+        entries = [e for e in entries if e[1]]
         if entries:
             return entries
         # 2. entries of a worker that died between its insert and its ack

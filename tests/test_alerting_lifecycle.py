@@ -187,6 +187,23 @@ def test_two_level_rule_raises_severity_and_starts_escalation(alerting: Harness)
 
 
 @SQLITE_ONLY
+def test_an_alert_turning_critical_late_escalates_on_its_own_clock(alerting: Harness) -> None:
+    # warning for ten minutes, then critical: level 2 five minutes and level 3 fifteen minutes after
+    # it turned critical, not at once because the alert first fired long before
+    alerting.at(0, {"system_load": 75.0})
+    alerting.at(600, {"system_load": 92.0})
+    [alert] = alerting.svc.active_alerts()
+    assert alert["next_escalation_at"] == alerting.now(900)
+    for t in (900, 905, 1200, 1495, 1500):
+        alerting.at(t, {"system_load": 92.0})
+    alerting.peers.expect(
+        [(c, "trigger", "high_system_load", 1, 0, 0) for c in ("email", "slack")]
+        + [(c, "trigger", "high_system_load", 2, 900, 900) for c in ("email", "slack", "webhook")]
+        + [(c, "trigger", "high_system_load", 3, 1500, 1500) for c in ("pagerduty", "opsgenie")]
+    )
+
+
+@SQLITE_ONLY
 def test_every_change_leaves_timeline_and_activity_rows(alerting: Harness) -> None:
     op, analyst = alerting.users["operator"], alerting.users["analyst"]
     [alert] = alerting.at(0, {"error_rate": 0.3})

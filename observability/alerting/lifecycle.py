@@ -8,7 +8,7 @@ the outbox rows it implies, so the change, its record and its notifications comm
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -170,14 +170,12 @@ def refresh(
             metadata={"alert_id": alert["id"], "rule": rule.name, "previous": alert["severity"]},
         )  # fmt: skip
         if alert["state"] == STATE_FIRING and alert["escalation_level"] >= 1:
-            after = {**alert, **values}
-            values["next_escalation_at"] = escalation.next_due(
-                settings,
-                {**after, "escalation_started_at": now},
-                alert["escalation_level"],
-                now,
-                keep_gap=True,
-            )
+            # the escalation clock restarts as if the level already sent had gone out now, and is
+            # stored: later levels keep their spacing (L3 comes 15 minutes after turning critical,
+            # not at once because the alert first fired long ago)
+            level = alert["escalation_level"]
+            values["escalation_started_at"] = now - timedelta(seconds=escalation.level_delay(settings, level))
+            values["next_escalation_at"] = escalation.next_due(settings, {**alert, **values}, level, now)
     conn.execute(sa.update(a).where(a.c.id == alert["id"]).values(**values))
     alert.update(values)
 
