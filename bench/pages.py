@@ -20,9 +20,7 @@ Writes bench/results/pages.json: {"pages": {name: {"cold_s", "warm_s", "browser_
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -35,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
+from benchlib import machine_facts, measured_at, write_results  # noqa: E402
 
 from observability.settings import test_environment  # noqa: E402
 
@@ -282,16 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         "pages": pages,
         "targets": {"cold_s": TARGET_COLD_S, "warm_s": TARGET_WARM_S},
         "store": {"url": sa.make_url(url).render_as_string(hide_password=True), "scale": scale, **facts},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_facts(),
+        "measured_at": measured_at(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_results(args.out, result)
     print(f"wrote {out}")
     return 0
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import threading
@@ -41,6 +39,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from benchlib import machine_facts, measured_at, write_results  # noqa: E402
 from sqlalchemy.schema import CreateIndex  # noqa: E402
 
 from observability.settings import test_environment  # noqa: E402
@@ -742,16 +741,10 @@ def main(argv: list[str] | None = None) -> int:
             "counts": meta.get("counts"),
             "build_s": meta.get("build_s"),
         },  # fmt: skip
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_facts(),
+        "measured_at": measured_at(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_results(args.out, result)
     print(f"wrote {out}" + (f"; over target: {', '.join(over)}" if over else "; every query within target"))
     return 0
 
