@@ -2,7 +2,7 @@
 
 Run from the `alembic` CLI (alembic.ini at the repo root), it opens the store of DATABASE_URL
 instead; that is how `alembic revision --autogenerate` compares a store with
-`observability.schema.metadata` (see alembic/README).
+`observability.store.schema.metadata` (see alembic/README).
 """
 
 import sys
@@ -14,7 +14,7 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:  # the `alembic` CLI does not put the project on the path
     sys.path.insert(0, ROOT)
 
-from observability.schema import is_partition, metadata  # noqa: E402
+from observability.store.schema import is_partition, metadata  # noqa: E402
 
 target_metadata = metadata
 

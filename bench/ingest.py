@@ -38,13 +38,13 @@ if str(ROOT) not in sys.path:
 import redis as redis_lib  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from observability import control_state as cs  # noqa: E402
-from observability import schema  # noqa: E402
-from observability.ingest import LLM_COLUMNS, write_batch  # noqa: E402
-from observability.pricing import cost_of  # noqa: E402
+from observability.analytics.pricing import cost_of  # noqa: E402
 from observability.sdk import ObservabilityClient  # noqa: E402
 from observability.settings import Settings  # noqa: E402
-from observability.store import Store, _binary_types  # noqa: E402
+from observability.store import control_state as cs  # noqa: E402
+from observability.store import schema  # noqa: E402
+from observability.store.database import Store, _binary_types  # noqa: E402
+from observability.store.ingest import LLM_COLUMNS, write_batch  # noqa: E402
 from observability.timeutil import from_epoch  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"

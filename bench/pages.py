@@ -110,14 +110,13 @@ def build_small(url: str, hours: float) -> None:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "observability.simulate", "--backfill-hours", str(hours), "--database-url",
                     url], cwd=ROOT, env=env, check=True)  # fmt: skip
-    from observability import rollups
-    from observability.store import Store
+    from observability.store import Store, rollups
 
     store = Store.from_url(url)
     while rollups.run(store):
         pass
     try:
-        from observability.conversation_scoring import score_pending
+        from observability.analytics.conversation_scoring import score_pending
         from observability.timeutil import utcnow
 
         while score_pending(store, utcnow()):
@@ -187,7 +186,7 @@ def time_pages(url: str, names: list[str], repeat: int) -> dict[str, dict[str, f
 
 def clear_service_caches() -> None:
     """The analytics services' own in-process caches (merged rollup sketches), as after a restart."""
-    from observability.performance import clear_sketch_cache
+    from observability.analytics.performance import clear_sketch_cache
 
     clear_sketch_cache()
 

@@ -10,7 +10,7 @@ pages) into its own database (`obs_bench`, kept for reuse by bench/pages.py). Ro
 with numpy and written with binary `COPY` built from numpy record arrays, into the day partitions
 of the raw tables with their secondary indexes dropped and rebuilt afterwards; the per-minute and
 per-hour rollups are then built set-based in SQL (one statement per day and table; one sample
-hour is checked against `observability.rollups`).
+hour is checked against `observability.store.rollups`).
 
 Then every dashboard query runs once to warm up and `--repeat` (20) times timed: cost by model
 over 30 days, latency report per bot over 1h / 24h / 7d (LLM calls and bot operations), SLA
@@ -143,7 +143,7 @@ def copy_records(columns: list[tuple[str, object]], n: int) -> bytes:
 
 
 def _rates() -> list[tuple[float, float, float, float, bool]]:
-    from observability import pricing
+    from observability.analytics import pricing
 
     out = []
     for model, provider, _, _ in MODELS:
@@ -324,8 +324,7 @@ LOADED = ("llm_calls", "bot_operations", "bot_interactions", "handoffs")
 
 
 def build(url: str, rows: int, seed: int) -> dict:
-    from observability import retention, schema
-    from observability.store import Store
+    from observability.store import Store, retention, schema
     from observability.timeutil import utcnow
 
     t_all = time.perf_counter()
@@ -510,7 +509,7 @@ FROM llm_calls WHERE ts >= :a AND ts < :b AND conversation_id IS NOT NULL GROUP 
 
 def ensure_conversation_rollup(url: str) -> None:
     """A store built before `rollup_conversation_hour` existed: create and fill it (set-based)."""
-    from observability import schema
+    from observability.store import schema
 
     eng = sa.create_engine(url)
     try:
@@ -531,7 +530,7 @@ def ensure_conversation_rollup(url: str) -> None:
 
 def build_rollups(url: str, start: datetime, end: datetime) -> None:
     """Minute then hour rollups, one statement per day, ops and llm side by side (2 connections)."""
-    from observability.sketch import LOG_GAMMA, MIN_VALUE
+    from observability.store.sketch import LOG_GAMMA, MIN_VALUE
 
     params = {"min_value": MIN_VALUE, "log_gamma": LOG_GAMMA}
 
@@ -574,8 +573,8 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
 
 
 def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
-    """The set-based rollups of one hour equal what `observability.rollups` computes (then rolled back)."""
-    from observability import rollups, schema
+    """The set-based rollups of one hour equal what `observability.store.rollups` computes (then rolled back)."""
+    from observability.store import rollups, schema
 
     def snapshot(conn: sa.Connection, table: sa.Table) -> dict:
         keys = [c.name for c in table.primary_key.columns]
@@ -619,7 +618,7 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
                 assert abs(a["cost_usd"] - b["cost_usd"]) <= 1e-6 * max(1.0, abs(a["cost_usd"])), key
         finally:
             tx.rollback()
-    print(f"  rollups of {hour:%Y-%m-%d %H:00} match observability.rollups", flush=True)
+    print(f"  rollups of {hour:%Y-%m-%d %H:00} match observability.store.rollups", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,10 +627,10 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
 
 
 def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, float]]:
-    from observability.agent_costs import DecisionCostTracker
-    from observability.bot_metrics import BotMetricsCollector
-    from observability.llm_observability import LLMObservabilityService
-    from observability.performance import PerformanceTracker, clear_sketch_cache
+    from observability.analytics.agent_costs import DecisionCostTracker
+    from observability.analytics.bot_metrics import BotMetricsCollector
+    from observability.analytics.llm_observability import LLMObservabilityService
+    from observability.analytics.performance import PerformanceTracker, clear_sketch_cache
     from observability.store import Store
 
     store = Store.from_url(url)

@@ -149,7 +149,7 @@ _OPTIONAL = frozenset({("llm", "cost_usd")})  # None on the wire means "compute 
 
 def column_limit(kind: str, field: str) -> int | None:
     """Longest string the store's column for this field holds (None: unlimited text)."""
-    from observability import schema
+    from observability.store import schema
 
     table = schema.metadata.tables[TABLE_OF_KIND[kind]]
     col = table.c["id" if kind == KIND_ACCOUNT and field == "id" else field]
@@ -160,7 +160,7 @@ def _wire_checks(kind: str) -> tuple:
     """(position, field, check, required, arg) for every field, derived from the schema."""
     import sqlalchemy as sa
 
-    from observability import schema
+    from observability.store import schema
 
     table = schema.metadata.tables[TABLE_OF_KIND[kind]]
     out = []

@@ -42,6 +42,8 @@ class Settings:
     database_url: str = f"sqlite:///{LOCAL_DIR / 'observability.db'}"
     redis_url: str | None = None
     redis_prefix: str = "obs:"
+    redis_socket_timeout_s: float = 2.0  # longest wait for one Redis reply (blocking reads add theirs)
+    redis_connect_timeout_s: float = 2.0
     spool_dir: Path = LOCAL_DIR / "spool"
     sdk_queue_size: int = 100_000
     sdk_batch_size: int = 500
@@ -92,6 +94,8 @@ class Settings:
     alert_webhook_opsgenie_api_key: str | None = field(default=None, repr=False)
     # --- control, auth, privacy -----------------------------------------------------------
     auth_mode: str = "password"  # password | none
+    password_hash_time_cost: int = 3  # argon2id passes (the argon2-cffi default)
+    password_hash_memory_kib: int = 65_536  # argon2id memory per hash (64 MiB, the argon2-cffi default)
     emergency_confirmation_required: bool = True
     emergency_rate_limit_per_min: int = 3
     redact_pii: bool = True
@@ -127,6 +131,8 @@ class Settings:
             database_url=_str(e.get("DATABASE_URL"), d.database_url),
             redis_url=_str(e.get("REDIS_URL"), None),
             redis_prefix=_str(e.get("REDIS_PREFIX"), d.redis_prefix),
+            redis_socket_timeout_s=_float(e.get("REDIS_SOCKET_TIMEOUT_S"), d.redis_socket_timeout_s),
+            redis_connect_timeout_s=_float(e.get("REDIS_CONNECT_TIMEOUT_S"), d.redis_connect_timeout_s),
             spool_dir=Path(_str(e.get("SPOOL_DIR"), str(d.spool_dir))),
             sdk_queue_size=_int(e.get("SDK_QUEUE_SIZE"), d.sdk_queue_size),
             sdk_batch_size=_int(e.get("SDK_BATCH_SIZE"), d.sdk_batch_size),
@@ -182,6 +188,8 @@ class Settings:
             alert_webhook_opsgenie_url=_str(e.get("ALERT_WEBHOOK_OPSGENIE_URL"), None),
             alert_webhook_opsgenie_api_key=_str(e.get("ALERT_WEBHOOK_OPSGENIE_API_KEY"), None),
             auth_mode=_str(e.get("AUTH_MODE"), d.auth_mode),
+            password_hash_time_cost=_int(e.get("PASSWORD_HASH_TIME_COST"), d.password_hash_time_cost),
+            password_hash_memory_kib=_int(e.get("PASSWORD_HASH_MEMORY_KIB"), d.password_hash_memory_kib),
             emergency_confirmation_required=_bool(
                 e.get("EMERGENCY_CONFIRMATION_REQUIRED"), d.emergency_confirmation_required
             ),

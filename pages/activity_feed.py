@@ -6,9 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from observability import auth
-from observability import dashboards as dash
 from observability.ui import charts, data
 from observability.ui import common as ui
+from observability.ui import dashboards as dash
 
 user = ui.require("dashboards.view")
 ui.page_header("Activity feed", "Everything that happened, newest first; VIP accounts in their own view.")

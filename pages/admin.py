@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from observability import auth, users
+from observability import auth
+from observability.auth import cli as users
 from observability.settings import get_settings
 from observability.ui import common as ui
 

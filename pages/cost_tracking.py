@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from observability import auth
-from observability import dashboards as dash
 from observability.ui import charts, data
 from observability.ui import common as ui
+from observability.ui import dashboards as dash
 
 user = ui.require("dashboards.view")
 ui.page_header("Cost tracking", "What the bots cost, where it goes, and where the month will end.")

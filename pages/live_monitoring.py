@@ -1,13 +1,13 @@
 """Live monitoring (source document 004): the live conversation metrics and a drill-down per metric
 and timeframe with history, P50/P95/P99, thresholds, trend direction, percentage change and a
-"concerning" flag. Computation: observability.monitoring."""
+"concerning" flag. Computation: observability.analytics.monitoring."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from observability.monitoring import METRICS, TIMEFRAMES
+from observability.analytics.monitoring import METRICS, TIMEFRAMES
 from observability.ui import common as ui
 from observability.ui import data
 

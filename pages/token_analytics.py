@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from observability import dashboards as dash
-from observability.dashboards import source_note
 from observability.ui import charts, data
 from observability.ui import common as ui
+from observability.ui import dashboards as dash
+from observability.ui.dashboards import source_note
 
 ui.require("dashboards.view")
 ui.page_header(

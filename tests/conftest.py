@@ -24,6 +24,11 @@ from observability.store import Store  # noqa: E402
 
 TEST_ENV = test_environment()
 
+# argon2 at its smallest cost: these tests check behaviour, not hash strength. Set before any
+# settings are read, and inherited by the worker, CLI and console processes the tests start.
+os.environ.setdefault("PASSWORD_HASH_TIME_COST", "1")
+os.environ.setdefault("PASSWORD_HASH_MEMORY_KIB", "1024")
+
 
 def _need(what: str, value: str | None) -> str:
     if value:

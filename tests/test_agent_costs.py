@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from observability import events, pricing, rollups, schema
-from observability.agent_costs import DecisionCost, DecisionCostTracker, cost_moments
-from observability.ingest import write_batch
-from observability.store import Store
+from observability import events
+from observability.analytics import pricing
+from observability.analytics.agent_costs import DecisionCost, DecisionCostTracker, cost_moments
+from observability.store import Store, rollups, schema
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 
 NOW = datetime(2026, 3, 10, 12, 34, 56)

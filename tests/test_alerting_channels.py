@@ -22,9 +22,9 @@ from test_alerting_support import (  # noqa: F401 - fixtures
     verify_signature,
 )
 
-from observability import schema
 from observability.alerting.channels import webhook
 from observability.auth import PermissionDenied
+from observability.store import schema
 
 SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 

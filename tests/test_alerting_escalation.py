@@ -25,11 +25,11 @@ from test_alerting_support import (  # noqa: F401 - fixtures
     users,
 )
 
-from observability import schema, worker
+from observability.worker import runner as worker
 from observability.alerting import InvalidTransition
 from observability.auth import PermissionDenied
-from observability.ingest import write_batch
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 
 THREE = ("email", "slack", "webhook")
@@ -126,7 +126,7 @@ KILLED_WORKER = textwrap.dedent(
     """
     import os, signal, sys
     from datetime import datetime
-    from observability import worker
+    from observability.worker import runner as worker
     from observability.settings import Settings
     from observability.store import Store
 

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from test_alerting_support import T0, Harness, alerting, password_hash, peers, smtp_certificate, users  # noqa: F401 - fixtures
 
-from observability import schema
 from observability.alerting import InvalidTransition
 from observability.auth import PermissionDenied
 from observability.settings import Settings
+from observability.store import schema
 
 # rule -> (stats that break it, stats that clear it, channels of level 1, channels told it resolved)
 DEFAULT_RULES = {

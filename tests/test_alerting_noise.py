@@ -28,10 +28,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from observability import schema, simulate
 from observability.alerting import AlertingService
+from observability.demo import simulate
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
 from observability.timeutil import to_epoch
 
 END = datetime(2025, 3, 4, 18, 0)  # naive UTC, like the store

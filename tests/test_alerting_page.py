@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 from test_alerting_support import Peers, password_hash, peers, smtp_certificate  # noqa: F401 - fixtures
 
-from observability import auth, schema
+from observability import auth
 from observability.alerting import AlertingService
 from observability.settings import PROJECT_ROOT, get_settings, reset_settings_cache
-from observability.store import Store
+from observability.store import Store, schema
 from observability.timeutil import utcnow
 from observability.ui import common
 

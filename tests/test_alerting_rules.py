@@ -19,11 +19,11 @@ from test_alerting_support import (  # noqa: F401 - fixtures
     users,
 )
 
-from observability import schema
 from observability.alerting import AlertingService, RuleNotFound, RuleValidationError, seed_default_rules
 from observability.alerting.rules import default_rules
 from observability.auth import PermissionDenied
 from observability.settings import DATA_DIR, Settings
+from observability.store import schema
 
 SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
@@ -67,7 +67,7 @@ def test_default_rules_are_seeded_once(alerting: Harness) -> None:
 
 @SQLITE_ONLY
 def test_bootstrap_registers_the_seeding_step(alerting: Harness) -> None:
-    from observability import bootstrap
+    from observability.demo import bootstrap
 
     step = next(s for s in bootstrap.STEPS if s.name == "alert_rules")
     ctx = bootstrap.BootstrapContext(alerting.store, alerting.settings, echo=lambda line: None)
@@ -139,7 +139,7 @@ def test_bad_rule_input_gets_a_clear_error_and_changes_nothing(alerting: Harness
 
 @SQLITE_ONLY
 def test_rules_may_watch_recorded_custom_metrics(alerting: Harness) -> None:
-    from observability.ingest import write_batch
+    from observability.store.ingest import write_batch
     from observability.timeutil import to_epoch
 
     with pytest.raises(RuleValidationError, match="unknown metric"):

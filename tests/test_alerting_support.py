@@ -39,10 +39,10 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from observability import schema
 from observability.alerting import AlertingService
 from observability.auth import ROLES, hash_password
 from observability.settings import Settings
+from observability.store import schema
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
 PD_KEY = "R0UTINGKEY0123456789abcdefABCDEF"

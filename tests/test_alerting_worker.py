@@ -19,9 +19,9 @@ from test_alerting_support import (  # noqa: F401 - fixtures
     users,
 )
 
-from observability import worker
-from observability.ingest import write_batch
+from observability.worker import runner as worker
 from observability.store import Store
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 
 SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

@@ -7,21 +7,14 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 
-from observability import auth, schema
+from observability import auth
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 PASSWORD = "correct-horse-battery"
 SECRET_PASSWORDS = ("correct-horse-battery", "Wrong-Pass-123", "n3w-S3cret-pass", "an0ther-S3cret")
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2 with small costs: these tests check behaviour, not hash strength."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def _events(store: Store, prefix: str) -> list:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 
-from observability import auth, control, schema
-from observability.ingest import write_batch
+from observability import auth, control
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
 
 S = Settings().replace(auth_mode="password", redis_url=None, emergency_rate_limit_per_min=0)
 PW = "a-long-password"
@@ -57,8 +56,6 @@ def matrix_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     path: Path = tmp_path_factory.mktemp("matrix") / "store.db"
     store = Store.from_url(f"sqlite:///{path}")
     store.migrate()
-    hasher = auth._hasher
-    auth._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     try:
         for role in auth.ROLES:
             auth.create_user(store, role, role, PW)  # a user named after each role
@@ -67,7 +64,6 @@ def matrix_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         auth.create_user(store, "spare-admin", AD, PW)
         yield store
     finally:
-        auth._hasher = hasher
         store.dispose()
 
 

@@ -21,13 +21,12 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 
-from observability import control_state as cs
-from observability import schema
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
-from observability.store import Store
-from observability.stream import GROUP
-from observability.worker import Worker
+from observability.store import Store, schema
+from observability.store import control_state as cs
+from observability.store.stream import GROUP
+from observability.worker.runner import Worker
 
 TEN_MB = "x" * (10 * 1024 * 1024)
 
@@ -245,14 +244,14 @@ def test_an_event_the_store_refuses_despite_validation_is_rejected_alone(
 ) -> None:
     """The safety net behind `check_wire`: no batch becomes a poison pill retried forever."""
     from observability import events as ev
-    from observability.ingest import write_batch
+    from observability.store.ingest import write_batch
 
     monkeypatch.setattr(ev, "check_wire", lambda event, max_text_bytes=0: event)  # validation misses all
     good = [wire_llm(f"good-{i}") for i in range(50)]
     refused = [wire_llm("bot-long", bot="b" * 65), wire_llm("ts-far", ts=1e15),
                ["message", "m-nul", 1_780_000_000.0, "conv", "user", "nul\x00", None, None, None]]  # fmt: skip
     batch = good[:20] + refused[:1] + good[20:40] + refused[1:] + good[40:]
-    caplog.set_level(logging.WARNING, logger="observability.ingest")
+    caplog.set_level(logging.WARNING, logger="observability.store.ingest")
     result = write_batch(pg_store, batch)
     assert result.rejected == 3 and result.written["llm"] == 50 and result.written.get("message", 0) == 0
     with pg_store.connect() as conn:

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import ROOT, subprocess_env
 
-from observability import bootstrap
+from observability.demo import bootstrap
 from observability.store import Store
 
 
@@ -39,7 +39,7 @@ def test_bootstrap_demo_on_a_fresh_sqlite_path_then_again(tmp_path: Path) -> Non
     calls = count(url, "llm_calls")
     assert calls > 1000 and count(url, "messages") > 1000 and count(url, "rollup_llm_minute") > 0
     # the demo gets a budget its traffic can be measured against, which a manager may change later
-    from observability.llm_observability import LLMObservabilityService
+    from observability.analytics.llm_observability import LLMObservabilityService
 
     demo_store = Store.from_url(url)
     assert LLMObservabilityService(demo_store).monthly_budget() == bootstrap.DEMO_BUDGET_USD
@@ -96,7 +96,7 @@ def test_a_failing_step_is_reported_and_the_others_still_run(sqlite_store: Store
 
 
 def test_lazy_steps_import_their_module_when_they_run(sqlite_store: Store, make_settings) -> None:  # noqa: ANN001
-    step = bootstrap.lazy("observability.bootstrap:step_migrate")
+    step = bootstrap.lazy("observability.demo.bootstrap:step_migrate")
     ctx = bootstrap.BootstrapContext(sqlite_store, make_settings(sqlite_store.url))
     assert step(ctx).startswith("schema at revision")
     with pytest.raises(ModuleNotFoundError):

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from observability.bot_metrics import ALERT_METRIC_NAMES, BotMetricsCollector
-from observability.ingest import write_batch
+from observability.analytics.bot_metrics import ALERT_METRIC_NAMES, BotMetricsCollector
 from observability.store import Store
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 
 NOW = datetime(2026, 3, 10, 12, 34, 56)

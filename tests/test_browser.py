@@ -104,7 +104,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = Store.from_url(url)
     store.migrate()
     load_demo(store, hours=12)
-    from observability.conversation_scoring import score_pending
+    from observability.analytics.conversation_scoring import score_pending
     from observability.timeutil import utcnow
 
     score_pending(store, utcnow())

@@ -10,15 +10,14 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 
-from observability import auth, control, schema
-from observability import control_state as cs
-from observability.ingest import write_batch
-from observability.sdk import control_synced_key
+from observability import auth, control
+from observability.sdk.client import control_synced_key
 from observability.settings import Settings
-from observability.store import Store
-from observability.worker import STEPS, TickContext
+from observability.store import Store, schema
+from observability.store import control_state as cs
+from observability.store.ingest import write_batch
+from observability.worker.runner import STEPS, TickContext
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 S = Settings().replace(auth_mode="password", redis_url=None)
@@ -27,7 +26,6 @@ PW = "a-long-password"
 
 @pytest.fixture
 def crew(store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     for name, role in (("olga", auth.OPERATOR), ("root", auth.ADMIN), ("root2", auth.ADMIN)):
         auth.create_user(store, name, role, PW)
     write_batch(
@@ -191,7 +189,6 @@ def redis_client(redis_url: str):  # noqa: ANN201 - redis.Redis
 def test_actions_are_published_to_redis_for_every_gate(
     sqlite_store: Store, redis_client: object, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     s = S.replace(redis_prefix=redis_prefix)
     auth.create_user(sqlite_store, "olga", auth.OPERATOR, PW)
     auth.create_user(sqlite_store, "root", auth.ADMIN, PW)

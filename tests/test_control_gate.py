@@ -19,13 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from conftest import subprocess_env
 
 from observability import auth, control
-from observability.ingest import write_batch
 from observability.settings import Settings
 from observability.store import Store
+from observability.store.ingest import write_batch
 
 GATE_DEADLINE_S = 1.0
 
@@ -54,12 +53,6 @@ while True:
         last = allowed
     time.sleep(0.005)
 """
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2 with small costs: these tests check behaviour, not hash strength."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 class Bot:

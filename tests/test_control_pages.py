@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from streamlit.testing.v1 import AppTest
 
 from observability import auth, control
-from observability.ingest import write_batch
 from observability.settings import reset_settings_cache
 from observability.store import Store
+from observability.store.ingest import write_batch
 from observability.ui import common
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +40,6 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
         monkeypatch.setenv(k, v)
     reset_settings_cache()
     common.clear_caches()
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     store = Store.from_url(url)
     store.migrate()
     for role in auth.ROLES:

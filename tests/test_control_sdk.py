@@ -11,14 +11,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from argon2 import PasswordHasher
 
 from observability import auth, control
-from observability import control_state as cs
-from observability.ingest import write_batch
-from observability.sdk import ObservabilityClient, control_synced_key
+from observability.sdk.client import ObservabilityClient, control_synced_key
 from observability.settings import Settings
 from observability.store import Store
+from observability.store import control_state as cs
+from observability.store.ingest import write_batch
 
 PW = "a-long-password"
 
@@ -27,7 +26,6 @@ PW = "a-long-password"
 def world(
     store: Store, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Store, Settings, ObservabilityClient]]:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     settings = make_settings(store.url, auth_mode="password")
     auth.create_user(store, "olga", auth.OPERATOR, PW)
     for cid in ("c1", "c2"):
@@ -138,7 +136,6 @@ def redis_world(
 ) -> Iterator[tuple[Store, Settings, ObservabilityClient, object]]:
     import redis
 
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     settings = make_settings(sqlite_store.url, redis_url, auth_mode="password")
     auth.create_user(sqlite_store, "olga", auth.OPERATOR, PW)
     write_batch(
@@ -185,7 +182,6 @@ def test_pushed_operator_messages_arrive_at_once_with_redis(redis_world: tuple) 
 def test_an_unreachable_redis_makes_the_gate_read_the_store(
     sqlite_store: Store, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     settings = make_settings(sqlite_store.url, "redis://127.0.0.1:1/0", auth_mode="password")
     auth.create_user(sqlite_store, "olga", auth.OPERATOR, PW)
     write_batch(

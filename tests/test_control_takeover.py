@@ -10,12 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 
-from observability import auth, control, schema
-from observability.ingest import write_batch
+from observability import auth, control
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 S = Settings().replace(auth_mode="password", redis_url=None)
@@ -23,13 +22,7 @@ PW = "a-long-password"
 
 
 @pytest.fixture
-def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2 with small costs: these tests check behaviour, not hash strength."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def crew(store: Store, fast_hashing: None) -> Store:
+def crew(store: Store) -> Store:
     for name, role in (
         ("olga", auth.OPERATOR),
         ("otto", auth.OPERATOR),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from observability.conversation_analytics import (
+from observability.analytics.conversation_analytics import (
     LEXICON_FILE,
     RESOLUTION_PATTERNS,
     ConversationAnalytics,

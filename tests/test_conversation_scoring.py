@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from observability import schema, worker
-from observability.conversation_analytics import ConversationAnalytics
-from observability.conversation_scoring import score_conversations, score_pending
-from observability.ingest import write_batch
+from observability.worker import runner as worker
+from observability.analytics.conversation_analytics import ConversationAnalytics
+from observability.analytics.conversation_scoring import score_conversations, score_pending
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 
 NOW = datetime(2026, 3, 10, 12, 0, 0)

@@ -20,13 +20,12 @@ import redis as redis_lib
 import sqlalchemy as sa
 from conftest import subprocess_env
 
-from observability import control_state as cs
-from observability import schema
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
-from observability.store import Store
-from observability.stream import GROUP
-from observability.worker import Worker
+from observability.store import Store, schema
+from observability.store import control_state as cs
+from observability.store.stream import GROUP
+from observability.worker.runner import Worker
 
 
 class TcpProxy:
@@ -250,7 +249,7 @@ DOOMED_WORKER = textwrap.dedent(
     import redis.client
     from observability.settings import get_settings
     from observability.store import Store
-    from observability.worker import Worker
+    from observability.worker.runner import Worker
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from observability import pricing, rollups, schema
-from observability.ingest import write_batch
-from observability.llm_observability import LLMObservabilityService
-from observability.sqlhelpers import as_datetime
-from observability.store import Store
+from observability.analytics import pricing
+from observability.analytics.llm_observability import LLMObservabilityService
+from observability.store import Store, rollups, schema
+from observability.store.ingest import write_batch
+from observability.store.sqlhelpers import as_datetime
 from observability.timeutil import to_epoch
 
 NOW = datetime(2026, 3, 10, 12, 34, 56)
@@ -281,8 +281,8 @@ def test_only_managers_and_admins_set_the_budget(store: Store) -> None:
 def test_top_conversations_rollup_path_equals_raw_path(store: Store) -> None:
     """Windows of a day and longer read `rollup_conversation_hour` for full hours and raw calls for
     the edges and for hours with minutes not rolled up yet; the result equals grouping raw calls."""
-    from observability.llm_observability import _top_conversations_stmt
-    from observability.performance import window_bounds
+    from observability.analytics.llm_observability import _top_conversations_stmt
+    from observability.analytics.performance import window_bounds
 
     rng = np.random.default_rng(7)
     n = 600

@@ -1,4 +1,4 @@
-"""The migrations build exactly `observability.schema`, on SQLite and on PostgreSQL.
+"""The migrations build exactly `observability.store.schema`, on SQLite and on PostgreSQL.
 
 A fresh store migrated to head is compared with the metadata by Alembic's autogenerate comparison
 (types and server defaults included): a schema change without its migration fails here. Alembic
@@ -29,8 +29,8 @@ from alembic.script import ScriptDirectory
 from conftest import ROOT, subprocess_env
 
 from alembic import command
-from observability import schema
-from observability.store import ALEMBIC_DIR, Store
+from observability.store import schema
+from observability.store.database import ALEMBIC_DIR, Store
 
 
 def alembic_config(conn: sa.Connection | None = None) -> Config:
@@ -124,7 +124,7 @@ def test_one_linear_history() -> None:
 
 
 def test_revisions_do_not_read_the_live_schema() -> None:
-    """A revision built from `observability.schema` would change when the schema does."""
+    """A revision built from `observability.store.schema` would change when the schema does."""
     for path in sorted((ALEMBIC_DIR / "versions").glob("*.py")):
         assert not re.search(r"^\s*(from|import)\s+observability", path.read_text(), re.M), path.name
 

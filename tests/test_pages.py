@@ -23,20 +23,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser.demo_data import load_demo
 from streamlit.testing.v1 import AppTest
 
-from observability import (
-    auth,
-    monitoring,
-    schema,
-)
-from observability import dashboards as dash
-from observability.bot_metrics import BotMetricsCollector
-from observability.conversation_scoring import score_pending
-from observability.llm_observability import LLMObservabilityService
-from observability.performance import PerformanceTracker
+from observability import auth
+from observability.analytics import monitoring
+from observability.analytics.bot_metrics import BotMetricsCollector
+from observability.analytics.conversation_scoring import score_pending
+from observability.analytics.llm_observability import LLMObservabilityService
+from observability.analytics.performance import PerformanceTracker
 from observability.settings import reset_settings_cache
-from observability.store import Store
+from observability.store import Store, schema
 from observability.timeutil import utcnow
 from observability.ui import common, nav
+from observability.ui import dashboards as dash
 
 PAGES = {
     "overview": "Home.py",

@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from observability import retention, schema
-from observability.ingest import write_batch
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, retention, schema
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch, utcnow
 
 RAW = [t.name for t in schema.RAW_EVENT_TABLES]

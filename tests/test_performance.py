@@ -9,9 +9,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from observability import rollups
-from observability.ingest import write_batch
-from observability.performance import (
+from observability.analytics.performance import (
     HOUR,
     MINUTE,
     PerformanceTracker,
@@ -22,8 +20,9 @@ from observability.performance import (
     plan_ranges,
     sketch_quantiles,
 )
-from observability.sketch import Sketch
-from observability.store import Store
+from observability.store import Store, rollups
+from observability.store.ingest import write_batch
+from observability.store.sketch import Sketch
 from observability.timeutil import to_epoch
 
 NOW = datetime(2026, 3, 10, 12, 34, 56, 789000)

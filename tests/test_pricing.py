@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 from genai_prices import Usage, calc_price
 
-from observability import pricing, rollups, schema
-from observability.ingest import write_batch
-from observability.llm_observability import LLMObservabilityService
-from observability.sdk import usage_tokens
-from observability.store import Store
+from observability.analytics import pricing
+from observability.analytics.llm_observability import LLMObservabilityService
+from observability.sdk.client import usage_tokens
+from observability.store import Store, rollups, schema
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 
 CLAUDE_MODELS = ["claude-sonnet-4-5", "claude-opus-4-6", "claude-haiku-4-5", "claude-3-5-haiku", "claude-opus-4-1",

@@ -12,11 +12,15 @@ import observability
 PUBLIC = {
     "observability.sdk": ["ObservabilityClient"],
     "observability.store": ["Store"],
-    "observability.llm_observability": ["LLMObservabilityService", "LatencyReport", "ObservabilityDashboard"],
-    "observability.performance": ["PerformanceTracker"],
-    "observability.bot_metrics": ["BotMetricsCollector"],
-    "observability.agent_costs": ["DecisionCostTracker", "DecisionCost", "CostReport"],
-    "observability.conversation_analytics": ["ConversationAnalytics"],
+    "observability.analytics.llm_observability": [
+        "LLMObservabilityService",
+        "LatencyReport",
+        "ObservabilityDashboard",
+    ],
+    "observability.analytics.performance": ["PerformanceTracker"],
+    "observability.analytics.bot_metrics": ["BotMetricsCollector"],
+    "observability.analytics.agent_costs": ["DecisionCostTracker", "DecisionCost", "CostReport"],
+    "observability.analytics.conversation_analytics": ["ConversationAnalytics"],
     "observability.alerting": ["AlertingService"],
     "observability.auth": ["PermissionDenied"],
 }
@@ -52,7 +56,7 @@ def test_the_service_methods_of_section_5_exist() -> None:
 
 def test_importing_the_sdk_does_not_load_the_heavy_libraries() -> None:
     code = (
-        "import sys; from observability.sdk import ObservabilityClient; "
+        "import sys; from observability.sdk.client import ObservabilityClient; "
         "print(','.join(m for m in ('pandas', 'sklearn', 'streamlit', 'plotly') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

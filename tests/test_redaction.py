@@ -9,11 +9,11 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from observability import redaction, schema
-from observability.ingest import write_batch
+from observability import redaction
 from observability.redaction import CARD_MASK, EMAIL_MASK, PHONE_MASK, redact, scrub
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,11 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from observability import retention, rollups, schema
-from observability.ingest import write_batch
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, retention, rollups, schema
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch, utcnow
-from observability.worker import STEPS, Worker
+from observability.worker.runner import STEPS, Worker
 
 SETTINGS = Settings().replace(
     monitoring_db_retention_days=90, monitoring_metrics_retention_hours=72, rollup_retention_days=400

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from observability import rollups, schema
-from observability.ingest import write_batch
-from observability.sketch import merge_all
-from observability.store import Store
+from observability.store import Store, rollups, schema
+from observability.store.ingest import write_batch
+from observability.store.sketch import merge_all
 from observability.timeutil import floor_hour, floor_minute, to_epoch
 
 START = datetime(2026, 1, 5, 10, 30)  # naive UTC

@@ -17,12 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from observability import schema
-from observability.pricing import cost_of
+from observability.analytics.pricing import cost_of
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
-from observability.store import Store
-from observability.worker import Worker
+from observability.store import Store, schema
+from observability.worker.runner import Worker
 
 N = 40  # events per record method
 BERLIN = ZoneInfo("Europe/Berlin")

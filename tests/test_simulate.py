@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from conftest import ROOT, subprocess_env
 
 from observability import events as ev
-from observability import schema, simulate
-from observability.ingest import write_batch
+from observability.demo import simulate
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch, utcnow
 
 END = to_epoch(datetime(2025, 6, 2, 15, 30))  # a fixed end: the same rows on every run

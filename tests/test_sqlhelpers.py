@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from observability import schema
-from observability.ingest import write_batch
-from observability.performance import chart_granularity, source_note
-from observability.sqlhelpers import (
+from observability.analytics.performance import chart_granularity, source_note
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
+from observability.store.sqlhelpers import (
     as_datetime,
     count_false,
     count_true,
@@ -22,7 +22,6 @@ from observability.sqlhelpers import (
     group_percentiles,
     trunc_expr,
 )
-from observability.store import Store
 from observability.timeutil import to_epoch
 
 NOW = datetime(2026, 3, 10, 12, 34, 56)

@@ -27,7 +27,7 @@ from observability import telemetry
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store
-from observability.worker import Step, Worker
+from observability.worker.runner import Step, Worker
 
 
 class Otel:
@@ -225,7 +225,7 @@ def test_a_bot_without_opentelemetry_installed_records_and_flushes(tmp_path: Pat
         from observability import telemetry
         from observability.sdk import ObservabilityClient
         from observability.settings import Settings
-        from observability.worker import Worker
+        from observability.worker.runner import Worker
 
         s = Settings().replace(database_url="sqlite:///{tmp_path / "s.db"}", spool_dir="{tmp_path / "spool"}",
                                worker_lock_file="{tmp_path / "lock"}", sdk_flush_interval_s=0.05)

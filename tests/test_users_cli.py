@@ -8,20 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from argon2 import PasswordHasher
 from conftest import subprocess_env
 
-from observability import auth, users
+from observability import auth
+from observability.auth import cli as users
 from observability.settings import Settings
 from observability.store import Store
 
 PASSWORD = "cli-S3cret-password"
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2 with small costs: these tests check behaviour, not hash strength."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def _run(store: Store, *argv: str) -> tuple[int, str, str]:
@@ -175,7 +169,7 @@ def test_channel_status_never_shows_a_secret() -> None:
 def test_first_start_creates_admin_and_prints_the_password_once(
     sqlite_store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from observability import bootstrap
+    from observability.demo import bootstrap
 
     caplog.set_level(logging.DEBUG)
     step = next(s for s in bootstrap.STEPS if s.name == "admin_user")

@@ -41,14 +41,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from observability import control_state, rollups, schema, worker_http
-from observability.ingest import write_batch
-from observability.pricing import cost_of
+from observability.analytics.pricing import cost_of
 from observability.settings import Settings
-from observability.store import Store
-from observability.stream import StreamConsumer
+from observability.store import Store, control_state, rollups, schema
+from observability.store.ingest import write_batch
+from observability.store.stream import StreamConsumer
 from observability.timeutil import to_epoch, utcnow
-from observability.worker import Step, Worker, step_heartbeat
+from observability.worker import http as worker_http
+from observability.worker.runner import Step, Worker, step_heartbeat
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -463,7 +463,7 @@ def test_a_scrape_parses_and_agrees_with_the_store(store: Store, server: worker_
 def test_counters_never_go_down_when_retention_purges_rollups(
     sqlite_store: Store, make_settings: Callable[..., Settings]
 ) -> None:
-    from observability import retention
+    from observability.store import retention
 
     now = utcnow()
     write_batch(sqlite_store, [

@@ -23,13 +23,12 @@ import redis as redis_lib
 import sqlalchemy as sa
 from conftest import subprocess_env
 
-from observability import control_state as cs
-from observability import schema
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
-from observability.store import Store
-from observability.stream import GROUP
-from observability.worker import STEPS, LeaderLock, Worker
+from observability.store import Store, schema
+from observability.store import control_state as cs
+from observability.store.stream import GROUP
+from observability.worker.runner import STEPS, LeaderLock, Worker
 
 
 def count(store: Store, table: sa.Table) -> int:

@@ -21,11 +21,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting import audit
 from observability.alerting import channels as ch
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
 from observability.telemetry import increment_counter
 
 log = logging.getLogger(__name__)

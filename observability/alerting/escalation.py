@@ -24,13 +24,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting import audit, outbox, suppression
 from observability.alerting import channels as ch
 from observability.alerting.model import MANAGED_CHANNELS, MAX_LEVEL, STATE_FIRING, AlertRule
 from observability.alerting.rules import get_rule
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
 
 log = logging.getLogger(__name__)
 

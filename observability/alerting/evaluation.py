@@ -35,7 +35,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting import lifecycle
 from observability.alerting.escalation import StepConflict, lock_alert
 from observability.alerting.model import (
@@ -51,7 +50,7 @@ from observability.alerting.model import (
 from observability.alerting.rules import all_rules
 from observability.alerting.suppression import INHIBITIONS
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting import samples as samples_mod
 from observability.alerting.delivery import channel_failures
 from observability.alerting.model import (
@@ -41,10 +40,10 @@ from observability.alerting.model import (
     normalize_comparison,
 )
 from observability.alerting.rules import META_RULES, all_rules, sla_targets
-from observability.bot_metrics import BotMetricsCollector, metric_prefix
-from observability.performance import PerformanceTracker
+from observability.analytics.bot_metrics import BotMetricsCollector, metric_prefix
+from observability.analytics.performance import PerformanceTracker
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
 
 log = logging.getLogger(__name__)
 

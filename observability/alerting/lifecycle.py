@@ -13,7 +13,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting import audit, escalation, outbox
 from observability.alerting import channels as ch
 from observability.alerting.model import (
@@ -30,7 +29,7 @@ from observability.alerting.model import (
     format_value,
 )
 from observability.settings import Settings
-from observability.store import Store
+from observability.store import Store, schema
 from observability.telemetry import increment_counter
 
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting.model import MANAGED_CUSTOM, AlertRule, fingerprint, format_value
-from observability.store import Store
+from observability.store import Store, schema
 
 
 def _iso(value: datetime | None) -> str | None:

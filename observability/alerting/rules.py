@@ -16,7 +16,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting.model import (
     CUSTOM_METRIC_FAMILY,
     MANAGED_CHANNELS,
@@ -30,7 +29,7 @@ from observability.alerting.model import (
 )
 from observability.alerting.thresholds import ThresholdsError, load_thresholds, threshold_rule
 from observability.settings import Settings, get_settings
-from observability.store import Store
+from observability.store import Store, schema
 from observability.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -283,6 +282,6 @@ def metric_recorded(conn: sa.Connection, name: str) -> bool:
 
 
 def bootstrap_default_rules(ctx: Any) -> str:
-    """Bootstrap step (`observability.bootstrap.STEPS`): seed the shipped rules once."""
+    """Bootstrap step (`observability.demo.bootstrap.STEPS`): seed the shipped rules once."""
     added = seed_default_rules(ctx.store, ctx.settings)
     return f"seeded {len(added)} alert rule(s)" if added else "alert rules already seeded"

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import auth, schema
+from observability import auth
 from observability.alerting import audit, delivery, escalation, evaluation, inputs, lifecycle, rules
 from observability.alerting import channels as ch
 from observability.alerting import samples as samples_mod
@@ -39,7 +39,7 @@ from observability.alerting.model import (
 )
 from observability.alerting.silences import row_to_silence
 from observability.settings import Settings, get_settings
-from observability.store import Store
+from observability.store import Store, schema
 from observability.telemetry import optional_span
 from observability.timeutil import to_naive_utc, utcnow
 

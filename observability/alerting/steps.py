@@ -1,4 +1,4 @@
-"""Worker steps (registered in `observability.worker.STEPS`, leader only): evaluate the rules,
+"""Worker steps (registered in `observability.worker.runner.STEPS`, leader only): evaluate the rules,
 run due escalation steps, deliver the outbox. The first run in a process seeds the default rules
 when the rules table is empty."""
 

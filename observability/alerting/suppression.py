@@ -27,9 +27,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
 from observability.alerting.model import OPEN_STATES, AlertRule
 from observability.alerting.silences import matching_silence
+from observability.store import schema
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Cached reads for the console pages: each is `common.cached_query` over a query function of
-`observability.dashboards` (frames over the analytics services) or `observability.monitoring`, so a
+`observability.ui.dashboards` (frames over the analytics services) or `observability.analytics.monitoring`, so a
 page never queries the store more than once per TTL (15 s) for the same arguments.
 
 Arguments are plain values (window names such as "24h", bot tuples, page numbers) so Streamlit
@@ -8,8 +8,8 @@ can hash them; `bots=()` means every bot.
 
 from __future__ import annotations
 
-from observability import dashboards as db
-from observability import monitoring
+from observability.analytics import monitoring
+from observability.ui import dashboards as db
 from observability.ui.common import cached_query
 
 # overview and shared

@@ -14,8 +14,7 @@ import random
 import uuid
 from datetime import datetime, timedelta
 
-from observability import ingest, rollups
-from observability.store import Store
+from observability.store import Store, ingest, rollups
 from observability.timeutil import to_epoch, utcnow
 
 BOTS = ("lead_bot", "buyer_bot", "seller_bot")

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
+from observability.store import schema
 
 log = logging.getLogger(__name__)
 

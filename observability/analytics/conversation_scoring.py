@@ -4,7 +4,7 @@ Each tick the leader picks conversations whose last activity is newer than their
 (plus, within `LATE_SLACK`, recently scored ones, to catch messages that arrived late), counts
 their messages, and rescores those whose count differs from `scored_message_count`. Scores
 (sentiment, trend, topic drift, engagement, resolved, quality) come from
-`observability.conversation_analytics` over the last `MAX_MESSAGES` messages and are written with
+`observability.analytics.conversation_analytics` over the last `MAX_MESSAGES` messages and are written with
 `message_count`, `scored_message_count` and `scored_at` in one transaction per batch.
 """
 
@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from observability import schema
-from observability.conversation_analytics import ConversationAnalytics
-from observability.store import Store
+from observability.analytics.conversation_analytics import ConversationAnalytics
+from observability.store import Store, schema
 
 if TYPE_CHECKING:
-    from observability.worker import TickContext
+    from observability.worker.runner import TickContext
 
 log = logging.getLogger(__name__)
 

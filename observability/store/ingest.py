@@ -19,11 +19,10 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from observability import events as ev
-from observability import schema
-from observability.pricing import cost_of
+from observability.analytics.pricing import cost_of
 from observability.redaction import redact
 from observability.settings import Settings, get_settings
-from observability.store import Store
+from observability.store import Store, schema
 from observability.timeutil import EPOCH, from_epoch
 
 log = logging.getLogger(__name__)

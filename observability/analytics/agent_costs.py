@@ -35,12 +35,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability import events as ev
-from observability import schema
-from observability.ingest import write_batch
-from observability.performance import LLM, aggregate, window_bounds, window_to_seconds
+from observability.analytics.performance import LLM, aggregate, window_bounds, window_to_seconds
 from observability.settings import Settings
-from observability.sqlhelpers import as_datetime
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.ingest import write_batch
+from observability.store.sqlhelpers import as_datetime
 from observability.timeutil import resolve_now, to_epoch
 
 

@@ -10,7 +10,7 @@ For LLM calls the same hours of `rollup_conversation_hour` (per conversation and
 recomputed straight from the raw rows, in the same transaction.
 
 A `Family` names a raw event table, its rollup tables and what they hold; the read side
-(`observability.performance.aggregate`) uses the same definitions. Besides plain sums, a rollup
+(`observability.analytics.performance.aggregate`) uses the same definitions. Besides plain sums, a rollup
 may hold the sum of a raw column's squares (`cost_sq_usd` for `llm_calls.cost_usd`), so the mean
 and standard deviation of that column over any window come exactly from the rollups.
 """
@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from observability import schema
-from observability.sketch import Sketch
-from observability.sqlhelpers import (
+from observability.store import Store, schema
+from observability.store.sketch import Sketch
+from observability.store.sqlhelpers import (
     as_datetime,
     bucket_sql_expr,
     count_false,
@@ -34,7 +34,6 @@ from observability.sqlhelpers import (
     positions,
     trunc_expr,
 )
-from observability.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -36,13 +36,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import auth, schema
-from observability import control_state as cs
+from observability import auth
 from observability import events as ev
 from observability.redaction import redact_if_enabled
-from observability.sdk import control_synced_key
+from observability.sdk.client import control_synced_key
 from observability.settings import Settings, get_settings
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store import control_state as cs
 from observability.timeutil import as_aware, resolve_now, to_epoch, to_naive_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -700,8 +700,8 @@ def _claude_suggestion(
 
 def _record_suggestion_call(store: Store, s: Settings, cid: str, response: Any, latency_ms: float) -> None:
     try:
-        from observability.ingest import write_batch
-        from observability.sdk import usage_tokens
+        from observability.sdk.client import usage_tokens
+        from observability.store.ingest import write_batch
 
         it, ot, cr, cw = usage_tokens(response.usage)
         model = getattr(response, "model", None) or s.suggest_model

@@ -5,7 +5,7 @@ from the store, aggregated in SQL: cost by model, bot, agent, conversation and d
 reports; SLA and alert checks; a one-call dashboard; and the series and tables the token-analytics
 and cost pages chart.
 
-Cost is fixed at ingest (`observability.pricing`), so every figure here sums stored `cost_usd`:
+Cost is fixed at ingest (`observability.analytics.pricing`), so every figure here sums stored `cost_usd`:
 a later price change never rewrites history. Sums and counts over any window are exact (rollups
 hold exact sums); latency percentiles are exact for windows under 24 hours and come from merged
 sketches (within 1%) for longer windows and for series, which the results say (`approximate`,
@@ -24,8 +24,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import auth, pricing, schema
-from observability.performance import (
+from observability import auth
+from observability.analytics import pricing
+from observability.analytics.performance import (
     GRANULARITIES,
     LLM,
     Aggregate,
@@ -37,8 +38,8 @@ from observability.performance import (
     window_bounds,
 )
 from observability.settings import get_settings
-from observability.sqlhelpers import as_datetime, count_false
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.sqlhelpers import as_datetime, count_false
 from observability.timeutil import floor_day, resolve_now
 
 BUDGET_KEY = "monthly_budget"  # control_state key the cost page writes ({"usd": x})

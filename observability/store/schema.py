@@ -399,7 +399,7 @@ emergency_actions = Table(
 
 # ---------------------------------------------------------------------------------------------
 # Rollups (per minute and per hour). Sums and counts are exact; `sketch` is a mergeable
-# log-bucket latency sketch (observability.sketch) with at most 1% relative error.
+# log-bucket latency sketch (observability.store.sketch) with at most 1% relative error.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -519,7 +519,7 @@ _PARTITION_RE = re.compile(r"(?P<parent>.+)_(?:default|p\d{8})")
 def is_partition(table_name: str) -> bool:
     """A PostgreSQL partition of a raw event table: `<table>_default` or `<table>_pYYYYMMDD`.
 
-    The migrations and `observability.retention` create and drop these; `metadata` describes only
+    The migrations and `observability.store.retention` create and drop these; `metadata` describes only
     their parents, so schema comparisons (Alembic autogenerate in alembic/env.py,
     tests/test_migrations.py) skip them.
     """

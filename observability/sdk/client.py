@@ -33,12 +33,12 @@ from datetime import datetime, timedelta
 from os import urandom as _urandom
 from typing import Any, TypeVar
 
-from observability import control_state as cs
 from observability import events as ev
 from observability import telemetry
 from observability.events import EventRejected, check_bool, check_count, check_ms, check_str
+from observability.sdk.spool import Spool
 from observability.settings import Settings, get_settings
-from observability.spool import Spool
+from observability.store import control_state as cs
 from observability.timeutil import as_aware, from_epoch, to_epoch, to_naive_utc
 
 log = logging.getLogger("observability.sdk")
@@ -144,7 +144,7 @@ class _StoreSink:
         return self._store
 
     def write(self, batch: list) -> None:
-        from observability.ingest import write_batch
+        from observability.store.ingest import write_batch
 
         result = write_batch(self.store(), batch, self.settings)
         if result.rejected:
@@ -633,7 +633,7 @@ class ObservabilityClient:
         try:
             import sqlalchemy as sa
 
-            from observability import schema
+            from observability.store import schema
 
             c = schema.conversations
             with self._control_store().connect() as conn:
@@ -666,7 +666,7 @@ class ObservabilityClient:
     ) -> list[dict]:
         import sqlalchemy as sa
 
-        from observability import schema
+        from observability.store import schema
 
         m = schema.messages
         q = sa.select(m.c.id, m.c.conversation_id, m.c.ts, m.c.text, m.c.author).where(m.c.role == "operator")

@@ -5,7 +5,7 @@ Every figure a service computes comes from that service: LLM spend, tokens, late
 month-end forecast from `LLMObservabilityService`; operation latency, throughput and SLA
 compliance from `PerformanceTracker`; interactions and handoffs from `BotMetricsCollector`; agent
 costs, efficiency and cost anomalies from `DecisionCostTracker`; live figures from
-`observability.monitoring`. Functions here only call them and shape the results (rename columns,
+`observability.analytics.monitoring`. Functions here only call them and shape the results (rename columns,
 filter bots, derive rates for a regrouped frame) so one definition of each figure serves the
 pages, the worker and the tests. What is left in SQL here is page-specific: the bots seen (for the
 filters), the open alerts list, the activity feed (filters, paging, mark-as-read, VIP ordering) and
@@ -29,13 +29,13 @@ from datetime import datetime, timedelta
 import pandas as pd
 import sqlalchemy as sa
 
-from observability import auth, schema
-from observability.agent_costs import CALL_COLUMNS, DecisionCostTracker
-from observability.bot_metrics import BotMetricsCollector
-from observability.conversation_analytics import ConversationAnalytics
-from observability.llm_observability import LLMObservabilityService
-from observability.monitoring import FIRING_STATES, active_conversation_count, firing_alert_count
-from observability.performance import (
+from observability import auth
+from observability.analytics.agent_costs import CALL_COLUMNS, DecisionCostTracker
+from observability.analytics.bot_metrics import BotMetricsCollector
+from observability.analytics.conversation_analytics import ConversationAnalytics
+from observability.analytics.llm_observability import LLMObservabilityService
+from observability.analytics.monitoring import FIRING_STATES, active_conversation_count, firing_alert_count
+from observability.analytics.performance import (
     GRANULARITIES,
     PerformanceTracker,
     chart_granularity,
@@ -43,8 +43,8 @@ from observability.performance import (
     source_note,
     window_to_seconds,
 )
-from observability.sqlhelpers import count_true, epoch_bucket
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.sqlhelpers import count_true, epoch_bucket
 from observability.timeutil import floor_day, resolve_now, utcnow
 
 __all__ = ["active_conversation_count", "firing_alert_count", "source_note"]

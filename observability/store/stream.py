@@ -15,10 +15,10 @@ from typing import Any
 
 import redis as redis_lib
 
-from observability import control_state as cs
-from observability.ingest import write_batch
 from observability.settings import Settings
 from observability.store import Store
+from observability.store import control_state as cs
+from observability.store.ingest import write_batch
 
 log = logging.getLogger(__name__)
 

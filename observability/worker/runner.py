@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -27,14 +26,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import control, redaction, retention, rollups, schema, telemetry, worker_http
+from observability import control, redaction, telemetry
 from observability.alerting import steps as alerting_steps
-from observability.conversation_scoring import score_conversations
-from observability.ingest import write_batch
+from observability.analytics.conversation_scoring import score_conversations
 from observability.settings import Settings, get_settings
-from observability.store import Store
-from observability.stream import StreamConsumer
+from observability.store import Store, retention, rollups, schema
+from observability.store.ingest import write_batch
+from observability.store.stream import StreamConsumer
 from observability.timeutil import utcnow
+from observability.worker import http as worker_http
 
 log = logging.getLogger("observability.worker")
 
@@ -350,7 +350,3 @@ def main(argv: list[str] | None = None) -> int:
 def _start_http(worker: Worker) -> Callable[[], None] | None:
     """Start the worker's HTTP server (/healthz, /metrics, /v1/traces); None if its port is taken."""
     return worker_http.start(worker)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

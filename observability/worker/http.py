@@ -61,11 +61,10 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from observability import events as ev
-from observability import retention, schema
-from observability.ingest import write_batch
 from observability.settings import Settings, get_settings
-from observability.sqlhelpers import as_datetime
-from observability.store import Store, StoreUnavailable
+from observability.store import Store, StoreUnavailable, retention, schema
+from observability.store.ingest import write_batch
+from observability.store.sqlhelpers import as_datetime
 from observability.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -664,7 +663,7 @@ class StoreCollector:
         self.redis = redis
         self.consumer = consumer
         if consumer is None and redis is not None:
-            from observability.stream import StreamConsumer
+            from observability.store.stream import StreamConsumer
 
             self.consumer = StreamConsumer(store, redis, settings, "metrics")
         self.receiver = receiver
@@ -1192,7 +1191,7 @@ def serve(
 
 
 def start(worker: Any) -> Callable[[], None] | None:
-    """Start the HTTP server of a running `observability.worker.Worker`; returns its stop callable.
+    """Start the HTTP server of a running `observability.worker.runner.Worker`; returns its stop callable.
 
     When the port is taken (another worker on this host) the worker runs on without it.
     """

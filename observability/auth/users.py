@@ -1,4 +1,4 @@
-"""Users, roles and the permission check every state-changing service function makes itself.
+"""Users: accounts, password hashes, sign-in with lockout, and the acting-user check.
 
 Roles: `analyst` reads every dashboard; `operator` also acts on alerts and conversations;
 `manager` is an analyst who also sets budgets and cost settings; `admin` may do everything
@@ -25,57 +25,37 @@ from __future__ import annotations
 
 import logging
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from observability import schema
+from observability.auth.audit import audit_event
+from observability.auth.roles import ADMIN, PERMISSIONS, ROLES, PermissionDenied
 from observability.settings import Settings, get_settings
-from observability.store import Store
+from observability.store import Store, schema
 from observability.timeutil import to_naive_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-ROLES = ("analyst", "operator", "manager", "admin")
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 8
 
-ANALYST, OPERATOR, MANAGER, ADMIN = ROLES
-_ALL = frozenset(ROLES)
-_OPS = frozenset({OPERATOR, ADMIN})
-_MGR = frozenset({MANAGER, ADMIN})
-_ADM = frozenset({ADMIN})
 
-# action -> roles allowed. Every state-changing service function names one of these.
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "dashboards.view": _ALL,
-    "activity.mark_read": _ALL,
-    "alerts.acknowledge": _OPS,
-    "alerts.resolve": _OPS,
-    "alerts.escalate": _OPS,
-    "rules.toggle": _OPS,
-    "rules.edit": _OPS,
-    "rules.delete": _ADM,
-    "silences.manage": _OPS,
-    "notifications.test": _OPS,
-    "conversations.control": _OPS,  # take over, reply, release, suggest
-    "conversations.stop": _OPS,  # stop or reset one conversation
-    "system.stop": _ADM,  # system-wide stop and resume
-    "budget.set": _MGR,
-    "users.manage": _ADM,
-}
-
-_hasher = PasswordHasher()
+@lru_cache(maxsize=4)
+def _hasher_for(time_cost: int, memory_kib: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
 
 
-class PermissionDenied(PermissionError):
-    """The acting user may not do this (unknown, disabled, or the role lacks the permission)."""
+def hasher() -> PasswordHasher:
+    """The argon2id hasher at the cost the settings ask for (`PASSWORD_HASH_*`)."""
+    s = get_settings()
+    return _hasher_for(s.password_hash_time_cost, s.password_hash_memory_kib)
 
 
 class AuthError(Exception):
@@ -121,27 +101,17 @@ class UserInfo:
         return "active"
 
 
-def role_can(role: str, action: str) -> bool:
-    return role in PERMISSIONS.get(action, frozenset())
-
-
-def roles_for(action: str) -> list[str]:
-    """The roles that may do `action`, in ROLES order."""
-    allowed = PERMISSIONS.get(action, frozenset())
-    return [r for r in ROLES if r in allowed]
-
-
 def hash_password(password: str) -> str:
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > 1024:
         raise ValueError("password must have at most 1024 characters")
-    return _hasher.hash(password)
+    return hasher().hash(password)
 
 
 def _verify(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return hasher().verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -158,41 +128,6 @@ def _check_role(role: Any) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     return role
-
-
-# ---- the activity feed (shared with the control services) ---------------------------------------
-
-
-def audit_event(
-    conn: sa.Connection,
-    event_type: str,
-    title: str,
-    *,
-    user: str | None,
-    severity: str = "low",
-    category: str = "security",
-    description: str | None = None,
-    conversation_id: str | None = None,
-    account_id: str | None = None,
-    metadata: dict | None = None,
-    now: datetime | None = None,
-) -> None:
-    """Append an activity-feed event inside the caller's transaction (never a secret in it)."""
-    conn.execute(
-        sa.insert(schema.activity_events).values(
-            id=uuid.uuid4().hex,
-            ts=to_naive_utc(now) or utcnow(),
-            event_type=event_type,
-            title=title[:200],
-            description=description,
-            severity=severity,
-            category=category,
-            account_id=account_id,
-            conversation_id=conversation_id,
-            user_id=user,
-            metadata=metadata,
-        )
-    )
 
 
 # ---- reading and authorising ------------------------------------------------------------------
@@ -419,7 +354,7 @@ def authenticate(store: Store, name: str, password: str, *, now: datetime | None
     with store.begin() as conn:
         row = conn.execute(sa.select(t).where(t.c.name == name)).first()
         if row is None:
-            _hasher.hash("timing-equaliser")  # do not reveal which names exist by timing
+            hasher().hash("timing-equaliser")  # do not reveal which names exist by timing
             log.info("sign-in refused: unknown user name")  # the name may be a mistyped password
             raise AuthError("wrong user name or password")
         if row.locked_until is not None and row.locked_until > now:
@@ -446,8 +381,8 @@ def authenticate(store: Store, name: str, password: str, *, now: datetime | None
             failed = locked = None
         else:
             values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
-            if _hasher.check_needs_rehash(row.password_hash):
-                values["password_hash"] = _hasher.hash(password)
+            if hasher().check_needs_rehash(row.password_hash):
+                values["password_hash"] = hasher().hash(password)
             conn.execute(sa.update(t).where(t.c.name == name).values(**values))
             log.info("user %r signed in", name)
             return User(row.name, row.role)

@@ -24,8 +24,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from observability import schema
 from observability.settings import PROJECT_ROOT, get_settings
+from observability.store import schema
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import schema
-from observability.performance import INTERACTIONS, Stats, aggregate
-from observability.sqlhelpers import as_datetime, count_if, count_true, group_percentiles
-from observability.store import Store
+from observability.analytics.performance import INTERACTIONS, Stats, aggregate
+from observability.store import Store, schema
+from observability.store.sqlhelpers import as_datetime, count_if, count_true, group_percentiles
 from observability.timeutil import resolve_now
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from datetime import datetime
 import numpy as np
 import sqlalchemy as sa
 
-from observability.sketch import LOG_GAMMA, MIN_VALUE
 from observability.store import Store
+from observability.store.sketch import LOG_GAMMA, MIN_VALUE
 
 QUANTILES = (0.5, 0.95, 0.99)
 GRANULARITIES: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86_400}

@@ -38,11 +38,11 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from observability import schema
-from observability.rollups import INTERACTIONS, LLM, NO_NAME, OPS, Family
 from observability.settings import DATA_DIR
-from observability.sketch import GAMMA, Sketch
-from observability.sqlhelpers import (
+from observability.store import Store, schema
+from observability.store.rollups import INTERACTIONS, LLM, NO_NAME, OPS, Family
+from observability.store.sketch import GAMMA, Sketch
+from observability.store.sqlhelpers import (
     GRANULARITIES,
     QUANTILES,
     as_datetime,
@@ -55,7 +55,6 @@ from observability.sqlhelpers import (
     positions,
     trunc_expr,
 )
-from observability.store import Store
 from observability.timeutil import EPOCH, floor_hour, floor_minute, resolve_now
 
 # names the other services import from here (defined in rollups / sqlhelpers / timeutil)

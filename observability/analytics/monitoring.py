@@ -22,17 +22,16 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from observability import schema
-from observability.llm_observability import LLMObservabilityService
-from observability.performance import (
+from observability.analytics.llm_observability import LLMObservabilityService
+from observability.analytics.performance import (
     GRANULARITIES,
     chart_granularity,
     source_note,
     window_to_seconds,
 )
 from observability.settings import get_settings
-from observability.sqlhelpers import epoch_bucket, exact_percentiles, group_percentiles
-from observability.store import Store
+from observability.store import Store, schema
+from observability.store.sqlhelpers import epoch_bucket, exact_percentiles, group_percentiles
 from observability.timeutil import floor_day, resolve_now
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,7 @@
+"""`python -m observability.worker [--once]`."""
+
+import sys
+
+from observability.worker.runner import main
+
+sys.exit(main())
