@@ -38,10 +38,10 @@ if str(ROOT) not in sys.path:
 import redis as redis_lib  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from observability import keys  # noqa: E402
 from observability.analytics.pricing import cost_of  # noqa: E402
 from observability.sdk import ObservabilityClient  # noqa: E402
 from observability.settings import Settings  # noqa: E402
-from observability.store import control_state as cs  # noqa: E402
 from observability.store import schema  # noqa: E402
 from observability.store.database import Store, _binary_types  # noqa: E402
 from observability.store.ingest import LLM_COLUMNS, write_batch  # noqa: E402
@@ -162,7 +162,7 @@ def cpu_per_event(before: dict[str, dict], after: dict[str, dict], events: int) 
 
 
 def end_to_end(settings: Settings, r: redis_lib.Redis, args: list[tuple], events: int) -> tuple[float, dict]:
-    key = cs.ingest_stream_key(settings.redis_prefix)
+    key = keys.ingest_stream(settings.redis_prefix)
     client = ObservabilityClient(settings=settings)
     rec = client.record_llm_call
     n = len(args)
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         down_settings = base.replace(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
                                      redis_url=None, spool_dir=tmp / "spool-down")  # fmt: skip
         down = record_cost(down_settings, args, rounds, 5000)
-        key = cs.ingest_stream_key(prefix)
+        key = keys.ingest_stream(prefix)
         while r.xlen(key) > 0:
             time.sleep(0.01)
 
@@ -341,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         for proc in procs:
             proc.kill()
             proc.wait()
-        keys = list(r.scan_iter(f"{prefix}*", count=1000))
-        if keys:
-            r.delete(*keys)
+        leftover = list(r.scan_iter(f"{prefix}*", count=1000))
+        if leftover:
+            r.delete(*leftover)
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         admin.dispose()

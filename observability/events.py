@@ -45,6 +45,180 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+# ---- building events: the one place that knows the positions ----------------------------------
+# The SDK, the simulator, the OTLP receiver and the control services all build wire events here,
+# by name; `FIELDS` above is the same order, and a test checks that each builder follows it.
+
+
+def llm_call(
+    trace_id: str,
+    ts: float,
+    *,
+    bot: str | None,
+    agent: str | None,
+    decision_type: str | None,
+    model: str,
+    provider: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int,
+    cache_write_tokens: int,
+    latency_ms: float,
+    cache_hit: bool,
+    cost_usd: float | None,
+    conversation_id: str | None,
+    success: bool,
+    error_type: str | None,
+) -> list:
+    """An LLM call; `cost_usd=None` means: price it at ingest from the model table."""
+    return [
+        KIND_LLM,
+        trace_id,
+        ts,
+        bot,
+        agent,
+        decision_type,
+        model,
+        provider,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        latency_ms,
+        cache_hit,
+        cost_usd,
+        conversation_id,
+        success,
+        error_type,
+    ]
+
+
+def operation(
+    id: str,
+    ts: float,
+    *,
+    bot: str,
+    operation: str,
+    duration_ms: float,
+    success: bool,
+    cache_hit: bool,
+    error_type: str | None,
+) -> list:
+    return [KIND_OPERATION, id, ts, bot, operation, duration_ms, success, cache_hit, error_type]
+
+
+def interaction(
+    id: str,
+    ts: float,
+    *,
+    bot: str,
+    duration_ms: float,
+    success: bool,
+    cache_hit: bool,
+    error_type: str | None,
+) -> list:
+    return [KIND_INTERACTION, id, ts, bot, duration_ms, success, cache_hit, error_type]
+
+
+def handoff(
+    id: str,
+    ts: float,
+    *,
+    source: str,
+    target: str,
+    success: bool,
+    duration_ms: float,
+    blocked: bool,
+    reason: str | None,
+) -> list:
+    return [KIND_HANDOFF, id, ts, source, target, success, duration_ms, blocked, reason]
+
+
+def message(
+    id: str,
+    ts: float,
+    *,
+    conversation_id: str,
+    role: str,
+    text: str,
+    bot: str | None,
+    account_id: str | None,
+    author: str | None = None,
+) -> list:
+    return [KIND_MESSAGE, id, ts, conversation_id, role, text, bot, account_id, author]
+
+
+def account(id: str, ts: float, *, name: str | None, vip: bool) -> list:
+    return [KIND_ACCOUNT, id, ts, name, vip]
+
+
+def metric(
+    id: str,
+    ts: float,
+    *,
+    metric_name: str,
+    metric_type: str,
+    value: float,
+    account_id: str | None,
+    conversation_id: str | None,
+    user_id: str | None = None,
+    metadata: dict | None = None,
+) -> list:
+    return [
+        KIND_METRIC,
+        id,
+        ts,
+        metric_name,
+        metric_type,
+        value,
+        account_id,
+        conversation_id,
+        user_id,
+        metadata,
+    ]
+
+
+def activity(
+    id: str,
+    ts: float,
+    *,
+    event_type: str,
+    title: str,
+    description: str | None,
+    severity: str,
+    category: str,
+    account_id: str | None,
+    conversation_id: str | None,
+    user_id: str | None = None,
+    metadata: dict | None = None,
+) -> list:
+    return [
+        KIND_ACTIVITY,
+        id,
+        ts,
+        event_type,
+        title,
+        description,
+        severity,
+        category,
+        account_id,
+        conversation_id,
+        user_id,
+        metadata,
+    ]
+
+
+BUILDERS = {
+    KIND_LLM: llm_call, KIND_OPERATION: operation, KIND_INTERACTION: interaction, KIND_HANDOFF: handoff,
+    KIND_MESSAGE: message, KIND_ACCOUNT: account, KIND_METRIC: metric, KIND_ACTIVITY: activity,
+}  # fmt: skip
+
+
+def as_dict(event: list) -> dict[str, Any]:
+    """A wire event's fields by name (for messages, logs and tests; not for the hot path)."""
+    return dict(zip(("kind", *FIELDS[event[0]]), event, strict=True))
+
+
 MESSAGE_ROLES = frozenset({"user", "bot", "operator"})
 SEVERITIES = ("low", "medium", "high", "critical")
 METRIC_TYPES = frozenset({"gauge", "counter", "histogram", "timer"})

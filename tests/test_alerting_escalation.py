@@ -25,12 +25,12 @@ from test_alerting_support import (  # noqa: F401 - fixtures
     users,
 )
 
-from observability.worker import runner as worker
 from observability.alerting import InvalidTransition
 from observability.auth import PermissionDenied
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
+from observability.worker import runner as worker
 
 THREE = ("email", "slack", "webhook")
 PAGERS = ("pagerduty", "opsgenie")

@@ -19,10 +19,10 @@ from test_alerting_support import (  # noqa: F401 - fixtures
     users,
 )
 
-from observability.worker import runner as worker
 from observability.store import Store
 from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
+from observability.worker import runner as worker
 
 SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 

@@ -21,10 +21,10 @@ import pytest
 import redis as redis_lib
 import sqlalchemy as sa
 
+from observability import keys
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store, schema
-from observability.store import control_state as cs
 from observability.store.stream import GROUP
 from observability.worker.runner import Worker
 
@@ -212,7 +212,7 @@ def test_malformed_events_on_the_stream_are_rejected_and_the_rest_stored(
 ) -> None:
     settings = make_settings(pg_store.url, redis_url)
     r = redis_lib.Redis.from_url(redis_url)
-    key = cs.ingest_stream_key(settings.redis_prefix)
+    key = keys.ingest_stream(settings.redis_prefix)
     good = [wire_llm(f"good-{i}") for i in range(10)]
     mixed = []
     for i, bad in enumerate(MALFORMED_WIRE):
@@ -295,7 +295,7 @@ def test_broken_entries_at_the_head_of_the_stream_do_not_stop_one_drain(
 ) -> None:
     settings = make_settings(pg_store.url, redis_url, worker_batch_entries=1)
     r = redis_lib.Redis.from_url(redis_url)
-    key = cs.ingest_stream_key(settings.redis_prefix)
+    key = keys.ingest_stream(settings.redis_prefix)
     for _ in range(3):
         r.xadd(key, {"v": "1", "e": "garbage"})
     r.xadd(key, {"v": "1", "e": json.dumps([["nonsense"]])})

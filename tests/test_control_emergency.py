@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from observability import auth, control
-from observability.sdk.client import control_synced_key
+from observability import auth, control, keys
+from observability.control import mirror
+from observability.conversation_state import read_from_redis
 from observability.settings import Settings
 from observability.store import Store, schema
-from observability.store import control_state as cs
 from observability.store.ingest import write_batch
 from observability.worker.runner import STEPS, TickContext
 
@@ -196,22 +196,22 @@ def test_actions_are_published_to_redis_for_every_gate(
         sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], s
     )
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(cs.redis_channel(redis_prefix))
+    pubsub.subscribe(keys.control_channel(redis_prefix))
     time.sleep(0.1)
 
     assert (
         control.take_control(sqlite_store, "c1", "olga", "x", settings=s, redis=redis_client).published
         is True
     )
-    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (False, "human")
-    assert redis_client.exists(control_synced_key(redis_prefix))  # the first publish mirrored everything
+    assert read_from_redis(redis_client, redis_prefix, "c1") == (False, "human")
+    assert redis_client.exists(keys.control_synced(redis_prefix))  # the first publish mirrored everything
     control.send_operator_message(
         sqlite_store, "c1", "olga", "hello from olga", settings=s, redis=redis_client
     )
     control.release_control(sqlite_store, "c1", "olga", "done", settings=s, redis=redis_client)
-    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (False, None)
+    assert read_from_redis(redis_client, redis_prefix, "c1") == (False, None)
     control.system_wide_stop(sqlite_store, "root", "x", "STOP ALL", settings=s, redis=redis_client)
-    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (True, None)
+    assert read_from_redis(redis_client, redis_prefix, "c1") == (True, None)
 
     published = []
     deadline = time.monotonic() + 3
@@ -243,7 +243,7 @@ def test_a_failed_publish_is_stored_anyway_and_drops_the_synced_marker(sqlite_st
     down = DownRedis()
     result = control.take_control(sqlite_store, "c1", "olga", "x", settings=S, redis=down)
     assert result.published is False and control.intervention_status(sqlite_store, "c1").state == "human"
-    assert down.deleted == [control_synced_key(S.redis_prefix)]
+    assert down.deleted == [keys.control_synced(S.redis_prefix)]
 
 
 def test_the_worker_step_re_mirrors_the_store_after_a_redis_restart(
@@ -252,13 +252,13 @@ def test_the_worker_step_re_mirrors_the_store_after_a_redis_restart(
     s = S.replace(redis_prefix=redis_prefix)
     control.take_control(crew, "c1", "olga", "x", settings=s)  # no Redis configured: store only
     control.system_wide_stop(crew, "root", "x", "STOP ALL", settings=s)
-    redis_client.hset(cs.redis_conversations_key(redis_prefix), "stale", "human")
+    redis_client.hset(keys.control_conversations(redis_prefix), "stale", "human")
     step = next(st for st in STEPS if st.name == "control_sync")
     assert step.leader_only is False
     step.run(TickContext(crew, s, redis_client, "w1", False, T0))
-    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (True, "human")
-    assert cs.read_from_redis(redis_client, redis_prefix, "stale") == (True, None)
-    assert redis_client.exists(control_synced_key(redis_prefix))
+    assert read_from_redis(redis_client, redis_prefix, "c1") == (True, "human")
+    assert read_from_redis(redis_client, redis_prefix, "stale") == (True, None)
+    assert redis_client.exists(keys.control_synced(redis_prefix))
 
 
 def test_sync_re_asserts_a_take_over_committed_while_it_ran(
@@ -269,12 +269,12 @@ def test_sync_re_asserts_a_take_over_committed_while_it_ran(
     write_batch(
         sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], S
     )
-    real_sync = cs.sync_to_redis
+    real_sync = mirror.sync_to_redis
 
     def racing_sync(store: Store, redis: object, prefix: str) -> int:
         with store.begin() as conn:  # a take-over commits and publishes right after the sync's read
             conn.execute(sa.update(schema.conversations).values(state="human", operator="olga"))
-        cs.publish_conversation_state(redis, prefix, "c1", "human")
+        mirror.publish_conversation_state(redis, prefix, "c1", "human")
         with store.begin() as conn:  # ...which the sync then undoes by replaying its stale read
             conn.execute(sa.update(schema.conversations).values(state="ai", operator=None))
         n = real_sync(store, redis, prefix)
@@ -282,6 +282,6 @@ def test_sync_re_asserts_a_take_over_committed_while_it_ran(
             conn.execute(sa.update(schema.conversations).values(state="human", operator="olga"))
         return n
 
-    monkeypatch.setattr(cs, "sync_to_redis", racing_sync)
+    monkeypatch.setattr(mirror, "sync_to_redis", racing_sync)
     control.sync_gates(sqlite_store, redis_client, redis_prefix)
-    assert cs.read_from_redis(redis_client, redis_prefix, "c1") == (False, "human")
+    assert read_from_redis(redis_client, redis_prefix, "c1") == (False, "human")

@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from observability import auth, control
-from observability.sdk.client import ObservabilityClient, control_synced_key
+from observability import auth, control, keys
+from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store
-from observability.store import control_state as cs
 from observability.store.ingest import write_batch
 
 PW = "a-long-password"
@@ -156,10 +155,10 @@ def test_without_the_synced_marker_the_gate_reads_the_store(redis_world: tuple) 
     control.take_control(
         store, "c1", "olga", "review", settings=settings.replace(redis_url=None)
     )  # not published
-    assert not r.exists(control_synced_key(prefix))
+    assert not r.exists(keys.control_synced(prefix))
     assert client.ai_may_respond("c1") is False  # Redis says nothing, but it is not trusted yet
     control.sync_gates(store, r, prefix)
-    r.hdel(cs.redis_conversations_key(prefix), "c1")  # now Redis is trusted, even when it is wrong
+    r.hdel(keys.control_conversations(prefix), "c1")  # now Redis is trusted, even when it is wrong
     time.sleep(settings.control_cache_s + 0.05)
     assert client.ai_may_respond("c1") is True
 

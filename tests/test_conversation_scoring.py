@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from observability.worker import runner as worker
 from observability.analytics.conversation_analytics import ConversationAnalytics
 from observability.analytics.conversation_scoring import score_conversations, score_pending
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
+from observability.worker import runner as worker
 
 NOW = datetime(2026, 3, 10, 12, 0, 0)
 

@@ -20,10 +20,10 @@ import redis as redis_lib
 import sqlalchemy as sa
 from conftest import subprocess_env
 
+from observability import keys
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store, schema
-from observability.store import control_state as cs
 from observability.store.stream import GROUP
 from observability.worker.runner import Worker
 
@@ -237,7 +237,7 @@ def test_redis_outage_mid_stream_loses_nothing_and_duplicates_nothing(
     assert len(stored) == 1400 and sorted(stored) == sorted(sent)
     assert client.stats()["replayed"] == client.stats()["spilled"] > 0
     r = redis_lib.Redis.from_url(redis_url)
-    key = cs.ingest_stream_key(settings.redis_prefix)
+    key = keys.ingest_stream(settings.redis_prefix)
     assert r.xlen(key) == 0 and r.xpending(key, GROUP)["pending"] == 0
 
 
@@ -281,7 +281,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
 
     r = redis_lib.Redis.from_url(redis_url)
-    key = cs.ingest_stream_key(settings.redis_prefix)
+    key = keys.ingest_stream(settings.redis_prefix)
     pending = r.xpending(key, GROUP)
     assert pending["pending"] > 0 and {c["name"] for c in pending["consumers"]} == {b"doomed"}
     before = len(llm_ids(pg_store))
@@ -331,7 +331,7 @@ def test_ingest_resumes_after_redis_loses_the_stream_and_its_group(
         sent = record(client, 0, 100)
         assert client.flush(10.0)
         worker.drain()
-        redis_lib.Redis.from_url(redis_url).delete(cs.ingest_stream_key(settings.redis_prefix))  # the restart
+        redis_lib.Redis.from_url(redis_url).delete(keys.ingest_stream(settings.redis_prefix))  # the restart
         sent += record(client, 100, 100)
         assert client.flush(10.0)
         worker.drain()

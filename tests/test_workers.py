@@ -23,10 +23,10 @@ import redis as redis_lib
 import sqlalchemy as sa
 from conftest import subprocess_env
 
+from observability import keys
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store, schema
-from observability.store import control_state as cs
 from observability.store.stream import GROUP
 from observability.worker.runner import STEPS, LeaderLock, Worker
 
@@ -128,7 +128,7 @@ def test_two_workers_both_drain_and_exactly_one_leads(shared: tuple[Store, Setti
         rolled = conn.execute(sa.select(sa.func.sum(schema.rollup_llm_minute.c["count"]))).scalar()
     assert rolled == total
     r = redis_lib.Redis.from_url(settings.redis_url)
-    key = cs.ingest_stream_key(settings.redis_prefix)
+    key = keys.ingest_stream(settings.redis_prefix)
     assert r.xlen(key) == 0 and r.xpending(key, GROUP)["pending"] == 0
     for w in workers:
         w.store.dispose()
@@ -195,7 +195,7 @@ def test_running_worker_drains_then_exits_0_on_sigterm(
     assert proc.returncode == 0, out.decode()[-3000:]
     assert count(store, schema.llm_calls) == first + second, "what was in the stream is stored before exit"
     r = redis_lib.Redis.from_url(settings.redis_url)
-    assert r.xpending(cs.ingest_stream_key(settings.redis_prefix), GROUP)["pending"] == 0
+    assert r.xpending(keys.ingest_stream(settings.redis_prefix), GROUP)["pending"] == 0
 
 
 def test_a_killed_leader_is_replaced_at_the_next_tick(shared: tuple[Store, Settings], tmp_path: Path) -> None:

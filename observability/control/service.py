@@ -36,13 +36,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import auth
+from observability import auth, keys
+from observability import conversation_state as states
 from observability import events as ev
+from observability.control import mirror
+from observability.control.mirror import sync_gates
 from observability.redaction import redact_if_enabled
-from observability.sdk.client import control_synced_key
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
-from observability.store import control_state as cs
+from observability.store.control_state import as_dict
 from observability.timeutil import as_aware, resolve_now, to_epoch, to_naive_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ RESUME_PHRASE = "RESUME ALL"
 NOTIFY_USER_TEXT = "A member of our team has joined the conversation and will reply shortly."
 MAX_NOTE = 4000  # reason, summary, instructions
 
-AI, HUMAN, STOPPED = cs.STATE_AI, cs.STATE_HUMAN, cs.STATE_STOPPED
+AI, HUMAN, STOPPED = states.STATE_AI, states.STATE_HUMAN, states.STATE_STOPPED
 
 
 class ControlError(Exception):
@@ -174,15 +176,9 @@ def _require_conversation(conn: sa.Connection, conversation_id: str) -> Any:
 
 def _system_stop(conn: sa.Connection) -> dict:
     row = conn.execute(
-        sa.select(schema.control_state.c.value).where(schema.control_state.c.key == cs.SYSTEM_STOP_KEY)
+        sa.select(schema.control_state.c.value).where(schema.control_state.c.key == states.SYSTEM_STOP_KEY)
     ).first()
-    value = row[0] if row else {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            value = {}
-    return value if isinstance(value, dict) else {}
+    return as_dict(row[0]) if row else {}
 
 
 def _intervention(conn: sa.Connection, **values: Any) -> int:
@@ -271,12 +267,12 @@ def _publish(
     try:
         for kind, *args in publications:
             if kind == "conversation":
-                cs.publish_conversation_state(client, prefix, *args)
+                mirror.publish_conversation_state(client, prefix, *args)
             elif kind == "system":
-                cs.publish_system_stop(client, prefix, *args)
+                mirror.publish_system_stop(client, prefix, *args)
             elif kind == "message":
-                client.publish(cs.redis_channel(prefix), json.dumps({"operator_message": args[0]}))
-        if not client.exists(control_synced_key(prefix)):
+                client.publish(keys.control_channel(prefix), json.dumps({"operator_message": args[0]}))
+        if not client.exists(keys.control_synced(prefix)):
             # Redis was (re)started since the last full mirror: mirror it all now
             sync_gates(store, client, prefix)
         return True
@@ -288,36 +284,10 @@ def _publish(
             type(exc).__name__,
         )
         try:
-            client.delete(control_synced_key(prefix))
+            client.delete(keys.control_synced(prefix))
         except Exception:  # noqa: BLE001 - Redis is down: the SDK falls back to the store anyway
             pass
         return False
-
-
-def sync_gates(store: Store, redis: Any, prefix: str) -> int:
-    """Mirror the store's closed gates into Redis and mark the mirror complete.
-
-    `control_state.sync_to_redis` reads the store, then rewrites Redis; a take-over committed in
-    between could be undone by it. So the closed gates are read again afterwards and re-asserted
-    (only closing, never opening), and only then is the marker set that lets bots trust Redis.
-    """
-    if redis is None:
-        return 0
-    cs.sync_to_redis(store, redis, prefix)
-    t = schema.conversations
-    with store.connect() as conn:
-        closed = dict(
-            conn.execute(sa.select(t.c.id, t.c.state).where(t.c.state.in_(sorted(cs.CLOSED_STATES)))).all()
-        )
-        stopped = bool(_system_stop(conn).get("stopped"))
-    pipe = redis.pipeline(transaction=True)
-    if closed:
-        pipe.hset(cs.redis_conversations_key(prefix), mapping=closed)
-    if stopped:
-        pipe.set(cs.redis_system_key(prefix), "stopped")
-    pipe.set(control_synced_key(prefix), str(time.time()))
-    pipe.execute()
-    return len(closed)
 
 
 def step_sync_gates(ctx: Any) -> None:
@@ -600,7 +570,7 @@ def intervention_status(
         notify_user=bool(take.notify_user) if take else None,
         preserve_ai_suggestions=bool(take.preserve_ai_suggestions) if take else None,
         system_stopped=system_stopped,
-        ai_may_respond=cs.gate_open(system_stopped, row.state),
+        ai_may_respond=states.gate_open(system_stopped, row.state),
         bot=row.bot,
         account_id=row.account_id,
         last_activity_at=as_aware(row.last_activity_at),
@@ -993,7 +963,7 @@ def _set_system(
         was = bool(_system_stop(conn).get("stopped"))
         value = {"stopped": stop, "reason": reason, "by": actor.name, "at": as_aware(now).isoformat()}
         stmt = store.insert(schema.control_state).values(
-            key=cs.SYSTEM_STOP_KEY, value=value, updated_by=actor.name, updated_at=now
+            key=states.SYSTEM_STOP_KEY, value=value, updated_by=actor.name, updated_at=now
         )
         conn.execute(
             stmt.on_conflict_do_update(

@@ -34,11 +34,11 @@ from os import urandom as _urandom
 from typing import Any, TypeVar
 
 from observability import events as ev
-from observability import telemetry
+from observability import keys, telemetry
+from observability.conversation_state import gate_open
 from observability.events import EventRejected, check_bool, check_count, check_ms, check_str
 from observability.sdk.spool import Spool
 from observability.settings import Settings, get_settings
-from observability.store import control_state as cs
 from observability.timeutil import as_aware, from_epoch, to_epoch, to_naive_utc
 
 log = logging.getLogger("observability.sdk")
@@ -46,13 +46,6 @@ log = logging.getLogger("observability.sdk")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _LOOKBACK = timedelta(seconds=10)  # a store poll for operator messages re-reads this far back (deduplicated)
-
-
-def control_synced_key(prefix: str) -> str:
-    """Redis key set once the control state is completely mirrored into Redis (worker step
-    `control_sync`, or the console after a publish). Without it (Redis new or restarted) gates
-    read the store, so a Redis restart cannot reopen a gate."""
-    return f"{prefix}control:synced"
 
 
 def _operator_message(item: Any) -> dict | None:
@@ -160,7 +153,7 @@ class _RedisSink:
 
     def __init__(self, settings: Settings, redis: Any) -> None:
         self.redis = redis
-        self.key = cs.ingest_stream_key(settings.redis_prefix)
+        self.key = keys.ingest_stream(settings.redis_prefix)
 
     def write(self, batch: list) -> None:
         self.redis.xadd(self.key, {"v": "1", "e": json.dumps(batch, separators=(",", ":"))})
@@ -529,7 +522,7 @@ class ObservabilityClient:
         gen = self._gate_gen
         try:
             stopped, state = self._read_gate(conversation_id)
-            allowed = cs.gate_open(stopped, state)
+            allowed = gate_open(stopped, state)
         except Exception as exc:  # noqa: BLE001
             log.warning("cannot read control state for %s: %s", conversation_id, exc)
             return hit[1] if hit is not None else True
@@ -546,9 +539,9 @@ class ObservabilityClient:
         try:
             self._ensure_subscriber()
             pipe = self._redis.pipeline(transaction=False)
-            pipe.get(cs.redis_system_key(prefix))
-            pipe.hget(cs.redis_conversations_key(prefix), conversation_id)
-            pipe.exists(control_synced_key(prefix))
+            pipe.get(keys.control_system(prefix))
+            pipe.hget(keys.control_conversations(prefix), conversation_id)
+            pipe.exists(keys.control_synced(prefix))
             system, state, synced = pipe.execute()
         except Exception as exc:  # noqa: BLE001 - Redis is only an accelerator: ask the store
             self._redis_gate_down_until = time.monotonic() + 1.0
@@ -573,8 +566,10 @@ class ObservabilityClient:
             return self._gate_store
 
     def _read_store_gate(self, conversation_id: str) -> tuple[bool, str | None]:
+        from observability.store.control_state import read_from_store
+
         with self._control_store().connect() as conn:
-            return cs.read_from_store(conn, conversation_id)
+            return read_from_store(conn, conversation_id)
 
     def _ensure_subscriber(self) -> None:
         if self._subscriber is not None and self._subscriber.is_alive():
@@ -593,7 +588,7 @@ class ObservabilityClient:
         self._handoff_cache.clear()
 
     def _listen_control(self) -> None:
-        channel = cs.redis_channel(self.settings.redis_prefix)
+        channel = keys.control_channel(self.settings.redis_prefix)
         while not self._closed:
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)

@@ -15,14 +15,14 @@ from typing import Any
 
 import redis as redis_lib
 
+from observability import keys
 from observability.settings import Settings
 from observability.store import Store
-from observability.store import control_state as cs
 from observability.store.ingest import write_batch
 
 log = logging.getLogger(__name__)
 
-GROUP = "obs-workers"
+GROUP = keys.INGEST_GROUP
 
 
 class StreamConsumer:
@@ -31,7 +31,7 @@ class StreamConsumer:
         self.redis = redis
         self.settings = settings
         self.consumer = consumer
-        self.key = cs.ingest_stream_key(settings.redis_prefix)
+        self.key = keys.ingest_stream(settings.redis_prefix)
         self.malformed = 0  # whole entries that could not be decoded (dropped, acknowledged)
         self.rejected = 0  # single events rejected at ingest (the rest of their entry is stored)
         self.last_entries = 0  # entries the last drain_once took (some may have held no valid event)

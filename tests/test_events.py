@@ -1,0 +1,20 @@
+"""The wire contract: every producer builds events through one builder per kind, in FIELDS order."""
+
+from __future__ import annotations
+
+import pytest
+
+from observability import events as ev
+
+
+@pytest.mark.parametrize("kind", sorted(ev.FIELDS))
+def test_each_builder_puts_every_field_where_the_contract_names_it(kind: str) -> None:
+    names = ev.FIELDS[kind]
+    values = {name: f"value of {name}" for name in names}
+    event = ev.BUILDERS[kind](values[names[0]], values["ts"], **{n: values[n] for n in names[2:]})
+    assert ev.as_dict(event) == {"kind": kind, **values}
+
+
+def test_a_builder_refuses_a_field_the_contract_does_not_have() -> None:
+    with pytest.raises(TypeError):
+        ev.account("a1", 0.0, name="Acme", vip=False, colour="red")
