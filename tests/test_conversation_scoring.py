@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from observability.analytics.conversation_analytics import ConversationAnalytics
-from observability.analytics.conversation_scoring import score_conversations, score_pending
+from observability.analytics.conversation_scoring import score_pending
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
-from observability.worker import runner as worker
+from observability.worker import steps as worker
 
 NOW = datetime(2026, 3, 10, 12, 0, 0)
 
@@ -88,12 +88,12 @@ def test_client_clock_ahead_does_not_rescore_forever(store: Store) -> None:
 
 
 def test_the_worker_runs_the_step(store: Store, tmp_path: Path) -> None:
-    assert any(s.run is score_conversations and s.leader_only for s in worker.STEPS)
+    assert any(s.run is worker.step_conversation_scoring and s.leader_only for s in worker.STEPS)
     write_batch(
         store, [message("c9", "user", "Great, the inspection went smoothly", NOW - timedelta(minutes=1))]
     )
     ctx = worker.TickContext(
         store=store, settings=Settings(), redis=None, worker_id="w1", is_leader=True, now=NOW
     )
-    assert score_conversations(ctx) == 1
+    assert worker.step_conversation_scoring(ctx) == 1
     assert conversation_row(store, "c9").sentiment == 1.0

@@ -41,14 +41,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
+from observability import keys
 from observability.analytics.pricing import cost_of
 from observability.settings import Settings
-from observability.store import Store, control_state, rollups, schema
+from observability.store import Store, rollups, schema
 from observability.store.ingest import write_batch
 from observability.store.stream import StreamConsumer
 from observability.timeutil import to_epoch, utcnow
 from observability.worker import http as worker_http
-from observability.worker.runner import Step, Worker, step_heartbeat
+from observability.worker.runner import Worker
+from observability.worker.steps import Step, step_heartbeat
 
 # ---- helpers ----------------------------------------------------------------------------------
 
@@ -498,7 +500,7 @@ def test_queue_depth_comes_from_the_redis_stream(
 
     settings = make_settings(pg_store.url, redis_url)
     r = redis_lib.Redis.from_url(redis_url)
-    key = control_state.ingest_stream_key(settings.redis_prefix)
+    key = keys.ingest_stream(settings.redis_prefix)
     consumer = StreamConsumer(pg_store, r, settings, "w-test")
     consumer.ensure_group()
     for _ in range(3):

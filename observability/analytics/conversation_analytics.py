@@ -2,7 +2,7 @@
 
 A conversation is a list of messages, each a dict `{"role": "user" | "bot" | "operator", "text":
 str}` (`content` is accepted for `text`). Nothing here touches the store; the worker step
-`observability.analytics.conversation_scoring.score_conversations` stores the scores on each conversation.
+`observability.analytics.conversation_scoring.score_pending` (a worker step) stores the scores on each conversation.
 
 - Sentiment: a real-estate lexicon (`data/sentiment_lexicon.json`) with negation handling ("not
   happy" counts as negative, "no problem" as positive). A message scores (pos - neg) / (pos + neg)

@@ -13,15 +13,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from observability.analytics.conversation_analytics import ConversationAnalytics
 from observability.store import Store, schema
-
-if TYPE_CHECKING:
-    from observability.worker.runner import TickContext
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +115,3 @@ def score_pending(store: Store, now: datetime, *, batch: int = BATCH) -> int:
         if unchanged:  # checked, nothing new: leave the fresh set without rescoring
             conn.execute(sa.update(c).where(c.c.id.in_(unchanged)).values(scored_at=scored_at))
     return len(updates)
-
-
-def score_conversations(ctx: TickContext) -> int:
-    """The worker step (leader only): score conversations with new messages."""
-    n = score_pending(ctx.store, ctx.now)
-    if n:
-        log.info("scored %d conversations", n)
-    return n

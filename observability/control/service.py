@@ -290,12 +290,6 @@ def _publish(
         return False
 
 
-def step_sync_gates(ctx: Any) -> None:
-    """Worker step: re-mirror the control state into Redis, so a Redis restart reopens no gate."""
-    if ctx.redis is not None:
-        sync_gates(ctx.store, ctx.redis, ctx.settings.redis_prefix)
-
-
 # ---- take-over --------------------------------------------------------------------------------
 
 

@@ -20,97 +20,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from observability import control, redaction, telemetry
-from observability.alerting import steps as alerting_steps
-from observability.analytics.conversation_scoring import score_conversations
+from observability import redaction, telemetry
 from observability.settings import Settings, get_settings
-from observability.store import Store, retention, rollups, schema
-from observability.store.ingest import write_batch
+from observability.store import Store, schema
 from observability.store.stream import StreamConsumer
 from observability.timeutil import utcnow
 from observability.worker import http as worker_http
+from observability.worker.steps import STEPS, Step, TickContext
 
 log = logging.getLogger("observability.worker")
-
-
-@dataclass
-class TickContext:
-    store: Store
-    settings: Settings
-    redis: Any | None
-    worker_id: str
-    is_leader: bool
-    now: datetime
-    state: dict = field(default_factory=dict)  # per-worker memory shared by steps across ticks
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    run: Callable[[TickContext], Any]
-    leader_only: bool = True
-
-
-# ---- built-in steps ---------------------------------------------------------------------------
-
-
-def step_rollups(ctx: TickContext) -> None:
-    rollups.run(ctx.store)
-
-
-def step_system_load(ctx: TickContext) -> None:
-    """Record the host's CPU load as the `system_load` metric (percent), like any other metric."""
-    import psutil
-
-    value = psutil.cpu_percent(interval=None)
-    if "cpu_primed" not in ctx.state:  # psutil's first reading has no interval to compare with
-        ctx.state["cpu_primed"] = True
-        value = psutil.cpu_percent(interval=0.1)
-    event = ["metric", uuid.uuid4().hex, time.time(), "system_load", "gauge", float(value), None,
-             None, None, {"host": socket.gethostname(), "worker_id": ctx.worker_id}]  # fmt: skip
-    write_batch(ctx.store, [event], ctx.settings)
-
-
-def step_heartbeat(ctx: TickContext) -> None:
-    t = schema.worker_heartbeats
-    values = {
-        "worker_id": ctx.worker_id,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "is_leader": ctx.is_leader,
-        "last_tick_at": ctx.now,
-        "last_tick_ms": ctx.state.get("last_tick_ms"),
-        "ingested_total": ctx.state.get("ingested_total", 0),
-        "stream_pending": ctx.state.get("stream_pending"),
-        "started_at": ctx.state.setdefault("started_at", ctx.now),
-    }
-    stmt = ctx.store.insert(t).values(values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["worker_id"], set_={k: v for k, v in values.items() if k != "worker_id"}
-    )
-    with ctx.store.begin() as conn:
-        conn.execute(stmt)
-
-
-# The one registration point. Order matters: data first, then what reads it.
-STEPS: list[Step] = [
-    Step("rollups", step_rollups),
-    Step("system_load", step_system_load),
-    Step("retention", retention.step),  # daily partitions ahead (PostgreSQL), expired rows out
-    Step("control_sync", control.step_sync_gates, leader_only=False),  # Redis mirror of gates
-    Step("conversation_scoring", score_conversations),  # scores on conversations with new messages
-    Step("alerts_evaluate", alerting_steps.step_evaluate),  # rules on this tick's metrics (seeds defaults)
-    Step("alerts_escalate", alerting_steps.step_escalate),  # due escalation steps, held notifications
-    Step("alerts_deliver", alerting_steps.step_deliver),  # the notification outbox, with backoff
-    Step("heartbeat", step_heartbeat, leader_only=False),
-]
-
 
 # ---- leadership -----------------------------------------------------------------------------
 
