@@ -244,14 +244,6 @@ def scrub(message: str) -> str:
     return _SLACK_HOOK.sub(lambda m: f"{m.group(1)}{SECRET_MASK}", message)
 
 
-class SecretFilter(logging.Filter):
-    """A logging filter that scrubs a record's message and traceback (never drops records)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        scrub_record(record)
-        return True
-
-
 def scrub_record(record: logging.LogRecord) -> logging.LogRecord:
     try:
         message = record.getMessage()

@@ -47,10 +47,6 @@ class Sketch:
         keys, counts = np.unique(idx, return_counts=True)
         return cls(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, int] | None) -> "Sketch":
-        return cls({int(k): int(v) for k, v in (data or {}).items()})
-
     def to_json(self) -> dict[str, int]:
         return {str(k): v for k, v in self.counts.items()}
 
