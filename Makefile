@@ -29,6 +29,7 @@ test: $(STAMP)
 
 ## Benchmarks (need PostgreSQL and Redis; see README). Figures land in bench/results/.
 bench: $(STAMP)
+	$(BIN)/python bench/sdk.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/queries.py
 	$(BIN)/python bench/pages.py

@@ -39,12 +39,12 @@ import redis as redis_lib  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from observability import keys  # noqa: E402
-from observability.analytics.pricing import cost_of  # noqa: E402
 from observability.sdk import ObservabilityClient  # noqa: E402
 from observability.settings import Settings  # noqa: E402
 from observability.store import schema  # noqa: E402
 from observability.store.database import Store, _binary_types  # noqa: E402
 from observability.store.ingest import LLM_COLUMNS, write_batch  # noqa: E402
+from observability.store.pricing import cost_of  # noqa: E402
 from observability.timeutil import from_epoch  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"

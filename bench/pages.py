@@ -186,7 +186,7 @@ def time_pages(url: str, names: list[str], repeat: int) -> dict[str, dict[str, f
 
 def clear_service_caches() -> None:
     """The analytics services' own in-process caches (merged rollup sketches), as after a restart."""
-    from observability.analytics.performance import clear_sketch_cache
+    from observability.analytics.window import clear_sketch_cache
 
     clear_sketch_cache()
 

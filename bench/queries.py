@@ -143,7 +143,7 @@ def copy_records(columns: list[tuple[str, object]], n: int) -> bytes:
 
 
 def _rates() -> list[tuple[float, float, float, float, bool]]:
-    from observability.analytics import pricing
+    from observability.store import pricing
 
     out = []
     for model, provider, _, _ in MODELS:
@@ -630,7 +630,8 @@ def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, fl
     from observability.analytics.agent_costs import DecisionCostTracker
     from observability.analytics.bot_metrics import BotMetricsCollector
     from observability.analytics.llm_observability import LLMObservabilityService
-    from observability.analytics.performance import PerformanceTracker, clear_sketch_cache
+    from observability.analytics.performance import PerformanceTracker
+    from observability.analytics.window import clear_sketch_cache
     from observability.store import Store
 
     store = Store.from_url(url)

@@ -2,9 +2,11 @@
 
 An event is a flat list `[kind, id, ts, *fields]` (ts in epoch seconds, UTC). Lists keep the SDK's
 hot path cheap (no dict, no dataclass, no SQLAlchemy) and make a whole batch one JSON document on
-the stream. `FIELDS` names the positions; `validate_*` functions run on the caller's thread and
-reject bad input with `EventRejected` (the SDK counts and logs it, never raises it); `check_wire`
-re-validates what comes off the stream, because other producers may write to it.
+the stream. `FIELDS` names the positions and one builder per kind fills them by name; `LIMITS` says
+how long each string may be. The `check_*` functions run on the caller's thread and reject bad
+input with `EventRejected` (the SDK counts and logs it, never raises it); `check_wire` re-validates
+what comes off the stream, because other producers may write to it. Only `check_wire` looks at the
+SQL schema (lazily): a bot that imports this module never loads SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -219,6 +221,25 @@ def as_dict(event: list) -> dict[str, Any]:
     return dict(zip(("kind", *FIELDS[event[0]]), event, strict=True))
 
 
+# Longest string each field's column holds (None: unlimited text); fields not named are not strings.
+# The SDK checks them on the caller's thread, so a name too long for PostgreSQL is rejected with a
+# clear log line instead of failing its batch later. The schema declares the same lengths (a test
+# compares them), but the contract states them here so that a bot never imports SQLAlchemy.
+LIMITS: dict[str, dict[str, int | None]] = {
+    KIND_LLM: {"trace_id": 64, "bot": 64, "agent": 100, "decision_type": 100, "model": 200,
+               "provider": 100, "conversation_id": 100, "error_type": 100},
+    KIND_OPERATION: {"id": 64, "bot": 64, "operation": 100, "error_type": 100},
+    KIND_INTERACTION: {"id": 64, "bot": 64, "error_type": 100},
+    KIND_HANDOFF: {"id": 64, "source": 64, "target": 64, "reason": 500},
+    KIND_MESSAGE: {"id": 64, "conversation_id": 100, "role": 16, "text": None, "bot": 64,
+                   "account_id": 100, "author": 100},
+    KIND_ACCOUNT: {"id": 100, "name": 200},
+    KIND_METRIC: {"id": 64, "metric_name": 100, "metric_type": 50, "account_id": 100,
+                  "conversation_id": 100, "user_id": 100},
+    KIND_ACTIVITY: {"id": 64, "event_type": 100, "title": 200, "description": None, "severity": 20,
+                    "category": 50, "account_id": 100, "conversation_id": 100, "user_id": 100},
+}  # fmt: skip
+
 MESSAGE_ROLES = frozenset({"user", "bot", "operator"})
 SEVERITIES = ("low", "medium", "high", "critical")
 METRIC_TYPES = frozenset({"gauge", "counter", "histogram", "timer"})
@@ -310,115 +331,33 @@ def check_metadata(value: Any, max_bytes: int = MAX_METADATA_BYTES) -> None:
     check_chars("metadata", text)
 
 
-# ---- the wire check: every field against the column that will hold it ---------------------------
+def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
+    """(input incl. cached, output, cache_read, cache_write) from an Anthropic `usage`.
 
-TABLE_OF_KIND = {
-    KIND_LLM: "llm_calls", KIND_OPERATION: "bot_operations", KIND_INTERACTION: "bot_interactions",
-    KIND_HANDOFF: "handoffs", KIND_MESSAGE: "messages", KIND_ACCOUNT: "accounts",
-    KIND_METRIC: "system_metrics", KIND_ACTIVITY: "activity_events",
-}  # fmt: skip
-_SIGNED_NUMBERS = frozenset({"value"})  # Float fields that may be negative; the others are durations/costs
-_OPTIONAL = frozenset({("llm", "cost_usd")})  # None on the wire means "compute it at ingest"
-
-
-def column_limit(kind: str, field: str) -> int | None:
-    """Longest string the store's column for this field holds (None: unlimited text)."""
-    from observability.store import schema
-
-    table = schema.metadata.tables[TABLE_OF_KIND[kind]]
-    col = table.c["id" if kind == KIND_ACCOUNT and field == "id" else field]
-    return getattr(col.type, "length", None)
-
-
-def _wire_checks(kind: str) -> tuple:
-    """(position, field, check, required, arg) for every field, derived from the schema."""
-    import sqlalchemy as sa
-
-    from observability.store import schema
-
-    table = schema.metadata.tables[TABLE_OF_KIND[kind]]
-    out = []
-    for pos, name in enumerate(FIELDS[kind], start=1):
-        if name == "ts":
-            out.append((pos, name, "ts", True, None))
-            continue
-        col = table.c[name]
-        required = (not col.nullable) and (kind, name) not in _OPTIONAL
-        t = col.type
-        if isinstance(t, sa.JSON):
-            out.append((pos, name, "json", False, None))
-        elif isinstance(t, sa.String):
-            out.append((pos, name, "str" if t.length else "text", required, t.length))
-        elif isinstance(t, sa.Boolean):
-            out.append((pos, name, "bool", required, None))
-        elif isinstance(t, sa.Integer):
-            out.append((pos, name, "count", required, None))
-        elif isinstance(t, sa.Float):
-            out.append((pos, name, "number" if name in _SIGNED_NUMBERS else "ms", required, None))
-        else:  # pragma: no cover - a new column type needs a rule here
-            raise TypeError(f"no wire check for {table.name}.{name} ({t})")
-    return tuple(out)
-
-
-_WIRE_CHECKS: dict[str, tuple] = {}
-
-
-def check_wire(event: Any, max_text_bytes: int = 1_000_000) -> list:
-    """Validate an event read from the stream or the spool; returns it or raises EventRejected.
-
-    Every field is checked against the column that will store it (type, length, range, NUL and
-    lone surrogates), so whatever passes can be written: one bad event never fails its batch.
+    Anthropic reports uncached input apart from cache reads and writes; our `input_tokens` counts
+    them all (the OpenTelemetry GenAI convention), so the parts are added up here. Works with the
+    Anthropic SDK's `Usage` object and with a plain dict.
     """
-    if type(event) is list and len(event) == 18 and event[0] == KIND_LLM and _llm_fast_ok(event):
-        return event  # the common case, checked in one expression; anything unusual goes the long way
-    if not isinstance(event, list) or not event:
-        raise EventRejected("event must be a non-empty list")
-    kind = event[0]
-    fields = FIELDS.get(kind) if type(kind) is str else None
-    if fields is None:
-        raise EventRejected(f"unknown event kind {kind!r:.40}")
-    if len(event) != len(fields) + 1:
-        raise EventRejected(f"{kind} event has {len(event) - 1} fields, expected {len(fields)}")
-    checks = _WIRE_CHECKS.get(kind)
-    if checks is None:
-        checks = _WIRE_CHECKS[kind] = _wire_checks(kind)
-    for pos, name, what, required, arg in checks:
-        v = event[pos]
+    if not isinstance(usage, dict) and not hasattr(usage, "input_tokens"):
+        raise EventRejected(f"usage must be an Anthropic usage object or dict, got {type(usage).__name__}")
+
+    def get(name: str) -> int:
+        v = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
         if v is None:
-            if required:
-                raise EventRejected(f"{kind}.{name} is required")
-            continue
-        if what == "str":
-            if type(v) is not str:
-                raise EventRejected(f"{kind}.{name} must be a string, got {type(v).__name__}")
-            if len(v) > arg:
-                raise EventRejected(f"{kind}.{name} is longer than {arg} characters")
-            if required and not v.strip():
-                raise EventRejected(f"{kind}.{name} must not be empty")
-            if "\x00" in v or not v.isascii():
-                check_chars(f"{kind}.{name}", v)
-        elif what == "ts":
-            check_ts(f"{kind}.ts", v)
-        elif what == "ms":
-            check_ms(f"{kind}.{name}", v)
-        elif what == "count":
-            check_count(f"{kind}.{name}", v)
-        elif what == "bool":
-            check_bool(f"{kind}.{name}", v)
-        elif what == "number":
-            check_number(f"{kind}.{name}", v)
-        elif what == "text":
-            check_text(f"{kind}.{name}", v, max_text_bytes)
-        else:
-            check_metadata(v)
-    if kind == KIND_MESSAGE and event[4] not in MESSAGE_ROLES:
-        raise EventRejected(f"message.role must be one of {sorted(MESSAGE_ROLES)}, got {event[4]!r:.20}")
-    if kind == KIND_ACTIVITY and event[6] not in SEVERITIES:
-        raise EventRejected(f"activity.severity must be one of {SEVERITIES}, got {event[6]!r:.20}")
-    return event
+            return 0
+        if type(v) is not int:
+            raise EventRejected(f"usage.{name} must be an integer, got {v!r:.40}")
+        return v
+
+    uncached = get("input_tokens")
+    read = get("cache_read_input_tokens")
+    write = get("cache_creation_input_tokens")
+    return uncached + read + write, get("output_tokens"), read, write
 
 
-_LEN = {name: column_limit(KIND_LLM, name) for name in FIELDS[KIND_LLM] if name != "ts"}
+# ---- the fast check of a plain LLM event (SDK and ingest share it) ---------------------------
+
+_LEN = LIMITS[KIND_LLM]
 _L_ID, _L_BOT, _L_MODEL, _L_PROVIDER = _LEN["trace_id"], _LEN["bot"], _LEN["model"], _LEN["provider"]
 _L_AGENT, _L_DTYPE, _L_ERR = _LEN["agent"], _LEN["decision_type"], _LEN["error_type"]
 _L_CONV = _LEN["conversation_id"]
@@ -426,8 +365,8 @@ _NUM = (float, int)
 _INF = math.inf
 
 
-def _llm_fast_ok(e: list) -> bool:
-    """True when an LLM wire event is certainly valid; False sends it through the full check.
+def plain_llm_event(e: list) -> bool:
+    """True when an LLM wire event is certainly valid; False sends it through `check_event`.
 
     Strings must be printable ASCII here (no NUL, no surrogate) and within their column; anything
     else (a non-ASCII bot name, say) is not wrong, only checked by the slower general path.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from observability import auth
+from observability.analytics import activity
 from observability.ui import charts, data
 from observability.ui import common as ui
-from observability.ui import dashboards as dash
 
 user = ui.require("dashboards.view")
 ui.page_header("Activity feed", "Everything that happened, newest first; VIP accounts in their own view.")
@@ -38,7 +38,7 @@ with f[4]:
 
 def mark_read(ids: list[str]) -> None:
     try:
-        n = dash.mark_activity_read(ui.get_store(), user.name, ids)
+        n = activity.mark_read(ui.get_store(), user.name, ids)
     except auth.PermissionDenied as exc:
         st.error(str(exc))
         return

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from observability.analytics.window import source_note
 from observability.ui import charts, data
 from observability.ui import common as ui
-from observability.ui.dashboards import source_note
 
 ui.require("dashboards.view")
 ui.page_header("AI performance", "How fast and how reliably each bot and model answers.")

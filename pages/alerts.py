@@ -16,8 +16,8 @@ from observability.alerting import (
     InvalidTransition,
     RuleNotFound,
     RuleValidationError,
-    views,
 )
+from observability.ui import alert_frames as views
 from observability.ui import charts
 from observability.ui import common as ui
 

@@ -1,15 +1,15 @@
 """Bot health: P50/P95/P99 per bot and operation against SLA targets, throughput, errors, cache,
 latency over time, and the handoff matrix. Data: PerformanceTracker / BotMetricsCollector figures
-computed in SQL (observability.ui.dashboards)."""
+computed in SQL by the analytics services (observability.ui.frames)."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from observability.analytics.window import source_note
 from observability.ui import charts, data
 from observability.ui import common as ui
-from observability.ui.dashboards import source_note
 
 ui.require("dashboards.view")
 ui.page_header("Bot health", "Which bot is slow, since when, and what it costs.")

@@ -9,9 +9,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from observability import auth
-from observability.ui import charts, data
+from observability.analytics.llm_observability import LLMObservabilityService
+from observability.analytics.window import source_note
+from observability.ui import charts, data, frames
 from observability.ui import common as ui
-from observability.ui import dashboards as dash
 
 user = ui.require("dashboards.view")
 ui.page_header("Cost tracking", "What the bots cost, where it goes, and where the month will end.")
@@ -21,7 +22,7 @@ with f1:
     window = ui.time_range_filter(("24h", "7d", "30d"), default="7d")
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
-st.caption(f"Window {window}; figures {dash.source_note(window)}.")
+st.caption(f"Window {window}; figures {source_note(window)}.")
 
 
 # ---- the calls behind an anomaly (linked from the anomaly table; shareable) --------------------
@@ -75,7 +76,7 @@ def budget_section() -> None:
                                   key="budget_value")  # fmt: skip
             if st.form_submit_button("Save budget"):
                 try:
-                    dash.set_monthly_budget(ui.get_store(), user.name, float(new))
+                    LLMObservabilityService(ui.get_store()).set_monthly_budget(user.name, float(new))
                 except (auth.PermissionDenied, ValueError) as exc:
                     st.error(str(exc))
                 else:
@@ -107,7 +108,7 @@ def spend() -> None:
     c[3].metric("Calls to unpriced models", f"{int(unknown['calls'].sum()) if not unknown.empty else 0:,}")
 
     detail = data.llm_breakdown(window, bots, ("model", "bot", "agent"))
-    by_model, by_bot = dash.regroup(detail, ["model"]), dash.regroup(detail, ["bot"])
+    by_model, by_bot = frames.regroup(detail, ["model"]), frames.regroup(detail, ["bot"])
     left, right = st.columns(2)
     fig = charts.pie(by_model, names="model", values="cost_usd", hole=0.45, title="Spend by model")
     left.plotly_chart(fig, key="ct_model")

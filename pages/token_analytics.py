@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from observability.ui import charts, data
+from observability.analytics.window import source_note
+from observability.ui import charts, data, frames
 from observability.ui import common as ui
-from observability.ui import dashboards as dash
-from observability.ui.dashboards import source_note
 
 ui.require("dashboards.view")
 ui.page_header(
@@ -55,13 +54,13 @@ def live() -> None:
 
     left, right = st.columns(2)
     totals = data.llm_breakdown(window, bots, ("model", "bot"))
-    mix = dash.regroup(totals, ["model"])
+    mix = frames.regroup(totals, ["model"])
     long = mix.melt(id_vars="model", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
     fig = charts.bar(
         long, x="model", y="tokens", color="kind", barmode="group", title="Tokens by model and kind"
     )
     left.plotly_chart(fig, key="ta_by_model")
-    by_bot = dash.regroup(totals, ["bot"])
+    by_bot = frames.regroup(totals, ["bot"])
     long = by_bot.melt(id_vars="bot", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
     fig = charts.bar(long, x="bot", y="tokens", color="kind", barmode="group", title="Tokens by bot and kind")
     right.plotly_chart(fig, key="ta_by_bot")

@@ -2,6 +2,9 @@
 
 PostgreSQL and Redis come from TEST_DATABASE_URL and TEST_REDIS_URL (set by `.ci/run`). Without
 them the tests that need them skip, unless REQUIRE_SERVICES=1, where they fail instead.
+
+Plain helpers (wait_for, the TCP proxy, the pipeline, the alerting peers) live in `tests/support/`;
+the alerting fixtures are the plugin `support.alerting_fixtures`, registered below.
 """
 
 from __future__ import annotations
@@ -19,8 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from support.pipeline import Pipeline, open_pipeline  # noqa: E402
+from support.process import subprocess_env  # noqa: E402
+
 from observability.settings import Settings, test_environment  # noqa: E402
 from observability.store import Store  # noqa: E402
+
+pytest_plugins = ["support.alerting_fixtures"]
+__all__ = ["subprocess_env"]  # still importable from here for older test files
 
 TEST_ENV = test_environment()
 
@@ -36,14 +45,6 @@ def _need(what: str, value: str | None) -> str:
     if TEST_ENV["require_services"]:
         pytest.fail(f"{what} is required (REQUIRE_SERVICES=1) but not configured")
     pytest.skip(f"{what} not configured")
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for a child process (worker, simulator, streamlit) with overrides."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    env.update({k: v for k, v in extra.items() if v is not None})
-    return env
 
 
 # ---- PostgreSQL -----------------------------------------------------------------------------
@@ -183,3 +184,32 @@ def make_settings(tmp_path: Path, redis_prefix: str):
         return base.replace(**overrides) if overrides else base
 
     return make
+
+
+# ---- the ingest pipeline --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_pipeline(request: pytest.FixtureRequest, make_settings):  # noqa: ANN001, ANN201
+    """`make_pipeline(kind, worker_steps=None, **settings)` for kind in `support.PIPELINE_KINDS`:
+    SDK → SQLite, SDK → PostgreSQL, or SDK → Redis stream → worker → PostgreSQL; closed afterwards."""
+    opened: list[Pipeline] = []
+
+    def make(kind: str, worker_steps=None, **overrides) -> Pipeline:  # noqa: ANN001
+        if kind == "sqlite":
+            settings = make_settings(request.getfixturevalue("sqlite_url"), **overrides)
+        elif kind == "postgres":
+            settings = make_settings(request.getfixturevalue("pg_url"), **overrides)
+        elif kind == "redis+postgres":
+            settings = make_settings(
+                request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url"), **overrides
+            )
+        else:
+            raise ValueError(f"unknown pipeline kind {kind!r}")
+        pipeline = open_pipeline(settings, worker_steps=worker_steps)
+        opened.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in opened:
+        pipeline.close()

@@ -12,9 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from observability import events
-from observability.analytics import pricing
 from observability.analytics.agent_costs import DecisionCost, DecisionCostTracker, cost_moments
-from observability.store import Store, rollups, schema
+from observability.store import Store, pricing, rollups, schema
 from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 

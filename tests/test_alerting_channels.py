@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
 """Channels against real local peers: SMTP with STARTTLS and implicit TLS, Slack (429 and
 Retry-After), the signed webhook, PagerDuty Events API v2 (400 not retried, 429 / 5xx retried) and
 Opsgenie; the outbox's retries deliver exactly once; a channel that keeps failing raises its own
@@ -11,16 +10,7 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from test_alerting_support import (  # noqa: F401 - fixtures
-    WEBHOOK_SECRET,
-    Harness,
-    alerting,
-    password_hash,
-    peers,
-    smtp_certificate,
-    users,
-    verify_signature,
-)
+from support.alerting import WEBHOOK_SECRET, Harness, verify_signature
 
 from observability.alerting.channels import webhook
 from observability.auth import PermissionDenied

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
 """Escalation (level 1 at once, level 2 and 3 after delays shortened by settings), its stop on
 acknowledgement, escalation by hand, and the promises that hold across processes: a worker killed
 mid-escalation and restarted loses and repeats nothing; two workers send one notification."""
@@ -14,16 +13,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import subprocess_env
-from test_alerting_support import (  # noqa: F401 - fixtures
-    T0,
-    Harness,
-    alerting,
-    password_hash,
-    peers,
-    smtp_certificate,
-    users,
-)
+from support import subprocess_env
+from support.alerting import T0, Harness
 
 from observability.alerting import InvalidTransition
 from observability.auth import PermissionDenied

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
 """Alert lifecycle in the manner of Alertmanager's acceptance tests: metric values scripted at given
 times (seconds after T0), notifications expected within time windows, and the total count checked,
 so an extra notification fails a test as surely as a missing one. Real SMTP and HTTP peers."""
@@ -9,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from test_alerting_support import T0, Harness, alerting, password_hash, peers, smtp_certificate, users  # noqa: F401 - fixtures
+from support.alerting import T0, Harness
 
 from observability.alerting import InvalidTransition
 from observability.auth import PermissionDenied

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
 """The Alerts page under Streamlit's AppTest: operators act (acknowledge, resolve, escalate, toggle,
 create rules, silence, test a channel), analysts only look, and bad input shows a clear error."""
 
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
-from test_alerting_support import Peers, password_hash, peers, smtp_certificate  # noqa: F401 - fixtures
+from support.alerting import Peers
 
 from observability import auth
 from observability.alerting import AlertingService

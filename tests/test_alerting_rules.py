@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
 """Rules: the shipped defaults seeded once, CRUD with clear errors that change nothing, permission
 checks in the service itself, and the thresholds file of ALERT_THRESHOLDS_CONFIG."""
 
@@ -9,15 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from test_alerting_support import (  # noqa: F401 - fixtures
-    T0,
-    Harness,
-    alerting,
-    password_hash,
-    peers,
-    smtp_certificate,
-    users,
-)
+from support.alerting import T0, Harness
 
 from observability.alerting import AlertingService, RuleNotFound, RuleValidationError, seed_default_rules
 from observability.alerting.rules import default_rules

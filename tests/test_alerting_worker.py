@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_alerting_support
 """The worker's evaluation on real data: the default rules from raw bot traffic (through the bot
 metrics collector and the performance tracker), custom alerts from metric metadata, the thresholds
 of recorded metrics, and the excessive-alert-volume rule."""
@@ -9,15 +8,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from test_alerting_support import (  # noqa: F401 - fixtures
-    T0,
-    Harness,
-    alerting,
-    password_hash,
-    peers,
-    smtp_certificate,
-    users,
-)
+from support.alerting import T0, Harness
 
 from observability.store import Store
 from observability.store.ingest import write_batch

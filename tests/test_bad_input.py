@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
+from support import PIPELINE_KINDS, Pipeline
 
 from observability import keys
 from observability.sdk import ObservabilityClient
@@ -31,40 +31,9 @@ from observability.worker.runner import Worker
 TEN_MB = "x" * (10 * 1024 * 1024)
 
 
-@dataclass
-class Pipeline:
-    settings: Settings
-    store: Store
-    client: ObservabilityClient
-    worker: Worker | None
-
-    def deliver(self) -> None:
-        assert self.client.flush(15.0), self.client.stats()
-        if self.worker is not None:
-            self.worker.drain()
-
-    def count(self, table: sa.Table) -> int:
-        with self.store.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
-
-
-@pytest.fixture(params=["sqlite", "postgres", "redis+postgres"])
-def pipeline(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Iterator[Pipeline]:
-    if request.param == "sqlite":
-        settings = make_settings(request.getfixturevalue("sqlite_url"))
-    elif request.param == "postgres":
-        settings = make_settings(request.getfixturevalue("pg_url"))
-    else:
-        settings = make_settings(request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url"))
-    store = Store.from_url(settings.database_url)
-    store.migrate()
-    client = ObservabilityClient(settings=settings)
-    worker = Worker(store, settings, steps=[]) if settings.redis_url else None
-    yield Pipeline(settings, store, client, worker)
-    client.close()
-    if worker is not None:
-        worker.close()
-    store.dispose()
+@pytest.fixture(params=PIPELINE_KINDS)
+def pipeline(request: pytest.FixtureRequest, make_pipeline: Callable[..., Pipeline]) -> Pipeline:
+    return make_pipeline(request.param, worker_steps=[])  # the worker only drains the stream
 
 
 def llm(c: ObservabilityClient, **kw) -> None:
@@ -99,6 +68,12 @@ BAD_CALLS: list[tuple[str, str, Callable[[ObservabilityClient], object]]] = [
     ("record_llm_call", "bot", lambda c: llm(c, bot="b" * 65)),  # longer than its column
     ("record_llm_call", "error_type", lambda c: llm(c, error_type="E" * 101)),
     ("record_llm_call", "trace_id", lambda c: llm(c, trace_id="t" * 65)),
+    ("record_llm_call", "agent", lambda c: llm(c, agent="a" * 101)),
+    ("record_llm_call", "decision_type", lambda c: llm(c, decision_type=7)),
+    ("record_llm_call", "conversation_id", lambda c: llm(c, conversation_id="c" * 101)),
+    ("record_llm_call", "provider", lambda c: llm(c, provider="")),
+    ("record_llm_call", "success", lambda c: llm(c, success=1)),
+    ("record_llm_call", "cache_write_tokens", lambda c: llm(c, cache_write_tokens=-1)),
     ("record_llm_call", "input_tokens", lambda c: llm(c, usage={"input_tokens": "many", "output_tokens": 1})),
     ("record_llm_call", "usage", lambda c: llm(c, usage=42)),
     ("track_operation", "duration_ms", lambda c: c.track_operation("lead", "qualify", -1.0)),
@@ -243,10 +218,10 @@ def test_an_event_the_store_refuses_despite_validation_is_rejected_alone(
     pg_store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The safety net behind `check_wire`: no batch becomes a poison pill retried forever."""
-    from observability import events as ev
+    from observability.store import ingest
     from observability.store.ingest import write_batch
 
-    monkeypatch.setattr(ev, "check_wire", lambda event, max_text_bytes=0: event)  # validation misses all
+    monkeypatch.setattr(ingest, "check_wire", lambda event, max_text_bytes=0: event)  # validation misses all
     good = [wire_llm(f"good-{i}") for i in range(50)]
     refused = [wire_llm("bot-long", bot="b" * 65), wire_llm("ts-far", ts=1e15),
                ["message", "m-nul", 1_780_000_000.0, "conv", "user", "nul\x00", None, None, None]]  # fmt: skip
@@ -260,19 +235,17 @@ def test_an_event_the_store_refuses_despite_validation_is_rejected_alone(
     assert sum("store refused" in r.getMessage() for r in caplog.records) == 3
 
 
-def test_the_fast_llm_check_never_accepts_what_the_full_check_rejects(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_fast_llm_check_never_accepts_what_the_full_check_rejects() -> None:
     from observability import events as ev
+    from observability.store.wire import check_event
 
-    fast = ev._llm_fast_ok
+    fast = ev.plain_llm_event
     candidates = [None, "", " ", "x" * 65, "x" * 201, "a\x00b", "é", "\ud800", "tab\there", -1, 0, 2**31,
                   2**31 - 1, 1.5, -0.5, math.nan, math.inf, True, False, [], {}, 1e15]  # fmt: skip
-    monkeypatch.setattr(ev, "_llm_fast_ok", lambda e: False)  # check_wire now takes the full path
 
     def full_ok(e: list) -> bool:
         try:
-            ev.check_wire(e)
+            check_event(e)
             return True
         except ev.EventRejected:
             return False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import ROOT, subprocess_env
+from support import ROOT, subprocess_env
 
 from observability.demo import bootstrap
 from observability.store import Store

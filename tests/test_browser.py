@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (tests/ goes on sys.path before the imports)
 """The console in a real browser: `streamlit run Home.py` on a demo store with password sign-in,
 the system Chromium driven by Playwright. Signs in, opens every page of the navigation, checks that
 each renders its plotly charts without an error, and saves a screenshot of each page under
@@ -7,8 +6,6 @@ tests/artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,11 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
 from browser.demo_data import load_demo
+from support import ROOT, free_port, subprocess_env, wait_for
 
 from observability import auth
 from observability.settings import test_environment as read_test_environment
@@ -33,6 +27,7 @@ pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = str(read_test_environment()["chromium"])
 USER, PASSWORD = "browser-admin", "browser-pass-1"
+REFUSED_USER = "browser-refused"  # the wrong-password test's own account: USER's failed-sign-in count stays 0
 # pages of this project's dashboards: each must show plotly charts on demo data
 # pages without charts: what must be drawn before the screenshot (their content comes after the title)
 PAGE_CONTENT = {"Alerts and rules": ("tab", "Active alerts")}
@@ -70,29 +65,28 @@ def page(browser) -> Iterator:  # noqa: ANN001
         context.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_console(database_url: str, port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, DATABASE_URL=database_url, AUTH_MODE="password", PYTHONPATH=str(ROOT))
+    env = subprocess_env(DATABASE_URL=database_url, AUTH_MODE="password")
     cmd = [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true", "--server.address",
-           "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
+           "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc
+                return r.status == 200
         except OSError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError("streamlit did not become healthy in 60 s")
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, interval=0.3, message="streamlit did not become healthy")
+    except BaseException:
+        proc.terminate()
+        raise
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +103,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     score_pending(store, utcnow())
     auth.create_user(store, USER, auth.ADMIN, PASSWORD)
+    auth.create_user(store, REFUSED_USER, auth.ANALYST, PASSWORD)
     store.dispose()
     port = free_port()
     proc = start_console(url, port, tmp / "streamlit.log")
@@ -144,6 +139,12 @@ def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, 
     page.set_viewport_size({"width": 1440, "height": 2400})  # the app scrolls inside; show it all
     sign_in(page, console)
     titles = [nav.OVERVIEW_TITLE] + [p.title for p in nav.existing_pages_for_role(auth.ADMIN, ROOT)]
+    missing = (CHART_PAGES | set(PAGE_CONTENT)) - set(titles)
+    assert not missing, f"the admin's navigation lacks {sorted(missing)}"
+    sidebar = page.get_by_test_id("stSidebarNav")
+    for title in titles:  # every page is one click away in the sidebar, each exactly once
+        assert sidebar.get_by_role("link", name=title, exact=True).count() == 1, f"sidebar link {title!r}"
+    assert sidebar.get_by_role("link").count() == len(titles), "the sidebar shows pages beyond the navigation"
     timings = {}
     for title in titles:
         t0 = time.monotonic()
@@ -168,14 +169,14 @@ def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, 
         assert page.get_by_test_id("stException").count() == 0, f"{title} shows an exception"
         if title in CHART_PAGES:
             assert charts >= 1, f"{title} shows no plotly chart"
+        assert page.get_by_role("heading", name=heading).first.is_visible(), f"{title} is not the page shown"
         page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
     (ARTIFACTS / "browser_timings.txt").write_text("".join(f"{k}\t{v:.2f}\n" for k, v in timings.items()))
-    assert len(timings) == len(titles)
 
 
 def test_wrong_password_is_refused_in_the_browser(console: str, page) -> None:  # noqa: ANN001
     page.goto(console)
-    page.get_by_label("User name").fill(USER)
+    page.get_by_label("User name").fill(REFUSED_USER)
     page.get_by_label("Password", exact=True).fill("not-the-password")
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Sign-in failed").wait_for(timeout=20_000)

@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from support import wait_for
 
 from observability import auth, control, keys
+from observability import events as ev
 from observability.control import mirror
 from observability.conversation_state import read_from_redis
 from observability.settings import Settings
@@ -28,10 +30,16 @@ PW = "a-long-password"
 def crew(store: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
     for name, role in (("olga", auth.OPERATOR), ("root", auth.ADMIN), ("root2", auth.ADMIN)):
         auth.create_user(store, name, role, PW)
-    write_batch(
-        store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", "lead", None, None]], S
-    )
+    _first_message(store, "c1", bot="lead")
     return store
+
+
+def _first_message(store: Store, cid: str, bot: str | None = None, settings: Settings = S) -> None:
+    """A customer says hi: the store learns of the conversation from its first message."""
+    message = ev.message(
+        uuid.uuid4().hex, time.time(), conversation_id=cid, role="user", text="hi", bot=bot, account_id=None
+    )
+    write_batch(store, [message], settings)
 
 
 def _emergency_rows(store: Store) -> list:
@@ -94,11 +102,7 @@ def test_a_conversation_can_be_stopped_before_the_store_has_seen_it(crew: Store)
     control.stop_conversation(crew, "not-yet-seen", "olga", "pre-emptive", settings=S)
     assert control.intervention_status(crew, "not-yet-seen").state == "stopped"
     # its first messages arrive later: the stop holds
-    write_batch(
-        crew,
-        [["message", uuid.uuid4().hex, time.time(), "not-yet-seen", "user", "hi", "lead", None, None]],
-        S,
-    )
+    _first_message(crew, "not-yet-seen", bot="lead")
     assert control.intervention_status(crew, "not-yet-seen").state == "stopped"
     with pytest.raises(control.ConversationNotFound):
         control.reset_conversation(crew, "never", "olga", "x", settings=S)
@@ -192,12 +196,10 @@ def test_actions_are_published_to_redis_for_every_gate(
     s = S.replace(redis_prefix=redis_prefix)
     auth.create_user(sqlite_store, "olga", auth.OPERATOR, PW)
     auth.create_user(sqlite_store, "root", auth.ADMIN, PW)
-    write_batch(
-        sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], s
-    )
-    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    _first_message(sqlite_store, "c1", settings=s)
+    pubsub = redis_client.pubsub()
     pubsub.subscribe(keys.control_channel(redis_prefix))
-    time.sleep(0.1)
+    assert pubsub.get_message(timeout=5.0)["type"] == "subscribe"  # listening before the first action
 
     assert (
         control.take_control(sqlite_store, "c1", "olga", "x", settings=s, redis=redis_client).published
@@ -214,11 +216,14 @@ def test_actions_are_published_to_redis_for_every_gate(
     assert read_from_redis(redis_client, redis_prefix, "c1") == (True, None)
 
     published = []
-    deadline = time.monotonic() + 3
-    while len(published) < 4 and time.monotonic() < deadline:
+
+    def four_received() -> bool:
         msg = pubsub.get_message(timeout=0.2)
         if msg:
             published.append(json.loads(msg["data"]))
+        return len(published) >= 4
+
+    wait_for(four_received, timeout=5.0, message=lambda: f"published so far: {published}")
     pubsub.close()
     assert published[0] == {"conversation_id": "c1", "state": "human"}
     assert published[1]["operator_message"]["text"] == "hello from olga"
@@ -237,9 +242,7 @@ def test_a_failed_publish_is_stored_anyway_and_drops_the_synced_marker(sqlite_st
             self.deleted.extend(keys)
 
     auth.create_user(sqlite_store, "olga", auth.OPERATOR, PW)
-    write_batch(
-        sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], S
-    )
+    _first_message(sqlite_store, "c1")
     down = DownRedis()
     result = control.take_control(sqlite_store, "c1", "olga", "x", settings=S, redis=down)
     assert result.published is False and control.intervention_status(sqlite_store, "c1").state == "human"
@@ -266,9 +269,7 @@ def test_sync_re_asserts_a_take_over_committed_while_it_ran(
 ) -> None:
     """sync_to_redis reads the store, then rewrites Redis: a take-over published in between must
     not be undone (the gate would reopen until the next tick)."""
-    write_batch(
-        sqlite_store, [["message", uuid.uuid4().hex, time.time(), "c1", "user", "hi", None, None, None]], S
-    )
+    _first_message(sqlite_store, "c1")
     real_sync = mirror.sync_to_redis
 
     def racing_sync(store: Store, redis: object, prefix: str) -> int:

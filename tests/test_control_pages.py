@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from observability import auth, control
+from observability import events as ev
 from observability.settings import reset_settings_cache
 from observability.store import Store
 from observability.store.ingest import write_batch
@@ -48,18 +49,24 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     write_batch(
         store,
         [
-            [
-                "message",
+            ev.message(
                 uuid.uuid4().hex,
                 now - 5,
-                "c1",
-                "user",
-                "Hi, reach me on +44 20 7946 0958",
-                "lead",
-                None,
-                None,
-            ],
-            ["message", uuid.uuid4().hex, now - 4, "c1", "bot", "Hello! How can I help?", "lead", None, None],
+                conversation_id="c1",
+                role="user",
+                text="Hi, reach me on +44 20 7946 0958",
+                bot="lead",
+                account_id=None,
+            ),
+            ev.message(
+                uuid.uuid4().hex,
+                now - 4,
+                conversation_id="c1",
+                role="bot",
+                text="Hello! How can I help?",
+                bot="lead",
+                account_id=None,
+            ),
         ],
     )
     yield store

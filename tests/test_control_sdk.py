@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support import wait_for
 
 from observability import auth, control, keys
 from observability.sdk import ObservabilityClient
@@ -36,15 +37,6 @@ def world(
     client = ObservabilityClient(settings=settings)
     yield store, settings, client
     client.close()
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_operator_messages_are_readable_by_the_bot(world: tuple) -> None:
@@ -80,9 +72,11 @@ def test_operator_messages_are_pushed_to_a_callback_once_each(world: tuple) -> N
     control.send_operator_message(store, "c1", "olga", "one", settings=settings)
     control.send_operator_message(store, "c2", "olga", "two", settings=settings)
     control.send_operator_message(store, "c1", "olga", "three", settings=settings)
-    assert _wait(lambda: len(seen) >= 3)
-    time.sleep(3 * settings.control_cache_s)  # later polls re-read a window: no duplicates
-    assert [m["text"] for m in seen] == ["one", "two", "three"]
+    wait_for(lambda: len(seen) >= 3, message=lambda: seen)
+    # later polls re-read a window of earlier replies: "four" arrives by one of them, and only once
+    control.send_operator_message(store, "c1", "olga", "four", settings=settings)
+    wait_for(lambda: len(seen) >= 4, message=lambda: seen)
+    assert [m["text"] for m in seen] == ["one", "two", "three", "four"]
     assert [m["text"] for m in only_c2] == ["two"]
 
 
@@ -95,10 +89,11 @@ def test_messages_from_before_registration_are_not_replayed_unless_asked(world: 
     client.on_operator_message(fresh.append)
     client.on_operator_message(replay.append, since=datetime.now(UTC) - timedelta(minutes=1))
     control.send_operator_message(store, "c1", "olga", "new", settings=settings)
-    assert _wait(lambda: len(fresh) >= 1 and len(replay) >= 2)
-    time.sleep(2 * settings.control_cache_s)
-    assert [m["text"] for m in fresh] == ["new"]
-    assert [m["text"] for m in replay] == ["old", "new"]
+    wait_for(lambda: len(fresh) >= 1 and len(replay) >= 2, message=lambda: (fresh, replay))
+    control.send_operator_message(store, "c1", "olga", "newer", settings=settings)  # after later polls
+    wait_for(lambda: len(fresh) >= 2 and len(replay) >= 3, message=lambda: (fresh, replay))
+    assert [m["text"] for m in fresh] == ["new", "newer"]
+    assert [m["text"] for m in replay] == ["old", "new", "newer"]
 
 
 def test_handoff_instructions_reach_the_bot_after_release(world: tuple) -> None:
@@ -106,7 +101,7 @@ def test_handoff_instructions_reach_the_bot_after_release(world: tuple) -> None:
     assert client.handoff_instructions("c1") is None
     control.take_control(store, "c1", "olga", "review", settings=settings)
     control.release_control(store, "c1", "olga", "done", "Offer a viewing on Saturday", settings=settings)
-    assert _wait(lambda: client.handoff_instructions("c1") == "Offer a viewing on Saturday")
+    wait_for(lambda: client.handoff_instructions("c1") == "Offer a viewing on Saturday")
     assert client.handoff_instructions("unknown") is None
 
 
@@ -159,8 +154,7 @@ def test_without_the_synced_marker_the_gate_reads_the_store(redis_world: tuple) 
     assert client.ai_may_respond("c1") is False  # Redis says nothing, but it is not trusted yet
     control.sync_gates(store, r, prefix)
     r.hdel(keys.control_conversations(prefix), "c1")  # now Redis is trusted, even when it is wrong
-    time.sleep(settings.control_cache_s + 0.05)
-    assert client.ai_may_respond("c1") is True
+    wait_for(lambda: client.ai_may_respond("c1") is True)  # once the cached answer has expired
 
 
 def test_pushed_operator_messages_arrive_at_once_with_redis(redis_world: tuple) -> None:
@@ -168,14 +162,16 @@ def test_pushed_operator_messages_arrive_at_once_with_redis(redis_world: tuple) 
     got: list[dict] = []
     client.on_operator_message(got.append)
     client.ai_may_respond("c1")  # starts the subscription
-    time.sleep(0.3)
+    channel = keys.control_channel(settings.redis_prefix)
+    wait_for(lambda: dict(r.pubsub_numsub(channel)).get(channel.encode()), message="the SDK never subscribed")
     control.take_control(store, "c1", "olga", "review", settings=settings, redis=r)
     started = time.monotonic()
     control.send_operator_message(store, "c1", "olga", "instant", settings=settings, redis=r)
-    assert _wait(lambda: bool(got), timeout=2.0)
+    wait_for(lambda: got, timeout=2.0)
     assert time.monotonic() - started < 1.0 and got[0]["text"] == "instant"
-    time.sleep(0.5)
-    assert len(got) == 1
+    control.send_operator_message(store, "c1", "olga", "next", settings=settings, redis=r)
+    wait_for(lambda: len(got) >= 2, timeout=2.0)
+    assert [m["text"] for m in got] == ["instant", "next"]  # each delivered once
 
 
 def test_an_unreachable_redis_makes_the_gate_read_the_store(

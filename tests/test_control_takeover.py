@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from observability import auth, control
+from observability import events as ev
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
@@ -38,7 +39,15 @@ def _conversation(store: Store, cid: str, *texts: tuple[str, str], resolved: boo
     write_batch(
         store,
         [
-            ["message", uuid.uuid4().hex, t + i, cid, role, text, "buyer", "account-1", None]
+            ev.message(
+                uuid.uuid4().hex,
+                t + i,
+                conversation_id=cid,
+                role=role,
+                text=text,
+                bot="buyer",
+                account_id="account-1",
+            )
             for i, (role, text) in enumerate(texts)
         ],
         S,

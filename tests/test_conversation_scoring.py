@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from observability.analytics.conversation_analytics import ConversationAnalytics
 from observability.analytics.conversation_scoring import score_pending
+from observability.analytics.conversations import SCORED_MESSAGES, analyze_conversation
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
@@ -65,6 +66,23 @@ def test_new_messages_are_scored_and_stored(store: Store) -> None:
     assert row.message_count == 5 and row.resolved is True
     full = ConversationAnalytics().analyze([{"role": r, "text": t} for r, t in SCRIPT])
     assert row.quality_score == pytest.approx(full.quality_score)
+
+
+def test_the_console_analyses_the_messages_the_worker_scores(store: Store) -> None:
+    # a long conversation: an angry start beyond the scored window, then the happy script
+    start = NOW - timedelta(hours=3)
+    angry = [message("long", "user", "This is terrible, awful, the worst agent ever.", start + timedelta(seconds=i))
+             for i in range(10)]  # fmt: skip
+    tail = [SCRIPT[i % len(SCRIPT)] for i in range(SCORED_MESSAGES)]
+    happy = [message("long", r, t, start + timedelta(minutes=1, seconds=i)) for i, (r, t) in enumerate(tail)]
+    write_batch(store, angry + happy)
+    assert score_pending(store, NOW) == 1
+    row = conversation_row(store, "long")
+    on_page = analyze_conversation(store, "long")
+    assert [m["text"] for m in on_page["messages"]] == [t for _, t in tail]  # the last ones, in order
+    assert on_page["quality"] == pytest.approx(row.quality_score)
+    assert on_page["sentiment_avg"] == pytest.approx(row.sentiment)
+    assert (on_page["resolved"], on_page["sentiment_trend"]) == (row.resolved, row.sentiment_trend)
 
 
 def test_late_messages_with_older_timestamps_are_picked_up(store: Store) -> None:

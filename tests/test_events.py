@@ -18,3 +18,18 @@ def test_each_builder_puts_every_field_where_the_contract_names_it(kind: str) ->
 def test_a_builder_refuses_a_field_the_contract_does_not_have() -> None:
     with pytest.raises(TypeError):
         ev.account("a1", 0.0, name="Acme", vip=False, colour="red")
+
+
+def test_the_string_limits_of_the_contract_are_the_schemas_column_lengths() -> None:
+    """`LIMITS` lets the SDK check lengths without SQLAlchemy; the schema must say the same."""
+    import sqlalchemy as sa
+
+    from observability.store.wire import TABLE_OF_KIND
+
+    for kind, table in TABLE_OF_KIND.items():
+        strings = {
+            name: table.c[name].type.length
+            for name in ev.FIELDS[kind]
+            if name != "ts" and isinstance(table.c[name].type, sa.String)
+        }
+        assert ev.LIMITS[kind] == strings, kind

@@ -7,7 +7,7 @@ for real too: a child process is SIGKILLed between its SQL commit and its XACK.
 
 from __future__ import annotations
 
-import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,87 +18,16 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
-from conftest import subprocess_env
+from support import TcpProxy, subprocess_env, wait_for
+from support import record_llm_calls as record
 
 from observability import keys
 from observability.sdk import ObservabilityClient
+from observability.sdk.spool import Spool
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.stream import GROUP
 from observability.worker.runner import Worker
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `stop()` refuses and cuts connections, `start()` resumes."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self._listener: socket.socket | None = None
-        self._socks: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.0.0.1", self.port))
-        ls.listen(64)
-        self._listener = ls
-        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
-
-    def stop(self) -> None:
-        ls, self._listener = self._listener, None
-        if ls is not None:
-            try:
-                ls.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            ls.close()
-        with self._lock:
-            socks, self._socks = self._socks, set()
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def _accept(self, ls: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = ls.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                if self._listener is not ls:  # stopped meanwhile
-                    client.close()
-                    upstream.close()
-                    return
-                self._socks.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture
@@ -123,25 +52,6 @@ def redis_proxy(redis_url: str) -> Iterator[tuple[TcpProxy, str]]:
 def llm_ids(store: Store) -> list[str]:
     with store.connect() as conn:
         return list(conn.execute(sa.select(schema.llm_calls.c.trace_id)).scalars())
-
-
-def record(client: ObservabilityClient, start: int, n: int, pause_every: int = 0) -> list[str]:
-    ids = []
-    for i in range(start, start + n):
-        ids.append(client.record_llm_call("claude-sonnet-4-5", "anthropic", 100 + i, 20, 40.0, bot="lead",
-                                          trace_id=f"t-{i:06d}"))  # fmt: skip
-        if pause_every and i % pause_every == 0:
-            time.sleep(0.01)  # the bot goes on living: the flush thread gets turns
-    return ids
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # ---- the SQL store goes away --------------------------------------------------------------------
@@ -219,7 +129,7 @@ def test_redis_outage_mid_stream_loses_nothing_and_duplicates_nothing(
     try:
         sent = record(client, 0, 400, pause_every=50)
         assert client.flush(10.0)
-        assert wait_for(lambda: len(llm_ids(pg_store)) == 400)
+        assert wait_for(lambda: len(llm_ids(pg_store)) == 400, 20.0)
 
         proxy.stop()
         sent += record(client, 400, 600, pause_every=50)
@@ -302,19 +212,20 @@ def test_flush_waits_for_a_spooled_batch_still_being_replayed(
     sqlite_url: str, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(sqlite_url)
-    client = ObservabilityClient(settings=settings)
-    gate = threading.Event()
-    deliver = client._deliver
-    client._deliver = lambda batch: (gate.wait(10), deliver(batch))[1]  # a slow store, nothing else
+    store = Store.from_url(sqlite_url)
+    store.migrate()
     spooled = [["op", f"op-{i}", time.time(), "lead", "qualify", 5.0, True, False, None] for i in range(10)]
-    client.spool.spill(spooled)  # left behind by an earlier run of this bot
+    Spool(settings.spool_dir).spill(spooled)  # left behind by an earlier run of this bot
+    lock = sqlite3.connect(sa.make_url(sqlite_url).database, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # another writer holds the store: it is slow, nothing else
+    client = ObservabilityClient(settings=settings)
     try:
         assert not client.flush(0.5), "the replay is still on its way: nothing says it is durable yet"
-        gate.set()
+        lock.execute("ROLLBACK")
         assert client.flush(10.0)
     finally:
+        lock.close()
         client.close()
-    store = Store.from_url(sqlite_url)
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.bot_operations)).scalar() == 10
     store.dispose()

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from observability.analytics import pricing
 from observability.analytics.llm_observability import LLMObservabilityService
-from observability.store import Store, rollups, schema
+from observability.store import Store, pricing, rollups, schema
 from observability.store.ingest import write_batch
 from observability.store.sqlhelpers import as_datetime
 from observability.timeutil import to_epoch
@@ -282,7 +281,7 @@ def test_top_conversations_rollup_path_equals_raw_path(store: Store) -> None:
     """Windows of a day and longer read `rollup_conversation_hour` for full hours and raw calls for
     the edges and for hours with minutes not rolled up yet; the result equals grouping raw calls."""
     from observability.analytics.llm_observability import _top_conversations_stmt
-    from observability.analytics.performance import window_bounds
+    from observability.timeutil import window_bounds
 
     rng = np.random.default_rng(7)
     n = 600

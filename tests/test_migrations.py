@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import ROOT, subprocess_env
+from support import ROOT, subprocess_env
 
 from alembic import command
 from observability.store import schema
@@ -199,29 +198,40 @@ def test_migrating_twice_does_nothing(fresh: Store) -> None:
 
 
 MIGRATE = """
-import sys, time
+import sys
 from observability.store import Store
-start_at = float(sys.argv[2])
 store = Store.from_url(sys.argv[1])
-time.sleep(max(0.0, start_at - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()  # the test says go once both interpreters are up
 store.migrate()
 """
 
 
 def test_two_processes_migrate_one_fresh_store_at_once(fresh: Store, tmp_path: Path) -> None:
-    start_at = f"{time.time() + 3:.3f}"  # both interpreters are up by then: they start together
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", MIGRATE, fresh.url, start_at],
+            [sys.executable, "-c", MIGRATE, fresh.url],
             cwd=ROOT,
             env=subprocess_env(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    try:
+        for p in procs:  # a start barrier: both are imported and connected before either migrates
+            line = p.stdout.readline()
+            assert line.strip() == "ready", line + p.stdout.read()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert_matches_schema(fresh)
 

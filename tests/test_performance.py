@@ -9,14 +9,12 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from observability.analytics.performance import (
+from observability.analytics.performance import PerformanceTracker, SlaTarget, load_sla_targets
+from observability.analytics.window import (
     HOUR,
     MINUTE,
-    PerformanceTracker,
     ReadPlan,
-    SlaTarget,
     clear_sketch_cache,
-    load_sla_targets,
     plan_ranges,
     sketch_quantiles,
 )

@@ -16,10 +16,9 @@ import pytest
 import sqlalchemy as sa
 from genai_prices import Usage, calc_price
 
-from observability.analytics import pricing
 from observability.analytics.llm_observability import LLMObservabilityService
-from observability.sdk.client import usage_tokens
-from observability.store import Store, rollups, schema
+from observability.events import usage_tokens
+from observability.store import Store, pricing, rollups, schema
 from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
 

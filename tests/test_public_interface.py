@@ -61,3 +61,15 @@ def test_importing_the_sdk_does_not_load_the_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_importing_the_sdk_loads_neither_sqlalchemy_nor_the_store() -> None:
+    """A bot installs the SDK without the console: `import observability.sdk` loads neither
+    SQLAlchemy nor the store, control, alerting, worker or Streamlit (DESIGN section 3)."""
+    code = (
+        "import sys; import observability.sdk; from observability.sdk import ObservabilityClient; "
+        "print(','.join(m for m in ('sqlalchemy', 'observability.store', 'observability.control', "
+        "'observability.alerting', 'observability.worker', 'streamlit') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

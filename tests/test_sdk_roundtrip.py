@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from support import PIPELINE_KINDS, Pipeline
 
-from observability.analytics.pricing import cost_of
-from observability.sdk import ObservabilityClient
-from observability.settings import Settings
-from observability.store import Store, schema
-from observability.worker.runner import Worker
+from observability.store import schema
+from observability.store.pricing import cost_of
 
 N = 40  # events per record method
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -38,41 +35,9 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC).replace(tzinfo=None)
 
 
-@dataclass
-class Pipeline:
-    settings: Settings
-    store: Store
-    client: ObservabilityClient
-    worker: Worker | None
-
-    def deliver(self) -> None:
-        """Everything recorded so far ends up in the store (through the worker when there is one)."""
-        assert self.client.flush(15.0), self.client.stats()
-        if self.worker is not None:
-            self.worker.drain()
-
-    def rows(self, table: sa.Table, *cols: str) -> list[tuple]:
-        with self.store.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.select(*[table.c[c] for c in cols]))]
-
-
-@pytest.fixture(params=["sqlite", "postgres", "redis+postgres"])
-def pipeline(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Iterator[Pipeline]:
-    if request.param == "sqlite":
-        settings = make_settings(request.getfixturevalue("sqlite_url"))
-    elif request.param == "postgres":
-        settings = make_settings(request.getfixturevalue("pg_url"))
-    else:
-        settings = make_settings(request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url"))
-    store = Store.from_url(settings.database_url)
-    store.migrate()
-    client = ObservabilityClient(settings=settings)
-    worker = Worker(store, settings) if settings.redis_url else None
-    yield Pipeline(settings, store, client, worker)
-    client.close()
-    if worker is not None:
-        worker.close()
-    store.dispose()
+@pytest.fixture(params=PIPELINE_KINDS)
+def pipeline(request: pytest.FixtureRequest, make_pipeline: Callable[..., Pipeline]) -> Pipeline:
+    return make_pipeline(request.param)
 
 
 # ---- LLM calls -----------------------------------------------------------------------------------

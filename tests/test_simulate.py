@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import ROOT, subprocess_env
+from support import ROOT, subprocess_env, wait_for
 
 from observability import events as ev
 from observability.demo import simulate
@@ -263,9 +263,21 @@ class GatedClient(ObservabilityClient):
         return int(conversation_id[-1], 16) % 2 == 1
 
 
+class SteppingClock:
+    """A clock that moves half a second each time it is read: the live loop then streams the same
+    stretch of simulated time however slow the machine is, and never waits for real."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        self.now += 0.5
+        return self.now
+
+
 def test_live_mode_records_through_the_sdk_and_respects_the_gate(sqlite_store: Store, make_settings) -> None:  # noqa: ANN001
     client = GatedClient(settings=make_settings(sqlite_store.url))
-    stats = simulate.run_live(client, seed=3, rate=150, duration_s=2.0)
+    stats = simulate.run_live(client, seed=3, rate=150, duration_s=4.0, clock=SteppingClock(time.time()))
     assert client.flush(10)
     client.close()
     assert stats.replies > 0 and stats.skipped_replies > 0
@@ -309,24 +321,25 @@ def test_live_subprocess_streams_honours_system_stop_and_sigterm(sqlite_url: str
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     store = Store.from_url(sqlite_url)
+
+    def count(sql: str, **params: object) -> int:
+        try:
+            return scalar(store, sql, **params)
+        except sa.exc.OperationalError:  # schema not there yet
+            return 0
+
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                if scalar(store, "SELECT count(*) FROM llm_calls"):
-                    break
-            except sa.exc.OperationalError:  # schema not there yet
-                pass
+        wait_for(lambda: count("SELECT count(*) FROM llm_calls") or proc.poll() is not None, timeout=30)
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert scalar(store, "SELECT count(*) FROM llm_calls") > 0
         # an operator stops every conversation: the bots go quiet, customers keep writing
         with store.begin() as conn:
             conn.execute(sa.insert(schema.control_state).values(
                 key="system_stop", value={"stopped": True, "reason": "test"}, updated_by="test",
                 updated_at=utcnow()))  # fmt: skip
         stopped_at = to_epoch(utcnow())
-        time.sleep(5)
+        after = stopped_at + 2.0  # the gate caches its answer for at most CONTROL_CACHE_S
+        user_after = "SELECT count(*) FROM messages WHERE role = 'user' AND ts > :t"
+        wait_for(lambda: count(user_after, t=_naive(after)) >= 5, timeout=30, message="customers went quiet")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)
     finally:
@@ -334,7 +347,6 @@ def test_live_subprocess_streams_honours_system_stop_and_sigterm(sqlite_url: str
             proc.kill()
     assert proc.returncode == 0, out
     assert "stopped:" in out
-    after = stopped_at + 2.0  # the gate caches its answer for at most CONTROL_CACHE_S
     by_role = dict(
         rows(store, "SELECT role, count(*) FROM messages WHERE ts > :t GROUP BY role", t=_naive(after))
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from observability.analytics.performance import chart_granularity, source_note
+from observability.analytics.window import chart_granularity, source_note
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
 from observability.store.sqlhelpers import (

@@ -15,19 +15,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from support import subprocess_env
 
 from observability import telemetry
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store
-from observability.worker.runner import Step, Worker
+from observability.worker.runner import Worker
+from observability.worker.steps import Step
 
 
 class Otel:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import subprocess_env
+from support import subprocess_env
 
 from observability import auth
 from observability.auth import cli as users

@@ -13,10 +13,8 @@ import gzip
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import subprocess_env
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -40,16 +37,18 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
+from support import TcpProxy, free_port, subprocess_env, wait_for
 
 from observability import keys
-from observability.analytics.pricing import cost_of
 from observability.settings import Settings
 from observability.store import Store, rollups, schema
 from observability.store.ingest import write_batch
+from observability.store.pricing import cost_of
 from observability.store.stream import StreamConsumer
 from observability.timeutil import to_epoch, utcnow
-from observability.worker import http as worker_http
+from observability.worker.metrics import LATENCY_BUCKETS_S
 from observability.worker.runner import Worker
+from observability.worker.server import RunningServer, serve, start
 from observability.worker.steps import Step, step_heartbeat
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -127,8 +126,8 @@ def priced(provider: str, model: str, it: int, ot: int, cr: int = 0, cw: int = 0
 
 
 @pytest.fixture
-def server(store: Store, make_settings: Callable[..., Settings]) -> Iterator[worker_http.RunningServer]:
-    srv = worker_http.serve(store, make_settings(store.url), port=0)
+def server(store: Store, make_settings: Callable[..., Settings]) -> Iterator[RunningServer]:
+    srv = serve(store, make_settings(store.url), port=0)
     yield srv
     srv.stop()
 
@@ -137,7 +136,7 @@ def server(store: Store, make_settings: Callable[..., Settings]) -> Iterator[wor
 
 
 def test_genai_spans_from_the_opentelemetry_sdk_become_priced_llm_calls(
-    store: Store, server: worker_http.RunningServer
+    store: Store, server: RunningServer
 ) -> None:
     exporter = OTLPSpanExporter(endpoint=f"{server.url}/v1/traces", compression=Compression.Gzip)
     kept = InMemorySpanExporter()
@@ -195,12 +194,15 @@ def test_genai_spans_from_the_opentelemetry_sdk_become_priced_llm_calls(
     again = OTLPSpanExporter(endpoint=f"{server.url}/v1/traces")
     assert again.export(kept.get_finished_spans()) is SpanExportResult.SUCCESS
     assert len(rows(store)) == 2
-    stats = server.app.receiver.spans
-    assert (stats["llm"], stats["ignored"], stats["rejected"]) == (4, 4, 0)
+    m = scrape(server.url)
+    spans = {
+        o: m[("obs_otlp_spans_total", frozenset({("outcome", o)}))] for o in ("llm", "ignored", "rejected")
+    }
+    assert spans == {"llm": 4, "ignored": 4, "rejected": 0}
     provider.shutdown()
 
 
-def test_json_and_gzip_bodies(store: Store, server: worker_http.RunningServer) -> None:
+def test_json_and_gzip_bodies(store: Store, server: RunningServer) -> None:
     now = utcnow() - timedelta(seconds=30)
     attrs = {"gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
              "gen_ai.usage.input_tokens": 400, "gen_ai.usage.output_tokens": 90,
@@ -223,7 +225,7 @@ def test_json_and_gzip_bodies(store: Store, server: worker_http.RunningServer) -
     )
 
 
-def test_a_bad_span_is_rejected_alone(store: Store, server: worker_http.RunningServer) -> None:
+def test_a_bad_span_is_rejected_alone(store: Store, server: RunningServer) -> None:
     now = utcnow()
     good = json_span({"gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.provider.name": "anthropic",
                       "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}, start=now, ms=5)  # fmt: skip
@@ -255,9 +257,7 @@ def test_a_bad_span_is_rejected_alone(store: Store, server: worker_http.RunningS
     assert f"{'01' * 16}-{'03' * 8}" in rows(store)
 
 
-def test_garbage_gets_a_400_with_a_reason_and_changes_nothing(
-    store: Store, server: worker_http.RunningServer
-) -> None:
+def test_garbage_gets_a_400_with_a_reason_and_changes_nothing(store: Store, server: RunningServer) -> None:
     url = f"{server.url}/v1/traces"
     status, _, raw = request(url, b"\xff\xff\xff\xff garbage", {"Content-Type": "application/x-protobuf"})
     assert status == 400
@@ -277,14 +277,14 @@ def test_garbage_gets_a_400_with_a_reason_and_changes_nothing(
     status, _, _ = request(url)  # GET
     assert status == 405
     assert rows(store) == {}
-    assert server.app.receiver.requests["400"] == 5
+    assert scrape(server.url)[("obs_otlp_requests_total", frozenset({("code", "400")}))] == 5
 
 
 def test_the_ingest_token_is_required_when_set(
     sqlite_store: Store, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(sqlite_store.url, otlp_ingest_token="s3cret-token")
-    srv = worker_http.serve(sqlite_store, settings, port=0)
+    srv = serve(sqlite_store, settings, port=0)
     try:
         doc = otlp_json([json_span({"gen_ai.request.model": "gpt-4o"}, start=utcnow(), ms=3)])
         assert post_json(srv.url, doc)[0] == 401
@@ -313,7 +313,7 @@ def test_the_ingest_token_is_required_when_set(
 def test_agent_spans_do_not_count_the_tokens_of_their_model_calls_twice(
     sqlite_store: Store, make_settings: Callable[..., Settings]
 ) -> None:
-    srv = worker_http.serve(sqlite_store, make_settings(sqlite_store.url), port=0)
+    srv = serve(sqlite_store, make_settings(sqlite_store.url), port=0)
     try:
         now = utcnow()
         call = json_span({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
@@ -384,7 +384,7 @@ def seed_store(store: Store, now: datetime) -> None:
             started_at=now - timedelta(hours=1)))  # fmt: skip
 
 
-def test_a_scrape_parses_and_agrees_with_the_store(store: Store, server: worker_http.RunningServer) -> None:
+def test_a_scrape_parses_and_agrees_with_the_store(store: Store, server: RunningServer) -> None:
     now = utcnow()
     seed_store(store, now)
     m = scrape(server.url)
@@ -426,7 +426,7 @@ def test_a_scrape_parses_and_agrees_with_the_store(store: Store, server: worker_
 
     for bot, op in {(b, o) for b, o, _ in durations}:
         ds = [d for b, o, d in durations if (b, o) == (bot, op)]
-        for le in worker_http.LATENCY_BUCKETS_S:
+        for le in LATENCY_BUCKETS_S:
             got = v("obs_bot_operation_duration_seconds_bucket", bot=bot, operation=op, le=repr(float(le)))
             assert got == sum(d <= le * 1000 for d in ds), (bot, op, le)
         assert v("obs_bot_operation_duration_seconds_bucket", bot=bot, operation=op, le="+Inf") == len(ds)
@@ -474,7 +474,7 @@ def test_counters_never_go_down_when_retention_purges_rollups(
     ] + [["op", f"o{i}", to_epoch(now - timedelta(days=d)), "lead", "qualify", 5.0, i != 0, False, None]
          for i, d in enumerate((500, 1))])  # fmt: skip
     rollups.run(sqlite_store)
-    srv = worker_http.serve(sqlite_store, make_settings(sqlite_store.url), port=0)
+    srv = serve(sqlite_store, make_settings(sqlite_store.url), port=0)
     try:
         before = scrape(srv.url)
         report = retention.purge(sqlite_store, Settings(), now)
@@ -505,8 +505,8 @@ def test_queue_depth_comes_from_the_redis_stream(
     consumer.ensure_group()
     for _ in range(3):
         r.xadd(key, {"v": "1", "e": json.dumps([])})
-    r.xreadgroup("obs-workers", "w-test", {key: ">"}, count=1)  # delivered, not yet acknowledged
-    srv = worker_http.serve(pg_store, settings, redis=r, consumer=consumer, port=0)
+    r.xreadgroup(keys.INGEST_GROUP, "w-test", {key: ">"}, count=1)  # delivered, not yet acknowledged
+    srv = serve(pg_store, settings, redis=r, consumer=consumer, port=0)
     try:
         m = scrape(srv.url)
         assert m[("obs_redis_up", frozenset())] == 1
@@ -520,65 +520,6 @@ def test_queue_depth_comes_from_the_redis_stream(
 # ---- /healthz ---------------------------------------------------------------------------------
 
 
-class TcpProxy:
-    """A TCP forwarder to PostgreSQL that a test can cut and restore."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._socks: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-
-    def start(self) -> None:
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.0.0.1", self.port))
-        ls.listen(16)
-        self.port = ls.getsockname()[1]
-        self._listener = ls
-        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
-
-    def _accept(self, ls: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = ls.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self._socks += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        for s in self._socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-        self._socks.clear()
-
-
 def health(url: str) -> tuple[int, dict]:
     status, _, raw = request(f"{url}/healthz")
     return status, json.loads(raw)
@@ -587,15 +528,13 @@ def health(url: str) -> tuple[int, dict]:
 def test_healthz_turns_503_when_the_store_goes_down_and_back_to_200(
     pg_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    real = sa.make_url(pg_url)
-    proxy = TcpProxy(real.port or 5432)
-    proxy.start()
-    store = Store.from_url(real.set(port=proxy.port).render_as_string(hide_password=False))
+    proxy = TcpProxy.for_url(pg_url).start()
+    store = Store.from_url(proxy.url)
     store.migrate()
     settings = make_settings(store.url, worker_http_port=0)
     worker = Worker(store, settings, steps=[Step("heartbeat", step_heartbeat, leader_only=False)])
     assert worker.tick() == {"heartbeat": "ok"}
-    srv = worker_http.start(worker)
+    srv = start(worker)
     assert srv is not None
     try:
         status, doc = health(srv.url)
@@ -612,10 +551,7 @@ def test_healthz_turns_503_when_the_store_goes_down_and_back_to_200(
         assert status == 503  # OTLP exporters retry a 503: the spans are not lost
 
         proxy.start()
-        deadline = time.monotonic() + 10
-        while (status := health(srv.url)[0]) != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert status == 200
+        wait_for(lambda: health(srv.url)[0] == 200, 10.0, message=lambda: health(srv.url))
     finally:
         srv.stop()
         worker.close()
@@ -626,12 +562,10 @@ def test_healthz_turns_503_when_the_store_goes_down_and_back_to_200(
 def test_healthz_reports_a_closed_port_a_lagging_worker_and_a_dead_redis(
     pg_store: Store, make_settings: Callable[..., Settings]
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     down = Store.from_url(f"postgresql+psycopg://postgres@127.0.0.1:{closed}/nowhere")
     settings = make_settings(pg_store.url, health_max_worker_lag_s=30.0)
-    srv = worker_http.serve(down, settings, port=0)
+    srv = serve(down, settings, port=0)
     try:
         status, doc = health(srv.url)
         assert status == 503 and doc["checks"]["store"]["ok"] is False
@@ -651,7 +585,7 @@ def test_healthz_reports_a_closed_port_a_lagging_worker_and_a_dead_redis(
     dead_redis = redis_lib.Redis(
         host="127.0.0.1", port=closed, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
     )
-    srv = worker_http.serve(pg_store, settings, redis=dead_redis, port=0)
+    srv = serve(pg_store, settings, redis=dead_redis, port=0)
     try:
         status, doc = health(srv.url)
         assert status == 503
@@ -663,9 +597,7 @@ def test_healthz_reports_a_closed_port_a_lagging_worker_and_a_dead_redis(
 
 
 def test_the_worker_process_serves_all_three_endpoints(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     db = tmp_path / "w.db"
     env = subprocess_env(DATABASE_URL=f"sqlite:///{db}", WORKER_HTTP_PORT=str(port), WORKER_TICK_S="0.5",
                          SPOOL_DIR=str(tmp_path / "spool"), WORKER_LOCK_FILE=str(tmp_path / "lock"),
@@ -674,17 +606,17 @@ def test_the_worker_process_serves_all_three_endpoints(tmp_path: Path) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the worker exited: {proc.stderr.read().decode()[-3000:]}")
             try:
                 status, doc = health(url)
-                if status == 200 and doc["checks"]["worker"]["lag_s"] is not None:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert status == 200, proc.stderr.read().decode() if proc.poll() is not None else status
+            except OSError:  # not listening yet
+                return False
+            return status == 200 and doc["checks"]["worker"]["lag_s"] is not None
+
+        wait_for(ready, 30.0, interval=0.2, message="/healthz never answered 200 with a worker heartbeat")
         attrs = {"gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.provider.name": "anthropic",
                  "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2}  # fmt: skip
         assert post_json(url, otlp_json([json_span(attrs, start=utcnow(), ms=7)])) == (200, {})

@@ -10,25 +10,25 @@ drains what is left and exits 0 on SIGTERM.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 import sqlalchemy as sa
-from conftest import subprocess_env
+from support import free_port, subprocess_env, wait_for
 
 from observability import keys
 from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store, schema
-from observability.store.stream import GROUP
-from observability.worker.runner import STEPS, LeaderLock, Worker
+from observability.timeutil import utcnow
+from observability.worker.leader import LeaderLock
+from observability.worker.runner import STEPS, Worker
 
 
 def count(store: Store, table: sa.Table) -> int:
@@ -36,30 +36,13 @@ def count(store: Store, table: sa.Table) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fill_stream(settings: Settings, entries: int, per_entry: int) -> int:
     """Put `entries` stream entries of `per_entry` LLM calls each, through the SDK."""
     client = ObservabilityClient(
         settings=settings.replace(sdk_batch_size=per_entry, sdk_flush_interval_s=5.0)
     )
-    for i in range(entries * per_entry):
+    for i in range(entries * per_entry):  # the SDK closes a batch (one stream entry) on size
         client.record_llm_call("claude-haiku-4-5", "anthropic", 200, 40, 120.0 + i % 50, bot="lead")
-        if (i + 1) % per_entry == 0:
-            client._wake.set()  # close the batch on size, one stream entry each
     assert client.flush(20.0)
     client.close()
     return entries * per_entry
@@ -104,20 +87,26 @@ def test_two_workers_both_drain_and_exactly_one_leads(shared: tuple[Store, Setti
     for t in threads:
         t.start()
     try:
-        assert wait_for(lambda: count(store, schema.llm_calls) == total), count(store, schema.llm_calls)
-        assert wait_for(lambda: sum(w.lock.held for w in workers) == 1)
+        wait_for(
+            lambda: count(store, schema.llm_calls) == total,
+            20.0,
+            message=lambda: count(store, schema.llm_calls),
+        )
+        wait_for(lambda: sum(w.lock.held for w in workers) == 1)
         ingested = [w.state["ingested_total"] for w in workers]
         assert all(n > 0 for n in ingested) and sum(ingested) >= total, ingested
-        time.sleep(3 * settings.worker_tick_s)  # several ticks later, still exactly one leader
-        assert sum(w.lock.held for w in workers) == 1
+        later = utcnow() + timedelta(seconds=3 * settings.worker_tick_s)
+        wait_for(lambda: _ticked_since(store, later) == {w.worker_id for w in workers}, 20.0)
+        assert sum(w.lock.held for w in workers) == 1, "several ticks later, still exactly one leader"
+        assert len(_heartbeat_leaders(store)) == 1
         leader = next(w for w in workers if w.lock.held)
         other = next(w for w in workers if w is not leader)
 
         leader.stop()
         threads[workers.index(leader)].join(10)
         assert not leader.lock.held
-        assert wait_for(lambda: other.lock.held, 5.0), "the other worker takes over at its next tick"
-        assert wait_for(lambda: _heartbeat_leaders(store) == {other.worker_id}, 5.0)
+        wait_for(lambda: other.lock.held, 5.0, message="the other worker takes over at its next tick")
+        wait_for(lambda: _heartbeat_leaders(store) == {other.worker_id}, 5.0)
     finally:
         for w in workers:
             w.stop()
@@ -129,7 +118,7 @@ def test_two_workers_both_drain_and_exactly_one_leads(shared: tuple[Store, Setti
     assert rolled == total
     r = redis_lib.Redis.from_url(settings.redis_url)
     key = keys.ingest_stream(settings.redis_prefix)
-    assert r.xlen(key) == 0 and r.xpending(key, GROUP)["pending"] == 0
+    assert r.xlen(key) == 0 and r.xpending(key, keys.INGEST_GROUP)["pending"] == 0
     for w in workers:
         w.store.dispose()
 
@@ -138,6 +127,12 @@ def _heartbeat_leaders(store: Store) -> set[str]:
     hb = schema.worker_heartbeats
     with store.connect() as conn:
         return set(conn.execute(sa.select(hb.c.worker_id).where(hb.c.is_leader == sa.true())).scalars())
+
+
+def _ticked_since(store: Store, since: datetime) -> set[str]:
+    hb = schema.worker_heartbeats
+    with store.connect() as conn:
+        return set(conn.execute(sa.select(hb.c.worker_id).where(hb.c.last_tick_at >= since)).scalars())
 
 
 # ---- the worker as a process ------------------------------------------------------------------------
@@ -183,8 +178,8 @@ def test_running_worker_drains_then_exits_0_on_sigterm(
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         first = fill_stream(settings, entries=5, per_entry=20)
-        assert wait_for(lambda: count(store, schema.llm_calls) == first, 30.0), "the running worker drains"
-        assert wait_for(lambda: _heartbeat_leaders(store), 10.0), "and leads, being alone"
+        wait_for(lambda: count(store, schema.llm_calls) == first, 30.0, message="the running worker drains")
+        wait_for(lambda: _heartbeat_leaders(store), 10.0, message="and leads, being alone")
         second = fill_stream(settings, entries=20, per_entry=50)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
@@ -195,7 +190,7 @@ def test_running_worker_drains_then_exits_0_on_sigterm(
     assert proc.returncode == 0, out.decode()[-3000:]
     assert count(store, schema.llm_calls) == first + second, "what was in the stream is stored before exit"
     r = redis_lib.Redis.from_url(settings.redis_url)
-    assert r.xpending(keys.ingest_stream(settings.redis_prefix), GROUP)["pending"] == 0
+    assert r.xpending(keys.ingest_stream(settings.redis_prefix), keys.INGEST_GROUP)["pending"] == 0
 
 
 def test_a_killed_leader_is_replaced_at_the_next_tick(shared: tuple[Store, Settings], tmp_path: Path) -> None:
@@ -204,12 +199,13 @@ def test_a_killed_leader_is_replaced_at_the_next_tick(shared: tuple[Store, Setti
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     survivor = Worker(Store.from_url(store.url), settings, worker_id="survivor", steps=[])
     try:
-        assert wait_for(lambda: _heartbeat_leaders(store), 30.0), "the process worker leads first"
+        wait_for(lambda: _heartbeat_leaders(store), 30.0, message="the process worker leads first")
         survivor.tick()
         assert not survivor.lock.held
         proc.kill()  # SIGKILL: no clean-up; the lock must still be freed by the OS / the server
         proc.wait(10)
-        assert wait_for(lambda: (survivor.tick(), survivor.lock.held)[1], 10.0, interval=0.1)
+        wait_for(lambda: (survivor.tick(), survivor.lock.held)[1], 10.0, interval=0.1,
+                 message="the survivor takes the lead at its next tick")  # fmt: skip
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -225,10 +221,12 @@ def test_the_leader_lock_never_leaves_a_transaction_open(
     lock = LeaderLock(pg_store, make_settings(pg_store.url))
     for _ in range(3):
         assert lock.try_acquire()
-    pid = lock._conn.connection.driver_connection.info.backend_pid
-    with pg_store.connect() as conn:
-        state = conn.execute(
-            sa.text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-        ).scalar()
-    assert state == "idle"
+    with pg_store.connect() as conn:  # the session holding the leader's advisory lock
+        states = conn.execute(
+            sa.text("SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                    "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"),
+            {"k": pg_store.lock_key("leader")},
+        ).scalars().all()  # fmt: skip
+    assert states == ["idle"]
     lock.release()

@@ -19,7 +19,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -220,9 +220,6 @@ class AlertRule:
         d = asdict(self)
         d["channels"] = list(self.channels)
         return d
-
-    def with_changes(self, **changes: Any) -> "AlertRule":
-        return replace(self, **changes)
 
 
 def breach(

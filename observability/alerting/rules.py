@@ -27,7 +27,8 @@ from observability.alerting.model import (
     parse_metric,
     validate_rule,
 )
-from observability.alerting.thresholds import ThresholdsError, load_thresholds, threshold_rule
+from observability.alerting.thresholds import comparison, rule_name, threshold_rule
+from observability.analytics.thresholds import ThresholdsError, load_thresholds
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.timeutil import utcnow
@@ -251,27 +252,28 @@ def sync_threshold_rules(store: Store, settings: Settings, now: datetime) -> lis
             )
         }
     for pair in pairs.values():
-        row = rows.get(pair.rule_name)
+        name, cmp = rule_name(pair), comparison(pair)
+        row = rows.get(name)
         if row is None:
             continue  # not seeded yet, or deleted on purpose
         if (row.threshold, row.critical_threshold, row.comparison, row.metric) == (
-            pair.warning, pair.critical, pair.comparison, pair.metric,
+            pair.warning, pair.critical, cmp, pair.metric,
         ):  # fmt: skip
             continue
         with store.begin() as conn:
             conn.execute(
                 sa.update(t)
-                .where(t.c.name == pair.rule_name)
+                .where(t.c.name == name)
                 .values(
                     threshold=pair.warning,
                     critical_threshold=pair.critical,
-                    comparison=pair.comparison,
+                    comparison=cmp,
                     metric=pair.metric,
                     updated_at=now,
                     updated_by="thresholds_config",
                 )  # fmt: skip
             )
-        changed.append(pair.rule_name)
+        changed.append(name)
     return changed
 
 

@@ -96,10 +96,6 @@ class AlertingService:
             raise RuleNotFound(f"no alert rule named {name!r}")
         return rule
 
-    def known_metrics(self) -> list[dict[str, Any]]:
-        return [{"metric": m.name, "unit": m.unit, "description": m.description, "per_bot": m.scoped}
-                for m in METRICS.values()]  # fmt: skip
-
     def validate_rule(self, data: Mapping[str, Any] | AlertRule, *, existing: str | None = None) -> AlertRule:
         """Check rule input without writing anything (the page previews errors with this)."""
         current = self.get_rule(existing) if existing else None
@@ -263,14 +259,6 @@ class AlertingService:
     def deliver_pending(self, now: datetime | None = None) -> delivery.DeliveryReport:
         with optional_span(SPAN_SERVICE, "deliver_notifications"):
             return delivery.deliver_pending(self.store, self.settings, _now(now))
-
-    def run_once(self, now: datetime | None = None) -> dict[str, Any]:
-        """Evaluate, escalate and deliver, as one worker tick does."""
-        now = _now(now)
-        result = self.evaluate(now)
-        steps = self.process_escalations(now)
-        report = self.deliver_pending(now)
-        return {"evaluation": result, "escalations": steps, "delivery": report}
 
     # ---- alert actions ------------------------------------------------------------------------
 

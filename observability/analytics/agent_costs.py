@@ -16,7 +16,7 @@ gives `cost_usd`), so decisions recorded here, by the SDK or by any bot process 
 
 Everything comes from SQL, exact for any window and with no per-process state: the LLM rollups
 hold per (bucket, model, provider, bot, agent) the count, the sum and the sum of squares of the
-call cost (`cost_sq_usd`), so one `performance.aggregate` over the window (hour rollups, minute
+call cost (`cost_sq_usd`), so one `window.aggregate` over the window (hour rollups, minute
 rollups at the edges, raw rows for partial and not-yet-rolled-up minutes) gives each agent's
 spend, mean and sample standard deviation. The anomalous calls are then two range scans per
 agent of the `(agent, cost_usd, ts)` index on `llm_calls`: `cost_usd > mean + z * sd` within the
@@ -35,12 +35,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability import events as ev
-from observability.analytics.performance import LLM, aggregate, window_bounds, window_to_seconds
+from observability.analytics.window import aggregate
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
+from observability.store.rollups import LLM
 from observability.store.sqlhelpers import as_datetime
-from observability.timeutil import resolve_now, to_epoch
+from observability.store.wire import check_wire
+from observability.timeutil import Window, resolve_now, to_epoch, window_bounds, window_seconds
 
 
 @dataclass
@@ -216,11 +218,15 @@ class DecisionCostTracker:
                 raise ev.EventRejected("cache_read_tokens + cache_write_tokens exceed input_tokens")
             tid = d.trace_id or uuid.uuid4().hex
             ts = to_epoch(d.timestamp) if d.timestamp is not None else to_epoch(resolve_now(None))
-            event = [ev.KIND_LLM, tid, ts, d.bot, d.agent_name, d.decision_type, d.model, d.provider,
-                     d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_write_tokens,
-                     float(d.latency_ms) if isinstance(d.latency_ms, (int, float)) else d.latency_ms,
-                     False, d.cost_usd, d.conversation_id, d.success, d.error_type]  # fmt: skip
-            ev.check_wire(event)
+            event = ev.llm_call(
+                tid, ts, bot=d.bot, agent=d.agent_name, decision_type=d.decision_type, model=d.model,
+                provider=d.provider, input_tokens=d.input_tokens, output_tokens=d.output_tokens,
+                cache_read_tokens=d.cache_read_tokens, cache_write_tokens=d.cache_write_tokens,
+                latency_ms=float(d.latency_ms) if isinstance(d.latency_ms, (int, float)) else d.latency_ms,
+                cache_hit=False, cost_usd=d.cost_usd, conversation_id=d.conversation_id, success=d.success,
+                error_type=d.error_type,
+            )  # fmt: skip
+            check_wire(event)
             events.append(event)
             ids.append(tid)
         if events:
@@ -232,19 +238,20 @@ class DecisionCostTracker:
     # ---- reporting ----------------------------------------------------------------------------
     def report(
         self,
-        window: str | float | None = "7d",
+        window: Window | None = "7d",
         *,
         z_threshold: float | None = None,
         min_decisions: int | None = None,
         max_anomalies: int = 100,
         now: datetime | None = None,
     ) -> CostReport:
-        """The cost report for the window ('1h', '24h', '7d', seconds, or None for all history)."""
+        """The cost report for the window ('1h', '24h', '7d', a timedelta, seconds, or None for all
+        history)."""
         z = self.z_threshold if z_threshold is None else float(z_threshold)
         min_n = self.min_decisions if min_decisions is None else int(min_decisions)
-        seconds = None if window is None else window_to_seconds(window)
+        seconds = None if window is None else window_seconds(window)
         now = resolve_now(now)
-        start, end = window_bounds(seconds, now)
+        start, end = window_bounds(window, now)
         with self.store.connect() as conn:
             agg = aggregate(self.store, LLM, start, end, group_by=("agent",), percentiles=False, rollups=True,
                             conn=conn)  # fmt: skip
@@ -337,12 +344,12 @@ class DecisionCostTracker:
         return [dict(zip(CALL_COLUMNS, r, strict=True)) | {"ts": as_datetime(r[1])} for r in rows]
 
     def decision_type_breakdown(
-        self, window: str | float = "24h", *, agent: str | None = None, now: datetime | None = None
+        self, window: Window = "24h", *, agent: str | None = None, now: datetime | None = None
     ) -> list[dict[str, Any]]:
         """Spend per (agent, decision type) in the window: decisions, tokens, cost, cost per decision,
         mean latency. Decision types are not a rollup key, so this groups raw rows in SQL: keep the
         window to a day or a week on large stores."""
-        start, end = window_bounds(window_to_seconds(window), now)
+        start, end = window_bounds(window, now)
         t = schema.llm_calls
         conds = [t.c.ts >= start, t.c.ts < end, t.c.agent.is_not(None)]
         if agent is not None:

@@ -19,10 +19,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability.analytics.performance import INTERACTIONS, Stats, aggregate
+from observability.analytics.window import Stats, aggregate
 from observability.store import Store, schema
+from observability.store.rollups import INTERACTIONS
 from observability.store.sqlhelpers import as_datetime, count_if, count_true, group_percentiles
-from observability.timeutil import resolve_now
+from observability.timeutil import Window, resolve_now, window_seconds
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ def rate_limit_condition(col: sa.ColumnElement) -> sa.ColumnElement:
     return sa.or_(low.like("%rate%limit%"), low.like("%429%"), low.like("%too%many%requests%"))
 
 
+def _minutes(window: Window) -> float:
+    """A window in minutes: a number counts minutes here (the section-5 `window_minutes=`)."""
+    return window_seconds(window, unit_s=60) / 60
+
+
 def _summary(s: Stats | None) -> dict[str, Any]:
     """The per-bot summary shape of source document 000 (rates in 0..1, durations in ms)."""
     s = s or Stats()
@@ -77,24 +83,23 @@ class BotMetricsCollector:
         self.known_bots = tuple(known_bots)
 
     @staticmethod
-    def _bounds(window_minutes: float, now: datetime | None) -> tuple[datetime, datetime]:
-        if not window_minutes or window_minutes <= 0:
-            raise ValueError(f"window_minutes must be positive, got {window_minutes!r}")
+    def _bounds(window_minutes: Window, now: datetime | None) -> tuple[datetime, datetime]:
+        """A window given in minutes, or as "1h" / a timedelta (`observability.timeutil.Window`)."""
         end = resolve_now(now)
-        return end - timedelta(minutes=window_minutes), end
+        return end - timedelta(minutes=_minutes(window_minutes)), end
 
     # ---- summaries ----------------------------------------------------------------------------
     def get_bot_summary(
-        self, bot_type: str, window_minutes: float = 60, *, now: datetime | None = None
+        self, bot_type: str, window_minutes: Window = 60, *, now: datetime | None = None
     ) -> dict:
         """One bot: total interactions, success and error rate, average / P50 / P95 / P99 duration
         (ms), cache hits and hit rate over the window."""
         start, end = self._bounds(window_minutes, now)
         agg = aggregate(self.store, INTERACTIONS, start, end, filters={"bot": bot_type}, rollups=False)
-        return {"bot": bot_type, "window_minutes": window_minutes, **_summary(agg.one())}
+        return {"bot": bot_type, "window_minutes": _minutes(window_minutes), **_summary(agg.one())}
 
     def get_system_summary(
-        self, window_minutes: float = 60, *, now: datetime | None = None
+        self, window_minutes: Window = 60, *, now: datetime | None = None
     ) -> dict[str, Any]:
         """All bots plus handoffs in one call.
 
@@ -117,11 +122,11 @@ class BotMetricsCollector:
             "bots": bots,
             "overall": _summary(overall.one()),
             "handoffs": handoffs,
-            "window_minutes": window_minutes,
+            "window_minutes": _minutes(window_minutes),
             "generated_at": end,
         }
 
-    def handoff_summary(self, window_minutes: float = 60, *, now: datetime | None = None) -> dict[str, Any]:
+    def handoff_summary(self, window_minutes: Window = 60, *, now: datetime | None = None) -> dict[str, Any]:
         """Handoffs in the window: total, successes, success and failure rate, average and P95
         duration (ms), blocked ones in the window and in the last hour."""
         start, end = self._bounds(window_minutes, now)
@@ -162,7 +167,7 @@ class BotMetricsCollector:
         return group_percentiles(self.store, conn, h, h.c.duration_ms, [], where, (0.95,)).get((), [None])[0]
 
     def handoff_matrix(
-        self, window_minutes: float = 1440, *, bots: Sequence[str] | None = None, now: datetime | None = None
+        self, window_minutes: Window = 1440, *, bots: Sequence[str] | None = None, now: datetime | None = None
     ) -> list[dict[str, Any]]:
         """Source -> target pairs in the window: count, successes, success rate, blocked, average
         duration (ms); most frequent first. `bots` keeps the pairs with one of them on either side."""
@@ -191,7 +196,7 @@ class BotMetricsCollector:
         return out
 
     def interaction_timeseries(
-        self, window_minutes: float = 60, granularity: str = "minute", *, bots: Sequence[str] | None = None,
+        self, window_minutes: Window = 60, granularity: str = "minute", *, bots: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Per (bucket, bot): interactions, errors, error rate, cache hits and mean duration (ms).
@@ -220,7 +225,7 @@ class BotMetricsCollector:
                     out[bot] = as_datetime(ts)
         return out
 
-    def alert_metrics(self, *, window_minutes: float = 60, now: datetime | None = None) -> dict[str, float]:
+    def alert_metrics(self, *, window_minutes: Window = 60, now: datetime | None = None) -> dict[str, float]:
         """Every metric value the alert rules evaluate, by name (pure: reads only).
 
         The 7 of source document 000 (`ALERT_METRIC_NAMES`: overall error and cache hit rate, P95
@@ -232,7 +237,7 @@ class BotMetricsCollector:
         (left out for a bot that never responded).
         """
         now = resolve_now(now)
-        start = now - timedelta(minutes=window_minutes)
+        start = now - timedelta(minutes=_minutes(window_minutes))
         system = self.get_system_summary(window_minutes, now=now)
         overall, handoffs = system["overall"], system["handoffs"]
         values: dict[str, float] = {

@@ -146,10 +146,6 @@ class HandoffEffectiveness:
     avg_sentiment_after: float = 0.0
     per_conversation: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def sentiment_change(self) -> float:
-        return self.avg_sentiment_after - self.avg_sentiment_before
-
 
 @dataclass
 class ConversationScores:

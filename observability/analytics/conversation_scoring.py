@@ -4,26 +4,26 @@ Each tick the leader picks conversations whose last activity is newer than their
 (plus, within `LATE_SLACK`, recently scored ones, to catch messages that arrived late), counts
 their messages, and rescores those whose count differs from `scored_message_count`. Scores
 (sentiment, trend, topic drift, engagement, resolved, quality) come from
-`observability.analytics.conversation_analytics` over the last `MAX_MESSAGES` messages and are written with
+`observability.analytics.conversation_analytics` over `conversations.scored_messages` (the last
+`SCORED_MESSAGES`, the same messages the console's on-demand analysis reads) and are written with
 `message_count`, `scored_message_count` and `scored_at` in one transaction per batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from observability.analytics.conversation_analytics import ConversationAnalytics
+from observability.analytics.conversations import scored_messages
 from observability.store import Store, schema
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # conversations considered per tick
-MAX_MESSAGES = 500  # most recent messages scored per conversation
 LATE_SLACK = timedelta(minutes=10)
 
 _analytics: ConversationAnalytics | None = None
@@ -82,15 +82,7 @@ def score_pending(store: Store, now: datetime, *, batch: int = BATCH) -> int:
         todo = {
             cid: int(counts.get(cid, 0)) for cid, scored in candidates if int(counts.get(cid, 0)) != scored
         }
-        texts: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for cid in todo:
-            rows = conn.execute(
-                sa.select(m.c.role, m.c.text)
-                .where(m.c.conversation_id == cid)
-                .order_by(m.c.ts.desc(), m.c.id.desc())
-                .limit(MAX_MESSAGES)
-            ).all()
-            texts[cid] = [{"role": r[0], "text": r[1]} for r in reversed(rows)]
+        texts = {cid: scored_messages(conn, cid) for cid in todo}
     c = schema.conversations
     # scored_at never falls behind the last activity, so a conversation leaves the fresh set even
     # when a client clock ran ahead of ours

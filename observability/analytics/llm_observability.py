@@ -5,11 +5,12 @@ from the store, aggregated in SQL: cost by model, bot, agent, conversation and d
 reports; SLA and alert checks; a one-call dashboard; and the series and tables the token-analytics
 and cost pages chart.
 
-Cost is fixed at ingest (`observability.analytics.pricing`), so every figure here sums stored `cost_usd`:
+Cost is fixed at ingest (`observability.store.pricing`), so every figure here sums stored `cost_usd`:
 a later price change never rewrites history. Sums and counts over any window are exact (rollups
 hold exact sums); latency percentiles are exact for windows under 24 hours and come from merged
 sketches (within 1%) for longer windows and for series, which the results say (`approximate`,
 `source`). Every window is `[now - window_seconds, now)`; `window_seconds=None` means all history.
+A window is seconds or any `observability.timeutil.Window` ("1h", "24h", "7d", a timedelta).
 """
 
 from __future__ import annotations
@@ -24,23 +25,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability import auth
-from observability.analytics import pricing
-from observability.analytics.performance import (
-    GRANULARITIES,
-    LLM,
+from observability import auth, timeutil
+from observability.analytics.window import (
     Aggregate,
     Stats,
     aggregate,
     dirty_minutes,
     plan_ranges,
     reads_rollups,
-    window_bounds,
 )
 from observability.settings import get_settings
-from observability.store import Store, schema
-from observability.store.sqlhelpers import as_datetime, count_false
-from observability.timeutil import floor_day, resolve_now
+from observability.store import Store, pricing, schema
+from observability.store.rollups import LLM
+from observability.store.sqlhelpers import GRANULARITIES, as_datetime, count_false, in_ranges
+from observability.timeutil import Window, floor_day, resolve_now, window_bounds
 
 BUDGET_KEY = "monthly_budget"  # control_state key the cost page writes ({"usd": x})
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
@@ -102,14 +100,19 @@ class ObservabilityDashboard:
         return asdict(self)
 
 
+def _seconds(window: Window | None) -> float | None:
+    """A window's length in seconds (None: all history)."""
+    return None if window is None else timeutil.window_seconds(window)
+
+
 def _latency_report(s: Stats, agg: Aggregate, model: str | None, bot: str | None,
-                    window_seconds: float | None) -> LatencyReport:  # fmt: skip
+                    window: Window | None) -> LatencyReport:  # fmt: skip
     def f(v: float | None) -> float:
         return float(v) if v is not None else 0.0
 
     return LatencyReport(
         p50=f(s.p50), p95=f(s.p95), p99=f(s.p99), mean=f(s.mean_ms), min=f(s.min_ms), max=f(s.max_ms),
-        count=s.count, model=model, bot=bot, window_seconds=window_seconds, approximate=agg.approximate,
+        count=s.count, model=model, bot=bot, window_seconds=_seconds(window), approximate=agg.approximate,
         source=agg.source,
     )  # fmt: skip
 
@@ -138,10 +141,6 @@ def _row(s: Stats) -> dict[str, Any]:
     }
 
 
-def _in_ranges(col: sa.ColumnElement, ranges: Sequence[tuple[datetime, datetime]]) -> sa.ColumnElement:
-    return sa.or_(*[sa.and_(col >= a, col < b) for a, b in ranges])
-
-
 def _top_conversations_stmt(
     raw_ranges: Sequence[tuple[datetime, datetime]], hour_ranges: Sequence[tuple[datetime, datetime]],
     by: str, bots: list[str] | None, limit: int | None,
@@ -162,7 +161,7 @@ def _top_conversations_stmt(
             t.c.ts,
             t.c.bot,
         )
-        where = [_in_ranges(t.c.ts, raw_ranges), *raw_where]
+        where = [in_ranges(t.c.ts, raw_ranges), *raw_where]
     else:  # raw edges grouped per (conversation, bot), then added to the rollup's full hours
         parts = []
         if raw_ranges:
@@ -172,10 +171,10 @@ def _top_conversations_stmt(
                     count_false(t.c.success).label("errors"), *[sa.func.sum(t.c[k]).label(k) for k in sums],
                     sa.func.min(t.c.ts).label("first_ts"), sa.func.max(t.c.ts).label("last_ts"),
                 )
-                .where(_in_ranges(t.c.ts, raw_ranges), *raw_where)
+                .where(in_ranges(t.c.ts, raw_ranges), *raw_where)
                 .group_by(t.c.conversation_id, t.c.bot)
             )  # fmt: skip
-        roll_where = [_in_ranges(r.c.bucket, hour_ranges)]
+        roll_where = [in_ranges(r.c.bucket, hour_ranges)]
         if bots is not None:
             roll_where.append(r.c.bot.in_(bots))
         parts.append(
@@ -205,21 +204,21 @@ def _top_conversations_stmt(
 
 class LLMObservabilityService:
     """Query object over the store's LLM calls; cheap to construct. The only state is the
-    process-wide cache of parsed rollup sketches (`performance.SKETCH_CACHE`), which every read
+    process-wide cache of parsed rollup sketches (`window.SKETCH_CACHE`), which every read
     checks against the rollups, so any number of instances and processes agree."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
     # ---- internal -----------------------------------------------------------------------------
-    def _agg(self, window_seconds: float | None, now: datetime | None, *, percentiles: bool,
+    def _agg(self, window_seconds: Window | None, now: datetime | None, *, percentiles: bool,
              rollups: bool | None = None, **kwargs: Any) -> Aggregate:  # fmt: skip
         start, end = window_bounds(window_seconds, now)
         return aggregate(self.store, LLM, start, end, percentiles=percentiles, rollups=rollups, **kwargs)
 
     # ---- cost ---------------------------------------------------------------------------------
     def cost_breakdown(
-        self, by: str | Sequence[str] = "model", window_seconds: float | None = None, *,
+        self, by: str | Sequence[str] = "model", window_seconds: Window | None = None, *,
         now: datetime | None = None, bot: Bots = None, percentiles: bool = False,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Spend per model / provider / bot / agent (or a tuple of them), most expensive first.
@@ -249,7 +248,7 @@ class LLMObservabilityService:
         return rows
 
     def totals(
-        self, window_seconds: float | None = 86_400, *, bot: Bots = None, now: datetime | None = None
+        self, window_seconds: Window | None = 86_400, *, bot: Bots = None, now: datetime | None = None
     ) -> dict[str, Any]:
         """The window's totals in one row: requests, errors, rates, the four token counts and their
         total, cost, cost saved, cost per request and mean latency (exact, rollup sums)."""
@@ -258,36 +257,36 @@ class LLMObservabilityService:
         )
 
     def _cost_map(
-        self, by: str, window_seconds: float | None, now: datetime | None
+        self, by: str, window_seconds: Window | None, now: datetime | None
     ) -> dict[str | None, float]:
         return {r[by]: r["cost_usd"] for r in self.cost_breakdown(by, window_seconds, now=now)}
 
     def cost_by_model(
-        self, window_seconds: float | None = None, *, now: datetime | None = None
+        self, window_seconds: Window | None = None, *, now: datetime | None = None
     ) -> dict[str, float]:
         """Total spend (USD) per model, most expensive first; all history unless a window is given."""
         return self._cost_map("model", window_seconds, now)  # type: ignore[return-value]
 
     def cost_by_bot(
-        self, window_seconds: float | None = None, *, now: datetime | None = None
+        self, window_seconds: Window | None = None, *, now: datetime | None = None
     ) -> dict[str | None, float]:
         """Total spend per bot (None: calls recorded without a bot)."""
         return self._cost_map("bot", window_seconds, now)
 
     def cost_by_agent(
-        self, window_seconds: float | None = None, *, now: datetime | None = None
+        self, window_seconds: Window | None = None, *, now: datetime | None = None
     ) -> dict[str | None, float]:
         """Total spend per agent (None: calls recorded without an agent)."""
         return self._cost_map("agent", window_seconds, now)
 
     def cost_by_provider(
-        self, window_seconds: float | None = None, *, now: datetime | None = None
+        self, window_seconds: Window | None = None, *, now: datetime | None = None
     ) -> dict[str, float]:
         """Total spend per provider."""
         return self._cost_map("provider", window_seconds, now)  # type: ignore[return-value]
 
     def cost_by_conversation(
-        self, window_seconds: float | None = 86_400, *, limit: int | None = 100, now: datetime | None = None
+        self, window_seconds: Window | None = 86_400, *, limit: int | None = 100, now: datetime | None = None
     ) -> dict[str, float]:
         """Spend per conversation in the window, most expensive first (at most `limit`).
 
@@ -297,7 +296,7 @@ class LLMObservabilityService:
                                                                                      by="cost", now=now)}  # fmt: skip
 
     def top_conversations(
-        self, window_seconds: float | None = 86_400, *, limit: int | None = 20, by: str = "tokens",
+        self, window_seconds: Window | None = 86_400, *, limit: int | None = 20, by: str = "tokens",
         bot: Bots = None, now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Conversations with the most tokens (`by="tokens"`) or spend (`by="cost"`) in the window,
@@ -367,7 +366,7 @@ class LLMObservabilityService:
 
     # ---- series for charts --------------------------------------------------------------------
     def llm_timeseries(
-        self, window_seconds: float = 86_400, granularity: str = "hour", *, group_by: Sequence[str] = (),
+        self, window_seconds: Window = 86_400, granularity: str = "hour", *, group_by: Sequence[str] = (),
         bot: Bots = None, model: str | None = None, percentiles: bool = False, now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Rows per (bucket[, group columns]) from the rollups: requests, errors, cache hits and hit
@@ -395,7 +394,7 @@ class LLMObservabilityService:
         return rows
 
     def token_usage_series(
-        self, window_seconds: float = 86_400, granularity: str = "hour", *, by: str | None = "model",
+        self, window_seconds: Window = 86_400, granularity: str = "hour", *, by: str | None = "model",
         now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Input / output / cache-read / cache-write tokens per bucket and model (or bot, agent, or
@@ -403,7 +402,7 @@ class LLMObservabilityService:
         return self.llm_timeseries(window_seconds, granularity, group_by=(by,) if by else (), now=now)
 
     def cache_hit_rate_series(
-        self, window_seconds: float = 86_400, granularity: str = "hour", *, by: str | None = None,
+        self, window_seconds: Window = 86_400, granularity: str = "hour", *, by: str | None = None,
         now: datetime | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Per bucket: requests, cache hits, cache hit rate, cost saved, and the prompt-cache read
@@ -421,7 +420,7 @@ class LLMObservabilityService:
 
     # ---- latency, SLA, errors, alerts -----------------------------------------------------------
     def latency_report(
-        self, model: str | None = None, window_seconds: float | None = 3600, *, bot: str | None = None,
+        self, model: str | None = None, window_seconds: Window | None = 3600, *, bot: str | None = None,
         now: datetime | None = None,
     ) -> LatencyReport:  # fmt: skip
         """P50 / P95 / P99, mean, min, max and count of call latency (ms), optionally for one model
@@ -435,7 +434,7 @@ class LLMObservabilityService:
         return _latency_report(agg.one(), agg, model, bot, window_seconds)
 
     def latency_by_model(
-        self, window_seconds: float | None = 3600, *, now: datetime | None = None
+        self, window_seconds: Window | None = 3600, *, now: datetime | None = None
     ) -> dict[str, LatencyReport]:
         """`latency_report` for every model with calls in the window, in one query."""
         agg = self._agg(window_seconds, now, percentiles=True, group_by=("model",))
@@ -445,7 +444,7 @@ class LLMObservabilityService:
 
     def latency_by_bot(
         self,
-        window_seconds: float | None = 3600,
+        window_seconds: Window | None = 3600,
         *,
         bots: Sequence[str] | None = None,
         now: datetime | None = None,
@@ -456,7 +455,7 @@ class LLMObservabilityService:
                 for k, s in sorted(agg.groups.items(), key=lambda kv: str(kv[0][0]))}  # fmt: skip
 
     def sla_compliance(
-        self, target_p95_ms: float = 2000.0, *, window_seconds: float | None = 3600, model: str | None = None,
+        self, target_p95_ms: float = 2000.0, *, window_seconds: Window | None = 3600, model: str | None = None,
         now: datetime | None = None,
     ) -> bool:  # fmt: skip
         """True when the window's P95 latency is within `target_p95_ms` (or there were no calls)."""
@@ -464,7 +463,7 @@ class LLMObservabilityService:
         return report.count == 0 or report.p95 <= target_p95_ms
 
     def error_rate(
-        self, window_seconds: float = 300, *, model: str | None = None, now: datetime | None = None
+        self, window_seconds: Window = 300, *, model: str | None = None, now: datetime | None = None
     ) -> float:
         """Share of failed calls in the window (rolling 5 minutes by default); 0.0 without calls."""
         agg = self._agg(window_seconds, now, percentiles=False,
@@ -473,7 +472,7 @@ class LLMObservabilityService:
 
     def alert_check(
         self, error_rate_threshold: float = 0.1, p95_threshold_ms: float = 5000.0, *,
-        error_window_seconds: float = 300, latency_window_seconds: float = 3600, now: datetime | None = None,
+        error_window_seconds: Window = 300, latency_window_seconds: Window = 3600, now: datetime | None = None,
     ) -> list[str]:  # fmt: skip
         """Readable alert strings for breached thresholds: the rolling error rate, the overall P95,
         and the P95 of each model that breaches on its own. Empty when all is well."""
@@ -484,12 +483,12 @@ class LLMObservabilityService:
         if s.count and s.error_rate > error_rate_threshold:
             alerts.append(
                 f"High LLM error rate: {s.error_rate:.1%} of {s.count} calls failed in the last "
-                f"{_span(error_window_seconds)} (threshold {error_rate_threshold:.1%})"
+                f"{_span(_seconds(error_window_seconds))} (threshold {error_rate_threshold:.1%})"
             )
         overall = self.latency_report(None, latency_window_seconds, now=now)
         if overall.count and overall.p95 > p95_threshold_ms:
             alerts.append(
-                f"High LLM latency: P95 {overall.p95:,.0f} ms over the last {_span(latency_window_seconds)} "
+                f"High LLM latency: P95 {overall.p95:,.0f} ms over the last {_span(_seconds(latency_window_seconds))} "
                 f"exceeds {p95_threshold_ms:,.0f} ms ({overall.count} calls)"
             )
         for model, rep in self.latency_by_model(latency_window_seconds, now=now).items():
@@ -500,7 +499,7 @@ class LLMObservabilityService:
 
     # ---- dashboard, unknown models, budget ------------------------------------------------------
     def dashboard(
-        self, window_seconds: float | None = 86_400, *, now: datetime | None = None
+        self, window_seconds: Window | None = 86_400, *, now: datetime | None = None
     ) -> ObservabilityDashboard:
         """Total cost, average cost per request, cache hit rate, requests per minute, error rate,
         token totals, money saved by caching, latency and unknown-model calls for the window."""
@@ -508,10 +507,8 @@ class LLMObservabilityService:
         agg = self._agg(window_seconds, now, percentiles=True)
         s = agg.one()
         row = _row(s)
-        if window_seconds is not None:
-            minutes = window_seconds / 60
-        else:
-            minutes = self._history_minutes(now)
+        seconds = _seconds(window_seconds)
+        minutes = seconds / 60 if seconds is not None else self._history_minutes(now)
         unknown = sum(r["calls"] for r in self.unknown_model_calls(window_seconds, now=now))
         return ObservabilityDashboard(
             total_cost_usd=row["cost_usd"], avg_cost_per_request=row["cost_per_request"],
@@ -522,7 +519,7 @@ class LLMObservabilityService:
             total_tokens=row["total_tokens"], cost_saved_usd=row["cost_saved_usd"],
             prompt_cache_read_ratio=row["cache_read_tokens"] / row["input_tokens"] if row["input_tokens"] else 0.0,
             latency=_latency_report(s, agg, None, None, window_seconds), unknown_model_calls=unknown,
-            window_seconds=window_seconds, generated_at=now, source=agg.source,
+            window_seconds=seconds, generated_at=now, source=agg.source,
         )  # fmt: skip
 
     def _history_minutes(self, now: datetime) -> float:
@@ -533,7 +530,7 @@ class LLMObservabilityService:
         return max((now - first).total_seconds() / 60, 1.0) if first else 0.0
 
     def unknown_model_calls(
-        self, window_seconds: float | None = None, *, now: datetime | None = None
+        self, window_seconds: Window | None = None, *, now: datetime | None = None
     ) -> list[dict[str, Any]]:
         """Calls to models the price table did not know at ingest (priced 0 and flagged), per model
         and provider: calls, tokens, cost a caller supplied itself, first and last seen; most calls
@@ -602,19 +599,11 @@ class LLMObservabilityService:
                     set_={"value": value, "updated_by": user.name, "updated_at": now},
                 )
             )
-            conn.execute(
-                sa.insert(schema.activity_events).values(
-                    id=f"budget-{now.timestamp():.6f}",
-                    ts=now,
-                    event_type="budget_changed",
-                    title=f"Monthly budget set to ${usd:,.2f}",
-                    description=f"{user.name} changed it from ${old:,.2f}",
-                    severity="low",
-                    category="cost",
-                    user_id=user.name,
-                    metadata={"old": old, "new": float(usd)},
-                )  # fmt: skip
-            )
+            auth.audit_event(
+                conn, "budget_changed", f"Monthly budget set to ${usd:,.2f}", user=user.name, category="cost",
+                description=f"{user.name} changed it from ${old:,.2f}", metadata={"old": old, "new": float(usd)},
+                now=now,
+            )  # fmt: skip
         return float(usd)
 
     def spend_today_usd(self, *, now: datetime | None = None) -> float:
@@ -670,16 +659,11 @@ class LLMObservabilityService:
         }
 
     def cost_per_request(
-        self, window_seconds: float | None = 86_400, *, now: datetime | None = None
+        self, window_seconds: Window | None = 86_400, *, now: datetime | None = None
     ) -> float:
         """Average cost of one call in the window (USD)."""
         s = self._agg(window_seconds, now, percentiles=False, rollups=True).one()
         return float(s.sums.get("cost_usd", 0) or 0) / s.count if s.count else 0.0
-
-    @staticmethod
-    def reads_rollups(window_seconds: float | None) -> bool:
-        """Whether latency figures for this window come from rollup sketches (approximate)."""
-        return reads_rollups(window_seconds)
 
 
 def _span(seconds: float) -> str:

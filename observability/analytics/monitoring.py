@@ -1,52 +1,43 @@
-"""Live metrics and per-metric drill-down of source document 004, as plain functions.
+"""What is happening right now: the console's overview and the live metrics and per-metric
+drill-down of source document 004, as plain functions.
 
-`live_metrics(store)` answers like the document's `GET /monitoring/metrics`;
+`overview_kpis(store)` gives the home page's headline, `bots_now` its per-bot table, `slow_bots`
+which bot breaches its SLA since when, `open_alerts` the alerts still open and `known_bots` the bots
+the filters offer. `live_metrics(store)` answers like the document's `GET /monitoring/metrics`;
 `drill_down(store, metric, timeframe)` like `GET /monitoring/metrics/detailed/{metric}`: history,
 P50/P95/P99, thresholds, trend direction, percentage change and an `is_concerning` flag. The pure
-parts (`trend_analysis`, `threshold_status`, `load_thresholds`) are testable without a store.
+parts (`trend_analysis`, `threshold_status`) are testable without a store.
 
-LLM figures (response time, Claude requests and cost) come from `LLMObservabilityService`; the
-rest (conversations, messages, recorded gauges, interventions, alerts) are counted here in SQL.
+LLM figures (response time, Claude requests and cost) come from `LLMObservabilityService`, operation
+latency and SLAs from `PerformanceTracker`, thresholds from `observability.analytics.thresholds`;
+the rest (conversations, messages, recorded gauges, interventions, alerts) are counted here in SQL.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from observability.analytics.llm_observability import LLMObservabilityService
-from observability.analytics.performance import (
-    GRANULARITIES,
-    chart_granularity,
-    source_note,
-    window_to_seconds,
-)
+from observability.analytics.performance import PerformanceTracker
+from observability.analytics.thresholds import thresholds_or_defaults
+from observability.analytics.window import chart_granularity, source_note
 from observability.settings import get_settings
 from observability.store import Store, schema
-from observability.store.sqlhelpers import epoch_bucket, exact_percentiles, group_percentiles
-from observability.timeutil import floor_day, resolve_now
-
-log = logging.getLogger(__name__)
+from observability.store.sqlhelpers import GRANULARITIES, epoch_bucket, exact_percentiles, group_percentiles
+from observability.timeutil import Window, floor_day, resolve_now, utcnow, window_seconds
 
 TIMEFRAMES = ("1h", "6h", "24h", "7d", "30d")
 ACTIVE_CONVERSATION_S = 900  # a conversation with activity this recently is active
 FIRING_STATES = ("firing", "acknowledged")
 
-# Source document 004, "Alert Thresholds Configuration" (without its product prefix).
-DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
-    "system_load": {"warning": 70.0, "critical": 85.0},
-    "response_time": {"warning": 2000.0, "critical": 5000.0},
-    "ai_confidence": {"warning": 0.6, "critical": 0.4},
-    "safety_score": {"warning": 0.8, "critical": 0.6},
-}
 STABLE_PCT = 1.0  # |change| below this is "stable"
 CONCERNING_PCT = 10.0  # a move this large in the bad direction is concerning
 
@@ -79,28 +70,6 @@ METRICS: dict[str, MetricDef] = {
 
 
 # ---- pure parts -------------------------------------------------------------------------------
-
-
-def load_thresholds(path: Path | None = None) -> dict[str, dict[str, float]]:
-    """Thresholds from ALERT_THRESHOLDS_CONFIG (data/alert_thresholds.json) over the defaults.
-
-    The file maps metric -> {"warning": x, "critical": y}; a `thresholds` wrapper key is accepted;
-    unreadable files and malformed entries fall back to the source document's values."""
-    out = {k: dict(v) for k, v in DEFAULT_THRESHOLDS.items()}
-    path = path or get_settings().alert_thresholds_config
-    try:
-        raw = json.loads(Path(path).read_text()) if path and Path(path).is_file() else {}
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable thresholds file %s: %s", path, exc)
-        raw = {}
-    if isinstance(raw, dict) and isinstance(raw.get("thresholds"), dict):
-        raw = raw["thresholds"]
-    for name, t in (raw or {}).items() if isinstance(raw, dict) else ():
-        if isinstance(t, Mapping):
-            vals = {k: float(t[k]) for k in ("warning", "critical") if isinstance(t.get(k), (int, float))}
-            if vals:
-                out.setdefault(name, {}).update(vals)
-    return out
 
 
 def threshold_status(
@@ -148,7 +117,7 @@ def trend_analysis(
     }
 
 
-# ---- live metrics -----------------------------------------------------------------------------
+# ---- counts -----------------------------------------------------------------------------------
 
 
 def is_claude(provider: str | None, model: str | None) -> bool:
@@ -183,6 +152,138 @@ def firing_alert_count(store: Store) -> int:
             ).scalar()
             or 0
         )
+
+
+# ---- overview ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverviewKpis:
+    requests_per_min: float
+    error_rate: float
+    p95_latency_ms: float | None
+    spend_today_usd: float
+    active_conversations: int
+    firing_alerts: int
+    requests_last_5m: int
+
+
+def overview_kpis(store: Store, now: datetime | None = None) -> OverviewKpis:
+    """Home page headline: requests/min and error rate over the last 5 minutes
+    (LLMObservabilityService.dashboard(300)), P95 latency over the last hour (exact,
+    latency_report), spend today (UTC), active conversations (last 15 min), firing or acknowledged
+    alerts."""
+    now = resolve_now(now)
+    svc = LLMObservabilityService(store)
+    five = svc.dashboard(300, now=now)
+    hour = svc.latency_report(None, 3600, now=now)
+    return OverviewKpis(
+        requests_per_min=five.requests_per_minute,
+        error_rate=five.error_rate,
+        p95_latency_ms=hour.p95 if hour.count else None,
+        spend_today_usd=svc.spend_today_usd(now=now),
+        active_conversations=active_conversation_count(store, now),
+        firing_alerts=firing_alert_count(store),
+        requests_last_5m=five.total_requests,
+    )
+
+
+def known_bots(store: Store) -> list[str]:
+    """Bots seen in the rollups and raw operations (for filters); cheap."""
+    names: set[str] = set()
+    with store.connect() as conn:
+        for t in (schema.rollup_llm_hour, schema.rollup_ops_hour):
+            names.update(r[0] for r in conn.execute(sa.select(t.c.bot).distinct()) if r[0])
+        if not names:
+            since = utcnow() - timedelta(hours=1)
+            for t in (schema.llm_calls, schema.bot_operations):
+                names.update(
+                    r[0] for r in conn.execute(sa.select(t.c.bot).where(t.c.ts >= since).distinct()) if r[0]
+                )
+    return sorted(names)
+
+
+OPEN_ALERT_COLUMNS = ("id", "state", "severity", "rule", "message", "value", "threshold", "fired_at",
+                      "acknowledged_by", "escalation_level")  # fmt: skip
+
+
+def open_alerts(store: Store, limit: int = 20) -> list[dict[str, Any]]:
+    """Alerts firing or acknowledged, critical first, newest first (keys: OPEN_ALERT_COLUMNS)."""
+    a = schema.alerts
+    sev = sa.case((a.c.severity == "critical", 0), (a.c.severity == "warning", 1), else_=2)
+    stmt = (
+        sa.select(a.c.id, a.c.state, a.c.severity, a.c.rule_name, a.c.message, a.c.value, a.c.threshold,
+                  a.c.fired_at, a.c.acknowledged_by, a.c.escalation_level)
+        .where(a.c.state.in_(FIRING_STATES))
+        .order_by(sev, a.c.fired_at.desc())
+        .limit(limit)
+    )  # fmt: skip
+    with store.connect() as conn:
+        return [dict(zip(OPEN_ALERT_COLUMNS, r, strict=True)) for r in conn.execute(stmt)]
+
+
+def slow_bots(store: Store, window: Window = "1h", bots: Sequence[str] | None = None,
+              now: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Which bot is slow, since when, and what it costs: one row per (bot, operation) whose P95 in
+    its latest chart bucket (one of the last five) is above its SLA target, with the start of that
+    breach (`breaching_since`: the first bucket of the current run of breaching buckets; buckets
+    without operations are skipped), its P95 now (`p95_now`, against `target_p95`), the number of
+    breaching `buckets` and the bot's LLM spend over the window (`spend_usd`); longest breach
+    first. From `bot_timeseries`, the SLA table and `cost_by_bot`."""
+    now = resolve_now(now)
+    tracker = PerformanceTracker(store)
+    granularity = chart_granularity(window)
+    series = tracker.bot_timeseries(window, granularity, bot=list(bots) if bots else None, by_operation=True,
+                                    now=now)  # fmt: skip
+    targets = {(t.bot, t.operation): t.p95_ms for t in tracker.sla_targets}
+    per: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in series:
+        if (r["bot"], r["operation"]) in targets and r["p95"] is not None:
+            per[(r["bot"], r["operation"])].append(r)
+    if not per:
+        return []
+    last = max(r["bucket"] for rows in per.values() for r in rows)
+    recent = last - timedelta(seconds=5 * GRANULARITIES[granularity])
+    spend = LLMObservabilityService(store).cost_by_bot(window, now=now)
+    out = []
+    for (bot, op), rows in sorted(per.items()):
+        target = targets[(bot, op)]
+        if rows[-1]["bucket"] < recent or rows[-1]["p95"] <= target:
+            continue  # no recent data for this pair, or within target now
+        i = len(rows) - 1
+        while i > 0 and rows[i - 1]["p95"] > target:
+            i -= 1
+        out.append({"bot": bot, "operation": op, "p95_now": float(rows[-1]["p95"]), "target_p95": float(target),
+                    "breaching_since": rows[i]["bucket"], "buckets": len(rows) - i,
+                    "spend_usd": float(spend.get(bot, 0.0))})  # fmt: skip
+    return sorted(out, key=lambda r: r["breaching_since"])
+
+
+def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One row per bot: LLM requests (`requests_1h`), error rate (`error_rate_1h`) and `p50_ms` /
+    `p95_ms` over the last hour (exact), `spend_today_usd` (UTC), and the operations breaching their
+    SLA now (`slow_operations`, from `slow_bots` over the last hour)."""
+    now = resolve_now(now)
+    svc = LLMObservabilityService(store)
+    hour = {r["bot"]: r for r in svc.cost_breakdown("bot", 3600, now=now, percentiles=True)}
+    since_midnight = (now - floor_day(now)).total_seconds()
+    today = svc.cost_by_bot(since_midnight, now=now) if since_midnight > 0 else {}
+    names = sorted(b for b in set(hour) | set(today) if b is not None)
+    if not names:
+        return []
+    slow_ops: dict[str, list[str]] = defaultdict(list)
+    for r in slow_bots(store, "1h", None, now):
+        slow_ops[r["bot"]].append(r["operation"])
+    rows = []
+    for b in names:
+        h = hour.get(b, {})
+        rows.append({"bot": b, "requests_1h": int(h.get("requests", 0)), "error_rate_1h": float(h.get("error_rate", 0.0)),
+                     "p50_ms": h.get("p50"), "p95_ms": h.get("p95"), "spend_today_usd": float(today.get(b, 0.0)),
+                     "slow_operations": ", ".join(slow_ops.get(b, []))})  # fmt: skip
+    return rows
+
+
+# ---- live metrics (source document 004) --------------------------------------------------------
 
 
 def live_metrics(store: Store, now: datetime | None = None) -> dict:
@@ -309,7 +410,7 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
         raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(TIMEFRAMES)}")
     d = METRICS[metric]
     now = resolve_now(now)
-    seconds = window_to_seconds(timeframe)
+    seconds = window_seconds(timeframe)
     start = now - timedelta(seconds=seconds)
     granularity = chart_granularity(timeframe)
     step = GRANULARITIES[granularity]
@@ -371,7 +472,7 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
             f"; percentiles over {step // 60}-minute buckets"
         )
         pct = exact_percentiles(hist["value"].dropna().tolist()) if not hist.empty else pct
-    thresholds = load_thresholds().get(metric, {})
+    thresholds = thresholds_or_defaults(get_settings().alert_thresholds_config).get(metric, {})
     live = live_metrics(store, now)
     current = live.get(d.live_key)
     if current is None and not hist.empty and hist["value"].notna().any():

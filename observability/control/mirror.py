@@ -1,23 +1,43 @@
 """The gate mirror in Redis: publish each change after its store transaction commits, and rewrite
 the whole mirror from the store (the worker does it every tick), so a Redis restart cannot reopen a
 gate that the store keeps closed.
+
+The store is the truth; Redis only makes a change reach every bot in milliseconds. So a publish
+that fails is logged, never raised: the change is already stored, and the `synced` marker is
+dropped so bots read the store until the mirror is rewritten.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from observability import keys
 from observability.conversation_state import CLOSED_STATES
+from observability.redis_client import connect
+from observability.settings import Settings, get_settings
 from observability.store import Store
 from observability.store.control_state import closed_conversations, system_stopped
 
+log = logging.getLogger(__name__)
+
+_clients: dict[str, Any] = {}  # one client per REDIS_URL for the whole process (pages share it)
+
+
+def redis_client(settings: Settings | None = None) -> Any | None:
+    """The process's Redis client for REDIS_URL (None without Redis)."""
+    s = settings or get_settings()
+    if not s.redis_url:
+        return None
+    client = _clients.get(s.redis_url)
+    if client is None:
+        client = _clients[s.redis_url] = connect(s)
+    return client
+
 
 def publish_conversation_state(redis: Any, prefix: str, conversation_id: str, state: str) -> None:
-    if redis is None:
-        return
     key = keys.control_conversations(prefix)
     pipe = redis.pipeline(transaction=True)
     if state in CLOSED_STATES:
@@ -31,8 +51,6 @@ def publish_conversation_state(redis: Any, prefix: str, conversation_id: str, st
 
 
 def publish_system_stop(redis: Any, prefix: str, stopped: bool) -> None:
-    if redis is None:
-        return
     pipe = redis.pipeline(transaction=True)
     if stopped:
         pipe.set(keys.control_system(prefix), "stopped")
@@ -42,10 +60,50 @@ def publish_system_stop(redis: Any, prefix: str, stopped: bool) -> None:
     pipe.execute()
 
 
+def publish_after_commit(
+    store: Store,
+    settings: Settings,
+    redis: Any | None,
+    what: str,
+    *,
+    conversation_state: tuple[str, str] | None = None,
+    system_stop: bool | None = None,
+    operator_message: dict | None = None,
+) -> bool | None:
+    """Publish a committed change (in this order: a conversation's new state, the system-wide
+    stop, an operator message). Returns True when published, False when Redis failed (`what`
+    names the change in the log), None without Redis."""
+    client = redis if redis is not None else redis_client(settings)
+    if client is None:
+        return None
+    prefix = settings.redis_prefix
+    try:
+        if conversation_state is not None:
+            publish_conversation_state(client, prefix, *conversation_state)
+        if system_stop is not None:
+            publish_system_stop(client, prefix, system_stop)
+        if operator_message is not None:
+            client.publish(keys.control_channel(prefix), json.dumps({"operator_message": operator_message}))
+        if not client.exists(keys.control_synced(prefix)):
+            # Redis was (re)started since the last full mirror: mirror it all now
+            sync_gates(store, client, prefix)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        log.warning(
+            "%s is stored but could not be published to Redis (%s); bots read the store "
+            "until the worker re-mirrors it",
+            what,
+            type(exc).__name__,
+        )
+        try:
+            client.delete(keys.control_synced(prefix))
+        except Exception:  # noqa: BLE001 - Redis is down: the SDK falls back to the store anyway
+            pass
+        return False
+
+
 def sync_to_redis(store: Store, redis: Any, prefix: str) -> int:
     """Mirror the store's closed gates into Redis; returns how many conversations are closed."""
-    if redis is None:
-        return 0
     with store.connect() as conn:
         closed = closed_conversations(conn)
         stopped = system_stopped(conn)

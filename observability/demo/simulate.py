@@ -427,42 +427,51 @@ class Simulator:
     def think_s(self) -> float:
         return min(self.rng.lognormvariate(math.log(22), 0.7), 240.0)
 
-    # -- events, in the wire format of observability.events (positional, like the SDK's)
-    # fmt: off
+    # -- events, built by the wire contract's builders (the same as the SDK's)
     def llm_event(self, ts: float, bot: str, agent: str, dtype: str, model: str, tokens: tuple, lat: float,
-                  hit: bool, conv: str, ok: bool, err: str | None) -> list:
+                  hit: bool, conv: str, ok: bool, err: str | None) -> list:  # fmt: skip
         it, ot, cr, cw = tokens
-        cost = None if ok else 0.0  # None: priced at ingest; failed calls are not billed
-        return [ev.KIND_LLM, self.uid(), ts, bot, agent, dtype, model, MODELS[model].provider, it, ot, cr, cw,
-                lat, hit, cost, conv, ok, err]
+        return ev.llm_call(
+            self.uid(), ts, bot=bot, agent=agent, decision_type=dtype, model=model,
+            provider=MODELS[model].provider, input_tokens=it, output_tokens=ot, cache_read_tokens=cr,
+            cache_write_tokens=cw, latency_ms=lat, cache_hit=hit,
+            cost_usd=None if ok else 0.0,  # None: priced at ingest; failed calls are not billed
+            conversation_id=conv, success=ok, error_type=err,
+        )  # fmt: skip
 
     def op_event(self, ts: float, bot: str, operation: str, ms: float, ok: bool = True, hit: bool = False,
-                 err: str | None = None) -> list:
-        return [ev.KIND_OPERATION, self.uid(), ts, bot, operation, ms, ok, hit, err]
+                 err: str | None = None) -> list:  # fmt: skip
+        return ev.operation(self.uid(), ts, bot=bot, operation=operation, duration_ms=ms, success=ok,
+                            cache_hit=hit, error_type=err)  # fmt: skip
 
     def interaction_event(self, ts: float, bot: str, ms: float, ok: bool, hit: bool, err: str | None) -> list:
-        return [ev.KIND_INTERACTION, self.uid(), ts, bot, ms, ok, hit, err]
+        return ev.interaction(
+            self.uid(), ts, bot=bot, duration_ms=ms, success=ok, cache_hit=hit, error_type=err
+        )
 
     def handoff_event(self, ts: float, source: str, target: str, ok: bool, ms: float, blocked: bool,
-                      reason: str | None) -> list:
-        return [ev.KIND_HANDOFF, self.uid(), ts, source, target, ok, ms, blocked, reason]
+                      reason: str | None) -> list:  # fmt: skip
+        return ev.handoff(self.uid(), ts, source=source, target=target, success=ok, duration_ms=ms,
+                          blocked=blocked, reason=reason)  # fmt: skip
 
     def message_event(self, ts: float, c: Conversation, role: str, text: str) -> list:
-        return [ev.KIND_MESSAGE, self.uid(), ts, c.id, role, text, c.bot, c.account, None]
+        return ev.message(
+            self.uid(), ts, conversation_id=c.id, role=role, text=text, bot=c.bot, account_id=c.account
+        )
 
     def metric_event(self, ts: float, name: str, value: float, c: Conversation, meta: dict) -> list:
-        return [ev.KIND_METRIC, self.uid(), ts, name, "gauge", value, c.account, c.id, None, meta]
+        return ev.metric(self.uid(), ts, metric_name=name, metric_type="gauge", value=value, account_id=c.account,
+                         conversation_id=c.id, metadata=meta)  # fmt: skip
 
     def activity_event(self, ts: float, etype: str, title: str, severity: str, category: str,
                        description: str | None = None, c: Conversation | None = None,
-                       meta: dict | None = None) -> list:
-        account, conv = (c.account, c.id) if c else (None, None)
-        return [ev.KIND_ACTIVITY, self.uid(), ts, etype, title, description, severity, category, account, conv,
-                None, meta]
-    # fmt: on
+                       meta: dict | None = None) -> list:  # fmt: skip
+        return ev.activity(self.uid(), ts, event_type=etype, title=title, description=description,
+                           severity=severity, category=category, account_id=c.account if c else None,
+                           conversation_id=c.id if c else None, metadata=meta)  # fmt: skip
 
     def account_events(self, ts: float) -> list[list]:
-        return [[ev.KIND_ACCOUNT, a.id, ts, a.name, a.vip] for a in self.accounts]
+        return [ev.account(a.id, ts, name=a.name, vip=a.vip) for a in self.accounts]
 
     # -- planning a conversation
     def new_conversation(self, t0: float) -> Conversation:
@@ -938,7 +947,7 @@ SDK_CALLS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 def send(client: ObservabilityClient, e: list) -> None:
     """Record one wire event through the SDK, at the current time (the SDK gives it a new id)."""
     method, args, kwargs = SDK_CALLS[e[0]]
-    v = dict(zip(ev.FIELDS[e[0]], e[1:], strict=True))
+    v = ev.as_dict(e)
     getattr(client, method)(*(v[a] for a in args), **{k: v[k] for k in kwargs})
 
 
@@ -967,7 +976,8 @@ def run_live(
 
     Starts in steady state: conversations already under way (`pending`, from a backfill, or
     planned over the last `warm_start_s` seconds) continue where they are. A bot reply is sent
-    only while `client.ai_may_respond(conversation_id)` is True.
+    only while `client.ai_may_respond(conversation_id)` is True. `duration_s` counts from when
+    streaming starts, after that planning, so a slow start never eats into it.
     """
     stop = stop or threading.Event()
     now = clock()
@@ -985,7 +995,7 @@ def run_live(
                 heap.append(a)
     heapq.heapify(heap)
     next_start = now + sim.rng.expovariate(sim.conversation_rate(rate))
-    deadline = None if duration_s is None else now + duration_s
+    deadline = None if duration_s is None else clock() + duration_s
     last_log = now
     while not stop.is_set():
         now = clock()

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ class Spool:
 
     def spill(self, batch: list) -> Path:
         self._ensure()
-        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.json"
         tmp = self.dir / (name + ".tmp")
         with open(tmp, "w") as fh:
             json.dump(batch, fh, separators=(",", ":"))

@@ -1,18 +1,20 @@
 """The store's side of the gates: the system-wide stop and conversation states as stored.
 
-Read by the SDK when it runs without Redis (loaded lazily then), by the control services and by the
-worker's Redis mirror. The states and the gate rule themselves are `observability.conversation_state`.
+Read by the SDK when it runs without Redis or cannot trust it (loaded lazily then: the SDK writes no
+SQL of its own), by the control services and by the worker's Redis mirror. The states and the gate rule themselves are `observability.conversation_state`.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from observability.conversation_state import CLOSED_STATES, SYSTEM_STOP_KEY
 from observability.store import schema
+from observability.timeutil import as_aware
 
 
 def system_stopped(conn: sa.Connection) -> bool:
@@ -36,6 +38,28 @@ def closed_conversations(conn: sa.Connection) -> dict[str, str]:
     c = schema.conversations
     rows = conn.execute(sa.select(c.c.id, c.c.state).where(c.c.state.in_(sorted(CLOSED_STATES)))).all()
     return {cid: state for cid, state in rows}
+
+
+def handoff_instructions(conn: sa.Connection, conversation_id: str) -> str | None:
+    """What the operator asked the AI to keep in mind when handing the conversation back."""
+    c = schema.conversations
+    return conn.execute(sa.select(c.c.ai_handoff_instructions).where(c.c.id == conversation_id)).scalar()
+
+
+def operator_messages(
+    conn: sa.Connection, conversation_id: str | None, after: datetime | None, limit: int = 500
+) -> list[dict]:
+    """Operator replies (of one conversation, or all) stored after `after` (naive UTC), oldest
+    first, as the SDK hands them to a bot: id, conversation_id, ts (aware UTC), text, author."""
+    m = schema.messages
+    q = sa.select(m.c.id, m.c.conversation_id, m.c.ts, m.c.text, m.c.author).where(m.c.role == "operator")
+    if conversation_id is not None:
+        q = q.where(m.c.conversation_id == conversation_id)
+    if after is not None:
+        q = q.where(m.c.ts > after)
+    rows = conn.execute(q.order_by(m.c.ts, m.c.id).limit(limit)).all()
+    return [{"id": r.id, "conversation_id": r.conversation_id, "ts": as_aware(r.ts), "text": r.text,
+             "author": r.author} for r in rows]  # fmt: skip
 
 
 def as_dict(value: Any) -> dict:

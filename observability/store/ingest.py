@@ -19,10 +19,11 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from observability import events as ev
-from observability.analytics.pricing import cost_of
 from observability.redaction import redact
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
+from observability.store.pricing import cost_of
+from observability.store.wire import TABLE_OF_KIND, check_wire
 from observability.timeutil import EPOCH, from_epoch
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,8 @@ LLM_COLUMNS = (
     "cost_usd", "cost_saved_usd", "price_known", "conversation_id", "success", "error_type",
 )  # fmt: skip
 SIMPLE_KINDS: dict[str, sa.Table] = {
-    ev.KIND_OPERATION: schema.bot_operations,
-    ev.KIND_INTERACTION: schema.bot_interactions,
-    ev.KIND_HANDOFF: schema.handoffs,
-    ev.KIND_MESSAGE: schema.messages,
-    ev.KIND_METRIC: schema.system_metrics,
-    ev.KIND_ACTIVITY: schema.activity_events,
-}
+    kind: table for kind, table in TABLE_OF_KIND.items() if kind not in (ev.KIND_LLM, ev.KIND_ACCOUNT)
+}  # stored as they come; LLM calls are priced and accounts upserted
 
 
 @dataclass
@@ -68,7 +64,7 @@ def write_batch(store: Store, batch: Iterable[list], settings: Settings | None =
     grouped: dict[str, list[list]] = defaultdict(list)
     for event in batch:
         try:
-            ev.check_wire(event, settings.sdk_max_text_bytes)
+            check_wire(event, settings.sdk_max_text_bytes)
         except ev.EventRejected as exc:
             result.rejected += 1
             if len(result.reasons) < 20:
@@ -104,7 +100,7 @@ def _is_data_error(exc: BaseException) -> bool:
 def _store_isolating(store: Store, grouped: dict[str, list[list]], settings: Settings) -> list[list]:
     """Store the events; if the store refuses some data, find the refused events by halving.
 
-    `check_wire` should leave nothing the store refuses; this is the safety net that keeps one
+    `wire.check_wire` should leave nothing the store refuses; this is the safety net that keeps one
     unforeseen bad event from turning its whole batch into a poison pill that is retried forever.
     Connection and schema errors are raised as they are. Returns the refused events.
     """

@@ -24,7 +24,7 @@ Deleting per-hour rollups would make the cumulative counters of `/metrics` go do
 hour rollup is deleted its sums are added to an offset kept in `control_state` (key
 `ROLLUP_PURGED_KEY`), in the same transaction, and the exporter adds that offset back.
 
-The worker runs `step` (registered in `observability.worker.runner.STEPS`) on the leader: partitions are
+The worker runs `step` (registered in `observability.worker.steps.STEPS`) on the leader: partitions are
 checked hourly and when the UTC day changes, expired rows are purged every minute, each run within a
 time budget (a first purge of a large backlog continues on the next runs).
 """

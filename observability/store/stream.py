@@ -26,6 +26,8 @@ GROUP = keys.INGEST_GROUP
 
 
 class StreamConsumer:
+    """One worker's reader of the ingest stream, under its own consumer name in the shared group."""
+
     def __init__(self, store: Store, redis: Any, settings: Settings, consumer: str) -> None:
         self.store = store
         self.redis = redis
@@ -105,8 +107,8 @@ class StreamConsumer:
         if events:
             result = write_batch(self.store, events, self.settings)  # raises if the store is down
             stored = result.accepted
+            self.rejected += result.rejected
             if result.rejected:
-                self.rejected += result.rejected
                 log.warning("%d malformed events rejected at ingest", result.rejected)
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(self.key, GROUP, *ids)

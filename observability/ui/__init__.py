@@ -1,3 +1,5 @@
-"""Streamlit helpers shared by every console page (the only part of `observability` that imports
-Streamlit). Pages import from `observability.ui.common` (store, user, guards, layout, filters,
-CSV, caching) and `observability.ui.nav` (the page registry)."""
+"""The console's one layer between pages and services (and the only part of `observability` that
+imports Streamlit): `common` (store, user, guards, layout, URL filters, caching), `nav` (the page
+registry), `frames` (services' results as pandas frames), `data` (the cached reads pages call) and
+`charts` (plotly figures). May import the services and the contract modules; pages import from here.
+"""

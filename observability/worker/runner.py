@@ -1,17 +1,17 @@
 """The worker: `python -m observability.worker [--once]`.
 
 Every worker drains the Redis ingest stream (when Redis is configured). Exactly one worker, the
-leader, runs the periodic steps listed in `STEPS` (rollups, system load, and what later parts
-register there): a PostgreSQL advisory lock on PostgreSQL, an exclusive lock file on SQLite.
+leader (`leader.py`), runs the leader-only steps of `steps.STEPS` (rollups, alerts, ...); every
+worker runs the others (heartbeat, the Redis mirror of gates). Between ticks the worker blocks on
+the stream for new entries, so events are stored as soon as they arrive.
 
-`STEPS` is the one registration point of the tick: a step is a function taking a `TickContext`.
-A failing step is logged and the others still run; the next tick tries it again.
+A failing step is logged and the others still run; the next tick tries it again. On SIGTERM or
+SIGINT the worker drains what is left in the stream, releases the lead, and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import signal
@@ -19,105 +19,28 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from observability import redaction, telemetry
+from observability import redaction, redis_client, telemetry
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.store.stream import StreamConsumer
 from observability.timeutil import utcnow
-from observability.worker import http as worker_http
+from observability.worker import server
+from observability.worker.leader import LeaderLock
 from observability.worker.steps import STEPS, Step, TickContext
 
 log = logging.getLogger("observability.worker")
 
-# ---- leadership -----------------------------------------------------------------------------
-
-
-class LeaderLock:
-    """Held for as long as the worker leads; lost if its connection or process dies."""
-
-    def __init__(self, store: Store, settings: Settings) -> None:
-        self.store = store
-        self.settings = settings
-        self._conn: sa.Connection | None = None
-        self._fh = None
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None or self._fh is not None
-
-    def try_acquire(self) -> bool:
-        try:
-            if self.store.is_postgres:
-                return self._pg()
-            return self._file()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("leader lock check failed: %s", exc)
-            self.release()
-            return False
-
-    def _pg(self) -> bool:
-        if self._conn is not None:
-            self._conn.execute(sa.text("SELECT 1"))  # still alive? (raises if not)
-            self._conn.rollback()  # never sit "idle in transaction": that would hold back VACUUM
-            return True
-        conn = self.store.engine.connect()
-        got = conn.execute(
-            sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.store.lock_key("leader")}
-        ).scalar()
-        conn.commit()
-        if got:
-            self._conn = conn
-            return True
-        conn.close()
-        return False
-
-    def _file(self) -> bool:
-        if self._fh is not None:
-            return True
-        db = self.store.engine.url.database
-        # one lock per SQLite file, next to it; an in-memory store uses the configured path
-        path = (
-            f"{os.path.abspath(db)}.leader.lock"
-            if db and db != ":memory:"
-            else str(self.settings.worker_lock_file)
-        )
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fh = open(path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            return False
-        self._fh = fh
-        return True
-
-    def release(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
-                self._conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self._conn = None
-        if self._fh is not None:
-            try:
-                fcntl.flock(self._fh, fcntl.LOCK_UN)
-                self._fh.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self._fh = None
-
-
-# ---- the worker -----------------------------------------------------------------------------
+MAX_BLOCK_S = 1.0  # longest blocking stream read between ticks (so a stop is noticed within it)
 
 
 class Worker:
+    """One worker process's loop: drain the stream, tick the steps, keep or take the lead."""
+
     def __init__(
         self,
         store: Store | None = None,
@@ -129,13 +52,9 @@ class Worker:
     ) -> None:
         self.settings = settings or get_settings()
         self.store = store or Store.from_url(self.settings.database_url)
-        if redis is None and self.settings.redis_url:
-            import redis as redis_lib
-
-            redis = redis_lib.Redis.from_url(
-                self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3
-            )
-        self.redis = redis
+        self.redis = (
+            redis if redis is not None else redis_client.connect(self.settings, blocking_s=MAX_BLOCK_S)
+        )
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.steps = STEPS if steps is None else steps
         self.lock = LeaderLock(self.store, self.settings)
@@ -149,10 +68,6 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def drain(self, block_ms: int = 0, until_empty: bool = True) -> int:
         """Move stream entries into the store; returns events stored."""
@@ -204,7 +119,7 @@ class Worker:
                 self.tick()
                 next_tick = time.monotonic() + self.settings.worker_tick_s
                 continue
-            wait_ms = int(min(1000, (next_tick - now) * 1000))
+            wait_ms = int(min(MAX_BLOCK_S, next_tick - now) * 1000)
             if self.consumer is not None:
                 try:
                     self.drain(block_ms=max(wait_ms, 1), until_empty=False)
@@ -258,18 +173,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    extra = _start_http(worker)
+    http = server.start(worker)
     otel_shutdown = telemetry.configure(settings)
     try:
         worker.run_forever()
     finally:
-        if extra is not None:
-            extra()
+        if http is not None:
+            http.stop()
         if otel_shutdown is not None:
             otel_shutdown()
     return 0
-
-
-def _start_http(worker: Worker) -> Callable[[], None] | None:
-    """Start the worker's HTTP server (/healthz, /metrics, /v1/traces); None if its port is taken."""
-    return worker_http.start(worker)

@@ -110,10 +110,7 @@ def _service(ctx: TickContext) -> AlertingService:
 
 
 def step_alerts_evaluate(ctx: TickContext) -> None:
-    result = _service(ctx).evaluate(ctx.now)
-    ctx.state["alerting_last_evaluation"] = {
-        "fired": len(result.fired), "resolved": len(result.resolved), "problems": result.problems[:10],
-    }  # fmt: skip
+    _service(ctx).evaluate(ctx.now)  # problems with its inputs are logged where they are found
 
 
 def step_alerts_escalate(ctx: TickContext) -> None:

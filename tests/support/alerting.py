@@ -1,4 +1,5 @@
-"""Real local peers for the alerting tests (no tests here; fixtures are imported by the others).
+"""Real local peers for the alerting tests and a harness with a scripted clock (the fixtures that
+build them are in `support/alerting_fixtures.py`, registered from `tests/conftest.py`).
 
 - an SMTP server (aiosmtpd) speaking STARTTLS or implicit TLS with a throw-away certificate;
 - one HTTP server on 127.0.0.1 standing in for Slack, the generic webhook, PagerDuty's Events API
@@ -19,30 +20,25 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-import pytest
-import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from observability.alerting import AlertingService
-from observability.auth import ROLES, hash_password
-from observability.settings import Settings
-from observability.store import schema
+from support.net import free_port
+
+if TYPE_CHECKING:  # the service is imported when a harness is built, not when pytest loads the plugin
+    from observability.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, 0)
 PD_KEY = "R0UTINGKEY0123456789abcdefABCDEF"
@@ -52,12 +48,6 @@ SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-password"
 PASSWORD = "password-123"
 _TITLE = re.compile(r"^\[(?P<tag>[A-Z]+)\] (?P<rule>[\w.\-]+)")
 _LEVEL = re.compile(r"escalation level (\d)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -411,66 +401,20 @@ class _SmtpHandler:
         return "250 Message accepted for delivery"
 
 
-# ---- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def smtp_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throw-away self-signed certificate for 127.0.0.1 (the client trusts it via ALERT_EMAIL_CA_FILE)."""
-    tmp = tmp_path_factory.mktemp("smtp-tls")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-@pytest.fixture
-def peers(smtp_certificate: tuple[Path, Path]) -> Iterator[Peers]:
-    p = Peers(smtp_certificate)
-    p.start_smtp("starttls")
-    yield p
-    p.close()
-
-
-@pytest.fixture(scope="session")
-def password_hash() -> str:
-    return hash_password(PASSWORD)  # argon2 is slow on purpose: hash once per session
-
-
-@pytest.fixture
-def users(store: Any, password_hash: str) -> dict[str, str]:
-    """One user per role (rows as `auth.create_user` writes them); returns role -> user name."""
-    names = {role: f"{role}1" for role in ROLES}
-    with store.begin() as conn:
-        conn.execute(sa.insert(schema.users), [
-            {"name": name, "role": role, "password_hash": password_hash, "disabled": False, "failed_logins": 0,
-             "created_at": T0 - timedelta(days=1)} for role, name in names.items()
-        ])  # fmt: skip
-    return names
-
-
-@pytest.fixture
-def alerting(store: Any, store_url: str, make_settings: Any, peers: Peers, users: dict) -> "Harness":
-    # scripted scenarios fire at once and resolve at once unless they set `for` / keep_firing_for
-    settings = peers.settings(make_settings(store_url), auth_mode="password", alert_keep_firing_for_s=0.0,
-                              alert_default_for_s=0.0, alert_escalation_l2_delay_s=300.0,
-                              alert_escalation_l3_delay_s=900.0)  # fmt: skip
-    return Harness(store, settings, peers, users)
-
-
 class Harness:
     """A service, its peers and a scripted clock: `at(t, stats)` runs one worker-like tick."""
 
     def __init__(self, store: Any, settings: Settings, peers: Peers, users: dict) -> None:
+        from observability.alerting import AlertingService
+
         self.store, self.settings, self.peers, self.users = store, settings, peers, users
         self.svc = AlertingService(store, settings)
         self.svc.ensure_seeded()
 
     def reconfigure(self, **overrides: Any) -> None:
         """Same store and peers, settings changed (e.g. escalation delays shortened)."""
+        from observability.alerting import AlertingService
+
         self.settings = self.settings.replace(**overrides)
         self.svc = AlertingService(self.store, self.settings)
 

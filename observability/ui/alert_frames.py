@@ -1,5 +1,5 @@
-"""Read models for the Alerts page: tables as DataFrames, each a function of `(store, ...)` so the
-console can cache it (`observability.ui.common.cached_query`). No Streamlit here."""
+"""Read models for the Alerts page: the alerting service's answers as rows and DataFrames, each a
+function of `(store, ...)` so the console can cache it (`observability.ui.common.cached_query`)."""
 
 from __future__ import annotations
 

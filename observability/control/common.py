@@ -1,0 +1,97 @@
+"""What the take-over and emergency actions share: argument checks, the conversation lookup, the
+append-only audit rows and the `ActionResult` every action returns.
+
+Kept in one place so that a note is checked and redacted the same way whichever page sends it,
+and both audit tables are written by the same two functions (there is no update or delete).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from observability import events as ev
+from observability.control.errors import ConversationNotFound
+from observability.conversation_state import STATE_AI
+from observability.redaction import redact_if_enabled
+from observability.settings import Settings
+from observability.store import schema
+
+MAX_NOTE = 4000  # reason, summary, instructions
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What a control action did. `published`: True/False when Redis is configured, None without."""
+
+    action: str
+    outcome: str
+    user: str
+    conversation_id: str | None = None
+    audit_id: int | None = None
+    message_id: str | None = None
+    published: bool | None = None
+
+
+def check_conversation_id(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("conversation id is required")
+    if len(value) > 100:
+        raise ValueError("conversation id is longer than 100 characters")
+    return value
+
+
+def note(name: str, value: Any, settings: Settings, *, required: bool) -> str | None:
+    """A free-text note (reason, summary, instructions): checked, trimmed, PII-redacted."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValueError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text")
+    value = value.strip()
+    if len(value) > MAX_NOTE:
+        raise ValueError(f"{name} is longer than {MAX_NOTE} characters")
+    try:
+        ev.check_chars(name, value)
+    except ev.EventRejected as exc:
+        raise ValueError(str(exc)) from None
+    return redact_if_enabled(value, settings)
+
+
+def find_conversation(conn: sa.Connection, conversation_id: str) -> Any:
+    """The conversation's row, or None when the store has not seen it."""
+    t = schema.conversations
+    return conn.execute(sa.select(t).where(t.c.id == conversation_id)).first()
+
+
+def require_conversation(conn: sa.Connection, conversation_id: str) -> Any:
+    row = find_conversation(conn, conversation_id)
+    if row is None:
+        raise ConversationNotFound(f"no conversation {conversation_id!r} in the store")
+    return row
+
+
+def handed_back_to_ai(instructions: str | None = None) -> dict[str, Any]:
+    """The conversation's columns once the AI has it again: no operator, no reason, no hold."""
+    return dict(
+        state=STATE_AI,
+        operator=None,
+        control_reason=None,
+        control_priority=None,
+        control_since=None,
+        ai_handoff_instructions=instructions,
+    )
+
+
+def held_for(row: Any, now: datetime) -> float | None:
+    """Seconds since the conversation's gate was closed (None while the AI has it)."""
+    return max(0.0, (now - row.control_since).total_seconds()) if row.control_since else None
+
+
+def add_audit_row(conn: sa.Connection, table: sa.Table, **values: Any) -> int:
+    """Append a row to `interventions` or `emergency_actions`; returns its id."""
+    return int(conn.execute(sa.insert(table).values(**values)).inserted_primary_key[0])

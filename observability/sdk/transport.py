@@ -1,0 +1,235 @@
+"""The way from a record call to the store: a bounded queue, a flushing daemon thread, retries with
+backoff, and a local spool for the time the sink is down.
+
+`put` is the only part on the caller's thread: an append to a deque, no I/O, no lock. When the
+deque is full the event is dropped and counted (one log line per burst). The thread closes a batch
+on size or interval, whichever first, and writes it to the sink. A failing sink is retried with
+backoff; after that batches go to the spool while a probe checks now and then (once a second)
+whether the sink is back, and then the spool is replayed. Every event carries an id, so a batch
+delivered twice is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from observability import telemetry
+from observability.sdk.sinks import PartiallyRejected, RedisSink, StoreSink
+from observability.sdk.spool import Spool
+from observability.settings import Settings
+
+log = logging.getLogger("observability.sdk")
+
+
+class Transport:
+    """Queue, flush thread, sink, retries and spool of one client."""
+
+    def __init__(self, settings: Settings, redis: Any | None) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.spool_dir)
+        self.counts = {"written": 0, "spilled": 0, "replayed": 0, "dropped": 0, "rejected": 0}
+        self._taken = 0  # events the flush thread has taken off the queue (queued = taken + pending)
+        self._sink: StoreSink | RedisSink = (
+            RedisSink(settings, redis) if redis is not None else StoreSink(settings)
+        )
+        self._dq: deque = deque()
+        self._max = settings.sdk_queue_size
+        self._batch = settings.sdk_batch_size
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._inflight = 0
+        self._sending: list | None = None  # the batch the flush thread is delivering now
+        self._dropping = False
+        self._sink_down_until = 0.0
+        self._sink_down = False  # set when retries gave up; then one probe a second, not a retry burst
+        self._thread = threading.Thread(target=self._run, name="observability-flush", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the caller's thread
+    def put(self, event: list) -> None:
+        dq = self._dq
+        if len(dq) >= self._max:
+            self.counts["dropped"] += 1
+            if not self._dropping:
+                self._dropping = True
+                log.warning("observability queue full (%d events): dropping new events", self._max)
+            return
+        dq.append(event)
+        if len(dq) >= self._batch and not self._wake.is_set():
+            self._wake.set()
+
+    def stats(self) -> dict:
+        """Counters so far, with `queued` (every event ever accepted) and `pending` (queued now)."""
+        pending = len(self._dq)
+        return {"queued": self._taken + pending, **self.counts, "pending": pending}
+
+    # ------------------------------------------------------------------ the flush thread
+    def _run(self) -> None:
+        interval = self.settings.sdk_flush_interval_s
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            try:
+                self._drain()
+                self._replay_spool()
+            except Exception:  # noqa: BLE001 - the flush thread must outlive any bug
+                log.exception("observability flush failed; will retry")
+                time.sleep(min(interval, 1.0))
+            with self._cond:
+                self._cond.notify_all()
+            if self._closed and not self._dq:
+                return
+
+    def _drain(self) -> None:
+        dq = self._dq
+        while dq:
+            batch = []
+            with self._cond:
+                self._inflight += 1
+            try:
+                # while the sink is down every batch goes to the spool: write bigger files, since
+                # each costs an fsync, so that spilling keeps up with a busy bot
+                size = self._batch * 20 if self._sink_down else self._batch
+                for _ in range(min(size, len(dq))):
+                    batch.append(dq.popleft())
+                self._taken += len(batch)
+                if self._dropping and len(dq) < self._max // 2:
+                    self._dropping = False
+                self._sending = batch
+                self._send(batch)
+            finally:
+                self._sending = None
+                with self._cond:
+                    self._inflight -= 1
+
+    def _send(self, batch: list) -> None:
+        """`_send_batch` in an optional OpenTelemetry span (a no-op without OTel)."""
+        if not telemetry.enabled():
+            self._send_batch(batch)
+            return
+        telemetry.count_events(batch)
+        spilled, dropped = self.counts["spilled"], self.counts["dropped"]
+        with telemetry.optional_span("observability.sdk", "flush", **{"obs.batch_size": len(batch)}) as span:
+            self._send_batch(batch)
+            if self.counts["spilled"] > spilled or self.counts["dropped"] > dropped:
+                span.mark_failed("spooled")
+
+    def _send_batch(self, batch: list) -> None:
+        """Deliver with retries; when the sink is down, spill to the spool at once."""
+        if time.monotonic() < self._sink_down_until:
+            self._spill(batch)
+            return
+        delay = self.settings.sdk_retry_backoff_s
+        retries = 0 if self._sink_down else self.settings.sdk_max_retries  # a known-down sink: one probe
+        for attempt in range(retries + 1):
+            try:
+                self._sink.write(batch)
+                self.counts["written"] += len(batch)
+                self._sink_back()
+                return
+            except PartiallyRejected as exc:
+                self.counts["written"] += len(batch) - exc.count
+                self.counts["rejected"] += exc.count
+                self._sink_back()
+                return
+            except Exception as exc:  # noqa: BLE001
+                if attempt == retries or self._closed:  # closing: spool now, do not wait out retries
+                    if not self._sink_down:
+                        log.warning(
+                            "observability sink unavailable, spooling batches until it is back: %s", exc
+                        )
+                    break
+                time.sleep(delay)
+                delay *= 2
+        self._sink_down = True
+        self._sink_down_until = time.monotonic() + 1.0
+        self._spill(batch)
+
+    def _sink_back(self) -> None:
+        if self._sink_down:
+            self._sink_down = False
+            log.info("observability sink available again")
+
+    def _spill(self, batch: list) -> None:
+        try:
+            self.spool.spill(batch)
+            self.counts["spilled"] += len(batch)
+        except Exception as exc:  # noqa: BLE001 - a full disk or an unserialisable event
+            self.counts["dropped"] += len(batch)
+            log.error("cannot spool %d events (dropped): %s", len(batch), exc)
+
+    def _replay_spool(self) -> None:
+        # counted as in flight before looking at the spool, so that flush() never sees a file
+        # that is claimed (renamed) but not yet sent as "nothing pending, nothing in flight"
+        with self._cond:
+            self._inflight += 1
+        try:
+            if time.monotonic() >= self._sink_down_until and self.spool.has_pending():
+                self._replay_pending()
+        finally:
+            with self._cond:
+                self._inflight -= 1
+
+    def _replay_pending(self) -> None:
+        self.spool.recover_claims()
+
+        def send(batch: list) -> None:
+            try:
+                self._sink.write(batch)
+            except PartiallyRejected as exc:
+                self.counts["rejected"] += exc.count
+                self.counts["replayed"] += len(batch) - exc.count
+                return
+            self.counts["replayed"] += len(batch)
+
+        try:
+            # a few files at a time, so new events keep flowing while a long backlog is replayed
+            self.spool.replay(send, limit=20)
+            self._sink_back()
+            if self.spool.has_pending():
+                self._wake.set()
+        except Exception as exc:  # noqa: BLE001
+            log.info("spool replay paused, sink still unavailable: %s", exc)
+            self._sink_down = True
+            self._sink_down_until = time.monotonic() + 1.0
+
+    # ------------------------------------------------------------------ flush and close
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued is in the store or stream (spool included). Never raises."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # order matters: the queue, then what is in flight, then the spool (see _replay_spool)
+            if not self._dq and self._inflight == 0 and not self.spool.has_pending():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._thread.is_alive():
+                return False
+            if self._sink_down_until and time.monotonic() >= self._sink_down_until - 0.8:
+                self._sink_down_until = 0.0  # probe again now: a flush is waiting
+            self._wake.set()
+            with self._cond:
+                self._cond.wait(min(remaining, 0.2))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is queued (spooling what cannot be sent) and stop the flush thread."""
+        self.flush(timeout)
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=max(1.0, timeout / 2))
+        sending = self._sending
+        if self._thread.is_alive() and sending:
+            # the flush thread is stuck delivering (a hanging connect): keep a copy of its batch on
+            # disk before the process exits; ids make a second delivery harmless
+            self._spill(list(sending))
+        if self._dq:  # the sink never came back: keep the rest on disk
+            rest = []
+            while self._dq:
+                rest.append(self._dq.popleft())
+            self._taken += len(rest)
+            self._spill(rest)
+        self._sink.close()

@@ -1,0 +1,209 @@
+"""`POST /v1/traces`: the OTLP/HTTP trace receiver, answering as OTLP exporters expect.
+
+It takes an OTLP `ExportTraceServiceRequest`, protobuf (`application/x-protobuf`) or JSON
+(`application/json`), optionally gzip- or deflate-compressed, and stores the model calls among its
+spans (`genai.py`) through the same ingest path as SDK events. Here live the rules of the endpoint
+itself: the bearer token, the content types, the size limits, and the counting of every span.
+
+Agent spans (`invoke_agent`) of a trace whose model calls came as spans of their own would count
+the same tokens twice: they are counted and ignored. A span with bad values (negative tokens, end
+before start, an id of the wrong length) is rejected alone: the answer is 200 with `partial_success`
+saying how many and why. A body that cannot be decoded gets 400 with the reason; a missing or wrong
+bearer token when `OTLP_INGEST_TOKEN` is set gets 401; a store outage gets 503 with `Retry-After`,
+which OTLP exporters retry, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import json
+import logging
+import threading
+import zlib
+from typing import Any
+
+from observability.settings import Settings
+from observability.store import Store, StoreUnavailable
+from observability.store.ingest import write_batch
+from observability.worker.genai import is_agent_call, llm_event
+from observability.worker.otlp import SpanRejected, decode_spans
+from observability.worker.response import BadRequest, Response
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # as received
+MAX_DECODED_BYTES = 64 * 1024 * 1024  # after decompression
+MAX_REASONS = 5  # rejected spans named in a partial-success message
+RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}  # HTTP status -> google.rpc.Code (else 13)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def rpc_status(code: int, message: str) -> bytes:
+    """A google.rpc.Status message (code, message), the OTLP/HTTP error body for protobuf."""
+    msg = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg
+
+
+def _decode_body(body: bytes, encoding: str | None) -> bytes:
+    enc = (encoding or "identity").strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        raise BadRequest(f"unsupported Content-Encoding {enc!r:.40} (use gzip or none)", 415)
+    wbits = 31 if enc != "deflate" else 15
+    try:
+        d = zlib.decompressobj(wbits)
+        out = d.decompress(body, MAX_DECODED_BYTES + 1)
+        if len(out) > MAX_DECODED_BYTES:
+            raise BadRequest(f"decompressed body exceeds {MAX_DECODED_BYTES} bytes", 413)
+        if not d.eof:
+            raise BadRequest(f"truncated {enc} body")
+        return out
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {enc}: {exc}") from exc
+
+
+class OTLPReceiver:
+    """Decode, turn GenAI spans into llm_calls rows, answer per OTLP/HTTP; counts what it saw."""
+
+    RECENT_TRACES = 100_000
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._lock = threading.Lock()
+        self.requests: collections.Counter = collections.Counter()  # HTTP status -> requests
+        self.spans: collections.Counter = collections.Counter()  # outcome -> spans
+        # traces whose model calls came as spans of their own (agent spans there are aggregates)
+        self._traces_with_calls: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """A consistent copy of (requests by HTTP status, spans by outcome), for /metrics."""
+        with self._lock:
+            return dict(self.requests), dict(self.spans)
+
+    def _count(self, status: int, **spans: int) -> None:
+        with self._lock:
+            self.requests[str(status)] += 1
+            for k, v in spans.items():
+                if v:
+                    self.spans[k] += v
+
+    def _authorized(self, authorization: str | None) -> bool:
+        token = self.settings.otlp_ingest_token
+        if not token:
+            return True
+        if not authorization:
+            return False
+        scheme, _, value = authorization.strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    def export(
+        self,
+        body: bytes,
+        content_type: str | None,
+        content_encoding: str | None = None,
+        authorization: str | None = None,
+    ) -> Response:
+        ctype = (content_type or "").split(";")[0].strip().lower()
+        as_json = ctype == "application/json" or (not ctype and body.lstrip()[:1] == b"{")
+
+        def error(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+            self._count(status)
+            code = RPC_CODES.get(status, 13)
+            if as_json:
+                data = json.dumps({"code": code, "message": reason}).encode()
+                return Response(status, data, "application/json", headers or {})
+            return Response(status, rpc_status(code, reason), "application/x-protobuf", headers or {})
+
+        if not self._authorized(authorization):
+            return error(
+                401, "missing or wrong bearer token (OTLP_INGEST_TOKEN)", {"WWW-Authenticate": "Bearer"}
+            )
+        if ctype and ctype not in ("application/json", "application/x-protobuf", "application/protobuf"):
+            return error(
+                415, f"unsupported Content-Type {ctype!r:.60}: use application/x-protobuf or application/json"
+            )
+        try:
+            views, rejected = [], []
+            for item in decode_spans(_decode_body(body, content_encoding), as_json=as_json):
+                (rejected if isinstance(item, SpanRejected) else views).append(item)
+            received = len(views) + len(rejected)
+        except BadRequest as exc:
+            log.info("OTLP request rejected: %s", exc)
+            return error(exc.status, str(exc))
+        events, agent_spans, ignored = [], [], 0
+        for v in views:
+            try:
+                e = llm_event(v)
+            except SpanRejected as exc:
+                rejected.append(exc)
+                continue
+            if e is None:
+                ignored += 1
+            elif is_agent_call(v):
+                agent_spans.append((v, e))
+            else:
+                events.append(e)
+                self._remember(v.trace_id)
+        for v, e in agent_spans:
+            if self._seen(v.trace_id):
+                ignored += 1
+            else:
+                events.append(e)
+        if events:
+            try:
+                result = write_batch(self.store, events, self.settings)
+            except StoreUnavailable as exc:
+                log.warning("OTLP export deferred, store unavailable: %s", exc)
+                return error(503, "store unavailable, retry later", {"Retry-After": "5"})
+            except Exception as exc:  # noqa: BLE001
+                log.exception("OTLP export failed")
+                return error(500, f"cannot store spans: {type(exc).__name__}")
+            if result.rejected:  # not expected: events were checked above
+                rejected.extend(SpanRejected(r) for r in result.reasons)
+        self._count(200, received=received, llm=len(events), ignored=ignored, rejected=len(rejected))
+        return self._success(as_json, rejected)
+
+    def _remember(self, trace_id: str) -> None:
+        with self._lock:
+            d = self._traces_with_calls
+            d[trace_id] = None
+            d.move_to_end(trace_id)
+            while len(d) > self.RECENT_TRACES:
+                d.popitem(last=False)
+
+    def _seen(self, trace_id: str) -> bool:
+        with self._lock:
+            return trace_id in self._traces_with_calls
+
+    @staticmethod
+    def _success(as_json: bool, rejected: list[SpanRejected]) -> Response:
+        message = ""
+        if rejected:
+            reasons = [str(r) for r in rejected[:MAX_REASONS]]
+            more = f" (and {len(rejected) - MAX_REASONS} more)" if len(rejected) > MAX_REASONS else ""
+            message = f"{len(rejected)} span(s) rejected: " + "; ".join(reasons) + more
+            log.info("OTLP partial success: %s", message)
+        if as_json:
+            doc: dict[str, Any] = {}
+            if rejected:
+                doc["partialSuccess"] = {"rejectedSpans": str(len(rejected)), "errorMessage": message}
+            return Response(200, json.dumps(doc).encode(), "application/json")
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        resp = ExportTraceServiceResponse()
+        if rejected:
+            resp.partial_success.rejected_spans = len(rejected)
+            resp.partial_success.error_message = message
+        return Response(200, resp.SerializeToString(), "application/x-protobuf")
