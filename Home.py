@@ -27,15 +27,15 @@ st.set_page_config(page_title="Bot operations console", page_icon=":material/sma
 def login_page() -> None:
     ui.page_header("Bot operations console", "Sign in to watch and steer the bots.")
     with st.form("login", clear_on_submit=False):
-        name = st.text_input("User name", key="login_name")
-        password = st.text_input("Password", type="password", key="login_password")
+        name = st.text_input("User name", key="login_name", autocomplete="username")
+        password = st.text_input(
+            "Password", type="password", key="login_password", autocomplete="current-password"
+        )
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         try:
-            user = auth.authenticate(ui.get_store(), name.strip(), password)
-        except auth.AccountLocked as exc:
-            st.error(f"{str(exc).capitalize()}. Try again later, or ask an admin to reset the password.")
-        except auth.AuthError as exc:
+            user = auth.authenticate(ui.get_store(), name.strip(), password, client=ui.client_address())
+        except auth.AuthError as exc:  # one message for every refusal (never which part was wrong)
             st.error(f"Sign-in failed: {exc}.")
         else:
             ui.sign_in(user)
@@ -183,7 +183,7 @@ def main() -> None:
         if page is not None and page.url_path != pg.url_path:
             st.switch_page(page, query_params=target[1] or None)
     with st.sidebar:
-        st.caption(f"Signed in as **{user.name}** ({user.role})")
+        st.caption(f"Signed in as **{ui.md_escape(user.name)}** ({user.role})")
         if not ui.is_auth_off() and st.button("Sign out", icon=":material/logout:", key="logout"):
             ui.sign_out()
             st.rerun()

@@ -96,6 +96,10 @@ class Settings:
     auth_mode: str = "password"  # password | none
     password_hash_time_cost: int = 3  # argon2id passes (the argon2-cffi default)
     password_hash_memory_kib: int = 65_536  # argon2id memory per hash (64 MiB, the argon2-cffi default)
+    password_hash_concurrency: int = 2  # argon2 hashes at once per process (memory = this x 64 MiB)
+    sign_in_max_failures: int = 5  # attempts per (account, client address) before a lock
+    sign_in_client_max_failures: int = 30  # failed attempts per client address (all names) before a lock
+    sign_in_lockout_s: float = 900.0  # first lock; each further lock of the same pair doubles, up to 24 h
     emergency_confirmation_required: bool = True
     emergency_rate_limit_per_min: int = 3
     redact_pii: bool = True
@@ -190,6 +194,12 @@ class Settings:
             auth_mode=_str(e.get("AUTH_MODE"), d.auth_mode),
             password_hash_time_cost=_int(e.get("PASSWORD_HASH_TIME_COST"), d.password_hash_time_cost),
             password_hash_memory_kib=_int(e.get("PASSWORD_HASH_MEMORY_KIB"), d.password_hash_memory_kib),
+            password_hash_concurrency=_int(e.get("PASSWORD_HASH_CONCURRENCY"), d.password_hash_concurrency),
+            sign_in_max_failures=_int(e.get("SIGN_IN_MAX_FAILURES"), d.sign_in_max_failures),
+            sign_in_client_max_failures=_int(
+                e.get("SIGN_IN_CLIENT_MAX_FAILURES"), d.sign_in_client_max_failures
+            ),
+            sign_in_lockout_s=_float(e.get("SIGN_IN_LOCKOUT_S"), d.sign_in_lockout_s),
             emergency_confirmation_required=_bool(
                 e.get("EMERGENCY_CONFIRMATION_REQUIRED"), d.emergency_confirmation_required
             ),

@@ -9,7 +9,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -161,10 +160,10 @@ def _disabled_target(st: Store, u: str) -> str:
 
 def _locked_target(st: Store, u: str) -> str:
     name = _target(st)
-    with st.begin() as conn:
-        conn.execute(sa.update(schema.users).where(schema.users.c.name == name)
-                     .values(failed_logins=5, locked_until=datetime(2999, 1, 1)))  # fmt: skip
-    with pytest.raises(auth.AccountLocked):
+    for _ in range(auth.MAX_FAILED_LOGINS):
+        with pytest.raises(auth.AuthError):
+            auth.authenticate(st, name, "wrong-password")
+    with pytest.raises(auth.AccountLocked):  # locked: even the right password is refused
         auth.authenticate(st, name, PW)
     return name
 

@@ -21,6 +21,8 @@ from observability.auth.users import (
     LOCKOUT,
     MAX_FAILED_LOGINS,
     MIN_PASSWORD_LENGTH,
+    NAME_CHARS,
+    SIGN_IN_REFUSED,
     AccountLocked,
     AuthError,
     User,
@@ -35,6 +37,7 @@ from observability.auth.users import (
     get_user,
     hash_password,
     list_users,
+    normalize_name,
     random_password,
     reset_password,
     set_role,
@@ -43,9 +46,9 @@ from observability.auth.users import (
 )
 
 __all__ = [
-    "ADMIN", "ANALYST", "LOCKOUT", "MANAGER", "MAX_FAILED_LOGINS", "MIN_PASSWORD_LENGTH", "OPERATOR",
+    "ADMIN", "ANALYST", "LOCKOUT", "MANAGER", "MAX_FAILED_LOGINS", "MIN_PASSWORD_LENGTH", "NAME_CHARS", "OPERATOR",
     "PERMISSIONS", "ROLES", "AccountLocked", "AuthError", "PermissionDenied", "User", "UserInfo",
     "add_user", "audit_event", "authenticate", "authorize", "create_user", "disable_user", "enable_user",
     "ensure_first_admin", "get_user", "hash_password", "jsonable", "list_users", "random_password",
-    "reset_password", "role_can", "roles_for", "set_role", "unlock_user", "update_user",
+    "normalize_name", "reset_password", "role_can", "SIGN_IN_REFUSED", "roles_for", "set_role", "unlock_user", "update_user",
 ]  # fmt: skip

@@ -164,8 +164,9 @@ def security_settings(settings: Settings | None = None) -> list[dict[str, Any]]:
         {"setting": "REDACT_PII", "value": str(s.redact_pii).lower()},
         {"setting": "CONTROL_CACHE_S", "value": str(s.control_cache_s)},
         {
-            "setting": "Lockout",
-            "value": f"{auth.MAX_FAILED_LOGINS} failed sign-ins lock an account for {auth.LOCKOUT}",
+            "setting": "SIGN_IN_MAX_FAILURES / SIGN_IN_LOCKOUT_S",
+            "value": f"{s.sign_in_max_failures} failed sign-ins from one address pause that name there "
+            f"for {s.sign_in_lockout_s:.0f} s (doubling with each further lock)",
         },
     ]
 

@@ -24,7 +24,10 @@ admin can be neither demoted nor disabled.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+import threading
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -34,6 +37,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from observability.auth import throttle
 from observability.auth.audit import audit_event
 from observability.auth.roles import ADMIN, PERMISSIONS, ROLES, PermissionDenied
 from observability.settings import Settings, get_settings
@@ -42,9 +46,17 @@ from observability.timeutil import to_naive_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-MAX_FAILED_LOGINS = 5
-LOCKOUT = timedelta(minutes=15)
+MAX_FAILED_LOGINS = 5  # the default of SIGN_IN_MAX_FAILURES
+LOCKOUT = timedelta(minutes=15)  # the default of SIGN_IN_LOCKOUT_S
 MIN_PASSWORD_LENGTH = 8
+MAX_NAME_LENGTH = 100
+# The one answer to every refused sign-in: wrong name, wrong password, disabled, locked or throttled
+# all read the same, so the form tells nothing about an account to a stranger.
+SIGN_IN_REFUSED = "wrong user name or password, or too many attempts from here (wait and try again)"
+BUSY = "the console is busy checking other sign-ins; try again in a moment"
+HASH_WAIT_S = 10.0  # longest wait for a free hashing slot during sign-in
+NAME_CHARS = "letters a-z, digits and . _ - @"
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]*\Z")
 
 
 @lru_cache(maxsize=4)
@@ -58,13 +70,40 @@ def hasher() -> PasswordHasher:
     return _hasher_for(s.password_hash_time_cost, s.password_hash_memory_kib)
 
 
+_slots_lock = threading.Lock()
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+def hash_slots() -> threading.BoundedSemaphore:
+    """At most `PASSWORD_HASH_CONCURRENCY` argon2 computations at once in this process: each costs
+    `PASSWORD_HASH_MEMORY_KIB` (64 MiB), so a burst of sign-ins queues instead of eating memory."""
+    n = max(1, get_settings().password_hash_concurrency)
+    with _slots_lock:
+        return _slots.setdefault(n, threading.BoundedSemaphore(n))
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(time_cost: int, memory_kib: int) -> str:
+    return _hasher_for(time_cost, memory_kib).hash(secrets.token_urlsafe(16))
+
+
+def normalize_name(name: Any) -> str:
+    """The canonical form of a user name: Unicode NFKC, lower case (lookups ignore case)."""
+    if not isinstance(name, str):
+        raise ValueError("user name must be text")
+    return unicodedata.normalize("NFKC", name).lower()
+
+
 class AuthError(Exception):
     """Sign-in failed; the message is safe to show (it never says which part was wrong)."""
 
 
 class AccountLocked(AuthError):
-    def __init__(self, until: datetime) -> None:
-        super().__init__(f"account locked until {until:%H:%M} UTC after too many failed sign-ins")
+    """Refused because this name (from this client) or this client is throttled. The message is
+    the same as for a wrong password; `until` is for logs and tests, never shown."""
+
+    def __init__(self, until: datetime | None) -> None:
+        super().__init__(SIGN_IN_REFUSED)
         self.until = until
 
 
@@ -106,22 +145,43 @@ def hash_password(password: str) -> str:
         raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > 1024:
         raise ValueError("password must have at most 1024 characters")
-    return hasher().hash(password)
+    with hash_slots():
+        return hasher().hash(password)
 
 
 def _verify(password_hash: str, password: str) -> bool:
+    """Check a password (the caller holds a hashing slot)."""
     try:
         return hasher().verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
 
+def _by_name(name: str) -> sa.ColumnElement[bool]:
+    """Case-insensitive match of a (normalised) user name."""
+    try:
+        canonical = normalize_name(name)
+    except ValueError:
+        return sa.false()
+    return sa.func.lower(schema.users.c.name) == canonical
+
+
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > 100 or name != name.strip():
-        raise ValueError("user name must be 1 to 100 characters without leading or trailing spaces")
-    if any(ord(ch) < 32 for ch in name):
-        raise ValueError("user name must not contain control characters")
-    return name
+    """A new user's name, normalised (NFKC, lower case) and limited to a safe character set, so
+    look-alike, zero-width, bidi and markdown characters cannot spoof another name in the audit
+    trail. Returns the stored form; raises ValueError with the reason."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH or name != name.strip():
+        raise ValueError(
+            f"user name must be 1 to {MAX_NAME_LENGTH} characters without leading or trailing spaces"
+        )
+    canonical = normalize_name(name)
+    if not _NAME_RE.match(canonical) or len(canonical) > MAX_NAME_LENGTH:
+        bad = sorted({ch for ch in canonical if not re.match(r"[a-z0-9._@-]", ch)})
+        shown = ", ".join(f"U+{ord(ch):04X}" for ch in bad) or "the first character"
+        raise ValueError(
+            f"user name may only use {NAME_CHARS} (starting with a letter or digit); refused: {shown}"
+        )
+    return canonical
 
 
 def _check_role(role: Any) -> str:
@@ -136,9 +196,7 @@ def _check_role(role: Any) -> str:
 def get_user(store: Store, name: str) -> User | None:
     with store.connect() as conn:
         row = conn.execute(
-            sa.select(schema.users.c.name, schema.users.c.role, schema.users.c.disabled).where(
-                schema.users.c.name == name
-            )
+            sa.select(schema.users.c.name, schema.users.c.role, schema.users.c.disabled).where(_by_name(name))
         ).first()
     return User(row.name, row.role, bool(row.disabled)) if row else None
 
@@ -158,18 +216,12 @@ def list_users(store: Store) -> list[UserInfo]:
                 t.c.last_login_at,
             ).order_by(t.c.name)
         ).all()
-    return [
-        UserInfo(
-            r.name,
-            r.role,
-            bool(r.disabled),
-            r.failed_logins or 0,
-            r.locked_until,
-            r.created_at,
-            r.last_login_at,
-        )
-        for r in rows
-    ]
+        throttled = throttle.account_states(conn)
+    out = []
+    for r in rows:
+        attempts, until = throttled.get(throttle.account_key(normalize_name(r.name)), (0, None))
+        out.append(UserInfo(r.name, r.role, bool(r.disabled), attempts, until, r.created_at, r.last_login_at))
+    return out
 
 
 def authorize(store: Store, user_name: str | None, action: str, settings: Settings | None = None) -> User:
@@ -198,12 +250,12 @@ def create_user(
 ) -> User:
     """Add a user (console callers use `add_user`, which checks `users.manage` for the actor)."""
     _check_role(role)
-    _check_name(name)
+    name = _check_name(name)
     pw_hash = hash_password(password)
     now = to_naive_utc(now) or utcnow()
     try:
         with store.begin() as conn:
-            if conn.execute(sa.select(schema.users.c.name).where(schema.users.c.name == name)).first():
+            if conn.execute(sa.select(schema.users.c.name).where(_by_name(name))).first():
                 raise ValueError(f"user {name!r} already exists")
             conn.execute(
                 sa.insert(schema.users).values(
@@ -252,9 +304,10 @@ def update_user(
     now = to_naive_utc(now) or utcnow()
     t = schema.users
     with store.begin() as conn:
-        row = conn.execute(sa.select(t.c.name, t.c.role, t.c.disabled).where(t.c.name == name)).first()
+        row = conn.execute(sa.select(t.c.name, t.c.role, t.c.disabled).where(_by_name(name))).first()
         if row is None:
             raise ValueError(f"no user named {name!r}")
+        name = row.name
         demotes = (
             row.role == ADMIN
             and not row.disabled
@@ -289,6 +342,8 @@ def update_user(
         if unlock and pw_hash is None:
             values.update(failed_logins=0, locked_until=None)
             events.append(("user.unlocked", f"User {name} unlocked", {"target": name}))
+        if pw_hash is not None or unlock:
+            throttle.forget_account(conn, normalize_name(name))
         if values:
             conn.execute(sa.update(t).where(t.c.name == name).values(**values))
         for kind, title, meta in events:
@@ -341,59 +396,112 @@ def unlock_user(store: Store, actor: str, name: str, *, settings: Settings | Non
 # ---- sign-in ----------------------------------------------------------------------------------
 
 
-def authenticate(store: Store, name: str, password: str, *, now: datetime | None = None) -> User:
-    """Check a sign-in; counts failures and locks the account after five for 15 minutes.
+def authenticate(
+    store: Store,
+    name: str,
+    password: str,
+    *,
+    client: str | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> User:
+    """Check a sign-in from `client` (the caller's address); returns the user or raises AuthError.
 
-    While locked, even the right password is refused. When the lock has expired the count starts
-    again from zero. The error never says whether the name or the password was wrong.
+    The attempt is counted first, atomically (`throttle.count_attempt`), for this (name, client)
+    pair and for the client; an attempt beyond either limit is refused without checking any
+    password, so concurrent guesses can check at most `SIGN_IN_MAX_FAILURES` passwords. The
+    attempt that reaches the limit and fails locks the pair for `SIGN_IN_LOCKOUT_S` (doubling with
+    each further lock); other client addresses are not affected. Unknown names are counted and
+    locked the same way, and unknown, disabled, locked and wrong all give the one message
+    `SIGN_IN_REFUSED`; each attempt that gets a check costs one argon2 verification (a dummy one
+    for an unknown name), inside the bounded hashing slots.
     """
+    s = settings or get_settings()
     now = to_naive_utc(now) or utcnow()
+    client = (client or "unknown")[:200]
     t = schema.users
-    if not isinstance(name, str) or not isinstance(password, str) or not name or len(name) > 100:
-        raise AuthError("wrong user name or password")
-    with store.begin() as conn:
-        row = conn.execute(sa.select(t).where(t.c.name == name)).first()
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise AuthError(SIGN_IN_REFUSED)
+    canonical = normalize_name(name.strip())[: 4 * MAX_NAME_LENGTH]
+    window = timedelta(seconds=s.sign_in_lockout_s)
+    pk, ck = throttle.pair_key(canonical, client), throttle.client_key(client)
+    with store.begin() as conn:  # committed before any check: concurrent attempts all count
+        c_count = throttle.count_attempt(conn, ck, "", now=now, window=window)
+        p_count = throttle.count_attempt(conn, pk, throttle.account_key(canonical), now=now, window=window)
+    if c_count.attempts > s.sign_in_client_max_failures or p_count.attempts > s.sign_in_max_failures:
+        log.info("sign-in refused from %s: too many attempts", client)
+        raise AccountLocked(p_count.locked_until or c_count.locked_until)
+    with store.connect() as conn:
+        row = conn.execute(sa.select(t).where(_by_name(canonical))).first() if canonical else None
+    if not hash_slots().acquire(timeout=HASH_WAIT_S):
+        log.warning("sign-in refused from %s: no hashing slot free for %.0f s", client, HASH_WAIT_S)
+        raise AuthError(BUSY)
+    new_hash = None
+    try:
         if row is None:
-            hasher().hash("timing-equaliser")  # do not reveal which names exist by timing
-            log.info("sign-in refused: unknown user name")  # the name may be a mistyped password
-            raise AuthError("wrong user name or password")
-        if row.locked_until is not None and row.locked_until > now:
-            log.info("sign-in refused for %r: account locked", name)
-            raise AccountLocked(row.locked_until)
-        if not _verify(row.password_hash, password):
-            # a lock that has expired starts a fresh count
-            failed = (0 if row.locked_until is not None else row.failed_logins or 0) + 1
-            locked = now + LOCKOUT if failed >= MAX_FAILED_LOGINS else None
-            conn.execute(
-                sa.update(t).where(t.c.name == name).values(failed_logins=failed, locked_until=locked)
-            )
-            if locked:
-                audit_event(
-                    conn,
-                    "auth.locked",
-                    f"User {name} locked after {failed} failed sign-ins",
-                    user=name,
-                    severity="high",
-                    metadata={"until": locked.isoformat()},
-                    now=now,
-                )
-        elif row.disabled:
-            failed = locked = None
+            _verify(_dummy_hash(s.password_hash_time_cost, s.password_hash_memory_kib), password)
+            ok = False
         else:
-            values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
-            if hasher().check_needs_rehash(row.password_hash):
-                values["password_hash"] = hasher().hash(password)
-            conn.execute(sa.update(t).where(t.c.name == name).values(**values))
-            log.info("user %r signed in", name)
-            return User(row.name, row.role)
-    if locked:
-        log.warning("user %r locked for %s after %d failed sign-ins", name, LOCKOUT, failed)
+            ok = _verify(row.password_hash, password)
+            if ok and hasher().check_needs_rehash(row.password_hash):
+                new_hash = hasher().hash(password)
+    finally:
+        hash_slots().release()
+    held = row is not None and row.locked_until is not None and row.locked_until > now  # an admin's lock
+    if ok and row is not None and not row.disabled and not held:
+        values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login_at": now}
+        if new_hash is not None:
+            values["password_hash"] = new_hash
+        with store.begin() as conn:
+            throttle.forget_pair(conn, pk)
+            throttle.uncount_client(conn, ck)
+            conn.execute(sa.update(t).where(t.c.name == row.name).values(**values))
+        log.info("user %r signed in from %s", row.name, client)
+        return User(row.name, row.role)
+    locked = None
+    with store.begin() as conn:
+        if p_count.attempts == s.sign_in_max_failures:
+            locked = throttle.lock(conn, pk, p_count, now=now, base=window)
+            who = f"User {row.name}" if row is not None else "An unknown user name"
+            audit_event(
+                conn,
+                "auth.locked",
+                f"{who}: sign-in from {client} paused after {p_count.attempts} failed attempts",
+                user=row.name if row is not None else None,
+                severity="high",
+                metadata={"client": client, "until": locked},
+                now=now,
+            )
+        if c_count.attempts == s.sign_in_client_max_failures:
+            until = throttle.lock(conn, ck, c_count, now=now, base=window)
+            locked = locked or until
+            audit_event(
+                conn,
+                "auth.client_locked",
+                f"Sign-in from {client} paused after {c_count.attempts} failed attempts",
+                user=None,
+                severity="high",
+                metadata={"client": client, "until": until},
+                now=now,
+            )
+    if row is None:
+        log.info("sign-in refused from %s: unknown user name", client)  # the name may be a password
+    elif row.disabled or held:
+        log.info("sign-in refused for %r from %s: account disabled or held", row.name, client)
+    else:
+        log.info(
+            "sign-in failed for %r from %s (%d of %d)",
+            row.name,
+            client,
+            p_count.attempts,
+            s.sign_in_max_failures,
+        )
+    if locked is None and held:
+        locked = row.locked_until
+    if locked is not None:
+        log.warning("sign-in from %s paused until %s UTC", client, f"{locked:%Y-%m-%d %H:%M}")
         raise AccountLocked(locked)
-    if failed is None:
-        log.info("sign-in refused for %r: account disabled", name)
-        raise AuthError("this account is disabled")
-    log.info("sign-in failed for %r (%d of %d)", name, failed, MAX_FAILED_LOGINS)
-    raise AuthError("wrong user name or password")
+    raise AuthError(SIGN_IN_REFUSED)
 
 
 def random_password() -> str:

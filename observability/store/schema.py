@@ -246,6 +246,22 @@ users = Table(
     Column("last_login_at", DateTime),
 )
 
+# Sign-in throttle: one row per (account, client address) pair and one per client address, keyed by
+# a SHA-256 of the normalised name and the address (a name typed into the form may be a mistyped
+# password, so it is never stored in clear). `attempts` is incremented atomically *before* a
+# password is checked (one UPSERT ... RETURNING), so concurrent guesses each count.
+sign_in_throttle = Table(
+    "sign_in_throttle",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("account_key", String(64), nullable=False),  # SHA-256 of the name; "" for a client row
+    Column("attempts", Integer, nullable=False),
+    Column("lockouts", Integer, nullable=False, server_default="0"),  # locks so far: delays grow
+    Column("locked_until", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_sign_in_throttle_account", "account_key"),
+)
+
 # ---------------------------------------------------------------------------------------------
 # Alerting
 # ---------------------------------------------------------------------------------------------

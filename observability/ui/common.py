@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse
@@ -89,6 +90,23 @@ def current_user() -> auth.User | None:
     if fresh != user:
         st.session_state[USER_KEY] = fresh
     return fresh
+
+
+def client_address() -> str:
+    """The browser's address as Streamlit sees it ("local" on localhost), for the sign-in throttle."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # noqa: BLE001 - no browser context (AppTest)
+        ip = None
+    return ip if isinstance(ip, str) and ip else "local"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$])")
+
+
+def md_escape(text: str) -> str:
+    """`text` with every markdown character escaped, for user-supplied names in st.markdown/caption."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
 def sign_in(user: auth.User) -> None:
