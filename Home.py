@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -26,6 +26,16 @@ st.set_page_config(page_title="Bot operations console", page_icon=":material/sma
 
 def login_page() -> None:
     ui.page_header("Bot operations console", "Sign in to watch and steer the bots.")
+    if ui.cookie_sessions():  # served by app.py: its own sign-in route sets the session cookie
+        reason = st.session_state.get(ui.SESSION_END_KEY)
+        if reason:
+            st.warning(f"Signed out: {reason}.", icon=":material/logout:")
+        nxt = urlparse(st.context.url or "/").path or "/"
+        st.markdown(
+            f'<a href="/auth/sign-in?{urlencode({"next": nxt})}" target="_self">Sign in</a>',
+            unsafe_allow_html=True,
+        )
+        return
     with st.form("login", clear_on_submit=False):
         name = st.text_input("User name", key="login_name", autocomplete="username")
         password = st.text_input(
@@ -184,7 +194,9 @@ def main() -> None:
             st.switch_page(page, query_params=target[1] or None)
     with st.sidebar:
         st.caption(f"Signed in as **{ui.md_escape(user.name)}** ({user.role})")
-        if not ui.is_auth_off() and st.button("Sign out", icon=":material/logout:", key="logout"):
+        if ui.cookie_sessions() and not ui.is_auth_off():
+            st.markdown('<a href="/auth/sign-out" target="_self">Sign out</a>', unsafe_allow_html=True)
+        elif not ui.is_auth_off() and st.button("Sign out", icon=":material/logout:", key="logout"):
             ui.sign_out()
             st.rerun()
     pg.run()

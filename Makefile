@@ -21,7 +21,7 @@ run: $(STAMP)
 	@bash -c 'trap "kill \$$(jobs -p) 2>/dev/null; wait" EXIT; \
 	  $(BIN)/python -m observability.worker & \
 	  $(BIN)/python -m observability.simulate & \
-	  $(BIN)/streamlit run Home.py $(STREAMLIT_FLAGS)'
+	  $(BIN)/streamlit run app.py $(STREAMLIT_FLAGS)'
 
 ## The whole test suite (PostgreSQL/Redis tests skip without TEST_DATABASE_URL / TEST_REDIS_URL).
 test: $(STAMP)
@@ -35,12 +35,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/pages.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check observability tests bench pages Home.py
-	$(BIN)/ruff format --check observability tests bench pages Home.py
+	$(BIN)/ruff check observability tests bench pages Home.py app.py
+	$(BIN)/ruff format --check observability tests bench pages Home.py app.py
 
 format: $(STAMP)
-	$(BIN)/ruff format observability tests bench pages Home.py
-	$(BIN)/ruff check --fix observability tests bench pages Home.py
+	$(BIN)/ruff format observability tests bench pages Home.py app.py
+	$(BIN)/ruff check --fix observability tests bench pages Home.py app.py
 
 clean-local:
 	rm -rf data/local/*.db* data/local/spool

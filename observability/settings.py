@@ -100,6 +100,10 @@ class Settings:
     sign_in_max_failures: int = 5  # attempts per (account, client address) before a lock
     sign_in_client_max_failures: int = 30  # failed attempts per client address (all names) before a lock
     sign_in_lockout_s: float = 900.0  # first lock; each further lock of the same pair doubles, up to 24 h
+    session_idle_timeout_s: float = 8 * 3600.0  # a session unused this long ends
+    session_lifetime_s: float = 7 * 86400.0  # a session ends this long after sign-in, used or not
+    session_secret: str | None = field(default=None, repr=False)  # signs cookies; else a local file
+    session_secret_file: Path = LOCAL_DIR / "session.secret"
     emergency_confirmation_required: bool = True
     emergency_rate_limit_per_min: int = 3
     redact_pii: bool = True
@@ -200,6 +204,10 @@ class Settings:
                 e.get("SIGN_IN_CLIENT_MAX_FAILURES"), d.sign_in_client_max_failures
             ),
             sign_in_lockout_s=_float(e.get("SIGN_IN_LOCKOUT_S"), d.sign_in_lockout_s),
+            session_idle_timeout_s=_float(e.get("SESSION_IDLE_TIMEOUT_S"), d.session_idle_timeout_s),
+            session_lifetime_s=_float(e.get("SESSION_LIFETIME_S"), d.session_lifetime_s),
+            session_secret=_str(e.get("SESSION_SECRET"), None),
+            session_secret_file=Path(_str(e.get("SESSION_SECRET_FILE"), str(d.session_secret_file))),
             emergency_confirmation_required=_bool(
                 e.get("EMERGENCY_CONFIRMATION_REQUIRED"), d.emergency_confirmation_required
             ),

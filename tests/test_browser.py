@@ -1,4 +1,4 @@
-"""The console in a real browser: `streamlit run Home.py` on a demo store with password sign-in,
+"""The console in a real browser: `streamlit run app.py` on a demo store with password sign-in,
 the system Chromium driven by Playwright. Signs in, opens every page of the navigation, checks that
 each renders its plotly charts without an error, and saves a screenshot of each page under
 tests/artifacts/ (git-ignored).
@@ -67,7 +67,7 @@ def page(browser) -> Iterator:  # noqa: ANN001
 
 def start_console(database_url: str, port: int, log: Path) -> subprocess.Popen:
     env = subprocess_env(DATABASE_URL=database_url, AUTH_MODE="password")
-    cmd = [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true", "--server.address",
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
            "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)

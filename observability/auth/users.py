@@ -242,6 +242,17 @@ def authorize(store: Store, user_name: str | None, action: str, settings: Settin
     return user
 
 
+def revoke_user_sessions(conn: sa.Connection, name: str, reason: str, *, now: datetime) -> int:
+    """Revoke every open console session of a user inside the caller's transaction."""
+    t = schema.sessions
+    result = conn.execute(
+        sa.update(t)
+        .where(sa.func.lower(t.c.user_name) == name.lower(), t.c.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
+    return result.rowcount or 0
+
+
 # ---- trusted user management (CLI, bootstrap) -------------------------------------------------
 
 
@@ -344,6 +355,20 @@ def update_user(
             events.append(("user.unlocked", f"User {name} unlocked", {"target": name}))
         if pw_hash is not None or unlock:
             throttle.forget_account(conn, normalize_name(name))
+        # open sessions end with a change of password, role or a disable (other tabs too)
+        for changed, reason in (
+            ("password_hash" in values, "password reset"),
+            (values.get("disabled") is True, "disabled"),
+            ("role" in values, "role changed"),
+        ):
+            if changed:
+                ended = revoke_user_sessions(conn, name, reason, now=now)
+                if ended:
+                    events.append(
+                        ("auth.sessions_revoked", f"{ended} session(s) of {name} ended: {reason}",
+                         {"target": name, "reason": reason, "sessions": ended})
+                    )  # fmt: skip
+                break
         if values:
             conn.execute(sa.update(t).where(t.c.name == name).values(**values))
         for kind, title, meta in events:

@@ -262,6 +262,21 @@ sign_in_throttle = Table(
     Index("ix_sign_in_throttle_account", "account_key"),
 )
 
+# Console sessions (the signed HttpOnly cookie carries the id; only its SHA-256 is stored). A session
+# ends when revoked (sign-out, password reset, disable, role change), idle or past its lifetime.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_name", String(100), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),  # absolute lifetime
+    Column("revoked_at", DateTime),
+    Column("revoked_reason", String(100)),
+    Index("ix_sessions_user", "user_name"),
+)
+
 # ---------------------------------------------------------------------------------------------
 # Alerting
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import pandas as pd
 import streamlit as st
 
 from observability import auth
+from observability.auth import sessions
 from observability.settings import get_settings
 from observability.store import Store
 
@@ -75,14 +76,47 @@ def is_auth_off() -> bool:
     return get_settings().auth_mode == "none"
 
 
+_cookie_sessions = False  # set by app.py: sessions come from the signed cookie, not the page state
+SESSION_END_KEY = "session_end_reason"  # st.session_state: why the cookie's session ended
+
+
+def enable_cookie_sessions() -> None:
+    """Called by app.py (the ASGI app): every run resolves the user from the session cookie."""
+    global _cookie_sessions
+    _cookie_sessions = True
+
+
+def cookie_sessions() -> bool:
+    if _cookie_sessions:
+        return True
+    try:  # app.py's SessionGate marks the page's connection
+        return st.context.headers.get("x-obs-session-gate") == "1"
+    except Exception:  # noqa: BLE001 - no browser context (AppTest)
+        return False
+
+
+def _cookie_user() -> auth.User | None:
+    try:
+        value = st.context.cookies.get(sessions.COOKIE_NAME)
+    except Exception:  # noqa: BLE001 - no browser context
+        value = None
+    resolved = sessions.resolve(get_store(), sessions.unsign(value if isinstance(value, str) else None))
+    if resolved.user is None:
+        st.session_state[SESSION_END_KEY] = resolved.reason
+    return resolved.user
+
+
 def current_user() -> auth.User | None:
-    """The signed-in user (st.session_state["user"]); with AUTH_MODE=none a local admin."""
+    """The signed-in user, re-read from the store on every run (a disabled user is signed out, a
+    changed role applies at once): from the session cookie under app.py, else from the page
+    state (AppTest and `streamlit run Home.py`); with AUTH_MODE=none a local admin."""
     if is_auth_off():
         return st.session_state.get(USER_KEY) or LOCAL_USER
+    if cookie_sessions():
+        return _cookie_user()
     user = st.session_state.get(USER_KEY)
     if not isinstance(user, auth.User):
         return None
-    # re-read the account on every run: a disabled user is signed out, a changed role applies at once
     fresh = auth.get_user(get_store(), user.name)
     if fresh is None or fresh.disabled:
         sign_out()

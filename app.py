@@ -1,0 +1,25 @@
+"""The console as an ASGI app: `streamlit run app.py` (or any ASGI server: `uvicorn app:app`).
+
+Streamlit serves Home.py (the router and its pages); around it this app adds the console's own
+sign-in and sign-out routes and the session gate (`observability.ui.web_auth`), so a session lives
+in a signed HttpOnly cookie and survives reloads and new tabs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+
+from observability.ui import common as ui  # noqa: E402
+from observability.ui import web_auth  # noqa: E402
+
+ui.enable_cookie_sessions()
+
+app = st.App(str(ROOT / "Home.py"), routes=web_auth.ROUTES, middleware=[Middleware(web_auth.SessionGate)])

@@ -1,0 +1,186 @@
+"""The console's own sign-in and sign-out routes and session middleware (Starlette, for `app.py`).
+
+    GET  /auth/sign-in?next=/page   the sign-in form (CSRF token in a hidden field and a cookie)
+    POST /auth/sign-in              check the password (`auth.authenticate`, throttled by address),
+                                    open a session, set the signed HttpOnly SameSite=Lax cookie
+                                    (Secure over https), redirect to `next`
+    GET  /auth/sign-out             a one-button form (a link cannot sign anyone out: CSRF)
+    POST /auth/sign-out             revoke the session, drop the cookie
+
+`SessionGate` sends a browser that asks for a console page without a live session to the sign-in
+form, with the page kept in `next` and the reason (expired, revoked) on the form. Streamlit's own
+paths (`/_stcore`, `/static`, `/media`, `/component`) pass through: the page run itself resolves
+the cookie again (`ui.common.current_user`), so a revoked session stops a tab already open.
+No Streamlit import here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import logging
+import secrets
+from functools import lru_cache
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from observability import auth
+from observability.auth import sessions
+from observability.settings import get_settings
+from observability.store import Store
+
+log = logging.getLogger(__name__)
+
+SIGN_IN_PATH = "/auth/sign-in"
+SIGN_OUT_PATH = "/auth/sign-out"
+GATE_HEADER = "x-obs-session-gate"
+PASS_THROUGH = ("/_stcore", "/static", "/media", "/component", "/auth/", "/favicon", "/app/static")
+
+
+@lru_cache(maxsize=4)
+def _store_for(url: str) -> Store:
+    store = Store.from_url(url)
+    store.migrate()
+    return store
+
+
+def store() -> Store:
+    return _store_for(get_settings().database_url)
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path on this site (no scheme, no host, no `//`): an open redirect is refused."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}}
+label{{display:block;margin:.8rem 0 .2rem}}input{{width:100%;padding:.5rem;box-sizing:border-box}}
+button{{margin-top:1rem;padding:.5rem 1.2rem}}.msg{{background:#fde8e8;padding:.6rem;border-radius:4px}}
+.note{{background:#eef4fd;padding:.6rem;border-radius:4px}}</style></head>
+<body><h1>Bot operations console</h1>{body}</body></html>"""
+    return HTMLResponse(doc, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _with_csrf(response: Response, request: Request, token: str) -> Response:
+    response.set_cookie(
+        sessions.CSRF_COOKIE_NAME, sessions.sign(token, salt="csrf"), httponly=True, samesite="strict",
+        secure=_secure(request), path="/auth",
+    )  # fmt: skip
+    return response
+
+
+def _csrf_ok(request: Request, form_token: object) -> bool:
+    expected = sessions.unsign(request.cookies.get(sessions.CSRF_COOKIE_NAME), salt="csrf")
+    return bool(expected) and isinstance(form_token, str) and hmac.compare_digest(expected, form_token)
+
+
+def _sign_in_form(request: Request, *, message: str | None = None, note: str | None = None,
+                  status: int = 200, name: str = "") -> Response:  # fmt: skip
+    token = secrets.token_urlsafe(24)
+    nxt = safe_next(request.query_params.get("next") or None)
+    parts = []
+    if note:
+        parts.append(f'<p class="note" role="status">{html.escape(note)}</p>')
+    if message:
+        parts.append(f'<p class="msg" role="alert">Sign-in failed: {html.escape(message)}.</p>')
+    parts.append(f"""<form method="post" action="{SIGN_IN_PATH}?{html.escape(urlencode({"next": nxt}))}">
+<input type="hidden" name="csrf" value="{token}">
+<label for="username">User name</label>
+<input id="username" name="username" autocomplete="username" required value="{html.escape(name)}">
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form>""")
+    return _with_csrf(_page("Sign in", "\n".join(parts), status), request, token)
+
+
+async def sign_in(request: Request) -> Response:
+    if request.method == "GET":
+        return _sign_in_form(request, note=request.query_params.get("reason"))
+    form = await request.form()
+    if not _csrf_ok(request, form.get("csrf")):
+        return _sign_in_form(request, message="the form had expired; please try again", status=403)
+    name, password = str(form.get("username") or ""), str(form.get("password") or "")
+    client = request.client.host if request.client else None
+    try:
+        user = await run_in_threadpool(auth.authenticate, store(), name.strip(), password, client=client)
+    except auth.AuthError as exc:
+        return _sign_in_form(request, message=str(exc), status=401, name=name[:100])
+    token = await run_in_threadpool(sessions.start, store(), user, client=client)
+    s = get_settings()
+    response = RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    response.set_cookie(
+        sessions.COOKIE_NAME, sessions.sign(token), max_age=int(s.session_lifetime_s), httponly=True,
+        samesite="lax", secure=_secure(request), path="/",
+    )  # fmt: skip
+    response.delete_cookie(sessions.CSRF_COOKIE_NAME, path="/auth")
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    if request.method == "GET":
+        token = secrets.token_urlsafe(24)
+        body = f"""<form method="post" action="{SIGN_OUT_PATH}">
+<input type="hidden" name="csrf" value="{token}"><p>Sign out of the console in every tab?</p>
+<button type="submit">Sign out</button></form>"""
+        return _with_csrf(_page("Sign out", body), request, token)
+    form = await request.form()
+    if not _csrf_ok(request, form.get("csrf")):
+        return _page("Sign out", '<p class="msg">The form had expired; please try again.</p>', 403)
+    token = sessions.unsign(request.cookies.get(sessions.COOKIE_NAME))
+    await run_in_threadpool(sessions.end, store(), token)
+    response = RedirectResponse(f"{SIGN_IN_PATH}?{urlencode({'reason': 'You signed out.'})}", 303)
+    response.delete_cookie(sessions.COOKIE_NAME, path="/")
+    response.delete_cookie(sessions.CSRF_COOKIE_NAME, path="/auth")
+    return response
+
+
+ROUTES = [
+    Route(SIGN_IN_PATH, sign_in, methods=["GET", "POST"]),
+    Route(SIGN_OUT_PATH, sign_out, methods=["GET", "POST"]),
+]
+
+
+class SessionGate:
+    """ASGI middleware: a page request without a live session goes to the sign-in form."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # page runs see it in st.context.headers: cookie sessions
+            scope = {**scope, "headers": [*scope.get("headers", []), (GATE_HEADER.encode(), b"1")]}
+        if scope["type"] != "http" or scope.get("method") != "GET" or get_settings().auth_mode == "none":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "/")
+        if any(path.startswith(p) for p in PASS_THROUGH) or "." in path.rsplit("/", 1)[-1]:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        token = sessions.unsign(request.cookies.get(sessions.COOKIE_NAME))
+        resolved = await run_in_threadpool(sessions.resolve, store(), token)
+        if resolved.user is not None:
+            await self.app(scope, receive, send)
+            return
+        nxt = path + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+        query = {"next": safe_next(nxt)}
+        if resolved.reason:
+            query["reason"] = resolved.reason[0].upper() + resolved.reason[1:] + "."
+        response = RedirectResponse(f"{SIGN_IN_PATH}?{urlencode(query)}", status_code=303)
+        if token:
+            response.delete_cookie(sessions.COOKIE_NAME, path="/")
+        await response(scope, receive, send)

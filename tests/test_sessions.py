@@ -1,0 +1,192 @@
+"""Console sessions: kept in the store, carried by a signed cookie, ended everywhere at once.
+
+The service is tested directly; the routes through the real ASGI app (`streamlit run app.py`) with
+an HTTP client whose cookie jar plays the browser: a reload and a new tab send the same cookie.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from support import ROOT, free_port, subprocess_env, wait_for
+
+from observability import auth
+from observability.auth import sessions
+from observability.settings import get_settings
+from observability.store import Store
+
+T0 = datetime(2026, 3, 1, 12, 0, 0)
+PASSWORD = "correct-horse-battery"
+
+
+def test_a_session_resolves_to_its_user_until_idle_or_too_old(sqlite_store: Store) -> None:
+    s = get_settings()
+    auth.create_user(sqlite_store, "olga", auth.OPERATOR, PASSWORD)
+    token = sessions.start(sqlite_store, auth.User("olga", auth.OPERATOR), now=T0)
+    assert sessions.resolve(sqlite_store, token, now=T0 + timedelta(minutes=5)).user.name == "olga"
+    idle = T0 + timedelta(minutes=5, seconds=s.session_idle_timeout_s + 1)
+    assert sessions.resolve(sqlite_store, token, now=idle).reason == sessions.EXPIRED_IDLE
+    # used often enough, it still ends at its absolute lifetime
+    step = timedelta(seconds=s.session_idle_timeout_s / 2)
+    now = T0
+    while now < T0 + timedelta(seconds=s.session_lifetime_s) - step:
+        now += step
+        assert sessions.resolve(sqlite_store, token, now=now).user is not None
+    late = T0 + timedelta(seconds=s.session_lifetime_s)
+    assert sessions.resolve(sqlite_store, token, now=late).reason == sessions.EXPIRED_LIFETIME
+    assert sessions.resolve(sqlite_store, "forged-token", now=T0).user is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda st: auth.reset_password(st, "root", "olga", "n3w-S3cret-pass"), "password reset"),
+        (lambda st: auth.disable_user(st, "root", "olga"), "disabled"),
+        (lambda st: auth.set_role(st, "root", "olga", auth.ANALYST), "role changed"),
+    ],
+)
+def test_password_reset_disable_and_role_change_end_every_session(
+    sqlite_store: Store, change, reason
+) -> None:  # noqa: ANN001
+    auth.create_user(sqlite_store, "root", auth.ADMIN, PASSWORD)
+    auth.create_user(sqlite_store, "olga", auth.OPERATOR, PASSWORD)
+    tabs = [sessions.start(sqlite_store, auth.User("olga", auth.OPERATOR)) for _ in range(2)]
+    change(sqlite_store)
+    for token in tabs:
+        ended = sessions.resolve(sqlite_store, token)
+        assert ended.user is None and ended.reason == sessions.REVOKED[reason]
+
+
+def test_cookie_values_are_signed(tmp_path: Path) -> None:
+    s = get_settings().replace(session_secret=None, session_secret_file=tmp_path / "secret")
+    value = sessions.sign("abc", s)
+    assert sessions.unsign(value, s) == "abc"
+    assert sessions.unsign(value[:-2] + "xx", s) is None
+    assert sessions.unsign(value, s.replace(session_secret="another")) is None
+    assert (tmp_path / "secret").stat().st_mode & 0o077 == 0  # the generated key is private
+
+
+# ---- through the ASGI app ------------------------------------------------------------------------
+
+DATABASE_URLS: dict[str, str] = {}  # the app's address -> its store (tests change users behind it)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("app")
+    url = f"sqlite:///{tmp / 'store.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    auth.create_user(store, "root", auth.ADMIN, PASSWORD)
+    auth.create_user(store, "olga", auth.OPERATOR, PASSWORD)
+    store.dispose()
+    port = free_port()
+    env = subprocess_env(DATABASE_URL=url, AUTH_MODE="password", SESSION_SECRET_FILE=str(tmp / "secret"))
+    log = tmp / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port),
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {log.read_text()[-2000:]}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, interval=0.3, message="app.py did not become healthy")
+        DATABASE_URLS[f"http://127.0.0.1:{port}"] = url
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _csrf(page: requests.Response) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def _sign_in(
+    browser: requests.Session, base: str, name: str, password: str, nxt: str = "/"
+) -> requests.Response:
+    form = browser.get(f"{base}/auth/sign-in", params={"next": nxt})
+    return browser.post(
+        f"{base}/auth/sign-in", params={"next": nxt}, allow_redirects=False,
+        data={"csrf": _csrf(form), "username": name, "password": password},
+    )  # fmt: skip
+
+
+def test_a_page_without_a_session_goes_to_the_sign_in_form_keeping_the_link(app_url: str) -> None:
+    r = requests.get(
+        f"{app_url}/cost_tracking?range=24h", allow_redirects=False, headers={"Accept": "text/html"}
+    )
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/auth/sign-in?next=%2Fcost_tracking%3Frange%3D24h")
+    form = requests.get(app_url + r.headers["location"])
+    assert 'autocomplete="username"' in form.text and 'autocomplete="current-password"' in form.text
+
+
+def test_sign_in_sets_a_signed_httponly_lax_cookie_that_survives_reloads_and_new_tabs(app_url: str) -> None:
+    browser = requests.Session()
+    r = _sign_in(browser, app_url, "olga", PASSWORD, "/cost_tracking?range=24h")
+    assert r.status_code == 303 and r.headers["location"] == "/cost_tracking?range=24h"
+    cookie = r.headers["set-cookie"]
+    assert (
+        "obs_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+    )
+    assert "Secure" not in cookie  # plain http on 127.0.0.1; Secure over https
+    for _ in range(2):  # a reload, then a new tab: the same cookie, no sign-in form
+        page = browser.get(f"{app_url}/cost_tracking", allow_redirects=False)
+        assert page.status_code == 200
+
+
+def test_the_form_refuses_a_post_without_its_csrf_token_and_wrong_passwords(app_url: str) -> None:
+    browser = requests.Session()
+    r = browser.post(
+        f"{app_url}/auth/sign-in", data={"username": "olga", "password": PASSWORD}, allow_redirects=False
+    )
+    assert r.status_code == 403 and "obs_session" not in r.headers.get("set-cookie", "")
+    r = _sign_in(browser, app_url, "olga", "wrong-password")
+    assert r.status_code == 401 and auth.SIGN_IN_REFUSED in r.text.replace("&#x27;", "'")
+
+
+def test_sign_out_ends_the_session_in_every_tab(app_url: str) -> None:
+    tab1 = requests.Session()
+    assert _sign_in(tab1, app_url, "olga", PASSWORD).status_code == 303
+    tab2 = requests.Session()
+    tab2.cookies.update(tab1.cookies)  # a second tab shares the browser's cookie
+    form = tab1.get(f"{app_url}/auth/sign-out")
+    r = tab1.post(f"{app_url}/auth/sign-out", data={"csrf": _csrf(form)}, allow_redirects=False)
+    assert r.status_code == 303
+    again = tab2.get(f"{app_url}/", allow_redirects=False)
+    assert again.status_code == 303 and "reason=You+signed+out" in again.headers["location"]
+    # a link from another site cannot sign anyone out: GET only shows the button
+    tab3 = requests.Session()
+    assert _sign_in(tab3, app_url, "olga", PASSWORD).status_code == 303
+    tab3.get(f"{app_url}/auth/sign-out")
+    assert tab3.get(f"{app_url}/", allow_redirects=False).status_code == 200
+
+
+def test_a_password_reset_sends_an_open_session_back_to_sign_in_saying_why(app_url: str) -> None:
+    browser = requests.Session()
+    assert _sign_in(browser, app_url, "root", PASSWORD).status_code == 303
+    store = Store.from_url(DATABASE_URLS[app_url])
+    try:
+        auth.update_user(store, "root", password="an0ther-S3cret")
+    finally:
+        store.dispose()
+    r = browser.get(f"{app_url}/", allow_redirects=False)
+    assert r.status_code == 303 and "password+was+changed" in r.headers["location"]
