@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -53,8 +53,8 @@ def test_a_session_resolves_to_its_user_until_idle_or_too_old(sqlite_store: Stor
     ],
 )
 def test_password_reset_disable_and_role_change_end_every_session(
-    sqlite_store: Store, change, reason
-) -> None:  # noqa: ANN001
+    sqlite_store: Store, change: Callable[[Store], object], reason: str
+) -> None:
     auth.create_user(sqlite_store, "root", auth.ADMIN, PASSWORD)
     auth.create_user(sqlite_store, "olga", auth.OPERATOR, PASSWORD)
     tabs = [sessions.start(sqlite_store, auth.User("olga", auth.OPERATOR)) for _ in range(2)]
