@@ -122,7 +122,10 @@ def sign_in(page, base: str) -> None:  # noqa: ANN001
     page.get_by_label("User name").fill(USER)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_test_id("stSidebarNav").wait_for(timeout=30_000)
+    # the role's navigation (a fresh server may first draw its legacy pages/ sidebar for a moment)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=nav.OVERVIEW_TITLE, exact=True).wait_for(
+        timeout=30_000
+    )
 
 
 def wait_rendered(page, title: str, charts: bool) -> int:  # noqa: ANN001
