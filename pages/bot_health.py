@@ -163,17 +163,23 @@ def live() -> None:
         ui.empty_state(f"No handoffs in the last {window}.")
         return
     pivot = hm.pivot_table(index="source", columns="target", values="handoffs", fill_value=0)
-    rate = hm.pivot_table(index="source", columns="target", values="success_rate")
+    rate = hm.pivot_table(index="source", columns="target", values="success_rate").reindex(
+        index=pivot.index, columns=pivot.columns
+    )
     blocked = hm.pivot_table(index="source", columns="target", values="blocked", fill_value=0)
-    text = [[(f"{int(pivot.loc[s, t])} · {rate.loc[s, t]:.0%} ok · {int(blocked.loc[s, t])} blocked"
+    text = [[(f"{int(pivot.loc[s, t])} · {fmt.number('ratio', rate.loc[s, t])} ok · {int(blocked.loc[s, t])} blocked"
               if pivot.loc[s, t] else "") for t in pivot.columns] for s in pivot.index]  # fmt: skip
     fig = go.Figure(go.Heatmap(z=pivot.values, x=list(pivot.columns), y=list(pivot.index), text=text,
                                texttemplate="%{text}", colorscale="Blues", colorbar_title="handoffs"))  # fmt: skip
-    fig.update_layout(title="Handoff matrix (source → target): count, success rate, blocked",
+    fig.update_layout(title="Handoff matrix (source → target): count, success rate of those not blocked, blocked",
                       xaxis_title="target", yaxis_title="source")  # fmt: skip
     st.plotly_chart(fig, key="bh_handoffs")
     ui.table(hm, f"handoffs_{window}.csv", key="bh_handoff_table",
-             column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent")})  # fmt: skip
+             column_config={**fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
+                                           "success_rate": "handoff_success_rate", "blocked": "handoffs",
+                                           "mean_ms": "operation_p50_ms"},
+                                          {"successes": "Successes", "blocked": "Blocked (circular)",
+                                           "mean_ms": "Mean ms"})})  # fmt: skip
 
 
 live()

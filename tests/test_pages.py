@@ -311,7 +311,7 @@ def test_ai_performance_widgets_match_the_bot_metrics_collector(demo: Store) -> 
         b: collector.get_bot_summary(b, 60)["total_interactions"]
         for b in ("lead_bot", "buyer_bot", "seller_bot")
     }
-    shown = [m.value for m in at.metric if m.label == "Interactions"]
+    shown = [m.value for m in at.metric if m.label == "Bot responses"]
     assert shown in ([f"{before[b]:,}" for b in before], [f"{after[b]:,}" for b in after])
     assert metric(at, "Handoffs") == f"{collector.handoff_summary(60)['total_handoffs']:,}"
     assert len(at.get("plotly_chart")) >= 5

@@ -341,7 +341,7 @@ def handoff_matrix(store: Store, window: Window = "1h", bots: Sequence[str] | No
                                                      now=resolve_now(now))  # fmt: skip
     df = pd.DataFrame(rows, columns=["source", "target", "count", "successes", "success_rate", "blocked",
                                      "avg_duration_ms"])  # fmt: skip
-    df = df.rename(columns={"count": "handoffs", "avg_duration_ms": "mean_ms"})
+    df = _numeric(df.rename(columns={"count": "handoffs", "avg_duration_ms": "mean_ms"}), ("success_rate",))
     return df.sort_values(["source", "target"]).reset_index(drop=True)
 
 
