@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st
 
 from observability import auth
-from observability.ui import charts, data, nav
+from observability.ui import charts, data, fmt, nav
 from observability.ui import common as ui
 
 st.set_page_config(page_title="Bot operations console", page_icon=":material/smart_toy:", layout="wide")
@@ -59,19 +59,12 @@ def overview_page() -> None:
     def live() -> None:
         k = data.overview_kpis()
         c = st.columns(6)
-        c[0].metric(
-            "Requests / min", f"{k.requests_per_min:,.1f}", help="LLM calls per minute, last 5 minutes"
-        )
-        c[1].metric("Error rate", f"{k.error_rate:.1%}", help="Failed LLM calls, last 5 minutes")
-        c[2].metric(
-            "P95 latency", "–" if k.p95_latency_ms is None else f"{k.p95_latency_ms:,.0f} ms",
-            help="LLM call latency, last hour (exact)",
-        )  # fmt: skip
-        c[3].metric("Spend today", f"${k.spend_today_usd:,.2f}", help="Since 00:00 UTC")
-        c[4].metric(
-            "Active conversations", f"{k.active_conversations:,}", help="Activity in the last 15 minutes"
-        )
-        c[5].metric("Firing alerts", f"{k.firing_alerts:,}", help="Alerts firing or acknowledged")
+        fmt.metric(c[0], "llm_requests_per_min", k.requests_per_min, window="5 min")
+        fmt.metric(c[1], "llm_error_rate", k.error_rate, window="5 min")
+        fmt.metric(c[2], "llm_p95_ms", k.p95_latency_ms, window="1h")
+        fmt.metric(c[3], "spend_today_usd", k.spend_today_usd)
+        fmt.metric(c[4], "active_conversations", k.active_conversations)
+        fmt.metric(c[5], "firing_alerts", k.firing_alerts)
         series = data.requests_series("1h", ())
         if series.empty:
             ui.empty_state(
@@ -100,11 +93,20 @@ def overview_page() -> None:
         ui.table(
             bots, "bots_now.csv", key="ov_bots",
             column_config={
-                "error_rate_1h": st.column_config.NumberColumn("error rate (1h)", format="percent"),
-                "p50_ms": st.column_config.NumberColumn("P50 ms (1h)", format="%.0f"),
-                "p95_ms": st.column_config.NumberColumn("P95 ms (1h)", format="%.0f"),
-                "spend_today_usd": st.column_config.NumberColumn("spend today", format="dollar"),
-                "slow_operations": st.column_config.TextColumn("SLA breach now"),
+                "bot": st.column_config.TextColumn("Bot"),
+                **fmt.columns(
+                    {"requests_1h": "llm_requests", "error_rate_1h": "llm_error_rate", "p50_ms": "llm_p50_ms",
+                     "p95_ms": "llm_p95_ms"},
+                    {"requests_1h": "LLM requests (1h)", "error_rate_1h": "LLM error rate (1h)",
+                     "p50_ms": "LLM P50 (1h)", "p95_ms": "LLM P95 (1h)"},
+                    window="the last hour",
+                ),
+                "spend_today_usd": fmt.column("spend_today_usd"),
+                "slow_operations": st.column_config.TextColumn(
+                    f"P95 over SLA, last {data.alert_window_s() // 60:g} min",
+                    help="Operations whose P95 is above its SLA target in the sla_violation alert's window "
+                    "(the same evaluation the alert and Bot health read)",
+                ),
             },
         )  # fmt: skip
 

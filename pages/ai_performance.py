@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from observability.analytics.window import source_note
-from observability.ui import charts, data
+from observability.ui import charts, data, fmt
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -18,7 +18,7 @@ with f1:
     window = ui.time_range_filter(("1h", "6h", "24h"), default="1h")
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
-st.caption(f"Window {window}; operation and LLM figures {source_note(window)}; interactions exact.")
+st.caption(f"Window: last {window}; operation and LLM figures {source_note(window)}; interactions exact.")
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
@@ -36,12 +36,13 @@ def live() -> None:
         total = int(thr["requests"].sum())
         ok = total - int(thr["errors"].sum())
         c = st.columns(4)
-        c[0].metric("Operations", f"{total:,}")
-        c[1].metric("Success rate", f"{(ok / total if total else 0):.1%}")
+        fmt.metric(c[0], "operations", total)
+        c[1].metric("Operation success rate", fmt.number("ratio", ok / total if total else None),
+                    help="Operations that succeeded / operations, over the selected window.")  # fmt: skip
         c[2].metric(
             "Slowest bot P95", f"{thr['p95'].max():,.0f} ms", help=str(thr.loc[thr["p95"].idxmax(), "bot"])
         )
-        c[3].metric("Cache hit rate", f"{(thr['cache_hits'].sum() / total if total else 0):.1%}")
+        fmt.metric(c[3], "operation_cache_hit_rate", thr["cache_hits"].sum() / total if total else None)
         left, right = st.columns(2)
         lat = thr.melt(
             id_vars="bot", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"
@@ -56,7 +57,7 @@ def live() -> None:
         )
         left.plotly_chart(fig, key="ap_bot_pct")
         thr = thr.assign(success_rate=1 - thr["error_rate"])
-        fig = charts.bar(thr, x="bot", y=["success_rate", "cache_hit_rate"], barmode="group", title="Success and cache hit rate by bot",
+        fig = charts.bar(thr, x="bot", y=["success_rate", "cache_hit_rate"], barmode="group", title="Operation success and cache hit rate by bot",
                      labels={"value": "rate", "variable": ""})  # fmt: skip
         fig.update_yaxes(tickformat=".0%")
         right.plotly_chart(fig, key="ap_bot_rates")
@@ -76,8 +77,13 @@ def live() -> None:
         right.plotly_chart(fig, key="ap_requests")
         ui.table(models[["model", "requests", "error_rate", "cache_hit_rate", "avg_latency_ms", "p50", "p95", "p99"]],
                  f"model_latency_{window}.csv", key="ap_models",
-                 column_config={"error_rate": st.column_config.NumberColumn("error rate", format="percent"),
-                                "cache_hit_rate": st.column_config.NumberColumn("cache hit rate", format="percent")})  # fmt: skip
+                 column_config={"model": st.column_config.TextColumn("Model"),
+                                **fmt.columns({"requests": "llm_requests", "error_rate": "llm_error_rate",
+                                               "cache_hit_rate": "llm_cache_hit_rate",
+                                               "avg_latency_ms": "llm_p50_ms", "p50": "llm_p50_ms",
+                                               "p95": "llm_p95_ms", "p99": "llm_p95_ms"},
+                                              {"avg_latency_ms": "Mean ms", "p50": "P50 ms", "p95": "P95 ms",
+                                               "p99": "P99 ms"})})  # fmt: skip
 
     st.subheader("Bot analytics")
     if inter.empty:
@@ -89,10 +95,12 @@ def live() -> None:
         for col, r in zip(cols, inter.itertuples(index=False), strict=False):
             with col.container(border=True):
                 st.markdown(f"**{r.bot}**")
-                st.metric("Interactions", f"{r.total_interactions:,}")
-                st.metric("Success rate", f"{r.success_rate:.1%}")
-                st.metric("Avg / P95 duration", f"{r.avg_duration_ms:,.0f} / {r.p95_duration_ms:,.0f} ms")
-                st.metric("Cache hit rate", f"{r.cache_hit_rate:.1%}")
+                fmt.metric(st, "interactions", r.total_interactions)
+                st.metric("Response success rate", fmt.number("ratio", r.success_rate))
+                st.metric(
+                    "Mean / P95 response time", f"{r.avg_duration_ms:,.0f} / {r.p95_duration_ms:,.0f} ms"
+                )
+                fmt.metric(st, "response_cache_hit_rate", r.cache_hit_rate)
         series = data.interaction_series(window, bots)
         left, right = st.columns(2)
         fig = charts.line(
@@ -109,15 +117,28 @@ def live() -> None:
         )
         right.plotly_chart(fig, key="ap_inter_ms")
         ui.table(inter, f"bot_analytics_{window}.csv", key="ap_inter",
-                 column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="percent")
-                                for c in ("error_rate", "success_rate", "cache_hit_rate")})  # fmt: skip
+                 column_config={"bot": st.column_config.TextColumn("Bot"),
+                                **fmt.columns({"total_interactions": "interactions", "error_rate": "response_error_rate",
+                                               "cache_hit_rate": "response_cache_hit_rate",
+                                               "avg_duration_ms": "response_p95_ms", "p50_duration_ms": "response_p95_ms",
+                                               "p95_duration_ms": "response_p95_ms", "p99_duration_ms": "response_p95_ms",
+                                               "max_duration_ms": "response_p95_ms"},
+                                              {"avg_duration_ms": "Mean ms", "p50_duration_ms": "P50 ms",
+                                               "p95_duration_ms": "P95 ms", "p99_duration_ms": "P99 ms",
+                                               "max_duration_ms": "Max ms"}),
+                                "success_rate": fmt.column("response_error_rate", "Response success rate")})  # fmt: skip
     hs = data.handoff_summary(window)
     if hs["total_handoffs"]:
-        c = st.columns(4)
-        c[0].metric("Handoffs", f"{hs['total_handoffs']:,}")
-        c[1].metric("Handoff success rate", f"{hs['success_rate']:.1%}")
-        c[2].metric("Handoff P95", f"{hs['p95_duration_ms']:,.0f} ms")
-        c[3].metric("Blocked (circular)", f"{hs['blocked']:,}")
+        alert_s = data.alert_window_s()
+        now5 = data.handoff_summary(alert_s)
+        c = st.columns(5)
+        fmt.metric(c[0], "handoffs", hs["total_handoffs"])
+        fmt.metric(c[1], "handoff_success_rate", hs["success_rate"] if hs["attempted_handoffs"] else None)
+        fmt.metric(c[2], "blocked_handoff_rate", hs["blocked_rate"])
+        c[3].metric("Handoff P95", fmt.number("ms", hs["p95_duration_ms"]))
+        fmt.metric(c[4], "handoff_failure_rate_alert",
+                   now5["failure_rate"] if now5["attempted_handoffs"] else None,
+                   label=f"Handoff failure rate, last {alert_s // 60:g} min (handoff_failure alert)")  # fmt: skip
 
 
 live()

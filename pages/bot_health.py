@@ -4,33 +4,72 @@ computed in SQL by the analytics services (observability.ui.frames)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from observability.analytics import sla
 from observability.analytics.window import source_note
-from observability.ui import charts, data
+from observability.ui import charts, data, fmt
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
-ui.page_header("Bot health", "Which bot is slow, since when, and what it costs.")
+ui.page_header("Bot health", "Which bot and operation is slow against its SLA, and what that bot spends.")
 
 f1, f2 = st.columns([1, 2])
 with f1:
     window = ui.time_range_filter(("1h", "24h", "7d"), default="1h")
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
-st.caption(f"Window {window}; figures {source_note(window)}.")
+alert_s = data.alert_window_s()
+st.caption(
+    f"Window: last {window}; figures {source_note(window)}. The `sla_violation` alert watches the last "
+    f"{alert_s // 60:g} minutes; its figure is the last column of the SLA table."
+)
 
 
-def _status(row) -> str:  # noqa: ANN001
-    if row["compliant"] is None or row["compliant"] != row["compliant"]:
-        return "no target"
-    return "within SLA" if row["compliant"] else "BREACH"
+ALERT_RULE = "sla_violation"
+COLOURS = {sla.WITHIN: "#2e7d32", sla.BREACH: "#c62828", sla.NO_DATA: "#9e9e9e"}
+
+
+def headline(ev: dict, alert: dict, spend: dict[str, float]) -> None:
+    """What the table below says, in one sentence: never green while a row breaches."""
+    rows = ev["rows"]
+    measured = rows[rows["status"] != sla.NO_DATA]
+    breaching = rows[rows["status"] == sla.BREACH]
+    if measured.empty:
+        st.info(f"No operation of the SLA table ran in the last {window}.", icon=":material/info:")
+    elif breaching.empty:
+        st.success(
+            f"All {len(measured)} bot × operation pairs with operations in the last {window} are within "
+            "their P50, P95 and P99 targets.",
+            icon=":material/check:",
+        )
+    else:
+        for r in breaching.itertuples(index=False):
+            st.error(
+                f"**{r.bot} · {r.operation}** breaches its SLA over the last {window}: "
+                + "; ".join(f"{p} {getattr(r, p.lower()):,.0f} ms > {getattr(r, 'target_' + p.lower()):,.0f} ms"
+                            for p in r.breaches.split(", "))
+                + f". {r.bot} spent {fmt.text('llm_cost_usd', spend.get(r.bot, 0.0))} on LLM calls in that window.",
+                icon=":material/speed:",
+            )  # fmt: skip
+    firing = alert["rows"]
+    firing = firing[firing["status"] == sla.BREACH]
+    firing = firing[firing["breaches"].str.contains("P95")]
+    if not firing.empty:
+        pairs = ", ".join(f"{r.bot} · {r.operation} ({fmt.text('sla_p95_ratio', r.p95_ratio)})"
+                          for r in firing.itertuples(index=False))  # fmt: skip
+        st.warning(
+            f"The `{ALERT_RULE}` alert's window (last {alert_s // 60:g} min): P95 above target for {pairs}.",
+            icon=":material/notifications:",
+        )
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def live() -> None:
-    sla = data.sla_compliance(window, bots)
+    ev = data.sla_evaluation(window, bots)
+    alert = data.sla_evaluation(alert_s, bots)
     thr = data.bot_throughput(window, bots)
     if thr.empty:
         ui.empty_state(
@@ -38,61 +77,59 @@ def live() -> None:
             "Bots report operations with `client.track_operation(...)` or `@client.track_performance(...)`.",
         )
         return
-    slow = data.slow_bots(window, bots)
+    spend_rows = data.llm_breakdown(window, bots, ("bot",))
+    spend = dict(zip(spend_rows["bot"], spend_rows["cost_usd"], strict=True)) if not spend_rows.empty else {}
+    headline(ev, alert, spend)
 
-    # -- headline: who is slow, since when, what it costs
-    if slow.empty:
-        st.success(
-            "Every bot and operation is within its P95 target in the latest interval.",
-            icon=":material/check:",
-        )
-    else:
-        for r in slow.itertuples(index=False):
-            st.error(
-                f"**{r.bot} · {r.operation}** is slow: P95 {r.p95_now:,.0f} ms against {r.target_p95:,.0f} ms, "
-                f"since {r.breaching_since:%Y-%m-%d %H:%M} UTC; {r.bot} spent ${r.spend_usd:,.2f} on LLM calls "
-                f"in the last {window}.",
-                icon=":material/speed:",
-            )
-
-    compliant = sla["compliant"].dropna()
+    rows = ev["rows"]
+    measured = rows[rows["status"] != sla.NO_DATA]
     cols = st.columns(5)
     total = int(thr["requests"].sum())
-    cols[0].metric("Operations", f"{total:,}")
-    cols[1].metric("Operations / min", f"{thr['per_min'].sum():,.1f}")
-    cols[2].metric("Error rate", f"{(thr['errors'].sum() / total if total else 0):.1%}")
-    cols[3].metric("Cache hit rate", f"{(thr['cache_hits'].sum() / total if total else 0):.1%}")
+    fmt.metric(cols[0], "operations", total)
+    fmt.metric(cols[1], "operations_per_min", thr["per_min"].sum())
+    fmt.metric(cols[2], "operation_error_rate", thr["errors"].sum() / total if total else None)
+    fmt.metric(cols[3], "operation_cache_hit_rate", thr["cache_hits"].sum() / total if total else None)
     cols[4].metric(
-        "SLA compliance",
-        f"{int(compliant.sum())}/{len(compliant)}",
-        help="bot × operation pairs within every target",
+        fmt.label("sla_compliance"),
+        f"{int((measured['status'] == sla.WITHIN).sum())}/{len(measured)}",
+        help=fmt.help_text("sla_compliance"),
     )
 
-    # -- P95 against target, per bot and operation
-    sla = sla.assign(status=sla.apply(_status, axis=1), pair=sla["bot"] + " · " + sla["operation"])
+    # -- P50/P95/P99 against their targets, per bot and operation (colour: that percentile's status)
+    pair = rows["bot"] + " · " + rows["operation"]
     fig = go.Figure()
-    colors = [
-        "#2e7d32" if s == "within SLA" else "#c62828" if s == "BREACH" else "#9e9e9e" for s in sla["status"]
-    ]
-    fig.add_bar(x=sla["pair"], y=sla["p95"], marker_color=colors, name="P95 (ms)")
-    fig.add_scatter(x=sla["pair"], y=sla["target_p95"], mode="markers", marker_symbol="line-ew-open",
-                    marker_size=28, marker_line_width=3, marker_color="#212121", name="P95 target")  # fmt: skip
-    fig.update_layout(title="P95 latency against SLA target", yaxis_title="ms", xaxis_tickangle=-30)
+    for p in ("p50", "p95", "p99"):
+        over = rows[p] > rows[f"target_{p}"]
+        colour = [COLOURS[sla.NO_DATA] if pd.isna(v) else COLOURS[sla.BREACH] if o else COLOURS[sla.WITHIN]
+                  for v, o in zip(rows[p], over, strict=True)]  # fmt: skip
+        fig.add_bar(x=pair, y=rows[p], marker_color=colour, name=f"{p.upper()} (ms)", offsetgroup=p,
+                    marker_pattern_shape={"p50": "", "p95": "/", "p99": "."}[p])  # fmt: skip
+        fig.add_scatter(x=pair, y=rows[f"target_{p}"], mode="markers", marker_symbol="line-ew-open",
+                        marker_size=14, marker_line_width=3, marker_color="#212121", name=f"{p.upper()} target",
+                        offsetgroup=p, showlegend=p == "p95")  # fmt: skip
+    fig.update_layout(title=f"P50 / P95 / P99 against SLA targets, last {window} (red: above that target)",
+                      yaxis_title="ms", xaxis_tickangle=-30, barmode="group", scattermode="group")  # fmt: skip
     st.plotly_chart(fig, key="bh_sla")
 
-    show = sla[["bot", "operation", "status", "requests", "p50", "target_p50", "p95", "target_p95", "p99",
-                "target_p99", "error_rate", "cache_hit_rate", "violations"]]  # fmt: skip
+    alert_ratio = alert["rows"].set_index(["bot", "operation"])["p95_ratio"]
+    table = rows.assign(
+        alert_p95_ratio=[alert_ratio.get((b, o)) for b, o in zip(rows["bot"], rows["operation"], strict=True)]
+    )
     ui.table(
-        show, f"sla_{window}.csv", key="bh_sla_table",
+        table[["bot", "operation", "status", "breaches", "requests", "p50", "target_p50", "p95", "target_p95",
+               "p99", "target_p99", "error_rate", "cache_hit_rate", "alert_p95_ratio"]],
+        f"sla_{window}.csv", key="bh_sla_table",
         column_config={
-            "p50": st.column_config.NumberColumn("P50 ms", format="%.0f"),
-            "p95": st.column_config.NumberColumn("P95 ms", format="%.0f"),
-            "p99": st.column_config.NumberColumn("P99 ms", format="%.0f"),
-            "target_p50": st.column_config.NumberColumn("P50 target", format="%.0f"),
-            "target_p95": st.column_config.NumberColumn("P95 target", format="%.0f"),
-            "target_p99": st.column_config.NumberColumn("P99 target", format="%.0f"),
-            "error_rate": st.column_config.NumberColumn("Errors", format="percent"),
-            "cache_hit_rate": st.column_config.NumberColumn("Cache hits", format="percent"),
+            "breaches": st.column_config.TextColumn("above target"),
+            **fmt.columns(
+                {"requests": "operations", "p50": "operation_p50_ms", "p95": "operation_p95_ms",
+                 "p99": "operation_p99_ms", "target_p50": "operation_p50_ms", "target_p95": "operation_p95_ms",
+                 "target_p99": "operation_p99_ms", "error_rate": "operation_error_rate",
+                 "cache_hit_rate": "operation_cache_hit_rate", "alert_p95_ratio": "sla_p95_ratio_alert"},
+                {"target_p50": "P50 target", "target_p95": "P95 target", "target_p99": "P99 target",
+                 "alert_p95_ratio": f"P95 / target, last {alert_s // 60:g} min ({ALERT_RULE} alert)",
+                 "error_rate": "Error rate", "cache_hit_rate": "Cache hit rate"},
+            ),
         },
     )  # fmt: skip
 
@@ -126,17 +163,23 @@ def live() -> None:
         ui.empty_state(f"No handoffs in the last {window}.")
         return
     pivot = hm.pivot_table(index="source", columns="target", values="handoffs", fill_value=0)
-    rate = hm.pivot_table(index="source", columns="target", values="success_rate")
+    rate = hm.pivot_table(index="source", columns="target", values="success_rate").reindex(
+        index=pivot.index, columns=pivot.columns
+    )
     blocked = hm.pivot_table(index="source", columns="target", values="blocked", fill_value=0)
-    text = [[(f"{int(pivot.loc[s, t])} · {rate.loc[s, t]:.0%} ok · {int(blocked.loc[s, t])} blocked"
+    text = [[(f"{int(pivot.loc[s, t])} · {fmt.number('ratio', rate.loc[s, t])} ok · {int(blocked.loc[s, t])} blocked"
               if pivot.loc[s, t] else "") for t in pivot.columns] for s in pivot.index]  # fmt: skip
     fig = go.Figure(go.Heatmap(z=pivot.values, x=list(pivot.columns), y=list(pivot.index), text=text,
                                texttemplate="%{text}", colorscale="Blues", colorbar_title="handoffs"))  # fmt: skip
-    fig.update_layout(title="Handoff matrix (source → target): count, success rate, blocked",
+    fig.update_layout(title="Handoff matrix (source → target): count, success rate of those not blocked, blocked",
                       xaxis_title="target", yaxis_title="source")  # fmt: skip
     st.plotly_chart(fig, key="bh_handoffs")
     ui.table(hm, f"handoffs_{window}.csv", key="bh_handoff_table",
-             column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent")})  # fmt: skip
+             column_config={**fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
+                                           "success_rate": "handoff_success_rate", "blocked": "handoffs",
+                                           "mean_ms": "operation_p50_ms"},
+                                          {"successes": "Successes", "blocked": "Blocked (circular)",
+                                           "mean_ms": "Mean ms"})})  # fmt: skip
 
 
 live()

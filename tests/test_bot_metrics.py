@@ -74,8 +74,10 @@ def test_system_summary_lists_known_and_active_bots_and_handoffs(scripted: Store
     assert system["overall"]["total_interactions"] == 13
     assert system["overall"]["error_rate"] == pytest.approx(2 / 13)
     h = system["handoffs"]
-    assert h["total_handoffs"] == 11 and h["successful_handoffs"] == 9
-    assert h["success_rate"] == pytest.approx(9 / 11) and h["failure_rate"] == pytest.approx(2 / 11)
+    # the blocked (circular) handoff neither succeeded nor failed: rates are over the 10 attempted
+    assert h["total_handoffs"] == 11 and h["attempted_handoffs"] == 10 and h["successful_handoffs"] == 9
+    assert h["success_rate"] == pytest.approx(9 / 10) and h["failure_rate"] == pytest.approx(1 / 10)
+    assert h["blocked_rate"] == pytest.approx(1 / 11)
     durations = [20.0 * i for i in range(1, 11)] + [100.0]
     assert h["p95_duration_ms"] == pytest.approx(np.percentile(durations, 95))
     assert h["avg_duration_ms"] == pytest.approx(np.mean(durations))
@@ -91,7 +93,7 @@ def test_handoff_matrix(scripted: Store) -> None:
     first = matrix[0]
     assert first["successes"] == 9 and first["success_rate"] == pytest.approx(0.9) and first["blocked"] == 0
     assert first["avg_duration_ms"] == pytest.approx(110.0)
-    assert matrix[1]["blocked"] == 1 and matrix[1]["success_rate"] == 0.0
+    assert matrix[1]["blocked"] == 1 and matrix[1]["success_rate"] is None  # nothing attempted
 
 
 def test_alert_metrics_carry_the_seven_names_and_the_extras(scripted: Store) -> None:
@@ -102,7 +104,8 @@ def test_alert_metrics_carry_the_seven_names_and_the_extras(scripted: Store) -> 
     assert values["lead_bot.response_time_p95"] == pytest.approx(955.0)
     assert values["buyer_bot.response_time_p95"] == pytest.approx(np.percentile([400.0, 800.0], 95))
     assert values["seller_bot.response_time_p95"] == 0.0
-    assert values["handoff.failure_rate"] == pytest.approx(2 / 11)
+    assert values["handoff.failure_rate"] == pytest.approx(1 / 10)
+    assert values["handoff.count"] == 10 and values["handoff.blocked_rate"] == pytest.approx(1 / 11)
     assert values["blocked_handoffs_1h"] == 1.0
     assert values["rate_limit_error_rate"] == pytest.approx(0.2)
     assert values["interactions.rate_limit_error_rate"] == pytest.approx(1 / 13)

@@ -169,10 +169,10 @@ def test_overview_shows_the_services_live_kpis(demo: Store) -> None:
         d5 = svc.dashboard(300)
         p95 = svc.latency_report(None, 3600).p95
         return {
-            "Requests / min": f"{d5.requests_per_minute:,.1f}",
-            "Error rate": f"{d5.error_rate:.1%}",
-            "P95 latency": f"{p95:,.0f} ms",
-            "Spend today": f"${svc.spend_forecast()['spend_today_usd']:,.2f}",
+            "LLM requests / min (5 min)": f"{d5.requests_per_minute:,.1f}",
+            "LLM error rate (5 min)": f"{d5.error_rate:.1%}",
+            "LLM P95 latency (1h)": f"{p95:,.0f} ms",
+            "Spend today (all models)": f"${svc.spend_forecast()['spend_today_usd']:,.2f}",
             "Active conversations": f"{monitoring.active_conversation_count(demo):,}",
         }
 
@@ -202,7 +202,7 @@ def test_bot_health_matches_the_performance_tracker(demo: Store) -> None:
 
 def test_bot_health_reads_its_time_range_from_the_url(demo: Store) -> None:
     at = run_page("bot_health", query={"range": "24h"})
-    assert "Window 24h" in texts(at)
+    assert "Window: last 24h" in texts(at)
     tracker = PerformanceTracker(demo)
     total = sum(s["count"] for s in tracker.get_all_bot_stats("24h").values())
     one_of(
@@ -311,7 +311,7 @@ def test_ai_performance_widgets_match_the_bot_metrics_collector(demo: Store) -> 
         b: collector.get_bot_summary(b, 60)["total_interactions"]
         for b in ("lead_bot", "buyer_bot", "seller_bot")
     }
-    shown = [m.value for m in at.metric if m.label == "Interactions"]
+    shown = [m.value for m in at.metric if m.label == "Bot responses"]
     assert shown in ([f"{before[b]:,}" for b in before], [f"{after[b]:,}" for b in after])
     assert metric(at, "Handoffs") == f"{collector.handoff_summary(60)['total_handoffs']:,}"
     assert len(at.get("plotly_chart")) >= 5

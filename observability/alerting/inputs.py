@@ -9,8 +9,8 @@ incomplete (so nothing resolves for lack of data that tick):
   rate_limit_error_rate, per-bot rates and counts), the number of LLM calls in the window, and
   <bot>.seconds_since_last_response measured up to `now`; rates over fewer events than
   ALERT_MIN_SAMPLES are "no data" (see `samples` and `evaluation`);
-- SLA: `PerformanceTracker(store).check_sla_compliance(window=, now=)` over the same window, as
-  the worst P95/target ratio per bot (`<bot>.sla_p95_ratio`);
+- SLA: the one SLA evaluation (`analytics.sla.evaluate`) over the same window, as the worst
+  P95/target ratio per bot (`<bot>.sla_p95_ratio`);
 - recorded metrics (`system_metrics`) that rules name, e.g. system_load, ai_confidence,
   safety_score, response_time or any custom metric: the mean over ALERT_METRIC_WINDOW_S;
 - custom alerts: recorded metrics whose metadata has threshold_warning / threshold_critical;
@@ -40,8 +40,8 @@ from observability.alerting.model import (
     normalize_comparison,
 )
 from observability.alerting.rules import META_RULES, all_rules, sla_targets
+from observability.analytics import sla
 from observability.analytics.bot_metrics import BotMetricsCollector, metric_prefix
-from observability.analytics.performance import PerformanceTracker
 from observability.settings import Settings
 from observability.store import Store, schema
 
@@ -135,21 +135,18 @@ def last_responses(store: Store, now: datetime) -> dict[str, float]:
 
 
 def sla_ratios(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
-    """Worst P95/target ratio per bot from the performance tracker's SLA check over the alerting
-    window, with the number of calls behind it: the worst among operations with at least
-    ALERT_MIN_SAMPLES calls, else the worst of the few (the P95 of a handful of calls is their
-    maximum, which `evaluation` does not let open an alert)."""
-    window = max(int(settings.alert_metric_window_s), 1)
-    worst: dict[str, dict[str, Any]] = {}
-    for item in PerformanceTracker(store).check_sla_compliance(window=window, now=now):
-        bot, op, n = item["bot"], item["operation"], item["count"]
-        target, actual = item["target_p95"], item["actual_p95"]
-        if not target or actual is None:
-            continue
-        entry = {"value": actual / target, "detail": f"{op} P95 {actual:.0f} ms vs target {target:.0f} ms",
-                 "labels": {"bot": bot}, "samples": n}  # fmt: skip
-        worst[bot] = _worse(worst.get(bot), entry, settings.alert_min_samples)
-    return {f"{bot}.sla_p95_ratio": entry for bot, entry in worst.items()}
+    """Worst P95/target ratio per bot from the one SLA evaluation (`analytics.sla.evaluate`) over
+    the alerting window, with the number of operations behind it: the worst among operations with
+    at least ALERT_MIN_SAMPLES operations, else the worst of the few (the P95 of a handful of
+    operations is their maximum, which `evaluation` does not let open an alert)."""
+    evaluation = sla.evaluate(store, max(int(settings.alert_metric_window_s), 1), now=now)
+    return {
+        f"{bot}.sla_p95_ratio": {
+            "value": r.p95_ratio, "labels": {"bot": bot}, "samples": r.count,
+            "detail": f"{r.operation} P95 {r.actual['p95']:.0f} ms vs target {r.target['p95']:.0f} ms",
+        }
+        for bot, r in evaluation.worst_p95_ratio(settings.alert_min_samples).items()
+    }  # fmt: skip
 
 
 def _worse(a: dict[str, Any] | None, b: dict[str, Any], min_samples: int) -> dict[str, Any]:

@@ -127,8 +127,10 @@ class BotMetricsCollector:
         }
 
     def handoff_summary(self, window_minutes: Window = 60, *, now: datetime | None = None) -> dict[str, Any]:
-        """Handoffs in the window: total, successes, success and failure rate, average and P95
-        duration (ms), blocked ones in the window and in the last hour."""
+        """Handoffs in the window: total (blocked ones included), attempted (not blocked),
+        successes among the attempted, success and failure rate over the attempted (a blocked
+        circular handoff neither succeeded nor failed: it did not happen), blocked ones and their
+        share of all (`blocked_rate`), average and P95 duration (ms), blocked in the last hour."""
         start, end = self._bounds(window_minutes, now)
         with self.store.connect() as conn:
             return self._handoff_summary(conn, start, end)
@@ -142,22 +144,25 @@ class BotMetricsCollector:
         row = conn.execute(
             sa.select(
                 count_if(in_window),
-                count_if(sa.and_(in_window, h.c.success == sa.true())),
+                count_if(sa.and_(in_window, h.c.success == sa.true(), sa.not_(blocked))),
                 sa.func.sum(sa.case((in_window, h.c.duration_ms), else_=None)),
                 count_if(sa.and_(in_window, blocked)),
                 count_if(sa.and_(h.c.ts >= hour_ago, blocked)),
             ).where(h.c.ts >= lo, h.c.ts < end)
         ).one()
-        total, ok = int(row[0] or 0), int(row[1] or 0)
+        total, ok, n_blocked = int(row[0] or 0), int(row[1] or 0), int(row[3] or 0)
+        attempted = total - n_blocked
         p95 = self._duration_p95(conn, start, end) if total else None
         return {
             "total_handoffs": total,
+            "attempted_handoffs": attempted,
             "successful_handoffs": ok,
-            "success_rate": ok / total if total else 0.0,
-            "failure_rate": 1 - ok / total if total else 0.0,
+            "success_rate": ok / attempted if attempted else 0.0,
+            "failure_rate": 1 - ok / attempted if attempted else 0.0,
             "avg_duration_ms": float(row[2]) / total if total and row[2] is not None else 0.0,
             "p95_duration_ms": float(p95) if p95 is not None else 0.0,
-            "blocked": int(row[3] or 0),
+            "blocked": n_blocked,
+            "blocked_rate": n_blocked / total if total else 0.0,
             "blocked_last_hour": int(row[4] or 0),
         }
 
@@ -169,7 +174,8 @@ class BotMetricsCollector:
     def handoff_matrix(
         self, window_minutes: Window = 1440, *, bots: Sequence[str] | None = None, now: datetime | None = None
     ) -> list[dict[str, Any]]:
-        """Source -> target pairs in the window: count, successes, success rate, blocked, average
+        """Source -> target pairs in the window: count (blocked included), successes and success
+        rate among the handoffs not blocked (None when every one was blocked), blocked, average
         duration (ms); most frequent first. `bots` keeps the pairs with one of them on either side."""
         start, end = self._bounds(window_minutes, now)
         h = schema.handoffs
@@ -178,7 +184,8 @@ class BotMetricsCollector:
             where.append(sa.or_(h.c.source.in_(list(bots)), h.c.target.in_(list(bots))))
         stmt = (
             sa.select(
-                h.c.source, h.c.target, sa.func.count(), count_true(h.c.success), count_true(h.c.blocked),
+                h.c.source, h.c.target, sa.func.count(),
+                count_if(sa.and_(h.c.success == sa.true(), h.c.blocked != sa.true())), count_true(h.c.blocked),
                 sa.func.avg(h.c.duration_ms),
             )
             .where(*where)
@@ -188,7 +195,8 @@ class BotMetricsCollector:
             rows = conn.execute(stmt).all()
         out = [
             {"source": r[0], "target": r[1], "count": int(r[2]), "successes": int(r[3] or 0),
-             "success_rate": int(r[3] or 0) / int(r[2]), "blocked": int(r[4] or 0),
+             "success_rate": (int(r[3] or 0) / (int(r[2]) - int(r[4] or 0))) if int(r[2]) > int(r[4] or 0) else None,
+             "blocked": int(r[4] or 0),
              "avg_duration_ms": float(r[5] or 0.0)}
             for r in rows
         ]  # fmt: skip
@@ -251,9 +259,10 @@ class BotMetricsCollector:
         values["handoff.response_time_p95"] = float(handoffs["p95_duration_ms"])
         values["handoff.failure_rate"] = float(handoffs["failure_rate"])
         values["handoff.success_rate"] = (
-            float(handoffs["success_rate"]) if handoffs["total_handoffs"] else 1.0
+            float(handoffs["success_rate"]) if handoffs["attempted_handoffs"] else 1.0
         )
-        values["handoff.count"] = float(handoffs["total_handoffs"])
+        values["handoff.count"] = float(handoffs["attempted_handoffs"])  # what the failure rate is over
+        values["handoff.blocked_rate"] = float(handoffs["blocked_rate"])
         values["blocked_handoffs_1h"] = float(handoffs["blocked_last_hour"])
         values["interactions"] = float(overall["total_interactions"])
         for bot, summary in system["bots"].items():

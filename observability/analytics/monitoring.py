@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from observability.analytics import sla
 from observability.analytics.llm_observability import LLMObservabilityService
 from observability.analytics.performance import PerformanceTracker
 from observability.analytics.thresholds import thresholds_or_defaults
@@ -259,10 +260,19 @@ def slow_bots(store: Store, window: Window = "1h", bots: Sequence[str] | None = 
     return sorted(out, key=lambda r: r["breaching_since"])
 
 
+def sla_breaches_now(store: Store, now: datetime | None = None) -> list[sla.SlaRow]:
+    """SLA pairs whose P95 is above its target over the alert window (`sla.alert_window_s`) with at
+    least ALERT_MIN_SAMPLES operations: the breaches the `sla_violation` rule acts on."""
+    evaluation = sla.evaluate(store, sla.alert_window_s(), now=resolve_now(now))
+    need = max(get_settings().alert_min_samples, 1)
+    return [r for r in evaluation.breaching if "p95" in r.breaches and r.count >= need]
+
+
 def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
     """One row per bot: LLM requests (`requests_1h`), error rate (`error_rate_1h`) and `p50_ms` /
     `p95_ms` over the last hour (exact), `spend_today_usd` (UTC), and the operations breaching their
-    SLA now (`slow_operations`, from `slow_bots` over the last hour)."""
+    SLA now (`slow_operations`: the SLA evaluation over the alert window, `sla.evaluate`, counting the
+    pairs with at least ALERT_MIN_SAMPLES operations, as the `sla_violation` rule does)."""
     now = resolve_now(now)
     svc = LLMObservabilityService(store)
     hour = {r["bot"]: r for r in svc.cost_breakdown("bot", 3600, now=now, percentiles=True)}
@@ -272,8 +282,8 @@ def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
     if not names:
         return []
     slow_ops: dict[str, list[str]] = defaultdict(list)
-    for r in slow_bots(store, "1h", None, now):
-        slow_ops[r["bot"]].append(r["operation"])
+    for r in sla_breaches_now(store, now):
+        slow_ops[r.bot].append(r.operation)
     rows = []
     for b in names:
         h = hour.get(b, {})

@@ -8,7 +8,7 @@ can hash them; `bots=()` means every bot.
 
 from __future__ import annotations
 
-from observability.analytics import activity, conversations, monitoring
+from observability.analytics import activity, conversations, monitoring, sla
 from observability.ui import frames
 from observability.ui.common import cached_query
 
@@ -36,6 +36,8 @@ calls_by_ids = cached_query(frames.calls_by_ids)
 
 # bot operations and SLA (PerformanceTracker)
 sla_compliance = cached_query(frames.sla_compliance)
+sla_evaluation = cached_query(frames.sla_evaluation)
+alert_window_s = sla.alert_window_s
 bot_throughput = cached_query(frames.bot_throughput)
 ops_latency_series = cached_query(frames.ops_latency_series)
 slow_bots = cached_query(frames.slow_bots)

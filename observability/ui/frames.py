@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from observability.analytics import activity, conversations, monitoring
+from observability.analytics import activity, conversations, monitoring, sla
 from observability.analytics.agent_costs import CALL_COLUMNS, DecisionCostTracker
 from observability.analytics.bot_metrics import BotMetricsCollector
 from observability.analytics.llm_observability import LLMObservabilityService
@@ -268,6 +268,19 @@ def sla_compliance(store: Store, window: Window = "1h", bots: Sequence[str] | No
     return df.sort_values(["bot", "operation"]).reset_index(drop=True)
 
 
+def sla_evaluation(store: Store, window: Window = "1h", bots: Sequence[str] | None = None,
+                   now: datetime | None = None) -> dict[str, Any]:  # fmt: skip
+    """The one SLA evaluation (`sla.evaluate`) of the window as {"rows": frame (one row per SLA
+    target: status, requests, P50/P95/P99 and their targets, p95_ratio, breaches), "window",
+    "source", "approximate"}; `bots` filters rows."""
+    ev = sla.evaluate(store, window, now=resolve_now(now)).for_bots(_bots(bots))
+    cols = ["bot", "operation", "status", "requests", "errors", "error_rate", "cache_hit_rate", "p50", "p95",
+            "p99", "target_p50", "target_p95", "target_p99", "p95_ratio", "breaches"]  # fmt: skip
+    df = pd.DataFrame([r.as_dict() for r in ev.rows], columns=cols)
+    df = df.sort_values(["bot", "operation"]).reset_index(drop=True)
+    return {"rows": df, "window": ev.window, "source": ev.source, "approximate": ev.approximate}
+
+
 def bot_throughput(store: Store, window: Window = "1h", bots: Sequence[str] | None = None,
                    now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
     """`get_all_bot_stats` per bot: operations (`requests`) and per minute, errors, error and cache
@@ -328,7 +341,7 @@ def handoff_matrix(store: Store, window: Window = "1h", bots: Sequence[str] | No
                                                      now=resolve_now(now))  # fmt: skip
     df = pd.DataFrame(rows, columns=["source", "target", "count", "successes", "success_rate", "blocked",
                                      "avg_duration_ms"])  # fmt: skip
-    df = df.rename(columns={"count": "handoffs", "avg_duration_ms": "mean_ms"})
+    df = _numeric(df.rename(columns={"count": "handoffs", "avg_duration_ms": "mean_ms"}), ("success_rate",))
     return df.sort_values(["source", "target"]).reset_index(drop=True)
 
 

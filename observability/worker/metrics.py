@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
+from observability.analytics import catalog, sla
 from observability.settings import Settings
 from observability.store import Store, retention, schema
 from observability.store.sqlhelpers import as_datetime
@@ -111,7 +112,24 @@ class StoreCollector:
         window.add_metric([], self.settings.metrics_window_s)
         yield window
         yield self._alerts(conn)
+        yield from self._sla(now)
         yield from self._lag(conn, now)
+
+    def _sla(self, now: datetime) -> Iterator[Any]:
+        """The SLA evaluation of the alert window (`analytics.sla`, what `sla_violation` and the
+        console read): P95 / target per bot and operation, and 1 for a pair above any target."""
+        window = max(int(self.settings.alert_metric_window_s), 1)
+        ev = sla.evaluate(self.store, window, now=now)
+        ratio = GaugeMetricFamily("obs_sla_p95_ratio", catalog.get("sla_p95_ratio").describe(f"last {window} s"),
+                                  labels=["bot", "operation"])  # fmt: skip
+        breach = GaugeMetricFamily("obs_sla_breach", "1 when a bot operation's P50, P95 or P99 is above its SLA "
+                                   f"target over the last {window} s", labels=["bot", "operation"])  # fmt: skip
+        for r in ev.measured:
+            if r.p95_ratio is not None:
+                ratio.add_metric([r.bot, r.operation], r.p95_ratio)
+            breach.add_metric([r.bot, r.operation], 1.0 if r.breaches else 0.0)
+        yield ratio
+        yield breach
 
     def _counters(self, conn: sa.Connection) -> Iterator[Any]:
         offsets = retention.purged_offsets(self.store, conn)

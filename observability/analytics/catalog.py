@@ -1,0 +1,138 @@
+"""The metric catalog: every figure the console, an alert rule or `/metrics` shows, defined once.
+
+Each `Metric` names one thing: its `label` (what a page calls it), `unit` (how it is formatted:
+see `UNITS`), `formula` (what it counts, in words), `window` (over which time) and `source`
+(`exact` from raw rows, `rollups`, or `window`: exact under 24 hours and from rollups beyond, see
+`analytics.window.source_note`). `alert_metric` names the alert rule metric family computed by the
+same service function, `prometheus` the `/metrics` family.
+
+Different things get different names. There are four cache figures, for example:
+`operation_cache_hit_rate` (tracked operations served from cache), `response_cache_hit_rate` (bot
+responses served from cache, what `low_cache_hit_rate` watches), `llm_cache_hit_rate` (LLM calls
+answered from a response cache) and `prompt_cache_token_share` (cache-read tokens over input tokens).
+
+Pages format through `observability.ui.fmt`, which reads this module; the alert inputs and the
+Prometheus collector compute these figures through the same service functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# unit -> how a value is written for people (see observability.ui.fmt)
+UNITS = ("count", "per_min", "ratio", "ms", "usd", "tokens", "score", "x")
+
+EXACT = "exact"
+ROLLUPS = "rollups"
+WINDOW = "window"  # exact under 24 hours, rollups beyond (analytics.window.source_note)
+
+SELECTED = "the selected window"
+ALERT_WINDOW = "the alert window (ALERT_METRIC_WINDOW_S, 5 minutes by default)"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str
+    formula: str
+    window: str = SELECTED
+    source: str = WINDOW
+    alert_metric: str | None = None
+    prometheus: str | None = None
+
+    @property
+    def help(self) -> str:
+        """One sentence for a tooltip: what it counts, over which window, how exact."""
+        return self.describe()
+
+    def describe(self, window: str | None = None) -> str:
+        """The help text, over `window` (in words) when the figure is shown over another window."""
+        how = {EXACT: "exact, from raw events", ROLLUPS: "from rollups",
+               WINDOW: "exact under 24 hours, from rollups (percentiles within 1%) beyond"}[self.source]  # fmt: skip
+        return f"{self.formula}. Window: {window or self.window}; {how}."
+
+
+_METRICS = (
+    # -- tracked operations (bot_operations; PerformanceTracker)
+    Metric("operations", "Operations", "count", "Tracked bot operations", prometheus="obs_bot_operations_total"),
+    Metric("operations_per_min", "Operations / min", "per_min", "Tracked operations divided by the window's minutes"),
+    Metric("operation_error_rate", "Operation error rate", "ratio", "Failed operations / operations"),
+    Metric("operation_cache_hit_rate", "Operation cache hit rate", "ratio",
+           "Operations marked cache_hit / operations", prometheus="obs_bot_operation_cache_hits_total"),
+    Metric("operation_p50_ms", "P50 ms", "ms", "Median operation duration"),
+    Metric("operation_p95_ms", "P95 ms", "ms", "95th percentile of operation durations"),
+    Metric("operation_p99_ms", "P99 ms", "ms", "99th percentile of operation durations"),
+    # -- SLA (analytics.sla.evaluate)
+    Metric("sla_compliance", "SLA compliance", "count",
+           "Bot × operation pairs with operations whose P50, P95 and P99 are all within target, of those with operations"),
+    Metric("sla_breaches", "SLA breaches", "count",
+           "Bot × operation pairs with a P50, P95 or P99 above its target"),
+    Metric("sla_p95_ratio", "P95 / target", "x", "An operation's P95 divided by its P95 target (above 1 breaches)",
+           alert_metric="sla_p95_ratio", prometheus="obs_sla_p95_ratio"),
+    Metric("sla_p95_ratio_alert", "P95 / target (alert window)", "x",
+           "The worst P95 / target ratio of the bot's operations, as the sla_violation rule sees it",
+           window=ALERT_WINDOW, source=EXACT, alert_metric="sla_p95_ratio", prometheus="obs_sla_p95_ratio"),
+    # -- LLM calls (llm_calls; LLMObservabilityService)
+    Metric("llm_requests", "LLM requests", "count", "LLM calls", prometheus="obs_llm_requests_total"),
+    Metric("llm_requests_per_min", "LLM requests / min", "per_min", "LLM calls per minute"),
+    Metric("llm_error_rate", "LLM error rate", "ratio", "Failed LLM calls / LLM calls"),
+    Metric("llm_p50_ms", "LLM P50 latency", "ms", "Median LLM call latency"),
+    Metric("llm_p95_ms", "LLM P95 latency", "ms", "95th percentile of LLM call latency"),
+    Metric("llm_cache_hit_rate", "LLM response-cache hit rate", "ratio",
+           "LLM calls answered from a response cache (cache_hit) / LLM calls"),
+    Metric("prompt_cache_token_share", "Prompt-cache token share", "ratio",
+           "Cache-read input tokens / all input tokens (prompt caching)"),
+    Metric("llm_cost_usd", "LLM spend", "usd", "Cost of LLM calls, every provider", prometheus="obs_llm_cost_usd_total"),
+    Metric("llm_cost_saved_usd", "Saved by caching", "usd", "What cached tokens and cached responses saved",
+           prometheus="obs_llm_cache_savings_usd_total"),
+    Metric("spend_today_usd", "Spend today (all models)", "usd", "Cost of LLM calls of every provider",
+           window="since 00:00 UTC today", source=EXACT),
+    Metric("claude_cost_today_usd", "Claude spend today", "usd", "Cost of Claude calls only (Anthropic or claude-*)",
+           window="since 00:00 UTC today", source=EXACT),
+    Metric("spend_month_to_date_usd", "Spend month to date (all models)", "usd", "Cost of LLM calls of every provider",
+           window="since the 1st of the month, 00:00 UTC", source=ROLLUPS),
+    # -- bot responses (bot_interactions; BotMetricsCollector)
+    Metric("interactions", "Bot responses", "count", "Bot responses (interactions)", source=EXACT),
+    Metric("response_error_rate", "Response error rate", "ratio", "Failed bot responses / bot responses",
+           source=EXACT, alert_metric="error_rate"),
+    Metric("response_cache_hit_rate", "Response cache hit rate", "ratio",
+           "Bot responses served from cache / bot responses", source=EXACT, alert_metric="cache_hit_rate"),
+    Metric("response_p95_ms", "Response P95", "ms", "95th percentile of bot response time", source=EXACT,
+           alert_metric="response_time_p95", prometheus="obs_bot_response_duration_seconds"),
+    Metric("response_time_avg_ms", "Mean LLM response time", "ms", "Mean LLM call latency", window="the last hour",
+           source=EXACT),
+    # -- handoffs (handoffs; BotMetricsCollector)
+    Metric("handoffs", "Handoffs", "count", "Handoffs attempted, blocked ones included", source=EXACT),
+    Metric("handoff_success_rate", "Handoff success rate", "ratio",
+           "Successful handoffs / handoffs that were not blocked", source=EXACT),
+    Metric("handoff_failure_rate", "Handoff failure rate", "ratio",
+           "Failed handoffs / handoffs that were not blocked", source=EXACT, alert_metric="failure_rate"),
+    Metric("handoff_failure_rate_alert", "Handoff failure rate (alert window)", "ratio",
+           "Failed handoffs / handoffs that were not blocked, as the handoff_failure rule sees it",
+           window=ALERT_WINDOW, source=EXACT, alert_metric="failure_rate"),
+    Metric("blocked_handoff_rate", "Blocked handoff rate", "ratio", "Handoffs blocked as circular / handoffs",
+           source=EXACT),
+    Metric("blocked_handoffs_1h", "Blocked handoffs (1h)", "count", "Handoffs blocked as circular",
+           window="the last hour", source=EXACT, alert_metric="blocked_handoffs_1h"),
+    # -- conversations, activity, alerts
+    Metric("active_conversations", "Active conversations", "count",
+           "Conversations not stopped with activity", window="the last 15 minutes", source=EXACT),
+    Metric("quality_score", "Quality", "score", "Mean conversation quality score (0 to 1)", source=EXACT),
+    Metric("unread_events", "Unread", "count", "Activity events you have not marked as read", source=EXACT),
+    Metric("firing_alerts", "Firing alerts", "count", "Alerts firing or acknowledged", window="now", source=EXACT,
+           prometheus="obs_alerts_open"),
+    Metric("cost_anomalies", "Cost anomalies", "count",
+           "LLM calls whose cost is above both the dollar threshold and the z-score threshold of their agent",
+           source=EXACT),
+)  # fmt: skip
+
+CATALOG: dict[str, Metric] = {m.name: m for m in _METRICS}
+
+
+def get(name: str) -> Metric:
+    """The catalog entry `name` (KeyError names the unknown metric)."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"no metric {name!r} in the catalog") from None

@@ -1,0 +1,81 @@
+"""Figures written for people, from the metric catalog (`observability.analytics.catalog`).
+
+`text(name, value)` formats a value in its metric's unit (thousands separators, percentages with
+one decimal, milliseconds and tokens as whole numbers, dollars with cents); `metric(col, name,
+value)` draws an `st.metric` with the catalog's label and help; `column(name)` gives the
+`st.column_config` of a table column holding that metric. Pages take labels, units and help from
+here, never spell them themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import streamlit as st
+
+from observability.analytics import catalog
+
+DASH = "–"
+# unit -> (python format of a value, st.column_config format)
+_FORMATS = {
+    "count": ("{:,.0f}", "%d"),
+    "tokens": ("{:,.0f}", "%d"),
+    "per_min": ("{:,.1f}", "%.1f"),
+    "ratio": ("{:.1%}", "percent"),
+    "ms": ("{:,.0f} ms", "%.0f ms"),
+    "usd": ("${:,.2f}", "dollar"),
+    "score": ("{:.2f}", "%.2f"),
+    "x": ("{:.2f}×", "%.2f×"),
+}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def number(unit: str, value: Any) -> str:
+    """`value` written in `unit` (one of `catalog.UNITS`); a dash for no value."""
+    if _missing(value):
+        return DASH
+    return _FORMATS[unit][0].format(float(value))
+
+
+def text(name: str, value: Any) -> str:
+    """`value` of the catalog metric `name`, formatted in its unit."""
+    return number(catalog.get(name).unit, value)
+
+
+def label(name: str) -> str:
+    return catalog.get(name).label
+
+
+def help_text(name: str, window: str | None = None) -> str:
+    """The catalog's help of `name`; `window` (in words) when it is shown over another window."""
+    return catalog.get(name).describe(window)
+
+
+def metric(container: Any, name: str, value: Any, *, label: str | None = None, window: str | None = None,
+           **kwargs: Any) -> None:  # fmt: skip
+    """`container.metric` with the catalog's label, formatting and help text; with `window` (in
+    words, e.g. "last 5 minutes") the label says it and the help names it."""
+    shown = label or catalog.get(name).label
+    if window and not label:
+        shown = f"{shown} ({window})"
+    container.metric(shown, text(name, value), help=help_text(name, window), **kwargs)
+
+
+def column(name: str, label: str | None = None, window: str | None = None) -> Any:
+    """The `st.column_config` of a table column holding the catalog metric `name`."""
+    m = catalog.get(name)
+    return st.column_config.NumberColumn(
+        label or m.label, format=_FORMATS[m.unit][1], help=m.describe(window)
+    )
+
+
+def columns(
+    mapping: dict[str, str], labels: dict[str, str] | None = None, window: str | None = None
+) -> dict[str, Any]:
+    """`column_config` for a table: {frame column: catalog metric}, labels overriding the catalog's."""
+    labels = labels or {}
+    return {col: column(name, labels.get(col), window) for col, name in mapping.items()}

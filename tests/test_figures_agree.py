@@ -1,0 +1,178 @@
+# ruff: noqa: E402  (tests/ goes on sys.path before the imports)
+"""Figures that appear in two places agree (issue 11): on one demo store, a figure shown by two
+pages, by a page and an alert rule input, or by a page and `/metrics` is the same number, computed
+through the public services and read back from the pages under AppTest and from the /metrics
+text; and a green "within target" headline never stands above a table with a breach.
+
+The demo store gets one deliberate SLA breach in the alert window: lead_bot's `process`
+operation, 30 operations at 4,000 ms in the last two minutes (target P95 1,500 ms).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser.demo_data import load_demo
+from streamlit.testing.v1 import AppTest
+
+from observability.alerting import inputs
+from observability.analytics import catalog, monitoring, sla
+from observability.analytics.bot_metrics import BotMetricsCollector
+from observability.settings import get_settings, reset_settings_cache
+from observability.store import Store, ingest, rollups
+from observability.timeutil import to_epoch, utcnow
+from observability.ui import common
+from observability.worker.metrics import StoreCollector
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('agree') / 'store.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    now = utcnow()
+    load_demo(store, hours=2, now=now)
+    slow = [["op", uuid.uuid4().hex, to_epoch(now - timedelta(seconds=120 - 3 * i)), "lead_bot", "process",
+             4000.0, True, False, None] for i in range(30)]  # fmt: skip
+    assert ingest.write_batch(store, slow).rejected == 0
+    rollups.run(store)
+    store.dispose()
+    return url
+
+
+@pytest.fixture
+def demo(demo_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    monkeypatch.setenv("DATABASE_URL", demo_url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    store = Store.from_url(demo_url)
+    yield store
+    store.dispose()
+    reset_settings_cache()
+
+
+def run(path: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest, column: str):  # noqa: ANN201 - a pandas frame
+    """The page's one table with `column` (AppTest elements carry no key)."""
+    [df] = [d.value for d in at.dataframe if column in d.value.columns]
+    return df
+
+
+def metric(at: AppTest, label: str) -> str:
+    [value] = [m.value for m in at.metric if m.label == label]
+    return value
+
+
+def test_the_catalog_names_each_figure_once_with_a_unit_and_a_window() -> None:
+    labels = [m.label for m in catalog.CATALOG.values()]
+    assert len(labels) == len(set(labels)), "two figures share a label"
+    assert all(m.unit in catalog.UNITS and m.formula and m.window for m in catalog.CATALOG.values())
+    caches = {catalog.get(n).label for n in ("operation_cache_hit_rate", "response_cache_hit_rate",
+                                              "llm_cache_hit_rate", "prompt_cache_token_share")}  # fmt: skip
+    assert len(caches) == 4
+
+
+@pytest.mark.parametrize("window", ["1h", "24h"])
+def test_bot_health_headline_never_contradicts_its_table(demo: Store, window: str) -> None:
+    at = run("pages/bot_health.py", {"range": window})
+    rows = table(at, "alert_p95_ratio")
+    breaching = rows[rows["status"] == sla.BREACH]
+    greens = [s.value for s in at.success if "within" in s.value]
+    if breaching.empty:
+        assert greens and not at.error
+    else:
+        assert not greens, f"green headline above {len(breaching)} breaching rows"
+        shown = "\n".join(e.value for e in at.error)
+        for r in breaching.itertuples(index=False):
+            assert f"**{r.bot} · {r.operation}**" in shown
+    measured = rows[rows["status"] != sla.NO_DATA]
+    assert metric(at, "SLA compliance") == f"{(measured['status'] == sla.WITHIN).sum()}/{len(measured)}"
+    assert f"Window: last {window}" in "\n".join(c.value for c in at.caption)
+
+
+def test_the_sla_breach_of_the_alert_window_is_the_same_on_both_pages_the_alert_input_and_metrics(
+    demo: Store,
+) -> None:
+    settings = get_settings()
+    window = sla.alert_window_s()
+    now = utcnow()
+    ev = sla.evaluate(demo, window, now=now)
+    process = next(r for r in ev.rows if (r.bot, r.operation) == ("lead_bot", "process"))
+    assert "p95" in process.breaches
+
+    # the alert input: the worst P95 / target of lead_bot is the evaluation's process row
+    alert = inputs.sla_ratios(demo, settings, now)["lead_bot.sla_p95_ratio"]
+    assert alert["value"] == pytest.approx(process.p95_ratio) and alert["value"] > 1
+
+    # /metrics at the same instant
+    collector_now = scrape_at(demo, now)
+    assert collector_now[
+        ("obs_sla_p95_ratio", (("bot", "lead_bot"), ("operation", "process")))
+    ] == pytest.approx(process.p95_ratio)
+    assert collector_now[("obs_sla_breach", (("bot", "lead_bot"), ("operation", "process")))] == 1.0
+
+    # Bot health's alert column and headline, the Overview's column
+    bh = run("pages/bot_health.py")
+    rows = table(bh, "alert_p95_ratio").set_index(["bot", "operation"])
+    assert rows.loc[("lead_bot", "process"), "alert_p95_ratio"] == pytest.approx(process.p95_ratio, rel=0.05)
+    assert any("lead_bot · process" in w.value and "sla_violation" in w.value for w in bh.warning)
+    ov = run("Home.py")
+    bots = table(ov, "slow_operations").set_index("bot")
+    assert "process" in bots.loc["lead_bot", "slow_operations"].split(", ")
+    breaching_now = {(r.bot, r.operation) for r in monitoring.sla_breaches_now(demo)}
+    shown = {(b, op) for b, ops in bots["slow_operations"].items() for op in ops.split(", ") if op}
+    assert shown == breaching_now
+
+
+def scrape_at(store: Store, now) -> dict:  # noqa: ANN001
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store, get_settings(), now=lambda: now))
+    out = {}
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_handoff_rates_exclude_blocked_and_the_alert_figure_is_the_alerts(demo: Store) -> None:
+    collector = BotMetricsCollector(demo)
+    window = sla.alert_window_s()
+    before = collector.alert_metrics(window_minutes=window / 60)
+    at = run("pages/ai_performance.py")
+    after = collector.alert_metrics(window_minutes=window / 60)
+    label = f"Handoff failure rate, last {window // 60:g} min (handoff_failure alert)"
+    shown = metric(at, label)
+    assert shown in {
+        f"{v['handoff.failure_rate']:.1%}" if v["handoff.count"] else "–" for v in (before, after)
+    }
+    hour = collector.handoff_summary(60)
+    assert hour["blocked"] > 0  # the demo blocks some circular handoffs
+    assert metric(at, "Handoff success rate") == f"{hour['success_rate']:.1%}"
+    assert hour["success_rate"] == pytest.approx(hour["successful_handoffs"] / hour["attempted_handoffs"])
+    assert metric(at, "Blocked handoff rate") == f"{hour['blocked_rate']:.1%}"
+
+
+def test_overview_spend_today_equals_the_metric_catalog_formatting_of_the_service(demo: Store) -> None:
+    at = run("Home.py")
+    k = monitoring.overview_kpis(demo)
+    assert metric(at, catalog.get("spend_today_usd").label) == f"${k.spend_today_usd:,.2f}"
