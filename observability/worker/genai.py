@@ -4,18 +4,13 @@ A span that carries the conventions becomes one `llm` wire event (`observability
 priced and stored by the same ingest path as SDK events, so a bot instrumented with OpenTelemetry
 instead of our SDK shows up on every page:
 
-| row column | from |
-|---|---|
-| model | `gen_ai.response.model`, else `gen_ai.request.model` |
-| provider | `gen_ai.provider.name`, else the older `gen_ai.system`, else `unknown` |
-| input / output tokens | `gen_ai.usage.input_tokens` / `gen_ai.usage.output_tokens` (older `prompt_tokens` / `completion_tokens`) |
-| cache read / write tokens | `gen_ai.usage.cache_read.input_tokens` / `gen_ai.usage.cache_creation.input_tokens`, and the variants in `CACHE_READ_KEYS` / `CACHE_WRITE_KEYS` |
-| conversation_id, agent | `gen_ai.conversation.id`, `gen_ai.agent.name` |
-| bot | span attribute `obs.bot`, else the resource's `service.name` |
-| decision_type, cache_hit | span attributes `obs.decision_type`, `obs.cache_hit` (optional) |
-| ts, latency_ms | the span's start time and duration |
-| success, error_type | status ERROR or an `error.type` attribute -> failure; `error.type`, else the status message |
-| trace_id (row id) | `<trace id>-<span id>`: a span sent twice is stored once |
+The attributes read, by convention (the README's table says the same for users): `MODEL_KEYS`,
+`PROVIDER_KEYS`, `INPUT_KEYS`, `OUTPUT_KEYS`, `CACHE_READ_KEYS`, `CACHE_WRITE_KEYS` and
+`CONVERSATION_KEYS` list the current GenAI names, the older ones still emitted, and OpenInference's
+`llm.*`; bot from `obs.bot` else the resource's `service.name`; `decision_type` and `cache_hit` from
+`obs.decision_type` and `obs.cache_hit`; ts and latency from the span; `error_type` is one of
+`ERROR_KINDS` (`error_kind`). The row id is given by the receiver (`merge.py`); alone, a span's is
+`<trace id>-<span id>`.
 
 `input_tokens` includes cached tokens (the GenAI convention); when the cached counts exceed it, the
 instrumentation reported uncached input only (as Anthropic's usage does) and they are added up.
