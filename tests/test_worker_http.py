@@ -187,7 +187,7 @@ def test_genai_spans_from_the_opentelemetry_sdk_become_priced_llm_calls(
     )
     assert c["cost_usd"] > 0 and c["price_known"]
     assert (g["model"], g["provider"], g["cache_read_tokens"]) == ("gpt-4o-mini", "openai", 300)
-    assert not g["success"] and g["error_type"] == "RateLimitError"
+    assert not g["success"] and g["error_type"] == "rate_limit"  # one vocabulary (genai.ERROR_KINDS)
     assert g["cost_usd"] == pytest.approx(priced("openai", "gpt-4o-mini", 800, 40, 300))
 
     # an exporter retrying the same spans stores nothing twice

@@ -4,18 +4,13 @@ A span that carries the conventions becomes one `llm` wire event (`observability
 priced and stored by the same ingest path as SDK events, so a bot instrumented with OpenTelemetry
 instead of our SDK shows up on every page:
 
-| row column | from |
-|---|---|
-| model | `gen_ai.response.model`, else `gen_ai.request.model` |
-| provider | `gen_ai.provider.name`, else the older `gen_ai.system`, else `unknown` |
-| input / output tokens | `gen_ai.usage.input_tokens` / `gen_ai.usage.output_tokens` (older `prompt_tokens` / `completion_tokens`) |
-| cache read / write tokens | `gen_ai.usage.cache_read.input_tokens` / `gen_ai.usage.cache_creation.input_tokens`, and the variants in `CACHE_READ_KEYS` / `CACHE_WRITE_KEYS` |
-| conversation_id, agent | `gen_ai.conversation.id`, `gen_ai.agent.name` |
-| bot | span attribute `obs.bot`, else the resource's `service.name` |
-| decision_type, cache_hit | span attributes `obs.decision_type`, `obs.cache_hit` (optional) |
-| ts, latency_ms | the span's start time and duration |
-| success, error_type | status ERROR or an `error.type` attribute -> failure; `error.type`, else the status message |
-| trace_id (row id) | `<trace id>-<span id>`: a span sent twice is stored once |
+The attributes read, by convention (the README's table says the same for users): `MODEL_KEYS`,
+`PROVIDER_KEYS`, `INPUT_KEYS`, `OUTPUT_KEYS`, `CACHE_READ_KEYS`, `CACHE_WRITE_KEYS` and
+`CONVERSATION_KEYS` list the current GenAI names, the older ones still emitted, and OpenInference's
+`llm.*`; bot from `obs.bot` else the resource's `service.name`; `decision_type` and `cache_hit` from
+`obs.decision_type` and `obs.cache_hit`; ts and latency from the span; `error_type` is one of
+`ERROR_KINDS` (`error_kind`). The row id is given by the receiver (`merge.py`); alone, a span's is
+`<trace id>-<span id>`.
 
 `input_tokens` includes cached tokens (the GenAI convention); when the cached counts exceed it, the
 instrumentation reported uncached input only (as Anthropic's usage does) and they are added up.
@@ -26,32 +21,101 @@ raises `SpanRejected`.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from observability import events as ev
 from observability.store.wire import check_wire
 from observability.worker.otlp import SpanRejected, SpanView
 
-MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model")
-PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
-INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+MODEL_KEYS = (
+    "gen_ai.response.model",
+    "gen_ai.request.model",
+    "llm.response.model_name",  # OpenInference
+    "llm.model_name",
+    "llm.request.model_name",
+)
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+OUTPUT_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
 CACHE_READ_KEYS = (
     "gen_ai.usage.cache_read.input_tokens",  # current semantic conventions
     "gen_ai.usage.cache_read_input_tokens",  # earlier name (OpenLLMetry and others)
     "gen_ai.usage.input_tokens.cached",
+    "llm.token_count.prompt_details.cache_read",  # OpenInference
 )
 CACHE_WRITE_KEYS = (
     "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",  # the anthropic SDK's own spans
     "gen_ai.usage.cache_creation_input_tokens",
     "gen_ai.usage.input_tokens.cache_write",
+    "llm.token_count.prompt_details.cache_write",  # OpenInference
 )
-CONVERSATION_KEY = "gen_ai.conversation.id"
+CONVERSATION_KEYS = ("gen_ai.conversation.id", "session.id")
+RESPONSE_ID_KEY = "gen_ai.response.id"
+INVOCATION_PARAMETERS = "llm.invocation_parameters"  # OpenInference: the request as JSON
+OPENINFERENCE_KIND = "openinference.span.kind"
 AGENT_KEYS = ("gen_ai.agent.name",)
 OPERATION_KEY = "gen_ai.operation.name"
 NOT_A_CALL = frozenset({"execute_tool", "create_agent"})
 AGENT_OPERATION = "invoke_agent"
 STATUS_ERROR = 2
+# attributes of a model call (not mere context such as a conversation id on the bot's span)
+GENAI_CALL_PREFIXES = ("gen_ai.usage.", "gen_ai.request.", "gen_ai.response.", "gen_ai.operation.",
+                       "llm.token_count.", "llm.model_name", "llm.invocation_parameters")  # fmt: skip
+
+# ---- one error vocabulary ---------------------------------------------------------------------
+# The same failure comes as `InternalServerError`, `api_error`, `<class 'openai.InternalServerError'>`
+# or "Error code: 500 - ..." depending on the client and the instrumentation; pages group on these.
+ERROR_KINDS = ("rate_limit", "server_error", "timeout", "auth", "bad_request", "content_filter", "other")
+_STATUS_IN_TEXT = re.compile(r"(?:error code|status(?: code)?)\W{0,3}([1-5]\d\d)\b", re.IGNORECASE)
+_NAME_KINDS = (  # checked in order on the lowercased names with "_", "-", " " and "." removed
+    ("content_filter", ("contentfilter", "contentpolicy", "safety", "refusal")),
+    ("rate_limit", ("ratelimit", "toomanyrequests", "quota")),
+    ("timeout", ("timeout", "timedout", "deadlineexceeded")),
+    ("auth", ("authentication", "permissiondenied", "unauthorized", "forbidden", "invalidapikey")),
+    ("bad_request", ("badrequest", "invalidrequest", "notfound", "unprocessable", "conflict", "requesttoolarge")),
+    ("server_error", ("internalserver", "apierror", "servererror", "overloaded", "serviceunavailable",
+                      "badgateway", "apistatuserror")),
+)  # fmt: skip
+
+
+def error_kind_of_status(status: int) -> str | None:
+    if status == 429:
+        return "rate_limit"
+    if status in (408, 504):
+        return "timeout"
+    if status in (401, 403):
+        return "auth"
+    if 400 <= status < 500:
+        return "bad_request"
+    if status >= 500:
+        return "server_error"
+    return None
+
+
+def error_kind(status: Any, names: Iterable[Any]) -> str:
+    """One of `ERROR_KINDS` from an HTTP status (if any) and the error's names and messages."""
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    if type(status) is int and (kind := error_kind_of_status(status)):
+        return kind
+    texts = [str(n) for n in names if n]
+    for t in texts:
+        m = _STATUS_IN_TEXT.search(t)
+        if m and (kind := error_kind_of_status(int(m.group(1)))):
+            return kind
+    flat = " ".join(t.lower() for t in texts).translate(_SQUASH)
+    for kind, needles in _NAME_KINDS:
+        if any(n in flat for n in needles):
+            return kind
+    return "other"
+
+
+_SQUASH = str.maketrans("", "", "_-. ")
 
 
 def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -98,16 +162,63 @@ def is_agent_call(span: SpanView) -> bool:
     return span.attrs.get(OPERATION_KEY) == AGENT_OPERATION
 
 
-def llm_event(span: SpanView) -> list | None:
-    """The wire event (observability.events, kind llm) of a span, or None if it is no model call
-    (no `gen_ai.*` model attribute, or a tool / agent-creation span).
+def ignore_reason(span: SpanView) -> str:
+    """Why `llm_event` found no model call in a span: `not_genai` (an ordinary application span),
+    `not_a_call` (a tool, agent-creation or non-LLM OpenInference span) or `no_model` (GenAI-looking
+    attributes, but no model: what an instrumentation we do not read looks like)."""
+    a = span.attrs
+    if a.get(OPERATION_KEY) in NOT_A_CALL or a.get(OPENINFERENCE_KIND, "LLM") != "LLM":
+        return "not_a_call"
+    if any(k.startswith(GENAI_CALL_PREFIXES) for k in a):
+        return "no_model"
+    return "not_genai"
 
+
+def conversation_of(attrs: dict[str, Any]) -> str | None:
+    """`gen_ai.conversation.id`, else OpenInference's `session.id`, cut to the column's length."""
+    return _text(attrs, CONVERSATION_KEYS, 100, truncate=True)
+
+
+def response_id(span: SpanView) -> str | None:
+    v = span.attrs.get(RESPONSE_ID_KEY)
+    return v if isinstance(v, str) and v else None
+
+
+def call_row_id(span: SpanView, response: str | None) -> str:
+    """The row id of a call: from the provider's response id when there is one (every span of the
+    call, from any instrumentation, in any trace or export, gets the same id and the store keeps
+    one), else `<trace id>-<span id>` (a span sent twice is stored once)."""
+    if response is None:
+        return f"{span.trace_id}-{span.span_id}"
+    if len(response) <= 59 and response.isascii() and response.isprintable():
+        return f"resp-{response}"
+    return "resp-" + hashlib.sha256(response.encode()).hexdigest()[:40]
+
+
+def _model(a: dict[str, Any]) -> str | None:
+    model = _text(a, MODEL_KEYS, 200)
+    if model is None and isinstance(params := a.get(INVOCATION_PARAMETERS), str):
+        try:  # OpenInference names the model only in the request's parameters when the call failed
+            m = json.loads(params).get("model")
+        except (ValueError, AttributeError):
+            m = None
+        model = m[:200] if isinstance(m, str) and m else None
+    return model
+
+
+def llm_event(
+    span: SpanView, *, conversation_id: str | None = None, row_id: str | None = None
+) -> list | None:
+    """The wire event (observability.events, kind llm) of a span, or None if it is no model call
+    (no model attribute, a tool / agent-creation span, an OpenInference span of another kind).
+
+    `conversation_id` is used when the span names none (the receiver finds it on an ancestor).
     Raises SpanRejected for a span whose values cannot be stored.
     """
     a = span.attrs
-    if a.get(OPERATION_KEY) in NOT_A_CALL:
+    if a.get(OPERATION_KEY) in NOT_A_CALL or a.get(OPENINFERENCE_KIND, "LLM") != "LLM":
         return None
-    model = _text(a, MODEL_KEYS, 200)
+    model = _model(a)
     if model is None:
         return None
     provider = _text(a, PROVIDER_KEYS, 100) or "unknown"
@@ -124,7 +235,10 @@ def llm_event(span: SpanView) -> list | None:
     failed = span.status_code == STATUS_ERROR or a.get("error.type") is not None
     error_type = None
     if failed:
-        error_type = str(a.get("error.type") or span.status_message or "error")[:100]
+        error_type = error_kind(
+            a.get("http.response.status_code"),
+            (a.get("error.type"), *span.exception_types, span.status_message),
+        )
     bot = _text(a, ("obs.bot",), 64, truncate=True)
     if bot is None:
         service = span.resource.get("service.name")
@@ -132,7 +246,7 @@ def llm_event(span: SpanView) -> list | None:
             bot = service[:64]
     cache_hit = a.get("obs.cache_hit")
     event = ev.llm_call(
-        f"{span.trace_id}-{span.span_id}",
+        row_id or f"{span.trace_id}-{span.span_id}",
         span.start_ns / 1e9,
         bot=bot,
         agent=_text(a, AGENT_KEYS, 100, truncate=True),
@@ -146,7 +260,7 @@ def llm_event(span: SpanView) -> list | None:
         latency_ms=(span.end_ns - span.start_ns) / 1e6,
         cache_hit=cache_hit if isinstance(cache_hit, bool) else False,
         cost_usd=None,  # priced at ingest like SDK events
-        conversation_id=_text(a, (CONVERSATION_KEY,), 100),
+        conversation_id=conversation_of(a) or conversation_id,
         success=not failed,
         error_type=error_type,
     )

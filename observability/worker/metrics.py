@@ -306,6 +306,20 @@ class StoreCollector:
             sp.add_metric([outcome], spans.get(outcome, 0))
         yield req
         yield sp
+        by_scope = self.receiver.scope_counts()
+        sc = CounterMetricFamily("obs_otlp_scope_spans", "OTLP spans per instrumentation scope: received, stored, "
+                                 "merged (another span of the same call was stored), ignored, rejected",
+                                 labels=["scope", "outcome"])  # fmt: skip
+        ig = CounterMetricFamily("obs_otlp_ignored_spans", "OTLP spans ignored, per instrumentation scope and "
+                                 "reason (not_genai, not_a_call, no_model, agent_aggregate)",
+                                 labels=["scope", "reason"])  # fmt: skip
+        for (scope, outcome), n in sorted(by_scope.items()):
+            if outcome.startswith("ignored:"):
+                ig.add_metric([scope, outcome[8:]], n)
+            else:
+                sc.add_metric([scope, outcome], n)
+        yield sc
+        yield ig
 
 
 def render(registry: Any, accept: str | None, accept_encoding: str | None) -> Response:

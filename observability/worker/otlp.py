@@ -36,6 +36,9 @@ class SpanView:
     status_code: int
     status_message: str
     resource: dict[str, Any]
+    parent_span_id: str = ""  # 16 hex digits, "" for a root span
+    scope: str = ""  # the instrumentation scope's name
+    exception_types: tuple[str, ...] = ()  # `exception.type` of the span's exception events
 
 
 def decode_spans(body: bytes, *, as_json: bool) -> Iterator[SpanView | SpanRejected]:
@@ -61,6 +64,16 @@ def _proto_attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: _proto_value(kv.value) for kv in kvs}
 
 
+def _proto_exceptions(events: Any) -> tuple[str, ...]:
+    out = []
+    for e in events:
+        if e.name == "exception":
+            for kv in e.attributes:
+                if kv.key == "exception.type":
+                    out.append(str(_proto_value(kv.value)))
+    return tuple(out)
+
+
 def _proto_spans(body: bytes) -> Iterator[SpanView | SpanRejected]:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -72,6 +85,7 @@ def _proto_spans(body: bytes) -> Iterator[SpanView | SpanRejected]:
     for rs in req.resource_spans:
         resource = _proto_attrs(rs.resource.attributes)
         for ss in rs.scope_spans:
+            scope = ss.scope.name
             for sp in ss.spans:
                 try:
                     if len(sp.trace_id) != 16 or not any(sp.trace_id):
@@ -80,8 +94,10 @@ def _proto_spans(body: bytes) -> Iterator[SpanView | SpanRejected]:
                         raise SpanRejected(f"span {sp.name!r:.60}: spanId must be 8 bytes")
                     yield SpanView(sp.trace_id.hex(), sp.span_id.hex(), sp.name, sp.start_time_unix_nano,
                                    sp.end_time_unix_nano, _proto_attrs(sp.attributes), sp.status.code,
-                                   sp.status.message, resource)  # fmt: skip
+                                   sp.status.message, resource, sp.parent_span_id.hex(), scope,
+                                   _proto_exceptions(sp.events) if sp.events else ())  # fmt: skip
                 except SpanRejected as exc:
+                    exc.scope = scope  # type: ignore[attr-defined]
                     yield exc
 
 
@@ -185,7 +201,19 @@ def _json_attrs(items: Any) -> dict[str, Any]:
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
 
-def _json_span(sp: Any, resource: dict[str, Any], where: str) -> SpanView:
+def _json_exceptions(events: Any) -> tuple[str, ...]:
+    if not isinstance(events, list):
+        return ()
+    out = []
+    for e in events:
+        if isinstance(e, dict) and e.get("name") == "exception":
+            t = _json_attrs(e.get("attributes")).get("exception.type")
+            if t is not None:
+                out.append(str(t))
+    return tuple(out)
+
+
+def _json_span(sp: Any, resource: dict[str, Any], where: str, scope: str = "") -> SpanView:
     if not isinstance(sp, dict):
         raise SpanRejected(f"{where} must be an object")
     name = sp.get("name", "")
@@ -209,7 +237,14 @@ def _json_span(sp: Any, resource: dict[str, Any], where: str) -> SpanView:
         status_code=_json_int(code, f"{where}.status.code"),
         status_message=message if isinstance(message, str) else str(message),
         resource=resource,
+        parent_span_id=_json_parent(_jget(sp, "parentSpanId", "parent_span_id"), where),
+        scope=scope,
+        exception_types=_json_exceptions(sp.get("events")),
     )
+
+
+def _json_parent(value: Any, where: str) -> str:
+    return _json_id(value, 8, f"{where}.parentSpanId") if value else ""
 
 
 def _as_list(value: Any, what: str) -> list:
@@ -243,12 +278,16 @@ def _json_spans(body: bytes) -> Iterator[SpanView | SpanRejected]:
             if not isinstance(ss, dict):
                 raise BadRequest(f"resourceSpans[{i}].scopeSpans[{j}] must be an object")
             spans = _as_list(ss.get("spans"), f"resourceSpans[{i}].scopeSpans[{j}].spans")
+            scope_doc = ss.get("scope")
+            scope = scope_doc.get("name") if isinstance(scope_doc, dict) else None
+            scope = scope if isinstance(scope, str) else ""
             for k, sp in enumerate(spans):
                 where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
                 if resource_error is not None:
                     yield SpanRejected(f"{where}: resource: {resource_error}")
                     continue
                 try:
-                    yield _json_span(sp, resource, where)
+                    yield _json_span(sp, resource, where, scope)
                 except SpanRejected as exc:
+                    exc.scope = scope  # type: ignore[attr-defined]
                     yield exc

@@ -26,8 +26,9 @@ from typing import Any
 from observability.settings import Settings
 from observability.store import Store, StoreUnavailable
 from observability.store.ingest import write_batch
-from observability.worker.genai import is_agent_call, llm_event
-from observability.worker.otlp import SpanRejected, decode_spans
+from observability.worker.genai import ignore_reason, is_agent_call, llm_event
+from observability.worker.merge import CallMerger, CallSpan
+from observability.worker.otlp import SpanRejected, SpanView, decode_spans
 from observability.worker.response import BadRequest, Response
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class OTLPReceiver:
         self.spans: collections.Counter = collections.Counter()  # outcome -> spans
         # traces whose model calls came as spans of their own (agent spans there are aggregates)
         self._traces_with_calls: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.merger = CallMerger()
+        self.by_scope: collections.Counter = collections.Counter()  # (scope, outcome) -> spans
+        self._warned: set[str] = set()  # scopes whose GenAI-looking spans were logged as ignored
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """A consistent copy of (requests by HTTP status, spans by outcome), for /metrics."""
@@ -142,25 +146,50 @@ class OTLPReceiver:
         except BadRequest as exc:
             log.info("OTLP request rejected: %s", exc)
             return error(exc.status, str(exc))
-        events, agent_spans, ignored = [], [], 0
+        events, agent_spans, calls, stored_groups, ignored = [], [], [], [], 0
+        by_scope: collections.Counter = collections.Counter()  # (scope, outcome) -> spans
+        for item in rejected:
+            by_scope[(getattr(item, "scope", ""), "rejected")] += 1
         for v in views:
+            by_scope[(v.scope, "received")] += 1
             try:
                 e = llm_event(v)
             except SpanRejected as exc:
                 rejected.append(exc)
+                by_scope[(v.scope, "rejected")] += 1
                 continue
             if e is None:
                 ignored += 1
+                self._ignored(v, by_scope)
             elif is_agent_call(v):
                 agent_spans.append((v, e))
             else:
-                events.append(e)
+                calls.append(CallSpan(v, e))
                 self._remember(v.trace_id)
+        local = {(v.trace_id, v.span_id): v for v in views}
+        with self._lock:
+            merger = self.merger
+            for group in merger.group(calls):
+                if merger.seen_before(group):
+                    by_scope.update((c.view.scope, "merged") for c in group)
+                    ignored += len(group)
+                    continue
+                best, row_id = merger.best(group)
+                conv = next((c.event[15] for c in group if c.event[15]), None)
+                conv = conv or merger.conversation(best.view, local)
+                e = best.event
+                events.append([*e[:1], row_id, *e[2:15], conv, *e[16:]])
+                by_scope[(best.view.scope, "stored")] += 1
+                by_scope.update((c.view.scope, "merged") for c in group if c is not best)
+                ignored += len(group) - 1
+                stored_groups.append(group)
         for v, e in agent_spans:
             if self._seen(v.trace_id):
                 ignored += 1
+                self._ignored(v, by_scope, "agent_aggregate")
             else:
                 events.append(e)
+                by_scope[(v.scope, "stored")] += 1
         if events:
             try:
                 result = write_batch(self.store, events, self.settings)
@@ -173,7 +202,29 @@ class OTLPReceiver:
             if result.rejected:  # not expected: events were checked above
                 rejected.extend(SpanRejected(r) for r in result.reasons)
         self._count(200, received=received, llm=len(events), ignored=ignored, rejected=len(rejected))
+        with self._lock:  # only once stored: a retried export after a 503 must be stored, not merged
+            self.by_scope.update(by_scope)
+            for group in stored_groups:
+                self.merger.remember(group)
+            self.merger.remember_spans(views)
         return self._success(as_json, rejected)
+
+    def _ignored(self, v: SpanView, by_scope: collections.Counter, reason: str | None = None) -> None:
+        reason = reason or ignore_reason(v)
+        by_scope[(v.scope, "ignored")] += 1
+        by_scope[(v.scope, f"ignored:{reason}")] += 1
+        if reason == "no_model" and v.scope not in self._warned:
+            self._warned.add(v.scope)
+            log.warning(
+                "OTLP: spans of scope %r look like GenAI (gen_ai.* / llm.* attributes) but name no model: "
+                "they are ignored and counted in obs_otlp_scope_spans_total{outcome=\"ignored\"} "
+                "(first: %r with %s)", v.scope, v.name, sorted(v.attrs)[:12],
+            )  # fmt: skip
+
+    def scope_counts(self) -> dict[tuple[str, str], int]:
+        """Spans by (instrumentation scope, outcome), for /metrics; `ignored:<reason>` too."""
+        with self._lock:
+            return dict(self.by_scope)
 
     def _remember(self, trace_id: str) -> None:
         with self._lock:

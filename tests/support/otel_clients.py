@@ -1,0 +1,86 @@
+"""One client under one OpenTelemetry instrumentation making the five calls of `fake_llm`.
+
+Run as `python -m support.otel_clients NAME TAG LLM_URL WORKER_URL batch|simple` in a process of its
+own: instrumentations patch the client libraries process-wide and do not all undo it cleanly. Each
+call is made inside the bot's span (the service, so the stored bot, is TAG) naming the conversation `conv-<TAG>-<call>` (with
+`gen_ai.conversation.id`, or `session.id` as OpenInference users do); spans go to the worker by
+OTLP/HTTP protobuf, in one batch or each span in an export request of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+CALLS = ("plain", "cached", "stream", "fail500", "fail429")
+# name -> (client, instrumentor "module:Class", or None for the anthropic SDK's own spans alone)
+INSTRUMENTATIONS = {
+    "anthropic-sdk": ("anthropic", None),
+    "openllmetry-openai": ("openai", "opentelemetry.instrumentation.openai:OpenAIInstrumentor"),
+    "openllmetry-anthropic": ("anthropic", "opentelemetry.instrumentation.anthropic:AnthropicInstrumentor"),
+    "openinference-openai": ("openai", "openinference.instrumentation.openai:OpenAIInstrumentor"),
+    "openinference-anthropic": ("anthropic", "openinference.instrumentation.anthropic:AnthropicInstrumentor"),
+    "openai-v2": ("openai", "opentelemetry.instrumentation.openai_v2:OpenAIInstrumentor"),
+}
+
+
+def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool) -> None:
+    """The five calls of one client under one instrumentation, exported to the worker."""
+    client_kind, target = INSTRUMENTATIONS[name]
+    exporter = OTLPSpanExporter(endpoint=f"{worker_url}/v1/traces", timeout=10)
+    provider = TracerProvider(resource=Resource.create({"service.name": tag}))
+    provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+    instrumentor = None
+    if target:
+        module, cls = target.split(":")
+        instrumentor = getattr(importlib.import_module(module), cls)()
+        instrumentor.instrument(tracer_provider=provider)
+    conv_key = "session.id" if name.startswith("openinference") else "gen_ai.conversation.id"
+    bot = provider.get_tracer("lead_bot")
+    try:
+        if client_kind == "openai":
+            import openai
+
+            oc = openai.OpenAI(base_url=f"{llm_url}/v1", api_key="test", max_retries=0, timeout=10)
+        else:
+            import anthropic
+
+            ac = anthropic.Anthropic(base_url=llm_url, api_key="test", max_retries=0, timeout=10,
+                                     open_telemetry={"tracer_provider": provider})  # fmt: skip
+        for what in CALLS:
+            messages = [{"role": "user", "content": what}]
+            with bot.start_as_current_span("handle_message", attributes={conv_key: f"conv-{tag}-{what}"}):
+                try:
+                    if client_kind == "openai" and what == "stream":
+                        for _ in oc.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True,
+                                                            stream_options={"include_usage": True}):  # fmt: skip
+                            pass
+                    elif client_kind == "openai":
+                        oc.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                    elif what == "stream":
+                        with ac.messages.stream(
+                            model="claude-sonnet-4-5", max_tokens=50, messages=messages
+                        ) as s:
+                            for _ in s:
+                                pass
+                    else:
+                        ac.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=messages)
+                except Exception as exc:  # noqa: BLE001
+                    assert what.startswith("fail"), exc
+                else:
+                    assert not what.startswith("fail")
+    finally:
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+
+
+if __name__ == "__main__":
+    name, tag, llm_url, worker_url, mode = sys.argv[1:6]
+    run_calls(name, tag, llm_url, worker_url, batch=mode == "batch")

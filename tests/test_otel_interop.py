@@ -1,0 +1,149 @@
+"""Real OpenTelemetry instrumentations, real clients, the real worker: each call stored once and right.
+
+The real `openai` and `anthropic` clients call a fake LLM API on 127.0.0.1 (`support.fake_llm`):
+a plain answer, a prompt-cached one, a streamed one, an HTTP 500 and an HTTP 429. The anthropic
+SDK's own tracing is on (as it is whenever a tracer provider is set), with OpenLLMetry,
+OpenInference or the official openai-v2 instrumentation on top, and the spans go by OTLP/HTTP
+protobuf to a running worker HTTP server. Each call is made inside the bot's own span, which names
+the conversation. Every client runs in a process of its own (`support.otel_clients`), all at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from support import subprocess_env
+from support.fake_llm import ANTHROPIC_MODEL, OPENAI_MODEL, USAGE, FakeLLMServer
+from support.otel_clients import CALLS, INSTRUMENTATIONS
+from test_worker_http import scrape
+
+from observability.settings import Settings
+from observability.store import Store, schema
+from observability.store.pricing import cost_of
+from observability.worker.server import serve
+
+pytestmark = pytest.mark.timeout(600)
+
+ERRORS = {"fail500": "server_error", "fail429": "rate_limit"}
+NO_CACHED_READS = {"openai-v2"}  # its spans carry no cached-token count (see the README)
+SEPARATE = ("openllmetry-anthropic", "openinference-anthropic")  # also run with one request per span
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, dict]]:
+    """Every client's five calls, stored by one running worker; yields (store, /metrics scrape)."""
+    tmp = tmp_path_factory.mktemp("interop")
+    store = Store.from_url(f"sqlite:///{tmp / 'store.db'}")
+    store.migrate()
+    settings = Settings().replace(database_url=store.url, redis_url=None, spool_dir=tmp / "spool",
+                                  worker_lock_file=tmp / "lock", auth_mode="none")  # fmt: skip
+    worker = serve(store, settings, port=0)
+    runs = [(n, n, "batch") for n in INSTRUMENTATIONS] + [(n, f"{n}-separate", "simple") for n in SEPARATE]
+    env = subprocess_env(PYTHONPATH=f"{TESTS}:{TESTS.parent}", OTEL_SDK_DISABLED="false")
+    try:
+        with FakeLLMServer() as llm:
+            pending = list(runs)
+            running: list[tuple[str, subprocess.Popen]] = []
+            while pending or running:  # two at a time: the machine's two cores
+                while pending and len(running) < 2:
+                    name, tag, mode = pending.pop(0)
+                    cmd = [sys.executable, "-m", "support.otel_clients", name, tag, llm.url, worker.url, mode]
+                    running.append((tag, subprocess.Popen(cmd, env=env, cwd=TESTS, stdout=subprocess.PIPE,
+                                                          stderr=subprocess.STDOUT)))  # fmt: skip
+                tag, p = running.pop(0)
+                out, _ = p.communicate(timeout=120)
+                assert p.returncode == 0, f"{tag}: {out.decode()[-3000:]}"
+        yield store, scrape(worker.url)
+    finally:
+        worker.stop()
+        store.dispose()
+
+
+def stored_calls(store: Store) -> list[dict]:
+    with store.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(schema.llm_calls))]
+
+
+def check_rows(name: str, tag: str, rows: list[dict]) -> None:
+    client_kind = INSTRUMENTATIONS[name][0]
+    by_conv: dict = {}
+    for r in rows:
+        assert r["conversation_id"] not in by_conv, f"{name}: {r['conversation_id']} stored twice"
+        by_conv[r["conversation_id"]] = r
+    assert sorted(by_conv, key=str) == sorted(f"conv-{tag}-{w}" for w in CALLS), rows
+    for what in CALLS:
+        r = by_conv[f"conv-{tag}-{what}"]
+        assert r["provider"] == client_kind and r["bot"] == tag
+        if what in ERRORS:
+            assert not r["success"] and r["error_type"] == ERRORS[what], (what, r)
+            assert r["model"] in ("gpt-4o-mini", "claude-sonnet-4-5")
+            continue
+        u = dict(USAGE[client_kind][what])
+        if name in NO_CACHED_READS:
+            u["read"] = 0
+        model = OPENAI_MODEL if client_kind == "openai" else ANTHROPIC_MODEL
+        got = (
+            r["model"],
+            r["input_tokens"],
+            r["output_tokens"],
+            r["cache_read_tokens"],
+            r["cache_write_tokens"],
+        )
+        assert got == (model, u["input"], u["output"], u["read"], u["write"]), (what, r)
+        assert r["success"] and r["error_type"] is None
+        expected = cost_of(client_kind, model, u["input"], u["output"], u["read"], u["write"]).usd
+        assert r["cost_usd"] == pytest.approx(expected, rel=0.02) and r["cost_usd"] > 0
+
+
+def rows_of(store: Store, tag: str) -> list[dict]:
+    """The rows of one run (its service name is the run's tag)."""
+    return [r for r in stored_calls(store) if r["bot"] == tag]
+
+
+@pytest.mark.parametrize("name", list(INSTRUMENTATIONS))
+def test_every_call_of_every_instrumentation_is_stored_once_and_right(
+    name: str, interop: tuple[Store, dict]
+) -> None:
+    store, _ = interop
+    check_rows(name, name, rows_of(store, name))
+
+
+@pytest.mark.parametrize("name", SEPARATE)
+def test_spans_of_one_call_in_separate_export_requests_are_stored_once(
+    name: str, interop: tuple[Store, dict]
+) -> None:
+    """Each span exported on its own (SimpleSpanProcessor): the SDK's span, then the
+    instrumentation's, then the bot's, each in a request of its own."""
+    store, _ = interop
+    rows = rows_of(store, f"{name}-separate")
+    assert len(rows) == len(CALLS), rows
+    assert sorted(r["error_type"] or "" for r in rows) == ["", "", "", "rate_limit", "server_error"]
+    u = USAGE["anthropic"]
+    assert (sum(r["input_tokens"] for r in rows), sum(r["cache_read_tokens"] for r in rows),
+            sum(r["cache_write_tokens"] for r in rows)) == (
+        sum(x["input"] for x in u.values()), sum(x["read"] for x in u.values()),
+        sum(x["write"] for x in u.values()))  # fmt: skip
+
+
+def test_metrics_count_spans_per_instrumentation_scope(interop: tuple[Store, dict]) -> None:
+    store, m = interop
+
+    def count(scope: str, outcome: str) -> float:
+        return m.get(("obs_otlp_scope_spans_total", frozenset({("scope", scope), ("outcome", outcome)})), 0)
+
+    n_calls = len(INSTRUMENTATIONS) + len(SEPARATE)
+    assert count("lead_bot", "received") == n_calls * len(CALLS)  # the bot's spans: ignored, not GenAI
+    assert m[("obs_otlp_ignored_spans_total", frozenset({("scope", "lead_bot"), ("reason", "not_genai")}))] == (
+        n_calls * len(CALLS))  # fmt: skip
+    # the anthropic SDK's spans: stored alone, merged under another instrumentation
+    sdk = "com.anthropic.sdk.python"
+    assert count(sdk, "received") == 5 * len(CALLS)
+    stored = sum(v for (n, labels), v in m.items() if n == "obs_otlp_scope_spans_total"
+                 and ("outcome", "stored") in labels)  # fmt: skip
+    assert stored == len(stored_calls(store)) == n_calls * len(CALLS)
