@@ -25,7 +25,7 @@ st.set_page_config(page_title="Bot operations console", page_icon=":material/sma
 
 
 def login_page() -> None:
-    ui.page_header("Bot operations console", "Sign in to watch and steer the bots.")
+    ui.page_header("Bot operations console", "Sign in to watch and steer the bots.", system_banner=False)
     if ui.cookie_sessions():  # served by app.py: its own sign-in route sets the session cookie
         reason = st.session_state.get(ui.SESSION_END_KEY)
         if reason:

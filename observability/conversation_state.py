@@ -24,6 +24,12 @@ def gate_open(system_stopped: bool, state: str | None) -> bool:
     return not system_stopped and state not in CLOSED_STATES
 
 
+def shown_state(system_stopped: bool, state: str | None) -> str | None:
+    """The state a person should see: `stopped` for every conversation while the system-wide stop
+    holds (whatever is stored), else the stored state."""
+    return STATE_STOPPED if system_stopped else state
+
+
 def read_from_redis(redis: Any, prefix: str, conversation_id: str) -> tuple[bool, str | None]:
     """(system stopped?, conversation's closed state or None) from the Redis mirror, in one round trip."""
     pipe = redis.pipeline(transaction=False)

@@ -51,7 +51,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "conversation": df["id"],
-            "state": df["state"].map(STATE_LABEL).fillna(df["state"]),
+            "state": df["effective_state"].map(STATE_LABEL).fillna(df["effective_state"]),
             "operator": df["operator"],
             "bot": df["bot"],
             "account": df["account_name"].fillna(df["account_id"]),
@@ -65,15 +65,6 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         }
     )
 
-
-system = control.system_status(store)
-if system["stopped"]:
-    since = f" since {system['at']:%Y-%m-%d %H:%M:%S} UTC" if system["at"] else ""
-    st.error(
-        f"System-wide stop in force{since} by {system['by']}: {system['reason'] or 'no reason given'}. "
-        "No bot may respond until an admin resumes on the Emergency page.",
-        icon=":material/emergency_home:",
-    )
 
 f1, f2 = st.columns([2, 3])
 with f1:
@@ -116,7 +107,10 @@ live_list()
 st.subheader("One conversation")
 rows = conversations(states=tuple(states), search=search or None, limit=500)
 ids = [r["id"] for r in rows]
-labels = {r["id"]: f"{r['id']} · {STATE_LABEL.get(r['state'], r['state'])} · {r['bot'] or '–'}" for r in rows}
+labels = {
+    r["id"]: f"{r['id']} · {STATE_LABEL.get(r['effective_state'], r['effective_state'])} · {r['bot'] or '–'}"
+    for r in rows
+}
 wanted = ui.query_param("conversation")
 if wanted and wanted not in ids:
     ids.insert(0, wanted)  # a shared link to a conversation outside the current filter
@@ -149,7 +143,10 @@ def status_line(s: control.InterventionStatus) -> None:
             icon=":material/block:",
         )
     elif s.system_stopped:
-        st.error("The AI may not respond: system-wide stop.", icon=":material/emergency_home:")
+        st.error(
+            "**Stopped** by the system-wide stop: the AI may not respond until an admin resumes.",
+            icon=":material/emergency_home:",
+        )
     else:
         st.success("The AI is responding.", icon=":material/smart_toy:")
     if s.handoff_instructions and s.state == "ai":

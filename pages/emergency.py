@@ -43,14 +43,7 @@ if "em_done" in st.session_state:
 # ---- the system-wide state ------------------------------------------------------------------------
 
 system = control.system_status(store)
-if system["stopped"]:
-    since = f" since {system['at']:%Y-%m-%d %H:%M:%S} UTC" if system["at"] else ""
-    st.error(
-        f"**Every conversation is stopped**{since} by {system['by']}: "
-        f"{system['reason'] or 'no reason given'}.",
-        icon=":material/emergency_home:",
-    )
-else:
+if not system["stopped"]:  # while it holds, the page header's red banner says so (on every page)
     st.success("Bots are running: no system-wide stop is in force.", icon=":material/smart_toy:")
 
 
@@ -64,7 +57,12 @@ def _close_dialog() -> None:
 def _confirm(action: str, phrase: str, fn, label: str) -> None:  # noqa: ANN001
     typed = st.text_input(f'Type "{phrase}" to confirm', key=f"em_{action}_phrase") if need_phrase else None
     c1, c2 = st.columns(2)
-    if c1.button(label, type="primary", key=f"em_{action}_confirm"):
+    key = f"em_{action}_confirm"
+    with c1:
+        clicked = (
+            ui.danger_button(label, key) if action == "stop" else st.button(label, type="primary", key=key)
+        )
+    if clicked:
         reason = st.session_state.get("em_system_reason", "")
         if _act(label, fn, user.name, reason, typed):
             _close_dialog()
@@ -92,8 +90,10 @@ if not can_stop_all:
 else:
     reason = st.text_input("Reason", key="em_system_reason", placeholder="e.g. the bots give wrong prices")
     c1, c2 = st.columns(2)
-    if c1.button("Stop ALL conversations", type="primary", icon=":material/emergency_home:", key="em_stop_all",
-                 disabled=bool(system["stopped"])):  # fmt: skip
+    with c1:
+        stop_all = ui.danger_button("Stop ALL conversations", "em_stop_all", icon=":material/emergency_home:",
+                                    disabled=bool(system["stopped"]))  # fmt: skip
+    if stop_all:
         if not reason.strip():
             st.error("Give a reason first: it goes into the audit trail.")
         else:
@@ -107,7 +107,8 @@ else:
         confirm_resume_all()
     st.caption(
         (f'Confirmation: type "{control.STOP_PHRASE}" / "{control.RESUME_PHRASE}". ' if need_phrase else "")
-        + f"At most {settings.emergency_rate_limit_per_min} system-wide actions per minute per admin."
+        + "A stop is never refused; resuming is limited to "
+        + f"{settings.emergency_rate_limit_per_min} system-wide actions per minute per admin."
     )
 
 # ---- one conversation ---------------------------------------------------------------------------
@@ -126,7 +127,7 @@ with st.form("em_one"):
         st.rerun()
 st.caption(
     "Stop: no bot may answer in it (an operator's take-over ends). Reset: back to the AI with a clean "
-    "control state. A stop works even for a conversation the store has not seen yet."
+    "control state. Only a conversation the store knows can be stopped: an unknown id is refused."
 )
 
 closed = pd.DataFrame(control.list_conversations(store, states=("stopped", "human"), limit=500))

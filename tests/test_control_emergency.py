@@ -98,14 +98,25 @@ def test_stopping_a_held_conversation_ends_the_take_over_with_its_duration(crew:
     assert (ended.outcome, ended.duration_s, ended.user_name) == ("ended_by_emergency_stop", 90, "root")
 
 
-def test_a_conversation_can_be_stopped_before_the_store_has_seen_it(crew: Store) -> None:
-    control.stop_conversation(crew, "not-yet-seen", "olga", "pre-emptive", settings=S)
-    assert control.intervention_status(crew, "not-yet-seen").state == "stopped"
-    # its first messages arrive later: the stop holds
-    _first_message(crew, "not-yet-seen", bot="lead")
-    assert control.intervention_status(crew, "not-yet-seen").state == "stopped"
-    with pytest.raises(control.ConversationNotFound):
-        control.reset_conversation(crew, "never", "olga", "x", settings=S)
+@pytest.mark.parametrize("typo", ["c1x", "<b>x</b>😀"])
+@pytest.mark.parametrize(
+    "action",
+    [
+        lambda st, cid: control.stop_conversation(st, cid, "olga", "abuse", settings=S),
+        lambda st, cid: control.reset_conversation(st, cid, "olga", "checked", settings=S),
+        lambda st, cid: control.take_control(st, cid, "olga", "review", settings=S),
+    ],
+    ids=["stop", "reset", "take_over"],
+)
+def test_an_id_the_store_has_never_seen_is_refused_and_leaves_no_phantom(
+    crew: Store, action: object, typo: str
+) -> None:
+    with pytest.raises(control.ConversationNotFound, match="no conversation .* check the id") as exc:
+        action(crew, typo)  # type: ignore[operator]
+    assert typo in str(exc.value)
+    assert [r["id"] for r in control.list_conversations(crew)] == ["c1"]  # no phantom row
+    assert _emergency_rows(crew) == [] and control.intervention_history(crew) == []
+    assert _activity(crew, "emergency.") == [] and _activity(crew, "intervention.") == []
 
 
 def test_system_wide_stop_needs_the_typed_phrase(crew: Store) -> None:
@@ -142,21 +153,25 @@ def test_without_confirmation_required_no_phrase_is_needed(crew: Store) -> None:
     assert result.outcome == "stopped" and _emergency_rows(crew)[0].confirmed is False
 
 
-def test_system_wide_actions_are_rate_limited_per_user(crew: Store) -> None:
+def test_resume_is_rate_limited_per_user_but_a_stop_never_is(crew: Store) -> None:
     limited = S.replace(emergency_rate_limit_per_min=3)
-    control.system_wide_stop(crew, "root", "a", "STOP ALL", settings=limited, now=T0)
-    control.system_resume(crew, "root", "b", "RESUME ALL", settings=limited, now=T0 + timedelta(seconds=10))
-    control.system_wide_stop(crew, "root", "c", "STOP ALL", settings=limited, now=T0 + timedelta(seconds=20))
-    with pytest.raises(control.RateLimited, match="at most 3") as exc:
-        control.system_resume(
-            crew, "root", "d", "RESUME ALL", settings=limited, now=T0 + timedelta(seconds=30)
-        )
+    at = [T0 + timedelta(seconds=10 * i) for i in range(8)]
+    control.system_wide_stop(crew, "root", "a", "STOP ALL", settings=limited, now=at[0])
+    control.system_resume(crew, "root", "b", "RESUME ALL", settings=limited, now=at[1])
+    control.system_wide_stop(crew, "root", "c", "STOP ALL", settings=limited, now=at[2])
+    # a fourth and a fifth action within the minute: stopping is always allowed
+    assert control.system_wide_stop(crew, "root", "d", "STOP ALL", settings=limited, now=at[3]).outcome == (
+        "already_stopped"
+    )
+    with pytest.raises(control.RateLimited, match="at most 3.*a stop is never limited") as exc:
+        control.system_resume(crew, "root", "e", "RESUME ALL", settings=limited, now=at[4])
     assert 29 <= exc.value.retry_after_s <= 31
     assert control.system_status(crew)["stopped"] is True  # the refused resume changed nothing
     # another admin is not limited by root's actions; root is again after a minute
-    control.system_resume(crew, "root2", "e", "RESUME ALL", settings=limited, now=T0 + timedelta(seconds=30))
-    control.system_wide_stop(crew, "root", "f", "STOP ALL", settings=limited, now=T0 + timedelta(seconds=61))
-    assert len(_emergency_rows(crew)) == 5
+    control.system_resume(crew, "root2", "f", "RESUME ALL", settings=limited, now=at[4])
+    control.system_wide_stop(crew, "root", "g", "STOP ALL", settings=limited, now=at[5])
+    assert control.system_status(crew)["stopped"] is True
+    assert len(_emergency_rows(crew)) == 6
 
 
 def test_audit_rows_cannot_be_edited_through_the_services() -> None:

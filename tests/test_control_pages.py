@@ -216,6 +216,42 @@ def test_an_operator_stops_and_resets_one_conversation_but_cannot_stop_all(conso
     assert control.intervention_status(console, "c1").state == "ai"
     assert [r["action"] for r in control.emergency_history(console)] == ["reset", "stop"]
 
+    at.text_input(key="em_cid").set_value("<b>x</b>😀")  # a typo: refused, nothing created
+    at.text_input(key="em_reason").set_value("abusive")
+    _button(at, "Stop conversation").click().run()
+    assert not at.exception
+    assert any("no conversation '<b>x</b>😀' in the store" in e.value for e in at.error)
+    assert [r["id"] for r in control.list_conversations(console)] == ["c1"]
+    assert len(control.emergency_history(console)) == 2
+
+
+def test_stop_all_is_a_red_danger_button_never_refused_for_frequency(console: Store) -> None:
+    at = _app("pages/emergency.py", auth.ADMIN)
+    stop_all = _button(at, "Stop ALL conversations")
+    assert stop_all.proto.type == "primary"
+    styles = [str(e.proto) for e in at.get("html")]
+    assert any("st-key-em_stop_all" in css and "background-color:#c62828" in css for css in styles)
+    assert "A stop is never refused" in _text(at)
+
+
+@pytest.mark.parametrize(
+    "page", ["Home.py", "pages/alerts.py", "pages/activity_feed.py", "pages/conversations.py"]
+)
+def test_a_system_wide_stop_shows_on_every_page_and_every_conversation_reads_stopped(
+    console: Store, page: str
+) -> None:
+    control.system_wide_stop(console, "admin", "bots quote wrong prices", control.STOP_PHRASE)
+    at = _app(page, auth.OPERATOR)
+    banner = [e.value for e in at.error if "Every conversation is stopped" in e.value]
+    assert len(banner) == 1 and "bots quote wrong prices" in banner[0] and "admin" in banner[0]
+    if page == "pages/conversations.py":
+        assert list(at.dataframe[0].value["state"]) == ["⛔ stopped"]
+        assert [m.value for m in at.metric if m.label == "Stopped"] == ["1"]
+        assert "**Stopped** by the system-wide stop" in _text(at)
+    control.system_resume(console, "admin", "fixed", control.RESUME_PHRASE)
+    at.run()
+    assert not [e for e in at.error if "Every conversation is stopped" in e.value]
+
 
 def test_system_wide_stop_asks_for_the_typed_phrase_in_a_dialog(console: Store) -> None:
     at = _app("pages/emergency.py", auth.ADMIN)

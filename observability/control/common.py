@@ -71,7 +71,9 @@ def find_conversation(conn: sa.Connection, conversation_id: str) -> Any:
 def require_conversation(conn: sa.Connection, conversation_id: str) -> Any:
     row = find_conversation(conn, conversation_id)
     if row is None:
-        raise ConversationNotFound(f"no conversation {conversation_id!r} in the store")
+        raise ConversationNotFound(
+            f"no conversation {conversation_id!r} in the store: check the id (nothing was changed)"
+        )
     return row
 
 

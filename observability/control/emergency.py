@@ -2,8 +2,9 @@
 
 A stop closes the gate until someone resets it, whatever the conversation's state (a take-over in
 progress ends, and its duration is recorded). The system-wide stop and resume are for admins; they
-need the typed phrase when EMERGENCY_CONFIRMATION_REQUIRED and are rate-limited per user
-(EMERGENCY_RATE_LIMIT_PER_MIN), so a stuck button or a script cannot flap every bot. Each action is
+need the typed phrase when EMERGENCY_CONFIRMATION_REQUIRED. A stop is never refused for being too frequent (stopping is
+always safe); resuming is rate-limited per user (EMERGENCY_RATE_LIMIT_PER_MIN, counting every
+system-wide action of the last minute), so a stuck button or a script cannot flap every bot. Each action is
 one store transaction with an `emergency_actions` row and an activity event, published to Redis
 after the commit.
 """
@@ -21,7 +22,6 @@ from observability.control.common import (
     ActionResult,
     add_audit_row,
     check_conversation_id,
-    find_conversation,
     handed_back_to_ai,
     held_for,
     note,
@@ -53,8 +53,8 @@ def stop_conversation(
 ) -> ActionResult:
     """Emergency stop of one conversation: no bot may respond in it until it is reset.
 
-    Works for a conversation the store has not seen yet (it is created stopped); a take-over in
-    progress ends (its duration is recorded).
+    Refused (`ConversationNotFound`) for an id the store has never seen, so a typo never leaves a
+    phantom conversation behind; a take-over in progress ends (its duration is recorded).
     """
     s = settings or get_settings()
     actor = auth.authorize(store, user, "conversations.stop", s)
@@ -63,29 +63,25 @@ def stop_conversation(
     now = resolve_now(now)
     t = schema.conversations
     with store.begin() as conn:
-        row = find_conversation(conn, cid)
-        stopped = dict(
-            state=STATE_STOPPED,
-            operator=actor.name,
-            control_reason=reason,
-            control_priority="critical",
-            control_since=now,
-        )
-        if row is None:
-            stmt = store.insert(t).values(
-                id=cid, started_at=now, last_activity_at=now, message_count=0, **stopped
-            )
-            conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=stopped))
-            outcome, previous, account = "stopped", None, None
+        row = require_conversation(conn, cid)
+        previous, account = row.state, row.account_id
+        if row.state == STATE_STOPPED:
+            outcome = "already_stopped"
         else:
-            previous, account = row.state, row.account_id
-            if row.state == STATE_STOPPED:
-                outcome = "already_stopped"
-            else:
-                conn.execute(sa.update(t).where(t.c.id == cid).values(**stopped))
-                outcome = "stopped"
-                if row.state == STATE_HUMAN:
-                    _close_take_over(conn, row, actor.name, "ended_by_emergency_stop", now)
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == cid)
+                .values(
+                    state=STATE_STOPPED,
+                    operator=actor.name,
+                    control_reason=reason,
+                    control_priority="critical",
+                    control_since=now,
+                )
+            )
+            outcome = "stopped"
+            if row.state == STATE_HUMAN:
+                _close_take_over(conn, row, actor.name, "ended_by_emergency_stop", now)
         audit_id = _record(
             conn,
             "stop",
@@ -161,7 +157,7 @@ def system_wide_stop(
     settings: Settings | None = None,
 ) -> ActionResult:
     """Stop every conversation at once (admin). Needs `confirmation="STOP ALL"` when
-    EMERGENCY_CONFIRMATION_REQUIRED (the default); rate-limited per user."""
+    EMERGENCY_CONFIRMATION_REQUIRED (the default); never rate-limited: stopping is always safe."""
     return _set_system(store, settings or get_settings(), user, reason, confirmation, True, redis, now)
 
 
@@ -284,7 +280,9 @@ def _check_rate(conn: sa.Connection, s: Settings, user: str, now: datetime) -> N
     if len(times) >= limit:
         retry = max(1.0, (times[len(times) - limit] + timedelta(minutes=1) - now).total_seconds())
         raise RateLimited(
-            f"at most {limit} system-wide emergency actions per minute; try again in {retry:.0f} s", retry
+            f"at most {limit} system-wide emergency actions per minute before a resume; try again in "
+            f"{retry:.0f} s (a stop is never limited)",
+            retry,
         )
 
 
@@ -305,7 +303,8 @@ def _set_system(
     confirmed = _check_confirmation(s, confirmation, phrase)
     now = resolve_now(now)
     with store.begin() as conn:
-        _check_rate(conn, s, actor.name, now)
+        if not stop:
+            _check_rate(conn, s, actor.name, now)
         was = system_stopped(conn)
         value = {"stopped": stop, "reason": reason, "by": actor.name, "at": as_aware(now).isoformat()}
         stmt = store.insert(schema.control_state).values(

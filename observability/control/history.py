@@ -12,8 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability.conversation_state import STATE_HUMAN, STATE_STOPPED
+from observability.conversation_state import STATE_HUMAN, STATE_STOPPED, shown_state
 from observability.store import Store, schema
+from observability.store.control_state import system_stopped
 from observability.timeutil import as_aware
 
 
@@ -24,7 +25,10 @@ def list_conversations(
     search: str | None = None,
     limit: int = 200,
 ) -> list[dict]:
-    """Conversations by last activity (held and stopped ones first, then VIP accounts), with scores."""
+    """Conversations by last activity (held and stopped ones first, then VIP accounts), with scores.
+
+    Each row's `effective_state` is what the console shows: `stopped` for every conversation while
+    the system-wide stop holds, else the stored `state`."""
     c, a, m = schema.conversations, schema.accounts, schema.messages
     order_state = sa.case((c.c.state == STATE_HUMAN, 0), (c.c.state == STATE_STOPPED, 1), else_=2)
     q = (
@@ -59,6 +63,7 @@ def list_conversations(
             sa.or_(c.c.id.ilike(like), c.c.bot.ilike(like), c.c.account_id.ilike(like), a.c.name.ilike(like))
         )
     with store.connect() as conn:
+        stopped_all = system_stopped(conn)
         rows = [dict(r._mapping) for r in conn.execute(q)]
         ids = [r["id"] for r in rows]
         counts = (
@@ -75,6 +80,7 @@ def list_conversations(
     for r in rows:
         r["messages"] = int(counts.get(r["id"], 0))
         r["vip"] = bool(r["vip"])
+        r["effective_state"] = shown_state(stopped_all, r["state"])
         for k in ("control_since", "started_at", "last_activity_at"):
             r[k] = as_aware(r[k])
     return rows

@@ -30,7 +30,7 @@ from observability.control.common import (
 )
 from observability.control.errors import ControlConflict
 from observability.control.mirror import publish_after_commit
-from observability.conversation_state import STATE_AI, STATE_HUMAN, STATE_STOPPED, gate_open
+from observability.conversation_state import STATE_AI, STATE_HUMAN, STATE_STOPPED, gate_open, shown_state
 from observability.redaction import redact_if_enabled
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
@@ -63,6 +63,11 @@ class InterventionStatus:
     bot: str | None
     account_id: str | None
     last_activity_at: datetime | None  # aware UTC
+
+    @property
+    def effective_state(self) -> str:
+        """`stopped` while the system-wide stop holds, else `state`: what the console shows."""
+        return shown_state(self.system_stopped, self.state) or self.state
 
 
 def take_control(

@@ -8,7 +8,10 @@ Store and user
     is_auth_off()               -> bool       AUTH_MODE=none
 
 Layout
-    page_header(title, caption=None)          title, caption, red "Authentication is off" banner
+    page_header(title, caption=None)          title, caption, red "Authentication is off" banner, and the
+                                              red "Every conversation is stopped" banner while a
+                                              system-wide stop holds (every page shows it)
+    danger_button(label, key, **kw) -> bool   a primary button styled red, for destructive actions
     empty_state(message, hint=None)           the friendly "nothing here yet" box
     download_csv(df, filename, key)           a "Download CSV" button under a table
     table(df, filename, key, **kw)            st.dataframe + download_csv in one call
@@ -39,7 +42,7 @@ from urllib.parse import urlencode, urlparse
 import pandas as pd
 import streamlit as st
 
-from observability import auth
+from observability import auth, control
 from observability.auth import sessions
 from observability.settings import get_settings
 from observability.store import Store
@@ -205,12 +208,47 @@ def auth_banner() -> None:
         )
 
 
-def page_header(title: str, caption: str | None = None) -> None:
-    """Page title and caption, with the red banner when authentication is off."""
+def system_stop_banner() -> bool:
+    """The red banner of a system-wide stop (read from the store on every run, so it shows at once
+    on every page); True while the stop holds."""
+    try:
+        system = control.system_status(get_store())
+    except Exception as exc:  # noqa: BLE001 - a store outage must not take every page down
+        log.warning("could not read the system-wide stop: %s", exc)
+        return False
+    if not system["stopped"]:
+        return False
+    since = f" since {system['at']:%Y-%m-%d %H:%M:%S} UTC" if system["at"] else ""
+    st.error(
+        f"**Every conversation is stopped** (system-wide stop){since} by {md_escape(system['by'] or '?')}: "
+        f"{md_escape(system['reason'] or 'no reason given')}. No bot may respond until an admin resumes "
+        "them on the Emergency controls page.",
+        icon=":material/emergency_home:",
+    )
+    return True
+
+
+def page_header(title: str, caption: str | None = None, *, system_banner: bool = True) -> None:
+    """Page title and caption, with the red banners when authentication is off and while a
+    system-wide stop holds (`system_banner=False` only for the sign-in form)."""
     auth_banner()
+    if system_banner:
+        system_stop_banner()
     st.title(title)
     if caption:
         st.caption(caption)
+
+
+DANGER_STYLE = (
+    "<style>.st-key-{key} button{{background-color:#c62828;border-color:#c62828;color:#fff}}"
+    ".st-key-{key} button:hover{{background-color:#8e0000;border-color:#8e0000;color:#fff}}</style>"
+)
+
+
+def danger_button(label: str, key: str, **kwargs: Any) -> bool:
+    """A primary button styled red (white on red), for actions that stop things."""
+    st.html(DANGER_STYLE.format(key=key))
+    return st.button(label, key=key, type="primary", **kwargs)
 
 
 def empty_state(message: str, hint: str | None = None) -> None:
