@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st
 
 from observability import auth
-from observability.ui import charts, data, fmt, nav
+from observability.ui import attention, charts, data, fmt, nav
 from observability.ui import common as ui
 
 st.set_page_config(page_title="Bot operations console", page_icon=":material/smart_toy:", layout="wide")
@@ -137,6 +137,18 @@ def overview_page() -> None:
                 st.plotly_chart(fig, key="ov_spend_models")
 
     live()
+    trouble()
+
+
+def _open_conversation(cid: str) -> None:
+    st.switch_page(str(ROOT / "pages" / "conversations.py"), query_params={"conversation": cid})
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def trouble() -> None:
+    """The live conversations in trouble, one click from their take-over control."""
+    if (ROOT / "pages" / "conversations.py").is_file():
+        attention.attention_panel(_open_conversation, key="ov_attention")
 
 
 AFTER_LOGIN = "after_login"  # session key: the deep link a signed-out visitor asked for

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from observability import auth, control
+from observability.ui import attention
 from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
@@ -65,6 +66,14 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         }
     )
 
+
+def _open(cid: str) -> None:
+    ui.set_query_params(conversation=cid)
+    st.session_state["cv_pick"] = cid
+    st.rerun()
+
+
+attention.attention_panel(_open, key="cv_attention")
 
 f1, f2 = st.columns([2, 3])
 with f1:

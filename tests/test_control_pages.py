@@ -198,6 +198,35 @@ def test_a_conversation_held_by_someone_else_offers_no_reply(console: Store) -> 
     assert not [b for b in at.button if b.label in ("Take over", "Send")]
 
 
+def _asks_for_a_person(store: Store, cid: str = "c2") -> None:
+    text = "This is not helping, can I talk to a real person?"
+    write_batch(store, [ev.message(uuid.uuid4().hex, time.time() - 60, conversation_id=cid, role="user",
+                                   text=text, bot="buyer", account_id=None)])  # fmt: skip
+
+
+def test_overview_ranks_the_conversation_in_trouble_and_one_click_opens_it(console: Store) -> None:
+    _asks_for_a_person(console)
+    at = _app("Home.py", auth.OPERATOR)
+    assert any("Needs attention" in h.value for h in at.subheader)
+    rows = [m.value for m in at.markdown if "the user asked for a person" in m.value]
+    assert len(rows) == 1 and "c2" in rows[0] and "buyer" in rows[0]  # c1 is calm: not listed
+    next(b for b in at.button if b.key == "ov_attention_c2").click().run()
+    assert not at.exception
+    assert at.query_params["conversation"] == "c2"
+    assert at.selectbox(key="cv_pick").value == "c2"  # the Conversations page, with c2 open
+    assert "This is not helping" in _text(at)
+    assert _button(at, "Take over")  # its take-over control: two clicks from Overview
+
+
+def test_needs_attention_tops_the_conversations_page_and_opens_the_row(console: Store) -> None:
+    _asks_for_a_person(console)
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert at.selectbox(key="cv_pick").value == "c1"
+    next(b for b in at.button if b.key == "cv_attention_c2").click().run()
+    assert not at.exception and at.selectbox(key="cv_pick").value == "c2"
+    assert at.query_params["conversation"] == "c2"
+
+
 # ---- emergency ------------------------------------------------------------------------------------
 
 
