@@ -27,7 +27,11 @@ ui.page_header(
     else "Live conversations and their transcripts (operators can take them over).",
 )
 store = ui.get_store()
-conversations = ui.cached_query(control.list_conversations)
+browse = ui.cached_query(control.browse_conversations)
+matches = ui.cached_query(control.conversation_matches)
+PAGE_SIZE = 50
+VIP_CHOICES = {"vip": "⭐ VIP only", "other": "Not VIP"}
+FILTER_KEYS = ("state", "q", "vip")
 
 
 def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
@@ -37,7 +41,8 @@ def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
         st.error(f"{label}: {exc}")
         return False
-    conversations.clear()
+    browse.clear()
+    matches.clear()
     note = (
         "" if result.published is not False else " (Redis unreachable: bots see it at their next store poll)"
     )
@@ -56,7 +61,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
             "operator": df["operator"],
             "bot": df["bot"],
             "account": df["account_name"].fillna(df["account_id"]),
-            "VIP": df["vip"],
+            "VIP": df["vip"].map({True: "⭐ VIP", False: ""}),
             "last activity": pd.to_datetime(df["last_activity_at"], utc=True),
             "messages": df["messages"],
             "quality": df["quality_score"],
@@ -68,6 +73,10 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _open(cid: str) -> None:
+    """Open a conversation from Needs attention: clear the filters so it belongs to the list."""
+    for k in FILTER_KEYS:
+        st.session_state.pop(k, None)
+        st.query_params.pop(k, None)
     ui.set_query_params(conversation=cid)
     st.session_state["cv_pick"] = cid
     st.rerun()
@@ -75,54 +84,91 @@ def _open(cid: str) -> None:
 
 attention.attention_panel(_open, key="cv_attention")
 
-f1, f2 = st.columns([2, 3])
+f1, f2, f3 = st.columns([2, 1, 3])
 with f1:
     states = st.multiselect(
         "State", list(STATE_LABEL), key="state", bind="query-params", placeholder="All states",
         format_func=lambda s: STATE_LABEL[s],
     )  # fmt: skip
 with f2:
-    search = st.text_input("Search", key="q", placeholder="conversation, bot or account")
+    vip_choice = st.segmented_control(
+        "Accounts", list(VIP_CHOICES), key="vip", bind="query-params", format_func=VIP_CHOICES.get
+    )
+with f3:
+    search = st.text_input("Search", key="q", bind="query-params", placeholder="conversation, bot or account")
+filters = {
+    "states": tuple(states),
+    "search": search.strip() or None,
+    "vip": {"vip": True, "other": False}.get(vip_choice or ""),
+}
+if st.session_state.get("cv_filters") != filters:  # new filters: back to the first page
+    st.session_state["cv_filters"] = filters
+    st.session_state["cv_cursors"] = []
+cursors: list[str] = st.session_state.setdefault("cv_cursors", [])
+page = browse(**filters, cursor=cursors[-1] if cursors else None, limit=PAGE_SIZE)
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def live_list() -> None:
-    rows = conversations(states=tuple(states), search=search or None, limit=500)
-    if not rows:
+    current = browse(**filters, cursor=cursors[-1] if cursors else None, limit=PAGE_SIZE)
+    m = st.columns(3)
+    m[0].metric("Conversations", f"{current.total:,}", help="Every conversation matching the filters")
+    m[1].metric("Held by a human", f"{current.by_state.get('human', 0):,}")
+    m[2].metric("Stopped", f"{current.by_state.get('stopped', 0):,}")
+    if not current.rows:
         ui.empty_state(
-            "No conversations match." if states or search else "No conversations yet.",
+            "No conversations match." if any(filters.values()) else "No conversations yet.",
             "Conversations appear when bots record messages with `client.record_message(...)`.",
         )
         return
-    df = _frame(rows)
-    held = int((df["state"] == STATE_LABEL["human"]).sum())
-    stopped = int((df["state"] == STATE_LABEL["stopped"]).sum())
-    m = st.columns(3)
-    m[0].metric("Conversations", f"{len(df):,}")
-    m[1].metric("Held by a human", f"{held:,}")
-    m[2].metric("Stopped", f"{stopped:,}")
-    ui.table(
-        df, "conversations.csv", key="cv_list",
+    df = _frame(current.rows)
+    picked = st.dataframe(
+        df, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row",
         column_config={
             "last activity": st.column_config.DatetimeColumn("last activity (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0),
             "engagement": st.column_config.ProgressColumn("engagement", min_value=0.0, max_value=1.0),
         },
     )  # fmt: skip
+    ui.download_csv(df, "conversations.csv", key="cv_list_csv")
+    chosen = picked.selection.rows if picked is not None else []
+    if chosen and chosen[0] < len(current.rows):
+        cid = current.rows[chosen[0]]["id"]
+        if cid != st.session_state.get("cv_pick"):  # a click on a row opens it
+            st.session_state["cv_pick"] = cid
+            ui.set_query_params(conversation=cid)
+            st.rerun(scope="app")
+    first = (len(cursors) * PAGE_SIZE) + 1
+    st.caption(
+        f"Rows {first:,}–{first + len(current.rows) - 1:,} of {current.total:,}, newest activity first."
+    )
 
 
 live_list()
+p1, p2, _ = st.columns([1, 1, 4])
+if p1.button("First page", key="cv_first", disabled=not cursors, icon=":material/first_page:"):
+    st.session_state["cv_cursors"] = []
+    st.rerun()
+if p2.button("Next page", key="cv_next", disabled=page.next_cursor is None, icon=":material/navigate_next:"):
+    cursors.append(page.next_cursor)
+    st.rerun()
 
 st.subheader("One conversation")
-rows = conversations(states=tuple(states), search=search or None, limit=500)
-ids = [r["id"] for r in rows]
+ids = [r["id"] for r in page.rows]
 labels = {
     r["id"]: f"{r['id']} · {STATE_LABEL.get(r['effective_state'], r['effective_state'])} · {r['bot'] or '–'}"
-    for r in rows
+    for r in page.rows
 }
 wanted = ui.query_param("conversation")
 if wanted and wanted not in ids:
-    ids.insert(0, wanted)  # a shared link to a conversation outside the current filter
+    if matches(wanted, **{k: v for k, v in filters.items()}):
+        ids.insert(0, wanted)  # in the list, on another page (a shared link, Needs attention)
+    else:
+        st.info(f"Conversation {ui.md_escape(wanted)} is not in the list these filters give: closed.")
+        ui.set_query_params(conversation=None)
+        wanted = None
+if st.session_state.get("cv_pick") not in ids:
+    st.session_state.pop("cv_pick", None)
 if not ids:
     st.caption("Pick a conversation once there are some.")
     st.stop()
@@ -148,7 +194,7 @@ def status_line(s: control.InterventionStatus) -> None:
         )
     elif s.state == "stopped":
         st.error(
-            f"**Stopped** by {s.operator}: {s.reason}. Reset it on the Emergency page.",
+            f"**Stopped** by {s.operator}: {s.reason}. Reset it below to hand it back to the AI.",
             icon=":material/block:",
         )
     elif s.system_stopped:
@@ -252,7 +298,29 @@ elif status.state == "human":
                 if _act("Return to AI", control.release_control, cid, user.name, summary):
                     st.rerun()
 elif status.state == "stopped":
-    st.caption("A stopped conversation is reset on the Emergency page before it can be taken over.")
+    st.caption("A stopped conversation is reset (below) before it can be taken over.")
+
+if user.can("conversations.stop"):
+    with st.expander("Stop or reset this conversation", expanded=status.state == "stopped"):
+        why = st.text_input("Reason (goes into the audit trail)", key="cv_em_reason")
+        b1, b2 = st.columns(2)
+        with b1:
+            stop = ui.danger_button(
+                "Stop this conversation",
+                "cv_stop",
+                icon=":material/block:",
+                disabled=status.state == "stopped",
+            )
+        reset = b2.button(
+            "Reset (back to the AI)",
+            key="cv_reset",
+            icon=":material/restart_alt:",
+            disabled=status.state == "ai",
+        )
+        if stop and _act("Stop", control.stop_conversation, cid, user.name, why):
+            st.rerun()
+        if reset and _act("Reset", control.reset_conversation, cid, user.name, why):
+            st.rerun()
 
 with st.expander("Intervention history (audit trail, read-only)"):
     history = pd.DataFrame(control.intervention_history(store, cid, limit=200))

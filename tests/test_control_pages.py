@@ -158,7 +158,8 @@ def test_an_analyst_watches_the_transcript_but_cannot_act(console: Store) -> Non
 
 def test_an_operator_takes_over_replies_gets_a_suggestion_and_hands_back(console: Store) -> None:
     at = _app("pages/conversations.py", auth.OPERATOR)
-    assert [b.label for b in at.button] == ["Take over"]
+    labels = {b.label for b in at.button}
+    assert "Take over" in labels and not labels & {"Send", "Return to AI", "Suggest a reply"}
     at.text_input(key="to_reason").set_value("customer asked for a person")
     _button(at, "Take over").click().run()
     assert not at.exception
@@ -225,6 +226,50 @@ def test_needs_attention_tops_the_conversations_page_and_opens_the_row(console: 
     next(b for b in at.button if b.key == "cv_attention_c2").click().run()
     assert not at.exception and at.selectbox(key="cv_pick").value == "c2"
     assert at.query_params["conversation"] == "c2"
+
+
+def test_the_list_pages_through_every_conversation_with_true_counts(console: Store) -> None:
+    base = time.time() - 600
+    write_batch(console, [ev.message(uuid.uuid4().hex, base + i, conversation_id=f"m{i:02d}", role="user",
+                                     text="hi", bot="lead", account_id=None) for i in range(60)])  # fmt: skip
+    at = _app("pages/conversations.py", auth.ANALYST)
+    assert [m.value for m in at.metric if m.label == "Conversations"] == ["61"]  # a count, not a cap
+    assert len(at.dataframe[0].value) == 50 and at.dataframe[0].value["conversation"].iloc[0] == "c1"
+    _button(at, "Next page").click().run()
+    assert not at.exception
+    shown = list(at.dataframe[0].value["conversation"])
+    assert shown == [f"m{i:02d}" for i in range(10, -1, -1)] and "Rows 51–61 of 61" in _text(at)
+    picker = [o.split(" · ")[0] for o in at.selectbox(key="cv_pick").options]
+    assert picker == ["c1", *shown]  # the list's rows, and the open one (still in the list, page 1)
+    at.text_input(key="q").set_value("m0").run()  # new filters: first page again
+    assert [m.value for m in at.metric if m.label == "Conversations"] == ["10"]
+
+
+def test_a_search_that_excludes_the_open_conversation_closes_it(console: Store) -> None:
+    _asks_for_a_person(console)
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert at.selectbox(key="cv_pick").value == "c1"
+    at.text_input(key="q").set_value("c2").run()
+    assert not at.exception
+    assert [o.split(" · ")[0] for o in at.selectbox(key="cv_pick").options] == ["c2"]
+    assert at.selectbox(key="cv_pick").value == "c2"
+    assert "Hi, reach me on" not in _text(at)  # c1's transcript and take-over form are gone
+
+
+def test_the_state_label_follows_a_take_over_and_stop_and_reset_are_on_the_view(console: Store) -> None:
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert "🤖 AI" in at.selectbox(key="cv_pick").format_func("c1")
+    at.text_input(key="to_reason").set_value("looks odd")
+    _button(at, "Take over").click().run()
+    assert "🧑 human" in at.selectbox(key="cv_pick").format_func("c1")
+    at.text_input(key="cv_em_reason").set_value("abusive")
+    _button(at, "Stop this conversation").click().run()
+    assert not at.exception and control.intervention_status(console, "c1").state == "stopped"
+    assert "⛔ stopped" in at.selectbox(key="cv_pick").format_func("c1")
+    at.text_input(key="cv_em_reason").set_value("checked")
+    _button(at, "Reset (back to the AI)").click().run()
+    assert control.intervention_status(console, "c1").state == "ai"
+    assert [r["action"] for r in control.emergency_history(console)] == ["reset", "stop"]
 
 
 # ---- emergency ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -319,3 +319,74 @@ def test_two_operators_taking_over_at_once_one_wins_and_the_other_is_told(crew: 
     loser = "otto" if winner == "olga" else "olga"
     assert outcomes[winner] == "taken" and outcomes[loser].startswith("refused")
     assert [(r.action, r.user_name) for r in _rows(crew, schema.interventions)] == [("take_control", winner)]
+
+
+def _many(store: Store, n: int, vip_every: int = 3) -> None:
+    """n conversations, one second apart (conv-000 oldest); every `vip_every`-th on a VIP account."""
+    base = time.time() - 3600
+    events = [ev.account("vip-acct", base, name="Very Important", vip=True)]
+    for i in range(n):
+        account = "vip-acct" if i % vip_every == 0 else f"acct-{i}"
+        events.append(ev.message(uuid.uuid4().hex, base + i, conversation_id=f"conv-{i:03d}", role="user",
+                                 text="hi", bot="lead" if i % 2 else "buyer", account_id=account))  # fmt: skip
+    write_batch(store, events, S)
+
+
+def test_browsing_pages_through_every_conversation_with_true_counts(crew: Store) -> None:
+    _many(crew, 25)
+    control.take_control(crew, "conv-003", "olga", "review", settings=S)
+    seen, cursor = [], None
+    while True:
+        page = control.browse_conversations(crew, limit=10, cursor=cursor)
+        assert (page.total, page.by_state) == (25, {"ai": 24, "human": 1})
+        seen += [r["id"] for r in page.rows]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    # newest activity first, no cap, nothing skipped or repeated; VIP does not change the order
+    assert seen == [f"conv-{i:03d}" for i in range(24, -1, -1)]
+    vip = control.browse_conversations(crew, vip=True, limit=100)
+    assert vip.total == 9 and all(r["vip"] and r["account_name"] == "Very Important" for r in vip.rows)
+    assert control.browse_conversations(crew, vip=False).total == 16
+    lead = control.browse_conversations(crew, bots=["lead"], search="conv-01", limit=100)
+    assert [r["id"] for r in lead.rows] == ["conv-019", "conv-017", "conv-015", "conv-013", "conv-011"]
+    assert control.browse_conversations(crew, states=["human"]).rows[0]["id"] == "conv-003"
+    assert control.conversation_matches(crew, "conv-003", states=["human"])
+    assert not control.conversation_matches(crew, "conv-004", states=["human"])
+    assert not control.conversation_matches(crew, "nope")
+    with pytest.raises(ValueError, match="cursor"):
+        control.browse_conversations(crew, cursor="garbage")
+
+
+def test_during_a_system_wide_stop_every_conversation_is_listed_and_counted_as_stopped(crew: Store) -> None:
+    _many(crew, 4)
+    control.system_wide_stop(crew, "root", "incident", control.STOP_PHRASE, settings=S)
+    page = control.browse_conversations(crew)
+    assert (page.total, page.by_state, page.system_stopped) == (4, {"stopped": 4}, True)
+    assert {r["effective_state"] for r in page.rows} == {"stopped"}
+    assert control.browse_conversations(crew, states=["stopped"]).total == 4
+    assert control.browse_conversations(crew, states=["ai"]).total == 0
+    assert control.intervention_status(crew, "conv-000").effective_state == "stopped"
+
+
+def test_resolved_on_hand_back_stays_resolved_after_new_messages_and_rescoring(crew: Store) -> None:
+    from observability.analytics.conversation_scoring import score_pending
+
+    _conversation(crew, "c1", ("user", "I need help"), ("bot", "Sure"))
+    control.take_control(crew, "c1", "olga", "review", settings=S)
+    control.release_control(crew, "c1", "olga", "sorted out", mark_resolved=True, settings=S)
+    _conversation(crew, "c1", ("user", "one more question, this is still broken and I am angry"))
+    score_pending(crew, datetime.now(UTC).replace(tzinfo=None))
+    assert control.browse_conversations(crew).rows[0]["resolved"] is True
+    # taken over again: the worker's scores apply once more
+    control.take_control(crew, "c1", "olga", "again", settings=S)
+    _conversation(crew, "c1", ("user", "still broken"))
+    score_pending(crew, datetime.now(UTC).replace(tzinfo=None))
+    assert control.browse_conversations(crew).rows[0]["resolved"] is not True
+
+
+def test_suggestions_are_refused_when_the_take_over_turned_them_off(crew: Store) -> None:
+    _conversation(crew, "c1", ("user", "hello"))
+    control.take_control(crew, "c1", "olga", "review", preserve_ai_suggestions=False, settings=S)
+    with pytest.raises(control.ControlConflict, match="AI suggestions are off"):
+        control.suggest_response(crew, "c1", "olga", settings=S)

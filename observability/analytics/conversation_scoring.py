@@ -63,6 +63,27 @@ def _candidates(
     return [(r[0], int(r[1] or 0)) for r in fresh], [(r[0], int(r[1] or 0)) for r in late]
 
 
+def operator_resolved(conn: sa.Connection, ids: list[str]) -> set[str]:
+    """The conversations an operator handed back marked resolved, with no take-over since: they
+    stay resolved whatever later messages say, until someone takes them over again."""
+    if not ids:
+        return set()
+    it = schema.interventions
+    rows = conn.execute(
+        sa.select(it.c.conversation_id, it.c.action, it.c.outcome)
+        .where(it.c.conversation_id.in_(ids), it.c.action.in_(["take_control", "release_control"]))
+        .order_by(it.c.conversation_id, it.c.created_at.desc(), it.c.id.desc())
+    ).all()
+    latest: dict[str, tuple[str, str | None]] = {}
+    for cid, action, outcome in rows:
+        latest.setdefault(cid, (action, outcome))
+    return {
+        cid
+        for cid, (action, outcome) in latest.items()
+        if action == "release_control" and outcome == "resolved"
+    }
+
+
 def score_pending(store: Store, now: datetime, *, batch: int = BATCH) -> int:
     """Rescore conversations with new messages; returns how many were scored."""
     m = schema.messages
@@ -83,6 +104,7 @@ def score_pending(store: Store, now: datetime, *, batch: int = BATCH) -> int:
             cid: int(counts.get(cid, 0)) for cid, scored in candidates if int(counts.get(cid, 0)) != scored
         }
         texts = {cid: scored_messages(conn, cid) for cid in todo}
+        kept_resolved = operator_resolved(conn, list(todo))
     c = schema.conversations
     # scored_at never falls behind the last activity, so a conversation leaves the fresh set even
     # when a client clock ran ahead of ours
@@ -93,7 +115,8 @@ def score_pending(store: Store, now: datetime, *, batch: int = BATCH) -> int:
         scores = analytics.analyze(texts[cid])
         updates.append({
             "b_id": cid, "sentiment": scores.sentiment, "sentiment_trend": scores.sentiment_trend,
-            "topic_drift": scores.topic_drift, "engagement": scores.engagement, "resolved": scores.resolved,
+            "topic_drift": scores.topic_drift, "engagement": scores.engagement,
+            "resolved": True if cid in kept_resolved else scores.resolved,
             "quality_score": scores.quality_score, "scored_message_count": count, "message_count": count,
         })  # fmt: skip
     unchanged = [cid for cid, _ in fresh if cid not in todo]

@@ -13,7 +13,7 @@ pages only hide buttons. Callers use the names below as `control.X`.
 | `takeover` | `take_control`, `send_operator_message`, `release_control`, `intervention_status` |
 | `suggestions` | `suggest_response`: a draft reply by Claude, or from a similar resolved conversation |
 | `emergency` | `stop_conversation`, `reset_conversation`, `system_wide_stop`, `system_resume`, `system_status` |
-| `history` | `list_conversations`, `transcript`, `intervention_history`, `emergency_history` (reads) |
+| `history` | `browse_conversations` (filters, true counts, keyset paging), `conversation_matches`, `list_conversations`, `transcript`, `intervention_history`, `emergency_history` (reads) |
 | `mirror` | the Redis gate mirror: publish after commit, `sync_gates` (the worker's step), `redis_client` |
 | `common` | what actions share: argument checks, conversation lookup, audit rows, `ActionResult` |
 | `errors` | `ControlError` and its subclasses, whose messages are safe to show |
@@ -37,6 +37,9 @@ from observability.control.errors import (
     RateLimited,
 )
 from observability.control.history import (
+    ConversationPage,
+    browse_conversations,
+    conversation_matches,
     emergency_history,
     intervention_history,
     list_conversations,
@@ -80,6 +83,9 @@ __all__ = [
     "system_resume",
     "system_status",
     "list_conversations",
+    "browse_conversations",
+    "conversation_matches",
+    "ConversationPage",
     "transcript",
     "intervention_history",
     "emergency_history",

@@ -1,5 +1,7 @@
 """What the console reads about conversations and people's actions on them: the conversation list
-(held and stopped ones first), a transcript, and the two audit trails.
+(`browse_conversations`: server-side filters, true counts and keyset paging over all of them;
+`list_conversations`: held and stopped ones first, for the Emergency page), a transcript, and the
+two audit trails.
 
 Reads only: the audit rows are append-only, and this package offers no function that edits or
 deletes `interventions` or `emergency_actions`. Times come back timezone-aware (UTC).
@@ -7,6 +9,8 @@ deletes `interventions` or `emergency_actions`. Times come back timezone-aware (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +20,84 @@ from observability.conversation_state import STATE_HUMAN, STATE_STOPPED, shown_s
 from observability.store import Store, schema
 from observability.store.control_state import system_stopped
 from observability.timeutil import as_aware
+
+
+def _columns() -> list[Any]:
+    c, a = schema.conversations, schema.accounts
+    return [
+        c.c.id,
+        c.c.bot,
+        c.c.account_id,
+        a.c.name.label("account_name"),
+        sa.func.coalesce(a.c.vip, sa.false()).label("vip"),
+        c.c.state,
+        c.c.operator,
+        c.c.control_priority,
+        c.c.control_since,
+        c.c.started_at,
+        c.c.last_activity_at,
+        c.c.quality_score,
+        c.c.sentiment,
+        c.c.sentiment_trend,
+        c.c.engagement,
+        c.c.topic_drift,
+        c.c.resolved,
+    ]
+
+
+def _filtered(
+    query: sa.Select,
+    stopped_all: bool,
+    states: Sequence[str] | None,
+    search: str | None,
+    bots: Sequence[str] | None = None,
+    vip: bool | None = None,
+) -> sa.Select | None:
+    """`query` (over conversations outer-joined to accounts) with the console's filters; None when
+    nothing can match (a state filter without `stopped` during a system-wide stop)."""
+    c, a = schema.conversations, schema.accounts
+    query = query.select_from(c.outerjoin(a, a.c.id == c.c.account_id))
+    if states:
+        if stopped_all:  # every conversation reads "stopped" while the system-wide stop holds
+            if STATE_STOPPED not in states:
+                return None
+        else:
+            query = query.where(c.c.state.in_(list(states)))
+    if search and search.strip():
+        like = f"%{search.strip()}%"
+        query = query.where(
+            sa.or_(c.c.id.ilike(like), c.c.bot.ilike(like), c.c.account_id.ilike(like), a.c.name.ilike(like))
+        )
+    if bots:
+        query = query.where(c.c.bot.in_(list(bots)))
+    if vip is not None:
+        query = query.where(sa.func.coalesce(a.c.vip, sa.false()) == vip)
+    return query
+
+
+def _finish(conn: sa.Connection, rows: list[dict], stopped_all: bool) -> list[dict]:
+    """Rows as the console shows them: message counts (of these rows only), aware times, the
+    effective state."""
+    m = schema.messages
+    ids = [r["id"] for r in rows]
+    counts = (
+        dict(
+            conn.execute(
+                sa.select(m.c.conversation_id, sa.func.count())
+                .where(m.c.conversation_id.in_(ids))
+                .group_by(m.c.conversation_id)
+            ).all()
+        )
+        if ids
+        else {}
+    )
+    for r in rows:
+        r["messages"] = int(counts.get(r["id"], 0))
+        r["vip"] = bool(r["vip"])
+        r["effective_state"] = shown_state(stopped_all, r["state"])
+        for k in ("control_since", "started_at", "last_activity_at"):
+            r[k] = as_aware(r[k])
+    return rows
 
 
 def list_conversations(
@@ -29,61 +111,97 @@ def list_conversations(
 
     Each row's `effective_state` is what the console shows: `stopped` for every conversation while
     the system-wide stop holds, else the stored `state`."""
-    c, a, m = schema.conversations, schema.accounts, schema.messages
+    c, a = schema.conversations, schema.accounts
     order_state = sa.case((c.c.state == STATE_HUMAN, 0), (c.c.state == STATE_STOPPED, 1), else_=2)
-    q = (
-        sa.select(
-            c.c.id,
-            c.c.bot,
-            c.c.account_id,
-            a.c.name.label("account_name"),
-            sa.func.coalesce(a.c.vip, sa.false()).label("vip"),
-            c.c.state,
-            c.c.operator,
-            c.c.control_priority,
-            c.c.control_since,
-            c.c.started_at,
-            c.c.last_activity_at,
-            c.c.quality_score,
-            c.c.sentiment,
-            c.c.sentiment_trend,
-            c.c.engagement,
-            c.c.topic_drift,
-            c.c.resolved,
-        )
-        .select_from(c.outerjoin(a, a.c.id == c.c.account_id))
-        .order_by(order_state, sa.func.coalesce(a.c.vip, sa.false()).desc(), c.c.last_activity_at.desc())
-        .limit(max(1, min(int(limit), 5000)))
-    )
-    if states:
-        q = q.where(c.c.state.in_(list(states)))
-    if search:
-        like = f"%{search.strip()}%"
-        q = q.where(
-            sa.or_(c.c.id.ilike(like), c.c.bot.ilike(like), c.c.account_id.ilike(like), a.c.name.ilike(like))
-        )
     with store.connect() as conn:
         stopped_all = system_stopped(conn)
+        q = _filtered(sa.select(*_columns()), False, states, search)
+        assert q is not None
+        q = q.order_by(order_state, sa.func.coalesce(a.c.vip, sa.false()).desc(), c.c.last_activity_at.desc())
+        rows = [dict(r._mapping) for r in conn.execute(q.limit(max(1, min(int(limit), 5000))))]
+        return _finish(conn, rows, stopped_all)
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of the conversation list: `rows` newest activity first; `total` and `by_state`
+    count every conversation matching the filters (true counts, by the state the console shows);
+    `next_cursor` (None on the last page) continues after the last row."""
+
+    rows: list[dict]
+    total: int
+    by_state: dict[str, int]
+    next_cursor: str | None
+    system_stopped: bool
+
+
+def browse_conversations(
+    store: Store,
+    *,
+    states: Sequence[str] | None = None,
+    search: str | None = None,
+    bots: Sequence[str] | None = None,
+    vip: bool | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> ConversationPage:
+    """Every conversation matching the filters, by last activity then id (newest first), one page
+    at a time: keyset paging on (last_activity_at, id), so a page never skips or repeats a row
+    however many conversations there are. VIP is a filter (and a field), not an order."""
+    c = schema.conversations
+    limit = max(1, min(int(limit), 500))
+    after = _decode_cursor(cursor)
+    with store.connect() as conn:
+        stopped_all = system_stopped(conn)
+        base = _filtered(sa.select(*_columns()), stopped_all, states, search, bots, vip)
+        if base is None:
+            return ConversationPage([], 0, {}, None, stopped_all)
+        q = base
+        if after is not None:
+            ts, cid = after
+            q = q.where(sa.or_(c.c.last_activity_at < ts, sa.and_(c.c.last_activity_at == ts, c.c.id < cid)))
+        q = q.order_by(c.c.last_activity_at.desc(), c.c.id.desc()).limit(limit + 1)
         rows = [dict(r._mapping) for r in conn.execute(q)]
-        ids = [r["id"] for r in rows]
-        counts = (
-            dict(
-                conn.execute(
-                    sa.select(m.c.conversation_id, sa.func.count())
-                    .where(m.c.conversation_id.in_(ids))
-                    .group_by(m.c.conversation_id)
-                ).all()
-            )
-            if ids
-            else {}
-        )
-    for r in rows:
-        r["messages"] = int(counts.get(r["id"], 0))
-        r["vip"] = bool(r["vip"])
-        r["effective_state"] = shown_state(stopped_all, r["state"])
-        for k in ("control_since", "started_at", "last_activity_at"):
-            r[k] = as_aware(r[k])
-    return rows
+        counted = _filtered(sa.select(c.c.state, sa.func.count()), stopped_all, states, search, bots, vip)
+        assert counted is not None
+        counts = {state: int(n) for state, n in conn.execute(counted.group_by(c.c.state))}
+        more = len(rows) > limit
+        rows = _finish(conn, rows[:limit], stopped_all)
+    total = sum(counts.values())
+    by_state = {STATE_STOPPED: total} if stopped_all and total else counts
+    last = rows[-1] if rows and more else None
+    next_cursor = (
+        f"{last['last_activity_at'].replace(tzinfo=None).isoformat()}|{last['id']}" if last else None
+    )
+    return ConversationPage(rows, total, by_state, next_cursor, stopped_all)
+
+
+def conversation_matches(
+    store: Store,
+    conversation_id: str,
+    *,
+    states: Sequence[str] | None = None,
+    search: str | None = None,
+    bots: Sequence[str] | None = None,
+    vip: bool | None = None,
+) -> bool:
+    """True when the conversation exists and belongs to the list these filters give."""
+    c = schema.conversations
+    with store.connect() as conn:
+        q = _filtered(sa.select(c.c.id), system_stopped(conn), states, search, bots, vip)
+        return q is not None and conn.execute(q.where(c.c.id == conversation_id)).first() is not None
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    ts, sep, cid = str(cursor).partition("|")
+    try:
+        if not sep:
+            raise ValueError
+        return datetime.fromisoformat(ts), cid
+    except ValueError:
+        raise ValueError("the page cursor is not valid; start from the first page") from None
 
 
 def transcript(store: Store, conversation_id: str, *, limit: int = 200) -> list[dict]:

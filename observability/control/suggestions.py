@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from observability import auth
 from observability import events as ev
 from observability.control.common import check_conversation_id, require_conversation
+from observability.control.errors import ControlConflict
 from observability.control.history import transcript
+from observability.conversation_state import STATE_HUMAN
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
@@ -66,13 +68,25 @@ def suggest_response(
     With ANTHROPIC_API_KEY (or an `anthropic_client`), Claude drafts it from the transcript (the
     call is recorded as an LLM call of bot `console`, so it shows in cost tracking). Otherwise, or
     if Claude fails, it is the reply that followed the most similar user message in a resolved
-    conversation of the store (TF-IDF, cosine similarity).
+    conversation of the store (TF-IDF, cosine similarity). Refused (`ControlConflict`) while the
+    conversation is held by a take-over that chose `preserve_ai_suggestions=False`.
     """
     s = settings or get_settings()
     auth.authorize(store, user, "conversations.control", s)
     cid = check_conversation_id(conversation_id)
+    it = schema.interventions
     with store.connect() as conn:
-        require_conversation(conn, cid)
+        row = require_conversation(conn, cid)
+        take = conn.execute(
+            sa.select(it.c.preserve_ai_suggestions)
+            .where(it.c.conversation_id == cid, it.c.action == "take_control")
+            .order_by(it.c.created_at.desc(), it.c.id.desc())
+            .limit(1)
+        ).first()
+    if row.state == STATE_HUMAN and take is not None and take.preserve_ai_suggestions is False:
+        raise ControlConflict(
+            f"AI suggestions are off for conversation {cid}: the take-over chose not to keep them"
+        )
     history = transcript(store, cid, limit=SUGGEST_MAX_MESSAGES)
     if not history:
         return Suggestion(None, "none", "No messages in this conversation yet: nothing to suggest from.")
