@@ -187,14 +187,34 @@ def redact_if_enabled(text: Any, settings: Any = None) -> Any:
 # ---- secrets in log lines ---------------------------------------------------------------------
 
 SECRET_MASK = "***"
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
 _KEY_VALUE = re.compile(
     r"(?i)(?P<key>\b[\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|"
     r"routing[_-]?key|genie[_-]?key)\b[\"']?)(?P<sep>\s*[=:]\s*)(?P<q>[\"']?)(?P<value>[^\s\"',;&}]+)"
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_API_KEYS = re.compile(r"\b(sk-ant-|sk-|xox[abpr]-|ghp_|glpat-)[A-Za-z0-9_-]{8,}")
-_SLACK_HOOK = re.compile(r"(https://hooks\.slack\.com/services/)[A-Za-z0-9/_-]+")
+_BEARER = re.compile(r"(?i)\b(bearer|basic|geniekey|token)\s+[A-Za-z0-9._~+/=-]{8,}")
+# known token shapes: Anthropic/OpenAI keys, Slack tokens, GitHub/GitLab tokens, AWS access key ids,
+# Google API keys, Standard Webhooks secrets, JWTs
+_API_KEYS = re.compile(
+    r"\b(sk-ant-|sk-|xox[abposr]-|xapp-|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|AKIA|ASIA|AIza|whsec_)"
+    r"[A-Za-z0-9_+/=-]{8,}"
+)
+_URL_PATH = re.compile(r"(?i)(\burl:\s*)/[^\s'\"()]*")  # urllib3: "Max retries exceeded with url: /path?q"
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+# any URL: only its scheme and host (and port) are kept; user info, path, query and fragment can
+# carry credentials (a Slack webhook path, `?token=`) and are masked
+_URL = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://)(?P<userinfo>[^\s/?#@'\"<>]*@)?"
+    r"(?P<host>\[[0-9a-fA-F:.]+\]|[^\s/?#:'\"<>@]+)(?P<port>:\d{1,5})?"
+    r"(?P<rest>[/?#][^\s'\"<>)\]]*)?"
+)
+
+
+def _reduce_url(m: re.Match[str]) -> str:
+    userinfo = f"{SECRET_MASK}@" if m.group("userinfo") else ""
+    rest = m.group("rest") or ""
+    tail = f"/{SECRET_MASK}" if rest.strip("/") else rest
+    return f"{m.group('scheme')}{userinfo}{m.group('host')}{m.group('port') or ''}{tail}"
+
 
 _registered: set[str] = set()
 _reg_lock = threading.Lock()
@@ -227,7 +247,9 @@ def register_settings_secrets(settings: Any) -> None:
 
 
 def scrub(message: str) -> str:
-    """A log line with secrets masked."""
+    """A log line, an error text or a response body with secrets masked: registered secrets,
+    `key=value` credentials, bearer tokens and known token shapes; every URL is reduced to its
+    scheme and host (`https://hooks.slack.com/***`)."""
     if not message:
         return message
     with _reg_lock:
@@ -235,13 +257,14 @@ def scrub(message: str) -> str:
     for value in registered:
         if value in message:
             message = message.replace(value, SECRET_MASK)
-    message = _URL_CREDENTIALS.sub(lambda m: f"{m.group('head')}{SECRET_MASK}@", message)
+    message = _URL.sub(_reduce_url, message)
+    message = _URL_PATH.sub(lambda m: f"{m.group(1)}/{SECRET_MASK}", message)
     message = _BEARER.sub(lambda m: f"{m.group(1)} {SECRET_MASK}", message)
     message = _KEY_VALUE.sub(
         lambda m: f"{m.group('key')}{m.group('sep')}{m.group('q')}{SECRET_MASK}", message
     )
     message = _API_KEYS.sub(lambda m: f"{m.group(1)}{SECRET_MASK}", message)
-    return _SLACK_HOOK.sub(lambda m: f"{m.group(1)}{SECRET_MASK}", message)
+    return _JWT.sub(SECRET_MASK, message)
 
 
 def scrub_record(record: logging.LogRecord) -> logging.LogRecord:

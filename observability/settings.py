@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -34,6 +35,27 @@ def _int(value: str | None, default: int) -> int:
 
 def _str(value: str | None, default: str | None) -> str | None:
     return default if value in (None, "") else value
+
+
+_SECRET_WORDS = ("password", "secret", "api_key", "token", "webhook_url", "headers")
+
+
+def _masked_url(value: str) -> str:
+    """A URL with its password, path and query hidden (for repr and the admin page)."""
+    try:
+        u = urlsplit(value)
+        host = u.hostname or ""
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        return "***"
+    if not u.scheme or not u.netloc:
+        return value
+    user = f"{u.username}:***@" if u.password else (f"{u.username}@" if u.username else "")
+    if u.scheme.startswith(("postgresql", "redis", "rediss", "sqlite", "mysql")):
+        path = u.path  # a database name or number is not a secret
+    else:
+        path = "/***" if u.path.strip("/") or u.query else ""
+    return f"{u.scheme}://{user}{host}{port}{path}"
 
 
 @dataclass(frozen=True)
@@ -233,6 +255,21 @@ class Settings:
             console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
             monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
         )
+
+    def __repr__(self) -> str:
+        """Every field, with secrets masked: keys, tokens, passwords, webhook URLs and headers as
+        `***`, and the password (and, for web URLs, the path and query) of any URL hidden."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value and any(w in f.name for w in _SECRET_WORDS):
+                shown = "'***'"
+            elif isinstance(value, str) and "://" in value:
+                shown = repr(_masked_url(value))
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
 
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed (tests and CLIs use it instead of the environment)."""

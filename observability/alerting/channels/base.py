@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from observability.redaction import scrub
 from observability.settings import Settings
 
 USER_AGENT = "bot-operations-console-alerting/1"
@@ -18,10 +19,12 @@ USER_AGENT = "bot-operations-console-alerting/1"
 
 class DeliveryError(Exception):
     """A send that did not succeed. `retryable` False means retrying cannot help (HTTP 400, bad
-    configuration); `retry_after` is the peer's requested wait in seconds (429 Retry-After)."""
+    configuration); `retry_after` is the peer's requested wait in seconds (429 Retry-After).
+    The message is stored (outbox, alert timeline, activity feed), shown and logged, so it is
+    scrubbed here, once: URLs keep only scheme and host, tokens are masked."""
 
     def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.retryable = retryable
         self.retry_after = retry_after
 
@@ -109,6 +112,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def response_excerpt(resp: requests.Response, limit: int = 300) -> str:
+    """The start of a peer's answer, fit to be stored and shown: one line, truncated, scrubbed."""
+    return scrub((resp.text or "")[: limit * 4].strip().replace("\n", " ").replace("\r", " "))[:limit]
+
+
 def post(
     url: str,
     settings: Settings,
@@ -135,7 +143,7 @@ def post(
         raise DeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
     if 200 <= resp.status_code < 300:
         return resp
-    detail = (resp.text or "").strip().replace("\n", " ")[:300]
+    detail = response_excerpt(resp, 300)
     message = f"{what}: HTTP {resp.status_code} {detail}".strip()
     if resp.status_code == 429 or resp.status_code == 408 or resp.status_code >= 500:
         raise DeliveryError(message, retry_after=parse_retry_after(resp.headers.get("Retry-After")))

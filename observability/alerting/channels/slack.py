@@ -5,7 +5,15 @@
 
 from __future__ import annotations
 
-from observability.alerting.channels.base import DeliveryError, Outgoing, body_lines, labels_text, post, title
+from observability.alerting.channels.base import (
+    DeliveryError,
+    Outgoing,
+    body_lines,
+    labels_text,
+    post,
+    response_excerpt,
+    title,
+)
 from observability.settings import Settings
 
 NAME = "slack"
@@ -64,4 +72,4 @@ def send(msg: Outgoing, settings: Settings) -> str:
     resp = post(
         settings.alert_slack_webhook_url, settings, json_body=render(msg, settings), what="Slack webhook"
     )
-    return f"HTTP {resp.status_code} {resp.text[:40]}".strip()
+    return f"HTTP {resp.status_code} {response_excerpt(resp, 40)}".strip()
