@@ -37,6 +37,7 @@ def _str(value: str | None, default: str | None) -> str | None:
     return default if value in (None, "") else value
 
 
+EMAIL_SECURITY = ("starttls", "tls", "none")
 _SECRET_WORDS = ("password", "secret", "api_key", "token", "webhook_url", "headers")
 
 
@@ -99,7 +100,8 @@ class Settings:
     alert_email_smtp_port: int = 587
     alert_email_smtp_user: str | None = None
     alert_email_smtp_password: str | None = field(default=None, repr=False)  # secrets: never in repr()
-    alert_email_security: str = "starttls"  # starttls | tls | none
+    alert_email_security: str = "starttls"  # starttls | tls | none (anything else: a configuration error)
+    alert_email_allow_plain_auth: bool = False  # SMTP AUTH over a connection without TLS (a local relay)
     alert_email_ca_file: Path | None = None  # extra CA bundle to trust (a private SMTP relay)
     alert_email_from: str | None = None
     alert_email_to: str | None = None
@@ -202,7 +204,12 @@ class Settings:
             alert_email_smtp_port=_int(e.get("ALERT_EMAIL_SMTP_PORT"), d.alert_email_smtp_port),
             alert_email_smtp_user=_str(e.get("ALERT_EMAIL_SMTP_USER"), None),
             alert_email_smtp_password=_str(e.get("ALERT_EMAIL_SMTP_PASSWORD"), None),
-            alert_email_security=_str(e.get("ALERT_EMAIL_SECURITY"), d.alert_email_security),
+            alert_email_security=(_str(e.get("ALERT_EMAIL_SECURITY"), d.alert_email_security) or "")
+            .strip()
+            .lower(),
+            alert_email_allow_plain_auth=_bool(
+                e.get("ALERT_EMAIL_ALLOW_PLAIN_AUTH"), d.alert_email_allow_plain_auth
+            ),
             alert_email_ca_file=Path(e["ALERT_EMAIL_CA_FILE"]) if e.get("ALERT_EMAIL_CA_FILE") else None,
             alert_email_from=_str(e.get("ALERT_EMAIL_FROM"), None),
             alert_email_to=_str(e.get("ALERT_EMAIL_TO"), None),
@@ -255,6 +262,13 @@ class Settings:
             console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
             monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
         )
+
+    def __post_init__(self) -> None:
+        if self.alert_email_security not in EMAIL_SECURITY:
+            raise ValueError(
+                f"ALERT_EMAIL_SECURITY must be one of {', '.join(EMAIL_SECURITY)}, "
+                f"not {self.alert_email_security!r}"
+            )
 
     def __repr__(self) -> str:
         """Every field, with secrets masked: keys, tokens, passwords, webhook URLs and headers as

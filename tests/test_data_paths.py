@@ -80,3 +80,132 @@ def test_a_failed_delivery_stores_shows_and_logs_no_webhook_token(
     assert any("gave up" in (f.title or "") and "127.0.0.1" in (f.description or "") for f in feed)
     assert "S3cret" not in stored
     assert "S3cret" not in caplog.text
+
+
+# ---- 2. channels --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["ssl", "STARTTLS-maybe", "plain", "ssl/tls"])
+def test_email_security_other_than_tls_starttls_none_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ValueError, match="ALERT_EMAIL_SECURITY"):
+        Settings.from_env({"ALERT_EMAIL_SECURITY": value})
+    assert Settings.from_env({"ALERT_EMAIL_SECURITY": "TLS"}).alert_email_security == "tls"
+
+
+class _PlainRelay:
+    """An SMTP relay on 127.0.0.1 that offers AUTH without TLS and records who logged in."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.logins: list[bytes] = []
+        self.mails: list[bytes] = []
+        relay = self
+
+        class Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+                relay.mails.append(envelope.content)  # type: ignore[attr-defined]
+                return "250 OK"
+
+        def authenticator(
+            server: object, session: object, envelope: object, mechanism: str, data: object
+        ) -> object:
+            relay.logins.append(data.password)  # type: ignore[attr-defined]
+            return AuthResult(success=True)
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticator,
+                                     auth_require_tls=False)  # fmt: skip
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@SQLITE_ONLY
+def test_smtp_auth_is_refused_without_tls_unless_explicitly_allowed(alerting: Harness) -> None:
+    relay = _PlainRelay()
+    try:
+        alerting.reconfigure(alert_email_smtp_port=relay.port, alert_email_security="none")
+        result = alerting.svc.send_test_notification("email", alerting.users["operator"])
+        assert not result["ok"] and "TLS" in result["detail"]
+        assert relay.logins == [] and relay.mails == [], "no password crossed the network in clear"
+        alerting.reconfigure(alert_email_allow_plain_auth=True)
+        assert alerting.svc.send_test_notification("email", alerting.users["operator"])["ok"]
+        assert len(relay.logins) == 1 and len(relay.mails) == 1
+    finally:
+        relay.stop()
+
+
+class _Http:
+    """A tiny HTTP peer on 127.0.0.1: answers every POST with (status, headers, body), records requests."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict[str, str]] = []
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                peer.requests.append(dict(self.headers.items()))
+                data = body.encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@SQLITE_ONLY
+def test_webhook_follows_no_redirect_and_stores_a_short_scrubbed_answer(alerting: Harness) -> None:
+    elsewhere = _Http(200, {}, "ok")
+    redirector = _Http(307, {"Location": f"{elsewhere.url}/collect"}, "moved")
+    noisy = _Http(500, {}, "upstream says token=BodyS3cret " + "x" * 20_000)
+    try:
+        op = alerting.users["operator"]
+        alerting.reconfigure(alert_webhook_url=f"{redirector.url}/hook")
+        result = alerting.svc.send_test_notification("webhook", op)
+        assert not result["ok"] and "redirect" in result["detail"]
+        assert len(redirector.requests) == 1 and elsewhere.requests == [], "headers never reach another host"
+        alerting.reconfigure(alert_webhook_url=f"{noisy.url}/hook")
+        result = alerting.svc.send_test_notification("webhook", op)
+        assert not result["ok"] and "HTTP 500" in result["detail"]
+        with alerting.store.connect() as conn:
+            errors = conn.execute(sa.select(schema.notifications.c.last_error)).scalars().all()
+        assert all(len(e) <= 400 and "BodyS3cret" not in e for e in errors if e)
+    finally:
+        for peer in (elsewhere, redirector, noisy):
+            peer.close()
+
+
+@SQLITE_ONLY
+def test_slack_text_is_escaped_so_data_cannot_mention_a_channel_or_disguise_a_link(alerting: Harness) -> None:
+    from observability.alerting import channels as ch
+
+    evil = "<!channel> <https://evil.example/login|Open the console> & more"
+    payload = {"alert_id": 7, "rule": "sla_violation", "severity": "critical", "message": f"bot {evil} slow",
+               "description": evil, "labels": {"bot": evil}, "acknowledged_by": evil}  # fmt: skip
+    ch.send(
+        ch.Outgoing(key="k-1", channel="slack", kind="trigger", level=1, payload=payload), alerting.settings
+    )
+    [got] = alerting.peers.of("slack")
+    raw = json.dumps(got.body)
+    assert "<!channel>" not in raw and "<https://evil" not in raw
+    assert "&lt;!channel&gt;" in got.body["text"] and "&amp; more" in got.body["text"]

@@ -129,13 +129,19 @@ def post(
     """POST with the configured timeout; raises DeliveryError classified by status.
 
     2xx is success. 429, 408 and 5xx are retried (honouring Retry-After); other 4xx are not:
-    the request itself is wrong and sending it again cannot help.
+    the request itself is wrong and sending it again cannot help. Redirects are not followed (they
+    would carry custom headers and the payload to another host) and are a permanent failure.
     """
     hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
     started = time.monotonic()
     try:
         resp = requests.post(
-            url, json=json_body, data=data, headers=hdrs, timeout=settings.alert_http_timeout_s
+            url,
+            json=json_body,
+            data=data,
+            headers=hdrs,
+            timeout=settings.alert_http_timeout_s,
+            allow_redirects=False,  # a redirect would carry our headers and payload to another host
         )
     except requests.Timeout as exc:
         raise DeliveryError(f"{what}: timed out after {time.monotonic() - started:.1f}s") from exc
@@ -144,6 +150,8 @@ def post(
     if 200 <= resp.status_code < 300:
         return resp
     detail = response_excerpt(resp, 300)
+    if resp.is_redirect or 300 <= resp.status_code < 400:
+        raise DeliveryError(f"{what}: HTTP {resp.status_code} redirect not followed", retryable=False)
     message = f"{what}: HTTP {resp.status_code} {detail}".strip()
     if resp.status_code == 429 or resp.status_code == 408 or resp.status_code >= 500:
         raise DeliveryError(message, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
