@@ -21,10 +21,13 @@ not log secrets in the first place; the filter is the net under that rule.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
 from typing import Any
+
+from observability import events as ev
 
 EMAIL_MASK = "[email redacted]"
 PHONE_MASK = "[phone redacted]"
@@ -175,13 +178,76 @@ def redact(text: Any, *, email: bool = True, card: bool = True, phone: bool = Tr
     return text
 
 
+EXTRA_MASK = "[redacted]"
+
+
+@functools.lru_cache(maxsize=16)
+def _extra(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
 def redact_if_enabled(text: Any, settings: Any = None) -> Any:
-    """`redact(text)` when REDACT_PII is on (the default), else the text unchanged."""
+    """`redact(text)` plus the `REDACT_EXTRA_PATTERNS` when REDACT_PII is on (the default), else
+    the text unchanged."""
     if settings is None:
         from observability.settings import get_settings
 
         settings = get_settings()
-    return redact(text) if settings.redact_pii else text
+    if not settings.redact_pii or not isinstance(text, str) or not text:
+        return text
+    extra = _extra(tuple(settings.redact_extra_patterns))
+    text = redact(text)
+    return extra.sub(EXTRA_MASK, text) if extra is not None else text
+
+
+def redact_value(value: Any, settings: Any = None) -> Any:
+    """Every string inside a value (metadata: dicts and lists, nested) redacted; numbers unchanged."""
+    if isinstance(value, str):
+        return redact_if_enabled(value, settings)
+    if isinstance(value, dict):
+        return {k: redact_value(v, settings) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, settings) for v in value]
+    return value
+
+
+# the free-text fields of each event kind (names, ids and enums are not free text)
+TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    ev.KIND_LLM: ("error_type",),
+    ev.KIND_OPERATION: ("error_type",),
+    ev.KIND_INTERACTION: ("error_type",),
+    ev.KIND_HANDOFF: ("reason",),
+    ev.KIND_MESSAGE: ("text", "author"),
+    ev.KIND_ACCOUNT: ("name",),
+    ev.KIND_METRIC: ("metadata",),
+    ev.KIND_ACTIVITY: ("title", "description", "metadata"),
+}
+_POSITIONS: dict[str, tuple[int, ...]] = {
+    kind: tuple(1 + ev.FIELDS[kind].index(name) for name in names) for kind, names in TEXT_FIELDS.items()
+}
+
+
+def redact_event(event: list, settings: Any = None) -> list:
+    """A wire event with every free-text field redacted (a new list; the input is not changed)."""
+    positions = _POSITIONS.get(event[0]) if event else None
+    if not positions or not any(i < len(event) and event[i] for i in positions):
+        return event  # the common case (no error, no reason): no copy, no work
+    out = list(event)
+    for i in positions:
+        if i < len(out) and out[i]:
+            out[i] = redact_value(out[i], settings)
+    return out
+
+
+def redact_batch(batch: list, settings: Any = None) -> list:
+    """`redact_event` over a batch (when REDACT_PII is off, the batch itself)."""
+    if settings is None:
+        from observability.settings import get_settings
+
+        settings = get_settings()
+    if not settings.redact_pii:
+        return batch
+    return [redact_event(e, settings) if isinstance(e, list) else e for e in batch]
 
 
 # ---- secrets in log lines ---------------------------------------------------------------------

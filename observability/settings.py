@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,26 @@ def _str(value: str | None, default: str | None) -> str | None:
 
 
 EMAIL_SECURITY = ("starttls", "tls", "none")
+
+
+def _patterns(value: str | None) -> tuple[str, ...]:
+    """REDACT_EXTRA_PATTERNS: a JSON list of regular expressions, each checked here at start."""
+    if not value:
+        return ()
+    try:
+        patterns = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"REDACT_EXTRA_PATTERNS must be a JSON list of regular expressions: {exc}") from exc
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError("REDACT_EXTRA_PATTERNS must be a JSON list of regular expressions")
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"REDACT_EXTRA_PATTERNS: {p!r} is not a regular expression: {exc}") from exc
+    return tuple(patterns)
+
+
 _SECRET_WORDS = ("password", "secret", "api_key", "token", "webhook_url", "headers")
 
 
@@ -131,6 +152,7 @@ class Settings:
     emergency_confirmation_required: bool = True
     emergency_rate_limit_per_min: int = 3
     redact_pii: bool = True
+    redact_extra_patterns: tuple[str, ...] = ()  # more regular expressions masked as "[redacted]"
     anthropic_api_key: str | None = field(default=None, repr=False)
     suggest_model: str = "claude-sonnet-4-5"
     # --- ecosystem ------------------------------------------------------------------------
@@ -244,6 +266,7 @@ class Settings:
                 e.get("EMERGENCY_RATE_LIMIT_PER_MIN"), d.emergency_rate_limit_per_min
             ),
             redact_pii=_bool(e.get("REDACT_PII"), d.redact_pii),
+            redact_extra_patterns=_patterns(e.get("REDACT_EXTRA_PATTERNS")),
             anthropic_api_key=_str(e.get("ANTHROPIC_API_KEY"), None),
             suggest_model=_str(e.get("SUGGEST_MODEL"), d.suggest_model),
             otel_enabled=_bool(e.get("OTEL_ENABLED"), d.otel_enabled),

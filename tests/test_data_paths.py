@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from support.alerting import Harness
 from support.net import free_port
+from support.waiting import wait_for
 
 from observability.redaction import scrub
+from observability.sdk import ObservabilityClient
 from observability.settings import Settings
-from observability.store import schema
+from observability.store import Store, schema
 
 SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
@@ -209,3 +213,67 @@ def test_slack_text_is_escaped_so_data_cannot_mention_a_channel_or_disguise_a_li
     raw = json.dumps(got.body)
     assert "<!channel>" not in raw and "<https://evil" not in raw
     assert "&lt;!channel&gt;" in got.body["text"] and "&amp; more" in got.body["text"]
+
+
+# ---- 3. personal data -----------------------------------------------------------------------------
+
+PII = "call jo@example.com or +44 20 7946 0958, code ZX-99-SECRET"
+
+
+def _everything_stored(store: Store) -> str:
+    tables = (schema.messages, schema.accounts, schema.handoffs, schema.llm_calls, schema.bot_operations,
+              schema.system_metrics, schema.activity_events, schema.alert_events, schema.silences)  # fmt: skip
+    with store.connect() as conn:
+        return json.dumps([[tuple(r) for r in conn.execute(sa.select(t))] for t in tables], default=str)
+
+
+def test_every_free_text_field_of_every_sdk_event_kind_is_redacted_at_ingest(
+    sqlite_store: Store, make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    settings = make_settings(sqlite_url, redact_extra_patterns=(r"ZX-\d+-SECRET",))
+    client = ObservabilityClient(settings=settings)
+    try:
+        client.set_account("acc-1", name=f"Jo {PII}")
+        client.record_message("c-1", "user", PII, bot="lead_bot", account_id="acc-1")
+        client.record_handoff("lead_bot", "buyer_bot", reason=PII)
+        client.record_llm_call(
+            "claude-sonnet-4-5", "anthropic", 10, 5, 100.0, success=False, error_type=PII[:100]
+        )
+        client.track_operation("lead_bot", "qualify", 5.0, success=False, error_type=PII[:100])
+        client.record_metric("custom.score", 1.0, metadata={"note": PII, "nested": [PII], "n": 4155552671})
+        client.log_activity("bot.note", PII[:200], description=PII, metadata={"who": PII})
+        assert client.flush(10.0), client.stats()
+    finally:
+        client.close()
+    stored = _everything_stored(sqlite_store)
+    assert "lead_bot" in stored and "[email redacted]" in stored and "[redacted]" in stored
+    for secret in ("jo@example.com", "7946 0958", "ZX-99-SECRET"):
+        assert secret not in stored
+
+
+@SQLITE_ONLY
+def test_activity_alert_notes_and_silence_reasons_are_redacted(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    [a] = alerting.at(0, {"cache_hit_rate": 0.2})
+    alerting.svc.acknowledge_alert(a["id"], op, note=PII, now=alerting.now(1))
+    alerting.svc.resolve_alert(a["id"], op, note=PII, now=alerting.now(2))
+    alerting.svc.add_silence(
+        op, reason=PII, rule_name="low_cache_hit_rate", duration_s=3600, now=alerting.now(3)
+    )
+    stored = _everything_stored(alerting.store)
+    assert "[email redacted]" in stored and "jo@example.com" not in stored and "7946 0958" not in stored
+
+
+def test_spool_files_hold_only_redacted_text(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    down = f"postgresql+psycopg://nobody:pw@127.0.0.1:{free_port()}/none"
+    settings = make_settings(down, sdk_max_retries=0, sdk_retry_backoff_s=0.01)
+    client = ObservabilityClient(settings=settings)
+    try:
+        client.record_message("c-1", "user", PII, bot="lead_bot", author="Jo jo@example.com")
+        assert wait_for(lambda: client.stats()["spilled"] > 0, 10.0), client.stats()
+    finally:
+        client.close(timeout=0.5)
+    files = sorted(Path(settings.spool_dir).glob("*.json"))
+    assert files
+    content = "".join(f.read_text() for f in files)
+    assert "[email redacted]" in content and "jo@example.com" not in content and "7946 0958" not in content
