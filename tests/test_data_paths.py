@@ -161,9 +161,8 @@ class _Http:
                 peer.requests.append(dict(self.headers.items()))
                 data = body.encode()
                 self.send_response(status)
-                for k, v in headers.items():
+                for k, v in {**headers, "Content-Length": str(len(data))}.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
