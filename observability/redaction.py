@@ -21,10 +21,13 @@ not log secrets in the first place; the filter is the net under that rule.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
 from typing import Any
+
+from observability import events as ev
 
 EMAIL_MASK = "[email redacted]"
 PHONE_MASK = "[phone redacted]"
@@ -175,26 +178,109 @@ def redact(text: Any, *, email: bool = True, card: bool = True, phone: bool = Tr
     return text
 
 
+EXTRA_MASK = "[redacted]"
+
+
+@functools.lru_cache(maxsize=16)
+def _extra(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
 def redact_if_enabled(text: Any, settings: Any = None) -> Any:
-    """`redact(text)` when REDACT_PII is on (the default), else the text unchanged."""
+    """`redact(text)` plus the `REDACT_EXTRA_PATTERNS` when REDACT_PII is on (the default), else
+    the text unchanged."""
     if settings is None:
         from observability.settings import get_settings
 
         settings = get_settings()
-    return redact(text) if settings.redact_pii else text
+    if not settings.redact_pii or not isinstance(text, str) or not text:
+        return text
+    extra = _extra(tuple(settings.redact_extra_patterns))
+    text = redact(text)
+    return extra.sub(EXTRA_MASK, text) if extra is not None else text
+
+
+def redact_value(value: Any, settings: Any = None) -> Any:
+    """Every string inside a value (metadata: dicts and lists, nested) redacted; numbers unchanged."""
+    if isinstance(value, str):
+        return redact_if_enabled(value, settings)
+    if isinstance(value, dict):
+        return {k: redact_value(v, settings) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, settings) for v in value]
+    return value
+
+
+# the free-text fields of each event kind (names, ids and enums are not free text)
+TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    ev.KIND_LLM: ("error_type",),
+    ev.KIND_OPERATION: ("error_type",),
+    ev.KIND_INTERACTION: ("error_type",),
+    ev.KIND_HANDOFF: ("reason",),
+    ev.KIND_MESSAGE: ("text", "author"),
+    ev.KIND_ACCOUNT: ("name",),
+    ev.KIND_METRIC: ("metadata",),
+    ev.KIND_ACTIVITY: ("title", "description", "metadata"),
+}
+_POSITIONS: dict[str, tuple[int, ...]] = {
+    kind: tuple(1 + ev.FIELDS[kind].index(name) for name in names) for kind, names in TEXT_FIELDS.items()
+}
+
+
+def redact_event(event: list, settings: Any = None) -> list:
+    """A wire event with every free-text field redacted (a new list; the input is not changed)."""
+    positions = _POSITIONS.get(event[0]) if event else None
+    if not positions or not any(i < len(event) and event[i] for i in positions):
+        return event  # the common case (no error, no reason): no copy, no work
+    out = list(event)
+    for i in positions:
+        if i < len(out) and out[i]:
+            out[i] = redact_value(out[i], settings)
+    return out
+
+
+def redact_batch(batch: list, settings: Any = None) -> list:
+    """`redact_event` over a batch (when REDACT_PII is off, the batch itself)."""
+    if settings is None:
+        from observability.settings import get_settings
+
+        settings = get_settings()
+    if not settings.redact_pii:
+        return batch
+    return [redact_event(e, settings) if isinstance(e, list) else e for e in batch]
 
 
 # ---- secrets in log lines ---------------------------------------------------------------------
 
 SECRET_MASK = "***"
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
 _KEY_VALUE = re.compile(
     r"(?i)(?P<key>\b[\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|"
     r"routing[_-]?key|genie[_-]?key)\b[\"']?)(?P<sep>\s*[=:]\s*)(?P<q>[\"']?)(?P<value>[^\s\"',;&}]+)"
 )
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_API_KEYS = re.compile(r"\b(sk-ant-|sk-|xox[abpr]-|ghp_|glpat-)[A-Za-z0-9_-]{8,}")
-_SLACK_HOOK = re.compile(r"(https://hooks\.slack\.com/services/)[A-Za-z0-9/_-]+")
+_BEARER = re.compile(r"(?i)\b(bearer|basic|geniekey|token)\s+[A-Za-z0-9._~+/=-]{8,}")
+# known token shapes: Anthropic/OpenAI keys, Slack tokens, GitHub/GitLab tokens, AWS access key ids,
+# Google API keys, Standard Webhooks secrets, JWTs
+_API_KEYS = re.compile(
+    r"\b(sk-ant-|sk-|xox[abposr]-|xapp-|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|AKIA|ASIA|AIza|whsec_)"
+    r"[A-Za-z0-9_+/=-]{8,}"
+)
+_URL_PATH = re.compile(r"(?i)(\burl:\s*)/[^\s'\"()]*")  # urllib3: "Max retries exceeded with url: /path?q"
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+# any URL: only its scheme and host (and port) are kept; user info, path, query and fragment can
+# carry credentials (a Slack webhook path, `?token=`) and are masked
+_URL = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://)(?P<userinfo>[^\s/?#@'\"<>]*@)?"
+    r"(?P<host>\[[0-9a-fA-F:.]+\]|[^\s/?#:'\"<>@]+)(?P<port>:\d{1,5})?"
+    r"(?P<rest>[/?#][^\s'\"<>)\]]*)?"
+)
+
+
+def _reduce_url(m: re.Match[str]) -> str:
+    userinfo = f"{SECRET_MASK}@" if m.group("userinfo") else ""
+    rest = m.group("rest") or ""
+    tail = f"/{SECRET_MASK}" if rest.strip("/") else rest
+    return f"{m.group('scheme')}{userinfo}{m.group('host')}{m.group('port') or ''}{tail}"
+
 
 _registered: set[str] = set()
 _reg_lock = threading.Lock()
@@ -227,7 +313,9 @@ def register_settings_secrets(settings: Any) -> None:
 
 
 def scrub(message: str) -> str:
-    """A log line with secrets masked."""
+    """A log line, an error text or a response body with secrets masked: registered secrets,
+    `key=value` credentials, bearer tokens and known token shapes; every URL is reduced to its
+    scheme and host (`https://hooks.slack.com/***`)."""
     if not message:
         return message
     with _reg_lock:
@@ -235,13 +323,14 @@ def scrub(message: str) -> str:
     for value in registered:
         if value in message:
             message = message.replace(value, SECRET_MASK)
-    message = _URL_CREDENTIALS.sub(lambda m: f"{m.group('head')}{SECRET_MASK}@", message)
+    message = _URL.sub(_reduce_url, message)
+    message = _URL_PATH.sub(lambda m: f"{m.group(1)}/{SECRET_MASK}", message)
     message = _BEARER.sub(lambda m: f"{m.group(1)} {SECRET_MASK}", message)
     message = _KEY_VALUE.sub(
         lambda m: f"{m.group('key')}{m.group('sep')}{m.group('q')}{SECRET_MASK}", message
     )
     message = _API_KEYS.sub(lambda m: f"{m.group(1)}{SECRET_MASK}", message)
-    return _SLACK_HOOK.sub(lambda m: f"{m.group(1)}{SECRET_MASK}", message)
+    return _JWT.sub(SECRET_MASK, message)
 
 
 def scrub_record(record: logging.LogRecord) -> logging.LogRecord:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -34,6 +36,48 @@ def _int(value: str | None, default: int) -> int:
 
 def _str(value: str | None, default: str | None) -> str | None:
     return default if value in (None, "") else value
+
+
+EMAIL_SECURITY = ("starttls", "tls", "none")
+
+
+def _patterns(value: str | None) -> tuple[str, ...]:
+    """REDACT_EXTRA_PATTERNS: a JSON list of regular expressions, each checked here at start."""
+    if not value:
+        return ()
+    try:
+        patterns = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"REDACT_EXTRA_PATTERNS must be a JSON list of regular expressions: {exc}") from exc
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError("REDACT_EXTRA_PATTERNS must be a JSON list of regular expressions")
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"REDACT_EXTRA_PATTERNS: {p!r} is not a regular expression: {exc}") from exc
+    return tuple(patterns)
+
+
+_SECRET_WORDS = ("password", "secret", "api_key", "token", "webhook_url", "headers")
+
+
+def _masked_url(value: str) -> str:
+    """A URL with its password, path and query hidden (for repr and the admin page)."""
+    try:
+        u = urlsplit(value)
+        host = u.hostname or ""
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        return "***"
+    if not u.scheme or not u.netloc:
+        return value
+    user = f"{u.username}:***@" if u.password else (f"{u.username}@" if u.username else "")
+    if u.scheme.startswith(("postgresql", "redis", "rediss", "sqlite", "mysql")):
+        path = u.path  # a database name or number is not a secret
+    else:
+        path = "/***" if u.path.strip("/") or u.query else ""
+    return f"{u.scheme}://{user}{host}{port}{path}"
 
 
 @dataclass(frozen=True)
@@ -77,7 +121,8 @@ class Settings:
     alert_email_smtp_port: int = 587
     alert_email_smtp_user: str | None = None
     alert_email_smtp_password: str | None = field(default=None, repr=False)  # secrets: never in repr()
-    alert_email_security: str = "starttls"  # starttls | tls | none
+    alert_email_security: str = "starttls"  # starttls | tls | none (anything else: a configuration error)
+    alert_email_allow_plain_auth: bool = False  # SMTP AUTH over a connection without TLS (a local relay)
     alert_email_ca_file: Path | None = None  # extra CA bundle to trust (a private SMTP relay)
     alert_email_from: str | None = None
     alert_email_to: str | None = None
@@ -107,6 +152,7 @@ class Settings:
     emergency_confirmation_required: bool = True
     emergency_rate_limit_per_min: int = 3
     redact_pii: bool = True
+    redact_extra_patterns: tuple[str, ...] = ()  # more regular expressions masked as "[redacted]"
     anthropic_api_key: str | None = field(default=None, repr=False)
     suggest_model: str = "claude-sonnet-4-5"
     # --- ecosystem ------------------------------------------------------------------------
@@ -180,7 +226,12 @@ class Settings:
             alert_email_smtp_port=_int(e.get("ALERT_EMAIL_SMTP_PORT"), d.alert_email_smtp_port),
             alert_email_smtp_user=_str(e.get("ALERT_EMAIL_SMTP_USER"), None),
             alert_email_smtp_password=_str(e.get("ALERT_EMAIL_SMTP_PASSWORD"), None),
-            alert_email_security=_str(e.get("ALERT_EMAIL_SECURITY"), d.alert_email_security),
+            alert_email_security=(_str(e.get("ALERT_EMAIL_SECURITY"), d.alert_email_security) or "")
+            .strip()
+            .lower(),
+            alert_email_allow_plain_auth=_bool(
+                e.get("ALERT_EMAIL_ALLOW_PLAIN_AUTH"), d.alert_email_allow_plain_auth
+            ),
             alert_email_ca_file=Path(e["ALERT_EMAIL_CA_FILE"]) if e.get("ALERT_EMAIL_CA_FILE") else None,
             alert_email_from=_str(e.get("ALERT_EMAIL_FROM"), None),
             alert_email_to=_str(e.get("ALERT_EMAIL_TO"), None),
@@ -215,6 +266,7 @@ class Settings:
                 e.get("EMERGENCY_RATE_LIMIT_PER_MIN"), d.emergency_rate_limit_per_min
             ),
             redact_pii=_bool(e.get("REDACT_PII"), d.redact_pii),
+            redact_extra_patterns=_patterns(e.get("REDACT_EXTRA_PATTERNS")),
             anthropic_api_key=_str(e.get("ANTHROPIC_API_KEY"), None),
             suggest_model=_str(e.get("SUGGEST_MODEL"), d.suggest_model),
             otel_enabled=_bool(e.get("OTEL_ENABLED"), d.otel_enabled),
@@ -233,6 +285,28 @@ class Settings:
             console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
             monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
         )
+
+    def __post_init__(self) -> None:
+        if self.alert_email_security not in EMAIL_SECURITY:
+            raise ValueError(
+                f"ALERT_EMAIL_SECURITY must be one of {', '.join(EMAIL_SECURITY)}, "
+                f"not {self.alert_email_security!r}"
+            )
+
+    def __repr__(self) -> str:
+        """Every field, with secrets masked: keys, tokens, passwords, webhook URLs and headers as
+        `***`, and the password (and, for web URLs, the path and query) of any URL hidden."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value and any(w in f.name for w in _SECRET_WORDS):
+                shown = "'***'"
+            elif isinstance(value, str) and "://" in value:
+                shown = repr(_masked_url(value))
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
 
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed (tests and CLIs use it instead of the environment)."""

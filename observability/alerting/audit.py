@@ -1,5 +1,6 @@
 """The record of everything that happens to alerts and rules.
 
+Notes, reasons and other detail values are PII-redacted on the way in (`REDACT_PII`).
 `timeline` appends an `alert_events` row (the alert's timeline on screen: fired, held, notified,
 delivered, escalated, acknowledged, resolved); `activity` appends the console's activity-feed row
 through the one writer, `observability.auth.audit_event`, in category `alerts`. Both are written
@@ -16,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability.auth import audit_event, jsonable
+from observability.redaction import redact_value
 from observability.store import schema
 
 ACTIVITY_SEVERITY = {"info": "low", "warning": "medium", "critical": "critical"}
@@ -27,7 +29,11 @@ def timeline(
 ) -> None:
     conn.execute(
         sa.insert(schema.alert_events).values(
-            alert_id=alert_id, ts=now, kind=kind, actor=actor, detail=jsonable(detail) if detail else None
+            alert_id=alert_id,
+            ts=now,
+            kind=kind,
+            actor=actor,
+            detail=redact_value(jsonable(detail)) if detail else None,
         )
     )
 

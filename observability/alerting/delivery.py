@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from observability.alerting import audit
 from observability.alerting import channels as ch
+from observability.redaction import scrub
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.telemetry import increment_counter
@@ -114,7 +115,7 @@ def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: i
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug in one channel must not stop the others
                 log.exception("notification %s via %s crashed", nid, msg.channel)
-                values = {"attempts": attempts, "last_error": f"internal error: {exc}"[:2000], "last_attempt_at": now,
+                values = {"attempts": attempts, "last_error": scrub(f"internal error: {exc}")[:2000], "last_attempt_at": now,
                           "next_attempt_at": now + timedelta(seconds=backoff(settings, attempts, None))}  # fmt: skip
                 if attempts >= settings.alert_delivery_max_attempts:
                     values["status"] = "dead"

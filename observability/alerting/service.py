@@ -38,6 +38,7 @@ from observability.alerting.model import (
     validate_rule,
 )
 from observability.alerting.silences import row_to_silence
+from observability.redaction import redact_if_enabled
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.telemetry import optional_span
@@ -460,7 +461,7 @@ class AlertingService:
                     matchers=clean,
                     starts_at=start,
                     ends_at=end,
-                    reason=reason.strip(),
+                    reason=redact_if_enabled(reason.strip(), self.settings),
                     created_by=user,
                     created_at=now,
                 )

@@ -2,7 +2,8 @@
 changes all append their record here.
 
 A row is written on the caller's connection, inside the transaction of the change it describes, so
-a change and its record commit or roll back together. Metadata is made JSON-safe here (datetimes
+a change and its record commit or roll back together. Title, description and metadata values
+are PII-redacted here (`REDACT_PII`), whoever writes them. Metadata is made JSON-safe here (datetimes
 become ISO strings) and an unknown severity is stored as `low`, so no caller can write a row the
 feed cannot show.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability.events import SEVERITIES
+from observability.redaction import redact_if_enabled, redact_value
 from observability.store import schema
 from observability.timeutil import to_naive_utc, utcnow
 
@@ -52,13 +54,13 @@ def audit_event(
             id=uuid.uuid4().hex,
             ts=to_naive_utc(now) or utcnow(),
             event_type=event_type,
-            title=title[:200],
-            description=description,
+            title=redact_if_enabled(title)[:200],
+            description=redact_if_enabled(description),
             severity=severity if severity in SEVERITIES else "low",
             category=category,
             account_id=account_id,
             conversation_id=conversation_id,
             user_id=user,
-            metadata=jsonable(dict(metadata)) if metadata else None,
+            metadata=redact_value(jsonable(dict(metadata))) if metadata else None,
         )
     )

@@ -18,6 +18,7 @@ from collections import deque
 from typing import Any
 
 from observability import telemetry
+from observability.redaction import redact_batch
 from observability.sdk.sinks import PartiallyRejected, RedisSink, StoreSink
 from observability.sdk.spool import Spool
 from observability.settings import Settings
@@ -157,7 +158,7 @@ class Transport:
 
     def _spill(self, batch: list) -> None:
         try:
-            self.spool.spill(batch)
+            self.spool.spill(redact_batch(batch, self.settings))  # the disk holds only redacted text
             self.counts["spilled"] += len(batch)
         except Exception as exc:  # noqa: BLE001 - a full disk or an unserialisable event
             self.counts["dropped"] += len(batch)

@@ -2,7 +2,9 @@
 
 Shared by the SDK's direct-to-SQL path and the worker's stream consumer, so both store exactly the
 same thing: events are re-validated (a malformed one is rejected and counted, the rest of its
-batch is stored), LLM calls are priced here once and for all, message text is redacted, raw rows
+batch is stored), LLM calls are priced here once and for all, every free-text field is PII-redacted
+(`redaction.TEXT_FIELDS`: message text and authors, account names, handoff reasons, error types,
+activity titles and descriptions, metadata values), raw rows
 are inserted with duplicates ignored, conversations and accounts are upserted, and the minutes
 touched are marked for the rollup step.
 """
@@ -19,7 +21,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from observability import events as ev
-from observability.redaction import redact
+from observability.redaction import redact_event
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.store.pricing import cost_of
@@ -129,6 +131,8 @@ def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Setti
     rows: dict[str, list[tuple]] = {}
     dirty: set[tuple[str, int]] = set()
 
+    if settings.redact_pii:  # the one redaction step: every free-text field of every kind
+        grouped = {kind: [redact_event(e, settings) for e in items] for kind, items in grouped.items()}
     llm = grouped.get(ev.KIND_LLM)
     if llm:
         out = []
@@ -149,8 +153,6 @@ def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Setti
         items = grouped.get(kind)
         if not items:
             continue
-        if kind == ev.KIND_MESSAGE and settings.redact_pii:
-            items = [e[:5] + [redact(e[5])] + e[6:] for e in items]
         rows[kind] = [(e[1], _ts(e[2]), *e[3:]) for e in items]
         if kind == ev.KIND_OPERATION:
             dirty.update(("ops", _minute(e[2])) for e in items)

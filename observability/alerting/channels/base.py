@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from observability.redaction import scrub
 from observability.settings import Settings
 
 USER_AGENT = "bot-operations-console-alerting/1"
@@ -18,10 +19,12 @@ USER_AGENT = "bot-operations-console-alerting/1"
 
 class DeliveryError(Exception):
     """A send that did not succeed. `retryable` False means retrying cannot help (HTTP 400, bad
-    configuration); `retry_after` is the peer's requested wait in seconds (429 Retry-After)."""
+    configuration); `retry_after` is the peer's requested wait in seconds (429 Retry-After).
+    The message is stored (outbox, alert timeline, activity feed), shown and logged, so it is
+    scrubbed here, once: URLs keep only scheme and host, tokens are masked."""
 
     def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.retryable = retryable
         self.retry_after = retry_after
 
@@ -109,6 +112,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def response_excerpt(resp: requests.Response, limit: int = 300) -> str:
+    """The start of a peer's answer, fit to be stored and shown: one line, truncated, scrubbed."""
+    return scrub((resp.text or "")[: limit * 4].strip().replace("\n", " ").replace("\r", " "))[:limit]
+
+
 def post(
     url: str,
     settings: Settings,
@@ -121,13 +129,19 @@ def post(
     """POST with the configured timeout; raises DeliveryError classified by status.
 
     2xx is success. 429, 408 and 5xx are retried (honouring Retry-After); other 4xx are not:
-    the request itself is wrong and sending it again cannot help.
+    the request itself is wrong and sending it again cannot help. Redirects are not followed (they
+    would carry custom headers and the payload to another host) and are a permanent failure.
     """
     hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
     started = time.monotonic()
     try:
         resp = requests.post(
-            url, json=json_body, data=data, headers=hdrs, timeout=settings.alert_http_timeout_s
+            url,
+            json=json_body,
+            data=data,
+            headers=hdrs,
+            timeout=settings.alert_http_timeout_s,
+            allow_redirects=False,  # a redirect would carry our headers and payload to another host
         )
     except requests.Timeout as exc:
         raise DeliveryError(f"{what}: timed out after {time.monotonic() - started:.1f}s") from exc
@@ -135,7 +149,9 @@ def post(
         raise DeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
     if 200 <= resp.status_code < 300:
         return resp
-    detail = (resp.text or "").strip().replace("\n", " ")[:300]
+    detail = response_excerpt(resp, 300)
+    if resp.is_redirect or 300 <= resp.status_code < 400:
+        raise DeliveryError(f"{what}: HTTP {resp.status_code} redirect not followed", retryable=False)
     message = f"{what}: HTTP {resp.status_code} {detail}".strip()
     if resp.status_code == 429 or resp.status_code == 408 or resp.status_code >= 500:
         raise DeliveryError(message, retry_after=parse_retry_after(resp.headers.get("Retry-After")))

@@ -1,6 +1,8 @@
 """E-mail over SMTP (smtplib): STARTTLS on a submission port (587), implicit TLS (465), or plain
-for a local relay. `ALERT_EMAIL_SECURITY` = starttls | tls | none; `ALERT_EMAIL_CA_FILE` adds a CA
-to trust (a private relay's certificate). The Message-ID is stable across retries, so a mail
+for a local relay. `ALERT_EMAIL_SECURITY` = starttls | tls | none (settings refuse anything else);
+with `none`, a login is refused unless `ALERT_EMAIL_ALLOW_PLAIN_AUTH` is on, so a password never
+crosses the network in clear by mistake. `ALERT_EMAIL_CA_FILE` adds a CA to trust (a private relay's
+certificate). The Message-ID is stable across retries, so a mail
 re-sent after a crash can be recognised as the same one."""
 
 from __future__ import annotations
@@ -61,7 +63,13 @@ def send(msg: Outgoing, settings: Settings) -> str:
         raise DeliveryError(f"email is not configured: set {', '.join(missing(settings))}", retryable=False)
     message = render(msg, settings)
     host, port = settings.alert_email_smtp_host, settings.alert_email_smtp_port
-    security = (settings.alert_email_security or "starttls").lower()
+    security = settings.alert_email_security
+    if security == "none" and settings.alert_email_smtp_user and not settings.alert_email_allow_plain_auth:
+        raise DeliveryError(
+            "SMTP AUTH refused without TLS: set ALERT_EMAIL_SECURITY to starttls or tls "
+            "(or ALERT_EMAIL_ALLOW_PLAIN_AUTH=true for a trusted local relay)",
+            retryable=False,
+        )
     timeout = settings.alert_http_timeout_s
     try:
         if security == "tls":

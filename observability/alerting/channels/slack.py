@@ -5,10 +5,27 @@
 
 from __future__ import annotations
 
-from observability.alerting.channels.base import DeliveryError, Outgoing, body_lines, labels_text, post, title
+from observability.alerting.channels.base import (
+    DeliveryError,
+    Outgoing,
+    body_lines,
+    labels_text,
+    post,
+    response_excerpt,
+    title,
+)
 from observability.settings import Settings
 
 NAME = "slack"
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def escape(text: object) -> str:
+    """Text made inert for Slack (its escaping rules: `&`, `<`, `>`), so data from bots or the SDK
+    can neither mention a channel (`<!channel>`, `<@U123>`) nor disguise a link (`<https://x|y>`)."""
+    return str(text).translate(_ESCAPES)
+
+
 _EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
 
 
@@ -23,16 +40,16 @@ def missing(settings: Settings) -> list[str]:
 
 def render(msg: Outgoing, settings: Settings) -> dict:
     p = msg.payload
-    head = title(msg)
+    head = escape(title(msg))
     if msg.kind == "resolve":
         emoji = ":white_check_mark:"
     elif msg.kind == "ack":
         emoji = ":eyes:"
     else:
         emoji = _EMOJI.get(msg.severity, ":bell:")
-    summary = p.get("message") or head
+    summary = escape(p.get("message")) if p.get("message") else head
     fields = [
-        {"type": "mrkdwn", "text": f"*{k}:*\n{v}"}
+        {"type": "mrkdwn", "text": f"*{k}:*\n{escape(v)}"}
         for k, v in body_lines(msg, settings)
         if k not in ("Summary", "Description", "Console")
     ][:10]  # Slack allows at most 10 fields per section
@@ -42,7 +59,9 @@ def render(msg: Outgoing, settings: Settings) -> dict:
         {"type": "section", "fields": fields},
     ]
     if p.get("description"):
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": p["description"][:3000]}]})
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(p["description"])[:3000]}]}
+        )
     if settings.alert_console_url:
         blocks.append({
             "type": "actions",
@@ -50,7 +69,7 @@ def render(msg: Outgoing, settings: Settings) -> dict:
                           "url": settings.alert_console_url}],
         })  # fmt: skip
     body = {
-        "text": f"{emoji} {head}: {summary} {labels_text(p.get('labels'))}".strip()[:3000],
+        "text": f"{emoji} {head}: {summary} {escape(labels_text(p.get('labels')))}".strip()[:3000],
         "blocks": blocks,
     }
     if settings.alert_slack_channel:
@@ -64,4 +83,4 @@ def send(msg: Outgoing, settings: Settings) -> str:
     resp = post(
         settings.alert_slack_webhook_url, settings, json_body=render(msg, settings), what="Slack webhook"
     )
-    return f"HTTP {resp.status_code} {resp.text[:40]}".strip()
+    return f"HTTP {resp.status_code} {response_excerpt(resp, 40)}".strip()

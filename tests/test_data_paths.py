@@ -1,0 +1,278 @@
+"""Issue 14, clean data paths: secrets never stored, shown or logged; channels that cannot leak;
+personal data masked at the ingest boundary; data rendered as text; private files; permissions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from support.alerting import Harness
+from support.net import free_port
+from support.waiting import wait_for
+
+from observability.redaction import scrub
+from observability.sdk import ObservabilityClient
+from observability.settings import Settings
+from observability.store import Store, schema
+
+SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+
+# ---- 1. secrets -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (
+            "HTTPConnectionPool(host='h', port=1): Max retries exceeded with url: /T0/B0/PathS3cret",
+            "PathS3cret",
+        ),
+        ("POST https://hooks.example.com/services/T0/B0/PathS3cret failed", "PathS3cret"),
+        ("GET https://api.example.com/v1/alerts?token=QueryS3cret&x=1 refused", "QueryS3cret"),
+        ("slack said xoxb-1234-5678-S3cretS3cret", "S3cretS3cret"),
+        ("bad key AKIAIOSFODNN7S3CRETX", "IOSFODNN7S3CRETX"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJTM2NyZXQifQ.c2lnbmF0dXJlUzNjcmV0", "c2lnbmF0dXJlUzNjcmV0"),
+        ("GenieKey og-S3cret-key-1234 rejected", "og-S3cret-key-1234"),
+    ],
+)
+def test_scrub_reduces_urls_to_scheme_and_host_and_masks_token_shapes(text: str, secret: str) -> None:
+    cleaned = scrub(text)
+    assert secret not in cleaned
+    if "://" in text:
+        host = text.split("://")[1].split("/")[0]
+        assert host in cleaned, "the host stays, so an operator can tell which peer failed"
+
+
+def test_settings_repr_masks_every_secret_including_url_passwords() -> None:
+    s = Settings.from_env({
+        "DATABASE_URL": "postgresql+psycopg://app:db-S3cret@db:5432/obs",
+        "REDIS_URL": "redis://:redis-S3cret@cache:6379/0",
+        "ALERT_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/slack-S3cret",
+        "ALERT_WEBHOOK_URL": "https://hooks.example.com/in?token=hook-S3cret",
+        "ALERT_WEBHOOK_HEADERS": json.dumps({"Authorization": "Bearer header-S3cret"}),
+        "ALERT_WEBHOOK_PAGERDUTY_URL": "https://events.example.com/v2/enqueue?key=pd-S3cret",
+        "SESSION_SECRET": "session-S3cret",
+    })  # fmt: skip
+    text = repr(s)
+    assert "S3cret" not in text and "db:5432" in text and "cache:6379" in text
+    assert s.database_url.endswith("app:db-S3cret@db:5432/obs"), "the value itself is unchanged"
+
+
+@SQLITE_ONLY
+def test_a_failed_delivery_stores_shows_and_logs_no_webhook_token(
+    alerting: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    dead_url = f"http://127.0.0.1:{free_port()}/services/T0/B0/PathS3cret?token=QueryS3cret"
+    alerting.reconfigure(alert_slack_webhook_url=dead_url, alert_delivery_max_attempts=1)
+    result = alerting.svc.send_test_notification("slack", alerting.users["operator"])
+    assert not result["ok"] and "127.0.0.1" in result["detail"] and "S3cret" not in result["detail"]
+    [a] = alerting.at(0, {"cache_hit_rate": 0.2})  # slack only, dead after one attempt
+    timeline = alerting.svc.alert_timeline(a["id"])
+    assert "delivery_dead" in [e["kind"] for e in timeline]
+    with alerting.store.connect() as conn:
+        errors = conn.execute(sa.select(schema.notifications.c.last_error)).scalars().all()
+        feed = conn.execute(
+            sa.select(schema.activity_events.c.title, schema.activity_events.c.description)
+        ).all()
+    assert any(e and "127.0.0.1" in e for e in errors)
+    stored = json.dumps([errors, [tuple(f) for f in feed], [e["detail"] for e in timeline]], default=str)
+    assert any("gave up" in (f.title or "") and "127.0.0.1" in (f.description or "") for f in feed)
+    assert "S3cret" not in stored
+    assert "S3cret" not in caplog.text
+
+
+# ---- 2. channels --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["ssl", "STARTTLS-maybe", "plain", "ssl/tls"])
+def test_email_security_other_than_tls_starttls_none_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ValueError, match="ALERT_EMAIL_SECURITY"):
+        Settings.from_env({"ALERT_EMAIL_SECURITY": value})
+    assert Settings.from_env({"ALERT_EMAIL_SECURITY": "TLS"}).alert_email_security == "tls"
+
+
+class _PlainRelay:
+    """An SMTP relay on 127.0.0.1 that offers AUTH without TLS and records who logged in."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.logins: list[bytes] = []
+        self.mails: list[bytes] = []
+        relay = self
+
+        class Handler:
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+                relay.mails.append(envelope.content)  # type: ignore[attr-defined]
+                return "250 OK"
+
+        def authenticator(
+            server: object, session: object, envelope: object, mechanism: str, data: object
+        ) -> object:
+            relay.logins.append(data.password)  # type: ignore[attr-defined]
+            return AuthResult(success=True)
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, authenticator=authenticator,
+                                     auth_require_tls=False)  # fmt: skip
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@SQLITE_ONLY
+def test_smtp_auth_is_refused_without_tls_unless_explicitly_allowed(alerting: Harness) -> None:
+    relay = _PlainRelay()
+    try:
+        alerting.reconfigure(alert_email_smtp_port=relay.port, alert_email_security="none")
+        result = alerting.svc.send_test_notification("email", alerting.users["operator"])
+        assert not result["ok"] and "TLS" in result["detail"]
+        assert relay.logins == [] and relay.mails == [], "no password crossed the network in clear"
+        alerting.reconfigure(alert_email_allow_plain_auth=True)
+        assert alerting.svc.send_test_notification("email", alerting.users["operator"])["ok"]
+        assert len(relay.logins) == 1 and len(relay.mails) == 1
+    finally:
+        relay.stop()
+
+
+class _Http:
+    """A tiny HTTP peer on 127.0.0.1: answers every POST with (status, headers, body), records requests."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict[str, str]] = []
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                peer.requests.append(dict(self.headers.items()))
+                data = body.encode()
+                self.send_response(status)
+                for k, v in {**headers, "Content-Length": str(len(data))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@SQLITE_ONLY
+def test_webhook_follows_no_redirect_and_stores_a_short_scrubbed_answer(alerting: Harness) -> None:
+    elsewhere = _Http(200, {}, "ok")
+    redirector = _Http(307, {"Location": f"{elsewhere.url}/collect"}, "moved")
+    noisy = _Http(500, {}, "upstream says token=BodyS3cret " + "x" * 20_000)
+    try:
+        op = alerting.users["operator"]
+        alerting.reconfigure(alert_webhook_url=f"{redirector.url}/hook")
+        result = alerting.svc.send_test_notification("webhook", op)
+        assert not result["ok"] and "redirect" in result["detail"]
+        assert len(redirector.requests) == 1 and elsewhere.requests == [], "headers never reach another host"
+        alerting.reconfigure(alert_webhook_url=f"{noisy.url}/hook")
+        result = alerting.svc.send_test_notification("webhook", op)
+        assert not result["ok"] and "HTTP 500" in result["detail"]
+        with alerting.store.connect() as conn:
+            errors = conn.execute(sa.select(schema.notifications.c.last_error)).scalars().all()
+        assert all(len(e) <= 400 and "BodyS3cret" not in e for e in errors if e)
+    finally:
+        for peer in (elsewhere, redirector, noisy):
+            peer.close()
+
+
+@SQLITE_ONLY
+def test_slack_text_is_escaped_so_data_cannot_mention_a_channel_or_disguise_a_link(alerting: Harness) -> None:
+    from observability.alerting import channels as ch
+
+    evil = "<!channel> <https://evil.example/login|Open the console> & more"
+    payload = {"alert_id": 7, "rule": "sla_violation", "severity": "critical", "message": f"bot {evil} slow",
+               "description": evil, "labels": {"bot": evil}, "acknowledged_by": evil}  # fmt: skip
+    ch.send(
+        ch.Outgoing(key="k-1", channel="slack", kind="trigger", level=1, payload=payload), alerting.settings
+    )
+    [got] = alerting.peers.of("slack")
+    raw = json.dumps(got.body)
+    assert "<!channel>" not in raw and "<https://evil" not in raw
+    assert "&lt;!channel&gt;" in got.body["text"] and "&amp; more" in got.body["text"]
+
+
+# ---- 3. personal data -----------------------------------------------------------------------------
+
+PII = "call jo@example.com or +44 20 7946 0958, code ZX-99-SECRET"
+
+
+def _everything_stored(store: Store) -> str:
+    tables = (schema.messages, schema.accounts, schema.handoffs, schema.llm_calls, schema.bot_operations,
+              schema.system_metrics, schema.activity_events, schema.alert_events, schema.silences)  # fmt: skip
+    with store.connect() as conn:
+        return json.dumps([[tuple(r) for r in conn.execute(sa.select(t))] for t in tables], default=str)
+
+
+def test_every_free_text_field_of_every_sdk_event_kind_is_redacted_at_ingest(
+    sqlite_store: Store, make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    settings = make_settings(sqlite_url, redact_extra_patterns=(r"ZX-\d+-SECRET",))
+    client = ObservabilityClient(settings=settings)
+    try:
+        client.set_account("acc-1", name=f"Jo {PII}")
+        client.record_message("c-1", "user", PII, bot="lead_bot", account_id="acc-1")
+        client.record_handoff("lead_bot", "buyer_bot", reason=PII)
+        client.record_llm_call(
+            "claude-sonnet-4-5", "anthropic", 10, 5, 100.0, success=False, error_type=PII[:100]
+        )
+        client.track_operation("lead_bot", "qualify", 5.0, success=False, error_type=PII[:100])
+        client.record_metric("custom.score", 1.0, metadata={"note": PII, "nested": [PII], "n": 4155552671})
+        client.log_activity("bot.note", PII[:200], description=PII, metadata={"who": PII})
+        assert client.flush(10.0), client.stats()
+    finally:
+        client.close()
+    stored = _everything_stored(sqlite_store)
+    assert "lead_bot" in stored and "[email redacted]" in stored and "[redacted]" in stored
+    for secret in ("jo@example.com", "7946 0958", "ZX-99-SECRET"):
+        assert secret not in stored
+
+
+@SQLITE_ONLY
+def test_activity_alert_notes_and_silence_reasons_are_redacted(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    [a] = alerting.at(0, {"cache_hit_rate": 0.2})
+    alerting.svc.acknowledge_alert(a["id"], op, note=PII, now=alerting.now(1))
+    alerting.svc.resolve_alert(a["id"], op, note=PII, now=alerting.now(2))
+    alerting.svc.add_silence(
+        op, reason=PII, rule_name="low_cache_hit_rate", duration_s=3600, now=alerting.now(3)
+    )
+    stored = _everything_stored(alerting.store)
+    assert "[email redacted]" in stored and "jo@example.com" not in stored and "7946 0958" not in stored
+
+
+def test_spool_files_hold_only_redacted_text(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    down = f"postgresql+psycopg://nobody:pw@127.0.0.1:{free_port()}/none"
+    settings = make_settings(down, sdk_max_retries=0, sdk_retry_backoff_s=0.01)
+    client = ObservabilityClient(settings=settings)
+    try:
+        client.record_message("c-1", "user", PII, bot="lead_bot", author="Jo jo@example.com")
+        assert wait_for(lambda: client.stats()["spilled"] > 0, 10.0), client.stats()
+    finally:
+        client.close(timeout=0.5)
+    files = sorted(Path(settings.spool_dir).glob("*.json"))
+    assert files
+    content = "".join(f.read_text() for f in files)
+    assert "[email redacted]" in content and "jo@example.com" not in content and "7946 0958" not in content
