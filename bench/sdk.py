@@ -97,6 +97,10 @@ def record_run(sink: str, bursts: int, redis_url: str) -> dict:
         redis_prefix=prefix,
         spool_dir=tmp / "spool",
     )
+    if sink != "redis":  # what the bootstrap does: a bot never migrates its store
+        from observability.store import Store
+
+        Store.from_url(settings.database_url).migrate()
     client = ObservabilityClient(settings=settings)
     rec = client.record_llm_call
     clock = time.perf_counter_ns

@@ -4,7 +4,9 @@ checks in the service itself, and the thresholds file of ALERT_THRESHOLDS_CONFIG
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -201,3 +203,28 @@ def test_shipped_rules_on_rates_and_percentiles_wait_alert_default_for_s() -> No
     assert {r.name: r.for_s for r in default_rules(settings.replace(alert_default_for_s=0.0))}[
         "high_error_rate"
     ] == 0
+
+
+@SQLITE_ONLY
+def test_high_system_load_waits_its_for_before_it_fires(
+    store: Any, store_url: str, make_settings: Any
+) -> None:
+    # a worker that has just started on a busy host records one high CPU sample: that alone must
+    # not fire (and page) at once; the threshold rules wait ALERT_DEFAULT_FOR_S like the others
+    settings = make_settings(store_url)
+    assert settings.alert_default_for_s == 120.0
+    svc = AlertingService(store, settings)
+    for_s = {r.name: r.for_s for r in svc.list_rules() if r.managed_by == "thresholds_config"}
+    assert for_s == {"high_system_load": 120.0, "high_response_time": 120.0, "low_ai_confidence": 120.0,
+                     "low_safety_score": 120.0}  # fmt: skip
+    for t in (0, 15, 60, 105):
+        assert svc.check_and_send_alerts({"system_load": 97.0}, now=T0 + timedelta(seconds=t)) == []
+    [pending] = svc.active_alerts(include_pending=True)
+    assert (pending["rule_name"], pending["state"]) == ("high_system_load", "pending")
+    assert svc.notifications() == [], "nothing is sent while the rule's `for` runs"
+    [fired] = svc.check_and_send_alerts({"system_load": 97.0}, now=T0 + timedelta(seconds=120))
+    assert (fired["rule_name"], fired["severity"], fired["state"]) == (
+        "high_system_load",
+        "critical",
+        "firing",
+    )

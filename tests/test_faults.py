@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -25,7 +26,7 @@ from observability import keys
 from observability.sdk import ObservabilityClient
 from observability.sdk.spool import Spool
 from observability.settings import Settings
-from observability.store import Store, schema
+from observability.store import SchemaNotReady, Store, schema
 from observability.store.stream import GROUP
 from observability.worker.runner import Worker
 
@@ -97,6 +98,8 @@ def test_events_spooled_by_a_dead_bot_are_replayed_by_the_next_one(
 ) -> None:
     proxy, via_proxy = pg_proxy
     settings = make_settings(via_proxy)
+    truth = Store.from_url(pg_url)
+    truth.migrate()  # what the bootstrap does: a bot never migrates
     proxy.stop()
     first = ObservabilityClient(settings=settings)
     sent = record(first, 0, 500)
@@ -108,9 +111,98 @@ def test_events_spooled_by_a_dead_bot_are_replayed_by_the_next_one(
         assert second.flush(20.0), second.stats()
     finally:
         second.close()
-    truth = Store.from_url(pg_url)
     assert sorted(llm_ids(truth)) == sorted(sent)
     assert second.stats()["replayed"] == 500
+    truth.dispose()
+
+
+BOT_DIES_EARLY = textwrap.dedent("""
+    import os, signal, sys, time
+    from observability.sdk import ObservabilityClient
+
+    client = ObservabilityClient()  # DATABASE_URL and SPOOL_DIR from the environment
+    client.record_llm_call("claude-haiku-4-5", "anthropic", 100, 20, 50.0, bot="lead", trace_id="first-call")
+    client.record_bot_interaction("lead", 120.0)
+    print("recorded", flush=True)
+    time.sleep(0.3)  # the bot lives 0.3 s after its first record call (the events were on disk after
+    # about 45 ms here, the target is 100 ms; a shared CI host gets margin), then it dies
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_bot_killed_right_after_its_first_record_call_loses_nothing(
+    sqlite_store: Store, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # a fresh interpreter has SQLAlchemy still to import (about a second on a busy host): its first
+    # events go to the spool meanwhile, within OPEN_GRACE_S of being taken, and the store takes them
+    # as soon as it is open. Before, the first write waited for the flush interval, the imports and
+    # a migration: 1.0-1.4 s, and a bot dying earlier lost everything.
+    settings = make_settings(sqlite_store.url)
+    env = subprocess_env(DATABASE_URL=sqlite_store.url, SPOOL_DIR=str(settings.spool_dir), REDIS_URL=None)
+    env.pop("REDIS_URL", None)
+    bot = subprocess.run([sys.executable, "-c", BOT_DIES_EARLY], env=env, capture_output=True, timeout=60)
+    assert bot.returncode == -9 and b"recorded" in bot.stdout, bot.stderr.decode()[-2000:]
+    nxt = ObservabilityClient(settings=settings)  # the next bot replays what the first left on disk
+    try:
+        assert nxt.flush(20.0), nxt.stats()
+    finally:
+        nxt.close()
+    assert llm_ids(sqlite_store) == ["first-call"]
+    with sqlite_store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.bot_interactions)).scalar() == 1
+
+
+def test_a_bot_never_migrates_the_store_and_says_what_to_run(
+    sqlite_url: str, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store.from_url(sqlite_url)
+    client = ObservabilityClient(settings=make_settings(sqlite_url))
+    try:
+        client.record_llm_call("claude-haiku-4-5", "anthropic", 100, 20, 50.0, bot="lead", trace_id="early")
+        assert wait_for(lambda: client.stats()["spilled"] == 1, 10.0, message=client.stats)
+        assert not client.flush(0.3), "not stored while the store has no schema..."
+        assert sa.inspect(store.engine).get_table_names() == [], "...and the bot created none"
+        assert "python -m observability.bootstrap" in caplog.text
+        store.migrate()  # what the bootstrap (or a worker) does
+        assert client.flush(10.0), client.stats()
+    finally:
+        client.close()
+    assert llm_ids(store) == ["early"]
+    with store.begin() as conn:  # an older schema is refused the same way, naming both revisions
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
+    with pytest.raises(
+        SchemaNotReady, match=r"revision 0001, this code needs 0\d\d\d.*observability.bootstrap"
+    ):
+        store.check_schema()
+    store.dispose()
+
+
+def test_close_returns_within_a_second_when_the_store_is_down_with_every_event_spooled(
+    pg_proxy: tuple[TcpProxy, str], pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    proxy, via_proxy = pg_proxy
+    truth = Store.from_url(pg_url)
+    truth.migrate()
+    # the shipped retry policy (3 retries, 0.2 s doubling), not the tests' short one
+    settings = make_settings(via_proxy, sdk_batch_size=50, sdk_max_retries=3, sdk_retry_backoff_s=0.2)
+    client = ObservabilityClient(settings=settings)
+    sent = record(client, 0, 200, pause_every=50)
+    assert client.flush(10.0)
+    proxy.stop()
+    sent += record(client, 200, 500)
+    started = time.monotonic()
+    client.close()
+    took = time.monotonic() - started
+    assert took < 1.0, f"close() took {took:.2f}s with the store down"
+    stats = client.stats()
+    assert stats["written"] + stats["spilled"] == 700 and stats["dropped"] == 0, stats
+    proxy.start()
+    nxt = ObservabilityClient(settings=settings)
+    try:
+        assert nxt.flush(20.0), nxt.stats()
+    finally:
+        nxt.close()
+    assert sorted(llm_ids(truth)) == sorted(sent), "every event stored exactly once"
     truth.dispose()
 
 

@@ -226,10 +226,12 @@ def test_a_bot_without_opentelemetry_installed_records_and_flushes(tmp_path: Pat
         from observability import telemetry
         from observability.sdk import ObservabilityClient
         from observability.settings import Settings
+        from observability.store import Store
         from observability.worker.runner import Worker
 
         s = Settings().replace(database_url="sqlite:///{tmp_path / "s.db"}", spool_dir="{tmp_path / "spool"}",
                                worker_lock_file="{tmp_path / "lock"}", sdk_flush_interval_s=0.05)
+        Store.from_url(s.database_url).migrate()  # the bootstrap's job: a bot never migrates
         c = ObservabilityClient(settings=s)
         c.record_bot_interaction("lead", 10.0)
         c.record_handoff("lead", "buyer")

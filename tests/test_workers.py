@@ -9,6 +9,7 @@ drains what is left and exits 0 on SIGTERM.
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -27,7 +28,9 @@ from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.timeutil import utcnow
+from observability.worker.health import HealthChecker, max_worker_lag_s
 from observability.worker.leader import LeaderLock
+from observability.worker.metrics import StoreCollector
 from observability.worker.runner import STEPS, Worker
 
 
@@ -193,25 +196,63 @@ def test_running_worker_drains_then_exits_0_on_sigterm(
     assert r.xpending(keys.ingest_stream(settings.redis_prefix), keys.INGEST_GROUP)["pending"] == 0
 
 
-def test_a_killed_leader_is_replaced_at_the_next_tick(shared: tuple[Store, Settings], tmp_path: Path) -> None:
+def test_a_killed_leader_is_replaced_at_the_next_tick(
+    shared: tuple[Store, Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store, settings = shared
     proc = subprocess.Popen([sys.executable, "-m", "observability.worker"], env=worker_env(settings, tmp_path, WORKER_TICK_S="0.2"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    survivor = Worker(Store.from_url(store.url), settings, worker_id="survivor", steps=[])
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    heartbeat = [s for s in STEPS if s.name == "heartbeat"]
+    survivor = Worker(Store.from_url(store.url), settings, worker_id="survivor", steps=heartbeat)
+    caplog.set_level(logging.INFO, logger="observability.worker")
     try:
         wait_for(lambda: _heartbeat_leaders(store), 30.0, message="the process worker leads first")
+        [dead] = _heartbeat_leaders(store)
         survivor.tick()
         assert not survivor.lock.held
+        assert _live_leaders(store, settings) == ({dead}, dead), "/metrics and /healthz name the leader"
         proc.kill()  # SIGKILL: no clean-up; the lock must still be freed by the OS / the server
         proc.wait(10)
+        out = proc.stdout.read().decode()
+        assert f"worker {dead} now leads" in out, out[-2000:]
+        # until somebody takes over, the dead leader's flag stays; once older than the allowed lag it
+        # no longer counts as a leader
+        late = utcnow() + timedelta(seconds=max_worker_lag_s(settings) + 1)
+        assert _live_leaders(store, settings, now=late) == (set(), None)
         wait_for(lambda: (survivor.tick(), survivor.lock.held)[1], 10.0, interval=0.1,
                  message="the survivor takes the lead at its next tick")  # fmt: skip
+        assert "worker survivor now leads" in caplog.text
+        assert _heartbeat_leaders(store) == {"survivor"}, (
+            "the new leader's heartbeat clears the dead one's flag"
+        )
+        assert _live_leaders(store, settings) == ({"survivor"}, "survivor")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         survivor.close()
         survivor.store.dispose()
+    assert "worker survivor no longer leads" in caplog.text
+
+
+def _live_leaders(
+    store: Store, settings: Settings, now: datetime | None = None
+) -> tuple[set[str], str | None]:
+    """(workers /metrics labels leader="true", the leader /healthz names)."""
+    clock = (lambda: now) if now is not None else utcnow
+    leaders = {
+        s.labels["worker_id"]
+        for fam in StoreCollector(store, settings, now=clock).collect()
+        if fam.name == "obs_worker_heartbeat_age_seconds"
+        for s in fam.samples
+        if s.labels["leader"] == "true"
+    }
+    checker = HealthChecker(store, settings, now=clock)
+    try:
+        _, doc = checker.check()
+    finally:
+        checker.close()
+    return leaders, doc["checks"]["worker"]["leader"]
 
 
 def test_the_leader_lock_never_leaves_a_transaction_open(

@@ -186,7 +186,7 @@ def default_rules(settings: Settings) -> list[AlertRule]:
     except ThresholdsError as exc:
         log.error("%s", exc)
         pairs = {}
-    rules.extend(threshold_rule(p) for p in pairs.values())
+    rules.extend(threshold_rule(p, settings.alert_default_for_s) for p in pairs.values())
     rules.extend(SYSTEM_RULES)
     return rules
 

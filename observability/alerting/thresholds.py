@@ -23,8 +23,12 @@ def rule_name(pair: ThresholdPair) -> str:
     return ("high_" if pair.higher_is_worse else "low_") + pair.metric
 
 
-def threshold_rule(pair: ThresholdPair) -> AlertRule:
-    """The built-in rule that keeps a metric within its warning / critical thresholds."""
+def threshold_rule(pair: ThresholdPair, for_s: float = 0.0) -> AlertRule:
+    """The built-in rule that keeps a metric within its warning / critical thresholds.
+
+    It waits `for_s` (ALERT_DEFAULT_FOR_S) in pending like the shipped rules on rates: its value is
+    the mean of the few samples recorded in the window, and one busy second on a worker that has
+    just started must not page anybody."""
     worse = "above" if pair.higher_is_worse else "below"
     return AlertRule(
         name=rule_name(pair),
@@ -37,6 +41,7 @@ def threshold_rule(pair: ThresholdPair) -> AlertRule:
         channels=("email", "slack"),
         description=f"{pair.metric} {worse} its warning / critical thresholds (ALERT_THRESHOLDS_CONFIG)",
         enabled=True,
+        for_s=float(for_s),
         builtin=True,
         managed_by=MANAGED_THRESHOLDS,
     )

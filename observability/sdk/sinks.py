@@ -1,17 +1,22 @@
 """Where a batch of events goes: the Redis ingest stream, or straight into the SQL store.
 
 Each sink has `write(batch)` (raises when the batch could not be stored, so the transport retries
-or spools it) and `close()`. The store sink imports SQLAlchemy and the ingest path on its first
-batch, on the flush thread: a bot with `REDIS_URL` never loads them, and none loads them at import.
+or spools it), `ready` (set once it can take a batch without a slow start) and `close()`. The store
+sink imports SQLAlchemy and the ingest path on a thread of its own when the client starts: a bot
+with `REDIS_URL` never loads them, and none loads them at import.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from typing import Any
 
 from observability import keys
 from observability.settings import Settings
+
+log = logging.getLogger("observability.sdk")
 
 
 class PartiallyRejected(Exception):
@@ -22,22 +27,47 @@ class PartiallyRejected(Exception):
 
 
 class StoreSink:
-    """Writes batches through the shared ingest path into the SQL store (migrated on first use)."""
+    """Writes batches through the shared ingest path into the SQL store.
+
+    `open_async()` imports SQLAlchemy and opens the store on a thread of its own (the flush thread
+    keeps spooling meanwhile); the first write checks the schema version and never migrates: a
+    store that is not migrated raises `SchemaNotReady`, whose message says what to run."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.ready = threading.Event()  # the store is opened (not necessarily reachable)
         self._store: Any = None
+        self._write: Any = None
+        self._checked = False
+        self._lock = threading.Lock()
+
+    def open_async(self, on_ready: Any) -> None:
+        def run() -> None:
+            try:
+                self._open()
+            except Exception as exc:  # noqa: BLE001 - each write tries again and fails with the reason
+                log.error("observability: cannot open the store: %s", exc)
+            finally:
+                self.ready.set()
+                on_ready()
+
+        threading.Thread(target=run, name="observability-open", daemon=True).start()
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._store is None:
+                from observability.store import Store
+                from observability.store.ingest import write_batch
+
+                self._write = write_batch
+                self._store = Store.from_url(self.settings.database_url)
 
     def write(self, batch: list) -> None:
-        from observability.store.ingest import write_batch
-
-        if self._store is None:
-            from observability.store import Store
-
-            store = Store.from_url(self.settings.database_url)
-            store.migrate()
-            self._store = store
-        result = write_batch(self._store, batch, self.settings)
+        self._open()
+        if not self._checked:
+            self._store.check_schema()  # raises SchemaNotReady (spooled meanwhile); never migrates
+            self._checked = True
+        result = self._write(self._store, batch, self.settings)
         if result.rejected:
             raise PartiallyRejected(result.rejected)
 
@@ -50,8 +80,13 @@ class RedisSink:
     """One XADD per batch: the whole batch is one JSON document in one stream entry."""
 
     def __init__(self, settings: Settings, redis: Any) -> None:
+        self.ready = threading.Event()
+        self.ready.set()
         self.redis = redis
         self.key = keys.ingest_stream(settings.redis_prefix)
+
+    def open_async(self, on_ready: Any) -> None:
+        pass  # the client connected to Redis already
 
     def write(self, batch: list) -> None:
         self.redis.xadd(self.key, {"v": "1", "e": json.dumps(batch, separators=(",", ":"))})

@@ -25,6 +25,9 @@ from observability.settings import Settings
 
 log = logging.getLogger("observability.sdk")
 
+OPEN_GRACE_S = 0.03  # a batch waits this long for a sink still opening, then goes to the spool
+CLOSE_STUCK_S = 0.5  # close() stops waiting for a write that has not returned within this long
+
 
 class Transport:
     """Queue, flush thread, sink, retries and spool of one client."""
@@ -42,14 +45,21 @@ class Transport:
         self._batch = settings.sdk_batch_size
         self._wake = threading.Event()
         self._cond = threading.Condition()
+        self._closing = False  # close() has begun: a failed write is spooled at once, not retried
+        self._closing_now = threading.Event()  # cuts a retry backoff short when close() begins
         self._closed = False
+        self._first = True  # the first event wakes the flush thread at once
         self._inflight = 0
         self._sending: list | None = None  # the batch the flush thread is delivering now
+        self._sending_since = 0.0
         self._dropping = False
         self._sink_down_until = 0.0
         self._sink_down = False  # set when retries gave up; then one probe a second, not a retry burst
         self._thread = threading.Thread(target=self._run, name="observability-flush", daemon=True)
         self._thread.start()
+        # the store sink imports SQLAlchemy and opens the store meanwhile (batches are spooled until
+        # then, so the first events are on disk within OPEN_GRACE_S); the flush thread then replays
+        self._sink.open_async(self._wake.set)
 
     # ------------------------------------------------------------------ the caller's thread
     def put(self, event: list) -> None:
@@ -61,7 +71,8 @@ class Transport:
                 log.warning("observability queue full (%d events): dropping new events", self._max)
             return
         dq.append(event)
-        if len(dq) >= self._batch and not self._wake.is_set():
+        if (len(dq) >= self._batch or self._first) and not self._wake.is_set():
+            self._first = False
             self._wake.set()
 
     def stats(self) -> dict:
@@ -101,7 +112,7 @@ class Transport:
                 self._taken += len(batch)
                 if self._dropping and len(dq) < self._max // 2:
                     self._dropping = False
-                self._sending = batch
+                self._sending, self._sending_since = batch, time.monotonic()
                 self._send(batch)
             finally:
                 self._sending = None
@@ -110,7 +121,7 @@ class Transport:
 
     def _send(self, batch: list) -> None:
         """`_send_batch` in an optional OpenTelemetry span (a no-op without OTel)."""
-        if not telemetry.enabled():
+        if not self._sink.ready.is_set() or not telemetry.enabled():  # (OTel's first probe is slow)
             self._send_batch(batch)
             return
         telemetry.count_events(batch)
@@ -121,8 +132,8 @@ class Transport:
                 span.mark_failed("spooled")
 
     def _send_batch(self, batch: list) -> None:
-        """Deliver with retries; when the sink is down, spill to the spool at once."""
-        if time.monotonic() < self._sink_down_until:
+        """Deliver with retries; when the sink is down, or still opening, spill to the spool at once."""
+        if time.monotonic() < self._sink_down_until or not self._sink.ready.wait(OPEN_GRACE_S):
             self._spill(batch)
             return
         delay = self.settings.sdk_retry_backoff_s
@@ -139,13 +150,13 @@ class Transport:
                 self._sink_back()
                 return
             except Exception as exc:  # noqa: BLE001
-                if attempt == retries or self._closed:  # closing: spool now, do not wait out retries
+                if attempt == retries or self._closing:  # closing: spool now, do not wait out retries
                     if not self._sink_down:
                         log.warning(
                             "observability sink unavailable, spooling batches until it is back: %s", exc
                         )
                     break
-                time.sleep(delay)
+                self._closing_now.wait(delay)
                 delay *= 2
         self._sink_down = True
         self._sink_down_until = time.monotonic() + 1.0
@@ -170,7 +181,12 @@ class Transport:
         with self._cond:
             self._inflight += 1
         try:
-            if time.monotonic() >= self._sink_down_until and self.spool.has_pending():
+            if (
+                self._sink.ready.is_set()
+                and not self._closing
+                and time.monotonic() >= self._sink_down_until
+                and self.spool.has_pending()
+            ):
                 self._replay_pending()
         finally:
             with self._cond:
@@ -200,28 +216,43 @@ class Transport:
             self._sink_down_until = time.monotonic() + 1.0
 
     # ------------------------------------------------------------------ flush and close
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued is in the store or stream (spool included). Never raises."""
+    def flush(self, timeout: float = 10.0, *, closing: bool = False) -> bool:
+        """Wait until everything queued is in the store or stream (spool included). Never raises.
+
+        `closing`: also stop waiting once everything is at least in the spool while the sink is
+        down, or when a write has hung for CLOSE_STUCK_S (close() then spools a copy of it)."""
         deadline = time.monotonic() + timeout
         while True:
             # order matters: the queue, then what is in flight, then the spool (see _replay_spool)
-            if not self._dq and self._inflight == 0 and not self.spool.has_pending():
-                return True
+            if not self._dq and self._inflight == 0:
+                if not self.spool.has_pending():
+                    return True
+                if closing and self._sink_down:
+                    return False  # every event is on disk; the sink is not back
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._thread.is_alive():
                 return False
-            if self._sink_down_until and time.monotonic() >= self._sink_down_until - 0.8:
+            if (
+                closing
+                and self._sending is not None
+                and time.monotonic() - self._sending_since > CLOSE_STUCK_S
+            ):
+                return False
+            if not closing and self._sink_down_until and time.monotonic() >= self._sink_down_until - 0.8:
                 self._sink_down_until = 0.0  # probe again now: a flush is waiting
             self._wake.set()
             with self._cond:
-                self._cond.wait(min(remaining, 0.2))
+                self._cond.wait(min(remaining, 0.05 if closing else 0.2))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush what is queued (spooling what cannot be sent) and stop the flush thread."""
-        self.flush(timeout)
+        """Flush what is queued and stop the flush thread. When the sink is down, what is left goes
+        to the spool at once (no retries), so close() returns within about a second."""
+        self._closing = True
+        self._closing_now.set()
+        self.flush(timeout, closing=True)
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=max(1.0, timeout / 2))
+        self._thread.join(timeout=min(timeout, 0.3))
         sending = self._sending
         if self._thread.is_alive() and sending:
             # the flush thread is stuck delivering (a hanging connect): keep a copy of its batch on

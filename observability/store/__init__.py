@@ -5,6 +5,6 @@ May import only the contract modules (`settings`, `events`, `keys`, `timeutil`, 
 `telemetry`). `from observability.store import Store` is the documented way to open a store.
 """
 
-from observability.store.database import Store, StoreUnavailable
+from observability.store.database import SchemaNotReady, Store, StoreUnavailable
 
-__all__ = ["Store", "StoreUnavailable"]
+__all__ = ["SchemaNotReady", "Store", "StoreUnavailable"]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,6 +35,27 @@ ALEMBIC_DIR = PROJECT_ROOT / "alembic"
 
 class StoreUnavailable(RuntimeError):
     """The database refused or dropped the connection; callers retry later."""
+
+
+class SchemaNotReady(RuntimeError):
+    """The store's schema is missing or older than this code's: the message says what to run."""
+
+
+MIGRATE_COMMAND = "python -m observability.bootstrap"  # migrates (and seeds) the store
+
+
+def revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """(every Alembic revision shipped with this code, the newest ones), read from the migration
+    files without importing Alembic, so that a bot checking its store's schema stays light."""
+    revs: set[str] = set()
+    downs: set[str] = set()
+    for f in (ALEMBIC_DIR / "versions").glob("*.py"):
+        text = f.read_text()
+        for name, into in (("revision", revs), ("down_revision", downs)):
+            m = re.search(rf"^{name}\s*(?::[^=\n]*)?=\s*(.+)$", text, re.M)
+            if m:
+                into.update(re.findall(r"[\"']([^\"']+)[\"']", m.group(1)))
+    return frozenset(revs), frozenset(revs - downs)
 
 
 def _sqlite_ln(x: float | None) -> float | None:
@@ -113,6 +135,29 @@ class Store:
         self.engine.dispose()
 
     # ---- schema -------------------------------------------------------------------------------
+    def schema_revisions(self) -> frozenset[str] | None:
+        """The Alembic revision(s) the store is at; None when it has never been migrated."""
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return frozenset(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+
+    def check_schema(self) -> None:
+        """Raise `SchemaNotReady`, saying what to run, unless the store is migrated to this code's
+        newest revision (or to a newer one, by newer code). Never changes the schema."""
+        current = self.schema_revisions()
+        known, heads = revisions()
+        where = self.engine.url.render_as_string(hide_password=True)
+        if not current:
+            raise SchemaNotReady(
+                f"the store {where} has no schema yet: run `{MIGRATE_COMMAND}` with DATABASE_URL set to it"
+            )
+        if current != heads and current <= known:  # not at the newest, and not newer
+            raise SchemaNotReady(
+                f"the store {where} is at schema revision {', '.join(sorted(current))}, this code needs "
+                f"{', '.join(sorted(heads))}: run `{MIGRATE_COMMAND}` with DATABASE_URL set to it"
+            )
+
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest Alembic revision (safe to call concurrently)."""
         from alembic.config import Config

@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,23 @@ from observability.store import Store, schema
 from observability.store.sqlhelpers import as_datetime
 from observability.timeutil import utcnow
 from observability.worker.response import Response
+
+
+def max_worker_lag_s(settings: Settings) -> float:
+    """HEALTH_MAX_WORKER_LAG_S, or 4 ticks and at least 60 s when unset."""
+    s = settings
+    return s.health_max_worker_lag_s if s.health_max_worker_lag_s > 0 else max(60.0, 4 * s.worker_tick_s)
+
+
+def live_leader(heartbeats: Iterable[tuple[str, bool, datetime]], now: datetime, limit: float) -> str | None:
+    """The worker that leads now, from (worker_id, is_leader, last_tick_at) rows: the newest leader
+    claim, if it is younger than `limit` seconds. A leader killed with -9 never clears its flag; a
+    successor's newer claim (whose heartbeat also clears the old one), or its age, says it is gone."""
+    claims = [(t, w) for w, lead, t in heartbeats if lead and t is not None]
+    if not claims:
+        return None
+    t, w = max(claims)
+    return w if (now - t).total_seconds() <= limit else None
 
 
 class HealthChecker:
@@ -48,8 +65,7 @@ class HealthChecker:
 
     @property
     def max_lag_s(self) -> float:
-        s = self.settings
-        return s.health_max_worker_lag_s if s.health_max_worker_lag_s > 0 else max(60.0, 4 * s.worker_tick_s)
+        return max_worker_lag_s(self.settings)
 
     def _bounded(self, fn: Callable[[], dict]) -> dict:
         t0 = time.perf_counter()
@@ -123,6 +139,7 @@ class HealthChecker:
 
         worker["lag_s"] = lag = lag_of(max(own) if own else newest)
         worker["leader_lag_s"] = leader_lag = lag_of(max(leaders) if leaders else None)
+        worker["leader"] = live_leader(heartbeats, now, limit)  # None: no live leader
         problems: list[str] = []
         if self.worker_id is not None and not own:
             if not in_grace:

@@ -26,6 +26,7 @@ from observability.store import Store, retention, schema
 from observability.store.sqlhelpers import as_datetime
 from observability.store.stream import StreamConsumer
 from observability.timeutil import utcnow
+from observability.worker.health import live_leader, max_worker_lag_s
 from observability.worker.receiver import OTLPReceiver
 from observability.worker.response import Response
 
@@ -251,9 +252,12 @@ class StoreCollector:
         tick = GaugeMetricFamily("obs_worker_tick_duration_seconds", "Duration of each worker's last tick",
                                  labels=["worker_id"])  # fmt: skip
         leader_age = None
+        # only the live leader is labelled leader="true" (a leader killed with -9 keeps its flag)
+        live = live_leader([(w, bool(lead), as_datetime(t)) for w, lead, t, _ in rows], now,
+                           max_worker_lag_s(self.settings))  # fmt: skip
         for wid, is_leader, last, ms in rows:
             a = max(0.0, (now - as_datetime(last)).total_seconds())
-            age.add_metric([wid, "true" if is_leader else "false"], a)
+            age.add_metric([wid, "true" if wid == live else "false"], a)
             if ms is not None:
                 tick.add_metric([wid], float(ms) / 1000.0)
             if is_leader:

@@ -64,6 +64,7 @@ class Worker:
             else None
         )
         self.state: dict = {"ingested_total": 0}
+        self.leading = False  # as of the last tick (a change is logged)
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -95,6 +96,12 @@ class Worker:
         if self.consumer is not None:
             self.state["stream_pending"] = self.consumer.pending_count()
         leader = self.lock.try_acquire()
+        if leader != self.leading:
+            if leader:
+                log.info("worker %s now leads (took the leader lock)", self.worker_id)
+            else:
+                log.warning("worker %s no longer leads (lost the leader lock)", self.worker_id)
+            self.leading = leader
         ctx = TickContext(self.store, self.settings, self.redis, self.worker_id, leader,
                           now or utcnow(), self.state)  # fmt: skip
         for step in self.steps:
@@ -139,6 +146,8 @@ class Worker:
         was_leader = self.lock.held
         self.lock.release()
         if was_leader:  # so the heartbeat table does not show a stopped worker as leader
+            log.info("worker %s no longer leads (released the leader lock on stopping)", self.worker_id)
+            self.leading = False
             hb = schema.worker_heartbeats
             try:
                 with self.store.begin() as conn:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from observability import events as ev
 from observability.alerting.service import AlertingService
 from observability.analytics.conversation_scoring import score_pending
@@ -85,6 +87,12 @@ def step_heartbeat(ctx: TickContext) -> None:
     )
     with ctx.store.begin() as conn:
         conn.execute(stmt)
+        if ctx.is_leader:  # the lock is exclusive: any other claim is a dead or deposed leader's
+            conn.execute(
+                sa.update(t)
+                .where(t.c.is_leader == sa.true(), t.c.worker_id != ctx.worker_id)
+                .values(is_leader=False)
+            )
 
 
 def step_control_sync(ctx: TickContext) -> None:
