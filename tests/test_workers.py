@@ -83,21 +83,34 @@ def test_exactly_one_lock_holder_and_the_next_takes_over(
 
 def test_two_workers_both_drain_and_exactly_one_leads(shared: tuple[Store, Settings]) -> None:
     store, settings = shared
-    total = fill_stream(settings, entries=60, per_entry=20)
     steps = [s for s in STEPS if s.name in ("rollups", "heartbeat")]
     workers = [Worker(Store.from_url(store.url), settings, worker_id=f"w{i}", steps=steps) for i in range(2)]
     threads = [threading.Thread(target=w.run_forever, daemon=True) for w in workers]
     for t in threads:
         t.start()
+    r = redis_lib.Redis.from_url(settings.redis_url)
+    key = keys.ingest_stream(settings.redis_prefix)
+
+    def consumers() -> set[str]:
+        try:
+            return {c["name"].decode() for c in r.xinfo_consumers(key, keys.INGEST_GROUP)}
+        except redis_lib.ResponseError:  # the group does not exist yet
+            return set()
+
     try:
+        # both read the stream before anything is in it, so neither finds a backlog to itself
+        wait_for(lambda: consumers() == {w.worker_id for w in workers}, 10.0, message=consumers)
+        total = fill_stream(settings, entries=60, per_entry=20)
         wait_for(
             lambda: count(store, schema.llm_calls) == total,
             20.0,
             message=lambda: count(store, schema.llm_calls),
         )
         wait_for(lambda: sum(w.lock.held for w in workers) == 1)
+        # each worker counts a batch just after its commit: wait for the counts to catch up
+        wait_for(lambda: sum(w.state["ingested_total"] for w in workers) >= total, 5.0)
         ingested = [w.state["ingested_total"] for w in workers]
-        assert all(n > 0 for n in ingested) and sum(ingested) >= total, ingested
+        assert all(n > 0 for n in ingested), f"both workers drained: {ingested}"
         later = utcnow() + timedelta(seconds=3 * settings.worker_tick_s)
         wait_for(lambda: _ticked_since(store, later) == {w.worker_id for w in workers}, 20.0)
         assert sum(w.lock.held for w in workers) == 1, "several ticks later, still exactly one leader"
@@ -119,8 +132,6 @@ def test_two_workers_both_drain_and_exactly_one_leads(shared: tuple[Store, Setti
     with store.connect() as conn:
         rolled = conn.execute(sa.select(sa.func.sum(schema.rollup_llm_minute.c["count"]))).scalar()
     assert rolled == total
-    r = redis_lib.Redis.from_url(settings.redis_url)
-    key = keys.ingest_stream(settings.redis_prefix)
     assert r.xlen(key) == 0 and r.xpending(key, keys.INGEST_GROUP)["pending"] == 0
     for w in workers:
         w.store.dispose()
