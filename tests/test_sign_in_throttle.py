@@ -197,3 +197,33 @@ def test_user_names_are_normalised_and_looked_up_without_case(sqlite_store: Stor
         auth.create_user(sqlite_store, "\uff2f\uff4c\uff47\uff41.k", auth.ANALYST, PASSWORD)
     assert auth.authenticate(sqlite_store, "OLGA.K", PASSWORD).name == "olga.k"
     assert auth.get_user(sqlite_store, "Olga.K") == auth.User("olga.k", auth.OPERATOR)
+
+
+def test_a_password_typed_into_the_name_field_is_not_kept_under_a_plain_hash(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from observability.settings import reset_settings_cache
+    from observability.store import schema
+
+    def stored_keys() -> set[str]:
+        t = schema.sign_in_throttle
+        with sqlite_store.connect() as conn:
+            rows = conn.execute(sa.select(t.c.key, t.c.account_key)).all()
+        return {k for row in rows for k in row if k}
+
+    typed = "correct-horse-battery-staple"  # someone typed a password into the name field
+    for secret in ("first-secret-of-this-console", "second-secret-of-this-console"):
+        monkeypatch.setenv("SESSION_SECRET", secret)
+        reset_settings_cache()
+        with pytest.raises(auth.AuthError):
+            auth.authenticate(sqlite_store, typed, "anything-at-all", client="198.51.100.9", now=T0)
+    reset_settings_cache()
+    plain = {hashlib.sha256(f"{kind}\0{typed}".encode()).hexdigest() for kind in ("account", "pair")}
+    plain |= {hashlib.sha256(f"pair\0{typed}\0198.51.100.9".encode()).hexdigest()}
+    keys = stored_keys()
+    assert not keys & plain, "a fast, unkeyed hash of the typed name is stored"
+    assert len(keys) >= 4, "the same name under two secrets gives different keys"

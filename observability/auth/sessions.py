@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from observability.auth.audit import audit_event
+from observability.auth.secret import secret_key
 from observability.auth.users import User, get_user, revoke_user_sessions
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
@@ -52,26 +52,6 @@ class Resolved:
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def secret_key(settings: Settings | None = None) -> str:
-    """The cookie-signing key: SESSION_SECRET, else a random key created once in a 0600 file."""
-    s = settings or get_settings()
-    if s.session_secret:
-        return s.session_secret
-    path = s.session_secret_file
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process wrote it first
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key)
-        return key
 
 
 def _serializer(settings: Settings | None, salt: str) -> URLSafeSerializer:

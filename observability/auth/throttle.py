@@ -5,7 +5,7 @@ Every sign-in attempt first runs one `INSERT ... ON CONFLICT DO UPDATE ... RETUR
 the row lock of the upsert orders them and each sees its own count. Only attempts whose count is
 within the limit go on to check a password; the others are refused before any hashing.
 
-Keys are SHA-256 digests of the normalised user name and the client address, so a password typed
+Keys are HMAC-SHA256 digests (under the console's secret) of the normalised user name and the client address, so a password typed
 into the name field is never stored in clear, and an unknown name throttles (and "locks") exactly
 like a real one. A pair (name, address) locks after `sign_in_max_failures` attempts; each further
 lock of the same pair doubles, up to a day. A client address locks after
@@ -16,12 +16,14 @@ affected: a stranger cannot lock the admin out.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from observability.auth.secret import secret_key
 from observability.store import schema
 
 MAX_LOCK = timedelta(days=1)
@@ -29,7 +31,11 @@ QUIET_RESET = timedelta(days=1)  # a pair with no attempt for this long forgets 
 
 
 def digest(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+    """HMAC-SHA256 under the console's secret: a password typed into the name field is not kept
+    in a form a fast offline guess could reverse."""
+    return hmac.new(
+        secret_key().encode("utf-8"), "\0".join(parts).encode("utf-8"), hashlib.sha256
+    ).hexdigest()
 
 
 def account_key(name: str) -> str:
