@@ -18,7 +18,6 @@ from collections import deque
 from typing import Any
 
 from observability import telemetry
-from observability.redaction import redact_batch
 from observability.sdk.sinks import PartiallyRejected, RedisSink, StoreSink
 from observability.sdk.spool import Spool
 from observability.settings import Settings
@@ -168,6 +167,9 @@ class Transport:
             log.info("observability sink available again")
 
     def _spill(self, batch: list) -> None:
+        # loaded on the flush thread at the first spill: a bot whose sink is up never pays for it
+        from observability.redaction import redact_batch
+
         try:
             self.spool.spill(redact_batch(batch, self.settings))  # the disk holds only redacted text
             self.counts["spilled"] += len(batch)
