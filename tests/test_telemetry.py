@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from support import subprocess_env
+from support import TcpProxy, subprocess_env, wait_for
 
 from observability import telemetry
 from observability.sdk import ObservabilityClient
@@ -137,6 +137,35 @@ def test_sdk_flushes_are_traced_and_count_interactions_and_handoffs(
     assert flushes and all(s.attributes["obs.success"] for s in flushes)
     assert sum(s.attributes["obs.batch_size"] for s in flushes) == 6
     assert otel.counter("obs.interaction.total") == {(("bot", "buyer"),): 1, (("bot", "lead"),): 3}
+    assert otel.counter("obs.handoff.total") == {
+        (("source", "lead"), ("success", True), ("target", "buyer")): 1
+    }
+
+
+def test_batches_spooled_while_redis_is_down_are_traced_and_counted_once_when_replayed(
+    otel: Otel, redis_url: str, sqlite_store: Store, make_settings: Callable[..., Settings]
+) -> None:
+    """A batch that waited in the spool is traced and counted when it reaches the stream, not
+    before (it was not delivered) and not twice."""
+    proxy = TcpProxy.for_url(redis_url)  # not started: Redis is "down" for the client
+    client = ObservabilityClient(settings=make_settings(sqlite_store.url, proxy.url))
+    try:
+        for _ in range(2):
+            client.record_bot_interaction("lead", 800.0)
+        client.record_handoff("lead", "buyer", duration_ms=30.0)
+        wait_for(lambda: client.stats()["spilled"] == 3, timeout=10)
+        assert not [s for s in otel.finished("observability.sdk.flush") if s.attributes["obs.success"]]
+        assert otel.counter("obs.interaction.total") == {}
+        proxy.start()
+        assert client.flush(10.0)
+    finally:
+        client.close()
+        proxy.stop()
+    assert client.stats()["replayed"] == 3
+    replays = [s for s in otel.finished("observability.sdk.flush") if s.attributes.get("obs.replayed")]
+    assert replays and all(s.attributes["obs.success"] for s in replays)
+    assert sum(s.attributes["obs.batch_size"] for s in replays) == 3
+    assert otel.counter("obs.interaction.total") == {(("bot", "lead"),): 2}
     assert otel.counter("obs.handoff.total") == {
         (("source", "lead"), ("success", True), ("target", "buyer")): 1
     }

@@ -119,22 +119,27 @@ class Transport:
                     self._inflight -= 1
 
     def _send(self, batch: list) -> None:
-        """`_send_batch` in an optional OpenTelemetry span (a no-op without OTel)."""
-        if not self._sink.ready.is_set() or not telemetry.enabled():  # (OTel's first probe is slow)
+        """Deliver a batch, or spill it at once while the sink is down or still opening.
+
+        A delivery is traced and counted (OpenTelemetry, a no-op without it) when it reaches the
+        sink, here or later from the spool, so a batch spooled at start-up is counted once, when
+        it is replayed, and never while it only sits on disk."""
+        if time.monotonic() < self._sink_down_until or not self._sink.ready.wait(OPEN_GRACE_S):
+            self._spill(batch)
+            return
+        if not telemetry.enabled():
             self._send_batch(batch)
             return
-        telemetry.count_events(batch)
         spilled, dropped = self.counts["spilled"], self.counts["dropped"]
         with telemetry.optional_span("observability.sdk", "flush", **{"obs.batch_size": len(batch)}) as span:
             self._send_batch(batch)
             if self.counts["spilled"] > spilled or self.counts["dropped"] > dropped:
                 span.mark_failed("spooled")
+            else:
+                telemetry.count_events(batch)
 
     def _send_batch(self, batch: list) -> None:
-        """Deliver with retries; when the sink is down, or still opening, spill to the spool at once."""
-        if time.monotonic() < self._sink_down_until or not self._sink.ready.wait(OPEN_GRACE_S):
-            self._spill(batch)
-            return
+        """Deliver with retries; when they are used up, spill to the spool."""
         delay = self.settings.sdk_retry_backoff_s
         retries = 0 if self._sink_down else self.settings.sdk_max_retries  # a known-down sink: one probe
         for attempt in range(retries + 1):
@@ -197,7 +202,7 @@ class Transport:
     def _replay_pending(self) -> None:
         self.spool.recover_claims()
 
-        def send(batch: list) -> None:
+        def write(batch: list) -> None:
             try:
                 self._sink.write(batch)
             except PartiallyRejected as exc:
@@ -205,6 +210,15 @@ class Transport:
                 self.counts["replayed"] += len(batch) - exc.count
                 return
             self.counts["replayed"] += len(batch)
+
+        def send(batch: list) -> None:
+            if not telemetry.enabled():
+                write(batch)
+                return
+            attributes = {"obs.batch_size": len(batch), "obs.replayed": True}
+            with telemetry.optional_span("observability.sdk", "flush", **attributes):
+                write(batch)  # a failure is recorded on the span and re-raised: the file stays
+            telemetry.count_events(batch)
 
         try:
             # a few files at a time, so new events keep flowing while a long backlog is replayed
