@@ -170,7 +170,9 @@ class Settings:
     monthly_budget_usd: float = 500.0
     # --- HTTP API and WebSocket (/api/v1) ----------------------------------------------------
     api_rate_limit_per_min: int = 1000  # requests per user and minute
-    api_emergency_rate_limit_per_min: int = 10  # emergency resets/resume per user and minute (a stop never counts)
+    api_emergency_rate_limit_per_min: int = (
+        10  # emergency resets/resume per user and minute (a stop never counts)
+    )
     api_token_default_days: int = 90
     api_token_max_days: int = 365
     websocket_max_connections: int = 1000  # per console process
@@ -304,7 +306,9 @@ class Settings:
             api_token_default_days=_int(e.get("API_TOKEN_DEFAULT_DAYS"), d.api_token_default_days),
             api_token_max_days=_int(e.get("API_TOKEN_MAX_DAYS"), d.api_token_max_days),
             websocket_max_connections=_int(e.get("WEBSOCKET_MAX_CONNECTIONS"), d.websocket_max_connections),
-            websocket_user_connections=_int(e.get("WEBSOCKET_USER_CONNECTIONS"), d.websocket_user_connections),
+            websocket_user_connections=_int(
+                e.get("WEBSOCKET_USER_CONNECTIONS"), d.websocket_user_connections
+            ),
             websocket_ping_interval_s=_float(e.get("WEBSOCKET_PING_INTERVAL"), d.websocket_ping_interval_s),
             websocket_timeout_s=_float(e.get("WEBSOCKET_TIMEOUT"), d.websocket_timeout_s),
             websocket_poll_interval_s=_float(e.get("WEBSOCKET_POLL_INTERVAL_S"), d.websocket_poll_interval_s),

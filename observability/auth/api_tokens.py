@@ -186,7 +186,9 @@ def revoke_token(
         if row.revoked_at is not None:
             return False
         conn.execute(
-            sa.update(t).where(t.c.jti_hash == row.jti_hash).values(revoked_at=to_naive_utc(now), revoked_by=acting.name)
+            sa.update(t)
+            .where(t.c.jti_hash == row.jti_hash)
+            .values(revoked_at=to_naive_utc(now), revoked_by=acting.name)
         )
         audit_event(
             conn, "api_token.revoked", f"{acting.name} revoked API token {row.name!r} of {row.user_name}",
