@@ -21,9 +21,9 @@ import jwt
 import sqlalchemy as sa
 
 from observability.auth.audit import audit_event
-from observability.auth.roles import PERMISSIONS, ROLES, PermissionDenied
+from observability.auth.roles import ADMIN, PERMISSIONS, ROLES, PermissionDenied
 from observability.auth.secret import secret_key
-from observability.auth.users import authorize, get_user
+from observability.auth.users import User, authorize, get_user
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.timeutil import as_aware, resolve_now, to_naive_utc
@@ -68,6 +68,15 @@ def _signing_key(settings: Settings | None) -> bytes:
     return hmac.new(secret_key(settings).encode(), b"api-token-v1", hashlib.sha256).digest()
 
 
+def _acting(store: Store, actor: str | None) -> User:
+    if actor is None:
+        return User("cli", ADMIN)
+    acting = get_user(store, actor)
+    if acting is None or acting.disabled:
+        raise PermissionDenied(f"api tokens: unknown or disabled user {actor!r}")
+    return acting
+
+
 def _hash(jti: str) -> str:
     return hashlib.sha256(jti.encode()).hexdigest()
 
@@ -84,7 +93,7 @@ def scopes_for(role: str) -> list[str]:
 
 def create_token(
     store: Store,
-    actor: str,
+    actor: str | None,
     user: str,
     name: str,
     *,
@@ -93,22 +102,21 @@ def create_token(
     now: datetime | None = None,
     settings: Settings | None = None,
 ) -> IssuedToken:
-    """Issue a token for `user` (the actor themself, or anyone when the actor is an admin).
+    """Issue a token for `user` (the actor themself, or anyone when the actor is an admin;
+    `actor=None` is the trusted CLI, which acts with the store's own credentials).
 
     `scope` defaults to the user's role and may only narrow it; `days` defaults to
     API_TOKEN_DEFAULT_DAYS and is capped by API_TOKEN_MAX_DAYS. Raises ValueError for bad input,
     PermissionDenied when the actor may not issue it.
     """
     s = settings or get_settings()
-    acting = get_user(store, actor)
-    if acting is None or acting.disabled:
-        raise PermissionDenied(f"api tokens: unknown or disabled user {actor!r}")
+    acting = _acting(store, actor)
     target = get_user(store, user)
     if target is None:
         raise ValueError(f"no user {user!r}")
     if target.disabled:
         raise ValueError(f"user {target.name!r} is disabled")
-    if target.name.lower() != acting.name.lower():
+    if actor is not None and target.name.lower() != acting.name.lower():
         authorize(store, actor, "users.manage", s)
     if not isinstance(name, str) or not name.strip():
         raise ValueError("a token needs a name (what will use it)")
@@ -167,21 +175,24 @@ def list_tokens(store: Store, user: str | None = None) -> list[dict[str, Any]]:
 
 
 def revoke_token(
-    store: Store, actor: str, token_id: str, *, now: datetime | None = None, settings: Settings | None = None
+    store: Store,
+    actor: str | None,
+    token_id: str,
+    *,
+    now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> bool:
     """Revoke a token by its id (from `list_tokens`): its owner or an admin may. True when it
     was active; False when it was already revoked. Raises LookupError for an unknown id."""
     s = settings or get_settings()
-    acting = get_user(store, actor)
-    if acting is None or acting.disabled:
-        raise PermissionDenied(f"api tokens: unknown or disabled user {actor!r}")
+    acting = _acting(store, actor)
     now = resolve_now(now)
     t = schema.api_tokens
     with store.begin() as conn:
         row = conn.execute(sa.select(t).where(t.c.jti_hash == str(token_id))).first()
         if row is None:
             raise LookupError(f"no API token {token_id!r}")
-        if row.user_name.lower() != acting.name.lower():
+        if actor is not None and row.user_name.lower() != acting.name.lower():
             authorize(store, actor, "users.manage", s)
         if row.revoked_at is not None:
             return False
