@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -25,6 +25,7 @@ from observability import control
 from observability.alerting import AlertingService
 from observability.api import create_app
 from observability.auth import api_tokens
+from observability.settings import Settings
 from observability.store import Store
 
 RECV_S = 10.0  # longest wait for one expected message (a bound, not a pause)
@@ -209,7 +210,7 @@ def serve_in_process(app) -> Iterator[str]:  # noqa: ANN001
 def test_without_redis_the_hub_polls_the_store_and_the_process_limit_holds(
     sqlite_url: str,
     sqlite_store: Store,
-    make_settings,  # noqa: ANN001
+    make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(sqlite_url, auth_mode="password", session_secret="in-process-" + "s" * 24,
                              websocket_poll_interval_s=0.1, websocket_max_connections=3)  # fmt: skip
