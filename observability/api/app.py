@@ -18,7 +18,7 @@ from observability.alerting import AlertNotFound, InvalidTransition
 from observability.api import inbound, ws
 from observability.api.context import make_context
 from observability.api.deps import require
-from observability.api.models import Whoami
+from observability.api.models import ERRORS, Whoami
 from observability.api.routes import alerts, emergency, intervention, monitoring
 from observability.auth.api_tokens import Principal
 from observability.auth.roles import PermissionDenied
@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.include_router(router)
     app.include_router(ws.router)
 
-    @app.get("/auth/whoami", response_model=Whoami, tags=["auth"], summary="Who this token acts for")
+    @app.get("/auth/whoami", response_model=Whoami, tags=["auth"], summary="Who this token acts for",
+             responses={k: v for k, v in ERRORS.items() if k in (401, 403, 429)})  # fmt: skip
     def whoami(p: Annotated[Principal, Depends(require("dashboards.view"))]) -> dict:
         return {"user": p.user, "role": p.role, "scope": p.scope}
 

@@ -14,14 +14,18 @@ from starlette.concurrency import run_in_threadpool
 from observability.alerting.inbound import InboundRejected, handle_opsgenie, handle_pagerduty
 from observability.api.context import ApiContext
 from observability.api.deps import context
+from observability.api.models import Error
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 Ctx = Annotated[ApiContext, Depends(context)]
 JSON_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
 }
-ERRORS = {401: {"description": "bad or missing signature/secret"}, 400: {"description": "malformed body"},
-          413: {"description": "body too large"}}  # fmt: skip
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "malformed body"},
+    401: {"model": Error, "description": "bad or missing signature or secret (or not configured)"},
+    413: {"model": Error, "description": "body too large"},
+}
 
 
 class InboundOut(BaseModel):

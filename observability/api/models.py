@@ -214,3 +214,17 @@ class Whoami(BaseModel):
 
 class Error(BaseModel):
     detail: Any
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "a typed confirmation is missing"},
+    401: {
+        "model": Error,
+        "description": "no token, or a malformed, expired or revoked one, or a disabled user",
+    },
+    403: {"model": Error, "description": "the token's scope or the user's role does not allow this"},
+    404: {"model": Error, "description": "no such conversation or alert"},
+    409: {"model": Error, "description": "the conversation's or alert's state does not allow this now"},
+    422: {"model": Error, "description": "invalid input; nothing was changed"},
+    429: {"model": Error, "description": "rate limit; see Retry-After"},
+}

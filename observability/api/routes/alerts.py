@@ -14,7 +14,7 @@ from observability.api.deps import context, require
 from observability.auth.api_tokens import Principal
 from observability.auth.audit import jsonable
 
-router = APIRouter(prefix="/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"], responses=m.ERRORS)
 Ctx = Annotated[ApiContext, Depends(context)]
 AlertId = Annotated[int, Path(ge=1, le=2**62)]
 

@@ -17,7 +17,7 @@ from observability.api.deps import EMERGENCY, NEVER, context, require
 from observability.api.routes.intervention import action_out
 from observability.auth.api_tokens import Principal
 
-router = APIRouter(prefix="/emergency", tags=["emergency"])
+router = APIRouter(prefix="/emergency", tags=["emergency"], responses=m.ERRORS)
 Ctx = Annotated[ApiContext, Depends(context)]
 ConversationId = Annotated[str, Path(min_length=1, max_length=100)]
 

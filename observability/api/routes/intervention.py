@@ -15,7 +15,7 @@ from observability.api.context import ApiContext
 from observability.api.deps import context, require
 from observability.auth.api_tokens import Principal
 
-router = APIRouter(prefix="/intervention", tags=["intervention"])
+router = APIRouter(prefix="/intervention", tags=["intervention"], responses=m.ERRORS)
 Ctx = Annotated[ApiContext, Depends(context)]
 ConversationId = Annotated[str, Path(min_length=1, max_length=100)]
 CONTROL = require("conversations.control")

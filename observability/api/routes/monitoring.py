@@ -22,7 +22,7 @@ from observability.control import system_status
 from observability.store import schema
 from observability.timeutil import as_aware, utcnow
 
-router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+router = APIRouter(prefix="/monitoring", tags=["monitoring"], responses=m.ERRORS)
 VIEW = require("dashboards.view")
 Ctx = Annotated[ApiContext, Depends(context)]
 
