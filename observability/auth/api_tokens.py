@@ -224,16 +224,21 @@ def verify_token(
         raise TokenInvalid("the API token has expired: create a new one") from None
     except jwt.PyJWTError:
         raise TokenInvalid("the API token is not valid (malformed or not signed by this console)") from None
-    t = schema.api_tokens
-    with store.connect() as conn:
-        row = conn.execute(sa.select(t).where(t.c.jti_hash == _hash(str(claims["jti"])))).first()
+    t, u = schema.api_tokens, schema.users
+    stmt = (
+        sa.select(t.c.jti_hash, t.c.user_name, t.c.scope, t.c.expires_at, t.c.revoked_at,
+                  u.c.name.label("current_name"), u.c.role, u.c.disabled)
+        .select_from(t.outerjoin(u, sa.func.lower(u.c.name) == sa.func.lower(t.c.user_name)))
+        .where(t.c.jti_hash == _hash(str(claims["jti"])))
+    )  # fmt: skip
+    with store.connect() as conn:  # one query per request: the token row and its user's current state
+        row = conn.execute(stmt).first()
     if row is None:
         raise TokenInvalid("the API token is unknown to this console")
     if row.revoked_at is not None:
         raise TokenInvalid("the API token was revoked")
     if row.expires_at <= resolve_now(now):
         raise TokenInvalid("the API token has expired: create a new one")
-    user = get_user(store, row.user_name)
-    if user is None or user.disabled:
+    if row.current_name is None or row.disabled:
         raise TokenInvalid(f"user {row.user_name!r} is disabled or removed")
-    return Principal(user.name, user.role, row.scope, row.jti_hash)
+    return Principal(row.current_name, row.role, row.scope, row.jti_hash)
