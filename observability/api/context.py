@@ -18,9 +18,15 @@ from observability.store import Store
 @dataclass
 class ApiContext:
     settings: Settings
-    store: Store
+    given_store: Store | None
     redis: Any | None
     limiter: RateLimiter
+
+    @property
+    def store(self) -> Store:
+        """The given store, else the process's for DATABASE_URL, opened (and migrated) on first use,
+        so importing the console's app does not touch the database."""
+        return self.given_store or _store_for(self.settings.database_url)
 
 
 @lru_cache(maxsize=4)
@@ -33,6 +39,4 @@ def _store_for(url: str) -> Store:
 def make_context(settings: Settings, store: Store | None = None) -> ApiContext:
     """The context for `settings` (the store is shared per DATABASE_URL within the process)."""
     redis = connect(settings) if settings.redis_url else None
-    return ApiContext(
-        settings, store or _store_for(settings.database_url), redis, RateLimiter(settings, redis)
-    )
+    return ApiContext(settings, store, redis, RateLimiter(settings, redis))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -18,6 +19,7 @@ from observability.api import models as m
 from observability.api.context import ApiContext
 from observability.api.deps import context, require
 from observability.auth.api_tokens import Principal
+from observability.auth.audit import jsonable
 from observability.control import system_status
 from observability.store import schema
 from observability.timeutil import as_aware, utcnow
@@ -87,13 +89,12 @@ def performance(ctx: Ctx, p: Annotated[Principal, Depends(VIEW)], window: m.Time
     return {"window": w, "sla": _jsonable(sla), "bots": _jsonable(bots), "timestamp": _iso_now()}
 
 
-def _jsonable(value):  # noqa: ANN001, ANN202 - dataclasses, datetimes and numpy scalars to JSON types
-    from observability.auth import jsonable
-
-    if isinstance(value, float) and value != value:  # NaN
+def _jsonable(value: Any) -> Any:
+    """Service results as JSON types: datetimes as ISO text, numpy scalars as numbers, NaN as null."""
+    if isinstance(value, float) and math.isnan(value):
         return None
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
