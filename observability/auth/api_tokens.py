@@ -15,6 +15,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -65,7 +66,22 @@ class IssuedToken:
 
 def _signing_key(settings: Settings | None) -> bytes:
     """A key of its own for API tokens, derived from the console secret (cookies use another)."""
-    return hmac.new(secret_key(settings).encode(), b"api-token-v1", hashlib.sha256).digest()
+    s = settings or get_settings()
+    if s.session_secret:
+        return _derive(s.session_secret)
+    path = str(s.session_secret_file)
+    key = _file_keys.get(path)
+    if key is None:  # read SESSION_SECRET_FILE once per process, not on every request
+        key = _file_keys[path] = _derive(secret_key(s))
+    return key
+
+
+_file_keys: dict[str, bytes] = {}
+
+
+@lru_cache(maxsize=8)
+def _derive(secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"api-token-v1", hashlib.sha256).digest()
 
 
 def _acting(store: Store, actor: str | None) -> User:
