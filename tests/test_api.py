@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from support.api_fixtures import ROLE_USERS, ServedApi
 
 from observability import control
+from observability.alerting import AlertingService
 from observability.auth.roles import ROLES, roles_for
 from observability.store import schema
 
@@ -231,3 +232,29 @@ def test_live_metrics_and_drill_down_have_the_documents_shape(served_api: Served
     assert sum(p["value"] or 0 for p in d["historical_data"]) >= 2 * 30
     assert set(d["percentile_data"]) == {"p50", "p95", "p99"}
     assert set(d["trend_analysis"]) == {"direction", "percentage_change", "is_concerning"}
+
+
+def test_alert_actions_through_the_api_change_the_alert_as_the_console_does(served_api: ServedApi) -> None:
+    svc = AlertingService(
+        served_api.store, served_api.settings.replace(alert_default_for_s=0.0, alert_min_samples=0)
+    )
+    fired = svc.check_and_send_alerts({"response_time": 99_000.0})
+    assert fired, "the high response time rule fires"
+    alert_id = fired[0]["id"]
+    h = served_api.headers("operator")
+    active = requests.get(served_api.base + "/alerts/active", headers=h, timeout=TIMEOUT).json()
+    assert alert_id in [a["id"] for a in active["alerts"]] and active["count"] == len(active["alerts"])
+    level = svc.get_alert(alert_id)["escalation_level"]
+    r = requests.post(served_api.base + f"/alerts/escalate/{alert_id}", headers=h, timeout=TIMEOUT)
+    assert r.status_code == 200 and r.json()["alert"]["escalation_level"] == level + 1
+    r = requests.post(served_api.base + f"/alerts/resolve/{alert_id}", json={"note": "fixed upstream"}, headers=h,
+                      timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 200
+    alert = svc.get_alert(alert_id)
+    assert (alert["state"], alert["resolved_by"]) == ("resolved", "opal")
+    kinds = [e["kind"] for e in svc.alert_timeline(alert_id)]
+    assert "resolved" in kinds
+    again = requests.post(
+        served_api.base + f"/alerts/acknowledge/{alert_id}", json={}, headers=h, timeout=TIMEOUT
+    )
+    assert again.status_code == 409 and "resolved" in again.json()["detail"]
