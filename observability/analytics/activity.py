@@ -180,13 +180,16 @@ def feed_after(
     return rows, ((rows[-1]["ts"], rows[-1]["id"]) if more and rows else None)
 
 
-def events_since(store: Store, since: datetime, limit: int = 500) -> list[dict[str, Any]]:
-    """Events stamped at or after `since`, oldest first: what the API's WebSocket hubs poll when
-    there is no Redis (they look back a little and skip ids they have sent, because a change's
-    event may commit a moment after a later-stamped one)."""
+def events_since(
+    store: Store, since: datetime, limit: int = 500, *, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Events stamped in [since, until] (until: no end), oldest first, at most `limit`: what the
+    API's WebSocket hubs poll when there is no Redis (they also look back a little, `until` set, and
+    skip ids they have sent, because a change's event may commit a moment after a later one)."""
     a = schema.activity_events
     cols = [a.c.id, a.c.ts, a.c.severity, a.c.event_type, a.c.category, a.c.title, a.c.description,
             a.c.account_id, a.c.conversation_id, a.c.user_id, a.c.metadata]  # fmt: skip
-    stmt = sa.select(*cols).where(a.c.ts >= since).order_by(a.c.ts, a.c.id).limit(limit)
+    cond = a.c.ts >= since if until is None else sa.and_(a.c.ts >= since, a.c.ts <= until)
+    stmt = sa.select(*cols).where(cond).order_by(a.c.ts, a.c.id).limit(limit)
     with store.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]

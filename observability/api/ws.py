@@ -45,7 +45,7 @@ router = APIRouter(tags=["live"])
 ROOMS = ("monitoring_dashboard", "activity_feed", "alerts_monitoring", "interventions_monitoring",
          "emergency_monitoring", "alerts")  # fmt: skip
 CONVERSATION_PREFIX = "conversation:"
-POLL_LOOKBACK_S = 30.0  # an event may commit a little after a later-stamped one
+POLL_LOOKBACK_S = 10.0  # an event may commit a little after a later-stamped one
 
 
 def _now_iso() -> str:
@@ -206,22 +206,23 @@ class Hub:
             await asyncio.sleep(interval)
             if not self.connections:
                 continue
-            try:
-                since = self._since - timedelta(seconds=POLL_LOOKBACK_S)
-                events = await run_in_threadpool(activity.events_since, self.ctx.store, since)
+            try:  # new events from the cursor on, and late commits in the look-back window before it
+                fresh = await run_in_threadpool(activity.events_since, self.ctx.store, self._since)
+                late = await run_in_threadpool(activity.events_since, self.ctx.store,
+                                               self._since - timedelta(seconds=POLL_LOOKBACK_S), until=self._since)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - store down: try again next round
                 log.warning("live poll: store failed (%s)", type(exc).__name__)
                 continue
             mono = time.monotonic()
-            for event in events:
+            for event in sorted(late + fresh, key=lambda e: (e["ts"], e["id"])):
                 if event["id"] in self._seen:
                     continue
                 self._seen[event["id"]] = mono
                 self._since = max(self._since, event["ts"])
                 for message in self._messages_for(event):
                     await self.broadcast(message)
-            cutoff = mono - 4 * POLL_LOOKBACK_S
-            if len(self._seen) > 1000:
+            if len(self._seen) > 2000:
+                cutoff = mono - 4 * POLL_LOOKBACK_S
                 self._seen = {k: v for k, v in self._seen.items() if v >= cutoff}
 
     async def metrics_message(self) -> dict[str, Any]:
