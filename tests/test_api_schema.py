@@ -3,8 +3,8 @@ whatever a client that knows only `/api/v1/openapi.json` sends, the console answ
 server error, with a documented status code and content type, and a body that matches the schema.
 
 Bounded: a few examples per operation (MAX_EXAMPLES), so the run stays well under a minute.
-(schemathesis' own pytest plugin does not run under pytest 9 yet, so the operations are driven
-with hypothesis directly, one `given` per operation.)
+(schemathesis' own pytest plugin does not run under pytest 9 yet, so pytest.ini disables it and the
+operations are driven with hypothesis directly, one `given` per operation.)
 """
 
 from __future__ import annotations
