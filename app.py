@@ -2,7 +2,8 @@
 
 Streamlit serves Home.py (the router and its pages); around it this app adds the console's own
 sign-in and sign-out routes and the session gate (`observability.ui.web_auth`), so a session lives
-in a signed HttpOnly cookie and survives reloads and new tabs.
+in a signed HttpOnly cookie and survives reloads and new tabs, and the HTTP API with its WebSocket
+under /api/v1 (`observability.api`, token-authenticated).
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
+from observability import api  # noqa: E402
 from observability.ui import common as ui  # noqa: E402
 from observability.ui import web_auth  # noqa: E402
 
 ui.enable_cookie_sessions()
 
-app = st.App(str(ROOT / "Home.py"), routes=web_auth.ROUTES, middleware=[Middleware(web_auth.SessionGate)])
+# /api/v1: the HTTP API and its WebSocket for the tools around the console (observability.api)
+app = st.App(
+    str(ROOT / "Home.py"),
+    routes=[*web_auth.ROUTES, api.mount()],
+    middleware=[Middleware(web_auth.SessionGate)],
+)

@@ -11,6 +11,8 @@ here; a key written by one and read by another can never drift apart.
 | `<prefix>control:conversations` | hash id -> state | control services, worker mirror | SDK gates |
 | `<prefix>control:events` | pub/sub channel | control services | SDK (gates and operator messages) |
 | `<prefix>control:synced` | string | worker mirror, control after a full mirror | SDK (trust Redis only when set) |
+| `<prefix>live` | pub/sub channel | `store.live.publish` (take-over, release, stops) | API WebSocket hubs |
+| `<prefix>api:rate:<user>:<scope>:<minute>` | counter, expires | API rate limiter | API rate limiter |
 """
 
 from __future__ import annotations
@@ -41,3 +43,13 @@ def control_synced(prefix: str) -> str:
     """Present once the control state is completely mirrored into Redis. Without it (Redis new or
     restarted) gates read the store, so a Redis restart cannot reopen a gate."""
     return f"{prefix}control:synced"
+
+
+def live_channel(prefix: str) -> str:
+    """Live messages for WebSocket clients (`intervention_update`, ...), one JSON document each."""
+    return f"{prefix}live"
+
+
+def api_rate(prefix: str, user: str, scope: str, minute: int) -> str:
+    """Requests of one user in one minute (epoch minute) for one limit scope (`api`, `emergency`)."""
+    return f"{prefix}api:rate:{user}:{scope}:{minute}"

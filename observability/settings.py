@@ -168,6 +168,21 @@ class Settings:
     # --- console --------------------------------------------------------------------------
     console_cache_ttl_s: int = 15
     monthly_budget_usd: float = 500.0
+    # --- HTTP API and WebSocket (/api/v1) ----------------------------------------------------
+    api_rate_limit_per_min: int = 1000  # requests per user and minute
+    api_emergency_rate_limit_per_min: int = (
+        10  # emergency resets/resume per user and minute (a stop never counts)
+    )
+    api_token_default_days: int = 90
+    api_token_max_days: int = 365
+    websocket_max_connections: int = 1000  # per console process
+    websocket_user_connections: int = 10  # per user and console process
+    websocket_ping_interval_s: float = 30.0
+    websocket_timeout_s: float = 300.0  # a client silent this long is disconnected
+    websocket_poll_interval_s: float = 1.0  # store polling for live messages (Redis pushes at once)
+    metrics_interval_s: float = 15.0  # metrics_update to the monitoring_dashboard room
+    pagerduty_webhook_secret: str | None = field(default=None, repr=False)
+    opsgenie_webhook_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -284,6 +299,22 @@ class Settings:
             otel_service_name=_str(e.get("OTEL_SERVICE_NAME"), None),
             console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
             monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
+            api_rate_limit_per_min=_int(e.get("API_RATE_LIMIT_PER_MIN"), d.api_rate_limit_per_min),
+            api_emergency_rate_limit_per_min=_int(
+                e.get("API_EMERGENCY_RATE_LIMIT_PER_MIN"), d.api_emergency_rate_limit_per_min
+            ),
+            api_token_default_days=_int(e.get("API_TOKEN_DEFAULT_DAYS"), d.api_token_default_days),
+            api_token_max_days=_int(e.get("API_TOKEN_MAX_DAYS"), d.api_token_max_days),
+            websocket_max_connections=_int(e.get("WEBSOCKET_MAX_CONNECTIONS"), d.websocket_max_connections),
+            websocket_user_connections=_int(
+                e.get("WEBSOCKET_USER_CONNECTIONS"), d.websocket_user_connections
+            ),
+            websocket_ping_interval_s=_float(e.get("WEBSOCKET_PING_INTERVAL"), d.websocket_ping_interval_s),
+            websocket_timeout_s=_float(e.get("WEBSOCKET_TIMEOUT"), d.websocket_timeout_s),
+            websocket_poll_interval_s=_float(e.get("WEBSOCKET_POLL_INTERVAL_S"), d.websocket_poll_interval_s),
+            metrics_interval_s=_float(e.get("METRICS_INTERVAL"), d.metrics_interval_s),
+            pagerduty_webhook_secret=_str(e.get("PAGERDUTY_WEBHOOK_SECRET"), None),
+            opsgenie_webhook_secret=_str(e.get("OPSGENIE_WEBHOOK_SECRET"), None),
         )
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from observability import auth
+from observability.auth import api_tokens
 from observability.auth import cli as users
 from observability.settings import get_settings
 from observability.ui import common as ui
@@ -119,3 +120,43 @@ with tab_channels:
     ui.table(pd.DataFrame(users.channel_status(settings)), "channels.csv", key="ad_channels")
     st.markdown("**Control and privacy settings**")
     ui.table(pd.DataFrame(users.security_settings(settings)), "security_settings.csv", key="ad_security")
+
+# ---- API tokens (issue 16): per-user JWTs for /api/v1, shown once, stored hashed --------------------
+st.divider()
+st.subheader("API tokens")
+st.caption("A token acts as its user through the HTTP API and WebSocket (/api/v1), within its scope, "
+           "until it expires or is revoked. It is shown once; only a hash of its id is kept.")  # fmt: skip
+if "ad_token" in st.session_state:  # a new token, shown this once
+    label, token = st.session_state.pop("ad_token")
+    st.warning(f"Token **{label}**, shown this once only (copy it now):", icon=":material/key:")
+    st.code(token, language=None)
+tokens = api_tokens.list_tokens(store)
+if tokens:
+    ui.table(pd.DataFrame(tokens).drop(columns=["id"]).assign(id=[t["id"][:12] for t in tokens]),
+             "api_tokens.csv", key="ad_tokens")  # fmt: skip
+with st.form("ad_token_new", clear_on_submit=True):
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    owner = c1.selectbox(
+        "User", [u.name for u in auth.list_users(store) if not u.disabled], key="ad_tok_user"
+    )
+    label = c2.text_input("Name (what will use it)", key="ad_tok_name")
+    scope = c3.selectbox("Scope", ["(user's role)", *auth.ROLES], key="ad_tok_scope")
+    days = c4.number_input("Days", min_value=1, max_value=get_settings().api_token_max_days,
+                           value=get_settings().api_token_default_days, key="ad_tok_days")  # fmt: skip
+    if st.form_submit_button("Create token", icon=":material/key:"):
+        try:
+            issued = api_tokens.create_token(store, me.name, owner, label,
+                                             scope=None if scope.startswith("(") else scope, days=days)  # fmt: skip
+        except (auth.PermissionDenied, ValueError) as exc:
+            st.error(f"Create token: {exc}")
+        else:
+            st.session_state["ad_token"] = (issued.name, issued.token)
+            st.rerun()
+active = [t for t in tokens if t["revoked_at"] is None]
+if active:
+    c1, c2 = st.columns([3, 1])
+    pick = c1.selectbox("Revoke", active, format_func=lambda t: f"{t['user']}: {t['name']} ({t['id'][:12]})",
+                        key="ad_tok_revoke")  # fmt: skip
+    if c2.button("Revoke token", key="ad_tok_revoke_btn", icon=":material/block:"):
+        if _act(f"Revoke {pick['name']}", api_tokens.revoke_token, pick["id"]):
+            st.rerun()

@@ -28,7 +28,7 @@ from support.process import subprocess_env  # noqa: E402
 from observability.settings import Settings, test_environment  # noqa: E402
 from observability.store import Store  # noqa: E402
 
-pytest_plugins = ["support.alerting_fixtures"]
+pytest_plugins = ["support.alerting_fixtures", "support.api_fixtures"]
 __all__ = ["subprocess_env"]  # still importable from here for older test files
 
 TEST_ENV = test_environment()

@@ -59,6 +59,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "auth": frozenset({"contract", "store"}),
     "control": frozenset({"contract", "store", "auth"}),
     "alerting": frozenset({"contract", "store", "analytics", "auth"}),
+    # the HTTP API: what ui may import (the services), never ui, the pages or the worker
+    "api": frozenset({"contract", "store", "analytics", "auth", "control", "alerting"}),
 }
 SDK_LAZY = frozenset({"contract", "store"})
 PAGE_FORBIDDEN = ("sqlalchemy", "redis")

@@ -137,3 +137,59 @@ def mark_read(store: Store, user_name: str, event_ids: Iterable[str], now: datet
         store.insert_ignore(conn, schema.activity_reads, ("event_id", "user_name", "read_at"),
                             [(i, user.name, now) for i in ids])  # fmt: skip
     return len(ids)
+
+
+def feed_after(
+    store: Store,
+    user_name: str | None,
+    cursor: tuple[datetime, str] | None = None,
+    limit: int = 50,
+    severities: Sequence[str] | None = None,
+    event_type: str | None = None,
+    account_id: str | None = None,
+) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
+    """Keyset paging for the API (newest first): the events after `cursor` (the (ts, id) of the
+    last event of the previous page) and the cursor of this page's last event, None at the end.
+    Unlike offset paging, a page does not shift when new events arrive meanwhile."""
+    a, acc = schema.activity_events, schema.accounts
+    limit = max(1, min(int(limit), 200))
+    read = _read_by(user_name)
+    conds: list[sa.ColumnElement[bool]] = []
+    if cursor is not None:
+        ts, eid = cursor
+        conds.append(sa.or_(a.c.ts < ts, sa.and_(a.c.ts == ts, a.c.id > eid)))
+    if severities:
+        conds.append(a.c.severity.in_(list(severities)))
+    if event_type:
+        conds.append(a.c.event_type == event_type)
+    if account_id:
+        conds.append(a.c.account_id == account_id)
+    vip = sa.func.coalesce(acc.c.vip, sa.false())
+    cols = [a.c.id, a.c.ts, a.c.severity, a.c.event_type, a.c.category, a.c.title, a.c.description,
+            a.c.account_id, vip.label("vip"), a.c.conversation_id, read.label("read")]  # fmt: skip
+    stmt = (
+        sa.select(*cols).select_from(a.outerjoin(acc, acc.c.id == a.c.account_id))
+        .where(sa.and_(sa.true(), *conds)).order_by(a.c.ts.desc(), a.c.id).limit(limit + 1)
+    )  # fmt: skip
+    with store.connect() as conn:
+        rows = [dict(zip(FEED_COLUMNS, r, strict=True)) for r in conn.execute(stmt)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    for row in rows:
+        row["vip"], row["read"] = bool(row["vip"]), bool(row["read"])
+    return rows, ((rows[-1]["ts"], rows[-1]["id"]) if more and rows else None)
+
+
+def events_since(
+    store: Store, since: datetime, limit: int = 500, *, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Events stamped in [since, until] (until: no end), oldest first, at most `limit`: what the
+    API's WebSocket hubs poll when there is no Redis (they also look back a little, `until` set, and
+    skip ids they have sent, because a change's event may commit a moment after a later one)."""
+    a = schema.activity_events
+    cols = [a.c.id, a.c.ts, a.c.severity, a.c.event_type, a.c.category, a.c.title, a.c.description,
+            a.c.account_id, a.c.conversation_id, a.c.user_id, a.c.metadata]  # fmt: skip
+    cond = a.c.ts >= since if until is None else sa.and_(a.c.ts >= since, a.c.ts <= until)
+    stmt = sa.select(*cols).where(cond).order_by(a.c.ts, a.c.id).limit(limit)
+    with store.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]

@@ -7,6 +7,9 @@
     python -m observability.users enable NAME
     python -m observability.users unlock NAME
     python -m observability.users list
+    python -m observability.users token create NAME --name LABEL [--scope ROLE] [--days N]
+    python -m observability.users token list [NAME]
+    python -m observability.users token revoke TOKEN_ID
 
 The CLI acts with the store's own credentials (DATABASE_URL, or --database-url), like a database
 administrator would; every change still leaves an activity-feed event (`by` = "cli"). A password
@@ -228,6 +231,20 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("name")
 
     sub.add_parser("list", help="list users (never their password hashes)")
+
+    t = sub.add_parser("token", help="API tokens for /api/v1 (shown once; stored hashed)")
+    tsub = t.add_subparsers(dest="token_command", required=True)
+    tc = tsub.add_parser("create", help="create a token for a user and print it once")
+    tc.add_argument("name", help="the user the token acts for")
+    tc.add_argument("--name", dest="label", required=True, help="what will use it (e.g. 'help desk')")
+    tc.add_argument(
+        "--scope", choices=auth.ROLES, help="a role no wider than the user's (default: the user's role)"
+    )
+    tc.add_argument("--days", type=float, help="lifetime in days (default API_TOKEN_DEFAULT_DAYS)")
+    tl = tsub.add_parser("list", help="list tokens (never the tokens themselves)")
+    tl.add_argument("name", nargs="?", help="only this user's tokens")
+    tr = tsub.add_parser("revoke", help="revoke a token by the id `token list` shows")
+    tr.add_argument("token_id")
     return p
 
 
@@ -283,6 +300,8 @@ def run(
         elif args.command == "unlock":
             auth.update_user(store, args.name, unlock=True, by="cli")
             print(f"{args.name} unlocked", file=out)
+        elif args.command == "token":
+            return _token_command(store, settings, args, out)
         elif args.command == "list":
             users = auth.list_users(store)
             if not users:
@@ -293,12 +312,34 @@ def run(
                     last = f"{u.last_login_at:%Y-%m-%d %H:%M} UTC" if u.last_login_at else "never"
                     print(f"{u.name:<24} {u.role:<9} {u.status():<34} {last}", file=out)
         return 0
-    except (ValueError, auth.AuthError) as exc:
+    except (ValueError, LookupError, auth.AuthError, auth.PermissionDenied) as exc:
         print(f"error: {exc}", file=err)
         return 1
     finally:
         if own_store:
             store.dispose()
+
+
+def _token_command(store: Store, settings: Settings, args: argparse.Namespace, out: Any) -> int:
+    from observability.auth import api_tokens
+
+    if args.token_command == "create":
+        issued = api_tokens.create_token(store, None, args.name, args.label, scope=args.scope, days=args.days,
+                                         settings=settings)  # fmt: skip
+        print(f"token {issued.name!r} for {issued.user} (scope {issued.scope}, expires "
+              f"{issued.expires_at:%Y-%m-%d %H:%M} UTC); shown once:", file=out)  # fmt: skip
+        print(issued.token, file=out)
+    elif args.token_command == "list":
+        rows = api_tokens.list_tokens(store, args.name)
+        if not rows:
+            print("no API tokens", file=out)
+        for r in rows:
+            state = "revoked" if r["revoked_at"] else f"expires {r['expires_at']:%Y-%m-%d}"
+            print(f"{r['id']}  {r['user']:<20} {r['scope']:<9} {state:<20} {r['name']}", file=out)
+    else:
+        changed = api_tokens.revoke_token(store, None, args.token_id, settings=settings)
+        print("revoked" if changed else "already revoked", file=out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

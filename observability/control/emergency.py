@@ -96,8 +96,10 @@ def stop_conversation(
             metadata={"previous_state": previous, "outcome": outcome},
         )
     published = publish_after_commit(
-        store, s, redis, f"stop of {cid}", conversation_state=(cid, STATE_STOPPED)
-    )
+        store, s, redis, f"stop of {cid}", conversation_state=(cid, STATE_STOPPED),
+        live={"action": "stop", "conversation_id": cid, "state": STATE_STOPPED, "user": actor.name,
+              "reason": reason, "outcome": outcome},
+    )  # fmt: skip
     log.warning("conversation %s stopped by %s", cid, actor.name)
     return ActionResult("stop", outcome, actor.name, cid, audit_id, None, published)
 
@@ -141,7 +143,11 @@ def reset_conversation(
             account_id=row.account_id,
             metadata={"previous_state": row.state},
         )
-    published = publish_after_commit(store, s, redis, f"reset of {cid}", conversation_state=(cid, STATE_AI))
+    published = publish_after_commit(
+        store, s, redis, f"reset of {cid}", conversation_state=(cid, STATE_AI),
+        live={"action": "reset", "conversation_id": cid, "state": STATE_AI, "user": actor.name,
+              "reason": reason, "outcome": outcome},
+    )  # fmt: skip
     log.warning("conversation %s reset by %s (was %s)", cid, actor.name, row.state)
     return ActionResult("reset", outcome, actor.name, cid, audit_id, None, published)
 
@@ -347,6 +353,10 @@ def _set_system(
             metadata={"outcome": outcome, "confirmed": confirmed},
             now=now,
         )
-    published = publish_after_commit(store, s, redis, f"system-wide {action}", system_stop=stop)
+    published = publish_after_commit(
+        store, s, redis, f"system-wide {action}", system_stop=stop,
+        live={"action": action, "conversation_id": None, "system_stopped": stop, "user": actor.name,
+              "reason": reason, "outcome": outcome},
+    )  # fmt: skip
     log.warning("%s by %s: %s", action, actor.name, outcome)
     return ActionResult(action, outcome, actor.name, None, audit_id, None, published)

@@ -19,6 +19,7 @@ from observability.conversation_state import CLOSED_STATES
 from observability.redis_client import connect
 from observability.settings import Settings, get_settings
 from observability.store import Store
+from observability.store import live as live_messages
 from observability.store.control_state import closed_conversations, system_stopped
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,11 @@ def publish_after_commit(
     conversation_state: tuple[str, str] | None = None,
     system_stop: bool | None = None,
     operator_message: dict | None = None,
+    live: dict | None = None,
 ) -> bool | None:
     """Publish a committed change (in this order: a conversation's new state, the system-wide
-    stop, an operator message). Returns True when published, False when Redis failed (`what`
+    stop, an operator message, then `live`: the change as an `intervention_update` for the API's
+    WebSocket clients, see `store.live`). Returns True when published, False when Redis failed (`what`
     names the change in the log), None without Redis."""
     client = redis if redis is not None else redis_client(settings)
     if client is None:
@@ -84,6 +87,9 @@ def publish_after_commit(
             publish_system_stop(client, prefix, system_stop)
         if operator_message is not None:
             client.publish(keys.control_channel(prefix), json.dumps({"operator_message": operator_message}))
+        if live is not None:
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+            live_messages.publish(client, settings, live_messages.control_message(live, ts))
         if not client.exists(keys.control_synced(prefix)):
             # Redis was (re)started since the last full mirror: mirror it all now
             sync_gates(store, client, prefix)

@@ -156,6 +156,14 @@ def take_control(
         f"take-over of {cid}",
         conversation_state=(cid, STATE_HUMAN),
         operator_message=_wire_message(message) if message else None,
+        live={
+            "action": "take_control",
+            "conversation_id": cid,
+            "state": STATE_HUMAN,
+            "user": actor.name,
+            "reason": reason,
+            "priority": priority,
+        },  # fmt: skip
     )
     log.info("conversation %s taken over by %s (priority %s)", cid, actor.name, priority)
     return ActionResult(
@@ -293,7 +301,11 @@ def release_control(
             metadata={"outcome": outcome, "duration_s": duration, "held_by": row.operator},
             now=now,
         )
-    published = publish_after_commit(store, s, redis, f"release of {cid}", conversation_state=(cid, STATE_AI))
+    published = publish_after_commit(
+        store, s, redis, f"release of {cid}", conversation_state=(cid, STATE_AI),
+        live={"action": "release_control", "conversation_id": cid, "state": STATE_AI, "user": actor.name,
+              "outcome": outcome},
+    )  # fmt: skip
     log.info("conversation %s returned to the AI by %s", cid, actor.name)
     return ActionResult("release_control", outcome, actor.name, cid, audit_id, None, published)
 

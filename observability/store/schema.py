@@ -277,6 +277,31 @@ sessions = Table(
     Index("ix_sessions_user", "user_name"),
 )
 
+# API tokens (issue 16): a JWT's `jti` is stored only as its SHA-256, with the scope it was given
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("jti_hash", String(64), primary_key=True),
+    Column("user_name", String(100), nullable=False),
+    Column("name", String(100), nullable=False),  # a label the user chose ("help desk bot")
+    Column("scope", String(20), nullable=False),  # a role: the token may do what this role may
+    Column("created_at", DateTime, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+    Column("revoked_by", String(100)),
+    Index("ix_api_tokens_user", "user_name"),
+)
+
+# inbound PagerDuty / Opsgenie deliveries already applied: a replay finds its id here
+inbound_deliveries = Table(
+    "inbound_deliveries",
+    metadata,
+    Column("id", String(200), primary_key=True),  # "<source>:<delivery id or body digest>"
+    Column("received_at", DateTime, nullable=False),
+    Column("outcome", String(200), nullable=False),
+)
+
 # ---------------------------------------------------------------------------------------------
 # Alerting
 # ---------------------------------------------------------------------------------------------

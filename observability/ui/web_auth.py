@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 SIGN_IN_PATH = "/auth/sign-in"
 SIGN_OUT_PATH = "/auth/sign-out"
 GATE_HEADER = "x-obs-session-gate"
-PASS_THROUGH = ("/_stcore", "/static", "/media", "/component", "/auth/", "/favicon", "/app/static")
+PASS_THROUGH = ("/_stcore", "/static", "/media", "/component", "/auth/", "/favicon", "/app/static", "/api/")
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,93 @@
+"""The FastAPI app served under `/api/v1` by the console's ASGI app (`app.py`, `st.App` routes).
+
+Errors are mapped once, here, so every endpoint answers the same way: a refused role 403, bad input
+422, an unknown conversation or alert 404, a state that does not allow the action 409, a missing
+typed confirmation 400, a service-side rate limit 429 with Retry-After. Every message is the
+service's own, which is written to be safe to show.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.routing import Mount
+
+from observability.alerting import AlertNotFound, InvalidTransition
+from observability.api import inbound, ws
+from observability.api.context import make_context
+from observability.api.deps import require
+from observability.api.models import ERRORS, Whoami
+from observability.api.routes import alerts, emergency, intervention, monitoring
+from observability.auth.api_tokens import Principal
+from observability.auth.roles import PermissionDenied
+from observability.control import ConfirmationRequired, ControlConflict, ConversationNotFound, RateLimited
+from observability.settings import Settings, get_settings
+from observability.store import Store
+
+PREFIX = "/api/v1"
+DESCRIPTION = """The bot operations console's API (source document 004): live metrics, the activity feed,
+intervention, alerts and emergency controls, and live push over WebSocket (`/api/v1/ws`).
+
+Authenticate with a per-user API token (`Authorization: Bearer <token>`), created in Admin → API tokens
+or with `python -m observability.users token create`. A token acts as its user, within its scope."""
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """The API app; `settings`/`store` default to the process's (tests pass their own)."""
+    app = FastAPI(title="Bot operations console API", version="1", description=DESCRIPTION,
+                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")  # fmt: skip
+    app.state.ctx = make_context(settings or get_settings(), store)
+    for router in (monitoring.router, intervention.router, alerts.router, emergency.router, inbound.router):
+        app.include_router(router)
+    app.include_router(ws.router)
+
+    @app.get("/auth/whoami", response_model=Whoami, tags=["auth"], summary="Who this token acts for",
+             responses={k: v for k, v in ERRORS.items() if k in (401, 403, 429)})  # fmt: skip
+    def whoami(p: Annotated[Principal, Depends(require("dashboards.view"))]) -> dict:
+        return {"user": p.user, "role": p.role, "scope": p.scope}
+
+    @app.exception_handler(PermissionDenied)
+    async def _denied(request: Request, exc: PermissionDenied) -> JSONResponse:
+        return _error(403, str(exc))
+
+    @app.exception_handler(ConversationNotFound)
+    async def _no_conversation(request: Request, exc: ConversationNotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(AlertNotFound)
+    async def _no_alert(request: Request, exc: AlertNotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(ControlConflict)
+    async def _conflict(request: Request, exc: ControlConflict) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(InvalidTransition)
+    async def _transition(request: Request, exc: InvalidTransition) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(ConfirmationRequired)
+    async def _confirm(request: Request, exc: ConfirmationRequired) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RateLimited)
+    async def _limited(request: Request, exc: RateLimited) -> JSONResponse:
+        retry = max(1, int(exc.retry_after_s + 0.999))
+        return _error(429, str(exc), {"Retry-After": str(retry)})
+
+    @app.exception_handler(ValueError)
+    async def _bad(request: Request, exc: ValueError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    return app
+
+
+def mount(settings: Settings | None = None) -> Mount:
+    """The `/api/v1` route for `st.App(routes=[...])`."""
+    return Mount(PREFIX, app=create_app(settings))

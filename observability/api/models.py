@@ -1,0 +1,230 @@
+"""Request and response bodies of the HTTP API, in the shapes of source document 004.
+
+Pydantic models, so the OpenAPI document (`/api/v1/openapi.json`) says exactly what a client sends
+and receives, and FastAPI refuses a malformed body with 422 before any service is called.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from observability.analytics.monitoring import METRICS, TIMEFRAMES
+from observability.control.common import MAX_NOTE
+from observability.events import SEVERITIES
+
+MetricType = Enum("MetricType", {m: m for m in METRICS}, type=str)  # type: ignore[misc]
+Timeframe = Enum("Timeframe", {t: t for t in TIMEFRAMES}, type=str)  # type: ignore[misc]
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+Priority = Literal["low", "normal", "high", "critical"]
+Note = Field(min_length=1, max_length=MAX_NOTE)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- monitoring ---------------------------------------------------------------------------------
+
+
+class LiveMetrics(BaseModel):
+    conversations_active: int
+    conversations_total_today: int
+    messages_processed: int
+    ai_confidence_avg: float | None
+    safety_score_avg: float | None
+    human_interventions: int
+    alert_count: int
+    system_load: float | None
+    response_time_avg: float | None
+    claude_requests_today: int
+    claude_cost_today: float
+    timestamp: str
+
+
+class Point(BaseModel):
+    timestamp: str
+    value: float | None
+
+
+class Trend(BaseModel):
+    direction: str
+    percentage_change: float
+    is_concerning: bool
+
+
+class DrillDown(BaseModel):
+    metric_name: str
+    current_value: float | None
+    historical_data: list[Point]
+    percentile_data: dict[str, float | None]
+    thresholds: dict[str, float]
+    trend_analysis: Trend
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    checks: dict[str, Any]
+    timestamp: str
+
+
+class Performance(BaseModel):
+    window: str
+    sla: list[dict[str, Any]]
+    bots: dict[str, Any]
+    timestamp: str
+
+
+# ---- activity -----------------------------------------------------------------------------------
+
+
+class ActivityEvent(BaseModel):
+    id: str
+    event_type: str
+    title: str
+    description: str | None
+    severity: str
+    category: str
+    account_id: str | None
+    vip: bool
+    conversation_id: str | None
+    created_at: datetime
+    read: bool
+
+
+class ActivityPage(BaseModel):
+    events: list[ActivityEvent]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+    limit: int
+
+
+class MarkRead(Body):
+    event_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class MarkedRead(BaseModel):
+    marked: int
+    user: str
+
+
+# ---- intervention -------------------------------------------------------------------------------
+
+
+class TakeControl(Body):
+    reason: str = Note
+    priority: Priority = "normal"
+    notify_user: bool = False
+    preserve_ai_suggestions: bool = True
+
+
+class ReleaseControl(Body):
+    summary: str = Note
+    ai_handoff_instructions: str | None = Field(default=None, max_length=MAX_NOTE)
+    mark_resolved: bool = False
+
+
+class ActionOut(BaseModel):
+    """What an action did; `action_id` is its audit row (interventions or emergency_actions)."""
+
+    action_id: int | None
+    action: str
+    outcome: str
+    user: str
+    conversation_id: str | None
+    message_id: str | None = None
+    published: bool | None = Field(description="published to Redis (null without Redis)")
+
+
+class Status(BaseModel):
+    conversation_id: str
+    state: str
+    effective_state: str
+    operator: str | None
+    reason: str | None
+    priority: str | None
+    since: datetime | None
+    held_for_s: float | None
+    handoff_instructions: str | None
+    notify_user: bool | None
+    preserve_ai_suggestions: bool | None
+    system_stopped: bool
+    ai_may_respond: bool
+    bot: str | None
+    account_id: str | None
+    last_activity_at: datetime | None
+
+
+class SuggestRequest(Body):
+    conversation_id: str = Field(min_length=1, max_length=100)
+
+
+class SuggestionOut(BaseModel):
+    conversation_id: str
+    suggestion: str | None
+    source: str
+    label: str
+    model: str | None
+    similar_conversation_id: str | None
+    similarity: float | None
+    notes: list[str]
+
+
+# ---- alerts and emergency -----------------------------------------------------------------------
+
+
+class AlertNote(Body):
+    note: str | None = Field(default=None, max_length=MAX_NOTE)
+
+
+class AlertsOut(BaseModel):
+    alerts: list[dict[str, Any]]
+    count: int
+
+
+class AlertOut(BaseModel):
+    alert: dict[str, Any]
+
+
+class Reason(Body):
+    reason: str = Note
+
+
+class SystemStop(Body):
+    reason: str = Note
+    confirmation: str | None = Field(
+        default=None, max_length=50, description='"STOP ALL" when confirmation is required'
+    )
+
+
+class SystemResume(Body):
+    reason: str | None = Field(default=None, max_length=MAX_NOTE)
+    confirmation: str | None = Field(
+        default=None, max_length=50, description='"RESUME ALL" when confirmation is required'
+    )
+
+
+class Whoami(BaseModel):
+    user: str
+    role: str
+    scope: str
+
+
+class Error(BaseModel):
+    detail: Any
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "a typed confirmation is missing"},
+    401: {
+        "model": Error,
+        "description": "no token, or a malformed, expired or revoked one, or a disabled user",
+    },
+    403: {"model": Error, "description": "the token's scope or the user's role does not allow this"},
+    404: {"model": Error, "description": "no such conversation or alert"},
+    409: {"model": Error, "description": "the conversation's or alert's state does not allow this now"},
+    422: {"model": Error, "description": "invalid input; nothing was changed"},
+    429: {"model": Error, "description": "rate limit; see Retry-After"},
+}

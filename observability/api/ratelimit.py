@@ -1,0 +1,77 @@
+"""Requests per user and minute: API_RATE_LIMIT_PER_MIN for every endpoint, and a stricter
+API_EMERGENCY_RATE_LIMIT_PER_MIN for emergency resets and the resume. A STOP (one conversation or
+system-wide) is never counted and never refused: stopping must always be possible.
+
+Fixed one-minute windows. With Redis the counters live there (`keys.api_rate`, INCR + EXPIRE in one
+pipeline), so every console process shares them; without Redis, or while Redis fails, they are
+kept in this process (a Redis fault must not lock users out of the API).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from observability import keys
+from observability.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_s: int  # seconds until the window ends (0 when allowed)
+
+
+class RateLimiter:
+    """Counts a user's requests per scope (`api`, `emergency`) in the current minute."""
+
+    def __init__(self, settings: Settings, redis: Any | None = None) -> None:
+        self.settings = settings
+        self.redis = redis
+        self._lock = threading.Lock()
+        self._local: dict[tuple[str, str, int], int] = {}
+
+    def limit_for(self, scope: str) -> int:
+        s = self.settings
+        return s.api_emergency_rate_limit_per_min if scope == "emergency" else s.api_rate_limit_per_min
+
+    def hit(self, user: str, scope: str = "api", now: float | None = None) -> Verdict:
+        """Count one request and say whether it may go ahead."""
+        limit = self.limit_for(scope)
+        if limit <= 0:
+            return Verdict(True, 0, 0, 0)
+        t = time.time() if now is None else now
+        minute = int(t // 60)
+        retry = max(1, int(60 - (t - minute * 60)))
+        count = self._count_redis(user, scope, minute) if self.redis is not None else None
+        if count is None:
+            count = self._count_local(user, scope, minute)
+        if count > limit:
+            return Verdict(False, limit, 0, retry)
+        return Verdict(True, limit, limit - count, 0)
+
+    def _count_redis(self, user: str, scope: str, minute: int) -> int | None:
+        key = keys.api_rate(self.settings.redis_prefix, user, scope, minute)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            return int(pipe.execute()[0])
+        except Exception as exc:  # noqa: BLE001 - fall back to this process's counters
+            log.warning("rate limit counters in process: Redis failed (%s)", type(exc).__name__)
+            return None
+
+    def _count_local(self, user: str, scope: str, minute: int) -> int:
+        with self._lock:
+            if len(self._local) > 10_000:  # forget past minutes
+                self._local = {k: v for k, v in self._local.items() if k[2] >= minute}
+            k = (user, scope, minute)
+            self._local[k] = self._local.get(k, 0) + 1
+            return self._local[k]

@@ -1,0 +1,58 @@
+"""Alerts: the active alerts, and acknowledge, resolve, escalate, through `AlertingService` (the
+same calls as the Alerts page: role check, timeline and activity rows, outbox)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from observability.alerting import AlertingService
+from observability.api import models as m
+from observability.api.context import ApiContext
+from observability.api.deps import context, require
+from observability.auth.api_tokens import Principal
+from observability.auth.audit import jsonable
+
+router = APIRouter(prefix="/alerts", tags=["alerts"], responses=m.ERRORS)
+Ctx = Annotated[ApiContext, Depends(context)]
+AlertId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def _service(ctx: ApiContext) -> AlertingService:
+    return AlertingService(ctx.store, ctx.settings)
+
+
+@router.get("/active", response_model=m.AlertsOut, summary="Firing and acknowledged alerts")
+def active(
+    ctx: Ctx, p: Annotated[Principal, Depends(require("dashboards.view"))], severity: m.Severity | None = None
+) -> dict:
+    alerts = [a for a in _service(ctx).active_alerts() if severity is None or a.get("severity") == severity]
+    return {"alerts": jsonable(alerts), "count": len(alerts)}
+
+
+@router.post("/acknowledge/{alert_id}", response_model=m.AlertOut, summary="Acknowledge an alert")
+def acknowledge(
+    alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.acknowledge"))],
+    body: m.AlertNote | None = None,
+) -> dict:  # fmt: skip
+    return {
+        "alert": jsonable(_service(ctx).acknowledge_alert(alert_id, p.user, note=body.note if body else None))
+    }
+
+
+@router.post("/resolve/{alert_id}", response_model=m.AlertOut, summary="Resolve an alert")
+def resolve(
+    alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.resolve"))],
+    body: m.AlertNote | None = None,
+) -> dict:  # fmt: skip
+    return {
+        "alert": jsonable(_service(ctx).resolve_alert(alert_id, p.user, note=body.note if body else None))
+    }
+
+
+@router.post("/escalate/{alert_id}", response_model=m.AlertOut, summary="Escalate an alert one level now")
+def escalate(
+    alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.escalate"))]
+) -> dict:
+    return {"alert": jsonable(_service(ctx).escalate_alert(alert_id, p.user))}

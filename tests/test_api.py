@@ -1,0 +1,260 @@
+"""The HTTP API (/api/v1) of the console, served for real by uvicorn (`support.api_fixtures`).
+
+Every endpoint of source document 004 with each role (allowed → it works, refused → 403 naming the
+permission), with no, bad, expired, revoked and foreign tokens and a disabled user's (401 with the
+reason), a token narrowed to a smaller scope, the audit rows an API action leaves (the same as the
+console's), and the activity feed's cursor paging and filters.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import sqlalchemy as sa
+from support.api_fixtures import ROLE_USERS, ServedApi
+
+from observability import control
+from observability.alerting import AlertingService
+from observability.auth.roles import ROLES, roles_for
+from observability.store import schema
+
+TIMEOUT = 30
+
+# key -> (method, path, body, action). {cid}: a conversation of its own per (key, role); {alert}: an alert
+ENDPOINTS: dict[str, tuple[str, str, dict | None, str]] = {
+    "metrics": ("GET", "/monitoring/metrics", None, "dashboards.view"),
+    "drill_down": ("GET", "/monitoring/metrics/detailed/response_time?timeframe=24h", None, "dashboards.view"),
+    "health": ("GET", "/monitoring/health", None, "dashboards.view"),
+    "performance": ("GET", "/monitoring/performance", None, "dashboards.view"),
+    "feed": ("GET", "/monitoring/activity/feed?limit=5", None, "dashboards.view"),
+    "vip": ("GET", "/monitoring/activity/vip", None, "dashboards.view"),
+    "mark_read": ("POST", "/monitoring/activity/mark-read", {"event_ids": ["no-such-event"]}, "activity.mark_read"),
+    "status": ("GET", "/intervention/status/{cid}", None, "dashboards.view"),
+    "take_control": ("POST", "/intervention/take-control/{cid}", {"reason": "api test", "priority": "high"},
+                     "conversations.control"),
+    "release_control": ("POST", "/intervention/release-control/{cid}", {"summary": "done"}, "conversations.control"),
+    "suggest": ("POST", "/intervention/suggest-response", {"conversation_id": "{cid}"}, "conversations.control"),
+    "alerts_active": ("GET", "/alerts/active", None, "dashboards.view"),
+    "acknowledge": ("POST", "/alerts/acknowledge/{alert}", {"note": "looking"}, "alerts.acknowledge"),
+    "resolve": ("POST", "/alerts/resolve/{alert}", {"note": "fixed"}, "alerts.resolve"),
+    "escalate": ("POST", "/alerts/escalate/{alert}", None, "alerts.escalate"),
+    "stop": ("POST", "/emergency/stop/{cid}", {"reason": "api test"}, "conversations.stop"),
+    "reset": ("POST", "/emergency/reset/{cid}", {"reason": "api test"}, "conversations.stop"),
+    "system_stop": ("POST", "/emergency/system-wide-stop", {"reason": "drill", "confirmation": "STOP ALL"}, "system.stop"),
+    "system_resume": ("POST", "/emergency/system-resume", {"reason": "drill over", "confirmation": "RESUME ALL"},
+                      "system.stop"),
+    "whoami": ("GET", "/auth/whoami", None, "dashboards.view"),
+}  # fmt: skip
+WITH_CONVERSATION = [k for k, v in ENDPOINTS.items() if "{cid}" in v[1] or (v[2] and "{cid}" in str(v[2]))]
+ALERT_OUTCOMES = (200, 409)  # an alert another allowed role acknowledged/resolved first is a 409, never 5xx
+
+
+def conversation_for(api: ServedApi, key: str, role: str) -> str:
+    return api.conversations[WITH_CONVERSATION.index(key) * len(ROLES) + ROLES.index(role)]
+
+
+def call(api: ServedApi, key: str, role: str | None = None, token: str | None = None) -> requests.Response:
+    method, path, body, _ = ENDPOINTS[key]
+    cid = conversation_for(api, key, role) if role and key in WITH_CONVERSATION else api.conversations[0]
+    alert = api.alert_ids[0] if api.alert_ids else 1
+    path = path.format(cid=cid, alert=alert)
+    if body is not None:
+        body = {k: (v.format(cid=cid) if isinstance(v, str) else v) for k, v in body.items()}
+    return requests.request(
+        method, api.base + path, json=body, headers=api.headers(role, token), timeout=TIMEOUT
+    )
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("key", list(ENDPOINTS))
+def test_every_endpoint_works_for_the_roles_allowed_and_is_refused_with_403_for_the_others(
+    served_api: ServedApi, key: str, role: str
+) -> None:
+    action = ENDPOINTS[key][3]
+    if key == "release_control" and role in roles_for(action):  # one must hold it to release it
+        control.take_control(served_api.store, conversation_for(served_api, key, role), ROLE_USERS[role], "prepare",
+                             settings=served_api.settings)  # fmt: skip
+    r = call(served_api, key, role)
+    if role in roles_for(action):
+        expected = ALERT_OUTCOMES if key in ("acknowledge", "resolve", "escalate") else (200,)
+        assert r.status_code in expected, r.text
+        assert r.headers["content-type"].startswith("application/json")
+    else:
+        assert r.status_code == 403, r.text
+        assert action in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "why", ["none", "garbage", "expired", "revoked", "disabled user", "signed elsewhere"]
+)
+@pytest.mark.parametrize("key", list(ENDPOINTS))
+def test_every_endpoint_refuses_a_missing_or_unusable_token_with_401_and_a_reason(
+    served_api: ServedApi, key: str, why: str
+) -> None:
+    token = None if why == "none" else served_api.bad_tokens[why]
+    r = call(served_api, key, token=token)
+    assert r.status_code == 401, r.text
+    assert r.headers.get("www-authenticate") == "Bearer"
+    detail = r.json()["detail"]
+    expected = {"none": "no API token", "garbage": "not valid", "expired": "expired", "revoked": "revoked",
+                "disabled user": "disabled", "signed elsewhere": "not valid"}[why]  # fmt: skip
+    assert expected in detail
+    if token:
+        assert token not in detail
+
+
+def test_a_token_narrowed_to_a_smaller_scope_cannot_do_what_its_admin_user_can(served_api: ServedApi) -> None:
+    narrow = served_api.tokens["admin_as_analyst"]
+    r = requests.get(
+        served_api.base + "/auth/whoami", headers=served_api.headers(token=narrow), timeout=TIMEOUT
+    )
+    assert r.json() == {"user": "ada", "role": "admin", "scope": "analyst"}
+    assert requests.get(served_api.base + "/alerts/active", headers=served_api.headers(token=narrow),
+                        timeout=TIMEOUT).status_code == 200  # fmt: skip
+    r = requests.post(served_api.base + f"/emergency/stop/{served_api.conversations[24]}", json={"reason": "x"},
+                      headers=served_api.headers(token=narrow), timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 403 and "scope 'analyst'" in r.json()["detail"]
+    assert control.intervention_status(served_api.store, served_api.conversations[24]).state == "ai"
+
+
+def test_a_take_over_through_the_api_leaves_the_same_audit_rows_as_the_console(served_api: ServedApi) -> None:
+    cid = served_api.conversations[25]
+    r = requests.post(served_api.base + f"/intervention/take-control/{cid}",
+                      json={"reason": "User safety concern", "priority": "high", "notify_user": True},
+                      headers=served_api.headers("operator"), timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["action"] == "take_control" and out["outcome"] == "taken" and out["user"] == "opal"
+    assert out["message_id"]  # notify_user: the end user is told a person joined
+    iv, act = schema.interventions, schema.activity_events
+    with served_api.store.connect() as conn:
+        row = conn.execute(sa.select(iv).where(iv.c.id == out["action_id"])).one()
+        event = conn.execute(sa.select(act).where(act.c.event_type == "intervention.take_control",
+                                                  act.c.conversation_id == cid)).one()  # fmt: skip
+    assert (row.conversation_id, row.user_name, row.reason, row.priority) == (
+        cid,
+        "opal",
+        "User safety concern",
+        "high",
+    )
+    assert event.user_id == "opal"
+    status = requests.get(served_api.base + f"/intervention/status/{cid}", headers=served_api.headers("analyst"),
+                          timeout=TIMEOUT).json()  # fmt: skip
+    assert (status["state"], status["operator"], status["ai_may_respond"]) == ("human", "opal", False)
+    again = requests.post(served_api.base + f"/intervention/take-control/{cid}", json={"reason": "mine now"},
+                          headers=served_api.headers("admin"), timeout=TIMEOUT)  # fmt: skip
+    assert again.status_code == 409 and "already held by opal" in again.json()["detail"]
+
+
+def test_bad_input_gets_a_clear_error_and_changes_nothing(served_api: ServedApi) -> None:
+    h = served_api.headers("operator")
+    cid = served_api.conversations[26]
+    cases = [
+        ("POST", f"/intervention/take-control/{cid}", {"reason": ""}, 422),
+        ("POST", f"/intervention/take-control/{cid}", {"reason": "x", "priority": "urgent"}, 422),
+        ("POST", f"/intervention/take-control/{cid}", {"reason": "x", "extra": 1}, 422),
+        ("POST", "/intervention/take-control/no-such-conversation", {"reason": "x"}, 404),
+        ("POST", "/alerts/acknowledge/999999", {}, 404),
+        ("GET", "/monitoring/metrics/detailed/no_such_metric", None, 422),
+        ("GET", "/monitoring/activity/feed?limit=201", None, 422),
+        ("GET", "/monitoring/activity/feed?cursor=not-a-cursor", None, 422),
+        ("GET", "/monitoring/activity/feed?severity=huge", None, 422),
+    ]
+    for method, path, body, status in cases:
+        r = requests.request(method, served_api.base + path, json=body, headers=h, timeout=TIMEOUT)
+        assert r.status_code == status, (path, body, r.text)
+        assert r.json()["detail"]
+    assert control.intervention_status(served_api.store, cid).state == "ai"
+    before = control.system_status(served_api.store)
+    r = requests.post(served_api.base + "/emergency/system-wide-stop", json={"reason": "no phrase"},
+                      headers=served_api.headers("admin"), timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 400 and "STOP ALL" in r.json()["detail"]
+    assert control.system_status(served_api.store) == before
+
+
+def test_the_activity_feed_pages_by_cursor_without_gaps_or_repeats_and_filters(served_api: ServedApi) -> None:
+    h = served_api.headers("analyst")
+    whole = requests.get(
+        served_api.base + "/monitoring/activity/feed?limit=200", headers=h, timeout=TIMEOUT
+    ).json()
+    assert whole["events"], "the seeded store has activity events"
+    seen, cursor, pages = [], None, 0
+    while True:
+        q = "limit=3" + (f"&cursor={cursor}" if cursor else "")
+        page = requests.get(
+            served_api.base + f"/monitoring/activity/feed?{q}", headers=h, timeout=TIMEOUT
+        ).json()
+        seen += [e["id"] for e in page["events"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if not cursor or len(seen) >= len(whole["events"]):
+            break
+    head = [e["id"] for e in whole["events"]][: len(seen)]
+    assert seen == head and len(set(seen)) == len(seen) and pages > 1
+    crit = requests.get(served_api.base + "/monitoring/activity/feed?severity=critical&limit=200", headers=h,
+                        timeout=TIMEOUT).json()["events"]  # fmt: skip
+    assert crit and all(e["severity"] == "critical" for e in crit)
+    typed = requests.get(served_api.base + "/monitoring/activity/feed?event_type=api_token.created", headers=h,
+                         timeout=TIMEOUT).json()["events"]  # fmt: skip
+    assert typed and all(e["event_type"] == "api_token.created" for e in typed)
+    none = requests.get(served_api.base + "/monitoring/activity/feed?account_id=no-such-account", headers=h,
+                        timeout=TIMEOUT).json()  # fmt: skip
+    assert none["events"] == [] and none["next_cursor"] is None
+
+
+def test_mark_read_is_per_user(served_api: ServedApi) -> None:
+    feed = requests.get(served_api.base + "/monitoring/activity/feed?limit=1", headers=served_api.headers("manager"),
+                        timeout=TIMEOUT).json()["events"]  # fmt: skip
+    eid = feed[0]["id"]
+    r = requests.post(served_api.base + "/monitoring/activity/mark-read", json={"event_ids": [eid]},
+                      headers=served_api.headers("manager"), timeout=TIMEOUT)  # fmt: skip
+    assert r.json() == {"marked": 1, "user": "max"}
+
+    def read_by(role: str) -> bool:
+        events = requests.get(served_api.base + "/monitoring/activity/feed?limit=200", headers=served_api.headers(role),
+                              timeout=TIMEOUT).json()["events"]  # fmt: skip
+        return next(e for e in events if e["id"] == eid)["read"]
+
+    assert read_by("manager") is True
+    assert read_by("analyst") is False
+
+
+def test_live_metrics_and_drill_down_have_the_documents_shape(served_api: ServedApi) -> None:
+    h = served_api.headers("analyst")
+    m = requests.get(served_api.base + "/monitoring/metrics", headers=h, timeout=TIMEOUT).json()
+    assert set(m) == {"conversations_active", "conversations_total_today", "messages_processed", "ai_confidence_avg",
+                      "safety_score_avg", "human_interventions", "alert_count", "system_load", "response_time_avg",
+                      "claude_requests_today", "claude_cost_today", "timestamp"}  # fmt: skip
+    assert m["conversations_active"] >= 30
+    d = requests.get(served_api.base + "/monitoring/metrics/detailed/messages?timeframe=1h", headers=h,
+                     timeout=TIMEOUT).json()  # fmt: skip
+    assert d["metric_name"] == "messages"
+    assert sum(p["value"] or 0 for p in d["historical_data"]) >= 2 * 30
+    assert set(d["percentile_data"]) == {"p50", "p95", "p99"}
+    assert set(d["trend_analysis"]) == {"direction", "percentage_change", "is_concerning"}
+
+
+def test_alert_actions_through_the_api_change_the_alert_as_the_console_does(served_api: ServedApi) -> None:
+    svc = AlertingService(
+        served_api.store, served_api.settings.replace(alert_default_for_s=0.0, alert_min_samples=0)
+    )
+    fired = svc.check_and_send_alerts({"response_time": 99_000.0})
+    assert fired, "the high response time rule fires"
+    alert_id = fired[0]["id"]
+    h = served_api.headers("operator")
+    active = requests.get(served_api.base + "/alerts/active", headers=h, timeout=TIMEOUT).json()
+    assert alert_id in [a["id"] for a in active["alerts"]] and active["count"] == len(active["alerts"])
+    level = svc.get_alert(alert_id)["escalation_level"]
+    r = requests.post(served_api.base + f"/alerts/escalate/{alert_id}", headers=h, timeout=TIMEOUT)
+    assert r.status_code == 200 and r.json()["alert"]["escalation_level"] == level + 1
+    r = requests.post(served_api.base + f"/alerts/resolve/{alert_id}", json={"note": "fixed upstream"}, headers=h,
+                      timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 200
+    alert = svc.get_alert(alert_id)
+    assert (alert["state"], alert["resolved_by"]) == ("resolved", "opal")
+    kinds = [e["kind"] for e in svc.alert_timeline(alert_id)]
+    assert "resolved" in kinds
+    again = requests.post(
+        served_api.base + f"/alerts/acknowledge/{alert_id}", json={}, headers=h, timeout=TIMEOUT
+    )
+    assert again.status_code == 409 and "resolved" in again.json()["detail"]
