@@ -259,7 +259,11 @@ class SessionGate:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "/")
-        if any(path.startswith(p) for p in PASS_THROUGH) or "." in path.rsplit("/", 1)[-1]:
+        if (
+            any(path.startswith(p) for p in PASS_THROUGH)
+            or "/_stcore/" in path  # the frontend probes `<page>/_stcore/health` to find the base path
+            or "." in path.rsplit("/", 1)[-1]
+        ):
             await self.app(scope, receive, send)
             return
         request = Request(scope)
