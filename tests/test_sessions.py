@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 from support import ROOT, free_port, subprocess_env, wait_for
 
 from observability import auth
 from observability.auth import sessions
 from observability.settings import get_settings
-from observability.store import Store
+from observability.store import Store, retention, schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 PASSWORD = "correct-horse-battery"
@@ -76,6 +77,48 @@ def test_cookie_values_are_signed(tmp_path: Path) -> None:
 # ---- through the ASGI app ------------------------------------------------------------------------
 
 DATABASE_URLS: dict[str, str] = {}  # the app's address -> its store (tests change users behind it)
+
+
+def test_the_retention_step_purges_ended_sessions_and_quiet_throttle_rows_only(store: Store) -> None:
+    s = get_settings().replace(sign_in_lockout_s=900.0)
+    auth.create_user(store, "olga", auth.OPERATOR, PASSWORD)
+    olga = auth.User("olga", auth.OPERATOR)
+    signed_out = sessions.start(store, olga, now=T0)
+    sessions.end(store, signed_out, now=T0)
+    idle = sessions.start(store, olga, now=T0)  # never used again
+    live = sessions.start(store, olga, now=T0)
+    for _ in range(s.sign_in_max_failures):  # a pair locked from 10.0.0.9, and a failure from 10.0.0.8
+        with pytest.raises(auth.AuthError):
+            auth.authenticate(store, "olga", "wrong-password", client="10.0.0.9", now=T0, settings=s)
+    with pytest.raises(auth.AuthError):
+        auth.authenticate(store, "olga", "wrong-password", client="10.0.0.8", now=T0, settings=s)
+    later = (
+        T0 + timedelta(seconds=s.session_idle_timeout_s) + retention.AUTH_ROWS_GRACE + timedelta(minutes=1)
+    )
+    used = T0
+    while used < later:  # the live session is used all along
+        used += timedelta(seconds=s.session_idle_timeout_s / 2)
+        assert sessions.resolve(store, live, now=min(used, later)).user == olga
+    with store.begin() as conn:  # a lock still in force at `later` (a doubled one) is kept
+        conn.execute(sa.update(schema.sign_in_throttle).where(schema.sign_in_throttle.c.locked_until.is_not(None))
+                     .values(locked_until=later + timedelta(hours=1)))  # fmt: skip
+
+    def rows(table: sa.Table) -> int:
+        with store.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+    throttle_before = rows(schema.sign_in_throttle)
+    report = retention.purge(store, s, later)
+    assert report.deleted[schema.sessions.name] == 2
+    assert sessions.resolve(store, live, now=later).user == olga
+    assert sessions.resolve(store, idle, now=later).user is None
+    # kept: the pair whose lock is in force; gone: rows without a lock in force, quiet for a day
+    with store.connect() as conn:
+        left = conn.execute(sa.select(schema.sign_in_throttle.c.locked_until)).all()
+    assert left and all(r.locked_until is not None for r in left)
+    assert report.deleted[schema.sign_in_throttle.name] == throttle_before - len(left)
+    # nothing left to purge: a second run deletes nothing
+    assert retention.purge(store, s, later).total_deleted == 0
 
 
 @pytest.fixture(scope="module")
