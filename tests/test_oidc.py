@@ -131,6 +131,19 @@ def test_the_last_admin_is_not_demoted_by_a_claim(sqlite_store: Store) -> None:
     assert kept.role == auth.ADMIN  # nobody else could manage users
 
 
+def test_password_sign_in_switched_off_refuses_every_password_while_oidc_is_on(sqlite_store: Store) -> None:
+    auth.create_user(sqlite_store, "root", auth.ADMIN, "a-long-password")
+    off = SETTINGS.replace(password_sign_in=False)
+    with pytest.raises(auth.AuthError, match="switched off"):
+        auth.authenticate(sqlite_store, "root", "a-long-password", client="10.0.0.1", settings=off)
+    # the switch needs OIDC on: without it nobody could sign in at all
+    no_oidc = off.replace(oidc_enabled=False)
+    assert (
+        auth.authenticate(sqlite_store, "root", "a-long-password", client="10.0.0.1", settings=no_oidc).name
+        == "root"
+    )
+
+
 def test_a_ticket_works_only_with_its_identity_cookie_and_only_briefly() -> None:
     ticket = oidc.issue_ticket(auth.User("hana", auth.ANALYST), "identity-cookie-value")
     assert oidc.redeem_ticket(ticket, "identity-cookie-value") == "hana"

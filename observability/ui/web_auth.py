@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from observability import auth
 from observability.auth import oidc, sessions
 from observability.auth.client_ip import client_address
+from observability.auth.users import PASSWORD_OFF
 from observability.settings import get_settings
 from observability.store import Store
 
@@ -149,9 +150,7 @@ async def sign_in(request: Request) -> Response:
     if request.method == "GET":
         return _sign_in_form(request, note=request.query_params.get("reason"))
     if not password_on():
-        return _sign_in_form(
-            request, message="password sign-in is switched off; use single sign-on", status=403
-        )
+        return _sign_in_form(request, message=PASSWORD_OFF, status=403)
     form = await request.form()
     if not _csrf_ok(request, form.get("csrf")):
         return _sign_in_form(request, message="the form had expired; please try again", status=403)
