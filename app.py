@@ -21,5 +21,6 @@ from observability.ui import common as ui  # noqa: E402
 from observability.ui import web_auth  # noqa: E402
 
 ui.enable_cookie_sessions()
+web_auth.keep_peer_address()  # TRUSTED_PROXIES, not uvicorn's default, decides who may forward addresses
 
 app = st.App(str(ROOT / "Home.py"), routes=web_auth.ROUTES, middleware=[Middleware(web_auth.SessionGate)])

@@ -257,12 +257,19 @@ def test_a_password_reset_sends_an_open_session_back_to_sign_in_saying_why(app_u
 
 def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(app_url: str) -> None:
     """Without TRUSTED_PROXIES a client cannot dodge the throttle by inventing an address per guess."""
+    store = Store.from_url(DATABASE_URLS[app_url])
+    try:
+        auth.create_user(store, "xff-user", auth.ANALYST, PASSWORD)  # this test's own account
+    finally:
+        store.dispose()
     limit = get_settings().sign_in_max_failures
     for i in range(limit):
-        r = _sign_in(requests.Session(), app_url, "root", "wrong-password", forwarded_for=f"198.51.100.{i}")
+        r = _sign_in(
+            requests.Session(), app_url, "xff-user", "wrong-password", forwarded_for=f"198.51.100.{i}"
+        )
         assert r.status_code == 401
-    r = _sign_in(requests.Session(), app_url, "root", PASSWORD, forwarded_for="198.51.100.99")
-    assert r.status_code == 401  # the peer (127.0.0.1) is the client, and it is throttled for root
+    r = _sign_in(requests.Session(), app_url, "xff-user", PASSWORD, forwarded_for="198.51.100.99")
+    assert r.status_code == 401  # the peer (127.0.0.1) is the client, and it is throttled for this name
 
 
 def test_behind_a_trusted_proxy_the_forwarded_client_is_throttled_not_the_proxy(proxied_url: str) -> None:

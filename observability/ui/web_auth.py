@@ -29,6 +29,7 @@ import hmac
 import html
 import logging
 import secrets
+import sys
 from functools import lru_cache
 from urllib.parse import urlencode
 
@@ -81,6 +82,26 @@ def client(request: Request) -> str:
     """The client's address for the throttle and the audit trail (see `auth.client_ip`)."""
     peer = request.client.host if request.client else None
     return client_address(peer, request.headers.get("x-forwarded-for"))
+
+
+def keep_peer_address() -> bool:
+    """Stop the uvicorn server that is loading app.py from rewriting the client address.
+
+    `streamlit run app.py` serves on uvicorn, whose proxy-headers middleware replaces the peer with
+    the `X-Forwarded-For` entry whenever the peer is in `FORWARDED_ALLOW_IPS` (127.0.0.1 by
+    default): any client on the console's machine could then name its own address and dodge the
+    sign-in throttle. Which peer is a proxy is the console's decision (`TRUSTED_PROXIES`, see
+    `client`). Uvicorn reads its setting before it imports app.py and wraps the app right after,
+    so app.py turns it off on the loading `uvicorn.Config` (found on the import's call stack).
+    Returns False when app.py is not being loaded by uvicorn (tests, other servers)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        cfg = frame.f_locals.get("self")
+        if type(cfg).__name__ == "Config" and type(cfg).__module__ == "uvicorn.config":
+            cfg.proxy_headers = False
+            return True
+        frame = frame.f_back
+    return False
 
 
 def sso_on() -> bool:
