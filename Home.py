@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st
 
 from observability import auth
-from observability.ui import attention, charts, data, fmt, nav
+from observability.ui import attention, charts, data, fmt, nav, sso
 from observability.ui import common as ui
 
 st.set_page_config(page_title="Bot operations console", page_icon=":material/smart_toy:", layout="wide")
@@ -28,6 +28,10 @@ def login_page() -> None:
     ui.page_header("Bot operations console", "Sign in to watch and steer the bots.", system_banner=False)
     if ui.cookie_sessions():  # served by app.py: its own sign-in route sets the session cookie
         reason = st.session_state.get(ui.SESSION_END_KEY)
+        claims = sso.identity()
+        if claims is not None and not reason:  # back from the identity provider: finish single sign-on
+            sso.finish(claims)
+            return
         if reason:
             st.warning(f"Signed out: {reason}.", icon=":material/logout:")
         nxt = urlparse(st.context.url or "/").path or "/"
@@ -182,6 +186,10 @@ def main() -> None:
             for p in nav.PAGES
             if (ROOT / p.path).is_file()
         ]
+        if sso.enabled():
+            doors.append(
+                st.Page(sso.sso_page, title="Single sign-on", url_path=sso.SSO_URL_PATH, visibility="hidden")
+            )
         pg = st.navigation(
             [st.Page(login_page, title="Sign in", icon=":material/login:", default=True), *doors],
             position="hidden",

@@ -23,6 +23,7 @@ from observability.ui import common as ui  # noqa: E402
 from observability.ui import web_auth  # noqa: E402
 
 ui.enable_cookie_sessions()
+web_auth.keep_peer_address()  # TRUSTED_PROXIES, not uvicorn's default, decides who may forward addresses
 
 # /api/v1: the HTTP API and its WebSocket for the tools around the console (observability.api)
 app = st.App(

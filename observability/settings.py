@@ -7,6 +7,7 @@ in the README, and can be overridden in tests with `Settings.from_env({...})` wi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -39,6 +40,33 @@ def _str(value: str | None, default: str | None) -> str | None:
 
 
 EMAIL_SECURITY = ("starttls", "tls", "none")
+
+
+def _role_map(value: str | None) -> dict[str, str]:
+    """OIDC_ROLE_MAP: `group=role` pairs separated by commas (`ops-admins=admin,ops-oncall=operator`)."""
+    out: dict[str, str] = {}
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        group, sep, role = part.partition("=")
+        if not sep or not group.strip() or not role.strip():
+            raise ValueError(f"OIDC_ROLE_MAP: {part.strip()!r} is not group=role")
+        out[group.strip()] = role.strip().lower()
+    return out
+
+
+def _cidrs(value: str | None) -> tuple[str, ...]:
+    """TRUSTED_PROXIES: CIDRs (or single addresses) separated by commas, each checked here at start."""
+    out = []
+    for part in (value or "").split(","):
+        if part.strip():
+            try:
+                out.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {part.strip()!r} is not an address or CIDR: {exc}"
+                ) from exc
+    return tuple(out)
 
 
 def _patterns(value: str | None) -> tuple[str, ...]:
@@ -149,6 +177,13 @@ class Settings:
     session_lifetime_s: float = 7 * 86400.0  # a session ends this long after sign-in, used or not
     session_secret: str | None = field(default=None, repr=False)  # signs cookies; else a local file
     session_secret_file: Path = LOCAL_DIR / "session.secret"
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed (empty: none)
+    oidc_enabled: bool = False  # single sign-on through st.login ([auth] in .streamlit/secrets.toml)
+    oidc_provider: str | None = None  # the [auth.NAME] provider to use; None: the [auth] section itself
+    oidc_role_claim: str = "groups"  # the ID-token claim whose values OIDC_ROLE_MAP maps to roles
+    oidc_role_map: dict = field(default_factory=dict)  # claim value -> role; the highest role wins
+    oidc_default_role: str = "analyst"  # role of an SSO user whose claim maps to none
+    password_sign_in: bool = True  # False (with OIDC on): only single sign-on signs anyone in
     emergency_confirmation_required: bool = True
     emergency_rate_limit_per_min: int = 3
     redact_pii: bool = True
@@ -274,6 +309,13 @@ class Settings:
             session_lifetime_s=_float(e.get("SESSION_LIFETIME_S"), d.session_lifetime_s),
             session_secret=_str(e.get("SESSION_SECRET"), None),
             session_secret_file=Path(_str(e.get("SESSION_SECRET_FILE"), str(d.session_secret_file))),
+            trusted_proxies=_cidrs(e.get("TRUSTED_PROXIES")),
+            oidc_enabled=_bool(e.get("OIDC_ENABLED"), d.oidc_enabled),
+            oidc_provider=_str(e.get("OIDC_PROVIDER"), None),
+            oidc_role_claim=_str(e.get("OIDC_ROLE_CLAIM"), d.oidc_role_claim),
+            oidc_role_map=_role_map(e.get("OIDC_ROLE_MAP")),
+            oidc_default_role=(_str(e.get("OIDC_DEFAULT_ROLE"), d.oidc_default_role) or "").strip().lower(),
+            password_sign_in=_bool(e.get("PASSWORD_SIGN_IN"), d.password_sign_in),
             emergency_confirmation_required=_bool(
                 e.get("EMERGENCY_CONFIRMATION_REQUIRED"), d.emergency_confirmation_required
             ),
@@ -318,6 +360,10 @@ class Settings:
         )
 
     def __post_init__(self) -> None:
+        roles = ("analyst", "operator", "manager", "admin")  # auth.roles.ROLES (settings imports nothing)
+        for role in (self.oidc_default_role, *self.oidc_role_map.values()):
+            if role not in roles:
+                raise ValueError(f"OIDC roles must be one of {', '.join(roles)}, not {role!r}")
         if self.alert_email_security not in EMAIL_SECURITY:
             raise ValueError(
                 f"ALERT_EMAIL_SECURITY must be one of {', '.join(EMAIL_SECURITY)}, "

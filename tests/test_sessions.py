@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import requests
+import sqlalchemy as sa
 from support import ROOT, free_port, subprocess_env, wait_for
 
 from observability import auth
 from observability.auth import sessions
+from observability.auth.client_ip import client_address
 from observability.settings import get_settings
-from observability.store import Store
+from observability.store import Store, retention, schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 PASSWORD = "correct-horse-battery"
@@ -78,9 +80,50 @@ def test_cookie_values_are_signed(tmp_path: Path) -> None:
 DATABASE_URLS: dict[str, str] = {}  # the app's address -> its store (tests change users behind it)
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("app")
+def test_the_retention_step_purges_ended_sessions_and_quiet_throttle_rows_only(store: Store) -> None:
+    s = get_settings().replace(sign_in_lockout_s=900.0)
+    auth.create_user(store, "olga", auth.OPERATOR, PASSWORD)
+    olga = auth.User("olga", auth.OPERATOR)
+    signed_out = sessions.start(store, olga, now=T0)
+    sessions.end(store, signed_out, now=T0)
+    idle = sessions.start(store, olga, now=T0)  # never used again
+    live = sessions.start(store, olga, now=T0)
+    for _ in range(s.sign_in_max_failures):  # a pair locked from 10.0.0.9, and a failure from 10.0.0.8
+        with pytest.raises(auth.AuthError):
+            auth.authenticate(store, "olga", "wrong-password", client="10.0.0.9", now=T0, settings=s)
+    with pytest.raises(auth.AuthError):
+        auth.authenticate(store, "olga", "wrong-password", client="10.0.0.8", now=T0, settings=s)
+    later = (
+        T0 + timedelta(seconds=s.session_idle_timeout_s) + retention.AUTH_ROWS_GRACE + timedelta(minutes=1)
+    )
+    used = T0
+    while used < later:  # the live session is used all along
+        used += timedelta(seconds=s.session_idle_timeout_s / 2)
+        assert sessions.resolve(store, live, now=min(used, later)).user == olga
+    with store.begin() as conn:  # a lock still in force at `later` (a doubled one) is kept
+        conn.execute(sa.update(schema.sign_in_throttle).where(schema.sign_in_throttle.c.locked_until.is_not(None))
+                     .values(locked_until=later + timedelta(hours=1)))  # fmt: skip
+
+    def rows(table: sa.Table) -> int:
+        with store.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+    throttle_before = rows(schema.sign_in_throttle)
+    report = retention.purge(store, s, later)
+    assert report.deleted[schema.sessions.name] == 2
+    assert sessions.resolve(store, live, now=later).user == olga
+    assert sessions.resolve(store, idle, now=later).user is None
+    # kept: the pair whose lock is in force; gone: rows without a lock in force, quiet for a day
+    with store.connect() as conn:
+        left = conn.execute(sa.select(schema.sign_in_throttle.c.locked_until)).all()
+    assert left and all(r.locked_until is not None for r in left)
+    assert report.deleted[schema.sign_in_throttle.name] == throttle_before - len(left)
+    # nothing left to purge: a second run deletes nothing
+    assert retention.purge(store, s, later).total_deleted == 0
+
+
+def _console(tmp: Path, **env_extra: str) -> Iterator[str]:
+    """`streamlit run app.py` on a fresh store with two users; yields its base URL."""
     url = f"sqlite:///{tmp / 'store.db'}"
     store = Store.from_url(url)
     store.migrate()
@@ -88,7 +131,9 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     auth.create_user(store, "olga", auth.OPERATOR, PASSWORD)
     store.dispose()
     port = free_port()
-    env = subprocess_env(DATABASE_URL=url, AUTH_MODE="password", SESSION_SECRET_FILE=str(tmp / "secret"))
+    env = subprocess_env(
+        DATABASE_URL=url, AUTH_MODE="password", SESSION_SECRET_FILE=str(tmp / "secret"), **env_extra
+    )
     log = tmp / "streamlit.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -115,16 +160,34 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
 
 
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The console as shipped: no trusted proxy (X-Forwarded-For is not believed)."""
+    yield from _console(tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def proxied_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The console behind a proxy on 127.0.0.1 (TRUSTED_PROXIES): the forwarded address counts."""
+    yield from _console(tmp_path_factory.mktemp("proxied"), TRUSTED_PROXIES="127.0.0.0/8")
+
+
 def _csrf(page: requests.Response) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
 
 def _sign_in(
-    browser: requests.Session, base: str, name: str, password: str, nxt: str = "/"
+    browser: requests.Session,
+    base: str,
+    name: str,
+    password: str,
+    nxt: str = "/",
+    forwarded_for: str | None = None,
 ) -> requests.Response:
-    form = browser.get(f"{base}/auth/sign-in", params={"next": nxt})
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    form = browser.get(f"{base}/auth/sign-in", params={"next": nxt}, headers=headers)
     return browser.post(
-        f"{base}/auth/sign-in", params={"next": nxt}, allow_redirects=False,
+        f"{base}/auth/sign-in", params={"next": nxt}, allow_redirects=False, headers=headers,
         data={"csrf": _csrf(form), "username": name, "password": password},
     )  # fmt: skip
 
@@ -190,3 +253,45 @@ def test_a_password_reset_sends_an_open_session_back_to_sign_in_saying_why(app_u
         store.dispose()
     r = browser.get(f"{app_url}/", allow_redirects=False)
     assert r.status_code == 303 and "password+was+changed" in r.headers["location"]
+
+
+def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(app_url: str) -> None:
+    """Without TRUSTED_PROXIES a client cannot dodge the throttle by inventing an address per guess."""
+    store = Store.from_url(DATABASE_URLS[app_url])
+    try:
+        auth.create_user(store, "xff-user", auth.ANALYST, PASSWORD)  # this test's own account
+    finally:
+        store.dispose()
+    limit = get_settings().sign_in_max_failures
+    for i in range(limit):
+        r = _sign_in(
+            requests.Session(), app_url, "xff-user", "wrong-password", forwarded_for=f"198.51.100.{i}"
+        )
+        assert r.status_code == 401
+    r = _sign_in(requests.Session(), app_url, "xff-user", PASSWORD, forwarded_for="198.51.100.99")
+    assert r.status_code == 401  # the peer (127.0.0.1) is the client, and it is throttled for this name
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_throttled_not_the_proxy(proxied_url: str) -> None:
+    limit = get_settings().sign_in_max_failures
+    for _ in range(limit):  # the proxy appends the client it saw to what the client sent
+        r = _sign_in(
+            requests.Session(), proxied_url, "root", "wrong-password", forwarded_for="10.9.9.9, 203.0.113.7"
+        )
+        assert r.status_code == 401
+    r = _sign_in(requests.Session(), proxied_url, "root", PASSWORD, forwarded_for="203.0.113.7")
+    assert r.status_code == 401  # that client is throttled, whatever it puts in front
+    r = _sign_in(requests.Session(), proxied_url, "root", PASSWORD, forwarded_for="203.0.113.8")
+    assert r.status_code == 303  # another client behind the same proxy still signs in
+
+
+def test_the_client_address_is_the_nearest_untrusted_hop() -> None:
+    s = get_settings().replace(trusted_proxies=("10.0.0.0/8", "127.0.0.1/32"))
+    assert client_address("127.0.0.1", "203.0.113.7, 10.1.1.1", s) == "203.0.113.7"
+    assert client_address("127.0.0.1", "198.51.100.1, 203.0.113.7", s) == "203.0.113.7"  # spoofed left part
+    assert client_address("192.0.2.5", "203.0.113.7", s) == "192.0.2.5"  # the peer is no proxy of ours
+    assert client_address("127.0.0.1", "garbage, 10.1.1.1", s) == "127.0.0.1"
+    assert client_address("127.0.0.1", None, s) == "127.0.0.1"
+    assert (
+        client_address("127.0.0.1", "203.0.113.7", get_settings().replace(trusted_proxies=())) == "127.0.0.1"
+    )

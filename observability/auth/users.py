@@ -54,6 +54,7 @@ MAX_NAME_LENGTH = 100
 # all read the same, so the form tells nothing about an account to a stranger.
 SIGN_IN_REFUSED = "wrong user name or password, or too many attempts from here (wait and try again)"
 BUSY = "the console is busy checking other sign-ins; try again in a moment"
+PASSWORD_OFF = "password sign-in is switched off; use single sign-on"
 HASH_WAIT_S = 10.0  # longest wait for a free hashing slot during sign-in
 NAME_CHARS = "letters a-z, digits and . _ - @"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]*\Z")
@@ -442,6 +443,8 @@ def authenticate(
     for an unknown name), inside the bounded hashing slots.
     """
     s = settings or get_settings()
+    if s.oidc_enabled and not s.password_sign_in:  # every door, not only the form (PASSWORD_SIGN_IN)
+        raise AuthError(PASSWORD_OFF)
     now = to_naive_utc(now) or utcnow()
     client = (client or "unknown")[:200]
     t = schema.users

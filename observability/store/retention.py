@@ -6,6 +6,7 @@
 | raw `system_metrics` | 72 hours | `MONITORING_METRICS_RETENTION_HOURS` |
 | delivered or dead `notifications`, ended `silences`, `activity_reads`, stale `worker_heartbeats` | 90 days | `MONITORING_DB_RETENTION_DAYS` |
 | per-minute and per-hour rollups (also `rollup_conversation_hour`) | 400 days | `ROLLUP_RETENTION_DAYS` |
+| ended console `sessions` (revoked, idle or past their lifetime) and quiet `sign_in_throttle` rows (no lock in force, no attempt for a day) | 1 day after they ended | `SESSION_IDLE_TIMEOUT_S` (always on) |
 | audit trails (`interventions`, `emergency_actions`, `alert_events`) and what they refer to (`alerts`), entities (conversations, accounts, users, rules, control state) | forever | - |
 
 A setting of 0 keeps that class forever. A row is expired when its time is strictly before
@@ -56,6 +57,9 @@ PARTITIONS_EVERY = timedelta(hours=1)
 STEP_TIME_BUDGET_S = 20.0
 LOCK_TIMEOUT = "3s"
 ROLLUP_PURGED_KEY = "metrics.rollup_purged_totals"
+# an ended session is kept this long (its sign-in page can still say why it ended), and a throttle row
+# this long after its last attempt: at least auth.throttle.QUIET_RESET, after which it counts for nothing
+AUTH_ROWS_GRACE = timedelta(days=1)
 
 PARTITIONED_TABLES: tuple[sa.Table, ...] = schema.RAW_EVENT_TABLES
 _PARTITION_RE = re.compile(r"^(?P<table>.+)_p(?P<day>\d{8})$")
@@ -301,9 +305,21 @@ def plan(settings: Settings, now: datetime) -> list[tuple[sa.Table, sa.ColumnEle
         for t in (schema.rollup_ops_minute, schema.rollup_llm_minute, schema.rollup_ops_hour,
                   schema.rollup_llm_hour, schema.rollup_conversation_hour):  # fmt: skip
             out.append((t, t.c.bucket < cut, cut))
+    out.extend(_auth_plan(settings, now))
     never = {t.name for t in schema.AUDIT_TABLES}
     assert not any(t.name in never for t, _, _ in out), "audit tables are never purged"
     return out
+
+
+def _auth_plan(settings: Settings, now: datetime) -> list[tuple[sa.Table, sa.ColumnElement, datetime]]:
+    """Ended sessions and throttle rows that count for nothing any more (always purged: they grow
+    with every sign-in attempt, and a stale session row is no use to anyone)."""
+    cut = now - AUTH_ROWS_GRACE
+    s, t = schema.sessions, schema.sign_in_throttle
+    idle_cut = cut - timedelta(seconds=settings.session_idle_timeout_s)
+    ended = sa.or_(s.c.expires_at < cut, s.c.revoked_at < cut, s.c.last_seen_at < idle_cut)
+    quiet = sa.and_(t.c.updated_at < cut, sa.or_(t.c.locked_until.is_(None), t.c.locked_until < now))
+    return [(s, ended, cut), (t, quiet, cut)]
 
 
 def purge(

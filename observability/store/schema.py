@@ -244,6 +244,11 @@ users = Table(
     Column("locked_until", DateTime),
     Column("created_at", DateTime, nullable=False),
     Column("last_login_at", DateTime),
+    # single sign-on: the OIDC subject (issuer's `sub`) a user was matched or created by, and the
+    # e-mail an SSO user is matched by before a subject is known
+    Column("oidc_subject", String(255)),
+    Column("email", String(320)),
+    Index("ux_users_oidc_subject", "oidc_subject", unique=True),
 )
 
 # Sign-in throttle: one row per (account, client address) pair and one per client address, keyed by
