@@ -100,6 +100,7 @@ class Settings:
     worker_tick_s: float = 15.0
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = 4318
+    worker_http_max_connections: int = 64  # connections and requests at once; 503 beyond
     worker_batch_entries: int = 50
     worker_claim_idle_ms: int = 60_000
     worker_lock_file: Path = LOCAL_DIR / "worker.leader.lock"
@@ -158,6 +159,8 @@ class Settings:
     # --- ecosystem ------------------------------------------------------------------------
     otel_enabled: bool = True
     otlp_ingest_token: str | None = field(default=None, repr=False)
+    otlp_ingest_token_file: Path = LOCAL_DIR / "otlp_ingest.token"  # bootstrap's token, when none is set
+    otlp_cost_ceiling_usd: float = 100.0  # a call priced above this is flagged, not summed into spend
     monitoring_db_retention_days: int = 90
     monitoring_metrics_retention_hours: int = 72
     rollup_retention_days: int = 400
@@ -198,6 +201,9 @@ class Settings:
             worker_tick_s=_float(e.get("WORKER_TICK_S"), d.worker_tick_s),
             worker_http_host=_str(e.get("WORKER_HTTP_HOST"), d.worker_http_host),
             worker_http_port=_int(e.get("WORKER_HTTP_PORT"), d.worker_http_port),
+            worker_http_max_connections=_int(
+                e.get("WORKER_HTTP_MAX_CONNECTIONS"), d.worker_http_max_connections
+            ),
             worker_batch_entries=_int(e.get("WORKER_BATCH_ENTRIES"), d.worker_batch_entries),
             worker_claim_idle_ms=_int(e.get("WORKER_CLAIM_IDLE_MS"), d.worker_claim_idle_ms),
             worker_lock_file=Path(_str(e.get("WORKER_LOCK_FILE"), str(d.worker_lock_file))),
@@ -271,6 +277,8 @@ class Settings:
             suggest_model=_str(e.get("SUGGEST_MODEL"), d.suggest_model),
             otel_enabled=_bool(e.get("OTEL_ENABLED"), d.otel_enabled),
             otlp_ingest_token=_str(e.get("OTLP_INGEST_TOKEN"), None),
+            otlp_ingest_token_file=Path(_str(e.get("OTLP_INGEST_TOKEN_FILE"), str(d.otlp_ingest_token_file))),
+            otlp_cost_ceiling_usd=_float(e.get("OTLP_COST_CEILING_USD"), d.otlp_cost_ceiling_usd),
             monitoring_db_retention_days=_int(
                 e.get("MONITORING_DB_RETENTION_DAYS"), d.monitoring_db_retention_days
             ),

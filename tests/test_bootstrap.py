@@ -15,7 +15,8 @@ from observability.store import Store
 
 
 def run_bootstrap(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = subprocess_env(DATABASE_URL=url, SPOOL_DIR=str(tmp_path / "spool"), REDIS_URL="")
+    env = subprocess_env(DATABASE_URL=url, SPOOL_DIR=str(tmp_path / "spool"), REDIS_URL="",
+                         OTLP_INGEST_TOKEN="", OTLP_INGEST_TOKEN_FILE=str(tmp_path / "otlp.token"))  # fmt: skip
     return subprocess.run([sys.executable, "-m", "observability.bootstrap", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 

@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
+from requests.structures import CaseInsensitiveDict
 from support import TcpProxy, free_port, subprocess_env, wait_for
 
 from observability import keys
@@ -56,13 +57,14 @@ from observability.worker.steps import Step, step_heartbeat
 
 def request(
     url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str | None = None
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, CaseInsensitiveDict, bytes]:
+    """(status, headers (names in any case, as HTTP has them), body)."""
     req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, CaseInsensitiveDict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, CaseInsensitiveDict(exc.headers), exc.read()
 
 
 def post_json(url: str, doc: object, *, gz: bool = False, token: str | None = None) -> tuple[int, dict]:
@@ -601,7 +603,7 @@ def test_the_worker_process_serves_all_three_endpoints(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     env = subprocess_env(DATABASE_URL=f"sqlite:///{db}", WORKER_HTTP_PORT=str(port), WORKER_TICK_S="0.5",
                          SPOOL_DIR=str(tmp_path / "spool"), WORKER_LOCK_FILE=str(tmp_path / "lock"),
-                         REDIS_URL="", OTLP_INGEST_TOKEN="")  # fmt: skip
+                         REDIS_URL="", OTLP_INGEST_TOKEN="", OTLP_INGEST_TOKEN_FILE=str(tmp_path / "none"))  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "observability.worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
