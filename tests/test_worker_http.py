@@ -45,12 +45,14 @@ from requests.structures import CaseInsensitiveDict
 from support import TcpProxy, free_port, subprocess_env, wait_for
 
 from observability import keys
+from observability.analytics.llm_observability import LLMObservabilityService
 from observability.settings import Settings
 from observability.store import Store, rollups, schema
 from observability.store.ingest import write_batch
 from observability.store.pricing import cost_of
 from observability.store.stream import StreamConsumer
 from observability.timeutil import to_epoch, utcnow
+from observability.ui.frames import unknown_models
 from observability.worker.ingest_token import ensure_ingest_token
 from observability.worker.metrics import LATENCY_BUCKETS_S
 from observability.worker.receiver import MAX_BODY_BYTES, MAX_DECODED_BYTES
@@ -519,6 +521,39 @@ def test_the_token_bootstrap_kept_protects_the_receiver(
         assert post_json(srv.url, doc, token=token) == (200, {})
     finally:
         srv.stop()
+
+
+def test_a_call_priced_above_the_ceiling_is_flagged_not_summed_into_spend(
+    sqlite_store: Store, make_settings: Callable[..., Settings]
+) -> None:
+    srv = serve(sqlite_store, make_settings(sqlite_store.url, otlp_cost_ceiling_usd=50.0), port=0)
+    try:
+        now = utcnow()
+        normal = {"gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.provider.name": "anthropic",
+                  "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100}  # fmt: skip
+        huge = {**normal, "gen_ai.usage.input_tokens": 2_000_000_000}  # $6,000 for one call
+        assert post_json(
+            srv.url, otlp_json([json_span(normal, start=now, ms=5), json_span(huge, start=now, ms=5)])
+        ) == (200, {})
+    finally:
+        srv.stop()
+    stored = sorted(rows(sqlite_store).values(), key=lambda r: r["input_tokens"])
+    ok, flagged = stored
+    assert (
+        ok["cost_usd"] == pytest.approx(priced("anthropic", "claude-sonnet-4-5", 1000, 100))
+        and ok["price_known"]
+    )
+    withheld = priced("anthropic", "claude-sonnet-4-5", 2_000_000_000, 100)
+    assert withheld > 50.0
+    assert (flagged["cost_usd"], flagged["price_known"]) == (0.0, False)
+    assert flagged["cost_flagged_usd"] == pytest.approx(withheld)
+    svc = LLMObservabilityService(sqlite_store)
+    assert svc.cost_by_model() == {
+        "claude-sonnet-4-5": pytest.approx(ok["cost_usd"])
+    }  # spend: the normal call only
+    # the console's list of flagged calls (cost page) shows it with the price it withheld
+    listed = unknown_models(sqlite_store, "24h")
+    assert listed["calls"].tolist() == [1] and listed["withheld_usd"].tolist() == [pytest.approx(withheld)]
 
 
 # ---- /metrics ---------------------------------------------------------------------------------
