@@ -276,3 +276,35 @@ def test_spool_files_hold_only_redacted_text(make_settings: Callable[..., Settin
     assert files
     content = "".join(f.read_text() for f in files)
     assert "[email redacted]" in content and "jo@example.com" not in content and "7946 0958" not in content
+
+
+# ---- 4. CSV downloads -------------------------------------------------------------------------
+
+HOSTILE_CELLS = ("=HYPERLINK(\"http://127.0.0.1:9/x\",\"open\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+                 "\t=1+1", "\r=1+1")  # fmt: skip
+
+
+def test_csv_downloads_escape_formula_leading_cells(
+    sqlite_store: Store, make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    import csv
+    import io
+
+    from observability.ui import frames
+    from observability.ui.common import FORMULA_START, csv_bytes
+
+    client = ObservabilityClient(settings=make_settings(sqlite_url))
+    try:
+        for name in HOSTILE_CELLS:
+            client.record_llm_call("claude-sonnet-4-5", "anthropic", 10, 5, 100.0, bot=name, agent=name)
+        assert client.flush(10.0), client.stats()
+    finally:
+        client.close()
+    table = frames.llm_breakdown(sqlite_store, "24h", by=("bot", "agent"))
+    table["delta"] = -1.5  # a negative amount is a number, not a formula
+    assert sorted(table["bot"]) == sorted(HOSTILE_CELLS)  # the page shows the names as they are
+    parsed = list(csv.DictReader(io.StringIO(csv_bytes(table).decode(), newline="")))
+    assert sorted(r["bot"] for r in parsed) == sorted("'" + n for n in HOSTILE_CELLS)
+    for r in parsed:
+        assert r["agent"] == r["bot"] and r["delta"] == "-1.5"
+        assert not any(v.startswith(FORMULA_START) for k, v in r.items() if k != "delta")

@@ -257,9 +257,33 @@ def empty_state(message: str, hint: str | None = None) -> None:
     st.info(text, icon=":material/hourglass_empty:")
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: a spreadsheet evaluates these
+
+
+def _csv_cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def csv_bytes(df: pd.DataFrame | None) -> bytes:
+    """A table as CSV that a spreadsheet opens as data: a text cell (or column name) starting with
+    `=`, `+`, `-`, `@`, tab or CR gets a leading `'` (OWASP), since bot names, authors and metric
+    names come from SDK callers. Numbers stay numbers (a negative amount is not a formula)."""
+    if df is None:
+        return b""
+    safe = df.copy()
+    for col in safe.columns:
+        dtype = safe[col].dtype
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype)):
+            safe[col] = safe[col].map(_csv_cell)
+    safe.columns = [_csv_cell(str(c)) for c in safe.columns]
+    return safe.to_csv(index=False, lineterminator="\r\n").encode(
+        "utf-8"
+    )  # RFC 4180: a CR in a cell is quoted
+
+
 def download_csv(df: pd.DataFrame, filename: str, key: str, label: str = "Download CSV") -> None:
-    """A download button for a table (every table in the console is downloadable)."""
-    data = df.to_csv(index=False).encode("utf-8") if df is not None else b""
+    """A download button for a table (every table in the console is downloadable), formula-safe."""
+    data = csv_bytes(df)
     st.download_button(
         label, data=data, file_name=filename, mime="text/csv", key=key, icon=":material/download:",
         on_click="ignore",
