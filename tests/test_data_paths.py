@@ -308,3 +308,49 @@ def test_csv_downloads_escape_formula_leading_cells(
     for r in parsed:
         assert r["agent"] == r["bot"] and r["delta"] == "-1.5"
         assert not any(v.startswith(FORMULA_START) for k, v in r.items() if k != "delta")
+
+
+# ---- 5. private files -------------------------------------------------------------------------
+
+
+def test_store_spool_lock_and_token_files_are_private(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    import os
+    import stat
+
+    from observability.worker.ingest_token import ensure_ingest_token
+    from observability.worker.leader import LeaderLock
+
+    old_umask = os.umask(0o022)  # the usual umask: without care files would be 0644 and directories 0755
+    local = tmp_path / "data" / "local"  # neither directory exists yet
+    db = local / "obs.db"
+    down = f"postgresql+psycopg://nobody:pw@127.0.0.1:{free_port()}/none"
+    store = Store.from_url(f"sqlite:///{db}")
+    try:
+        store.migrate()
+        settings = make_settings(
+            f"sqlite:///{db}", spool_dir=local / "spool", otlp_ingest_token_file=local / "t.token"
+        )
+        lock = LeaderLock(store, settings)
+        assert lock.try_acquire()
+        lock.release()
+        ensure_ingest_token(settings)
+        spilling = ObservabilityClient(settings=settings.replace(database_url=down, sdk_max_retries=0))
+        try:
+            spilling.record_message("c-1", "user", "hello", bot="lead_bot")
+            assert wait_for(lambda: spilling.stats()["spilled"] > 0, 10.0), spilling.stats()
+        finally:
+            spilling.close(timeout=0.5)
+    finally:
+        store.dispose()
+        os.umask(old_umask)
+    files = [p for p in local.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"obs.db", "obs.db.leader.lock", "t.token"} <= names and any(n.endswith(".json") for n in names), (
+        names
+    )
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    for d in (tmp_path / "data", local, local / "spool"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d

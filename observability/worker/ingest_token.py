@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 
+from observability.localfiles import private_dir
 from observability.settings import Settings
 
 
@@ -31,7 +32,7 @@ def ensure_ingest_token(settings: Settings) -> tuple[str, bool]:
     if existing:
         return existing, False
     path = settings.otlp_ingest_token_file
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent)
     token = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
