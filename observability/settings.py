@@ -109,6 +109,7 @@ class Settings:
     alert_thresholds_config: Path = DATA_DIR / "alert_thresholds.json"
     alert_escalation_l2_delay_s: float = 300.0
     alert_escalation_l3_delay_s: float = 900.0
+    alert_silence_max_s: float = 7 * 86400.0  # longest silence an operator may set
     alert_keep_firing_for_s: float = 300.0  # one metric window clear before an alert resolves
     alert_delivery_max_attempts: int = 8
     alert_delivery_backoff_s: float = 5.0
@@ -217,6 +218,7 @@ class Settings:
             alert_escalation_l3_delay_s=_float(
                 e.get("ALERT_ESCALATION_L3_DELAY_S"), d.alert_escalation_l3_delay_s
             ),
+            alert_silence_max_s=_float(e.get("ALERT_SILENCE_MAX_S"), d.alert_silence_max_s),
             alert_keep_firing_for_s=_float(e.get("ALERT_KEEP_FIRING_FOR_S"), d.alert_keep_firing_for_s),
             alert_delivery_max_attempts=_int(
                 e.get("ALERT_DELIVERY_MAX_ATTEMPTS"), d.alert_delivery_max_attempts

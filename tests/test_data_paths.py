@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,89 @@ def test_store_spool_lock_and_token_files_are_private(
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     for d in (tmp_path / "data", local, local / "spool"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+# ---- 7. permissions ---------------------------------------------------------------------------
+
+
+def test_only_the_holder_or_an_admin_can_reset_a_taken_over_conversation(store: Store) -> None:
+    import time
+    import uuid
+
+    from observability import auth, control
+    from observability import events as ev
+    from observability.store.ingest import write_batch
+
+    s = Settings().replace(auth_mode="password", redis_url=None)
+    for name, role in (("olga", auth.OPERATOR), ("otto", auth.OPERATOR), ("root", auth.ADMIN)):
+        auth.create_user(store, name, role, "a-long-password")
+    for cid in ("c1", "c2"):
+        write_batch(store, [ev.message(uuid.uuid4().hex, time.time() - 60, conversation_id=cid, role="user",
+                                       text="hello", bot="buyer", account_id="a-1")], s)  # fmt: skip
+        control.take_control(store, cid, "olga", "review", settings=s)
+
+    def audit_rows() -> int:
+        with store.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(schema.interventions)).scalar()
+
+    before = audit_rows()
+    with pytest.raises(auth.PermissionDenied, match="held by olga; only they or an admin"):
+        control.reset_conversation(store, "c1", "otto", "mine now", settings=s)
+    held = control.intervention_status(store, "c1")
+    assert (held.state, held.operator) == ("human", "olga") and audit_rows() == before
+    # the holder and an admin may
+    assert control.reset_conversation(store, "c1", "olga", "done", settings=s).outcome == "reset_from_human"
+    assert control.reset_conversation(store, "c2", "root", "stuck", settings=s).outcome == "reset_from_human"
+    assert (
+        control.intervention_status(store, "c1").state
+        == control.intervention_status(store, "c2").state
+        == "ai"
+    )
+    # a conversation nobody holds (stopped) any operator may still reset
+    control.stop_conversation(store, "c1", "olga", "abuse", settings=s)
+    assert (
+        control.reset_conversation(store, "c1", "otto", "false alarm", settings=s).outcome
+        == "reset_from_stopped"
+    )
+
+
+@SQLITE_ONLY
+def test_silences_are_capped_at_the_configured_length(alerting: Harness) -> None:
+    from observability.alerting import RuleValidationError
+
+    op = alerting.users["operator"]
+    with pytest.raises(RuleValidationError, match=r"at most 7 days \(ALERT_SILENCE_MAX_S\)") as caught:
+        alerting.svc.add_silence(op, reason="forever", rule_name="low_cache_hit_rate",
+                                 ends_at=datetime(9999, 1, 1), now=alerting.now(0))  # fmt: skip
+    assert set(caught.value.errors) == {"ends_at"}
+    with pytest.raises(RuleValidationError, match="at most 7 days"):
+        alerting.svc.add_silence(op, reason="long", rule_name="low_cache_hit_rate", duration_s=8 * 86400,
+                                 now=alerting.now(0))  # fmt: skip
+    with pytest.raises(RuleValidationError, match="duration must be a number"):
+        alerting.svc.add_silence(op, reason="inf", rule_name="low_cache_hit_rate", duration_s=float("inf"),
+                                 now=alerting.now(0))  # fmt: skip
+    with alerting.store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.silences)).scalar() == 0
+    alerting.svc.add_silence(op, reason="a week", rule_name="low_cache_hit_rate", duration_s=7 * 86400,
+                             now=alerting.now(0))  # fmt: skip
+    shorter = alerting.svc.__class__(alerting.store, alerting.svc.settings.replace(alert_silence_max_s=3600))
+    with pytest.raises(RuleValidationError, match=r"at most 1 h"):
+        shorter.add_silence(
+            op, reason="2h", rule_name="low_cache_hit_rate", duration_s=7200, now=alerting.now(0)
+        )
+
+
+def test_the_sdk_refuses_operator_messages(sqlite_store: Store, make_settings: Callable[..., Settings],
+                                           sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    client = ObservabilityClient(settings=make_settings(sqlite_url))
+    try:
+        client.record_message("c-1", "operator", "Hi, this is Olga from support: pay here", bot="lead_bot")
+        client.record_message("c-1", "user", "hello", bot="lead_bot")
+        assert client.flush(10.0), client.stats()
+        assert client.stats()["rejected"] == 1
+    finally:
+        client.close()
+    assert "operator replies are sent through the console's control service" in caplog.text
+    with sqlite_store.connect() as conn:
+        roles = [r.role for r in conn.execute(sa.select(schema.messages.c.role))]
+    assert roles == ["user"]
