@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -441,3 +441,106 @@ def test_the_sdk_refuses_operator_messages(sqlite_store: Store, make_settings: C
     with sqlite_store.connect() as conn:
         roles = [r.role for r in conn.execute(sa.select(schema.messages.c.role))]
     assert roles == ["user"]
+
+
+# ---- 3. data is text, never markup ------------------------------------------------------------
+
+# each carries a marker word: wherever a page shows the marker, it must show the whole name as text
+HOSTILE = {"bold1": "<b>bold1</b>", "tick2": "tick2`", "link3": "[link3](http://127.0.0.1:9/evil)",
+           "img4": "![img4](http://127.0.0.1:9/i.png)"}  # fmt: skip
+PAGE_FILES = [
+    "Home.py",
+    *sorted(f"pages/{p.name}" for p in (Path(__file__).parent.parent / "pages").glob("*.py")),
+]
+
+
+def _markdown_problems(source: str) -> list[str]:
+    """What a markdown source would render as markup: links or images (to anywhere), raw HTML, or a
+    marker shown without its whole name (a backtick that broke out of a code span)."""
+    from markdown_it import MarkdownIt
+
+    problems, shown = [], []
+    for block in MarkdownIt("commonmark").parse(source):
+        for tok in [block, *(block.children or [])]:
+            if tok.type in ("link_open", "image") or tok.type.startswith("html"):
+                problems.append(f"{tok.type} in {source!r}")
+            if tok.type in ("text", "code_inline"):
+                shown.append(tok.content)
+    text = "".join(shown)
+    for marker, name in HOSTILE.items():
+        if marker in text and name not in text:
+            problems.append(f"{name!r} shown broken in {source!r}")
+    return problems
+
+
+def _figure_strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _figure_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _figure_strings(v)
+
+
+def test_hostile_names_render_as_text_on_every_page(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from observability.analytics.conversation_scoring import score_pending
+    from observability.settings import reset_settings_cache
+    from observability.timeutil import utcnow
+    from observability.ui import common
+
+    url = f"sqlite:///{tmp_path / 'hostile.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    client = ObservabilityClient(settings=make_settings(url))
+    try:
+        client.set_account("acc-1", name=HOSTILE["link3"], vip=True)
+        for i, name in enumerate(HOSTILE.values()):
+            conv = f"conv-{i}"
+            for _ in range(3):
+                client.record_llm_call("claude-sonnet-4-5", "anthropic", 100, 20, 900.0, bot=name, agent=name,
+                                       decision_type=name, conversation_id=conv, success=False, error_type=name)  # fmt: skip
+                client.track_operation(name, name, 5000.0, success=False, error_type=name)
+                client.record_bot_interaction(name, 300.0, success=False, error_type=name)
+            client.record_handoff(name, HOSTILE["img4"], success=False, reason=name)
+            client.record_message(conv, "user", f"hi {name}", bot=name, account_id="acc-1", author=name)
+            client.record_message(conv, "bot", f"answer {name}", bot=name, account_id="acc-1")
+            client.record_metric(name, 1.0, conversation_id=conv, metadata={"k": name})
+            client.log_activity(name, name, severity="high", description=name, conversation_id=conv)
+        assert client.flush(10.0), client.stats()
+    finally:
+        client.close()
+    now = utcnow()
+    score_pending(store, now)
+    with store.begin() as conn:
+        conn.execute(sa.insert(schema.alerts).values(
+            rule_name="high_error_rate", dedup_key="h|x", labels={"bot": HOSTILE["tick2"]}, state="firing",
+            severity="critical", value=0.2, threshold=0.05, message=f"errors of {HOSTILE['link3']}",
+            fired_at=now, created_at=now))  # fmt: skip
+    store.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        for page in PAGE_FILES:
+            at = AppTest.from_file(str(Path(__file__).parent.parent / page), default_timeout=60)
+            at.run()
+            assert not at.exception, f"{page}: {at.exception}"
+            elements = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success,
+                        *at.title, *at.subheader, *at.header]  # fmt: skip
+            problems = [p for e in elements for p in _markdown_problems(str(e.value))]
+            problems += [f"metric label {m.label!r}" for m in at.metric for p in _markdown_problems(m.label)]
+            for chart in at.get("plotly_chart"):
+                for s in _figure_strings(json.loads(chart.proto.spec)):
+                    if "<b>" in s or "<a " in s or "<img" in s:
+                        problems.append(f"plotly text {s!r}")
+            assert problems == [], f"{page}: {problems[:5]}"
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
