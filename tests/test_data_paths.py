@@ -544,3 +544,66 @@ def test_hostile_names_render_as_text_on_every_page(
     finally:
         reset_settings_cache()
         common.clear_caches()
+
+
+def test_an_overlong_shared_link_gets_a_friendly_message_not_a_traceback(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from observability.settings import reset_settings_cache
+    from observability.ui import common
+
+    url = f"sqlite:///{tmp_path / 'link.db'}"
+    Store.from_url(url).migrate()
+    client = ObservabilityClient(settings=make_settings(url))
+    client.record_message("conv-1", "user", "hello", bot="lead_bot")
+    assert client.flush(10.0)
+    client.close()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        for value in ("x" * 200, "conv-1\n[Session expired: sign in](http://127.0.0.1:9/x)"):
+            at = AppTest.from_file(
+                str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
+            )
+            at.query_params["conversation"] = value
+            at.run()
+            assert not at.exception, at.exception
+            warnings = [w.value for w in at.warning]
+            assert any("`conversation` value was ignored" in w for w in warnings), warnings
+            shown = "\n".join(
+                str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.warning, *at.error)
+            )
+            assert "Traceback" not in shown and "Session expired" not in shown and "x" * 101 not in shown
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
+def test_the_error_boundary_logs_the_traceback_under_an_id_and_shows_only_the_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        from observability.ui import common as ui
+
+        def broken() -> None:
+            raise RuntimeError("chart query failed on /srv/app/internal.py")
+
+        ui.run_guarded(broken)
+
+    caplog.set_level(logging.ERROR, logger="observability.ui.common")
+    at = AppTest.from_function(page, default_timeout=30)
+    at.run()
+    assert not at.exception
+    [shown] = [e.value for e in at.error]
+    assert "internal.py" not in shown and "RuntimeError" not in shown and "Traceback" not in shown
+    error_id = shown.split("error id ")[1].split(")")[0]
+    [record] = [r for r in caplog.records if error_id in r.getMessage()]
+    assert record.exc_info and "internal.py" in str(
+        record.exc_info[1]
+    )  # the log keeps what is needed to fix it
