@@ -161,7 +161,7 @@ class Settings:
     otel_enabled: bool = True
     otlp_ingest_token: str | None = field(default=None, repr=False)
     otlp_ingest_token_file: Path = LOCAL_DIR / "otlp_ingest.token"  # bootstrap's token, when none is set
-    otlp_cost_ceiling_usd: float = 100.0  # a call priced above this is flagged, not summed into spend
+    otlp_cost_ceiling_usd: float = 100.0  # a call priced above this is flagged, not summed (0: none)
     monitoring_db_retention_days: int = 90
     monitoring_metrics_retention_hours: int = 72
     rollup_retention_days: int = 400

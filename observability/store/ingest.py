@@ -139,7 +139,7 @@ def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Setti
         out = []
         append, price, epoch, seconds = out.append, cost_of, EPOCH, timedelta  # the hottest loop
         minutes = set()
-        ceiling = settings.otlp_cost_ceiling_usd
+        ceiling = settings.otlp_cost_ceiling_usd if settings.otlp_cost_ceiling_usd > 0 else float("inf")
         for e in llm:
             (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv,
              ok, err) = e  # fmt: skip

@@ -277,9 +277,8 @@ def csv_bytes(df: pd.DataFrame | None) -> bytes:
         if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype)):
             safe[col] = safe[col].map(_csv_cell)
     safe.columns = [_csv_cell(str(c)) for c in safe.columns]
-    return safe.to_csv(index=False, lineterminator="\r\n").encode(
-        "utf-8"
-    )  # RFC 4180: a CR in a cell is quoted
+    # RFC 4180 line ends: a CR inside a cell is then quoted instead of breaking the row
+    return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
 def download_csv(df: pd.DataFrame, filename: str, key: str, label: str = "Download CSV") -> None:
