@@ -221,7 +221,7 @@ def main() -> None:
         elif not ui.is_auth_off() and st.button("Sign out", icon=":material/logout:", key="logout"):
             ui.sign_out()
             st.rerun()
-    pg.run()
+    ui.run_guarded(pg.run)
 
 
 main()

@@ -128,6 +128,7 @@ class Settings:
     worker_tick_s: float = 15.0
     worker_http_host: str = "127.0.0.1"
     worker_http_port: int = 4318
+    worker_http_max_connections: int = 64  # connections and requests at once; 503 beyond
     worker_batch_entries: int = 50
     worker_claim_idle_ms: int = 60_000
     worker_lock_file: Path = LOCAL_DIR / "worker.leader.lock"
@@ -136,6 +137,7 @@ class Settings:
     alert_thresholds_config: Path = DATA_DIR / "alert_thresholds.json"
     alert_escalation_l2_delay_s: float = 300.0
     alert_escalation_l3_delay_s: float = 900.0
+    alert_silence_max_s: float = 7 * 86400.0  # longest silence an operator may set
     alert_keep_firing_for_s: float = 300.0  # one metric window clear before an alert resolves
     alert_delivery_max_attempts: int = 8
     alert_delivery_backoff_s: float = 5.0
@@ -193,6 +195,8 @@ class Settings:
     # --- ecosystem ------------------------------------------------------------------------
     otel_enabled: bool = True
     otlp_ingest_token: str | None = field(default=None, repr=False)
+    otlp_ingest_token_file: Path = LOCAL_DIR / "otlp_ingest.token"  # bootstrap's token, when none is set
+    otlp_cost_ceiling_usd: float = 100.0  # a call priced above this is flagged, not summed (0: none)
     monitoring_db_retention_days: int = 90
     monitoring_metrics_retention_hours: int = 72
     rollup_retention_days: int = 400
@@ -248,6 +252,9 @@ class Settings:
             worker_tick_s=_float(e.get("WORKER_TICK_S"), d.worker_tick_s),
             worker_http_host=_str(e.get("WORKER_HTTP_HOST"), d.worker_http_host),
             worker_http_port=_int(e.get("WORKER_HTTP_PORT"), d.worker_http_port),
+            worker_http_max_connections=_int(
+                e.get("WORKER_HTTP_MAX_CONNECTIONS"), d.worker_http_max_connections
+            ),
             worker_batch_entries=_int(e.get("WORKER_BATCH_ENTRIES"), d.worker_batch_entries),
             worker_claim_idle_ms=_int(e.get("WORKER_CLAIM_IDLE_MS"), d.worker_claim_idle_ms),
             worker_lock_file=Path(_str(e.get("WORKER_LOCK_FILE"), str(d.worker_lock_file))),
@@ -261,6 +268,7 @@ class Settings:
             alert_escalation_l3_delay_s=_float(
                 e.get("ALERT_ESCALATION_L3_DELAY_S"), d.alert_escalation_l3_delay_s
             ),
+            alert_silence_max_s=_float(e.get("ALERT_SILENCE_MAX_S"), d.alert_silence_max_s),
             alert_keep_firing_for_s=_float(e.get("ALERT_KEEP_FIRING_FOR_S"), d.alert_keep_firing_for_s),
             alert_delivery_max_attempts=_int(
                 e.get("ALERT_DELIVERY_MAX_ATTEMPTS"), d.alert_delivery_max_attempts
@@ -328,6 +336,8 @@ class Settings:
             suggest_model=_str(e.get("SUGGEST_MODEL"), d.suggest_model),
             otel_enabled=_bool(e.get("OTEL_ENABLED"), d.otel_enabled),
             otlp_ingest_token=_str(e.get("OTLP_INGEST_TOKEN"), None),
+            otlp_ingest_token_file=Path(_str(e.get("OTLP_INGEST_TOKEN_FILE"), str(d.otlp_ingest_token_file))),
+            otlp_cost_ceiling_usd=_float(e.get("OTLP_COST_CEILING_USD"), d.otlp_cost_ceiling_usd),
             monitoring_db_retention_days=_int(
                 e.get("MONITORING_DB_RETENTION_DAYS"), d.monitoring_db_retention_days
             ),

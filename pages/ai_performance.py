@@ -94,7 +94,7 @@ def live() -> None:
         cols = st.columns(len(inter))
         for col, r in zip(cols, inter.itertuples(index=False), strict=False):
             with col.container(border=True):
-                st.markdown(f"**{r.bot}**")
+                st.markdown(f"**{ui.md_escape(r.bot)}**")
                 fmt.metric(st, "interactions", r.total_interactions)
                 st.metric("Response success rate", fmt.number("ratio", r.success_rate))
                 st.metric(

@@ -94,18 +94,18 @@ def active_alerts() -> None:
     for a in alerts:
         with st.container(border=True):
             head, b1, b2, b3 = st.columns([6, 1.3, 1, 1])
-            labels = f" `{a['labels_text']}`" if a["labels_text"] else ""
-            head.markdown(f"{badge(a['severity'])} **{a['rule_name']}**{labels} · {a['state']} · "
+            labels = f" {ui.md_escape(a['labels_text'])}" if a["labels_text"] else ""
+            head.markdown(f"{badge(a['severity'])} **{ui.md_escape(a['rule_name'])}**{labels} · {a['state']} · "
                           f"level {a['escalation_level']} · #{a['id']}")  # fmt: skip
             since = a["fired_at"] or a["pending_since"]
             notes = [f"since {since:%Y-%m-%d %H:%M:%S} UTC"] if since else []
             if a["acknowledged_by"]:
-                notes.append(f"acknowledged by {a['acknowledged_by']}")
+                notes.append(f"acknowledged by {ui.md_escape(a['acknowledged_by'])}")
             if a["next_escalation_at"] and a["state"] == "firing":
                 notes.append(f"next step due {a['next_escalation_at']:%H:%M:%S} UTC")
             if a["suppressed_by"]:
-                notes.append(f"held: {a['suppressed_by']}")
-            head.caption(f"{a['message']}  \n" + " · ".join(notes))
+                notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
+            head.caption(f"{ui.md_escape(a['message'])}  \n" + " · ".join(notes))
             if a["state"] == "firing" and user.can("alerts.acknowledge"):
                 if b1.button("Acknowledge", key=f"ack_{a['id']}", icon=":material/check:"):
                     if act(f"Alert #{a['id']} acknowledged", service().acknowledge_alert, a["id"], user.name):

@@ -48,17 +48,17 @@ def headline(ev: dict, alert: dict, spend: dict[str, float]) -> None:
     else:
         for r in breaching.itertuples(index=False):
             st.error(
-                f"**{r.bot} · {r.operation}** breaches its SLA over the last {window}: "
+                f"**{ui.md_escape(r.bot)} · {ui.md_escape(r.operation)}** breaches its SLA over the last {window}: "
                 + "; ".join(f"{p} {getattr(r, p.lower()):,.0f} ms > {getattr(r, 'target_' + p.lower()):,.0f} ms"
                             for p in r.breaches.split(", "))
-                + f". {r.bot} spent {fmt.text('llm_cost_usd', spend.get(r.bot, 0.0))} on LLM calls in that window.",
+                + f". {ui.md_escape(r.bot)} spent {fmt.text('llm_cost_usd', spend.get(r.bot, 0.0))} on LLM calls in that window.",
                 icon=":material/speed:",
             )  # fmt: skip
     firing = alert["rows"]
     firing = firing[firing["status"] == sla.BREACH]
     firing = firing[firing["breaches"].str.contains("P95")]
     if not firing.empty:
-        pairs = ", ".join(f"{r.bot} · {r.operation} ({fmt.text('sla_p95_ratio', r.p95_ratio)})"
+        pairs = ", ".join(f"{ui.md_escape(r.bot)} · {ui.md_escape(r.operation)} ({fmt.text('sla_p95_ratio', r.p95_ratio)})"
                           for r in firing.itertuples(index=False))  # fmt: skip
         st.warning(
             f"The `{ALERT_RULE}` alert's window (last {alert_s // 60:g} min): P95 above target for {pairs}.",
@@ -96,7 +96,7 @@ def live() -> None:
     )
 
     # -- P50/P95/P99 against their targets, per bot and operation (colour: that percentile's status)
-    pair = rows["bot"] + " · " + rows["operation"]
+    pair = charts.plain(rows["bot"] + " · " + rows["operation"])
     fig = go.Figure()
     for p in ("p50", "p95", "p99"):
         over = rows[p] > rows[f"target_{p}"]
@@ -169,7 +169,7 @@ def live() -> None:
     blocked = hm.pivot_table(index="source", columns="target", values="blocked", fill_value=0)
     text = [[(f"{int(pivot.loc[s, t])} · {fmt.number('ratio', rate.loc[s, t])} ok · {int(blocked.loc[s, t])} blocked"
               if pivot.loc[s, t] else "") for t in pivot.columns] for s in pivot.index]  # fmt: skip
-    fig = go.Figure(go.Heatmap(z=pivot.values, x=list(pivot.columns), y=list(pivot.index), text=text,
+    fig = go.Figure(go.Heatmap(z=pivot.values, x=charts.plain(list(pivot.columns)), y=charts.plain(list(pivot.index)), text=text,
                                texttemplate="%{text}", colorscale="Blues", colorbar_title="handoffs"))  # fmt: skip
     fig.update_layout(title="Handoff matrix (source → target): count, success rate of those not blocked, blocked",
                       xaxis_title="target", yaxis_title="source")  # fmt: skip

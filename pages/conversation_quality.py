@@ -102,7 +102,7 @@ else:
         with st.expander("Transcript"):
             for m in detail["messages"]:
                 st.markdown(
-                    f"`{m['ts']:%H:%M:%S}` **{m['role']}**{' (' + m['bot'] + ')' if m['bot'] else ''}: {m['text']}"
+                    f"`{m['ts']:%H:%M:%S}` **{m['role']}**{' (' + ui.md_escape(m['bot']) + ')' if m['bot'] else ''}: {ui.md_escape(m['text'])}"
                 )
 
 

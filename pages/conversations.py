@@ -181,7 +181,7 @@ ui.set_query_params(conversation=cid)
 try:
     status = control.intervention_status(store, cid)
 except control.ConversationNotFound:
-    st.warning(f"No conversation {cid!r} in the store.")
+    st.warning(f"No conversation {ui.md_escape(cid)} in the store.")
     st.stop()
 
 
@@ -189,12 +189,12 @@ def status_line(s: control.InterventionStatus) -> None:
     if s.state == "human":
         held = f" for {s.held_for_s / 60:.0f} min" if s.held_for_s else ""
         st.warning(
-            f"**Held by {s.operator}**{held} (priority {s.priority}): {s.reason}. The AI does not respond.",
+            f"**Held by {ui.md_escape(s.operator)}**{held} (priority {s.priority}): {ui.md_escape(s.reason)}. The AI does not respond.",
             icon=":material/support_agent:",
         )
     elif s.state == "stopped":
         st.error(
-            f"**Stopped** by {s.operator}: {s.reason}. Reset it below to hand it back to the AI.",
+            f"**Stopped** by {ui.md_escape(s.operator)}: {ui.md_escape(s.reason)}. Reset it below to hand it back to the AI.",
             icon=":material/block:",
         )
     elif s.system_stopped:
@@ -205,7 +205,7 @@ def status_line(s: control.InterventionStatus) -> None:
     else:
         st.success("The AI is responding.", icon=":material/smart_toy:")
     if s.handoff_instructions and s.state == "ai":
-        st.caption(f"Hand-back instructions for the AI: {s.handoff_instructions}")
+        st.caption(f"Hand-back instructions for the AI: {ui.md_escape(s.handoff_instructions)}")
 
 
 @st.fragment(run_every=TRANSCRIPT_REFRESH_S)
@@ -224,7 +224,7 @@ def live_transcript() -> None:
                 m["role"] if m["role"] != "bot" else "assistant", avatar=ROLE_AVATAR.get(m["role"])
             ):
                 who = m["author"] if m["role"] == "operator" else (m["bot"] if m["role"] == "bot" else "user")
-                st.caption(f"{who or m['role']} · {m['ts']:%H:%M:%S}")
+                st.caption(f"{ui.md_escape(who or m['role'])} · {m['ts']:%H:%M:%S}")
                 st.text(m["text"])
 
 
@@ -290,7 +290,7 @@ elif status.state == "human" and status.operator == user.name:
                 st.session_state.pop("cv_suggestion", None)
                 st.rerun()
 elif status.state == "human":
-    st.info(f"{status.operator} holds this conversation; only they can reply.", icon=":material/lock:")
+    st.info(f"{ui.md_escape(status.operator)} holds this conversation; only they can reply.", icon=":material/lock:")  # fmt: skip
     if user.role == auth.ADMIN:
         with st.form("admin_release"):
             summary = st.text_input("Summary", value=f"Released by admin {user.name}", key="ar_summary")

@@ -175,6 +175,7 @@ def make_settings(tmp_path: Path, redis_prefix: str):
             redis_prefix=redis_prefix,
             spool_dir=tmp_path / "spool",
             worker_lock_file=tmp_path / "leader.lock",
+            otlp_ingest_token_file=tmp_path / "otlp_ingest.token",
             sdk_flush_interval_s=0.05,
             sdk_retry_backoff_s=0.01,
             sdk_max_retries=1,

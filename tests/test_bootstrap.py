@@ -15,7 +15,8 @@ from observability.store import Store
 
 
 def run_bootstrap(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = subprocess_env(DATABASE_URL=url, SPOOL_DIR=str(tmp_path / "spool"), REDIS_URL="")
+    env = subprocess_env(DATABASE_URL=url, SPOOL_DIR=str(tmp_path / "spool"), REDIS_URL="",
+                         OTLP_INGEST_TOKEN="", OTLP_INGEST_TOKEN_FILE=str(tmp_path / "otlp.token"))  # fmt: skip
     return subprocess.run([sys.executable, "-m", "observability.bootstrap", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
@@ -101,3 +102,22 @@ def test_lazy_steps_import_their_module_when_they_run(sqlite_store: Store, make_
     assert step(ctx).startswith("schema at revision")
     with pytest.raises(ModuleNotFoundError):
         bootstrap.lazy("observability.no_such_module:run")(ctx)
+
+
+def test_bootstrap_creates_the_ingest_token_once_in_a_private_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    path = tmp_path / "local" / "otlp.token"
+    env = dict(OTLP_INGEST_TOKEN="", OTLP_INGEST_TOKEN_FILE=str(path))
+    run = lambda: subprocess.run([sys.executable, "-m", "observability.bootstrap"], cwd=ROOT,  # noqa: E731
+                                 env=subprocess_env(DATABASE_URL=url, REDIS_URL="", **env),
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+    first = run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    token = path.read_text().strip()
+    assert len(token) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert f'OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {token}"' in first.stdout
+    again = run()  # kept: the same token, and not printed again
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert path.read_text().strip() == token and token not in again.stdout
+    assert f"ingest_token: kept in {path}" in again.stdout

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,333 @@ def test_spool_files_hold_only_redacted_text(make_settings: Callable[..., Settin
     assert files
     content = "".join(f.read_text() for f in files)
     assert "[email redacted]" in content and "jo@example.com" not in content and "7946 0958" not in content
+
+
+# ---- 4. CSV downloads -------------------------------------------------------------------------
+
+HOSTILE_CELLS = ("=HYPERLINK(\"http://127.0.0.1:9/x\",\"open\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+                 "\t=1+1", "\r=1+1")  # fmt: skip
+
+
+def test_csv_downloads_escape_formula_leading_cells(
+    sqlite_store: Store, make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    import csv
+    import io
+
+    from observability.ui import frames
+    from observability.ui.common import FORMULA_START, csv_bytes
+
+    client = ObservabilityClient(settings=make_settings(sqlite_url))
+    try:
+        for name in HOSTILE_CELLS:
+            client.record_llm_call("claude-sonnet-4-5", "anthropic", 10, 5, 100.0, bot=name, agent=name)
+        assert client.flush(10.0), client.stats()
+    finally:
+        client.close()
+    table = frames.llm_breakdown(sqlite_store, "24h", by=("bot", "agent"))
+    table["delta"] = -1.5  # a negative amount is a number, not a formula
+    assert sorted(table["bot"]) == sorted(HOSTILE_CELLS)  # the page shows the names as they are
+    parsed = list(csv.DictReader(io.StringIO(csv_bytes(table).decode(), newline="")))
+    assert sorted(r["bot"] for r in parsed) == sorted("'" + n for n in HOSTILE_CELLS)
+    for r in parsed:
+        assert r["agent"] == r["bot"] and r["delta"] == "-1.5"
+        assert not any(v.startswith(FORMULA_START) for k, v in r.items() if k != "delta")
+
+
+# ---- 5. private files -------------------------------------------------------------------------
+
+
+def test_store_spool_lock_and_token_files_are_private(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    import os
+    import stat
+
+    from observability.worker.ingest_token import ensure_ingest_token
+    from observability.worker.leader import LeaderLock
+
+    old_umask = os.umask(0o022)  # the usual umask: without care files would be 0644 and directories 0755
+    local = tmp_path / "data" / "local"  # neither directory exists yet
+    db = local / "obs.db"
+    down = f"postgresql+psycopg://nobody:pw@127.0.0.1:{free_port()}/none"
+    store = Store.from_url(f"sqlite:///{db}")
+    try:
+        store.migrate()
+        settings = make_settings(
+            f"sqlite:///{db}", spool_dir=local / "spool", otlp_ingest_token_file=local / "t.token"
+        )
+        lock = LeaderLock(store, settings)
+        assert lock.try_acquire()
+        lock.release()
+        ensure_ingest_token(settings)
+        spilling = ObservabilityClient(settings=settings.replace(database_url=down, sdk_max_retries=0))
+        try:
+            spilling.record_message("c-1", "user", "hello", bot="lead_bot")
+            assert wait_for(lambda: spilling.stats()["spilled"] > 0, 10.0), spilling.stats()
+        finally:
+            spilling.close(timeout=0.5)
+    finally:
+        store.dispose()
+        os.umask(old_umask)
+    files = [p for p in local.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"obs.db", "obs.db.leader.lock", "t.token"} <= names and any(n.endswith(".json") for n in names), (
+        names
+    )
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    for d in (tmp_path / "data", local, local / "spool"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+# ---- 7. permissions ---------------------------------------------------------------------------
+
+
+def test_only_the_holder_or_an_admin_can_reset_a_taken_over_conversation(store: Store) -> None:
+    import time
+    import uuid
+
+    from observability import auth, control
+    from observability import events as ev
+    from observability.store.ingest import write_batch
+
+    s = Settings().replace(auth_mode="password", redis_url=None)
+    for name, role in (("olga", auth.OPERATOR), ("otto", auth.OPERATOR), ("root", auth.ADMIN)):
+        auth.create_user(store, name, role, "a-long-password")
+    for cid in ("c1", "c2"):
+        write_batch(store, [ev.message(uuid.uuid4().hex, time.time() - 60, conversation_id=cid, role="user",
+                                       text="hello", bot="buyer", account_id="a-1")], s)  # fmt: skip
+        control.take_control(store, cid, "olga", "review", settings=s)
+
+    def audit_rows() -> int:
+        with store.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(schema.interventions)).scalar()
+
+    before = audit_rows()
+    with pytest.raises(auth.PermissionDenied, match="held by olga; only they or an admin"):
+        control.reset_conversation(store, "c1", "otto", "mine now", settings=s)
+    held = control.intervention_status(store, "c1")
+    assert (held.state, held.operator) == ("human", "olga") and audit_rows() == before
+    # the holder and an admin may
+    assert control.reset_conversation(store, "c1", "olga", "done", settings=s).outcome == "reset_from_human"
+    assert control.reset_conversation(store, "c2", "root", "stuck", settings=s).outcome == "reset_from_human"
+    assert (
+        control.intervention_status(store, "c1").state
+        == control.intervention_status(store, "c2").state
+        == "ai"
+    )
+    # a conversation nobody holds (stopped) any operator may still reset
+    control.stop_conversation(store, "c1", "olga", "abuse", settings=s)
+    assert (
+        control.reset_conversation(store, "c1", "otto", "false alarm", settings=s).outcome
+        == "reset_from_stopped"
+    )
+
+
+@SQLITE_ONLY
+def test_silences_are_capped_at_the_configured_length(alerting: Harness) -> None:
+    from observability.alerting import RuleValidationError
+
+    op = alerting.users["operator"]
+    with pytest.raises(RuleValidationError, match=r"at most 7 days \(ALERT_SILENCE_MAX_S\)") as caught:
+        alerting.svc.add_silence(op, reason="forever", rule_name="low_cache_hit_rate",
+                                 ends_at=datetime(9999, 1, 1), now=alerting.now(0))  # fmt: skip
+    assert set(caught.value.errors) == {"ends_at"}
+    with pytest.raises(RuleValidationError, match="at most 7 days"):
+        alerting.svc.add_silence(op, reason="long", rule_name="low_cache_hit_rate", duration_s=8 * 86400,
+                                 now=alerting.now(0))  # fmt: skip
+    with pytest.raises(RuleValidationError, match="duration must be a number"):
+        alerting.svc.add_silence(op, reason="inf", rule_name="low_cache_hit_rate", duration_s=float("inf"),
+                                 now=alerting.now(0))  # fmt: skip
+    with alerting.store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.silences)).scalar() == 0
+    alerting.svc.add_silence(op, reason="a week", rule_name="low_cache_hit_rate", duration_s=7 * 86400,
+                             now=alerting.now(0))  # fmt: skip
+    shorter = alerting.svc.__class__(alerting.store, alerting.svc.settings.replace(alert_silence_max_s=3600))
+    with pytest.raises(RuleValidationError, match=r"at most 1 h"):
+        shorter.add_silence(
+            op, reason="2h", rule_name="low_cache_hit_rate", duration_s=7200, now=alerting.now(0)
+        )
+
+
+def test_the_sdk_refuses_operator_messages(sqlite_store: Store, make_settings: Callable[..., Settings],
+                                           sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    client = ObservabilityClient(settings=make_settings(sqlite_url))
+    try:
+        client.record_message("c-1", "operator", "Hi, this is Olga from support: pay here", bot="lead_bot")
+        client.record_message("c-1", "user", "hello", bot="lead_bot")
+        assert client.flush(10.0), client.stats()
+        assert client.stats()["rejected"] == 1
+    finally:
+        client.close()
+    assert "operator replies are sent through the console's control service" in caplog.text
+    with sqlite_store.connect() as conn:
+        roles = [r.role for r in conn.execute(sa.select(schema.messages.c.role))]
+    assert roles == ["user"]
+
+
+# ---- 3. data is text, never markup ------------------------------------------------------------
+
+# each carries a marker word: wherever a page shows the marker, it must show the whole name as text
+HOSTILE = {"bold1": "<b>bold1</b>", "tick2": "tick2`", "link3": "[link3](http://127.0.0.1:9/evil)",
+           "img4": "![img4](http://127.0.0.1:9/i.png)"}  # fmt: skip
+PAGE_FILES = [
+    "Home.py",
+    *sorted(f"pages/{p.name}" for p in (Path(__file__).parent.parent / "pages").glob("*.py")),
+]
+
+
+def _markdown_problems(source: str) -> list[str]:
+    """What a markdown source would render as markup: links or images (to anywhere), raw HTML, or a
+    marker shown without its whole name (a backtick that broke out of a code span)."""
+    from markdown_it import MarkdownIt
+
+    problems, shown = [], []
+    for block in MarkdownIt("commonmark").parse(source):
+        for tok in [block, *(block.children or [])]:
+            if tok.type in ("link_open", "image") or tok.type.startswith("html"):
+                problems.append(f"{tok.type} in {source!r}")
+            if tok.type in ("text", "code_inline"):
+                shown.append(tok.content)
+    text = "".join(shown)
+    for marker, name in HOSTILE.items():
+        if marker in text and name not in text:
+            problems.append(f"{name!r} shown broken in {source!r}")
+    return problems
+
+
+def _figure_strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _figure_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _figure_strings(v)
+
+
+def test_hostile_names_render_as_text_on_every_page(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from observability.analytics.conversation_scoring import score_pending
+    from observability.settings import reset_settings_cache
+    from observability.timeutil import utcnow
+    from observability.ui import common
+
+    url = f"sqlite:///{tmp_path / 'hostile.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    client = ObservabilityClient(settings=make_settings(url))
+    try:
+        client.set_account("acc-1", name=HOSTILE["link3"], vip=True)
+        for i, name in enumerate(HOSTILE.values()):
+            conv = f"conv-{i}"
+            for _ in range(3):
+                client.record_llm_call("claude-sonnet-4-5", "anthropic", 100, 20, 900.0, bot=name, agent=name,
+                                       decision_type=name, conversation_id=conv, success=False, error_type=name)  # fmt: skip
+                client.track_operation(name, name, 5000.0, success=False, error_type=name)
+                client.record_bot_interaction(name, 300.0, success=False, error_type=name)
+            client.record_handoff(name, HOSTILE["img4"], success=False, reason=name)
+            client.record_message(conv, "user", f"hi {name}", bot=name, account_id="acc-1", author=name)
+            client.record_message(conv, "bot", f"answer {name}", bot=name, account_id="acc-1")
+            client.record_metric(name, 1.0, conversation_id=conv, metadata={"k": name})
+            client.log_activity(name, name, severity="high", description=name, conversation_id=conv)
+        assert client.flush(10.0), client.stats()
+    finally:
+        client.close()
+    now = utcnow()
+    score_pending(store, now)
+    with store.begin() as conn:
+        conn.execute(sa.insert(schema.alerts).values(
+            rule_name="high_error_rate", dedup_key="h|x", labels={"bot": HOSTILE["tick2"]}, state="firing",
+            severity="critical", value=0.2, threshold=0.05, message=f"errors of {HOSTILE['link3']}",
+            fired_at=now, created_at=now))  # fmt: skip
+    store.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        for page in PAGE_FILES:
+            at = AppTest.from_file(str(Path(__file__).parent.parent / page), default_timeout=60)
+            at.run()
+            assert not at.exception, f"{page}: {at.exception}"
+            elements = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success,
+                        *at.title, *at.subheader, *at.header]  # fmt: skip
+            problems = [p for e in elements for p in _markdown_problems(str(e.value))]
+            problems += [f"metric label {m.label!r}" for m in at.metric for p in _markdown_problems(m.label)]
+            for chart in at.get("plotly_chart"):
+                for s in _figure_strings(json.loads(chart.proto.spec)):
+                    if "<b>" in s or "<a " in s or "<img" in s:
+                        problems.append(f"plotly text {s!r}")
+            assert problems == [], f"{page}: {problems[:5]}"
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
+def test_an_overlong_shared_link_gets_a_friendly_message_not_a_traceback(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from observability.settings import reset_settings_cache
+    from observability.ui import common
+
+    url = f"sqlite:///{tmp_path / 'link.db'}"
+    Store.from_url(url).migrate()
+    client = ObservabilityClient(settings=make_settings(url))
+    client.record_message("conv-1", "user", "hello", bot="lead_bot")
+    assert client.flush(10.0)
+    client.close()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        for value in ("x" * 200, "conv-1\n[Session expired: sign in](http://127.0.0.1:9/x)"):
+            at = AppTest.from_file(
+                str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
+            )
+            at.query_params["conversation"] = value
+            at.run()
+            assert not at.exception, at.exception
+            warnings = [w.value for w in at.warning]
+            assert any("`conversation` value was ignored" in w for w in warnings), warnings
+            shown = "\n".join(
+                str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.warning, *at.error)
+            )
+            assert "Traceback" not in shown and "Session expired" not in shown and "x" * 101 not in shown
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
+def test_the_error_boundary_logs_the_traceback_under_an_id_and_shows_only_the_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    def page() -> None:
+        from observability.ui import common as ui
+
+        def broken() -> None:
+            raise RuntimeError("chart query failed on /srv/app/internal.py")
+
+        ui.run_guarded(broken)
+
+    caplog.set_level(logging.ERROR, logger="observability.ui.common")
+    at = AppTest.from_function(page, default_timeout=30)
+    at.run()
+    assert not at.exception
+    [shown] = [e.value for e in at.error]
+    assert "internal.py" not in shown and "RuntimeError" not in shown and "Traceback" not in shown
+    error_id = shown.split("error id ")[1].split(")")[0]
+    [record] = [r for r in caplog.records if error_id in r.getMessage()]
+    assert record.exc_info and "internal.py" in str(
+        record.exc_info[1]
+    )  # the log keeps what is needed to fix it

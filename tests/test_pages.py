@@ -9,6 +9,7 @@ per-user mark-as-read are checked in the service functions themselves.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -144,8 +145,9 @@ def one_of(value: str, *expected: str) -> None:
 
 
 def texts(at: AppTest) -> str:
+    """What the page's text elements show (markdown escapes of data, as in `buyer\\_bot`, undone)."""
     parts = [e.value for e in (*at.info, *at.error, *at.warning, *at.success, *at.caption, *at.markdown)]
-    return "\n".join(str(p) for p in parts)
+    return re.sub(r"\\([\\`*_{}\[\]<>()#+\-.!|~$])", r"\1", "\n".join(str(p) for p in parts))
 
 
 # ---- every page on an empty store ----------------------------------------------------------------

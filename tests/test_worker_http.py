@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,16 +41,21 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
+from requests.structures import CaseInsensitiveDict
 from support import TcpProxy, free_port, subprocess_env, wait_for
 
 from observability import keys
+from observability.analytics.llm_observability import LLMObservabilityService
 from observability.settings import Settings
 from observability.store import Store, rollups, schema
 from observability.store.ingest import write_batch
 from observability.store.pricing import cost_of
 from observability.store.stream import StreamConsumer
 from observability.timeutil import to_epoch, utcnow
+from observability.ui.frames import unknown_models
+from observability.worker.ingest_token import ensure_ingest_token
 from observability.worker.metrics import LATENCY_BUCKETS_S
+from observability.worker.receiver import MAX_BODY_BYTES, MAX_DECODED_BYTES
 from observability.worker.runner import Worker
 from observability.worker.server import RunningServer, serve, start
 from observability.worker.steps import Step, step_heartbeat
@@ -56,13 +65,14 @@ from observability.worker.steps import Step, step_heartbeat
 
 def request(
     url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str | None = None
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, CaseInsensitiveDict, bytes]:
+    """(status, headers (names in any case, as HTTP has them), body)."""
     req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, CaseInsensitiveDict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, CaseInsensitiveDict(exc.headers), exc.read()
 
 
 def post_json(url: str, doc: object, *, gz: bool = False, token: str | None = None) -> tuple[int, dict]:
@@ -328,6 +338,222 @@ def test_agent_spans_do_not_count_the_tokens_of_their_model_calls_twice(
         assert sorted(r["input_tokens"] for r in stored.values()) == [70, 100]
     finally:
         srv.stop()
+
+
+# ---- the HTTP layer: limits before work -------------------------------------------------------
+
+
+def exchange(
+    url: str, data: bytes, *, more: Callable[[], bytes | None] | None = None
+) -> tuple[int, bytes, int]:
+    """Send raw bytes (then `more()` chunks from a thread until it returns None or the server stops
+    reading) and read until the server closes; (status, response, bytes sent). A server that keeps
+    the connection open fails the test at the socket timeout."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    sent = [0]
+
+    def pump() -> None:
+        try:
+            sock.sendall(data)
+            sent[0] += len(data)
+            while more is not None and (chunk := more()) is not None:
+                sock.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:  # the server stopped reading and closed: what these tests want
+            pass
+
+    writer = threading.Thread(target=pump, daemon=True)
+    writer.start()
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.join(timeout=15)
+        sock.close()
+    assert got.startswith(b"HTTP/1.1 "), got[:200]
+    return int(got[9:12]), got, sent[0]
+
+
+def head(method: str, path: str, **headers: str) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.fixture
+def guarded(sqlite_store: Store, make_settings: Callable[..., Settings]) -> Iterator[RunningServer]:
+    srv = serve(sqlite_store, make_settings(sqlite_store.url, otlp_ingest_token="tok-1"), port=0)
+    yield srv
+    srv.stop()
+
+
+def test_an_anonymous_client_is_answered_401_before_it_sends_a_body(
+    sqlite_store: Store, guarded: RunningServer
+) -> None:
+    # a gigabyte announced, nothing sent: the answer comes at once and the connection is closed
+    status, resp, _ = exchange(guarded.url, head("POST", "/v1/traces", Content_Type="application/json",
+                                                 Content_Length=str(1 << 30)))  # fmt: skip
+    assert status == 401 and b"connection: close" in resp.lower()
+    status, _, _ = exchange(guarded.url, head("POST", "/v1/traces", Content_Type="application/x-protobuf",
+                                              Transfer_Encoding="chunked", Authorization="Bearer nope"))  # fmt: skip
+    assert status == 401
+    assert rows(sqlite_store) == {}
+
+
+def test_bodies_are_bounded_in_every_transfer_encoding(sqlite_store: Store, guarded: RunningServer) -> None:
+    auth = {"Authorization": "Bearer tok-1", "Content_Type": "application/json"}
+    # a declared length over the limit: refused before a byte is read
+    status, _, _ = exchange(
+        guarded.url, head("POST", "/v1/traces", Content_Length=str(MAX_BODY_BYTES + 1), **auth)
+    )
+    assert status == 413
+    # a chunk size of -1 (the old server read on until the client stopped)
+    status, _, _ = exchange(
+        guarded.url, head("POST", "/v1/traces", Transfer_Encoding="chunked", **auth) + b"-1\r\n" + b"x" * 4096
+    )
+    assert status == 400
+    # chunks adding up past the limit: reading stops there, long before the client is done
+    mib = b"%x\r\n" % (1 << 20) + b"{" * (1 << 20) + b"\r\n"
+    left = [64]
+
+    def more() -> bytes | None:
+        left[0] -= 1
+        return mib if left[0] >= 0 else None
+
+    status, _, sent = exchange(
+        guarded.url, head("POST", "/v1/traces", Transfer_Encoding="chunked", **auth), more=more
+    )
+    assert status == 413 and sent < 64 * len(mib)
+    # a gzip body that inflates past the decoded limit
+    z = zlib.compressobj(wbits=31)
+    bomb = (
+        b"".join(z.compress(b" " * (1 << 20)) for _ in range(MAX_DECODED_BYTES // (1 << 20) + 2)) + z.flush()
+    )
+    status, _, _ = request(
+        f"{guarded.url}/v1/traces",
+        bomb,
+        {"Authorization": "Bearer tok-1", "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert status == 413
+    assert rows(sqlite_store) == {}
+    # and the server still answers
+    doc = otlp_json([json_span({"gen_ai.request.model": "gpt-4o"}, start=utcnow(), ms=3)])
+    assert post_json(guarded.url, doc, token="tok-1") == (200, {})
+
+
+def test_traces_need_a_protobuf_or_json_content_type(sqlite_store: Store, guarded: RunningServer) -> None:
+    body = json.dumps(
+        otlp_json([json_span({"gen_ai.request.model": "gpt-4o"}, start=utcnow(), ms=3)])
+    ).encode()
+    for ctype in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        headers = {"Authorization": "Bearer tok-1", **({"Content-Type": ctype} if ctype else {})}
+        status, _, raw = request(f"{guarded.url}/v1/traces", body, headers)
+        assert status == 415, (ctype, raw)
+        assert b"application/x-protobuf or application/json" in raw
+    assert rows(sqlite_store) == {}
+
+
+def test_deeply_nested_json_gets_a_400_answer(sqlite_store: Store, guarded: RunningServer) -> None:
+    depth = 200_000
+    body = b'{"resourceSpans":' + b"[" * depth + b"]" * depth + b"}"
+    status, _, raw = request(
+        f"{guarded.url}/v1/traces",
+        body,
+        {"Authorization": "Bearer tok-1", "Content-Type": "application/json"},
+    )
+    assert status == 400 and b"nested" in raw
+    assert rows(sqlite_store) == {}
+
+
+def test_connections_are_capped_and_a_dropped_one_logs_no_traceback(
+    sqlite_store: Store, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = make_settings(sqlite_store.url, otlp_ingest_token="tok-1", worker_http_max_connections=4)
+    srv = serve(sqlite_store, settings, port=0)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(4):
+            idle.append(socket.create_connection((srv.host, srv.port), timeout=10))
+        # beyond the cap the server answers 503 at once instead of taking on more work
+        wait_for(lambda: request(f"{srv.url}/healthz")[0] == 503, 10.0, message="no 503 beyond the cap")
+        for s in idle:
+            s.close()
+        idle.clear()
+        wait_for(lambda: request(f"{srv.url}/healthz")[0] == 200, 10.0, message="no 200 once under the cap")
+        # clients that go away mid-body or mid-head
+        for partial in (head("POST", "/v1/traces", Authorization="Bearer tok-1", Content_Type="application/json",
+                             Content_Length="1000") + b'{"resourceSpans": [',
+                        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"):  # fmt: skip
+            s = socket.create_connection((srv.host, srv.port), timeout=10)
+            s.sendall(partial)
+            s.close()
+        doc = otlp_json([json_span({"gen_ai.request.model": "gpt-4o"}, start=utcnow(), ms=3)])
+        assert post_json(srv.url, doc, token="tok-1") == (200, {})
+    finally:
+        for s in idle:
+            s.close()
+        srv.stop()  # waits for every request in flight, so all they logged is in caplog
+    noisy = [
+        r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()
+    ]
+    assert noisy == []
+    assert len(rows(sqlite_store)) == 1
+
+
+def test_the_token_bootstrap_kept_protects_the_receiver(
+    sqlite_store: Store, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(sqlite_store.url, otlp_ingest_token_file=tmp_path / "local" / "otlp.token")
+    token, created = ensure_ingest_token(settings)
+    assert created
+    srv = serve(sqlite_store, settings, port=0)
+    try:
+        doc = otlp_json([json_span({"gen_ai.request.model": "gpt-4o"}, start=utcnow(), ms=3)])
+        assert post_json(srv.url, doc)[0] == 401
+        assert post_json(srv.url, doc, token=token) == (200, {})
+    finally:
+        srv.stop()
+
+
+def test_a_call_priced_above_the_ceiling_is_flagged_not_summed_into_spend(
+    sqlite_store: Store, make_settings: Callable[..., Settings]
+) -> None:
+    srv = serve(sqlite_store, make_settings(sqlite_store.url, otlp_cost_ceiling_usd=50.0), port=0)
+    try:
+        now = utcnow()
+        normal = {"gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.provider.name": "anthropic",
+                  "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100}  # fmt: skip
+        huge = {**normal, "gen_ai.usage.input_tokens": 2_000_000_000}  # $6,000 for one call
+        assert post_json(
+            srv.url, otlp_json([json_span(normal, start=now, ms=5), json_span(huge, start=now, ms=5)])
+        ) == (200, {})
+    finally:
+        srv.stop()
+    stored = sorted(rows(sqlite_store).values(), key=lambda r: r["input_tokens"])
+    ok, flagged = stored
+    assert (
+        ok["cost_usd"] == pytest.approx(priced("anthropic", "claude-sonnet-4-5", 1000, 100))
+        and ok["price_known"]
+    )
+    withheld = priced("anthropic", "claude-sonnet-4-5", 2_000_000_000, 100)
+    assert withheld > 50.0
+    assert (flagged["cost_usd"], flagged["price_known"]) == (0.0, False)
+    assert flagged["cost_flagged_usd"] == pytest.approx(withheld)
+    svc = LLMObservabilityService(sqlite_store)
+    assert svc.cost_by_model() == {
+        "claude-sonnet-4-5": pytest.approx(ok["cost_usd"])
+    }  # spend: the normal call only
+    # the console's list of flagged calls (cost page) shows it with the price it withheld
+    listed = unknown_models(sqlite_store, "24h")
+    assert listed["calls"].tolist() == [1] and listed["withheld_usd"].tolist() == [pytest.approx(withheld)]
 
 
 # ---- /metrics ---------------------------------------------------------------------------------
@@ -601,7 +827,7 @@ def test_the_worker_process_serves_all_three_endpoints(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     env = subprocess_env(DATABASE_URL=f"sqlite:///{db}", WORKER_HTTP_PORT=str(port), WORKER_TICK_S="0.5",
                          SPOOL_DIR=str(tmp_path / "spool"), WORKER_LOCK_FILE=str(tmp_path / "lock"),
-                         REDIS_URL="", OTLP_INGEST_TOKEN="")  # fmt: skip
+                         REDIS_URL="", OTLP_INGEST_TOKEN="", OTLP_INGEST_TOKEN_FILE=str(tmp_path / "none"))  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "observability.worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

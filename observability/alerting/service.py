@@ -67,6 +67,16 @@ def public_alert(row: Any) -> dict[str, Any]:
     return d
 
 
+def _span(seconds: float) -> str:
+    """A length for an error message: "7 days", "12 h", "90 min"."""
+    if seconds >= 86400 and seconds % 86400 == 0:
+        days = seconds / 86400
+        return f"{days:g} day" + ("s" if days != 1 else "")
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min"
+
+
 class AlertingService:
     def __init__(self, store: Store, settings: Settings | None = None) -> None:
         self.store = store
@@ -422,7 +432,7 @@ class AlertingService:
         if ends_at is None and duration_s is not None:
             try:
                 ends_at = start + timedelta(seconds=float(duration_s))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 errors["duration_s"] = "duration must be a number of seconds"
         end = to_naive_utc(ends_at) if ends_at else None
         if not isinstance(reason, str) or not reason.strip():
@@ -433,6 +443,10 @@ class AlertingService:
             errors["ends_at"] = "the end must be after the start"
         elif end is not None and end <= now:
             errors["ends_at"] = "the end must be in the future"
+        elif end is not None and (end - start).total_seconds() > self.settings.alert_silence_max_s:
+            errors["ends_at"] = (
+                f"a silence may last at most {_span(self.settings.alert_silence_max_s)} (ALERT_SILENCE_MAX_S)"
+            )
         clean: dict[str, str] = {}
         if matchers is not None and not isinstance(matchers, Mapping):
             errors["matchers"] = "matchers must map label names to values"

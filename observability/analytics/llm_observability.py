@@ -534,7 +534,8 @@ class LLMObservabilityService:
     ) -> list[dict[str, Any]]:
         """Calls to models the price table did not know at ingest (priced 0 and flagged), per model
         and provider: calls, tokens, cost a caller supplied itself, first and last seen; most calls
-        first. Reads the small partial index of flagged rows, so any window is cheap."""
+        first. Calls priced above OTLP_COST_CEILING_USD are flagged the same way: their price is
+        kept out of spend and shown here as `withheld_usd` for a person to judge. Reads the small partial index of flagged rows, so any window is cheap."""
         start, end = window_bounds(window_seconds, now)
         t = schema.llm_calls
         stmt = (
@@ -547,6 +548,7 @@ class LLMObservabilityService:
                 sa.func.sum(t.c.cost_usd),
                 sa.func.min(t.c.ts),
                 sa.func.max(t.c.ts),
+                sa.func.sum(t.c.cost_flagged_usd),
             )  # fmt: skip
             .where(t.c.price_known == sa.false(), t.c.ts >= start, t.c.ts < end)
             .group_by(t.c.model, t.c.provider)
@@ -556,7 +558,8 @@ class LLMObservabilityService:
         out = [
             {"model": r[0], "provider": r[1], "calls": int(r[2]), "input_tokens": int(r[3] or 0),
              "output_tokens": int(r[4] or 0), "caller_cost_usd": float(r[5] or 0), "first_seen": as_datetime(r[6]),
-             "last_seen": as_datetime(r[7]), "known_now": pricing.is_known(r[1], r[0])}
+             "last_seen": as_datetime(r[7]), "known_now": pricing.is_known(r[1], r[0]),
+             "withheld_usd": float(r[8] or 0)}
             for r in rows
         ]  # fmt: skip
         out.sort(key=lambda r: (-r["calls"], r["model"], r["provider"]))

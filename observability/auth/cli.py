@@ -148,7 +148,8 @@ def channel_status(settings: Settings | None = None) -> list[dict[str, Any]]:
             s.otel_enabled,
             True,
             f"{s.worker_http_host}:{s.worker_http_port}",
-            "token " + ("required" if s.otlp_ingest_token else "not required"),
+            "token "
+            + ("required" if s.otlp_ingest_token or s.otlp_ingest_token_file.is_file() else "not required"),
         ),
     ]
     return rows

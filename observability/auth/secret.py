@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 
+from observability.localfiles import private_dir
 from observability.settings import Settings, get_settings
 
 
@@ -21,7 +22,7 @@ def secret_key(settings: Settings | None = None) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         key = secrets.token_urlsafe(32)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

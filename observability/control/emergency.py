@@ -117,6 +117,8 @@ def reset_conversation(
     """Emergency reset: back to the AI with a clean control state (no operator, no instructions).
 
     Ends a stop or a take-over (its duration is recorded); the system-wide stop still applies.
+    A take-over is ended only by its holder or an admin, as with `release_control`: another
+    operator gets `PermissionDenied` and nothing changes.
     """
     s = settings or get_settings()
     actor = auth.authorize(store, user, "conversations.stop", s)
@@ -126,6 +128,10 @@ def reset_conversation(
     t = schema.conversations
     with store.begin() as conn:
         row = require_conversation(conn, cid)
+        if row.state == STATE_HUMAN and row.operator != actor.name and actor.role != auth.ADMIN:
+            raise auth.PermissionDenied(
+                f"conversation {cid} is held by {row.operator}; only they or an admin can reset it"
+            )
         conn.execute(sa.update(t).where(t.c.id == cid).values(**handed_back_to_ai()))
         if row.state == STATE_HUMAN:
             _close_take_over(conn, row, actor.name, "ended_by_reset", now)

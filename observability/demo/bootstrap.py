@@ -6,6 +6,8 @@ steps of `STEPS` in order and prints what each one did:
     migrate      create or upgrade the schema of DATABASE_URL
     alert_rules  seed the default alert rules once (observability.alerting.rules)
     admin_user   with no user yet, create `admin` and print its password once (observability.auth.cli)
+    ingest_token with no OTLP_INGEST_TOKEN set, create the worker's OTLP ingest token once in a 0600
+                 file (OTLP_INGEST_TOKEN_FILE) and print how bots and collectors send it
     demo_data    with --demo only: backfill 24 hours of demo traffic when the store has no LLM
                  calls yet (a store that already holds data is left alone)
 
@@ -77,6 +79,22 @@ def step_migrate(ctx: BootstrapContext) -> str:
     return f"schema at revision {revision}"
 
 
+def step_ingest_token(ctx: BootstrapContext) -> str:
+    """Make sure `/v1/traces` is never open: create the ingest token the worker reads, once."""
+    from observability.worker.ingest_token import ensure_ingest_token
+
+    if ctx.settings.otlp_ingest_token:
+        return "OTLP_INGEST_TOKEN is set; nothing to do"
+    path = ctx.settings.otlp_ingest_token_file
+    token, created = ensure_ingest_token(ctx.settings)
+    if not created:
+        return f"kept in {path}"
+    ctx.echo(f"  ingest_token: created the worker's OTLP ingest token in {path} (0600):")
+    ctx.echo(f'      OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer {token}"')
+    ctx.echo("    set that in the environment of bots and collectors that export spans to the worker")
+    return f"created (kept in {path})"
+
+
 def step_demo_data(ctx: BootstrapContext) -> str:
     """Backfill demo traffic into a store that has no LLM calls yet."""
     with ctx.store.connect() as conn:
@@ -118,6 +136,7 @@ STEPS: list[BootstrapStep] = [
     BootstrapStep("migrate", step_migrate, required=True),
     BootstrapStep("alert_rules", lazy("observability.alerting.rules:bootstrap_default_rules")),
     BootstrapStep("admin_user", lazy("observability.auth.cli:bootstrap_admin")),
+    BootstrapStep("ingest_token", step_ingest_token),
     # other parts register theirs here, before the demo data
     BootstrapStep("demo_data", step_demo_data, demo_only=True),
 ]

@@ -319,6 +319,11 @@ class ObservabilityClient:
     ) -> None:
         try:
             check_str("conversation_id", conversation_id, required=True, max_len=_LEN_CONV)
+            if role == "operator":  # bots deliver those to end users as a person's words
+                raise EventRejected(
+                    "role 'operator' is refused: operator replies are sent through the console's control "
+                    "service (send_operator_message), which checks who may write them and audits each one"
+                )
             if role not in ev.MESSAGE_ROLES:
                 raise EventRejected(f"role must be one of {sorted(ev.MESSAGE_ROLES)}, got {role!r:.20}")
             ev.check_text("text", text, self._max_text)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from observability.localfiles import open_private, private_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -22,13 +24,13 @@ class Spool:
         self.dir = Path(directory)
 
     def _ensure(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
 
     def spill(self, batch: list) -> Path:
         self._ensure()
         name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}.json"
         tmp = self.dir / (name + ".tmp")
-        with open(tmp, "w") as fh:
+        with os.fdopen(open_private(tmp), "w") as fh:  # 0600: spooled text is personal data
             json.dump(batch, fh, separators=(",", ":"))
             fh.flush()
             os.fsync(fh.fileno())

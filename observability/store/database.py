@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from observability.localfiles import ensure_private_file, open_private
 from observability.settings import PROJECT_ROOT, get_settings
 from observability.store import schema
 
@@ -91,8 +93,8 @@ class Store:
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_backend_name() == "sqlite":
             path = _sqlite_path(parsed)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+            if path is not None:  # private: 0600 in a 0700 directory (SQLite gives its WAL the same mode)
+                ensure_private_file(path)
             engine = sa.create_engine(
                 parsed,
                 connect_args={"check_same_thread": False, "timeout": 30},
@@ -180,7 +182,7 @@ class Store:
             yield
             return
         lock_path = path.with_name(path.name + ".migrate.lock")
-        with open(lock_path, "w") as fh:
+        with os.fdopen(open_private(lock_path), "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

@@ -34,6 +34,7 @@ LLM_COLUMNS = (
     "trace_id", "ts", "bot", "agent", "decision_type", "model", "provider", "input_tokens",
     "output_tokens", "cache_read_tokens", "cache_write_tokens", "latency_ms", "cache_hit",
     "cost_usd", "cost_saved_usd", "price_known", "conversation_id", "success", "error_type",
+    "cost_flagged_usd",
 )  # fmt: skip
 SIMPLE_KINDS: dict[str, sa.Table] = {
     kind: table for kind, table in TABLE_OF_KIND.items() if kind not in (ev.KIND_LLM, ev.KIND_ACCOUNT)
@@ -138,13 +139,16 @@ def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Setti
         out = []
         append, price, epoch, seconds = out.append, cost_of, EPOCH, timedelta  # the hottest loop
         minutes = set()
+        ceiling = settings.otlp_cost_ceiling_usd if settings.otlp_cost_ceiling_usd > 0 else float("inf")
         for e in llm:
             (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv,
              ok, err) = e  # fmt: skip
             usd, saved, known = price(provider, model, it, ot, cr, cw, response_cache_hit=hit)
+            usd, flagged = (usd if cost is None else float(cost)), None
+            if usd > ceiling:  # implausible for one call: flagged for a person, not summed into spend
+                usd, saved, known, flagged = 0.0, 0.0, False, usd
             append((tid, epoch + seconds(seconds=ts), bot, agent, dtype, model, provider, it, ot, cr, cw,
-                    float(lat), hit, usd if cost is None else float(cost), saved, known, conv, ok,
-                    err))  # fmt: skip
+                    float(lat), hit, usd, saved, known, conv, ok, err, flagged))  # fmt: skip
             minutes.add(int(ts // 60))
         dirty.update(("llm", m) for m in minutes)
         rows[ev.KIND_LLM] = out

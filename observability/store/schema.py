@@ -54,6 +54,8 @@ llm_calls = Table(
     Column("cost_usd", Float, nullable=False, server_default="0"),
     Column("cost_saved_usd", Float, nullable=False, server_default="0"),
     Column("price_known", Boolean, nullable=False, server_default=text("true")),
+    # a price above OTLP_COST_CEILING_USD: kept here, out of spend (cost_usd 0, price_known false)
+    Column("cost_flagged_usd", Float),
     Column("conversation_id", String(100)),
     Column("success", Boolean, nullable=False, server_default=text("true")),
     Column("error_type", String(100)),

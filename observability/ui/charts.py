@@ -15,12 +15,29 @@ Each returns a go.Figure; `style(fig, ...)` sets titles, axis labels and tick fo
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 
 MARGIN = dict(l=10, r=10, t=50, b=10)
+
+
+def plain(values: Any) -> Any:
+    """Data as plotly text, never markup: plotly renders `<a href>`, `<b>`, `<br>` and entities in
+    trace names, hover text and category labels, so `<`, `>` and `&` in bot names and the like are
+    escaped (a string, a list or a Series; numbers and times pass unchanged)."""
+    if isinstance(values, str):
+        return html.escape(values, quote=False)
+    if isinstance(values, pd.Series):
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+            return values
+        return values.map(lambda v: html.escape(v, quote=False) if isinstance(v, str) else v)
+    if isinstance(values, (list, tuple)):
+        return [html.escape(v, quote=False) if isinstance(v, str) else v for v in values]
+    return values
 
 
 def style(
@@ -62,7 +79,9 @@ def line(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str 
     fig = go.Figure()
     mode = "lines+markers" if markers else "lines"
     for key, g in _groups(df, color):
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], name=key or y, mode=mode, showlegend=key is not None))
+        fig.add_trace(
+            go.Scatter(x=plain(g[x]), y=g[y], name=plain(key or y), mode=mode, showlegend=key is not None)
+        )
     return style(fig, title, _label(labels, x, xlabel), _label(labels, y, ylabel if ylabel is not None else y),
                  yformat, color)  # fmt: skip
 
@@ -71,7 +90,7 @@ def area(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str 
          ylabel: str | None = None, labels: Mapping[str, str] | None = None) -> go.Figure:  # fmt: skip
     fig = go.Figure()
     for key, g in _groups(df, color):
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], name=key or y, mode="lines", stackgroup="one"))
+        fig.add_trace(go.Scatter(x=plain(g[x]), y=g[y], name=plain(key or y), mode="lines", stackgroup="one"))
     return style(fig, title, _label(labels, x, xlabel), _label(labels, y, ylabel if ylabel is not None else y),
                  None, color)  # fmt: skip
 
@@ -112,13 +131,13 @@ def bar(
             order = {k: i for i, k in enumerate(category_order)}
             groups.sort(key=lambda kg: order.get(kg[0], len(order)))
         for key, g in groups:
-            xs, ys = (g[y], g[x]) if horizontal else (g[x], g[y])
-            fig.add_trace(go.Bar(x=xs, y=ys, name=key or y, orientation="h" if horizontal else "v",
+            xs, ys = (g[y], plain(g[x])) if horizontal else (plain(g[x]), g[y])
+            fig.add_trace(go.Bar(x=xs, y=ys, name=plain(key or y), orientation="h" if horizontal else "v",
                                  showlegend=key is not None, **_colors(color_map, key)))  # fmt: skip
         default_y = y
     else:
         for col in y:
-            fig.add_trace(go.Bar(x=df[x], y=df[col], name=col, **_colors(color_map, col)))
+            fig.add_trace(go.Bar(x=plain(df[x]), y=df[col], name=plain(col), **_colors(color_map, col)))
         default_y = ""
     fig.update_layout(barmode=barmode)
     if horizontal:
@@ -128,7 +147,7 @@ def bar(
 
 
 def pie(df: pd.DataFrame, names: str, values: str, title: str = "", hole: float = 0.45) -> go.Figure:
-    fig = go.Figure(go.Pie(labels=df[names], values=df[values], hole=hole, sort=True))
+    fig = go.Figure(go.Pie(labels=plain(df[names]), values=df[values], hole=hole, sort=True))
     return style(fig, title)
 
 
@@ -146,8 +165,8 @@ def scatter(df: pd.DataFrame, x: str, y: str, color: str | None = None, size: pd
                 "sizeref": 2.0 * float(size.max() or 1) / (30.0**2),
                 "sizemin": 4,
             }
-        text = g[list(hover)].astype(str).agg(" · ".join, axis=1) if hover else None
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers", name=key or y, marker=marker, text=text,
+        text = plain(g[list(hover)].astype(str).agg(" · ".join, axis=1)) if hover else None
+        fig.add_trace(go.Scatter(x=plain(g[x]), y=g[y], mode="markers", name=plain(key or y), marker=marker, text=text,
                                  showlegend=key is not None))  # fmt: skip
     return style(fig, title, x, y, None, color)
 
@@ -157,6 +176,8 @@ def histogram(
 ) -> go.Figure:
     fig = go.Figure()
     for key, g in _groups(df, color):
-        fig.add_trace(go.Histogram(x=g[x], name=key or x, nbinsx=nbins, showlegend=key is not None))
+        fig.add_trace(
+            go.Histogram(x=plain(g[x]), name=plain(key or x), nbinsx=nbins, showlegend=key is not None)
+        )
     fig.update_layout(barmode="stack")
     return style(fig, title, x, "count", None, color)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse
@@ -257,9 +258,32 @@ def empty_state(message: str, hint: str | None = None) -> None:
     st.info(text, icon=":material/hourglass_empty:")
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV injection: a spreadsheet evaluates these
+
+
+def _csv_cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def csv_bytes(df: pd.DataFrame | None) -> bytes:
+    """A table as CSV that a spreadsheet opens as data: a text cell (or column name) starting with
+    `=`, `+`, `-`, `@`, tab or CR gets a leading `'` (OWASP), since bot names, authors and metric
+    names come from SDK callers. Numbers stay numbers (a negative amount is not a formula)."""
+    if df is None:
+        return b""
+    safe = df.copy()
+    for col in safe.columns:
+        dtype = safe[col].dtype
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype)):
+            safe[col] = safe[col].map(_csv_cell)
+    safe.columns = [_csv_cell(str(c)) for c in safe.columns]
+    # RFC 4180 line ends: a CR inside a cell is then quoted instead of breaking the row
+    return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
+
+
 def download_csv(df: pd.DataFrame, filename: str, key: str, label: str = "Download CSV") -> None:
-    """A download button for a table (every table in the console is downloadable)."""
-    data = df.to_csv(index=False).encode("utf-8") if df is not None else b""
+    """A download button for a table (every table in the console is downloadable), formula-safe."""
+    data = csv_bytes(df)
     st.download_button(
         label, data=data, file_name=filename, mime="text/csv", key=key, icon=":material/download:",
         on_click="ignore",
@@ -296,12 +320,50 @@ def bot_filter(bots: Sequence[str], key: str = "bot", label: str = "Bots") -> li
     return [b for b in chosen if b in options]
 
 
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")
+# key -> (longest value, characters allowed, what a user is told); others: QUERY_PARAM_DEFAULT_RULE
+QUERY_PARAM_RULES: dict[str, tuple[int, re.Pattern[str], str]] = {
+    "calls": (4000, re.compile(r"[\w,.:-]*"), "call ids separated by commas"),
+}
+QUERY_PARAM_DEFAULT_RULE = (100, _PRINTABLE, "printable characters")
+
+
 def query_param(key: str, default: str | None = None) -> str | None:
-    """A plain (not widget-bound) query parameter."""
+    """A plain (not widget-bound) query parameter, checked before use: a value that is too long or
+    holds characters it may not is ignored (the default is returned) with a friendly warning that
+    does not echo it, since a shared link is written by whoever sent it."""
     try:
-        return st.query_params.get(key, default)
+        value = st.query_params.get(key, default)
     except Exception:  # noqa: BLE001 - bound parameters raise; treat as absent
         return default
+    if value is None or value == default:
+        return value
+    max_len, allowed, what = QUERY_PARAM_RULES.get(key, QUERY_PARAM_DEFAULT_RULE)
+    if len(value) > max_len or not allowed.fullmatch(value):
+        st.warning(
+            f"The link's `{key}` value was ignored: it must be at most {max_len} {what}. "
+            "Check the link you were sent, or pick from the page instead.",
+            icon=":material/link_off:",
+        )
+        return default
+    return value
+
+
+def run_guarded(run: Callable[[], Any]) -> None:
+    """The console's error boundary (Home.py runs every page through it): an unexpected error is
+    logged with its traceback under a short id, and the page shows only that id, never the
+    traceback (which can hold data, paths and queries). Streamlit's own stop/rerun signals are
+    BaseExceptions and pass through."""
+    try:
+        run()
+    except Exception:
+        error_id = uuid.uuid4().hex[:10]
+        log.exception("page error %s", error_id)
+        st.error(
+            f"Something went wrong on this page (error id {error_id}). The details are in the console's "
+            "log under that id: pass it on to whoever runs the console.",
+            icon=":material/error:",
+        )
 
 
 def set_query_params(**values: str | None) -> None:

@@ -2,7 +2,7 @@
 
 `/v1/traces` is the OTLP receiver, `/metrics` the Prometheus registry holding the store collector
 (which also reports the receiver's counters), `/healthz` the health checker. Nothing here speaks
-HTTP: `server.py` routes requests to these objects, and a replacement server would do the same.
+HTTP: `http_app.py` routes requests to these objects.
 """
 
 from __future__ import annotations

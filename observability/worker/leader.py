@@ -16,6 +16,7 @@ from typing import IO
 
 import sqlalchemy as sa
 
+from observability.localfiles import open_private
 from observability.settings import Settings
 from observability.store import Store
 
@@ -72,8 +73,7 @@ class LeaderLock:
             if db and db != ":memory:"
             else str(self.settings.worker_lock_file)
         )
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fh = open(path, "a+")
+        fh = os.fdopen(open_private(path, os.O_RDWR | os.O_CREAT), "a+")  # 0600 in a 0700 directory
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -103,7 +103,8 @@ class OTLPReceiver:
                 if v:
                     self.spans[k] += v
 
-    def _authorized(self, authorization: str | None) -> bool:
+    def authorized(self, authorization: str | None) -> bool:
+        """Whether the Authorization header carries the ingest token (always, when none is set)."""
         token = self.settings.otlp_ingest_token
         if not token:
             return True
@@ -120,7 +121,7 @@ class OTLPReceiver:
         authorization: str | None = None,
     ) -> Response:
         ctype = (content_type or "").split(";")[0].strip().lower()
-        as_json = ctype == "application/json" or (not ctype and body.lstrip()[:1] == b"{")
+        as_json = ctype == "application/json"
 
         def error(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
             self._count(status)
@@ -130,13 +131,14 @@ class OTLPReceiver:
                 return Response(status, data, "application/json", headers or {})
             return Response(status, rpc_status(code, reason), "application/x-protobuf", headers or {})
 
-        if not self._authorized(authorization):
+        if not self.authorized(authorization):
             return error(
                 401, "missing or wrong bearer token (OTLP_INGEST_TOKEN)", {"WWW-Authenticate": "Bearer"}
             )
-        if ctype and ctype not in ("application/json", "application/x-protobuf", "application/protobuf"):
+        if ctype not in ("application/json", "application/x-protobuf", "application/protobuf"):
             return error(
-                415, f"unsupported Content-Type {ctype!r:.60}: use application/x-protobuf or application/json"
+                415,
+                f"unsupported or missing Content-Type {ctype!r:.60}: use application/x-protobuf or application/json",
             )
         try:
             views, rejected = [], []

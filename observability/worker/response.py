@@ -1,7 +1,7 @@
 """What a worker endpoint answers, independent of the HTTP server that sends it.
 
 The endpoints (`receiver`, `metrics`, `health`) return a `Response` or raise `BadRequest`; only
-`server.py` speaks HTTP. Replacing the server (uvicorn is planned) then touches one module.
+`http_app.py` (Starlette, served by uvicorn in `server.py`) speaks HTTP.
 """
 
 from __future__ import annotations

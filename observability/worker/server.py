@@ -1,135 +1,74 @@
-"""The worker's HTTP server: routes `/v1/traces`, `/metrics` and `/healthz` to their endpoints.
+"""The worker's HTTP server: uvicorn serving the Starlette app of `http_app` in a worker thread.
 
 Served on `WORKER_HTTP_HOST:WORKER_HTTP_PORT` (default 127.0.0.1:4318, the standard OTLP/HTTP
-port) by a `ThreadingHTTPServer` in a daemon thread of the worker process. This module is the only
-one that speaks HTTP: the endpoints (`receiver`, `metrics`, `health`) take plain values and return a
-`Response`, so replacing this server (uvicorn is planned) touches nothing else.
+port). uvicorn runs in a daemon thread with its own event loop, so the worker's main thread keeps
+its tick loop and its signal handlers. The socket is bound here, before the thread starts, so a
+taken port is an `OSError` the caller sees (uvicorn would exit the process instead).
+
+Limits a public port needs: at most `WORKER_HTTP_MAX_CONNECTIONS` connections and requests at
+once (uvicorn answers 503 beyond), request heads bounded by uvicorn's parser, idle keep-alive
+connections closed after 5 s; body limits are the app's. uvicorn logs through the project's
+logging (no configuration of its own, no access log): a dropped connection is not an error.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import Any
-from urllib.parse import urlsplit
+
+import uvicorn
 
 from observability.settings import Settings, get_settings
 from observability.store import Store
-from observability.worker import metrics
 from observability.worker.endpoints import Endpoints
-from observability.worker.receiver import MAX_BODY_BYTES
-from observability.worker.response import BadRequest, Response
+from observability.worker.http_app import build_app
+from observability.worker.ingest_token import ingest_token
 
 log = logging.getLogger(__name__)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "observability-worker"
-    timeout = 30
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _send(self, resp: Response) -> None:
-        body = resp.body
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        for k, v in resp.headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _path(self) -> str:
-        return urlsplit(self.path).path.rstrip("/") or "/"
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks, size = [], 0
-            while True:
-                line = self.rfile.readline(1024)
-                n = int(line.split(b";")[0].strip() or b"0", 16)
-                if n == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                size += n
-                if size > MAX_BODY_BYTES:
-                    self.close_connection = True
-                    raise BadRequest(f"body exceeds {MAX_BODY_BYTES} bytes", 413)
-                chunks.append(self.rfile.read(n))
-                self.rfile.readline(1024)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError as exc:
-            self.close_connection = True
-            raise BadRequest("invalid Content-Length") from exc
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            raise BadRequest(f"body exceeds {MAX_BODY_BYTES} bytes", 413)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        if self._path() != "/v1/traces":
-            self._send(Response(404, b"not found\n"))
-            return
-        try:
-            body = self._read_body()
-        except (BadRequest, ValueError) as exc:
-            status = exc.status if isinstance(exc, BadRequest) else 400
-            self._send(Response(status, f"{exc}\n".encode()))
-            return
-        h = self.headers
-        resp = self.server.app.receiver.export(
-            body, h.get("Content-Type"), h.get("Content-Encoding"), h.get("Authorization")
-        )
-        self._send(resp)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        app = self.server.app
-        path = self._path()
-        if path == "/metrics":
-            self._send(
-                metrics.render(app.registry, self.headers.get("Accept"), self.headers.get("Accept-Encoding"))
-            )
-        elif path == "/healthz":
-            self._send(app.health.response())
-        elif path == "/v1/traces":
-            self._send(Response(405, b"POST OTLP trace data here\n", headers={"Allow": "POST"}))
-        else:
-            self._send(Response(404, b"not found: /healthz, /metrics, /v1/traces\n"))
-
-    do_HEAD = do_GET
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    app: Endpoints
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
 
 
 class RunningServer:
-    """A server running in a daemon thread until `stop()`."""
+    """A uvicorn server running in a daemon thread until `stop()`."""
 
-    def __init__(self, server: _Server, thread: threading.Thread) -> None:
+    def __init__(
+        self, server: uvicorn.Server, thread: threading.Thread, sock: socket.socket, app: Endpoints
+    ) -> None:
         self._server = server
         self._thread = thread
-        self.host, self.port = server.server_address[:2]
-        self.app = server.app
+        self._sock = sock
+        self.host, self.port = sock.getsockname()[:2]
+        self.app = app
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        """Stop accepting, let requests in flight finish (up to STOP_TIMEOUT_S), close the endpoints."""
+        self._server.should_exit = True
+        self._thread.join(timeout=STOP_TIMEOUT_S + 2)
+        self._sock.close()
         self.app.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(
@@ -142,16 +81,38 @@ def serve(
     host: str | None = None,
     port: int | None = None,
 ) -> RunningServer:
-    """Serve /v1/traces, /metrics and /healthz in a daemon thread (port 0: any free port)."""
+    """Serve /v1/traces, /metrics and /healthz in a daemon thread (port 0: any free port).
+
+    The ingest token is `OTLP_INGEST_TOKEN`, else the one bootstrap kept in `OTLP_INGEST_TOKEN_FILE`.
+    """
     settings = settings or get_settings()
+    settings = settings.replace(otlp_ingest_token=ingest_token(settings))
     host = settings.worker_http_host if host is None else host
     port = settings.worker_http_port if port is None else port
-    server = _Server((host, port), _Handler)
-    server.app = Endpoints(store, settings, redis=redis, worker_id=worker_id, consumer=consumer)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="worker-http", daemon=True)  # fmt: skip
+    sock = _bind(host, port)
+    endpoints = Endpoints(store, settings, redis=redis, worker_id=worker_id, consumer=consumer)
+    config = uvicorn.Config(
+        build_app(endpoints),
+        log_config=None,  # the project's logging, not uvicorn's own handlers
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+        limit_concurrency=settings.worker_http_max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=STOP_TIMEOUT_S,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="worker-http", daemon=True)
     thread.start()
-    running = RunningServer(server, thread)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            endpoints.close()
+            raise OSError(f"the worker's HTTP server did not start on {host}:{port}")
+        time.sleep(0.01)
+    running = RunningServer(server, thread, sock, endpoints)
     log.info("worker HTTP on %s (/v1/traces, /metrics, /healthz)", running.url)
     return running
 

@@ -1,0 +1,51 @@
+"""Files this project keeps on the local disk (the SQLite store, the SDK spool, lock and secret
+files) are private to the user running it: files 0600, directories created 0700.
+
+They hold message text, account names and tokens, so another account on the same machine must not
+read them (a default umask would make them 0644 / 0755). Directories the project creates are 0700,
+parents included; a directory that exists already is left as the user made it. A file that exists
+with wider permissions (an older version's store) is narrowed to 0600.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """`path` as a directory, creating it and any missing parents with mode 0700."""
+    p = Path(path)
+    missing = []
+    for q in (p, *p.parents):
+        if q.exists():
+            break
+        missing.append(q)
+    for q in reversed(missing):
+        try:
+            os.mkdir(q, DIR_MODE)
+        except FileExistsError:  # another process made it first
+            pass
+    return p
+
+
+def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """`os.open` of a file that is created 0600 (its directory 0700) and narrowed to 0600 if wider."""
+    private_dir(Path(path).parent)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, FILE_MODE)
+    except OSError:  # not ours to change: leave it
+        pass
+    return fd
+
+
+def ensure_private_file(path: str | os.PathLike[str]) -> Path:
+    """Create `path` empty with mode 0600 if missing (so a program that later opens it, such as
+    SQLite, keeps that mode), or narrow an existing one to 0600."""
+    os.close(open_private(path, os.O_RDONLY | os.O_CREAT))
+    return Path(path)
