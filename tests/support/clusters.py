@@ -17,6 +17,7 @@ import glob
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -144,6 +145,21 @@ class RedisClusterInfo:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid port and free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 def _cluster_ok(port: int) -> bool:
     out = subprocess.run(
         ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "cluster", "info"],
@@ -158,7 +174,7 @@ def _cluster_ok(port: int) -> bool:
 def redis_cluster(masters: int = 3) -> Iterator[RedisClusterInfo]:
     """A Redis Cluster of `masters` masters on free ports, no persistence; stopped and removed after."""
     root = Path(tempfile.mkdtemp(prefix="obs-redis-cluster-", dir="/tmp"))
-    ports = tuple(free_port() for _ in range(masters))
+    ports = tuple(_cluster_port() for _ in range(masters))
     procs: list[subprocess.Popen] = []
     try:
         for port in ports:
