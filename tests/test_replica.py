@@ -9,6 +9,7 @@ Real servers: the fixture makes a private primary (initdb) on a free port, a sta
 
 from __future__ import annotations
 
+import glob
 import shutil
 import sys
 from collections.abc import Iterator
@@ -31,8 +32,8 @@ from observability.store import Store, schema
 from observability.ui import common
 
 pytestmark = pytest.mark.skipif(
-    not shutil.which("runuser") and not Path("/usr/lib/postgresql").exists(),
-    reason="PostgreSQL binaries missing",
+    not glob.glob("/usr/lib/postgresql/*/bin/initdb") and not shutil.which("initdb"),
+    reason="PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup) are not installed",
 )
 
 MAX_LAG_S = 1.0
