@@ -8,7 +8,10 @@
     (`python -m observability.worker`) → PostgreSQL, from the first record call until the stream
     is empty (entries are acknowledged and deleted only after their SQL commit);
 (c) in the same run, a raw binary `COPY ... FROM STDIN` of the same rows into the same table, from
-    one connection with the rows built beforehand: the ceiling the ingest path is measured against.
+    one connection with the rows built beforehand: the ceiling the ingest path is measured against;
+(d) (b) again with a Redis Cluster in place of the single Redis: 3 masters started by the bench on
+    free 127.0.0.1 ports (no persistence), the SDK and the workers with REDIS_CLUSTER=true
+    (`--cluster-masters 0` skips it).
 
 It creates its own PostgreSQL database and Redis key prefix and drops them afterwards. Figures are
 printed and written to bench/results/ingest.json. Targets: median ≤ 10 µs and p99 ≤ 100 µs per
@@ -38,7 +41,7 @@ if str(ROOT) not in sys.path:
 import redis as redis_lib  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from observability import keys  # noqa: E402
+from observability import keys, redis_client  # noqa: E402
 from observability.sdk import ObservabilityClient  # noqa: E402
 from observability.settings import Settings  # noqa: E402
 from observability.store import schema  # noqa: E402
@@ -108,14 +111,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 def start_workers(
-    n: int, db_url: str, redis_url: str, prefix: str, tmp: Path, batch_entries: int | None = None
+    n: int,
+    db_url: str,
+    redis_url: str,
+    prefix: str,
+    tmp: Path,
+    batch_entries: int | None = None,
+    cluster: bool = False,
 ) -> list[subprocess.Popen]:
     procs = []
     for i in range(n):
         env = dict(os.environ)
         env.update(PYTHONPATH=str(ROOT), DATABASE_URL=db_url, REDIS_URL=redis_url, REDIS_PREFIX=prefix,
                    WORKER_TICK_S="3600", WORKER_HTTP_PORT=str(free_port()), SPOOL_DIR=str(tmp / f"wspool{i}"),
-                   WORKER_LOCK_FILE=str(tmp / "leader.lock"))  # fmt: skip
+                   WORKER_LOCK_FILE=str(tmp / "leader.lock"), REDIS_CLUSTER="true" if cluster else "false")  # fmt: skip
         if batch_entries:
             env["WORKER_BATCH_ENTRIES"] = str(batch_entries)
         procs.append(
@@ -182,6 +191,58 @@ def end_to_end(settings: Settings, r: redis_lib.Redis, args: list[tuple], events
     client.close()
     assert stats["dropped"] == 0 and stats["rejected"] == 0 and stats["spilled"] == 0, stats
     return elapsed, {"record_loop_s": round(recorded, 2)}
+
+
+# ---- (d) end to end through a Redis Cluster ----------------------------------------------------------------
+
+
+def _reading(r: object, key: str, workers: int) -> bool:
+    try:
+        return len(r.xinfo_consumers(key, keys.INGEST_GROUP)) >= workers
+    except redis_lib.ResponseError:  # no stream or group yet
+        return False
+
+
+def cluster_end_to_end(
+    a: argparse.Namespace, store: Store, db_url: str, base: Settings, args: list[tuple], tmp: Path
+) -> dict:
+    """(b) through a Redis Cluster of `a.cluster_masters` masters the bench starts and stops."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.clusters import redis_cluster
+
+    with store.begin() as conn:
+        conn.execute(sa.text("TRUNCATE llm_calls"))
+    print(
+        f"(d) end to end through a {a.cluster_masters}-master Redis Cluster, {a.events:,} events ...",
+        flush=True,
+    )
+    with redis_cluster(a.cluster_masters) as cluster:
+        settings = base.replace(redis_url=cluster.url, redis_cluster=True, spool_dir=tmp / "spool-cluster")
+        rc = redis_client.connect(settings)
+        procs = start_workers(
+            a.workers, db_url, cluster.url, base.redis_prefix, tmp, a.worker_batch_entries, True
+        )
+        try:
+            ready_by = time.monotonic() + 120  # workers started: time ingest, not their start-up
+            while not _reading(rc, keys.ingest_stream(base.redis_prefix), a.workers):
+                if time.monotonic() > ready_by:
+                    raise RuntimeError("the workers did not start reading the cluster's stream")
+                time.sleep(0.05)
+            seconds, _ = end_to_end(settings, rc, args, a.events)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(60)
+            rc.close()
+    with store.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(schema.llm_calls)).scalar()
+    assert stored == a.events, f"stored {stored} rows through the cluster, expected {a.events}"
+    return {
+        "cluster_masters": a.cluster_masters,
+        "cluster_e2e_events_per_s": round(a.events / seconds),
+        "cluster_e2e_seconds": round(seconds, 2),
+    }
 
 
 # ---- (c) raw COPY --------------------------------------------------------------------------------------
@@ -254,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-batch-entries", type=int, default=None,
                    help="WORKER_BATCH_ENTRIES for the workers (default: the setting's default)")  # fmt: skip
     p.add_argument("--record-samples", type=int, default=200_000, help="timed record calls per case")
+    p.add_argument("--cluster-masters", type=int, default=3, help="Redis Cluster masters for (d); 0 skips it")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
 
@@ -309,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = copy_rows(args, a.events)
         copy_s = raw_copy(store, rows)
 
+        cluster_figures = {}
+        if a.cluster_masters:
+            cluster_figures = cluster_end_to_end(a, store, db_url, base, args, tmp)
+
         result = {
             "record_us_median": round(statistics.median(up), 2),
             "record_us_p99": round(pct(up, 99), 2),
@@ -321,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             "copy_seconds": round(copy_s, 2),
             "workers": a.workers,
             **extra,
+            **cluster_figures,
             # CPU µs per event on the ingest path, and the rate 2 idle cores could sustain at that cost
             "cpu_us_per_event": cpu,
             "cpu_bound_events_per_s": round((os.cpu_count() or 1) * 1e6 / cpu["total"])
@@ -330,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(store, r),
         }
         result["e2e_vs_copy"] = round(result["e2e_events_per_s"] / result["copy_rows_per_s"], 2)
+        if cluster_figures:
+            result["cluster_e2e_vs_copy"] = round(
+                result["cluster_e2e_events_per_s"] / result["copy_rows_per_s"], 2
+            )
         result["targets_met"] = {
             "record_median_le_10us": result["record_us_median"] <= 10,
             "record_p99_le_100us": result["record_us_p99"] <= 100,

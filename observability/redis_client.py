@@ -4,10 +4,17 @@ The SDK, the worker and the control services all connect here, so a Redis that h
 them by at most `REDIS_SOCKET_TIMEOUT_S` (a blocking stream read adds its own block time) and a
 Redis that is down is noticed within `REDIS_CONNECT_TIMEOUT_S`. redis-py is imported only when a
 client is made: a bot or console without `REDIS_URL` never loads it.
+
+With `REDIS_CLUSTER=true`, `REDIS_URL` names any node of a Redis Cluster and the client is redis-py's
+`RedisCluster`, which finds the other nodes and sends each command to the node owning its key's
+slot. Callers use it as they use a plain client: the key names (`observability.keys`) keep each
+multi-key command and transaction within one slot.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from observability.settings import Settings, get_settings
@@ -24,8 +31,53 @@ def connect(settings: Settings | None = None, *, blocking_s: float = 0.0) -> Any
         return None
     import redis
 
-    return redis.Redis.from_url(
-        s.redis_url,
-        socket_timeout=s.redis_socket_timeout_s + max(blocking_s, 0.0),
-        socket_connect_timeout=s.redis_connect_timeout_s,
-    )
+    timeouts = {
+        "socket_timeout": s.redis_socket_timeout_s + max(blocking_s, 0.0),
+        "socket_connect_timeout": s.redis_connect_timeout_s,
+    }
+    if s.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        url = s.redis_url
+        # redis-py retries a command on a moved slot or a failed-over node itself
+        return LazyCluster(lambda: RedisCluster.from_url(url, **timeouts))
+    return redis.Redis.from_url(s.redis_url, **timeouts)
+
+
+class LazyCluster:
+    """A `RedisCluster` made on first use, whose "cannot reach the cluster" is a ConnectionError.
+
+    `RedisCluster` connects while it is constructed and reports an unreachable cluster with an
+    exception outside redis-py's `RedisError` family. A plain client does neither, and every caller
+    (a bot's SDK, the worker) treats a RedisError as "Redis is down, try later": so a bot starting
+    while the cluster is down starts anyway, and an outage looks the same on both kinds of Redis.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _translated(self._factory)()
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._get(), name)
+        return _translated(attr) if callable(attr) else attr
+
+
+def _translated(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise RedisConnectionError(str(exc)) from exc
+
+    return call

@@ -112,7 +112,10 @@ def _masked_url(value: str) -> str:
 class Settings:
     # --- store, Redis, ingest -------------------------------------------------------------
     database_url: str = f"sqlite:///{LOCAL_DIR / 'observability.db'}"
+    database_read_url: str | None = None  # a hot standby the console's reads go to (else DATABASE_URL)
+    replica_max_lag_s: float = 30.0  # pages say so when the read replica is further behind than this
     redis_url: str | None = None
+    redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
     redis_prefix: str = "obs:"
     redis_socket_timeout_s: float = 2.0  # longest wait for one Redis reply (blocking reads add theirs)
     redis_connect_timeout_s: float = 2.0
@@ -237,7 +240,10 @@ class Settings:
             raise ValueError("ALERT_WEBHOOK_HEADERS must be a JSON object")
         return cls(
             database_url=_str(e.get("DATABASE_URL"), d.database_url),
+            database_read_url=_str(e.get("DATABASE_READ_URL"), None),
+            replica_max_lag_s=_float(e.get("REPLICA_MAX_LAG_S"), d.replica_max_lag_s),
             redis_url=_str(e.get("REDIS_URL"), None),
+            redis_cluster=_bool(e.get("REDIS_CLUSTER"), d.redis_cluster),
             redis_prefix=_str(e.get("REDIS_PREFIX"), d.redis_prefix),
             redis_socket_timeout_s=_float(e.get("REDIS_SOCKET_TIMEOUT_S"), d.redis_socket_timeout_s),
             redis_connect_timeout_s=_float(e.get("REDIS_CONNECT_TIMEOUT_S"), d.redis_connect_timeout_s),

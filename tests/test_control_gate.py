@@ -226,7 +226,7 @@ def test_a_redis_restart_does_not_reopen_a_gate(setup: tuple) -> None:
     control.take_control(store, cid, "olga", "review", settings=settings, redis=redis)
     bot.gate(False)
     # Redis loses everything (a restart without persistence): the bot must fall back to the store
-    redis.delete(*redis.scan_iter(f"{settings.redis_prefix}control:*"))
+    redis.delete(*redis.scan_iter(keys.slotted(settings.redis_prefix, keys.CONTROL, "*")))
     redis.publish(keys.control_channel(settings.redis_prefix), json.dumps({"restart": True}))
     bot.stays_closed(for_s=1.5)
     # the worker's step re-mirrors the store; the gate stays closed and Redis is trusted again

@@ -45,10 +45,11 @@ def publish_conversation_state(redis: Any, prefix: str, conversation_id: str, st
         pipe.hset(key, conversation_id, state)
     else:
         pipe.hdel(key, conversation_id)
-    pipe.publish(
+    pipe.execute()
+    # after the state is written (and outside MULTI: Redis Cluster pipelines refuse PUBLISH)
+    redis.publish(
         keys.control_channel(prefix), json.dumps({"conversation_id": conversation_id, "state": state})
     )
-    pipe.execute()
 
 
 def publish_system_stop(redis: Any, prefix: str, stopped: bool) -> None:
@@ -57,8 +58,8 @@ def publish_system_stop(redis: Any, prefix: str, stopped: bool) -> None:
         pipe.set(keys.control_system(prefix), "stopped")
     else:
         pipe.delete(keys.control_system(prefix))
-    pipe.publish(keys.control_channel(prefix), json.dumps({"system_stopped": stopped}))
     pipe.execute()
+    redis.publish(keys.control_channel(prefix), json.dumps({"system_stopped": stopped}))
 
 
 def publish_after_commit(
@@ -149,4 +150,5 @@ def sync_gates(store: Store, redis: Any, prefix: str) -> int:
         pipe.set(keys.control_system(prefix), "stopped")
     pipe.set(keys.control_synced(prefix), str(time.time()))
     pipe.execute()
+    redis.delete(keys.legacy_control_synced(prefix))  # bots on older code: read the store, not a stale mirror
     return len(closed)

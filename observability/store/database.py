@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from observability.localfiles import ensure_private_file, open_private
-from observability.settings import PROJECT_ROOT, get_settings
+from observability.settings import PROJECT_ROOT, Settings, get_settings
 from observability.store import schema
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,15 @@ class Store:
                 engine_kwargs["connect_args"] = connect_args
             engine = sa.create_engine(parsed, **engine_kwargs)
         return cls(engine)
+
+    @classmethod
+    def for_reads(cls, settings: Settings | None = None) -> "Store":
+        """A store for reads only: DATABASE_READ_URL (a hot standby) when set, else DATABASE_URL.
+
+        The console reads through it so dashboards load a replica, not the primary that ingest and
+        the worker write to. Never migrate it or write through it: a standby refuses writes.
+        """
+        return cls.from_url(read_url(settings))
 
     @property
     def url(self) -> str:
@@ -231,6 +240,24 @@ class Store:
                 raise StoreUnavailable(str(exc.orig)) from exc
             raise
 
+    def replica_lag_s(self) -> float | None:
+        """How many seconds this store's server replays behind its primary: None on a primary (or
+        SQLite), 0.0 on a standby that has replayed all it received from a connected primary, and
+        `math.inf` when a standby has never replayed a transaction and cannot say.
+
+        Lag is the age of the last replayed transaction while WAL is waiting to be replayed (or the
+        standby's WAL receiver is not running): an idle primary does not make a standby look late.
+        """
+        if not self.is_postgres:
+            return None
+        with self.connect() as conn:
+            standby, caught_up, seconds = conn.execute(sa.text(_LAG_SQL)).one()
+        if not standby:
+            return None
+        if caught_up:
+            return 0.0
+        return math.inf if seconds is None else max(float(seconds), 0.0)
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:
@@ -261,6 +288,21 @@ class Store:
         else:
             stmt = sqlite.insert(table).on_conflict_do_nothing()
             conn.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows])
+
+
+def read_url(settings: Settings | None = None) -> str:
+    """Where reads go: DATABASE_READ_URL when set, else DATABASE_URL."""
+    s = settings or get_settings()
+    return s.database_read_url or s.database_url
+
+
+_LAG_SQL = """
+SELECT pg_is_in_recovery(),
+       pg_is_in_recovery()
+         AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver)
+         AND pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn(),
+       EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())
+"""
 
 
 def _is_connection_error(exc: sa.exc.DBAPIError) -> bool:

@@ -1,16 +1,20 @@
 """Helpers every console page uses. Names here are stable: other pages rely on them.
 
 Store and user
-    get_store()                 -> Store      one per DATABASE_URL per process (st.cache_resource)
+    get_store()                 -> Store      one per DATABASE_URL per process (st.cache_resource);
+                                              actions and sign-in use it (the primary)
+    get_read_store()            -> Store      DATABASE_READ_URL (a hot standby) when set, else get_store();
+                                              every cached_query reads through it
     current_user()              -> User|None  signed-in user (re-read from the store each run, so a
                                               disabled account is signed out); "local" admin when AUTH_MODE=none
     require(action)             -> User       st.error + st.stop unless the user's role may `action`
     is_auth_off()               -> bool       AUTH_MODE=none
 
 Layout
-    page_header(title, caption=None)          title, caption, red "Authentication is off" banner, and the
+    page_header(title, caption=None)          title, caption, red "Authentication is off" banner, the
                                               red "Every conversation is stopped" banner while a
-                                              system-wide stop holds (every page shows it)
+                                              system-wide stop holds (every page shows it), and a
+                                              note while the read replica lags over REPLICA_MAX_LAG_S
     danger_button(label, key, **kw) -> bool   a primary button styled red, for destructive actions
     empty_state(message, hint=None)           the friendly "nothing here yet" box
     download_csv(df, filename, key)           a "Download CSV" button under a table
@@ -25,7 +29,7 @@ Filters in the URL (so a view can be shared as a link; widgets bound to st.query
 
 Caching
     cached_query(fn)   fn(store, *args, **kw) -> cached callable(*args, **kw); st.cache_data with
-                       ttl=settings.console_cache_ttl_s, keyed by DATABASE_URL and the arguments
+                       ttl=settings.console_cache_ttl_s, keyed by the read URL and the arguments
     clear_caches()     forget every cached query (benchmarks' cold runs, tests)
     LIVE_REFRESH_S     seconds between refreshes of live fragments (st.fragment(run_every=...))
 """
@@ -47,6 +51,7 @@ from observability import auth, control
 from observability.auth import sessions
 from observability.settings import get_settings
 from observability.store import Store
+from observability.store.database import read_url
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,21 @@ def _store_for(database_url: str) -> Store:
 def get_store() -> Store:
     """The store of DATABASE_URL, opened (and migrated) once per process and URL."""
     return _store_for(get_settings().database_url)
+
+
+@st.cache_resource(show_spinner=False)
+def _replica_for(read_url: str) -> Store:
+    return Store.from_url(read_url)  # a standby is read-only: never migrated from here
+
+
+def _reads_for(read_url: str) -> Store:
+    return _store_for(read_url) if read_url == get_settings().database_url else _replica_for(read_url)
+
+
+def get_read_store() -> Store:
+    """Where the console's queries go: the read replica (DATABASE_READ_URL) when one is set, so
+    dashboards do not load the primary that ingest writes to; else the same store as get_store()."""
+    return _reads_for(read_url())
 
 
 def is_auth_off() -> bool:
@@ -229,12 +249,39 @@ def system_stop_banner() -> bool:
     return True
 
 
+def replica_lag_note() -> None:
+    """A note while the read replica is further behind the primary than REPLICA_MAX_LAG_S (or
+    cannot be reached), so nobody takes a late figure for a current one."""
+    s = get_settings()
+    if not s.database_read_url or s.database_read_url == s.database_url:
+        return
+    try:
+        lag = get_read_store().replica_lag_s()
+    except Exception as exc:  # noqa: BLE001 - a replica outage must not take every page down
+        log.warning("could not read the replica's lag: %s", exc)
+        st.warning(
+            "The read replica (DATABASE_READ_URL) cannot be reached: figures may be missing.",
+            icon=":material/sync_problem:",
+        )
+        return
+    if lag is None or lag <= s.replica_max_lag_s:
+        return
+    behind = "an unknown time" if lag == float("inf") else f"{lag:,.0f} s"
+    st.warning(
+        f"Figures come from a read replica that is {behind} behind the primary (more than "
+        f"REPLICA_MAX_LAG_S = {s.replica_max_lag_s:g} s): the newest events and actions may not show yet.",
+        icon=":material/sync_problem:",
+    )
+
+
 def page_header(title: str, caption: str | None = None, *, system_banner: bool = True) -> None:
     """Page title and caption, with the red banners when authentication is off and while a
-    system-wide stop holds (`system_banner=False` only for the sign-in form)."""
+    system-wide stop holds (`system_banner=False` only for the sign-in form), and the read
+    replica's lag note."""
     auth_banner()
     if system_banner:
         system_stop_banner()
+        replica_lag_note()
     st.title(title)
     if caption:
         st.caption(caption)
@@ -385,15 +432,15 @@ def query_link(page_path: str, **params: Any) -> str:
 
 
 def cached_query(fn: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a query `fn(store, *args, **kw)` as a cached `(*args, **kw)` reading get_store().
+    """Wrap a query `fn(store, *args, **kw)` as a cached `(*args, **kw)` reading get_read_store().
 
-    Results are cached for settings.console_cache_ttl_s (15 s) per DATABASE_URL and arguments,
+    Results are cached for settings.console_cache_ttl_s (15 s) per read URL and arguments,
     so every page shares them and a refresh never hits the database more than once per TTL.
     Arguments must be hashable by Streamlit (str, numbers, tuples, lists, dates); results picklable.
     """
 
     def _run(_fn_name: str, database_url: str, *args: Any, **kwargs: Any) -> T:
-        return fn(_store_for(database_url), *args, **kwargs)
+        return fn(_reads_for(database_url), *args, **kwargs)
 
     _run.__module__ = fn.__module__
     _run.__qualname__ = f"cached_query.{fn.__module__}.{fn.__qualname__}"
@@ -403,7 +450,7 @@ def cached_query(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        return cached(name, get_settings().database_url, *args, **kwargs)
+        return cached(name, read_url(), *args, **kwargs)
 
     wrapper.clear = cached.clear  # type: ignore[attr-defined]
     wrapper.uncached = fn  # type: ignore[attr-defined]
