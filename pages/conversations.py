@@ -34,19 +34,21 @@ VIP_CHOICES = {"vip": "⭐ VIP only", "other": "Not VIP"}
 FILTER_KEYS = ("state", "q", "vip")
 
 
-def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
-    """Run a control action; show its outcome; True when it succeeded."""
+FLASH = "cv_flash"  # what the last action did, shown once after the rerun it triggers
+
+
+def _act(label: str, fn, *args, where=None, **kwargs) -> bool:  # noqa: ANN001
+    """Run a control action. On success keep its outcome in plain words for the next run; on a
+    refusal show why right where the action was asked (`where`, default here) and return False,
+    leaving every typed value in its field."""
     try:
         result = fn(store, *args, **kwargs)
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-        st.error(f"{label}: {exc}")
+        (where or st).error(f"{label} was refused: {exc}", icon=":material/error:")
         return False
     browse.clear()
     matches.clear()
-    note = (
-        "" if result.published is not False else " (Redis unreachable: bots see it at their next store poll)"
-    )
-    st.toast(f"{label}: {result.outcome.replace('_', ' ')}{note}", icon=":material/check_circle:")
+    st.session_state[FLASH] = result.summary()
     return True
 
 
@@ -178,6 +180,9 @@ cid = st.selectbox(
 )  # fmt: skip
 ui.set_query_params(conversation=cid)
 
+if FLASH in st.session_state:
+    st.success(st.session_state.pop(FLASH), icon=":material/check_circle:")
+
 try:
     status = control.intervention_status(store, cid)
 except control.ConversationNotFound:
@@ -246,12 +251,20 @@ elif status.state == "ai":
                 st.rerun()
 elif status.state == "human" and status.operator == user.name:
     st.markdown("**Reply** (the bot delivers it to the user)")
+    if st.session_state.pop("cv_reply_sent", False):  # sent: start the next reply empty
+        st.session_state["cv_reply"] = ""
     if "cv_draft" in st.session_state:  # a suggestion the operator chose to use
         st.session_state["cv_reply"] = st.session_state.pop("cv_draft")
-    with st.form("reply", clear_on_submit=True):
+    with st.form("reply", enter_to_submit=False):
         text = st.text_area("Your reply", key="cv_reply", height=100)
-        if st.form_submit_button("Send", type="primary", icon=":material/send:") and text.strip():
-            if _act("Reply", control.send_operator_message, cid, user.name, text):
+        where = st.container()
+        if st.form_submit_button("Send", type="primary", icon=":material/send:"):
+            if not text.strip():
+                where.error(
+                    "The reply is empty: nothing was sent. Type a message first.", icon=":material/error:"
+                )
+            elif _act("Reply", control.send_operator_message, cid, user.name, text, where=where):
+                st.session_state["cv_reply_sent"] = True
                 st.rerun()
     if status.preserve_ai_suggestions is not False:
         if st.button("Suggest a reply", icon=":material/lightbulb:", key="cv_suggest"):

@@ -192,6 +192,33 @@ def test_an_operator_takes_over_replies_gets_a_suggestion_and_hands_back(console
     ]
 
 
+def test_conversation_forms_say_what_happened_and_keep_what_was_typed(console: Store) -> None:
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    at.text_input(key="to_reason").set_value("   ")
+    _button(at, "Take over").click().run()
+    assert any("Take over was refused" in e.value and "reason" in e.value for e in at.error)
+    assert control.intervention_status(console, "c1").state == "ai"
+    at.text_input(key="to_reason").set_value("customer asked for a person")
+    _button(at, "Take over").click().run()
+    assert any("You hold conversation c1 now" in m.value for m in at.success)
+
+    _button(at, "Send").click().run()  # nothing typed
+    assert any("The reply is empty: nothing was sent" in e.value for e in at.error)
+    huge = "a long reply " * 6000  # 78 kB, over the 64 kB limit
+    at.text_area(key="cv_reply").set_value(huge)
+    _button(at, "Send").click().run()
+    assert not at.exception
+    assert any("Reply was refused" in e.value for e in at.error)
+    assert at.text_area(key="cv_reply").value == huge, "the typed text survives the error"
+    assert [m["role"] for m in control.transcript(console, "c1")] == ["user", "bot"]
+
+    at.text_area(key="cv_reply").set_value("A short answer")
+    _button(at, "Send").click().run()
+    assert any("Reply sent: the bot delivers it to the user." in m.value for m in at.success)
+    assert at.text_area(key="cv_reply").value == "", "after sending, the box is ready for the next reply"
+    assert control.transcript(console, "c1")[-1]["text"] == "A short answer"
+
+
 def test_a_conversation_held_by_someone_else_offers_no_reply(console: Store) -> None:
     control.take_control(console, "c1", "admin", "admin looks")
     at = _app("pages/conversations.py", auth.OPERATOR)
@@ -283,7 +310,7 @@ def test_an_operator_stops_and_resets_one_conversation_but_cannot_stop_all(conso
     at.text_input(key="em_reason").set_value("abusive")
     _button(at, "Stop conversation").click().run()
     assert not at.exception and control.intervention_status(console, "c1").state == "stopped"
-    assert "Stop c1: stopped" in _text(at)
+    assert "Conversation c1 is stopped: no bot may answer in it until it is reset." in _text(at)
     at.text_input(key="em_cid").set_value("c1")
     at.text_input(key="em_reason").set_value("checked")
     _button(at, "Reset conversation (back to the AI)").click().run()
