@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from observability import auth, control
+from observability.analytics.conversation_timeline import conversation_overview, conversation_timeline
 from observability.ui import attention
 from observability.ui import common as ui
 
@@ -29,6 +30,8 @@ ui.page_header(
 store = ui.get_store()
 browse = ui.cached_query(control.browse_conversations)
 matches = ui.cached_query(control.conversation_matches)
+timeline_q = ui.cached_query(conversation_timeline)
+overview_q = ui.cached_query(conversation_overview)
 PAGE_SIZE = 50
 VIP_CHOICES = {"vip": "⭐ VIP only", "other": "Not VIP"}
 FILTER_KEYS = ("state", "q", "vip")
@@ -233,7 +236,79 @@ def live_transcript() -> None:
                 st.text(m["text"])
 
 
-live_transcript()
+def at_a_glance() -> None:
+    """State, holder, account and LLM spend in one line, with the links a user follows from here."""
+    o = overview_q(cid)
+    if o is None:
+        return
+    m = st.columns(5)
+    m[0].metric("State", STATE_LABEL.get(o.state, o.state), help="AI answering, held by a person, or stopped")
+    m[1].metric("Messages", f"{o.messages:,}")
+    m[2].metric("LLM calls", f"{o.llm_calls:,}", delta=f"{o.failed_calls} failed" if o.failed_calls else None,
+                delta_color="inverse", help="Every LLM call recorded with this conversation id")  # fmt: skip
+    m[3].metric("LLM cost", f"${o.cost_usd:,.4f}", help=f"All its calls, {o.tokens:,} tokens in and out")
+    m[4].metric("Slowest call", f"{o.p95_hint_ms:,.0f} ms" if o.p95_hint_ms is not None else "–")
+    row = st.container(horizontal=True)
+    account = o.account_name or o.account_id
+    with row:
+        if o.account_id:
+            ui.page_link("conversations", f"Account {account}{' ⭐ VIP' if o.vip else ''}: all its conversations",
+                         icon=":material/account_circle:", q=o.account_id)  # fmt: skip
+        if o.llm_calls:
+            ui.page_link("llm_calls", "Its LLM calls", icon=":material/list_alt:", conversation=cid)
+        if o.bot:
+            ui.page_link("bot_health", f"Bot health of {o.bot}", icon=":material/monitor_heart:", bot=o.bot)
+
+
+KIND_LABEL = {"message": "💬 message", "llm_call": "🧠 LLM call", "handoff": "🔀 handoff",
+              "intervention": "🧑 intervention", "emergency": "⛔ emergency", "alert": "🚨 alert",
+              "activity": "📋 activity"}  # fmt: skip
+
+
+def timeline_view() -> None:
+    items = timeline_q(cid, limit=300)
+    if not items:
+        ui.empty_state("Nothing recorded for this conversation yet.")
+        return
+    df = pd.DataFrame(items)
+    df["kind"] = df["kind"].map(KIND_LABEL).fillna(df["kind"])
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    view = df[
+        [
+            "ts",
+            "kind",
+            "who",
+            "text",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "latency_ms",
+            "ok",
+        ]
+    ]
+    st.dataframe(
+        view, hide_index=True, key="cv_timeline",
+        column_config={
+            "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "text": st.column_config.TextColumn("what", width="large"),
+            "cost_usd": st.column_config.NumberColumn("cost (USD)", format="$%.4f"),
+            "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.0f"),
+            "input_tokens": st.column_config.NumberColumn("tokens in"),
+            "output_tokens": st.column_config.NumberColumn("tokens out"),
+            "ok": st.column_config.CheckboxColumn("ok"),
+        },
+    )  # fmt: skip
+    st.caption(f"The newest {len(items)} entries (at most 300): messages, LLM calls, handoffs, interventions, "
+               "stops, alerts about its bot while it was live, and activity, by time.")  # fmt: skip
+
+
+at_a_glance()
+tab_chat, tab_all = st.tabs(["Transcript", "Everything, on one timeline"], key="view", bind="query-params")
+with tab_chat:
+    live_transcript()
+with tab_all:
+    timeline_view()
 
 if not can_act:
     st.caption("Your role can watch conversations; operators and admins can take them over.")

@@ -219,6 +219,24 @@ def test_conversation_forms_say_what_happened_and_keep_what_was_typed(console: S
     assert control.transcript(console, "c1")[-1]["text"] == "A short answer"
 
 
+def test_the_conversation_view_shows_state_calls_and_one_timeline(console: Store) -> None:
+    write_batch(console, [ev.llm_call(
+        uuid.uuid4().hex, time.time() - 3, bot="lead", agent="qualifier", decision_type="reply",
+        model="claude-sonnet-4", provider="anthropic", input_tokens=900, output_tokens=100, cache_read_tokens=0,
+        cache_write_tokens=0, latency_ms=1234.0, cache_hit=False, cost_usd=0.0456, conversation_id="c1",
+        success=True, error_type=None)])  # fmt: skip
+    control.take_control(console, "c1", "operator", "looks odd")
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["State"] == "🧑 human" and metrics["LLM calls"] == "1" and metrics["LLM cost"] == "$0.0456"
+    assert metrics["Slowest call"] == "1,234 ms"
+    [timeline] = [d.value for d in at.dataframe if "kind" in d.value.columns]
+    assert list(timeline["kind"]) == ["💬 message", "💬 message", "🧠 LLM call", "🧑 intervention"]
+    call = timeline[timeline["kind"] == "🧠 LLM call"].iloc[0]
+    assert (call["model"], call["input_tokens"], call["latency_ms"]) == ("claude-sonnet-4", 900, 1234.0)
+    assert "(./llm_calls?conversation=c1)" in _text(at)
+
+
 def test_a_conversation_held_by_someone_else_offers_no_reply(console: Store) -> None:
     control.take_control(console, "c1", "admin", "admin looks")
     at = _app("pages/conversations.py", auth.OPERATOR)
