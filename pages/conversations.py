@@ -12,7 +12,7 @@ import streamlit as st
 
 from observability import auth, control
 from observability.analytics.conversation_timeline import conversation_overview, conversation_timeline
-from observability.ui import attention
+from observability.ui import attention, data
 from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
@@ -34,7 +34,16 @@ timeline_q = ui.cached_query(conversation_timeline)
 overview_q = ui.cached_query(conversation_overview)
 PAGE_SIZE = 50
 VIP_CHOICES = {"vip": "⭐ VIP only", "other": "Not VIP"}
-FILTER_KEYS = ("state", "q", "vip")
+FILTER_KEYS = ("state", "q", "vip", "bot")
+
+
+def bot_options() -> list[str]:
+    """Bots the console knows, plus a bot a link asked for (an alert's "Conversations of <bot>")."""
+    try:
+        linked = st.query_params.get_all("bot")
+    except Exception:  # noqa: BLE001 - bound to the widget: its value is in the session
+        linked = list(st.session_state.get("bot") or [])
+    return sorted(set(data.known_bots()) | set(linked))
 
 
 FLASH = "cv_flash"  # what the last action did, shown once after the rerun it triggers
@@ -89,7 +98,7 @@ def _open(cid: str) -> None:
 
 attention.attention_panel(_open, key="cv_attention")
 
-f1, f2, f3 = st.columns([2, 1, 3])
+f1, f2, f3, f4 = st.columns([2, 1, 2, 2])
 with f1:
     states = st.multiselect(
         "State", list(STATE_LABEL), key="state", bind="query-params", placeholder="All states",
@@ -101,8 +110,11 @@ with f2:
     )
 with f3:
     search = st.text_input("Search", key="q", bind="query-params", placeholder="conversation, bot or account")
+with f4:
+    bots = ui.bot_filter(bot_options(), key="bot")
 filters = {
     "states": tuple(states),
+    "bots": tuple(bots),
     "search": search.strip() or None,
     "vip": {"vip": True, "other": False}.get(vip_choice or ""),
 }

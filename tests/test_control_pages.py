@@ -432,3 +432,28 @@ def test_admin_adds_a_user_changes_the_role_and_resets_the_password_once(console
     at.selectbox(key="ad_target").set_value("admin")
     at.run()
     assert _button(at, "Disable").disabled  # nobody disables themselves from the page
+
+
+# ---- links ----------------------------------------------------------------------------------------
+
+
+def test_each_overview_figure_links_to_its_page_with_its_filters(console: Store) -> None:
+    at = _app("Home.py", auth.OPERATOR)
+    links = {p.proto.label: (p.proto.page, dict(p.proto.query_string and [kv.split("=") for kv in p.proto.query_string.split("&")] or []))
+             for p in at.get("page_link")}  # fmt: skip
+    assert links["Failed calls, last hour"][0].endswith("llm_calls")
+    assert links["Failed calls, last hour"][1] == {"range": "1h", "status": "error"}
+    assert links["Slowest calls, last hour"][1] == {"range": "1h", "sort": "slowest"}
+    assert links["Conversations"][0].endswith("conversations") and links["Alerts"][0].endswith("alerts")
+
+
+def test_a_link_filters_conversations_by_bot(console: Store) -> None:
+    write_batch(console, [ev.message(uuid.uuid4().hex, time.time(), conversation_id="c9", role="user", text="hi",
+                                     bot="seller", account_id=None)])  # fmt: skip
+    at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+    at.query_params["bot"] = "seller"
+    at.run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "conversation" in d.value.columns]
+    assert list(table["conversation"]) == ["c9"]
