@@ -83,7 +83,7 @@ m[3].metric("Held (silence, inhibition, cooldown)", sum(1 for a in firing if a["
 m[4].metric("Pending (waiting for `for`)", sum(1 for a in active if a["state"] == "pending"))
 
 tab_active, tab_history, tab_rules, tab_silences, tab_channels = st.tabs(
-    ["Active alerts", "History", "Rules", "Silences", "Channels"]
+    ["Active alerts", "History", "Rules", "Silences", "Channels"], key="tab", bind="query-params"
 )
 
 # ---- active alerts ------------------------------------------------------------------------------
@@ -187,6 +187,14 @@ def confirm_escalate(a: dict[str, Any]) -> None:
             st.rerun()
 
 
+def _timeline_in_url(alert_id: int) -> None:
+    """The open alert goes in the URL (?alert=<id>), so a shared link opens the same timeline."""
+    if st.session_state.get(f"tl_open_{alert_id}"):
+        ui.set_query_params(alert=alert_id)
+    elif ui.query_param("alert") == str(alert_id):
+        ui.set_query_params(alert=None)
+
+
 def alert_card(a: dict[str, Any]) -> None:
     """One alert; every widget keyed by the alert's id, so its state stays with the alert."""
     asking = st.session_state.get(CONFIRM_KEY, {}).get(a["id"])
@@ -229,7 +237,8 @@ def alert_card(a: dict[str, Any]) -> None:
             confirm_resolve(a)
         elif asking == "escalate":
             confirm_escalate(a)
-        open_ = st.toggle("Timeline", key=f"tl_open_{a['id']}", value=ui.query_param("alert") == str(a["id"]))
+        open_ = st.toggle("Timeline", key=f"tl_open_{a['id']}", value=ui.query_param("alert") == str(a["id"]),
+                          on_change=_timeline_in_url, args=(a["id"],))  # fmt: skip
         if open_:
             st.caption(f"Timeline of alert #{a['id']}")
             tl = timeline_q(a["id"])
@@ -265,12 +274,16 @@ with tab_history:
                          category_order=["critical", "warning", "info"])  # fmt: skip
         st.plotly_chart(fig, key="alerts_per_hour")
     f = st.columns([1, 2, 2, 2, 2])
-    window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, key="h_range")
-    states = f[1].multiselect("State", list(views.STATES), key="h_state", placeholder="All states")
-    severities = f[2].multiselect("Severity", OPTS["severities"], key="h_sev", placeholder="All severities")
+    window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, key="h_range", bind="query-params")
+    states = f[1].multiselect("State", list(views.STATES), key="h_state", placeholder="All states",
+                              bind="query-params")  # fmt: skip
+    severities = f[2].multiselect("Severity", OPTS["severities"], key="h_sev", placeholder="All severities",
+                                  bind="query-params")  # fmt: skip
     rule_names = rules_q()["name"].tolist() if not rules_q().empty else []
-    rule = f[3].selectbox("Rule", rule_names, index=None, key="h_rule", placeholder="All rules")
-    bot = f[4].text_input("Bot label", key="h_bot", placeholder="e.g. lead_bot") or None
+    rule = f[3].selectbox(
+        "Rule", rule_names, index=None, key="h_rule", placeholder="All rules", bind="query-params"
+    )
+    bot = f[4].text_input("Bot label", key="h_bot", placeholder="e.g. lead_bot", bind="query-params") or None
     hist = history_q(window, tuple(states), tuple(severities), rule, bot)
     if hist.empty:
         ui.empty_state("No alerts match these filters.", "Pending alerts that never fired are not listed.")

@@ -223,3 +223,14 @@ def test_silence_form_says_what_happened(console: Store) -> None:
     next(b for b in at.button if b.label == "Create silence").click().run()
     assert any("matching alerts stay quiet until" in s.value for s in at.success)
     assert len(AlertingService(console).list_silences()) == 1
+
+
+def test_a_shared_link_opens_the_same_alert_timeline(console: Store) -> None:
+    target = _card_ids(_page())[-1]
+    at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", "operator")
+    at.query_params["alert"] = str(target)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.toggle(key=f"tl_open_{target}").value is True
+    assert f"Timeline of alert #{target}" in [c.value for c in at.caption]

@@ -283,7 +283,16 @@ def time_range_filter(
     key: str = "range",
     label: str = "Time range",
 ) -> str:
-    """A segmented control bound to `?range=`; returns the chosen range (never None)."""
+    """A segmented control bound to `?range=`; returns the chosen range (never None).
+
+    A value this page does not offer (a link from a page with other ranges) is replaced in the URL
+    by the default before the control binds, so the URL always says what the page shows."""
+    raw = query_param(key)
+    if raw is not None and raw not in options:
+        try:
+            st.query_params[key] = default
+        except Exception:  # noqa: BLE001 - already bound this run: the control corrects it
+            pass
     value = st.segmented_control(
         label, list(options), default=default, key=key, bind="query-params", required=True
     )
