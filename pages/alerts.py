@@ -35,6 +35,7 @@ if flash:
 
 active_q = ui.cached_query(views.active_alerts)
 timeline_q = ui.cached_query(views.alert_timeline)
+trouble_q = ui.cached_query(views.trouble_of_bot)
 history_q = ui.cached_query(views.alert_history)
 counts_q = ui.cached_query(views.alert_counts)
 rules_q = ui.cached_query(views.rules)
@@ -230,6 +231,12 @@ def alert_card(a: dict[str, Any]) -> None:
                           disabled=bool(asking)):  # fmt: skip
                 _ask(a["id"], "escalate")
                 st.rerun()
+        bot = a["labels"].get("bot")
+        worst = trouble_q(bot) if bot and a["state"] in ("firing", "acknowledged") else None
+        if worst is not None:
+            links.insert(
+                0, (f"Conversation in trouble: {worst['id']}", "conversations", {"conversation": worst["id"]})
+            )
         for label, page, params in links:
             with row:
                 ui.page_link(page, label, icon=":material/arrow_outward:", **params)

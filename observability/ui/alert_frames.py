@@ -67,6 +67,15 @@ def alert_links(alert: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
+def trouble_of_bot(store: Store, bot: str) -> dict[str, Any] | None:
+    """The live conversation of `bot` most in trouble (Needs attention's ranking), or None: an alert
+    about a bot leads straight to the conversation an operator most likely has to take over."""
+    from observability.analytics.attention import needs_attention
+
+    rows = needs_attention(store, limit=1, bots=[bot])
+    return rows[0] if rows else None
+
+
 def next_level_text(level: int) -> str:
     """What escalating from `level` does, for the confirmation."""
     from observability.alerting.escalation import LEVEL_CHANNELS
