@@ -56,6 +56,17 @@ def login_page() -> None:
             st.rerun()
 
 
+# where each Overview figure leads, in the order of the figures: (page stem, label, URL filters)
+OVERVIEW_LINKS = (
+    ("llm_calls", "LLM calls, last hour", {"range": "1h"}),
+    ("llm_calls", "Failed calls, last hour", {"range": "1h", "status": "error"}),
+    ("llm_calls", "Slowest calls, last hour", {"range": "1h", "sort": "slowest"}),
+    ("cost_tracking", "Cost tracking", {}),
+    ("conversations", "Conversations", {}),
+    ("alerts", "Alerts", {}),
+)
+
+
 def overview_page() -> None:
     ui.page_header("Overview", "Live figures of every bot; refreshes every 15 seconds.")
 
@@ -69,6 +80,9 @@ def overview_page() -> None:
         fmt.metric(c[3], "spend_today_usd", k.spend_today_usd)
         fmt.metric(c[4], "active_conversations", k.active_conversations)
         fmt.metric(c[5], "firing_alerts", k.firing_alerts)
+        for col, (page, label, params) in zip(c, OVERVIEW_LINKS, strict=True):  # each figure opens its page
+            with col:
+                ui.page_link(page, label, icon=":material/arrow_outward:", **params)
         series = data.requests_series("1h", ())
         if series.empty:
             ui.empty_state(

@@ -18,7 +18,9 @@ Then every dashboard query runs once to warm up and `--repeat` (20) times timed:
 over 30 days, latency report per bot over 1h / 24h / 7d (LLM calls and bot operations), SLA
 compliance over 24h, system summary over 1h, agent cost report over 7d (plus its cold run: a new
 connection and no in-process caches, as after a restart),
-and a few more the pages use. Prints median and p95 per query and writes
+and a few more the pages use, the needs-attention ranking, and the LLM calls explorer's first and
+next page (newest over 24h; a bot's failed calls over 7 days; slowest over 1h; a model's calls over a
+cost over 30 days). Prints median and p95 per query and writes
 bench/results/queries.json: {"rows": N, "queries": {name: {"median_ms": x, "p95_ms": y}}, ...}.
 Every query is also timed on a new connection (`--new-connection-repeat` runs, each with a new
 engine and connection and no in-process caches, connecting included), and so are per-account
@@ -755,6 +757,23 @@ def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, fl
 
     store = Store.from_url(url)
     queries = {**dashboard_queries(store, now), **account_queries(store, now)}
+    # the on-call path: the needs-attention ranking and the LLM calls explorer's first and next page
+    from observability.analytics import calls_explorer as ce
+    from observability.analytics.attention import needs_attention
+
+    def explorer(params: dict, page: int) -> Callable[[], object]:
+        f = ce.CallFilters.from_params(params)
+        cursor = None
+        for _ in range(page - 1):  # the cursor the earlier pages hand over (fixed: a page's cost is measured)
+            cursor = ce.explore_calls(store, f, cursor=cursor, now=now).next_cursor
+        return lambda: ce.explore_calls(store, f, cursor=cursor, now=now)
+
+    queries["needs_attention"] = lambda: needs_attention(store, now=now)
+    for label, params in (("24h", {}), ("7d_lead_bot_failed", {"range": "7d", "bot": "lead_bot", "status": "error"}),
+                          ("1h_slowest", {"range": "1h", "sort": "slowest"}),
+                          ("30d_opus_cost_over_0.05", {"range": "30d", "model": "claude-opus-4-6", "cost_min": "0.05"})):  # fmt: skip
+        queries[f"calls_explorer_first_page_{label}"] = explorer(params, 1)
+        queries[f"calls_explorer_next_page_{label}"] = explorer(params, 2)
     results: dict[str, dict[str, float]] = {}
 
     def measure(fn: Callable[[], object], n: int) -> list[float]:

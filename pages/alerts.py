@@ -13,6 +13,7 @@ import streamlit as st
 from observability import auth
 from observability.alerting import (
     AlertingService,
+    ConditionStillHolds,
     InvalidTransition,
     RuleNotFound,
     RuleValidationError,
@@ -28,8 +29,13 @@ ui.page_header(
     "Critical alerts escalate until acknowledged: level 2 (email, Slack, webhook), then level 3 (PagerDuty, Opsgenie).",
 )
 
+flash = st.session_state.pop("al_flash", None)
+if flash:
+    st.success(flash, icon=":material/check_circle:")
+
 active_q = ui.cached_query(views.active_alerts)
 timeline_q = ui.cached_query(views.alert_timeline)
+trouble_q = ui.cached_query(views.trouble_of_bot)
 history_q = ui.cached_query(views.alert_history)
 counts_q = ui.cached_query(views.alert_counts)
 rules_q = ui.cached_query(views.rules)
@@ -78,53 +84,188 @@ m[3].metric("Held (silence, inhibition, cooldown)", sum(1 for a in firing if a["
 m[4].metric("Pending (waiting for `for`)", sum(1 for a in active if a["state"] == "pending"))
 
 tab_active, tab_history, tab_rules, tab_silences, tab_channels = st.tabs(
-    ["Active alerts", "History", "Rules", "Silences", "Channels"]
+    ["Active alerts", "History", "Rules", "Silences", "Channels"], key="tab", bind="query-params"
 )
 
 # ---- active alerts ------------------------------------------------------------------------------
 
 
+ORDER_KEY = "al_order"  # ids in the order the operator sees the cards
+CONFIRM_KEY = "al_confirm"  # {alert id: "resolve" | "escalate"}: the question shown on that card
+
+
+def _ask(alert_id: int, what: str | None) -> None:
+    asks = dict(st.session_state.get(CONFIRM_KEY, {}))
+    if what is None:
+        asks.pop(alert_id, None)
+    else:
+        asks[alert_id] = what
+    st.session_state[CONFIRM_KEY] = asks
+
+
+def resolve(a: dict[str, Any]) -> None:
+    """Resolve only if the condition is clear; otherwise ask on the card (the service checks it
+    in the same transaction, so a condition that came back meanwhile is caught too)."""
+    try:
+        service().resolve_alert(a["id"], user.name, only_if_clear=True)
+    except ConditionStillHolds:
+        _ask(a["id"], "resolve")
+        st.rerun()
+    except (auth.PermissionDenied, InvalidTransition, LookupError, ValueError) as exc:
+        st.error(f"Alert #{a['id']} was not resolved: {exc}")
+        return
+    ui.clear_caches()
+    st.toast(f"Alert #{a['id']} resolved: its condition is clear.")
+    st.rerun()
+
+
+def confirm_resolve(a: dict[str, Any]) -> None:
+    bounds = views.duration_bounds()
+    with st.container(border=True, key=f"ask_resolve_{a['id']}"):
+        st.warning(
+            f"**The condition of alert #{a['id']} still holds.** Resolving it now closes it, and the next "
+            "evaluation fires it again as a new alert (the acknowledgement and escalation start over). "
+            "To keep it quiet while you work on it, silence it instead.",
+            icon=":material/warning:",
+        )
+        c = st.columns([1, 2])
+        minutes = c[0].text_input(
+            "Silence for (minutes)", value="60", key=f"sil_min_{a['id']}",
+            help=f"{bounds['silence_min']:g} to {bounds['silence_max']:g} minutes.",
+        )  # fmt: skip
+        why = c[1].text_input("Reason", key=f"sil_why_{a['id']}", placeholder="working on it, ticket OPS-123")
+        err = st.session_state.get(f"sil_err_{a['id']}")
+        if err:
+            st.error(err, icon=":material/error:")
+        row = st.container(horizontal=True)
+        if row.button(
+            "Silence instead", key=f"sil_{a['id']}", type="primary", icon=":material/notifications_off:"
+        ):
+            try:
+                secs = float(minutes) * 60
+            except ValueError:
+                st.session_state[f"sil_err_{a['id']}"] = f"Minutes must be a number, not {minutes!r:.30}."
+                st.rerun()
+            try:
+                sil = service().silence_alert(a["id"], user.name, duration_s=secs,
+                                              reason=why.strip() or f"silenced from alert #{a['id']}")  # fmt: skip
+            except RuleValidationError as exc:
+                st.session_state[f"sil_err_{a['id']}"] = "; ".join(exc.errors.values())
+                st.rerun()
+            except (auth.PermissionDenied, LookupError, ValueError) as exc:
+                st.session_state[f"sil_err_{a['id']}"] = str(exc)
+                st.rerun()
+            st.session_state.pop(f"sil_err_{a['id']}", None)
+            _ask(a["id"], None)
+            ui.clear_caches()
+            st.toast(f"Alert #{a['id']} silenced until {sil['ends_at']:%H:%M} UTC (silence #{sil['id']}).")
+            st.rerun()
+        if row.button("Resolve anyway", key=f"resolve_anyway_{a['id']}"):
+            _ask(a["id"], None)
+            if act(f"Alert #{a['id']} resolved; it fires again if its condition still holds",
+                   service().resolve_alert, a["id"], user.name):  # fmt: skip
+                st.rerun()
+        if row.button("Cancel", key=f"resolve_cancel_{a['id']}"):
+            _ask(a["id"], None)
+            st.rerun()
+
+
+def confirm_escalate(a: dict[str, Any]) -> None:
+    with st.container(border=True, key=f"ask_escalate_{a['id']}"):
+        st.warning(
+            f"**Escalate alert #{a['id']} to {views.next_level_text(a['escalation_level'])}?** Those channels "
+            "are notified now, even if the alert is silenced: people get paged.",
+            icon=":material/trending_up:",
+        )
+        row = st.container(horizontal=True)
+        if row.button("Escalate now", key=f"escalate_yes_{a['id']}", type="primary"):
+            _ask(a["id"], None)
+            if act(f"Alert #{a['id']} escalated to {views.next_level_text(a['escalation_level'])}",
+                   service().escalate_alert, a["id"], user.name):  # fmt: skip
+                st.rerun()
+        if row.button("Cancel", key=f"escalate_no_{a['id']}"):
+            _ask(a["id"], None)
+            st.rerun()
+
+
+def _timeline_in_url(alert_id: int) -> None:
+    """The open alert goes in the URL (?alert=<id>), so a shared link opens the same timeline."""
+    if st.session_state.get(f"tl_open_{alert_id}"):
+        ui.set_query_params(alert=alert_id)
+    elif ui.query_param("alert") == str(alert_id):
+        ui.set_query_params(alert=None)
+
+
+def alert_card(a: dict[str, Any]) -> None:
+    """One alert; every widget keyed by the alert's id, so its state stays with the alert."""
+    asking = st.session_state.get(CONFIRM_KEY, {}).get(a["id"])
+    with st.container(border=True, key=f"alert_card_{a['id']}"):
+        labels = f" `{a['labels_text']}`" if a["labels_text"] else ""
+        st.markdown(f"{badge(a['severity'])} **{ui.md_escape(a['rule_name'])}**{labels} · {a['state']} · "
+                    f"level {a['escalation_level']} · #{a['id']}")  # fmt: skip
+        since = a["fired_at"] or a["pending_since"]
+        notes = [f"since {since:%Y-%m-%d %H:%M:%S} UTC"] if since else []
+        if a["acknowledged_by"]:
+            notes.append(f"acknowledged by {ui.md_escape(a['acknowledged_by'])}")
+        if a["next_escalation_at"] and a["state"] == "firing":
+            notes.append(f"next step due {a['next_escalation_at']:%H:%M:%S} UTC")
+        if a["suppressed_by"]:
+            notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
+        notes.append("condition still holds" if a["condition_holds"] else "condition clear")
+        st.caption(f"{ui.md_escape(a['message'])}  \n" + " · ".join(notes))
+        links = views.alert_links(a)
+        row = st.container(horizontal=True)
+        if a["state"] == "firing" and user.can("alerts.acknowledge"):
+            if row.button("Acknowledge", key=f"ack_{a['id']}", icon=":material/check:"):
+                if act(f"Alert #{a['id']} acknowledged: escalation stopped", service().acknowledge_alert, a["id"],
+                       user.name):  # fmt: skip
+                    st.rerun()
+        if a["state"] in ("firing", "acknowledged") and user.can("alerts.resolve"):
+            if row.button(
+                "Resolve", key=f"resolve_{a['id']}", icon=":material/done_all:", disabled=bool(asking)
+            ):
+                resolve(a)
+        if (a["state"] in ("firing", "acknowledged") and a["escalation_level"] < 3
+                and user.can("alerts.escalate")):  # fmt: skip
+            if row.button("Escalate…", key=f"escalate_{a['id']}", icon=":material/trending_up:",
+                          disabled=bool(asking)):  # fmt: skip
+                _ask(a["id"], "escalate")
+                st.rerun()
+        bot = a["labels"].get("bot")
+        worst = trouble_q(bot) if bot and a["state"] in ("firing", "acknowledged") else None
+        if worst is not None:
+            links.insert(
+                0, (f"Conversation in trouble: {worst['id']}", "conversations", {"conversation": worst["id"]})
+            )
+        for label, page, params in links:
+            with row:
+                ui.page_link(page, label, icon=":material/arrow_outward:", **params)
+        if asking == "resolve":
+            confirm_resolve(a)
+        elif asking == "escalate":
+            confirm_escalate(a)
+        open_ = st.toggle("Timeline", key=f"tl_open_{a['id']}", value=ui.query_param("alert") == str(a["id"]),
+                          on_change=_timeline_in_url, args=(a["id"],))  # fmt: skip
+        if open_:
+            st.caption(f"Timeline of alert #{a['id']}")
+            tl = timeline_q(a["id"])
+            if tl.empty:
+                st.caption("Nothing recorded yet (a pending alert has no timeline until it fires).")
+            else:
+                st.dataframe(tl, hide_index=True, key=f"tl_{a['id']}")
+
+
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def active_alerts() -> None:
-    alerts = active_q()
+    alerts, order = views.stable_order(active_q(), st.session_state.get(ORDER_KEY, []))
+    st.session_state[ORDER_KEY] = order
     if not alerts:
         ui.empty_state("No active alerts.", "Alerts appear here when a rule's condition holds; the worker evaluates "
                        "the rules every tick.")  # fmt: skip
         return
+    st.caption("Cards keep their places while you work; alerts that open meanwhile are added at the end.")
     for a in alerts:
-        with st.container(border=True):
-            head, b1, b2, b3 = st.columns([6, 1.3, 1, 1])
-            labels = f" {ui.md_escape(a['labels_text'])}" if a["labels_text"] else ""
-            head.markdown(f"{badge(a['severity'])} **{ui.md_escape(a['rule_name'])}**{labels} · {a['state']} · "
-                          f"level {a['escalation_level']} · #{a['id']}")  # fmt: skip
-            since = a["fired_at"] or a["pending_since"]
-            notes = [f"since {since:%Y-%m-%d %H:%M:%S} UTC"] if since else []
-            if a["acknowledged_by"]:
-                notes.append(f"acknowledged by {ui.md_escape(a['acknowledged_by'])}")
-            if a["next_escalation_at"] and a["state"] == "firing":
-                notes.append(f"next step due {a['next_escalation_at']:%H:%M:%S} UTC")
-            if a["suppressed_by"]:
-                notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
-            head.caption(f"{ui.md_escape(a['message'])}  \n" + " · ".join(notes))
-            if a["state"] == "firing" and user.can("alerts.acknowledge"):
-                if b1.button("Acknowledge", key=f"ack_{a['id']}", icon=":material/check:"):
-                    if act(f"Alert #{a['id']} acknowledged", service().acknowledge_alert, a["id"], user.name):
-                        st.rerun()
-            if a["state"] in ("firing", "acknowledged") and user.can("alerts.resolve"):
-                if b2.button("Resolve", key=f"resolve_{a['id']}", icon=":material/done_all:"):
-                    if act(f"Alert #{a['id']} resolved", service().resolve_alert, a["id"], user.name):
-                        st.rerun()
-            if (a["state"] in ("firing", "acknowledged") and a["escalation_level"] < 3
-                    and user.can("alerts.escalate")):  # fmt: skip
-                if b3.button("Escalate", key=f"escalate_{a['id']}", icon=":material/trending_up:"):
-                    if act(f"Alert #{a['id']} escalated", service().escalate_alert, a["id"], user.name):
-                        st.rerun()
-            with st.expander("Timeline"):
-                tl = timeline_q(a["id"])
-                if tl.empty:
-                    st.caption("Nothing recorded yet (a pending alert has no timeline until it fires).")
-                else:
-                    st.dataframe(tl, hide_index=True, key=f"tl_{a['id']}")
+        alert_card(a)
 
 
 with tab_active:
@@ -140,12 +281,16 @@ with tab_history:
                          category_order=["critical", "warning", "info"])  # fmt: skip
         st.plotly_chart(fig, key="alerts_per_hour")
     f = st.columns([1, 2, 2, 2, 2])
-    window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, key="h_range")
-    states = f[1].multiselect("State", list(views.STATES), key="h_state", placeholder="All states")
-    severities = f[2].multiselect("Severity", OPTS["severities"], key="h_sev", placeholder="All severities")
+    window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, key="h_range", bind="query-params")
+    states = f[1].multiselect("State", list(views.STATES), key="h_state", placeholder="All states",
+                              bind="query-params")  # fmt: skip
+    severities = f[2].multiselect("Severity", OPTS["severities"], key="h_sev", placeholder="All severities",
+                                  bind="query-params")  # fmt: skip
     rule_names = rules_q()["name"].tolist() if not rules_q().empty else []
-    rule = f[3].selectbox("Rule", rule_names, index=None, key="h_rule", placeholder="All rules")
-    bot = f[4].text_input("Bot label", key="h_bot", placeholder="e.g. lead_bot") or None
+    rule = f[3].selectbox(
+        "Rule", rule_names, index=None, key="h_rule", placeholder="All rules", bind="query-params"
+    )
+    bot = f[4].text_input("Bot label", key="h_bot", placeholder="e.g. lead_bot", bind="query-params") or None
     hist = history_q(window, tuple(states), tuple(severities), rule, bot)
     if hist.empty:
         ui.empty_state("No alerts match these filters.", "Pending alerts that never fired are not listed.")
@@ -166,46 +311,97 @@ def _num(value: str, default: Any = None) -> Any:
     return default if value == "" else value  # the service parses and explains bad numbers
 
 
+def field_error(errors: dict[str, str], *keys: str) -> None:
+    """The service's message for a field, right under it."""
+    for k in keys:
+        if k in errors:
+            st.error(errors[k], icon=":material/error:")
+
+
 def rule_form(name: str | None) -> None:
     current = views.rule_form_defaults(ui.get_store(), name) if name else {}
     k = f"rf_{name or 'new'}"
-    with st.form(k):
+    errors: dict[str, str] = st.session_state.get(f"{k}_errors", {})
+    fixed = current.get("thresholds_from")  # built-in: metric and thresholds are read-only
+    bounds = views.duration_bounds()
+    with st.form(k, enter_to_submit=False):
+        if fixed:
+            st.info(f"Built-in rule: its metric, comparison and thresholds come from {fixed} and are shown "
+                    "read-only; change them there. Severity, durations, channels and description are yours.",
+                    icon=":material/lock:")  # fmt: skip
         c = st.columns([2, 3, 1, 1, 1])
-        new_name = c[0].text_input("Name", value=name or "", disabled=name is not None, key=f"{k}_name")
-        metric = c[1].text_input("Metric", value=current.get("metric", ""), key=f"{k}_metric",
-                                 placeholder="error_rate, lead_bot.response_time_p95, a recorded metric",
-                                 help="Known metrics: " + "; ".join(f"{n}: {h}" for n, h in OPTS["metric_help"].items()))  # fmt: skip
+        with c[0]:
+            new_name = st.text_input("Name", value=name or "", disabled=name is not None, key=f"{k}_name")
+            field_error(errors, "name", "fields")
+        with c[1]:
+            metric = st.text_input("Metric", value=current.get("metric", ""), key=f"{k}_metric", disabled=bool(fixed),
+                                   placeholder="error_rate, lead_bot.response_time_p95, a recorded metric",
+                                   help="Known metrics: " + "; ".join(f"{n}: {h}" for n, h in OPTS["metric_help"].items()))  # fmt: skip
+            field_error(errors, "metric")
         comparisons = OPTS["comparisons"]
-        comparison = c[2].selectbox("Comparison", comparisons, key=f"{k}_cmp",
-                                    index=comparisons.index(current.get("comparison", "gt")),
-                                    format_func=lambda x: OPTS["symbols"][x])  # fmt: skip
-        threshold = c[3].text_input(
-            "Threshold", value="" if not current else f"{current['threshold']:g}", key=f"{k}_thr"
-        )
-        critical = c[4].text_input("Critical at", key=f"{k}_crit", help="Optional second level (critical).",
-                                   value="" if current.get("critical_threshold") is None else f"{current['critical_threshold']:g}")  # fmt: skip
+        with c[2]:
+            comparison = st.selectbox("Comparison", comparisons, key=f"{k}_cmp", disabled=bool(fixed),
+                                      index=comparisons.index(current.get("comparison", "gt")),
+                                      format_func=lambda x: OPTS["symbols"][x])  # fmt: skip
+            field_error(errors, "comparison")
+        with c[3]:
+            threshold = st.text_input("Threshold", value="" if not current else f"{current['threshold']:g}",
+                                      key=f"{k}_thr", disabled=bool(fixed))  # fmt: skip
+            field_error(errors, "threshold")
+        with c[4]:
+            critical = st.text_input("Critical at", key=f"{k}_crit", help="Optional second level (critical).",
+                                     disabled=bool(fixed),
+                                     value="" if current.get("critical_threshold") is None else f"{current['critical_threshold']:g}")  # fmt: skip
+            field_error(errors, "critical_threshold")
         c2 = st.columns([1, 1, 1, 1, 3])
-        severity = c2[0].selectbox("Severity", OPTS["severities"], key=f"{k}_sev",
-                                   index=OPTS["severities"].index(current.get("severity", "warning")))  # fmt: skip
-        cooldown = c2[1].text_input(
-            "Cooldown (s)", value=f"{current.get('cooldown_s', 300):g}", key=f"{k}_cd"
-        )
-        for_s = c2[2].text_input("For (s)", value=f"{current.get('for_s', 0):g}", key=f"{k}_for")
-        keep = c2[3].text_input("Keep firing (s)", key=f"{k}_keep", help="Blank: ALERT_KEEP_FIRING_FOR_S.",
-                                value="" if current.get("keep_firing_for_s") is None else f"{current['keep_firing_for_s']:g}")  # fmt: skip
-        chans = c2[4].multiselect("Channels", OPTS["channels"], default=list(current.get("channels", ["slack"])),
-                                  key=f"{k}_ch")  # fmt: skip
+        with c2[0]:
+            severity = st.selectbox("Severity", OPTS["severities"], key=f"{k}_sev",
+                                    index=OPTS["severities"].index(current.get("severity", "warning")))  # fmt: skip
+            field_error(errors, "severity")
+        with c2[1]:
+            cooldown = st.text_input("Cooldown (s)", value=f"{current.get('cooldown_s', 300):g}", key=f"{k}_cd",
+                                     help=f"0 to {bounds['cooldown_s']:g} s: the least time between two "
+                                     "notifications of this rule.")  # fmt: skip
+            field_error(errors, "cooldown_s")
+        with c2[2]:
+            for_s = st.text_input("For (s)", value=f"{current.get('for_s', 0):g}", key=f"{k}_for",
+                                  help=f"0 to {bounds['for_s']:g} s: how long the condition holds before "
+                                  "the alert fires.")  # fmt: skip
+            field_error(errors, "for_s")
+        with c2[3]:
+            keep = st.text_input("Keep firing (s)", key=f"{k}_keep",
+                                 help=f"Blank: ALERT_KEEP_FIRING_FOR_S. 0 to {bounds['keep_firing_for_s']:g} s.",
+                                 value="" if current.get("keep_firing_for_s") is None else f"{current['keep_firing_for_s']:g}")  # fmt: skip
+            field_error(errors, "keep_firing_for_s")
+        with c2[4]:
+            chans = st.multiselect("Channels", OPTS["channels"], default=list(current.get("channels", ["slack"])),
+                                   key=f"{k}_ch")  # fmt: skip
+            field_error(errors, "channels")
         description = st.text_input("Description", value=current.get("description", ""), key=f"{k}_desc")
+        field_error(errors, "description")
         if st.form_submit_button("Save rule" if name else "Create rule", icon=":material/save:"):
-            data = {"metric": metric, "comparison": comparison, "threshold": _num(threshold),
-                    "critical_threshold": _num(critical), "severity": severity, "cooldown_s": _num(cooldown, 300),
-                    "for_s": _num(for_s, 0), "keep_firing_for_s": _num(keep), "channels": chans,
-                    "description": description}  # fmt: skip
-            if name:
-                if act(f"Rule {name} saved", service().update_rule, name, data, user.name):
-                    st.rerun()
-            elif act(f"Rule {new_name} created", service().add_rule, {**data, "name": new_name}, user.name):
+            data = {"severity": severity, "cooldown_s": _num(cooldown, 300), "for_s": _num(for_s, 0),
+                    "keep_firing_for_s": _num(keep), "channels": chans, "description": description}  # fmt: skip
+            if not fixed:
+                data.update(metric=metric, comparison=comparison, threshold=_num(threshold),
+                            critical_threshold=_num(critical))  # fmt: skip
+            try:
+                if name:
+                    service().update_rule(name, data, user.name)
+                else:
+                    service().add_rule({**data, "name": new_name}, user.name)
+            except RuleValidationError as exc:
+                st.session_state[f"{k}_errors"] = exc.errors  # shown beside each field; typed values stay
                 st.rerun()
+            except (auth.PermissionDenied, RuleNotFound) as exc:
+                st.session_state[f"{k}_errors"] = {"fields": f"Nothing was changed: {exc}"}
+                st.rerun()
+            st.session_state.pop(f"{k}_errors", None)
+            ui.clear_caches()
+            st.session_state["al_flash"] = f"Rule {name or new_name} {'saved' if name else 'created'}."
+            st.rerun()
+    if errors:
+        st.error("Nothing was changed: fix the fields marked above.", icon=":material/error:")
 
 
 with tab_rules:
@@ -249,23 +445,55 @@ with tab_silences:
     else:
         ui.table(sil, "alert_silences.csv", key="s_table")
     if user.can("silences.manage"):
-        with st.form("silence_form"):
+        with st.form("silence_form", enter_to_submit=False):
             st.markdown("**New silence**")
+            s_err: dict[str, str] = st.session_state.get("s_errors", {})
+            bounds = views.duration_bounds()
             c = st.columns([2, 3, 1])
             names = rules_q()["name"].tolist() if not rules_q().empty else []
-            s_rule = c[0].selectbox("Rule", names, index=None, key="s_rule", placeholder="Any rule")
-            s_match = c[1].text_input(
-                "Label matchers", key="s_match", placeholder="bot=lead_bot, severity=warning"
-            )
-            minutes = c[2].number_input("Minutes", min_value=1, max_value=7 * 24 * 60, value=60, key="s_min")
+            with c[0]:
+                s_rule = st.selectbox("Rule", names, index=None, key="s_rule", placeholder="Any rule")
+                field_error(s_err, "rule_name")
+            with c[1]:
+                s_match = st.text_input(
+                    "Label matchers", key="s_match", placeholder="bot=lead_bot, severity=warning"
+                )
+                field_error(s_err, "matchers")
+            with c[2]:
+                minutes = st.text_input("Minutes", value="60", key="s_min",
+                                        help=f"{bounds['silence_min']:g} to {bounds['silence_max']:g} minutes (30 days).")  # fmt: skip
+                field_error(s_err, "duration_s", "ends_at")
             reason = st.text_input(
                 "Reason", key="s_reason", placeholder="Deploy of the lead bot, ticket OPS-123"
             )
+            field_error(s_err, "reason")
             if st.form_submit_button("Create silence", icon=":material/notifications_off:"):
                 matchers = dict(p.split("=", 1) for p in (x.strip() for x in s_match.split(",")) if "=" in p)
-                if act("Silence created", service().add_silence, user.name, rule_name=s_rule, reason=reason,
-                       matchers={k.strip(): v.strip() for k, v in matchers.items()}, duration_s=minutes * 60):  # fmt: skip
+                try:
+                    secs = float(minutes.strip()) * 60
+                except ValueError:
+                    st.session_state["s_errors"] = {
+                        "duration_s": f"minutes must be a number, not {minutes!r:.30}"
+                    }
                     st.rerun()
+                try:
+                    made = service().add_silence(user.name, rule_name=s_rule, reason=reason, duration_s=secs,
+                                                 matchers={k.strip(): v.strip() for k, v in matchers.items()})  # fmt: skip
+                except RuleValidationError as exc:
+                    st.session_state["s_errors"] = exc.errors
+                    st.rerun()
+                except auth.PermissionDenied as exc:
+                    st.session_state["s_errors"] = {"reason": f"Not allowed: {exc}"}
+                    st.rerun()
+                st.session_state.pop("s_errors", None)
+                ui.clear_caches()
+                st.session_state["al_flash"] = (
+                    f"Silence #{made['id']} created: matching alerts stay quiet until "
+                    f"{made['ends_at']:%Y-%m-%d %H:%M} UTC."
+                )
+                st.rerun()
+            if s_err:
+                st.error("No silence was created: fix the fields marked above.", icon=":material/error:")
         live = sil[sil["active"]] if not sil.empty else pd.DataFrame()
         if not live.empty:
             e = st.columns([3, 1])

@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from observability import auth, control
-from observability.ui import attention
+from observability.analytics.conversation_timeline import conversation_overview, conversation_timeline
+from observability.ui import attention, data
 from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
@@ -29,24 +30,37 @@ ui.page_header(
 store = ui.get_store()
 browse = ui.cached_query(control.browse_conversations)
 matches = ui.cached_query(control.conversation_matches)
+timeline_q = ui.cached_query(conversation_timeline)
+overview_q = ui.cached_query(conversation_overview)
 PAGE_SIZE = 50
 VIP_CHOICES = {"vip": "⭐ VIP only", "other": "Not VIP"}
-FILTER_KEYS = ("state", "q", "vip")
+FILTER_KEYS = ("state", "q", "vip", "bot")
 
 
-def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
-    """Run a control action; show its outcome; True when it succeeded."""
+def bot_options() -> list[str]:
+    """Bots the console knows, plus a bot a link asked for (an alert's "Conversations of <bot>")."""
+    try:
+        linked = st.query_params.get_all("bot")
+    except Exception:  # noqa: BLE001 - bound to the widget: its value is in the session
+        linked = list(st.session_state.get("bot") or [])
+    return sorted(set(data.known_bots()) | set(linked))
+
+
+FLASH = "cv_flash"  # what the last action did, shown once after the rerun it triggers
+
+
+def _act(label: str, fn, *args, where=None, **kwargs) -> bool:  # noqa: ANN001
+    """Run a control action. On success keep its outcome in plain words for the next run; on a
+    refusal show why right where the action was asked (`where`, default here) and return False,
+    leaving every typed value in its field."""
     try:
         result = fn(store, *args, **kwargs)
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-        st.error(f"{label}: {exc}")
+        (where or st).error(f"{label} was refused: {exc}", icon=":material/error:")
         return False
     browse.clear()
     matches.clear()
-    note = (
-        "" if result.published is not False else " (Redis unreachable: bots see it at their next store poll)"
-    )
-    st.toast(f"{label}: {result.outcome.replace('_', ' ')}{note}", icon=":material/check_circle:")
+    st.session_state[FLASH] = result.summary()
     return True
 
 
@@ -84,7 +98,7 @@ def _open(cid: str) -> None:
 
 attention.attention_panel(_open, key="cv_attention")
 
-f1, f2, f3 = st.columns([2, 1, 3])
+f1, f2, f3, f4 = st.columns([2, 1, 2, 2])
 with f1:
     states = st.multiselect(
         "State", list(STATE_LABEL), key="state", bind="query-params", placeholder="All states",
@@ -96,8 +110,11 @@ with f2:
     )
 with f3:
     search = st.text_input("Search", key="q", bind="query-params", placeholder="conversation, bot or account")
+with f4:
+    bots = ui.bot_filter(bot_options(), key="bot")
 filters = {
     "states": tuple(states),
+    "bots": tuple(bots),
     "search": search.strip() or None,
     "vip": {"vip": True, "other": False}.get(vip_choice or ""),
 }
@@ -178,6 +195,9 @@ cid = st.selectbox(
 )  # fmt: skip
 ui.set_query_params(conversation=cid)
 
+if FLASH in st.session_state:
+    st.success(st.session_state.pop(FLASH), icon=":material/check_circle:")
+
 try:
     status = control.intervention_status(store, cid)
 except control.ConversationNotFound:
@@ -228,7 +248,79 @@ def live_transcript() -> None:
                 st.text(m["text"])
 
 
-live_transcript()
+def at_a_glance() -> None:
+    """State, holder, account and LLM spend in one line, with the links a user follows from here."""
+    o = overview_q(cid)
+    if o is None:
+        return
+    m = st.columns(5)
+    m[0].metric("State", STATE_LABEL.get(o.state, o.state), help="AI answering, held by a person, or stopped")
+    m[1].metric("Messages", f"{o.messages:,}")
+    m[2].metric("LLM calls", f"{o.llm_calls:,}", delta=f"{o.failed_calls} failed" if o.failed_calls else None,
+                delta_color="inverse", help="Every LLM call recorded with this conversation id")  # fmt: skip
+    m[3].metric("LLM cost", f"${o.cost_usd:,.4f}", help=f"All its calls, {o.tokens:,} tokens in and out")
+    m[4].metric("Slowest call", f"{o.p95_hint_ms:,.0f} ms" if o.p95_hint_ms is not None else "–")
+    row = st.container(horizontal=True)
+    account = o.account_name or o.account_id
+    with row:
+        if o.account_id:
+            ui.page_link("conversations", f"Account {account}{' ⭐ VIP' if o.vip else ''}: all its conversations",
+                         icon=":material/account_circle:", q=o.account_id)  # fmt: skip
+        if o.llm_calls:
+            ui.page_link("llm_calls", "Its LLM calls", icon=":material/list_alt:", conversation=cid)
+        if o.bot:
+            ui.page_link("bot_health", f"Bot health of {o.bot}", icon=":material/monitor_heart:", bot=o.bot)
+
+
+KIND_LABEL = {"message": "💬 message", "llm_call": "🧠 LLM call", "handoff": "🔀 handoff",
+              "intervention": "🧑 intervention", "emergency": "⛔ emergency", "alert": "🚨 alert",
+              "activity": "📋 activity"}  # fmt: skip
+
+
+def timeline_view() -> None:
+    items = timeline_q(cid, limit=300)
+    if not items:
+        ui.empty_state("Nothing recorded for this conversation yet.")
+        return
+    df = pd.DataFrame(items)
+    df["kind"] = df["kind"].map(KIND_LABEL).fillna(df["kind"])
+    df["ts"] = pd.to_datetime(df["ts"], utc=True)
+    view = df[
+        [
+            "ts",
+            "kind",
+            "who",
+            "text",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "latency_ms",
+            "ok",
+        ]
+    ]
+    st.dataframe(
+        view, hide_index=True, key="cv_timeline",
+        column_config={
+            "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "text": st.column_config.TextColumn("what", width="large"),
+            "cost_usd": st.column_config.NumberColumn("cost (USD)", format="$%.4f"),
+            "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.0f"),
+            "input_tokens": st.column_config.NumberColumn("tokens in"),
+            "output_tokens": st.column_config.NumberColumn("tokens out"),
+            "ok": st.column_config.CheckboxColumn("ok"),
+        },
+    )  # fmt: skip
+    st.caption(f"The newest {len(items)} entries (at most 300): messages, LLM calls, handoffs, interventions, "
+               "stops, alerts about its bot while it was live, and activity, by time.")  # fmt: skip
+
+
+at_a_glance()
+tab_chat, tab_all = st.tabs(["Transcript", "Everything, on one timeline"], key="view", bind="query-params")
+with tab_chat:
+    live_transcript()
+with tab_all:
+    timeline_view()
 
 if not can_act:
     st.caption("Your role can watch conversations; operators and admins can take them over.")
@@ -246,12 +338,20 @@ elif status.state == "ai":
                 st.rerun()
 elif status.state == "human" and status.operator == user.name:
     st.markdown("**Reply** (the bot delivers it to the user)")
+    if st.session_state.pop("cv_reply_sent", False):  # sent: start the next reply empty
+        st.session_state["cv_reply"] = ""
     if "cv_draft" in st.session_state:  # a suggestion the operator chose to use
         st.session_state["cv_reply"] = st.session_state.pop("cv_draft")
-    with st.form("reply", clear_on_submit=True):
+    with st.form("reply", enter_to_submit=False):
         text = st.text_area("Your reply", key="cv_reply", height=100)
-        if st.form_submit_button("Send", type="primary", icon=":material/send:") and text.strip():
-            if _act("Reply", control.send_operator_message, cid, user.name, text):
+        where = st.container()
+        if st.form_submit_button("Send", type="primary", icon=":material/send:"):
+            if not text.strip():
+                where.error(
+                    "The reply is empty: nothing was sent. Type a message first.", icon=":material/error:"
+                )
+            elif _act("Reply", control.send_operator_message, cid, user.name, text, where=where):
+                st.session_state["cv_reply_sent"] = True
                 st.rerun()
     if status.preserve_ai_suggestions is not False:
         if st.button("Suggest a reply", icon=":material/lightbulb:", key="cv_suggest"):

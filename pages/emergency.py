@@ -25,15 +25,14 @@ need_phrase = settings.emergency_confirmation_required
 
 
 def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
+    """Run an action; on success its outcome in plain words shows after the rerun; on a refusal
+    the reason shows here, beside the form, with what was typed kept."""
     try:
         result = fn(store, *args, **kwargs)
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-        st.error(f"{label}: {exc}")
+        st.error(f"{label} was refused: {exc}", icon=":material/error:")
         return False
-    note = (
-        "" if result.published is not False else " (Redis unreachable: bots see it at their next store poll)"
-    )
-    st.session_state["em_done"] = f"{label}: {result.outcome.replace('_', ' ')}{note}"
+    st.session_state["em_done"] = result.summary()
     return True
 
 
@@ -114,7 +113,7 @@ else:
 # ---- one conversation ---------------------------------------------------------------------------
 
 st.subheader("One conversation")
-with st.form("em_one"):
+with st.form("em_one", enter_to_submit=False):
     c1, c2 = st.columns([2, 3])
     cid = c1.text_input("Conversation id", key="em_cid", value=ui.query_param("conversation") or "")
     why = c2.text_input("Reason", key="em_reason")

@@ -192,6 +192,51 @@ def test_an_operator_takes_over_replies_gets_a_suggestion_and_hands_back(console
     ]
 
 
+def test_conversation_forms_say_what_happened_and_keep_what_was_typed(console: Store) -> None:
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    at.text_input(key="to_reason").set_value("   ")
+    _button(at, "Take over").click().run()
+    assert any("Take over was refused" in e.value and "reason" in e.value for e in at.error)
+    assert control.intervention_status(console, "c1").state == "ai"
+    at.text_input(key="to_reason").set_value("customer asked for a person")
+    _button(at, "Take over").click().run()
+    assert any("You hold conversation c1 now" in m.value for m in at.success)
+
+    _button(at, "Send").click().run()  # nothing typed
+    assert any("The reply is empty: nothing was sent" in e.value for e in at.error)
+    huge = "a long reply " * 6000  # 78 kB, over the 64 kB limit
+    at.text_area(key="cv_reply").set_value(huge)
+    _button(at, "Send").click().run()
+    assert not at.exception
+    assert any("Reply was refused" in e.value for e in at.error)
+    assert at.text_area(key="cv_reply").value == huge, "the typed text survives the error"
+    assert [m["role"] for m in control.transcript(console, "c1")] == ["user", "bot"]
+
+    at.text_area(key="cv_reply").set_value("A short answer")
+    _button(at, "Send").click().run()
+    assert any("Reply sent: the bot delivers it to the user." in m.value for m in at.success)
+    assert at.text_area(key="cv_reply").value == "", "after sending, the box is ready for the next reply"
+    assert control.transcript(console, "c1")[-1]["text"] == "A short answer"
+
+
+def test_the_conversation_view_shows_state_calls_and_one_timeline(console: Store) -> None:
+    write_batch(console, [ev.llm_call(
+        uuid.uuid4().hex, time.time() - 3, bot="lead", agent="qualifier", decision_type="reply",
+        model="claude-sonnet-4", provider="anthropic", input_tokens=900, output_tokens=100, cache_read_tokens=0,
+        cache_write_tokens=0, latency_ms=1234.0, cache_hit=False, cost_usd=0.0456, conversation_id="c1",
+        success=True, error_type=None)])  # fmt: skip
+    control.take_control(console, "c1", "operator", "looks odd")
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["State"] == "🧑 human" and metrics["LLM calls"] == "1" and metrics["LLM cost"] == "$0.0456"
+    assert metrics["Slowest call"] == "1,234 ms"
+    [timeline] = [d.value for d in at.dataframe if "kind" in d.value.columns]
+    assert list(timeline["kind"]) == ["💬 message", "💬 message", "🧠 LLM call", "🧑 intervention"]
+    call = timeline[timeline["kind"] == "🧠 LLM call"].iloc[0]
+    assert (call["model"], call["input_tokens"], call["latency_ms"]) == ("claude-sonnet-4", 900, 1234.0)
+    assert "(./llm_calls?conversation=c1)" in _text(at)
+
+
 def test_a_conversation_held_by_someone_else_offers_no_reply(console: Store) -> None:
     control.take_control(console, "c1", "admin", "admin looks")
     at = _app("pages/conversations.py", auth.OPERATOR)
@@ -283,7 +328,7 @@ def test_an_operator_stops_and_resets_one_conversation_but_cannot_stop_all(conso
     at.text_input(key="em_reason").set_value("abusive")
     _button(at, "Stop conversation").click().run()
     assert not at.exception and control.intervention_status(console, "c1").state == "stopped"
-    assert "Stop c1: stopped" in _text(at)
+    assert "Conversation c1 is stopped: no bot may answer in it until it is reset." in _text(at)
     at.text_input(key="em_cid").set_value("c1")
     at.text_input(key="em_reason").set_value("checked")
     _button(at, "Reset conversation (back to the AI)").click().run()
@@ -387,3 +432,28 @@ def test_admin_adds_a_user_changes_the_role_and_resets_the_password_once(console
     at.selectbox(key="ad_target").set_value("admin")
     at.run()
     assert _button(at, "Disable").disabled  # nobody disables themselves from the page
+
+
+# ---- links ----------------------------------------------------------------------------------------
+
+
+def test_each_overview_figure_links_to_its_page_with_its_filters(console: Store) -> None:
+    at = _app("Home.py", auth.OPERATOR)
+    links = {p.proto.label: (p.proto.page, dict(p.proto.query_string and [kv.split("=") for kv in p.proto.query_string.split("&")] or []))
+             for p in at.get("page_link")}  # fmt: skip
+    assert links["Failed calls, last hour"][0].endswith("llm_calls")
+    assert links["Failed calls, last hour"][1] == {"range": "1h", "status": "error"}
+    assert links["Slowest calls, last hour"][1] == {"range": "1h", "sort": "slowest"}
+    assert links["Conversations"][0].endswith("conversations") and links["Alerts"][0].endswith("alerts")
+
+
+def test_a_link_filters_conversations_by_bot(console: Store) -> None:
+    write_batch(console, [ev.message(uuid.uuid4().hex, time.time(), conversation_id="c9", role="user", text="hi",
+                                     bot="seller", account_id=None)])  # fmt: skip
+    at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+    at.query_params["bot"] = "seller"
+    at.run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "conversation" in d.value.columns]
+    assert list(table["conversation"]) == ["c9"]

@@ -18,6 +18,7 @@ from observability.alerting.model import (
     SEVERITIES,
     AlertNotFound,
     AlertRule,
+    ConditionStillHolds,
     InvalidTransition,
     RuleNotFound,
     RuleValidationError,
@@ -26,6 +27,6 @@ from observability.alerting.rules import seed_default_rules
 from observability.alerting.service import AlertingService
 
 __all__ = [
-    "CHANNELS", "METRICS", "SEVERITIES", "AlertNotFound", "AlertRule", "AlertingService", "InvalidTransition",
+    "CHANNELS", "METRICS", "SEVERITIES", "AlertNotFound", "AlertRule", "AlertingService", "ConditionStillHolds", "InvalidTransition",
     "RuleNotFound", "RuleValidationError", "seed_default_rules",
 ]  # fmt: skip

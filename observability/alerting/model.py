@@ -99,6 +99,30 @@ METRICS: dict[str, MetricInfo] = {
 SOURCE_SCOPES = {"interactions": "bot_interactions"}
 _UNIT_RANGE = {"ratio": (0.0, 1.0), "score": (0.0, 1.0), "percent": (0.0, 100.0)}
 
+# Durations a rule or silence may have: beyond these a typo (3,000 years of `for`) would silently
+# disable an alert, so the service refuses them and names the bound.
+MAX_FOR_S = 24 * 3600.0  # a condition that must hold a day before it fires is a report, not an alert
+MAX_COOLDOWN_S = 24 * 3600.0
+MAX_KEEP_FIRING_S = 24 * 3600.0
+MIN_SILENCE_S = 60.0
+MAX_SILENCE_S = 30 * 24 * 3600.0  # a month of maintenance; longer is a disabled rule
+
+
+def human_duration(seconds: float) -> str:
+    """`86400` -> "24 h", `2592000` -> "30 days", for bounds in error messages."""
+    if seconds >= 2 * 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} days"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _bounded(value: float | None, key: str, what: str, hi: float, errors: dict[str, str]) -> None:
+    if value is not None and key not in errors and not 0 <= value <= hi:
+        errors[key] = f"{what} must be between 0 and {hi:g} s ({human_duration(hi)}), got {value:g}"
+
 
 class RuleValidationError(ValueError):
     """Bad rule input. `errors` maps each bad field to a message a user can act on."""
@@ -110,6 +134,10 @@ class RuleValidationError(ValueError):
 
 class AlertNotFound(LookupError):
     pass
+
+
+class ConditionStillHolds(ValueError):
+    """Resolve refused: the alert's condition still holds (it would fire again at once)."""
 
 
 class RuleNotFound(LookupError):
@@ -376,16 +404,13 @@ def validate_rule(
         errors["severity"] = f"severity must be one of {', '.join(SEVERITIES)}"
 
     cooldown = _number(merged.get("cooldown_s", 300.0), "cooldown", errors, "cooldown_s")
-    if cooldown is not None and cooldown < 0:
-        errors["cooldown_s"] = "cooldown must not be negative"
+    _bounded(cooldown, "cooldown_s", "cooldown", MAX_COOLDOWN_S, errors)
     for_s = _number(merged.get("for_s", 0.0), "for duration", errors, "for_s")
-    if for_s is not None and for_s < 0:
-        errors["for_s"] = "the `for` duration must not be negative"
+    _bounded(for_s, "for_s", "the `for` duration", MAX_FOR_S, errors)
     keep = _number(
         merged.get("keep_firing_for_s"), "keep_firing_for", errors, "keep_firing_for_s", optional=True
     )
-    if keep is not None and keep < 0:
-        errors["keep_firing_for_s"] = "keep_firing_for must not be negative"
+    _bounded(keep, "keep_firing_for_s", "keep_firing_for", MAX_KEEP_FIRING_S, errors)
 
     channels = _channels(merged.get("channels", ("slack",)), errors)
     description = merged.get("description") or ""

@@ -9,6 +9,7 @@ Methods taking `now=` use it instead of the clock, so tests script time.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -24,15 +25,21 @@ from observability.alerting.model import (
     ACTIVE_STATES,
     CHANNELS,
     MAX_LEVEL,
+    MAX_SILENCE_S,
     METRICS,
+    MIN_SILENCE_S,
     OPEN_STATES,
     SEVERITIES,
+    STATE_ACKNOWLEDGED,
+    STATE_FIRING,
     STATE_PENDING,
     AlertNotFound,
     AlertRule,
+    ConditionStillHolds,
     InvalidTransition,
     RuleNotFound,
     RuleValidationError,
+    human_duration,
     make_sample,
     parse_metric,
     validate_rule,
@@ -64,17 +71,10 @@ def public_alert(row: Any) -> dict[str, Any]:
     m = row._mapping if hasattr(row, "_mapping") else row
     d = {k: m.get(k) for k in ALERT_FIELDS}
     d["labels"] = dict(d["labels"] or {})
+    # firing or acknowledged and the last evaluation still saw the condition: resolving it by
+    # hand only opens a new alert at the next tick (the page asks first, offering a silence)
+    d["condition_holds"] = d["state"] in (STATE_FIRING, STATE_ACKNOWLEDGED) and d["clear_since"] is None
     return d
-
-
-def _span(seconds: float) -> str:
-    """A length for an error message: "7 days", "12 h", "90 min"."""
-    if seconds >= 86400 and seconds % 86400 == 0:
-        days = seconds / 86400
-        return f"{days:g} day" + ("s" if days != 1 else "")
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    return f"{seconds / 60:g} min"
 
 
 class AlertingService:
@@ -293,13 +293,44 @@ class AlertingService:
                                                note=note))  # fmt: skip
 
     def resolve_alert(
-        self, alert_id: int, resolved_by: str, *, note: str | None = None, now: datetime | None = None
+        self,
+        alert_id: int,
+        resolved_by: str,
+        *,
+        note: str | None = None,
+        only_if_clear: bool = False,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
         """Close the alert (PagerDuty, Opsgenie and the webhook are told). If its condition still
-        holds, the next evaluation opens a new alert, whose notification the rule's cooldown holds."""
-        return self._act(alert_id, resolved_by, "alerts.resolve", now, lambda conn, alert, rule, t:
-                         lifecycle.resolve(conn, self.store, self.settings, alert, rule, t, actor=resolved_by,
-                                           reason=note or f"resolved by {resolved_by}"))  # fmt: skip
+        holds, the next evaluation opens a new alert, whose notification the rule's cooldown holds.
+
+        `only_if_clear=True` (what the console's Resolve button sends first) refuses with
+        `ConditionStillHolds` while the condition holds, in the same transaction, so an operator
+        is asked before a resolve that would fire again at once and lose the acknowledgement."""
+
+        def step(conn: sa.Connection, alert: dict[str, Any], rule: AlertRule | None, t: datetime) -> None:
+            if (
+                only_if_clear
+                and alert["state"] in (STATE_FIRING, STATE_ACKNOWLEDGED)
+                and alert["clear_since"] is None
+            ):
+                raise ConditionStillHolds(
+                    f"alert #{alert['id']} ({alert['rule_name']}): its condition still holds, so it will fire "
+                    "again at the next evaluation; silence it instead to keep it quiet"
+                )
+            lifecycle.resolve(conn, self.store, self.settings, alert, rule, t, actor=resolved_by,
+                              reason=note or f"resolved by {resolved_by}")  # fmt: skip
+
+        return self._act(alert_id, resolved_by, "alerts.resolve", now, step)
+
+    def silence_alert(
+        self, alert_id: int, user: str, *, duration_s: float, reason: str, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """A silence matching exactly this alert (its rule and labels): what to do instead of
+        resolving an alert whose condition still holds."""
+        alert = self.get_alert(alert_id)
+        return self.add_silence(user, reason=reason, rule_name=alert["rule_name"], matchers=alert["labels"],
+                                duration_s=duration_s, now=now)  # fmt: skip
 
     def escalate_alert(self, alert_id: int, user: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Move the alert up one level now (its channels are notified even if silenced)."""
@@ -429,23 +460,33 @@ class AlertingService:
         now = _now(now)
         errors: dict[str, str] = {}
         start = to_naive_utc(starts_at) if starts_at else now
+        max_s = min(MAX_SILENCE_S, self.settings.alert_silence_max_s)  # ALERT_SILENCE_MAX_S, default 7 days
+        bounds = f"at least {human_duration(MIN_SILENCE_S)} and at most {human_duration(max_s)} (ALERT_SILENCE_MAX_S)"
         if ends_at is None and duration_s is not None:
             try:
-                ends_at = start + timedelta(seconds=float(duration_s))
+                seconds = float(duration_s)
+                if not math.isfinite(seconds):
+                    raise ValueError(seconds)
             except (TypeError, ValueError, OverflowError):
                 errors["duration_s"] = "duration must be a number of seconds"
+            else:
+                if not MIN_SILENCE_S <= seconds <= max_s:  # also refuses nan and inf
+                    errors["duration_s"] = f"a silence lasts {bounds}, not {seconds:g} s"
+                else:
+                    ends_at = start + timedelta(seconds=seconds)
         end = to_naive_utc(ends_at) if ends_at else None
         if not isinstance(reason, str) or not reason.strip():
             errors["reason"] = "a reason is required (what maintenance, which ticket)"
+        field = "duration_s" if duration_s is not None else "ends_at"
         if end is None and "duration_s" not in errors:
             errors["ends_at"] = "an end time (or a duration) is required"
         elif end is not None and end <= start:
-            errors["ends_at"] = "the end must be after the start"
+            errors[field] = f"a silence lasts {bounds}; this one ends before it starts"
         elif end is not None and end <= now:
             errors["ends_at"] = "the end must be in the future"
-        elif end is not None and (end - start).total_seconds() > self.settings.alert_silence_max_s:
-            errors["ends_at"] = (
-                f"a silence may last at most {_span(self.settings.alert_silence_max_s)} (ALERT_SILENCE_MAX_S)"
+        elif end is not None and not MIN_SILENCE_S <= (end - start).total_seconds() <= max_s:
+            errors[field] = (
+                f"a silence lasts {bounds}, not {human_duration(round((end - start).total_seconds()))}"
             )
         clean: dict[str, str] = {}
         if matchers is not None and not isinstance(matchers, Mapping):

@@ -35,6 +35,38 @@ class ActionResult:
     message_id: str | None = None
     published: bool | None = None
 
+    def summary(self) -> str:
+        """What happened, in plain words for the person who did it (the console shows this)."""
+        c = f"Conversation {self.conversation_id}"
+        text = {
+            (
+                "take_control",
+                "taken",
+            ): f"You hold {c.lower()} now: the AI does not respond in it until you hand it back.",
+            ("take_control", "already_held"): f"You already hold {c.lower()}; nothing changed.",
+            ("reply", "sent"): "Reply sent: the bot delivers it to the user.",
+            ("release_control", "returned_to_ai"): f"{c} is back with the AI.",
+            ("release_control", "resolved"): f"{c} is back with the AI and marked resolved.",
+            ("stop", "stopped"): f"{c} is stopped: no bot may answer in it until it is reset.",
+            ("stop", "already_stopped"): f"{c} was already stopped; nothing changed.",
+            (
+                "system_stop",
+                "stopped",
+            ): "Every conversation is stopped: no bot may answer until an admin resumes.",
+            ("system_stop", "already_stopped"): "Every conversation was already stopped; nothing changed.",
+            (
+                "system_resume",
+                "resumed",
+            ): "Bots answer again (except in conversations stopped or held by a person).",
+            ("system_resume", "not_stopped"): "No system-wide stop was in force; nothing changed.",
+        }.get((self.action, self.outcome))
+        if text is None and self.action == "reset":
+            text = f"{c} is reset: back with the AI (it was {self.outcome.removeprefix('reset_from_')})."
+        text = text or f"{self.action.replace('_', ' ')}: {self.outcome.replace('_', ' ')}"
+        if self.published is False:
+            text += " Redis is unreachable: bots see it at their next store poll (within seconds)."
+        return text
+
 
 def check_conversation_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():

@@ -65,6 +65,8 @@ llm_calls = Table(
     ),  # appended in time order: tiny, cheap to maintain
     Index("ix_llm_calls_model_ts", "model", "ts"),
     Index("ix_llm_calls_conversation", "conversation_id"),
+    # the calls explorer pages newest/oldest first by keyset on (ts, trace_id)
+    Index("ix_llm_calls_ts_trace", "ts", "trace_id"),
     # an agent's most expensive calls in a window (cost anomalies: cost above mean + z * sd)
     Index("ix_llm_calls_agent_cost", "agent", "cost_usd", "ts"),
     # calls the price table did not know (priced 0 and flagged): the cost page lists them cheaply
@@ -173,6 +175,7 @@ activity_events = Table(
     Column("metadata", JSON),
     Index("ix_activity_events_ts", "ts"),
     Index("ix_activity_events_account_ts", "account_id", "ts"),
+    Index("ix_activity_events_conversation_ts", "conversation_id", "ts"),  # a conversation's timeline
 )
 
 # Mark-as-read per user (the source document's `read_by_users`), one row per (event, user) so

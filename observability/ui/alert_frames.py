@@ -24,13 +24,65 @@ def _labels(labels: dict) -> str:
 
 
 def active_alerts(store: Store) -> list[dict[str, Any]]:
-    """Open alerts (pending included), most urgent first, each with a display line."""
+    """Open alerts (pending included), most severe first, newest first within a severity.
+
+    The order does not depend on the state, so acknowledging an alert never moves the cards."""
+    rank = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     out = []
     for a in AlertingService(store).active_alerts(include_pending=True):
         a = dict(a)
         a["labels_text"] = _labels(a["labels"])
         out.append(a)
+    out.sort(key=lambda d: (rank.get(d["severity"], 9), -d["id"]))
     return out
+
+
+def stable_order(alerts: list[dict[str, Any]], shown: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+    """`alerts` in the order the operator already sees (`shown`, ids): cards shown before keep their
+    places, alerts that opened since go after them. Returns the ordered alerts and the new order.
+
+    Re-sorting under the operator's cursor made a click land on the next alert's button."""
+    by_id = {a["id"]: a for a in alerts}
+    kept = [by_id[i] for i in shown if i in by_id]
+    new = [a for a in alerts if a["id"] not in set(shown)]
+    ordered = kept + new
+    return ordered, [a["id"] for a in ordered]
+
+
+def alert_links(alert: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Where an operator goes from an alert: (label, page stem, query params). An alert about one
+    bot opens Bot health, Conversations and LLM calls filtered to that bot; every alert opens the
+    LLM calls made since it opened (failures first when it is about errors)."""
+    bot = alert["labels"].get("bot")
+    since = alert["fired_at"] or alert["pending_since"] or alert.get("created_at")
+    start = (since - timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M") if since else None
+    errors = "error" in alert["rule_name"] or "rate_limit" in alert["rule_name"]
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    if bot:
+        out.append((f"Bot health of {bot}", "bot_health", {"bot": bot}))
+        out.append((f"Conversations of {bot}", "conversations", {"bot": bot}))
+    out.append(
+        ("Its LLM calls", "llm_calls", {"bot": bot, "from": start, "status": "error" if errors else None})
+    )
+    return out
+
+
+def trouble_of_bot(store: Store, bot: str) -> dict[str, Any] | None:
+    """The live conversation of `bot` most in trouble (Needs attention's ranking), or None: an alert
+    about a bot leads straight to the conversation an operator most likely has to take over."""
+    from observability.analytics.attention import needs_attention
+
+    rows = needs_attention(store, limit=1, bots=[bot])
+    return rows[0] if rows else None
+
+
+def next_level_text(level: int) -> str:
+    """What escalating from `level` does, for the confirmation."""
+    from observability.alerting.escalation import LEVEL_CHANNELS
+
+    nxt = level + 1
+    chans = LEVEL_CHANNELS.get(nxt)
+    return f"level {nxt}" + (f" ({', '.join(chans)})" if chans else "")
 
 
 def alert_timeline(store: Store, alert_id: int) -> pd.DataFrame:
@@ -106,7 +158,29 @@ def rule_form_defaults(store: Store, name: str) -> dict[str, Any]:
     r = AlertingService(store).get_rule(name)
     d = r.to_dict()
     d["comparison_symbol"] = COMPARISON_SYMBOLS[r.comparison]
+    d["managed_by"] = r.managed_by
+    d["thresholds_from"] = thresholds_source(r.managed_by)
     return d
+
+
+def thresholds_source(managed_by: str | None) -> str | None:
+    """Where a built-in rule's metric and thresholds come from (they are read-only in the console),
+    or None for a rule whose thresholds the console edits."""
+    from observability.alerting.model import MANAGED_CUSTOM, MANAGED_THRESHOLDS
+    from observability.settings import PROJECT_ROOT, get_settings
+
+    if managed_by == MANAGED_THRESHOLDS:
+        path = get_settings().alert_thresholds_config
+        try:
+            shown = path.resolve().relative_to(PROJECT_ROOT)
+        except ValueError:
+            shown = path
+        return f"the thresholds file `{shown}` (ALERT_THRESHOLDS_CONFIG)"
+    if managed_by == MANAGED_CUSTOM:
+        return "each custom metric's threshold_warning / threshold_critical metadata"
+    if managed_by is not None:
+        return "the system (a built-in rule)"
+    return None
 
 
 def silences(store: Store) -> pd.DataFrame:
@@ -120,6 +194,15 @@ def silences(store: Store) -> pd.DataFrame:
 
 def channels(store: Store) -> list[dict[str, Any]]:
     return AlertingService(store).channel_status()
+
+
+def duration_bounds() -> dict[str, float]:
+    """The service's bounds, for the forms' help texts (the service enforces them)."""
+    from observability.alerting import model
+
+    return {"for_s": model.MAX_FOR_S, "cooldown_s": model.MAX_COOLDOWN_S,
+            "keep_firing_for_s": model.MAX_KEEP_FIRING_S, "silence_min": model.MIN_SILENCE_S / 60,
+            "silence_max": model.MAX_SILENCE_S / 60}  # fmt: skip
 
 
 def options() -> dict[str, Any]:

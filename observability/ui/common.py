@@ -26,6 +26,7 @@ Filters in the URL (so a view can be shared as a link; widgets bound to st.query
     query_param(key, default=None)    -> str|None   read a plain query parameter
     set_query_params(**values)                      write plain query parameters (None deletes)
     query_link(page_path, **params)   -> str        relative URL of a page with a query string
+    page_link(page, label, icon=None, **params)     a link to another page with its filters set
 
 Caching
     cached_query(fn)   fn(store, *args, **kw) -> cached callable(*args, **kw); st.cache_data with
@@ -353,7 +354,16 @@ def time_range_filter(
     key: str = "range",
     label: str = "Time range",
 ) -> str:
-    """A segmented control bound to `?range=`; returns the chosen range (never None)."""
+    """A segmented control bound to `?range=`; returns the chosen range (never None).
+
+    A value this page does not offer (a link from a page with other ranges) is replaced in the URL
+    by the default before the control binds, so the URL always says what the page shows."""
+    raw = query_param(key)
+    if raw is not None and raw not in options:
+        try:
+            st.query_params[key] = default
+        except Exception:  # noqa: BLE001 - already bound this run: the control corrects it
+            pass
     value = st.segmented_control(
         label, list(options), default=default, key=key, bind="query-params", required=True
     )
@@ -426,6 +436,21 @@ def query_link(page_path: str, **params: Any) -> str:
     slug = page_path.rsplit("/", 1)[-1].removesuffix(".py")
     clean = {k: v for k, v in params.items() if v is not None}
     return f"./{slug}" + (f"?{urlencode(clean, doseq=True)}" if clean else "")
+
+
+def page_link(page: str, label: str, *, icon: str | None = None, **params: Any) -> None:
+    """A link to another console page (`page` is its file stem) opening with `params` in its URL,
+    in the same tab. Outside Home.py's router (a page run alone, as in AppTest) a plain link."""
+    from observability.settings import PROJECT_ROOT
+
+    clean = {k: v for k, v in params.items() if v not in (None, "", [], ())}
+    clean = {k: [str(x) for x in v] if isinstance(v, (list, tuple)) else str(v) for k, v in clean.items()}
+    try:
+        st.page_link(
+            str(PROJECT_ROOT / "pages" / f"{page}.py"), label=label, icon=icon, query_params=clean or None
+        )
+    except Exception:  # noqa: BLE001 - StreamlitPageNotFoundError: not in this run's navigation
+        st.markdown(f"[{md_escape(label)}]({query_link(page, **clean)})")
 
 
 # ---- caching ----------------------------------------------------------------------------------

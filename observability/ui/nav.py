@@ -35,6 +35,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/live_monitoring.py", "Live monitoring", ":material/monitoring:", VIEW, "Monitoring"),
     PageSpec("pages/bot_health.py", "Bot health", ":material/monitor_heart:", VIEW, "Monitoring"),
     PageSpec("pages/ai_performance.py", "AI performance", ":material/speed:", VIEW, "Monitoring"),
+    PageSpec("pages/llm_calls.py", "LLM calls", ":material/list_alt:", VIEW, "Monitoring"),
     PageSpec("pages/activity_feed.py", "Activity feed", ":material/dynamic_feed:", VIEW, "Monitoring"),
     PageSpec("pages/alerts.py", "Alerts and rules", ":material/notifications_active:", VIEW, "Monitoring"),
     PageSpec("pages/token_analytics.py", "Token analytics", ":material/token:", VIEW, "Spend"),

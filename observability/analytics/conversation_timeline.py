@@ -1,0 +1,163 @@
+"""Everything about one conversation on one timeline: its messages, the LLM calls made for it
+(model, tokens, cost, latency), handoffs, take-overs and replies, stops and resets, the alerts
+about its bot while it was live, and its activity events, interleaved by time.
+
+One SQL statement (a UNION ALL over the tables that hold each kind, each part using the table's
+conversation index and its own bound), newest `limit` entries, returned oldest first. The console's
+conversation view draws it; a test calls it without Streamlit. `conversation_overview` is the
+at-a-glance line above it: state, holder, messages, and the conversation's LLM spend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from observability.conversation_state import shown_state
+from observability.store import Store, schema
+from observability.store.control_state import system_stopped
+
+MAX_LIMIT = 1000
+KINDS = ("message", "llm_call", "handoff", "intervention", "emergency", "alert", "activity")
+HANDOFF_EVENTS = ("handoff", "handoff_failed", "handoff_blocked")
+AUDITED_ELSEWHERE = ("intervention", "emergency")  # their own tables are on the timeline already
+ALERT_MARGIN = timedelta(minutes=5)  # alerts about its bot that opened around the conversation
+
+
+@dataclass(frozen=True)
+class ConversationOverview:
+    """A conversation at a glance (times naive UTC, as stored)."""
+
+    id: str
+    state: str  # ai | human | stopped, the system-wide stop included
+    operator: str | None
+    bot: str | None
+    account_id: str | None
+    account_name: str | None
+    vip: bool
+    started_at: datetime
+    last_activity_at: datetime
+    messages: int
+    resolved: bool | None
+    llm_calls: int
+    failed_calls: int
+    tokens: int
+    cost_usd: float
+    p95_hint_ms: float | None  # the slowest call's latency (a conversation has few calls)
+
+
+def _cols(
+    ts: Any, kind: str, who: Any, text: Any, *, model: Any = None, in_tok: Any = None, out_tok: Any = None,
+    cost: Any = None, latency: Any = None, ok: Any = None, ref: Any = None,
+) -> list[Any]:  # fmt: skip
+    def typed(value: Any, type_: Any) -> Any:
+        return sa.cast(value if value is not None else sa.null(), type_)
+
+    return [
+        ts.label("ts"),
+        sa.literal(kind).label("kind"),
+        typed(who, sa.String).label("who"),
+        typed(text, sa.Text).label("text"),
+        typed(model, sa.String).label("model"),
+        typed(in_tok, sa.Integer).label("input_tokens"),
+        typed(out_tok, sa.Integer).label("output_tokens"),
+        typed(cost, sa.Float).label("cost_usd"),
+        typed(latency, sa.Float).label("latency_ms"),
+        typed(ok, sa.Boolean).label("ok"),
+        typed(ref, sa.String).label("ref"),
+    ]
+
+
+def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 300) -> list[dict[str, Any]]:
+    """The newest `limit` (at most 1000) entries about the conversation, oldest first. Each entry:
+    ts, kind (one of KINDS), who, text, and for LLM calls model, input/output tokens, cost_usd,
+    latency_ms and ok; `ref` is the trace id of a call or the id of an alert. Unknown id: []."""
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    cid = str(conversation_id)
+    m, c, ae = schema.messages, schema.llm_calls, schema.activity_events
+    iv, em, al, cv = schema.interventions, schema.emergency_actions, schema.alerts, schema.conversations
+    with store.connect() as conn:
+        conv = conn.execute(
+            sa.select(cv.c.bot, cv.c.started_at, cv.c.last_activity_at).where(cv.c.id == cid)
+        ).first()
+        if conv is None:
+            return []
+        author = sa.case((m.c.role == "operator", m.c.author), (m.c.role == "bot", m.c.bot), else_=m.c.role)
+        parts = [
+            sa.select(*_cols(m.c.ts, "message", author, m.c.text, ref=m.c.role)).where(m.c.conversation_id == cid)
+            .order_by(m.c.ts.desc()).limit(limit),
+            sa.select(*_cols(c.c.ts, "llm_call", sa.func.coalesce(c.c.agent, c.c.bot), c.c.error_type, model=c.c.model,
+                             in_tok=c.c.input_tokens, out_tok=c.c.output_tokens, cost=c.c.cost_usd,
+                             latency=c.c.latency_ms, ok=c.c.success, ref=c.c.trace_id))
+            .where(c.c.conversation_id == cid).order_by(c.c.ts.desc()).limit(limit),
+            sa.select(*_cols(ae.c.ts, "activity", ae.c.user_id, ae.c.title, ref=ae.c.event_type))
+            .where(ae.c.conversation_id == cid, ae.c.category.not_in(AUDITED_ELSEWHERE))
+            .order_by(ae.c.ts.desc()).limit(limit),
+            sa.select(*_cols(iv.c.created_at, "intervention", iv.c.user_name,
+                             sa.func.coalesce(iv.c.summary, iv.c.reason, iv.c.ai_handoff_instructions),
+                             ref=iv.c.action))
+            .where(iv.c.conversation_id == cid).order_by(iv.c.created_at.desc()).limit(limit),
+            sa.select(*_cols(em.c.created_at, "emergency", em.c.user_name, em.c.reason, ref=em.c.action))
+            .where(sa.or_(em.c.conversation_id == cid, em.c.scope == "system"),
+                   em.c.created_at >= conv.started_at - ALERT_MARGIN)
+            .order_by(em.c.created_at.desc()).limit(limit),
+        ]  # fmt: skip
+        if conv.bot:
+            # alerts about its bot (label bot=<bot>) that opened while it was live; the JSON labels
+            # are matched as text so SQLite and PostgreSQL run the same statement
+            bot_label = sa.cast(al.c.labels, sa.Text).like(f'%"bot": "{conv.bot}"%')
+            compact = sa.cast(al.c.labels, sa.Text).like(f'%"bot":"{conv.bot}"%')
+            parts.append(
+                sa.select(*_cols(sa.func.coalesce(al.c.fired_at, al.c.created_at), "alert", al.c.rule_name,
+                                 al.c.message, ok=al.c.state == "resolved", ref=sa.cast(al.c.id, sa.String)))
+                .where(al.c.created_at.between(conv.started_at - ALERT_MARGIN, conv.last_activity_at + ALERT_MARGIN),
+                       sa.or_(bot_label, compact))
+                .order_by(al.c.created_at.desc()).limit(limit)
+            )  # fmt: skip
+        union = sa.union_all(*(sa.select(p.subquery()) for p in parts)).subquery()
+        rows = conn.execute(sa.select(union).order_by(union.c.ts.desc(), union.c.kind).limit(limit)).all()
+    out = []
+    for r in reversed(rows):
+        d = dict(r._mapping)
+        if d["kind"] == "activity" and str(d["ref"] or "").startswith("handoff"):
+            d["kind"] = "handoff"
+        out.append(d)
+    return out
+
+
+def conversation_overview(store: Store, conversation_id: str) -> ConversationOverview | None:
+    """State, holder, account and the conversation's LLM calls in one read; None for an unknown id."""
+    cv, ac, c = schema.conversations, schema.accounts, schema.llm_calls
+    calls = (
+        sa.select(
+            sa.func.count().label("n"),
+            sa.func.sum(sa.case((c.c.success.is_(False), 1), else_=0)).label("failed"),
+            sa.func.coalesce(sa.func.sum(c.c.input_tokens + c.c.output_tokens), 0).label("tokens"),
+            sa.func.coalesce(sa.func.sum(c.c.cost_usd), 0.0).label("cost"),
+            sa.func.max(c.c.latency_ms).label("slowest"),
+        )
+        .where(c.c.conversation_id == str(conversation_id))
+        .subquery()
+    )
+    q = (
+        sa.select(cv, ac.c.name.label("account_name"), ac.c.vip, calls)
+        .select_from(cv.outerjoin(ac, ac.c.id == cv.c.account_id).join(calls, sa.true()))
+        .where(cv.c.id == str(conversation_id))
+    )
+    with store.connect() as conn:
+        r = conn.execute(q).first()
+        stopped = system_stopped(conn) if r is not None else False
+    if r is None:
+        return None
+    return ConversationOverview(
+        id=r.id, state=shown_state(stopped, r.state) or r.state, operator=r.operator, bot=r.bot, account_id=r.account_id,
+        account_name=r.account_name, vip=bool(r.vip), started_at=r.started_at, last_activity_at=r.last_activity_at,
+        messages=int(r.message_count or 0), resolved=r.resolved, llm_calls=int(r.n or 0), failed_calls=int(r.failed or 0),
+        tokens=int(r.tokens or 0), cost_usd=float(r.cost or 0.0), p95_hint_ms=r.slowest,
+    )  # fmt: skip
+
+
+__all__ = ["KINDS", "ConversationOverview", "conversation_overview", "conversation_timeline"]

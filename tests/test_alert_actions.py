@@ -1,0 +1,236 @@
+"""Alert actions that cannot misfire: in the service (durations bounded with the bound in the
+error, a resolve that would fire again refused unless confirmed, a silence for exactly one alert)
+and on the Alerts page under AppTest (cards keep their order and identity, resolving a holding
+condition and escalating ask first, built-in thresholds read-only, forms that say what happened)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from support.alerting import Harness
+
+from observability import auth
+from observability.alerting import AlertingService, ConditionStillHolds, RuleValidationError
+from observability.settings import reset_settings_cache
+from observability.store import Store
+from observability.ui import common
+
+ROOT = Path(__file__).resolve().parent.parent
+SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+
+
+# ---- service ------------------------------------------------------------------------------------
+
+
+@SQLITE_ONLY
+def test_resolve_refuses_while_the_condition_holds_unless_confirmed(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    alerting.update("high_error_rate", keep_firing_for_s=600)
+    [alert] = [a for a in alerting.at(0, {"error_rate": 0.3}) if a["rule_name"] == "high_error_rate"]
+    assert alerting.svc.get_alert(alert["id"])["condition_holds"]
+    alerting.svc.acknowledge_alert(alert["id"], op, now=alerting.now(5))
+    with pytest.raises(ConditionStillHolds, match="will fire again"):
+        alerting.svc.resolve_alert(alert["id"], op, only_if_clear=True, now=alerting.now(10))
+    after = alerting.svc.get_alert(alert["id"])
+    assert after["state"] == "acknowledged" and after["acknowledged_by"] == op, "refused: nothing changed"
+    alerting.at(15, {"error_rate": 0.0})  # clear now, kept firing for 600 s
+    assert not alerting.svc.get_alert(alert["id"])["condition_holds"]
+    done = alerting.svc.resolve_alert(alert["id"], op, only_if_clear=True, now=alerting.now(20))
+    assert done["state"] == "resolved" and done["resolved_by"] == op
+
+
+@SQLITE_ONLY
+def test_silence_alert_matches_exactly_that_alert(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    fired = alerting.at(0, {"lead_bot.response_time_p95": 3000.0})
+    [alert] = [a for a in fired if a["rule_name"] == "sla_violation"]
+    sil = alerting.svc.silence_alert(alert["id"], op, duration_s=1800, reason="on it", now=alerting.now(1))
+    assert sil["rule_name"] == "sla_violation" and sil["matchers"] == alert["labels"]
+    assert (sil["ends_at"] - sil["starts_at"]).total_seconds() == 1800
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("duration_s", [-300, 0, 30, 99_999_999 * 60, float("inf"), float("nan")])
+def test_silence_durations_are_bounded_with_the_bound_in_the_error(
+    alerting: Harness, duration_s: float
+) -> None:
+    before = alerting.svc.list_silences()
+    with pytest.raises(RuleValidationError) as err:
+        alerting.svc.add_silence(alerting.users["operator"], rule_name="sla_violation", reason="deploy",
+                                 duration_s=duration_s)  # fmt: skip
+    assert "between 1 min and 30 days" in err.value.errors["duration_s"], err.value.errors
+    assert alerting.svc.list_silences() == before
+
+
+# ---- the page -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """An operator's console over a store with two firing alerts (both warning) whose conditions hold."""
+    url = f"sqlite:///{tmp_path / 'console.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "password")
+    monkeypatch.setenv("ALERT_DEFAULT_FOR_S", "0")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    reset_settings_cache()
+    common.clear_caches()
+    store = Store.from_url(url)
+    store.migrate()
+    for role in auth.ROLES:
+        auth.create_user(store, role, role, "a-long-password")
+    svc = AlertingService(store)
+    svc.check_and_send_alerts({"lead_bot.response_time_p95": 3000.0})
+    svc.check_and_send_alerts({"buyer_bot.response_time_p95": 3100.0})
+    yield store
+    store.dispose()
+    reset_settings_cache()
+    common.clear_caches()
+
+
+def _page(role: str = "operator") -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
+    at.session_state["user"] = auth.User(role, role)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _button(at: AppTest, key: str):  # noqa: ANN202 - streamlit's Button
+    return next(b for b in at.button if b.key == key)
+
+
+def _card_ids(at: AppTest) -> list[int]:
+    """Alert ids in the order their cards are drawn (the Acknowledge/Resolve buttons carry the id)."""
+    seen: list[int] = []
+    for b in at.button:
+        if b.key and b.key.startswith("resolve_") and b.key.removeprefix("resolve_").isdigit():
+            seen.append(int(b.key.removeprefix("resolve_")))
+    return seen
+
+
+def _texts(at: AppTest) -> str:
+    return "\n".join(
+        str(e.value) for e in (*at.warning, *at.error, *at.success, *at.info, *at.caption, *at.markdown)
+    )
+
+
+def _alerts(store: Store) -> list[dict]:
+    return AlertingService(store).active_alerts()
+
+
+def test_acknowledge_keeps_every_card_in_place_and_the_timeline_with_its_alert(console: Store) -> None:
+    at = _page()
+    order = _card_ids(at)
+    assert len(order) == 2
+    first, second = order
+    at.toggle(key=f"tl_open_{second}").set_value(True).run()  # the operator opens the lower timeline
+    _button(at, f"ack_{first}").click().run()
+    assert not at.exception, at.exception
+    states = {a["id"]: a["state"] for a in _alerts(console)}
+    assert states[first] == "acknowledged" and states[second] == "firing"
+    assert _card_ids(at) == order, "nothing moves under the cursor after Acknowledge"
+    assert at.toggle(key=f"tl_open_{second}").value is True
+    assert at.toggle(key=f"tl_open_{first}").value is False
+    captions = [c.value for c in at.caption]
+    assert f"Timeline of alert #{second}" in captions, "the open timeline stays with its alert"
+    assert f"Timeline of alert #{first}" not in captions
+    assert not any(b.key == f"ack_{first}" for b in at.button)
+
+
+def test_resolving_a_holding_condition_asks_and_offers_a_silence(console: Store) -> None:
+    at = _page()
+    target = _card_ids(at)[0]
+    _button(at, f"resolve_{target}").click().run()
+    assert "still holds" in _texts(at) and "fires it again" in _texts(at)
+    assert {a["id"] for a in _alerts(console)} >= {target}, "asking changed nothing"
+    at.text_input(key=f"sil_min_{target}").set_value("99999999").run()
+    _button(at, f"sil_{target}").click().run()
+    assert "a silence lasts at least 1 min and at most 7 days (ALERT_SILENCE_MAX_S)" in _texts(at)
+    assert at.text_input(key=f"sil_min_{target}").value == "99999999", "typed text kept after the error"
+    assert AlertingService(console).list_silences() == []
+    at.text_input(key=f"sil_min_{target}").set_value("45").run()
+    _button(at, f"sil_{target}").click().run()
+    [sil] = AlertingService(console).list_silences()
+    assert sil["rule_name"] == "sla_violation" and sil["active"]
+    assert target in {a["id"] for a in _alerts(console)}, "silenced, not resolved"
+    _button(at, f"resolve_{target}").click().run()
+    _button(at, f"resolve_anyway_{target}").click().run()
+    assert target not in {a["id"] for a in _alerts(console)}
+
+
+def test_escalate_asks_first_and_names_who_gets_paged(console: Store) -> None:
+    at = _page()
+    target = _card_ids(at)[0]
+    _button(at, f"escalate_{target}").click().run()
+    assert "level 2 (email, slack, webhook)" in _texts(at)
+    assert AlertingService(console).get_alert(target)["escalation_level"] <= 1, "one click escalates nothing"
+    _button(at, f"escalate_no_{target}").click().run()
+    level = AlertingService(console).get_alert(target)["escalation_level"]
+    _button(at, f"escalate_{target}").click().run()
+    _button(at, f"escalate_yes_{target}").click().run()
+    assert AlertingService(console).get_alert(target)["escalation_level"] == level + 1
+
+
+def test_an_alert_links_to_its_bot_conversations_and_calls(console: Store) -> None:
+    at = _page()
+    text = "\n".join(str(m.value) for m in at.markdown)  # outside the router the links are markdown links
+    assert "(./bot_health?bot=lead_bot)" in text and "(./conversations?bot=lead_bot)" in text
+    assert "(./llm_calls?bot=lead_bot&from=" in text
+
+
+def test_built_in_thresholds_are_read_only_and_name_their_file(console: Store) -> None:
+    names = [r.name for r in AlertingService(console).list_rules() if r.managed_by == "thresholds_config"]
+    if not names:
+        pytest.skip("no threshold rules configured")
+    at = _page("admin")
+    at.selectbox(key="r_pick").set_value(names[0]).run()
+    k = f"rf_{names[0]}"
+    assert at.text_input(key=f"{k}_thr").disabled and at.text_input(key=f"{k}_metric").disabled
+    assert "alert_thresholds.json" in _texts(at) and "read-only" in _texts(at)
+
+
+def test_rule_form_shows_the_bound_beside_the_field_and_keeps_the_input(console: Store) -> None:
+    at = _page("admin")
+    at.selectbox(key="r_pick").set_value("sla_violation").run()
+    k = "rf_sla_violation"
+    at.text_input(key=f"{k}_for").set_value("94608000000")  # ~3,000 years
+    at.text_input(key=f"{k}_desc").set_value("my careful description")
+    next(b for b in at.button if b.label == "Save rule").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("between 0 and 86400 s (24 h)" in e for e in errors), errors
+    assert at.text_input(key=f"{k}_desc").value == "my careful description"
+    assert AlertingService(console).get_rule("sla_violation").for_s != 94608000000
+    at.text_input(key=f"{k}_for").set_value("60")
+    next(b for b in at.button if b.label == "Save rule").click().run()
+    assert AlertingService(console).get_rule("sla_violation").for_s == 60
+    assert any("Rule sla_violation saved" in s.value for s in at.success)
+
+
+def test_silence_form_says_what_happened(console: Store) -> None:
+    at = _page()
+    at.text_input(key="s_min").set_value("-5")
+    at.text_input(key="s_reason").set_value("deploy OPS-1")
+    at.text_input(key="s_match").set_value("bot=lead_bot")
+    next(b for b in at.button if b.label == "Create silence").click().run()
+    assert any("between 1 min and 30 days" in e.value for e in at.error)
+    assert at.text_input(key="s_reason").value == "deploy OPS-1"
+    at.text_input(key="s_min").set_value("30")
+    next(b for b in at.button if b.label == "Create silence").click().run()
+    assert any("matching alerts stay quiet until" in s.value for s in at.success)
+    assert len(AlertingService(console).list_silences()) == 1
+
+
+def test_a_shared_link_opens_the_same_alert_timeline(console: Store) -> None:
+    target = _card_ids(_page())[-1]
+    at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", "operator")
+    at.query_params["alert"] = str(target)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.toggle(key=f"tl_open_{target}").value is True
+    assert f"Timeline of alert #{target}" in [c.value for c in at.caption]
