@@ -44,6 +44,7 @@ CONTRACT = frozenset(
         "redis_client",
         "redaction",
         "telemetry",
+        "outages",
     )
 )
 SUBPACKAGES = ("sdk", "store", "analytics", "auth", "control", "alerting", "worker", "ui", "demo", "api")

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from observability.alerting import audit
 from observability.alerting import channels as ch
+from observability.outages import OutageLog
 from observability.redaction import scrub
 from observability.settings import Settings
 from observability.store import Store, schema
@@ -77,8 +78,13 @@ def _due_ids(store: Store, now: datetime, limit: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: int = 200) -> DeliveryReport:
+def deliver_pending(
+    store: Store, settings: Settings, now: datetime, *, limit: int = 200, outages: OutageLog | None = None
+) -> DeliveryReport:
+    """Send the due outbox rows. Failures are logged per channel through `outages` (one line a
+    minute with a count while a channel is down; pass the same `OutageLog` on every call)."""
     report = DeliveryReport()
+    outages = outages or OutageLog(log)
     n = schema.notifications
     for nid in _due_ids(store, now, limit):
         with store.begin() as conn:
@@ -110,11 +116,15 @@ def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: i
                 _record_failure(conn, row, msg, attempts, str(exc), dead, values.get("next_attempt_at"), now)
                 (report.dead if dead else report.retrying).append(nid)
                 increment_counter("obs.alert.notification_failed", channel=msg.channel)
-                log.warning("notification %s via %s failed (attempt %s%s): %s", nid, msg.channel, attempts,
-                            ", giving up" if dead else "", exc)  # fmt: skip
+                if dead:
+                    log.warning("notification %s via %s given up after %s attempt(s): %s", nid, msg.channel,
+                                attempts, exc)  # fmt: skip
+                outages.failure(f"delivery via {msg.channel}", f"notifications via {msg.channel} failing "
+                                "(kept in the outbox and retried)", exc)  # fmt: skip
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug in one channel must not stop the others
-                log.exception("notification %s via %s crashed", nid, msg.channel)
+                outages.failure(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel} "
+                                "crashed (kept in the outbox and retried)", exc)  # fmt: skip
                 values = {"attempts": attempts, "last_error": scrub(f"internal error: {exc}")[:2000], "last_attempt_at": now,
                           "next_attempt_at": now + timedelta(seconds=backoff(settings, attempts, None))}  # fmt: skip
                 if attempts >= settings.alert_delivery_max_attempts:
@@ -137,6 +147,8 @@ def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: i
                 audit.timeline(conn, row.alert_id, "delivered", now, channel=msg.channel, level=msg.level,
                                notification=msg.kind, attempts=attempts, receipt=receipt)  # fmt: skip
             report.sent.append(nid)
+            outages.recovered(f"delivery via {msg.channel}", f"notifications via {msg.channel}")
+            outages.recovered(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel}")
             increment_counter("obs.alert.notification_sent", channel=msg.channel)
     return report
 

@@ -38,6 +38,7 @@ from observability.alerting.model import (
     validate_rule,
 )
 from observability.alerting.silences import row_to_silence
+from observability.outages import OutageLog
 from observability.redaction import redact_if_enabled
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
@@ -72,6 +73,7 @@ class AlertingService:
         self.store = store
         self.settings = settings or get_settings()
         self._seed_checked = False
+        self.outages = OutageLog(delivery.log)  # delivery failures: one line per channel per minute
 
     # ---- rules --------------------------------------------------------------------------------
 
@@ -259,7 +261,7 @@ class AlertingService:
 
     def deliver_pending(self, now: datetime | None = None) -> delivery.DeliveryReport:
         with optional_span(SPAN_SERVICE, "deliver_notifications"):
-            return delivery.deliver_pending(self.store, self.settings, _now(now))
+            return delivery.deliver_pending(self.store, self.settings, _now(now), outages=self.outages)
 
     # ---- alert actions ------------------------------------------------------------------------
 

@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
+from observability import redis_client
 from observability.analytics import catalog, sla
+from observability.outages import OutageLog
 from observability.settings import Settings
 from observability.store import Store, retention, schema
 from observability.store.sqlhelpers import as_datetime
@@ -72,6 +74,7 @@ class StoreCollector:
             self.consumer = StreamConsumer(store, redis, settings, "metrics")
         self.receiver = receiver
         self.now = now
+        self.outages = OutageLog(log)  # a scrape every few seconds during an outage: one line a minute
 
     def describe(self) -> list:
         return []  # nothing fixed; avoids a store query when the collector is registered
@@ -84,8 +87,9 @@ class StoreCollector:
             with self.store.connect() as conn:
                 families = list(self._store_families(conn, now))
             up.add_metric([], 1)
+            self.outages.recovered("store", "metrics: store")
         except Exception as exc:  # noqa: BLE001 - a scrape still answers when the store is down
-            log.warning("metrics: store unavailable: %s", exc)
+            self.outages.failure("store", "metrics: store unavailable", exc)
             families = []
             up.add_metric([], 0)
         yield up
@@ -281,12 +285,22 @@ class StoreCollector:
         try:
             self.redis.ping()
             up.add_metric([], 1)
+            self.outages.recovered("redis", "metrics: Redis")
         except Exception as exc:  # noqa: BLE001
-            log.warning("metrics: Redis unavailable: %s", exc)
+            self.outages.failure("redis", "metrics: Redis unavailable", exc)
             up.add_metric([], 0)
             yield up
             return
         yield up
+        durable = GaugeMetricFamily("obs_redis_persistent", "1 when Redis keeps the ingest stream across a "
+                                    "restart (appendonly yes), 0 when it does not, absent when it will not say")  # fmt: skip
+        try:
+            p = redis_client.persistence(self.redis)
+            if p.durable is not None:
+                durable.add_metric([], 1 if p.durable else 0)
+        except Exception as exc:  # noqa: BLE001
+            self.outages.failure("redis persistence", "metrics: cannot read Redis persistence", exc)
+        yield durable
         depth = GaugeMetricFamily("obs_ingest_queue_depth", "Ingest stream entries: in the stream, "
                                   "and delivered to a worker but not yet stored", labels=["state"])  # fmt: skip
         length = self.consumer.stream_length()
