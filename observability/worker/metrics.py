@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.exposition import choose_encoder
 
 from observability import redis_client
-from observability.analytics import catalog, sla
+from observability.analytics import catalog, monitoring, sla
 from observability.outages import OutageLog
 from observability.settings import Settings
 from observability.store import Store, retention, schema
@@ -38,6 +38,14 @@ LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 ALERT_SEVERITIES = ("info", "warning", "critical")
 WORKERS_SHOWN_FOR = timedelta(hours=1)
 NONE = sa.literal_column("''")
+# catalog metric -> its key in monitoring.live_metrics (source document 004's live figures)
+LIVE_FIGURES = {
+    "active_conversations": "conversations_active",
+    "ai_confidence_avg": "ai_confidence_avg",
+    "safety_score_avg": "safety_score_avg",
+    "system_load": "system_load",
+    "human_interventions_today": "human_interventions",
+}
 
 
 class StoreCollector:
@@ -118,7 +126,20 @@ class StoreCollector:
         yield window
         yield self._alerts(conn)
         yield from self._sla(now)
+        yield from self._live(now)
         yield from self._lag(conn, now)
+
+    def _live(self, now: datetime) -> Iterator[Any]:
+        """The live figures of source document 004, from `monitoring.live_metrics` (what the Live
+        monitoring page shows), named and described by the metric catalog. A figure with no data
+        (no ai_confidence recorded in the last hour, say) has no sample, rather than a made-up 0."""
+        live = monitoring.live_metrics(self.store, now)
+        for name, key in LIVE_FIGURES.items():
+            m = catalog.get(name)
+            fam = GaugeMetricFamily(m.prometheus, m.describe())
+            if live.get(key) is not None:
+                fam.add_metric([], float(live[key]))
+            yield fam
 
     def _sla(self, now: datetime) -> Iterator[Any]:
         """The SLA evaluation of the alert window (`analytics.sla`, what `sla_violation` and the
