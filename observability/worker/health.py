@@ -116,6 +116,7 @@ class HealthChecker:
                 reasons.append(f"redis unreachable: {checks['redis'].get('error')}")
             elif checks["redis"]["persistence"]["reason"]:
                 degraded.append(checks["redis"]["persistence"]["reason"])
+        checks["monitoring"] = {"enabled": self.settings.monitoring_enabled}  # MONITORING_ENABLED
         checks["worker"], problems = self._workers(heartbeats, now)
         reasons += problems
         healthy = not reasons

@@ -116,7 +116,9 @@ class Worker:
                           now or utcnow(), self.state)  # fmt: skip
         failed: dict[str, list[tuple[str, Exception]]] = {}  # exception type -> the steps it stopped
         for step in self.steps:
-            if step.leader_only and not leader:
+            if (step.leader_only and not leader) or (
+                step.monitoring and not self.settings.monitoring_enabled
+            ):
                 continue
             try:
                 with telemetry.optional_span("observability.worker", step.name):
@@ -141,6 +143,9 @@ class Worker:
     def run_forever(self) -> None:
         next_tick = 0.0
         log.info("worker %s started (tick %.1fs)", self.worker_id, self.settings.worker_tick_s)
+        if not self.settings.monitoring_enabled:
+            log.warning("monitoring is off (MONITORING_ENABLED=false): no system load readings, alert "
+                        "evaluation or escalation; events are still stored")  # fmt: skip
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_tick:
