@@ -1,7 +1,9 @@
 """Delivery: the leading worker sends due outbox rows, oldest first, with exponential backoff.
 
-Per row: lock it (FOR UPDATE SKIP LOCKED on PostgreSQL, so a second deliverer skips it), send,
-then record the outcome in the same transaction. The row is marked sent only after the peer
+Per row: lock it (FOR UPDATE SKIP LOCKED on PostgreSQL, so a second deliverer skips it; the write
+lock on SQLite, so a second deliverer waits and then finds it sent), send, then record the outcome
+in the same transaction. The worker's leader and any process calling `check_and_send_alerts` share
+this claim. The row is marked sent only after the peer
 accepted it: a crash in between means "send again" (with the same idempotency key: webhook-id,
 PagerDuty dedup_key, Opsgenie alias, Message-ID), never "lost".
 
@@ -88,6 +90,8 @@ def deliver_pending(
     n = schema.notifications
     for nid in _due_ids(store, now, limit):
         with store.begin() as conn:
+            if not store.is_postgres and not _sqlite_claim(conn, nid):
+                continue  # sent or given up by another deliverer meanwhile
             row = conn.execute(
                 sa.select(n).where(n.c.id == nid, n.c.status == "pending").with_for_update(skip_locked=True)
             ).first()
@@ -151,6 +155,15 @@ def deliver_pending(
             outages.recovered(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel}")
             increment_counter("obs.alert.notification_sent", channel=msg.channel)
     return report
+
+
+def _sqlite_claim(conn: sa.Connection, nid: int) -> bool:
+    """SQLite has no row locks (FOR UPDATE is ignored): a no-op write takes the database's write
+    lock before the row is read, so a second deliverer (another process calling
+    `check_and_send_alerts`, say) waits for this one's commit and then finds the row sent."""
+    n = schema.notifications
+    stmt = sa.update(n).where(n.c.id == nid, n.c.status == "pending").values(attempts=n.c.attempts)
+    return conn.execute(stmt).rowcount == 1
 
 
 def _record_failure(

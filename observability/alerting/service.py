@@ -217,17 +217,29 @@ class AlertingService:
     # ---- evaluation ---------------------------------------------------------------------------
 
     def check_and_send_alerts(
-        self, stats: Mapping[str, Any] | Iterable[Any], now: datetime | None = None, *, complete: bool = False
+        self,
+        stats: Mapping[str, Any] | Iterable[Any],
+        now: datetime | None = None,
+        *,
+        complete: bool = False,
+        deliver: bool = True,
     ) -> list[dict[str, Any]]:
         """Evaluate metric values (see `samples.from_stats` for the accepted shapes) against the
-        enabled rules; returns the alerts that started firing. Notifications are queued in the
-        outbox with the change and sent by the worker (`deliver_pending`)."""
+        enabled rules and send what is due; returns the alerts that started firing.
+
+        The document's one call to evaluate and dispatch, usable in a process without a worker:
+        notifications are queued in the outbox with the alert change, then the due outbox rows are
+        delivered here (`deliver=False` leaves them to the worker). Sending goes through the
+        worker's deliverer and its per-row claim, so a worker running at the same time never sends
+        a row twice; a failed send stays in the outbox for the next deliverer, with backoff."""
         self.ensure_seeded()
         now = _now(now)
         with optional_span(SPAN_SERVICE, "check_and_send_alerts") as s:
             samples, _ = samples_mod.from_stats(stats, rules.sla_targets(self.settings))
             result = evaluation.evaluate(self.store, self.settings, samples, now, complete=complete)
             s.set_attribute("alert_count", len(result.fired))
+        if deliver:
+            self.deliver_pending(now)
         return [self.get_alert(i) for i in result.fired]
 
     def update_metric(
