@@ -78,14 +78,16 @@ class AlertingService:
     # ---- rules --------------------------------------------------------------------------------
 
     def ensure_seeded(self) -> list[str]:
-        """Seed the default rules if the rules table is empty (once per service object)."""
+        """Seed the default rules if the rules table is empty, and upgrade rules seeded by an older
+        version (`rules.upgrade_threshold_rules_for`), once per service object."""
         if self._seed_checked:
             return []
-        self._seed_checked = True
         with self.store.connect() as conn:
-            if conn.execute(sa.select(sa.func.count()).select_from(schema.alert_rules)).scalar():
-                return []
-        return rules.seed_default_rules(self.store, self.settings)
+            seeded = conn.execute(sa.select(sa.func.count()).select_from(schema.alert_rules)).scalar()
+        added = [] if seeded else rules.seed_default_rules(self.store, self.settings)
+        rules.upgrade_threshold_rules_for(self.store, self.settings)
+        self._seed_checked = True
+        return added
 
     def list_rules(self) -> list[AlertRule]:
         self.ensure_seeded()
