@@ -1,18 +1,22 @@
 """`check_and_send_alerts` is source document 000's one call to evaluate and dispatch: a process
 without a worker gets its notifications sent, still through the outbox, and a worker running at
-the same time never sends one twice (both take the deliverer's per-row claim).
+the same time never sends one twice (both take the deliverer's per-row claim). The claim is
+committed before the send, so a slow peer holds up no other writer.
 
 The peers are real local servers (SMTP, Slack, webhook; `tests/support/alerting.py`)."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 from support import wait_for
 from support.alerting import Harness
 
 from observability.store import Store
+from observability.store.ingest import write_batch
+from observability.timeutil import to_epoch
 from observability.worker.runner import Worker
 from observability.worker.steps import Step, step_alerts_deliver
 
@@ -53,7 +57,6 @@ def test_queue_only_leaves_sending_to_the_worker(alerting: Harness) -> None:
     alerting.peers.expect(SENT_AT_0)
 
 
-@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_a_worker_delivering_at_the_same_time_sends_nothing_twice(alerting: Harness) -> None:
     peers = alerting.peers
     peers.clock = 0
@@ -84,3 +87,31 @@ def test_a_worker_delivering_at_the_same_time_sends_nothing_twice(alerting: Harn
         worker.store.dispose()
     peers.expect(SENT_AT_0)  # exact: each channel told once
     assert peers.attempts["slack"] == 1 and peers.attempts["webhook"] == 1
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_slow_peer_does_not_hold_up_ingest_on_sqlite(alerting: Harness) -> None:
+    """While the one call sits in a send that the peer holds open, the bots' events still commit:
+    the deliverer holds no write lock over a send (SQLite has one for the whole database)."""
+    peers = alerting.peers
+    peers.clock = 0
+    peers.holding = {"slack"}
+    peers.hold.clear()
+    caller = threading.Thread(target=alerting.svc.check_and_send_alerts, args=({"error_rate": 0.5},),
+                              kwargs={"now": alerting.now(0)})  # fmt: skip
+    caller.start()
+    ingest = Store.from_url(alerting.store.url)
+    try:
+        assert wait_for(lambda: peers.attempts["slack"] == 1, 20.0), "the call is sending to Slack"
+        tid = uuid.uuid4().hex
+        event = ["llm", tid, to_epoch(alerting.now(0)), "lead_bot", "qualifier", "qualify", "claude-sonnet-4-5",
+                 "anthropic", 1000, 100, 0, 0, 400.0, False, 0.01, "conv-slow-peer", True, None]  # fmt: skip
+        result = write_batch(ingest, [event], alerting.settings)
+        assert result.accepted == 1 and result.rejected == 0
+        assert caller.is_alive() and not peers.hold.is_set(), "the write committed while the send was open"
+    finally:
+        peers.hold.set()
+        caller.join(30)
+        ingest.dispose()
+    assert not caller.is_alive()
+    peers.expect(SENT_AT_0)
