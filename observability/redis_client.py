@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from observability.settings import Settings, get_settings
@@ -81,3 +82,75 @@ def _translated(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise RedisConnectionError(str(exc)) from exc
 
     return call
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """Whether a Redis keeps what it holds across a restart (AOF), as far as it lets us see.
+
+    `durable` is None when Redis would not say (CONFIG and INFO both refused); `source` is where
+    the answer came from ("CONFIG", "INFO", or "" when neither answered)."""
+
+    durable: bool | None
+    appendonly: bool | None
+    save: str | None  # the RDB snapshot schedule ("" = none); None when CONFIG is disabled
+    source: str
+    error: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the undrained ingest backlog is at risk, in a sentence for /healthz and the console."""
+        if self.durable:
+            return None
+        risk = ("a Redis restart loses the events still waiting in the ingest stream (written by bots, "
+                "not yet stored by a worker); set appendonly yes")  # fmt: skip
+        if self.durable is None:
+            return f"cannot tell whether Redis persists its data ({self.error}); if it does not, {risk}"
+        if self.save:
+            return f"Redis persists only by RDB snapshots (appendonly no, save {self.save!r}): {risk}"
+        if self.save == "":
+            return f"Redis has no persistence (appendonly no, save ''): {risk}"
+        return f"Redis has no append-only file (INFO persistence: aof_enabled:0; CONFIG is disabled): {risk}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"durable": self.durable, "appendonly": self.appendonly, "save": self.save,
+                "source": self.source, "reason": self.reason}  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def persistence(client: Any) -> Persistence:
+    """Ask Redis whether it persists: `CONFIG GET appendonly` and `save`, or, where CONFIG is
+    disabled or renamed (managed Redis often does that), `INFO persistence` (AOF only)."""
+    import redis
+
+    try:
+        got = {_text(k): _text(v) for k, v in client.config_get("appendonly").items()}
+        got.update({_text(k): _text(v) for k, v in client.config_get("save").items()})
+        aof = got.get("appendonly", "no").strip().lower() == "yes"
+        save = got.get("save", "").strip()
+        return Persistence(durable=aof, appendonly=aof, save=save, source="CONFIG")
+    except redis.ResponseError as exc:  # CONFIG disabled, renamed or not allowed for this user
+        config_error = str(exc)
+    try:
+        info = client.info("persistence")
+    except redis.ResponseError as exc:
+        return Persistence(None, None, None, "", f"CONFIG: {config_error}; INFO: {exc}")
+    aof = str(info.get("aof_enabled", "0")) == "1"
+    return Persistence(durable=aof, appendonly=aof, save=None, source="INFO")
+
+
+def persistence_warning(settings: Settings | None = None) -> str | None:
+    """The console's question: is the configured Redis at risk of losing the ingest backlog?
+    None without Redis, or when it persists; the reason otherwise (also when it cannot be reached)."""
+    client = connect(settings)
+    if client is None:
+        return None
+    try:
+        return persistence(client).reason
+    except Exception as exc:  # noqa: BLE001 - the console shows it; it never breaks the page
+        return f"cannot check Redis persistence: {type(exc).__name__}: {exc}"[:300]
+    finally:
+        client.close()

@@ -135,6 +135,7 @@ class Settings:
     worker_batch_entries: int = 50
     worker_claim_idle_ms: int = 60_000
     worker_lock_file: Path = LOCAL_DIR / "worker.leader.lock"
+    monitoring_enabled: bool = True  # false: no system load readings, alert evaluation or escalation
     # --- alerting -------------------------------------------------------------------------
     alert_rules_file: Path = DATA_DIR / "alert_rules.json"
     alert_thresholds_config: Path = DATA_DIR / "alert_thresholds.json"
@@ -264,6 +265,7 @@ class Settings:
             worker_batch_entries=_int(e.get("WORKER_BATCH_ENTRIES"), d.worker_batch_entries),
             worker_claim_idle_ms=_int(e.get("WORKER_CLAIM_IDLE_MS"), d.worker_claim_idle_ms),
             worker_lock_file=Path(_str(e.get("WORKER_LOCK_FILE"), str(d.worker_lock_file))),
+            monitoring_enabled=_bool(e.get("MONITORING_ENABLED"), d.monitoring_enabled),
             alert_rules_file=Path(_str(e.get("ALERT_RULES_FILE"), str(d.alert_rules_file))),
             alert_thresholds_config=Path(
                 _str(e.get("ALERT_THRESHOLDS_CONFIG"), str(d.alert_thresholds_config))

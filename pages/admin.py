@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from observability import auth
+from observability import auth, redis_client
 from observability.auth import api_tokens
 from observability.auth import cli as users
 from observability.settings import get_settings
@@ -37,6 +37,16 @@ if "ad_password" in st.session_state:  # a generated password, shown this once
     who, password = st.session_state.pop("ad_password")
     st.warning(f"New password of **{who}**, shown this once only:", icon=":material/key:")
     st.code(password, language=None)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _redis_risk() -> str | None:
+    return redis_client.persistence_warning(get_settings())
+
+
+# Redis without an append-only file: the ingest backlog is lost on a Redis restart (issue 17)
+if risk := _redis_risk():
+    st.warning(f"**Redis is at risk of losing events.** {ui.md_escape(risk)}", icon=":material/warning:")
 
 tab_users, tab_roles, tab_channels = st.tabs(["Users", "Roles", "Channels and settings"])
 

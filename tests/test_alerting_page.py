@@ -43,7 +43,8 @@ def console(
         ])  # fmt: skip
     svc = AlertingService(store, get_settings())
     now = utcnow() - timedelta(seconds=30)
-    svc.check_and_send_alerts({"error_rate": 0.3, "cache_hit_rate": 0.2}, now=now)
+    # queued only: the worker sends
+    svc.check_and_send_alerts({"error_rate": 0.3, "cache_hit_rate": 0.2}, now=now, deliver=False)
     yield store
     store.dispose()
     reset_settings_cache()

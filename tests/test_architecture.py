@@ -45,6 +45,7 @@ CONTRACT = frozenset(
         "redaction",
         "telemetry",
         "localfiles",
+        "outages",
     )
 )
 SUBPACKAGES = ("sdk", "store", "analytics", "auth", "control", "alerting", "worker", "ui", "demo", "api")

@@ -1,7 +1,12 @@
 """Delivery: the leading worker sends due outbox rows, oldest first, with exponential backoff.
 
-Per row: lock it (FOR UPDATE SKIP LOCKED on PostgreSQL, so a second deliverer skips it), send,
-then record the outcome in the same transaction. The row is marked sent only after the peer
+Per row: claim it, send, record the outcome. The claim is one atomic UPDATE, committed before the
+send, that moves a pending, due row's `next_attempt_at` to `now + CLAIM_S`; a second deliverer (the
+worker's leader and any process calling `check_and_send_alerts` share this code) finds it not due
+and skips it. No transaction or lock is held while the peer answers (on SQLite a held write lock
+would stall every writer, ingest included, for up to the HTTP timeout). The outcome is written
+only if the row is still as claimed; a claimer that crashed leaves a row that is due again when
+the claim expires. Same code on SQLite and PostgreSQL. The row is marked sent only after the peer
 accepted it: a crash in between means "send again" (with the same idempotency key: webhook-id,
 PagerDuty dedup_key, Opsgenie alias, Message-ID), never "lost".
 
@@ -23,6 +28,7 @@ import sqlalchemy as sa
 
 from observability.alerting import audit
 from observability.alerting import channels as ch
+from observability.outages import OutageLog
 from observability.redaction import scrub
 from observability.settings import Settings
 from observability.store import Store, schema
@@ -31,6 +37,9 @@ from observability.telemetry import increment_counter
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 3600.0
+# how long a claimed row is left to its deliverer: well above a send's worst case (HTTP and SMTP
+# time out after ALERT_HTTP_TIMEOUT_S, 10 s by default); a crashed deliverer's row is retried after it
+CLAIM_S = 120.0
 
 
 @dataclass
@@ -77,68 +86,103 @@ def _due_ids(store: Store, now: datetime, limit: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def deliver_pending(store: Store, settings: Settings, now: datetime, *, limit: int = 200) -> DeliveryReport:
+def _claim(store: Store, nid: int, now: datetime) -> tuple[Any, datetime] | None:
+    """Claim row `nid` for one send, committed before the send starts: one atomic UPDATE moves its
+    `next_attempt_at` to `now + CLAIM_S` if it is still pending and due (unclaimed, or its claim
+    expired). rowcount 1 means this deliverer owns it; the moved time is the claim's token. The
+    transaction is a single short write, so no lock is held while the peer is slow."""
+    n = schema.notifications
+    until = now + timedelta(seconds=CLAIM_S)
+    with store.begin() as conn:
+        took = conn.execute(
+            sa.update(n)
+            .where(n.c.id == nid, n.c.status == "pending", n.c.next_attempt_at <= now)
+            .values(next_attempt_at=until)
+        ).rowcount
+        if took != 1:
+            return None  # sent, given up, or being sent by another deliverer
+        row = conn.execute(sa.select(n).where(n.c.id == nid)).first()
+    return (row, until) if row is not None else None
+
+
+def deliver_pending(
+    store: Store, settings: Settings, now: datetime, *, limit: int = 200, outages: OutageLog | None = None
+) -> DeliveryReport:
+    """Send the due outbox rows. Failures are logged per channel through `outages` (one line a
+    minute with a count while a channel is down; pass the same `OutageLog` on every call)."""
     report = DeliveryReport()
+    outages = outages or OutageLog(log)
     n = schema.notifications
     for nid in _due_ids(store, now, limit):
-        with store.begin() as conn:
-            row = conn.execute(
-                sa.select(n).where(n.c.id == nid, n.c.status == "pending").with_for_update(skip_locked=True)
-            ).first()
-            if row is None:
-                continue  # sent by someone else meanwhile, or locked by a deliverer that is at it
-            msg = outgoing(row)
-            attempts = row.attempts + 1
-            guard = sa.and_(n.c.id == nid, n.c.status == "pending", n.c.attempts == row.attempts)
-            try:
-                receipt = ch.send(msg, settings)
-            except ch.DeliveryError as exc:
-                dead = not exc.retryable or attempts >= settings.alert_delivery_max_attempts
-                values: dict[str, Any] = {
-                    "attempts": attempts,
-                    "last_error": str(exc)[:2000],
-                    "last_attempt_at": now,
-                }
-                if dead:
-                    values["status"] = "dead"
-                else:
-                    values["next_attempt_at"] = now + timedelta(
-                        seconds=backoff(settings, attempts, exc.retry_after)
-                    )
+        claimed = _claim(store, nid, now)
+        if claimed is None:
+            continue
+        row, until = claimed
+        msg = outgoing(row)
+        attempts = row.attempts + 1
+        # still ours: nobody took the row over after our claim expired
+        guard = sa.and_(n.c.id == nid, n.c.status == "pending", n.c.attempts == row.attempts,
+                        n.c.next_attempt_at == until)  # fmt: skip
+        try:
+            receipt = ch.send(msg, settings)  # outside any transaction
+        except ch.DeliveryError as exc:
+            dead = not exc.retryable or attempts >= settings.alert_delivery_max_attempts
+            values: dict[str, Any] = {
+                "attempts": attempts,
+                "last_error": str(exc)[:2000],
+                "last_attempt_at": now,
+                "next_attempt_at": now + timedelta(seconds=backoff(settings, attempts, exc.retry_after)),
+            }
+            if dead:
+                values["status"] = "dead"
+            with store.begin() as conn:
                 if conn.execute(sa.update(n).where(guard).values(**values)).rowcount != 1:
+                    _lost_claim(nid, msg.channel)
                     continue
-                _record_failure(conn, row, msg, attempts, str(exc), dead, values.get("next_attempt_at"), now)
-                (report.dead if dead else report.retrying).append(nid)
-                increment_counter("obs.alert.notification_failed", channel=msg.channel)
-                log.warning("notification %s via %s failed (attempt %s%s): %s", nid, msg.channel, attempts,
-                            ", giving up" if dead else "", exc)  # fmt: skip
-                continue
-            except Exception as exc:  # noqa: BLE001 - a bug in one channel must not stop the others
-                log.exception("notification %s via %s crashed", nid, msg.channel)
-                values = {"attempts": attempts, "last_error": scrub(f"internal error: {exc}")[:2000], "last_attempt_at": now,
-                          "next_attempt_at": now + timedelta(seconds=backoff(settings, attempts, None))}  # fmt: skip
-                if attempts >= settings.alert_delivery_max_attempts:
-                    values["status"] = "dead"
+                _record_failure(
+                    conn, row, msg, attempts, str(exc), dead, None if dead else values["next_attempt_at"], now
+                )
+            (report.dead if dead else report.retrying).append(nid)
+            increment_counter("obs.alert.notification_failed", channel=msg.channel)
+            if dead:
+                log.warning("notification %s via %s given up after %s attempt(s): %s", nid, msg.channel,
+                            attempts, exc)  # fmt: skip
+            outages.failure(f"delivery via {msg.channel}", f"notifications via {msg.channel} failing "
+                            "(kept in the outbox and retried)", exc)  # fmt: skip
+            continue
+        except Exception as exc:  # noqa: BLE001 - a bug in one channel must not stop the others
+            outages.failure(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel} "
+                            "crashed (kept in the outbox and retried)", exc)  # fmt: skip
+            values = {"attempts": attempts, "last_error": scrub(f"internal error: {exc}")[:2000], "last_attempt_at": now,
+                      "next_attempt_at": now + timedelta(seconds=backoff(settings, attempts, None))}  # fmt: skip
+            if attempts >= settings.alert_delivery_max_attempts:
+                values["status"] = "dead"
+            with store.begin() as conn:
                 conn.execute(sa.update(n).where(guard).values(**values))
-                report.retrying.append(nid)
-                continue
-            if (
-                conn.execute(
-                    sa.update(n)
-                    .where(guard)
-                    .values(
-                        status="sent", attempts=attempts, sent_at=now, last_attempt_at=now, last_error=None
-                    )  # fmt: skip
-                ).rowcount
-                != 1
-            ):
+            report.retrying.append(nid)
+            continue
+        with store.begin() as conn:
+            done = sa.update(n).where(guard).values(
+                status="sent", attempts=attempts, sent_at=now, last_attempt_at=now, last_error=None
+            )  # fmt: skip
+            if conn.execute(done).rowcount != 1:
+                _lost_claim(nid, msg.channel)
                 continue
             if row.alert_id is not None:
                 audit.timeline(conn, row.alert_id, "delivered", now, channel=msg.channel, level=msg.level,
                                notification=msg.kind, attempts=attempts, receipt=receipt)  # fmt: skip
-            report.sent.append(nid)
-            increment_counter("obs.alert.notification_sent", channel=msg.channel)
+        report.sent.append(nid)
+        outages.recovered(f"delivery via {msg.channel}", f"notifications via {msg.channel}")
+        outages.recovered(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel}")
+        increment_counter("obs.alert.notification_sent", channel=msg.channel)
     return report
+
+
+def _lost_claim(nid: int, channel: str) -> None:
+    """The send outlasted CLAIM_S and another deliverer took the row over: it sends again (same
+    idempotency key), so the peer may see it twice; say so rather than record a second outcome."""
+    log.warning("notification %s via %s: the send outlasted its %.0f s claim; another deliverer took it over",
+                nid, channel, CLAIM_S)  # fmt: skip
 
 
 def _record_failure(

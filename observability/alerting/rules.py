@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from observability.alerting import audit
 from observability.alerting.model import (
     CUSTOM_METRIC_FAMILY,
     MANAGED_CHANNELS,
@@ -286,4 +287,55 @@ def metric_recorded(conn: sa.Connection, name: str) -> bool:
 def bootstrap_default_rules(ctx: Any) -> str:
     """Bootstrap step (`observability.demo.bootstrap.STEPS`): seed the shipped rules once."""
     added = seed_default_rules(ctx.store, ctx.settings)
-    return f"seeded {len(added)} alert rule(s)" if added else "alert rules already seeded"
+    upgraded = upgrade_threshold_rules_for(ctx.store, ctx.settings)
+    done = f"seeded {len(added)} alert rule(s)" if added else "alert rules already seeded"
+    return done + (f"; {len(upgraded)} threshold rule(s) given their `for`" if upgraded else "")
+
+
+FOR_UPGRADE_KEY = "alerting.threshold_rules_for_s"  # marks a store whose threshold rules got their `for`
+
+
+def upgrade_threshold_rules_for(
+    store: Store, settings: Settings, *, now: datetime | None = None
+) -> list[str]:
+    """Give the threshold rules of a store seeded before they waited (`for_s` 0) the shipped
+    `for` (ALERT_DEFAULT_FOR_S), once per store; returns the rules changed.
+
+    Without it, an old store keeps paging on one busy second (`high_system_load` fired critical
+    within seconds of a worker starting). A rule whose `for_s` a user set (an `alert_rule.updated`
+    event that changed it) is left as the user wants it; enabling or disabling is no such edit."""
+    default = float(settings.alert_default_for_s)
+    now = now or utcnow()
+    t, cs, ae = schema.alert_rules, schema.control_state, schema.activity_events
+    with store.begin() as conn:
+        mark = store.insert(cs).values(key=FOR_UPGRADE_KEY, value={"for_s": default}, updated_by="upgrade",
+                                       updated_at=now)  # fmt: skip
+        mark = mark.on_conflict_do_nothing(index_elements=["key"]).returning(cs.c.key)
+        if conn.execute(mark).first() is None:
+            return []  # done before (or by another process right now)
+        if default <= 0:
+            return []
+        stale = set(conn.execute(
+            sa.select(t.c.name).where(t.c.managed_by == MANAGED_THRESHOLDS, t.c.for_s == 0)
+        ).scalars())  # fmt: skip
+        if not stale:
+            return []
+        for (meta,) in conn.execute(sa.select(ae.c.metadata).where(ae.c.event_type == "alert_rule.updated")):
+            meta = json.loads(meta) if isinstance(meta, str) else (meta or {})
+            if "for_s" in (meta.get("changes") or {}):
+                stale.discard(meta.get("rule"))
+        todo = sorted(stale)
+        if todo:
+            conn.execute(
+                sa.update(t).where(t.c.name.in_(todo), t.c.for_s == 0)
+                .values(for_s=default, updated_at=now, updated_by="upgrade")
+            )  # fmt: skip
+            audit.activity(conn, now, "alert_rule.upgraded",
+                           f"Threshold rules now wait {default:.0f} s before firing: {', '.join(todo)}",
+                           description="Seeded before threshold rules had a `for` (ALERT_DEFAULT_FOR_S)",
+                           metadata={"rules": todo, "for_s": default})  # fmt: skip
+    if todo:
+        log.info(
+            "threshold rules %s now wait %.0f s before firing (seeded with for_s=0)", ", ".join(todo), default
+        )
+    return todo

@@ -45,6 +45,7 @@ from observability.alerting.model import (
     validate_rule,
 )
 from observability.alerting.silences import row_to_silence
+from observability.outages import OutageLog
 from observability.redaction import redact_if_enabled
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
@@ -82,18 +83,21 @@ class AlertingService:
         self.store = store
         self.settings = settings or get_settings()
         self._seed_checked = False
+        self.outages = OutageLog(delivery.log)  # delivery failures: one line per channel per minute
 
     # ---- rules --------------------------------------------------------------------------------
 
     def ensure_seeded(self) -> list[str]:
-        """Seed the default rules if the rules table is empty (once per service object)."""
+        """Seed the default rules if the rules table is empty, and upgrade rules seeded by an older
+        version (`rules.upgrade_threshold_rules_for`), once per service object."""
         if self._seed_checked:
             return []
-        self._seed_checked = True
         with self.store.connect() as conn:
-            if conn.execute(sa.select(sa.func.count()).select_from(schema.alert_rules)).scalar():
-                return []
-        return rules.seed_default_rules(self.store, self.settings)
+            seeded = conn.execute(sa.select(sa.func.count()).select_from(schema.alert_rules)).scalar()
+        added = [] if seeded else rules.seed_default_rules(self.store, self.settings)
+        rules.upgrade_threshold_rules_for(self.store, self.settings)
+        self._seed_checked = True
+        return added
 
     def list_rules(self) -> list[AlertRule]:
         self.ensure_seeded()
@@ -225,17 +229,29 @@ class AlertingService:
     # ---- evaluation ---------------------------------------------------------------------------
 
     def check_and_send_alerts(
-        self, stats: Mapping[str, Any] | Iterable[Any], now: datetime | None = None, *, complete: bool = False
+        self,
+        stats: Mapping[str, Any] | Iterable[Any],
+        now: datetime | None = None,
+        *,
+        complete: bool = False,
+        deliver: bool = True,
     ) -> list[dict[str, Any]]:
         """Evaluate metric values (see `samples.from_stats` for the accepted shapes) against the
-        enabled rules; returns the alerts that started firing. Notifications are queued in the
-        outbox with the change and sent by the worker (`deliver_pending`)."""
+        enabled rules and send what is due; returns the alerts that started firing.
+
+        The document's one call to evaluate and dispatch, usable in a process without a worker:
+        notifications are queued in the outbox with the alert change, then the due outbox rows are
+        delivered here (`deliver=False` leaves them to the worker). Sending goes through the
+        worker's deliverer and its per-row claim, so a worker running at the same time never sends
+        a row twice; a failed send stays in the outbox for the next deliverer, with backoff."""
         self.ensure_seeded()
         now = _now(now)
         with optional_span(SPAN_SERVICE, "check_and_send_alerts") as s:
             samples, _ = samples_mod.from_stats(stats, rules.sla_targets(self.settings))
             result = evaluation.evaluate(self.store, self.settings, samples, now, complete=complete)
             s.set_attribute("alert_count", len(result.fired))
+        if deliver:
+            self.deliver_pending(now)
         return [self.get_alert(i) for i in result.fired]
 
     def update_metric(
@@ -269,7 +285,7 @@ class AlertingService:
 
     def deliver_pending(self, now: datetime | None = None) -> delivery.DeliveryReport:
         with optional_span(SPAN_SERVICE, "deliver_notifications"):
-            return delivery.deliver_pending(self.store, self.settings, _now(now))
+            return delivery.deliver_pending(self.store, self.settings, _now(now), outages=self.outages)
 
     # ---- alert actions ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # unit -> how a value is written for people (see observability.ui.fmt)
-UNITS = ("count", "per_min", "ratio", "ms", "usd", "tokens", "score", "x")
+UNITS = ("count", "per_min", "ratio", "ms", "usd", "tokens", "score", "x", "percent")
 
 EXACT = "exact"
 ROLLUPS = "rollups"
@@ -117,7 +117,19 @@ _METRICS = (
            window="the last hour", source=EXACT, alert_metric="blocked_handoffs_1h"),
     # -- conversations, activity, alerts
     Metric("active_conversations", "Active conversations", "count",
-           "Conversations not stopped with activity", window="the last 15 minutes", source=EXACT),
+           "Conversations not stopped with activity", window="the last 15 minutes", source=EXACT,
+           prometheus="obs_active_conversations"),
+    # -- the live figures of source document 004 (analytics.monitoring.live_metrics)
+    Metric("ai_confidence_avg", "AI confidence", "score", "Mean of the ai_confidence metric bots record (0 to 1)",
+           window="the last hour", source=EXACT, prometheus="obs_ai_confidence_avg"),
+    Metric("safety_score_avg", "Safety score", "score", "Mean of the safety_score metric bots record (0 to 1)",
+           window="the last hour", source=EXACT, prometheus="obs_safety_score_avg"),
+    Metric("system_load", "System load", "percent",
+           "CPU utilisation of the leading worker's host, all cores (the system_load metric; not the Unix load average)",
+           window="the latest reading (one per worker tick)", source=EXACT, prometheus="obs_system_load_percent"),
+    Metric("human_interventions_today", "Human interventions today", "count",
+           "Take-overs of a conversation by an operator", window="since 00:00 UTC today", source=EXACT,
+           prometheus="obs_human_interventions_today"),
     Metric("quality_score", "Quality", "score", "Mean conversation quality score (0 to 1)", source=EXACT),
     Metric("unread_events", "Unread", "count", "Activity events you have not marked as read", source=EXACT),
     Metric("firing_alerts", "Firing alerts", "count", "Alerts firing or acknowledged", window="now", source=EXACT,

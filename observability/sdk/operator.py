@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from observability import events as ev
+from observability.outages import OutageLog
 from observability.sdk.control_feed import ControlFeed, FeedCache
 from observability.sdk.store_reads import StoreReads
 from observability.settings import Settings
@@ -28,6 +29,11 @@ log = logging.getLogger("observability.sdk")
 
 _LOOKBACK = timedelta(seconds=10)  # a store poll re-reads this far back (deduplicated)
 _MAX_REMEMBERED = 10_000
+
+
+# OutageLog kinds
+READ = "operator message reads"
+DELIVERY = "operator message delivery"
 
 
 def published_message(item: Any) -> dict | None:
@@ -56,6 +62,7 @@ class OperatorMessages:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._outages = OutageLog(log)  # one line per failure kind per minute, with a count
         feed.on_operator_message(self._published)
 
     def handoff_instructions(self, conversation_id: str) -> str | None:
@@ -63,10 +70,12 @@ class OperatorMessages:
 
     def operator_messages(self, conversation_id: str, since: datetime | None = None) -> list[dict]:
         try:
-            return self._reads.operator_messages(conversation_id, to_naive_utc(since))
+            found = self._reads.operator_messages(conversation_id, to_naive_utc(since))
         except Exception as exc:  # noqa: BLE001
-            log.warning("cannot read operator messages for %s: %s", conversation_id, type(exc).__name__)
+            self._outages.failure(READ, "cannot read operator messages (an empty list returned)", exc)
             return []
+        self._outages.recovered(READ, "operator message reads")
+        return found
 
     def subscribe(
         self, callback: Callable[[dict], Any], conversation_id: str | None, since: datetime | None
@@ -140,6 +149,9 @@ class OperatorMessages:
                             callback(dict(m))
                         except Exception as exc:  # noqa: BLE001 - the bot's bug must not stop delivery
                             log.warning("operator message callback failed: %r", exc)
-            except Exception:  # noqa: BLE001 - this thread must outlive any bug
-                log.exception("operator message delivery failed; will retry")
+            except Exception as exc:  # noqa: BLE001 - this thread must outlive any bug
+                # a traceback once (OutageLog keeps it for the first non-outage failure), then a count
+                self._outages.failure(DELIVERY, "operator message delivery failed; will retry", exc)
                 time.sleep(0.5)
+            else:
+                self._outages.recovered(DELIVERY, "operator message delivery")

@@ -16,6 +16,7 @@ from typing import Any
 import redis as redis_lib
 
 from observability import keys
+from observability.outages import OutageLog
 from observability.settings import Settings
 from observability.store import Store
 from observability.store.ingest import write_batch
@@ -23,6 +24,7 @@ from observability.store.ingest import write_batch
 log = logging.getLogger(__name__)
 
 GROUP = keys.INGEST_GROUP
+VANISHED = "consumer group vanished"  # its OutageLog kind
 
 
 class StreamConsumer:
@@ -38,6 +40,7 @@ class StreamConsumer:
         self.rejected = 0  # single events rejected at ingest (the rest of their entry is stored)
         self.last_entries = 0  # entries the last drain_once took (some may have held no valid event)
         self._group_ready = False
+        self._outages = OutageLog(log)  # a group vanishing on every drain is one line a minute
 
     def ensure_group(self) -> None:
         if self._group_ready:
@@ -83,10 +86,12 @@ class StreamConsumer:
             if "NOGROUP" not in str(exc):
                 raise
             # Redis restarted without persistence (or the key was deleted): make the group again
-            log.warning("ingest stream or consumer group vanished; recreating it")
+            self._outages.failure(VANISHED, "ingest stream or consumer group vanished; recreating it")
             self._group_ready = False
             self.ensure_group()
             entries = self._read(block_ms)
+        else:
+            self._outages.recovered(VANISHED, "ingest stream consumer group")
         self.last_entries = len(entries)
         if not entries:
             return 0

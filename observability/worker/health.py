@@ -4,6 +4,11 @@ Three checks, each bounded in time so a hung store or Redis cannot hang the prob
 answers, Redis answers (when configured), and the workers tick (this worker's own heartbeat and
 the leader's are younger than `HEALTH_MAX_WORKER_LAG_S`, default 4 ticks and at least 60 s). A
 worker that has just started gets that long to tick before its absence counts against it.
+
+`status` is "ok", "unhealthy" (503) or "degraded" (200: it works, but something is at risk and
+`reasons` says what): a Redis without an append-only file is degraded, because a Redis restart
+loses the events bots wrote to the stream that no worker has stored yet, and nothing else would
+say so (the bots counted them as written).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from observability import redis_client
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.sqlhelpers import as_datetime
@@ -92,11 +98,12 @@ class HealthChecker:
 
     def _redis(self) -> dict:
         self.redis.ping()
-        return {"ok": True}
+        return {"ok": True, "persistence": redis_client.persistence(self.redis).as_dict()}
 
     def check(self) -> tuple[bool, dict]:
         """(healthy, the JSON document): every check, and a reason for each one that failed."""
         reasons: list[str] = []
+        degraded: list[str] = []  # works, but at risk: status "degraded", still 200
         store = self._bounded(self._store)
         heartbeats = store.pop("heartbeats", None)
         now = store.pop("now", None) or self.now()
@@ -107,12 +114,15 @@ class HealthChecker:
             checks["redis"] = self._bounded(self._redis)
             if not checks["redis"]["ok"]:
                 reasons.append(f"redis unreachable: {checks['redis'].get('error')}")
+            elif checks["redis"]["persistence"]["reason"]:
+                degraded.append(checks["redis"]["persistence"]["reason"])
+        checks["monitoring"] = {"enabled": self.settings.monitoring_enabled}  # MONITORING_ENABLED
         checks["worker"], problems = self._workers(heartbeats, now)
         reasons += problems
         healthy = not reasons
         return healthy, {
-            "status": "ok" if healthy else "unhealthy",
-            "reasons": reasons,
+            "status": "unhealthy" if not healthy else "degraded" if degraded else "ok",
+            "reasons": reasons + degraded,
             "checks": checks,
             "worker_id": self.worker_id,
             "time": now.isoformat() + "Z",

@@ -17,6 +17,7 @@ from typing import IO
 import sqlalchemy as sa
 
 from observability.localfiles import open_private
+from observability.outages import OutageLog
 from observability.settings import Settings
 from observability.store import Store
 
@@ -26,9 +27,10 @@ log = logging.getLogger("observability.worker")
 class LeaderLock:
     """Held for as long as the worker leads; lost if its connection or process dies."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, *, outages: OutageLog | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.outages = outages or OutageLog(log)
         self._conn: sa.Connection | None = None
         self._fh: IO[str] | None = None
 
@@ -39,13 +41,13 @@ class LeaderLock:
     def try_acquire(self) -> bool:
         """True while this worker leads: takes the lock if free, or checks that it still holds it."""
         try:
-            if self.store.is_postgres:
-                return self._pg()
-            return self._file()
+            held = self._pg() if self.store.is_postgres else self._file()
         except Exception as exc:  # noqa: BLE001
-            log.warning("leader lock check failed: %s", exc)
+            self.outages.failure("leader lock", "leader lock check failed", exc)
             self.release()
             return False
+        self.outages.recovered("leader lock", "leader lock check")
+        return held
 
     def _pg(self) -> bool:
         if self._conn is not None:

@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from observability.analytics import catalog, sla
+from observability import redis_client
+from observability.analytics import catalog, monitoring, sla
+from observability.outages import OutageLog
 from observability.settings import Settings
 from observability.store import Store, retention, schema
 from observability.store.sqlhelpers import as_datetime
@@ -36,6 +38,14 @@ LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 ALERT_SEVERITIES = ("info", "warning", "critical")
 WORKERS_SHOWN_FOR = timedelta(hours=1)
 NONE = sa.literal_column("''")
+# catalog metric -> its key in monitoring.live_metrics (source document 004's live figures)
+LIVE_FIGURES = {
+    "active_conversations": "conversations_active",
+    "ai_confidence_avg": "ai_confidence_avg",
+    "safety_score_avg": "safety_score_avg",
+    "system_load": "system_load",
+    "human_interventions_today": "human_interventions",
+}
 
 
 class StoreCollector:
@@ -72,6 +82,7 @@ class StoreCollector:
             self.consumer = StreamConsumer(store, redis, settings, "metrics")
         self.receiver = receiver
         self.now = now
+        self.outages = OutageLog(log)  # a scrape every few seconds during an outage: one line a minute
 
     def describe(self) -> list:
         return []  # nothing fixed; avoids a store query when the collector is registered
@@ -84,8 +95,9 @@ class StoreCollector:
             with self.store.connect() as conn:
                 families = list(self._store_families(conn, now))
             up.add_metric([], 1)
+            self.outages.recovered("store", "metrics: store")
         except Exception as exc:  # noqa: BLE001 - a scrape still answers when the store is down
-            log.warning("metrics: store unavailable: %s", exc)
+            self.outages.failure("store", "metrics: store unavailable", exc)
             families = []
             up.add_metric([], 0)
         yield up
@@ -114,7 +126,20 @@ class StoreCollector:
         yield window
         yield self._alerts(conn)
         yield from self._sla(now)
+        yield from self._live(now)
         yield from self._lag(conn, now)
+
+    def _live(self, now: datetime) -> Iterator[Any]:
+        """The live figures of source document 004, from `monitoring.live_metrics` (what the Live
+        monitoring page shows), named and described by the metric catalog. A figure with no data
+        (no ai_confidence recorded in the last hour, say) has no sample, rather than a made-up 0."""
+        live = monitoring.live_metrics(self.store, now)
+        for name, key in LIVE_FIGURES.items():
+            m = catalog.get(name)
+            fam = GaugeMetricFamily(m.prometheus, m.describe())
+            if live.get(key) is not None:
+                fam.add_metric([], float(live[key]))
+            yield fam
 
     def _sla(self, now: datetime) -> Iterator[Any]:
         """The SLA evaluation of the alert window (`analytics.sla`, what `sla_violation` and the
@@ -281,12 +306,22 @@ class StoreCollector:
         try:
             self.redis.ping()
             up.add_metric([], 1)
+            self.outages.recovered("redis", "metrics: Redis")
         except Exception as exc:  # noqa: BLE001
-            log.warning("metrics: Redis unavailable: %s", exc)
+            self.outages.failure("redis", "metrics: Redis unavailable", exc)
             up.add_metric([], 0)
             yield up
             return
         yield up
+        durable = GaugeMetricFamily("obs_redis_persistent", "1 when Redis keeps the ingest stream across a "
+                                    "restart (appendonly yes), 0 when it does not, absent when it will not say")  # fmt: skip
+        try:
+            p = redis_client.persistence(self.redis)
+            if p.durable is not None:
+                durable.add_metric([], 1 if p.durable else 0)
+        except Exception as exc:  # noqa: BLE001
+            self.outages.failure("redis persistence", "metrics: cannot read Redis persistence", exc)
+        yield durable
         depth = GaugeMetricFamily("obs_ingest_queue_depth", "Ingest stream entries: in the stream, "
                                   "and delivered to a worker but not yet stored", labels=["state"])  # fmt: skip
         length = self.consumer.stream_length()

@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability import redaction, redis_client, telemetry
+from observability.outages import OutageLog, one_line
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.store.stream import StreamConsumer
@@ -57,7 +58,8 @@ class Worker:
         )
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.steps = STEPS if steps is None else steps
-        self.lock = LeaderLock(self.store, self.settings)
+        self.outages = OutageLog(log)  # during an outage: one line per failure kind per minute
+        self.lock = LeaderLock(self.store, self.settings, outages=self.outages)
         self.consumer = (
             StreamConsumer(self.store, self.redis, self.settings, self.worker_id)
             if self.redis is not None
@@ -74,6 +76,15 @@ class Worker:
         """Move stream entries into the store; returns events stored."""
         if self.consumer is None:
             return 0
+        try:
+            stored = self._drain(block_ms, until_empty)
+        except Exception as exc:
+            self.outages.failure("ingest", "ingest drain failed (entries stay pending in the stream)", exc)
+            raise
+        self.outages.recovered("ingest", "ingest drain")
+        return stored
+
+    def _drain(self, block_ms: int, until_empty: bool) -> int:
         total = 0
         while True:
             n = self.consumer.drain_once(block_ms=block_ms)
@@ -90,8 +101,7 @@ class Worker:
         outcomes: dict[str, str] = {}
         try:
             self.drain()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("ingest drain failed (entries stay pending): %s", exc)
+        except Exception as exc:  # noqa: BLE001 - logged by drain(), rate-limited
             outcomes["ingest"] = f"error: {exc}"
         if self.consumer is not None:
             self.state["stream_pending"] = self.consumer.pending_count()
@@ -104,22 +114,38 @@ class Worker:
             self.leading = leader
         ctx = TickContext(self.store, self.settings, self.redis, self.worker_id, leader,
                           now or utcnow(), self.state)  # fmt: skip
+        failed: dict[str, list[tuple[str, Exception]]] = {}  # exception type -> the steps it stopped
         for step in self.steps:
-            if step.leader_only and not leader:
+            if (step.leader_only and not leader) or (
+                step.monitoring and not self.settings.monitoring_enabled
+            ):
                 continue
             try:
                 with telemetry.optional_span("observability.worker", step.name):
                     step.run(ctx)
                 outcomes[step.name] = "ok"
             except Exception as exc:  # noqa: BLE001
-                log.exception("worker step %s failed", step.name)
+                failed.setdefault(type(exc).__name__, []).append((step.name, exc))
                 outcomes[step.name] = f"error: {exc}"
+        self._log_steps(failed)
         self.state["last_tick_ms"] = (time.perf_counter() - started) * 1000
         return outcomes
+
+    def _log_steps(self, failed: dict[str, list[tuple[str, Exception]]]) -> None:
+        """One rate-limited line per kind of step failure (the exception type), naming the steps:
+        a store outage stops every step, and that is one line a minute, not one traceback each."""
+        for kind in [k for k in self.outages.failing() if k.startswith("steps ") and k[6:] not in failed]:
+            self.outages.recovered(kind, f"worker steps failing with {kind[6:]}")
+        for type_name, items in failed.items():
+            names = ", ".join(name for name, _ in items)
+            self.outages.failure(f"steps {type_name}", f"worker steps failed ({names})", items[0][1])
 
     def run_forever(self) -> None:
         next_tick = 0.0
         log.info("worker %s started (tick %.1fs)", self.worker_id, self.settings.worker_tick_s)
+        if not self.settings.monitoring_enabled:
+            log.warning("monitoring is off (MONITORING_ENABLED=false): no system load readings, alert "
+                        "evaluation or escalation; events are still stored")  # fmt: skip
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_tick:
@@ -130,15 +156,14 @@ class Worker:
             if self.consumer is not None:
                 try:
                     self.drain(block_ms=max(wait_ms, 1), until_empty=False)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("ingest drain failed (entries stay pending): %s", exc)
+                except Exception:  # noqa: BLE001 - logged by drain(), rate-limited
                     self._stop.wait(1.0)
             else:
                 self._stop.wait(wait_ms / 1000)
         try:  # drain what is left before exiting
             self.drain()
         except Exception as exc:  # noqa: BLE001
-            log.warning("final drain failed (entries stay pending for the next worker): %s", exc)
+            log.warning("final drain failed (entries stay pending for the next worker): %s", one_line(exc))
         self.close()
         log.info("worker %s stopped", self.worker_id)
 

@@ -2,6 +2,9 @@
 
 A step is a function taking a `TickContext`; the services it calls know nothing of the worker.
 Order matters: data first (rollups), then what reads it (scores, alerts), then delivery.
+Steps marked `monitoring` (system load readings, alert evaluation, escalation: the "monitoring
+service" of source document 004) are skipped while `MONITORING_ENABLED` is false; ingest, rollups,
+retention, scoring, the gate mirror and delivery of notifications already queued go on.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Step:
     name: str
     run: Callable[[TickContext], Any]
     leader_only: bool = True
+    monitoring: bool = False  # part of live monitoring: skipped while MONITORING_ENABLED is false
 
 
 # ---- built-in steps ---------------------------------------------------------------------------
@@ -132,12 +136,16 @@ def step_alerts_deliver(ctx: TickContext) -> None:
 # The one registration point. Order matters: data first, then what reads it.
 STEPS: list[Step] = [
     Step("rollups", step_rollups),
-    Step("system_load", step_system_load),
+    Step("system_load", step_system_load, monitoring=True),
     Step("retention", retention.step),  # daily partitions ahead (PostgreSQL), expired rows out
     Step("control_sync", step_control_sync, leader_only=False),  # Redis mirror of gates
     Step("conversation_scoring", step_conversation_scoring),  # scores on conversations with new messages
-    Step("alerts_evaluate", step_alerts_evaluate),  # rules on this tick's metrics (seeds defaults)
-    Step("alerts_escalate", step_alerts_escalate),  # due escalation steps, held notifications
+    Step(
+        "alerts_evaluate", step_alerts_evaluate, monitoring=True
+    ),  # rules on this tick's metrics (seeds defaults)
+    Step(
+        "alerts_escalate", step_alerts_escalate, monitoring=True
+    ),  # due escalation steps, held notifications
     Step("alerts_deliver", step_alerts_deliver),  # the notification outbox, with backoff
     Step("heartbeat", step_heartbeat, leader_only=False),
 ]

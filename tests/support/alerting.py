@@ -448,6 +448,7 @@ class Harness:
 
     def at(self, t: float, stats: dict | None = None) -> list[dict]:
         now = self.now(t)
+        self.peers.clock = t  # check_and_send_alerts delivers what it queues at once
         fired = self.svc.check_and_send_alerts(stats, now=now) if stats is not None else []
         self.tick(t)
         return fired
