@@ -32,7 +32,7 @@ ALERT_RULE = "sla_violation"
 COLOURS = {sla.WITHIN: "#2e7d32", sla.BREACH: "#c62828", sla.NO_DATA: "#9e9e9e"}
 
 
-def headline(ev: dict, alert: dict, spend: dict[str, float]) -> None:
+def headline(ev: dict, spend: dict[str, float]) -> None:
     """What the table below says, in one sentence: never green while a row breaches."""
     rows = ev["rows"]
     measured = rows[rows["status"] != sla.NO_DATA]
@@ -54,9 +54,7 @@ def headline(ev: dict, alert: dict, spend: dict[str, float]) -> None:
                 + f". {r.bot} spent {fmt.text('llm_cost_usd', spend.get(r.bot, 0.0))} on LLM calls in that window.",
                 icon=":material/speed:",
             )  # fmt: skip
-    firing = alert["rows"]
-    firing = firing[firing["status"] == sla.BREACH]
-    firing = firing[firing["breaches"].str.contains("P95")]
+    firing = data.sla_alert_breaches(bots)  # the same function as Overview's "P95 over SLA" column
     if not firing.empty:
         pairs = ", ".join(f"{r.bot} · {r.operation} ({fmt.text('sla_p95_ratio', r.p95_ratio)})"
                           for r in firing.itertuples(index=False))  # fmt: skip
@@ -79,7 +77,7 @@ def live() -> None:
         return
     spend_rows = data.llm_breakdown(window, bots, ("bot",))
     spend = dict(zip(spend_rows["bot"], spend_rows["cost_usd"], strict=True)) if not spend_rows.empty else {}
-    headline(ev, alert, spend)
+    headline(ev, spend)
 
     rows = ev["rows"]
     measured = rows[rows["status"] != sla.NO_DATA]

@@ -176,3 +176,41 @@ def test_overview_spend_today_equals_the_metric_catalog_formatting_of_the_servic
     at = run("Home.py")
     k = monitoring.overview_kpis(demo)
     assert metric(at, catalog.get("spend_today_usd").label) == f"${k.spend_today_usd:,.2f}"
+
+
+@pytest.fixture
+def ops_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A store with tracked operations of bots without LLM calls: buyer_bot's `process` 25 times at
+    4,000 ms (P95 target 1,800 ms) and seller_bot's 5 times (fewer than ALERT_MIN_SAMPLES), in the
+    last 2 minutes; three LLM calls of lead_bot so that the Overview draws its tables."""
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    now = utcnow()
+    ops = [["op", uuid.uuid4().hex, to_epoch(now - timedelta(seconds=110 - 4 * i)), bot, "process", 4000.0,
+            True, False, None] for bot, n in (("buyer_bot", 25), ("seller_bot", 5)) for i in range(n)]  # fmt: skip
+    calls = [["llm", uuid.uuid4().hex, to_epoch(now - timedelta(seconds=60 + i)), "lead_bot", "qualifier", "qualify",
+              "claude-sonnet-4-5", "anthropic", 500, 100, 0, 0, 900.0, False, None, f"c{i}", True, None]
+             for i in range(3)]  # fmt: skip
+    assert ingest.write_batch(store, ops + calls).rejected == 0
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    yield store
+    store.dispose()
+    reset_settings_cache()
+
+
+def test_overview_column_and_bot_health_alert_note_list_the_same_breaches(ops_only: Store) -> None:
+    """Overview listed only bots with LLM calls, and Bot health's note counted pairs over too few
+    operations: both now read `sla.alert_breaches`."""
+    assert get_settings().alert_min_samples > 5
+    expected = {(r.bot, r.operation) for r in sla.alert_breaches(ops_only)}
+    assert expected == {("buyer_bot", "process")}
+    ov = run("Home.py")
+    bots = table(ov, "slow_operations").set_index("bot")
+    assert {(b, op) for b, ops in bots["slow_operations"].items() for op in ops.split(", ") if op} == expected
+    bh = run("pages/bot_health.py")
+    [note] = [w.value for w in bh.warning if "sla_violation" in w.value]
+    assert "buyer_bot · process" in note and "seller_bot" not in note

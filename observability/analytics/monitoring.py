@@ -261,11 +261,8 @@ def slow_bots(store: Store, window: Window = "1h", bots: Sequence[str] | None = 
 
 
 def sla_breaches_now(store: Store, now: datetime | None = None) -> list[sla.SlaRow]:
-    """SLA pairs whose P95 is above its target over the alert window (`sla.alert_window_s`) with at
-    least ALERT_MIN_SAMPLES operations: the breaches the `sla_violation` rule acts on."""
-    evaluation = sla.evaluate(store, sla.alert_window_s(), now=resolve_now(now))
-    need = max(get_settings().alert_min_samples, 1)
-    return [r for r in evaluation.breaching if "p95" in r.breaches and r.count >= need]
+    """`sla.alert_breaches` at `now`: the breaches the `sla_violation` rule acts on."""
+    return sla.alert_breaches(store, now=resolve_now(now))
 
 
 def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -278,12 +275,13 @@ def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
     hour = {r["bot"]: r for r in svc.cost_breakdown("bot", 3600, now=now, percentiles=True)}
     since_midnight = (now - floor_day(now)).total_seconds()
     today = svc.cost_by_bot(since_midnight, now=now) if since_midnight > 0 else {}
-    names = sorted(b for b in set(hour) | set(today) if b is not None)
-    if not names:
-        return []
     slow_ops: dict[str, list[str]] = defaultdict(list)
     for r in sla_breaches_now(store, now):
         slow_ops[r.bot].append(r.operation)
+    # a bot breaching its SLA is listed even without LLM calls (else its breach had no row to show)
+    names = sorted(b for b in set(hour) | set(today) | set(slow_ops) if b is not None)
+    if not names:
+        return []
     rows = []
     for b in names:
         h = hour.get(b, {})

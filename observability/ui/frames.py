@@ -281,6 +281,16 @@ def sla_evaluation(store: Store, window: Window = "1h", bots: Sequence[str] | No
     return {"rows": df, "window": ev.window, "source": ev.source, "approximate": ev.approximate}
 
 
+def sla_alert_breaches(
+    store: Store, bots: Sequence[str] | None = None, now: datetime | None = None
+) -> pd.DataFrame:
+    """`sla.alert_breaches`: the pairs the `sla_violation` rule acts on now (bot, operation,
+    operations, p95, target_p95, p95_ratio), the same function as Overview's column."""
+    rows = sla.alert_breaches(store, now=resolve_now(now), bots=_bots(bots))
+    cols = ["bot", "operation", "requests", "p95", "target_p95", "p95_ratio"]
+    return pd.DataFrame([{k: r.as_dict()[k] for k in cols} for r in rows], columns=cols)
+
+
 def bot_throughput(store: Store, window: Window = "1h", bots: Sequence[str] | None = None,
                    now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
     """`get_all_bot_stats` per bot: operations (`requests`) and per minute, errors, error and cache
