@@ -214,3 +214,31 @@ def test_overview_column_and_bot_health_alert_note_list_the_same_breaches(ops_on
     bh = run("pages/bot_health.py")
     [note] = [w.value for w in bh.warning if "sla_violation" in w.value]
     assert "buyer_bot · process" in note and "seller_bot" not in note
+
+
+def test_live_monitoring_response_time_now_is_the_last_5_minutes_p95_and_status_follows_it(demo: Store) -> None:
+    at = run("pages/live_monitoring.py", {"metric": "response_time", "timeframe": "1h"})
+    label = catalog.get("llm_p95_now_ms").label
+    assert "last 5 min" in label
+    now_p95 = {monitoring.live_metrics(demo)["response_time_p95_5m"] for _ in range(1)}
+    shown = [m.value for m in at.metric if m.label == label]
+    assert len(shown) == 2 and shown[0] == shown[1]  # the tile and the drill-down's "now"
+    assert shown[0] in {f"{v:,.0f} ms" for v in now_p95}
+    hour = monitoring.live_metrics(demo)["response_time_avg"]
+    assert shown[0] != f"{hour:,.0f} ms", "'now' must not be the hour's mean"
+    d = monitoring.drill_down(demo, "response_time", "1h")
+    expected = monitoring.threshold_status(d.current_value, d.thresholds, "up")
+    assert metric(at, "Status now").endswith(expected)
+    assert not at.dataframe, "the drill-down's table only repeated the chart"
+    [picker] = at.selectbox
+    assert picker.format_func("response_time") == catalog.get("llm_p95_bucket_ms").label
+    assert all(picker.format_func(k) == catalog.get(m.series_metric).label for k, m in monitoring.METRICS.items())
+
+
+def test_live_monitoring_shows_no_percentiles_of_per_minute_counts(demo: Store) -> None:
+    at = run("pages/live_monitoring.py", {"metric": "conversations", "timeframe": "1h"})
+    labels = {m.label for m in at.metric}
+    assert not {lab for lab in labels if lab.startswith(("P50", "P95", "P99"))}
+    d = monitoring.drill_down(demo, "conversations", "1h")
+    assert d.percentile_data == {}
+    assert metric(at, "Total, last 1h") == f"{d.extra['total']:,.0f}"

@@ -321,11 +321,11 @@ def test_live_monitoring_tiles_and_drill_down_match_the_monitoring_functions(dem
     live = monitoring.live_metrics(demo)
     at = run_page("live_monitoring", query={"metric": "ai_confidence", "timeframe": "6h"})
     assert metric(at, "Messages today") == f"{live['messages_processed']:,.0f}"
-    assert metric(at, "Claude cost today") == f"${live['claude_cost_today']:,.2f}"
-    assert metric(at, "Open alerts") == "1"
+    assert metric(at, "Claude spend today, Anthropic only") == f"${live['claude_cost_today']:,.2f}"
+    assert metric(at, "Firing alerts") == "1"
     d = monitoring.drill_down(demo, "ai_confidence", "6h")
-    assert metric(at, "P95") == f"{d.percentile_data['p95']:.2f}"
-    assert metric(at, "P50") == f"{d.percentile_data['p50']:.2f}"
+    assert metric(at, "P95, last 6h") == f"{d.percentile_data['p95']:.2f}"
+    assert metric(at, "P50, last 6h") == f"{d.percentile_data['p50']:.2f}"
     assert len(at.get("plotly_chart")) == 1
 
 

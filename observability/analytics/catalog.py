@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # unit -> how a value is written for people (see observability.ui.fmt)
-UNITS = ("count", "per_min", "ratio", "ms", "usd", "tokens", "score", "x")
+UNITS = ("count", "per_min", "ratio", "percent", "ms", "usd", "tokens", "score", "x")
 
 EXACT = "exact"
 ROLLUPS = "rollups"
@@ -86,12 +86,21 @@ _METRICS = (
     Metric("llm_cost_usd", "LLM spend", "usd", "Cost of LLM calls, every provider", prometheus="obs_llm_cost_usd_total"),
     Metric("llm_cost_saved_usd", "Saved by caching", "usd", "What cached tokens and cached responses saved",
            prometheus="obs_llm_cache_savings_usd_total"),
-    Metric("spend_today_usd", "Spend today (all models)", "usd", "Cost of LLM calls of every provider",
+    # three spend figures that differ on purpose: which providers, and since when (all UTC)
+    Metric("spend_today_usd", "Spend today, all providers", "usd",
+           "Cost of LLM calls of every provider and model (Claude included)", window="since 00:00 UTC today",
+           source=EXACT),
+    Metric("claude_cost_today_usd", "Claude spend today, Anthropic only", "usd",
+           "Cost of Claude calls only (provider Anthropic or a claude-* model); other providers are left out",
            window="since 00:00 UTC today", source=EXACT),
-    Metric("claude_cost_today_usd", "Claude spend today", "usd", "Cost of Claude calls only (Anthropic or claude-*)",
-           window="since 00:00 UTC today", source=EXACT),
-    Metric("spend_month_to_date_usd", "Spend month to date (all models)", "usd", "Cost of LLM calls of every provider",
+    Metric("spend_month_to_date_usd", "Spend month to date, all providers", "usd",
+           "Cost of LLM calls of every provider and model, today included",
            window="since the 1st of the month, 00:00 UTC", source=ROLLUPS),
+    Metric("claude_requests_today", "Claude requests today, Anthropic only", "count",
+           "Claude calls (provider Anthropic or a claude-* model)", window="since 00:00 UTC today", source=EXACT),
+    Metric("llm_p95_now_ms", "Response time now (LLM P95, last 5 min)", "ms",
+           "95th percentile of LLM call latency; the live 'now' figure, judged against the response_time "
+           "thresholds", window="the last 5 minutes", source=EXACT),
     # -- bot responses (bot_interactions; BotMetricsCollector)
     Metric("interactions", "Bot responses", "count", "Bot responses (interactions)", source=EXACT),
     Metric("response_error_rate", "Response error rate", "ratio", "Failed bot responses / bot responses",
@@ -118,8 +127,38 @@ _METRICS = (
     # -- conversations, activity, alerts
     Metric("active_conversations", "Active conversations", "count",
            "Conversations not stopped with activity", window="the last 15 minutes", source=EXACT),
-    Metric("quality_score", "Quality", "score", "Mean conversation quality score (0 to 1)", source=EXACT),
-    Metric("unread_events", "Unread", "count", "Activity events you have not marked as read", source=EXACT),
+    Metric("quality_score", "Quality", "ratio",
+           "Mean conversation quality score, shown as a percentage (0 to 100 %)", source=EXACT),
+    Metric("unread_events", "Unread in range", "count",
+           "Activity events in the selected range and filters that you have not marked as read", source=EXACT),
+    Metric("conversations_today", "Conversations today", "count", "Conversations started",
+           window="since 00:00 UTC today", source=EXACT),
+    Metric("conversations_per_bucket", "Conversations with messages", "count",
+           "Distinct conversations with at least one message in the interval", source=EXACT),
+    Metric("messages_today", "Messages today", "count", "Messages of every conversation",
+           window="since 00:00 UTC today", source=EXACT),
+    Metric("messages", "Messages", "count", "Messages of every conversation", source=EXACT),
+    Metric("ai_confidence_1h", "AI confidence, mean last hour", "score",
+           "Mean of the recorded ai_confidence values (0 to 1)", window="the last hour", source=EXACT),
+    Metric("safety_score_1h", "Safety score, mean last hour", "score",
+           "Mean of the recorded safety_score values (0 to 1)", window="the last hour", source=EXACT),
+    Metric("ai_confidence", "AI confidence", "score", "Mean of the recorded ai_confidence values (0 to 1)",
+           source=EXACT),
+    Metric("safety_score", "Safety score", "score", "Mean of the recorded safety_score values (0 to 1)",
+           source=EXACT),
+    Metric("system_load_now", "System load, latest", "percent", "The latest recorded system_load value",
+           window="now (latest sample)", source=EXACT),
+    Metric("system_load", "System load", "percent", "Mean of the recorded system_load values", source=EXACT),
+    Metric("human_interventions_today", "Human take-overs today", "count", "Take-overs by an operator",
+           window="since 00:00 UTC today", source=EXACT),
+    Metric("human_interventions", "Human take-overs", "count", "Take-overs by an operator", source=EXACT),
+    Metric("alerts_fired", "Alerts fired", "count", "Alerts fired", source=EXACT),
+    Metric("claude_requests", "Claude requests, Anthropic only", "count",
+           "Claude calls (provider Anthropic or a claude-* model)"),
+    Metric("claude_cost_usd", "Claude spend, Anthropic only", "usd",
+           "Cost of Claude calls (provider Anthropic or a claude-* model)"),
+    Metric("llm_p95_bucket_ms", "LLM P95 latency per interval", "ms",
+           "95th percentile of LLM call latency in each interval of the chart"),
     Metric("firing_alerts", "Firing alerts", "count", "Alerts firing or acknowledged", window="now", source=EXACT,
            prometheus="obs_alerts_open"),
     Metric("cost_anomalies", "Cost anomalies", "count",

@@ -23,6 +23,7 @@ _FORMATS = {
     "tokens": ("{:,.0f}", "%d"),
     "per_min": ("{:,.1f}", "%.1f"),
     "ratio": ("{:.1%}", "percent"),
+    "percent": ("{:.1f}%", "%.1f%%"),
     "ms": ("{:,.0f} ms", "%.0f ms"),
     "usd": ("${:,.2f}", "dollar"),
     "score": ("{:.2f}", "%.2f"),
