@@ -8,6 +8,7 @@ in the README, and can be overridden in tests with `Settings.from_env({...})` wi
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -168,6 +169,10 @@ class Settings:
     # --- console --------------------------------------------------------------------------
     console_cache_ttl_s: int = 15
     monthly_budget_usd: float = 500.0
+    # a call is a cost anomaly when it is above BOTH: a dollar amount worth acting on, and this many
+    # standard deviations above its agent's mean (cost page, analytics.agent_costs)
+    cost_anomaly_min_usd: float = 0.10
+    cost_anomaly_z: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -284,9 +289,17 @@ class Settings:
             otel_service_name=_str(e.get("OTEL_SERVICE_NAME"), None),
             console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
             monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
+            cost_anomaly_min_usd=_float(e.get("COST_ANOMALY_MIN_USD"), d.cost_anomaly_min_usd),
+            cost_anomaly_z=_float(e.get("COST_ANOMALY_Z"), d.cost_anomaly_z),
         )
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.cost_anomaly_z) and self.cost_anomaly_z > 0):
+            raise ValueError(f"COST_ANOMALY_Z must be a positive number, not {self.cost_anomaly_z!r}")
+        if not (math.isfinite(self.cost_anomaly_min_usd) and self.cost_anomaly_min_usd >= 0):
+            raise ValueError(
+                f"COST_ANOMALY_MIN_USD must be zero or more dollars, not {self.cost_anomaly_min_usd!r}"
+            )
         if self.alert_email_security not in EMAIL_SECURITY:
             raise ValueError(
                 f"ALERT_EMAIL_SECURITY must be one of {', '.join(EMAIL_SECURITY)}, "

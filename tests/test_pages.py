@@ -236,7 +236,7 @@ def test_cost_tracking_matches_the_services_and_lists_anomalies_and_unpriced_mod
     week = svc.dashboard(7 * 86_400)
     at = run_page("cost_tracking")
     after = svc.spend_forecast()
-    assert metric(at, "Month to date") == f"${fc['spend_mtd_usd']:,.2f}"
+    assert metric(at, "Spend month to date, all providers") == f"${fc['spend_mtd_usd']:,.2f}"
     # the forecast moves with the clock (days left in the month): the page's lies between the two
     lo, hi = sorted((fc["forecast_month_end_usd"], after["forecast_month_end_usd"]))
     shown = float(metric(at, "Forecast to month end").lstrip("$").replace(",", ""))
@@ -278,6 +278,36 @@ def test_only_managers_and_admins_set_the_budget_and_the_page_shows_it(demo_copy
     common.clear_caches()
     at = run_page("cost_tracking")
     assert metric(at, "Monthly budget") == "$1,234.00"
+
+
+def test_budget_form_says_what_happened_keeps_a_refused_value_and_warns_far_from_the_spend(
+    demo_copy: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo = demo_copy
+    monkeypatch.setenv("AUTH_MODE", "password")
+    reset_settings_cache()
+    if auth.get_user(demo, "boss2") is None:
+        auth.create_user(demo, "boss2", auth.MANAGER, "manager-pass-3")
+    svc = LLMObservabilityService(demo)
+    before = svc.monthly_budget()
+    at = run_page("cost_tracking", session={"user": auth.User("boss2", auth.MANAGER)})
+    field = next(n for n in at.number_input if n.label == "Monthly budget (USD)")
+    field.set_value(0.0)
+    next(b for b in at.button if b.label == "Save budget").click()
+    at.run()
+    assert svc.monthly_budget() == before  # refused: nothing changed
+    assert any("Not saved" in e.value and "positive" in e.value for e in at.error)
+    assert (
+        next(n for n in at.number_input if n.label == "Monthly budget (USD)").value == 0.0
+    )  # typed value kept
+    forecast = svc.spend_forecast()["forecast_month_end_usd"]
+    far = round(max(forecast, 1.0) * 100, 2)
+    next(n for n in at.number_input if n.label == "Monthly budget (USD)").set_value(far)
+    next(b for b in at.button if b.label == "Save budget").click()
+    at.run()
+    assert svc.monthly_budget() == far
+    assert any(f"Saved: the monthly budget is now ${far:,.2f}" in s.value for s in at.success)
+    assert any("times that" in w.value for w in at.warning)
 
 
 def test_budget_form_saves_through_the_service(demo_copy: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # unit -> how a value is written for people (see observability.ui.fmt)
-UNITS = ("count", "per_min", "ratio", "percent", "ms", "usd", "tokens", "score", "x")
+UNITS = ("count", "per_min", "ratio", "percent", "ms", "usd", "usd_precise", "tokens", "score", "x", "sigma")
 
 EXACT = "exact"
 ROLLUPS = "rollups"
@@ -101,6 +101,26 @@ _METRICS = (
     Metric("llm_p95_now_ms", "Response time now (LLM P95, last 5 min)", "ms",
            "95th percentile of LLM call latency; the live 'now' figure, judged against the response_time "
            "thresholds", window="the last 5 minutes", source=EXACT),
+    Metric("llm_cost_per_request_usd", "Cost per request", "usd_precise", "LLM spend / LLM calls"),
+    Metric("input_tokens", "Input tokens", "tokens", "Input (prompt) tokens of LLM calls, cached ones included"),
+    Metric("output_tokens", "Output tokens", "tokens", "Output (completion) tokens of LLM calls"),
+    Metric("cache_read_tokens", "Cache-read tokens", "tokens", "Input tokens read from the prompt cache"),
+    Metric("cache_write_tokens", "Cache-write tokens", "tokens", "Input tokens written to the prompt cache"),
+    Metric("total_tokens", "Total tokens", "tokens", "Input + output tokens of LLM calls"),
+    Metric("unpriced_calls", "Calls to unpriced models", "count",
+           "LLM calls to models missing from data/model_prices.json (priced at $0)"),
+    # -- agents (DecisionCostTracker)
+    Metric("agent_decisions", "Decisions", "count", "LLM calls made by the agent"),
+    Metric("agent_cost_usd", "Agent spend", "usd", "Cost of the agent's LLM calls"),
+    Metric("agent_cost_per_decision_usd", "Cost per decision", "usd_precise", "Agent spend / decisions"),
+    Metric("agent_tokens_per_decision", "Tokens per decision", "tokens", "Input + output tokens / decisions"),
+    Metric("agent_success_rate", "Decision success rate", "ratio", "Decisions without an error / decisions"),
+    Metric("agent_cost_per_1k_tokens_usd", "Cost per 1,000 tokens", "usd_precise",
+           "Agent spend / (input + output tokens) × 1,000"),
+    Metric("cost_anomaly_z", "z-score", "sigma",
+           "Standard deviations of the call's cost above its agent's mean cost over the window"),
+    Metric("anomaly_call_cost_usd", "Call cost", "usd_precise", "Cost of the one LLM call"),
+    Metric("agent_mean_cost_usd", "Agent's mean call cost", "usd_precise", "The agent's mean cost per call over the window"),
     # -- bot responses (bot_interactions; BotMetricsCollector)
     Metric("interactions", "Bot responses", "count", "Bot responses (interactions)", source=EXACT),
     Metric("response_error_rate", "Response error rate", "ratio", "Failed bot responses / bot responses",

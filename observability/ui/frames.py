@@ -28,8 +28,11 @@ from observability.analytics.bot_metrics import BotMetricsCollector
 from observability.analytics.llm_observability import LLMObservabilityService
 from observability.analytics.performance import PerformanceTracker
 from observability.analytics.window import chart_granularity
+from observability.settings import get_settings
 from observability.store import Store
 from observability.timeutil import Window, resolve_now, window_seconds
+
+ANOMALY_PAGE_SIZE = 50  # cost anomalies per page of the listing
 
 # a frame's additive columns (summed by `regroup`) and the rates derived from them
 ADDITIVE = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cache_read_tokens",
@@ -229,18 +232,24 @@ def spend_forecast(store: Store, now: datetime | None = None) -> dict:
 
 
 def cost_report(store: Store, window: Window = "7d", bots: Sequence[str] | None = None,
-                now: datetime | None = None) -> dict:  # fmt: skip
-    """`DecisionCostTracker.report`: {"ranking": frame, "anomalies": frame, "anomaly_count",
-    "z_threshold", "min_decisions", "total_cost"}. Anomalies are single calls whose cost is more
-    than z_threshold sample standard deviations above their agent's mean (agents with fewer than
-    min_decisions calls are not judged); each row's `trace_id` opens the call. `bots` filters the
-    anomaly rows."""
-    rep = DecisionCostTracker(store).report(window, now=resolve_now(now))
+                now: datetime | None = None, anomaly_page: int = 1) -> dict:  # fmt: skip
+    """`DecisionCostTracker.report` with the console's thresholds (COST_ANOMALY_Z and
+    COST_ANOMALY_MIN_USD): {"ranking": frame, "anomalies": frame (page `anomaly_page` of
+    ANOMALY_PAGE_SIZE, highest z first), "anomaly_count" (all of them), "pages", "z_threshold",
+    "min_cost_usd", "min_decisions", "total_cost"}. An anomaly is one call costing at least the dollar
+    threshold AND more than z_threshold sample standard deviations above its agent's mean (agents
+    with fewer than min_decisions calls are not judged); each row's `trace_id` opens the call. `bots`
+    filters the anomaly rows of the page."""
+    page = max(int(anomaly_page), 1)
+    tracker = DecisionCostTracker.from_settings(store, get_settings())
+    rep = tracker.report(window, now=resolve_now(now), max_anomalies=ANOMALY_PAGE_SIZE,
+                         anomaly_offset=(page - 1) * ANOMALY_PAGE_SIZE)  # fmt: skip
     anomalies = pd.DataFrame([asdict(a) for a in rep.anomalies])
     if not anomalies.empty:
         anomalies = _only_bots(anomalies.drop(columns=["trace_ids"], errors="ignore"), bots)
     return {"ranking": pd.DataFrame(rep.efficiency_ranking), "anomalies": anomalies,
-            "anomaly_count": rep.anomaly_count, "z_threshold": rep.z_threshold,
+            "anomaly_count": rep.anomaly_count, "pages": max(-(-rep.anomaly_count // ANOMALY_PAGE_SIZE), 1),
+            "page": page, "z_threshold": rep.z_threshold, "min_cost_usd": rep.min_cost_usd,
             "min_decisions": rep.min_decisions, "total_cost": rep.total_cost}  # fmt: skip
 
 
