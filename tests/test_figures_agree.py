@@ -330,3 +330,26 @@ def plotted(values: list | dict) -> list[float]:
     if isinstance(values, dict):
         return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
     return [float(v) for v in values if v is not None]
+
+
+def test_alerts_per_hour_bars_span_their_hour_and_the_axis_spans_the_day_when_all_fall_in_one_hour() -> None:
+    from datetime import datetime
+
+    import pandas as pd
+
+    from observability.ui import charts
+
+    now = datetime(2026, 12, 2, 21, 14)
+    counts = pd.DataFrame({"hour": [datetime(2026, 12, 2, 20)] * 2, "severity": ["critical", "warning"],
+                           "alerts": [3, 1]})  # fmt: skip
+    start, end = charts.last_hours(24, now)
+    assert (end - start).total_seconds() == 24 * 3600 and end == datetime(2026, 12, 2, 22)
+    fig = charts.bar(counts, x="hour", y="alerts", color="severity", barmode="stack", period_s=3600,
+                     x_range=(start, end))  # fmt: skip
+    assert {t.width for t in fig.data} == {3_600_000.0} and {t.offset for t in fig.data} == {0}
+    axis = fig.layout.xaxis
+    assert axis.type == "date" and [pd.Timestamp(v) for v in axis.range] == [
+        pd.Timestamp(start),
+        pd.Timestamp(end),
+    ]
+    assert axis.dtick % 3_600_000 == 0 and "%H:%M" in axis.tickformat  # whole hours, no fractions of a second
