@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser.demo_data import load_demo
 from streamlit.testing.v1 import AppTest
 
+from observability import events
 from observability.alerting import inputs
 from observability.analytics import catalog, monitoring, sla
 from observability.analytics.agent_costs import DecisionCost, DecisionCostTracker
@@ -353,3 +354,28 @@ def test_alerts_per_hour_bars_span_their_hour_and_the_axis_spans_the_day_when_al
         pd.Timestamp(end),
     ]
     assert axis.dtick % 3_600_000 == 0 and "%H:%M" in axis.tickformat  # whole hours, no fractions of a second
+
+
+def test_activity_feed_unread_and_chart_follow_the_range_and_severity_filter(demo: Store) -> None:
+    from observability.analytics import activity
+
+    at = run("pages/activity_feed.py", {"range": "24h", "severity": "high"})
+    user = common.LOCAL_USER.name
+    unread = activity.unread_count(demo, user, "24h", severities=["high"])
+    assert unread < activity.unread_count(demo, user, "7d")
+    assert metric(at, f"Unread in range for {user}") == f"{unread:,}"
+    [chart] = [c for c in at.get("plotly_chart") if "by severity, last 24h" in c.proto.spec]
+    traces = json.loads(chart.proto.spec)["data"]
+    assert {t["name"] for t in traces} == {"high"}
+    expected = sum(r["events"] for r in activity.severity_counts(demo, "24h", severities=["high"]))
+    assert sum(sum(plotted(t["y"])) for t in traces) == expected > 0
+    # a conversation id opens the conversation (the conversations page reads ?conversation=)
+    event = events.activity(uuid.uuid4().hex, to_epoch(utcnow()), event_type="note", title="a note", description=None,
+                            severity="low", category="test", account_id=None, conversation_id="conv-linked")  # fmt: skip
+    assert ingest.write_batch(demo, [event]).rejected == 0
+    common.clear_caches()
+    at = run("pages/activity_feed.py", {"range": "7d"})
+    rows, _ = activity.feed_page(demo, user, window="7d")
+    ids = [r["conversation"] for r in rows if r["conversation"]]
+    links = [v for v in at.dataframe[0].value["conversation"] if isinstance(v, str)]
+    assert ids and links == [common.query_link("pages/conversations.py", conversation=c) for c in ids]

@@ -378,9 +378,17 @@ def activity_page(store: Store, user_name: str | None, severities: Sequence[str]
     return pd.DataFrame(rows, columns=list(activity.FEED_COLUMNS)), total
 
 
-def activity_counts(store: Store, window: Window = "24h", now: datetime | None = None) -> pd.DataFrame:
-    """`activity.severity_counts`: events per time bucket (`ts`) and severity."""
-    df = pd.DataFrame(activity.severity_counts(store, window, now), columns=["ts", "severity", "events"])
+def chart_step_s(window: Window) -> int:
+    """Seconds per bucket of the window's charts (`analytics.window.chart_granularity`)."""
+    return {"minute": 60, "hour": 3600, "day": 86_400}[chart_granularity(window)]
+
+
+def activity_counts(store: Store, window: Window = "24h", now: datetime | None = None,
+                    severities: Sequence[str] | None = None, event_type: str | None = None,
+                    account_id: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """`activity.severity_counts`: events per time bucket (`ts`) and severity, with the feed's filters."""
+    rows = activity.severity_counts(store, window, now, severities, event_type, account_id)
+    df = pd.DataFrame(rows, columns=["ts", "severity", "events"])
     df["ts"] = pd.to_datetime(df["ts"].astype("int64"), unit="s")
     return df
 
