@@ -379,3 +379,24 @@ def test_activity_feed_unread_and_chart_follow_the_range_and_severity_filter(dem
     ids = [r["conversation"] for r in rows if r["conversation"]]
     links = [v for v in at.dataframe[0].value["conversation"] if isinstance(v, str)]
     assert ids and links == [common.query_link("pages/conversations.py", conversation=c) for c in ids]
+
+
+def test_handoff_is_shown_as_the_handoff_step_never_as_a_bot(demo: Store) -> None:
+    assert "handoff" not in monitoring.known_bots(demo)
+    at = run("pages/bot_health.py")
+    [bots] = [m for m in at.multiselect if m.label == "Bots"]
+    assert "handoff" not in bots.options and "lead_bot" in bots.options
+    rows = table(at, "alert_p95_ratio")
+    assert "handoff" not in set(rows["bot"]) and "handoff step" in set(rows["bot"])
+    [chart] = [c for c in at.get("plotly_chart") if "against SLA targets" in c.proto.spec]
+    xs = {x for t in json.loads(chart.proto.spec)["data"] for x in t["x"]}
+    assert "handoff step · execute" in xs and not any(x.startswith("handoff ·") for x in xs)
+
+
+def test_quality_is_a_percentage_everywhere_through_the_catalog(demo: Store) -> None:
+    from observability.ui import fmt
+
+    assert fmt.text("quality_score", 0.4278) == "42.8%"
+    at = run("pages/conversation_quality.py", {"range": "24h"})
+    shown = metric(at, "Mean quality")
+    assert shown.endswith("%") and 0 <= float(shown.rstrip("%")) <= 100

@@ -172,7 +172,7 @@ def test_overview_shows_the_services_live_kpis(demo: Store) -> None:
             "LLM requests / min (5 min)": f"{d5.requests_per_minute:,.1f}",
             "LLM error rate (5 min)": f"{d5.error_rate:.1%}",
             "LLM P95 latency (1h)": f"{p95:,.0f} ms",
-            "Spend today (all models)": f"${svc.spend_forecast()['spend_today_usd']:,.2f}",
+            "Spend today, all providers": f"${svc.spend_forecast()['spend_today_usd']:,.2f}",
             "Active conversations": f"{monitoring.active_conversation_count(demo):,}",
         }
 
@@ -216,10 +216,10 @@ def test_token_analytics_matches_the_llm_service(demo: Store) -> None:
     svc = LLMObservabilityService(demo)
     d = svc.dashboard(86_400)
     at = run_page("token_analytics", query={"range": "24h"})
-    assert metric(at, "Requests") == f"{d.total_requests:,}"
+    assert metric(at, "LLM requests") == f"{d.total_requests:,}"
     assert metric(at, "Input tokens") == f"{d.input_tokens:,}"
     assert metric(at, "Output tokens") == f"{d.output_tokens:,}"
-    assert metric(at, "Cache hit rate") == f"{d.cache_hit_rate:.1%}"
+    assert metric(at, "LLM response-cache hit rate") == f"{d.cache_hit_rate:.1%}"
     assert len(at.get("plotly_chart")) >= 5
 
 
@@ -227,7 +227,7 @@ def test_token_analytics_bot_filter_from_the_url_narrows_the_figures(demo: Store
     at = run_page("token_analytics", query={"range": "24h", "bot": ["lead_bot"]})
     rows = LLMObservabilityService(demo).cost_breakdown("bot", 86_400)
     lead = next(r for r in rows if r["bot"] == "lead_bot")
-    assert metric(at, "Requests") == f"{lead['requests']:,}"
+    assert metric(at, "LLM requests") == f"{lead['requests']:,}"
 
 
 def test_cost_tracking_matches_the_services_and_lists_anomalies_and_unpriced_models(demo: Store) -> None:
@@ -547,7 +547,7 @@ def test_every_page_runs_on_postgresql_with_the_services_numbers(
             run_page(name)
         d = LLMObservabilityService(store).dashboard(86_400)
         at = run_page("token_analytics", query={"range": "24h"})
-        assert metric(at, "Requests") == f"{d.total_requests:,}"
+        assert metric(at, "LLM requests") == f"{d.total_requests:,}"
         assert metric(at, "Input tokens") == f"{d.input_tokens:,}"
     finally:
         store.dispose()

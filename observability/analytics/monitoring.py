@@ -208,7 +208,8 @@ def overview_kpis(store: Store, now: datetime | None = None) -> OverviewKpis:
 
 
 def known_bots(store: Store) -> list[str]:
-    """Bots seen in the rollups and raw operations (for filters); cheap."""
+    """Bots seen in the rollups and raw operations (for filters); cheap. The handoff service
+    (`sla.HANDOFF_STEP`) is a step between bots, not a bot, and is left out."""
     names: set[str] = set()
     with store.connect() as conn:
         for t in (schema.rollup_llm_hour, schema.rollup_ops_hour):
@@ -219,7 +220,7 @@ def known_bots(store: Store) -> list[str]:
                 names.update(
                     r[0] for r in conn.execute(sa.select(t.c.bot).where(t.c.ts >= since).distinct()) if r[0]
                 )
-    return sorted(names)
+    return sorted(names - {sla.HANDOFF_STEP})
 
 
 OPEN_ALERT_COLUMNS = ("id", "state", "severity", "rule", "message", "value", "threshold", "fired_at",

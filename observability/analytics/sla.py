@@ -21,6 +21,16 @@ from observability.store import Store
 from observability.timeutil import Window, window_seconds
 
 PERCENTILES = ("p50", "p95", "p99")
+# the handoff service reports its operations under this name: a step between bots, not a bot
+HANDOFF_STEP = "handoff"
+
+
+def pair_label(bot: str, operation: str) -> str:
+    """How a page names a bot × operation pair: 'lead_bot · process', and the handoff service's
+    operations as the handoff step ('handoff step · execute'), never as a bot."""
+    return f"{'handoff step' if bot == HANDOFF_STEP else bot} · {operation}"
+
+
 WITHIN, BREACH, NO_DATA = "within target", "breach", "no data"
 
 
