@@ -394,9 +394,12 @@ def test_handoff_is_shown_as_the_handoff_step_never_as_a_bot(demo: Store) -> Non
 
 
 def test_quality_is_a_percentage_everywhere_through_the_catalog(demo: Store) -> None:
+    from observability.analytics.conversation_scoring import score_pending
     from observability.ui import fmt
 
     assert fmt.text("quality_score", 0.4278) == "42.8%"
+    score_pending(demo, utcnow())
+    common.clear_caches()
     at = run("pages/conversation_quality.py", {"range": "24h"})
     shown = metric(at, "Mean quality")
     assert shown.endswith("%") and 0 <= float(shown.rstrip("%")) <= 100
