@@ -390,7 +390,10 @@ def test_activity_feed_filters_pages_and_marks_read_per_user(demo_copy: Store) -
     high = frames.activity_page(demo, "local", severities=("high", "critical"))[1]
     at = run_page("activity_feed")
     assert metric(at, "Matching events") == f"{total:,}"
-    assert metric(at, f"Unread in range for {common.LOCAL_USER.name}") == f"{activity.unread_count(demo, 'local'):,}"
+    assert (
+        metric(at, f"Unread in range for {common.LOCAL_USER.name}")
+        == f"{activity.unread_count(demo, 'local'):,}"
+    )
     at = run_page("activity_feed", query={"severity": ["high", "critical"]})
     assert metric(at, "Matching events") == f"{high:,}"
     # mark the first page read from the page: only this user's unread count drops
