@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -226,6 +227,10 @@ class Settings:
     metrics_interval_s: float = 15.0  # metrics_update to the monitoring_dashboard room
     pagerduty_webhook_secret: str | None = field(default=None, repr=False)
     opsgenie_webhook_secret: str | None = field(default=None, repr=False)
+    # a call is a cost anomaly when it is above BOTH: a dollar amount worth acting on, and this many
+    # standard deviations above its agent's mean (cost page, analytics.agent_costs)
+    cost_anomaly_min_usd: float = 0.10
+    cost_anomaly_z: float = 3.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -375,6 +380,8 @@ class Settings:
             metrics_interval_s=_float(e.get("METRICS_INTERVAL"), d.metrics_interval_s),
             pagerduty_webhook_secret=_str(e.get("PAGERDUTY_WEBHOOK_SECRET"), None),
             opsgenie_webhook_secret=_str(e.get("OPSGENIE_WEBHOOK_SECRET"), None),
+            cost_anomaly_min_usd=_float(e.get("COST_ANOMALY_MIN_USD"), d.cost_anomaly_min_usd),
+            cost_anomaly_z=_float(e.get("COST_ANOMALY_Z"), d.cost_anomaly_z),
         )
 
     def __post_init__(self) -> None:
@@ -382,6 +389,12 @@ class Settings:
         for role in (self.oidc_default_role, *self.oidc_role_map.values()):
             if role not in roles:
                 raise ValueError(f"OIDC roles must be one of {', '.join(roles)}, not {role!r}")
+        if not (math.isfinite(self.cost_anomaly_z) and self.cost_anomaly_z > 0):
+            raise ValueError(f"COST_ANOMALY_Z must be a positive number, not {self.cost_anomaly_z!r}")
+        if not (math.isfinite(self.cost_anomaly_min_usd) and self.cost_anomaly_min_usd >= 0):
+            raise ValueError(
+                f"COST_ANOMALY_MIN_USD must be zero or more dollars, not {self.cost_anomaly_min_usd!r}"
+            )
         if self.alert_email_security not in EMAIL_SECURITY:
             raise ValueError(
                 f"ALERT_EMAIL_SECURITY must be one of {', '.join(EMAIL_SECURITY)}, "

@@ -7,7 +7,8 @@ import streamlit as st
 
 from observability import auth
 from observability.analytics import activity
-from observability.ui import charts, data
+from observability.timeutil import window_seconds
+from observability.ui import charts, data, fmt, frames
 from observability.ui import common as ui
 
 user = ui.require("dashboards.view")
@@ -30,10 +31,14 @@ with f[1]:
 with f[2]:
     account = st.selectbox("Account", opts["accounts"], index=None, key="account", bind="query-params",
                            placeholder="All accounts")  # fmt: skip
-with f[3]:
-    page_size = st.selectbox("Per page", [25, 50, 100, 200], index=1, key="per_page")
+PAGE_SIZES = [25, 50, 100, 200]
+with f[3]:  # per page, unread-only and the page number live in the URL too (?per_page=&unread=1&page=)
+    wanted = ui.query_param("per_page", "50")
+    page_size = st.selectbox("Per page", PAGE_SIZES, key="per_page_pick",
+                             index=PAGE_SIZES.index(int(wanted)) if wanted in {str(n) for n in PAGE_SIZES} else 1)  # fmt: skip
 with f[4]:
-    unread_only = st.toggle("Unread only", key="unread")
+    unread_only = st.toggle("Unread only", key="unread_pick", value=ui.query_param("unread") == "1")
+ui.set_query_params(per_page=str(page_size), unread="1" if unread_only else None)
 
 
 def mark_read(ids: list[str]) -> None:
@@ -49,12 +54,19 @@ def mark_read(ids: list[str]) -> None:
 
 def feed_table(df, key: str) -> list[str]:  # noqa: ANN001
     """Show events with row selection; returns the ids of the selected rows."""
-    show = df.assign(read=df["read"].map({True: "read", False: "NEW"}))
+    show = df.assign(read=df["read"].map({True: "read", False: "NEW"}),
+                     conversation=[ui.query_link("pages/conversations.py", conversation=c) if isinstance(c, str) and c else None
+                                   for c in df["conversation"]])  # fmt: skip
     ev = st.dataframe(
         show[["read", "ts", "severity", "type", "title", "account", "vip", "conversation", "description"]],
         hide_index=True, on_select="rerun", selection_mode="multi-row", key=key,
-        column_config={"read": st.column_config.TextColumn("status", width="small", help="NEW: unread by you"),
-                       "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss")},
+        column_config={"read": st.column_config.TextColumn("Status", width="small", help="NEW: unread by you"),
+                       "ts": fmt.time_column(), "severity": fmt.text_column("Severity"),
+                       "type": fmt.text_column("Type"), "title": fmt.text_column("Title"),
+                       "account": fmt.text_column("Account"), "vip": st.column_config.CheckboxColumn("VIP"),
+                       "conversation": st.column_config.LinkColumn(
+                           "Conversation", display_text=r"conversation=([^&]+)", help="Opens the conversation"),
+                       "description": fmt.text_column("Description")},
     )  # fmt: skip
     rows = ev.selection.rows if ev is not None and hasattr(ev, "selection") else []
     return [df.iloc[i]["id"] for i in rows if i < len(df)]
@@ -62,11 +74,15 @@ def feed_table(df, key: str) -> list[str]:  # noqa: ANN001
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def feed() -> None:
-    counts = data.activity_counts("24h")
+    filters = (tuple(severities), event_type, account)
+    counts = data.activity_counts(window, None, *filters)
     if not counts.empty:
+        step = frames.chart_step_s(window)
         fig = charts.bar(counts, x="ts", y="events", color="severity", color_discrete_map=SEV_COLORS,
-                     title="Events per hour by severity, last 24 hours", labels={"ts": ""},
-                     category_orders={"severity": SEVERITIES})  # fmt: skip
+                         title=f"Events per {'hour' if step == 3600 else 'day' if step == 86_400 else f'{step // 60} min'} "
+                               f"by severity, last {window}, with the filters above", labels={"ts": ""},
+                         category_orders={"severity": SEVERITIES}, period_s=step,
+                         x_range=charts.last_hours(int(window_seconds(window) // 3600)))  # fmt: skip
         st.plotly_chart(fig, key="af_counts")
     _, total = data.activity_page(
         user.name, tuple(severities), event_type, account, unread_only, 1, 1, window=window
@@ -77,13 +93,24 @@ def feed() -> None:
         else 0
     )
     m = st.columns(3)
-    m[0].metric("Matching events", f"{total:,}")
-    m[1].metric(f"Unread for {user.name}", f"{data.unread_count(user.name, window):,}")
-    m[2].metric("High + critical (24h)", f"{high:,}")
+    m[0].metric(
+        "Matching events", f"{total:,}", help=f"Events of the last {window} matching the filters above"
+    )
+    fmt.metric(m[1], "unread_events", data.unread_count(user.name, window, None, *filters),
+               label=f"Unread in range for {user.name}", window=f"the last {window}")  # fmt: skip
+    m[2].metric(f"High + critical ({window})", f"{high:,}",
+                help=f"High and critical events of the last {window} matching the filters above")  # fmt: skip
     pages = max(1, -(-total // page_size))
     p1, p2 = st.columns([1, 4])
     with p1:
-        page = st.number_input("Page", min_value=1, max_value=pages, value=1, step=1, key="page")
+        try:
+            start_page = min(max(int(ui.query_param("page", "1") or 1), 1), pages)
+        except ValueError:
+            start_page = 1
+        page = st.number_input(
+            "Page", min_value=1, max_value=pages, value=start_page, step=1, key="page_pick"
+        )
+        ui.set_query_params(page=str(int(page)) if page > 1 else None)
     with p2:
         st.caption(f"Page {page} of {pages}, {page_size} per page, newest first.")
     df, _ = data.activity_page(

@@ -278,7 +278,8 @@ with tab_history:
     if not counts.empty:
         fig = charts.bar(counts, x="hour", y="alerts", color="severity", barmode="stack", color_map=COLORS,
                          title="Alerts fired per hour, last 24 hours", xlabel="",
-                         category_order=["critical", "warning", "info"])  # fmt: skip
+                         category_order=["critical", "warning", "info"], period_s=3600,
+                         x_range=charts.last_hours(24))  # fmt: skip
         st.plotly_chart(fig, key="alerts_per_hour")
     f = st.columns([1, 2, 2, 2, 2])
     window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, key="h_range", bind="query-params")

@@ -29,10 +29,11 @@ st.caption(
 
 
 ALERT_RULE = "sla_violation"
+STEP_LABEL = "handoff step"  # the handoff service's rows: a step between bots, not a bot
 COLOURS = {sla.WITHIN: "#2e7d32", sla.BREACH: "#c62828", sla.NO_DATA: "#9e9e9e"}
 
 
-def headline(ev: dict, alert: dict, spend: dict[str, float]) -> None:
+def headline(ev: dict, spend: dict[str, float]) -> None:
     """What the table below says, in one sentence: never green while a row breaches."""
     rows = ev["rows"]
     measured = rows[rows["status"] != sla.NO_DATA]
@@ -48,17 +49,16 @@ def headline(ev: dict, alert: dict, spend: dict[str, float]) -> None:
     else:
         for r in breaching.itertuples(index=False):
             st.error(
-                f"**{ui.md_escape(r.bot)} · {ui.md_escape(r.operation)}** breaches its SLA over the last {window}: "
+                f"**{ui.md_escape(sla.pair_label(r.bot, r.operation))}** breaches its SLA over the last {window}: "
                 + "; ".join(f"{p} {getattr(r, p.lower()):,.0f} ms > {getattr(r, 'target_' + p.lower()):,.0f} ms"
                             for p in r.breaches.split(", "))
-                + f". {ui.md_escape(r.bot)} spent {fmt.text('llm_cost_usd', spend.get(r.bot, 0.0))} on LLM calls in that window.",
+                + (f". {ui.md_escape(r.bot)} spent {fmt.text('llm_cost_usd', spend.get(r.bot, 0.0))} on LLM calls in that window."
+                   if r.bot != sla.HANDOFF_STEP else "."),
                 icon=":material/speed:",
             )  # fmt: skip
-    firing = alert["rows"]
-    firing = firing[firing["status"] == sla.BREACH]
-    firing = firing[firing["breaches"].str.contains("P95")]
+    firing = data.sla_alert_breaches(bots)  # the same function as Overview's "P95 over SLA" column
     if not firing.empty:
-        pairs = ", ".join(f"{ui.md_escape(r.bot)} · {ui.md_escape(r.operation)} ({fmt.text('sla_p95_ratio', r.p95_ratio)})"
+        pairs = ", ".join(f"{ui.md_escape(sla.pair_label(r.bot, r.operation))} ({fmt.text('sla_p95_ratio', r.p95_ratio)})"
                           for r in firing.itertuples(index=False))  # fmt: skip
         st.warning(
             f"The `{ALERT_RULE}` alert's window (last {alert_s // 60:g} min): P95 above target for {pairs}.",
@@ -79,7 +79,7 @@ def live() -> None:
         return
     spend_rows = data.llm_breakdown(window, bots, ("bot",))
     spend = dict(zip(spend_rows["bot"], spend_rows["cost_usd"], strict=True)) if not spend_rows.empty else {}
-    headline(ev, alert, spend)
+    headline(ev, spend)
 
     rows = ev["rows"]
     measured = rows[rows["status"] != sla.NO_DATA]
@@ -96,7 +96,7 @@ def live() -> None:
     )
 
     # -- P50/P95/P99 against their targets, per bot and operation (colour: that percentile's status)
-    pair = charts.plain(rows["bot"] + " · " + rows["operation"])
+    pair = charts.plain([sla.pair_label(b, o) for b, o in zip(rows["bot"], rows["operation"], strict=True)])
     fig = go.Figure()
     for p in ("p50", "p95", "p99"):
         over = rows[p] > rows[f"target_{p}"]
@@ -113,14 +113,18 @@ def live() -> None:
 
     alert_ratio = alert["rows"].set_index(["bot", "operation"])["p95_ratio"]
     table = rows.assign(
-        alert_p95_ratio=[alert_ratio.get((b, o)) for b, o in zip(rows["bot"], rows["operation"], strict=True)]
+        alert_p95_ratio=[
+            alert_ratio.get((b, o)) for b, o in zip(rows["bot"], rows["operation"], strict=True)
+        ],
+        bot=rows["bot"].replace({sla.HANDOFF_STEP: STEP_LABEL}),
     )
     ui.table(
         table[["bot", "operation", "status", "breaches", "requests", "p50", "target_p50", "p95", "target_p95",
                "p99", "target_p99", "error_rate", "cache_hit_rate", "alert_p95_ratio"]],
         f"sla_{window}.csv", key="bh_sla_table",
         column_config={
-            "breaches": st.column_config.TextColumn("above target"),
+            "bot": fmt.text_column("Bot (or step)"), "operation": fmt.text_column("Operation"),
+            "status": fmt.text_column("Status"), "breaches": fmt.text_column("Above target"),
             **fmt.columns(
                 {"requests": "operations", "p50": "operation_p50_ms", "p95": "operation_p95_ms",
                  "p99": "operation_p99_ms", "target_p50": "operation_p50_ms", "target_p95": "operation_p95_ms",
@@ -144,7 +148,8 @@ def live() -> None:
                      labels={"ts": "", "requests": "operations"})  # fmt: skip
         right.plotly_chart(fig, key="bh_throughput_ts")
 
-    # -- per bot: error and cache rates
+    # -- per bot: error and cache rates (the handoff service shown as the step it is)
+    thr = thr.assign(bot=thr["bot"].replace({sla.HANDOFF_STEP: STEP_LABEL}))
     left, right = st.columns(2)
     fig = charts.bar(thr, x="bot", y=["error_rate", "cache_hit_rate"], barmode="group",
                  title="Error rate and cache hit rate by bot", labels={"value": "rate", "variable": ""})  # fmt: skip
@@ -175,7 +180,8 @@ def live() -> None:
                       xaxis_title="target", yaxis_title="source")  # fmt: skip
     st.plotly_chart(fig, key="bh_handoffs")
     ui.table(hm, f"handoffs_{window}.csv", key="bh_handoff_table",
-             column_config={**fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
+             column_config={"source": fmt.text_column("From"), "target": fmt.text_column("To"),
+                            **fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
                                            "success_rate": "handoff_success_rate", "blocked": "handoffs",
                                            "mean_ms": "operation_p50_ms"},
                                           {"successes": "Successes", "blocked": "Blocked (circular)",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from observability.ui import charts, data
+from observability.ui import charts, data, fmt
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -33,20 +33,23 @@ def overview() -> None:
     mean = lambda col: (summary[col] * summary["scored"]).sum() / scored if scored else None  # noqa: E731
     resolved = int(summary["resolved"].sum())
     c = st.columns(5)
-    c[0].metric("Conversations", f"{n:,}")
-    c[1].metric("Scored", f"{scored:,}", help="Scored by the worker's conversation analytics step")
-    q = mean("quality")
-    c[2].metric("Mean quality", "–" if q is None else f"{q:.2f}")
+    c[0].metric("Conversations", fmt.number("count", n), help=f"Conversations active in the last {window}")
+    c[1].metric(
+        "Scored", fmt.number("count", scored), help="Scored by the worker's conversation analytics step"
+    )
+    fmt.metric(c[2], "quality_score", mean("quality"), label="Mean quality", window=f"the last {window}")
     s = mean("sentiment")
     c[3].metric("Mean sentiment", "–" if s is None else f"{s:+.2f}")
-    c[4].metric("Resolution rate", f"{resolved / scored:.0%}" if scored else "–")
+    c[4].metric("Resolution rate", fmt.number("ratio", resolved / scored if scored else None),
+                help="Resolved conversations / scored conversations")  # fmt: skip
 
     left, right = st.columns(2)
     long = summary.melt(id_vars="bot", value_vars=["quality", "engagement", "drift", "resolution_rate"],
                         var_name="measure", value_name="value")  # fmt: skip
     fig = charts.bar(
-        long, x="bot", y="value", color="measure", barmode="group", title="Quality measures by bot (0–1)"
+        long, x="bot", y="value", color="measure", barmode="group", title="Quality measures by bot (0–100 %)"
     )
+    fig.update_yaxes(tickformat=".0%")
     left.plotly_chart(fig, key="cq_by_bot")
     pts = scores.dropna(subset=["sentiment", "engagement"])
     if pts.empty:
@@ -59,9 +62,22 @@ def overview() -> None:
         fig = charts.histogram(scores.dropna(subset=["quality"]), x="quality", color="bot", nbins=20,
                            title="Quality score distribution")  # fmt: skip
         st.plotly_chart(fig, key="cq_hist")
-    ui.table(scores, f"conversation_quality_{window}.csv", key="cq_table",
-             column_config={"quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0),
-                            "engagement": st.column_config.ProgressColumn("engagement", min_value=0.0, max_value=1.0)})  # fmt: skip
+    ui.table(scores, f"conversation_quality_{window}.csv", key="cq_table", column_config=SCORE_COLUMNS)
+
+
+SCORE_COLUMNS = {
+    "conversation": fmt.text_column("Conversation"), "bot": fmt.text_column("Bot"),
+    "account": fmt.text_column("Account"), "state": fmt.text_column("State"),
+    "started": fmt.time_column("Started (UTC)"), "last_activity": fmt.time_column("Last activity (UTC)"),
+    "messages": fmt.column("messages", "Messages"),
+    "sentiment": st.column_config.NumberColumn("Sentiment", format="%+.2f", help="-1 (negative) to +1 (positive)"),
+    "trend": fmt.text_column("Sentiment trend"),
+    "drift": st.column_config.NumberColumn("Topic drift", format="%.2f", help="0 (on topic) to 1"),
+    "engagement": st.column_config.ProgressColumn("Engagement", min_value=0.0, max_value=1.0, format="percent"),
+    "resolved": st.column_config.CheckboxColumn("Resolved"),
+    "quality": st.column_config.ProgressColumn(fmt.label("quality_score"), min_value=0.0, max_value=1.0,
+                                               format="percent", help=fmt.help_text("quality_score")),
+}  # fmt: skip
 
 
 overview()
@@ -86,7 +102,7 @@ else:
         c[1].metric("Topic drift", "–" if detail["drift"] is None else f"{detail['drift']:.2f}")
         c[2].metric("Engagement", "–" if detail["engagement"] is None else f"{detail['engagement']:.2f}")
         c[3].metric("Resolved", "yes" if detail["resolved"] else "no")
-        c[4].metric("Quality", "–" if detail["quality"] is None else f"{detail['quality']:.2f}")
+        fmt.metric(c[4], "quality_score", detail["quality"], label="Quality")
         if detail["sentiment_scores"]:
             traj = pd.DataFrame({"message": range(1, len(detail["sentiment_scores"]) + 1),
                                  "sentiment": detail["sentiment_scores"]})  # fmt: skip
@@ -142,7 +158,7 @@ def handoffs() -> None:
         )
         right.plotly_chart(fig, key="cq_handoff_counts")
         ui.table(hm.drop(columns=["pair"]), f"handoffs_{window}.csv", key="cq_handoff_table",
-                 column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent")})  # fmt: skip
+                 column_config={"success_rate": fmt.column("handoff_success_rate")})  # fmt: skip
 
 
 handoffs()

@@ -11,7 +11,7 @@ import streamlit as st
 from observability import auth
 from observability.analytics.llm_observability import LLMObservabilityService
 from observability.analytics.window import source_note
-from observability.ui import charts, data, frames
+from observability.ui import charts, data, fmt, frames
 from observability.ui import common as ui
 
 user = ui.require("dashboards.view")
@@ -23,6 +23,17 @@ with f1:
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
 st.caption(f"Window {window}; figures {source_note(window)}.")
+
+
+CALL_COLUMNS = {
+    "trace_id": fmt.text_column("Trace id"), "ts": fmt.time_column(), "bot": fmt.text_column("Bot"),
+    "agent": fmt.text_column("Agent"), "decision_type": fmt.text_column("Decision"), "model": fmt.text_column("Model"),
+    "provider": fmt.text_column("Provider"), "latency_ms": fmt.column("llm_p50_ms", "Latency"),
+    "cache_hit": st.column_config.CheckboxColumn("Cache hit"), "cost_usd": fmt.column("anomaly_call_cost_usd"),
+    "conversation_id": fmt.text_column("Conversation"), "success": st.column_config.CheckboxColumn("Succeeded"),
+    "error_type": fmt.text_column("Error"),
+    **fmt.columns({c: c for c in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")}),
+}  # fmt: skip
 
 
 # ---- the calls behind an anomaly (linked from the anomaly table; shareable) --------------------
@@ -37,23 +48,68 @@ if trace_ids:
             st.caption(
                 f"{len(calls)} call(s), most expensive first; ${calls['cost_usd'].sum():,.2f} in total."
             )
-            ui.table(calls, "anomaly_calls.csv", key="ct_calls",
-                     column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+            ui.table(calls, "anomaly_calls.csv", key="ct_calls", column_config=CALL_COLUMNS)
         if st.button("Close", key="ct_calls_close"):
             ui.set_query_params(calls=None)
             st.rerun()
 
 
 # ---- month to date, forecast, budget -----------------------------------------------------------
+BUDGET_NOTE = "ct_budget_note"  # what the last save did, shown after the rerun that follows it
+
+
+def budget_form(fc: dict) -> None:
+    """Managers set the monthly budget: a positive number of dollars; an error stays beside the
+    field with the typed value kept, a save says what changed and warns when the budget is far
+    from the spend."""
+    note = st.session_state.pop(BUDGET_NOTE, None)
+    with st.form("budget_form"):
+        new = st.number_input("Monthly budget (USD)", value=float(fc["budget_usd"]), step=50.0, key="budget_value",
+                              help="A positive number of dollars; the forecast above is compared with it.")  # fmt: skip
+        problem = st.empty()
+        if st.form_submit_button("Save budget"):
+            try:
+                LLMObservabilityService(ui.get_store()).set_monthly_budget(user.name, float(new))
+            except (auth.PermissionDenied, ValueError) as exc:
+                problem.error(f"Not saved: {exc}.", icon=":material/error:")
+            else:
+                data.spend_forecast.clear()
+                st.session_state[BUDGET_NOTE] = budget_note(fc, float(new))
+                st.rerun()
+    if note:
+        st.success(note[0], icon=":material/check:")
+        if note[1]:
+            st.warning(note[1], icon=":material/warning:")
+
+
+def budget_note(fc: dict, new: float) -> tuple[str, str | None]:
+    """(what happened, a warning when the new budget is far from the month's spend or None)."""
+    done = f"Saved: the monthly budget is now ${new:,.2f} (it was ${fc['budget_usd']:,.2f})."
+    mtd, forecast = fc["spend_mtd_usd"], fc["forecast_month_end_usd"]
+    if new < mtd:
+        return done, f"This month has already spent ${mtd:,.2f}, more than the new budget."
+    if forecast > 0 and not 0.2 <= new / forecast <= 5:
+        return done, (f"The month is forecast to end at ${forecast:,.2f}: the new budget is "
+                      f"{new / forecast:,.1f} times that. Check the amount.")  # fmt: skip
+    return done, None
+
+
 def budget_section() -> None:
     fc = data.spend_forecast()
     daily = fc["daily"]
     c = st.columns(4)
-    c[0].metric("Month to date", f"${fc['spend_mtd_usd']:,.2f}")
-    c[1].metric("Forecast to month end", f"${fc['forecast_month_end_usd']:,.2f}",
-                delta=f"{fc['forecast_month_end_usd'] - fc['budget_usd']:+,.2f} vs budget", delta_color="inverse")  # fmt: skip
-    c[2].metric("Monthly budget", f"${fc['budget_usd']:,.2f}")
-    c[3].metric("Saved by cache this month", f"${fc['saved_mtd_usd']:,.2f}")
+    fmt.metric(c[0], "spend_month_to_date_usd", fc["spend_mtd_usd"])
+    c[1].metric("Forecast to month end", fmt.number("usd", fc["forecast_month_end_usd"]),
+                delta=f"{fc['forecast_month_end_usd'] - fc['budget_usd']:+,.2f} vs budget", delta_color="inverse",
+                help="Month to date plus the daily run rate for the days left (all providers)")  # fmt: skip
+    c[2].metric("Monthly budget", fmt.number("usd", fc["budget_usd"]))
+    c[3].metric("Saved by cache this month", fmt.number("usd", fc["saved_mtd_usd"]),
+                help=fmt.help_text("llm_cost_saved_usd", "since the 1st of the month, 00:00 UTC"))  # fmt: skip
+    st.caption(
+        f"{fmt.label('spend_month_to_date_usd')} counts every provider since the 1st, 00:00 UTC; Overview's "
+        f"“{fmt.label('spend_today_usd')}” counts every provider since 00:00 UTC today; Live monitoring's "
+        f"“{fmt.label('claude_cost_today_usd')}” counts Claude calls only, since 00:00 UTC today."
+    )
     if fc["forecast_over_budget"]:
         st.warning(f"At ${fc['daily_run_rate_usd']:,.2f}/day the month ends "
                    f"${fc['forecast_month_end_usd'] - fc['budget_usd']:,.2f} over budget.")  # fmt: skip
@@ -67,22 +123,12 @@ def budget_section() -> None:
                         name="forecast", mode="lines", line_dash="dash")  # fmt: skip
         fig.add_hline(y=fc["budget_usd"], line_color="#c62828", annotation_text="budget")
         fig.update_layout(
-            title=f"{fc['month']}: spend, cumulative and forecast against budget", yaxis_tickprefix="$"
+            title=f"{fc['month']}: spend, cumulative and forecast against budget (UTC days, all providers)",
+            yaxis_tickprefix="$",
         )
         st.plotly_chart(fig, key="ct_month")
     if user.can("budget.set"):
-        with st.form("budget_form"):
-            new = st.number_input("Monthly budget (USD)", min_value=0.0, value=float(fc["budget_usd"]), step=50.0,
-                                  key="budget_value")  # fmt: skip
-            if st.form_submit_button("Save budget"):
-                try:
-                    LLMObservabilityService(ui.get_store()).set_monthly_budget(user.name, float(new))
-                except (auth.PermissionDenied, ValueError) as exc:
-                    st.error(str(exc))
-                else:
-                    data.spend_forecast.clear()
-                    st.success(f"Monthly budget set to ${new:,.2f}.")
-                    st.rerun()
+        budget_form(fc)
     else:
         st.caption("Managers and admins can change the monthly budget.")
 
@@ -102,10 +148,10 @@ def spend() -> None:
         return
     unknown = data.unknown_models(window)
     c = st.columns(4)
-    c[0].metric(f"Spend ({window})", f"${tot['cost_usd']:,.2f}")
-    c[1].metric("Cost per request", f"${tot['cost_per_request']:,.4f}")
-    c[2].metric("Saved by cache hits", f"${tot['cost_saved_usd']:,.2f}")
-    c[3].metric("Calls to unpriced models", f"{int(unknown['calls'].sum()) if not unknown.empty else 0:,}")
+    fmt.metric(c[0], "llm_cost_usd", tot["cost_usd"], label=f"Spend ({window})", window=f"the last {window}")
+    fmt.metric(c[1], "llm_cost_per_request_usd", tot["cost_per_request"], window=f"the last {window}")
+    fmt.metric(c[2], "llm_cost_saved_usd", tot["cost_saved_usd"], window=f"the last {window}")
+    fmt.metric(c[3], "unpriced_calls", int(unknown["calls"].sum()) if not unknown.empty else 0)
 
     detail = data.llm_breakdown(window, bots, ("model", "bot", "agent"))
     by_model, by_bot = frames.regroup(detail, ["model"]), frames.regroup(detail, ["bot"])
@@ -128,7 +174,12 @@ def spend() -> None:
     st.subheader("Spend by model, bot and agent")
     ui.table(detail[["model", "bot", "agent", "requests", "cost_usd", "cost_per_request", "cost_saved_usd", "total_tokens"]],
              f"spend_detail_{window}.csv", key="ct_detail",
-             column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+             column_config={"model": fmt.text_column("Model"), "bot": fmt.text_column("Bot"),
+                            "agent": fmt.text_column("Agent"),
+                            **fmt.columns({"requests": "llm_requests", "cost_usd": "llm_cost_usd",
+                                           "cost_per_request": "llm_cost_per_request_usd",
+                                           "cost_saved_usd": "llm_cost_saved_usd", "total_tokens": "total_tokens"},
+                                          {"cost_usd": "Spend"}, window=f"the last {window}")})  # fmt: skip
 
     st.subheader("Calls to models without a price")
     if unknown.empty:
@@ -138,12 +189,33 @@ def spend() -> None:
             "These calls were priced at $0: add the models to `data/model_prices.json`.",
             icon=":material/help:",
         )
-        ui.table(unknown, f"unpriced_models_{window}.csv", key="ct_unknown")
+        ui.table(unknown, f"unpriced_models_{window}.csv", key="ct_unknown",
+                 column_config={"model": fmt.text_column("Model"), "provider": fmt.text_column("Provider"),
+                                "calls": fmt.column("unpriced_calls", "Calls"),
+                                **fmt.columns({"input_tokens": "input_tokens", "output_tokens": "output_tokens"}),
+                                "caller_cost_usd": fmt.column("llm_cost_usd", "Cost given by the caller"),
+                                "first_seen": fmt.time_column("First seen (UTC)"),
+                                "last_seen": fmt.time_column("Last seen (UTC)")})  # fmt: skip
+
+
+RANKING_COLUMNS = {
+    "rank": st.column_config.NumberColumn("Rank", format="%d"), "agent": fmt.text_column("Agent"),
+    **fmt.columns({"cost_per_decision": "agent_cost_per_decision_usd", "tokens_per_decision": "agent_tokens_per_decision",
+                   "decisions": "agent_decisions", "total_cost": "agent_cost_usd", "success_rate": "agent_success_rate",
+                   "cost_per_1k_tokens": "agent_cost_per_1k_tokens_usd"}),
+}  # fmt: skip
+
+
+def anomaly_page_number() -> int:
+    try:
+        return max(int(ui.query_param("anomaly_page", "1") or 1), 1)
+    except ValueError:
+        return 1
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def agents() -> None:
-    report = data.cost_report(window, bots)
+    report = data.cost_report(window, bots, anomaly_page=anomaly_page_number())
     ranking, anomalies = report["ranking"], report["anomalies"]
     hourly = data.token_series(window, bots, "agent")
     if ranking.empty and hourly.empty:
@@ -158,46 +230,69 @@ def agents() -> None:
         fig = charts.bar(ranking, x="agent", y="cost_per_decision", title="Efficiency: cost per decision (lower is better)",
                          labels={"cost_per_decision": "USD"})  # fmt: skip
         right.plotly_chart(fig, key="ct_eff")
-        ui.table(ranking, f"agent_efficiency_{window}.csv", key="ct_eff_table",
-                 column_config={"success_rate": st.column_config.NumberColumn("success rate", format="percent"),
-                                "total_cost": st.column_config.NumberColumn("total cost", format="dollar")})  # fmt: skip
+        ui.table(ranking, f"agent_efficiency_{window}.csv", key="ct_eff_table", column_config=RANKING_COLUMNS)
+    anomaly_section(report, anomalies, hourly)
 
-    st.subheader("Anomalies")
+
+def anomaly_section(report: dict, anomalies: pd.DataFrame, hourly: pd.DataFrame) -> None:
+    z, usd = report["z_threshold"], report["min_cost_usd"]
+    rule = (f"a call costing at least **${usd:,.2f}** (COST_ANOMALY_MIN_USD) **and** more than **{z:g} standard "
+            f"deviations** (COST_ANOMALY_Z) above its agent's mean over the last {window}; agents with fewer than "
+            f"{report['min_decisions']} calls are not judged")  # fmt: skip
+    st.subheader("Cost anomalies")
+    st.caption(f"An anomaly is {rule}.")
     if not hourly.empty:
-        fig = charts.line(hourly, x="ts", y="cost_usd", color="agent", title="Spend over time by agent; anomalous calls marked",
+        fig = charts.line(hourly, x="ts", y="cost_usd", color="agent", title="Spend per interval by agent",
                           labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
-        if not anomalies.empty:
-            fig.add_scatter(x=anomalies["ts"], y=anomalies["cost_usd"], mode="markers",
-                            name=f"anomalous call (z ≥ {report['z_threshold']:g})",
-                            marker=dict(size=12, symbol="x", color="#c62828"))  # fmt: skip
-        st.plotly_chart(fig, key="ct_anomaly_chart")
-    st.caption(f"An anomaly is one call costing more than {report['z_threshold']:g} standard deviations above its "
-               f"agent's mean over the window; agents with fewer than {report['min_decisions']} calls are not judged.")  # fmt: skip
-    if anomalies.empty:
-        st.caption(f"No call costs {report['z_threshold']:g} standard deviations above its agent's mean.")
+        left, right = st.columns(2)
+        left.plotly_chart(fig, key="ct_anomaly_chart")
+        if (
+            not anomalies.empty
+        ):  # each anomalous call at its own cost, on its own axis (not at the spend's scale)
+            fig = charts.scatter(anomalies, x="ts", y="cost_usd", color="agent",
+                                 title=f"Anomalous calls, page {report['page']}: cost of each call")  # fmt: skip
+            fig.update_traces(marker_symbol="x", marker_size=11)
+            fig.update_layout(xaxis_title="", yaxis_title="USD per call")
+            fig.add_hline(
+                y=usd, line_dash="dash", line_color="#c62828", annotation_text=f"${usd:,.2f} threshold"
+            )
+            fig.update_yaxes(rangemode="tozero", tickprefix="$")
+            right.plotly_chart(fig, key="ct_anomaly_calls")
+    count = report["anomaly_count"]
+    if not count:
+        st.caption("No call in this window is an anomaly.")
         return
-    anomalies = anomalies.assign(
-        calls=[ui.query_link("cost_tracking", range=window, calls=t) for t in anomalies["trace_id"]]
-    )
-    all_link = ui.query_link("cost_tracking", range=window, calls=",".join(anomalies["trace_id"].head(200)))
-    st.error(f"{report['anomaly_count']} anomalous call(s) (cost z-score ≥ {report['z_threshold']:g}); "
-             f"open **view call** for the call behind each, or [all of them]({all_link}).",
-             icon=":material/trending_up:")  # fmt: skip
-    cols = [
-        "ts",
-        "agent",
-        "bot",
-        "model",
-        "cost_usd",
-        "z_score",
-        "agent_mean_usd",
-        "conversation_id",
-        "calls",
-    ]
-    ui.table(anomalies[[c for c in cols if c in anomalies]], f"cost_anomalies_{window}.csv", key="ct_anomalies",
-             column_config={"calls": st.column_config.LinkColumn("calls", display_text="view call"),
-                            "cost_usd": st.column_config.NumberColumn("cost", format="dollar"),
-                            "z_score": st.column_config.NumberColumn("z-score", format="%.1f")})  # fmt: skip
+    page, pages = report["page"], report["pages"]
+    st.error(f"{count:,} anomalous call(s) in the last {window}: all of them below, {frames.ANOMALY_PAGE_SIZE} per "
+             f"page, highest z-score first (page {page} of {pages}).", icon=":material/trending_up:")  # fmt: skip
+    if not anomalies.empty:
+        anomalies = anomalies.assign(
+            calls=[ui.query_link("cost_tracking", range=window, calls=t) for t in anomalies["trace_id"]],
+            similar=[ui.query_link("pages/llm_calls.py", bot=b, model=m, cost_min=f"{usd:.2f}",
+                                   range=window if window in ("1h", "6h", "24h", "7d", "30d") else None,
+                                   sort="costliest")
+                     for b, m in zip(anomalies["bot"], anomalies["model"], strict=True)],
+        )  # fmt: skip
+        cols = ["ts", "agent", "bot", "model", "cost_usd", "z_score", "agent_mean_usd", "conversation_id", "calls",
+                "similar"]  # fmt: skip
+        ui.table(anomalies[[c for c in cols if c in anomalies]], f"cost_anomalies_{window}_page{page}.csv",
+                 key="ct_anomalies",
+                 column_config={"ts": fmt.time_column(), "agent": fmt.text_column("Agent"), "bot": fmt.text_column("Bot"),
+                                "model": fmt.text_column("Model"), "conversation_id": fmt.text_column("Conversation"),
+                                "calls": st.column_config.LinkColumn("Call", display_text="view call"),
+                                "similar": st.column_config.LinkColumn(
+                                    "LLM calls", display_text="calls of this bot and model over the threshold"),
+                                **fmt.columns({"cost_usd": "anomaly_call_cost_usd", "z_score": "cost_anomaly_z",
+                                               "agent_mean_usd": "agent_mean_cost_usd"})})  # fmt: skip
+    if pages > 1:
+        prev, label, nxt = st.columns([1, 2, 1])
+        if prev.button("← Previous", key="ct_anomaly_prev", disabled=page <= 1):
+            ui.set_query_params(anomaly_page=str(page - 1))
+            st.rerun()
+        label.caption(f"Page {page} of {pages}")
+        if nxt.button("Next →", key="ct_anomaly_next", disabled=page >= pages):
+            ui.set_query_params(anomaly_page=str(page + 1))
+            st.rerun()
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
@@ -208,8 +303,21 @@ def conversations() -> None:
     st.subheader("Conversations costing the most")
     if window != "24h":
         st.caption("Per-conversation totals cover the last 24 hours.")
-    ui.table(top, f"top_conversations_cost_{window}.csv", key="ct_top",
-             column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+    top = top.assign(conversation_id=[ui.query_link("pages/conversations.py", conversation=c)
+                                      for c in top["conversation_id"]])  # fmt: skip
+    ui.table(top, f"top_conversations_cost_{window}.csv", key="ct_top", column_config=top_columns())
+
+
+def top_columns() -> dict:
+    """The top-conversations table, formatted; a conversation id opens the conversation."""
+    return {"conversation_id": st.column_config.LinkColumn("Conversation", display_text=r"conversation=([^&]+)"),
+            "bot": fmt.text_column("Bot"), "first_ts": fmt.time_column("First call (UTC)"),
+            "last_ts": fmt.time_column("Last call (UTC)"),
+            **fmt.columns({"requests": "llm_requests", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
+                           "cache_read_tokens": "cache_read_tokens", "total_tokens": "total_tokens",
+                           "cost_usd": "llm_cost_usd", "cost_saved_usd": "llm_cost_saved_usd",
+                           "errors": "llm_requests"}, {"cost_usd": "Spend", "errors": "Failed calls"},
+                          window="the last 24 hours")}  # fmt: skip
 
 
 budget()

@@ -7,89 +7,108 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from observability.analytics import catalog
 from observability.analytics.monitoring import METRICS, TIMEFRAMES
 from observability.ui import common as ui
-from observability.ui import data
+from observability.ui import data, fmt
 
 ui.require("dashboards.view")
 ui.page_header("Live monitoring", "Conversations, safety and spend right now; drill into any metric.")
-
-UNIT_FMT = {"": "{:,.0f}", "ms": "{:,.0f} ms", "%": "{:.1f} %", "usd": "${:,.2f}", "score": "{:.2f}"}
-
-
-def fmt(value: float | None, unit: str) -> str:
-    return "–" if value is None else UNIT_FMT.get(unit, "{:,.2f}").format(value)
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def live_tiles() -> None:
     m = data.live_metrics()
     row1 = st.columns(6)
-    row1[0].metric("Active conversations", fmt(m["conversations_active"], ""))
-    row1[1].metric("Conversations today", fmt(m["conversations_total_today"], ""))
-    row1[2].metric("Messages today", fmt(m["messages_processed"], ""))
-    row1[3].metric("AI confidence (1h)", fmt(m["ai_confidence_avg"], "score"))
-    row1[4].metric("Safety score (1h)", fmt(m["safety_score_avg"], "score"))
-    row1[5].metric("Human interventions today", fmt(m["human_interventions"], ""))
+    fmt.metric(row1[0], "active_conversations", m["conversations_active"])
+    fmt.metric(row1[1], "conversations_today", m["conversations_total_today"])
+    fmt.metric(row1[2], "messages_today", m["messages_processed"])
+    fmt.metric(row1[3], "ai_confidence_avg", m["ai_confidence_avg"])
+    fmt.metric(row1[4], "safety_score_avg", m["safety_score_avg"])
+    fmt.metric(row1[5], "human_interventions_today", m["human_interventions"])
     row2 = st.columns(6)
-    row2[0].metric("Open alerts", fmt(m["alert_count"], ""))
-    row2[1].metric("System load", fmt(m["system_load"], "%"))
-    row2[2].metric("Response time (1h avg)", fmt(m["response_time_avg"], "ms"))
-    row2[3].metric("Claude requests today", fmt(m["claude_requests_today"], ""))
-    row2[4].metric("Claude cost today", fmt(m["claude_cost_today"], "usd"))
-    row2[5].caption(f"Updated {m['timestamp'][11:19]} UTC")
+    fmt.metric(row2[0], "firing_alerts", m["alert_count"])
+    fmt.metric(row2[1], "system_load", m["system_load"])
+    fmt.metric(row2[2], "llm_p95_now_ms", m["response_time_p95_5m"])
+    fmt.metric(row2[3], "claude_requests_today", m["claude_requests_today"])
+    fmt.metric(row2[4], "claude_cost_today_usd", m["claude_cost_today"])
+    row2[5].caption(f"Updated {m['timestamp'][11:19]} UTC. Claude figures leave other providers out; "
+                    "Overview's spend today counts every provider.")  # fmt: skip
 
 
 live_tiles()
 
 st.subheader("Drill-down")
 c1, c2 = st.columns([1, 2])
-with c1:
+with c1:  # the URL keeps the metric's name (?metric=response_time); the picker shows its label
+    wanted = ui.query_param("metric", "response_time")
     metric = st.selectbox(
         "Metric",
         list(METRICS),
-        index=list(METRICS).index("response_time"),
-        key="metric",
-        bind="query-params",
-        help="; ".join(f"{k}: {m.label}" for k, m in METRICS.items()),
+        index=list(METRICS).index(wanted if wanted in METRICS else "response_time"),
+        key="metric_pick",
+        format_func=lambda k: fmt.label(METRICS[k].series_metric),
     )
+    ui.set_query_params(metric=metric)
 with c2:
     timeframe = st.segmented_control("Timeframe", list(TIMEFRAMES), default="1h", key="timeframe",
                                      bind="query-params", required=True)  # fmt: skip
 metric = metric if metric in METRICS else "response_time"
 timeframe = timeframe if timeframe in TIMEFRAMES else "1h"
+STATUS = {"ok": "ok", "warning": "⚠ warning", "critical": "⛔ critical"}
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def drill() -> None:
     d = data.drill_down(metric, timeframe)
+    spec = METRICS[metric]
+    label = fmt.label(spec.series_metric)
     hist = d.historical_data
     if hist.empty or not hist["value"].notna().any():
-        ui.empty_state(f"No {d.label.lower()} data in the last {timeframe}.",
+        ui.empty_state(f"No {label.lower()} data in the last {timeframe}.",
                        "Metrics arrive from the SDK (`record_metric`, `record_llm_call`, messages) and the worker.")  # fmt: skip
         return
+    unit = catalog.get(spec.series_metric).unit
+    interval = (
+        f"{d.extra['interval_s'] // 60:g}-min"
+        if d.extra["interval_s"] < 3600
+        else f"{d.extra['interval_s'] // 3600:g}-hour"
+    )
     arrow = {"up": "↑", "down": "↓", "stable": "→"}[d.trend_analysis["direction"]]
     c = st.columns(6)
-    c[0].metric(f"{d.label} now", fmt(d.current_value, d.unit))
-    for col, p in zip(c[1:4], ("p50", "p95", "p99"), strict=False):
-        col.metric(p.upper(), fmt(d.percentile_data.get(p), d.unit))
-    c[4].metric("Trend", f"{arrow} {d.trend_analysis['direction']}", f"{d.trend_analysis['percentage_change']:+.1f} %",
-                delta_color="off")  # fmt: skip
-    c[5].metric("Status", d.status)
+    fmt.metric(c[0], spec.now_metric, d.current_value)
+    if spec.has_percentiles:
+        for col, p in zip(c[1:4], ("p50", "p95", "p99"), strict=False):
+            col.metric(f"{p.upper()}, last {timeframe}", fmt.number(unit, d.percentile_data.get(p)),
+                       help=f"{p.upper()} of {label.lower()} over the last {timeframe}; {d.source}.")  # fmt: skip
+    else:
+        c[1].metric(f"Total, last {timeframe}", fmt.number(unit, d.extra["total"]),
+                    help=f"{fmt.help_text(spec.series_metric, f'the last {timeframe}')}")  # fmt: skip
+        c[2].metric(f"Busiest {interval} interval", fmt.number(unit, d.extra["peak"]),
+                    help=f"The highest {interval} value of the chart")  # fmt: skip
+    c[4].metric(f"Trend, last {timeframe}", f"{arrow} {d.trend_analysis['direction']}",
+                f"{d.trend_analysis['percentage_change']:+.1f} %", delta_color="off",
+                help="Mean of the later half of the chart against the earlier half")  # fmt: skip
+    shown = ", ".join(f"{k} {fmt.number(unit, v)}" for k, v in d.thresholds.items())
+    c[5].metric("Status now", STATUS.get(d.status, d.status),
+                help=f"{fmt.label(spec.now_metric)} against the thresholds drawn on the chart ({shown})"
+                if d.thresholds else "This metric has no thresholds.")  # fmt: skip
     if d.trend_analysis["is_concerning"]:
-        st.warning(f"**Concerning:** {d.label} is {d.status if d.status != 'ok' else 'moving the wrong way'} "
+        st.warning(f"**Concerning:** {label} is {d.status if d.status != 'ok' else 'moving the wrong way'} "
                    f"({d.trend_analysis['percentage_change']:+.1f} % over the {timeframe}).", icon=":material/warning:")  # fmt: skip
     fig = go.Figure()
-    fig.add_scatter(
-        x=hist["ts"], y=hist["value"], mode="lines+markers" if len(hist) < 80 else "lines", name=d.label
-    )
+    fig.add_scatter(x=hist["ts"], y=hist["value"], mode="lines+markers" if len(hist) < 80 else "lines", name=label,
+                    hovertemplate=f"%{{x|%Y-%m-%d %H:%M}} UTC<br>{label}: %{{y:,.2f}}<extra></extra>")  # fmt: skip
     for level, color in (("warning", "#f9a825"), ("critical", "#c62828")):
         if level in d.thresholds:
-            fig.add_hline(y=d.thresholds[level], line_dash="dash", line_color=color, annotation_text=level)
-    fig.update_layout(title=f"{d.label}, last {timeframe}", xaxis_title="", yaxis_title=d.unit or "count")
+            fig.add_hline(y=d.thresholds[level], line_dash="dash", line_color=color,
+                          annotation_text=f"{level} {fmt.number(unit, d.thresholds[level])}")  # fmt: skip
+    fig.update_layout(title=f"{label}, per {interval} interval, last {timeframe}", xaxis_title="",
+                      yaxis_title={"ms": "ms", "usd": "USD", "percent": "%"}.get(unit, label))  # fmt: skip
     st.plotly_chart(fig, key="lm_drill")
-    st.caption(f"Percentiles {d.source}.")
-    ui.table(hist, f"{metric}_{timeframe}.csv", key="lm_hist", height=240)
+    st.caption(f"{fmt.help_text(spec.series_metric, f'the last {timeframe}')} Figures {d.source}.")
+    out = hist.rename(columns={"ts": "interval start (UTC)", "value": label})
+    ui.download_csv(out, f"{metric}_{timeframe}.csv", key="lm_hist_csv")
 
 
 drill()

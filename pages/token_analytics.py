@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from observability.analytics.window import source_note
-from observability.ui import charts, data, frames
+from observability.ui import charts, data, fmt, frames
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -38,13 +38,18 @@ def live() -> None:
             "Bots report calls with `client.record_llm_call(model, provider, input_tokens, output_tokens, latency_ms)`.",
         )
         return
-    c = st.columns(5)
-    c[0].metric("Requests", f"{int(tot['requests']):,}")
-    c[1].metric("Input tokens", f"{int(tot['input_tokens']):,}")
-    c[2].metric("Output tokens", f"{int(tot['output_tokens']):,}")
-    c[3].metric("Cache read tokens", f"{int(tot['cache_read_tokens']):,}",
-                help="Input tokens served from the prompt cache (part of input tokens)")  # fmt: skip
-    c[4].metric("Cache hit rate", f"{tot['cache_hit_rate']:.1%}")
+    c = st.columns(6)
+    over = f"the last {window}"
+    fmt.metric(c[0], "llm_requests", tot["requests"], window=over, label="LLM requests")
+    fmt.metric(c[1], "input_tokens", tot["input_tokens"], window=over, label="Input tokens")
+    fmt.metric(c[2], "output_tokens", tot["output_tokens"], window=over, label="Output tokens")
+    fmt.metric(c[3], "cache_read_tokens", tot["cache_read_tokens"], window=over, label="Cache-read tokens")
+    fmt.metric(c[4], "prompt_cache_token_share",
+               tot["cache_read_tokens"] / tot["input_tokens"] if tot["input_tokens"] else None, window=over,
+               label=fmt.label("prompt_cache_token_share"))  # fmt: skip
+    fmt.metric(
+        c[5], "llm_cache_hit_rate", tot["cache_hit_rate"], window=over, label=fmt.label("llm_cache_hit_rate")
+    )
 
     series = data.token_series(window, bots, by)
     series = series.assign(total_tokens=series["input_tokens"] + series["output_tokens"])
@@ -75,15 +80,18 @@ def live() -> None:
     per_model["cache_hit_rate"] = per_model["cache_hits"] / per_model["requests"].where(
         per_model["requests"] > 0
     )
-    fig = charts.bar(per_model, x=by, y="cache_hit_rate", title=f"Cache hit rate by {by}")
+    fig = charts.bar(per_model, x=by, y="cache_hit_rate", title=f"{fmt.label('llm_cache_hit_rate')} by {by}",
+                     labels={"cache_hit_rate": "share of LLM calls"})  # fmt: skip
     fig.update_yaxes(tickformat=".0%")
     right.plotly_chart(fig, key="ta_cache_by")
 
     st.subheader("Totals by model and bot")
     ui.table(totals[["model", "bot", "requests", *TOKEN_COLS, "total_tokens", "cache_hit_rate", "cost_usd"]],
              f"tokens_by_model_bot_{window}.csv", key="ta_totals",
-             column_config={"cache_hit_rate": st.column_config.NumberColumn("cache hit rate", format="percent"),
-                            "cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+             column_config={"model": fmt.text_column("Model"), "bot": fmt.text_column("Bot"),
+                            **fmt.columns({"requests": "llm_requests", **{c: c for c in TOKEN_COLS},
+                                           "total_tokens": "total_tokens", "cache_hit_rate": "llm_cache_hit_rate",
+                                           "cost_usd": "llm_cost_usd"}, {"cost_usd": "Spend"}, window=f"the last {window}")})  # fmt: skip
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
@@ -98,8 +106,17 @@ def top_conversations() -> None:
     fig = charts.bar(top.head(10), x="total_tokens", y="conversation_id", orientation="h", color="bot",
                      title="Top 10 conversations by tokens")  # fmt: skip
     st.plotly_chart(fig, key="ta_top")
+    top = top.assign(conversation_id=[ui.query_link("pages/conversations.py", conversation=c)
+                                      for c in top["conversation_id"]])  # fmt: skip
     ui.table(top, f"top_conversations_tokens_{window}.csv", key="ta_top_table",
-             column_config={"cost_usd": st.column_config.NumberColumn("cost", format="dollar")})  # fmt: skip
+             column_config={"conversation_id": st.column_config.LinkColumn("Conversation", display_text=r"conversation=([^&]+)"),
+                            "bot": fmt.text_column("Bot"), "first_ts": fmt.time_column("First call (UTC)"),
+                            "last_ts": fmt.time_column("Last call (UTC)"),
+                            **fmt.columns({"requests": "llm_requests", "input_tokens": "input_tokens",
+                                           "output_tokens": "output_tokens", "cache_read_tokens": "cache_read_tokens",
+                                           "total_tokens": "total_tokens", "cost_usd": "llm_cost_usd",
+                                           "cost_saved_usd": "llm_cost_saved_usd", "errors": "llm_requests"},
+                                          {"cost_usd": "Spend", "errors": "Failed calls"}, window="the last 24 hours")})  # fmt: skip
 
 
 live()

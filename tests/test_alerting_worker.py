@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 from support.alerting import T0, Harness
 
+from observability.alerting import inputs
+from observability.analytics import sla
 from observability.store import Store
 from observability.store.ingest import write_batch
 from observability.timeutil import to_epoch
@@ -57,9 +59,9 @@ def test_default_rules_fire_and_resolve_from_raw_traffic(alerting: Harness) -> N
         events.append(["llm", _id(), _ts(-90 + i * 4), "lead_bot", "qualifier", "qualify", "claude-sonnet-4-5",
                        "anthropic", 500, 100, 0, 0, 900.0, False, None, f"c{i}", i >= 6,
                        None if i >= 6 else "rate_limit_exceeded"])  # fmt: skip
-    for i in range(10):  # tracked operations over their SLA target (full_qualification P95 2000 ms)
+    for i in range(20):  # tracked operations over their SLA target (full_qualification P95 2000 ms)
         events.append(
-            ["op", _id(), _ts(-60 + i * 3), "lead_bot", "full_qualification", 2500.0, True, False, None]
+            ["op", _id(), _ts(-60 + i * 3), "lead_bot", "full_qualification", 3000.0, True, False, None]
         )
     assert write_batch(alerting.store, events, alerting.settings).rejected == 0
 
@@ -74,7 +76,8 @@ def test_default_rules_fire_and_resolve_from_raw_traffic(alerting: Harness) -> N
         ("high_response_time", ()),  # threshold of document 004: mean response time 3000 ms > 2000 ms
     }  # fmt: skip
     sla = next(a for a in alerting.svc.active_alerts() if a["rule_name"] == "sla_violation")
-    assert sla["value"] == pytest.approx(1.5) and "P95 3000 ms vs target 2000 ms" in sla["message"]
+    assert sla["value"] == pytest.approx(1.5)
+    assert "full_qualification P95 3000 ms vs target 2000 ms" in sla["message"]
     # the overall alerts are held: the lead bot's alerts of the same rules explain them
     held = {a["rule_name"] for a in alerting.svc.active_alerts() if not a["labels"] and a["suppressed_by"]}
     assert held == {"high_error_rate", "low_cache_hit_rate"}
@@ -87,6 +90,28 @@ def test_default_rules_fire_and_resolve_from_raw_traffic(alerting: Harness) -> N
     }
     w.close()
     assert not alerting.peers.errors
+
+
+def test_sla_violation_reads_only_the_sla_evaluation_not_the_bots_response_time(alerting: Harness) -> None:
+    """Slow interactions (the collector's bot-level P95, 5,000 ms against the 2,000 ms of
+    alert_rules.json) with every tracked operation of the SLA table fast: the Bot health table
+    shows no breach, so `sla_violation` must not fire; its input is the SLA evaluation's ratio."""
+    events: list[list] = []
+    for i in range(25):
+        events.append(["interaction", _id(), _ts(-120 + i * 4), "lead_bot", 5000.0, True, True, None])
+        events.append(["op", _id(), _ts(-120 + i * 4), "lead_bot", "process", 300.0, True, False, None])
+    assert write_batch(alerting.store, events, alerting.settings).rejected == 0
+    now = alerting.now(0)
+    got = inputs.gather(alerting.store, alerting.settings, now)
+    ratios = {s.label_dict["bot"]: s.value for s in got.samples if s.metric == "sla_p95_ratio"}
+    [row] = [r for r in sla.evaluate(alerting.store, int(alerting.settings.alert_metric_window_s), now=now).rows
+             if (r.bot, r.operation) == ("lead_bot", "process")]  # fmt: skip
+    assert ratios == {"lead_bot": pytest.approx(row.p95_ratio)} and row.p95_ratio < 1
+    w = worker.Worker(Store.from_url(alerting.store.url), alerting.settings,
+                      steps=[s for s in worker.STEPS if s.name.startswith("alerts_")], worker_id="w")  # fmt: skip
+    _tick(alerting, w, 0)
+    assert "sla_violation" not in {a["rule_name"] for a in alerting.svc.active_alerts()}
+    w.close()
 
 
 def test_custom_metric_thresholds_raise_warning_then_critical(alerting: Harness) -> None:

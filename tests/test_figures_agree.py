@@ -10,12 +10,15 @@ operation, 30 operations at 4,000 ms in the last two minutes (target P95 1,500 m
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,13 +29,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser.demo_data import load_demo
 from streamlit.testing.v1 import AppTest
 
+from observability import events
 from observability.alerting import inputs
 from observability.analytics import catalog, monitoring, sla
+from observability.analytics.agent_costs import DecisionCost, DecisionCostTracker
 from observability.analytics.bot_metrics import BotMetricsCollector
+from observability.analytics.llm_observability import LLMObservabilityService
 from observability.settings import get_settings, reset_settings_cache
 from observability.store import Store, ingest, rollups
 from observability.timeutil import to_epoch, utcnow
-from observability.ui import common
+from observability.ui import common, frames
 from observability.worker.metrics import StoreCollector
 
 
@@ -176,3 +182,224 @@ def test_overview_spend_today_equals_the_metric_catalog_formatting_of_the_servic
     at = run("Home.py")
     k = monitoring.overview_kpis(demo)
     assert metric(at, catalog.get("spend_today_usd").label) == f"${k.spend_today_usd:,.2f}"
+
+
+@pytest.fixture
+def ops_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A store with tracked operations of bots without LLM calls: buyer_bot's `process` 25 times at
+    4,000 ms (P95 target 1,800 ms) and seller_bot's 5 times (fewer than ALERT_MIN_SAMPLES), in the
+    last 2 minutes; three LLM calls of lead_bot so that the Overview draws its tables."""
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    now = utcnow()
+    ops = [["op", uuid.uuid4().hex, to_epoch(now - timedelta(seconds=110 - 4 * i)), bot, "process", 4000.0,
+            True, False, None] for bot, n in (("buyer_bot", 25), ("seller_bot", 5)) for i in range(n)]  # fmt: skip
+    calls = [["llm", uuid.uuid4().hex, to_epoch(now - timedelta(seconds=60 + i)), "lead_bot", "qualifier", "qualify",
+              "claude-sonnet-4-5", "anthropic", 500, 100, 0, 0, 900.0, False, None, f"c{i}", True, None]
+             for i in range(3)]  # fmt: skip
+    assert ingest.write_batch(store, ops + calls).rejected == 0
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    yield store
+    store.dispose()
+    reset_settings_cache()
+
+
+def test_overview_column_and_bot_health_alert_note_list_the_same_breaches(ops_only: Store) -> None:
+    """Overview listed only bots with LLM calls, and Bot health's note counted pairs over too few
+    operations: both now read `sla.alert_breaches`."""
+    assert get_settings().alert_min_samples > 5
+    expected = {(r.bot, r.operation) for r in sla.alert_breaches(ops_only)}
+    assert expected == {("buyer_bot", "process")}
+    ov = run("Home.py")
+    bots = table(ov, "slow_operations").set_index("bot")
+    assert {(b, op) for b, ops in bots["slow_operations"].items() for op in ops.split(", ") if op} == expected
+    bh = run("pages/bot_health.py")
+    [note] = [w.value for w in bh.warning if "sla_violation" in w.value]
+    assert "buyer_bot · process" in note and "seller_bot" not in note
+
+
+def test_live_monitoring_response_time_now_is_the_last_5_minutes_p95_and_status_follows_it(
+    demo: Store,
+) -> None:
+    at = run("pages/live_monitoring.py", {"metric": "response_time", "timeframe": "1h"})
+    label = catalog.get("llm_p95_now_ms").label
+    assert "last 5 min" in label
+    now_p95 = monitoring.live_metrics(demo)["response_time_p95_5m"]
+    shown = [m.value for m in at.metric if m.label == label]
+    assert len(shown) == 2 and shown[0] == shown[1]  # the tile and the drill-down's "now"
+    assert shown[0] == f"{now_p95:,.0f} ms"  # the demo's last 5 minutes are past, so this holds still
+    hour = monitoring.live_metrics(demo)["response_time_avg"]
+    assert shown[0] != f"{hour:,.0f} ms", "'now' must not be the hour's mean"
+    d = monitoring.drill_down(demo, "response_time", "1h")
+    expected = monitoring.threshold_status(d.current_value, d.thresholds, "up")
+    assert metric(at, "Status now").endswith(expected)
+    assert not at.dataframe, "the drill-down's table only repeated the chart"
+    [picker] = at.selectbox
+    assert picker.format_func("response_time") == catalog.get("llm_p95_bucket_ms").label
+    assert all(
+        picker.format_func(k) == catalog.get(m.series_metric).label for k, m in monitoring.METRICS.items()
+    )
+
+
+def test_live_monitoring_shows_no_percentiles_of_per_minute_counts(demo: Store) -> None:
+    at = run("pages/live_monitoring.py", {"metric": "conversations", "timeframe": "1h"})
+    labels = {m.label for m in at.metric}
+    assert not {lab for lab in labels if lab.startswith(("P50", "P95", "P99"))}
+    d = monitoring.drill_down(demo, "conversations", "1h")
+    assert d.percentile_data == {}
+    assert metric(at, "Total, last 1h") == f"{d.extra['total']:,.0f}"
+
+
+def test_the_three_spend_figures_say_what_they_count_and_equal_their_services(demo: Store) -> None:
+    """Overview's spend today (all providers), Live monitoring's Claude spend today (Anthropic only)
+    and Cost tracking's month to date (all providers): one catalog entry each, labels that tell
+    them apart, each equal to its service."""
+    today, claude, month = (catalog.get(n) for n in ("spend_today_usd", "claude_cost_today_usd",
+                                                     "spend_month_to_date_usd"))  # fmt: skip
+    assert (
+        "all providers" in today.label and "all providers" in month.label and "Anthropic only" in claude.label
+    )
+    assert "today" in today.label and "today" in claude.label and "month to date" in month.label
+    assert "00:00 UTC today" in today.window == claude.window and "1st of the month" in month.window
+    ov, lm, ct = run("Home.py"), run("pages/live_monitoring.py"), run("pages/cost_tracking.py")
+    assert metric(ov, today.label) == f"${monitoring.overview_kpis(demo).spend_today_usd:,.2f}"
+    assert metric(lm, claude.label) == f"${monitoring.live_metrics(demo)['claude_cost_today']:,.2f}"
+    svc = LLMObservabilityService(demo)
+    assert metric(ct, month.label) == f"${svc.spend_forecast()['spend_mtd_usd']:,.2f}"
+    explained = "\n".join(c.value for c in ct.caption)
+    assert today.label in explained and claude.label in explained
+
+
+@pytest.fixture
+def anomalies_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """Agent `writer`: 2,000 calls at $0.01 and 120 at $1.00 (all anomalous); agent `router`: 200
+    calls at $0.001 and one at $0.05 (z far above 3, but under the $0.10 dollar threshold)."""
+    url = f"sqlite:///{tmp_path / 'costs.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    now = utcnow()
+    calls = (
+        [("writer", 0.01)] * 2000 + [("writer", 1.0)] * 120 + [("router", 0.001)] * 200 + [("router", 0.05)]
+    )
+    DecisionCostTracker(store).record_many([
+        DecisionCost(agent, "answer", 100, 10, cost_usd=cost, bot="lead_bot", model="claude-sonnet-4-5",
+                     provider="anthropic", timestamp=now - timedelta(seconds=1 + (i % 3000)))
+        for i, (agent, cost) in enumerate(calls)
+    ])  # fmt: skip
+    rollups.run(store)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    yield store
+    store.dispose()
+    reset_settings_cache()
+
+
+def test_cost_anomalies_need_both_thresholds_and_the_listing_pages_through_all_of_them(
+    anomalies_store: Store,
+) -> None:
+    settings = get_settings()
+    assert (settings.cost_anomaly_min_usd, settings.cost_anomaly_z) == (0.10, 3.0)
+    first = frames.cost_report(anomalies_store, "24h")
+    assert first["anomaly_count"] == 120 and first["pages"] == 3  # the router's $0.05 spike is not one
+    seen: list[str] = []
+    for page in (1, 2, 3):
+        rep = frames.cost_report(anomalies_store, "24h", anomaly_page=page)
+        seen += list(rep["anomalies"]["trace_id"])
+        assert set(rep["anomalies"]["agent"]) == {"writer"} and (rep["anomalies"]["cost_usd"] >= 0.10).all()
+    assert len(seen) == len(set(seen)) == 120
+    at = run("pages/cost_tracking.py", {"range": "24h", "anomaly_page": "3"})
+    shown = "\n".join(e.value for e in at.error)
+    assert "120 anomalous call(s)" in shown and "page 3 of 3" in shown
+    assert len(table(at, "z_score")) == 20
+    rule = "\n".join(c.value for c in at.caption)
+    assert "$0.10" in rule and "3 standard deviations" in rule
+    # the markers are single calls on their own axis, at their cost (no band at y = 0)
+    [chart] = [c for c in at.get("plotly_chart") if "cost of each call" in c.proto.spec]
+    spec = json.loads(chart.proto.spec)
+    ys = [y for t in spec["data"] if t.get("mode") == "markers" for y in plotted(t["y"])]
+    assert ys and min(ys) >= 0.10
+
+
+def plotted(values: list | dict) -> list[float]:
+    """A trace's values as Plotly's JSON holds them (a list, or base64 with a dtype)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return [float(v) for v in values if v is not None]
+
+
+def test_alerts_per_hour_bars_span_their_hour_and_the_axis_spans_the_day_when_all_fall_in_one_hour() -> None:
+    from datetime import datetime
+
+    import pandas as pd
+
+    from observability.ui import charts
+
+    now = datetime(2026, 12, 2, 21, 14)
+    counts = pd.DataFrame({"hour": [datetime(2026, 12, 2, 20)] * 2, "severity": ["critical", "warning"],
+                           "alerts": [3, 1]})  # fmt: skip
+    start, end = charts.last_hours(24, now)
+    assert (end - start).total_seconds() == 24 * 3600 and end == datetime(2026, 12, 2, 22)
+    fig = charts.bar(counts, x="hour", y="alerts", color="severity", barmode="stack", period_s=3600,
+                     x_range=(start, end))  # fmt: skip
+    assert {t.width for t in fig.data} == {3_600_000.0} and {t.offset for t in fig.data} == {0}
+    axis = fig.layout.xaxis
+    assert axis.type == "date" and [pd.Timestamp(v) for v in axis.range] == [
+        pd.Timestamp(start),
+        pd.Timestamp(end),
+    ]
+    assert axis.dtick % 3_600_000 == 0 and "%H:%M" in axis.tickformat  # whole hours, no fractions of a second
+
+
+def test_activity_feed_unread_and_chart_follow_the_range_and_severity_filter(demo: Store) -> None:
+    from observability.analytics import activity
+
+    at = run("pages/activity_feed.py", {"range": "24h", "severity": "high"})
+    user = common.LOCAL_USER.name
+    unread = activity.unread_count(demo, user, "24h", severities=["high"])
+    assert unread < activity.unread_count(demo, user, "7d")
+    assert metric(at, f"Unread in range for {user}") == f"{unread:,}"
+    [chart] = [c for c in at.get("plotly_chart") if "by severity, last 24h" in c.proto.spec]
+    traces = json.loads(chart.proto.spec)["data"]
+    assert {t["name"] for t in traces} == {"high"}
+    expected = sum(r["events"] for r in activity.severity_counts(demo, "24h", severities=["high"]))
+    assert sum(sum(plotted(t["y"])) for t in traces) == expected > 0
+    # a conversation id opens the conversation (the conversations page reads ?conversation=)
+    event = events.activity(uuid.uuid4().hex, to_epoch(utcnow()), event_type="note", title="a note", description=None,
+                            severity="low", category="test", account_id=None, conversation_id="conv-linked")  # fmt: skip
+    assert ingest.write_batch(demo, [event]).rejected == 0
+    common.clear_caches()
+    at = run("pages/activity_feed.py", {"range": "7d"})
+    rows, _ = activity.feed_page(demo, user, window="7d")
+    ids = [r["conversation"] for r in rows if r["conversation"]]
+    links = [v for v in at.dataframe[0].value["conversation"] if isinstance(v, str)]
+    assert ids and links == [common.query_link("pages/conversations.py", conversation=c) for c in ids]
+
+
+def test_handoff_is_shown_as_the_handoff_step_never_as_a_bot(demo: Store) -> None:
+    assert "handoff" not in monitoring.known_bots(demo)
+    at = run("pages/bot_health.py")
+    [bots] = [m for m in at.multiselect if m.label == "Bots"]
+    assert "handoff" not in bots.options and "lead_bot" in bots.options
+    rows = table(at, "alert_p95_ratio")
+    assert "handoff" not in set(rows["bot"]) and "handoff step" in set(rows["bot"])
+    [chart] = [c for c in at.get("plotly_chart") if "against SLA targets" in c.proto.spec]
+    xs = {x for t in json.loads(chart.proto.spec)["data"] for x in t["x"]}
+    assert "handoff step · execute" in xs and not any(x.startswith("handoff ·") for x in xs)
+
+
+def test_quality_is_a_percentage_everywhere_through_the_catalog(demo: Store) -> None:
+    from observability.analytics.conversation_scoring import score_pending
+    from observability.ui import fmt
+
+    assert fmt.text("quality_score", 0.4278) == "42.8%"
+    score_pending(demo, utcnow())
+    common.clear_caches()
+    at = run("pages/conversation_quality.py", {"range": "24h"})
+    shown = metric(at, "Mean quality")
+    assert shown.endswith("%") and 0 <= float(shown.rstrip("%")) <= 100

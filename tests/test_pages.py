@@ -174,7 +174,7 @@ def test_overview_shows_the_services_live_kpis(demo: Store) -> None:
             "LLM requests / min (5 min)": f"{d5.requests_per_minute:,.1f}",
             "LLM error rate (5 min)": f"{d5.error_rate:.1%}",
             "LLM P95 latency (1h)": f"{p95:,.0f} ms",
-            "Spend today (all models)": f"${svc.spend_forecast()['spend_today_usd']:,.2f}",
+            "Spend today, all providers": f"${svc.spend_forecast()['spend_today_usd']:,.2f}",
             "Active conversations": f"{monitoring.active_conversation_count(demo):,}",
         }
 
@@ -218,10 +218,10 @@ def test_token_analytics_matches_the_llm_service(demo: Store) -> None:
     svc = LLMObservabilityService(demo)
     d = svc.dashboard(86_400)
     at = run_page("token_analytics", query={"range": "24h"})
-    assert metric(at, "Requests") == f"{d.total_requests:,}"
+    assert metric(at, "LLM requests") == f"{d.total_requests:,}"
     assert metric(at, "Input tokens") == f"{d.input_tokens:,}"
     assert metric(at, "Output tokens") == f"{d.output_tokens:,}"
-    assert metric(at, "Cache hit rate") == f"{d.cache_hit_rate:.1%}"
+    assert metric(at, "LLM response-cache hit rate") == f"{d.cache_hit_rate:.1%}"
     assert len(at.get("plotly_chart")) >= 5
 
 
@@ -229,7 +229,7 @@ def test_token_analytics_bot_filter_from_the_url_narrows_the_figures(demo: Store
     at = run_page("token_analytics", query={"range": "24h", "bot": ["lead_bot"]})
     rows = LLMObservabilityService(demo).cost_breakdown("bot", 86_400)
     lead = next(r for r in rows if r["bot"] == "lead_bot")
-    assert metric(at, "Requests") == f"{lead['requests']:,}"
+    assert metric(at, "LLM requests") == f"{lead['requests']:,}"
 
 
 def test_cost_tracking_matches_the_services_and_lists_anomalies_and_unpriced_models(demo: Store) -> None:
@@ -238,7 +238,7 @@ def test_cost_tracking_matches_the_services_and_lists_anomalies_and_unpriced_mod
     week = svc.dashboard(7 * 86_400)
     at = run_page("cost_tracking")
     after = svc.spend_forecast()
-    assert metric(at, "Month to date") == f"${fc['spend_mtd_usd']:,.2f}"
+    assert metric(at, "Spend month to date, all providers") == f"${fc['spend_mtd_usd']:,.2f}"
     # the forecast moves with the clock (days left in the month): the page's lies between the two
     lo, hi = sorted((fc["forecast_month_end_usd"], after["forecast_month_end_usd"]))
     shown = float(metric(at, "Forecast to month end").lstrip("$").replace(",", ""))
@@ -282,6 +282,36 @@ def test_only_managers_and_admins_set_the_budget_and_the_page_shows_it(demo_copy
     assert metric(at, "Monthly budget") == "$1,234.00"
 
 
+def test_budget_form_says_what_happened_keeps_a_refused_value_and_warns_far_from_the_spend(
+    demo_copy: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo = demo_copy
+    monkeypatch.setenv("AUTH_MODE", "password")
+    reset_settings_cache()
+    if auth.get_user(demo, "boss2") is None:
+        auth.create_user(demo, "boss2", auth.MANAGER, "manager-pass-3")
+    svc = LLMObservabilityService(demo)
+    before = svc.monthly_budget()
+    at = run_page("cost_tracking", session={"user": auth.User("boss2", auth.MANAGER)})
+    field = next(n for n in at.number_input if n.label == "Monthly budget (USD)")
+    field.set_value(0.0)
+    next(b for b in at.button if b.label == "Save budget").click()
+    at.run()
+    assert svc.monthly_budget() == before  # refused: nothing changed
+    assert any("Not saved" in e.value and "positive" in e.value for e in at.error)
+    assert (
+        next(n for n in at.number_input if n.label == "Monthly budget (USD)").value == 0.0
+    )  # typed value kept
+    forecast = svc.spend_forecast()["forecast_month_end_usd"]
+    far = round(max(forecast, 1.0) * 100, 2)
+    next(n for n in at.number_input if n.label == "Monthly budget (USD)").set_value(far)
+    next(b for b in at.button if b.label == "Save budget").click()
+    at.run()
+    assert svc.monthly_budget() == far
+    assert any(f"Saved: the monthly budget is now ${far:,.2f}" in s.value for s in at.success)
+    assert any("times that" in w.value for w in at.warning)
+
+
 def test_budget_form_saves_through_the_service(demo_copy: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     demo = demo_copy
     monkeypatch.setenv("AUTH_MODE", "password")
@@ -323,11 +353,11 @@ def test_live_monitoring_tiles_and_drill_down_match_the_monitoring_functions(dem
     live = monitoring.live_metrics(demo)
     at = run_page("live_monitoring", query={"metric": "ai_confidence", "timeframe": "6h"})
     assert metric(at, "Messages today") == f"{live['messages_processed']:,.0f}"
-    assert metric(at, "Claude cost today") == f"${live['claude_cost_today']:,.2f}"
-    assert metric(at, "Open alerts") == "1"
+    assert metric(at, "Claude spend today, Anthropic only") == f"${live['claude_cost_today']:,.2f}"
+    assert metric(at, "Firing alerts") == "1"
     d = monitoring.drill_down(demo, "ai_confidence", "6h")
-    assert metric(at, "P95") == f"{d.percentile_data['p95']:.2f}"
-    assert metric(at, "P50") == f"{d.percentile_data['p50']:.2f}"
+    assert metric(at, "P95, last 6h") == f"{d.percentile_data['p95']:.2f}"
+    assert metric(at, "P50, last 6h") == f"{d.percentile_data['p50']:.2f}"
     assert len(at.get("plotly_chart")) == 1
 
 
@@ -362,7 +392,10 @@ def test_activity_feed_filters_pages_and_marks_read_per_user(demo_copy: Store) -
     high = frames.activity_page(demo, "local", severities=("high", "critical"))[1]
     at = run_page("activity_feed")
     assert metric(at, "Matching events") == f"{total:,}"
-    assert metric(at, f"Unread for {common.LOCAL_USER.name}") == f"{activity.unread_count(demo, 'local'):,}"
+    assert (
+        metric(at, f"Unread in range for {common.LOCAL_USER.name}")
+        == f"{activity.unread_count(demo, 'local'):,}"
+    )
     at = run_page("activity_feed", query={"severity": ["high", "critical"]})
     assert metric(at, "Matching events") == f"{high:,}"
     # mark the first page read from the page: only this user's unread count drops
@@ -519,7 +552,7 @@ def test_every_page_runs_on_postgresql_with_the_services_numbers(
             run_page(name)
         d = LLMObservabilityService(store).dashboard(86_400)
         at = run_page("token_analytics", query={"range": "24h"})
-        assert metric(at, "Requests") == f"{d.total_requests:,}"
+        assert metric(at, "LLM requests") == f"{d.total_requests:,}"
         assert metric(at, "Input tokens") == f"{d.input_tokens:,}"
     finally:
         store.dispose()

@@ -10,7 +10,9 @@ incomplete (so nothing resolves for lack of data that tick):
   <bot>.seconds_since_last_response measured up to `now`; rates over fewer events than
   ALERT_MIN_SAMPLES are "no data" (see `samples` and `evaluation`);
 - SLA: the one SLA evaluation (`analytics.sla.evaluate`) over the same window, as the worst
-  P95/target ratio per bot (`<bot>.sla_p95_ratio`);
+  P95/target ratio per bot (`<bot>.sla_p95_ratio`), and nothing else: the collector's bot-level
+  `<bot>.response_time_p95` is not turned into an SLA ratio here, so `sla_violation` fires only on
+  a figure the Bot health table shows;
 - recorded metrics (`system_metrics`) that rules name, e.g. system_load, ai_confidence,
   safety_score, response_time or any custom metric: the mean over ALERT_METRIC_WINDOW_S;
 - custom alerts: recorded metrics whose metadata has threshold_warning / threshold_critical;
@@ -22,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,7 @@ from observability.alerting.model import (
     make_sample,
     normalize_comparison,
 )
-from observability.alerting.rules import META_RULES, all_rules, sla_targets
+from observability.alerting.rules import META_RULES, all_rules
 from observability.analytics import sla
 from observability.analytics.bot_metrics import BotMetricsCollector, metric_prefix
 from observability.settings import Settings
@@ -72,7 +73,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> Inputs:
         rules = [r for r in all_rules(conn) if r.enabled]
     for name, fn in (
         ("bot_metrics", lambda: stats.update(bot_metrics(store, settings, now))),
-        ("sla", lambda: merge_sla(stats, sla_ratios(store, settings, now), settings)),
+        ("sla", lambda: stats.update(sla_ratios(store, settings, now))),
         ("recorded", lambda: out.samples.extend(recorded_metrics(store, settings, now, rules))),
         ("custom", lambda: out.samples.extend(custom_metrics(store, settings, now))),
         ("alerting", lambda: out.samples.extend(alerting_metrics(store, now))),
@@ -85,7 +86,9 @@ def gather(store: Store, settings: Settings, now: datetime) -> Inputs:
             out.sources[name] = f"error: {exc}"
             out.problems.append(f"{name}: {exc}")
             out.complete = False
-    derived, problems = samples_mod.from_stats(stats, sla_targets(settings))
+    # no SLA targets here: `sla_p95_ratio` is the SLA evaluation's alone, never derived from the
+    # collector's bot-level response time (a figure the Bot health table does not show)
+    derived, problems = samples_mod.from_stats(stats, {})
     out.samples = derived + out.samples
     out.problems.extend(problems)
     return out
@@ -147,34 +150,6 @@ def sla_ratios(store: Store, settings: Settings, now: datetime) -> dict[str, Any
         }
         for bot, r in evaluation.worst_p95_ratio(settings.alert_min_samples).items()
     }  # fmt: skip
-
-
-def _worse(a: dict[str, Any] | None, b: dict[str, Any], min_samples: int) -> dict[str, Any]:
-    """Of two P95 ratios, the one over enough calls, then the higher."""
-    if a is None:
-        return b
-    need = max(min_samples, 1)
-
-    def rank(e: dict[str, Any]) -> tuple[bool, float]:
-        return (e["samples"] is None or e["samples"] >= need, e["value"])
-
-    return b if rank(b) > rank(a) else a
-
-
-def merge_sla(stats: dict[str, Any], tracker: Mapping[str, Any], settings: Settings) -> None:
-    """Per bot, keep the worse of the tracker's ratio and the collector's P95 over its target
-    (counted over `<bot>.interactions`, or `handoff.count` for the handoff service)."""
-    targets = sla_targets(settings)
-    for key, entry in tracker.items():
-        bot = entry["labels"]["bot"]
-        p95 = stats.get(f"{bot}.response_time_p95")
-        target = targets.get(bot)
-        if isinstance(p95, (int, float)) and target:
-            n = stats.get(f"{bot}.interactions", stats.get(f"{bot}.count"))
-            mine = {**entry, "value": p95 / target, "detail": f"P95 {p95:.0f} ms vs target {target:.0f} ms",
-                    "samples": n}  # fmt: skip
-            entry = _worse(entry, mine, settings.alert_min_samples)
-        stats[key] = entry
 
 
 # ---- recorded metrics ---------------------------------------------------------------------------

@@ -38,6 +38,25 @@ def _in_window(window: Window, now: datetime | None) -> sa.ColumnElement[bool]:
     return sa.and_(a.c.ts >= start, a.c.ts <= end)
 
 
+def _filters(
+    window: Window,
+    now: datetime | None,
+    severities: Sequence[str] | None = None,
+    event_type: str | None = None,
+    account_id: str | None = None,
+) -> list[sa.ColumnElement[bool]]:
+    """The feed's filters: the one definition the page, its unread count and its chart share."""
+    a = schema.activity_events
+    conds = [_in_window(window, now)]
+    if severities:
+        conds.append(a.c.severity.in_(list(severities)))
+    if event_type:
+        conds.append(a.c.event_type == event_type)
+    if account_id:
+        conds.append(a.c.account_id == account_id)
+    return conds
+
+
 def feed_filters(store: Store, now: datetime | None = None, days: int = 7) -> dict[str, list[str]]:
     """Distinct event types and accounts seen in the feed's last `days` days."""
     a = schema.activity_events
@@ -72,13 +91,7 @@ def feed_page(
     page_size = max(1, min(int(page_size), 200))
     page = max(1, int(page))
     read = _read_by(user_name)
-    conds = [_in_window(window, now)]
-    if severities:
-        conds.append(a.c.severity.in_(list(severities)))
-    if event_type:
-        conds.append(a.c.event_type == event_type)
-    if account_id:
-        conds.append(a.c.account_id == account_id)
+    conds = _filters(window, now, severities, event_type, account_id)
     if unread_only:
         conds.append(~read)
     where = sa.and_(*conds)
@@ -102,13 +115,20 @@ def feed_page(
 
 
 def severity_counts(
-    store: Store, window: Window = "24h", now: datetime | None = None
+    store: Store,
+    window: Window = "24h",
+    now: datetime | None = None,
+    severities: Sequence[str] | None = None,
+    event_type: str | None = None,
+    account_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Events per chart bucket and severity, oldest first: `ts` (bucket start, epoch seconds),
-    `severity`, `events`."""
+    """Events per chart bucket and severity over the window and the feed's filters, oldest first:
+    `ts` (bucket start, epoch seconds), `severity`, `events`."""
     a = schema.activity_events
     b = epoch_bucket(store, a.c.ts, GRANULARITIES[chart_granularity(window)]).label("ts")
-    stmt = sa.select(b, a.c.severity, sa.func.count()).where(_in_window(window, now))
+    stmt = sa.select(b, a.c.severity, sa.func.count()).where(
+        *_filters(window, now, severities, event_type, account_id)
+    )
     with store.connect() as conn:
         rows = conn.execute(stmt.group_by(sa.literal_column("1"), a.c.severity)).all()
     return sorted(({"ts": int(r[0]), "severity": r[1], "events": int(r[2])} for r in rows),
@@ -116,13 +136,20 @@ def severity_counts(
 
 
 def unread_count(
-    store: Store, user_name: str | None, window: Window = "7d", now: datetime | None = None
+    store: Store,
+    user_name: str | None,
+    window: Window = "7d",
+    now: datetime | None = None,
+    severities: Sequence[str] | None = None,
+    event_type: str | None = None,
+    account_id: str | None = None,
 ) -> int:
-    """Events of the window this user has not marked as read."""
+    """Events of the window (and the feed's filters) this user has not marked as read: the
+    page's "Unread in range" (catalog `unread_events`)."""
     a = schema.activity_events
-    stmt = sa.select(sa.func.count()).select_from(a).where(_in_window(window, now), ~_read_by(user_name))
+    where = [*_filters(window, now, severities, event_type, account_id), ~_read_by(user_name)]
     with store.connect() as conn:
-        return int(conn.execute(stmt).scalar() or 0)
+        return int(conn.execute(sa.select(sa.func.count()).select_from(a).where(*where)).scalar() or 0)
 
 
 def mark_read(store: Store, user_name: str, event_ids: Iterable[str], now: datetime | None = None) -> int:

@@ -9,8 +9,8 @@ gives `cost_usd`), so decisions recorded here, by the SDK or by any bot process 
 - per-agent summaries (spend, decisions, tokens, average latency, cost per decision) from the
   rollups, exact for any window;
 - cost anomalies: decisions whose cost is more than `z_threshold` (default 3) sample standard
-  deviations above their agent's mean over the window (a spike detector; cheap calls are not
-  flagged). Agents with fewer than `min_decisions` (default 10) decisions are not judged. Each
+  deviations above their agent's mean over the window AND at least `min_cost_usd` (a spike
+  detector that flags what a manager would act on: a 2-cent call is not one, however unusual). Agents with fewer than `min_decisions` (default 10) decisions are not judged. Each
   anomaly carries its trace id so the cost page can link to the call;
 - an efficiency ranking: cost per decision, cheapest first.
 
@@ -129,6 +129,7 @@ class CostReport:
     window_seconds: float | None
     generated_at: datetime
     source: str = "rollup"
+    min_cost_usd: float = 0.0  # the dollar threshold an anomaly also has to reach
 
     @property
     def efficiency_rankings(self) -> dict[str, float]:
@@ -189,16 +190,26 @@ class DecisionCostTracker:
         *,
         z_threshold: float = 3.0,
         min_decisions: int = 10,
+        min_cost_usd: float = 0.0,
         settings: Settings | None = None,
     ) -> None:
         if not math.isfinite(z_threshold) or z_threshold <= 0:
             raise ValueError("z_threshold must be a positive number")
+        if not math.isfinite(min_cost_usd) or min_cost_usd < 0:
+            raise ValueError("min_cost_usd must be zero or more dollars")
         if min_decisions < 2:
             raise ValueError("min_decisions must be at least 2 (a standard deviation needs two values)")
         self.store = store
         self.z_threshold = float(z_threshold)
         self.min_decisions = int(min_decisions)
+        self.min_cost_usd = float(min_cost_usd)
         self.settings = settings
+
+    @classmethod
+    def from_settings(cls, store: Store, settings: Settings) -> DecisionCostTracker:
+        """The tracker with the console's anomaly thresholds (COST_ANOMALY_Z, COST_ANOMALY_MIN_USD)."""
+        return cls(store, z_threshold=settings.cost_anomaly_z, min_cost_usd=settings.cost_anomaly_min_usd,
+                   settings=settings)  # fmt: skip
 
     # ---- recording ----------------------------------------------------------------------------
     def record(self, decision: DecisionCost) -> str:
@@ -243,11 +254,15 @@ class DecisionCostTracker:
         z_threshold: float | None = None,
         min_decisions: int | None = None,
         max_anomalies: int = 100,
+        anomaly_offset: int = 0,
+        min_cost_usd: float | None = None,
         now: datetime | None = None,
     ) -> CostReport:
         """The cost report for the window ('1h', '24h', '7d', a timedelta, seconds, or None for all
-        history)."""
+        history). `anomalies` holds `max_anomalies` of them from `anomaly_offset` on, highest z
+        first (a page of the listing); `anomaly_count` counts them all."""
         z = self.z_threshold if z_threshold is None else float(z_threshold)
+        min_cost = self.min_cost_usd if min_cost_usd is None else float(min_cost_usd)
         min_n = self.min_decisions if min_decisions is None else int(min_decisions)
         seconds = None if window is None else window_seconds(window)
         now = resolve_now(now)
@@ -266,7 +281,9 @@ class DecisionCostTracker:
                 for agent, (mean, std) in moments.items()
                 if groups[agent].count >= min_n and std is not None and std > 0
             }
-            shown, counts = self._anomalies(conn, start, end, judged, z, max_anomalies)
+            shown, counts = self._anomalies(
+                conn, start, end, judged, z, min_cost, max_anomalies, anomaly_offset
+            )
         total_cost = sum(float(st.sums.get("cost_usd", 0) or 0) for st in groups.values())
         summaries: dict[str, AgentCostSummary] = {}
         for agent in sorted(groups):
@@ -294,41 +311,47 @@ class DecisionCostTracker:
             total_decisions=sum(a.decisions for a in summaries.values()), anomalies=shown,
             anomaly_count=sum(counts.values()), anomaly_count_exact=True,
             efficiency_ranking=efficiency, z_threshold=z, min_decisions=min_n,
-            window_seconds=seconds, generated_at=now, source=agg.source,
+            window_seconds=seconds, generated_at=now, source=agg.source, min_cost_usd=min_cost,
         )  # fmt: skip
 
     def _anomalies(
         self, conn: sa.Connection, start: datetime, end: datetime, judged: dict[str, tuple[float, float]],
-        z: float, max_anomalies: int,
+        z: float, min_cost: float, limit: int, offset: int = 0,
     ) -> tuple[list[CostAnomaly], dict[str, int]]:  # fmt: skip
-        """The `max_anomalies` highest-z calls of the window and the number of anomalous calls per
-        agent. Per agent: a count and the most expensive calls above mean + z * sd, both range
-        scans of the (agent, cost_usd, ts) index (z grows with cost within an agent)."""
+        """One page of the window's anomalous calls (highest z first) and their number per agent.
+        A call is anomalous when it costs at least `min_cost` dollars AND more than mean + z * sd
+        of its agent. Counted per agent on the (agent, cost_usd, ts) index; the page is one query
+        ordering by each call's z-score, computed in SQL."""
         t = schema.llm_calls
         counts: dict[str, int] = {}
-        found: list[tuple[float, str, str, tuple, float, float]] = []
-        for agent, (mean, std) in sorted(judged.items()):
-            where = (t.c.agent == agent, t.c.cost_usd > mean + z * std, t.c.ts >= start, t.c.ts < end)
+        cuts = {agent: max(mean + z * std, 0.0) for agent, (mean, std) in judged.items()}
+        for agent in sorted(judged):
+            where = (t.c.agent == agent, t.c.cost_usd > cuts[agent], t.c.cost_usd >= min_cost,
+                     t.c.ts >= start, t.c.ts < end)  # fmt: skip
             counts[agent] = int(
                 conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar() or 0
             )
-            if not counts[agent] or max_anomalies <= 0:
-                continue
-            rows = conn.execute(
-                sa.select(*DETAIL_COLUMNS)
-                .where(*where)
-                .order_by(t.c.cost_usd.desc(), t.c.trace_id)
-                .limit(max_anomalies)
-            ).all()
-            for d in map(_detail, rows):
-                found.append(((d[0] - mean) / std, d[1], agent, d, mean, std))
-        found.sort(key=lambda f: (-f[0], f[1]))
-        shown = [
-            CostAnomaly(agent=agent, trace_id=d[1], ts=d[2], cost_usd=d[0], z_score=zs, agent_mean_usd=mean,
-                        agent_std_usd=std, model=d[3], decision_type=d[4], conversation_id=d[5], bot=d[6],
-                        trace_ids=[d[1]])
-            for zs, _, agent, d, mean, std in found[: max(max_anomalies, 0)]
-        ]  # fmt: skip
+        hit = [a for a in sorted(judged) if counts[a]]
+        if not hit or limit <= 0:
+            return [], counts
+        zscore = sa.case(
+            {a: (t.c.cost_usd - judged[a][0]) / judged[a][1] for a in hit}, value=t.c.agent, else_=None
+        )
+        rows = conn.execute(
+            sa.select(*DETAIL_COLUMNS, t.c.agent)
+            .where(t.c.ts >= start, t.c.ts < end, t.c.cost_usd >= min_cost,
+                   sa.or_(*[sa.and_(t.c.agent == a, t.c.cost_usd > cuts[a]) for a in hit]))
+            .order_by(zscore.desc(), t.c.trace_id)
+            .offset(max(int(offset), 0))
+            .limit(limit)
+        ).all()  # fmt: skip
+        shown = []
+        for r in rows:
+            d, agent = _detail(r[:-1]), r[-1]
+            mean, std = judged[agent]
+            shown.append(CostAnomaly(agent=agent, trace_id=d[1], ts=d[2], cost_usd=d[0], z_score=(d[0] - mean) / std,
+                                     agent_mean_usd=mean, agent_std_usd=std, model=d[3], decision_type=d[4],
+                                     conversation_id=d[5], bot=d[6], trace_ids=[d[1]]))  # fmt: skip
         return shown, counts
 
     def calls(self, trace_ids: Sequence[str], *, limit: int = 500) -> list[dict[str, Any]]:

@@ -586,8 +586,8 @@ class LLMObservabilityService:
         """Set the monthly budget (USD). The user's role must allow `budget.set` (managers and
         admins); the change is recorded in the activity feed with the old and new value."""
         user = auth.authorize(self.store, user_name, "budget.set")
-        if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd < 0:
-            raise ValueError("budget must be a non-negative number of dollars")
+        if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd <= 0:
+            raise ValueError("the budget must be a positive number of dollars")
         now = resolve_now(now)
         old = self.monthly_budget()
         cs = schema.control_state

@@ -32,7 +32,7 @@ from observability.analytics.thresholds import thresholds_or_defaults
 from observability.analytics.window import chart_granularity, source_note
 from observability.settings import get_settings
 from observability.store import Store, schema
-from observability.store.sqlhelpers import GRANULARITIES, epoch_bucket, exact_percentiles, group_percentiles
+from observability.store.sqlhelpers import GRANULARITIES, epoch_bucket, group_percentiles
 from observability.timeutil import Window, floor_day, resolve_now, utcnow, window_seconds
 
 TIMEFRAMES = ("1h", "6h", "24h", "7d", "30d")
@@ -43,6 +43,9 @@ STABLE_PCT = 1.0  # |change| below this is "stable"
 CONCERNING_PCT = 10.0  # a move this large in the bad direction is concerning
 
 
+NOW_WINDOW_S = 300  # "now" for response time: the P95 of the last 5 minutes (the alert window's length)
+
+
 @dataclass(frozen=True)
 class MetricDef:
     name: str
@@ -51,23 +54,38 @@ class MetricDef:
     kind: str  # gauge (system_metrics) | count | latency | cost
     bad_direction: str | None  # "up", "down" or None (neither direction is bad in itself)
     live_key: str  # key in live_metrics() giving the current value
+    now_metric: str = ""  # catalog name of the current value (its label says its window)
+    series_metric: str = ""  # catalog name of one point of the history (per interval)
+
+    @property
+    def has_percentiles(self) -> bool:
+        """Percentiles of measured values (latency, gauges); never of per-interval counts, which
+        mean nothing ("P50 19 conversations")."""
+        return self.kind in ("gauge", "latency")
 
 
 METRICS: dict[str, MetricDef] = {
     m.name: m
     for m in (
-        MetricDef("conversations", "Active conversations", "", "count", None, "conversations_active"),
-        MetricDef("messages", "Messages", "", "count", None, "messages_processed"),
-        MetricDef("ai_confidence", "AI confidence", "score", "gauge", "down", "ai_confidence_avg"),
-        MetricDef("safety_score", "Safety score", "score", "gauge", "down", "safety_score_avg"),
-        MetricDef("response_time", "Response time", "ms", "latency", "up", "response_time_avg"),
-        MetricDef("system_load", "System load", "%", "gauge", "up", "system_load"),
-        MetricDef("human_interventions", "Human interventions", "", "count", "up", "human_interventions"),
-        MetricDef("alerts", "Alerts fired", "", "count", "up", "alert_count"),
-        MetricDef("claude_requests", "Claude requests", "", "count", None, "claude_requests_today"),
-        MetricDef("claude_cost", "Claude cost", "usd", "cost", "up", "claude_cost_today"),
+        MetricDef("conversations", "Active conversations", "", "count", None, "conversations_active",
+                  "active_conversations", "conversations_per_bucket"),
+        MetricDef("messages", "Messages", "", "count", None, "messages_processed", "messages_today", "messages"),
+        MetricDef("ai_confidence", "AI confidence", "score", "gauge", "down", "ai_confidence_avg",
+                  "ai_confidence_avg", "ai_confidence"),
+        MetricDef("safety_score", "Safety score", "score", "gauge", "down", "safety_score_avg",
+                  "safety_score_avg", "safety_score"),
+        MetricDef("response_time", "Response time", "ms", "latency", "up", "response_time_p95_5m",
+                  "llm_p95_now_ms", "llm_p95_bucket_ms"),
+        MetricDef("system_load", "System load", "%", "gauge", "up", "system_load", "system_load", "system_load_mean"),
+        MetricDef("human_interventions", "Human interventions", "", "count", "up", "human_interventions",
+                  "human_interventions_today", "human_interventions"),
+        MetricDef("alerts", "Alerts fired", "", "count", "up", "alert_count", "firing_alerts", "alerts_fired"),
+        MetricDef("claude_requests", "Claude requests", "", "count", None, "claude_requests_today",
+                  "claude_requests_today", "claude_requests"),
+        MetricDef("claude_cost", "Claude cost", "usd", "cost", "up", "claude_cost_today", "claude_cost_today_usd",
+                  "claude_cost_usd"),
     )
-}
+}  # fmt: skip
 
 
 # ---- pure parts -------------------------------------------------------------------------------
@@ -190,7 +208,8 @@ def overview_kpis(store: Store, now: datetime | None = None) -> OverviewKpis:
 
 
 def known_bots(store: Store) -> list[str]:
-    """Bots seen in the rollups and raw operations (for filters); cheap."""
+    """Bots seen in the rollups and raw operations (for filters); cheap. The handoff service
+    (`sla.HANDOFF_STEP`) is a step between bots, not a bot, and is left out."""
     names: set[str] = set()
     with store.connect() as conn:
         for t in (schema.rollup_llm_hour, schema.rollup_ops_hour):
@@ -201,7 +220,7 @@ def known_bots(store: Store) -> list[str]:
                 names.update(
                     r[0] for r in conn.execute(sa.select(t.c.bot).where(t.c.ts >= since).distinct()) if r[0]
                 )
-    return sorted(names)
+    return sorted(names - {sla.HANDOFF_STEP})
 
 
 OPEN_ALERT_COLUMNS = ("id", "state", "severity", "rule", "message", "value", "threshold", "fired_at",
@@ -261,11 +280,8 @@ def slow_bots(store: Store, window: Window = "1h", bots: Sequence[str] | None = 
 
 
 def sla_breaches_now(store: Store, now: datetime | None = None) -> list[sla.SlaRow]:
-    """SLA pairs whose P95 is above its target over the alert window (`sla.alert_window_s`) with at
-    least ALERT_MIN_SAMPLES operations: the breaches the `sla_violation` rule acts on."""
-    evaluation = sla.evaluate(store, sla.alert_window_s(), now=resolve_now(now))
-    need = max(get_settings().alert_min_samples, 1)
-    return [r for r in evaluation.breaching if "p95" in r.breaches and r.count >= need]
+    """`sla.alert_breaches` at `now`: the breaches the `sla_violation` rule acts on."""
+    return sla.alert_breaches(store, now=resolve_now(now))
 
 
 def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -278,12 +294,13 @@ def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
     hour = {r["bot"]: r for r in svc.cost_breakdown("bot", 3600, now=now, percentiles=True)}
     since_midnight = (now - floor_day(now)).total_seconds()
     today = svc.cost_by_bot(since_midnight, now=now) if since_midnight > 0 else {}
-    names = sorted(b for b in set(hour) | set(today) if b is not None)
-    if not names:
-        return []
     slow_ops: dict[str, list[str]] = defaultdict(list)
     for r in sla_breaches_now(store, now):
         slow_ops[r.bot].append(r.operation)
+    # a bot breaching its SLA is listed even without LLM calls (else its breach had no row to show)
+    names = sorted(b for b in set(hour) | set(today) | set(slow_ops) if b is not None)
+    if not names:
+        return []
     rows = []
     for b in names:
         h = hour.get(b, {})
@@ -297,7 +314,9 @@ def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
 
 
 def live_metrics(store: Store, now: datetime | None = None) -> dict:
-    """The live figures of source document 004 (its GET /monitoring/metrics response)."""
+    """The live figures of source document 004 (its GET /monitoring/metrics response), plus
+    `response_time_p95_5m`, the LLM P95 of the last 5 minutes: the page's "response time now"
+    (`response_time_avg` is the last hour's mean, kept for the document's response shape)."""
     now = resolve_now(now)
     today = floor_day(now)
     hour_ago = now - timedelta(hours=1)
@@ -312,6 +331,7 @@ def live_metrics(store: Store, now: datetime | None = None) -> dict:
         if is_claude(r["provider"], r["model"])
     ]
     last_hour = llm.totals(3600, now=now)
+    now_p95 = llm.latency_report(None, NOW_WINDOW_S, now=now)
     with store.connect() as conn:
         conv_today = conn.execute(
             sa.select(sa.func.count()).select_from(c).where(c.c.started_at >= today)
@@ -349,6 +369,7 @@ def live_metrics(store: Store, now: datetime | None = None) -> dict:
         "alert_count": firing_alert_count(store),
         "system_load": None if load is None else float(load),
         "response_time_avg": last_hour["avg_latency_ms"] if last_hour["requests"] else None,
+        "response_time_p95_5m": now_p95.p95 if now_p95.count else None,
         "claude_requests_today": sum(r["requests"] for r in claude),
         "claude_cost_today": sum(r["cost_usd"] for r in claude),
         "timestamp": now.isoformat() + "Z",
@@ -462,10 +483,10 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
     if hist is None:  # LLM-based metrics, from the LLM service: raw under 24 h, rollups beyond
         source = source_note(timeframe)
         llm = LLMObservabilityService(store)
-        if metric == "response_time":
-            rows = llm.llm_timeseries(seconds, granularity, now=now)
+        if metric == "response_time":  # P95 per interval: the figure the "now" value and thresholds judge
+            rows = llm.llm_timeseries(seconds, granularity, percentiles=True, now=now)
             hist = pd.DataFrame({"ts": pd.to_datetime([r["bucket"] for r in rows]),
-                                 "value": [float(r["avg_latency_ms"]) for r in rows]})  # fmt: skip
+                                 "value": [None if r.get("p95") is None else float(r["p95"]) for r in rows]})  # fmt: skip
             rep = llm.latency_report(None, seconds, now=now)
             if rep.count:
                 pct = [rep.p50, rep.p95, rep.p99]
@@ -477,20 +498,21 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
                     per[r["bucket"]] = per.get(r["bucket"], 0.0) + float(r[col])
             hist = pd.DataFrame({"ts": pd.to_datetime(list(per)), "value": list(per.values())})
             hist = _fill_counts(hist, start, now, step)
-    if d.kind in ("count", "cost") or metric == "claude_requests":
-        source = (source if d.kind == "cost" or metric == "claude_requests" else "exact") + (
-            f"; percentiles over {step // 60}-minute buckets"
-        )
-        pct = exact_percentiles(hist["value"].dropna().tolist()) if not hist.empty else pct
+    extra: dict[str, Any] = {"interval_s": step}
+    if not d.has_percentiles:  # counts per interval: their total and peak, no percentiles
+        source = source if d.kind == "cost" or metric == "claude_requests" else "exact"
+        values = hist["value"].dropna() if not hist.empty else pd.Series(dtype=float)
+        extra.update(total=float(values.sum()) if len(values) else 0.0,
+                     peak=float(values.max()) if len(values) else None)  # fmt: skip
     thresholds = thresholds_or_defaults(get_settings().alert_thresholds_config).get(metric, {})
     live = live_metrics(store, now)
-    current = live.get(d.live_key)
-    if current is None and not hist.empty and hist["value"].notna().any():
-        current = float(hist["value"].dropna().iloc[-1])
+    current = live.get(d.live_key)  # the "now" figure of `d.now_metric`, over its own window
     status = threshold_status(current, thresholds, d.bad_direction)
     trend = trend_analysis(hist["value"].tolist() if not hist.empty else [], d.bad_direction, status)
     return DrillDown(
         metric_name=metric, label=d.label, unit=d.unit, timeframe=timeframe, current_value=current,
-        historical_data=hist, percentile_data=dict(zip(("p50", "p95", "p99"), [None if v is None else float(v) for v in pct], strict=False)),
-        thresholds=dict(thresholds), trend_analysis=trend, status=status, source=source,
+        historical_data=hist,
+        percentile_data=dict(zip(("p50", "p95", "p99"), [None if v is None else float(v) for v in pct], strict=False))
+        if d.has_percentiles else {},
+        thresholds=dict(thresholds), trend_analysis=trend, status=status, source=source, extra=extra,
     )  # fmt: skip

@@ -21,6 +21,16 @@ from observability.store import Store
 from observability.timeutil import Window, window_seconds
 
 PERCENTILES = ("p50", "p95", "p99")
+# the handoff service reports its operations under this name: a step between bots, not a bot
+HANDOFF_STEP = "handoff"
+
+
+def pair_label(bot: str, operation: str) -> str:
+    """How a page names a bot × operation pair: 'lead_bot · process', and the handoff service's
+    operations as the handoff step ('handoff step · execute'), never as a bot."""
+    return f"{'handoff step' if bot == HANDOFF_STEP else bot} · {operation}"
+
+
 WITHIN, BREACH, NO_DATA = "within target", "breach", "no data"
 
 
@@ -87,6 +97,13 @@ class SlaEvaluation:
         return SlaEvaluation(self.window, self.window_seconds, self.approximate, self.source,
                              tuple(r for r in self.rows if r.bot in keep))  # fmt: skip
 
+    def alert_breaches(self, min_samples: int) -> list[SlaRow]:
+        """Pairs whose P95 is above its target over at least `min_samples` operations: the pairs
+        the `sla_violation` rule acts on (a P95 over fewer is their maximum and opens nothing).
+        Bot health's alert-window note and Overview's column both list exactly these."""
+        need = max(min_samples, 1)
+        return [r for r in self.rows if "p95" in r.breaches and r.count >= need]
+
     def worst_p95_ratio(self, min_samples: int = 0) -> dict[str, SlaRow]:
         """Per bot, the operation with the highest P95/target ratio among those with at least
         `min_samples` operations (else the highest of the few): what `sla_violation` watches."""
@@ -104,6 +121,16 @@ class SlaEvaluation:
 def alert_window_s() -> int:
     """The window the alert rules evaluate (ALERT_METRIC_WINDOW_S, 300 s by default)."""
     return max(int(get_settings().alert_metric_window_s), 1)
+
+
+def alert_breaches(
+    store: Store, *, now: datetime | None = None, bots: Sequence[str] | None = None
+) -> list[SlaRow]:
+    """The SLA breaches the `sla_violation` rule acts on now: the evaluation over the alert window
+    (`alert_window_s`), pairs with P95 above target over at least ALERT_MIN_SAMPLES operations.
+    The one function behind Overview's "P95 over SLA" column and Bot health's alert-window note."""
+    evaluation = evaluate(store, alert_window_s(), now=now).for_bots(bots)
+    return evaluation.alert_breaches(get_settings().alert_min_samples)
 
 
 def evaluate(

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+
+from observability.timeutil import utcnow
 
 MARGIN = dict(l=10, r=10, t=50, b=10)
 
@@ -112,10 +115,16 @@ def bar(
     orientation: str = "v",
     color_discrete_map: Mapping[str, str] | None = None,
     category_orders: Mapping[str, Sequence[str]] | None = None,
+    period_s: float | None = None,
+    x_range: tuple | None = None,
 ) -> go.Figure:
     """Bars per `x` (one trace per colour value, or per column when `y` is a list). Accepts the
     plotly.express spellings orientation="h" (then `x` holds the values and `y` the categories),
-    color_discrete_map, category_orders and labels."""
+    color_discrete_map, category_orders and labels.
+
+    Time buckets: with `period_s` each bar spans its bucket (x is the bucket's start) whatever the
+    number of buckets, and `x_range` (start, end) fixes the axis to the whole window; without
+    them Plotly sizes a lone bar to the full width and ticks it in fractions of a second."""
     if orientation == "h":
         horizontal, x, y = True, y, x  # type: ignore[assignment]
     color_map = color_map or color_discrete_map
@@ -142,8 +151,30 @@ def bar(
     fig.update_layout(barmode=barmode)
     if horizontal:
         fig.update_yaxes(autorange="reversed")
+    if period_s:
+        time_buckets(fig, period_s, x_range)
     return style(fig, title, xlabel if xlabel is not None else ("" if horizontal else x),
                  ylabel if ylabel is not None else default_y, yformat, color)  # fmt: skip
+
+
+def time_buckets(fig: go.Figure, period_s: float, x_range: tuple | None = None) -> go.Figure:
+    """Bars on a date axis as wide as their bucket (`period_s`, starting at x), over `x_range`
+    (the window) when given, ticks at whole buckets (never fractions of a second)."""
+    fig.update_traces(width=period_s * 1000.0, offset=0, selector={"type": "bar"})
+    axis: dict = {"type": "date", "tickformat": "%d %b %H:%M" if period_s < 86_400 else "%d %b"}
+    if x_range is not None:
+        start, end = (pd.Timestamp(v) for v in x_range)
+        axis["range"] = [start, end]
+        span = (end - start).total_seconds()
+        axis["dtick"] = max(period_s, round(span / 8 / period_s) * period_s) * 1000.0
+    fig.update_xaxes(**axis)
+    return fig
+
+
+def last_hours(hours: int, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """(start, end) of a chart over the last `hours` whole hours up to the current one (UTC)."""
+    end = (now or utcnow()).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return end - timedelta(hours=hours), end
 
 
 def pie(df: pd.DataFrame, names: str, values: str, title: str = "", hole: float = 0.45) -> go.Figure:

@@ -37,6 +37,7 @@ calls_by_ids = cached_query(frames.calls_by_ids)
 # bot operations and SLA (PerformanceTracker)
 sla_compliance = cached_query(frames.sla_compliance)
 sla_evaluation = cached_query(frames.sla_evaluation)
+sla_alert_breaches = cached_query(frames.sla_alert_breaches)
 alert_window_s = sla.alert_window_s
 bot_throughput = cached_query(frames.bot_throughput)
 ops_latency_series = cached_query(frames.ops_latency_series)

@@ -23,11 +23,13 @@ _FORMATS = {
     "tokens": ("{:,.0f}", "%d"),
     "per_min": ("{:,.1f}", "%.1f"),
     "ratio": ("{:.1%}", "percent"),
+    "percent": ("{:.1f}%", "%.1f%%"),
     "ms": ("{:,.0f} ms", "%.0f ms"),
     "usd": ("${:,.2f}", "dollar"),
+    "usd_precise": ("${:,.4f}", "$%.4f"),
+    "sigma": ("{:.1f}σ", "%.1fσ"),
     "score": ("{:.2f}", "%.2f"),
     "x": ("{:.2f}×", "%.2f×"),
-    "percent": ("{:.1f}%", "%.1f%%"),
 }
 
 
@@ -80,3 +82,14 @@ def columns(
     """`column_config` for a table: {frame column: catalog metric}, labels overriding the catalog's."""
     labels = labels or {}
     return {col: column(name, labels.get(col), window) for col, name in mapping.items()}
+
+
+def time_column(label: str = "Time (UTC)") -> Any:
+    """A timestamp column written for people: 2026-12-02 03:15:07, no offset or fractions (every
+    stored time is UTC, which the label says)."""
+    return st.column_config.DatetimeColumn(label, format="YYYY-MM-DD HH:mm:ss")
+
+
+def text_column(label: str, help: str | None = None) -> Any:  # noqa: A002 - Streamlit's own name
+    """A text column with a readable label."""
+    return st.column_config.TextColumn(label, help=help)

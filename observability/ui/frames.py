@@ -28,8 +28,11 @@ from observability.analytics.bot_metrics import BotMetricsCollector
 from observability.analytics.llm_observability import LLMObservabilityService
 from observability.analytics.performance import PerformanceTracker
 from observability.analytics.window import chart_granularity
+from observability.settings import get_settings
 from observability.store import Store
 from observability.timeutil import Window, resolve_now, window_seconds
+
+ANOMALY_PAGE_SIZE = 50  # cost anomalies per page of the listing
 
 # a frame's additive columns (summed by `regroup`) and the rates derived from them
 ADDITIVE = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cache_read_tokens",
@@ -230,18 +233,24 @@ def spend_forecast(store: Store, now: datetime | None = None) -> dict:
 
 
 def cost_report(store: Store, window: Window = "7d", bots: Sequence[str] | None = None,
-                now: datetime | None = None) -> dict:  # fmt: skip
-    """`DecisionCostTracker.report`: {"ranking": frame, "anomalies": frame, "anomaly_count",
-    "z_threshold", "min_decisions", "total_cost"}. Anomalies are single calls whose cost is more
-    than z_threshold sample standard deviations above their agent's mean (agents with fewer than
-    min_decisions calls are not judged); each row's `trace_id` opens the call. `bots` filters the
-    anomaly rows."""
-    rep = DecisionCostTracker(store).report(window, now=resolve_now(now))
+                now: datetime | None = None, anomaly_page: int = 1) -> dict:  # fmt: skip
+    """`DecisionCostTracker.report` with the console's thresholds (COST_ANOMALY_Z and
+    COST_ANOMALY_MIN_USD): {"ranking": frame, "anomalies": frame (page `anomaly_page` of
+    ANOMALY_PAGE_SIZE, highest z first), "anomaly_count" (all of them), "pages", "z_threshold",
+    "min_cost_usd", "min_decisions", "total_cost"}. An anomaly is one call costing at least the dollar
+    threshold AND more than z_threshold sample standard deviations above its agent's mean (agents
+    with fewer than min_decisions calls are not judged); each row's `trace_id` opens the call. `bots`
+    filters the anomaly rows of the page."""
+    page = max(int(anomaly_page), 1)
+    tracker = DecisionCostTracker.from_settings(store, get_settings())
+    rep = tracker.report(window, now=resolve_now(now), max_anomalies=ANOMALY_PAGE_SIZE,
+                         anomaly_offset=(page - 1) * ANOMALY_PAGE_SIZE)  # fmt: skip
     anomalies = pd.DataFrame([asdict(a) for a in rep.anomalies])
     if not anomalies.empty:
         anomalies = _only_bots(anomalies.drop(columns=["trace_ids"], errors="ignore"), bots)
     return {"ranking": pd.DataFrame(rep.efficiency_ranking), "anomalies": anomalies,
-            "anomaly_count": rep.anomaly_count, "z_threshold": rep.z_threshold,
+            "anomaly_count": rep.anomaly_count, "pages": max(-(-rep.anomaly_count // ANOMALY_PAGE_SIZE), 1),
+            "page": page, "z_threshold": rep.z_threshold, "min_cost_usd": rep.min_cost_usd,
             "min_decisions": rep.min_decisions, "total_cost": rep.total_cost}  # fmt: skip
 
 
@@ -280,6 +289,16 @@ def sla_evaluation(store: Store, window: Window = "1h", bots: Sequence[str] | No
     df = pd.DataFrame([r.as_dict() for r in ev.rows], columns=cols)
     df = df.sort_values(["bot", "operation"]).reset_index(drop=True)
     return {"rows": df, "window": ev.window, "source": ev.source, "approximate": ev.approximate}
+
+
+def sla_alert_breaches(
+    store: Store, bots: Sequence[str] | None = None, now: datetime | None = None
+) -> pd.DataFrame:
+    """`sla.alert_breaches`: the pairs the `sla_violation` rule acts on now (bot, operation,
+    operations, p95, target_p95, p95_ratio), the same function as Overview's column."""
+    rows = sla.alert_breaches(store, now=resolve_now(now), bots=_bots(bots))
+    cols = ["bot", "operation", "requests", "p95", "target_p95", "p95_ratio"]
+    return pd.DataFrame([{k: r.as_dict()[k] for k in cols} for r in rows], columns=cols)
 
 
 def bot_throughput(store: Store, window: Window = "1h", bots: Sequence[str] | None = None,
@@ -360,9 +379,17 @@ def activity_page(store: Store, user_name: str | None, severities: Sequence[str]
     return pd.DataFrame(rows, columns=list(activity.FEED_COLUMNS)), total
 
 
-def activity_counts(store: Store, window: Window = "24h", now: datetime | None = None) -> pd.DataFrame:
-    """`activity.severity_counts`: events per time bucket (`ts`) and severity."""
-    df = pd.DataFrame(activity.severity_counts(store, window, now), columns=["ts", "severity", "events"])
+def chart_step_s(window: Window) -> int:
+    """Seconds per bucket of the window's charts (`analytics.window.chart_granularity`)."""
+    return {"minute": 60, "hour": 3600, "day": 86_400}[chart_granularity(window)]
+
+
+def activity_counts(store: Store, window: Window = "24h", now: datetime | None = None,
+                    severities: Sequence[str] | None = None, event_type: str | None = None,
+                    account_id: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """`activity.severity_counts`: events per time bucket (`ts`) and severity, with the feed's filters."""
+    rows = activity.severity_counts(store, window, now, severities, event_type, account_id)
+    df = pd.DataFrame(rows, columns=["ts", "severity", "events"])
     df["ts"] = pd.to_datetime(df["ts"].astype("int64"), unit="s")
     return df
 
