@@ -158,6 +158,9 @@ class Settings:
     # --- ecosystem ------------------------------------------------------------------------
     otel_enabled: bool = True
     otlp_ingest_token: str | None = field(default=None, repr=False)
+    otlp_context_window_s: float = (
+        60.0  # how long a stored OTLP call may still get its context from later spans
+    )
     monitoring_db_retention_days: int = 90
     monitoring_metrics_retention_hours: int = 72
     rollup_retention_days: int = 400
@@ -271,6 +274,7 @@ class Settings:
             suggest_model=_str(e.get("SUGGEST_MODEL"), d.suggest_model),
             otel_enabled=_bool(e.get("OTEL_ENABLED"), d.otel_enabled),
             otlp_ingest_token=_str(e.get("OTLP_INGEST_TOKEN"), None),
+            otlp_context_window_s=_float(e.get("OTLP_CONTEXT_WINDOW_S"), d.otlp_context_window_s),
             monitoring_db_retention_days=_int(
                 e.get("MONITORING_DB_RETENTION_DAYS"), d.monitoring_db_retention_days
             ),

@@ -59,6 +59,8 @@ RESPONSE_ID_KEY = "gen_ai.response.id"
 INVOCATION_PARAMETERS = "llm.invocation_parameters"  # OpenInference: the request as JSON
 OPENINFERENCE_KIND = "openinference.span.kind"
 AGENT_KEYS = ("gen_ai.agent.name",)
+BOT_KEYS = ("obs.bot",)
+ACCOUNT_KEYS = ("obs.account_id", "obs.account")
 OPERATION_KEY = "gen_ai.operation.name"
 NOT_A_CALL = frozenset({"execute_tool", "create_agent"})
 AGENT_OPERATION = "invoke_agent"
@@ -177,6 +179,32 @@ def ignore_reason(span: SpanView) -> str:
 def conversation_of(attrs: dict[str, Any]) -> str | None:
     """`gen_ai.conversation.id`, else OpenInference's `session.id`, cut to the column's length."""
     return _text(attrs, CONVERSATION_KEYS, 100, truncate=True)
+
+
+Context = tuple[str | None, str | None, str | None, str | None]  # conversation, bot, agent, account
+NO_CONTEXT: Context = (None, None, None, None)
+
+
+def span_context(attrs: dict[str, Any]) -> Context:
+    """What a span says about its calls' context: (conversation, bot, agent, account); a value on a
+    call's own span wins over its ancestors', theirs over the resource's (`resource_context`)."""
+    if not attrs:
+        return NO_CONTEXT
+    try:
+        return (conversation_of(attrs), _text(attrs, BOT_KEYS, 64, truncate=True),
+                _text(attrs, AGENT_KEYS, 100, truncate=True), _text(attrs, ACCOUNT_KEYS, 100, truncate=True))  # fmt: skip
+    except SpanRejected:  # a non-string id on a span that is no call: that span names no context
+        return NO_CONTEXT
+
+
+def resource_context(resource: dict[str, Any]) -> Context:
+    """The resource's context: the same attributes, the bot else the `service.name`."""
+    conv, bot, agent, account = span_context(resource)
+    if bot is None:
+        service = resource.get("service.name")
+        if isinstance(service, str) and service and not service.startswith("unknown_service"):
+            bot = service[:64]
+    return conv, bot, agent, account
 
 
 def response_id(span: SpanView) -> str | None:
