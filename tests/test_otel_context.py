@@ -9,6 +9,7 @@ ancestors arrive, and re-delivering everything stores nothing twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -19,9 +20,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
+from streamlit.testing.v1 import AppTest
+from support import ROOT, wait_for
+from test_worker_http import scrape
 
-from observability.settings import Settings
-from observability.store import Store, schema
+from observability.settings import Settings, reset_settings_cache
+from observability.store import Store, otlp_counts, schema
+from observability.ui.common import md_escape
 from observability.worker.server import serve
 
 CALL = {
@@ -84,6 +89,7 @@ def worker(store: Store, make_settings: Callable[..., Settings]) -> Iterator[Cal
         def send(spans: Sequence[ReadableSpan]) -> None:
             assert exporter.export(list(spans)) == SpanExportResult.SUCCESS
 
+        send.url = srv.url  # type: ignore[attr-defined]
         return send
 
     yield start
@@ -159,3 +165,61 @@ def test_a_stored_call_survives_a_worker_restart_and_is_not_stored_again(
     again([bot])
     (row,) = calls(store)
     assert (row["input_tokens"], row["output_tokens"]) == (1200, 80)
+
+
+def test_each_instrumentation_scope_is_counted_on_metrics_and_the_admin_page(
+    store: Store, worker: Callable, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Received, stored, merged, ignored and rejected per scope; one log line for a scope whose
+    GenAI-looking spans are ignored; the same figures on /metrics and on the Admin page."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "scoped_bot"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    sdk, wrapper, unread = (provider.get_tracer(n) for n in ("acme.sdk", "acme.wrapper", "acme.unread"))
+    with sdk.start_as_current_span("chat", attributes={**CALL, "gen_ai.response.id": "msg_scopes_1"}):
+        pass
+    with wrapper.start_as_current_span("chat", attributes={**CALL, "gen_ai.response.id": "msg_scopes_1"}):
+        pass
+    with wrapper.start_as_current_span("chat", attributes={**CALL, "gen_ai.usage.input_tokens": -5}):
+        pass
+    for _ in range(3):  # usage but no model: a convention this receiver does not read
+        with unread.start_as_current_span("generate", attributes={"gen_ai.usage.input_tokens": 10}):
+            pass
+    provider.shutdown()
+    caplog.set_level(logging.WARNING, logger="observability.worker")
+    send = worker()
+    send(memory.get_finished_spans())
+    send(memory.get_finished_spans()[-2:])
+    expected = {"acme.sdk": (1, 1, 0, 0, 0), "acme.wrapper": (2, 0, 1, 0, 1), "acme.unread": (5, 0, 0, 5, 0)}
+    assert len(calls(store)) == 1
+
+    def admin_counts() -> dict:
+        return {
+            s.scope: (s.received, s.stored, s.merged, s.ignored, s.rejected)
+            for s in otlp_counts.by_scope(store)
+        }
+
+    wait_for(lambda: admin_counts() == expected, timeout=10, message="scope counts in the store")
+    warned = [r.getMessage() for r in caplog.records if "acme.unread" in r.getMessage()]
+    assert len(warned) == 1 and "name no model" in warned[0]
+    m = scrape(send.url)
+    for scope, figures in expected.items():
+        for outcome, n in zip(otlp_counts.OUTCOMES, figures, strict=True):
+            got = m.get(
+                ("obs_otlp_scope_spans_total", frozenset({("scope", scope), ("outcome", outcome)})), 0
+            )
+            assert got == n, (scope, outcome)
+
+    monkeypatch.setenv("DATABASE_URL", store.url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    try:
+        at = AppTest.from_file(str(ROOT / "pages" / "admin.py"), default_timeout=60).run()
+        assert not at.exception
+        (frame,) = [df.value for df in at.dataframe if "stored as calls" in df.value.columns]
+        shown = {r["scope"]: (r["received"], r["stored as calls"], r["merged"], r["ignored"], r["rejected"])
+                 for r in frame.to_dict("records")}  # fmt: skip
+        assert shown == expected
+        assert any(md_escape("acme.unread") in w.value and "name no model" in w.value for w in at.warning)
+    finally:
+        reset_settings_cache()

@@ -170,3 +170,41 @@ def test_metrics_count_spans_per_instrumentation_scope(interop: tuple[Store, dic
     stored = sum(v for (n, labels), v in m.items() if n == "obs_otlp_scope_spans_total"
                  and ("outcome", "stored") in labels)  # fmt: skip
     assert stored == len(stored_calls(store)) == n_calls * len(CALLS)
+
+
+def test_the_langfuse_sdk_exports_to_the_worker_by_changing_its_url(tmp_path: Path) -> None:
+    """A team on Langfuse points the SDK's own exporter at the worker (base URL, export path; the
+    secret key is the worker's ingest token, sent as basic auth): its calls are stored right."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    store.migrate()
+    settings = Settings().replace(database_url=store.url, redis_url=None, spool_dir=tmp_path / "spool",
+                                  worker_lock_file=tmp_path / "lock", auth_mode="none",
+                                  otlp_ingest_token="lf-secret-token")  # fmt: skip
+    worker = serve(store, settings, port=0)
+    try:
+        with FakeLLMServer() as llm:
+            env = subprocess_env(PYTHONPATH=f"{TESTS}:{TESTS.parent}", OTEL_SDK_DISABLED="false",
+                                 LANGFUSE_BASE_URL=worker.url, LANGFUSE_OTEL_TRACES_EXPORT_PATH="v1/traces",
+                                 LANGFUSE_PUBLIC_KEY="pk-lf-bot", LANGFUSE_SECRET_KEY="lf-secret-token",
+                                 LANGFUSE_TRACING_ENVIRONMENT="test")  # fmt: skip
+            out = subprocess.run([sys.executable, "-m", "support.langfuse_client", "langfuse", llm.url], env=env,
+                                 cwd=TESTS, capture_output=True, timeout=120)  # fmt: skip
+            assert out.returncode == 0, out.stderr.decode()[-3000:]
+        rows = sorted(stored_calls(store), key=lambda r: r["ts"])
+    finally:
+        worker.stop()
+        store.dispose()
+    assert [r["conversation_id"] for r in rows] == ["conv-langfuse"] * 3
+    u = USAGE["openai"]
+    for r, what in zip(rows[:2], ("plain", "cached"), strict=True):
+        got = (r["model"], r["provider"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"])
+        assert got == (OPENAI_MODEL, "openai", u[what]["input"], u[what]["output"], u[what]["read"]), r
+        expected = cost_of(
+            "openai", OPENAI_MODEL, u[what]["input"], u[what]["output"], u[what]["read"], 0
+        ).usd
+        assert r["cost_usd"] == pytest.approx(expected, rel=0.02) and r["success"]
+    assert (rows[2]["success"], rows[2]["error_type"], rows[2]["model"]) == (
+        False,
+        "server_error",
+        "gpt-4o-mini",
+    )

@@ -118,13 +118,21 @@ def _ref(c: CallSpan) -> _Ref:
 
 
 def _root_key(c: CallSpan) -> tuple | None:
-    """For a root call span without a response id (a failed call outside any span of the bot): the
-    process (resource), provider and model. The anthropic SDK's span and an instrumentation's span
-    of such a call are both roots of traces of their own, so only this and their times match them."""
+    """For a root call span: its process (resource) and provider. Outside any span of the bot, the
+    anthropic SDK's span and an instrumentation's span of one call are roots of two traces; a failed
+    call has no response id, and a streamed one may have it on one span only."""
     v = c.view
-    if v.parent_span_id or response_id(v) is not None:
+    if v.parent_span_id:
         return None
-    return (tuple(sorted((k, str(x)) for k, x in v.resource.items())), c.event[E_PROVIDER], c.event[E_MODEL])
+    return tuple(sorted((k, str(x)) for k, x in v.resource.items())), c.event[E_PROVIDER]
+
+
+def _same_root_call(a: _Ref, b: _Ref) -> bool:
+    """Two root call spans of one process and provider: another scope, nested times, the same model
+    (one may name the dated version) and no two different response ids."""
+    if a.response is not None and b.response is not None:
+        return a.response == b.response
+    return _holds(a, b) and (a.model.startswith(b.model) or b.model.startswith(a.model))
 
 
 def _score(c: CallSpan) -> tuple:
@@ -146,12 +154,15 @@ def _with_context(event: list, row_id: str, ctx: Context) -> list:
 class CallMerger:
     """Groups the call spans of export requests; remembers recent traces (bounded)."""
 
-    MAX_ROOTS = 1000  # recent root calls without a response id remembered per process, provider and model
+    MAX_ROOTS = 64  # recent root calls (with, and without a response id) remembered per process and provider
 
     def __init__(self, max_traces: int = 50_000, max_spans: int = 200_000, window_s: float = 60.0) -> None:
         self.max_traces, self.max_spans, self.window_s = max_traces, max_spans, window_s
         self._calls: collections.OrderedDict[str, list[StoredCall]] = collections.OrderedDict()
-        self._roots: collections.OrderedDict[tuple, list[tuple[_Ref, StoredCall]]] = collections.OrderedDict()
+        self._roots: collections.OrderedDict[tuple, tuple[collections.deque, collections.deque]] = (
+            collections.OrderedDict()
+        )
+        self._responses: collections.OrderedDict[str, StoredCall] = collections.OrderedDict()
         self._spans: collections.OrderedDict[tuple[str, str], tuple[str, Context]] = collections.OrderedDict()
 
     # ---- context from the trace -------------------------------------------------------------
@@ -190,7 +201,7 @@ class CallMerger:
         refs = [_ref(c) for c in calls]
         by_response: dict[str, int] = {}
         by_trace: dict[str, list[int]] = collections.defaultdict(list)
-        by_root: dict[tuple, list[int]] = collections.defaultdict(list)
+        by_root: dict[tuple, tuple[list[int], list[int]]] = collections.defaultdict(lambda: ([], []))
         for i, (c, r) in enumerate(zip(calls, refs, strict=True)):
             if r.response is not None:
                 j = by_response.setdefault(r.response, i)
@@ -199,11 +210,12 @@ class CallMerger:
                 if _same_call(r, refs[j]):
                     parent[find(i)] = find(j)
             by_trace[c.view.trace_id].append(i)
-            if (key := _root_key(c)) is not None:
-                for j in by_root[key]:
-                    if _holds(r, refs[j]):
+            if (key := _root_key(c)) is not None:  # spans with response ids are matched above
+                with_id, without_id = by_root[key]
+                for j in without_id if r.response is not None else (*with_id, *without_id):
+                    if _same_root_call(r, refs[j]):
                         parent[find(i)] = find(j)
-                by_root[key].append(i)
+                (with_id if r.response is not None else without_id).append(i)
         groups: dict[int, list[CallSpan]] = collections.defaultdict(list)
         for i, c in enumerate(calls):
             groups[find(i)].append(c)
@@ -213,12 +225,15 @@ class CallMerger:
         """The call stored from an earlier request that these spans belong to, if any."""
         for c in group:
             r = _ref(c)
+            if r.response is not None and (s := self._responses.get(r.response)) is not None:
+                return s
             for s in self._calls.get(c.view.trace_id, ()):
                 if any(_same_call(r, k) for k in s.refs):
                     return s
-            if (key := _root_key(c)) is not None:
-                for k, s in self._roots.get(key, ()):
-                    if _holds(r, k):
+            if (key := _root_key(c)) is not None and (roots := self._roots.get(key)) is not None:
+                with_id, without_id = roots
+                for k, s in reversed((*with_id, *without_id) if r.response is None else without_id):
+                    if _same_root_call(r, k):
                         return s
         return None
 
@@ -311,24 +326,39 @@ class CallMerger:
                 r.span_id == c.view.span_id for r in s.refs
             ):
                 s.refs.append(_ref(c))
+                self._remember_member(s, c)
 
     def _remember_call(self, s: StoredCall, group: list[CallSpan]) -> None:
         d = self._calls
         d.setdefault(s.trace_id, []).append(s)
         d.move_to_end(s.trace_id)
         for c in group:
-            if c.view.trace_id != s.trace_id:  # one call in several traces (a response id, or roots)
-                d.setdefault(c.view.trace_id, []).append(s)
-                d.move_to_end(c.view.trace_id)
-            if (key := _root_key(c)) is not None:
-                roots = self._roots.setdefault(key, [])
-                roots.append((_ref(c), s))
-                del roots[: -self.MAX_ROOTS]
-                self._roots.move_to_end(key)
-                while len(self._roots) > self.max_traces:
-                    self._roots.popitem(last=False)
+            self._remember_member(s, c)
         while len(d) > self.max_traces:
             d.popitem(last=False)
+
+    def _remember_member(self, s: StoredCall, c: CallSpan) -> None:
+        """One span of a stored call: by its trace, its response id and (a root) its process."""
+        r = _ref(c)
+        if c.view.trace_id != s.trace_id:  # one call in several traces (a response id, or roots)
+            calls = self._calls.setdefault(c.view.trace_id, [])
+            if not any(x is s for x in calls):
+                calls.append(s)
+            self._calls.move_to_end(c.view.trace_id)
+        if r.response is not None:
+            self._responses[r.response] = s
+            self._responses.move_to_end(r.response)
+            while len(self._responses) > self.max_spans:
+                self._responses.popitem(last=False)
+        if (key := _root_key(c)) is not None:
+            roots = self._roots.get(key)
+            if roots is None:
+                roots = self._roots[key] = (collections.deque(maxlen=self.MAX_ROOTS),
+                                            collections.deque(maxlen=self.MAX_ROOTS))  # fmt: skip
+            roots[0 if r.response is not None else 1].append((r, s))
+            self._roots.move_to_end(key)
+            while len(self._roots) > self.max_traces:
+                self._roots.popitem(last=False)
 
     def _remember_spans(self, views: list[SpanView]) -> None:
         """Every span's parent and context, for calls whose ancestors come in other requests."""

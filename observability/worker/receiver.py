@@ -15,6 +15,7 @@ which OTLP exporters retry, so nothing is lost.
 
 from __future__ import annotations
 
+import base64
 import collections
 import hmac
 import json
@@ -109,13 +110,22 @@ class OTLPReceiver:
                     self.spans[k] += v
 
     def _authorized(self, authorization: str | None) -> bool:
+        """The bearer token; or HTTP basic auth whose password is the token (the Langfuse SDK sends
+        its public and secret keys so: LANGFUSE_SECRET_KEY set to the token)."""
         token = self.settings.otlp_ingest_token
         if not token:
             return True
         if not authorization:
             return False
         scheme, _, value = authorization.strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), token.encode())
 
     def export(
         self,
