@@ -7,7 +7,8 @@ The spans are what an instrumented bot sends: traces of one bot span (naming the
 bot) around four model-call spans (GenAI conventions, a response id, usage with cached reads), so the
 merging and the trace context of the receiver are at work. They are encoded beforehand as OTLP/HTTP
 protobuf requests of 100 spans, and `--senders` threads post them at once, each on a keep-alive
-connection, to a worker process (`python -m observability.worker`, its OTLP receiver on 127.0.0.1).
+connection, to a process serving the worker's HTTP (`observability.worker.server.serve`, its OTLP receiver on
+127.0.0.1).
 
 (a) per store (SQLite file, PostgreSQL database): spans per second from the first request until every
     call row is queryable (`count(*)` of `llm_calls`), the answer rate alone, and the worker's CPU per
@@ -58,6 +59,21 @@ PHOENIX_VERSION = "20.26.1"
 SPANS_PER_REQUEST = 100
 CALLS_PER_TRACE = 4  # and one bot span: 20 traces per request
 TARGET_PG = 20_000.0
+# the worker's HTTP server alone (what `python -m observability.worker` serves beside its tick), so
+# the figures are the receiver's and not the rollups' or the alert checks'
+SERVE = """
+import signal, threading
+from observability.settings import get_settings
+from observability.store import Store
+from observability.worker.server import serve
+settings = get_settings()
+store = Store.from_url(settings.database_url)
+srv = serve(store, settings)
+stop = threading.Event()
+signal.signal(signal.SIGINT, lambda *_: stop.set())
+stop.wait()
+srv.stop()
+"""
 
 
 def free_port() -> int:
@@ -193,9 +209,9 @@ def otlp_run(db_url: str, bodies: list[bytes], senders: int, tmp: Path) -> dict:
     env.pop("REDIS_URL", None)
     env.update(PYTHONPATH=str(ROOT), DATABASE_URL=db_url, WORKER_TICK_S="3600", WORKER_HTTP_HOST="127.0.0.1",
                WORKER_HTTP_PORT=str(port), SPOOL_DIR=str(tmp / "spool"), WORKER_LOCK_FILE=str(tmp / "lock"))  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "observability.worker", "--log-level", "WARNING"], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env)
     try:
-        wait_http(port, "/healthz")
+        wait_http(port, "/healthz", timeout=300)
         warm = build_requests(SPANS_PER_REQUEST)
         post_all(port, "/v1/traces", warm, 1)
 

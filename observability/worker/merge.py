@@ -84,9 +84,10 @@ class Plan:
     new: list[tuple[list[CallSpan], CallSpan, StoredCall]] = field(default_factory=list)  # group, best
     amended: list[tuple[StoredCall, list, Context, float]] = field(default_factory=list)  # new event
     merged: list[CallSpan] = field(default_factory=list)  # spans of calls stored before
-    links: list[tuple[str, float, str | None, str | None]] = field(
-        default_factory=list
-    )  # conv, ts, bot, account
+    # (conversation, ts, bot, account) of calls naming both
+    links: list[tuple[str, float, str | None, str | None]] = field(default_factory=list)
+    # the request's spans: (trace id, span id) -> (parent span id, what the span names)
+    local: dict[tuple[str, str], tuple[str, Context]] = field(default_factory=dict)
 
     def events(self) -> list[list]:
         return [s.event for *_, s in self.new]
@@ -168,7 +169,12 @@ class CallMerger:
     # ---- context from the trace -------------------------------------------------------------
 
     def context(
-        self, trace_id: str, own: Context, anchor: str, resource: dict, local: dict[tuple[str, str], SpanView]
+        self,
+        trace_id: str,
+        own: Context,
+        anchor: str,
+        resource: dict,
+        local: dict[tuple[str, str], tuple[str, Context]],
     ) -> tuple[Context, bool]:
         """(conversation, bot, agent, account) of a call, and whether its ancestry is complete.
 
@@ -178,9 +184,7 @@ class CallMerger:
         while parent and None in ctx and depth < MAX_DEPTH:
             depth += 1
             key = (trace_id, parent)
-            if (p := local.get(key)) is not None:
-                ctx, parent = _fill(ctx, span_context(p.attrs)), p.parent_span_id
-            elif (known := self._spans.get(key)) is not None:
+            if (known := local.get(key) or self._spans.get(key)) is not None:
                 ctx, parent = _fill(ctx, known[1]), known[0]
             else:
                 return _fill(ctx, resource_context(resource)), False
@@ -248,10 +252,14 @@ class CallMerger:
         return best, call_row_id(outer.view, None)
 
     @staticmethod
-    def _own(group: list[CallSpan], best: CallSpan) -> Context:
-        own = span_context(best.view.attrs)
+    def _own(
+        group: list[CallSpan], best: CallSpan, local: dict[tuple[str, str], tuple[str, Context]]
+    ) -> Context:
+        own = local[(best.view.trace_id, best.view.span_id)][1]
         for c in group:
-            own = _fill(own, span_context(c.view.attrs))
+            if None not in own:
+                break
+            own = _fill(own, local[(c.view.trace_id, c.view.span_id)][1])
         return own
 
     # ---- one request --------------------------------------------------------------------------
@@ -259,15 +267,15 @@ class CallMerger:
     def plan(self, calls: list[CallSpan], views: list[SpanView], now: float | None = None) -> Plan:
         """New rows, amended rows and merged spans of one request (nothing is remembered yet)."""
         now = time.monotonic() if now is None else now
-        local = {(v.trace_id, v.span_id): v for v in views}
-        out = Plan()
+        local = {(v.trace_id, v.span_id): (v.parent_span_id, span_context(v.attrs)) for v in views}
+        out = Plan(local=local)
         touched: dict[int, StoredCall] = {}  # stored calls amended by this request, by id()
         for group in self.group(calls):
             stored = self.stored_as(group)
             if stored is None:
                 best, row_id = self.best(group)
                 outer = min(group, key=lambda c: (c.view.start_ns, -c.view.end_ns))
-                own = self._own(group, best)
+                own = self._own(group, best, local)
                 v = outer.view
                 ctx, complete = self.context(v.trace_id, own, v.parent_span_id, v.resource, local)
                 s = StoredCall(row_id, v.trace_id, _with_context(best.event, row_id, ctx), [_ref(c) for c in group],
@@ -280,9 +288,9 @@ class CallMerger:
             best = max(group, key=_score)
             event = best.event if _score(best) > stored.score else None
             own = (
-                _fill(self._own(group, best), stored.own)
+                _fill(self._own(group, best, local), stored.own)
                 if event
-                else _fill(stored.own, self._own(group, best))
+                else _fill(stored.own, self._own(group, best, local))
             )
             ctx, complete = self.context(stored.trace_id, own, stored.anchor, stored.resource, local)
             new = _with_context(event or stored.event, stored.row_id, ctx)
@@ -312,8 +320,10 @@ class CallMerger:
     def commit(self, plan: Plan, views: list[SpanView], now: float | None = None) -> None:
         """Remember what `plan` stored: its calls, their amendments, and every span's context."""
         now = time.monotonic() if now is None else now
-        local = {(v.trace_id, v.span_id): v for v in views}
-        self._remember_spans(views)
+        local = plan.local
+        self._spans.update(local)
+        while len(self._spans) > self.max_spans:
+            self._spans.popitem(last=False)
         for group, _, s in plan.new:
             self._remember_call(s, group)
         for s, event, own, score in plan.amended:
@@ -359,14 +369,3 @@ class CallMerger:
             self._roots.move_to_end(key)
             while len(self._roots) > self.max_traces:
                 self._roots.popitem(last=False)
-
-    def _remember_spans(self, views: list[SpanView]) -> None:
-        """Every span's parent and context, for calls whose ancestors come in other requests."""
-        spans = self._spans
-        for v in views:
-            spans[(v.trace_id, v.span_id)] = (v.parent_span_id, span_context(v.attrs))
-        while len(spans) > self.max_spans:
-            spans.popitem(last=False)
-
-    def remember_spans(self, views: list[SpanView]) -> None:
-        self._remember_spans(views)
