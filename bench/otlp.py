@@ -29,6 +29,7 @@ import argparse
 import http.client
 import os
 import queue
+import shutil
 import signal
 import socket
 import sqlite3
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         admin.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
