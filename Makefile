@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/queries.py
 	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/otlp.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check observability tests bench pages Home.py app.py

@@ -202,6 +202,9 @@ class Settings:
     otlp_ingest_token: str | None = field(default=None, repr=False)
     otlp_ingest_token_file: Path = LOCAL_DIR / "otlp_ingest.token"  # bootstrap's token, when none is set
     otlp_cost_ceiling_usd: float = 100.0  # a call priced above this is flagged, not summed (0: none)
+    otlp_context_window_s: float = (
+        60.0  # how long a stored OTLP call may still get its context from later spans
+    )
     monitoring_db_retention_days: int = 90
     monitoring_metrics_retention_hours: int = 72
     rollup_retention_days: int = 400
@@ -351,6 +354,7 @@ class Settings:
             otlp_ingest_token=_str(e.get("OTLP_INGEST_TOKEN"), None),
             otlp_ingest_token_file=Path(_str(e.get("OTLP_INGEST_TOKEN_FILE"), str(d.otlp_ingest_token_file))),
             otlp_cost_ceiling_usd=_float(e.get("OTLP_COST_CEILING_USD"), d.otlp_cost_ceiling_usd),
+            otlp_context_window_s=_float(e.get("OTLP_CONTEXT_WINDOW_S"), d.otlp_context_window_s),
             monitoring_db_retention_days=_int(
                 e.get("MONITORING_DB_RETENTION_DAYS"), d.monitoring_db_retention_days
             ),

@@ -14,6 +14,7 @@ from observability import auth, redis_client
 from observability.auth import api_tokens
 from observability.auth import cli as users
 from observability.settings import get_settings
+from observability.store import otlp_counts
 from observability.ui import common as ui
 
 me = ui.require("users.manage")
@@ -170,3 +171,38 @@ if active:
     if c2.button("Revoke token", key="ad_tok_revoke_btn", icon=":material/block:"):
         if _act(f"Revoke {pick['name']}", api_tokens.revoke_token, pick["id"]):
             st.rerun()
+
+# ---- OpenTelemetry ingest: what each instrumentation's spans became (summed over every worker) ----
+st.markdown("**OpenTelemetry ingest, per instrumentation scope**")
+st.caption(
+    "Spans posted to the workers' `/v1/traces` since this store was made (counts reach here about a "
+    "second after each export): stored as LLM calls, merged into a call another span already stored, "
+    "ignored (not a model call) or rejected (bad values)."
+)
+scopes = ui.cached_query(otlp_counts.by_scope)()
+if not scopes:
+    ui.empty_state("No OpenTelemetry spans received yet.", "See the README, section Bots without our SDK.")
+else:
+    for s in scopes:
+        if s.ignored_genai:
+            st.warning(
+                f"{s.ignored_genai} span(s) of scope {ui.md_escape(s.scope or '(no name)')} look like GenAI "
+                "but name no model: that instrumentation's conventions are not read.",
+                icon=":material/visibility_off:",
+            )
+    frame = pd.DataFrame(
+        [
+            {
+                "scope": s.scope or "(no name)",
+                "received": s.received,
+                "stored as calls": s.stored,
+                "merged": s.merged,
+                "ignored": s.ignored,
+                "of them GenAI-looking": s.ignored_genai,
+                "rejected": s.rejected,
+                "last seen (UTC)": s.last_seen,
+            }  # fmt: skip
+            for s in scopes
+        ]
+    )
+    ui.table(frame, "otlp_scopes.csv", key="ad_otlp")

@@ -32,6 +32,9 @@ pytestmark = pytest.mark.timeout(600)
 ERRORS = {"fail500": "server_error", "fail429": "rate_limit"}
 NO_CACHED_READS = {"openai-v2"}  # its spans carry no cached-token count (see the README)
 SEPARATE = ("openllmetry-anthropic", "openinference-anthropic")  # also run with one request per span
+# also run with no span of the bot around the calls, in one batch and one request per span: the
+# anthropic SDK's span and the instrumentation's span of a failed call then share nothing but time
+BARE = tuple((n, mode) for n in SEPARATE for mode in ("batch", "simple"))
 TESTS = Path(__file__).parent
 
 
@@ -45,6 +48,7 @@ def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, d
                                   worker_lock_file=tmp / "lock", auth_mode="none")  # fmt: skip
     worker = serve(store, settings, port=0)
     runs = [(n, n, "batch") for n in INSTRUMENTATIONS] + [(n, f"{n}-separate", "simple") for n in SEPARATE]
+    runs += [(n, f"{n}-bare-{mode}", f"{mode}-bare") for n, mode in BARE]
     env = subprocess_env(PYTHONPATH=f"{TESTS}:{TESTS.parent}", OTEL_SDK_DISABLED="false")
     try:
         with FakeLLMServer() as llm:
@@ -131,19 +135,76 @@ def test_spans_of_one_call_in_separate_export_requests_are_stored_once(
         sum(x["write"] for x in u.values()))  # fmt: skip
 
 
+@pytest.mark.parametrize(("name", "mode"), BARE)
+def test_calls_outside_any_bot_span_are_stored_once_failed_ones_too(
+    name: str, mode: str, interop: tuple[Store, dict]
+) -> None:
+    """No enclosing span: each call's SDK span and instrumentation span may be roots of two traces;
+    a failed call has no response id, so only the process, provider, model and time tie them."""
+    store, _ = interop
+    rows = rows_of(store, f"{name}-bare-{mode}")
+    assert len(rows) == len(CALLS), rows
+    assert sorted(r["error_type"] or "" for r in rows) == ["", "", "", "rate_limit", "server_error"]
+    assert all(r["model"].startswith("claude-sonnet-4-5") and r["conversation_id"] is None for r in rows)
+    u = USAGE["anthropic"]
+    assert sorted((r["input_tokens"], r["output_tokens"], r["cache_read_tokens"], r["cache_write_tokens"])
+                  for r in rows if r["success"]) == sorted(
+        (x["input"], x["output"], x["read"], x["write"]) for x in u.values())  # fmt: skip
+
+
 def test_metrics_count_spans_per_instrumentation_scope(interop: tuple[Store, dict]) -> None:
     store, m = interop
 
     def count(scope: str, outcome: str) -> float:
         return m.get(("obs_otlp_scope_spans_total", frozenset({("scope", scope), ("outcome", outcome)})), 0)
 
-    n_calls = len(INSTRUMENTATIONS) + len(SEPARATE)
-    assert count("lead_bot", "received") == n_calls * len(CALLS)  # the bot's spans: ignored, not GenAI
+    n_calls = len(INSTRUMENTATIONS) + len(SEPARATE) + len(BARE)
+    assert count("lead_bot", "received") == (n_calls - len(BARE)) * len(
+        CALLS
+    )  # the bot's spans: ignored, not GenAI
     assert m[("obs_otlp_ignored_spans_total", frozenset({("scope", "lead_bot"), ("reason", "not_genai")}))] == (
-        n_calls * len(CALLS))  # fmt: skip
+        (n_calls - len(BARE)) * len(CALLS))  # fmt: skip
     # the anthropic SDK's spans: stored alone, merged under another instrumentation
     sdk = "com.anthropic.sdk.python"
-    assert count(sdk, "received") == 5 * len(CALLS)
+    assert count(sdk, "received") == (5 + len(BARE)) * len(CALLS)
     stored = sum(v for (n, labels), v in m.items() if n == "obs_otlp_scope_spans_total"
                  and ("outcome", "stored") in labels)  # fmt: skip
     assert stored == len(stored_calls(store)) == n_calls * len(CALLS)
+
+
+def test_the_langfuse_sdk_exports_to_the_worker_by_changing_its_url(tmp_path: Path) -> None:
+    """A team on Langfuse points the SDK's own exporter at the worker (base URL, export path; the
+    secret key is the worker's ingest token, sent as basic auth): its calls are stored right."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    store.migrate()
+    settings = Settings().replace(database_url=store.url, redis_url=None, spool_dir=tmp_path / "spool",
+                                  worker_lock_file=tmp_path / "lock", auth_mode="none",
+                                  otlp_ingest_token="lf-secret-token")  # fmt: skip
+    worker = serve(store, settings, port=0)
+    try:
+        with FakeLLMServer() as llm:
+            env = subprocess_env(PYTHONPATH=f"{TESTS}:{TESTS.parent}", OTEL_SDK_DISABLED="false",
+                                 LANGFUSE_BASE_URL=worker.url, LANGFUSE_OTEL_TRACES_EXPORT_PATH="v1/traces",
+                                 LANGFUSE_PUBLIC_KEY="pk-lf-bot", LANGFUSE_SECRET_KEY="lf-secret-token",
+                                 LANGFUSE_TRACING_ENVIRONMENT="test")  # fmt: skip
+            out = subprocess.run([sys.executable, "-m", "support.langfuse_client", "langfuse", llm.url], env=env,
+                                 cwd=TESTS, capture_output=True, timeout=120)  # fmt: skip
+            assert out.returncode == 0, out.stderr.decode()[-3000:]
+        rows = sorted(stored_calls(store), key=lambda r: r["ts"])
+    finally:
+        worker.stop()
+        store.dispose()
+    assert [r["conversation_id"] for r in rows] == ["conv-langfuse"] * 3
+    u = USAGE["openai"]
+    for r, what in zip(rows[:2], ("plain", "cached"), strict=True):
+        got = (r["model"], r["provider"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"])
+        assert got == (OPENAI_MODEL, "openai", u[what]["input"], u[what]["output"], u[what]["read"]), r
+        expected = cost_of(
+            "openai", OPENAI_MODEL, u[what]["input"], u[what]["output"], u[what]["read"], 0
+        ).usd
+        assert r["cost_usd"] == pytest.approx(expected, rel=0.02) and r["success"]
+    assert (rows[2]["success"], rows[2]["error_type"], rows[2]["model"]) == (
+        False,
+        "server_error",
+        "gpt-4o-mini",
+    )

@@ -127,10 +127,35 @@ def _store_isolating(store: Store, grouped: dict[str, list[list]], settings: Set
     return refused
 
 
-def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Settings) -> None:
+def amend_llm_calls(
+    store: Store,
+    replaced: Iterable[tuple[str, float]],
+    events: list[list],
+    links: Iterable[tuple[str, float, str | None, str | None]] = (),
+    settings: Settings | None = None,
+) -> None:
+    """Store LLM call events in place of earlier rows of the same calls, in one transaction.
+
+    The OTLP receiver stores a call as soon as its spans arrive, with the context known then, and
+    amends the row when a more complete span of the call or an ancestor naming its conversation or
+    bot comes in a later export request: a restart between the two loses nothing. `replaced` are the
+    (row id, ts) of the rows to drop; `links` are (conversation, ts, bot, account) that attach a
+    conversation to its account. Events must have passed `check_wire`. Raises StoreUnavailable.
+    """
+    settings = settings or get_settings()
+    _store_grouped(store, {ev.KIND_LLM: events} if events else {}, settings, list(replaced), list(links))
+
+
+def _store_grouped(
+    store: Store,
+    grouped: dict[str, list[list]],
+    settings: Settings,
+    replaced: list[tuple[str, float]] | None = None,
+    links: list[tuple[str, float, str | None, str | None]] | None = None,
+) -> None:
     """Price, redact and insert valid events grouped by kind, in one transaction."""
     rows: dict[str, list[tuple]] = {}
-    dirty: set[tuple[str, int]] = set()
+    dirty: set[tuple[str, int]] = {("llm", int(ts // 60)) for _, ts in replaced or ()}
 
     if settings.redact_pii:  # the one redaction step: every free-text field of every kind
         grouped = {kind: [redact_event(e, settings) for e in items] for kind, items in grouped.items()}
@@ -162,6 +187,10 @@ def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Setti
             dirty.update(("ops", _minute(e[2])) for e in items)
 
     with store.begin() as conn:
+        if replaced:
+            t = schema.llm_calls
+            conn.execute(t.delete().where(t.c.trace_id == sa.bindparam("rid"), t.c.ts == sa.bindparam("rts")),
+                         [{"rid": rid, "rts": _ts(ts)} for rid, ts in replaced])  # fmt: skip
         if ev.KIND_LLM in rows:
             store.insert_ignore(conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM])
         for kind, table in SIMPLE_KINDS.items():
@@ -172,6 +201,11 @@ def _store_grouped(store: Store, grouped: dict[str, list[list]], settings: Setti
             _upsert_conversations(store, conn, rows[ev.KIND_MESSAGE])
         if ev.KIND_ACCOUNT in grouped:
             _upsert_accounts(store, conn, grouped[ev.KIND_ACCOUNT])
+        if links:
+            link_rows = [
+                (None, _ts(ts), conv, None, None, bot, account, None) for conv, ts, bot, account in links
+            ]
+            _upsert_conversations(store, conn, link_rows)
         if dirty:
             mark_dirty(store, conn, dirty)
 

@@ -567,6 +567,17 @@ worker_heartbeats = Table(
     Column("started_at", DateTime, nullable=False),
 )
 
+# OTLP spans per instrumentation scope and outcome (received, stored, merged, ignored, rejected,
+# ignored:<reason>), summed over every worker since the store was made: what the Admin page shows
+otlp_scope_spans = Table(
+    "otlp_scope_spans",
+    metadata,
+    Column("scope", String(200), primary_key=True),
+    Column("outcome", String(60), primary_key=True),
+    Column("spans", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", DateTime, nullable=False),
+)
+
 RAW_EVENT_TABLES = (
     llm_calls,
     bot_operations,

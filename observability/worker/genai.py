@@ -37,6 +37,7 @@ MODEL_KEYS = (
     "llm.response.model_name",  # OpenInference
     "llm.model_name",
     "llm.request.model_name",
+    "langfuse.observation.model.name",  # the Langfuse SDK's generations
 )
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
@@ -55,10 +56,23 @@ CACHE_WRITE_KEYS = (
     "llm.token_count.prompt_details.cache_write",  # OpenInference
 )
 CONVERSATION_KEYS = ("gen_ai.conversation.id", "session.id")
+LANGFUSE_USAGE = "langfuse.observation.usage_details"  # JSON: Langfuse's names or the provider's usage
+LANGFUSE_TYPE = "langfuse.observation.type"
+_LANGFUSE_USAGE_KEYS = (  # (usage key or "details.key", the GenAI attribute it stands for)
+    (("input", "prompt_tokens", "input_tokens"), "gen_ai.usage.input_tokens"),
+    (("output", "completion_tokens", "output_tokens"), "gen_ai.usage.output_tokens"),
+    (("cache_read_input_tokens", "input_cached_tokens", "input_cache_read", "prompt_tokens_details.cached_tokens",
+      "input_tokens_details.cached_tokens"), "gen_ai.usage.cache_read.input_tokens"),
+    (("cache_creation_input_tokens", "input_cache_creation"), "gen_ai.usage.cache_creation.input_tokens"),
+)  # fmt: skip
+_MODEL_PROVIDERS = (("gpt-", "openai"), ("chatgpt", "openai"), ("o1", "openai"), ("o3", "openai"),
+                    ("o4", "openai"), ("claude", "anthropic"), ("gemini", "google"), ("mistral", "mistral"))  # fmt: skip
 RESPONSE_ID_KEY = "gen_ai.response.id"
 INVOCATION_PARAMETERS = "llm.invocation_parameters"  # OpenInference: the request as JSON
 OPENINFERENCE_KIND = "openinference.span.kind"
 AGENT_KEYS = ("gen_ai.agent.name",)
+BOT_KEYS = ("obs.bot",)
+ACCOUNT_KEYS = ("obs.account_id", "obs.account")
 OPERATION_KEY = "gen_ai.operation.name"
 NOT_A_CALL = frozenset({"execute_tool", "create_agent"})
 AGENT_OPERATION = "invoke_agent"
@@ -179,6 +193,32 @@ def conversation_of(attrs: dict[str, Any]) -> str | None:
     return _text(attrs, CONVERSATION_KEYS, 100, truncate=True)
 
 
+Context = tuple[str | None, str | None, str | None, str | None]  # conversation, bot, agent, account
+NO_CONTEXT: Context = (None, None, None, None)
+
+
+def span_context(attrs: dict[str, Any]) -> Context:
+    """What a span says about its calls' context: (conversation, bot, agent, account); a value on a
+    call's own span wins over its ancestors', theirs over the resource's (`resource_context`)."""
+    if not attrs:
+        return NO_CONTEXT
+    try:
+        return (conversation_of(attrs), _text(attrs, BOT_KEYS, 64, truncate=True),
+                _text(attrs, AGENT_KEYS, 100, truncate=True), _text(attrs, ACCOUNT_KEYS, 100, truncate=True))  # fmt: skip
+    except SpanRejected:  # a non-string id on a span that is no call: that span names no context
+        return NO_CONTEXT
+
+
+def resource_context(resource: dict[str, Any]) -> Context:
+    """The resource's context: the same attributes, the bot else the `service.name`."""
+    conv, bot, agent, account = span_context(resource)
+    if bot is None:
+        service = resource.get("service.name")
+        if isinstance(service, str) and service and not service.startswith("unknown_service"):
+            bot = service[:64]
+    return conv, bot, agent, account
+
+
 def response_id(span: SpanView) -> str | None:
     v = span.attrs.get(RESPONSE_ID_KEY)
     return v if isinstance(v, str) and v else None
@@ -206,6 +246,35 @@ def _model(a: dict[str, Any]) -> str | None:
     return model
 
 
+def _langfuse_attrs(a: dict[str, Any]) -> dict[str, Any]:
+    """A Langfuse generation's usage (a JSON object, Langfuse's own keys or the provider's usage as
+    returned, details nested) as GenAI usage attributes; its type other than generation: no call."""
+    t = a.get(LANGFUSE_TYPE)
+    if t is not None and t != "generation":
+        return {**a, OPERATION_KEY: "execute_tool"} if t == "tool" else a
+    try:
+        usage = json.loads(a[LANGFUSE_USAGE]) if isinstance(a.get(LANGFUSE_USAGE), str) else {}
+    except ValueError:
+        usage = {}
+    out = dict(a)
+    if isinstance(usage, dict):
+        for names, attr in _LANGFUSE_USAGE_KEYS:
+            for name in names:
+                head, _, tail = name.partition(".")
+                v = usage.get(head)
+                v = v.get(tail) if tail and isinstance(v, dict) else (None if tail else v)
+                if v is not None and attr not in out:
+                    out[attr] = v
+                    break
+    return out
+
+
+def provider_of_model(model: str) -> str | None:
+    """The provider a model name says, for spans that name none (Langfuse's generations)."""
+    m = model.lower()
+    return next((p for prefix, p in _MODEL_PROVIDERS if m.startswith(prefix)), None)
+
+
 def llm_event(
     span: SpanView, *, conversation_id: str | None = None, row_id: str | None = None
 ) -> list | None:
@@ -216,12 +285,14 @@ def llm_event(
     Raises SpanRejected for a span whose values cannot be stored.
     """
     a = span.attrs
+    if LANGFUSE_TYPE in a:
+        a = _langfuse_attrs(a)
     if a.get(OPERATION_KEY) in NOT_A_CALL or a.get(OPENINFERENCE_KIND, "LLM") != "LLM":
         return None
     model = _model(a)
     if model is None:
         return None
-    provider = _text(a, PROVIDER_KEYS, 100) or "unknown"
+    provider = _text(a, PROVIDER_KEYS, 100) or provider_of_model(model) or "unknown"
     inp = _count(a, INPUT_KEYS)
     out = _count(a, OUTPUT_KEYS)
     read = _count(a, CACHE_READ_KEYS)

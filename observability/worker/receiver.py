@@ -15,6 +15,7 @@ which OTLP exporters retry, so nothing is lost.
 
 from __future__ import annotations
 
+import base64
 import collections
 import hmac
 import json
@@ -24,10 +25,10 @@ import zlib
 from typing import Any
 
 from observability.settings import Settings
-from observability.store import Store, StoreUnavailable
-from observability.store.ingest import write_batch
+from observability.store import Store, StoreUnavailable, otlp_counts
+from observability.store.ingest import amend_llm_calls, write_batch
 from observability.worker.genai import ignore_reason, is_agent_call, llm_event
-from observability.worker.merge import CallMerger, CallSpan
+from observability.worker.merge import CallMerger, CallSpan, Plan
 from observability.worker.otlp import SpanRejected, SpanView, decode_spans
 from observability.worker.response import BadRequest, Response
 
@@ -78,6 +79,7 @@ class OTLPReceiver:
     """Decode, turn GenAI spans into llm_calls rows, answer per OTLP/HTTP; counts what it saw."""
 
     RECENT_TRACES = 100_000
+    COUNTS_FLUSH_S = 1.0  # scope counts reach the store (the Admin page) this long after a request
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
@@ -87,9 +89,13 @@ class OTLPReceiver:
         self.spans: collections.Counter = collections.Counter()  # outcome -> spans
         # traces whose model calls came as spans of their own (agent spans there are aggregates)
         self._traces_with_calls: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.merger = CallMerger()
+        self.merger = CallMerger(window_s=settings.otlp_context_window_s)
+        self._cond = threading.Condition(self._lock)
+        self._inflight: set[str] = set()  # trace ids of requests being merged and stored
         self.by_scope: collections.Counter = collections.Counter()  # (scope, outcome) -> spans
         self._warned: set[str] = set()  # scopes whose GenAI-looking spans were logged as ignored
+        self._pending: collections.Counter = collections.Counter()  # by_scope not yet added to the store
+        self._flush_timer: threading.Timer | None = None
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """A consistent copy of (requests by HTTP status, spans by outcome), for /metrics."""
@@ -104,14 +110,22 @@ class OTLPReceiver:
                     self.spans[k] += v
 
     def authorized(self, authorization: str | None) -> bool:
-        """Whether the Authorization header carries the ingest token (always, when none is set)."""
+        """The bearer token; or HTTP basic auth whose password is the token (the Langfuse SDK sends
+        its public and secret keys so: LANGFUSE_SECRET_KEY set to the token)."""
         token = self.settings.otlp_ingest_token
         if not token:
             return True
         if not authorization:
             return False
         scheme, _, value = authorization.strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), token.encode())
 
     def export(
         self,
@@ -148,7 +162,7 @@ class OTLPReceiver:
         except BadRequest as exc:
             log.info("OTLP request rejected: %s", exc)
             return error(exc.status, str(exc))
-        events, agent_spans, calls, stored_groups, ignored = [], [], [], [], 0
+        agent_spans, calls, ignored = [], [], 0
         by_scope: collections.Counter = collections.Counter()  # (scope, outcome) -> spans
         for item in rejected:
             by_scope[(getattr(item, "scope", ""), "rejected")] += 1
@@ -168,23 +182,29 @@ class OTLPReceiver:
             else:
                 calls.append(CallSpan(v, e))
                 self._remember(v.trace_id)
-        local = {(v.trace_id, v.span_id): v for v in views}
-        with self._lock:
-            merger = self.merger
-            for group in merger.group(calls):
-                if merger.seen_before(group):
-                    by_scope.update((c.view.scope, "merged") for c in group)
-                    ignored += len(group)
-                    continue
-                best, row_id = merger.best(group)
-                conv = next((c.event[15] for c in group if c.event[15]), None)
-                conv = conv or merger.conversation(best.view, local)
-                e = best.event
-                events.append([*e[:1], row_id, *e[2:15], conv, *e[16:]])
-                by_scope[(best.view.scope, "stored")] += 1
-                by_scope.update((c.view.scope, "merged") for c in group if c is not best)
-                ignored += len(group) - 1
-                stored_groups.append(group)
+        traces = {v.trace_id for v in views}
+        with self._cond:  # requests about the same traces merge one after the other
+            self._cond.wait_for(lambda: self._inflight.isdisjoint(traces), timeout=30)
+            self._inflight |= traces
+            plan = self.merger.plan(calls, views)
+        try:
+            return self._store(
+                plan, views, agent_spans, by_scope, as_json, rejected, received, ignored, error
+            )
+        finally:
+            with self._cond:
+                self._inflight -= traces
+                self._cond.notify_all()
+
+    def _store(self, plan: Plan, views: list[SpanView], agent_spans: list, by_scope: collections.Counter,
+               as_json: bool, rejected: list, received: int, ignored: int, error: Any) -> Response:  # fmt: skip
+        events = plan.events()
+        for group, best, _ in plan.new:
+            by_scope[(best.view.scope, "stored")] += 1
+            by_scope.update((c.view.scope, "merged") for c in group if c is not best)
+            ignored += len(group) - 1
+        by_scope.update((c.view.scope, "merged") for c in plan.merged)
+        ignored += len(plan.merged)
         for v, e in agent_spans:
             if self._seen(v.trace_id):
                 ignored += 1
@@ -192,23 +212,27 @@ class OTLPReceiver:
             else:
                 events.append(e)
                 by_scope[(v.scope, "stored")] += 1
-        if events:
-            try:
+        try:
+            if events:
                 result = write_batch(self.store, events, self.settings)
-            except StoreUnavailable as exc:
-                log.warning("OTLP export deferred, store unavailable: %s", exc)
-                return error(503, "store unavailable, retry later", {"Retry-After": "5"})
-            except Exception as exc:  # noqa: BLE001
-                log.exception("OTLP export failed")
-                return error(500, f"cannot store spans: {type(exc).__name__}")
-            if result.rejected:  # not expected: events were checked above
-                rejected.extend(SpanRejected(r) for r in result.reasons)
-        self._count(200, received=received, llm=len(events), ignored=ignored, rejected=len(rejected))
+                if result.rejected:  # not expected: events were checked above
+                    rejected.extend(SpanRejected(r) for r in result.reasons)
+            if plan.amended or plan.links:
+                amended = [e for _, e, *_ in plan.amended]
+                amend_llm_calls(self.store, plan.replaced(), amended, plan.links, self.settings)
+        except StoreUnavailable as exc:
+            log.warning("OTLP export deferred, store unavailable: %s", exc)
+            return error(503, "store unavailable, retry later", {"Retry-After": "5"})
+        except Exception as exc:  # noqa: BLE001
+            log.exception("OTLP export failed")
+            return error(500, f"cannot store spans: {type(exc).__name__}")
+        self._count(200, received=received, llm=len(events), ignored=ignored, rejected=len(rejected),
+                    amended=len(plan.amended))  # fmt: skip
         with self._lock:  # only once stored: a retried export after a 503 must be stored, not merged
             self.by_scope.update(by_scope)
-            for group in stored_groups:
-                self.merger.remember(group)
-            self.merger.remember_spans(views)
+            self._pending.update(by_scope)
+            self._schedule_flush()
+            self.merger.commit(plan, views)
         return self._success(as_json, rejected)
 
     def _ignored(self, v: SpanView, by_scope: collections.Counter, reason: str | None = None) -> None:
@@ -222,6 +246,28 @@ class OTLPReceiver:
                 "they are ignored and counted in obs_otlp_scope_spans_total{outcome=\"ignored\"} "
                 "(first: %r with %s)", v.scope, v.name, sorted(v.attrs)[:12],
             )  # fmt: skip
+
+    def _schedule_flush(self) -> None:
+        """Add the pending scope counts to the store within COUNTS_FLUSH_S (held: self._lock)."""
+        if self._flush_timer is None and self._pending:
+            self._flush_timer = threading.Timer(self.COUNTS_FLUSH_S, self.flush_counts)
+            self._flush_timer.daemon = True
+            self._flush_timer.start()
+
+    def flush_counts(self) -> None:
+        """Add the scope counts of the last second to the store's totals (`store.otlp_counts`), off
+        the request path; while the store is down they are kept and tried again."""
+        with self._lock:
+            pending, self._pending, self._flush_timer = self._pending, collections.Counter(), None
+        if not pending:
+            return
+        try:
+            otlp_counts.add(self.store, pending)
+        except Exception as exc:  # noqa: BLE001 - kept for the next try
+            log.info("OTLP scope counts not stored yet (%s): kept for the next try", type(exc).__name__)
+            with self._lock:
+                self._pending.update(pending)
+                self._schedule_flush()
 
     def scope_counts(self) -> dict[tuple[str, str], int]:
         """Spans by (instrumentation scope, outcome), for /metrics; `ignored:<reason>` too."""

@@ -1,6 +1,6 @@
 """One client under one OpenTelemetry instrumentation making the five calls of `fake_llm`.
 
-Run as `python -m support.otel_clients NAME TAG LLM_URL WORKER_URL batch|simple` in a process of its
+Run as `python -m support.otel_clients NAME TAG LLM_URL WORKER_URL batch|simple[-bare]` in a process of its
 own: instrumentations patch the client libraries process-wide and do not all undo it cleanly. Each
 call is made inside the bot's span (the service, so the stored bot, is TAG) naming the conversation `conv-<TAG>-<call>` (with
 `gen_ai.conversation.id`, or `session.id` as OpenInference users do); spans go to the worker by
@@ -9,6 +9,7 @@ OTLP/HTTP protobuf, in one batch or each span in an export request of its own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 
@@ -29,8 +30,9 @@ INSTRUMENTATIONS = {
 }
 
 
-def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool) -> None:
-    """The five calls of one client under one instrumentation, exported to the worker."""
+def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool, bare: bool = False) -> None:
+    """The five calls of one client under one instrumentation, exported to the worker; `bare`: with no
+    span of the bot around them (so no conversation)."""
     client_kind, target = INSTRUMENTATIONS[name]
     exporter = OTLPSpanExporter(endpoint=f"{worker_url}/v1/traces", timeout=10)
     provider = TracerProvider(resource=Resource.create({"service.name": tag}))
@@ -54,7 +56,9 @@ def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool
                                      open_telemetry={"tracer_provider": provider})  # fmt: skip
         for what in CALLS:
             messages = [{"role": "user", "content": what}]
-            with bot.start_as_current_span("handle_message", attributes={conv_key: f"conv-{tag}-{what}"}):
+            around = contextlib.nullcontext() if bare else bot.start_as_current_span(
+                "handle_message", attributes={conv_key: f"conv-{tag}-{what}"})  # fmt: skip
+            with around:
                 try:
                     if client_kind == "openai" and what == "stream":
                         for _ in oc.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True,
@@ -83,4 +87,4 @@ def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool
 
 if __name__ == "__main__":
     name, tag, llm_url, worker_url, mode = sys.argv[1:6]
-    run_calls(name, tag, llm_url, worker_url, batch=mode == "batch")
+    run_calls(name, tag, llm_url, worker_url, batch=mode.startswith("batch"), bare=mode.endswith("-bare"))
