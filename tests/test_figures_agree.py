@@ -110,7 +110,7 @@ def test_bot_health_headline_never_contradicts_its_table(demo: Store, window: st
         assert not greens, f"green headline above {len(breaching)} breaching rows"
         shown = "\n".join(e.value for e in at.error)
         for r in breaching.itertuples(index=False):
-            assert f"**{r.bot} · {r.operation}**" in shown
+            assert f"**{common.md_escape(sla.pair_label(r.bot, r.operation))}**" in shown
     measured = rows[rows["status"] != sla.NO_DATA]
     assert metric(at, "SLA compliance") == f"{(measured['status'] == sla.WITHIN).sum()}/{len(measured)}"
     assert f"Window: last {window}" in "\n".join(c.value for c in at.caption)
