@@ -184,7 +184,7 @@ def test_the_langfuse_sdk_exports_to_the_worker_by_changing_its_url(tmp_path: Pa
     try:
         with FakeLLMServer() as llm:
             env = subprocess_env(PYTHONPATH=f"{TESTS}:{TESTS.parent}", OTEL_SDK_DISABLED="false",
-                                 LANGFUSE_BASE_URL=worker.url, LANGFUSE_OTEL_TRACES_EXPORT_PATH="v1/traces",
+                                 LANGFUSE_BASE_URL=worker.url,  # its default path: one URL to change
                                  LANGFUSE_PUBLIC_KEY="pk-lf-bot", LANGFUSE_SECRET_KEY="lf-secret-token",
                                  LANGFUSE_TRACING_ENVIRONMENT="test")  # fmt: skip
             out = subprocess.run([sys.executable, "-m", "support.langfuse_client", "langfuse", llm.url], env=env,

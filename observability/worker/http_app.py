@@ -115,6 +115,8 @@ def build_app(endpoints: Endpoints) -> Any:
     app = Starlette(
         routes=[
             Route("/v1/traces", traces, methods=["POST"]),
+            # Langfuse's SDK exports to its own path: a team switches by changing LANGFUSE_BASE_URL only
+            Route("/api/public/otel/v1/traces", traces, methods=["POST"]),
             Route("/v1/traces", traces_other, methods=["GET", "PUT", "DELETE", "PATCH"]),
             Route("/metrics", metrics_page, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
