@@ -141,7 +141,9 @@ def test_the_sla_breach_of_the_alert_window_is_the_same_on_both_pages_the_alert_
     bh = run("pages/bot_health.py")
     rows = table(bh, "alert_p95_ratio").set_index(["bot", "operation"])
     assert rows.loc[("lead_bot", "process"), "alert_p95_ratio"] == pytest.approx(process.p95_ratio, rel=0.05)
-    assert any("lead_bot · process" in w.value and "sla_violation" in w.value for w in bh.warning)
+    assert any(
+        common.md_escape("lead_bot · process") in w.value and "sla_violation" in w.value for w in bh.warning
+    )
     ov = run("Home.py")
     bots = table(ov, "slow_operations").set_index("bot")
     assert "process" in bots.loc["lead_bot", "slow_operations"].split(", ")
@@ -219,7 +221,7 @@ def test_overview_column_and_bot_health_alert_note_list_the_same_breaches(ops_on
     assert {(b, op) for b, ops in bots["slow_operations"].items() for op in ops.split(", ") if op} == expected
     bh = run("pages/bot_health.py")
     [note] = [w.value for w in bh.warning if "sla_violation" in w.value]
-    assert "buyer_bot · process" in note and "seller_bot" not in note
+    assert common.md_escape("buyer_bot · process") in note and common.md_escape("seller_bot") not in note
 
 
 def test_live_monitoring_response_time_now_is_the_last_5_minutes_p95_and_status_follows_it(
