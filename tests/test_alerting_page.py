@@ -76,9 +76,15 @@ def test_operator_acknowledges_resolves_and_escalates(console: Store) -> None:
     at.button(key=f"ack_{err['id']}").click().run()
     assert not at.exception and svc.get_alert(err["id"])["acknowledged_by"] == "operator1"
     at.button(key=f"escalate_{cache['id']}").click().run()
+    assert svc.get_alert(cache["id"])["escalation_level"] == 1, "escalation asks first"
+    at.button(key=f"escalate_yes_{cache['id']}").click().run()
     assert svc.get_alert(cache["id"])["escalation_level"] == 2
     at.button(key=f"resolve_{cache['id']}").click().run()
+    if cache["condition_holds"]:  # resolving what still holds asks first (it would fire again)
+        assert svc.get_alert(cache["id"])["state"] != "resolved"
+        at.button(key=f"resolve_anyway_{cache['id']}").click().run()
     assert svc.get_alert(cache["id"])["state"] == "resolved"
+    at.toggle(key=f"tl_open_{err['id']}").set_value(True).run()  # a card's timeline opens on demand
     timelines = [d.value for d in at.dataframe if "event" in d.value.columns]
     assert any({"fired", "notified", "acknowledged"} <= set(t["event"]) for t in timelines)
 

@@ -8,6 +8,7 @@ service's own, which is written to be safe to show.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -90,4 +91,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
 def mount(settings: Settings | None = None) -> Mount:
     """The `/api/v1` route for `st.App(routes=[...])`."""
-    return Mount(PREFIX, app=create_app(settings))
+    mount = Mount(PREFIX, app=create_app(settings))
+    # Starlette's `{path:path}` is `.*`, which stops at a newline: a path parameter holding an encoded
+    # control character (`%0A`) would miss the mount and get Streamlit's plain-text 404. Match every
+    # /api/v1 path here, so the API answers it with its own JSON error.
+    mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+    return mount
