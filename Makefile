@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/otlp.py
+	$(BIN)/python bench/sign_in.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check observability tests bench pages Home.py app.py
