@@ -56,11 +56,11 @@ def _act(label: str, fn, *args, where=None, **kwargs) -> bool:  # noqa: ANN001
     try:
         result = fn(store, *args, **kwargs)
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-        (where or st).error(f"{label} was refused: {exc}", icon=":material/error:")
+        (where or st).error(f"{label} was refused: {ui.md_escape(exc)}", icon=":material/error:")
         return False
     browse.clear()
     matches.clear()
-    st.session_state[FLASH] = result.summary()
+    st.session_state[FLASH] = ui.md_escape(result.summary())
     return True
 
 
@@ -358,11 +358,12 @@ elif status.state == "human" and status.operator == user.name:
             try:
                 st.session_state["cv_suggestion"] = control.suggest_response(store, cid, user.name)
             except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-                st.error(f"Suggest: {exc}")
+                st.error(f"Suggest: {ui.md_escape(exc)}")
         suggestion = st.session_state.get("cv_suggestion")
         if suggestion is not None:
             st.info(
-                suggestion.label + "".join(f" {n}" for n in suggestion.notes), icon=":material/lightbulb:"
+                ui.md_escape(suggestion.label + "".join(f" {n}" for n in suggestion.notes)),
+                icon=":material/lightbulb:",
             )
             if suggestion.text:
                 st.text(suggestion.text)
