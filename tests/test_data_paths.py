@@ -448,6 +448,8 @@ def test_the_sdk_refuses_operator_messages(sqlite_store: Store, make_settings: C
 # each carries a marker word: wherever a page shows the marker, it must show the whole name as text
 HOSTILE = {"bold1": "<b>bold1</b>", "tick2": "tick2`", "link3": "[link3](http://127.0.0.1:9/evil)",
            "img4": "![img4](http://127.0.0.1:9/i.png)"}  # fmt: skip
+WIDGET_KINDS = ("toggle", "checkbox", "button", "expander", "selectbox", "multiselect", "text_input",
+                "text_area", "radio", "tabs")  # fmt: skip
 PAGE_FILES = [
     "Home.py",
     *sorted(f"pages/{p.name}" for p in (Path(__file__).parent.parent / "pages").glob("*.py")),
@@ -491,6 +493,8 @@ def test_hostile_names_render_as_text_on_every_page(
 ) -> None:
     from streamlit.testing.v1 import AppTest
 
+    from observability.alerting.model import RuleValidationError
+    from observability.alerting.service import AlertingService
     from observability.analytics.conversation_scoring import score_pending
     from observability.settings import reset_settings_cache
     from observability.timeutil import utcnow
@@ -524,11 +528,21 @@ def test_hostile_names_render_as_text_on_every_page(
             rule_name="high_error_rate", dedup_key="h|x", labels={"bot": HOSTILE["tick2"]}, state="firing",
             severity="critical", value=0.2, threshold=0.05, message=f"errors of {HOSTILE['link3']}",
             fired_at=now, created_at=now))  # fmt: skip
-    store.dispose()
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("AUTH_MODE", "none")
     reset_settings_cache()
     common.clear_caches()
+    alerting = AlertingService(store)
+    rule = {"metric": "error_rate", "comparison": "gt", "threshold": 0.5, "severity": "warning",
+            "channels": ["slack"], "description": HOSTILE["link3"]}  # fmt: skip
+    for name in HOSTILE.values():  # the service refuses markup in a rule name outright ...
+        with pytest.raises(RuleValidationError):
+            alerting.add_rule({**rule, "name": name}, "admin")
+    alerting.add_rule({**rule, "name": "plain_rule"}, "admin")
+    with store.begin() as conn:  # ... but a row written before that check, or by hand, is still shown
+        conn.execute(sa.update(schema.alert_rules).where(schema.alert_rules.c.name == "plain_rule")
+                     .values(name=HOSTILE["link3"]))  # fmt: skip
+    store.dispose()
     try:
         for page in PAGE_FILES:
             at = AppTest.from_file(str(Path(__file__).parent.parent / page), default_timeout=60)
@@ -538,6 +552,12 @@ def test_hostile_names_render_as_text_on_every_page(
                         *at.title, *at.subheader, *at.header]  # fmt: skip
             problems = [p for e in elements for p in _markdown_problems(str(e.value))]
             problems += [f"metric label {m.label!r}" for m in at.metric for p in _markdown_problems(m.label)]
+            labels = [
+                w.label for kind in WIDGET_KINDS for w in getattr(at, kind) if getattr(w, "label", None)
+            ]
+            if page == "pages/alerts.py":
+                assert any(HOSTILE["link3"] in t.label.replace("\\", "") for t in at.toggle), labels
+            problems += [f"widget label: {p}" for label in labels for p in _markdown_problems(label)]
             for chart in at.get("plotly_chart"):
                 for s in _figure_strings(json.loads(chart.proto.spec)):
                     if "<b>" in s or "<a " in s or "<img" in s:
