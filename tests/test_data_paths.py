@@ -568,6 +568,46 @@ def test_hostile_names_render_as_text_on_every_page(
         common.clear_caches()
 
 
+def test_a_control_outcome_echoing_a_hostile_conversation_id_shows_it_as_text(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome of a stop names the conversation; an id a bot chose must not turn into a link."""
+    from streamlit.testing.v1 import AppTest
+
+    from observability.settings import reset_settings_cache
+    from observability.ui import common
+
+    url = f"sqlite:///{tmp_path / 'control.db'}"
+    Store.from_url(url).migrate()
+    cid = HOSTILE["link3"]
+    client = ObservabilityClient(settings=make_settings(url))
+    client.record_message(cid, "user", "hello", bot="lead_bot")
+    assert client.flush(10.0), client.stats()
+    client.close()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        at = AppTest.from_file(
+            str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
+        )
+        at.query_params["conversation"] = cid
+        at.run()
+        assert not at.exception, at.exception
+        at.text_input(key="cv_em_reason").input("bot loops")
+        at.button(key="cv_stop").click()
+        at.run()
+        assert not at.exception, at.exception
+        outcomes = [str(e.value) for e in [*at.success, *at.error, *at.toast]]
+        assert any("stopped" in o.lower() and "link3" in o for o in outcomes), outcomes
+        problems = [p for o in outcomes for p in _markdown_problems(o)]
+        assert problems == [], problems
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
 def test_an_overlong_shared_link_gets_a_friendly_message_not_a_traceback(
     tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
