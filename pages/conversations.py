@@ -12,7 +12,7 @@ import streamlit as st
 
 from observability import auth, control
 from observability.analytics.conversation_timeline import conversation_overview, conversation_timeline
-from observability.ui import attention, data
+from observability.ui import attention, data, fmt
 from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
@@ -139,11 +139,12 @@ def live_list() -> None:
         )
         return
     df = _frame(current.rows)
+    shown, bars = fmt.progress(df, {"quality": "quality_score"})
     picked = st.dataframe(
-        df, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row",
+        shown, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row",
         column_config={
             "last activity": st.column_config.DatetimeColumn("last activity (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-            "quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0),
+            **bars,
             "engagement": st.column_config.ProgressColumn("engagement", min_value=0.0, max_value=1.0),
         },
     )  # fmt: skip

@@ -608,6 +608,61 @@ def test_a_control_outcome_echoing_a_hostile_conversation_id_shows_it_as_text(
         common.clear_caches()
 
 
+def test_the_conversations_table_writes_quality_as_the_catalog_does(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from observability.analytics.conversation_scoring import score_pending
+    from observability.settings import reset_settings_cache
+    from observability.timeutil import utcnow
+    from observability.ui import common, fmt
+
+    url = f"sqlite:///{tmp_path / 'quality.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    client = ObservabilityClient(settings=make_settings(url))
+    client.record_message("conv-q", "user", "my order never came, this is useless", bot="lead_bot")
+    client.record_message("conv-q", "bot", "Sorry to hear that, let me check the order.", bot="lead_bot")
+    assert client.flush(10.0), client.stats()
+    client.close()
+    score_pending(store, utcnow())
+    store.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        at = AppTest.from_file(
+            str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
+        )
+        at.run()
+        assert not at.exception, at.exception
+        table = at.dataframe[0]
+        config = json.loads(table.proto.columns)["quality"]
+        ratio = conversations_quality(url, "conv-q")
+        assert ratio is not None
+        shown = float(table.value["quality"].iloc[0])
+        assert config["label"] == fmt.label("quality_score")
+        printf = config["type_config"]["format"]
+        assert printf % shown == fmt.text(
+            "quality_score", ratio
+        )  # e.g. 32.8%, one decimal
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
+def conversations_quality(url: str, cid: str) -> float | None:
+    store = Store.from_url(url)
+    try:
+        with store.connect() as conn:
+            t = schema.conversations
+            return conn.execute(sa.select(t.c.quality_score).where(t.c.id == cid)).scalar()
+    finally:
+        store.dispose()
+
+
 def test_an_overlong_shared_link_gets_a_friendly_message_not_a_traceback(
     tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
