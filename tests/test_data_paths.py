@@ -645,9 +645,7 @@ def test_the_conversations_table_writes_quality_as_the_catalog_does(
         shown = float(table.value["quality"].iloc[0])
         assert config["label"] == fmt.label("quality_score")
         printf = config["type_config"]["format"]
-        assert printf % shown == fmt.text(
-            "quality_score", ratio
-        )  # e.g. 32.8%, one decimal
+        assert printf % shown == fmt.text("quality_score", ratio)  # e.g. 32.8%, one decimal
     finally:
         reset_settings_cache()
         common.clear_caches()
