@@ -5,13 +5,13 @@ condition and escalating ask first, built-in thresholds read-only, forms that sa
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 from support.alerting import Harness
+from support.markdown import shown as _shown
 
 from observability import auth
 from observability.alerting import AlertingService, ConditionStillHolds, RuleValidationError
@@ -113,11 +113,6 @@ def _card_ids(at: AppTest) -> list[int]:
         if b.key and b.key.startswith("resolve_") and b.key.removeprefix("resolve_").isdigit():
             seen.append(int(b.key.removeprefix("resolve_")))
     return seen
-
-
-def _shown(source: object) -> str:
-    """Markdown source as read on the page: the escapes that keep data text (md_escape) dropped."""
-    return re.sub(r"\\(.)", r"\1", str(source))
 
 
 def _texts(at: AppTest) -> str:
