@@ -56,7 +56,9 @@ def _act(label: str, fn, *args, where=None, **kwargs) -> bool:  # noqa: ANN001
     try:
         result = fn(store, *args, **kwargs)
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-        (where or st).error(f"{label} was refused: {ui.md_escape(exc)}", icon=":material/error:")
+        (where or st).error(
+            f"{ui.md_escape(label)} was refused: {ui.md_escape(exc)}", icon=":material/error:"
+        )
         return False
     browse.clear()
     matches.clear()

@@ -548,6 +548,11 @@ def test_hostile_names_render_as_text_on_every_page(
             at = AppTest.from_file(str(Path(__file__).parent.parent / page), default_timeout=60)
             at.run()
             assert not at.exception, f"{page}: {at.exception}"
+            if page == "pages/emergency.py":  # a typed id the store does not know: the refusal echoes it
+                at.text_input(key="em_cid").set_value(HOSTILE["link3"])
+                at.text_input(key="em_reason").set_value("abusive")
+                next(b for b in at.button if b.label == "Stop conversation").click().run()
+                assert any("link3" in e.value for e in at.error), [e.value for e in at.error]
             elements = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success,
                         *at.title, *at.subheader, *at.header]  # fmt: skip
             problems = [p for e in elements for p in _markdown_problems(str(e.value))]
