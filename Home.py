@@ -33,7 +33,7 @@ def login_page() -> None:
             sso.finish(claims)
             return
         if reason:
-            st.warning(f"Signed out: {reason}.", icon=":material/logout:")
+            st.warning(f"Signed out: {ui.md_escape(reason)}.", icon=":material/logout:")
         nxt = urlparse(st.context.url or "/").path or "/"
         st.markdown(
             f'<a href="/auth/sign-in?{urlencode({"next": nxt})}" target="_self">Sign in</a>',
@@ -50,7 +50,7 @@ def login_page() -> None:
         try:
             user = auth.authenticate(ui.get_store(), name.strip(), password, client=ui.client_address())
         except auth.AuthError as exc:  # one message for every refusal (never which part was wrong)
-            st.error(f"Sign-in failed: {exc}.")
+            st.error(f"Sign-in failed: {ui.md_escape(exc)}.")
         else:
             ui.sign_in(user)
             st.rerun()

@@ -45,7 +45,7 @@ def mark_read(ids: list[str]) -> None:
     try:
         n = activity.mark_read(ui.get_store(), user.name, ids)
     except auth.PermissionDenied as exc:
-        st.error(str(exc))
+        st.error(ui.md_escape(exc))
         return
     data.activity_page.clear()
     data.unread_count.clear()

@@ -26,9 +26,9 @@ def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
     try:
         fn(store, me.name, *args, **kwargs)
     except (auth.PermissionDenied, ValueError) as exc:
-        st.error(f"{label}: {exc}")
+        st.error(f"{ui.md_escape(label)}: {ui.md_escape(exc)}")
         return False
-    st.session_state["ad_done"] = f"{label}: done"
+    st.session_state["ad_done"] = f"{ui.md_escape(label)}: done"
     return True
 
 
@@ -36,7 +36,7 @@ if "ad_done" in st.session_state:
     st.success(st.session_state.pop("ad_done"), icon=":material/check_circle:")
 if "ad_password" in st.session_state:  # a generated password, shown this once
     who, password = st.session_state.pop("ad_password")
-    st.warning(f"New password of **{who}**, shown this once only:", icon=":material/key:")
+    st.warning(f"New password of **{ui.md_escape(who)}**, shown this once only:", icon=":material/key:")
     st.code(password, language=None)
 
 
@@ -139,7 +139,7 @@ st.caption("A token acts as its user through the HTTP API and WebSocket (/api/v1
            "until it expires or is revoked. It is shown once; only a hash of its id is kept.")  # fmt: skip
 if "ad_token" in st.session_state:  # a new token, shown this once
     label, token = st.session_state.pop("ad_token")
-    st.warning(f"Token **{label}**, shown this once only (copy it now):", icon=":material/key:")
+    st.warning(f"Token **{ui.md_escape(label)}**, shown this once only (copy it now):", icon=":material/key:")
     st.code(token, language=None)
 tokens = api_tokens.list_tokens(store)
 if tokens:
@@ -159,7 +159,7 @@ with st.form("ad_token_new", clear_on_submit=True):
             issued = api_tokens.create_token(store, me.name, owner, label,
                                              scope=None if scope.startswith("(") else scope, days=days)  # fmt: skip
         except (auth.PermissionDenied, ValueError) as exc:
-            st.error(f"Create token: {exc}")
+            st.error(f"Create token: {ui.md_escape(exc)}")
         else:
             st.session_state["ad_token"] = (issued.name, issued.token)
             st.rerun()

@@ -55,16 +55,19 @@ def act(done: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         result = fn(*args, **kwargs)
     except auth.PermissionDenied as exc:
-        st.error(f"Not allowed: {exc}")
+        st.error(f"Not allowed: {ui.md_escape(exc)}")
         return None
     except RuleValidationError as exc:
-        st.error("Nothing was changed:\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in exc.errors.items()))
+        st.error(
+            "Nothing was changed:\n\n"
+            + "\n".join(f"- **{k}**: {ui.md_escape(v)}" for k, v in exc.errors.items())
+        )
         return None
     except (InvalidTransition, RuleNotFound, LookupError, ValueError) as exc:
-        st.error(str(exc))
+        st.error(ui.md_escape(exc))
         return None
     ui.clear_caches()
-    st.toast(done)
+    st.toast(ui.md_escape(done))
     return True if result is None else result
 
 
@@ -112,7 +115,7 @@ def resolve(a: dict[str, Any]) -> None:
         _ask(a["id"], "resolve")
         st.rerun()
     except (auth.PermissionDenied, InvalidTransition, LookupError, ValueError) as exc:
-        st.error(f"Alert #{a['id']} was not resolved: {exc}")
+        st.error(f"Alert #{a['id']} was not resolved: {ui.md_escape(exc)}")
         return
     ui.clear_caches()
     st.toast(f"Alert #{a['id']} resolved: its condition is clear.")
@@ -136,7 +139,7 @@ def confirm_resolve(a: dict[str, Any]) -> None:
         why = c[1].text_input("Reason", key=f"sil_why_{a['id']}", placeholder="working on it, ticket OPS-123")
         err = st.session_state.get(f"sil_err_{a['id']}")
         if err:
-            st.error(err, icon=":material/error:")
+            st.error(ui.md_escape(err), icon=":material/error:")
         row = st.container(horizontal=True)
         if row.button(
             "Silence instead", key=f"sil_{a['id']}", type="primary", icon=":material/notifications_off:"
@@ -316,7 +319,7 @@ def field_error(errors: dict[str, str], *keys: str) -> None:
     """The service's message for a field, right under it."""
     for k in keys:
         if k in errors:
-            st.error(errors[k], icon=":material/error:")
+            st.error(ui.md_escape(errors[k]), icon=":material/error:")
 
 
 def rule_form(name: str | None) -> None:
@@ -399,7 +402,9 @@ def rule_form(name: str | None) -> None:
                 st.rerun()
             st.session_state.pop(f"{k}_errors", None)
             ui.clear_caches()
-            st.session_state["al_flash"] = f"Rule {name or new_name} {'saved' if name else 'created'}."
+            st.session_state["al_flash"] = (
+                f"Rule {ui.md_escape(name or new_name)} {'saved' if name else 'created'}."
+            )
             st.rerun()
     if errors:
         st.error("Nothing was changed: fix the fields marked above.", icon=":material/error:")
@@ -416,8 +421,8 @@ with tab_rules:
             st.markdown("**Turn rules on and off**")
             cols = st.columns(3)
             for i, row in enumerate(rules.itertuples(index=False)):
-                on = cols[i % 3].toggle(f"{row.name}", value=bool(row.enabled), key=f"toggle_{row.name}",
-                                        help=f"{row.severity}: {row.condition}")  # fmt: skip
+                on = cols[i % 3].toggle(ui.md_escape(row.name), value=bool(row.enabled), key=f"toggle_{row.name}",
+                                        help=ui.md_escape(f"{row.severity}: {row.condition}"))  # fmt: skip
                 if on != bool(row.enabled):
                     fn = service().enable_rule if on else service().disable_rule
                     if act(f"Rule {row.name} {'enabled' if on else 'disabled'}", fn, row.name, user.name):

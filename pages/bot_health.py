@@ -29,7 +29,7 @@ st.caption(
 
 
 ALERT_RULE = "sla_violation"
-STEP_LABEL = "handoff step"  # the handoff service's rows: a step between bots, not a bot
+STEP_LABEL = sla.STEP_LABEL  # the handoff service's rows: a step between bots, not a bot
 COLOURS = {sla.WITHIN: "#2e7d32", sla.BREACH: "#c62828", sla.NO_DATA: "#9e9e9e"}
 
 

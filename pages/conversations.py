@@ -12,7 +12,7 @@ import streamlit as st
 
 from observability import auth, control
 from observability.analytics.conversation_timeline import conversation_overview, conversation_timeline
-from observability.ui import attention, data
+from observability.ui import attention, data, fmt
 from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
@@ -56,11 +56,13 @@ def _act(label: str, fn, *args, where=None, **kwargs) -> bool:  # noqa: ANN001
     try:
         result = fn(store, *args, **kwargs)
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-        (where or st).error(f"{label} was refused: {exc}", icon=":material/error:")
+        (where or st).error(
+            f"{ui.md_escape(label)} was refused: {ui.md_escape(exc)}", icon=":material/error:"
+        )
         return False
     browse.clear()
     matches.clear()
-    st.session_state[FLASH] = result.summary()
+    st.session_state[FLASH] = ui.md_escape(result.summary())
     return True
 
 
@@ -139,11 +141,12 @@ def live_list() -> None:
         )
         return
     df = _frame(current.rows)
+    shown, bars = fmt.progress(df, {"quality": "quality_score"})
     picked = st.dataframe(
-        df, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row",
+        shown, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row",
         column_config={
             "last activity": st.column_config.DatetimeColumn("last activity (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-            "quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0),
+            **bars,
             "engagement": st.column_config.ProgressColumn("engagement", min_value=0.0, max_value=1.0),
         },
     )  # fmt: skip
@@ -358,11 +361,12 @@ elif status.state == "human" and status.operator == user.name:
             try:
                 st.session_state["cv_suggestion"] = control.suggest_response(store, cid, user.name)
             except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-                st.error(f"Suggest: {exc}")
+                st.error(f"Suggest: {ui.md_escape(exc)}")
         suggestion = st.session_state.get("cv_suggestion")
         if suggestion is not None:
             st.info(
-                suggestion.label + "".join(f" {n}" for n in suggestion.notes), icon=":material/lightbulb:"
+                ui.md_escape(suggestion.label + "".join(f" {n}" for n in suggestion.notes)),
+                icon=":material/lightbulb:",
             )
             if suggestion.text:
                 st.text(suggestion.text)

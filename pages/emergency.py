@@ -30,9 +30,9 @@ def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
     try:
         result = fn(store, *args, **kwargs)
     except (auth.PermissionDenied, control.ControlError, ValueError) as exc:
-        st.error(f"{label} was refused: {exc}", icon=":material/error:")
+        st.error(f"{ui.md_escape(label)} was refused: {ui.md_escape(exc)}", icon=":material/error:")
         return False
-    st.session_state["em_done"] = result.summary()
+    st.session_state["em_done"] = ui.md_escape(result.summary())
     return True
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 from support.alerting import Harness
+from support.markdown import shown as _shown
 
 from observability import auth
 from observability.alerting import AlertingService, ConditionStillHolds, RuleValidationError
@@ -116,7 +117,7 @@ def _card_ids(at: AppTest) -> list[int]:
 
 def _texts(at: AppTest) -> str:
     return "\n".join(
-        str(e.value) for e in (*at.warning, *at.error, *at.success, *at.info, *at.caption, *at.markdown)
+        _shown(e.value) for e in (*at.warning, *at.error, *at.success, *at.info, *at.caption, *at.markdown)
     )
 
 
@@ -203,14 +204,14 @@ def test_rule_form_shows_the_bound_beside_the_field_and_keeps_the_input(console:
     at.text_input(key=f"{k}_desc").set_value("my careful description")
     next(b for b in at.button if b.label == "Save rule").click().run()
     assert not at.exception, at.exception
-    errors = [e.value for e in at.error]
+    errors = [_shown(e.value) for e in at.error]
     assert any("between 0 and 86400 s (24 h)" in e for e in errors), errors
     assert at.text_input(key=f"{k}_desc").value == "my careful description"
     assert AlertingService(console).get_rule("sla_violation").for_s != 94608000000
     at.text_input(key=f"{k}_for").set_value("60")
     next(b for b in at.button if b.label == "Save rule").click().run()
     assert AlertingService(console).get_rule("sla_violation").for_s == 60
-    assert any("Rule sla_violation saved" in s.value for s in at.success)
+    assert any("Rule sla_violation saved" in _shown(s.value) for s in at.success)
 
 
 def test_silence_form_says_what_happened(console: Store) -> None:
@@ -219,11 +220,11 @@ def test_silence_form_says_what_happened(console: Store) -> None:
     at.text_input(key="s_reason").set_value("deploy OPS-1")
     at.text_input(key="s_match").set_value("bot=lead_bot")
     next(b for b in at.button if b.label == "Create silence").click().run()
-    assert any("at least 1 min and at most 7 days (ALERT_SILENCE_MAX_S)" in e.value for e in at.error)
+    assert any("at least 1 min and at most 7 days (ALERT_SILENCE_MAX_S)" in _shown(e.value) for e in at.error)
     assert at.text_input(key="s_reason").value == "deploy OPS-1"
     at.text_input(key="s_min").set_value("30")
     next(b for b in at.button if b.label == "Create silence").click().run()
-    assert any("matching alerts stay quiet until" in s.value for s in at.success)
+    assert any("matching alerts stay quiet until" in _shown(s.value) for s in at.success)
     assert len(AlertingService(console).list_silences()) == 1
 
 

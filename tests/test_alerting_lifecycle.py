@@ -4,6 +4,7 @@ so an extra notification fails a test as surely as a missing one. Real SMTP and 
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -353,3 +354,22 @@ def test_a_pending_cause_already_holds_its_symptoms(alerting: Harness) -> None:
     alerting.peers.expect([(c, "trigger", "bot_unresponsive", 1, 30, 30) for c in THREE])
     sla = next(a for a in alerting.svc.active_alerts() if a["rule_name"] == "sla_violation")
     assert sla["escalation_level"] == 0 and "bot_unresponsive" in sla["suppressed_by"]
+
+
+@SQLITE_ONLY
+def test_the_handoff_step_is_named_as_such_to_people_and_keeps_its_label_for_machines(
+    alerting: Harness,
+) -> None:
+    fired = alerting.at(0, {"handoff.failure_rate": 0.2})
+    (alert,) = [a for a in fired if a["rule_name"] == "handoff_failure"]
+    assert alert["labels"] == {"bot": "handoff"}, "dedup keys, silences and receivers match on it"
+    assert "[handoff step]" in alert["message"] and "bot=handoff" not in alert["message"], alert["message"]
+    (slack,) = [r for r in alerting.peers.of("slack", "trigger") if r.rule == "handoff_failure"]
+    assert "(handoff step)" in slack.body["text"] and "bot=handoff" not in slack.body["text"], slack.body[
+        "text"
+    ]
+    (mail,) = [r for r in alerting.peers.of("email", "trigger") if r.rule == "handoff_failure"]
+    assert "(handoff step)" in str(mail.body["Subject"]), mail.body["Subject"]
+    assert re.search(r"Labels: +bot=handoff", mail.body.get_content()), (
+        "the labels row shows what silences match"
+    )

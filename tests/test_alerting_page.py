@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 from support.alerting import Peers
+from support.markdown import shown
 
 from observability import auth
 from observability.alerting import AlertingService
@@ -63,7 +64,7 @@ def keys(at: AppTest, kind: str = "button") -> set[str]:
 
 
 def errors(at: AppTest) -> str:
-    return "\n".join(str(e.value) for e in at.error)
+    return "\n".join(shown(e.value) for e in at.error)
 
 
 def test_operator_acknowledges_resolves_and_escalates(console: Store) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from support.markdown import shown
 
 from observability import auth, control
 from observability import events as ev
@@ -86,7 +87,7 @@ def _app(path: str, role: str | None) -> AppTest:
 
 def _text(at: AppTest) -> str:
     parts = [
-        e.value
+        shown(e.value)
         for e in (
             *at.info,
             *at.error,
@@ -196,25 +197,25 @@ def test_conversation_forms_say_what_happened_and_keep_what_was_typed(console: S
     at = _app("pages/conversations.py", auth.OPERATOR)
     at.text_input(key="to_reason").set_value("   ")
     _button(at, "Take over").click().run()
-    assert any("Take over was refused" in e.value and "reason" in e.value for e in at.error)
+    assert any("Take over was refused" in shown(e.value) and "reason" in shown(e.value) for e in at.error)
     assert control.intervention_status(console, "c1").state == "ai"
     at.text_input(key="to_reason").set_value("customer asked for a person")
     _button(at, "Take over").click().run()
-    assert any("You hold conversation c1 now" in m.value for m in at.success)
+    assert any("You hold conversation c1 now" in shown(m.value) for m in at.success)
 
     _button(at, "Send").click().run()  # nothing typed
-    assert any("The reply is empty: nothing was sent" in e.value for e in at.error)
+    assert any("The reply is empty: nothing was sent" in shown(e.value) for e in at.error)
     huge = "a long reply " * 6000  # 78 kB, over the 64 kB limit
     at.text_area(key="cv_reply").set_value(huge)
     _button(at, "Send").click().run()
     assert not at.exception
-    assert any("Reply was refused" in e.value for e in at.error)
+    assert any("Reply was refused" in shown(e.value) for e in at.error)
     assert at.text_area(key="cv_reply").value == huge, "the typed text survives the error"
     assert [m["role"] for m in control.transcript(console, "c1")] == ["user", "bot"]
 
     at.text_area(key="cv_reply").set_value("A short answer")
     _button(at, "Send").click().run()
-    assert any("Reply sent: the bot delivers it to the user." in m.value for m in at.success)
+    assert any("Reply sent: the bot delivers it to the user." in shown(m.value) for m in at.success)
     assert at.text_area(key="cv_reply").value == "", "after sending, the box is ready for the next reply"
     assert control.transcript(console, "c1")[-1]["text"] == "A short answer"
 
@@ -339,7 +340,7 @@ def test_an_operator_stops_and_resets_one_conversation_but_cannot_stop_all(conso
     at.text_input(key="em_reason").set_value("abusive")
     _button(at, "Stop conversation").click().run()
     assert not at.exception
-    assert any("no conversation '<b>x</b>😀' in the store" in e.value for e in at.error)
+    assert any("no conversation '<b>x</b>😀' in the store" in shown(e.value) for e in at.error)
     assert [r["id"] for r in control.list_conversations(console)] == ["c1"]
     assert len(control.emergency_history(console)) == 2
 

@@ -448,6 +448,8 @@ def test_the_sdk_refuses_operator_messages(sqlite_store: Store, make_settings: C
 # each carries a marker word: wherever a page shows the marker, it must show the whole name as text
 HOSTILE = {"bold1": "<b>bold1</b>", "tick2": "tick2`", "link3": "[link3](http://127.0.0.1:9/evil)",
            "img4": "![img4](http://127.0.0.1:9/i.png)"}  # fmt: skip
+WIDGET_KINDS = ("toggle", "checkbox", "button", "expander", "selectbox", "multiselect", "text_input",
+                "text_area", "radio", "tabs")  # fmt: skip
 PAGE_FILES = [
     "Home.py",
     *sorted(f"pages/{p.name}" for p in (Path(__file__).parent.parent / "pages").glob("*.py")),
@@ -491,6 +493,8 @@ def test_hostile_names_render_as_text_on_every_page(
 ) -> None:
     from streamlit.testing.v1 import AppTest
 
+    from observability.alerting.model import RuleValidationError
+    from observability.alerting.service import AlertingService
     from observability.analytics.conversation_scoring import score_pending
     from observability.settings import reset_settings_cache
     from observability.timeutil import utcnow
@@ -524,20 +528,41 @@ def test_hostile_names_render_as_text_on_every_page(
             rule_name="high_error_rate", dedup_key="h|x", labels={"bot": HOSTILE["tick2"]}, state="firing",
             severity="critical", value=0.2, threshold=0.05, message=f"errors of {HOSTILE['link3']}",
             fired_at=now, created_at=now))  # fmt: skip
-    store.dispose()
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("AUTH_MODE", "none")
     reset_settings_cache()
     common.clear_caches()
+    alerting = AlertingService(store)
+    rule = {"metric": "error_rate", "comparison": "gt", "threshold": 0.5, "severity": "warning",
+            "channels": ["slack"], "description": HOSTILE["link3"]}  # fmt: skip
+    for name in HOSTILE.values():  # the service refuses markup in a rule name outright ...
+        with pytest.raises(RuleValidationError):
+            alerting.add_rule({**rule, "name": name}, "admin")
+    alerting.add_rule({**rule, "name": "plain_rule"}, "admin")
+    with store.begin() as conn:  # ... but a row written before that check, or by hand, is still shown
+        conn.execute(sa.update(schema.alert_rules).where(schema.alert_rules.c.name == "plain_rule")
+                     .values(name=HOSTILE["link3"]))  # fmt: skip
+    store.dispose()
     try:
         for page in PAGE_FILES:
             at = AppTest.from_file(str(Path(__file__).parent.parent / page), default_timeout=60)
             at.run()
             assert not at.exception, f"{page}: {at.exception}"
+            if page == "pages/emergency.py":  # a typed id the store does not know: the refusal echoes it
+                at.text_input(key="em_cid").set_value(HOSTILE["link3"])
+                at.text_input(key="em_reason").set_value("abusive")
+                next(b for b in at.button if b.label == "Stop conversation").click().run()
+                assert any("link3" in e.value for e in at.error), [e.value for e in at.error]
             elements = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success,
                         *at.title, *at.subheader, *at.header]  # fmt: skip
             problems = [p for e in elements for p in _markdown_problems(str(e.value))]
             problems += [f"metric label {m.label!r}" for m in at.metric for p in _markdown_problems(m.label)]
+            labels = [
+                w.label for kind in WIDGET_KINDS for w in getattr(at, kind) if getattr(w, "label", None)
+            ]
+            if page == "pages/alerts.py":
+                assert any(HOSTILE["link3"] in t.label.replace("\\", "") for t in at.toggle), labels
+            problems += [f"widget label: {p}" for label in labels for p in _markdown_problems(label)]
             for chart in at.get("plotly_chart"):
                 for s in _figure_strings(json.loads(chart.proto.spec)):
                     if "<b>" in s or "<a " in s or "<img" in s:
@@ -546,6 +571,99 @@ def test_hostile_names_render_as_text_on_every_page(
     finally:
         reset_settings_cache()
         common.clear_caches()
+
+
+def test_a_control_outcome_echoing_a_hostile_conversation_id_shows_it_as_text(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome of a stop names the conversation; an id a bot chose must not turn into a link."""
+    from streamlit.testing.v1 import AppTest
+
+    from observability.settings import reset_settings_cache
+    from observability.ui import common
+
+    url = f"sqlite:///{tmp_path / 'control.db'}"
+    Store.from_url(url).migrate()
+    cid = HOSTILE["link3"]
+    client = ObservabilityClient(settings=make_settings(url))
+    client.record_message(cid, "user", "hello", bot="lead_bot")
+    assert client.flush(10.0), client.stats()
+    client.close()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        at = AppTest.from_file(
+            str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
+        )
+        at.query_params["conversation"] = cid
+        at.run()
+        assert not at.exception, at.exception
+        at.text_input(key="cv_em_reason").input("bot loops")
+        at.button(key="cv_stop").click()
+        at.run()
+        assert not at.exception, at.exception
+        outcomes = [str(e.value) for e in [*at.success, *at.error, *at.toast]]
+        assert any("stopped" in o.lower() and "link3" in o for o in outcomes), outcomes
+        problems = [p for o in outcomes for p in _markdown_problems(o)]
+        assert problems == [], problems
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
+def test_the_conversations_table_writes_quality_as_the_catalog_does(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from observability.analytics.conversation_scoring import score_pending
+    from observability.settings import reset_settings_cache
+    from observability.timeutil import utcnow
+    from observability.ui import common, fmt
+
+    url = f"sqlite:///{tmp_path / 'quality.db'}"
+    store = Store.from_url(url)
+    store.migrate()
+    client = ObservabilityClient(settings=make_settings(url))
+    client.record_message("conv-q", "user", "my order never came, this is useless", bot="lead_bot")
+    client.record_message("conv-q", "bot", "Sorry to hear that, let me check the order.", bot="lead_bot")
+    assert client.flush(10.0), client.stats()
+    client.close()
+    score_pending(store, utcnow())
+    store.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        at = AppTest.from_file(
+            str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
+        )
+        at.run()
+        assert not at.exception, at.exception
+        table = at.dataframe[0]
+        config = json.loads(table.proto.columns)["quality"]
+        ratio = conversations_quality(url, "conv-q")
+        assert ratio is not None
+        shown = float(table.value["quality"].iloc[0])
+        assert config["label"] == fmt.label("quality_score")
+        printf = config["type_config"]["format"]
+        assert printf % shown == fmt.text("quality_score", ratio)  # e.g. 32.8%, one decimal
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
+def conversations_quality(url: str, cid: str) -> float | None:
+    store = Store.from_url(url)
+    try:
+        with store.connect() as conn:
+            t = schema.conversations
+            return conn.execute(sa.select(t.c.quality_score).where(t.c.id == cid)).scalar()
+    finally:
+        store.dispose()
 
 
 def test_an_overlong_shared_link_gets_a_friendly_message_not_a_traceback(

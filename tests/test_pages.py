@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser.demo_data import load_demo
 from streamlit.testing.v1 import AppTest
+from support.markdown import shown
 
 from observability import auth
 from observability.analytics import activity, monitoring
@@ -469,10 +470,10 @@ def test_home_asks_for_sign_in_and_locks_out_after_five_failures(
         at.text_input(key="login_name").set_value("olga")
         at.text_input(key="login_password").set_value("nope-nope")
         at.button[0].click().run()
-    wrong = [e.value for e in at.error]
+    wrong = [shown(e.value) for e in at.error]
     at.text_input(key="login_password").set_value("operator-pass-1")
     at.button[0].click().run()
-    assert [e.value for e in at.error] == wrong == [f"Sign-in failed: {auth.SIGN_IN_REFUSED}."]
+    assert [shown(e.value) for e in at.error] == wrong == [f"Sign-in failed: {auth.SIGN_IN_REFUSED}."]
     assert "user" not in at.session_state
 
 

@@ -146,7 +146,7 @@ def sla_ratios(store: Store, settings: Settings, now: datetime) -> dict[str, Any
     return {
         f"{bot}.sla_p95_ratio": {
             "value": r.p95_ratio, "labels": {"bot": bot}, "samples": r.count,
-            "detail": f"{r.operation} P95 {r.actual['p95']:.0f} ms vs target {r.target['p95']:.0f} ms",
+            "detail": f"{sla.pair_label(bot, r.operation)} P95 {r.actual['p95']:.0f} ms vs target {r.target['p95']:.0f} ms",
         }
         for bot, r in evaluation.worst_p95_ratio(settings.alert_min_samples).items()
     }  # fmt: skip

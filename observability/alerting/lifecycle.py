@@ -28,6 +28,7 @@ from observability.alerting.model import (
     dedup_key,
     format_value,
 )
+from observability.analytics import sla
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.telemetry import increment_counter
@@ -48,10 +49,8 @@ def describe(
 ) -> tuple[str, float | None]:
     metric = labels.get("metric", rule.metric) if rule.managed_by == MANAGED_CUSTOM else rule.metric
     threshold, comparison = threshold_for(rule, severity, sample)
-    scope = ", ".join(
-        f"{k}={v}"
-        for k, v in sorted(labels.items())
-        if not (k == "metric" and rule.managed_by == MANAGED_CUSTOM)
+    scope = sla.scope_label(
+        {k: v for k, v in labels.items() if not (k == "metric" and rule.managed_by == MANAGED_CUSTOM)}
     )
     where = f" [{scope}]" if scope else ""
     text = (

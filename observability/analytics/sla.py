@@ -10,7 +10,7 @@ another over the same window. `alert_window_s()` is the window the alert rules e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,10 +25,22 @@ PERCENTILES = ("p50", "p95", "p99")
 HANDOFF_STEP = "handoff"
 
 
+STEP_LABEL = "handoff step"  # how people see HANDOFF_STEP: a step between bots, not a bot
+
+
 def pair_label(bot: str, operation: str) -> str:
     """How a page names a bot × operation pair: 'lead_bot · process', and the handoff service's
     operations as the handoff step ('handoff step · execute'), never as a bot."""
-    return f"{'handoff step' if bot == HANDOFF_STEP else bot} · {operation}"
+    return f"{STEP_LABEL if bot == HANDOFF_STEP else bot} · {operation}"
+
+
+def scope_label(labels: Mapping[str, str]) -> str:
+    """An alert's labels as people read them ('handoff step' for bot=handoff, like `pair_label`;
+    'k=v' otherwise). Only for text: the labels themselves keep bot=handoff, since dedup keys,
+    silence matchers and receivers' routing match on them."""
+    return ", ".join(
+        STEP_LABEL if k == "bot" and v == HANDOFF_STEP else f"{k}={v}" for k, v in sorted(labels.items())
+    )
 
 
 WITHIN, BREACH, NO_DATA = "within target", "breach", "no data"

@@ -10,6 +10,7 @@ import pandas as pd
 
 from observability.alerting.model import CHANNELS, COMPARISON_SYMBOLS, SEVERITIES
 from observability.alerting.service import AlertingService
+from observability.analytics import sla
 from observability.store import Store
 from observability.timeutil import utcnow
 
@@ -20,7 +21,13 @@ HISTORY_RANGES = {"24h": 1, "7d": 7, "30d": 30}
 
 
 def _labels(labels: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    """An alert's labels as people read them (the handoff step named as such, not as a bot)."""
+    return sla.scope_label(labels)
+
+
+def _matchers(matchers: dict) -> str:
+    """A silence's matchers exactly as they match (bot=handoff), so they can be typed again."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(matchers.items()))
 
 
 def active_alerts(store: Store) -> list[dict[str, Any]]:
@@ -185,7 +192,7 @@ def thresholds_source(managed_by: str | None) -> str | None:
 
 def silences(store: Store) -> pd.DataFrame:
     rows = AlertingService(store).list_silences()
-    out = [{"id": s["id"], "active": s["active"], "rule": s["rule_name"] or "any rule", "matchers": _labels(s["matchers"]),
+    out = [{"id": s["id"], "active": s["active"], "rule": s["rule_name"] or "any rule", "matchers": _matchers(s["matchers"]),
             "starts (UTC)": s["starts_at"], "ends (UTC)": s["ends_at"], "reason": s["reason"],
             "created by": s["created_by"]} for s in rows]  # fmt: skip
     return pd.DataFrame(out, columns=["id", "active", "rule", "matchers", "starts (UTC)", "ends (UTC)", "reason",

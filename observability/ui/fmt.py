@@ -84,6 +84,24 @@ def columns(
     return {col: column(name, labels.get(col), window) for col, name in mapping.items()}
 
 
+def progress(frame: Any, mapping: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+    """Progress bars for 0-1 ratio columns of `frame` ({frame column: catalog metric}), written as
+    `text` writes the metric (one decimal, "32.8%"): Streamlit's "percent" format shows two, and a
+    printf format cannot scale, so the shown copy holds percents. Returns (frame to show, column_config);
+    downloads keep the original frame's ratios."""
+    shown = frame.copy()
+    config: dict[str, Any] = {}
+    for col, name in mapping.items():
+        m = catalog.get(name)
+        if m.unit != "ratio":
+            raise ValueError(f"{name} is not a ratio metric (unit {m.unit})")
+        shown[col] = frame[col] * 100.0
+        config[col] = st.column_config.ProgressColumn(
+            m.label, min_value=0.0, max_value=100.0, format="%.1f%%", help=m.describe()
+        )
+    return shown, config
+
+
 def time_column(label: str = "Time (UTC)") -> Any:
     """A timestamp column written for people: 2026-12-02 03:15:07, no offset or fractions (every
     stored time is UTC, which the label says)."""

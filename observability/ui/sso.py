@@ -52,7 +52,7 @@ def finish(claims: Mapping[str, Any]) -> None:
         user = oidc.sign_in_oidc(ui.get_store(), claims)
         ticket = oidc.issue_ticket(user, st.context.cookies.get(oidc.IDENTITY_COOKIE))
     except auth.AuthError as exc:
-        st.error(f"Single sign-on failed: {exc}.", icon=":material/block:")
+        st.error(f"Single sign-on failed: {ui.md_escape(exc)}.", icon=":material/block:")
         return
     url = f"{COMPLETE_PATH}?{urlencode({'ticket': ticket})}"
     st.info("Signing you in…", icon=":material/login:")

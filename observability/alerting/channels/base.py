@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from observability.analytics import sla
 from observability.redaction import scrub
 from observability.settings import Settings
 
@@ -51,7 +52,7 @@ class Outgoing:
 def labels_text(labels: dict | None) -> str:
     if not labels:
         return ""
-    return "(" + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) + ")"
+    return f"({sla.scope_label(labels)})"
 
 
 def title(msg: Outgoing) -> str:
