@@ -92,7 +92,7 @@ def _token_page(monkeypatch: pytest.MonkeyPatch, pair: PgPair) -> AppTest:
 
 
 def _requests(at: AppTest) -> str:
-    return next(m.value for m in at.metric if m.label == "Requests")
+    return next(m.value for m in at.metric if m.label.startswith("LLM requests"))
 
 
 def _lag_notes(at: AppTest) -> list[str]:
