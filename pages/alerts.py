@@ -203,7 +203,9 @@ def alert_card(a: dict[str, Any]) -> None:
     """One alert; every widget keyed by the alert's id, so its state stays with the alert."""
     asking = st.session_state.get(CONFIRM_KEY, {}).get(a["id"])
     with st.container(border=True, key=f"alert_card_{a['id']}"):
-        labels = f" `{a['labels_text']}`" if a["labels_text"] else ""
+        labels = (
+            f" · {ui.md_escape(a['labels_text'])}" if a["labels_text"] else ""
+        )  # data: text, not a code span
         st.markdown(f"{badge(a['severity'])} **{ui.md_escape(a['rule_name'])}**{labels} · {a['state']} · "
                     f"level {a['escalation_level']} · #{a['id']}")  # fmt: skip
         since = a["fired_at"] or a["pending_since"]
