@@ -257,7 +257,7 @@ def sdk_path(db_url: str, calls: int) -> dict:
     run = uuid.uuid4().hex[:8]
     t0 = time.time() - 3600
     batches = [[["llm", f"sdk-{run}-{b}-{i}", t0 + b, "bench_bot", None, None, "gpt-4o-mini-2024-07-18", "openai",
-                 1200, 80, 512 if i % 2 else 0, 0, 150.0, False, None, f"conv-{run}-{b}-{i // 4}", True, None]
+                 1200, 80, 512 if i % 2 else 0, 0, 150.0, False, None, f"conv-{run}-{b}-{i // 4}", True, None, None]
                 for i in range(100)] for b in range(max(1, calls // 100))]  # fmt: skip
     started = time.perf_counter()
     for batch in batches:

@@ -28,7 +28,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     KIND_LLM: (
         "trace_id", "ts", "bot", "agent", "decision_type", "model", "provider", "input_tokens",
         "output_tokens", "cache_read_tokens", "cache_write_tokens", "latency_ms", "cache_hit",
-        "cost_usd", "conversation_id", "success", "error_type",
+        "cost_usd", "conversation_id", "success", "error_type", "error_raw",
     ),
     KIND_OPERATION: (
         "id", "ts", "bot", "operation", "duration_ms", "success", "cache_hit", "error_type",
@@ -71,8 +71,13 @@ def llm_call(
     conversation_id: str | None,
     success: bool,
     error_type: str | None,
+    error_raw: str | None = None,
 ) -> list:
-    """An LLM call; `cost_usd=None` means: price it at ingest from the model table."""
+    """An LLM call; `cost_usd=None` means: price it at ingest from the model table.
+
+    `error_type` is what the pages group failures by; `error_raw` the value it was read from, as the
+    client or instrumentation named it (an OTLP span's `exception.type`, `error.type`, HTTP status),
+    None when there is no other name (the SDK's callers pass one name, kept as `error_type`)."""
     return [
         KIND_LLM,
         trace_id,
@@ -92,6 +97,7 @@ def llm_call(
         conversation_id,
         success,
         error_type,
+        error_raw,
     ]
 
 
@@ -227,7 +233,7 @@ def as_dict(event: list) -> dict[str, Any]:
 # compares them), but the contract states them here so that a bot never imports SQLAlchemy.
 LIMITS: dict[str, dict[str, int | None]] = {
     KIND_LLM: {"trace_id": 64, "bot": 64, "agent": 100, "decision_type": 100, "model": 200,
-               "provider": 100, "conversation_id": 100, "error_type": 100},
+               "provider": 100, "conversation_id": 100, "error_type": 100, "error_raw": 200},
     KIND_OPERATION: {"id": 64, "bot": 64, "operation": 100, "error_type": 100},
     KIND_INTERACTION: {"id": 64, "bot": 64, "error_type": 100},
     KIND_HANDOFF: {"id": 64, "source": 64, "target": 64, "reason": 500},
@@ -360,7 +366,7 @@ def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
 _LEN = LIMITS[KIND_LLM]
 _L_ID, _L_BOT, _L_MODEL, _L_PROVIDER = _LEN["trace_id"], _LEN["bot"], _LEN["model"], _LEN["provider"]
 _L_AGENT, _L_DTYPE, _L_ERR = _LEN["agent"], _LEN["decision_type"], _LEN["error_type"]
-_L_CONV = _LEN["conversation_id"]
+_L_CONV, _L_RAW = _LEN["conversation_id"], _LEN["error_raw"]
 _NUM = (float, int)
 _INF = math.inf
 
@@ -371,7 +377,7 @@ def plain_llm_event(e: list) -> bool:
     Strings must be printable ASCII here (no NUL, no surrogate) and within their column; anything
     else (a non-ASCII bot name, say) is not wrong, only checked by the slower general path.
     """
-    (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv, ok, err) = e
+    (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv, ok, err, raw) = e
     S = str
     return (
         type(tid) is S and 0 < len(tid) <= _L_ID and tid.isascii() and tid.isprintable() and not tid.isspace()
@@ -393,4 +399,5 @@ def plain_llm_event(e: list) -> bool:
         and (conv is None or (type(conv) is S and len(conv) <= _L_CONV and conv.isascii()
                               and conv.isprintable()))
         and (err is None or (type(err) is S and len(err) <= _L_ERR and err.isascii() and err.isprintable()))
+        and (raw is None or (type(raw) is S and len(raw) <= _L_RAW and raw.isascii() and raw.isprintable()))
     )  # fmt: skip

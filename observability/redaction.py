@@ -213,7 +213,7 @@ def redact_value(value: Any, settings: Any = None) -> Any:
 
 # the free-text fields of each event kind (names, ids and enums are not free text)
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    ev.KIND_LLM: ("error_type",),
+    ev.KIND_LLM: ("error_type", "error_raw"),
     ev.KIND_OPERATION: ("error_type",),
     ev.KIND_INTERACTION: ("error_type",),
     ev.KIND_HANDOFF: ("reason",),

@@ -90,14 +90,17 @@ else:
     df["conversation"] = [
         ui.query_link("conversations", conversation=c) if c else None for c in df["conversation_id"]
     ]
-    view = df[["ts", "bot", "agent", "model", "provider", "success", "error_type", "latency_ms", "input_tokens",
+    view = df[["ts", "bot", "agent", "model", "provider", "success", "error_type", "error_raw", "latency_ms", "input_tokens",
                "output_tokens", "cost_usd", "conversation", "trace_id"]]  # fmt: skip
     st.dataframe(
         view, hide_index=True, key="lc_table",
         column_config={
             "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "success": st.column_config.CheckboxColumn("ok"),
-            "error_type": "error",
+            "error_type": st.column_config.TextColumn("error", help="The failure's kind (spans: rate_limit, server_error, "
+                                                      "timeout, auth, bad_request, content_filter, other)"),
+            "error_raw": st.column_config.TextColumn("error as sent", help="The error as the client or "
+                                                     "instrumentation named it (exception type, HTTP status)"),
             "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.0f"),
             "input_tokens": st.column_config.NumberColumn("tokens in"),
             "output_tokens": st.column_config.NumberColumn("tokens out"),

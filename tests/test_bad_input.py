@@ -153,9 +153,22 @@ def wire_llm(tid: str, **changes) -> list:
     e = {"trace_id": tid, "ts": 1_780_000_000.5, "bot": "lead", "agent": None, "decision_type": None,
          "model": "claude-sonnet-4-5", "provider": "anthropic", "input_tokens": 100, "output_tokens": 10,
          "cache_read_tokens": 0, "cache_write_tokens": 0, "latency_ms": 50.0, "cache_hit": False,
-         "cost_usd": None, "conversation_id": None, "success": True, "error_type": None}  # fmt: skip
+         "cost_usd": None, "conversation_id": None, "success": True, "error_type": None,
+         "error_raw": None}  # fmt: skip
     e.update(changes)
     return ["llm", *e.values()]
+
+
+def test_an_llm_event_of_an_older_sdk_without_error_raw_is_stored(store: Store) -> None:
+    """Bots keep running an SDK from before the `error_raw` field: their events still store."""
+    from observability.store.ingest import write_batch
+
+    old = wire_llm("old-sdk", success=False, error_type="RateLimitError")[:-1]
+    result = write_batch(store, [old])
+    assert result.rejected == 0 and result.written["llm"] == 1
+    with store.connect() as conn:
+        row = conn.execute(sa.select(schema.llm_calls).where(schema.llm_calls.c.trace_id == "old-sdk")).one()
+    assert (row.error_type, row.error_raw) == ("RateLimitError", None)
 
 
 MALFORMED_WIRE = [

@@ -30,6 +30,7 @@ from observability.worker.server import serve
 pytestmark = pytest.mark.timeout(600)
 
 ERRORS = {"fail500": "server_error", "fail429": "rate_limit"}
+RAW_ERRORS = {"fail500": ("500", "InternalServerError"), "fail429": ("429", "RateLimitError")}
 NO_CACHED_READS = {"openai-v2"}  # its spans carry no cached-token count (see the README)
 SEPARATE = ("openllmetry-anthropic", "openinference-anthropic")  # also run with one request per span
 # also run with no span of the bot around the calls, in one batch and one request per span: the
@@ -86,6 +87,8 @@ def check_rows(name: str, tag: str, rows: list[dict]) -> None:
         assert r["provider"] == client_kind and r["bot"] == tag
         if what in ERRORS:
             assert not r["success"] and r["error_type"] == ERRORS[what], (what, r)
+            status, name = RAW_ERRORS[what]  # the raw value beside the normalised one: its status or name
+            assert status in r["error_raw"] or name in r["error_raw"].replace(" ", ""), (what, r)
             assert r["model"] in ("gpt-4o-mini", "claude-sonnet-4-5")
             continue
         u = dict(USAGE[client_kind][what])

@@ -43,7 +43,7 @@ LIST_PARAMS = {
 COLUMNS = (
     "trace_id", "ts", "bot", "agent", "decision_type", "model", "provider", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "latency_ms", "cache_hit", "cost_usd", "conversation_id",
-    "success", "error_type",
+    "success", "error_type", "error_raw",
 )  # fmt: skip
 
 

@@ -71,6 +71,11 @@ def _cols(
     ]
 
 
+def _error_text(c: sa.Table) -> Any:
+    """A failed call's error type, and beside it the error as the client named it when kept."""
+    return sa.case((c.c.error_raw.is_not(None), c.c.error_type + " · " + c.c.error_raw), else_=c.c.error_type)
+
+
 def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 300) -> list[dict[str, Any]]:
     """The newest `limit` (at most 1000) entries about the conversation, oldest first. Each entry:
     ts, kind (one of KINDS), who, text, and for LLM calls model, input/output tokens, cost_usd,
@@ -89,7 +94,7 @@ def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 30
         parts = [
             sa.select(*_cols(m.c.ts, "message", author, m.c.text, ref=m.c.role)).where(m.c.conversation_id == cid)
             .order_by(m.c.ts.desc()).limit(limit),
-            sa.select(*_cols(c.c.ts, "llm_call", sa.func.coalesce(c.c.agent, c.c.bot), c.c.error_type, model=c.c.model,
+            sa.select(*_cols(c.c.ts, "llm_call", sa.func.coalesce(c.c.agent, c.c.bot), _error_text(c), model=c.c.model,
                              in_tok=c.c.input_tokens, out_tok=c.c.output_tokens, cost=c.c.cost_usd,
                              latency=c.c.latency_ms, ok=c.c.success, ref=c.c.trace_id))
             .where(c.c.conversation_id == cid).order_by(c.c.ts.desc()).limit(limit),

@@ -34,7 +34,7 @@ LLM_COLUMNS = (
     "trace_id", "ts", "bot", "agent", "decision_type", "model", "provider", "input_tokens",
     "output_tokens", "cache_read_tokens", "cache_write_tokens", "latency_ms", "cache_hit",
     "cost_usd", "cost_saved_usd", "price_known", "conversation_id", "success", "error_type",
-    "cost_flagged_usd",
+    "cost_flagged_usd", "error_raw",
 )  # fmt: skip
 SIMPLE_KINDS: dict[str, sa.Table] = {
     kind: table for kind, table in TABLE_OF_KIND.items() if kind not in (ev.KIND_LLM, ev.KIND_ACCOUNT)
@@ -167,13 +167,13 @@ def _store_grouped(
         ceiling = settings.otlp_cost_ceiling_usd if settings.otlp_cost_ceiling_usd > 0 else float("inf")
         for e in llm:
             (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv,
-             ok, err) = e  # fmt: skip
+             ok, err, raw) = e  # fmt: skip
             usd, saved, known = price(provider, model, it, ot, cr, cw, response_cache_hit=hit)
             usd, flagged = (usd if cost is None else float(cost)), None
             if usd > ceiling:  # implausible for one call: flagged for a person, not summed into spend
                 usd, saved, known, flagged = 0.0, 0.0, False, usd
             append((tid, epoch + seconds(seconds=ts), bot, agent, dtype, model, provider, it, ot, cr, cw,
-                    float(lat), hit, usd, saved, known, conv, ok, err, flagged))  # fmt: skip
+                    float(lat), hit, usd, saved, known, conv, ok, err, flagged, raw))  # fmt: skip
             minutes.add(int(ts // 60))
         dirty.update(("llm", m) for m in minutes)
         rows[ev.KIND_LLM] = out

@@ -59,6 +59,8 @@ llm_calls = Table(
     Column("conversation_id", String(100)),
     Column("success", Boolean, nullable=False, server_default=text("true")),
     Column("error_type", String(100)),
+    # the error as the client named it (exception.type, error.type, HTTP status), error_type normalised
+    Column("error_raw", String(200)),
     Index("ix_llm_calls_bot_ts", "bot", "ts"),
     Index(
         "ix_llm_calls_ts", "ts", postgresql_using="brin"

@@ -79,9 +79,13 @@ def check_wire(event: Any, max_text_bytes: int = 1_000_000) -> list:
     Every field is checked against the column that will store it (type, length, range, NUL and
     lone surrogates), so whatever passes can be written: one bad event never fails its batch.
     """
-    if type(event) is list and len(event) == 18 and event[0] == KIND_LLM and plain_llm_event(event):
+    if type(event) is list and len(event) == _LLM_LEN and event[0] == KIND_LLM and plain_llm_event(event):
         return event  # the common case, checked in one expression; anything unusual goes the long way
     return check_event(event, max_text_bytes)
+
+
+_LLM_LEN = len(FIELDS[KIND_LLM]) + 1
+_LLM_LEN_BEFORE_ERROR_RAW = _LLM_LEN - 1  # producers older than the error_raw field
 
 
 def check_event(event: Any, max_text_bytes: int = 1_000_000) -> list:
@@ -92,6 +96,8 @@ def check_event(event: Any, max_text_bytes: int = 1_000_000) -> list:
     fields = FIELDS.get(kind) if type(kind) is str else None
     if fields is None:
         raise EventRejected(f"unknown event kind {kind!r:.40}")
+    if kind == KIND_LLM and len(event) == _LLM_LEN_BEFORE_ERROR_RAW:
+        event.append(None)  # an older SDK's event (no error_raw): stored as it was meant, in place
     if len(event) != len(fields) + 1:
         raise EventRejected(f"{kind} event has {len(event) - 1} fields, expected {len(fields)}")
     checks = _WIRE_CHECKS.get(kind)

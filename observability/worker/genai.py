@@ -130,6 +130,20 @@ def error_kind(status: Any, names: Iterable[Any]) -> str:
 
 
 _SQUASH = str.maketrans("", "", "_-. ")
+ERROR_RAW_LEN = 200
+
+
+def error_raw(status: Any, names: Iterable[Any]) -> str | None:
+    """The error as the instrumentation named it, kept beside `error_kind`: the first name given
+    (`error.type`, else the exception event's `exception.type`, else the status message) and the HTTP
+    status when known and not already in it, e.g. `InternalServerError (HTTP 500)`."""
+    name = next((str(n).strip() for n in names if n is not None and str(n).strip()), "")
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    if type(status) is int and str(status) not in name:
+        name = f"{name} (HTTP {status})" if name else f"HTTP {status}"
+    name = " ".join(name.split())  # one line: a status message may hold a whole response body
+    return name[:ERROR_RAW_LEN] or None
 
 
 def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> tuple[str | None, Any]:
@@ -304,12 +318,12 @@ def llm_event(
     if span.end_ns < span.start_ns:
         raise SpanRejected(f"span {span.name!r:.60}: ends before it starts")
     failed = span.status_code == STATUS_ERROR or a.get("error.type") is not None
-    error_type = None
+    error_type = raw_error = None
     if failed:
-        error_type = error_kind(
-            a.get("http.response.status_code"),
-            (a.get("error.type"), *span.exception_types, span.status_message),
-        )
+        status = a.get("http.response.status_code", a.get("http.status_code"))
+        names = (a.get("error.type"), *span.exception_types, span.status_message)
+        error_type = error_kind(status, names)
+        raw_error = error_raw(status, names)
     bot = _text(a, ("obs.bot",), 64, truncate=True)
     if bot is None:
         service = span.resource.get("service.name")
@@ -334,6 +348,7 @@ def llm_event(
         conversation_id=conversation_of(a) or conversation_id,
         success=not failed,
         error_type=error_type,
+        error_raw=raw_error,
     )
     try:
         return check_wire(event)
