@@ -85,7 +85,7 @@ def write_batch(store: Store, batch: Iterable[list], settings: Settings | None =
     return result
 
 
-def _is_data_error(exc: BaseException) -> bool:
+def is_data_error(exc: BaseException) -> bool:
     """True when the store refused the data itself (not the connection, not the schema)."""
     if isinstance(exc, (TypeError, ValueError, OverflowError)):
         return True
@@ -111,7 +111,7 @@ def _store_isolating(store: Store, grouped: dict[str, list[list]], settings: Set
         _store_grouped(store, grouped, settings)
         return []
     except Exception as exc:
-        if not _is_data_error(exc):
+        if not is_data_error(exc):
             raise
         events = [e for items in grouped.values() for e in items]
         if len(events) == 1:
@@ -144,6 +144,30 @@ def amend_llm_calls(
     """
     settings = settings or get_settings()
     _store_grouped(store, {ev.KIND_LLM: events} if events else {}, settings, list(replaced), list(links))
+
+
+@dataclass
+class CallWrite:
+    """One OTLP export request's writes: new call events, and rows amended (`amend_llm_calls`)."""
+
+    events: list[list]
+    replaced: list[tuple[str, float]] = field(default_factory=list)
+    amended: list[list] = field(default_factory=list)
+    links: list[tuple[str, float, str | None, str | None]] = field(default_factory=list)
+
+
+def write_calls(store: Store, writes: list[CallWrite], settings: Settings | None = None) -> None:
+    """Several requests' writes in one transaction (group commit): all are durable or none.
+
+    Events must have passed `check_wire` (the receiver builds them checked). Raises StoreUnavailable
+    when the store is down, and the store's own error when it refuses some data: the caller then
+    writes the requests one by one (`write_batch`, `amend_llm_calls`), so only the bad one fails.
+    """
+    settings = settings or get_settings()
+    events = [e for w in writes for e in w.events] + [e for w in writes for e in w.amended]
+    replaced = [r for w in writes for r in w.replaced]
+    links = [x for w in writes for x in w.links]
+    _store_grouped(store, {ev.KIND_LLM: events} if events else {}, settings, replaced, links)
 
 
 def _store_grouped(
@@ -265,9 +289,15 @@ def _upsert_accounts(store: Store, conn: sa.Connection, items: list[list]) -> No
 
 def mark_dirty(store: Store, conn: sa.Connection, minutes: set[tuple[str, int]]) -> None:
     """Mark rollup minutes for recomputation; a fresh `mark` tells the rollup step it changed."""
-    t = schema.rollup_dirty
     mark = uuid.uuid4().hex
     values = [{"kind": k, "minute": EPOCH + timedelta(minutes=m), "mark": mark} for k, m in sorted(minutes)]
-    stmt = store.insert(t).values(values)
-    stmt = stmt.on_conflict_do_update(index_elements=["kind", "minute"], set_={"mark": stmt.excluded.mark})
-    conn.execute(stmt)
+    stmt = _MARK_DIRTY.get(store.is_postgres)
+    if stmt is None:  # one statement per dialect, rows as parameters: compiled once, not per batch
+        stmt = store.insert(schema.rollup_dirty)
+        stmt = _MARK_DIRTY[store.is_postgres] = stmt.on_conflict_do_update(
+            index_elements=["kind", "minute"], set_={"mark": stmt.excluded.mark}
+        )
+    conn.execute(stmt, values)
+
+
+_MARK_DIRTY: dict[bool, sa.Insert] = {}

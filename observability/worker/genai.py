@@ -214,13 +214,16 @@ NO_CONTEXT: Context = (None, None, None, None)
 def span_context(attrs: dict[str, Any]) -> Context:
     """What a span says about its calls' context: (conversation, bot, agent, account); a value on a
     call's own span wins over its ancestors', theirs over the resource's (`resource_context`)."""
-    if not attrs:
+    if not attrs or attrs.keys().isdisjoint(_CONTEXT_KEYS):  # most spans: nothing to read
         return NO_CONTEXT
     try:
         return (conversation_of(attrs), _text(attrs, BOT_KEYS, 64, truncate=True),
                 _text(attrs, AGENT_KEYS, 100, truncate=True), _text(attrs, ACCOUNT_KEYS, 100, truncate=True))  # fmt: skip
     except SpanRejected:  # a non-string id on a span that is no call: that span names no context
         return NO_CONTEXT
+
+
+_CONTEXT_KEYS = frozenset((*CONVERSATION_KEYS, *BOT_KEYS, *AGENT_KEYS, *ACCOUNT_KEYS))
 
 
 def resource_context(resource: dict[str, Any]) -> Context:

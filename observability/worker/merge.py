@@ -48,6 +48,7 @@ E_ID, E_TS, E_BOT, E_AGENT, E_MODEL, E_PROVIDER, E_CONV = 1, 2, 3, 4, 6, 7, 15
 class CallSpan:
     view: SpanView
     event: list  # the span's own llm wire event
+    _ref: _Ref | None = None  # computed once (`_ref`)
 
 
 @dataclass(slots=True)
@@ -113,9 +114,12 @@ def _same_call(a: _Ref, b: _Ref) -> bool:
 
 
 def _ref(c: CallSpan) -> _Ref:
-    v = c.view
-    return _Ref(v.span_id, v.parent_span_id, v.scope, v.start_ns, v.end_ns, c.event[E_PROVIDER], response_id(v),
-                c.event[E_MODEL])  # fmt: skip
+    r = c._ref
+    if r is None:
+        v = c.view
+        r = c._ref = _Ref(v.span_id, v.parent_span_id, v.scope, v.start_ns, v.end_ns, c.event[E_PROVIDER],
+                          response_id(v), c.event[E_MODEL])  # fmt: skip
+    return r
 
 
 def _root_key(c: CallSpan) -> tuple | None:
@@ -143,7 +147,11 @@ def _score(c: CallSpan) -> tuple:
 
 
 def _fill(ctx: Context, more: Context) -> Context:
-    return tuple(a if a is not None else b for a, b in zip(ctx, more, strict=True))  # type: ignore[return-value]
+    a, b, c, d = ctx
+    if a is not None and b is not None and c is not None and d is not None:
+        return ctx
+    w, x, y, z = more
+    return (w if a is None else a, x if b is None else b, y if c is None else c, z if d is None else d)
 
 
 def _with_context(event: list, row_id: str, ctx: Context) -> list:
@@ -165,6 +173,7 @@ class CallMerger:
         )
         self._responses: collections.OrderedDict[str, StoredCall] = collections.OrderedDict()
         self._spans: collections.OrderedDict[tuple[str, str], tuple[str, Context]] = collections.OrderedDict()
+        self._resources: dict[int, tuple[dict, Context]] = {}
 
     # ---- context from the trace -------------------------------------------------------------
 
@@ -187,8 +196,19 @@ class CallMerger:
             if (known := local.get(key) or self._spans.get(key)) is not None:
                 ctx, parent = _fill(ctx, known[1]), known[0]
             else:
-                return _fill(ctx, resource_context(resource)), False
-        return _fill(ctx, resource_context(resource)), True
+                return _fill(ctx, self._resource_context(resource)), False
+        return _fill(ctx, self._resource_context(resource)), True
+
+    def _resource_context(self, resource: dict) -> Context:
+        """`resource_context`, once per resource (every span of a request shares its resource's dict)."""
+        hit = self._resources.get(id(resource))
+        if hit is not None and hit[0] is resource:
+            return hit[1]
+        if len(self._resources) >= 256:
+            self._resources.clear()
+        ctx = resource_context(resource)
+        self._resources[id(resource)] = (resource, ctx)
+        return ctx
 
     # ---- grouping ---------------------------------------------------------------------------
 
@@ -244,6 +264,9 @@ class CallMerger:
     @staticmethod
     def best(group: list[CallSpan]) -> tuple[CallSpan, str]:
         """The most complete span of a group and the group's row id."""
+        if len(group) == 1:  # the common case: one span, one call
+            (best,) = group
+            return best, call_row_id(best.view, _ref(best).response)
         best = max(group, key=_score)
         responses = [r for c in group if (r := response_id(c.view)) is not None]
         if responses:
@@ -256,6 +279,8 @@ class CallMerger:
         group: list[CallSpan], best: CallSpan, local: dict[tuple[str, str], tuple[str, Context]]
     ) -> Context:
         own = local[(best.view.trace_id, best.view.span_id)][1]
+        if len(group) == 1:
+            return own
         for c in group:
             if None not in own:
                 break
@@ -274,7 +299,11 @@ class CallMerger:
             stored = self.stored_as(group)
             if stored is None:
                 best, row_id = self.best(group)
-                outer = min(group, key=lambda c: (c.view.start_ns, -c.view.end_ns))
+                outer = (
+                    group[0]
+                    if len(group) == 1
+                    else min(group, key=lambda c: (c.view.start_ns, -c.view.end_ns))
+                )
                 own = self._own(group, best, local)
                 v = outer.view
                 ctx, complete = self.context(v.trace_id, own, v.parent_span_id, v.resource, local)

@@ -26,7 +26,7 @@ from typing import Any
 
 from observability.settings import Settings
 from observability.store import Store, StoreUnavailable, otlp_counts
-from observability.store.ingest import amend_llm_calls, write_batch
+from observability.store.ingest import CallWrite, amend_llm_calls, is_data_error, write_batch, write_calls
 from observability.worker.genai import ignore_reason, is_agent_call, llm_event
 from observability.worker.merge import CallMerger, CallSpan, Plan
 from observability.worker.otlp import SpanRejected, SpanView, decode_spans
@@ -75,6 +75,99 @@ def _decode_body(body: bytes, encoding: str | None) -> bytes:
         raise BadRequest(f"body is not valid {enc}: {exc}") from exc
 
 
+class GroupCommit:
+    """The writes of concurrent export requests in one transaction: one commit (and one pool
+    checkout, one rollup mark) for all the requests that arrived while the previous one ran.
+
+    The first request to find no transaction running writes, for itself and for every request
+    queued meanwhile, until the queue is empty; the others wait for the transaction that holds
+    their writes. Each request is answered only once its own writes are committed, so a 200 still
+    means durable. When the store refuses some data, the requests of that transaction are written
+    again one by one, so only the bad one fails; a store outage fails them all (503, retried).
+    """
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._writing = False
+        self.transactions = 0  # for tests and benchmarks: commits so far
+        self.requests = 0
+
+    @property
+    def writing(self) -> bool:
+        """A transaction is running."""
+        return self._writing
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the next transaction."""
+        return len(self._queue)
+
+    def write(self, write: CallWrite) -> list[str]:
+        """Store one request's writes; returns reasons for events the store refused (not expected).
+        Raises what the store raised for the transaction that held them."""
+        mine = _Pending(write)
+        with self._lock:
+            self._queue.append(mine)
+            lead = not self._writing
+            self._writing = lead or self._writing
+        if lead:
+            while True:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._writing = False
+                        break
+                self._run(batch)
+        mine.done.wait()
+        if mine.error is not None:
+            raise mine.error
+        return mine.reasons
+
+    def _run(self, batch: list[_Pending]) -> None:
+        try:
+            write_calls(self.store, [p.write for p in batch], self.settings)
+            self.transactions += 1
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets its own outcome
+            if len(batch) > 1 and is_data_error(exc):
+                for p in batch:
+                    self._run_alone(p)
+            else:
+                for p in batch:
+                    p.error = exc
+                    p.done.set()
+            return
+        finally:
+            self.requests += len(batch)
+        for p in batch:
+            p.done.set()
+
+    def _run_alone(self, p: _Pending) -> None:
+        """One request by the careful path: bad events are found and refused, the rest stored."""
+        try:
+            w = p.write
+            if w.events:
+                result = write_batch(self.store, w.events, self.settings)
+                p.reasons = result.reasons if result.rejected else []
+            if w.amended or w.links:
+                amend_llm_calls(self.store, w.replaced, w.amended, w.links, self.settings)
+            self.transactions += 1
+        except Exception as exc:  # noqa: BLE001
+            p.error = exc
+        p.done.set()
+
+
+class _Pending:
+    __slots__ = ("write", "done", "error", "reasons")
+
+    def __init__(self, write: CallWrite) -> None:
+        self.write = write
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.reasons: list[str] = []
+
+
 class OTLPReceiver:
     """Decode, turn GenAI spans into llm_calls rows, answer per OTLP/HTTP; counts what it saw."""
 
@@ -96,6 +189,7 @@ class OTLPReceiver:
         self._warned: set[str] = set()  # scopes whose GenAI-looking spans were logged as ignored
         self._pending: collections.Counter = collections.Counter()  # by_scope not yet added to the store
         self._flush_timer: threading.Timer | None = None
+        self.writer = GroupCommit(store, settings)
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """A consistent copy of (requests by HTTP status, spans by outcome), for /metrics."""
@@ -212,14 +306,11 @@ class OTLPReceiver:
             else:
                 events.append(e)
                 by_scope[(v.scope, "stored")] += 1
+        write = CallWrite(events, plan.replaced(), [e for _, e, *_ in plan.amended], plan.links)
         try:
-            if events:
-                result = write_batch(self.store, events, self.settings)
-                if result.rejected:  # not expected: events were checked above
-                    rejected.extend(SpanRejected(r) for r in result.reasons)
-            if plan.amended or plan.links:
-                amended = [e for _, e, *_ in plan.amended]
-                amend_llm_calls(self.store, plan.replaced(), amended, plan.links, self.settings)
+            if events or write.amended or write.links:
+                reasons = self.writer.write(write)
+                rejected.extend(SpanRejected(r) for r in reasons)  # not expected: events were checked
         except StoreUnavailable as exc:
             log.warning("OTLP export deferred, store unavailable: %s", exc)
             return error(503, "store unavailable, retry later", {"Retry-After": "5"})
@@ -240,7 +331,11 @@ class OTLPReceiver:
         by_scope[(v.scope, "ignored")] += 1
         by_scope[(v.scope, f"ignored:{reason}")] += 1
         if reason == "no_model" and v.scope not in self._warned:
-            self._warned.add(v.scope)
+            with self._lock:  # concurrent requests of one scope: still one line
+                first = v.scope not in self._warned
+                self._warned.add(v.scope)
+            if not first:
+                return
             log.warning(
                 "OTLP: spans of scope %r look like GenAI (gen_ai.* / llm.* attributes) but name no model: "
                 "they are ignored and counted in obs_otlp_scope_spans_total{outcome=\"ignored\"} "
