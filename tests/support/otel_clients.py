@@ -1,7 +1,8 @@
 """One client under one OpenTelemetry instrumentation making the five calls of `fake_llm`.
 
-Run as `python -m support.otel_clients NAME TAG LLM_URL WORKER_URL batch|simple[-bare]` in a process of its
-own: instrumentations patch the client libraries process-wide and do not all undo it cleanly. Each
+Run as `python -m support.otel_clients NAME LLM_URL WORKER_URL TAG batch|simple[-bare] [TAG MODE ...]` in a
+process of its own: instrumentations patch the client libraries process-wide and do not all undo it
+cleanly (one instrumentation's runs share a process: it is uninstrumented and instrumented again). Each
 call is made inside the bot's span (the service, so the stored bot, is TAG) naming the conversation `conv-<TAG>-<call>` (with
 `gen_ai.conversation.id`, or `session.id` as OpenInference users do); spans go to the worker by
 OTLP/HTTP protobuf, in one batch or each span in an export request of its own.
@@ -86,5 +87,8 @@ def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool
 
 
 if __name__ == "__main__":
-    name, tag, llm_url, worker_url, mode = sys.argv[1:6]
-    run_calls(name, tag, llm_url, worker_url, batch=mode.startswith("batch"), bare=mode.endswith("-bare"))
+    # NAME LLM_URL WORKER_URL TAG MODE [TAG MODE ...]: one instrumentation's runs, one after the other
+    # in one process (its imports are most of a run's time), each with its own tracer provider
+    name, llm_url, worker_url, *runs = sys.argv[1:]
+    for tag, mode in zip(runs[::2], runs[1::2], strict=True):
+        run_calls(name, tag, llm_url, worker_url, batch=mode.startswith("batch"), bare=mode.endswith("-bare"))
