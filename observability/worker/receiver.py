@@ -275,7 +275,8 @@ class OTLPReceiver:
                 agent_spans.append((v, e))
             else:
                 calls.append(CallSpan(v, e))
-                self._remember(v.trace_id)
+        if calls:
+            self._remember({c.view.trace_id for c in calls})
         traces = {v.trace_id for v in views}
         with self._cond:  # requests about the same traces merge one after the other
             self._cond.wait_for(lambda: self._inflight.isdisjoint(traces), timeout=30)
@@ -369,11 +370,12 @@ class OTLPReceiver:
         with self._lock:
             return dict(self.by_scope)
 
-    def _remember(self, trace_id: str) -> None:
+    def _remember(self, trace_ids: set[str]) -> None:
         with self._lock:
             d = self._traces_with_calls
-            d[trace_id] = None
-            d.move_to_end(trace_id)
+            for trace_id in trace_ids:
+                d[trace_id] = None
+                d.move_to_end(trace_id)
             while len(d) > self.RECENT_TRACES:
                 d.popitem(last=False)
 
