@@ -113,13 +113,23 @@ class GroupCommit:
             lead = not self._writing
             self._writing = lead or self._writing
         if lead:
-            while True:
+            batch: list[_Pending] = []
+            try:
+                while True:
+                    with self._lock:
+                        batch, self._queue = self._queue, []
+                        if not batch:
+                            self._writing = False
+                            break
+                    self._run(batch)
+            except BaseException as exc:  # not even an interrupt may leave the others waiting
                 with self._lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._writing = False
-                        break
-                self._run(batch)
+                    self._writing = False
+                for p in batch:
+                    if not p.done.is_set():
+                        p.error = p.error or exc
+                        p.done.set()
+                raise
         mine.done.wait()
         if mine.error is not None:
             raise mine.error
