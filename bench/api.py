@@ -14,8 +14,9 @@ stop by themselves.
 3. Take-over: one subscriber to `interventions_monitoring`; --takeovers POSTs of take-control, each
    timed from the request being sent to its `intervention_update` arriving; target p95 <= 50 ms.
 
-The clients run in this process (asyncio), on the same 2-core machine as the console: their own
-Python work is inside the figures. Writes bench/results/api.json.
+The console is `uvicorn app:app` with the WebSocket settings `streamlit run` uses (no per-message
+deflate). The clients run in this process (asyncio), on the same 2-core machine as the console: their
+own Python work is inside the figures. Writes bench/results/api.json.
 """
 
 from __future__ import annotations
@@ -94,8 +95,12 @@ def start_console(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
     import os
 
     full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    # WebSockets as `streamlit run app.py` serves them: sans-I/O protocol, no per-message deflate
+    # (server.enableWebsocketCompression is off by default); uvicorn's own default would compress
+    # every message for every client.
     cmd = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port),
-           "--log-level", "warning", "--ws-ping-interval", "0"]  # fmt: skip
+           "--log-level", "warning", "--ws-ping-interval", "0", "--ws", "websockets-sansio",
+           "--ws-per-message-deflate", "false"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
