@@ -2,8 +2,8 @@
 API_EMERGENCY_RATE_LIMIT_PER_MIN for emergency resets and the resume. A STOP (one conversation or
 system-wide) is never counted and never refused: stopping must always be possible.
 
-Fixed one-minute windows. With Redis the counters live there (`keys.api_rate`, INCR + EXPIRE in one
-pipeline, sent without blocking the event loop), so every console process shares them; without
+Fixed one-minute windows. With Redis the counters live there (`keys.api_rate`, INCR and EXPIRE in one
+Lua script, sent without blocking the event loop), so every console process shares them; without
 Redis, or while Redis fails, they are kept in this process (a Redis fault must not lock users out of
 the API). After a Redis failure the next RETRY_REDIS_S seconds count in process without asking Redis,
 so an outage does not add a connect timeout to every request; the failure is logged once a minute.
@@ -25,6 +25,10 @@ from observability.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_REDIS_S = 5.0
+# one round trip: count, and give a new minute's counter its expiry (EVALSHA once Redis knows it)
+COUNT = """local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+return n"""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,9 @@ class RateLimiter:
         self.outages = OutageLog(log)
         self._lock = threading.Lock()
         self._local: dict[tuple[str, str, int], int] = {}
-        self._aredis: tuple[asyncio.AbstractEventLoop, Any] | None = None  # (its loop, async client)
+        self._aredis: tuple[asyncio.AbstractEventLoop, tuple[Any, Any]] | None = (
+            None  # loop, (client, script)
+        )
         self._redis_down_until = 0.0
 
     def limit_for(self, scope: str) -> int:
@@ -66,11 +72,13 @@ class RateLimiter:
             return Verdict(False, limit, 0, retry)
         return Verdict(True, limit, limit - count, 0)
 
-    def _client(self) -> Any:
-        """The async client for the running loop (a test client may run each request on a new loop)."""
+    def _client(self) -> tuple[Any, Any]:
+        """The async client for the running loop (a test client may run each request on a new loop),
+        and the counting script registered on it."""
         loop = asyncio.get_running_loop()
         if self._aredis is None or self._aredis[0] is not loop:
-            self._aredis = (loop, connect_async(self.settings))
+            client = connect_async(self.settings)
+            self._aredis = (loop, (client, client.register_script(COUNT)))
         return self._aredis[1]
 
     async def _count_redis(self, user: str, scope: str, minute: int) -> int | None:
@@ -78,10 +86,7 @@ class RateLimiter:
             return None
         key = keys.api_rate(self.settings.redis_prefix, user, scope, minute)
         try:
-            pipe = self._client().pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            count = int((await pipe.execute())[0])
+            count = int(await self._client()[1](keys=[key]))
         except Exception as exc:  # noqa: BLE001 - fall back to this process's counters
             self._redis_down_until = time.monotonic() + RETRY_REDIS_S
             self._aredis = None
