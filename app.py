@@ -25,9 +25,11 @@ from observability.ui import web_auth  # noqa: E402
 ui.enable_cookie_sessions()
 web_auth.keep_peer_address()  # TRUSTED_PROXIES, not uvicorn's default, decides who may forward addresses
 
-# /api/v1: the HTTP API and its WebSocket for the tools around the console (observability.api)
+# /api/v1: the HTTP API and its WebSocket for the tools around the console (observability.api); the
+# Shortcut hands its requests to it before Streamlit's own middleware (sessions, gzip) sees them
+api_mount = api.mount()
 app = st.App(
     str(ROOT / "Home.py"),
-    routes=[*web_auth.ROUTES, api.mount()],
-    middleware=[Middleware(web_auth.SessionGate)],
+    routes=[*web_auth.ROUTES, api_mount],
+    middleware=[Middleware(api.Shortcut, api=api_mount.app), Middleware(web_auth.SessionGate)],
 )

@@ -14,8 +14,11 @@ stop by themselves.
 3. Take-over: one subscriber to `interventions_monitoring`; --takeovers POSTs of take-control, each
    timed from the request being sent to its `intervention_update` arriving; target p95 <= 50 ms.
 
-The clients run in this process (asyncio), on the same 2-core machine as the console: their own
-Python work is inside the figures. Writes bench/results/api.json.
+The console is `uvicorn app:app` with the WebSocket settings `streamlit run` uses (no per-message
+deflate). The clients run in this process (asyncio), on the same 2-core machine as the console: their
+own Python work is inside the figures. On a shared machine latencies mostly measure the wait for a
+core, so the console's own CPU time (psutil) is reported too: per HTTP request, and per broadcast (with
+the clients' CPU per broadcast beside it). Writes bench/results/api.json.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,12 +34,14 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
 import redis  # noqa: E402
 import requests  # noqa: E402
 from benchlib import machine_facts, measured_at, write_results  # noqa: E402
@@ -91,11 +97,13 @@ def seed(store: Store, settings: Settings, users: int, conversations: int) -> di
 
 
 def start_console(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    import os
-
     full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    # WebSockets as `streamlit run app.py` serves them: sans-I/O protocol, no per-message deflate
+    # (server.enableWebsocketCompression is off by default); uvicorn's own default would compress
+    # every message for every client.
     cmd = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port),
-           "--log-level", "warning", "--ws-ping-interval", "0"]  # fmt: skip
+           "--log-level", "warning", "--ws-ping-interval", "0", "--ws", "websockets-sansio",
+           "--ws-per-message-deflate", "false"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -110,7 +118,7 @@ def start_console(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
     raise SystemExit("the console did not start within 180 s")
 
 
-def http_load(base: str, tokens: list[str], rate: float, seconds: float) -> dict:
+def http_load(base: str, tokens: list[str], rate: float, seconds: float, cpu: Callable[[], float]) -> dict:
     total = int(rate * seconds)
     local = threading.local()
     results: list[tuple[str, float, int]] = []
@@ -134,18 +142,21 @@ def http_load(base: str, tokens: list[str], rate: float, seconds: float) -> dict
 
     start = time.perf_counter() + 0.5
     t_begin = time.perf_counter()
+    cpu0 = cpu()
     with ThreadPoolExecutor(max_workers=64) as pool:
         for i in range(total):
             pool.submit(one, i, start + i / rate)
     elapsed = time.perf_counter() - t_begin
+    server_cpu_s = cpu() - cpu0
     out = {"offered_rps": rate, "seconds": seconds, "achieved_rps": round(len(results) / max(elapsed - 0.5, 1e-9), 1),
            "errors": sum(1 for _, _, s in results if s != 200), "overall": summary([ms for _, ms, _ in results]),
-           "per_endpoint": {p: summary([ms for q, ms, _ in results if q == p]) for p in ENDPOINTS}}  # fmt: skip
+           "per_endpoint": {p: summary([ms for q, ms, _ in results if q == p]) for p in ENDPOINTS},
+           "server_cpu_ms_per_request": round(server_cpu_s * 1000 / max(len(results), 1), 2)}  # fmt: skip
     return out
 
 
 async def broadcast_bench(ws_base: str, tokens: list[str], clients: int, rounds: int, r: redis.Redis,
-                          settings: Settings) -> dict:  # fmt: skip
+                          settings: Settings, cpu: Callable[[], float]) -> dict:  # fmt: skip
     conns = []
     for i in range(clients):
         ws = await connect(f"{ws_base}/ws?token={tokens[i // PER_USER_WS]}", open_timeout=60, ping_interval=None,
@@ -157,6 +168,7 @@ async def broadcast_bench(ws_base: str, tokens: list[str], clients: int, rounds:
             pass
     latencies: list[float] = []
     received_counts = []
+    server_cpu_s = client_cpu_s = 0.0
     for n in range(rounds):
         got: list[float] = []
         marker = f"bench-{n}-{uuid.uuid4().hex[:6]}"
@@ -171,9 +183,12 @@ async def broadcast_bench(ws_base: str, tokens: list[str], clients: int, rounds:
         waiters = [asyncio.create_task(wait_one(ws)) for ws in conns]
         await asyncio.sleep(0.2)
         message = live.message(live.INTERVENTION_UPDATE, ["emergency_monitoring"], {"marker": marker}, "")
+        cpu0, own0 = cpu(), time.process_time()
         t0 = time.time()
         r.publish(keys.live_channel(settings.redis_prefix), json.dumps(message))
         done, pending = await asyncio.wait(waiters, timeout=10)
+        server_cpu_s += cpu() - cpu0
+        client_cpu_s += time.process_time() - own0
         for task in pending:
             task.cancel()
         latencies += [(t - t0) * 1000 for t in got]
@@ -182,7 +197,9 @@ async def broadcast_bench(ws_base: str, tokens: list[str], clients: int, rounds:
     for ws in conns:
         await ws.close()
     return {"clients": clients, "broadcasts": rounds, "received_per_broadcast": received_counts,
-            "delivery": summary(latencies), "target_p95_ms": 100}  # fmt: skip
+            "delivery": summary(latencies), "target_p95_ms": 100,
+            "server_cpu_ms_per_broadcast": round(server_cpu_s * 1000 / max(rounds, 1), 1),
+            "clients_cpu_ms_per_broadcast": round(client_cpu_s * 1000 / max(rounds, 1), 1)}  # fmt: skip
 
 
 async def takeover_bench(base: str, ws_base: str, token: str, conversations: list[str]) -> dict:
@@ -236,6 +253,12 @@ def main() -> int:
     tokens = list(seed(store, settings, users, args.takeovers + 10).values())
     port = free_port()
     proc = start_console(env, port, tmp / "console.log")
+    server = psutil.Process(proc.pid)
+
+    def cpu() -> float:  # the console's CPU seconds so far: what its work costs, whatever the load
+        t = server.cpu_times()
+        return t.user + t.system
+
     r = redis.Redis.from_url(args.redis_url)
     base, ws_base = f"http://127.0.0.1:{port}/api/v1", f"ws://127.0.0.1:{port}/api/v1"
     try:
@@ -244,9 +267,10 @@ def main() -> int:
         result = {
             "benchmark": "api", "measured_at": measured_at(), "machine": machine_facts(),
             "machine_note": "2 cores shared with other engineers' builds and tests while measured",
+            "load_average_1m_at_start": round(os.getloadavg()[0], 1),
             "store": url.split(":", 1)[0], "redis": True,
-            "http": http_load(base, tokens[:HTTP_USERS], args.rate, args.seconds),
-            "broadcast": asyncio.run(broadcast_bench(ws_base, tokens, args.clients, args.broadcasts, r, settings)),
+            "http": http_load(base, tokens[:HTTP_USERS], args.rate, args.seconds, cpu),
+            "broadcast": asyncio.run(broadcast_bench(ws_base, tokens, args.clients, args.broadcasts, r, settings, cpu)),
             "takeover": asyncio.run(takeover_bench(base, ws_base, tokens[0],
                                                    [f"bench-c{i:04d}" for i in range(args.takeovers)])),
         }  # fmt: skip
@@ -264,13 +288,15 @@ def main() -> int:
     h, b, t = result["http"], result["broadcast"], result["takeover"]
     print(
         f"HTTP at {h['offered_rps']:.0f} req/s offered ({h['achieved_rps']} achieved, {h['errors']} errors): "
-        f"p50 {h['overall']['p50_ms']} ms, p95 {h['overall']['p95_ms']} ms"
+        f"p50 {h['overall']['p50_ms']} ms, p95 {h['overall']['p95_ms']} ms; console CPU "
+        f"{h['server_cpu_ms_per_request']} ms per request (load average {result['load_average_1m_at_start']})"
     )
     for path, s in h["per_endpoint"].items():
         print(f"  {path:<40} p50 {s['p50_ms']} ms  p95 {s['p95_ms']} ms")
     print(
         f"broadcast to {b['clients']} WebSocket clients x{b['broadcasts']}: received {b['received_per_broadcast']}; "
-        f"p50 {b['delivery']['p50_ms']} ms, p95 {b['delivery']['p95_ms']} ms (target <= 100)"
+        f"p50 {b['delivery']['p50_ms']} ms, p95 {b['delivery']['p95_ms']} ms (target <= 100); CPU per broadcast: "
+        f"console {b['server_cpu_ms_per_broadcast']} ms, clients {b['clients_cpu_ms_per_broadcast']} ms"
     )
     print(f"take-over -> intervention_update ({t['takeovers']}x, Redis): p50 {t['to_intervention_update']['p50_ms']} "
           f"ms, p95 {t['to_intervention_update']['p95_ms']} ms (target <= 50); HTTP answer p95 "

@@ -45,6 +45,25 @@ def connect(settings: Settings | None = None, *, blocking_s: float = 0.0) -> Any
     return redis.Redis.from_url(s.redis_url, **timeouts)
 
 
+def connect_async(settings: Settings | None = None) -> Any | None:
+    """A new `redis.asyncio` client for `REDIS_URL` (or None without Redis), with the same timeouts,
+    for code on an event loop (the API). Bound to the loop it is first used on: make one per loop."""
+    s = settings or get_settings()
+    if not s.redis_url:
+        return None
+    timeouts = {
+        "socket_timeout": s.redis_socket_timeout_s,
+        "socket_connect_timeout": s.redis_connect_timeout_s,
+    }
+    if s.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(s.redis_url, **timeouts)
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(s.redis_url, **timeouts)
+
+
 class LazyCluster:
     """A `RedisCluster` made on first use, whose "cannot reach the cluster" is a ConnectionError.
 

@@ -222,6 +222,8 @@ class Settings:
     )
     api_token_default_days: int = 90
     api_token_max_days: int = 365
+    api_token_cache_s: float = 5.0  # a verified token is trusted this long (revocations elsewhere: within it)
+    api_metrics_max_age_s: float = 1.0  # live metrics served by the API/WebSocket are at most this old
     websocket_max_connections: int = 1000  # per console process
     websocket_user_connections: int = 10  # per user and console process
     websocket_ping_interval_s: float = 30.0
@@ -374,6 +376,8 @@ class Settings:
             ),
             api_token_default_days=_int(e.get("API_TOKEN_DEFAULT_DAYS"), d.api_token_default_days),
             api_token_max_days=_int(e.get("API_TOKEN_MAX_DAYS"), d.api_token_max_days),
+            api_token_cache_s=_float(e.get("API_TOKEN_CACHE_S"), d.api_token_cache_s),
+            api_metrics_max_age_s=_float(e.get("API_METRICS_MAX_AGE_S"), d.api_metrics_max_age_s),
             websocket_max_connections=_int(e.get("WEBSOCKET_MAX_CONNECTIONS"), d.websocket_max_connections),
             websocket_user_connections=_int(
                 e.get("WEBSOCKET_USER_CONNECTIONS"), d.websocket_user_connections

@@ -12,9 +12,11 @@ import pytest
 import requests
 import sqlalchemy as sa
 from support.api_fixtures import ROLE_USERS, ServedApi
+from support.waiting import wait_for
 
 from observability import control
 from observability.alerting import AlertingService
+from observability.auth import api_tokens
 from observability.auth.roles import ROLES, roles_for
 from observability.store import schema
 
@@ -261,3 +263,28 @@ def test_alert_actions_through_the_api_change_the_alert_as_the_console_does(serv
         served_api.base + f"/alerts/acknowledge/{alert_id}", json={}, headers=h, timeout=TIMEOUT
     )
     assert again.status_code == 409 and "resolved" in again.json()["detail"]
+
+
+def test_a_token_revoked_by_another_process_is_refused_within_api_token_cache_s(
+    served_api: ServedApi,
+) -> None:
+    s = served_api.settings
+    issued = api_tokens.create_token(served_api.store, None, "max", "revoked elsewhere", settings=s)
+    whoami = served_api.base + "/auth/whoami"
+    assert (
+        requests.get(whoami, headers=served_api.headers(token=issued.token), timeout=TIMEOUT).status_code
+        == 200
+    )
+    token_id = next(
+        t["id"] for t in api_tokens.list_tokens(served_api.store, "max") if t["name"] == "revoked elsewhere"
+    )
+    api_tokens.revoke_token(
+        served_api.store, None, token_id, settings=s
+    )  # this test's process, not the console's
+
+    def refused() -> bool:
+        r = requests.get(whoami, headers=served_api.headers(token=issued.token), timeout=TIMEOUT)
+        return r.status_code == 401 and "revoked" in r.json()["detail"]
+
+    assert wait_for(refused, timeout=s.api_token_cache_s + 5, interval=0.2,
+                    message="a revoked token was still accepted past API_TOKEN_CACHE_S")  # fmt: skip

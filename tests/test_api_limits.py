@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from support.net import free_port
 
 from observability import auth, keys
 from observability import events as ev
@@ -87,3 +88,21 @@ def test_counters_in_redis_are_shared_by_two_console_processes(
     assert [c.get("/auth/whoami", headers=h).status_code for c in (first, second, first, second)] == [200] * 4
     assert second.get("/auth/whoami", headers=h).status_code == 429
     assert first.get("/auth/whoami", headers=h).status_code == 429
+
+
+def test_while_redis_is_down_requests_are_counted_in_process_and_logged_once(
+    sqlite_url: str,
+    sqlite_store: Store,
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings = make_settings(sqlite_url, down, auth_mode="password", session_secret="down-" + "k" * 30,
+                             api_rate_limit_per_min=3, redis_connect_timeout_s=0.5)  # fmt: skip
+    client, tokens = _setup(sqlite_store, settings)
+    h = _h(tokens["olga"])
+    with caplog.at_level("WARNING", logger="observability.api.ratelimit"):
+        codes = [client.get("/auth/whoami", headers=h).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]  # nobody is locked out, and the limit still holds
+    lines = [r for r in caplog.records if "rate limit counters in process" in r.getMessage()]
+    assert len(lines) == 1

@@ -9,8 +9,10 @@ from datetime import timedelta
 import jwt
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from observability import auth
+from observability.api import create_app
 from observability.auth import api_tokens
 from observability.auth.cli import run
 from observability.settings import Settings
@@ -109,3 +111,21 @@ def test_the_cli_creates_a_token_shown_once_lists_without_it_and_revokes(people:
         assert "wider than the role" in bad.getvalue()
     finally:
         reset_settings_cache()
+
+
+def test_the_api_ends_a_token_at_once_when_this_process_revokes_it_or_disables_its_user(
+    people: Store,
+) -> None:
+    settings = S.replace(api_token_cache_s=60.0)  # cached long: only the in-process change can end it now
+    client = TestClient(create_app(settings, people))
+    revoked = api_tokens.create_token(people, None, "opal", "to revoke", settings=settings).token
+    kept = api_tokens.create_token(people, None, "max", "user to disable", settings=settings).token
+    for token in (revoked, kept):
+        assert client.get("/auth/whoami", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    token_id = next(t["id"] for t in api_tokens.list_tokens(people, "opal") if t["name"] == "to revoke")
+    api_tokens.revoke_token(people, "opal", token_id, settings=settings)
+    r = client.get("/auth/whoami", headers={"Authorization": f"Bearer {revoked}"})
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    auth.update_user(people, "max", disabled=True, by="tests")
+    r = client.get("/auth/whoami", headers={"Authorization": f"Bearer {kept}"})
+    assert r.status_code == 401 and "disabled" in r.json()["detail"]

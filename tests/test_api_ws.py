@@ -9,14 +9,16 @@ TEST_REDIS_URL is set; an in-process server without Redis shows the store-pollin
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 import requests
+import sqlalchemy as sa
 import uvicorn
-from support import free_port, wait_for
+from support import TcpProxy, free_port, wait_for
 from support.api_fixtures import ServedApi, seed
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -229,3 +231,48 @@ def test_without_redis_the_hub_polls_the_store_and_the_process_limit_holds(
                     next_of(w, "pong")
                 with open_ws(base, tokens["admin"]) as full:
                     assert close_code(full) == 1013
+
+
+def test_a_store_outage_keeps_connections_and_is_logged_once_per_kind(
+    pg_url: str, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    truth = Store.from_url(pg_url)
+    truth.migrate()
+    url = sa.make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    settings = make_settings(via_proxy, auth_mode="password", session_secret="outage-" + "s" * 24,
+                             websocket_poll_interval_s=0.1, websocket_ping_interval_s=0.2,
+                             api_token_cache_s=0.0)  # fmt: skip  # every re-check reads the store
+    store = Store.from_url(via_proxy)
+    tokens, _, _, _ = seed(truth, settings)
+    app = create_app(settings, store)
+    caplog.set_level(logging.INFO, logger="observability.api")
+    try:
+        with serve_in_process(app) as base, open_ws(base, tokens["analyst"]) as ws:
+            subscribe(ws, "interventions_monitoring")
+            next_of(ws, "heartbeat")  # the token re-check has passed once
+            caplog.clear()
+            proxy.stop()  # PostgreSQL unreachable: refused from now on, open connections cut
+            hub = app.state.hub
+
+            def failing() -> dict[str, int]:
+                return hub.outages.failing()
+
+            wait_for(lambda: failing().get("live poll", 0) >= 5 and failing().get("token check", 0) >= 3,
+                     timeout=30, message=lambda: f"the outage was not seen: {failing()}")  # fmt: skip
+            ws.send(json.dumps({"type": "ping"}))
+            assert next_of(ws, "pong"), "the connection stays open while the store is down"
+            down = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert sum("live poll" in m for m in down) == 1, down
+            assert sum("token re-check skipped" in m for m in down) == 1, down
+            assert not any(r.exc_info for r in caplog.records), "an outage is no bug: no tracebacks"
+            proxy.start()
+            wait_for(lambda: not failing(), timeout=30, message=lambda: f"still failing: {failing()}")
+            recovered = [r.getMessage() for r in caplog.records if "recovered after" in r.getMessage()]
+            assert any(m.startswith("live poll") for m in recovered), recovered
+    finally:
+        proxy.stop()
+        store.dispose()
+        truth.dispose()

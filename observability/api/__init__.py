@@ -6,7 +6,7 @@ function as the console's page, so role checks and audit rows are the same.
 
 | module | holds |
 |---|---|
-| `app` | `create_app` (routers, error mapping, OpenAPI at `/api/v1/openapi.json`), `mount` for `st.App` |
+| `app` | `create_app` (routers, error mapping, OpenAPI at `/api/v1/openapi.json`), `mount` and `Shortcut` for `st.App` |
 | `deps` | `require(action)`: token → user (401), scope and role (403), rate limit (429) |
 | `ratelimit` | per-user requests per minute, in Redis or in process |
 | `routes/` | monitoring and activity, intervention, alerts, emergency |
@@ -15,6 +15,6 @@ function as the console's page, so role checks and audit rows are the same.
 | `models` | request and response bodies |
 """
 
-from observability.api.app import PREFIX, create_app, mount
+from observability.api.app import PREFIX, Shortcut, create_app, mount
 
-__all__ = ["PREFIX", "create_app", "mount"]
+__all__ = ["PREFIX", "Shortcut", "create_app", "mount"]

@@ -9,11 +9,14 @@ service's own, which is written to be safe to show.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from observability.alerting import AlertNotFound, InvalidTransition
 from observability.api import inbound, ws
@@ -35,8 +38,27 @@ Authenticate with a per-user API token (`Authorization: Bearer <token>`), create
 or with `python -m observability.users token create`. A token acts as its user, within its scope."""
 
 
+# service exceptions -> HTTP status, answered with the service's own message (the most specific class wins)
+ERROR_STATUS: dict[type[Exception], int] = {
+    PermissionDenied: 403, ConversationNotFound: 404, AlertNotFound: 404, ControlConflict: 409,
+    InvalidTransition: 409, ConfirmationRequired: 400, RateLimited: 429, ValueError: 422,
+}  # fmt: skip
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _mapped(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """The handler answering an exception with `status` and its message (429: with Retry-After)."""
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, int(exc.retry_after_s + 0.999)))}
+        return _error(status, str(exc), headers)
+
+    return handler
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -44,49 +66,39 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app = FastAPI(title="Bot operations console API", version="1", description=DESCRIPTION,
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")  # fmt: skip
     app.state.ctx = make_context(settings or get_settings(), store)
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)  # a page of the feed: ~5x smaller
     for router in (monitoring.router, intervention.router, alerts.router, emergency.router, inbound.router):
         app.include_router(router)
     app.include_router(ws.router)
 
     @app.get("/auth/whoami", response_model=Whoami, tags=["auth"], summary="Who this token acts for",
              responses={k: v for k, v in ERRORS.items() if k in (401, 403, 429)})  # fmt: skip
-    def whoami(p: Annotated[Principal, Depends(require("dashboards.view"))]) -> dict:
+    async def whoami(p: Annotated[Principal, Depends(require("dashboards.view"))]) -> dict:
         return {"user": p.user, "role": p.role, "scope": p.scope}
 
-    @app.exception_handler(PermissionDenied)
-    async def _denied(request: Request, exc: PermissionDenied) -> JSONResponse:
-        return _error(403, str(exc))
-
-    @app.exception_handler(ConversationNotFound)
-    async def _no_conversation(request: Request, exc: ConversationNotFound) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(AlertNotFound)
-    async def _no_alert(request: Request, exc: AlertNotFound) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(ControlConflict)
-    async def _conflict(request: Request, exc: ControlConflict) -> JSONResponse:
-        return _error(409, str(exc))
-
-    @app.exception_handler(InvalidTransition)
-    async def _transition(request: Request, exc: InvalidTransition) -> JSONResponse:
-        return _error(409, str(exc))
-
-    @app.exception_handler(ConfirmationRequired)
-    async def _confirm(request: Request, exc: ConfirmationRequired) -> JSONResponse:
-        return _error(400, str(exc))
-
-    @app.exception_handler(RateLimited)
-    async def _limited(request: Request, exc: RateLimited) -> JSONResponse:
-        retry = max(1, int(exc.retry_after_s + 0.999))
-        return _error(429, str(exc), {"Retry-After": str(retry)})
-
-    @app.exception_handler(ValueError)
-    async def _bad(request: Request, exc: ValueError) -> JSONResponse:
-        return _error(422, str(exc))
-
+    for exc_type, status in ERROR_STATUS.items():
+        app.add_exception_handler(exc_type, _mapped(status))
     return app
+
+
+class Shortcut:
+    """ASGI middleware for `st.App`: requests and WebSockets under `/api/v1` go straight to the API app
+    (as the `Mount` would route them), past Streamlit's own middleware: its cookie session, its
+    static-path checks and its gzip at level 9 serve the pages, and cost an API call more than
+    its own work. Every other path goes on to Streamlit unchanged."""
+
+    def __init__(self, app: ASGIApp, api: ASGIApp) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and (path == PREFIX or path.startswith(PREFIX + "/")):
+            root = scope.get("root_path", "")
+            scope = {**scope, "app_root_path": scope.get("app_root_path", root), "root_path": root + PREFIX}
+            await self.api(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def mount(settings: Settings | None = None) -> Mount:

@@ -3,6 +3,7 @@ the credential). The work is `observability.alerting.inbound`; this only reads t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -35,25 +36,26 @@ class InboundOut(BaseModel):
     detail: str | None
 
 
-@router.post("/pagerduty", response_model=InboundOut, responses=ERRORS, openapi_extra=JSON_BODY,
-             summary="PagerDuty v3 webhook: incident acknowledged/resolved → our alert")  # fmt: skip
-async def pagerduty(request: Request, ctx: Ctx) -> Any:
+async def _deliver(
+    request: Request, ctx: ApiContext, handle: Callable[..., Any], credential_header: str
+) -> Any:
+    """Hand the raw body and its credential header to `handle`; a refusal is its status and reason."""
     body = await request.body()
-    sig = request.headers.get("x-pagerduty-signature")
+    credential = request.headers.get(credential_header)
     try:
-        result = await run_in_threadpool(handle_pagerduty, ctx.store, ctx.settings, body, sig)
+        result = await run_in_threadpool(handle, ctx.store, ctx.settings, body, credential)
     except InboundRejected as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
     return asdict(result)
+
+
+@router.post("/pagerduty", response_model=InboundOut, responses=ERRORS, openapi_extra=JSON_BODY,
+             summary="PagerDuty v3 webhook: incident acknowledged/resolved → our alert")  # fmt: skip
+async def pagerduty(request: Request, ctx: Ctx) -> Any:
+    return await _deliver(request, ctx, handle_pagerduty, "x-pagerduty-signature")
 
 
 @router.post("/opsgenie", response_model=InboundOut, responses=ERRORS, openapi_extra=JSON_BODY,
              summary="Opsgenie webhook: alert acknowledged/closed → our alert")  # fmt: skip
 async def opsgenie(request: Request, ctx: Ctx) -> Any:
-    body = await request.body()
-    secret = request.headers.get("x-opsgenie-secret")
-    try:
-        result = await run_in_threadpool(handle_opsgenie, ctx.store, ctx.settings, body, secret)
-    except InboundRejected as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
-    return asdict(result)
+    return await _deliver(request, ctx, handle_opsgenie, "x-opsgenie-secret")

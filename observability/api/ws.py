@@ -5,7 +5,9 @@ Client → server: `{"type": "subscribe", "rooms": [...]}`, `{"type": "unsubscri
 `{"type": "get_metrics"}`, `{"type": "ping"}`. Server → client: `metrics_update`, `alert_notification`,
 `intervention_update`, `activity_update`, and `subscribed`, `pong`, `heartbeat`, `error`.
 
-One hub per console process fans messages out to its connections. Its sources: Redis pub/sub on
+One hub per console process fans messages out to its connections: the message is encoded once and
+put on each member's outbox, whose own task writes it, so a slow client delays nobody else (one
+that falls OUTBOX_LIMIT messages behind is closed, 1008). Its sources: Redis pub/sub on
 `keys.live_channel` when Redis is configured (take-over, release, stops: published by the control
 services right after their commit, so they arrive in milliseconds); and a poll of the store's activity
 feed, which every alert change and control action writes in its own transaction (alerts, and without
@@ -13,10 +15,12 @@ Redis also the control changes; the activity_feed room always). `metrics_update`
 `monitoring_dashboard` room every METRICS_INTERVAL seconds while it has members.
 
 Authentication: an API token, as `Authorization: Bearer` or `?token=` (browsers cannot set headers on
-a WebSocket); re-checked every WEBSOCKET_PING_INTERVAL, so a revoked token is disconnected. Limits:
+a WebSocket); re-checked every WEBSOCKET_PING_INTERVAL against the tokens verified within
+API_TOKEN_CACHE_S, so a revoked token is disconnected within the two (a revocation made in this
+process: at the next check). While the store is down the check is skipped (logged once a minute). Limits:
 WEBSOCKET_USER_CONNECTIONS (10) per user and WEBSOCKET_MAX_CONNECTIONS per process; a client silent
 for WEBSOCKET_TIMEOUT seconds is disconnected. Close codes: 4401 token refused, 4403 not allowed,
-4429 too many connections of this user, 1013 the process is full, 4408 idle timeout.
+4429 too many connections of this user, 1013 the process is full, 4408 idle timeout, 1008 too slow.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from observability import keys
-from observability.analytics import activity, monitoring
+from observability.analytics import activity
 from observability.api.context import ApiContext
-from observability.auth.api_tokens import Principal, TokenInvalid, verify_token
+from observability.api.deps import verified_principal
+from observability.auth.api_tokens import Principal, TokenInvalid
+from observability.outages import OutageLog
 from observability.store import live
 from observability.timeutil import as_aware, utcnow
 
@@ -46,6 +52,7 @@ ROOMS = ("monitoring_dashboard", "activity_feed", "alerts_monitoring", "interven
          "emergency_monitoring", "alerts")  # fmt: skip
 CONVERSATION_PREFIX = "conversation:"
 POLL_LOOKBACK_S = 10.0  # an event may commit a little after a later-stamped one
+OUTBOX_LIMIT = 256  # messages waiting for one client before it is closed as too slow
 
 
 def _now_iso() -> str:
@@ -61,15 +68,36 @@ def valid_room(room: Any) -> bool:
 
 
 class Connection:
+    """One client: its rooms, and its outbox, written by its own task (`write_loop`) in order."""
+
     def __init__(self, ws: WebSocket, principal: Principal, token: str) -> None:
         self.ws = ws
         self.principal = principal
         self.token = token
         self.rooms: set[str] = set()
         self.last_heard = time.monotonic()
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX_LIMIT)
+        self.too_slow = False
 
-    async def send_text(self, text: str) -> None:
-        await self.ws.send_text(text)
+    def push(self, text: str) -> bool:
+        """Queue `text` for the client; False (and the connection is closed) when it is too far behind."""
+        if self.too_slow:
+            return False
+        try:
+            self.outbox.put_nowait(text)
+            return True
+        except asyncio.QueueFull:
+            self.too_slow = True
+            return False
+
+    async def write_loop(self) -> None:
+        try:
+            while not self.too_slow:
+                text = await self.outbox.get()
+                await self.ws.send_text(text)
+            await self.ws.close(code=1008, reason=f"too slow: {OUTBOX_LIMIT} messages waiting")
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the client is gone: `serve` sees it too and ends the connection
 
 
 class Hub:
@@ -83,6 +111,7 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._seen: dict[str, float] = {}  # activity event id -> when seen (store poll)
         self._since = utcnow()
+        self.outages = OutageLog(log)  # store or Redis down: one line a minute per kind
 
     # ---- membership ----
     def admit(self, conn: Connection) -> tuple[int, str] | None:
@@ -129,16 +158,16 @@ class Hub:
                     del self.rooms[room]
 
     # ---- delivery ----
-    async def broadcast(self, message: dict[str, Any]) -> int:
-        """Send to every connection in any of the message's rooms; returns how many got it."""
+    def broadcast(self, message: dict[str, Any]) -> int:
+        """Queue the message for every connection in any of its rooms (encoded once, sent by each
+        connection's writer); returns how many it was queued for. Never waits for a client."""
         targets: set[Connection] = set()
         for room in message.get("rooms") or ():
             targets |= self.rooms.get(room, set())
         if not targets:
             return 0
         text = json.dumps(message, default=str)
-        results = await asyncio.gather(*(c.send_text(text) for c in targets), return_exceptions=True)
-        return sum(1 for r in results if not isinstance(r, BaseException))
+        return sum(1 for c in targets if c.push(text))
 
     # ---- sources ----
     def _start(self) -> None:
@@ -160,6 +189,7 @@ class Hub:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(channel)
                     backoff = 0.5
+                    self.outages.recovered("live channel")
                     async for item in pubsub.listen():
                         if item.get("type") != "message":
                             continue
@@ -167,13 +197,11 @@ class Hub:
                             message = json.loads(item["data"])
                         except ValueError:
                             continue
-                        await self.broadcast(message)
+                        self.broadcast(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis down: retry; the store poll still runs
-                log.warning(
-                    "live channel: Redis failed (%s); retrying in %.1f s", type(exc).__name__, backoff
-                )
+                self.outages.failure("live channel", "live channel: Redis failed; retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
@@ -211,8 +239,9 @@ class Hub:
                 late = await run_in_threadpool(activity.events_since, self.ctx.store,
                                                self._since - timedelta(seconds=POLL_LOOKBACK_S), until=self._since)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - store down: try again next round
-                log.warning("live poll: store failed (%s)", type(exc).__name__)
+                self.outages.failure("live poll", "live poll: the store failed; trying every round", exc)
                 continue
+            self.outages.recovered("live poll")
             mono = time.monotonic()
             for event in sorted(late + fresh, key=lambda e: (e["ts"], e["id"])):
                 if event["id"] in self._seen:
@@ -220,13 +249,13 @@ class Hub:
                 self._seen[event["id"]] = mono
                 self._since = max(self._since, event["ts"])
                 for message in self._messages_for(event):
-                    await self.broadcast(message)
+                    self.broadcast(message)
             if len(self._seen) > 2000:
                 cutoff = mono - 4 * POLL_LOOKBACK_S
                 self._seen = {k: v for k, v in self._seen.items() if v >= cutoff}
 
     async def metrics_message(self) -> dict[str, Any]:
-        data = await run_in_threadpool(monitoring.live_metrics, self.ctx.store)
+        data = await self.ctx.metrics.get()
         return live.message(live.METRICS_UPDATE, ["monitoring_dashboard"], data, _now_iso())
 
     async def _metrics(self) -> None:
@@ -235,9 +264,11 @@ class Hub:
             if not self.rooms.get("monitoring_dashboard"):
                 continue
             try:
-                await self.broadcast(await self.metrics_message())
-            except Exception as exc:  # noqa: BLE001
-                log.warning("metrics_update skipped (%s)", type(exc).__name__)
+                self.broadcast(await self.metrics_message())
+            except Exception as exc:  # noqa: BLE001 - store down: next interval
+                self.outages.failure("metrics", "metrics_update skipped", exc)
+            else:
+                self.outages.recovered("metrics")
 
 
 def hub_for(ctx: ApiContext, app: Any) -> Hub:
@@ -254,8 +285,8 @@ def _token(ws: WebSocket) -> str | None:
     return ws.query_params.get("token")
 
 
-async def _send(conn: Connection, kind: str, **data: Any) -> None:
-    await conn.ws.send_text(json.dumps({"type": kind, **data, "timestamp": _now_iso()}, default=str))
+def _send(conn: Connection, kind: str, **data: Any) -> None:
+    conn.push(json.dumps({"type": kind, **data, "timestamp": _now_iso()}, default=str))
 
 
 async def serve(ws: WebSocket, initial_rooms: list[str]) -> None:
@@ -264,7 +295,7 @@ async def serve(ws: WebSocket, initial_rooms: list[str]) -> None:
     await ws.accept()
     token = _token(ws)
     try:
-        principal = await run_in_threadpool(verify_token, ctx.store, token, settings=ctx.settings)
+        principal = await verified_principal(ctx, token)
     except TokenInvalid as exc:
         await ws.close(code=4401, reason=str(exc)[:120])
         return
@@ -277,11 +308,12 @@ async def serve(ws: WebSocket, initial_rooms: list[str]) -> None:
     if refused is not None:
         await ws.close(code=refused[0], reason=refused[1])
         return
+    writer = asyncio.create_task(conn.write_loop())
     keeper = asyncio.create_task(_keep_alive(hub, conn))
     try:
         if initial_rooms:
             hub.subscribe(conn, initial_rooms)
-            await _send(conn, "subscribed", rooms=sorted(conn.rooms))
+            _send(conn, "subscribed", rooms=sorted(conn.rooms))
         while True:
             raw = await ws.receive_text()
             conn.last_heard = time.monotonic()
@@ -290,6 +322,7 @@ async def serve(ws: WebSocket, initial_rooms: list[str]) -> None:
         pass
     finally:
         keeper.cancel()
+        writer.cancel()
         hub.leave(conn)
 
 
@@ -297,29 +330,28 @@ async def _handle(hub: Hub, conn: Connection, raw: str) -> None:
     try:
         msg = json.loads(raw)
     except ValueError:
-        await _send(conn, "error", detail="messages are JSON objects with a 'type'")
+        _send(conn, "error", detail="messages are JSON objects with a 'type'")
         return
     kind = msg.get("type") if isinstance(msg, dict) else None
     if kind in ("subscribe", "unsubscribe"):
         rooms = msg.get("rooms")
         if not isinstance(rooms, list) or not rooms or len(rooms) > 50:
-            await _send(conn, "error", detail="'rooms' is a list of 1 to 50 room names")
+            _send(conn, "error", detail="'rooms' is a list of 1 to 50 room names")
             return
         bad = [r for r in rooms if not valid_room(r)]
         if bad:
-            await _send(
+            _send(
                 conn, "error", detail=f"unknown rooms {bad!r}; rooms: {', '.join(ROOMS)}, conversation:<id>"
             )
             return
         (hub.subscribe if kind == "subscribe" else hub.unsubscribe)(conn, rooms)
-        await _send(conn, "subscribed", rooms=sorted(conn.rooms))
+        _send(conn, "subscribed", rooms=sorted(conn.rooms))
     elif kind == "get_metrics":
-        message = await hub.metrics_message()
-        await conn.send_text(json.dumps(message, default=str))
+        conn.push(json.dumps(await hub.metrics_message(), default=str))
     elif kind == "ping":
-        await _send(conn, "pong")
+        _send(conn, "pong")
     else:
-        await _send(conn, "error", detail="type must be subscribe, unsubscribe, get_metrics or ping")
+        _send(conn, "error", detail="type must be subscribe, unsubscribe, get_metrics or ping")
 
 
 async def _keep_alive(hub: Hub, conn: Connection) -> None:
@@ -332,14 +364,15 @@ async def _keep_alive(hub: Hub, conn: Connection) -> None:
             await conn.ws.close(code=4408, reason=f"no message for {s.websocket_timeout_s:g} s")
             return
         try:
-            await run_in_threadpool(verify_token, hub.ctx.store, conn.token, settings=s)
+            await verified_principal(hub.ctx, conn.token)
         except TokenInvalid as exc:
             await conn.ws.close(code=4401, reason=str(exc)[:120])
             return
-        except Exception:  # noqa: BLE001 - store down: keep the connection, check next time
-            pass
-        with contextlib.suppress(Exception):
-            await _send(conn, "heartbeat")
+        except Exception as exc:  # noqa: BLE001 - store down: keep the connection, check next time
+            hub.outages.failure("token check", "WebSocket token re-check skipped: the store failed", exc)
+        else:
+            hub.outages.recovered("token check")
+        _send(conn, "heartbeat")
 
 
 @router.websocket("/ws")

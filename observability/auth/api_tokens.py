@@ -4,8 +4,13 @@ A token is a JWT (HS256, PyJWT) signed with a key derived from the console's sec
 (`auth.secret.secret_key`), carrying the user (`sub`), a scope (a role no wider than the user's),
 an expiry and a random `jti`. The token itself is shown once, when it is created; the store keeps
 only the SHA-256 of its `jti`, so a stolen database cannot be turned into tokens, and revoking a
-row ends the token at once. Every request re-reads the row and the user, so a revoked token, an
-expired one or a disabled user gets 401; a scope or role without the permission gets 403.
+row ends the token. `verify_token` reads the row and the user, so a revoked token, an expired one or
+a disabled user gets 401; a scope or role without the permission gets 403.
+
+`VerifiedTokens` lets the API skip that read for a token it verified in the last API_TOKEN_CACHE_S
+seconds (5): a revocation, a disable or a role change made in this process (the console's Admin
+page, its API) ends the cached verdicts at once; one made elsewhere (the CLI, another console
+process) takes effect within API_TOKEN_CACHE_S. The WebSocket's periodic re-check reads the store.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -24,7 +31,7 @@ import sqlalchemy as sa
 from observability.auth.audit import audit_event
 from observability.auth.roles import ADMIN, PERMISSIONS, ROLES, PermissionDenied
 from observability.auth.secret import secret_key
-from observability.auth.users import User, authorize, get_user
+from observability.auth.users import User, access_changes, authorize, get_user, note_access_change
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.timeutil import as_aware, resolve_now, to_naive_utc
@@ -48,6 +55,7 @@ class Principal:
     role: str
     scope: str
     jti_hash: str
+    expires_at: datetime | None = None  # aware UTC (None: not known)
 
     def may(self, action: str) -> bool:
         """True when both the token's scope and the user's current role allow `action`."""
@@ -221,6 +229,7 @@ def revoke_token(
             conn, "api_token.revoked", f"{acting.name} revoked API token {row.name!r} of {row.user_name}",
             user=acting.name, metadata={"user": row.user_name}, now=now,
         )  # fmt: skip
+    note_access_change()
     return True
 
 
@@ -257,4 +266,53 @@ def verify_token(
         raise TokenInvalid("the API token has expired: create a new one")
     if row.current_name is None or row.disabled:
         raise TokenInvalid(f"user {row.user_name!r} is disabled or removed")
-    return Principal(row.current_name, row.role, row.scope, row.jti_hash)
+    return Principal(row.current_name, row.role, row.scope, row.jti_hash, as_aware(row.expires_at))
+
+
+class VerifiedTokens:
+    """Principals of tokens verified in the last `ttl_s` seconds, so a request with a token seen a
+    moment ago needs neither the signature check nor the store.
+
+    An entry ends after `ttl_s`, at its token's expiry, or at the next access change made in this
+    process (`users.note_access_change`: a revocation, a disable, a role change), whichever comes
+    first. Keyed by the token's SHA-256; refusals are never cached. `ttl_s <= 0`: nothing is kept.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float, clock: Any = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[Principal, float, float, int]] = {}  # key -> (p, until, exp, changes)
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def get(self, token: str | None) -> Principal | None:
+        """The cached principal of `token`, or None (verify it with `verify_token`, then `put`)."""
+        if not token or self.ttl_s <= 0:
+            return None
+        entry = self._entries.get(self._key(token))
+        if entry is None:
+            return None
+        principal, until, exp, changes = entry
+        if self.clock() >= until or time.time() >= exp or changes != access_changes():
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal, changes: int) -> None:
+        """Keep `principal`, verified by a store read that began when `access_changes()` was
+        `changes` (a change during the read leaves an entry that is never used)."""
+        if self.ttl_s <= 0:
+            return
+        exp = principal.expires_at.timestamp() if principal.expires_at is not None else float("inf")
+        now = self.clock()
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                current = access_changes()
+                self._entries = {k: e for k, e in self._entries.items() if e[1] > now and e[3] == current}
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+            self._entries[self._key(token)] = (principal, now + self.ttl_s, exp, changes)

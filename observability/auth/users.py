@@ -59,6 +59,21 @@ HASH_WAIT_S = 10.0  # longest wait for a free hashing slot during sign-in
 NAME_CHARS = "letters a-z, digits and . _ - @"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]*\Z")
 
+# bumped by every change of a user's role or disabled flag and every API token revocation in this
+# process: what was verified before (the API's cache of verified tokens) must be checked again
+_access_changes = 0
+
+
+def access_changes() -> int:
+    """How many access changes this process has made (compare two readings: equal, none since)."""
+    return _access_changes
+
+
+def note_access_change() -> None:
+    """Say that this process changed who may do what (a role, a disable, a revoked token)."""
+    global _access_changes
+    _access_changes += 1
+
 
 @lru_cache(maxsize=4)
 def _hasher_for(time_cost: int, memory_kib: int) -> PasswordHasher:
@@ -375,6 +390,8 @@ def update_user(
         for kind, title, meta in events:
             audit_event(conn, kind, title, user=by, severity="medium", metadata=meta, now=now)
         final = conn.execute(sa.select(t.c.name, t.c.role, t.c.disabled).where(t.c.name == name)).one()
+    if "role" in values or "disabled" in values:
+        note_access_change()
     for kind, _title, _meta in events:
         log.info("%s: %r by %s", kind, name, by)
     return User(final.name, final.role, bool(final.disabled))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path
 from observability.alerting import AlertingService
 from observability.api import models as m
 from observability.api.context import ApiContext
-from observability.api.deps import context, require
+from observability.api.deps import context, require, threaded
 from observability.auth.api_tokens import Principal
 from observability.auth.audit import jsonable
 
@@ -23,7 +23,12 @@ def _service(ctx: ApiContext) -> AlertingService:
     return AlertingService(ctx.store, ctx.settings)
 
 
+def _alert_out(alert: dict) -> dict:
+    return {"alert": jsonable(alert)}
+
+
 @router.get("/active", response_model=m.AlertsOut, summary="Firing and acknowledged alerts")
+@threaded
 def active(
     ctx: Ctx, p: Annotated[Principal, Depends(require("dashboards.view"))], severity: m.Severity | None = None
 ) -> dict:
@@ -32,27 +37,26 @@ def active(
 
 
 @router.post("/acknowledge/{alert_id}", response_model=m.AlertOut, summary="Acknowledge an alert")
+@threaded
 def acknowledge(
     alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.acknowledge"))],
     body: m.AlertNote | None = None,
 ) -> dict:  # fmt: skip
-    return {
-        "alert": jsonable(_service(ctx).acknowledge_alert(alert_id, p.user, note=body.note if body else None))
-    }
+    return _alert_out(_service(ctx).acknowledge_alert(alert_id, p.user, note=body.note if body else None))
 
 
 @router.post("/resolve/{alert_id}", response_model=m.AlertOut, summary="Resolve an alert")
+@threaded
 def resolve(
     alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.resolve"))],
     body: m.AlertNote | None = None,
 ) -> dict:  # fmt: skip
-    return {
-        "alert": jsonable(_service(ctx).resolve_alert(alert_id, p.user, note=body.note if body else None))
-    }
+    return _alert_out(_service(ctx).resolve_alert(alert_id, p.user, note=body.note if body else None))
 
 
 @router.post("/escalate/{alert_id}", response_model=m.AlertOut, summary="Escalate an alert one level now")
+@threaded
 def escalate(
     alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.escalate"))]
 ) -> dict:
-    return {"alert": jsonable(_service(ctx).escalate_alert(alert_id, p.user))}
+    return _alert_out(_service(ctx).escalate_alert(alert_id, p.user))

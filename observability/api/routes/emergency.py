@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Path
 from observability import control
 from observability.api import models as m
 from observability.api.context import ApiContext
-from observability.api.deps import EMERGENCY, NEVER, context, require
-from observability.api.routes.intervention import action_out
+from observability.api.deps import EMERGENCY, NEVER, context, require, threaded
+from observability.api.routes.intervention import act
 from observability.auth.api_tokens import Principal
 
 router = APIRouter(prefix="/emergency", tags=["emergency"], responses=m.ERRORS)
@@ -25,36 +25,36 @@ ConversationId = Annotated[str, Path(min_length=1, max_length=100)]
 @router.post(
     "/stop/{conversation_id}", response_model=m.ActionOut, summary="Emergency stop of one conversation"
 )
+@threaded
 def stop(
     conversation_id: ConversationId, body: m.Reason, ctx: Ctx,
     p: Annotated[Principal, Depends(require("conversations.stop", NEVER))],
 ) -> dict:  # fmt: skip
-    return action_out(control.stop_conversation(ctx.store, conversation_id, p.user, body.reason, redis=ctx.redis,
-                                                settings=ctx.settings))  # fmt: skip
+    return act(ctx, control.stop_conversation, conversation_id, p.user, body.reason)
 
 
 @router.post(
     "/reset/{conversation_id}", response_model=m.ActionOut, summary="Emergency reset of a conversation"
 )
+@threaded
 def reset(
     conversation_id: ConversationId, body: m.Reason, ctx: Ctx,
     p: Annotated[Principal, Depends(require("conversations.stop", EMERGENCY))],
 ) -> dict:  # fmt: skip
-    return action_out(control.reset_conversation(ctx.store, conversation_id, p.user, body.reason, redis=ctx.redis,
-                                                 settings=ctx.settings))  # fmt: skip
+    return act(ctx, control.reset_conversation, conversation_id, p.user, body.reason)
 
 
 @router.post("/system-wide-stop", response_model=m.ActionOut, summary="Stop every conversation (admin)")
+@threaded
 def system_wide_stop(
     body: m.SystemStop, ctx: Ctx, p: Annotated[Principal, Depends(require("system.stop", NEVER))]
 ) -> dict:
-    return action_out(control.system_wide_stop(ctx.store, p.user, body.reason, body.confirmation, redis=ctx.redis,
-                                               settings=ctx.settings))  # fmt: skip
+    return act(ctx, control.system_wide_stop, p.user, body.reason, body.confirmation)
 
 
 @router.post("/system-resume", response_model=m.ActionOut, summary="Lift the system-wide stop (admin)")
+@threaded
 def system_resume(
     body: m.SystemResume, ctx: Ctx, p: Annotated[Principal, Depends(require("system.stop", EMERGENCY))]
 ) -> dict:
-    return action_out(control.system_resume(ctx.store, p.user, body.reason, body.confirmation, redis=ctx.redis,
-                                            settings=ctx.settings))  # fmt: skip
+    return act(ctx, control.system_resume, p.user, body.reason, body.confirmation)

@@ -17,7 +17,7 @@ from observability.analytics.bot_metrics import BotMetricsCollector
 from observability.analytics.performance import PerformanceTracker
 from observability.api import models as m
 from observability.api.context import ApiContext
-from observability.api.deps import context, require
+from observability.api.deps import context, require, threaded
 from observability.auth.api_tokens import Principal
 from observability.auth.audit import jsonable
 from observability.control import system_status
@@ -33,12 +33,14 @@ def _iso_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@router.get("/metrics", response_model=m.LiveMetrics, summary="Live conversation metrics and system status")
-def live_metrics(ctx: Ctx, p: Annotated[Principal, Depends(VIEW)]) -> dict:
-    return monitoring.live_metrics(ctx.store)
+@router.get("/metrics", response_model=m.LiveMetrics, summary="Live conversation metrics and system status",
+            description="The Live monitoring page's figures, at most API_METRICS_MAX_AGE_S (1 s) old.")  # fmt: skip
+async def live_metrics(ctx: Ctx, p: Annotated[Principal, Depends(VIEW)]) -> dict:
+    return await ctx.metrics.get()
 
 
 @router.get("/metrics/detailed/{metric_type}", response_model=m.DrillDown, summary="Drill-down of one metric")
+@threaded
 def drill_down(
     metric_type: m.MetricType, ctx: Ctx, p: Annotated[Principal, Depends(VIEW)], timeframe: m.Timeframe = "1h"
 ) -> dict:
@@ -47,6 +49,7 @@ def drill_down(
 
 
 @router.get("/health", response_model=m.Health, summary="System health: store, Redis, worker, stop, alerts")
+@threaded
 def health(ctx: Ctx, p: Annotated[Principal, Depends(VIEW)]) -> dict:
     checks: dict = {}
     try:
@@ -81,6 +84,7 @@ def health(ctx: Ctx, p: Annotated[Principal, Depends(VIEW)]) -> dict:
 
 
 @router.get("/performance", response_model=m.Performance, summary="Performance against SLA targets, per bot")
+@threaded
 def performance(ctx: Ctx, p: Annotated[Principal, Depends(VIEW)], window: m.Timeframe = "1h") -> dict:
     w = window.value if hasattr(window, "value") else window
     w = w if w in ("1h", "24h", "7d") else "1h"
@@ -126,6 +130,7 @@ def _event(row: dict) -> dict:
 
 
 @router.get("/activity/feed", response_model=m.ActivityPage, tags=["activity"], summary="Activity stream")
+@threaded
 def activity_feed(
     ctx: Ctx,
     p: Annotated[Principal, Depends(VIEW)],
@@ -144,6 +149,7 @@ def activity_feed(
 
 @router.get("/activity/vip", response_model=m.ActivityPage, tags=["activity"],
             summary="VIP accounts' events and high/critical events first (last 24 h)")  # fmt: skip
+@threaded
 def activity_vip(
     ctx: Ctx, p: Annotated[Principal, Depends(VIEW)], limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> dict:
@@ -154,6 +160,7 @@ def activity_vip(
 
 @router.post("/activity/mark-read", response_model=m.MarkedRead, tags=["activity"],
              summary="Mark events as read for the current user")  # fmt: skip
+@threaded
 def mark_read(
     body: m.MarkRead, ctx: Ctx, p: Annotated[Principal, Depends(require("activity.mark_read"))]
 ) -> dict:
