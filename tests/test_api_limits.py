@@ -5,6 +5,7 @@ otherwise. The app is the real one, called in process through Starlette's test c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -35,6 +36,14 @@ def _setup(store: Store, settings) -> tuple[TestClient, dict[str, str]]:  # noqa
     return TestClient(create_app(settings, store)), tokens
 
 
+def _clear_of_minute_edge(margin_s: float = 15.0) -> None:
+    """The counters use fixed one-minute windows: start a counting sequence well inside one window, so
+    that a window ending mid-test cannot reset the count the assertions rely on."""
+    into = time.time() % 60
+    if into > 60 - margin_s:
+        time.sleep(60 - into + 0.05)
+
+
 def _h(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -52,6 +61,7 @@ def test_requests_past_the_limit_get_429_with_retry_after_per_user_and_stops_nev
                              api_rate_limit_per_min=5, api_emergency_rate_limit_per_min=2)  # fmt: skip
     client, tokens = _setup(store, settings)
     olga, oleg = _h(tokens["olga"]), _h(tokens["oleg"])
+    _clear_of_minute_edge()
     codes = [client.get("/monitoring/metrics", headers=olga).status_code for _ in range(5)]
     assert codes == [200] * 5
     refused = client.get("/monitoring/metrics", headers=olga)
@@ -85,6 +95,7 @@ def test_counters_in_redis_are_shared_by_two_console_processes(
     first, tokens = _setup(sqlite_store, settings)
     second = TestClient(create_app(settings, sqlite_store))  # another app: its own limiter, the same Redis
     h = _h(tokens["olga"])
+    _clear_of_minute_edge()
     assert [c.get("/auth/whoami", headers=h).status_code for c in (first, second, first, second)] == [200] * 4
     assert second.get("/auth/whoami", headers=h).status_code == 429
     assert first.get("/auth/whoami", headers=h).status_code == 429
@@ -101,6 +112,7 @@ def test_while_redis_is_down_requests_are_counted_in_process_and_logged_once(
                              api_rate_limit_per_min=3, redis_connect_timeout_s=0.5)  # fmt: skip
     client, tokens = _setup(sqlite_store, settings)
     h = _h(tokens["olga"])
+    _clear_of_minute_edge()
     with caplog.at_level("WARNING", logger="observability.api.ratelimit"):
         codes = [client.get("/auth/whoami", headers=h).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]  # nobody is locked out, and the limit still holds
