@@ -262,8 +262,11 @@ def test_the_three_spend_figures_say_what_they_count_and_equal_their_services(de
     them apart, each equal to its service."""
     today, claude, month = (catalog.get(n) for n in ("spend_today_usd", "claude_cost_today_usd",
                                                      "spend_month_to_date_usd"))  # fmt: skip
+    assert "all providers" in today.label and "all providers" in month.label and "Claude" in claude.label
     assert (
-        "all providers" in today.label and "all providers" in month.label and "Anthropic only" in claude.label
+        "every provider" in today.help
+        and "every provider" in month.help
+        and "Claude calls only" in claude.help
     )
     assert "today" in today.label and "today" in claude.label and "month to date" in month.label
     assert "00:00 UTC today" in today.window == claude.window and "1st of the month" in month.window
