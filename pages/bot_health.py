@@ -138,7 +138,7 @@ def live() -> None:
     )  # fmt: skip
 
     # -- latency over time
-    series = data.ops_latency_series(window, bots)
+    series = fmt.steps_as_steps(data.ops_latency_series(window, bots))
     left, right = st.columns(2)
     if not series.empty:
         fig = charts.line(series, x="ts", y="p95", color="bot", markers=window != "1h",
@@ -183,7 +183,7 @@ def live() -> None:
              column_config={"source": fmt.text_column("From"), "target": fmt.text_column("To"),
                             **fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
                                            "success_rate": "handoff_success_rate", "blocked": "handoffs",
-                                           "mean_ms": "operation_p50_ms"},
+                                           "mean_ms": "handoff_mean_ms"},
                                           {"successes": "Successes", "blocked": "Blocked (circular)",
                                            "mean_ms": "Mean ms"})})  # fmt: skip
 

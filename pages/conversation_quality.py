@@ -162,7 +162,12 @@ def handoffs() -> None:
         )
         right.plotly_chart(fig, key="cq_handoff_counts")
         ui.table(hm.drop(columns=["pair"]), f"handoffs_{window}.csv", key="cq_handoff_table",
-                 column_config={"success_rate": fmt.column("handoff_success_rate")})  # fmt: skip
+                 column_config={"source": fmt.text_column("From"), "target": fmt.text_column("To"),
+                                **fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
+                                               "success_rate": "handoff_success_rate", "blocked": "handoffs",
+                                               "mean_ms": "handoff_mean_ms"},
+                                              {"successes": "Successes", "blocked": "Blocked (circular)",
+                                               "mean_ms": "Mean ms"})})  # fmt: skip
 
 
 handoffs()

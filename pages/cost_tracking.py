@@ -192,12 +192,13 @@ def spend() -> None:
                                 "calls": fmt.column("unpriced_calls", "Calls"),
                                 **fmt.columns({"input_tokens": "input_tokens", "output_tokens": "output_tokens"}),
                                 "caller_cost_usd": fmt.column("llm_cost_usd", "Cost given by the caller"),
+                                "withheld_usd": fmt.column("llm_cost_usd", "Priced above the ceiling (kept out of spend)"),
                                 "first_seen": fmt.time_column("First seen (UTC)"),
                                 "last_seen": fmt.time_column("Last seen (UTC)")})  # fmt: skip
 
 
 RANKING_COLUMNS = {
-    "rank": st.column_config.NumberColumn("Rank", format="%d"), "agent": fmt.text_column("Agent"),
+    "rank": st.column_config.NumberColumn("Rank", format="%,d"), "agent": fmt.text_column("Agent"),
     **fmt.columns({"cost_per_decision": "agent_cost_per_decision_usd", "tokens_per_decision": "agent_tokens_per_decision",
                    "decisions": "agent_decisions", "total_cost": "agent_cost_usd", "success_rate": "agent_success_rate",
                    "cost_per_1k_tokens": "agent_cost_per_1k_tokens_usd"}),

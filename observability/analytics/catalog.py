@@ -162,6 +162,7 @@ _METRICS = (
     Metric("handoff_failure_rate_alert", "Handoff failure rate (alert window)", "ratio",
            "Failed handoffs / handoffs that were not blocked, as the handoff_failure rule sees it",
            window=ALERT_WINDOW, source=EXACT, alert_metric="failure_rate"),
+    Metric("handoff_mean_ms", "Mean handoff time", "ms", "Mean duration of the handoffs", source=EXACT),
     Metric("blocked_handoff_rate", "Blocked handoff rate", "ratio", "Handoffs blocked as circular / handoffs",
            source=EXACT),
     Metric("blocked_handoffs_1h", "Blocked handoffs (1h)", "count", "Handoffs blocked as circular",

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from observability.analytics import catalog
+from observability.analytics import catalog, sla
 
 DASH = "–"
 # unit -> (python format of a value, st.column_config format). Table formats write what `text`
@@ -119,3 +119,11 @@ def time_column(label: str = "Time (UTC)") -> Any:
 def text_column(label: str, help: str | None = None) -> Any:  # noqa: A002 - Streamlit's own name
     """A text column with a readable label."""
     return st.column_config.TextColumn(label, help=help)
+
+
+def steps_as_steps(frame: Any, col: str = "bot") -> Any:
+    """`frame` with the handoff service's rows named as the step between bots it is ("handoff
+    step"), not as a bot called "handoff" (`sla.pair_label` names it so in pairs)."""
+    if frame.empty or col not in frame:
+        return frame
+    return frame.assign(**{col: frame[col].replace({sla.HANDOFF_STEP: sla.STEP_LABEL})})
