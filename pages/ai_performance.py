@@ -56,8 +56,12 @@ def live() -> None:
             title="Operation latency P50 / P95 / P99 by bot",
         )
         left.plotly_chart(fig, key="ap_bot_pct")
-        thr = thr.assign(success_rate=1 - thr["error_rate"])
-        fig = charts.bar(thr, x="bot", y=["success_rate", "cache_hit_rate"], barmode="group", title="Operation success and cache hit rate by bot",
+        rates = {
+            "success_rate": "Operation success rate",
+            "cache_hit_rate": fmt.label("operation_cache_hit_rate"),
+        }
+        thr = thr.assign(success_rate=1 - thr["error_rate"]).rename(columns=rates)
+        fig = charts.bar(thr, x="bot", y=list(rates.values()), barmode="group", title="Operation success and cache hit rate by bot",
                      labels={"value": "rate", "variable": ""})  # fmt: skip
         fig.update_yaxes(tickformat=".0%")
         right.plotly_chart(fig, key="ap_bot_rates")

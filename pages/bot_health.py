@@ -151,7 +151,11 @@ def live() -> None:
     # -- per bot: error and cache rates (the handoff service shown as the step it is)
     thr = thr.assign(bot=thr["bot"].replace({sla.HANDOFF_STEP: STEP_LABEL}))
     left, right = st.columns(2)
-    fig = charts.bar(thr, x="bot", y=["error_rate", "cache_hit_rate"], barmode="group",
+    rates = {
+        "error_rate": fmt.label("operation_error_rate"),
+        "cache_hit_rate": fmt.label("operation_cache_hit_rate"),
+    }
+    fig = charts.bar(thr.rename(columns=rates), x="bot", y=list(rates.values()), barmode="group",
                  title="Error rate and cache hit rate by bot", labels={"value": "rate", "variable": ""})  # fmt: skip
     fig.update_yaxes(tickformat=".0%")
     left.plotly_chart(fig, key="bh_rates")

@@ -292,8 +292,9 @@ def page_header(title: str, caption: str | None = None, *, system_banner: bool =
 # Streamlit cuts a metric label that is wider than its column with an ellipsis ("Claude spend toda…");
 # labels say what a figure counts and over which window, so a long one wraps onto a second line instead
 METRIC_LABEL_STYLE = (
-    '<style>[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"]'
-    "{white-space:normal;overflow:visible;text-overflow:clip}</style>"
+    '<style>[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"],'
+    '[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"] p'
+    "{white-space:normal!important;overflow:visible;text-overflow:clip}</style>"
 )
 
 
