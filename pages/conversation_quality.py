@@ -45,6 +45,9 @@ def overview() -> None:
     left, right = st.columns(2)
     long = summary.melt(id_vars="bot", value_vars=["quality", "engagement", "drift", "resolution_rate"],
                         var_name="measure", value_name="value")  # fmt: skip
+    measures = {"quality": "quality_score", "engagement": "engagement", "drift": "topic_drift",
+                "resolution_rate": "resolution_rate"}  # fmt: skip
+    long["measure"] = long["measure"].map(lambda k: fmt.label(measures[k]))
     fig = charts.bar(
         long, x="bot", y="value", color="measure", barmode="group", title="Quality measures by bot (0–100 %)"
     )
