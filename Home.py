@@ -58,9 +58,9 @@ def login_page() -> None:
 
 # where each Overview figure leads, in the order of the figures: (page stem, label, URL filters)
 OVERVIEW_LINKS = (
-    ("llm_calls", "LLM calls, last hour", {"range": "1h"}),
-    ("llm_calls", "Failed calls, last hour", {"range": "1h", "status": "error"}),
-    ("llm_calls", "Slowest calls, last hour", {"range": "1h", "sort": "slowest"}),
+    ("llm_calls", "LLM calls", {"range": "1h"}),  # the calls explorer opens on the last hour
+    ("llm_calls", "Failed calls", {"range": "1h", "status": "error"}),
+    ("llm_calls", "Slowest calls", {"range": "1h", "sort": "slowest"}),
     ("cost_tracking", "Cost tracking", {}),
     ("conversations", "Conversations", {}),
     ("alerts", "Alerts", {}),

@@ -143,8 +143,14 @@ def vip_view() -> None:
             "Mark accounts as VIP with `client.set_account(id, vip=True)`.",
         )
     else:
-        ui.table(vip, "vip_conversations.csv", key="af_vip_convs",
-                 column_config={"quality": st.column_config.ProgressColumn("quality", min_value=0.0, max_value=1.0)})  # fmt: skip
+        shown, bars = fmt.progress(vip, {"quality": "quality_score"})
+        ui.table(shown, "vip_conversations.csv", key="af_vip_convs", download=vip,
+                 column_config={"conversation": fmt.text_column("Conversation"), "account_name": fmt.text_column("Account"),
+                                "account": fmt.text_column("Account id"), "bot": fmt.text_column("Bot"),
+                                "state": fmt.text_column("State"), "operator": fmt.text_column("Operator"),
+                                "last_activity": fmt.time_column("Last activity (UTC)"),
+                                "messages": fmt.column("messages", "Messages"), "sentiment": fmt.column("sentiment"),
+                                "resolved": st.column_config.CheckboxColumn("Resolved"), **bars})  # fmt: skip
     st.markdown("**Priority events**: VIP accounts first, then high and critical severity")
     pri, _ = data.activity_page(user.name, (), None, None, False, 1, 50, True, window=window)
     if pri.empty:

@@ -23,7 +23,7 @@ st.caption(f"Window: last {window}; operation and LLM figures {source_note(windo
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def live() -> None:
-    thr = data.bot_throughput(window, bots)
+    thr = fmt.steps_as_steps(data.bot_throughput(window, bots))
     models = data.llm_breakdown(window, bots, ("model",), percentiles=True)
     inter = data.bot_summaries(window, bots)
     if thr.empty and models.empty and inter.empty:
@@ -56,8 +56,12 @@ def live() -> None:
             title="Operation latency P50 / P95 / P99 by bot",
         )
         left.plotly_chart(fig, key="ap_bot_pct")
-        thr = thr.assign(success_rate=1 - thr["error_rate"])
-        fig = charts.bar(thr, x="bot", y=["success_rate", "cache_hit_rate"], barmode="group", title="Operation success and cache hit rate by bot",
+        rates = {
+            "success_rate": "Operation success rate",
+            "cache_hit_rate": fmt.label("operation_cache_hit_rate"),
+        }
+        thr = thr.assign(success_rate=1 - thr["error_rate"]).rename(columns=rates)
+        fig = charts.bar(thr, x="bot", y=list(rates.values()), barmode="group", title="Operation success and cache hit rate by bot",
                      labels={"value": "rate", "variable": ""})  # fmt: skip
         fig.update_yaxes(tickformat=".0%")
         right.plotly_chart(fig, key="ap_bot_rates")
@@ -116,8 +120,15 @@ def live() -> None:
             labels={"ts": ""},
         )
         right.plotly_chart(fig, key="ap_inter_ms")
-        ui.table(inter, f"bot_analytics_{window}.csv", key="ap_inter",
+        shown = inter[["bot", "total_interactions", "success_count", "error_count", "success_rate", "error_rate",
+                       "cache_hits", "cache_hit_rate", "avg_duration_ms", "p50_duration_ms", "p95_duration_ms",
+                       "p99_duration_ms", "max_duration_ms"]]  # fmt: skip
+        ui.table(shown, f"bot_analytics_{window}.csv", key="ap_inter",
                  column_config={"bot": st.column_config.TextColumn("Bot"),
+                                **fmt.columns({"success_count": "interactions", "error_count": "interactions",
+                                               "cache_hits": "interactions"},
+                                              {"success_count": "Succeeded", "error_count": "Failed",
+                                               "cache_hits": "Served from cache"}),
                                 **fmt.columns({"total_interactions": "interactions", "error_rate": "response_error_rate",
                                                "cache_hit_rate": "response_cache_hit_rate",
                                                "avg_duration_ms": "response_p95_ms", "p50_duration_ms": "response_p95_ms",

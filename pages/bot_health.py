@@ -138,7 +138,7 @@ def live() -> None:
     )  # fmt: skip
 
     # -- latency over time
-    series = data.ops_latency_series(window, bots)
+    series = fmt.steps_as_steps(data.ops_latency_series(window, bots))
     left, right = st.columns(2)
     if not series.empty:
         fig = charts.line(series, x="ts", y="p95", color="bot", markers=window != "1h",
@@ -151,7 +151,11 @@ def live() -> None:
     # -- per bot: error and cache rates (the handoff service shown as the step it is)
     thr = thr.assign(bot=thr["bot"].replace({sla.HANDOFF_STEP: STEP_LABEL}))
     left, right = st.columns(2)
-    fig = charts.bar(thr, x="bot", y=["error_rate", "cache_hit_rate"], barmode="group",
+    rates = {
+        "error_rate": fmt.label("operation_error_rate"),
+        "cache_hit_rate": fmt.label("operation_cache_hit_rate"),
+    }
+    fig = charts.bar(thr.rename(columns=rates), x="bot", y=list(rates.values()), barmode="group",
                  title="Error rate and cache hit rate by bot", labels={"value": "rate", "variable": ""})  # fmt: skip
     fig.update_yaxes(tickformat=".0%")
     left.plotly_chart(fig, key="bh_rates")
@@ -183,7 +187,7 @@ def live() -> None:
              column_config={"source": fmt.text_column("From"), "target": fmt.text_column("To"),
                             **fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
                                            "success_rate": "handoff_success_rate", "blocked": "handoffs",
-                                           "mean_ms": "operation_p50_ms"},
+                                           "mean_ms": "handoff_mean_ms"},
                                           {"successes": "Successes", "blocked": "Blocked (circular)",
                                            "mean_ms": "Mean ms"})})  # fmt: skip
 

@@ -38,14 +38,16 @@ def overview() -> None:
         "Scored", fmt.number("count", scored), help="Scored by the worker's conversation analytics step"
     )
     fmt.metric(c[2], "quality_score", mean("quality"), label="Mean quality", window=f"the last {window}")
-    s = mean("sentiment")
-    c[3].metric("Mean sentiment", "–" if s is None else f"{s:+.2f}")
-    c[4].metric("Resolution rate", fmt.number("ratio", resolved / scored if scored else None),
-                help="Resolved conversations / scored conversations")  # fmt: skip
+    fmt.metric(c[3], "sentiment", mean("sentiment"), label="Mean sentiment", window=f"the last {window}")
+    fmt.metric(c[4], "resolution_rate", resolved / scored if scored else None, window=f"the last {window}",
+               label=fmt.label("resolution_rate"))  # fmt: skip
 
     left, right = st.columns(2)
     long = summary.melt(id_vars="bot", value_vars=["quality", "engagement", "drift", "resolution_rate"],
                         var_name="measure", value_name="value")  # fmt: skip
+    measures = {"quality": "quality_score", "engagement": "engagement", "drift": "topic_drift",
+                "resolution_rate": "resolution_rate"}  # fmt: skip
+    long["measure"] = long["measure"].map(lambda k: fmt.label(measures[k]))
     fig = charts.bar(
         long, x="bot", y="value", color="measure", barmode="group", title="Quality measures by bot (0–100 %)"
     )
@@ -62,7 +64,9 @@ def overview() -> None:
         fig = charts.histogram(scores.dropna(subset=["quality"]), x="quality", color="bot", nbins=20,
                            title="Quality score distribution")  # fmt: skip
         st.plotly_chart(fig, key="cq_hist")
-    ui.table(scores, f"conversation_quality_{window}.csv", key="cq_table", column_config=SCORE_COLUMNS)
+    shown, bars = fmt.progress(scores, {"engagement": "engagement", "quality": "quality_score"})
+    ui.table(shown, f"conversation_quality_{window}.csv", key="cq_table", column_config={**SCORE_COLUMNS, **bars},
+             download=scores)  # fmt: skip
 
 
 SCORE_COLUMNS = {
@@ -70,13 +74,8 @@ SCORE_COLUMNS = {
     "account": fmt.text_column("Account"), "state": fmt.text_column("State"),
     "started": fmt.time_column("Started (UTC)"), "last_activity": fmt.time_column("Last activity (UTC)"),
     "messages": fmt.column("messages", "Messages"),
-    "sentiment": st.column_config.NumberColumn("Sentiment", format="%+.2f", help="-1 (negative) to +1 (positive)"),
-    "trend": fmt.text_column("Sentiment trend"),
-    "drift": st.column_config.NumberColumn("Topic drift", format="%.2f", help="0 (on topic) to 1"),
-    "engagement": st.column_config.ProgressColumn("Engagement", min_value=0.0, max_value=1.0, format="percent"),
-    "resolved": st.column_config.CheckboxColumn("Resolved"),
-    "quality": st.column_config.ProgressColumn(fmt.label("quality_score"), min_value=0.0, max_value=1.0,
-                                               format="percent", help=fmt.help_text("quality_score")),
+    "sentiment": fmt.column("sentiment"), "trend": fmt.text_column("Sentiment trend"),
+    "drift": fmt.column("topic_drift"), "resolved": st.column_config.CheckboxColumn("Resolved"),
 }  # fmt: skip
 
 
@@ -97,10 +96,19 @@ else:
                                                                   "resolved", "quality"]].items()})  # fmt: skip
     else:
         c = st.columns(5)
-        c[0].metric("Sentiment", "–" if detail["sentiment_avg"] is None else f"{detail['sentiment_avg']:+.2f}",
-                    str(detail["sentiment_trend"] or ""), delta_color="off", delta_arrow="off")  # fmt: skip
-        c[1].metric("Topic drift", "–" if detail["drift"] is None else f"{detail['drift']:.2f}")
-        c[2].metric("Engagement", "–" if detail["engagement"] is None else f"{detail['engagement']:.2f}")
+        fmt.metric(c[0], "sentiment", detail["sentiment_avg"], window="this conversation",
+                   label=fmt.label("sentiment"), delta=str(detail["sentiment_trend"] or ""), delta_color="off",
+                   delta_arrow="off")  # fmt: skip
+        fmt.metric(
+            c[1], "topic_drift", detail["drift"], window="this conversation", label=fmt.label("topic_drift")
+        )
+        fmt.metric(
+            c[2],
+            "engagement",
+            detail["engagement"],
+            window="this conversation",
+            label=fmt.label("engagement"),
+        )
         c[3].metric("Resolved", "yes" if detail["resolved"] else "no")
         fmt.metric(c[4], "quality_score", detail["quality"], label="Quality")
         if detail["sentiment_scores"]:
@@ -134,8 +142,7 @@ def handoffs() -> None:
         st.caption(f"Over the {eff.get('total_handoffs', 0)} most recent conversations handed from one bot to another "
                    f"in the last {window}.")  # fmt: skip
         c = st.columns(4)
-        c[0].metric("Effectiveness rate", f"{eff.get('effectiveness_rate', 0):.0%}",
-                    help="Handed-off conversations that ended resolved")  # fmt: skip
+        fmt.metric(c[0], "handoff_effectiveness_rate", eff.get("effectiveness_rate", 0))
         c[1].metric(
             "Resolved after handoff",
             f"{eff.get('successful_resolutions', 0):,} / {eff.get('total_handoffs', 0):,}",
@@ -158,7 +165,12 @@ def handoffs() -> None:
         )
         right.plotly_chart(fig, key="cq_handoff_counts")
         ui.table(hm.drop(columns=["pair"]), f"handoffs_{window}.csv", key="cq_handoff_table",
-                 column_config={"success_rate": fmt.column("handoff_success_rate")})  # fmt: skip
+                 column_config={"source": fmt.text_column("From"), "target": fmt.text_column("To"),
+                                **fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
+                                               "success_rate": "handoff_success_rate", "blocked": "handoffs",
+                                               "mean_ms": "handoff_mean_ms"},
+                                              {"successes": "Successes", "blocked": "Blocked (circular)",
+                                               "mean_ms": "Mean ms"})})  # fmt: skip
 
 
 handoffs()

@@ -141,13 +141,12 @@ def live_list() -> None:
         )
         return
     df = _frame(current.rows)
-    shown, bars = fmt.progress(df, {"quality": "quality_score"})
+    shown, bars = fmt.progress(df, {"quality": "quality_score", "engagement": "engagement"})
     picked = st.dataframe(
         shown, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row",
         column_config={
             "last activity": st.column_config.DatetimeColumn("last activity (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             **bars,
-            "engagement": st.column_config.ProgressColumn("engagement", min_value=0.0, max_value=1.0),
         },
     )  # fmt: skip
     ui.download_csv(df, "conversations.csv", key="cv_list_csv")

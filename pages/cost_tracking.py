@@ -99,12 +99,10 @@ def budget_section() -> None:
     daily = fc["daily"]
     c = st.columns(4)
     fmt.metric(c[0], "spend_month_to_date_usd", fc["spend_mtd_usd"])
-    c[1].metric("Forecast to month end", fmt.number("usd", fc["forecast_month_end_usd"]),
-                delta=f"{fc['forecast_month_end_usd'] - fc['budget_usd']:+,.2f} vs budget", delta_color="inverse",
-                help="Month to date plus the daily run rate for the days left (all providers)")  # fmt: skip
-    c[2].metric("Monthly budget", fmt.number("usd", fc["budget_usd"]))
-    c[3].metric("Saved by cache this month", fmt.number("usd", fc["saved_mtd_usd"]),
-                help=fmt.help_text("llm_cost_saved_usd", "since the 1st of the month, 00:00 UTC"))  # fmt: skip
+    fmt.metric(c[1], "spend_forecast_usd", fc["forecast_month_end_usd"], delta_color="inverse",
+               delta=f"{fc['forecast_month_end_usd'] - fc['budget_usd']:+,.2f} vs budget")  # fmt: skip
+    fmt.metric(c[2], "monthly_budget_usd", fc["budget_usd"])
+    fmt.metric(c[3], "saved_month_to_date_usd", fc["saved_mtd_usd"])
     st.caption(
         f"{fmt.label('spend_month_to_date_usd')} counts every provider since the 1st, 00:00 UTC; Overview's "
         f"“{fmt.label('spend_today_usd')}” counts every provider since 00:00 UTC today; Live monitoring's "
@@ -194,12 +192,13 @@ def spend() -> None:
                                 "calls": fmt.column("unpriced_calls", "Calls"),
                                 **fmt.columns({"input_tokens": "input_tokens", "output_tokens": "output_tokens"}),
                                 "caller_cost_usd": fmt.column("llm_cost_usd", "Cost given by the caller"),
+                                "withheld_usd": fmt.column("llm_cost_usd", "Priced above the ceiling (kept out of spend)"),
                                 "first_seen": fmt.time_column("First seen (UTC)"),
                                 "last_seen": fmt.time_column("Last seen (UTC)")})  # fmt: skip
 
 
 RANKING_COLUMNS = {
-    "rank": st.column_config.NumberColumn("Rank", format="%d"), "agent": fmt.text_column("Agent"),
+    "rank": st.column_config.NumberColumn("Rank", format="%,d"), "agent": fmt.text_column("Agent"),
     **fmt.columns({"cost_per_decision": "agent_cost_per_decision_usd", "tokens_per_decision": "agent_tokens_per_decision",
                    "decisions": "agent_decisions", "total_cost": "agent_cost_usd", "success_rate": "agent_success_rate",
                    "cost_per_1k_tokens": "agent_cost_per_1k_tokens_usd"}),

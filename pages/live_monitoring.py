@@ -55,7 +55,7 @@ with c2:
                                      bind="query-params", required=True)  # fmt: skip
 metric = metric if metric in METRICS else "response_time"
 timeframe = timeframe if timeframe in TIMEFRAMES else "1h"
-STATUS = {"ok": "ok", "warning": "⚠ warning", "critical": "⛔ critical"}
+STATUS = {"ok": "ok", "warning": "warning", "critical": "critical"}  # an icon as well is cut off in a sixth
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)

@@ -38,18 +38,15 @@ def live() -> None:
             "Bots report calls with `client.record_llm_call(model, provider, input_tokens, output_tokens, latency_ms)`.",
         )
         return
-    c = st.columns(6)
-    over = f"the last {window}"
-    fmt.metric(c[0], "llm_requests", tot["requests"], window=over, label="LLM requests")
-    fmt.metric(c[1], "input_tokens", tot["input_tokens"], window=over, label="Input tokens")
-    fmt.metric(c[2], "output_tokens", tot["output_tokens"], window=over, label="Output tokens")
-    fmt.metric(c[3], "cache_read_tokens", tot["cache_read_tokens"], window=over, label="Cache-read tokens")
-    fmt.metric(c[4], "prompt_cache_token_share",
-               tot["cache_read_tokens"] / tot["input_tokens"] if tot["input_tokens"] else None, window=over,
-               label=fmt.label("prompt_cache_token_share"))  # fmt: skip
-    fmt.metric(
-        c[5], "llm_cache_hit_rate", tot["cache_hit_rate"], window=over, label=fmt.label("llm_cache_hit_rate")
-    )
+    # two rows of three: token counts run to nine digits, which a sixth of the page cuts off
+    c = [*st.columns(3), *st.columns(3)]
+    over = f"the last {window}"  # the caption above names the window; the help of each figure too
+    shown = {"llm_requests": tot["requests"], "input_tokens": tot["input_tokens"],
+             "output_tokens": tot["output_tokens"], "cache_read_tokens": tot["cache_read_tokens"],
+             "prompt_cache_token_share": tot["cache_read_tokens"] / tot["input_tokens"] if tot["input_tokens"] else None,
+             "llm_cache_hit_rate": tot["cache_hit_rate"]}  # fmt: skip
+    for col, (name, value) in zip(c, shown.items(), strict=True):
+        fmt.metric(col, name, value, window=over, label=fmt.label(name))
 
     series = data.token_series(window, bots, by)
     series = series.assign(total_tokens=series["input_tokens"] + series["output_tokens"])
@@ -72,8 +69,8 @@ def live() -> None:
 
     left, right = st.columns(2)
     hits = data.cache_hit_series(window, bots)
-    fig = charts.line(hits, x="ts", y="cache_hit_rate", title="Cache hit rate over time", markers=True,
-                  labels={"ts": "", "cache_hit_rate": "cache hit rate"})  # fmt: skip
+    fig = charts.line(hits, x="ts", y="cache_hit_rate", title=f"{fmt.label('llm_cache_hit_rate')} over time",
+                      markers=True, labels={"ts": "", "cache_hit_rate": "share of LLM calls"})  # fmt: skip
     fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     left.plotly_chart(fig, key="ta_cache")
     per_model = series.groupby(by, as_index=False)[["requests", "cache_hits"]].sum()

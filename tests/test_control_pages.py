@@ -442,9 +442,9 @@ def test_each_overview_figure_links_to_its_page_with_its_filters(console: Store)
     at = _app("Home.py", auth.OPERATOR)
     links = {p.proto.label: (p.proto.page, dict(p.proto.query_string and [kv.split("=") for kv in p.proto.query_string.split("&")] or []))
              for p in at.get("page_link")}  # fmt: skip
-    assert links["Failed calls, last hour"][0].endswith("llm_calls")
-    assert links["Failed calls, last hour"][1] == {"range": "1h", "status": "error"}
-    assert links["Slowest calls, last hour"][1] == {"range": "1h", "sort": "slowest"}
+    assert links["Failed calls"][0].endswith("llm_calls")
+    assert links["Failed calls"][1] == {"range": "1h", "status": "error"}
+    assert links["Slowest calls"][1] == {"range": "1h", "sort": "slowest"}
     assert links["Conversations"][0].endswith("conversations") and links["Alerts"][0].endswith("alerts")
 
 

@@ -262,8 +262,11 @@ def test_the_three_spend_figures_say_what_they_count_and_equal_their_services(de
     them apart, each equal to its service."""
     today, claude, month = (catalog.get(n) for n in ("spend_today_usd", "claude_cost_today_usd",
                                                      "spend_month_to_date_usd"))  # fmt: skip
+    assert "all providers" in today.label and "all providers" in month.label and "Claude" in claude.label
     assert (
-        "all providers" in today.label and "all providers" in month.label and "Anthropic only" in claude.label
+        "every provider" in today.help
+        and "every provider" in month.help
+        and "Claude calls only" in claude.help
     )
     assert "today" in today.label and "today" in claude.label and "month to date" in month.label
     assert "00:00 UTC today" in today.window == claude.window and "1st of the month" in month.window
@@ -405,3 +408,108 @@ def test_quality_is_a_percentage_everywhere_through_the_catalog(demo: Store) -> 
     at = run("pages/conversation_quality.py", {"range": "24h"})
     shown = metric(at, "Mean quality")
     assert shown.endswith("%") and 0 <= float(shown.rstrip("%")) <= 100
+
+
+def test_conversations_today_counts_the_conversations_of_todays_messages(tmp_path: Path) -> None:
+    """A conversation begun before midnight that goes on after it is one of today's: the tile read
+    "Conversations today 0" beside hundreds of today's messages when it counted only those started
+    today. Active conversations (last 15 minutes) are among today's once midnight is 15 minutes past."""
+    from datetime import datetime
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'midnight.db'}")
+    store.migrate()
+    now = datetime(2026, 12, 2, 0, 40)
+    msgs = [events.message(uuid.uuid4().hex, to_epoch(now - timedelta(minutes=m)), conversation_id=conv, role="user",
+                           text="hello", bot="lead_bot", account_id=None)
+            for conv, minutes in (("conv-overnight", (60, 50, 30, 5)), ("conv-yesterday", (90, 80)),
+                                  ("conv-new", (20, 2))) for m in minutes]  # fmt: skip
+    assert ingest.write_batch(store, msgs).rejected == 0
+    live = monitoring.live_metrics(store, now=now)
+    assert live["messages_processed"] == 4  # 30, 5, 20 and 2 minutes before 00:40
+    assert live["conversations_total_today"] == 2  # conv-overnight and conv-new; not conv-yesterday
+    assert live["conversations_active"] == 2 <= live["conversations_total_today"]
+    store.dispose()
+
+
+def test_the_conversation_page_counts_messages_as_the_list_does(demo: Store) -> None:
+    """The one-conversation figures counted `message_count` (what the worker's scoring last saw, 0
+    before it scores) while the list beside it counts the messages: a new conversation read
+    "Messages 0" under a row saying 4."""
+    from observability.analytics.conversation_timeline import conversation_overview
+    from observability.control import history
+
+    now = utcnow()
+    msgs = [events.message(uuid.uuid4().hex, to_epoch(now - timedelta(seconds=10 - i)), conversation_id="conv-fresh",
+                           role="user" if i % 2 == 0 else "bot", text=f"m{i}", bot="lead_bot", account_id=None)
+            for i in range(4)]  # fmt: skip
+    assert ingest.write_batch(demo, msgs).rejected == 0
+    [row] = [r for r in history.list_conversations(demo, search="conv-fresh") if r["id"] == "conv-fresh"]
+    overview = conversation_overview(demo, "conv-fresh")
+    assert overview is not None and overview.messages == row["messages"] == 4
+
+
+PAGES_WITH_TABLES = ("Home.py", "pages/bot_health.py", "pages/ai_performance.py", "pages/token_analytics.py",
+                     "pages/cost_tracking.py", "pages/conversation_quality.py", "pages/activity_feed.py")  # fmt: skip
+
+
+def column_configs(at: AppTest) -> Iterator[tuple[str, dict]]:
+    for df in at.dataframe:
+        yield from json.loads(df.proto.columns or "{}").items()
+
+
+@pytest.mark.parametrize("path", PAGES_WITH_TABLES)
+def test_tables_write_percentages_and_thousands_as_the_tiles_do(demo: Store, path: str) -> None:
+    """Percentages one way everywhere: a ratio column shows one decimal like `fmt.text` ("9.4%",
+    where Streamlit's "percent" alone shows "9.39%"), a progress bar too; counts, tokens and
+    milliseconds carry thousands separators; no column is labelled with its raw frame name."""
+    at = run(path, {"range": "24h"})
+    configs = list(column_configs(at))
+    assert configs, f"{path} shows no table with a column configuration"
+    for col, cfg in configs:
+        tc = cfg.get("type_config") or {}
+        form = tc.get("format")
+        if tc.get("type") == "progress":
+            assert (form, tc.get("max_value")) == ("%.1f%%", 100.0), (path, col, tc)
+        elif form == "percent":
+            assert tc.get("step") == 0.001, (path, col, tc)  # one decimal
+        elif isinstance(form, str) and "%d" in form or form in ("%.0f", "%.0f ms"):
+            raise AssertionError(f"{path} column {col} has no thousands separators ({form})")
+    for df in at.dataframe:
+        shown = json.loads(df.proto.columns or "{}")
+        for col in df.value.columns:
+            label = (shown.get(str(col)) or {}).get("label") or str(col)
+            assert not (label == str(col) and "_" in label), f"{path} shows the raw column name {label!r}"
+
+
+def test_handoff_is_never_a_bot_in_any_chart_of_bot_health_or_ai_performance(demo: Store) -> None:
+    for path in ("pages/bot_health.py", "pages/ai_performance.py"):
+        at = run(path, {"range": "24h"})
+        for chart in at.get("plotly_chart"):
+            for t in json.loads(chart.proto.spec)["data"]:
+                assert t.get("name") != "handoff", (path, t.get("name"))
+                xs = t.get("x") if isinstance(t.get("x"), list) else []
+                assert "handoff" not in xs, (path, t.get("name"))
+
+
+def test_token_analytics_and_live_monitoring_tiles_are_catalog_figures(demo: Store) -> None:
+    """The tiles of these pages carry the catalog's label and help: no page spells its own."""
+    helps = {m.label: m for m in catalog.CATALOG.values()}
+    at = run("pages/token_analytics.py", {"range": "24h"})
+    for tile in at.metric:
+        assert tile.label in helps, tile.label
+        assert tile.proto.help.startswith(helps[tile.label].formula)
+    at = run("pages/live_monitoring.py", {"metric": "messages", "timeframe": "1h"})
+    tiles = {t.label: t for t in at.metric}
+    for name in ("active_conversations", "conversations_today", "messages_today", "ai_confidence_avg",
+                 "safety_score_avg", "human_interventions_today", "firing_alerts", "system_load", "llm_p95_now_ms",
+                 "claude_requests_today", "claude_cost_today_usd"):  # fmt: skip
+        m = catalog.get(name)
+        assert m.label in tiles and tiles[m.label].proto.help == m.help, name
+        assert len(m.label) <= 20, f"{m.label!r} is too long for a sixth of the page"
+    live = monitoring.live_metrics(demo)
+    if (utcnow() - utcnow().replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds() < 20 * 60:
+        return  # active conversations of the last 15 minutes may have begun yesterday
+    assert int(tiles["Conversations today"].value.replace(",", "")) >= int(
+        tiles["Active conversations"].value.replace(",", "")
+    )
+    assert live["conversations_total_today"] >= live["conversations_active"]

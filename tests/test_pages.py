@@ -354,7 +354,8 @@ def test_live_monitoring_tiles_and_drill_down_match_the_monitoring_functions(dem
     live = monitoring.live_metrics(demo)
     at = run_page("live_monitoring", query={"metric": "ai_confidence", "timeframe": "6h"})
     assert metric(at, "Messages today") == f"{live['messages_processed']:,.0f}"
-    assert metric(at, "Claude spend today, Anthropic only") == f"${live['claude_cost_today']:,.2f}"
+    assert metric(at, "Claude spend today") == f"${live['claude_cost_today']:,.2f}"
+    assert metric(at, "Conversations today") == f"{live['conversations_total_today']:,}"
     assert metric(at, "Firing alerts") == "1"
     d = monitoring.drill_down(demo, "ai_confidence", "6h")
     assert metric(at, "P95, last 6h") == f"{d.percentile_data['p95']:.2f}"

@@ -147,8 +147,14 @@ def conversation_overview(store: Store, conversation_id: str) -> ConversationOve
         .where(c.c.conversation_id == str(conversation_id))
         .subquery()
     )
+    m = schema.messages
+    # counted from the messages, as the Conversations list counts them: `message_count` is what the
+    # worker's scoring step saw last, 0 until it has scored the conversation
+    n_messages = (
+        sa.select(sa.func.count()).where(m.c.conversation_id == str(conversation_id)).scalar_subquery()
+    )
     q = (
-        sa.select(cv, ac.c.name.label("account_name"), ac.c.vip, calls)
+        sa.select(cv, ac.c.name.label("account_name"), ac.c.vip, calls, n_messages.label("n_messages"))
         .select_from(cv.outerjoin(ac, ac.c.id == cv.c.account_id).join(calls, sa.true()))
         .where(cv.c.id == str(conversation_id))
     )
@@ -160,7 +166,7 @@ def conversation_overview(store: Store, conversation_id: str) -> ConversationOve
     return ConversationOverview(
         id=r.id, state=shown_state(stopped, r.state) or r.state, operator=r.operator, bot=r.bot, account_id=r.account_id,
         account_name=r.account_name, vip=bool(r.vip), started_at=r.started_at, last_activity_at=r.last_activity_at,
-        messages=int(r.message_count or 0), resolved=r.resolved, llm_calls=int(r.n or 0), failed_calls=int(r.failed or 0),
+        messages=int(r.n_messages or 0), resolved=r.resolved, llm_calls=int(r.n or 0), failed_calls=int(r.failed or 0),
         tokens=int(r.tokens or 0), cost_usd=float(r.cost or 0.0), p95_hint_ms=r.slowest,
     )  # fmt: skip
 

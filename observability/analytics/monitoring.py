@@ -333,8 +333,13 @@ def live_metrics(store: Store, now: datetime | None = None) -> dict:
     last_hour = llm.totals(3600, now=now)
     now_p95 = llm.latency_report(None, NOW_WINDOW_S, now=now)
     with store.connect() as conn:
+        # conversations with activity today, like "active conversations" (which reads the same
+        # column over 15 minutes): counting those *started* today showed 0 beside hundreds of
+        # today's messages whenever the conversations had begun before midnight
         conv_today = conn.execute(
-            sa.select(sa.func.count()).select_from(c).where(c.c.started_at >= today)
+            sa.select(sa.func.count())
+            .select_from(c)
+            .where(c.c.last_activity_at >= today, c.c.started_at <= now)
         ).scalar()
         msgs = conn.execute(
             sa.select(sa.func.count()).select_from(m).where(m.c.ts >= today, m.c.ts <= now)

@@ -283,9 +283,19 @@ def page_header(title: str, caption: str | None = None, *, system_banner: bool =
     if system_banner:
         system_stop_banner()
         replica_lag_note()
+    st.html(METRIC_LABEL_STYLE)
     st.title(title)
     if caption:
         st.caption(caption)
+
+
+# Streamlit cuts a metric label that is wider than its column with an ellipsis ("Claude spend toda…");
+# labels say what a figure counts and over which window, so a long one wraps onto a second line instead
+METRIC_LABEL_STYLE = (
+    '<style>[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"],'
+    '[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"] p'
+    "{white-space:normal!important;overflow:visible;text-overflow:clip}</style>"
+)
 
 
 DANGER_STYLE = (
@@ -338,11 +348,14 @@ def download_csv(df: pd.DataFrame, filename: str, key: str, label: str = "Downlo
     )  # fmt: skip
 
 
-def table(df: pd.DataFrame, filename: str, key: str, **dataframe_kwargs: Any) -> None:
-    """st.dataframe followed by its CSV download button."""
+def table(
+    df: pd.DataFrame, filename: str, key: str, download: pd.DataFrame | None = None, **dataframe_kwargs: Any
+) -> None:
+    """st.dataframe followed by its CSV download button; the CSV holds `download` when given (the
+    frame before `fmt.progress` scaled its ratios for showing)."""
     dataframe_kwargs.setdefault("hide_index", True)
     st.dataframe(df, key=f"{key}_df", **dataframe_kwargs)
-    download_csv(df, filename, key=f"{key}_csv")
+    download_csv(df if download is None else download, filename, key=f"{key}_csv")
 
 
 # ---- URL filters ------------------------------------------------------------------------------

@@ -12,25 +12,31 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from observability.analytics import catalog
+from observability.analytics import catalog, sla
 
 DASH = "–"
-# unit -> (python format of a value, st.column_config format)
+# unit -> (python format of a value, st.column_config format). Table formats write what `text`
+# writes: "%,d" puts in thousands separators (Streamlit's printf is sprintf-js with "," for them), and
+# a ratio is Streamlit's "percent" with the decimals `_STEPS` gives (its default shows two: "9.39%").
 _FORMATS = {
-    "count": ("{:,.0f}", "%d"),
-    "tokens": ("{:,.0f}", "%d"),
-    "per_min": ("{:,.1f}", "%.1f"),
+    "count": ("{:,.0f}", "%,d"),
+    "tokens": ("{:,.0f}", "%,d"),
+    "per_min": ("{:,.1f}", "%,.1f"),
     "ratio": ("{:.1%}", "percent"),
     "percent": ("{:.1f}%", "%.1f%%"),
-    "ms": ("{:,.0f} ms", "%.0f ms"),
+    "ms": ("{:,.0f} ms", "%,.0f ms"),
     "usd": ("${:,.2f}", "dollar"),
-    "usd_precise": ("${:,.4f}", "$%.4f"),
+    "usd_precise": ("${:,.4f}", "$%,.4f"),
     "sigma": ("{:.1f}σ", "%.1fσ"),
     "score": ("{:.2f}", "%.2f"),
+    "signed": ("{:+.2f}", "%+.2f"),
     "x": ("{:.2f}×", "%.2f×"),
 }
+# Streamlit writes a "percent" column with (decimals of `step`) - 2 decimals: 0.001 gives "9.4%"
+_STEPS = {"ratio": 0.001}
 
 
 def _missing(value: Any) -> bool:
@@ -41,6 +47,8 @@ def number(unit: str, value: Any) -> str:
     """`value` written in `unit` (one of `catalog.UNITS`); a dash for no value."""
     if _missing(value):
         return DASH
+    if unit.startswith("usd") and float(value) < 0:  # -$1.50, not $-1.50
+        return "-" + _FORMATS[unit][0].format(-float(value))
     return _FORMATS[unit][0].format(float(value))
 
 
@@ -72,7 +80,7 @@ def column(name: str, label: str | None = None, window: str | None = None) -> An
     """The `st.column_config` of a table column holding the catalog metric `name`."""
     m = catalog.get(name)
     return st.column_config.NumberColumn(
-        label or m.label, format=_FORMATS[m.unit][1], help=m.describe(window)
+        label or m.label, format=_FORMATS[m.unit][1], step=_STEPS.get(m.unit), help=m.describe(window)
     )
 
 
@@ -95,7 +103,7 @@ def progress(frame: Any, mapping: dict[str, str]) -> tuple[Any, dict[str, Any]]:
         m = catalog.get(name)
         if m.unit != "ratio":
             raise ValueError(f"{name} is not a ratio metric (unit {m.unit})")
-        shown[col] = frame[col] * 100.0
+        shown[col] = pd.to_numeric(frame[col], errors="coerce") * 100.0  # None (not scored yet) -> NaN
         config[col] = st.column_config.ProgressColumn(
             m.label, min_value=0.0, max_value=100.0, format="%.1f%%", help=m.describe()
         )
@@ -111,3 +119,11 @@ def time_column(label: str = "Time (UTC)") -> Any:
 def text_column(label: str, help: str | None = None) -> Any:  # noqa: A002 - Streamlit's own name
     """A text column with a readable label."""
     return st.column_config.TextColumn(label, help=help)
+
+
+def steps_as_steps(frame: Any, col: str = "bot") -> Any:
+    """`frame` with the handoff service's rows named as the step between bots it is ("handoff
+    step"), not as a bot called "handoff" (`sla.pair_label` names it so in pairs)."""
+    if frame.empty or col not in frame:
+        return frame
+    return frame.assign(**{col: frame[col].replace({sla.HANDOFF_STEP: sla.STEP_LABEL})})
