@@ -205,7 +205,7 @@ def llm_hour(
         cols = [("str", ids[idx]), ("i8", micros[idx]), ("str", bot.encode()), ("str", agent_name.encode()),
                 ("str", DECISIONS[d].encode()), ("str", mname.encode()), ("str", provider.encode()),
                 ("i4", inp[idx]), ("i4", out[idx]), ("i4", read[idx]), ("i4", write[idx]), ("f8", lat[idx]),
-                ("bool", hit[idx]), ("f8", cost[idx]), ("f8", saved[idx]), ("bool", known[idx]),
+                ("bool", hit[idx]), ("f8", cost[idx]), ("f8", saved[idx]), ("bool", known[idx]), ("null", None),
                 ("str", conv[idx]), ("bool", success[idx]),
                 ("null", None) if e == 0 else ("str", ERRORS[e].encode())]  # fmt: skip
         return copy_records(cols, len(idx))
