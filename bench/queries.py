@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -307,6 +308,16 @@ def drop_database(url: str) -> None:
         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
     admin.dispose()
     print(f"dropped {u.database}", flush=True)
+
+
+def database_bytes(url: str) -> int:
+    """The bench database's size on disk (tables, indexes, rollups)."""
+    eng = sa.create_engine(url)
+    try:
+        with eng.connect() as c:
+            return int(c.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+    finally:
+        eng.dispose()
 
 
 def read_meta(url: str) -> dict | None:
@@ -847,8 +858,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         ensure_conversation_rollup(url)
     now = datetime.fromisoformat(meta["now"])
+    load_before = os.getloadavg()
     queries = time_queries(url, now, args.repeat)
     fresh = new_connection_times(url, now, args.new_connection_repeat) if args.new_connection_repeat else {}
+    load_after = os.getloadavg()
     over = [k for k, v in queries.items() if v["p95_ms"] > TARGET_P95_MS and not k.endswith("_cold_cache")]
     over += [f"{k} (new connection)" for k, v in fresh.items() if v["p95_ms"] > TARGET_P95_MS]
     result = {
@@ -862,13 +875,19 @@ def main(argv: list[str] | None = None) -> int:
             "now": meta["now"],
             "counts": meta.get("counts"),
             "build_s": meta.get("build_s"),
+            "database_bytes": database_bytes(url),
         },  # fmt: skip
         "machine": machine_facts(),
+        # 1-minute load average when the timing began and ended: above the CPU count, other work
+        # shared the machine and the figures are slower than on an idle one
+        "load_average_1m": {"start": round(load_before[0], 2), "end": round(load_after[0], 2)},
         "measured_at": measured_at(),
     }
     out = write_results(args.out, result)
     if args.drop_after:
         drop_database(url)
+    print(f"load average (1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end, on "
+          f"{os.cpu_count()} CPUs; database {result['store']['database_bytes'] / 1e9:.1f} GB", flush=True)  # fmt: skip
     print(f"wrote {out}" + (f"; over target: {', '.join(over)}" if over else "; every query within target"))
     return 0
 
