@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -205,7 +206,7 @@ def llm_hour(
         cols = [("str", ids[idx]), ("i8", micros[idx]), ("str", bot.encode()), ("str", agent_name.encode()),
                 ("str", DECISIONS[d].encode()), ("str", mname.encode()), ("str", provider.encode()),
                 ("i4", inp[idx]), ("i4", out[idx]), ("i4", read[idx]), ("i4", write[idx]), ("f8", lat[idx]),
-                ("bool", hit[idx]), ("f8", cost[idx]), ("f8", saved[idx]), ("bool", known[idx]),
+                ("bool", hit[idx]), ("f8", cost[idx]), ("f8", saved[idx]), ("bool", known[idx]), ("null", None),
                 ("str", conv[idx]), ("bool", success[idx]),
                 ("null", None) if e == 0 else ("str", ERRORS[e].encode())]  # fmt: skip
         return copy_records(cols, len(idx))
@@ -307,6 +308,16 @@ def drop_database(url: str) -> None:
         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
     admin.dispose()
     print(f"dropped {u.database}", flush=True)
+
+
+def database_bytes(url: str) -> int:
+    """The bench database's size on disk (tables, indexes, rollups)."""
+    eng = sa.create_engine(url)
+    try:
+        with eng.connect() as c:
+            return int(c.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+    finally:
+        eng.dispose()
 
 
 def read_meta(url: str) -> dict | None:
@@ -722,6 +733,41 @@ def account_queries(store, now: datetime) -> dict[str, Callable[[], object]]:  #
     }
 
 
+EXPLORER_CASES = (
+    ("24h", {}),
+    ("7d_lead_bot_failed", {"range": "7d", "bot": "lead_bot", "status": "error"}),
+    ("1h_slowest", {"range": "1h", "sort": "slowest"}),
+    ("30d_opus_cost_over_0.05", {"range": "30d", "model": "claude-opus-4-6", "cost_min": "0.05"}),
+)
+
+
+def explorer_cursors(store, now: datetime) -> dict[str, str | None]:  # noqa: ANN001
+    """Per explorer case, the cursor its first page hands over (what the next page is fetched with)."""
+    from observability.analytics import calls_explorer as ce
+
+    return {
+        label: ce.explore_calls(store, ce.CallFilters.from_params(params), now=now).next_cursor
+        for label, params in EXPLORER_CASES
+    }
+
+
+def on_call_queries(store, now: datetime, cursors: dict[str, str | None]) -> dict[str, Callable[[], object]]:  # noqa: ANN001
+    """The on-call path: the needs-attention ranking and the LLM calls explorer's first and next
+    page (the next page with the cursor the first one handed over, fetched beforehand)."""
+    from observability.analytics import calls_explorer as ce
+    from observability.analytics.attention import needs_attention
+
+    def explorer(params: dict, cursor: str | None) -> Callable[[], object]:
+        f = ce.CallFilters.from_params(params)
+        return lambda: ce.explore_calls(store, f, cursor=cursor, now=now)
+
+    out: dict[str, Callable[[], object]] = {"needs_attention": lambda: needs_attention(store, now=now)}
+    for label, params in EXPLORER_CASES:
+        out[f"calls_explorer_first_page_{label}"] = explorer(params, None)
+        out[f"calls_explorer_next_page_{label}"] = explorer(params, cursors[label])
+    return out
+
+
 def new_connection_times(url: str, now: datetime, repeat: int) -> dict[str, dict[str, float]]:
     """Every query as the first one of a new process: a new engine and connection, no in-process
     caches; the time includes connecting."""
@@ -729,7 +775,12 @@ def new_connection_times(url: str, now: datetime, repeat: int) -> dict[str, dict
     from observability.store import Store
 
     probe = Store.from_url(url)
-    names = [*dashboard_queries(probe, now), *account_queries(probe, now)]
+    cursors = explorer_cursors(probe, now)
+    names = [
+        *dashboard_queries(probe, now),
+        *account_queries(probe, now),
+        *on_call_queries(probe, now, cursors),
+    ]
     probe.dispose()
     results: dict[str, dict[str, float]] = {}
     print(f"{'on a new connection':34s} {'median ms':>10s} {'p95 ms':>10s}", flush=True)
@@ -738,7 +789,8 @@ def new_connection_times(url: str, now: datetime, repeat: int) -> dict[str, dict
         for _ in range(repeat):
             clear_sketch_cache()
             fresh = Store.from_url(url)
-            fn = {**dashboard_queries(fresh, now), **account_queries(fresh, now)}[name]
+            fn = {**dashboard_queries(fresh, now), **account_queries(fresh, now),
+                  **on_call_queries(fresh, now, cursors)}[name]  # fmt: skip
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1000)
@@ -756,24 +808,9 @@ def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, fl
     from observability.store import Store
 
     store = Store.from_url(url)
-    queries = {**dashboard_queries(store, now), **account_queries(store, now)}
-    # the on-call path: the needs-attention ranking and the LLM calls explorer's first and next page
-    from observability.analytics import calls_explorer as ce
-    from observability.analytics.attention import needs_attention
-
-    def explorer(params: dict, page: int) -> Callable[[], object]:
-        f = ce.CallFilters.from_params(params)
-        cursor = None
-        for _ in range(page - 1):  # the cursor the earlier pages hand over (fixed: a page's cost is measured)
-            cursor = ce.explore_calls(store, f, cursor=cursor, now=now).next_cursor
-        return lambda: ce.explore_calls(store, f, cursor=cursor, now=now)
-
-    queries["needs_attention"] = lambda: needs_attention(store, now=now)
-    for label, params in (("24h", {}), ("7d_lead_bot_failed", {"range": "7d", "bot": "lead_bot", "status": "error"}),
-                          ("1h_slowest", {"range": "1h", "sort": "slowest"}),
-                          ("30d_opus_cost_over_0.05", {"range": "30d", "model": "claude-opus-4-6", "cost_min": "0.05"})):  # fmt: skip
-        queries[f"calls_explorer_first_page_{label}"] = explorer(params, 1)
-        queries[f"calls_explorer_next_page_{label}"] = explorer(params, 2)
+    cursors = explorer_cursors(store, now)
+    queries = {**dashboard_queries(store, now), **account_queries(store, now),
+               **on_call_queries(store, now, cursors)}  # fmt: skip
     results: dict[str, dict[str, float]] = {}
 
     def measure(fn: Callable[[], object], n: int) -> list[float]:
@@ -847,8 +884,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         ensure_conversation_rollup(url)
     now = datetime.fromisoformat(meta["now"])
+    load_before = os.getloadavg()
     queries = time_queries(url, now, args.repeat)
     fresh = new_connection_times(url, now, args.new_connection_repeat) if args.new_connection_repeat else {}
+    load_after = os.getloadavg()
     over = [k for k, v in queries.items() if v["p95_ms"] > TARGET_P95_MS and not k.endswith("_cold_cache")]
     over += [f"{k} (new connection)" for k, v in fresh.items() if v["p95_ms"] > TARGET_P95_MS]
     result = {
@@ -862,13 +901,19 @@ def main(argv: list[str] | None = None) -> int:
             "now": meta["now"],
             "counts": meta.get("counts"),
             "build_s": meta.get("build_s"),
+            "database_bytes": database_bytes(url),
         },  # fmt: skip
         "machine": machine_facts(),
+        # 1-minute load average when the timing began and ended: above the CPU count, other work
+        # shared the machine and the figures are slower than on an idle one
+        "load_average_1m": {"start": round(load_before[0], 2), "end": round(load_after[0], 2)},
         "measured_at": measured_at(),
     }
     out = write_results(args.out, result)
     if args.drop_after:
         drop_database(url)
+    print(f"load average (1 min) {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end, on "
+          f"{os.cpu_count()} CPUs; database {result['store']['database_bytes'] / 1e9:.1f} GB", flush=True)  # fmt: skip
     print(f"wrote {out}" + (f"; over target: {', '.join(over)}" if over else "; every query within target"))
     return 0
 
