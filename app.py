@@ -21,9 +21,14 @@ from starlette.middleware import Middleware  # noqa: E402
 from observability import api  # noqa: E402
 from observability.ui import common as ui  # noqa: E402
 from observability.ui import web_auth  # noqa: E402
+from observability.ui.warmup import warm_up  # noqa: E402
 
 ui.enable_cookie_sessions()
 web_auth.keep_peer_address()  # TRUSTED_PROXIES, not uvicorn's default, decides who may forward addresses
+
+# before the server answers: imports the pages load lazily and the store's schema check, so the
+# first visitor after a start does not wait for them (bench/pages.py, browser_first_s)
+warm_up()
 
 # /api/v1: the HTTP API and its WebSocket for the tools around the console (observability.api)
 app = st.App(
