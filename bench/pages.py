@@ -286,6 +286,8 @@ def time_browser(url: str, names: list[str], chromium: str, repeat: int = 3) -> 
             path = "" if name == "overview" else name
             try:
                 context = browser.new_context(viewport={"width": 1440, "height": 1000})
+                context.set_default_timeout(120_000)  # a loaded machine: fail late, report the figure
+                context.set_default_navigation_timeout(120_000)
                 page = context.new_page()
                 t0 = time.perf_counter()
                 page.goto(f"{base}/{path}")
