@@ -32,6 +32,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -298,7 +299,13 @@ def time_browser(url: str, names: list[str], chromium: str, repeat: int = 3) -> 
                 with page.expect_response(lambda r: r.request.method == "POST" and "/auth/sign-in" in r.url):
                     page.get_by_role("button", name="Sign in").click()
                 t1 = time.perf_counter()
-                wait_usable(page, name)
+                try:
+                    wait_usable(page, name)
+                except Exception:
+                    shot = Path(tempfile.gettempdir()) / f"bench_pages_{name}_first.png"
+                    page.screenshot(path=str(shot), full_page=True)
+                    print(f"{name}: no usable content on the first visit; screenshot {shot}", flush=True)
+                    raise
                 first = time.perf_counter() - t1
                 warm = []
                 for _ in range(repeat):
