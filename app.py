@@ -9,6 +9,7 @@ under /api/v1 (`observability.api`, token-authenticated).
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -26,9 +27,10 @@ from observability.ui.warmup import warm_up  # noqa: E402
 ui.enable_cookie_sessions()
 web_auth.keep_peer_address()  # TRUSTED_PROXIES, not uvicorn's default, decides who may forward addresses
 
-# before the server answers: imports the pages load lazily and the store's schema check, so the
-# first visitor after a start does not wait for them (bench/pages.py, browser_first_s)
-warm_up()
+# in the background from the start: imports the pages load lazily and the store's schema check, so
+# the first visitor after a start does not wait for them (bench/pages.py, browser_first_s); the
+# server answers at once, and a page run that needs a module still being imported waits for it
+threading.Thread(target=warm_up, name="console-warm-up", daemon=True).start()
 
 # /api/v1: the HTTP API and its WebSocket for the tools around the console (observability.api)
 app = st.App(

@@ -1,4 +1,5 @@
-"""Work the console does once at server start (`app.py`), so the first visitor does not pay for it.
+"""Work the console does once at server start (`app.py`, in a background thread), so the first
+visitor does not pay for it.
 
 Measured with `bench/pages.py` (a first page run in a freshly started server): without this, the
 first run of a page paid for what nothing had loaded yet: scikit-learn with SciPy for the TF-IDF of
