@@ -3,7 +3,7 @@ visitor does not pay for it.
 
 Measured with `bench/pages.py` (a first page run in a freshly started server): without this, the
 first run of a page paid for what nothing had loaded yet: scikit-learn with SciPy for the TF-IDF of
-topic drift and reply suggestions (most of the 4.9 s a first visit to Conversation quality took),
+topic drift and reply suggestions (two thirds of a first Conversation quality run in a profile),
 Alembic behind the store's `migrate()` (the pages now call `ensure_migrated()`, one query when the
 schema is current), and every page's own modules.
 
