@@ -9,6 +9,7 @@ under /api/v1 (`observability.api`, token-authenticated).
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -21,9 +22,15 @@ from starlette.middleware import Middleware  # noqa: E402
 from observability import api  # noqa: E402
 from observability.ui import common as ui  # noqa: E402
 from observability.ui import web_auth  # noqa: E402
+from observability.ui.warmup import warm_up  # noqa: E402
 
 ui.enable_cookie_sessions()
 web_auth.keep_peer_address()  # TRUSTED_PROXIES, not uvicorn's default, decides who may forward addresses
+
+# in the background from the start: imports the pages load lazily and the store's schema check, so
+# the first visitor after a start does not wait for them (bench/pages.py, browser_first_s); the
+# server answers at once, and a page run that needs a module still being imported waits for it
+threading.Thread(target=warm_up, name="console-warm-up", daemon=True).start()
 
 # /api/v1: the HTTP API and its WebSocket for the tools around the console (observability.api); the
 # Shortcut hands its requests to it before Streamlit's own middleware (sessions, gzip) sees them

@@ -165,8 +165,11 @@ def vip_view() -> None:
             ui.download_csv(pri, "vip_priority_events.csv", key="af_vip_csv")
 
 
-tab_feed, tab_vip = st.tabs(["Feed", "VIP view"])
+# the open tab is in the URL (?tab=VIP+view) and only its content runs (and refreshes)
+tab_feed, tab_vip = st.tabs(["Feed", "VIP view"], key="tab", bind="query-params")
 with tab_feed:
-    feed()
+    if tab_feed.open is not False:
+        feed()
 with tab_vip:
-    vip_view()
+    if tab_vip.open:
+        vip_view()

@@ -49,7 +49,9 @@ def _redis_risk() -> str | None:
 if risk := _redis_risk():
     st.warning(f"**Redis is at risk of losing events.** {ui.md_escape(risk)}", icon=":material/warning:")
 
-tab_users, tab_roles, tab_channels = st.tabs(["Users", "Roles", "Channels and settings"])
+tab_users, tab_roles, tab_channels = st.tabs(
+    ["Users", "Roles", "Channels and settings"], key="tab", bind="query-params"
+)  # the open tab is in the URL
 
 with tab_users:
     people = auth.list_users(store)

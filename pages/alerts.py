@@ -304,8 +304,12 @@ with tab_history:
         ui.table(hist, "alert_history.csv", key="h_table",
                  column_config={"fired (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
                                 "resolved (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})  # fmt: skip
-        pick = st.selectbox("Timeline of alert", hist["id"].tolist(), key="h_pick",
-                            format_func=lambda i: f"#{i} {hist.loc[hist['id'] == i, 'rule'].iloc[0]}")  # fmt: skip
+        ids = hist["id"].tolist()
+        linked = ui.query_param("alert")  # the open alert, as on the active tab: ?tab=History&alert=<id>
+        pick = st.selectbox("Timeline of alert", ids, key="h_pick",
+                            index=ids.index(int(linked)) if linked and linked.isdigit() and int(linked) in ids else 0,
+                            format_func=lambda i: f"#{i} {hist.loc[hist['id'] == i, 'rule'].iloc[0]}",
+                            on_change=lambda: ui.set_query_params(alert=st.session_state.get("h_pick")))  # fmt: skip
         if pick is not None:
             st.dataframe(timeline_q(int(pick)), hide_index=True, key="h_timeline")
 

@@ -33,7 +33,10 @@ matches = ui.cached_query(control.conversation_matches)
 timeline_q = ui.cached_query(conversation_timeline)
 overview_q = ui.cached_query(conversation_overview)
 PAGE_SIZE = 50
-VIP_CHOICES = {"vip": "⭐ VIP only", "other": "Not VIP"}
+# URL-bound filters show their plain values (a widget bound to the URL writes what it shows, so a
+# format_func would put emoji labels in the link): ?state=human&vip=VIP
+STATE_FILTER = {"AI": "ai", "human": "human", "stopped": "stopped"}
+VIP_CHOICES = {"VIP": True, "not VIP": False}
 FILTER_KEYS = ("state", "q", "vip", "bot")
 
 
@@ -103,22 +106,22 @@ attention.attention_panel(_open, key="cv_attention")
 f1, f2, f3, f4 = st.columns([2, 1, 2, 2])
 with f1:
     states = st.multiselect(
-        "State", list(STATE_LABEL), key="state", bind="query-params", placeholder="All states",
-        format_func=lambda s: STATE_LABEL[s],
+        "State", list(STATE_FILTER), key="state", bind="query-params", placeholder="All states",
+        help="AI: the bot answers; human: an operator holds it; stopped: nobody answers.",
     )  # fmt: skip
 with f2:
     vip_choice = st.segmented_control(
-        "Accounts", list(VIP_CHOICES), key="vip", bind="query-params", format_func=VIP_CHOICES.get
+        "Accounts", list(VIP_CHOICES), key="vip", bind="query-params", help="VIP accounts only, or all others"
     )
 with f3:
     search = st.text_input("Search", key="q", bind="query-params", placeholder="conversation, bot or account")
 with f4:
     bots = ui.bot_filter(bot_options(), key="bot")
 filters = {
-    "states": tuple(states),
+    "states": tuple(STATE_FILTER[s] for s in states if s in STATE_FILTER),
     "bots": tuple(bots),
     "search": search.strip() or None,
-    "vip": {"vip": True, "other": False}.get(vip_choice or ""),
+    "vip": VIP_CHOICES.get(vip_choice or ""),
 }
 if st.session_state.get("cv_filters") != filters:  # new filters: back to the first page
     st.session_state["cv_filters"] = filters

@@ -237,3 +237,18 @@ def test_a_shared_link_opens_the_same_alert_timeline(console: Store) -> None:
     assert not at.exception, at.exception
     assert at.toggle(key=f"tl_open_{target}").value is True
     assert f"Timeline of alert #{target}" in [c.value for c in at.caption]
+
+
+def test_a_shared_link_opens_the_history_tab_on_the_same_alert(console: Store) -> None:
+    first, target = sorted(a["id"] for a in _alerts(console))
+    at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", "operator")
+    at.query_params["tab"] = "History"
+    at.query_params["alert"] = str(target)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="h_pick").value == target  # not the first row: the alert the link named
+    # picking another alert puts it in the URL for the next link
+    at.selectbox(key="h_pick").set_value(first).run()
+    assert not at.exception, at.exception
+    assert at.query_params["alert"] == str(first)

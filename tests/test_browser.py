@@ -82,7 +82,7 @@ def start_console(database_url: str, port: int, log: Path) -> subprocess.Popen:
             return False
 
     try:
-        wait_for(healthy, timeout=60, interval=0.3, message="streamlit did not become healthy")
+        wait_for(healthy, timeout=120, interval=0.3, message="streamlit did not become healthy")
     except BaseException:
         proc.terminate()
         raise

@@ -302,6 +302,36 @@ def test_a_search_that_excludes_the_open_conversation_closes_it(console: Store) 
     assert "Hi, reach me on" not in _text(at)  # c1's transcript and take-over form are gone
 
 
+def test_conversation_filters_in_a_link_are_plain_values(console: Store) -> None:
+    """A URL-bound widget writes the option it shows, so the filters show their plain values: the link
+    holds ?state=stopped&vip=not+VIP, never an emoji label, and such a link filters the list."""
+    _asks_for_a_person(console)
+    control.stop_conversation(console, "c2", "admin", "abusive")
+    at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+    at.query_params["state"] = "stopped"
+    at.query_params["vip"] = "not VIP"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="state").options == ["AI", "human", "stopped"]
+    assert at.multiselect(key="state").value == ["stopped"]
+    assert [o.content for o in at.get("button_group")[0].proto.options] == ["VIP", "not VIP"]
+    [table] = [d.value for d in at.dataframe if "conversation" in d.value.columns]
+    assert list(table["conversation"]) == ["c2"]
+
+
+def test_a_link_opens_the_activity_feed_on_its_vip_view(console: Store) -> None:
+    at = AppTest.from_file(str(ROOT / "pages/activity_feed.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("analyst", auth.ANALYST)
+    at.query_params["tab"] = "VIP view"
+    at.run()
+    assert not at.exception, at.exception
+    shown_text = _text(at)
+    assert "VIP conversations" in shown_text and "Matching events" not in [m.label for m in at.metric]
+    at = _app("pages/activity_feed.py", auth.ANALYST)  # no tab in the link: the feed
+    assert "Matching events" in [m.label for m in at.metric] and "VIP conversations" not in _text(at)
+
+
 def test_the_state_label_follows_a_take_over_and_stop_and_reset_are_on_the_view(console: Store) -> None:
     at = _app("pages/conversations.py", auth.OPERATOR)
     assert "🤖 AI" in at.selectbox(key="cv_pick").format_func("c1")

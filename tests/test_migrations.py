@@ -248,3 +248,28 @@ def test_downgrade_to_base_then_upgrade(fresh: Store) -> None:
     assert version(fresh) == []
     fresh.migrate()
     assert_matches_schema(fresh)
+
+
+def test_ensure_migrated_upgrades_a_store_behind_and_only_reads_a_current_one(fresh: Store) -> None:
+    """What the console calls on every store it opens (server start, sign-in, pages): a fresh or
+    older store is upgraded; a current one costs one read, no Alembic run and no migration lock."""
+    fresh.ensure_migrated()
+    assert_matches_schema(fresh)
+    run_alembic(fresh, command.downgrade, "-1")
+    assert version(fresh) != [HEAD]
+    fresh.ensure_migrated()
+    assert_matches_schema(fresh)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - SQLAlchemy event
+        statements.append(statement)
+
+    sa.event.listen(fresh.engine, "before_cursor_execute", record)
+    try:
+        fresh.ensure_migrated()
+    finally:
+        sa.event.remove(fresh.engine, "before_cursor_execute", record)
+    assert not [
+        s for s in statements if re.search(r"advisory|CREATE|ALTER|DROP|INSERT|UPDATE|DELETE", s, re.I)
+    ]
+    assert any("alembic_version" in s for s in statements)

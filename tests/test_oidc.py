@@ -238,7 +238,7 @@ def sso_console(provider_port: tuple[int, int], tmp_path_factory: pytest.TempPat
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{console_port}"
     try:
-        wait_for(lambda: _up(proc, log, f"{base}/_stcore/health"), timeout=60, interval=0.3,
+        wait_for(lambda: _up(proc, log, f"{base}/_stcore/health"), timeout=120, interval=0.3,
                  message="app.py did not become healthy")  # fmt: skip
         yield base
     finally:

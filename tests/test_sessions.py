@@ -149,7 +149,7 @@ def _console(tmp: Path, **env_extra: str) -> Iterator[str]:
             return False
 
     try:
-        wait_for(healthy, timeout=60, interval=0.3, message="app.py did not become healthy")
+        wait_for(healthy, timeout=120, interval=0.3, message="app.py did not become healthy")
         DATABASE_URLS[f"http://127.0.0.1:{port}"] = url
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -184,6 +184,13 @@ class Store:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
 
+    def ensure_migrated(self) -> None:
+        """`migrate()` unless the store is already at this code's newest revision: one query, where
+        `migrate()` loads Alembic and its migration scripts (seconds on a console's first page run)."""
+        if self.schema_revisions() == revisions()[1]:
+            return
+        self.migrate()
+
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
         path = _sqlite_path(self.engine.url) if not self.is_postgres else None

@@ -71,7 +71,7 @@ T = TypeVar("T")
 def _store_for(database_url: str) -> Store:
     store = Store.from_url(database_url)
     try:
-        store.migrate()
+        store.ensure_migrated()
     except Exception as exc:  # noqa: BLE001 - a read-only or busy store still serves reads
         log.warning("console could not migrate the store: %s", exc)
     return store

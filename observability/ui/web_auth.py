@@ -63,7 +63,7 @@ PASS_THROUGH = ("/_stcore", "/static", "/media", "/component", "/auth/", "/favic
 @lru_cache(maxsize=4)
 def _store_for(url: str) -> Store:
     store = Store.from_url(url)
-    store.migrate()
+    store.ensure_migrated()
     return store
 
 
