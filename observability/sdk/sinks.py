@@ -19,6 +19,10 @@ from observability.settings import Settings
 
 log = logging.getLogger("observability.sdk")
 
+# a batch is lists of checked scalars (metadata passed json.dumps at record time, so it holds no
+# cycle): no circular-reference bookkeeping, which costs the flush thread about a tenth of its time
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
 
 class PartiallyRejected(Exception):
     """The sink stored the batch but rejected some events (counted, not retried)."""
@@ -106,7 +110,7 @@ class RedisSink:
             self._registered = True
         key = self.keys[self._next]
         self._next = (self._next + 1) % len(self.keys)
-        self.redis.xadd(key, {"v": "1", "e": json.dumps(batch, separators=(",", ":"))})
+        self.redis.xadd(key, {"v": "1", "e": _encode(batch)})
 
     def close(self) -> None:
         pass
