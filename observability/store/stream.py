@@ -172,8 +172,8 @@ class StreamConsumer:
             return out
         if not self.settings.redis_cluster:
             return self._block_all(block_ms)
-        # a cluster cannot wait on keys of several slots in one command: wait on one shard a
-        # share of the time, the next drain on the next (an entry waits at most about block_ms)
+        # a cluster cannot wait on keys of several slots in one command: wait on one shard for
+        # block_ms / n, then the next drain looks at every shard again (an entry waits at most that)
         shard = shards[start]
         entries = self._read_recovering(shard, max(block_ms // n, 1))
         return [(shard, entries)] if entries else []
