@@ -26,7 +26,7 @@ from observability.redaction import redact_events
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
 from observability.store.pricing import pricer
-from observability.store.wire import TABLE_OF_KIND, check_wire, plain_llm_batch
+from observability.store.wire import TABLE_OF_KIND, check_wire
 from observability.timeutil import EPOCH, from_epoch
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,6 @@ def write_batch(store: Store, batch: Iterable[list], settings: Settings | None =
     settings = settings or get_settings()
     result = IngestResult()
     grouped: dict[str, list[list]] = defaultdict(list)
-    batch = batch if isinstance(batch, list) else list(batch)
-    if plain_llm_batch(batch):  # the common case, checked in bulk; anything else event by event
-        if batch:
-            grouped[ev.KIND_LLM] = batch
-        batch = ()
     for event in batch:
         try:
             check_wire(event, settings.sdk_max_text_bytes)

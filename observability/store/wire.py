@@ -9,7 +9,6 @@ checks the same limits on the caller's thread from `events.LIMITS` (a test keeps
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,9 +19,6 @@ from observability.events import (
     KIND_ACTIVITY,
     KIND_LLM,
     KIND_MESSAGE,
-    LIMITS,
-    MAX_COUNT,
-    MAX_TS,
     MESSAGE_ROLES,
     SEVERITIES,
     EventRejected,
@@ -86,88 +82,6 @@ def check_wire(event: Any, max_text_bytes: int = 1_000_000) -> list:
     if type(event) is list and len(event) == 18 and event[0] == KIND_LLM and plain_llm_event(event):
         return event  # the common case, checked in one expression; anything unusual goes the long way
     return check_event(event, max_text_bytes)
-
-
-_NONE = type(None)
-_LLM = FIELDS[KIND_LLM]
-_LLM_LIMIT = LIMITS[KIND_LLM]
-# (position, limit) of the LLM event's strings: required (non-empty, not blank) and optional
-_LLM_REQUIRED = tuple((1 + _LLM.index(n), _LLM_LIMIT[n]) for n in ("trace_id", "model", "provider"))
-_LLM_OPTIONAL = tuple(
-    (1 + _LLM.index(n), _LLM_LIMIT[n])
-    for n in ("bot", "agent", "decision_type", "conversation_id", "error_type")
-)
-_LLM_COUNTS = tuple(1 + _LLM.index(n) for n in ("input_tokens", "output_tokens", "cache_read_tokens",
-                                                "cache_write_tokens"))  # fmt: skip
-_LLM_BOOLS = tuple(1 + _LLM.index(n) for n in ("cache_hit", "success"))
-_TS, _LATENCY, _COST = 1 + _LLM.index("ts"), 1 + _LLM.index("latency_ms"), 1 + _LLM.index("cost_usd")
-_NUMBER_TYPES = frozenset({int, float})
-
-
-def _numbers_within(col: tuple, upper: float, optional: bool = False) -> bool:
-    """Every value an int or float in [0, upper) (None too when `optional`), checked in bulk."""
-    types = set(map(type, col))
-    if optional and _NONE in types:
-        types.discard(_NONE)
-        col = tuple(v for v in col if v is not None)
-        if not col:
-            return True
-    if not types <= _NUMBER_TYPES:
-        return False
-    total = sum(col)  # NaN when any value is NaN (min and max would not say so)
-    return total == total and min(col) >= 0 and max(col) < upper
-
-
-def _printable_ascii(col: tuple | list) -> bool:
-    text = "".join(col)
-    return text.isascii() and text.isprintable()
-
-
-def plain_llm_batch(batch: list) -> bool:
-    """True when every event of `batch` is an LLM event `plain_llm_event` would pass.
-
-    The same checks, column by column in C (`map`, `set`, `min`, `max`, `str.join`) instead of
-    field by field in Python: a worker checks a stream entry of hundreds of calls in a few
-    microseconds. False says only "not certainly", and the batch is then checked event by event.
-    """
-    if not batch:
-        return True
-    if set(map(type, batch)) != {list} or set(map(len, batch)) != {1 + len(_LLM)}:
-        return False
-    cols = list(zip(*batch, strict=True))
-    if set(map(type, cols[0])) != {str} or set(cols[0]) != {KIND_LLM}:
-        return False
-    for pos, limit in _LLM_REQUIRED:
-        col = cols[pos]
-        if set(map(type, col)) != {str}:
-            return False
-        lengths = tuple(map(len, col))
-        if min(lengths) == 0 or max(lengths) > limit or any(map(str.isspace, col)):
-            return False
-        if not _printable_ascii(col):
-            return False
-    for pos, limit in _LLM_OPTIONAL:
-        col = cols[pos]
-        types = set(map(type, col))
-        if types == {_NONE}:
-            continue
-        if not types <= {str, _NONE}:
-            return False
-        values = list(filter(None, col)) if _NONE in types else col  # "" is within limits, printable
-        if values and (max(map(len, values)) > limit or not _printable_ascii(values)):
-            return False
-    for pos in _LLM_COUNTS:
-        col = cols[pos]
-        if set(map(type, col)) != {int} or min(col) < 0 or max(col) > MAX_COUNT:
-            return False
-    for pos in _LLM_BOOLS:
-        if set(map(type, cols[pos])) != {bool}:
-            return False
-    return (
-        _numbers_within(cols[_TS], MAX_TS)
-        and _numbers_within(cols[_LATENCY], math.inf)
-        and _numbers_within(cols[_COST], math.inf, optional=True)
-    )
 
 
 def check_event(event: Any, max_text_bytes: int = 1_000_000) -> list:
