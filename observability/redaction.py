@@ -25,6 +25,7 @@ import functools
 import logging
 import re
 import threading
+from operator import itemgetter
 from typing import Any
 
 from observability import events as ev
@@ -237,6 +238,15 @@ def redact_event(event: list, settings: Any = None) -> list:
         if i < len(out) and out[i]:
             out[i] = redact_value(out[i], settings)
     return out
+
+
+def redact_events(kind: str, events: list, settings: Any = None) -> list:
+    """`redact_event` over wire-checked events of one kind: the list itself when none has free text
+    (looked at column by column in C, so a batch of LLM calls without errors costs no work per event)."""
+    positions = _POSITIONS.get(kind)
+    if not positions or not any(any(map(itemgetter(i), events)) for i in positions):
+        return events
+    return [redact_event(e, settings) for e in events]
 
 
 def redact_batch(batch: list, settings: Any = None) -> list:

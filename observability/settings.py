@@ -118,6 +118,7 @@ class Settings:
     redis_url: str | None = None
     redis_cluster: bool = False  # REDIS_URL names one node of a Redis Cluster
     redis_prefix: str = "obs:"
+    ingest_stream_shards: int = 1  # ingest streams the SDK spreads batches over (own slots on a cluster)
     redis_socket_timeout_s: float = 2.0  # longest wait for one Redis reply (blocking reads add theirs)
     redis_connect_timeout_s: float = 2.0
     spool_dir: Path = LOCAL_DIR / "spool"
@@ -256,6 +257,7 @@ class Settings:
             redis_url=_str(e.get("REDIS_URL"), None),
             redis_cluster=_bool(e.get("REDIS_CLUSTER"), d.redis_cluster),
             redis_prefix=_str(e.get("REDIS_PREFIX"), d.redis_prefix),
+            ingest_stream_shards=_int(e.get("INGEST_STREAM_SHARDS"), d.ingest_stream_shards),
             redis_socket_timeout_s=_float(e.get("REDIS_SOCKET_TIMEOUT_S"), d.redis_socket_timeout_s),
             redis_connect_timeout_s=_float(e.get("REDIS_CONNECT_TIMEOUT_S"), d.redis_connect_timeout_s),
             spool_dir=Path(_str(e.get("SPOOL_DIR"), str(d.spool_dir))),
@@ -402,6 +404,10 @@ class Settings:
         if not (math.isfinite(self.cost_anomaly_min_usd) and self.cost_anomaly_min_usd >= 0):
             raise ValueError(
                 f"COST_ANOMALY_MIN_USD must be zero or more dollars, not {self.cost_anomaly_min_usd!r}"
+            )
+        if not 1 <= self.ingest_stream_shards <= 1024:
+            raise ValueError(
+                f"INGEST_STREAM_SHARDS must be from 1 to 1024, not {self.ingest_stream_shards!r}"
             )
         if self.alert_email_security not in EMAIL_SECURITY:
             raise ValueError(

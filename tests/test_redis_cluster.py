@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.clusters import RedisClusterInfo, redis_cluster
 from support.net import free_port
 from support.pipeline import open_pipeline, record_llm_calls
+from support.process import subprocess_env
 from support.waiting import wait_for
 
 from observability import auth, control, keys, redis_client
@@ -34,6 +37,7 @@ from observability.sdk import ObservabilityClient
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.ingest import write_batch
+from observability.worker.runner import Worker
 
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server is not installed")
 
@@ -152,3 +156,95 @@ def test_a_bot_starts_and_spools_while_the_cluster_is_unreachable(
         assert client.ai_may_respond("any-conversation")  # gates fall back to the store
     finally:
         client.close()
+
+
+# ---- several ingest streams spread over the masters (INGEST_STREAM_SHARDS) ----------------------
+
+
+@pytest.fixture
+def sharded(cluster_settings: Settings) -> Settings:
+    return cluster_settings.replace(ingest_stream_shards=3, sdk_batch_size=50)
+
+
+def _streams(settings: Settings) -> list[str]:
+    return keys.ingest_streams(settings.redis_prefix, settings.ingest_stream_shards)
+
+
+def test_three_shards_sit_on_three_masters_and_every_event_is_stored_once(sharded: Settings) -> None:
+    pipeline = open_pipeline(sharded, worker_steps=[])
+    client = redis_client.connect(sharded)
+    try:
+        owners = {client.get_node_from_key(k).port for k in _streams(sharded)}
+        assert len(owners) == 3, "one stream on each master"
+        ids = record_llm_calls(pipeline.client, 0, 3_000, pause_every=100)
+        pipeline.deliver()
+        assert sorted(r[0] for r in pipeline.rows(schema.llm_calls, "trace_id")) == sorted(ids)
+        for key in _streams(sharded):
+            assert int(client.xinfo_stream(key)["entries-added"]) > 0, f"the SDK wrote to {key}"
+            assert client.xlen(key) == 0 and client.xpending(key, keys.INGEST_GROUP)["pending"] == 0
+    finally:
+        client.close()
+        pipeline.close()
+
+
+DOOMED_CLUSTER_WORKER = """
+import os, signal
+import redis.cluster
+from observability.settings import get_settings
+from observability.store import Store
+from observability.worker.runner import Worker
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if os.environ["KILL_AT"] == "before_ack":      # the SQL commit is done; XACK + XDEL never run
+    redis.cluster.ClusterPipeline.execute = die
+else:                                           # killed in the middle of the SQL transaction
+    Store.insert_ignore = lambda self, conn, table, cols, rows: die()
+settings = get_settings()
+Worker(Store.from_url(settings.database_url), settings, worker_id="doomed", steps=[]).drain()
+raise SystemExit("the worker should have died")
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["before_ack", "mid_write"])
+def test_a_worker_killed_mid_batch_on_three_shards_loses_and_duplicates_nothing(
+    kill_at: str, sharded: Settings, pg_url: str
+) -> None:
+    settings = sharded.replace(worker_claim_idle_ms=300)
+    store = Store.from_url(pg_url)
+    store.migrate()
+    client = ObservabilityClient(settings=settings)
+    ids = record_llm_calls(client, 0, 1_500)
+    assert client.flush(10.0)
+    client.close()
+    env = subprocess_env(DATABASE_URL=pg_url, REDIS_URL=settings.redis_url, REDIS_CLUSTER="true",
+                         REDIS_PREFIX=settings.redis_prefix, INGEST_STREAM_SHARDS="3", KILL_AT=kill_at)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", DOOMED_CLUSTER_WORKER], env=env, capture_output=True, timeout=60
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    r = redis_client.connect(settings)
+
+    def stored() -> list[str]:
+        with store.connect() as conn:
+            return list(conn.execute(sa.select(schema.llm_calls.c.trace_id)).scalars())
+
+    try:
+        pending = {k: r.xpending(k, keys.INGEST_GROUP)["pending"] for k in _streams(settings)}
+        assert all(n > 0 for n in pending.values()), f"the dead worker held entries of every shard: {pending}"
+        assert len(stored()) == {"before_ack": len(ids), "mid_write": 0}[kill_at]
+        survivor = Worker(store, settings, worker_id="survivor", steps=[])
+        survivor.drain()  # the dead worker's entries are not idle long enough to be taken yet
+
+        def settled() -> bool:
+            survivor.drain()  # takes them once they have been idle WORKER_CLAIM_IDLE_MS
+            return not any(r.xpending(k, keys.INGEST_GROUP)["pending"] for k in _streams(settings))
+
+        wait_for(settled, timeout=20, message=lambda: len(stored()))
+        survivor.close()
+        assert sorted(stored()) == sorted(ids)
+        assert all(r.xlen(k) == 0 for k in _streams(settings))
+    finally:
+        r.close()
+        store.dispose()

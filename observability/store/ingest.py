@@ -17,14 +17,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 import sqlalchemy as sa
 
 from observability import events as ev
-from observability.redaction import redact_event
+from observability.redaction import redact_events
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
-from observability.store.pricing import cost_of
+from observability.store.pricing import pricer
 from observability.store.wire import TABLE_OF_KIND, check_wire
 from observability.timeutil import EPOCH, from_epoch
 
@@ -182,24 +183,26 @@ def _store_grouped(
     dirty: set[tuple[str, int]] = {("llm", int(ts // 60)) for _, ts in replaced or ()}
 
     if settings.redact_pii:  # the one redaction step: every free-text field of every kind
-        grouped = {kind: [redact_event(e, settings) for e in items] for kind, items in grouped.items()}
+        grouped = {kind: redact_events(kind, items, settings) for kind, items in grouped.items()}
     llm = grouped.get(ev.KIND_LLM)
     if llm:
         out = []
-        append, price, epoch, seconds = out.append, cost_of, EPOCH, timedelta  # the hottest loop
-        minutes = set()
+        append, epoch, seconds = out.append, EPOCH, timedelta  # the hottest loop
+        pricers: dict = {}  # (provider, model) -> its pricing function, looked up once a batch
         ceiling = settings.otlp_cost_ceiling_usd if settings.otlp_cost_ceiling_usd > 0 else float("inf")
         for e in llm:
             (_, tid, ts, bot, agent, dtype, model, provider, it, ot, cr, cw, lat, hit, cost, conv,
              ok, err, raw) = e  # fmt: skip
-            usd, saved, known = price(provider, model, it, ot, cr, cw, response_cache_hit=hit)
+            price = pricers.get((provider, model))
+            if price is None:
+                price = pricers[(provider, model)] = pricer(provider, model)
+            usd, saved, known = price(it, ot, cr, cw, hit)
             usd, flagged = (usd if cost is None else float(cost)), None
             if usd > ceiling:  # implausible for one call: flagged for a person, not summed into spend
                 usd, saved, known, flagged = 0.0, 0.0, False, usd
             append((tid, epoch + seconds(seconds=ts), bot, agent, dtype, model, provider, it, ot, cr, cw,
                     float(lat), hit, usd, saved, known, conv, ok, err, flagged, raw))  # fmt: skip
-            minutes.add(int(ts // 60))
-        dirty.update(("llm", m) for m in minutes)
+        dirty.update(("llm", m) for m in {int(ts // 60) for ts in map(itemgetter(2), llm)})
         rows[ev.KIND_LLM] = out
 
     for kind in SIMPLE_KINDS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -216,6 +217,34 @@ def cost_of(
     if response_cache_hit:
         return Cost(0.0, full, True)
     return Cost(full, max(without_reads - full, 0.0), True)
+
+
+_UNKNOWN = Cost(0.0, 0.0, False)
+
+
+def pricer(provider: str | None, model: str) -> Callable[[int, int, int, int, bool], Cost]:
+    """`cost_of` for one (provider, model), as a function of (input, output, cache read, cache
+    write, response cache hit): ingest looks the price up once per model and batch, then each call
+    is the same arithmetic as `cost_of` (tiers beyond the base price still go through it)."""
+    rates = _rates(_norm_provider(provider), model)
+    if rates is None:
+        return lambda it, ot, cr, cw, hit: _UNKNOWN
+    r_in, r_out, r_read, r_write = rates.input, rates.output, rates.cache_read, rates.cache_write
+    tier = rates.tier_start if rates.model_price else None
+
+    def price(it: int, ot: int, cr: int, cw: int, hit: bool) -> Cost:
+        if tier is not None and it > tier:
+            return cost_of(provider, model, it, ot, cr, cw, response_cache_hit=hit)
+        read = cr if cr < it else it
+        rest = it - read
+        write = cw if cw < rest else rest
+        full = (it - read - write) * r_in + read * r_read + write * r_write + ot * r_out
+        if hit:
+            return Cost(0.0, full, True)
+        saved = full + read * (r_in - r_read) - full
+        return Cost(full, 0.0 if 0.0 > saved else saved, True)  # max(saved, 0.0), as cost_of
+
+    return price
 
 
 def clear_cache() -> None:

@@ -331,6 +331,15 @@ class StoreCollector:
         if pending is not None:
             depth.add_metric(["pending"], pending)
         yield depth
+        if len(self.consumer.keys) > 1:  # INGEST_STREAM_SHARDS: the length of each (the above sums them)
+            shards = GaugeMetricFamily("obs_ingest_stream_length", "Entries in each ingest stream (shard)",
+                                       labels=["stream"])  # fmt: skip
+            try:
+                for key, n in self.consumer.shard_depths():
+                    shards.add_metric([key], n)
+            except Exception as exc:  # noqa: BLE001
+                self.outages.failure("redis", "metrics: Redis unavailable", exc)
+            yield shards
 
     def _receiver_families(self) -> Iterator[Any]:
         if self.receiver is None:

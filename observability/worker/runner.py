@@ -104,6 +104,10 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - logged by drain(), rate-limited
             outcomes["ingest"] = f"error: {exc}"
         if self.consumer is not None:
+            try:  # streams of another INGEST_STREAM_SHARDS layout that still hold entries
+                self.state["ingested_total"] += self.consumer.sweep()
+            except Exception as exc:  # noqa: BLE001 - Redis or the store down: the drain said so
+                outcomes.setdefault("ingest", f"error: {exc}")
             self.state["stream_pending"] = self.consumer.pending_count()
         leader = self.lock.try_acquire()
         if leader != self.leading:
