@@ -24,8 +24,12 @@ run: $(STAMP)
 	  $(BIN)/streamlit run app.py $(STREAMLIT_FLAGS)'
 
 ## The whole test suite (PostgreSQL/Redis tests skip without TEST_DATABASE_URL / TEST_REDIS_URL).
+## Test files run in parallel (each file on one process: its servers and fixtures stay shared), then
+## the timing tests alone. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not serial" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q -m serial
 
 ## Benchmarks (need PostgreSQL and Redis; see README). Figures land in bench/results/.
 bench: $(STAMP)

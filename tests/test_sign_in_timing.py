@@ -24,6 +24,9 @@ from observability import auth
 from observability.settings import reset_settings_cache
 from observability.store import Store
 
+# a timing comparison: `make test` runs it after the parallel part, alone on the machine
+pytestmark = pytest.mark.serial
+
 PASSWORD = "correct-horse-battery"
 ROUNDS = 40
 P_MIN = 0.001
