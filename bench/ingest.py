@@ -278,7 +278,7 @@ def copy_rows(args: list[tuple], events: int) -> list[tuple]:
         model, provider, it, ot, lat, cr, bot, conv = args[i % n]
         c = cost_of(provider, model, it, ot, cr, 0)
         rows.append((uuid.uuid4().hex, from_epoch(now + i * 1e-5), bot, None, None, model, provider, it, ot, cr,
-                     0, lat, False, c.usd, c.saved_usd, c.known, conv, True, None, None))  # fmt: skip
+                     0, lat, False, c.usd, c.saved_usd, c.known, conv, True, None, None, None))  # fmt: skip
     return rows
 
 
