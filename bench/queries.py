@@ -208,7 +208,8 @@ def llm_hour(
                 ("i4", inp[idx]), ("i4", out[idx]), ("i4", read[idx]), ("i4", write[idx]), ("f8", lat[idx]),
                 ("bool", hit[idx]), ("f8", cost[idx]), ("f8", saved[idx]), ("bool", known[idx]), ("null", None),
                 ("str", conv[idx]), ("bool", success[idx]),
-                ("null", None) if e == 0 else ("str", ERRORS[e].encode())]  # fmt: skip
+                ("null", None) if e == 0 else ("str", ERRORS[e].encode()),
+                ("null", None) if e == 0 else ("str", ERRORS[e].encode())]  # error_type, error_raw  # fmt: skip
         return copy_records(cols, len(idx))
 
     parts = []
