@@ -12,9 +12,10 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,32 @@ def _masked_url(value: str) -> str:
     else:
         path = "/***" if u.path.strip("/") or u.query else ""
     return f"{u.scheme}://{user}{host}{port}{path}"
+
+
+def _parse(kind: Any, raw: str) -> Any:
+    """A non-empty environment value as the field's type (`int`, `float`, `bool`, `Path`, `str`,
+    or one of them or None)."""
+    if kind is bool:
+        return _bool(raw, False)
+    for t in (int, float, Path):
+        if kind is t or kind == (t | None):
+            return t(raw)
+    return raw
+
+
+def _lower(raw: str | None, default: str) -> str:
+    return (_str(raw, default) or "").strip().lower()
+
+
+def _webhook_headers(raw: str | None) -> dict[str, str]:
+    """ALERT_WEBHOOK_HEADERS: a JSON object of extra headers for the generic webhook."""
+    try:
+        headers = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"ALERT_WEBHOOK_HEADERS must be a JSON object: {exc}") from exc
+    if not isinstance(headers, dict):
+        raise ValueError("ALERT_WEBHOOK_HEADERS must be a JSON object")
+    return headers
 
 
 @dataclass(frozen=True)
@@ -240,159 +267,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        """Build settings from a mapping (default: the process environment)."""
+        """Build settings from a mapping (default: the process environment).
+
+        Every field is read from its upper-cased name (or its name in `_ENV_NAMES`) and parsed by its
+        type, so adding a setting is one line in the class; fields with their own syntax are parsed
+        by the function `_PARSERS` names, and an empty value means the default.
+        """
         e = os.environ if env is None else env
-        d = cls()
-        headers_raw = e.get("ALERT_WEBHOOK_HEADERS")
-        try:
-            headers = json.loads(headers_raw) if headers_raw else {}
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"ALERT_WEBHOOK_HEADERS must be a JSON object: {exc}") from exc
-        if not isinstance(headers, dict):
-            raise ValueError("ALERT_WEBHOOK_HEADERS must be a JSON object")
-        return cls(
-            database_url=_str(e.get("DATABASE_URL"), d.database_url),
-            database_read_url=_str(e.get("DATABASE_READ_URL"), None),
-            replica_max_lag_s=_float(e.get("REPLICA_MAX_LAG_S"), d.replica_max_lag_s),
-            redis_url=_str(e.get("REDIS_URL"), None),
-            redis_cluster=_bool(e.get("REDIS_CLUSTER"), d.redis_cluster),
-            redis_prefix=_str(e.get("REDIS_PREFIX"), d.redis_prefix),
-            ingest_stream_shards=_int(e.get("INGEST_STREAM_SHARDS"), d.ingest_stream_shards),
-            redis_socket_timeout_s=_float(e.get("REDIS_SOCKET_TIMEOUT_S"), d.redis_socket_timeout_s),
-            redis_connect_timeout_s=_float(e.get("REDIS_CONNECT_TIMEOUT_S"), d.redis_connect_timeout_s),
-            spool_dir=Path(_str(e.get("SPOOL_DIR"), str(d.spool_dir))),
-            sdk_queue_size=_int(e.get("SDK_QUEUE_SIZE"), d.sdk_queue_size),
-            sdk_batch_size=_int(e.get("SDK_BATCH_SIZE"), d.sdk_batch_size),
-            sdk_flush_interval_s=_float(e.get("SDK_FLUSH_INTERVAL_S"), d.sdk_flush_interval_s),
-            sdk_max_retries=_int(e.get("SDK_MAX_RETRIES"), d.sdk_max_retries),
-            sdk_retry_backoff_s=_float(e.get("SDK_RETRY_BACKOFF_S"), d.sdk_retry_backoff_s),
-            sdk_max_text_bytes=_int(e.get("SDK_MAX_TEXT_BYTES"), d.sdk_max_text_bytes),
-            control_cache_s=_float(e.get("CONTROL_CACHE_S"), d.control_cache_s),
-            worker_tick_s=_float(e.get("WORKER_TICK_S"), d.worker_tick_s),
-            worker_http_host=_str(e.get("WORKER_HTTP_HOST"), d.worker_http_host),
-            worker_http_port=_int(e.get("WORKER_HTTP_PORT"), d.worker_http_port),
-            worker_http_max_connections=_int(
-                e.get("WORKER_HTTP_MAX_CONNECTIONS"), d.worker_http_max_connections
-            ),
-            worker_batch_entries=_int(e.get("WORKER_BATCH_ENTRIES"), d.worker_batch_entries),
-            worker_claim_idle_ms=_int(e.get("WORKER_CLAIM_IDLE_MS"), d.worker_claim_idle_ms),
-            worker_lock_file=Path(_str(e.get("WORKER_LOCK_FILE"), str(d.worker_lock_file))),
-            monitoring_enabled=_bool(e.get("MONITORING_ENABLED"), d.monitoring_enabled),
-            alert_rules_file=Path(_str(e.get("ALERT_RULES_FILE"), str(d.alert_rules_file))),
-            alert_thresholds_config=Path(
-                _str(e.get("ALERT_THRESHOLDS_CONFIG"), str(d.alert_thresholds_config))
-            ),
-            alert_escalation_l2_delay_s=_float(
-                e.get("ALERT_ESCALATION_L2_DELAY_S"), d.alert_escalation_l2_delay_s
-            ),
-            alert_escalation_l3_delay_s=_float(
-                e.get("ALERT_ESCALATION_L3_DELAY_S"), d.alert_escalation_l3_delay_s
-            ),
-            alert_silence_max_s=_float(e.get("ALERT_SILENCE_MAX_S"), d.alert_silence_max_s),
-            alert_keep_firing_for_s=_float(e.get("ALERT_KEEP_FIRING_FOR_S"), d.alert_keep_firing_for_s),
-            alert_delivery_max_attempts=_int(
-                e.get("ALERT_DELIVERY_MAX_ATTEMPTS"), d.alert_delivery_max_attempts
-            ),
-            alert_delivery_backoff_s=_float(e.get("ALERT_DELIVERY_BACKOFF_S"), d.alert_delivery_backoff_s),
-            alert_http_timeout_s=_float(e.get("ALERT_HTTP_TIMEOUT_S"), d.alert_http_timeout_s),
-            alert_metric_window_s=_float(e.get("ALERT_METRIC_WINDOW_S"), d.alert_metric_window_s),
-            alert_min_samples=_int(e.get("ALERT_MIN_SAMPLES"), d.alert_min_samples),
-            alert_default_for_s=_float(e.get("ALERT_DEFAULT_FOR_S"), d.alert_default_for_s),
-            alert_console_url=_str(e.get("ALERT_CONSOLE_URL"), None),
-            alert_email_enabled=_bool(e.get("ALERT_EMAIL_ENABLED"), d.alert_email_enabled),
-            alert_email_smtp_host=_str(e.get("ALERT_EMAIL_SMTP_HOST"), None),
-            alert_email_smtp_port=_int(e.get("ALERT_EMAIL_SMTP_PORT"), d.alert_email_smtp_port),
-            alert_email_smtp_user=_str(e.get("ALERT_EMAIL_SMTP_USER"), None),
-            alert_email_smtp_password=_str(e.get("ALERT_EMAIL_SMTP_PASSWORD"), None),
-            alert_email_security=(_str(e.get("ALERT_EMAIL_SECURITY"), d.alert_email_security) or "")
-            .strip()
-            .lower(),
-            alert_email_allow_plain_auth=_bool(
-                e.get("ALERT_EMAIL_ALLOW_PLAIN_AUTH"), d.alert_email_allow_plain_auth
-            ),
-            alert_email_ca_file=Path(e["ALERT_EMAIL_CA_FILE"]) if e.get("ALERT_EMAIL_CA_FILE") else None,
-            alert_email_from=_str(e.get("ALERT_EMAIL_FROM"), None),
-            alert_email_to=_str(e.get("ALERT_EMAIL_TO"), None),
-            alert_slack_enabled=_bool(e.get("ALERT_SLACK_ENABLED"), d.alert_slack_enabled),
-            alert_slack_webhook_url=_str(e.get("ALERT_SLACK_WEBHOOK_URL"), None),
-            alert_slack_channel=_str(e.get("ALERT_SLACK_CHANNEL"), None),
-            alert_webhook_enabled=_bool(e.get("ALERT_WEBHOOK_ENABLED"), d.alert_webhook_enabled),
-            alert_webhook_url=_str(e.get("ALERT_WEBHOOK_URL"), None),
-            alert_webhook_headers=headers,
-            alert_webhook_secret=_str(e.get("ALERT_WEBHOOK_SECRET"), None),
-            alert_webhook_pagerduty_url=_str(e.get("ALERT_WEBHOOK_PAGERDUTY_URL"), None),
-            alert_webhook_pagerduty_api_key=_str(e.get("ALERT_WEBHOOK_PAGERDUTY_API_KEY"), None),
-            alert_webhook_opsgenie_url=_str(e.get("ALERT_WEBHOOK_OPSGENIE_URL"), None),
-            alert_webhook_opsgenie_api_key=_str(e.get("ALERT_WEBHOOK_OPSGENIE_API_KEY"), None),
-            auth_mode=_str(e.get("AUTH_MODE"), d.auth_mode),
-            password_hash_time_cost=_int(e.get("PASSWORD_HASH_TIME_COST"), d.password_hash_time_cost),
-            password_hash_memory_kib=_int(e.get("PASSWORD_HASH_MEMORY_KIB"), d.password_hash_memory_kib),
-            password_hash_concurrency=_int(e.get("PASSWORD_HASH_CONCURRENCY"), d.password_hash_concurrency),
-            sign_in_max_failures=_int(e.get("SIGN_IN_MAX_FAILURES"), d.sign_in_max_failures),
-            sign_in_client_max_failures=_int(
-                e.get("SIGN_IN_CLIENT_MAX_FAILURES"), d.sign_in_client_max_failures
-            ),
-            sign_in_lockout_s=_float(e.get("SIGN_IN_LOCKOUT_S"), d.sign_in_lockout_s),
-            session_idle_timeout_s=_float(e.get("SESSION_IDLE_TIMEOUT_S"), d.session_idle_timeout_s),
-            session_lifetime_s=_float(e.get("SESSION_LIFETIME_S"), d.session_lifetime_s),
-            session_secret=_str(e.get("SESSION_SECRET"), None),
-            session_secret_file=Path(_str(e.get("SESSION_SECRET_FILE"), str(d.session_secret_file))),
-            trusted_proxies=_cidrs(e.get("TRUSTED_PROXIES")),
-            oidc_enabled=_bool(e.get("OIDC_ENABLED"), d.oidc_enabled),
-            oidc_provider=_str(e.get("OIDC_PROVIDER"), None),
-            oidc_role_claim=_str(e.get("OIDC_ROLE_CLAIM"), d.oidc_role_claim),
-            oidc_role_map=_role_map(e.get("OIDC_ROLE_MAP")),
-            oidc_default_role=(_str(e.get("OIDC_DEFAULT_ROLE"), d.oidc_default_role) or "").strip().lower(),
-            password_sign_in=_bool(e.get("PASSWORD_SIGN_IN"), d.password_sign_in),
-            emergency_confirmation_required=_bool(
-                e.get("EMERGENCY_CONFIRMATION_REQUIRED"), d.emergency_confirmation_required
-            ),
-            emergency_rate_limit_per_min=_int(
-                e.get("EMERGENCY_RATE_LIMIT_PER_MIN"), d.emergency_rate_limit_per_min
-            ),
-            redact_pii=_bool(e.get("REDACT_PII"), d.redact_pii),
-            redact_extra_patterns=_patterns(e.get("REDACT_EXTRA_PATTERNS")),
-            anthropic_api_key=_str(e.get("ANTHROPIC_API_KEY"), None),
-            suggest_model=_str(e.get("SUGGEST_MODEL"), d.suggest_model),
-            otel_enabled=_bool(e.get("OTEL_ENABLED"), d.otel_enabled),
-            otlp_ingest_token=_str(e.get("OTLP_INGEST_TOKEN"), None),
-            otlp_ingest_token_file=Path(_str(e.get("OTLP_INGEST_TOKEN_FILE"), str(d.otlp_ingest_token_file))),
-            otlp_cost_ceiling_usd=_float(e.get("OTLP_COST_CEILING_USD"), d.otlp_cost_ceiling_usd),
-            otlp_context_window_s=_float(e.get("OTLP_CONTEXT_WINDOW_S"), d.otlp_context_window_s),
-            monitoring_db_retention_days=_int(
-                e.get("MONITORING_DB_RETENTION_DAYS"), d.monitoring_db_retention_days
-            ),
-            monitoring_metrics_retention_hours=_int(
-                e.get("MONITORING_METRICS_RETENTION_HOURS"), d.monitoring_metrics_retention_hours
-            ),
-            rollup_retention_days=_int(e.get("ROLLUP_RETENTION_DAYS"), d.rollup_retention_days),
-            metrics_window_s=_float(e.get("METRICS_WINDOW_S"), d.metrics_window_s),
-            health_max_worker_lag_s=_float(e.get("HEALTH_MAX_WORKER_LAG_S"), d.health_max_worker_lag_s),
-            otel_exporter_endpoint=_str(e.get("OTEL_EXPORTER_OTLP_ENDPOINT"), None),
-            otel_service_name=_str(e.get("OTEL_SERVICE_NAME"), None),
-            console_cache_ttl_s=_int(e.get("CONSOLE_CACHE_TTL_S"), d.console_cache_ttl_s),
-            monthly_budget_usd=_float(e.get("MONTHLY_BUDGET_USD"), d.monthly_budget_usd),
-            api_rate_limit_per_min=_int(e.get("API_RATE_LIMIT_PER_MIN"), d.api_rate_limit_per_min),
-            api_emergency_rate_limit_per_min=_int(
-                e.get("API_EMERGENCY_RATE_LIMIT_PER_MIN"), d.api_emergency_rate_limit_per_min
-            ),
-            api_token_default_days=_int(e.get("API_TOKEN_DEFAULT_DAYS"), d.api_token_default_days),
-            api_token_max_days=_int(e.get("API_TOKEN_MAX_DAYS"), d.api_token_max_days),
-            api_token_cache_s=_float(e.get("API_TOKEN_CACHE_S"), d.api_token_cache_s),
-            api_metrics_max_age_s=_float(e.get("API_METRICS_MAX_AGE_S"), d.api_metrics_max_age_s),
-            websocket_max_connections=_int(e.get("WEBSOCKET_MAX_CONNECTIONS"), d.websocket_max_connections),
-            websocket_user_connections=_int(
-                e.get("WEBSOCKET_USER_CONNECTIONS"), d.websocket_user_connections
-            ),
-            websocket_ping_interval_s=_float(e.get("WEBSOCKET_PING_INTERVAL"), d.websocket_ping_interval_s),
-            websocket_timeout_s=_float(e.get("WEBSOCKET_TIMEOUT"), d.websocket_timeout_s),
-            websocket_poll_interval_s=_float(e.get("WEBSOCKET_POLL_INTERVAL_S"), d.websocket_poll_interval_s),
-            metrics_interval_s=_float(e.get("METRICS_INTERVAL"), d.metrics_interval_s),
-            pagerduty_webhook_secret=_str(e.get("PAGERDUTY_WEBHOOK_SECRET"), None),
-            opsgenie_webhook_secret=_str(e.get("OPSGENIE_WEBHOOK_SECRET"), None),
-            cost_anomaly_min_usd=_float(e.get("COST_ANOMALY_MIN_USD"), d.cost_anomaly_min_usd),
-            cost_anomaly_z=_float(e.get("COST_ANOMALY_Z"), d.cost_anomaly_z),
-        )
+        hints = get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            raw = e.get(_ENV_NAMES.get(f.name, f.name.upper()))
+            if f.name in _PARSERS:
+                values[f.name] = _PARSERS[f.name](raw)
+            elif raw not in (None, ""):
+                values[f.name] = _parse(hints[f.name], raw)
+        return cls(**values)
 
     def __post_init__(self) -> None:
         roles = ("analyst", "operator", "manager", "admin")  # auth.roles.ROLES (settings imports nothing)
@@ -436,6 +326,26 @@ class Settings:
         values.update(changes)
         return Settings(**values)
 
+
+# Fields whose environment variable is not their upper-cased name (the names source document 004
+# and OpenTelemetry use).
+_ENV_NAMES: dict[str, str] = {
+    "otel_exporter_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "websocket_ping_interval_s": "WEBSOCKET_PING_INTERVAL",
+    "websocket_timeout_s": "WEBSOCKET_TIMEOUT",
+    "metrics_interval_s": "METRICS_INTERVAL",
+}
+
+# Fields with a syntax of their own: the parser gets the raw value (None when unset) and is called
+# even when it is unset, so it gives the default itself.
+_PARSERS: dict[str, Callable[[str | None], Any]] = {
+    "alert_webhook_headers": _webhook_headers,
+    "alert_email_security": lambda raw: _lower(raw, Settings.alert_email_security),
+    "oidc_default_role": lambda raw: _lower(raw, Settings.oidc_default_role),
+    "oidc_role_map": _role_map,
+    "trusted_proxies": _cidrs,
+    "redact_extra_patterns": _patterns,
+}
 
 _cached: Settings | None = None
 
