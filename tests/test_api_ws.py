@@ -16,7 +16,6 @@ from contextlib import contextmanager
 
 import pytest
 import requests
-import sqlalchemy as sa
 import uvicorn
 from support import TcpProxy, free_port, wait_for
 from support.api_fixtures import ServedApi, seed
@@ -238,10 +237,8 @@ def test_a_store_outage_keeps_connections_and_is_logged_once_per_kind(
 ) -> None:
     truth = Store.from_url(pg_url)
     truth.migrate()
-    url = sa.make_url(pg_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    proxy.start()
-    via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy = TcpProxy.for_url(pg_url).start()
+    via_proxy = proxy.url
     settings = make_settings(via_proxy, auth_mode="password", session_secret="outage-" + "s" * 24,
                              websocket_poll_interval_s=0.1, websocket_ping_interval_s=0.2,
                              api_token_cache_s=0.0)  # fmt: skip  # every re-check reads the store

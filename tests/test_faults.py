@@ -21,6 +21,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 from support import TcpProxy, subprocess_env, wait_for
 from support import record_llm_calls as record
+from support.process import doomed_worker_script
 
 from observability import keys
 from observability.sdk import ObservabilityClient
@@ -34,10 +35,8 @@ from observability.worker.runner import Worker
 @pytest.fixture
 def pg_proxy(pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
     """(proxy, URL of the test schema through the proxy)."""
-    url = sa.make_url(pg_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    proxy.start()
-    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy = TcpProxy.for_url(pg_url).start()
+    yield proxy, proxy.url
     proxy.stop()
 
 
@@ -245,26 +244,7 @@ def test_redis_outage_mid_stream_loses_nothing_and_duplicates_nothing(
 
 # ---- a worker dies between its insert and its XACK ------------------------------------------------
 
-DOOMED_WORKER = textwrap.dedent(
-    """
-    import os, signal
-    import redis.client
-    from observability.settings import get_settings
-    from observability.store import Store
-    from observability.worker.runner import Worker
-
-    def die(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    if os.environ["KILL_AT"] == "before_ack":      # the SQL commit is done; XACK + XDEL never run
-        redis.client.Pipeline.execute = die
-    else:                                           # killed in the middle of the SQL transaction
-        Store.insert_ignore = lambda self, conn, table, cols, rows: die()
-    settings = get_settings()
-    Worker(Store.from_url(settings.database_url), settings, worker_id="doomed", steps=[]).drain()
-    raise SystemExit("the worker should have died")
-    """
-)
+DOOMED_WORKER = doomed_worker_script("redis.client.Pipeline")
 
 
 @pytest.mark.parametrize("kill_at", ["before_ack", "mid_write"])

@@ -36,10 +36,8 @@ def test_a_store_outage_logs_one_line_per_failure_kind_with_a_count_and_no_trace
 ) -> None:
     truth = Store.from_url(pg_url)
     truth.migrate()
-    url = sa.make_url(pg_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    proxy.start()
-    via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy = TcpProxy.for_url(pg_url).start()
+    via_proxy = proxy.url
     settings = make_settings(via_proxy, redis_url, worker_http_port=free_port(), worker_tick_s=0.2)
     store = Store.from_url(via_proxy)
     worker = Worker(store, settings, redis=redis_client.connect(settings), worker_id="w-outage")

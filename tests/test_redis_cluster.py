@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.clusters import RedisClusterInfo, redis_cluster
 from support.net import free_port
 from support.pipeline import open_pipeline, record_llm_calls
-from support.process import subprocess_env
+from support.process import doomed_worker_script, subprocess_env
 from support.waiting import wait_for
 
 from observability import auth, control, keys, redis_client
@@ -187,24 +187,7 @@ def test_three_shards_sit_on_three_masters_and_every_event_is_stored_once(sharde
         pipeline.close()
 
 
-DOOMED_CLUSTER_WORKER = """
-import os, signal
-import redis.cluster
-from observability.settings import get_settings
-from observability.store import Store
-from observability.worker.runner import Worker
-
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-if os.environ["KILL_AT"] == "before_ack":      # the SQL commit is done; XACK + XDEL never run
-    redis.cluster.ClusterPipeline.execute = die
-else:                                           # killed in the middle of the SQL transaction
-    Store.insert_ignore = lambda self, conn, table, cols, rows: die()
-settings = get_settings()
-Worker(Store.from_url(settings.database_url), settings, worker_id="doomed", steps=[]).drain()
-raise SystemExit("the worker should have died")
-"""
+DOOMED_CLUSTER_WORKER = doomed_worker_script("redis.cluster.ClusterPipeline")
 
 
 @pytest.mark.parametrize("kill_at", ["before_ack", "mid_write"])
