@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -488,6 +489,24 @@ def _figure_strings(value: object) -> Iterator[str]:
             yield from _figure_strings(v)
 
 
+@contextmanager
+def _pages_reading(monkeypatch: pytest.MonkeyPatch, url: str) -> Iterator[None]:
+    """Pages run under AppTest read the store at `url` (no sign-in), with settings and the console's
+    caches fresh on entry and dropped on exit, so no other test sees this store."""
+    from observability.settings import reset_settings_cache
+    from observability.ui import common
+
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTH_MODE", "none")
+    reset_settings_cache()
+    common.clear_caches()
+    try:
+        yield
+    finally:
+        reset_settings_cache()
+        common.clear_caches()
+
+
 def test_hostile_names_render_as_text_on_every_page(
     tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -496,9 +515,7 @@ def test_hostile_names_render_as_text_on_every_page(
     from observability.alerting.model import RuleValidationError
     from observability.alerting.service import AlertingService
     from observability.analytics.conversation_scoring import score_pending
-    from observability.settings import reset_settings_cache
     from observability.timeutil import utcnow
-    from observability.ui import common
 
     url = f"sqlite:///{tmp_path / 'hostile.db'}"
     store = Store.from_url(url)
@@ -528,22 +545,18 @@ def test_hostile_names_render_as_text_on_every_page(
             rule_name="high_error_rate", dedup_key="h|x", labels={"bot": HOSTILE["tick2"]}, state="firing",
             severity="critical", value=0.2, threshold=0.05, message=f"errors of {HOSTILE['link3']}",
             fired_at=now, created_at=now))  # fmt: skip
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("AUTH_MODE", "none")
-    reset_settings_cache()
-    common.clear_caches()
-    alerting = AlertingService(store)
-    rule = {"metric": "error_rate", "comparison": "gt", "threshold": 0.5, "severity": "warning",
-            "channels": ["slack"], "description": HOSTILE["link3"]}  # fmt: skip
-    for name in HOSTILE.values():  # the service refuses markup in a rule name outright ...
-        with pytest.raises(RuleValidationError):
-            alerting.add_rule({**rule, "name": name}, "admin")
-    alerting.add_rule({**rule, "name": "plain_rule"}, "admin")
-    with store.begin() as conn:  # ... but a row written before that check, or by hand, is still shown
-        conn.execute(sa.update(schema.alert_rules).where(schema.alert_rules.c.name == "plain_rule")
-                     .values(name=HOSTILE["link3"]))  # fmt: skip
-    store.dispose()
-    try:
+    with _pages_reading(monkeypatch, url):
+        alerting = AlertingService(store)
+        rule = {"metric": "error_rate", "comparison": "gt", "threshold": 0.5, "severity": "warning",
+                "channels": ["slack"], "description": HOSTILE["link3"]}  # fmt: skip
+        for name in HOSTILE.values():  # the service refuses markup in a rule name outright ...
+            with pytest.raises(RuleValidationError):
+                alerting.add_rule({**rule, "name": name}, "admin")
+        alerting.add_rule({**rule, "name": "plain_rule"}, "admin")
+        with store.begin() as conn:  # ... but a row written before that check, or by hand, is still shown
+            conn.execute(sa.update(schema.alert_rules).where(schema.alert_rules.c.name == "plain_rule")
+                         .values(name=HOSTILE["link3"]))  # fmt: skip
+        store.dispose()
         for page in PAGE_FILES:
             at = AppTest.from_file(str(Path(__file__).parent.parent / page), default_timeout=60)
             at.run()
@@ -568,9 +581,6 @@ def test_hostile_names_render_as_text_on_every_page(
                     if "<b>" in s or "<a " in s or "<img" in s:
                         problems.append(f"plotly text {s!r}")
             assert problems == [], f"{page}: {problems[:5]}"
-    finally:
-        reset_settings_cache()
-        common.clear_caches()
 
 
 def test_a_control_outcome_echoing_a_hostile_conversation_id_shows_it_as_text(
@@ -579,9 +589,6 @@ def test_a_control_outcome_echoing_a_hostile_conversation_id_shows_it_as_text(
     """The outcome of a stop names the conversation; an id a bot chose must not turn into a link."""
     from streamlit.testing.v1 import AppTest
 
-    from observability.settings import reset_settings_cache
-    from observability.ui import common
-
     url = f"sqlite:///{tmp_path / 'control.db'}"
     Store.from_url(url).migrate()
     cid = HOSTILE["link3"]
@@ -589,11 +596,7 @@ def test_a_control_outcome_echoing_a_hostile_conversation_id_shows_it_as_text(
     client.record_message(cid, "user", "hello", bot="lead_bot")
     assert client.flush(10.0), client.stats()
     client.close()
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("AUTH_MODE", "none")
-    reset_settings_cache()
-    common.clear_caches()
-    try:
+    with _pages_reading(monkeypatch, url):
         at = AppTest.from_file(
             str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
         )
@@ -608,9 +611,6 @@ def test_a_control_outcome_echoing_a_hostile_conversation_id_shows_it_as_text(
         assert any("stopped" in o.lower() and "link3" in o for o in outcomes), outcomes
         problems = [p for o in outcomes for p in _markdown_problems(o)]
         assert problems == [], problems
-    finally:
-        reset_settings_cache()
-        common.clear_caches()
 
 
 def test_the_conversations_table_writes_quality_as_the_catalog_does(
@@ -619,9 +619,8 @@ def test_the_conversations_table_writes_quality_as_the_catalog_does(
     from streamlit.testing.v1 import AppTest
 
     from observability.analytics.conversation_scoring import score_pending
-    from observability.settings import reset_settings_cache
     from observability.timeutil import utcnow
-    from observability.ui import common, fmt
+    from observability.ui import fmt
 
     url = f"sqlite:///{tmp_path / 'quality.db'}"
     store = Store.from_url(url)
@@ -633,11 +632,7 @@ def test_the_conversations_table_writes_quality_as_the_catalog_does(
     client.close()
     score_pending(store, utcnow())
     store.dispose()
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("AUTH_MODE", "none")
-    reset_settings_cache()
-    common.clear_caches()
-    try:
+    with _pages_reading(monkeypatch, url):
         at = AppTest.from_file(
             str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
         )
@@ -651,9 +646,6 @@ def test_the_conversations_table_writes_quality_as_the_catalog_does(
         assert config["label"] == fmt.label("quality_score")
         printf = config["type_config"]["format"]
         assert printf % shown == fmt.text("quality_score", ratio)  # e.g. 32.8%, one decimal
-    finally:
-        reset_settings_cache()
-        common.clear_caches()
 
 
 def conversations_quality(url: str, cid: str) -> float | None:
@@ -671,20 +663,13 @@ def test_an_overlong_shared_link_gets_a_friendly_message_not_a_traceback(
 ) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from observability.settings import reset_settings_cache
-    from observability.ui import common
-
     url = f"sqlite:///{tmp_path / 'link.db'}"
     Store.from_url(url).migrate()
     client = ObservabilityClient(settings=make_settings(url))
     client.record_message("conv-1", "user", "hello", bot="lead_bot")
     assert client.flush(10.0)
     client.close()
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("AUTH_MODE", "none")
-    reset_settings_cache()
-    common.clear_caches()
-    try:
+    with _pages_reading(monkeypatch, url):
         for value in ("x" * 200, "conv-1\n[Session expired: sign in](http://127.0.0.1:9/x)"):
             at = AppTest.from_file(
                 str(Path(__file__).parent.parent / "pages/conversations.py"), default_timeout=60
@@ -698,9 +683,6 @@ def test_an_overlong_shared_link_gets_a_friendly_message_not_a_traceback(
                 str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.warning, *at.error)
             )
             assert "Traceback" not in shown and "Session expired" not in shown and "x" * 101 not in shown
-    finally:
-        reset_settings_cache()
-        common.clear_caches()
 
 
 def test_the_error_boundary_logs_the_traceback_under_an_id_and_shows_only_the_id(
