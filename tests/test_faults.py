@@ -280,6 +280,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assert r.xpending(key, GROUP)["pending"] == 0 and r.xlen(key) == 0
 
 
+@pytest.mark.serial  # failed once (1 in ~4 full runs) beside two other test processes; cause not found yet
 def test_flush_waits_for_a_spooled_batch_still_being_replayed(
     sqlite_url: str, make_settings: Callable[..., Settings]
 ) -> None:
