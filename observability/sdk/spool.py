@@ -45,9 +45,13 @@ class Spool:
             return []
 
     def has_pending(self) -> bool:
+        """True while a batch is on disk, waiting or claimed by a replay still sending it.
+
+        A claimed file counts: between a flush's look at what is in flight and its look here, a
+        replay may claim (rename) the last file, which is then not delivered yet."""
         try:
             with os.scandir(self.dir) as it:
-                return any(e.name.endswith(".json") for e in it)
+                return any(e.name.endswith(".json") or ".json.claim-" in e.name for e in it)
         except FileNotFoundError:
             return False
 
