@@ -25,6 +25,7 @@ from observability.ui import web_auth  # noqa: E402
 from observability.ui.warmup import warm_up  # noqa: E402
 
 ui.enable_cookie_sessions()
+ui.route_from_the_start()  # the first visit after a start runs its page once, not three times
 web_auth.keep_peer_address()  # TRUSTED_PROXIES, not uvicorn's default, decides who may forward addresses
 
 # in the background from the start: imports the pages load lazily and the store's schema check, so

@@ -193,6 +193,25 @@ def _outside_router() -> bool:
         return False
 
 
+def route_from_the_start() -> bool:
+    """Make Streamlit use Home.py's router (st.navigation) from the server's first page run.
+
+    Streamlit decides on its first session whether the app is a legacy `pages/` directory app and
+    keeps that until some run calls st.navigation; until then a page opened by URL runs on its own,
+    `require` sends it back through the router (a second run) and the router switches to the
+    page (a third): the first visit after a start paid three runs (bench/pages.py,
+    browser_first_s). The console always routes through Home.py, so app.py says so at import.
+    Returns False when Streamlit's internals moved (the redirect in `require` still applies)."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except Exception:  # noqa: BLE001 - internal API moved
+        return False
+    if not hasattr(PagesManager, "uses_pages_directory"):
+        return False
+    PagesManager.uses_pages_directory = False
+    return True
+
+
 def _back_to_router() -> None:
     try:
         page = urlparse(st.context.url or "").path.rstrip("/").rsplit("/", 1)[-1]
