@@ -38,6 +38,22 @@ PAGE_SIZE = 50
 STATE_FILTER = {"AI": "ai", "human": "human", "stopped": "stopped"}
 VIP_CHOICES = {"VIP": True, "not VIP": False}
 FILTER_KEYS = ("state", "q", "vip", "bot")
+# links written before the filters held plain values (emoji labels, or the stored state): still open
+OLD_STATE_VALUES = {"🤖 AI": "AI", "ai": "AI", "🧑 human": "human", "⛔ stopped": "stopped"}
+OLD_VIP_VALUES = {"⭐ VIP only": "VIP", "vip": "VIP", "Not VIP": "not VIP", "other": "not VIP"}
+
+
+def plain_old_links() -> None:
+    """An old link's filter values as today's: the widgets bound to the URL drop values they do not
+    offer, so the translated values go in as the widgets' state (which they then write to the URL)."""
+    try:
+        states, vip = st.query_params.get_all("state"), st.query_params.get("vip")
+    except Exception:  # noqa: BLE001 - already bound this run: the widgets hold the values
+        return
+    if any(s in OLD_STATE_VALUES for s in states):
+        st.session_state["state"] = list(dict.fromkeys(OLD_STATE_VALUES.get(s, s) for s in states))
+    if vip in OLD_VIP_VALUES:
+        st.session_state["vip"] = OLD_VIP_VALUES[vip]
 
 
 def bot_options() -> list[str]:
@@ -93,7 +109,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def _open(cid: str) -> None:
     """Open a conversation from Needs attention: clear the filters so it belongs to the list."""
-    for k in FILTER_KEYS:
+    for k in (*FILTER_KEYS, ui.CURSOR_PARAM, ui.PAGE_PARAM):
         st.session_state.pop(k, None)
         st.query_params.pop(k, None)
     ui.set_query_params(conversation=cid)
@@ -103,6 +119,7 @@ def _open(cid: str) -> None:
 
 attention.attention_panel(_open, key="cv_attention")
 
+plain_old_links()
 f1, f2, f3, f4 = st.columns([2, 1, 2, 2])
 with f1:
     states = st.multiselect(
@@ -123,16 +140,19 @@ filters = {
     "search": search.strip() or None,
     "vip": VIP_CHOICES.get(vip_choice or ""),
 }
-if st.session_state.get("cv_filters") != filters:  # new filters: back to the first page
-    st.session_state["cv_filters"] = filters
-    st.session_state["cv_cursors"] = []
-cursors: list[str] = st.session_state.setdefault("cv_cursors", [])
-page = browse(**filters, cursor=cursors[-1] if cursors else None, limit=PAGE_SIZE)
+# ?after=<cursor>&page=<n>: a shared link shows the same rows
+cursor, number = ui.keyset_position(filters, "cv_filters")
+try:
+    page = browse(**filters, cursor=cursor, limit=PAGE_SIZE)
+except ValueError as exc:  # a page cursor edited by hand
+    ui.first_page_after_bad_link(str(exc))
+    cursor, number = None, 1
+    page = browse(**filters, cursor=None, limit=PAGE_SIZE)
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def live_list() -> None:
-    current = browse(**filters, cursor=cursors[-1] if cursors else None, limit=PAGE_SIZE)
+    current = browse(**filters, cursor=cursor, limit=PAGE_SIZE)
     m = st.columns(3)
     m[0].metric("Conversations", f"{current.total:,}", help="Every conversation matching the filters")
     m[1].metric("Held by a human", f"{current.by_state.get('human', 0):,}")
@@ -160,7 +180,7 @@ def live_list() -> None:
             st.session_state["cv_pick"] = cid
             ui.set_query_params(conversation=cid)
             st.rerun(scope="app")
-    first = (len(cursors) * PAGE_SIZE) + 1
+    first = (number - 1) * PAGE_SIZE + 1
     st.caption(
         f"Rows {first:,}–{first + len(current.rows) - 1:,} of {current.total:,}, newest activity first."
     )
@@ -168,12 +188,10 @@ def live_list() -> None:
 
 live_list()
 p1, p2, _ = st.columns([1, 1, 4])
-if p1.button("First page", key="cv_first", disabled=not cursors, icon=":material/first_page:"):
-    st.session_state["cv_cursors"] = []
-    st.rerun()
+if p1.button("First page", key="cv_first", disabled=cursor is None, icon=":material/first_page:"):
+    ui.go_to_keyset_page(None, 1)
 if p2.button("Next page", key="cv_next", disabled=page.next_cursor is None, icon=":material/navigate_next:"):
-    cursors.append(page.next_cursor)
-    st.rerun()
+    ui.go_to_keyset_page(page.next_cursor, number + 1)
 
 st.subheader("One conversation")
 ids = [r["id"] for r in page.rows]

@@ -75,11 +75,14 @@ except ce.FilterError as exc:
     st.caption("No call is listed until the filters above are fixed; every other value is kept.")
     st.stop()
 
-if st.session_state.get("lc_filters") != filters:  # new filters: back to the first page
-    st.session_state["lc_filters"] = filters
-    st.session_state["lc_cursors"] = []
-cursors: list[str] = st.session_state.setdefault("lc_cursors", [])
-page = explore(filters, cursor=cursors[-1] if cursors else None, limit=PAGE_SIZE)
+# ?after=<cursor>&page=<n>: a shared link shows the same rows
+cursor, number = ui.keyset_position(filters, "lc_filters")
+try:
+    page = explore(filters, cursor=cursor, limit=PAGE_SIZE)
+except ce.FilterError as exc:  # a page link from another sort, or edited by hand
+    ui.first_page_after_bad_link(next(iter(exc.errors.values())))
+    cursor, number = None, 1
+    page = explore(filters, cursor=None, limit=PAGE_SIZE)
 
 if not page.rows:
     ui.empty_state("No LLM call matches these filters.", "Widen the time range or clear a filter.")
@@ -110,12 +113,10 @@ else:
         },
     )  # fmt: skip
     ui.download_csv(view, "llm_calls.csv", key="lc_csv")
-    first = len(cursors) * PAGE_SIZE + 1
+    first = (number - 1) * PAGE_SIZE + 1
     st.caption(f"Calls {first:,}–{first + len(page.rows) - 1:,} · {SORT_LABEL[filters.sort].lower()}")
 p1, p2, _ = st.columns([1, 1, 4])
-if p1.button("First page", key="lc_first", disabled=not cursors, icon=":material/first_page:"):
-    st.session_state["lc_cursors"] = []
-    st.rerun()
+if p1.button("First page", key="lc_first", disabled=cursor is None, icon=":material/first_page:"):
+    ui.go_to_keyset_page(None, 1)
 if p2.button("Next page", key="lc_next", disabled=page.next_cursor is None, icon=":material/navigate_next:"):
-    cursors.append(page.next_cursor)
-    st.rerun()
+    ui.go_to_keyset_page(page.next_cursor, number + 1)

@@ -195,3 +195,36 @@ def test_a_bad_filter_says_which_and_keeps_the_rest(console: Store) -> None:
     assert any("the lowest latency must be a number" in e.value for e in at.error)
     assert at.text_input(key="lat_min").value == "fast" and at.multiselect(key="bot").value == ["lead_bot"]
     assert not at.dataframe
+
+
+def _next(at: AppTest) -> AppTest:
+    next(b for b in at.button if b.key == "lc_next").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_page_of_calls_is_in_the_url_so_a_shared_link_shows_the_same_rows(console: Store) -> None:
+    at = _next(_page({"sort": "slowest"}))
+    second = list(at.dataframe[0].value["trace_id"])
+    link = {k: at.query_params[k] for k in ("sort", "after", "page")}
+    assert link["page"] in ("2", ["2"]) and link["after"]
+    shared = _page(link)  # the receiver: a new session opening the sender's URL
+    assert list(shared.dataframe[0].value["trace_id"]) == second
+    assert any("Calls 51–90" in c.value for c in shared.caption)
+    next(b for b in shared.button if b.key == "lc_first").click().run()
+    assert "after" not in shared.query_params and "page" not in shared.query_params
+    assert any("Calls 1–50" in c.value for c in shared.caption)
+
+
+def test_new_filters_go_back_to_the_first_page_of_calls(console: Store) -> None:
+    at = _next(_page())
+    at.text_input(key="lat_min").set_value("0").run()  # every call still matches: the list starts over
+    assert not at.exception and "after" not in at.query_params
+    assert any("Calls 1–50" in c.value for c in at.caption)
+
+
+def test_a_page_link_from_another_sort_shows_the_first_page_and_says_so(console: Store) -> None:
+    at = _next(_page())  # a newest-first cursor...
+    at = _page({"sort": "slowest", "after": at.query_params["after"], "page": "2"})  # ...under another sort
+    assert any("no longer valid" in w.value for w in at.warning)
+    assert any("Calls 1–50" in c.value for c in at.caption) and "after" not in at.query_params

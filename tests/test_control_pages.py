@@ -488,3 +488,49 @@ def test_a_link_filters_conversations_by_bot(console: Store) -> None:
     assert not at.exception, at.exception
     [table] = [d.value for d in at.dataframe if "conversation" in d.value.columns]
     assert list(table["conversation"]) == ["c9"]
+
+
+def test_the_page_of_the_list_is_in_the_url_so_a_shared_link_shows_the_same_rows(console: Store) -> None:
+    base = time.time() - 600
+    write_batch(console, [ev.message(uuid.uuid4().hex, base + i, conversation_id=f"m{i:02d}", role="user",
+                                     text="hi", bot="lead", account_id=None) for i in range(60)])  # fmt: skip
+    at = _app("pages/conversations.py", auth.ANALYST)
+    _button(at, "Next page").click().run()
+    second = list(at.dataframe[0].value["conversation"])
+    assert at.query_params["page"] in ("2", ["2"]) and at.query_params["after"]
+    shared = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    shared.session_state["user"] = auth.User("analyst", auth.ANALYST)
+    for k in ("after", "page"):
+        shared.query_params[k] = at.query_params[k]
+    shared.run()
+    assert not shared.exception, shared.exception
+    assert list(shared.dataframe[0].value["conversation"]) == second
+    assert "Rows 51–61 of 61" in _text(shared)
+    _button(shared, "First page").click().run()
+    assert "after" not in shared.query_params and "Rows 1–50 of 61" in _text(shared)
+
+
+def test_a_bad_page_link_shows_the_first_page_of_the_list(console: Store) -> None:
+    at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("analyst", auth.ANALYST)
+    at.query_params["after"] = "not-a-cursor"
+    at.query_params["page"] = "7"
+    at.run()
+    assert not at.exception, at.exception
+    assert any("not valid" in w.value for w in at.warning) and "Rows 1–1 of 1" in _text(at)
+    assert "after" not in at.query_params and "page" not in at.query_params
+
+
+def test_an_old_link_with_emoji_filter_labels_still_filters_the_list(console: Store) -> None:
+    _asks_for_a_person(console)
+    control.stop_conversation(console, "c2", "admin", "abusive")
+    at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+    at.query_params["state"] = "⛔ stopped"
+    at.query_params["vip"] = "Not VIP"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="state").value == ["stopped"]
+    assert "⛔ stopped" not in str(at.query_params) and "Not VIP" not in str(at.query_params)  # no emoji left
+    [table] = [d.value for d in at.dataframe if "conversation" in d.value.columns]
+    assert list(table["conversation"]) == ["c2"]

@@ -27,6 +27,10 @@ Filters in the URL (so a view can be shared as a link; widgets bound to st.query
     set_query_params(**values)                      write plain query parameters (None deletes)
     query_link(page_path, **params)   -> str        relative URL of a page with a query string
     page_link(page, label, icon=None, **params)     a link to another page with its filters set
+    keyset_position(filters, key) -> (cursor, n)    a paged list's page from ?after=&page= (new
+                                                    filters: the first page)
+    go_to_keyset_page(cursor, n)                    show page n (after `cursor`) and put it in the URL
+    first_page_after_bad_link(message)              a stale page link: say so, show the first page
 
 Caching
     cached_query(fn)   fn(store, *args, **kw) -> cached callable(*args, **kw); st.cache_data with
@@ -413,6 +417,7 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")
 # key -> (longest value, characters allowed, what a user is told); others: QUERY_PARAM_DEFAULT_RULE
 QUERY_PARAM_RULES: dict[str, tuple[int, re.Pattern[str], str]] = {
     "calls": (4000, re.compile(r"[\w,.:-]*"), "call ids separated by commas"),
+    "after": (600, _PRINTABLE, "printable characters"),  # a page cursor: a time, a sort value and an id
 }
 QUERY_PARAM_DEFAULT_RULE = (100, _PRINTABLE, "printable characters")
 
@@ -436,6 +441,44 @@ def query_param(key: str, default: str | None = None) -> str | None:
         )
         return default
     return value
+
+
+CURSOR_PARAM, PAGE_PARAM = "after", "page"  # a keyset-paged list's position: ?after=<cursor>&page=<n>
+_UNSEEN = object()
+
+
+def keyset_position(filters: Any, key: str) -> tuple[str | None, int]:
+    """The page of a keyset-paged list that the URL names, as (cursor, page number): the cursor the
+    page's query continues after (None: the first page) and its number, for "rows 51-100". The
+    position lives in the URL so a shared link shows the receiver the same rows. When `filters`
+    differ from the last run's (kept under `key` in the session) the list goes back to its first
+    page; a session's first run (a link just opened) keeps the link's position."""
+    before = st.session_state.get(key, _UNSEEN)
+    st.session_state[key] = filters
+    if before is not _UNSEEN and before != filters:
+        set_query_params(**{CURSOR_PARAM: None, PAGE_PARAM: None})
+        return None, 1
+    cursor = query_param(CURSOR_PARAM)
+    if not cursor:
+        if query_param(PAGE_PARAM) is not None:
+            set_query_params(**{PAGE_PARAM: None})
+        return None, 1
+    number = query_param(PAGE_PARAM, "2") or "2"
+    return cursor, max(int(number), 2) if number.isdigit() and len(number) < 7 else 2
+
+
+def go_to_keyset_page(cursor: str | None, number: int) -> None:
+    """Show another page of the list (`cursor` None: the first) and write it in the URL."""
+    first = cursor is None or number <= 1
+    set_query_params(**{CURSOR_PARAM: None if first else cursor, PAGE_PARAM: None if first else str(number)})
+    st.rerun()
+
+
+def first_page_after_bad_link(message: str) -> None:
+    """A page position from a link that no longer works (another sort, an edited URL): say so and
+    drop it, so the list shows its first page."""
+    st.warning(f"{message[:1].upper()}{message[1:]}.", icon=":material/link_off:")
+    set_query_params(**{CURSOR_PARAM: None, PAGE_PARAM: None})
 
 
 def run_guarded(run: Callable[[], Any]) -> None:
