@@ -45,6 +45,7 @@ from observability.auth.client_ip import client_address
 from observability.auth.users import PASSWORD_OFF
 from observability.settings import get_settings
 from observability.store import Store
+from observability.ui import assets
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+def _page(title: str, body: str, status: int = 200, head: str = "") -> HTMLResponse:
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">{head}
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}}
 label{{display:block;margin:.8rem 0 .2rem}}input{{width:100%;padding:.5rem;box-sizing:border-box}}
@@ -164,7 +165,11 @@ def _sign_in_form(request: Request, *, message: str | None = None, note: str | N
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button></form>""")
-    return _with_csrf(_page("Sign in", "\n".join(parts), status), request, token)
+    # the browser fetches the console's own files while the user types: the page after sign-in
+    # then loads from its cache (observability.ui.assets)
+    return _with_csrf(
+        _page("Sign in", "\n".join(parts), status, head=assets.prefetch_links()), request, token
+    )
 
 
 async def sign_in(request: Request) -> Response:
