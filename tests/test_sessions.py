@@ -295,3 +295,21 @@ def test_the_client_address_is_the_nearest_untrusted_hop() -> None:
     assert (
         client_address("127.0.0.1", "203.0.113.7", get_settings().replace(trusted_proxies=())) == "127.0.0.1"
     )
+
+
+def test_the_sign_in_form_has_the_browser_fetch_the_pages_files_while_the_user_types(app_url: str) -> None:
+    """The page after sign-in then loads Streamlit's shell and its chart and table code from the
+    browser's cache (bench/pages.py: the first visit spent its first second fetching them)."""
+    form = requests.get(f"{app_url}/auth/sign-in")
+    hrefs = re.findall(r'<link rel="prefetch" href="([^"]+)"', form.text)
+    names = {h.rsplit("/", 1)[-1].split(".")[0] for h in hrefs}
+    assert {"index", "PlotlyChart", "DataFrame", "Metric"} <= names
+    browser = requests.Session()
+    assert _sign_in(browser, app_url, "olga", PASSWORD).status_code == 303
+    page = browser.get(f"{app_url}/cost_tracking")
+    shell = re.findall(r'(?:src|href)="\./(static/[^"]+)"', page.text)
+    assert shell and {f"/{s}" for s in shell} <= set(hrefs)  # what the page loads first is prefetched
+    for href in hrefs:  # each one served, and kept by the browser (content-hashed, immutable)
+        r = browser.get(app_url + href, stream=True)
+        assert r.status_code == 200 and "immutable" in r.headers["cache-control"], href
+        r.close()

@@ -11,10 +11,10 @@ No Streamlit import: the files are found beside the installed package.
     prefetch_paths() -> tuple[str, ...]   "/static/..." paths, shell first; () when not found
     prefetch_links() -> str               <link rel="prefetch"> tags for them
     element_chunks() -> tuple[str, ...]   the first-content elements' chunks (not in the shell)
-    PreloadElements                       ASGI middleware: Streamlit's page document names those
-                                          chunks as modulepreload, so a warm page load fetches
-                                          them from the cache in parallel at once instead of
-                                          one import at a time after the page's elements arrive
+
+Tried and dropped: the same chunks as modulepreload hints in the page document (a warm load, the
+browser's CPU per load and its time to first content did not change measurably: the chunks
+already come from the cache; what a warm load spends is the browser drawing the page).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import importlib.util
 import re
 from functools import lru_cache
 from pathlib import Path
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # elements a console page's first screen is drawn with (charts, tables, figures, filters)
 FIRST_CONTENT_ELEMENTS = (
@@ -94,60 +92,3 @@ def prefetch_paths() -> tuple[str, ...]:
 
 def prefetch_links() -> str:
     return "".join(f'<link rel="prefetch" href="{html.escape(p)}" crossorigin>' for p in prefetch_paths())
-
-
-def modulepreload_links() -> bytes:
-    return "".join(
-        f'<link rel="modulepreload" crossorigin href=".{html.escape(p)}">' for p in element_chunks()
-    ).encode()
-
-
-class PreloadElements:
-    """ASGI middleware: a console page's document (Streamlit's index.html) also names the chunks of
-    the elements the console draws first, as modulepreload hints. The document is asked for
-    uncompressed (7.9 kB) so the hints can be added; nothing else changes."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _page_document(scope) or not element_chunks():
-            await self.app(scope, receive, send)
-            return
-        headers = [(k, v) for k, v in scope.get("headers", []) if k != b"accept-encoding"]
-        start: dict = {}
-        body: list[bytes] = []
-
-        async def capture(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-                return
-            if message["type"] != "http.response.body":
-                await send(message)
-                return
-            body.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            await _send_with_hints(start, b"".join(body), send)
-
-        await self.app({**scope, "headers": headers}, receive, capture)
-
-
-def _page_document(scope: Scope) -> bool:
-    if scope["type"] != "http" or scope.get("method") != "GET":
-        return False
-    path = scope.get("path", "/")
-    last = path.rsplit("/", 1)[-1]
-    return not (path.startswith(_NOT_PAGES) or "/_stcore/" in path or "." in last)
-
-
-async def _send_with_hints(start: dict, body: bytes, send: Send) -> None:
-    headers = list(start.get("headers", []))
-    html_doc = any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers)
-    plain = not any(k.lower() == b"content-encoding" for k, _ in headers)
-    if start.get("status") == 200 and html_doc and plain and b"</head>" in body:
-        body = body.replace(b"</head>", modulepreload_links() + b"</head>", 1)
-        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-    await send({**start, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
