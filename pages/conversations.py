@@ -109,9 +109,10 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def _open(cid: str) -> None:
     """Open a conversation from Needs attention: clear the filters so it belongs to the list."""
-    for k in (*FILTER_KEYS, ui.CURSOR_PARAM, ui.PAGE_PARAM):
+    for k in FILTER_KEYS:
         st.session_state.pop(k, None)
         st.query_params.pop(k, None)
+    ui.set_query_params(**{ui.CURSOR_PARAM: None, ui.PAGE_PARAM: None})  # its list starts at page 1
     ui.set_query_params(conversation=cid)
     st.session_state["cv_pick"] = cid
     st.rerun()
