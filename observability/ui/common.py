@@ -464,7 +464,8 @@ def keyset_position(filters: Any, key: str) -> tuple[str | None, int]:
             set_query_params(**{PAGE_PARAM: None})
         return None, 1
     number = query_param(PAGE_PARAM, "2") or "2"
-    return cursor, max(int(number), 2) if number.isdigit() and len(number) < 7 else 2
+    valid = number.isascii() and number.isdigit() and len(number) < 7  # not "²", not a 1e6-page claim
+    return cursor, (max(int(number), 2) if valid else 2)
 
 
 def go_to_keyset_page(cursor: str | None, number: int) -> None:
