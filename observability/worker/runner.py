@@ -12,6 +12,7 @@ SIGINT the worker drains what is left in the stream, releases the lead, and exit
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -213,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     http = server.start(worker)
     otel_shutdown = telemetry.configure(settings)
+    # what is loaded by now (modules, the schema, the HTTP app) lives as long as the process: out of
+    # the collector's generations, a full collection walks only what came after (the receiver's
+    # memory of recent traces); about half the time of full collections under OTLP load
+    gc.collect()
+    gc.freeze()
     try:
         worker.run_forever()
     finally:
