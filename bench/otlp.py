@@ -63,15 +63,15 @@ TARGET_PG = 20_000.0
 # the worker's HTTP server alone (what `python -m observability.worker` serves beside its tick), so
 # the figures are the receiver's and not the rollups' or the alert checks'
 SERVE = """
-import gc, signal, threading
+import signal, threading
 from observability.settings import get_settings
 from observability.store import Store
+from observability.worker.runner import tune_gc
 from observability.worker.server import serve
 settings = get_settings()
 store = Store.from_url(settings.database_url)
 srv = serve(store, settings)
-gc.collect()
-gc.freeze()  # as `python -m observability.worker` does once it serves
+tune_gc()  # as `python -m observability.worker` does once it serves
 stop = threading.Event()
 signal.signal(signal.SIGINT, lambda *_: stop.set())
 stop.wait()
