@@ -2,6 +2,7 @@
 beside Arize Phoenix fed the same spans in the same run.
 
     python bench/otlp.py [--spans 200000] [--database-url URL] [--senders 4] [--no-phoenix]
+                         [--phoenix-spans 20000] [--stores postgres,sqlite] [--no-sdk] [--db-prefix P]
 
 The spans are what an instrumented bot sends: traces of one bot span (naming the conversation and the
 bot) around four model-call spans (GenAI conventions, a response id, usage with cached reads), so the
@@ -11,13 +12,15 @@ connection, to a process serving the worker's HTTP (`observability.worker.server
 127.0.0.1).
 
 (a) per store (SQLite file, PostgreSQL database): spans per second from the first request until every
-    call row is queryable (`count(*)` of `llm_calls`), the answer rate alone, and the worker's CPU per
-    span;
+    call row is queryable (`count(*)` of `llm_calls`), the answer rate alone, and CPU per span of the
+    worker process, of the PostgreSQL backends serving it and of the senders (this process);
 (b) the SDK path beside it: the same calls as wire events through `write_batch` (what the SDK's
     direct-to-SQL path and the stream consumer run), batches of 100, in this process;
 (c) Arize Phoenix (`arize-phoenix` from PyPI, installed on first use into bench/.phoenix-venv, a venv
     of its own, as its pins conflict with ours), served on 127.0.0.1 with its SQLite store, fed the
-    same requests by the same senders: accepted per second, and stored per second (its `spans` table).
+    first `--phoenix-spans` of the same requests by the same senders (it stores about 100 spans/s, so
+    all of them would take half an hour): accepted per second, and stored per second (its `spans`
+    table).
 
 It creates its own PostgreSQL database and drops it afterwards. Figures are printed and written to
 bench/results/otlp.json. Target: at least 20,000 spans/s stored on PostgreSQL with 2 cores.
@@ -353,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spans", type=int, default=200_000, help="spans per store (default 200,000)")
     p.add_argument("--senders", type=int, default=4, help="concurrent senders (default 4)")
     p.add_argument("--no-phoenix", action="store_true", help="skip Arize Phoenix")
+    p.add_argument(
+        "--phoenix-spans",
+        type=int,
+        default=20_000,
+        help="spans for Phoenix, the first of the same requests (default 20,000: it stores ~100/s)",
+    )
     p.add_argument("--stores", default="postgres,sqlite", help="comma-separated: postgres, sqlite")
     p.add_argument("--no-sdk", action="store_true", help="skip the SDK path")
     p.add_argument("--db-prefix", default="obs_bench_otlp_", help="prefix of the scratch PostgreSQL database")
@@ -390,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         if not a.no_phoenix:
             print("(c) Arize Phoenix, the same requests ...", flush=True)
             try:
-                result["phoenix"] = r = phoenix_run(bodies, a.senders, tmp)
+                result["phoenix"] = r = phoenix_run(
+                    bodies[: max(1, a.phoenix_spans // SPANS_PER_REQUEST)], a.senders, tmp
+                )
                 print(f"    {r['spans_per_s_answered']:,} spans/s accepted, {r['spans_per_s_stored']:,}/s stored "
                       f"({r['stored']:,} of {r['spans']:,})", flush=True)  # fmt: skip
             except (OSError, subprocess.CalledProcessError, TimeoutError, StopIteration) as exc:
