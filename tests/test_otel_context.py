@@ -167,6 +167,21 @@ def test_a_stored_call_survives_a_worker_restart_and_is_not_stored_again(
     assert (row["input_tokens"], row["output_tokens"]) == (1200, 80)
 
 
+def test_a_request_after_a_restart_with_stored_and_new_calls_stores_only_the_new(
+    store: Store, worker: Callable
+) -> None:
+    # the receiver writes without a savepoint; a row already stored makes it run the transaction again
+    old, _ = make_spans(BOT, {**CALL, "gen_ai.response.id": "msg_restart_2"})
+    new, _ = make_spans(BOT, {**CALL, "gen_ai.response.id": "msg_restart_3", "gen_ai.usage.output_tokens": 7})
+    worker()([old])
+    worker()([old, new])  # a new receiver remembers nothing: one of the two rows is in the store already
+    rows = sorted(calls(store), key=lambda r: r["output_tokens"])
+    assert [(r["trace_id"], r["output_tokens"]) for r in rows] == [
+        ("resp-msg_restart_3", 7),
+        ("resp-msg_restart_2", 80),
+    ]
+
+
 def test_each_instrumentation_scope_is_counted_on_metrics_and_the_admin_page(
     store: Store, worker: Callable, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -285,13 +285,23 @@ class Store:
         return sa.func.least(a, b) if self.is_postgres else sa.func.min(a, b)
 
     def insert_ignore(
-        self, conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]
+        self,
+        conn: Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Sequence[tuple],
+        *,
+        savepoint: bool = True,
     ) -> None:
-        """Insert rows (tuples in `columns` order); rows whose primary key exists are skipped."""
+        """Insert rows (tuples in `columns` order); rows whose primary key exists are skipped.
+
+        `savepoint=False` (PostgreSQL): the COPY runs without the savepoint that lets a duplicate
+        undo only this attempt, two round trips fewer; a duplicate then raises `DuplicateRows` with
+        the transaction failed, for the caller to run it again with the savepoint."""
         if not rows:
             return
         if self.is_postgres:
-            _pg_copy_ignore(conn, table, columns, rows)
+            _pg_copy_ignore(conn, table, columns, rows, savepoint)
         else:
             stmt = sqlite.insert(table).on_conflict_do_nothing()
             conn.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows])
@@ -382,7 +392,13 @@ def _copy(cur: Any, target: str, cols: str, types: list[str] | None, rows: Seque
             copy.write_row(r)
 
 
-def _pg_copy_ignore(conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+class DuplicateRows(Exception):
+    """A COPY without savepoint met a row already stored; the transaction must be run again."""
+
+
+def _pg_copy_ignore(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple], savepoint: bool = True
+) -> None:
     types = _binary_types(table, columns)
     if types is None:
         jcols = _json_cols(table, columns)
@@ -395,6 +411,13 @@ def _pg_copy_ignore(conn: Connection, table: sa.Table, columns: Sequence[str], r
     cols = ", ".join(f'"{c}"' for c in columns)
     import psycopg
 
+    if not savepoint:
+        try:
+            with raw.cursor() as cur:
+                _copy(cur, table.name, cols, types, rows)
+            return
+        except psycopg.errors.UniqueViolation as exc:
+            raise DuplicateRows(str(exc)) from exc
     try:
         with raw.transaction():  # a savepoint: a duplicate only undoes this attempt
             with raw.cursor() as cur:

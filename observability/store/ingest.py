@@ -25,6 +25,7 @@ from observability import events as ev
 from observability.redaction import redact_events
 from observability.settings import Settings, get_settings
 from observability.store import Store, schema
+from observability.store.database import DuplicateRows
 from observability.store.pricing import pricer
 from observability.store.wire import TABLE_OF_KIND, check_wire
 from observability.timeutil import EPOCH, from_epoch
@@ -168,7 +169,11 @@ def write_calls(store: Store, writes: list[CallWrite], settings: Settings | None
     events = [e for w in writes for e in w.events] + [e for w in writes for e in w.amended]
     replaced = [r for w in writes for r in w.replaced]
     links = [x for w in writes for x in w.links]
-    _store_grouped(store, {ev.KIND_LLM: events} if events else {}, settings, replaced, links)
+    grouped = {ev.KIND_LLM: events} if events else {}
+    try:  # the receiver's calls are rarely stored already (it merges what it remembers): no savepoint
+        _store_grouped(store, grouped, settings, replaced, links, optimistic=True)
+    except DuplicateRows:  # rolled back: again, duplicates skipped
+        _store_grouped(store, grouped, settings, replaced, links)
 
 
 def _store_grouped(
@@ -177,8 +182,10 @@ def _store_grouped(
     settings: Settings,
     replaced: list[tuple[str, float]] | None = None,
     links: list[tuple[str, float, str | None, str | None]] | None = None,
+    optimistic: bool = False,
 ) -> None:
-    """Price, redact and insert valid events grouped by kind, in one transaction."""
+    """Price, redact and insert valid events grouped by kind, in one transaction (`optimistic`: the
+    LLM calls without savepoint, `DuplicateRows` when one is stored already)."""
     rows: dict[str, list[tuple]] = {}
     dirty: set[tuple[str, int]] = {("llm", int(ts // 60)) for _, ts in replaced or ()}
 
@@ -219,7 +226,10 @@ def _store_grouped(
             conn.execute(t.delete().where(t.c.trace_id == sa.bindparam("rid"), t.c.ts == sa.bindparam("rts")),
                          [{"rid": rid, "rts": _ts(ts)} for rid, ts in replaced])  # fmt: skip
         if ev.KIND_LLM in rows:
-            store.insert_ignore(conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM])
+            if optimistic:
+                store.insert_ignore(conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM], savepoint=False)
+            else:
+                store.insert_ignore(conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM])
         for kind, table in SIMPLE_KINDS.items():
             if kind in rows:
                 cols = ev.FIELDS[kind]

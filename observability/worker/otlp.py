@@ -88,6 +88,9 @@ def _proto_exceptions(events: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+_NO_TRACE = bytes(16)
+
+
 def _proto_spans(body: bytes) -> Iterator[SpanView | SpanRejected]:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -102,14 +105,16 @@ def _proto_spans(body: bytes) -> Iterator[SpanView | SpanRejected]:
             scope = ss.scope.name
             for sp in ss.spans:
                 try:
-                    if len(sp.trace_id) != 16 or not any(sp.trace_id):
+                    trace_id, span_id = sp.trace_id, sp.span_id  # each read of a field is a new object
+                    if len(trace_id) != 16 or trace_id == _NO_TRACE:
                         raise SpanRejected(f"span {sp.name!r:.60}: traceId must be 16 non-zero bytes")
-                    if len(sp.span_id) != 8:
+                    if len(span_id) != 8:
                         raise SpanRejected(f"span {sp.name!r:.60}: spanId must be 8 bytes")
-                    yield SpanView(sp.trace_id.hex(), sp.span_id.hex(), sp.name, sp.start_time_unix_nano,
-                                   sp.end_time_unix_nano, _proto_attrs(sp.attributes), sp.status.code,
-                                   sp.status.message, resource, sp.parent_span_id.hex(), scope,
-                                   _proto_exceptions(sp.events) if sp.events else ())  # fmt: skip
+                    status, events = sp.status, sp.events
+                    yield SpanView(trace_id.hex(), span_id.hex(), sp.name, sp.start_time_unix_nano,
+                                   sp.end_time_unix_nano, _proto_attrs(sp.attributes), status.code,
+                                   status.message, resource, sp.parent_span_id.hex(), scope,
+                                   _proto_exceptions(events) if events else ())  # fmt: skip
                 except SpanRejected as exc:
                     exc.scope = scope  # type: ignore[attr-defined]
                     yield exc

@@ -270,8 +270,9 @@ class OTLPReceiver:
         by_scope: collections.Counter = collections.Counter()  # (scope, outcome) -> spans
         for item in rejected:
             by_scope[(getattr(item, "scope", ""), "rejected")] += 1
+        for scope, n in collections.Counter([v.scope for v in views]).items():
+            by_scope[(scope, "received")] += n
         for v in views:
-            by_scope[(v.scope, "received")] += 1
             try:
                 e = llm_event(v)
             except SpanRejected as exc:
@@ -304,10 +305,14 @@ class OTLPReceiver:
     def _store(self, plan: Plan, views: list[SpanView], agent_spans: list, by_scope: collections.Counter,
                as_json: bool, rejected: list, received: int, ignored: int, error: Any) -> Response:  # fmt: skip
         events = plan.events()
+        stored: collections.Counter = collections.Counter()  # scope -> calls stored
         for group, best, _ in plan.new:
-            by_scope[(best.view.scope, "stored")] += 1
-            by_scope.update((c.view.scope, "merged") for c in group if c is not best)
-            ignored += len(group) - 1
+            stored[best.view.scope] += 1
+            if len(group) > 1:
+                by_scope.update((c.view.scope, "merged") for c in group if c is not best)
+                ignored += len(group) - 1
+        for scope, n in stored.items():
+            by_scope[(scope, "stored")] += n
         by_scope.update((c.view.scope, "merged") for c in plan.merged)
         ignored += len(plan.merged)
         for v, e in agent_spans:
@@ -317,7 +322,7 @@ class OTLPReceiver:
             else:
                 events.append(e)
                 by_scope[(v.scope, "stored")] += 1
-        write = CallWrite(events, plan.replaced(), [e for _, e, *_ in plan.amended], plan.links)
+        write = CallWrite(events, plan.replaced(), [list(e) for _, e, *_ in plan.amended], plan.links)
         try:
             if events or write.amended or write.links:
                 reasons = self.writer.write(write)
