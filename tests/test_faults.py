@@ -129,6 +129,7 @@ BOT_DIES_EARLY = textwrap.dedent("""
 """)
 
 
+@pytest.mark.serial  # a time bound (on disk within the bot's 0.3 s): run alone, not beside two test processes
 def test_a_bot_killed_right_after_its_first_record_call_loses_nothing(
     sqlite_store: Store, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
