@@ -500,24 +500,25 @@ FROM (
 """
 
 
-def hour_sql(kind: str) -> str:
+def hour_sql(kind: str, src_level: str = "minute", dst_level: str = "hour") -> str:
+    """Merge `src_level` rollups into `dst_level` ones (hours from minutes, days from hours)."""
     keys = ["bot", "operation"] if kind == "ops" else ["model", "provider", "bot", "agent"]
     sums = ["count", "errors", "cache_hits", "sum_ms"]
     if kind == "llm":
         sums += ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
                  "cost_saved_usd", "cost_sq_usd"]  # fmt: skip
     k = ", ".join(keys)
-    src = f"rollup_{kind}_minute"
+    src = f"rollup_{kind}_{src_level}"
     return f"""
-INSERT INTO rollup_{kind}_hour (bucket, {k}, {", ".join(sums)}, min_ms, max_ms, sketch)
+INSERT INTO rollup_{kind}_{dst_level} (bucket, {k}, {", ".join(sums)}, min_ms, max_ms, sketch)
 SELECT s.h, {", ".join("s." + c for c in keys)}, {", ".join("s." + c for c in sums)}, s.mn, s.mx, sk.sketch
 FROM (
-  SELECT date_trunc('hour', bucket) AS h, {k}, {", ".join(f"sum({c}) AS {c}" for c in sums)},
+  SELECT date_trunc('{dst_level}', bucket) AS h, {k}, {", ".join(f"sum({c}) AS {c}" for c in sums)},
          min(min_ms) AS mn, max(max_ms) AS mx
   FROM {src} WHERE bucket >= :a AND bucket < :b GROUP BY 1, {", ".join(str(i + 2) for i in range(len(keys)))}
 ) s JOIN (
   SELECT h, {k}, json_object_agg(key, v) AS sketch FROM (
-    SELECT date_trunc('hour', m.bucket) AS h, {", ".join("m." + c for c in keys)}, j.key, sum(j.value::bigint) AS v
+    SELECT date_trunc('{dst_level}', m.bucket) AS h, {", ".join("m." + c for c in keys)}, j.key, sum(j.value::bigint) AS v
     FROM {src} m, json_each_text(m.sketch) j WHERE m.bucket >= :a AND m.bucket < :b
     GROUP BY 1, {", ".join(str(i + 2) for i in range(len(keys) + 1))}
   ) y GROUP BY 1, {", ".join(str(i + 2) for i in range(len(keys)))}
@@ -532,6 +533,27 @@ SELECT date_trunc('hour', ts), conversation_id, coalesce(bot, ''), count(*), cou
        sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd),
        sum(cost_saved_usd), min(ts), max(ts)
 FROM llm_calls WHERE ts >= :a AND ts < :b AND conversation_id IS NOT NULL GROUP BY 1, 2, 3
+"""
+
+
+ACCOUNT_HOUR_SQL = """
+INSERT INTO rollup_account_hour (bucket, account_id, calls, errors, input_tokens, output_tokens, cost_usd, sum_ms,
+                                 min_ms, max_ms, sketch)
+SELECT s.h, s.account_id, s.calls, s.errors, s.it, s.ot, s.cost, s.sum_ms, s.mn, s.mx, k.sketch
+FROM (
+  SELECT date_trunc('hour', l.ts) AS h, c.account_id, count(*) AS calls, count(*) FILTER (WHERE NOT l.success) AS errors,
+         sum(l.input_tokens) AS it, sum(l.output_tokens) AS ot, sum(l.cost_usd) AS cost, sum(l.latency_ms) AS sum_ms,
+         min(l.latency_ms) AS mn, max(l.latency_ms) AS mx
+  FROM llm_calls l JOIN conversations c ON c.id = l.conversation_id
+  WHERE l.ts >= :a AND l.ts < :b AND c.account_id IS NOT NULL GROUP BY 1, 2
+) s JOIN (
+  SELECT h, account_id, json_object_agg(b, n) AS sketch FROM (
+    SELECT date_trunc('hour', l.ts) AS h, c.account_id,
+           ceil(ln(greatest(l.latency_ms, :min_value)) / :log_gamma)::bigint AS b, count(*) AS n
+    FROM llm_calls l JOIN conversations c ON c.id = l.conversation_id
+    WHERE l.ts >= :a AND l.ts < :b AND c.account_id IS NOT NULL GROUP BY 1, 2, 3
+  ) x GROUP BY 1, 2
+) k USING (h, account_id)
 """
 
 
@@ -572,15 +594,18 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
                 nxt = day + timedelta(days=1)
                 conn.execute(sa.text(minute_sql), {**params, "a": day, "b": nxt})
                 conn.execute(sa.text(hour_sql(kind)), {"a": day, "b": nxt})
+                conn.execute(sa.text(hour_sql(kind, "hour", "day")), {"a": day, "b": nxt})
                 if kind == "llm":
                     conn.execute(sa.text(CONVERSATION_HOUR_SQL), {"a": day, "b": nxt})
+                    conn.execute(sa.text(ACCOUNT_HOUR_SQL), {**params, "a": day, "b": nxt})
                 day = nxt
             conn.execute(sa.text("DELETE FROM rollup_dirty WHERE kind = :k"), {"k": kind})
         with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            for t in ("minute", "hour"):
+            for t in ("minute", "hour", "day"):
                 c.execute(sa.text(f"ANALYZE rollup_{kind}_{t}"))
             if kind == "llm":
                 c.execute(sa.text("ANALYZE rollup_conversation_hour"))
+                c.execute(sa.text("ANALYZE rollup_account_hour"))
         eng.dispose()
 
     errors: list[BaseException] = []
@@ -607,8 +632,9 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
     def snapshot(conn: sa.Connection, table: sa.Table) -> dict:
         keys = [c.name for c in table.primary_key.columns]
         out = {}
+        first = hour.replace(hour=0) if table.name.endswith("_day") else hour
         for r in conn.execute(
-            sa.select(table).where(table.c.bucket >= hour, table.c.bucket < hour + timedelta(hours=1))
+            sa.select(table).where(table.c.bucket >= first, table.c.bucket < hour + timedelta(hours=1))
         ):
             m = r._mapping
             out[tuple(m[k] for k in keys)] = dict(m)
@@ -619,12 +645,13 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
         try:
             for kind in ("ops", "llm"):
                 family = rollups.FAMILIES[kind]
-                tables = {"minute": family.minute, "hour": family.hour}
+                tables = {"minute": family.minute, "hour": family.hour, "day": family.day}
                 before = {t: snapshot(conn, tables[t]) for t in tables}
                 rollups.recompute_range(store, conn, kind, hour, hour + timedelta(hours=1))
                 rollups.recompute_hours(store, conn, kind, {hour})
+                rollups.recompute_days(store, conn, kind, {hour.replace(hour=0)})
                 after = {t: snapshot(conn, tables[t]) for t in tables}
-                for t in ("minute", "hour"):
+                for t in ("minute", "hour", "day"):
                     assert before[t].keys() == after[t].keys() and before[t], f"{kind} {t} rollup keys differ"
                     for key, a in after[t].items():
                         b = before[t][key]
@@ -644,6 +671,19 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
                 for col in ("calls", "errors", "input_tokens", "output_tokens", "first_ts", "last_ts"):
                     assert a[col] == b[col], ("conversation", key, col)
                 assert abs(a["cost_usd"] - b["cost_usd"]) <= 1e-6 * max(1.0, abs(a["cost_usd"])), key
+            acct = schema.rollup_account_hour
+            before = snapshot(conn, acct)
+            rollups.recompute_account_hours(store, conn, {hour})
+            after = snapshot(conn, acct)
+            assert before.keys() == after.keys() and before, "account rollup keys differ"
+            for key, a in after.items():
+                b = before[key]
+                for col in ("calls", "errors", "input_tokens", "output_tokens", "min_ms", "max_ms"):
+                    assert a[col] == b[col], ("account", key, col)
+                for col in ("cost_usd", "sum_ms"):
+                    assert abs(a[col] - b[col]) <= 1e-6 * max(1.0, abs(a[col])), ("account", key, col)
+                assert {str(k): int(v) for k, v in a["sketch"].items()} == {
+                    str(k): int(v) for k, v in b["sketch"].items()}, f"account sketch differs at {key}"
         finally:
             tx.rollback()
     print(f"  rollups of {hour:%Y-%m-%d %H:00} match observability.store.rollups", flush=True)
@@ -694,28 +734,19 @@ ACCOUNTS = 997  # the bench's conversations belong to acct-0000 ... acct-0996
 
 def account_queries(store, now: datetime) -> dict[str, Callable[[], object]]:  # noqa: ANN001
     """What a per-account view reads, each call for the next account (so no answer is reused):
-    the account's LLM calls, spend and P95 latency over 7 and 30 days (raw calls joined to the
-    account's conversations), and its 50 most recent conversations."""
+    the account's LLM calls, spend and P95 latency over 7 and 30 days
+    (`analytics.accounts.account_llm_usage`), and its 50 most recent conversations."""
+    from observability.analytics.accounts import account_llm_usage
     from observability.store import schema
 
-    llm, conv = schema.llm_calls, schema.conversations
+    conv = schema.conversations
     turn = iter(range(10**9))
 
     def account() -> str:
         return f"acct-{next(turn) * 389 % ACCOUNTS:04d}"
 
     def spend(days: int) -> Callable[[], object]:
-        def run() -> object:
-            q = (
-                sa.select(sa.func.count(), sa.func.sum(llm.c.cost_usd),
-                          sa.func.percentile_cont(0.95).within_group(llm.c.latency_ms))
-                .select_from(llm.join(conv, conv.c.id == llm.c.conversation_id))
-                .where(conv.c.account_id == account(), llm.c.ts >= now - timedelta(days=days), llm.c.ts < now)
-            )  # fmt: skip
-            with store.connect() as c:
-                return c.execute(q).one()
-
-        return run
+        return lambda: account_llm_usage(store, account(), f"{days}d", now=now)
 
     def latest() -> object:
         q = (

@@ -1,13 +1,15 @@
-"""Per-minute and per-hour rollups of `bot_operations` and `llm_calls`, and the event families.
+"""Per-minute, per-hour and per-day rollups of `bot_operations` and `llm_calls`, and the event families.
 
 Ingest marks the minutes it touched in `rollup_dirty`; this step recomputes those minutes from
 the raw rows (exact sums and counts, plus a latency sketch whose bucket indexes are computed in
-SQL), then recomputes the hours containing them from the minutes. Recomputing instead of adding
+SQL), then recomputes the hours containing them from the minutes and their UTC days from the hours
+(a week then merges 7 sketches per group instead of 168). Recomputing instead of adding
 makes the step idempotent: a replayed batch, a late event or a crash halfway simply leads to the
 same rows on the next run. A dirty mark is cleared only if nobody re-marked the minute meanwhile.
 
-For LLM calls the same hours of `rollup_conversation_hour` (per conversation and bot) are
-recomputed straight from the raw rows, in the same transaction.
+For LLM calls the same hours of `rollup_conversation_hour` (per conversation and bot) and of
+`rollup_account_hour` (per account of the call's conversation) are recomputed straight from the
+raw rows, in the same transaction.
 
 A `Family` names a raw event table, its rollup tables and what they hold; the read side
 (`observability.analytics.performance.aggregate`) uses the same definitions. Besides plain sums, a rollup
@@ -55,6 +57,7 @@ class Family:
     dirty_kind: str | None = None
     nullable_keys: tuple[str, ...] = ()
     squares: tuple[tuple[str, str], ...] = ()  # (rollup column, raw column): sum of the raw column squared
+    day: sa.Table | None = None
 
     def raw_sum(self, name: str, table: sa.Table | None = None) -> sa.ColumnElement:
         """The raw-row expression whose sum is the rollup column `name`."""
@@ -66,13 +69,13 @@ class Family:
 
 
 OPS = Family("ops", schema.bot_operations, "duration_ms", ("bot", "operation"), (),
-             schema.rollup_ops_minute, schema.rollup_ops_hour, "ops")  # fmt: skip
+             schema.rollup_ops_minute, schema.rollup_ops_hour, "ops", day=schema.rollup_ops_day)  # fmt: skip
 LLM = Family(
     "llm", schema.llm_calls, "latency_ms", ("model", "provider", "bot", "agent"),
     ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
      "cost_saved_usd", "cost_sq_usd"),
     schema.rollup_llm_minute, schema.rollup_llm_hour, "llm", nullable_keys=("bot", "agent"),
-    squares=(("cost_sq_usd", "cost_usd"),),
+    squares=(("cost_sq_usd", "cost_usd"),), day=schema.rollup_llm_day,
 )  # fmt: skip
 INTERACTIONS = Family("interactions", schema.bot_interactions, "duration_ms", ("bot",))
 
@@ -129,10 +132,21 @@ def recompute_range(store: Store, conn: sa.Connection, kind: str, start: datetim
 def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[datetime]) -> None:
     """Rebuild hour rollups from minute rollups (counts and sums added, sketches merged)."""
     family = FAMILIES[kind]
-    src, target, keys = family.minute, family.hour, family.keys
+    _merge_up(conn, family, family.minute, family.hour, hours, timedelta(hours=1))
+
+
+def recompute_days(store: Store, conn: sa.Connection, kind: str, days: set[datetime]) -> None:
+    """Rebuild day rollups (UTC days) from hour rollups, the same way hours come from minutes."""
+    family = FAMILIES[kind]
+    _merge_up(conn, family, family.hour, family.day, days, timedelta(days=1))
+
+
+def _merge_up(conn: sa.Connection, family: Family, src: sa.Table, target: sa.Table, periods: set[datetime],
+              length: timedelta) -> None:  # fmt: skip
+    keys = family.keys
     sum_cols = ("count", "errors", "cache_hits", "sum_ms", *family.sums)
-    for hour in sorted(hours):
-        end = hour + timedelta(hours=1)
+    for period in sorted(periods):
+        end = period + length
         rows = conn.execute(
             sa.select(
                 *[src.c[k] for k in keys],
@@ -141,7 +155,7 @@ def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[dat
                 src.c.max_ms,
                 src.c.sketch,
             )  # fmt: skip
-            .where(src.c.bucket >= hour, src.c.bucket < end)
+            .where(src.c.bucket >= period, src.c.bucket < end)
             .order_by(src.c.bucket)  # a fixed order: float sums come out the same on every rerun
         ).all()
         merged: dict[tuple, dict] = {}
@@ -150,7 +164,7 @@ def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[dat
             k = tuple(m[c] for c in keys)
             acc = merged.get(k)
             if acc is None:
-                acc = merged[k] = {"bucket": hour, **{c: m[c] for c in keys},
+                acc = merged[k] = {"bucket": period, **{c: m[c] for c in keys},
                                    **{c: 0 for c in sum_cols}, "min_ms": None, "max_ms": None,
                                    "_sk": Sketch()}  # fmt: skip
             for c in sum_cols:
@@ -160,7 +174,7 @@ def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[dat
             if m["max_ms"] is not None:
                 acc["max_ms"] = m["max_ms"] if acc["max_ms"] is None else max(acc["max_ms"], m["max_ms"])
             acc["_sk"].merge(m["sketch"] or {})
-        conn.execute(sa.delete(target).where(target.c.bucket == hour))
+        conn.execute(sa.delete(target).where(target.c.bucket == period))
         if merged:
             values = []
             for acc in merged.values():
@@ -199,6 +213,50 @@ def recompute_conversation_hours(store: Store, conn: sa.Connection, hours: set[d
         conn.execute(sa.insert(target).from_select(cols, select))
 
 
+ACCOUNT_SUMS = ("input_tokens", "output_tokens", "cost_usd")
+
+
+def account_calls(store: Store, start: datetime, end: datetime) -> tuple[sa.FromClause, sa.ColumnElement]:
+    """LLM calls in [start, end) joined to their conversation's account: (from clause, condition).
+    The one definition of "an account's calls" for the rollup and for the raw edges of a window."""
+    raw, conv = schema.llm_calls, schema.conversations
+    src = raw.join(conv, conv.c.id == raw.c.conversation_id)
+    return src, sa.and_(raw.c.ts >= start, raw.c.ts < end, conv.c.account_id.is_not(None))
+
+
+def recompute_account_hours(store: Store, conn: sa.Connection, hours: set[datetime]) -> None:
+    """Rebuild `rollup_account_hour` for `hours` from the raw calls of each account's conversations
+    (sums in SQL, the sketch's bucket counts in SQL, assembled here as in `recompute_range`).
+
+    A conversation that names its account only after its calls' hour was rolled up leaves those
+    calls out until that hour is recomputed (a late call in the hour does it)."""
+    raw, conv, target = schema.llm_calls, schema.conversations, schema.rollup_account_hour
+    lat = raw.c.latency_ms
+    for hour in sorted(hours):
+        src, where = account_calls(store, hour, hour + timedelta(hours=1))
+        rows = conn.execute(
+            sa.select(conv.c.account_id, sa.func.count(), count_false(raw.c.success),
+                      *[sa.func.sum(raw.c[k]) for k in ACCOUNT_SUMS], sa.func.sum(lat), sa.func.min(lat),
+                      sa.func.max(lat))
+            .select_from(src).where(where).group_by(conv.c.account_id)
+        ).all()  # fmt: skip
+        sketches: dict[str, dict[str, int]] = defaultdict(dict)
+        for acct, b, n in conn.execute(
+            sa.select(conv.c.account_id, bucket_sql_expr(store, lat), sa.func.count())
+            .select_from(src).where(where).group_by(*positions(2))
+        ):  # fmt: skip
+            sketches[acct][str(int(b))] = int(n)
+        conn.execute(sa.delete(target).where(target.c.bucket == hour))
+        values = [
+            {"bucket": hour, "account_id": r[0], "calls": int(r[1]), "errors": int(r[2] or 0),
+             **{k: r[3 + i] or 0 for i, k in enumerate(ACCOUNT_SUMS)}, "sum_ms": float(r[6] or 0),
+             "min_ms": r[7], "max_ms": r[8], "sketch": sketches.get(r[0], {})}
+            for r in rows
+        ]  # fmt: skip
+        if values:
+            conn.execute(sa.insert(target), values)
+
+
 def run(store: Store, max_minutes: int = 20_000) -> int:
     """Recompute every dirty minute (and its hour); returns how many minutes were processed."""
     d = schema.rollup_dirty
@@ -234,7 +292,9 @@ def _process_chunk(store: Store, kind: str, chunk: list[tuple[datetime, str]]) -
         recompute_range(store, conn, kind, start, end)
         hours = {m.replace(minute=0) for m, _ in chunk}
         recompute_hours(store, conn, kind, hours)
+        recompute_days(store, conn, kind, {h.replace(hour=0) for h in hours})
         if kind == "llm":
             recompute_conversation_hours(store, conn, hours)
+            recompute_account_hours(store, conn, hours)
         for minute, mark in chunk:
             conn.execute(sa.delete(d).where(d.c.kind == kind, d.c.minute == minute, d.c.mark == mark))
