@@ -557,6 +557,15 @@ FROM (
 """
 
 
+UNPRICED_HOUR_SQL = """
+INSERT INTO rollup_unpriced_hour (bucket, model, provider, calls, input_tokens, output_tokens, cost_usd,
+                                  cost_flagged_usd, first_ts, last_ts)
+SELECT date_trunc('hour', ts), model, provider, count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd),
+       sum(cost_flagged_usd), min(ts), max(ts)
+FROM llm_calls WHERE price_known = false AND ts >= :a AND ts < :b GROUP BY 1, 2, 3
+"""
+
+
 def ensure_conversation_rollup(url: str) -> None:
     """A store built before `rollup_conversation_hour` existed: create and fill it (set-based)."""
     from observability.store import schema
@@ -598,6 +607,7 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
                 if kind == "llm":
                     conn.execute(sa.text(CONVERSATION_HOUR_SQL), {"a": day, "b": nxt})
                     conn.execute(sa.text(ACCOUNT_HOUR_SQL), {**params, "a": day, "b": nxt})
+                    conn.execute(sa.text(UNPRICED_HOUR_SQL), {"a": day, "b": nxt})
                 day = nxt
             conn.execute(sa.text("DELETE FROM rollup_dirty WHERE kind = :k"), {"k": kind})
         with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
@@ -606,6 +616,7 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
             if kind == "llm":
                 c.execute(sa.text("ANALYZE rollup_conversation_hour"))
                 c.execute(sa.text("ANALYZE rollup_account_hour"))
+                c.execute(sa.text("ANALYZE rollup_unpriced_hour"))
         eng.dispose()
 
     errors: list[BaseException] = []
@@ -684,6 +695,14 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
                     assert abs(a[col] - b[col]) <= 1e-6 * max(1.0, abs(a[col])), ("account", key, col)
                 assert {str(k): int(v) for k, v in a["sketch"].items()} == {
                     str(k): int(v) for k, v in b["sketch"].items()}, f"account sketch differs at {key}"
+            unpriced = schema.rollup_unpriced_hour
+            before = snapshot(conn, unpriced)
+            rollups.recompute_unpriced_hours(store, conn, {hour})
+            after = snapshot(conn, unpriced)
+            assert before.keys() == after.keys() and before, "unpriced rollup keys differ"
+            for key, a in after.items():
+                for col in ("calls", "input_tokens", "output_tokens", "first_ts", "last_ts"):
+                    assert a[col] == before[key][col], ("unpriced", key, col)
         finally:
             tx.rollback()
     print(f"  rollups of {hour:%Y-%m-%d %H:00} match observability.store.rollups", flush=True)

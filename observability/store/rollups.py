@@ -8,7 +8,8 @@ makes the step idempotent: a replayed batch, a late event or a crash halfway sim
 same rows on the next run. A dirty mark is cleared only if nobody re-marked the minute meanwhile.
 
 For LLM calls the same hours of `rollup_conversation_hour` (per conversation and bot) and of
-`rollup_account_hour` (per account of the call's conversation) are recomputed straight from the
+`rollup_account_hour` (per account of the call's conversation) and of `rollup_unpriced_hour` (calls
+the price table did not know) are recomputed straight from the
 raw rows, in the same transaction.
 
 A `Family` names a raw event table, its rollup tables and what they hold; the read side
@@ -213,6 +214,35 @@ def recompute_conversation_hours(store: Store, conn: sa.Connection, hours: set[d
         conn.execute(sa.insert(target).from_select(cols, select))
 
 
+UNPRICED_SUMS = ("input_tokens", "output_tokens", "cost_usd", "cost_flagged_usd")
+
+
+def unpriced_select(start: datetime, end: datetime) -> sa.Select:
+    """Unpriced calls (price_known false) in [start, end) per model and provider: calls, the sums
+    of `UNPRICED_SUMS`, first and last call; the one definition behind `rollup_unpriced_hour` and
+    the raw edges of `unknown_model_calls`."""
+    t = schema.llm_calls
+    return (
+        sa.select(t.c.model, t.c.provider, sa.func.count().label("calls"),
+                  *[sa.func.sum(t.c[k]).label(k) for k in UNPRICED_SUMS],
+                  sa.func.min(t.c.ts).label("first_ts"), sa.func.max(t.c.ts).label("last_ts"))
+        .where(t.c.price_known == sa.false(), t.c.ts >= start, t.c.ts < end)
+        .group_by(t.c.model, t.c.provider)
+    )  # fmt: skip
+
+
+def recompute_unpriced_hours(store: Store, conn: sa.Connection, hours: set[datetime]) -> None:
+    """Rebuild `rollup_unpriced_hour` for `hours` (one INSERT .. SELECT each, on the partial index
+    of unpriced calls)."""
+    target = schema.rollup_unpriced_hour
+    for hour in sorted(hours):
+        conn.execute(sa.delete(target).where(target.c.bucket == hour))
+        inner = unpriced_select(hour, hour + timedelta(hours=1)).subquery()
+        select = sa.select(sa.literal(hour, sa.DateTime), *inner.c)
+        cols = ["bucket", "model", "provider", "calls", *UNPRICED_SUMS, "first_ts", "last_ts"]
+        conn.execute(sa.insert(target).from_select(cols, select))
+
+
 ACCOUNT_SUMS = ("input_tokens", "output_tokens", "cost_usd")
 
 
@@ -296,5 +326,6 @@ def _process_chunk(store: Store, kind: str, chunk: list[tuple[datetime, str]]) -
         if kind == "llm":
             recompute_conversation_hours(store, conn, hours)
             recompute_account_hours(store, conn, hours)
+            recompute_unpriced_hours(store, conn, hours)
         for minute, mark in chunk:
             conn.execute(sa.delete(d).where(d.c.kind == kind, d.c.minute == minute, d.c.mark == mark))

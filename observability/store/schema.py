@@ -544,6 +544,23 @@ rollup_conversation_hour = Table(
     Column("last_ts", DateTime, nullable=False),
 )
 
+# LLM calls the price table did not know (price_known false) per hour, model and provider: the
+# full hours of `unknown_model_calls` over a day and longer.
+rollup_unpriced_hour = Table(
+    "rollup_unpriced_hour",
+    metadata,
+    Column("bucket", DateTime, primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("provider", String(100), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("cost_flagged_usd", Float),
+    Column("first_ts", DateTime, nullable=False),
+    Column("last_ts", DateTime, nullable=False),
+)
+
 # LLM calls per hour and account (the account of the call's conversation; calls without one are
 # left out), with a latency sketch: an account's calls, spend and percentiles over a week or a
 # month read at most 24 rows a day instead of every call of its conversations.
