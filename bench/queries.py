@@ -694,7 +694,8 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
                 for col in ("cost_usd", "sum_ms"):
                     assert abs(a[col] - b[col]) <= 1e-6 * max(1.0, abs(a[col])), ("account", key, col)
                 assert {str(k): int(v) for k, v in a["sketch"].items()} == {
-                    str(k): int(v) for k, v in b["sketch"].items()}, f"account sketch differs at {key}"
+                    str(k): int(v) for k, v in b["sketch"].items()
+                }, f"account sketch differs at {key}"
             unpriced = schema.rollup_unpriced_hour
             before = snapshot(conn, unpriced)
             rollups.recompute_unpriced_hours(store, conn, {hour})

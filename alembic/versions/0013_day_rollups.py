@@ -31,7 +31,10 @@ SUMS = {
 def _columns(kind: str) -> list[sa.Column]:
     cols = [sa.Column("bucket", sa.DateTime(), nullable=False)]
     if kind == "ops":
-        cols += [sa.Column("bot", sa.String(64), nullable=False), sa.Column("operation", sa.String(100), nullable=False)]
+        cols += [
+            sa.Column("bot", sa.String(64), nullable=False),
+            sa.Column("operation", sa.String(100), nullable=False),
+        ]
     else:
         cols += [sa.Column("model", sa.String(200), nullable=False), sa.Column("provider", sa.String(100), nullable=False),
                  sa.Column("bot", sa.String(64), nullable=False), sa.Column("agent", sa.String(100), nullable=False)]  # fmt: skip

@@ -8,7 +8,6 @@ Revises: 0013_day_rollups
 Create Date: 2026-12-02
 """
 
-import json
 import math
 from collections import defaultdict
 from datetime import datetime
@@ -75,7 +74,7 @@ def _fill_python(bind: sa.Connection) -> None:
     if not acc:
         return
     table = sa.Table("rollup_account_hour", sa.MetaData(), autoload_with=bind)
-    bind.execute(sa.insert(table), [{**a, "sketch": json.dumps(sketches[k])} for k, a in acc.items()])
+    bind.execute(sa.insert(table), [{**a, "sketch": sketches[k]} for k, a in acc.items()])
 
 
 def upgrade() -> None:

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from observability.analytics.window import (
     Stats,
-    parse_sketches,
     dirty_minutes,
+    parse_sketches,
     plan_ranges,
     reads_rollups,
 )
@@ -119,7 +119,10 @@ def _raw_into(store: Store, conn: sa.Connection, account_id: str, ranges: tuple[
             st.p50, st.p95, st.p99 = pct
         return
     pairs = conn.execute(
-        sa.select(bucket_sql_expr(store, lat), sa.func.count()).select_from(src).where(where).group_by(*positions(1))
+        sa.select(bucket_sql_expr(store, lat), sa.func.count())
+        .select_from(src)
+        .where(where)
+        .group_by(*positions(1))
     ).all()
     arr = np.array(sorted((int(float(b)), int(n)) for b, n in pairs), dtype=np.int64)
     st.add_sketch(arr[:, 0], arr[:, 1])

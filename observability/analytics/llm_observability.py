@@ -550,7 +550,9 @@ class LLMObservabilityService:
                 merged[key] = vals
                 return
             for i in range(5):
-                acc[i] = (acc[i] or 0) + (vals[i] or 0) if (acc[i] is not None or vals[i] is not None) else None
+                acc[i] = (
+                    (acc[i] or 0) + (vals[i] or 0) if (acc[i] is not None or vals[i] is not None) else None
+                )
             acc[5], acc[6] = min(acc[5], vals[5]), max(acc[6], vals[6])
 
         with self.store.connect() as conn:
