@@ -10,9 +10,10 @@ Loads `--rows` `llm_calls` and as many `bot_operations` rows spread over 30 days
 many bot interactions, a hundredth as many handoffs, and conversations with messages for the
 pages) into its own database (`obs_bench`, kept for reuse by bench/pages.py). Rows are generated
 with numpy and written with binary `COPY` built from numpy record arrays, into the day partitions
-of the raw tables with their secondary indexes dropped and rebuilt afterwards; the per-minute and
-per-hour rollups are then built set-based in SQL (one statement per day and table; one sample
-hour is checked against `observability.store.rollups`).
+of the raw tables with their secondary indexes dropped and rebuilt afterwards; the per-minute,
+per-hour and per-day rollups, and the hourly per-conversation, per-account and unpriced-call ones,
+are then built set-based in SQL (one statement per day and table; one sample hour is checked
+against `observability.store.rollups`).
 
 Then every dashboard query runs once to warm up and `--repeat` (20) times timed: cost by model
 over 30 days, latency report per bot over 1h / 24h / 7d (LLM calls and bot operations), SLA
@@ -24,7 +25,8 @@ cost over 30 days). Prints median and p95 per query and writes
 bench/results/queries.json: {"rows": N, "queries": {name: {"median_ms": x, "p95_ms": y}}, ...}.
 Every query is also timed on a new connection (`--new-connection-repeat` runs, each with a new
 engine and connection and no in-process caches, connecting included), and so are per-account
-queries (an account's LLM calls, spend and P95 over 7 and 30 days, its latest conversations).
+queries (an account's LLM calls, spend and P95 over 7 and 30 days as
+`analytics.accounts.account_llm_usage` reads them, its latest conversations).
 Target: every query <= 100 ms p95, warm and on a new connection.
 """
 

@@ -564,7 +564,7 @@ def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: 
     rows = conn.execute(
         sa.select(table.c.bucket, *gcols, *aggs).where(*where).group_by(*positions(1 + len(gcols)))
     ).all()
-    shape = (store.namespace, table.name, tuple(group_by), repr(sorted(filters.items())))
+    shape = (store.namespace_on(conn), table.name, tuple(group_by), repr(sorted(filters.items())))
     ng = len(gcols)
     missing: dict[tuple, tuple[tuple, tuple]] = {}  # (bucket, *group values) -> (cache key, fingerprint)
     targets: dict[tuple, tuple] = {}
