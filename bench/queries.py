@@ -21,8 +21,10 @@ compliance over 24h, system summary over 1h, agent cost report over 7d (plus its
 connection and no in-process caches, as after a restart),
 and a few more the pages use, the needs-attention ranking, and the LLM calls explorer's first and
 next page (newest over 24h; a bot's failed calls over 7 days; slowest over 1h; a model's calls over a
-cost over 30 days). Prints median and p95 per query and writes
-bench/results/queries.json: {"rows": N, "queries": {name: {"median_ms": x, "p95_ms": y}}, ...}.
+cost over 30 days). Prints median and p95 per query, and the CPU time per run (this process + its PostgreSQL
+backends, which does not grow with other work on the machine the way wall time does), and writes
+bench/results/queries.json: {"rows": N, "queries": {name: {"median_ms": x, "p95_ms": y,
+"client_cpu_ms": c, "server_cpu_ms": s}}, ...}.
 Every query is also timed on a new connection (`--new-connection-repeat` runs, each with a new
 engine and connection and no in-process caches, connecting included), and so are per-account
 queries (an account's LLM calls, spend and P95 over 7 and 30 days as
@@ -822,6 +824,40 @@ def on_call_queries(store, now: datetime, cursors: dict[str, str | None]) -> dic
     return out
 
 
+class CpuMeter:
+    """CPU time spent on the queries of one store, load-independent unlike wall time: this process's
+    CPU (`time.process_time`) plus that of every PostgreSQL backend the store's engine connected to
+    (read from /proc, the server runs on this machine; a new connection's backend start-up counts)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.pids: set[int] = set()
+
+        @sa.event.listens_for(engine, "connect")
+        def _record(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy event
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                self.pids.add(int(cur.fetchone()[0]))
+
+    def server_s(self) -> float:
+        total = 0
+        for pid in self.pids:
+            try:  # nanoseconds on a CPU (the scheduler's count; /proc/<pid>/stat counts 10 ms ticks)
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+            except OSError:
+                continue
+        return total / 1e9
+
+    def now(self) -> tuple[float, float]:
+        return time.process_time(), self.server_s()
+
+
+def _cpu_fields(client_s: float, server_s: float, runs: int) -> dict[str, float]:
+    return {
+        "client_cpu_ms": round(client_s * 1000 / runs, 2),
+        "server_cpu_ms": round(server_s * 1000 / runs, 2),
+    }
+
+
 def new_connection_times(url: str, now: datetime, repeat: int) -> dict[str, dict[str, float]]:
     """Every query as the first one of a new process: a new engine and connection, no in-process
     caches; the time includes connecting."""
@@ -837,22 +873,32 @@ def new_connection_times(url: str, now: datetime, repeat: int) -> dict[str, dict
     ]
     probe.dispose()
     results: dict[str, dict[str, float]] = {}
-    print(f"{'on a new connection':34s} {'median ms':>10s} {'p95 ms':>10s}", flush=True)
+    print(f"{'on a new connection':34s} {'median ms':>10s} {'p95 ms':>10s} {'cpu ms':>14s}", flush=True)
     for name in names:
         times = []
+        client = server = 0.0
         for _ in range(repeat):
             clear_sketch_cache()
             fresh = Store.from_url(url)
+            meter = CpuMeter(fresh.engine)
             fn = {**dashboard_queries(fresh, now), **account_queries(fresh, now),
                   **on_call_queries(fresh, now, cursors)}[name]  # fmt: skip
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1000)
+            client += time.process_time() - c0
+            server += meter.server_s()  # the backend started for this run: all its CPU
             fresh.dispose()
         med, p95 = statistics.median(times), float(np.percentile(times, 95))
-        results[name] = {"median_ms": round(med, 2), "p95_ms": round(p95, 2)}
+        results[name] = {
+            "median_ms": round(med, 2),
+            "p95_ms": round(p95, 2),
+            **_cpu_fields(client, server, repeat),
+        }
         flag = "" if p95 <= TARGET_P95_MS else "   over target"
-        print(f"{name:34s} {med:10.1f} {p95:10.1f}{flag}", flush=True)
+        cpu = f"{results[name]['client_cpu_ms']:.1f}+{results[name]['server_cpu_ms']:.1f}"
+        print(f"{name:34s} {med:10.1f} {p95:10.1f} {cpu:>14s}{flag}", flush=True)
     return results
 
 
@@ -862,6 +908,7 @@ def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, fl
     from observability.store import Store
 
     store = Store.from_url(url)
+    meter = CpuMeter(store.engine)
     cursors = explorer_cursors(store, now)
     queries = {**dashboard_queries(store, now), **account_queries(store, now),
                **on_call_queries(store, now, cursors)}  # fmt: skip
@@ -885,14 +932,21 @@ def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, fl
             fresh.dispose()
 
     cold = measure(cold_report, 3)
-    print(f"{'query':34s} {'median ms':>10s} {'p95 ms':>10s}", flush=True)
+    print(f"{'query':34s} {'median ms':>10s} {'p95 ms':>10s} {'cpu ms':>14s}", flush=True)
     for name, fn in queries.items():
         fn()  # warm-up: connection pool, plans, caches
+        (c0, s0) = meter.now()
         times = measure(fn, repeat)
+        (c1, s1) = meter.now()
         med, p95 = statistics.median(times), float(np.percentile(times, 95))
-        results[name] = {"median_ms": round(med, 2), "p95_ms": round(p95, 2)}
+        results[name] = {
+            "median_ms": round(med, 2),
+            "p95_ms": round(p95, 2),
+            **_cpu_fields(c1 - c0, s1 - s0, repeat),
+        }
         flag = "" if p95 <= TARGET_P95_MS else "   over target"
-        print(f"{name:34s} {med:10.1f} {p95:10.1f}{flag}", flush=True)
+        cpu = f"{results[name]['client_cpu_ms']:.1f}+{results[name]['server_cpu_ms']:.1f}"
+        print(f"{name:34s} {med:10.1f} {p95:10.1f} {cpu:>14s}{flag}", flush=True)
     results["agent_cost_report_7d_cold_cache"] = {"median_ms": round(statistics.median(cold), 2),
                                                   "p95_ms": round(float(np.percentile(cold, 95)), 2)}  # fmt: skip
     print(f"{'agent_cost_report_7d_cold_cache':34s} {statistics.median(cold):10.1f} "
