@@ -561,6 +561,22 @@ FROM (
 """
 
 
+ACCOUNT_DAY_SQL = """
+INSERT INTO rollup_account_day (bucket, account_id, calls, errors, input_tokens, output_tokens, cost_usd, sum_ms,
+                                min_ms, max_ms, sketch)
+SELECT s.d, s.account_id, s.calls, s.errors, s.it, s.ot, s.cost, s.sum_ms, s.mn, s.mx, k.sketch
+FROM (
+  SELECT date_trunc('day', bucket) AS d, account_id, sum(calls) AS calls, sum(errors) AS errors,
+         sum(input_tokens) AS it, sum(output_tokens) AS ot, sum(cost_usd) AS cost, sum(sum_ms) AS sum_ms,
+         min(min_ms) AS mn, max(max_ms) AS mx
+  FROM rollup_account_hour WHERE bucket >= :a AND bucket < :b GROUP BY 1, 2
+) s JOIN (
+  SELECT d, account_id, json_object_agg(key, v) AS sketch FROM (
+    SELECT date_trunc('day', h.bucket) AS d, h.account_id, j.key, sum(j.value::bigint) AS v
+    FROM rollup_account_hour h, json_each_text(h.sketch) j WHERE h.bucket >= :a AND h.bucket < :b GROUP BY 1, 2, 3
+  ) y GROUP BY 1, 2
+) k USING (d, account_id)
+"""
 UNPRICED_HOUR_SQL = """
 INSERT INTO rollup_unpriced_hour (bucket, model, provider, calls, input_tokens, output_tokens, cost_usd,
                                   cost_flagged_usd, first_ts, last_ts)
@@ -611,6 +627,7 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
                 if kind == "llm":
                     conn.execute(sa.text(CONVERSATION_HOUR_SQL), {"a": day, "b": nxt})
                     conn.execute(sa.text(ACCOUNT_HOUR_SQL), {**params, "a": day, "b": nxt})
+                    conn.execute(sa.text(ACCOUNT_DAY_SQL), {"a": day, "b": nxt})
                     conn.execute(sa.text(UNPRICED_HOUR_SQL), {"a": day, "b": nxt})
                 day = nxt
             conn.execute(sa.text("DELETE FROM rollup_dirty WHERE kind = :k"), {"k": kind})
@@ -620,6 +637,7 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
             if kind == "llm":
                 c.execute(sa.text("ANALYZE rollup_conversation_hour"))
                 c.execute(sa.text("ANALYZE rollup_account_hour"))
+                c.execute(sa.text("ANALYZE rollup_account_day"))
                 c.execute(sa.text("ANALYZE rollup_unpriced_hour"))
         eng.dispose()
 
@@ -686,12 +704,17 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
                 for col in ("calls", "errors", "input_tokens", "output_tokens", "first_ts", "last_ts"):
                     assert a[col] == b[col], ("conversation", key, col)
                 assert abs(a["cost_usd"] - b["cost_usd"]) <= 1e-6 * max(1.0, abs(a["cost_usd"])), key
-            acct = schema.rollup_account_hour
-            before = snapshot(conn, acct)
+            accounts = (schema.rollup_account_hour, schema.rollup_account_day)
+            before = {t.name: snapshot(conn, t) for t in accounts}
             rollups.recompute_account_hours(store, conn, {hour})
-            after = snapshot(conn, acct)
-            assert before.keys() == after.keys() and before, "account rollup keys differ"
-            for key, a in after.items():
+            rollups.recompute_account_days(store, conn, {hour.replace(hour=0)})
+            after = {t.name: snapshot(conn, t) for t in accounts}
+            for t in accounts:
+                assert before[t.name].keys() == after[t.name].keys() and before[t.name], (
+                    f"{t.name} keys differ"
+                )
+            before = {**before["rollup_account_hour"], **before["rollup_account_day"]}
+            for key, a in {**after["rollup_account_hour"], **after["rollup_account_day"]}.items():
                 b = before[key]
                 for col in ("calls", "errors", "input_tokens", "output_tokens", "min_ms", "max_ms"):
                     assert a[col] == b[col], ("account", key, col)

@@ -276,7 +276,7 @@ def test_ensure_migrated_upgrades_a_store_behind_and_only_reads_a_current_one(fr
 
 
 def test_the_rollups_added_later_are_filled_from_the_data_already_stored(fresh: Store) -> None:
-    """0013-0015 add day, per-account and unpriced-call rollups: upgrading a store that already holds
+    """0013-0016 add day, per-account and unpriced-call rollups: upgrading a store that already holds
     calls and hour rollups fills them as the rollup step would have."""
     import uuid
     from datetime import datetime, timedelta
@@ -307,6 +307,7 @@ def test_the_rollups_added_later_are_filled_from_the_data_already_stored(fresh: 
         schema.rollup_llm_day,
         schema.rollup_account_hour,
         schema.rollup_unpriced_hour,
+        schema.rollup_account_day,
     )
 
     def snapshot() -> dict[str, dict]:

@@ -285,6 +285,7 @@ def test_an_accounts_usage_from_the_rollup_equals_its_calls(store: Store) -> Non
             assert got.p95_latency_ms == pytest.approx(want, rel=tolerance), (account, window)
     with store.connect() as c:
         total = c.execute(sa.select(sa.func.sum(schema.rollup_account_hour.c.calls))).scalar()
+        assert c.execute(sa.select(sa.func.sum(schema.rollup_account_day.c.calls))).scalar() == total
         linked = c.execute(
             sa.select(sa.func.count()).select_from(llm.join(conv, conv.c.id == llm.c.conversation_id))
             .where(conv.c.account_id.is_not(None))

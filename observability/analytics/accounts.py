@@ -2,10 +2,11 @@
 
 An account's calls are the calls of its conversations (`rollups.account_calls`). Read like every
 other window (`window.py`): shorter than 24 hours, the raw calls with exact percentiles; 24 hours
-and longer, the full hours from `rollup_account_hour` (sums exact, percentiles from the merged
-sketches within 1%) and the partial hours at the edges, and hours with a minute not rolled up yet,
-from the raw calls. The work is bounded by the hours of the window, not by how many calls the
-account made, which is what lets a per-account view stay fast as the store grows.
+and longer, the full UTC days from `rollup_account_day`, the other full hours from
+`rollup_account_hour` (sums exact, percentiles from the merged sketches within 1%) and the partial
+hours at the edges, and hours with a minute not rolled up yet, from the raw calls. The work is
+bounded by the days and hours of the window, not by how many calls the account made, which is what
+lets a per-account view stay fast as the store grows.
 """
 
 from __future__ import annotations
@@ -65,12 +66,15 @@ def account_llm_usage(
     st = Stats()
     with store.connect() as conn:
         raw_ranges: tuple[tuple[datetime, datetime], ...] = ((start, end),)
-        hour_ranges: tuple[tuple[datetime, datetime], ...] = ()
         if rollup:
-            plan = plan_ranges(start, end, dirty_minutes(store, conn, "llm", start, end))
-            raw_ranges, hour_ranges = tuple(sorted(plan.raw + plan.minute)), plan.hour
-        if hour_ranges:
-            _rollup_into(conn, account_id, hour_ranges, st)
+            plan = plan_ranges(start, end, dirty_minutes(store, conn, "llm", start, end), days=True)
+            raw_ranges = tuple(sorted(plan.raw + plan.minute))
+            for table, ranges in (
+                (schema.rollup_account_day, plan.day),
+                (schema.rollup_account_hour, plan.hour),
+            ):
+                if ranges:
+                    _rollup_into(conn, table, account_id, ranges, st)
         if raw_ranges:
             _raw_into(store, conn, account_id, raw_ranges, st, exact=not rollup)
     if rollup:
@@ -83,9 +87,8 @@ def account_llm_usage(
     )  # fmt: skip
 
 
-def _rollup_into(conn: sa.Connection, account_id: str, ranges: tuple[tuple[datetime, datetime], ...],
+def _rollup_into(conn: sa.Connection, r: sa.Table, account_id: str, ranges: tuple[tuple[datetime, datetime], ...],
                  st: Stats) -> None:  # fmt: skip
-    r = schema.rollup_account_hour
     rows = conn.execute(
         sa.select(r.c.calls, r.c.errors, r.c.sum_ms, r.c.min_ms, r.c.max_ms, *[r.c[k] for k in ACCOUNT_SUMS],
                   sa.cast(r.c.sketch, sa.Text))

@@ -307,7 +307,7 @@ def plan(settings: Settings, now: datetime) -> list[tuple[sa.Table, sa.ColumnEle
                   schema.rollup_unpriced_hour):  # fmt: skip
             out.append((t, t.c.bucket < cut, cut))
         day_cut = _day(cut) - timedelta(days=1)  # a day row still answers for the hours it merged
-        for t in (schema.rollup_ops_day, schema.rollup_llm_day):
+        for t in (schema.rollup_ops_day, schema.rollup_llm_day, schema.rollup_account_day):
             out.append((t, t.c.bucket < day_cut, day_cut))
     out.extend(_auth_plan(settings, now))
     never = {t.name for t in schema.AUDIT_TABLES}

@@ -133,19 +133,21 @@ def recompute_range(store: Store, conn: sa.Connection, kind: str, start: datetim
 def recompute_hours(store: Store, conn: sa.Connection, kind: str, hours: set[datetime]) -> None:
     """Rebuild hour rollups from minute rollups (counts and sums added, sketches merged)."""
     family = FAMILIES[kind]
-    _merge_up(conn, family, family.minute, family.hour, hours, timedelta(hours=1))
+    _merge_up(conn, family.keys, _sum_cols(family), family.minute, family.hour, hours, timedelta(hours=1))
 
 
 def recompute_days(store: Store, conn: sa.Connection, kind: str, days: set[datetime]) -> None:
     """Rebuild day rollups (UTC days) from hour rollups, the same way hours come from minutes."""
     family = FAMILIES[kind]
-    _merge_up(conn, family, family.hour, family.day, days, timedelta(days=1))
+    _merge_up(conn, family.keys, _sum_cols(family), family.hour, family.day, days, timedelta(days=1))
 
 
-def _merge_up(conn: sa.Connection, family: Family, src: sa.Table, target: sa.Table, periods: set[datetime],
-              length: timedelta) -> None:  # fmt: skip
-    keys = family.keys
-    sum_cols = ("count", "errors", "cache_hits", "sum_ms", *family.sums)
+def _sum_cols(family: Family) -> tuple[str, ...]:
+    return ("count", "errors", "cache_hits", "sum_ms", *family.sums)
+
+
+def _merge_up(conn: sa.Connection, keys: tuple[str, ...], sum_cols: tuple[str, ...], src: sa.Table,
+              target: sa.Table, periods: set[datetime], length: timedelta) -> None:  # fmt: skip
     for period in sorted(periods):
         end = period + length
         rows = conn.execute(
@@ -307,6 +309,14 @@ def recompute_account_hours(store: Store, conn: sa.Connection, hours: set[dateti
             conn.execute(sa.insert(target), values)
 
 
+def recompute_account_days(store: Store, conn: sa.Connection, days: set[datetime]) -> None:
+    """Rebuild `rollup_account_day` (UTC days) from `rollup_account_hour`: 30 days of an account
+    are then about 30 rows instead of 720 scattered ones."""
+    sums = ("calls", "errors", *ACCOUNT_SUMS, "sum_ms")
+    _merge_up(conn, ("account_id",), sums, schema.rollup_account_hour, schema.rollup_account_day, days,
+              timedelta(days=1))  # fmt: skip
+
+
 def run(store: Store, max_minutes: int = 20_000) -> int:
     """Recompute every dirty minute (and its hour); returns how many minutes were processed."""
     d = schema.rollup_dirty
@@ -346,6 +356,7 @@ def _process_chunk(store: Store, kind: str, chunk: list[tuple[datetime, str]]) -
         if kind == "llm":
             recompute_conversation_hours(store, conn, hours)
             recompute_account_hours(store, conn, hours)
+            recompute_account_days(store, conn, {h.replace(hour=0) for h in hours})
             recompute_unpriced_hours(store, conn, hours)
         for minute, mark in chunk:
             conn.execute(sa.delete(d).where(d.c.kind == kind, d.c.minute == minute, d.c.mark == mark))

@@ -561,25 +561,31 @@ rollup_unpriced_hour = Table(
     Column("last_ts", DateTime, nullable=False),
 )
 
+
 # LLM calls per hour and account (the account of the call's conversation; calls without one are
 # left out), with a latency sketch: an account's calls, spend and percentiles over a week or a
 # month read at most 24 rows a day instead of every call of its conversations.
-rollup_account_hour = Table(
-    "rollup_account_hour",
-    metadata,
-    Column("bucket", DateTime, primary_key=True),
-    Column("account_id", String(100), primary_key=True),
-    Column("calls", BigInteger, nullable=False),
-    Column("errors", BigInteger, nullable=False),
-    Column("input_tokens", BigInteger, nullable=False),
-    Column("output_tokens", BigInteger, nullable=False),
-    Column("cost_usd", Float, nullable=False),
-    Column("sum_ms", Float, nullable=False),
-    Column("min_ms", Float),
-    Column("max_ms", Float),
-    Column("sketch", JSON, nullable=False),
-    Index("ix_rollup_account_hour_account", "account_id", "bucket"),
-)
+def _account_rollup(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("bucket", DateTime, primary_key=True),
+        Column("account_id", String(100), primary_key=True),
+        Column("calls", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cost_usd", Float, nullable=False),
+        Column("sum_ms", Float, nullable=False),
+        Column("min_ms", Float),
+        Column("max_ms", Float),
+        Column("sketch", JSON, nullable=False),
+        Index(f"ix_{name}_account", "account_id", "bucket"),
+    )
+
+
+rollup_account_hour = _account_rollup("rollup_account_hour")
+rollup_account_day = _account_rollup("rollup_account_day")  # merged from the hours, like the other days
 
 # Minutes whose raw rows changed since their rollup was computed; ingest marks, the rollup step
 # recomputes and clears. Late or replayed events therefore land in the right bucket.
