@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from observability.analytics.window import (
     Stats,
     dirty_minutes,
-    parse_sketches,
     plan_ranges,
     reads_rollups,
 )
 from observability.store import Store, schema
 from observability.store.rollups import ACCOUNT_SUMS, account_calls
+from observability.store.sketch import parse_sketches
 from observability.store.sqlhelpers import (
     QUANTILES,
     bucket_sql_expr,

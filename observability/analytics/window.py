@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql
 
 from observability.store import Store, schema
 from observability.store.rollups import NO_NAME, Family
-from observability.store.sketch import GAMMA, Sketch
+from observability.store.sketch import GAMMA, Sketch, parse_sketches
 from observability.store.sqlhelpers import (
     QUANTILES,
     as_datetime,
@@ -518,38 +518,6 @@ SKETCH_CACHE = _SketchCache()
 def clear_sketch_cache() -> None:
     """Forget cached merged sketches (they are re-read from the rollups when needed)."""
     SKETCH_CACHE.clear()
-
-
-def _parse_sketch(value: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not value:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    keys = np.fromiter((int(k) for k in value), np.int64, len(value))
-    counts = np.fromiter(value.values(), np.int64, len(value))
-    return keys, counts
-
-
-_SKETCH_TEXT = str.maketrans({"{": " ", "}": " ", '"': " ", ":": " ", ",": " "})
-
-
-def parse_sketches(values: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Many sketches at once: their JSON texts are joined and read as one array of numbers, which
-    is several times faster than `json.loads` and a conversion per sketch (a new process reads
-    thousands of them for a week's hourly chart)."""
-    if not values:
-        return []
-    if not all(isinstance(v, str) for v in values):
-        return [_parse_sketch(v) for v in values]
-    sizes = np.fromiter((v.count(":") for v in values), np.int64, len(values))
-    flat = np.fromstring(" ".join(values).translate(_SKETCH_TEXT), dtype=np.int64, sep=" ")
-    if len(flat) != 2 * int(sizes.sum()):  # not the flat {"bucket": count} shape: read it as JSON
-        return [_parse_sketch(v) for v in values]
-    pairs = flat.reshape(-1, 2)
-    out = []
-    for chunk in np.split(pairs, np.cumsum(sizes)[:-1]):
-        out.append((chunk[:, 0].copy(), chunk[:, 1].copy()))
-    return out
 
 
 def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: sa.Table,
