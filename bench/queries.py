@@ -10,9 +10,10 @@ Loads `--rows` `llm_calls` and as many `bot_operations` rows spread over 30 days
 many bot interactions, a hundredth as many handoffs, and conversations with messages for the
 pages) into its own database (`obs_bench`, kept for reuse by bench/pages.py). Rows are generated
 with numpy and written with binary `COPY` built from numpy record arrays, into the day partitions
-of the raw tables with their secondary indexes dropped and rebuilt afterwards; the per-minute and
-per-hour rollups are then built set-based in SQL (one statement per day and table; one sample
-hour is checked against `observability.store.rollups`).
+of the raw tables with their secondary indexes dropped and rebuilt afterwards; the per-minute,
+per-hour and per-day rollups, and the hourly per-conversation, per-account and unpriced-call ones,
+are then built set-based in SQL (one statement per day and table; one sample hour is checked
+against `observability.store.rollups`).
 
 Then every dashboard query runs once to warm up and `--repeat` (20) times timed: cost by model
 over 30 days, latency report per bot over 1h / 24h / 7d (LLM calls and bot operations), SLA
@@ -20,11 +21,14 @@ compliance over 24h, system summary over 1h, agent cost report over 7d (plus its
 connection and no in-process caches, as after a restart),
 and a few more the pages use, the needs-attention ranking, and the LLM calls explorer's first and
 next page (newest over 24h; a bot's failed calls over 7 days; slowest over 1h; a model's calls over a
-cost over 30 days). Prints median and p95 per query and writes
-bench/results/queries.json: {"rows": N, "queries": {name: {"median_ms": x, "p95_ms": y}}, ...}.
+cost over 30 days). Prints median and p95 per query, and the CPU time per run (this process + its PostgreSQL
+backends, which does not grow with other work on the machine the way wall time does), and writes
+bench/results/queries.json: {"rows": N, "queries": {name: {"median_ms": x, "p95_ms": y,
+"client_cpu_ms": c, "server_cpu_ms": s}}, ...}.
 Every query is also timed on a new connection (`--new-connection-repeat` runs, each with a new
 engine and connection and no in-process caches, connecting included), and so are per-account
-queries (an account's LLM calls, spend and P95 over 7 and 30 days, its latest conversations).
+queries (an account's LLM calls, spend and P95 over 7 and 30 days as
+`analytics.accounts.account_llm_usage` reads them, its latest conversations).
 Target: every query <= 100 ms p95, warm and on a new connection.
 """
 
@@ -500,24 +504,25 @@ FROM (
 """
 
 
-def hour_sql(kind: str) -> str:
+def hour_sql(kind: str, src_level: str = "minute", dst_level: str = "hour") -> str:
+    """Merge `src_level` rollups into `dst_level` ones (hours from minutes, days from hours)."""
     keys = ["bot", "operation"] if kind == "ops" else ["model", "provider", "bot", "agent"]
     sums = ["count", "errors", "cache_hits", "sum_ms"]
     if kind == "llm":
         sums += ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
                  "cost_saved_usd", "cost_sq_usd"]  # fmt: skip
     k = ", ".join(keys)
-    src = f"rollup_{kind}_minute"
+    src = f"rollup_{kind}_{src_level}"
     return f"""
-INSERT INTO rollup_{kind}_hour (bucket, {k}, {", ".join(sums)}, min_ms, max_ms, sketch)
+INSERT INTO rollup_{kind}_{dst_level} (bucket, {k}, {", ".join(sums)}, min_ms, max_ms, sketch)
 SELECT s.h, {", ".join("s." + c for c in keys)}, {", ".join("s." + c for c in sums)}, s.mn, s.mx, sk.sketch
 FROM (
-  SELECT date_trunc('hour', bucket) AS h, {k}, {", ".join(f"sum({c}) AS {c}" for c in sums)},
+  SELECT date_trunc('{dst_level}', bucket) AS h, {k}, {", ".join(f"sum({c}) AS {c}" for c in sums)},
          min(min_ms) AS mn, max(max_ms) AS mx
   FROM {src} WHERE bucket >= :a AND bucket < :b GROUP BY 1, {", ".join(str(i + 2) for i in range(len(keys)))}
 ) s JOIN (
   SELECT h, {k}, json_object_agg(key, v) AS sketch FROM (
-    SELECT date_trunc('hour', m.bucket) AS h, {", ".join("m." + c for c in keys)}, j.key, sum(j.value::bigint) AS v
+    SELECT date_trunc('{dst_level}', m.bucket) AS h, {", ".join("m." + c for c in keys)}, j.key, sum(j.value::bigint) AS v
     FROM {src} m, json_each_text(m.sketch) j WHERE m.bucket >= :a AND m.bucket < :b
     GROUP BY 1, {", ".join(str(i + 2) for i in range(len(keys) + 1))}
   ) y GROUP BY 1, {", ".join(str(i + 2) for i in range(len(keys)))}
@@ -532,6 +537,52 @@ SELECT date_trunc('hour', ts), conversation_id, coalesce(bot, ''), count(*), cou
        sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd),
        sum(cost_saved_usd), min(ts), max(ts)
 FROM llm_calls WHERE ts >= :a AND ts < :b AND conversation_id IS NOT NULL GROUP BY 1, 2, 3
+"""
+
+
+ACCOUNT_HOUR_SQL = """
+INSERT INTO rollup_account_hour (bucket, account_id, calls, errors, input_tokens, output_tokens, cost_usd, sum_ms,
+                                 min_ms, max_ms, sketch)
+SELECT s.h, s.account_id, s.calls, s.errors, s.it, s.ot, s.cost, s.sum_ms, s.mn, s.mx, k.sketch
+FROM (
+  SELECT date_trunc('hour', l.ts) AS h, c.account_id, count(*) AS calls, count(*) FILTER (WHERE NOT l.success) AS errors,
+         sum(l.input_tokens) AS it, sum(l.output_tokens) AS ot, sum(l.cost_usd) AS cost, sum(l.latency_ms) AS sum_ms,
+         min(l.latency_ms) AS mn, max(l.latency_ms) AS mx
+  FROM llm_calls l JOIN conversations c ON c.id = l.conversation_id
+  WHERE l.ts >= :a AND l.ts < :b AND c.account_id IS NOT NULL GROUP BY 1, 2
+) s JOIN (
+  SELECT h, account_id, json_object_agg(b, n) AS sketch FROM (
+    SELECT date_trunc('hour', l.ts) AS h, c.account_id,
+           ceil(ln(greatest(l.latency_ms, :min_value)) / :log_gamma)::bigint AS b, count(*) AS n
+    FROM llm_calls l JOIN conversations c ON c.id = l.conversation_id
+    WHERE l.ts >= :a AND l.ts < :b AND c.account_id IS NOT NULL GROUP BY 1, 2, 3
+  ) x GROUP BY 1, 2
+) k USING (h, account_id)
+"""
+
+
+ACCOUNT_DAY_SQL = """
+INSERT INTO rollup_account_day (bucket, account_id, calls, errors, input_tokens, output_tokens, cost_usd, sum_ms,
+                                min_ms, max_ms, sketch)
+SELECT s.d, s.account_id, s.calls, s.errors, s.it, s.ot, s.cost, s.sum_ms, s.mn, s.mx, k.sketch
+FROM (
+  SELECT date_trunc('day', bucket) AS d, account_id, sum(calls) AS calls, sum(errors) AS errors,
+         sum(input_tokens) AS it, sum(output_tokens) AS ot, sum(cost_usd) AS cost, sum(sum_ms) AS sum_ms,
+         min(min_ms) AS mn, max(max_ms) AS mx
+  FROM rollup_account_hour WHERE bucket >= :a AND bucket < :b GROUP BY 1, 2
+) s JOIN (
+  SELECT d, account_id, json_object_agg(key, v) AS sketch FROM (
+    SELECT date_trunc('day', h.bucket) AS d, h.account_id, j.key, sum(j.value::bigint) AS v
+    FROM rollup_account_hour h, json_each_text(h.sketch) j WHERE h.bucket >= :a AND h.bucket < :b GROUP BY 1, 2, 3
+  ) y GROUP BY 1, 2
+) k USING (d, account_id)
+"""
+UNPRICED_HOUR_SQL = """
+INSERT INTO rollup_unpriced_hour (bucket, model, provider, calls, input_tokens, output_tokens, cost_usd,
+                                  cost_flagged_usd, first_ts, last_ts)
+SELECT date_trunc('hour', ts), model, provider, count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd),
+       sum(cost_flagged_usd), min(ts), max(ts)
+FROM llm_calls WHERE price_known = false AND ts >= :a AND ts < :b GROUP BY 1, 2, 3
 """
 
 
@@ -572,15 +623,22 @@ def build_rollups(url: str, start: datetime, end: datetime) -> None:
                 nxt = day + timedelta(days=1)
                 conn.execute(sa.text(minute_sql), {**params, "a": day, "b": nxt})
                 conn.execute(sa.text(hour_sql(kind)), {"a": day, "b": nxt})
+                conn.execute(sa.text(hour_sql(kind, "hour", "day")), {"a": day, "b": nxt})
                 if kind == "llm":
                     conn.execute(sa.text(CONVERSATION_HOUR_SQL), {"a": day, "b": nxt})
+                    conn.execute(sa.text(ACCOUNT_HOUR_SQL), {**params, "a": day, "b": nxt})
+                    conn.execute(sa.text(ACCOUNT_DAY_SQL), {"a": day, "b": nxt})
+                    conn.execute(sa.text(UNPRICED_HOUR_SQL), {"a": day, "b": nxt})
                 day = nxt
             conn.execute(sa.text("DELETE FROM rollup_dirty WHERE kind = :k"), {"k": kind})
         with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-            for t in ("minute", "hour"):
+            for t in ("minute", "hour", "day"):
                 c.execute(sa.text(f"ANALYZE rollup_{kind}_{t}"))
             if kind == "llm":
                 c.execute(sa.text("ANALYZE rollup_conversation_hour"))
+                c.execute(sa.text("ANALYZE rollup_account_hour"))
+                c.execute(sa.text("ANALYZE rollup_account_day"))
+                c.execute(sa.text("ANALYZE rollup_unpriced_hour"))
         eng.dispose()
 
     errors: list[BaseException] = []
@@ -607,8 +665,9 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
     def snapshot(conn: sa.Connection, table: sa.Table) -> dict:
         keys = [c.name for c in table.primary_key.columns]
         out = {}
+        first = hour.replace(hour=0) if table.name.endswith("_day") else hour
         for r in conn.execute(
-            sa.select(table).where(table.c.bucket >= hour, table.c.bucket < hour + timedelta(hours=1))
+            sa.select(table).where(table.c.bucket >= first, table.c.bucket < hour + timedelta(hours=1))
         ):
             m = r._mapping
             out[tuple(m[k] for k in keys)] = dict(m)
@@ -619,12 +678,13 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
         try:
             for kind in ("ops", "llm"):
                 family = rollups.FAMILIES[kind]
-                tables = {"minute": family.minute, "hour": family.hour}
+                tables = {"minute": family.minute, "hour": family.hour, "day": family.day}
                 before = {t: snapshot(conn, tables[t]) for t in tables}
                 rollups.recompute_range(store, conn, kind, hour, hour + timedelta(hours=1))
                 rollups.recompute_hours(store, conn, kind, {hour})
+                rollups.recompute_days(store, conn, kind, {hour.replace(hour=0)})
                 after = {t: snapshot(conn, tables[t]) for t in tables}
-                for t in ("minute", "hour"):
+                for t in ("minute", "hour", "day"):
                     assert before[t].keys() == after[t].keys() and before[t], f"{kind} {t} rollup keys differ"
                     for key, a in after[t].items():
                         b = before[t][key]
@@ -644,6 +704,33 @@ def check_rollups(store, hour: datetime) -> None:  # noqa: ANN001
                 for col in ("calls", "errors", "input_tokens", "output_tokens", "first_ts", "last_ts"):
                     assert a[col] == b[col], ("conversation", key, col)
                 assert abs(a["cost_usd"] - b["cost_usd"]) <= 1e-6 * max(1.0, abs(a["cost_usd"])), key
+            accounts = (schema.rollup_account_hour, schema.rollup_account_day)
+            before = {t.name: snapshot(conn, t) for t in accounts}
+            rollups.recompute_account_hours(store, conn, {hour})
+            rollups.recompute_account_days(store, conn, {hour.replace(hour=0)})
+            after = {t.name: snapshot(conn, t) for t in accounts}
+            for t in accounts:
+                assert before[t.name].keys() == after[t.name].keys() and before[t.name], (
+                    f"{t.name} keys differ"
+                )
+            before = {**before["rollup_account_hour"], **before["rollup_account_day"]}
+            for key, a in {**after["rollup_account_hour"], **after["rollup_account_day"]}.items():
+                b = before[key]
+                for col in ("calls", "errors", "input_tokens", "output_tokens", "min_ms", "max_ms"):
+                    assert a[col] == b[col], ("account", key, col)
+                for col in ("cost_usd", "sum_ms"):
+                    assert abs(a[col] - b[col]) <= 1e-6 * max(1.0, abs(a[col])), ("account", key, col)
+                assert {str(k): int(v) for k, v in a["sketch"].items()} == {
+                    str(k): int(v) for k, v in b["sketch"].items()
+                }, f"account sketch differs at {key}"
+            unpriced = schema.rollup_unpriced_hour
+            before = snapshot(conn, unpriced)
+            rollups.recompute_unpriced_hours(store, conn, {hour})
+            after = snapshot(conn, unpriced)
+            assert before.keys() == after.keys() and before, "unpriced rollup keys differ"
+            for key, a in after.items():
+                for col in ("calls", "input_tokens", "output_tokens", "first_ts", "last_ts"):
+                    assert a[col] == before[key][col], ("unpriced", key, col)
         finally:
             tx.rollback()
     print(f"  rollups of {hour:%Y-%m-%d %H:00} match observability.store.rollups", flush=True)
@@ -694,28 +781,19 @@ ACCOUNTS = 997  # the bench's conversations belong to acct-0000 ... acct-0996
 
 def account_queries(store, now: datetime) -> dict[str, Callable[[], object]]:  # noqa: ANN001
     """What a per-account view reads, each call for the next account (so no answer is reused):
-    the account's LLM calls, spend and P95 latency over 7 and 30 days (raw calls joined to the
-    account's conversations), and its 50 most recent conversations."""
+    the account's LLM calls, spend and P95 latency over 7 and 30 days
+    (`analytics.accounts.account_llm_usage`), and its 50 most recent conversations."""
+    from observability.analytics.accounts import account_llm_usage
     from observability.store import schema
 
-    llm, conv = schema.llm_calls, schema.conversations
+    conv = schema.conversations
     turn = iter(range(10**9))
 
     def account() -> str:
         return f"acct-{next(turn) * 389 % ACCOUNTS:04d}"
 
     def spend(days: int) -> Callable[[], object]:
-        def run() -> object:
-            q = (
-                sa.select(sa.func.count(), sa.func.sum(llm.c.cost_usd),
-                          sa.func.percentile_cont(0.95).within_group(llm.c.latency_ms))
-                .select_from(llm.join(conv, conv.c.id == llm.c.conversation_id))
-                .where(conv.c.account_id == account(), llm.c.ts >= now - timedelta(days=days), llm.c.ts < now)
-            )  # fmt: skip
-            with store.connect() as c:
-                return c.execute(q).one()
-
-        return run
+        return lambda: account_llm_usage(store, account(), f"{days}d", now=now)
 
     def latest() -> object:
         q = (
@@ -769,6 +847,40 @@ def on_call_queries(store, now: datetime, cursors: dict[str, str | None]) -> dic
     return out
 
 
+class CpuMeter:
+    """CPU time spent on the queries of one store, load-independent unlike wall time: this process's
+    CPU (`time.process_time`) plus that of every PostgreSQL backend the store's engine connected to
+    (read from /proc, the server runs on this machine; a new connection's backend start-up counts)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.pids: set[int] = set()
+
+        @sa.event.listens_for(engine, "connect")
+        def _record(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy event
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                self.pids.add(int(cur.fetchone()[0]))
+
+    def server_s(self) -> float:
+        total = 0
+        for pid in self.pids:
+            try:  # nanoseconds on a CPU (the scheduler's count; /proc/<pid>/stat counts 10 ms ticks)
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+            except OSError:
+                continue
+        return total / 1e9
+
+    def now(self) -> tuple[float, float]:
+        return time.process_time(), self.server_s()
+
+
+def _cpu_fields(client_s: float, server_s: float, runs: int) -> dict[str, float]:
+    return {
+        "client_cpu_ms": round(client_s * 1000 / runs, 2),
+        "server_cpu_ms": round(server_s * 1000 / runs, 2),
+    }
+
+
 def new_connection_times(url: str, now: datetime, repeat: int) -> dict[str, dict[str, float]]:
     """Every query as the first one of a new process: a new engine and connection, no in-process
     caches; the time includes connecting."""
@@ -784,22 +896,32 @@ def new_connection_times(url: str, now: datetime, repeat: int) -> dict[str, dict
     ]
     probe.dispose()
     results: dict[str, dict[str, float]] = {}
-    print(f"{'on a new connection':34s} {'median ms':>10s} {'p95 ms':>10s}", flush=True)
+    print(f"{'on a new connection':34s} {'median ms':>10s} {'p95 ms':>10s} {'cpu ms':>14s}", flush=True)
     for name in names:
         times = []
+        client = server = 0.0
         for _ in range(repeat):
             clear_sketch_cache()
             fresh = Store.from_url(url)
+            meter = CpuMeter(fresh.engine)
             fn = {**dashboard_queries(fresh, now), **account_queries(fresh, now),
                   **on_call_queries(fresh, now, cursors)}[name]  # fmt: skip
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1000)
+            client += time.process_time() - c0
+            server += meter.server_s()  # the backend started for this run: all its CPU
             fresh.dispose()
         med, p95 = statistics.median(times), float(np.percentile(times, 95))
-        results[name] = {"median_ms": round(med, 2), "p95_ms": round(p95, 2)}
+        results[name] = {
+            "median_ms": round(med, 2),
+            "p95_ms": round(p95, 2),
+            **_cpu_fields(client, server, repeat),
+        }
         flag = "" if p95 <= TARGET_P95_MS else "   over target"
-        print(f"{name:34s} {med:10.1f} {p95:10.1f}{flag}", flush=True)
+        cpu = f"{results[name]['client_cpu_ms']:.1f}+{results[name]['server_cpu_ms']:.1f}"
+        print(f"{name:34s} {med:10.1f} {p95:10.1f} {cpu:>14s}{flag}", flush=True)
     return results
 
 
@@ -809,6 +931,7 @@ def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, fl
     from observability.store import Store
 
     store = Store.from_url(url)
+    meter = CpuMeter(store.engine)
     cursors = explorer_cursors(store, now)
     queries = {**dashboard_queries(store, now), **account_queries(store, now),
                **on_call_queries(store, now, cursors)}  # fmt: skip
@@ -832,14 +955,21 @@ def time_queries(url: str, now: datetime, repeat: int) -> dict[str, dict[str, fl
             fresh.dispose()
 
     cold = measure(cold_report, 3)
-    print(f"{'query':34s} {'median ms':>10s} {'p95 ms':>10s}", flush=True)
+    print(f"{'query':34s} {'median ms':>10s} {'p95 ms':>10s} {'cpu ms':>14s}", flush=True)
     for name, fn in queries.items():
         fn()  # warm-up: connection pool, plans, caches
+        (c0, s0) = meter.now()
         times = measure(fn, repeat)
+        (c1, s1) = meter.now()
         med, p95 = statistics.median(times), float(np.percentile(times, 95))
-        results[name] = {"median_ms": round(med, 2), "p95_ms": round(p95, 2)}
+        results[name] = {
+            "median_ms": round(med, 2),
+            "p95_ms": round(p95, 2),
+            **_cpu_fields(c1 - c0, s1 - s0, repeat),
+        }
         flag = "" if p95 <= TARGET_P95_MS else "   over target"
-        print(f"{name:34s} {med:10.1f} {p95:10.1f}{flag}", flush=True)
+        cpu = f"{results[name]['client_cpu_ms']:.1f}+{results[name]['server_cpu_ms']:.1f}"
+        print(f"{name:34s} {med:10.1f} {p95:10.1f} {cpu:>14s}{flag}", flush=True)
     results["agent_cost_report_7d_cold_cache"] = {"median_ms": round(statistics.median(cold), 2),
                                                   "p95_ms": round(float(np.percentile(cold, 95)), 2)}  # fmt: skip
     print(f"{'agent_cost_report_7d_cold_cache':34s} {statistics.median(cold):10.1f} "

@@ -273,3 +273,71 @@ def test_ensure_migrated_upgrades_a_store_behind_and_only_reads_a_current_one(fr
         s for s in statements if re.search(r"advisory|CREATE|ALTER|DROP|INSERT|UPDATE|DELETE", s, re.I)
     ]
     assert any("alembic_version" in s for s in statements)
+
+
+def test_the_rollups_added_later_are_filled_from_the_data_already_stored(fresh: Store) -> None:
+    """0013-0016 add day, per-account and unpriced-call rollups: upgrading a store that already holds
+    calls and hour rollups fills them as the rollup step would have."""
+    import uuid
+    from datetime import datetime, timedelta
+
+    from observability import events as ev
+    from observability.store import rollups
+    from observability.store.ingest import write_batch
+    from observability.timeutil import to_epoch
+
+    fresh.migrate()
+    base = to_epoch(datetime(2026, 1, 5, 22, 10))
+    batch = [ev.message(f"m{i}", base, conversation_id=f"c{i}", role="user", text="hi", bot="lead",
+                        account_id=f"acct-{i % 2}") for i in range(3)]  # fmt: skip
+    for i in range(400):
+        model = ("mystery-model", "nowhere") if i % 7 == 0 else ("claude-haiku-4-5", "anthropic")
+        batch.append(ev.llm_call(
+            uuid.uuid4().hex, base + i * 53.0, bot="lead", agent="a" if i % 2 else None, decision_type=None,
+            model=model[0], provider=model[1], input_tokens=100 + i, output_tokens=10 + i % 50, cache_read_tokens=0,
+            cache_write_tokens=0, latency_ms=50.0 + (i * 37) % 900, cache_hit=False, cost_usd=None,
+            conversation_id=f"c{i % 4}" if i % 4 < 3 else None, success=i % 11 != 0, error_type=None,
+        ))  # fmt: skip
+        batch.append(ev.operation(uuid.uuid4().hex, base + i * 53.0, bot="lead", operation="process",
+                                  duration_ms=20.0 + i % 300, success=True, cache_hit=False, error_type=None))  # fmt: skip
+    assert write_batch(fresh, batch).rejected == 0
+    rollups.run(fresh)
+    added = (
+        schema.rollup_ops_day,
+        schema.rollup_llm_day,
+        schema.rollup_account_hour,
+        schema.rollup_unpriced_hour,
+        schema.rollup_account_day,
+    )
+
+    def snapshot() -> dict[str, dict]:
+        out = {}
+        with fresh.connect() as conn:
+            for t in added:
+                keys = [c.name for c in t.primary_key.columns]
+                out[t.name] = {
+                    tuple(r._mapping[k] for k in keys): dict(r._mapping) for r in conn.execute(sa.select(t))
+                }
+        return out
+
+    want = snapshot()
+    assert all(want.values()) and len(want["rollup_llm_day"]) >= 2  # two days, both filled
+    run_alembic(fresh, command.downgrade, "0012_error_raw")
+    assert not {t.name for t in added} & tables(fresh)
+    fresh.migrate()
+    got = snapshot()
+    for name, rows in want.items():
+        assert got[name].keys() == rows.keys(), name
+        for key, w in rows.items():
+            for col, value in w.items():
+                g = got[name][key][col]
+                if col == "sketch":
+                    assert {str(k): int(v) for k, v in g.items()} == {
+                        str(k): int(v) for k, v in value.items()
+                    }
+                elif isinstance(value, float):
+                    assert g == pytest.approx(value, rel=1e-9), (name, key, col)
+                elif isinstance(value, datetime):
+                    assert g == value or abs(g - value) < timedelta(microseconds=1), (name, key, col)
+                else:
+                    assert g == value, (name, key, col)

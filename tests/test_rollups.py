@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from observability import events as ev
+from observability.analytics.accounts import account_llm_usage
+from observability.analytics.llm_observability import LLMObservabilityService
 from observability.store import Store, rollups, schema
 from observability.store.ingest import write_batch
 from observability.store.sketch import merge_all
-from observability.timeutil import floor_hour, floor_minute, to_epoch
+from observability.timeutil import floor_day, floor_hour, floor_minute, to_epoch
 
 START = datetime(2026, 1, 5, 10, 30)  # naive UTC
 SPAN_S = 150 * 60  # two and a half hours: three hours and two rollup chunks are touched
@@ -131,9 +134,11 @@ def test_minute_and_hour_rollups_equal_the_raw_counts_and_sums(loaded: tuple[Sto
     store, events = loaded
     assert_llm_rollups_match(store, schema.rollup_llm_minute, floor_minute)
     assert_llm_rollups_match(store, schema.rollup_llm_hour, floor_hour)
+    assert_llm_rollups_match(store, schema.rollup_llm_day, floor_day)
     # operations: counts, errors, cache hits, sums per (bucket, bot, operation)
     ops = [e for e in events if e[0] == "op"]
-    for table, bucket_of in ((schema.rollup_ops_minute, floor_minute), (schema.rollup_ops_hour, floor_hour)):
+    for table, bucket_of in ((schema.rollup_ops_minute, floor_minute), (schema.rollup_ops_hour, floor_hour),
+                             (schema.rollup_ops_day, floor_day)):  # fmt: skip
         want: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, 0.0])
         for e in ops:
             w = want[(bucket_of(datetime(1970, 1, 1) + timedelta(seconds=e[2])), e[3], e[4])]
@@ -158,7 +163,7 @@ def test_sketch_percentiles_are_within_one_percent_of_numpy(loaded: tuple[Store,
     for e in events:
         if e[0] == "op":
             ops_by_key[(e[3], e[4])].append(e[5])
-    for table in (schema.rollup_llm_minute, schema.rollup_llm_hour):
+    for table in (schema.rollup_llm_minute, schema.rollup_llm_hour, schema.rollup_llm_day):
         with store.connect() as conn:
             sketch = merge_all(conn.execute(sa.select(table.c.sketch)).scalars())
         for q, got in zip(QS, sketch.quantiles([q / 100 for q in QS]), strict=True):
@@ -184,6 +189,7 @@ def test_a_late_event_redirties_its_minute_and_a_replayed_batch_changes_nothing(
     hour_key = (floor_hour(minute), *key[1:])
     before = rollup_rows(store, schema.rollup_llm_minute).get(key, {"count": 0, "sum_ms": 0.0})
     hour_before = rollup_rows(store, schema.rollup_llm_hour)[hour_key]
+    day_before = rollup_rows(store, schema.rollup_llm_day)[(floor_day(minute), *key[1:])]
 
     late = ["llm", "late-one", to_epoch(minute) + 30.25, "lead", None, None, "claude-sonnet-4-5", "anthropic",
             100, 10, 0, 0, 12345.0, False, None, None, False, "Late"]  # fmt: skip
@@ -196,6 +202,8 @@ def test_a_late_event_redirties_its_minute_and_a_replayed_batch_changes_nothing(
     hour_after = rollup_rows(store, schema.rollup_llm_hour)[hour_key]
     assert hour_after["count"] == hour_before["count"] + 1
     assert hour_after["errors"] == hour_before["errors"] + 1
+    day_key = (floor_day(minute), *key[1:])
+    assert rollup_rows(store, schema.rollup_llm_day)[day_key]["count"] == day_before["count"] + 1
 
     snapshot = [rollup_rows(store, t) for t in ROLLUP_TABLES]
     ingest(store, events[:3000] + [late])  # delivered again: stored once, rolled up once
@@ -208,8 +216,10 @@ def test_a_late_event_redirties_its_minute_and_a_replayed_batch_changes_nothing(
 ROLLUP_TABLES = (
     schema.rollup_llm_minute,
     schema.rollup_llm_hour,
+    schema.rollup_llm_day,
     schema.rollup_ops_minute,
     schema.rollup_ops_hour,
+    schema.rollup_ops_day,
 )
 
 
@@ -222,3 +232,83 @@ def assert_same_rollups(got: dict, want: dict) -> None:
                 assert got[key][col] == pytest.approx(value, rel=1e-12, abs=1e-15), (key, col)
             else:
                 assert got[key][col] == value, (key, col)
+
+
+# ---- per account and unpriced calls --------------------------------------------------------------
+
+ACCOUNTS = ["acct-a", "acct-b"]
+
+
+def account_events(rng: np.random.Generator, n: int) -> list[list]:
+    """Messages that give four conversations their accounts, one conversation without an account,
+    and LLM calls over two days in them (a few with a model the price table does not know)."""
+    base = to_epoch(START)
+    out = [ev.message(f"m{i}", base - 60, conversation_id=f"c{i}", role="user", text="hi", bot="lead",
+                      account_id=ACCOUNTS[i % 2] if i < 4 else None) for i in range(5)]  # fmt: skip
+    offsets = rng.uniform(0, 2 * 86_400, n)
+    lat = rng.lognormal(mean=6.0, sigma=0.8, size=n)
+    for i in range(n):
+        model, provider = ("mystery-model", "nowhere") if i % 17 == 0 else MODELS[i % 2]
+        out.append(ev.llm_call(
+            uuid.uuid4().hex, base + float(offsets[i]), bot="lead", agent=None, decision_type=None, model=model,
+            provider=provider, input_tokens=int(rng.integers(50, 5000)), output_tokens=int(rng.integers(10, 800)),
+            cache_read_tokens=0, cache_write_tokens=0, latency_ms=float(lat[i]), cache_hit=False, cost_usd=None,
+            conversation_id=f"c{i % 6}" if i % 6 < 5 else None, success=i % 13 != 0, error_type=None,
+        ))  # fmt: skip
+    return out
+
+
+def test_an_accounts_usage_from_the_rollup_equals_its_calls(store: Store) -> None:
+    """Calls, errors, tokens and spend exact, percentiles within 1%, whichever way the window is read;
+    calls without a conversation or whose conversation has no account count for no account."""
+    ingest(store, account_events(np.random.default_rng(11), 3000))
+    assert rollups.run(store) > 0
+    llm, conv = schema.llm_calls, schema.conversations
+    now = START + timedelta(days=2, hours=1, minutes=7, seconds=30)  # partial hours and minutes at both edges
+    for account in ACCOUNTS:
+        for window, start in (("24h", now - timedelta(hours=24)), ("7d", now - timedelta(days=7)),
+                              ("6h", now - timedelta(hours=6))):  # fmt: skip
+            with store.connect() as c:
+                rows = c.execute(
+                    sa.select(llm.c.latency_ms, llm.c.success, llm.c.cost_usd, llm.c.input_tokens)
+                    .select_from(llm.join(conv, conv.c.id == llm.c.conversation_id))
+                    .where(conv.c.account_id == account, llm.c.ts >= start, llm.c.ts < now)
+                ).all()  # fmt: skip
+            got = account_llm_usage(store, account, window, now=now)
+            assert got.calls == len(rows) > 0
+            assert got.errors == sum(not r.success for r in rows)
+            assert got.input_tokens == sum(r.input_tokens for r in rows)
+            assert got.cost_usd == pytest.approx(sum(r.cost_usd for r in rows), rel=1e-9)
+            assert got.source == ("raw" if window == "6h" else "rollup")
+            want = float(np.percentile([r.latency_ms for r in rows], 95))
+            tolerance = 1e-9 if window == "6h" else 0.01
+            assert got.p95_latency_ms == pytest.approx(want, rel=tolerance), (account, window)
+    with store.connect() as c:
+        total = c.execute(sa.select(sa.func.sum(schema.rollup_account_hour.c.calls))).scalar()
+        assert c.execute(sa.select(sa.func.sum(schema.rollup_account_day.c.calls))).scalar() == total
+        linked = c.execute(
+            sa.select(sa.func.count()).select_from(llm.join(conv, conv.c.id == llm.c.conversation_id))
+            .where(conv.c.account_id.is_not(None))
+        ).scalar()  # fmt: skip
+    assert total == linked
+
+
+def test_unknown_model_calls_read_from_the_rollup_equal_the_raw_calls(store: Store) -> None:
+    ingest(store, account_events(np.random.default_rng(12), 2000))
+    now = START + timedelta(days=2, hours=1, minutes=7, seconds=30)
+    service = LLMObservabilityService(store)
+    before_rollup = service.unknown_model_calls(7 * 86_400, now=now)  # every minute dirty: read raw
+    assert rollups.run(store) > 0
+    with store.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(schema.rollup_unpriced_hour)).scalar() > 0
+    after = service.unknown_model_calls(7 * 86_400, now=now)
+    assert after == before_rollup
+    assert [(r["model"], r["calls"]) for r in after] == [("mystery-model", 118)]
+    day = service.unknown_model_calls(86_400, now=now)
+    t = schema.llm_calls
+    with store.connect() as c:
+        n = c.execute(
+            sa.select(sa.func.count()).where(t.c.price_known == sa.false(), t.c.ts >= now - timedelta(days=1),
+                                             t.c.ts < now)
+        ).scalar()  # fmt: skip
+    assert day[0]["calls"] == n

@@ -20,7 +20,8 @@ call cost (`cost_sq_usd`), so one `window.aggregate` over the window (hour rollu
 rollups at the edges, raw rows for partial and not-yet-rolled-up minutes) gives each agent's
 spend, mean and sample standard deviation. The anomalous calls are then two range scans per
 agent of the `(agent, cost_usd, ts)` index on `llm_calls`: `cost_usd > mean + z * sd` within the
-window, counted, and the most expensive ones fetched with their details.
+window, counted, and each agent's most expensive ones fetched with their details (a call's
+z-score grows with its cost within its agent, so the page needs no more than that).
 """
 
 from __future__ import annotations
@@ -320,8 +321,8 @@ class DecisionCostTracker:
     ) -> tuple[list[CostAnomaly], dict[str, int]]:  # fmt: skip
         """One page of the window's anomalous calls (highest z first) and their number per agent.
         A call is anomalous when it costs at least `min_cost` dollars AND more than mean + z * sd
-        of its agent. Counted per agent on the (agent, cost_usd, ts) index; the page is one query
-        ordering by each call's z-score, computed in SQL."""
+        of its agent. Counted per agent on the (agent, cost_usd, ts) index; the page merges each
+        agent's most expensive anomalous calls by z-score."""
         t = schema.llm_calls
         counts: dict[str, int] = {}
         cuts = {agent: max(mean + z * std, 0.0) for agent, (mean, std) in judged.items()}
@@ -334,17 +335,22 @@ class DecisionCostTracker:
         hit = [a for a in sorted(judged) if counts[a]]
         if not hit or limit <= 0:
             return [], counts
-        zscore = sa.case(
-            {a: (t.c.cost_usd - judged[a][0]) / judged[a][1] for a in hit}, value=t.c.agent, else_=None
-        )
-        rows = conn.execute(
-            sa.select(*DETAIL_COLUMNS, t.c.agent)
-            .where(t.c.ts >= start, t.c.ts < end, t.c.cost_usd >= min_cost,
-                   sa.or_(*[sa.and_(t.c.agent == a, t.c.cost_usd > cuts[a]) for a in hit]))
-            .order_by(zscore.desc(), t.c.trace_id)
-            .offset(max(int(offset), 0))
-            .limit(limit)
-        ).all()  # fmt: skip
+        # within one agent the z-score grows with the cost, so the page is among each agent's
+        # `offset + limit` most expensive anomalous calls: a short walk down its index per agent,
+        # merged here, instead of ordering every anomalous call of the window by z
+        want = max(int(offset), 0) + limit
+        candidates = []
+        for a in hit:
+            mean, std = judged[a]
+            for r in conn.execute(
+                sa.select(*DETAIL_COLUMNS, t.c.agent)
+                .where(t.c.agent == a, t.c.cost_usd > cuts[a], t.c.cost_usd >= min_cost, t.c.ts >= start, t.c.ts < end)
+                .order_by(t.c.cost_usd.desc(), t.c.trace_id)
+                .limit(want)
+            ).all():  # fmt: skip
+                candidates.append(((float(r[0]) - mean) / std, r))
+        candidates.sort(key=lambda c: (-c[0], c[1][1]))
+        rows = [r for _, r in candidates[max(int(offset), 0) : want]]
         shown = []
         for r in rows:
             d, agent = _detail(r[:-1]), r[-1]

@@ -223,14 +223,23 @@ class BotMetricsCollector:
 
     # ---- alerting -----------------------------------------------------------------------------
     def last_response_at(self, bots: Sequence[str] | None = None) -> dict[str, datetime]:
-        """The latest interaction time of each bot (index lookups; bots never seen are left out)."""
+        """The latest interaction time of each bot (index lookups; bots never seen are left out).
+
+        Asked first over the last hour, then the last day, then all time: each bound only prunes
+        day partitions (a row at or after it is the latest one overall), so a bot that responded
+        recently costs one partition's index instead of a probe of every partition and the
+        planning of all of them."""
         t = schema.bot_interactions
         out: dict[str, datetime] = {}
+        now = resolve_now(None)
         with self.store.connect() as conn:
             for bot in bots if bots is not None else self.known_bots:
-                ts = conn.execute(sa.select(sa.func.max(t.c.ts)).where(t.c.bot == bot)).scalar()
-                if ts is not None:
-                    out[bot] = as_datetime(ts)
+                for since in (now - timedelta(hours=1), now - timedelta(days=1), None):
+                    q = sa.select(sa.func.max(t.c.ts)).where(t.c.bot == bot)
+                    ts = conn.execute(q if since is None else q.where(t.c.ts >= since)).scalar()
+                    if ts is not None:
+                        out[bot] = as_datetime(ts)
+                        break
         return out
 
     def alert_metrics(self, *, window_minutes: Window = 60, now: datetime | None = None) -> dict[str, float]:

@@ -36,7 +36,7 @@ from observability.analytics.window import (
 )
 from observability.settings import get_settings
 from observability.store import Store, pricing, schema
-from observability.store.rollups import LLM
+from observability.store.rollups import LLM, UNPRICED_SUMS, unpriced_select
 from observability.store.sqlhelpers import GRANULARITIES, as_datetime, count_false, in_ranges
 from observability.timeutil import Window, floor_day, resolve_now, window_bounds
 
@@ -535,26 +535,43 @@ class LLMObservabilityService:
         """Calls to models the price table did not know at ingest (priced 0 and flagged), per model
         and provider: calls, tokens, cost a caller supplied itself, first and last seen; most calls
         first. Calls priced above OTLP_COST_CEILING_USD are flagged the same way: their price is
-        kept out of spend and shown here as `withheld_usd` for a person to judge. Reads the small partial index of flagged rows, so any window is cheap."""
+        kept out of spend and shown here as `withheld_usd` for a person to judge. Windows of 24 hours
+        and longer read their full hours from `rollup_unpriced_hour` and the rest from the small
+        partial index of flagged rows (the same figures either way), so any window is cheap."""
         start, end = window_bounds(window_seconds, now)
-        t = schema.llm_calls
-        stmt = (
-            sa.select(
-                t.c.model,
-                t.c.provider,
-                sa.func.count(),
-                sa.func.sum(t.c.input_tokens),
-                sa.func.sum(t.c.output_tokens),
-                sa.func.sum(t.c.cost_usd),
-                sa.func.min(t.c.ts),
-                sa.func.max(t.c.ts),
-                sa.func.sum(t.c.cost_flagged_usd),
-            )  # fmt: skip
-            .where(t.c.price_known == sa.false(), t.c.ts >= start, t.c.ts < end)
-            .group_by(t.c.model, t.c.provider)
-        )
+        r = schema.rollup_unpriced_hour
+        merged: dict[tuple, list] = {}
+
+        def add(row: Sequence) -> None:
+            key = (row[0], row[1])
+            acc = merged.get(key)
+            vals = [int(row[2]), *(row[3:7]), as_datetime(row[7]), as_datetime(row[8])]
+            if acc is None:
+                merged[key] = vals
+                return
+            for i in range(5):
+                acc[i] = (
+                    (acc[i] or 0) + (vals[i] or 0) if (acc[i] is not None or vals[i] is not None) else None
+                )
+            acc[5], acc[6] = min(acc[5], vals[5]), max(acc[6], vals[6])
+
         with self.store.connect() as conn:
-            rows = conn.execute(stmt).all()
+            raw_ranges: tuple[tuple[datetime, datetime], ...] = ((start, end),)
+            if reads_rollups(window_seconds):
+                plan = plan_ranges(start, end, dirty_minutes(self.store, conn, "llm", start, end))
+                raw_ranges = tuple(sorted(plan.raw + plan.minute))
+                if plan.hour:
+                    for row in conn.execute(
+                        sa.select(r.c.model, r.c.provider, sa.func.sum(r.c.calls),
+                                  *[sa.func.sum(r.c[k]) for k in UNPRICED_SUMS], sa.func.min(r.c.first_ts),
+                                  sa.func.max(r.c.last_ts))
+                        .where(in_ranges(r.c.bucket, plan.hour)).group_by(r.c.model, r.c.provider)
+                    ):  # fmt: skip
+                        add(row)
+            for a, b in raw_ranges:
+                for row in conn.execute(unpriced_select(a, b)):
+                    add(row)
+        rows = [(*k, *v[:4], v[5], v[6], v[4]) for k, v in merged.items()]  # as the columns are read below
         out = [
             {"model": r[0], "provider": r[1], "calls": int(r[2]), "input_tokens": int(r[3] or 0),
              "output_tokens": int(r[4] or 0), "caller_cost_usd": float(r[5] or 0), "first_seen": as_datetime(r[6]),

@@ -27,7 +27,7 @@ import json
 import math
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql
 
 from observability.store import Store, schema
 from observability.store.rollups import NO_NAME, Family
-from observability.store.sketch import GAMMA, Sketch
+from observability.store.sketch import GAMMA, Sketch, parse_sketches
 from observability.store.sqlhelpers import (
     QUANTILES,
     as_datetime,
@@ -57,6 +57,7 @@ MAX_RAW_RANGES = 32  # dirty minutes are merged into at most this many raw range
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,8 +85,16 @@ def chart_granularity(window: Window) -> str:
     return "minute" if seconds <= 6 * 3600 else "hour" if seconds <= 7 * 86_400 else "day"
 
 
+def _floor(value: datetime, unit: timedelta) -> datetime:
+    if unit == MINUTE:
+        return floor_minute(value)
+    if unit == HOUR:
+        return floor_hour(value)
+    return value.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def _ceil(value: datetime, unit: timedelta) -> datetime:
-    base = floor_minute(value) if unit == MINUTE else floor_hour(value)
+    base = _floor(value, unit)
     return base if base == value else base + unit
 
 
@@ -96,6 +105,7 @@ class ReadPlan:
     raw: tuple[tuple[datetime, datetime], ...]
     minute: tuple[tuple[datetime, datetime], ...]
     hour: tuple[tuple[datetime, datetime], ...]
+    day: tuple[tuple[datetime, datetime], ...] = ()
 
 
 def _merge_minutes(minutes: Sequence[datetime]) -> list[list[datetime]]:
@@ -114,13 +124,14 @@ def plan_ranges(
     dirty_minutes: Iterable[datetime] = (),
     *,
     hours: bool = True,
+    days: bool = False,
     max_raw_ranges: int = MAX_RAW_RANGES,
 ) -> ReadPlan:
-    """Split [start, end) into raw, minute-rollup and hour-rollup ranges.
+    """Split [start, end) into raw, minute-, hour- and day-rollup ranges.
 
     Partial minutes at the edges and minutes whose rollup is stale (`dirty_minutes`) are read raw;
-    full hours without a stale minute come from hour rollups when `hours` is true; the rest from
-    minute rollups. Stale minutes are merged (closest first) into at most `max_raw_ranges` ranges so
+    full UTC days without a stale minute come from day rollups when `days` is true, full hours
+    without a stale minute from hour rollups when `hours` is true; the rest from minute rollups. Stale minutes are merged (closest first) into at most `max_raw_ranges` ranges so
     a query never grows unbounded; merged gaps are simply read raw too.
     """
     if end <= start:
@@ -150,18 +161,32 @@ def plan_ranges(
         clean.append((cursor, e1))
     minute: list[tuple[datetime, datetime]] = []
     hour: list[tuple[datetime, datetime]] = []
-    for a, b in clean:
+    day: list[tuple[datetime, datetime]] = []
+
+    def split(a: datetime, b: datetime, unit: timedelta, into: list, rest: Callable) -> None:
+        """[a, b): its whole `unit`s into `into`, the edges to `rest`."""
+        u0, u1 = _ceil(a, unit), _floor(b, unit)
+        if u0 >= u1:
+            rest(a, b)
+            return
+        if a < u0:
+            rest(a, u0)
+        into.append((u0, u1))
+        if u1 < b:
+            rest(u1, b)
+
+    def by_hour(a: datetime, b: datetime) -> None:
         if hours:
-            h0, h1 = _ceil(a, HOUR), floor_hour(b)
-            if h0 < h1:
-                if a < h0:
-                    minute.append((a, h0))
-                hour.append((h0, h1))
-                if h1 < b:
-                    minute.append((h1, b))
-                continue
-        minute.append((a, b))
-    return ReadPlan(tuple(sorted(raw)), tuple(minute), tuple(hour))
+            split(a, b, HOUR, hour, lambda x, y: minute.append((x, y)))
+        else:
+            minute.append((a, b))
+
+    for a, b in clean:
+        if days and hours:
+            split(a, b, DAY, day, by_hour)
+        else:
+            by_hour(a, b)
+    return ReadPlan(tuple(sorted(raw)), tuple(sorted(minute)), tuple(sorted(hour)), tuple(day))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,13 +387,14 @@ def aggregate(
         return Aggregate(groups, approximate=False, source="raw")
     plan = plan_ranges(
         start, end, dirty_minutes(store, conn, family.dirty_kind, start, end),
-        hours=granularity in (None, "hour", "day"),
+        hours=granularity in (None, "hour", "day"), days=family.day is not None and granularity in (None, "day"),
     )  # fmt: skip
     groups: dict[tuple, Stats] = defaultdict(Stats)
     pieces = [
         (family.raw, plan.raw, False),
         (family.minute, plan.minute, True),
         (family.hour, plan.hour, True),
+        (family.day, plan.day, True),
     ]
     for table, ranges, is_rollup in pieces:
         if not ranges:
@@ -494,16 +520,6 @@ def clear_sketch_cache() -> None:
     SKETCH_CACHE.clear()
 
 
-def _parse_sketch(value: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not value:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    keys = np.fromiter((int(k) for k in value), np.int64, len(value))
-    counts = np.fromiter(value.values(), np.int64, len(value))
-    return keys, counts
-
-
 def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: sa.Table,
                       ranges: Sequence[tuple[datetime, datetime]], group_by: Sequence[str],
                       filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
@@ -516,7 +532,7 @@ def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: 
     rows = conn.execute(
         sa.select(table.c.bucket, *gcols, *aggs).where(*where).group_by(*positions(1 + len(gcols)))
     ).all()
-    shape = (store.namespace, table.name, tuple(group_by), repr(sorted(filters.items())))
+    shape = (store.namespace_on(conn), table.name, tuple(group_by), repr(sorted(filters.items())))
     ng = len(gcols)
     missing: dict[tuple, tuple[tuple, tuple]] = {}  # (bucket, *group values) -> (cache key, fingerprint)
     targets: dict[tuple, tuple] = {}
@@ -542,14 +558,14 @@ def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: 
     buckets = sorted({k[0] for k in missing})
     bucket_clause = table.c.bucket.in_(buckets) if len(buckets) <= 500 else in_ranges(table.c.bucket, ranges)
     parts: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    for row in conn.execute(
-        sa.select(table.c.bucket, *gcols, table.c.sketch).where(
+    fetched = conn.execute(
+        sa.select(table.c.bucket, *gcols, sa.cast(table.c.sketch, sa.Text)).where(
             bucket_clause, *_filter_clause(table, filters, True)
         )
-    ).all():
-        k = (as_datetime(row[0]), *row[1 : 1 + ng])
-        if k in missing:
-            parts[k].append(_parse_sketch(row[-1]))
+    ).all()
+    wanted = [(k, row[-1]) for row in fetched if (k := (as_datetime(row[0]), *row[1 : 1 + ng])) in missing]
+    for (k, _), part in zip(wanted, parse_sketches([v for _, v in wanted]), strict=True):
+        parts[k].append(part)
     for k, (ckey, fingerprint) in missing.items():
         if not parts.get(k):
             continue

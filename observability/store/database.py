@@ -212,10 +212,18 @@ class Store:
         if self._namespace is None:
             if self.is_postgres:
                 with self.engine.connect() as conn:
-                    db, sch = conn.execute(sa.text("SELECT current_database(), current_schema()")).one()
-                self._namespace = f"pg:{db}:{sch}"
-            else:
-                self._namespace = f"sqlite:{self.engine.url.database}"
+                    return self.namespace_on(conn)
+            self._namespace = f"sqlite:{self.engine.url.database}"
+        return self._namespace
+
+    def namespace_on(self, conn: Connection) -> str:
+        """`namespace`, asked on a connection the caller already holds (the first query of a new
+        process would otherwise open a second connection just for it)."""
+        if self._namespace is None:
+            if not self.is_postgres:
+                return self.namespace
+            db, sch = conn.execute(sa.text("SELECT current_database(), current_schema()")).one()
+            self._namespace = f"pg:{db}:{sch}"
         return self._namespace
 
     def lock_key(self, purpose: str) -> int:

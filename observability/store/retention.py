@@ -5,7 +5,7 @@
 | raw events (`llm_calls`, `bot_operations`, `bot_interactions`, `handoffs`, `messages`, `activity_events`) | 90 days | `MONITORING_DB_RETENTION_DAYS` |
 | raw `system_metrics` | 72 hours | `MONITORING_METRICS_RETENTION_HOURS` |
 | delivered or dead `notifications`, ended `silences`, `activity_reads`, stale `worker_heartbeats` | 90 days | `MONITORING_DB_RETENTION_DAYS` |
-| per-minute and per-hour rollups (also `rollup_conversation_hour`) | 400 days | `ROLLUP_RETENTION_DAYS` |
+| per-minute, per-hour and per-day rollups (also `rollup_conversation_hour`, `rollup_account_hour` and `rollup_unpriced_hour`; a day row goes once the whole day has expired) | 400 days | `ROLLUP_RETENTION_DAYS` |
 | ended console `sessions` (revoked, idle or past their lifetime) and quiet `sign_in_throttle` rows (no lock in force, no attempt for a day) | 1 day after they ended | `SESSION_IDLE_TIMEOUT_S` (always on) |
 | audit trails (`interventions`, `emergency_actions`, `alert_events`) and what they refer to (`alerts`), entities (conversations, accounts, users, rules, control state) | forever | - |
 
@@ -303,8 +303,12 @@ def plan(settings: Settings, now: datetime) -> list[tuple[sa.Table, sa.ColumnEle
     if settings.rollup_retention_days > 0:
         cut = now - timedelta(days=settings.rollup_retention_days)
         for t in (schema.rollup_ops_minute, schema.rollup_llm_minute, schema.rollup_ops_hour,
-                  schema.rollup_llm_hour, schema.rollup_conversation_hour):  # fmt: skip
+                  schema.rollup_llm_hour, schema.rollup_conversation_hour, schema.rollup_account_hour,
+                  schema.rollup_unpriced_hour):  # fmt: skip
             out.append((t, t.c.bucket < cut, cut))
+        day_cut = _day(cut) - timedelta(days=1)  # a day row still answers for the hours it merged
+        for t in (schema.rollup_ops_day, schema.rollup_llm_day, schema.rollup_account_day):
+            out.append((t, t.c.bucket < day_cut, day_cut))
     out.extend(_auth_plan(settings, now))
     never = {t.name for t in schema.AUDIT_TABLES}
     assert not any(t.name in never for t, _, _ in out), "audit tables are never purged"

@@ -466,7 +466,7 @@ emergency_actions = Table(
 )
 
 # ---------------------------------------------------------------------------------------------
-# Rollups (per minute and per hour). Sums and counts are exact; `sketch` is a mergeable
+# Rollups (per minute, hour and day). Sums and counts are exact; `sketch` is a mergeable
 # log-bucket latency sketch (observability.store.sketch) with at most 1% relative error.
 # ---------------------------------------------------------------------------------------------
 
@@ -520,6 +520,9 @@ rollup_ops_minute = _ops_rollup("rollup_ops_minute")
 rollup_ops_hour = _ops_rollup("rollup_ops_hour")
 rollup_llm_minute = _llm_rollup("rollup_llm_minute")
 rollup_llm_hour = _llm_rollup("rollup_llm_hour")
+# per UTC day, merged from the hours: a week's percentile merges 7 sketches per group, not 168
+rollup_ops_day = _ops_rollup("rollup_ops_day")
+rollup_llm_day = _llm_rollup("rollup_llm_day")
 
 # LLM calls per hour, conversation and bot (only calls with a conversation_id; a missing bot is
 # ''): the full hours of top_conversations / cost_by_conversation over a day and longer.
@@ -540,6 +543,49 @@ rollup_conversation_hour = Table(
     Column("first_ts", DateTime, nullable=False),
     Column("last_ts", DateTime, nullable=False),
 )
+
+# LLM calls the price table did not know (price_known false) per hour, model and provider: the
+# full hours of `unknown_model_calls` over a day and longer.
+rollup_unpriced_hour = Table(
+    "rollup_unpriced_hour",
+    metadata,
+    Column("bucket", DateTime, primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("provider", String(100), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("cost_flagged_usd", Float),
+    Column("first_ts", DateTime, nullable=False),
+    Column("last_ts", DateTime, nullable=False),
+)
+
+
+# LLM calls per hour and account (the account of the call's conversation; calls without one are
+# left out), with a latency sketch: an account's calls, spend and percentiles over a week or a
+# month read at most 24 rows a day instead of every call of its conversations.
+def _account_rollup(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("bucket", DateTime, primary_key=True),
+        Column("account_id", String(100), primary_key=True),
+        Column("calls", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cost_usd", Float, nullable=False),
+        Column("sum_ms", Float, nullable=False),
+        Column("min_ms", Float),
+        Column("max_ms", Float),
+        Column("sketch", JSON, nullable=False),
+        Index(f"ix_{name}_account", "account_id", "bucket"),
+    )
+
+
+rollup_account_hour = _account_rollup("rollup_account_hour")
+rollup_account_day = _account_rollup("rollup_account_day")  # merged from the hours, like the other days
 
 # Minutes whose raw rows changed since their rollup was computed; ingest marks, the rollup step
 # recomputes and clears. Late or replayed events therefore land in the right bucket.

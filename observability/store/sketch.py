@@ -11,8 +11,10 @@ raw rows into Python.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -94,3 +96,42 @@ def merge_all(sketches: Iterable[Mapping[str, int] | Sketch | None]) -> Sketch:
         if s:
             total.merge(s)
     return total
+
+
+def _parse_sketch(value: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not value:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    keys = np.fromiter((int(k) for k in value), np.int64, len(value))
+    counts = np.fromiter(value.values(), np.int64, len(value))
+    return keys, counts
+
+
+_SKETCH_TEXT = str.maketrans({"{": " ", "}": " ", '"': " ", ":": " ", ",": " "})
+
+
+def parse_sketches_flat(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Many stored sketches at once: all their (bucket index, count) pairs in one pair of arrays,
+    and how many pairs each sketch has. Their JSON texts are joined and read as one array of
+    numbers, several times faster than `json.loads` and a conversion per sketch (a new process
+    reads thousands of them for a week's hourly chart)."""
+    if values and all(isinstance(v, str) for v in values):
+        sizes = np.fromiter((v.count(":") for v in values), np.int64, len(values))
+        flat = np.fromstring(" ".join(values).translate(_SKETCH_TEXT), dtype=np.int64, sep=" ")
+        if len(flat) == 2 * int(sizes.sum()):  # else not the flat {"bucket": count} shape: read it as JSON
+            return flat[0::2], flat[1::2], sizes
+    parts = [_parse_sketch(v) for v in values]
+    sizes = np.fromiter((len(k) for k, _ in parts), np.int64, len(parts))
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), sizes
+    return np.concatenate([k for k, _ in parts]), np.concatenate([c for _, c in parts]), sizes
+
+
+def parse_sketches(values: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`parse_sketches_flat`, one (bucket indexes, counts) pair of arrays per sketch."""
+    if not values:
+        return []
+    keys, counts, sizes = parse_sketches_flat(values)
+    cuts = np.cumsum(sizes)[:-1]
+    return list(zip(np.split(keys, cuts), np.split(counts, cuts), strict=True))
