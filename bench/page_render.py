@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,34 +36,13 @@ from pages import (  # noqa: E402  (bench/pages.py)
     PAGES,
     ensure_bench_user,
     free_port,
+    start_console,
     stop,
     wait_usable,
 )
 
 METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 SETTLE_QUIET_S, SETTLE_MAX_S = 0.6, 8.0
-
-
-def start_console(root: Path, url: str, port: int) -> subprocess.Popen:
-    """bench/pages.py's console, run from `root` (another checkout) with this checkout's interpreter."""
-    env = dict(os.environ, DATABASE_URL=url, AUTH_MODE="password", PYTHONPATH=str(root))
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the console in {root} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    stop(proc)
-    raise RuntimeError("the console did not become healthy in 300 s")
 
 
 def renderer_cpu(browser_cdp) -> float:  # noqa: ANN001
@@ -108,7 +85,7 @@ def run_root(root: Path, url: str, names: list[str], loads: int, chromium: str) 
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    proc = start_console(root, url, port)
+    proc, _ = start_console(url, port, root)
     base = f"http://127.0.0.1:{port}"
     out: dict[str, list[dict]] = {}
     try:

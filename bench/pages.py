@@ -229,20 +229,21 @@ def ensure_bench_user(url: str) -> None:
         store.dispose()
 
 
-def start_console(url: str, port: int) -> tuple[subprocess.Popen, float]:
-    """`streamlit run app.py` with password sign-in; returns the process and its seconds to healthy."""
-    env = dict(os.environ, DATABASE_URL=url, AUTH_MODE="password", PYTHONPATH=str(ROOT))
+def start_console(url: str, port: int, root: Path = ROOT) -> tuple[subprocess.Popen, float]:
+    """`streamlit run app.py` with password sign-in, from `root` (this checkout, or another one run
+    with this checkout's interpreter); returns the process and its seconds to healthy."""
+    env = dict(os.environ, DATABASE_URL=url, AUTH_MODE="password", PYTHONPATH=str(root))
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
          "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the console exited with {proc.returncode}")
+            raise RuntimeError(f"the console in {root} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
                 return proc, time.perf_counter() - t0
