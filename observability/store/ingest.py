@@ -226,9 +226,10 @@ def _store_grouped(
             conn.execute(t.delete().where(t.c.trace_id == sa.bindparam("rid"), t.c.ts == sa.bindparam("rts")),
                          [{"rid": rid, "rts": _ts(ts)} for rid, ts in replaced])  # fmt: skip
         if ev.KIND_LLM in rows:
-            store.insert_ignore(
-                conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM], savepoint=not optimistic
-            )
+            if optimistic:
+                store.insert_ignore(conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM], savepoint=False)
+            else:
+                store.insert_ignore(conn, schema.llm_calls, LLM_COLUMNS, rows[ev.KIND_LLM])
         for kind, table in SIMPLE_KINDS.items():
             if kind in rows:
                 cols = ev.FIELDS[kind]
