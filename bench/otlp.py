@@ -188,6 +188,17 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _decoders_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of the worker's child processes (its OTLP decoders)."""
+    kids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids.update(int(k) for k in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            pass
+    return {k: _cpu_s(k) for k in kids}
+
+
 def _backend_cpu(store: Store) -> dict[int, float]:
     """CPU seconds so far of each PostgreSQL backend connected to the store's database (others')."""
     if not store.is_postgres:
@@ -244,6 +255,7 @@ def otlp_run(db_url: str, bodies: list[bytes], senders: int, tmp: Path) -> dict:
         expected = count() + calls_in(len(bodies))
         pg0 = _backend_cpu(store)
         cpu0 = _cpu_s(proc.pid)
+        dec0 = _decoders_cpu(proc.pid)
         own0 = time.process_time()
         started = time.perf_counter()
         answered = post_all(port, "/v1/traces", bodies, senders)
@@ -251,12 +263,14 @@ def otlp_run(db_url: str, bodies: list[bytes], senders: int, tmp: Path) -> dict:
         stored = wait_count(count, expected, 120.0)
         elapsed = time.perf_counter() - started
         cpu = _cpu_s(proc.pid) - cpu0
+        dec = sum(c - dec0.get(k, 0.0) for k, c in _decoders_cpu(proc.pid).items())
         pg1 = _backend_cpu(store)
         assert stored == expected, f"stored {stored} call rows, expected {expected}"
         spans = len(bodies) * SPANS_PER_REQUEST
         out = {"spans": spans, "call_rows": calls_in(len(bodies)), "seconds": round(elapsed, 2),
                "spans_per_s_stored": round(spans / elapsed), "spans_per_s_answered": round(spans / answered),
                "worker_cpu_us_per_span": round(cpu / spans * 1e6, 1),
+               "decoders_cpu_us_per_span": round(dec / spans * 1e6, 1),
                "senders_cpu_us_per_span": round(senders_cpu / spans * 1e6, 1)}  # fmt: skip
         if store.is_postgres:  # the database's backends serving the worker (not WAL writer, checkpointer)
             pg = sum(c - pg0.get(pid, 0.0) for pid, c in pg1.items())
@@ -389,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / name).mkdir()
             result[f"otlp_{name}"] = r = otlp_run(url, bodies, a.senders, tmp / name)
             print(f"    {r['spans_per_s_stored']:,} spans/s stored and queryable ({r['spans_per_s_answered']:,}/s "
-                  f"answered), CPU per span: worker {r['worker_cpu_us_per_span']} µs, PostgreSQL backends "
+                  f"answered), CPU per span: worker {r['worker_cpu_us_per_span']} µs "
+                  f"(+ decoders {r['decoders_cpu_us_per_span']} µs), PostgreSQL backends "
                   f"{r.get('postgres_backend_cpu_us_per_span', '-')} µs, senders {r['senders_cpu_us_per_span']} µs",
                   flush=True)  # fmt: skip
         if not a.no_sdk:

@@ -1,10 +1,11 @@
 """Concurrent OTLP export requests share transactions, and a 200 still means stored.
 
-The receiver writes the calls of every request that arrives while a transaction runs in the next
-transaction (group commit). A client must never be told 200 for spans that are not durable: while
-the store holds the first transaction (a real lock held by another PostgreSQL session), the
-requests queued behind it are not answered and nothing of theirs is visible; once the lock is
-released, they are all answered 200 and every call is stored once, in two transactions in all. When
+The receiver writes the calls of every request that arrives while its transactions run in the next
+transaction (group commit), with up to `OTLP_WRITE_TRANSACTIONS` transactions at once. A client must
+never be told 200 for spans that are not durable: while the store holds the first transactions (a
+real lock held by another PostgreSQL session), those and the requests queued behind them are not
+answered and nothing of theirs is visible; once the lock is released, they are all answered 200 and
+every call is stored once, in one transaction more than ran at once. When
 the store is unreachable, every queued request gets a 503 and a retry stores each call once.
 """
 
@@ -14,6 +15,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from support import wait_for
 from support.net import TcpProxy
@@ -21,7 +23,7 @@ from test_worker_http import json_span, otlp_json, post_json
 
 from observability.settings import Settings
 from observability.store import Store, schema
-from observability.timeutil import utcnow
+from observability.timeutil import EPOCH, utcnow
 from observability.worker.server import serve
 
 CALL = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
@@ -56,30 +58,41 @@ def call_ids(store: Store) -> list[str]:
         return list(conn.execute(sa.select(schema.llm_calls.c.trace_id)).scalars())
 
 
-def test_requests_queued_behind_a_transaction_are_answered_once_stored_in_one_more(
-    pg_store: Store, pg_url: str, make_settings: Callable[..., Settings]
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_requests_queued_behind_transactions_are_answered_once_stored_in_one_more(
+    pg_store: Store, pg_url: str, make_settings: Callable[..., Settings], at_once: int
 ) -> None:
-    srv = serve(pg_store, make_settings(pg_store.url), port=0)
+    srv = serve(pg_store, make_settings(pg_store.url, otlp_write_transactions=at_once), port=0)
     writer = srv.app.receiver.writer
     locker = sa.create_engine(pg_url)
     try:
-        docs = bodies("grouped")
+        docs = bodies(f"grouped{at_once}")
         with locker.connect() as lock:
             lock.execute(sa.text("LOCK TABLE llm_calls IN EXCLUSIVE MODE"))  # held until rollback
-            first, first_answer = post_all(srv.url, docs[:1])
-            wait_for(lambda: writer.writing, 30.0, message="the first request never started its write")
-            rest, answers = post_all(srv.url, docs[1:])
-            wait_for(lambda: writer.waiting == REQUESTS - 1, 30.0, message=lambda: writer.waiting)
-            assert first_answer == [] and answers == [], "answered before its spans were stored"
+            first: list[threading.Thread] = []
+            first_answers: list[list[int]] = []
+            for n in range(at_once):  # one request a transaction, each blocked by the lock
+                threads, answered = post_all(srv.url, docs[n : n + 1])
+                first += threads
+                first_answers.append(answered)
+                wait_for(
+                    lambda n=n: writer.writing == n + 1, 30.0, message="a request never started its write"
+                )
+            rest, answers = post_all(srv.url, docs[at_once:])
+            wait_for(lambda: writer.waiting == REQUESTS - at_once, 30.0, message=lambda: writer.waiting)
+            assert writer.writing == at_once  # no more transactions than allowed
+            assert first_answers == [[]] * at_once and answers == [], "answered before its spans were stored"
             assert call_ids(pg_store) == []
             transactions = writer.transactions
             lock.rollback()
         for t in first + rest:
             t.join(30)
-        assert first_answer + answers == [200] * REQUESTS
+        assert sum(first_answers, []) + answers == [200] * REQUESTS
         ids = call_ids(pg_store)
-        assert sorted(ids) == sorted({f"resp-grouped-{r}-{s}" for r in range(REQUESTS) for s in range(SPANS)})
-        assert writer.transactions - transactions == 2  # the first request's, then all the others'
+        assert sorted(ids) == sorted(
+            {f"resp-grouped{at_once}-{r}-{s}" for r in range(REQUESTS) for s in range(SPANS)}
+        )
+        assert writer.transactions - transactions == at_once + 1  # the first requests', then all the others'
     finally:
         srv.stop()
         locker.dispose()
@@ -108,3 +121,47 @@ def test_a_store_outage_answers_every_queued_request_503_and_a_retry_stores_each
         srv.stop()
         store.dispose()
         proxy.stop()
+
+
+def test_a_transaction_chosen_as_a_deadlock_victim_is_run_again(
+    pg_store: Store, pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """Two transactions that each hold a row the other needs: PostgreSQL rolls one back. When that
+    is the receiver's, it runs it again instead of answering 500 (which OTLP exporters drop)."""
+    srv = serve(pg_store, make_settings(pg_store.url), port=0)
+    other = sa.create_engine(pg_url)
+    now = utcnow() - timedelta(minutes=5)
+    span = json_span({**CALL, "gen_ai.response.id": "deadlock-a", "gen_ai.conversation.id": "deadlock-conv"},
+                     start=now, ms=100)  # fmt: skip
+    ts = EPOCH + timedelta(seconds=int(span["startTimeUnixNano"]) / 1e9)  # the row's ts, as stored
+    try:
+        with other.connect() as conn:
+            # 1. the other session holds the rollup mark of the call's minute, the receiver's last write
+            minute = EPOCH + timedelta(minutes=int(int(span["startTimeUnixNano"]) // 60_000_000_000))
+            conn.execute(sa.text("INSERT INTO rollup_dirty (kind, minute, mark) VALUES ('llm', :m, 'other') "
+                                 "ON CONFLICT (kind, minute) DO UPDATE SET mark = 'other'"), {"m": minute})  # fmt: skip
+            threads, answers = post_all(srv.url, [otlp_json([span])])
+
+            # 2. the receiver has inserted its call and waits for that mark
+            def receiver_waits() -> bool:
+                q = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                with pg_store.connect() as c:
+                    return c.execute(sa.text(q)).scalar() == 1
+
+            wait_for(receiver_waits, 30.0, message="the receiver never waited for the rollup mark")
+            # 3. the other session now needs the receiver's call row: a cycle, and the receiver,
+            # waiting longer, is the one PostgreSQL rolls back; this insert then goes through
+            conn.execute(schema.llm_calls.insert().values(trace_id="resp-deadlock-a", ts=ts, model="m", provider="p",
+                                                          input_tokens=0, output_tokens=0, latency_ms=0))  # fmt: skip
+            conn.rollback()  # the receiver's second run stores the call
+        for t in threads:
+            t.join(30)
+        assert answers == [200]
+        with pg_store.connect() as conn:
+            row = conn.execute(
+                sa.select(schema.llm_calls).where(schema.llm_calls.c.trace_id == "resp-deadlock-a")
+            ).one()
+        assert (row.model, row.input_tokens, row.conversation_id) == ("gpt-4o-mini", 1000, "deadlock-conv")
+    finally:
+        srv.stop()
+        other.dispose()

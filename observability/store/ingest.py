@@ -102,6 +102,15 @@ def is_data_error(exc: BaseException) -> bool:
     return False
 
 
+CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True when PostgreSQL rolled the transaction back for a concurrent one (a deadlock's victim):
+    the same transaction run again succeeds."""
+    return getattr(getattr(exc, "orig", exc), "sqlstate", None) in CONFLICT_STATES
+
+
 def _store_isolating(store: Store, grouped: dict[str, list[list]], settings: Settings) -> list[list]:
     """Store the events; if the store refuses some data, find the refused events by halving.
 

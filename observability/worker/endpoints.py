@@ -37,3 +37,4 @@ class Endpoints:
 
     def close(self) -> None:
         self.health.close()
+        self.receiver.close()

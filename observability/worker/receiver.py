@@ -21,21 +21,27 @@ import hmac
 import json
 import logging
 import threading
-import zlib
 from typing import Any
 
 from observability.settings import Settings
 from observability.store import Store, StoreUnavailable, otlp_counts
-from observability.store.ingest import CallWrite, amend_llm_calls, is_data_error, write_batch, write_calls
-from observability.worker.genai import ignore_reason, is_agent_call, llm_event
+from observability.store.ingest import (
+    CallWrite,
+    amend_llm_calls,
+    is_conflict,
+    is_data_error,
+    write_batch,
+    write_calls,
+)
+from observability.worker.decoding import AGENT, CALL, IGNORED, MAX_DECODED_BYTES, DecoderPool  # noqa: F401 (the limit is part of this endpoint)
+from observability.worker.genai import ignore_reason
 from observability.worker.merge import CallMerger, CallSpan, Plan
-from observability.worker.otlp import SpanRejected, SpanView, decode_spans
+from observability.worker.otlp import SpanRejected, SpanView
 from observability.worker.response import BadRequest, Response
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # as received
-MAX_DECODED_BYTES = 64 * 1024 * 1024  # after decompression
 MAX_REASONS = 5  # rejected spans named in a partial-success message
 RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}  # HTTP status -> google.rpc.Code (else 13)
 
@@ -56,48 +62,34 @@ def rpc_status(code: int, message: str) -> bytes:
     return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg
 
 
-def _decode_body(body: bytes, encoding: str | None) -> bytes:
-    enc = (encoding or "identity").strip().lower()
-    if enc in ("", "identity"):
-        return body
-    if enc not in ("gzip", "x-gzip", "deflate"):
-        raise BadRequest(f"unsupported Content-Encoding {enc!r:.40} (use gzip or none)", 415)
-    wbits = 31 if enc != "deflate" else 15
-    try:
-        d = zlib.decompressobj(wbits)
-        out = d.decompress(body, MAX_DECODED_BYTES + 1)
-        if len(out) > MAX_DECODED_BYTES:
-            raise BadRequest(f"decompressed body exceeds {MAX_DECODED_BYTES} bytes", 413)
-        if not d.eof:
-            raise BadRequest(f"truncated {enc} body")
-        return out
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid {enc}: {exc}") from exc
-
-
 class GroupCommit:
-    """The writes of concurrent export requests in one transaction: one commit (and one pool
-    checkout, one rollup mark) for all the requests that arrived while the previous one ran.
+    """The writes of concurrent export requests in few transactions: one commit (and one pool
+    checkout, one rollup mark) for all the requests that arrived while the earlier ones ran.
 
-    The first request to find no transaction running writes, for itself and for every request
-    queued meanwhile, until the queue is empty; the others wait for the transaction that holds
-    their writes. Each request is answered only once its own writes are committed, so a 200 still
-    means durable. When the store refuses some data, the requests of that transaction are written
-    again one by one, so only the bad one fails; a store outage fails them all (503, retried).
+    Up to `OTLP_WRITE_TRANSACTIONS` transactions run at once: a request that finds one free takes
+    itself and every request queued before it into a transaction; the others wait until theirs is
+    taken and committed. Two at once let one transaction's round trips and its work in PostgreSQL
+    overlap the next one's, which one alone leaves the receiver waiting for. Each request is answered
+    only once its own writes are committed, so a 200 still means durable. When the store refuses
+    some data, the requests of that transaction are written again one by one, so only the bad one
+    fails; a store outage fails them all (503, retried). Requests about the same traces never share
+    the store at once (the receiver orders them), so concurrent transactions touch different calls.
     """
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store, self.settings = store, settings
-        self._lock = threading.Lock()
+        # SQLite writes one transaction at a time whatever the receiver does
+        self.max_writers = max(1, settings.otlp_write_transactions) if store.is_postgres else 1
+        self._cond = threading.Condition()
         self._queue: list[_Pending] = []
-        self._writing = False
+        self._writers = 0
         self.transactions = 0  # for tests and benchmarks: commits so far
         self.requests = 0
 
     @property
-    def writing(self) -> bool:
-        """A transaction is running."""
-        return self._writing
+    def writing(self) -> int:
+        """Transactions running."""
+        return self._writers
 
     @property
     def waiting(self) -> int:
@@ -108,36 +100,47 @@ class GroupCommit:
         """Store one request's writes; returns reasons for events the store refused (not expected).
         Raises what the store raised for the transaction that held them."""
         mine = _Pending(write)
-        with self._lock:
+        batch: list[_Pending] | None = None
+        with self._cond:
             self._queue.append(mine)
-            lead = not self._writing
-            self._writing = lead or self._writing
-        if lead:
-            batch: list[_Pending] = []
+            while not mine.taken:
+                if self._writers < self.max_writers:
+                    batch, self._queue = self._queue, []
+                    for p in batch:
+                        p.taken = True
+                    self._writers += 1
+                    break
+                self._cond.wait()
+        if batch is not None:
             try:
-                while True:
-                    with self._lock:
-                        batch, self._queue = self._queue, []
-                        if not batch:
-                            self._writing = False
-                            break
-                    self._run(batch)
+                self._run(batch)
             except BaseException as exc:  # not even an interrupt may leave the others waiting
-                with self._lock:
-                    self._writing = False
                 for p in batch:
                     if not p.done.is_set():
                         p.error = p.error or exc
                         p.done.set()
                 raise
+            finally:
+                with self._cond:
+                    self._writers -= 1
+                    self._cond.notify_all()
         mine.done.wait()
         if mine.error is not None:
             raise mine.error
         return mine.reasons
 
+    CONFLICT_RETRIES = 3  # a transaction PostgreSQL chose as a deadlock's victim is run again
+
     def _run(self, batch: list[_Pending]) -> None:
         try:
-            write_calls(self.store, [p.write for p in batch], self.settings)
+            for attempt in range(self.CONFLICT_RETRIES + 1):
+                try:
+                    write_calls(self.store, [p.write for p in batch], self.settings)
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    if not is_conflict(exc) or attempt == self.CONFLICT_RETRIES:
+                        raise
+                    log.info("OTLP transaction ran into a concurrent one (%s): run again", type(exc).__name__)
             self.transactions += 1
         except Exception as exc:  # noqa: BLE001 - every waiting request gets its own outcome
             if len(batch) > 1 and is_data_error(exc):
@@ -169,10 +172,11 @@ class GroupCommit:
 
 
 class _Pending:
-    __slots__ = ("write", "done", "error", "reasons")
+    __slots__ = ("write", "taken", "done", "error", "reasons")
 
     def __init__(self, write: CallWrite) -> None:
         self.write = write
+        self.taken = False  # in a transaction (set under GroupCommit's lock)
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.reasons: list[str] = []
@@ -200,6 +204,11 @@ class OTLPReceiver:
         self._pending: collections.Counter = collections.Counter()  # by_scope not yet added to the store
         self._flush_timer: threading.Timer | None = None
         self.writer = GroupCommit(store, settings)
+        self.decoders = DecoderPool(settings.otlp_decode_processes, settings.otlp_decode_min_bytes)
+
+    def close(self) -> None:
+        """Stop the decoder processes (the server calls this as it stops)."""
+        self.decoders.close()
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """A consistent copy of (requests by HTTP status, spans by outcome), for /metrics."""
@@ -259,33 +268,29 @@ class OTLPReceiver:
                 f"unsupported or missing Content-Type {ctype!r:.60}: use application/x-protobuf or application/json",
             )
         try:
-            views, rejected = [], []
-            for item in decode_spans(_decode_body(body, content_encoding), as_json=as_json):
-                (rejected if isinstance(item, SpanRejected) else views).append(item)
-            received = len(views) + len(rejected)
+            decoded = self.decoders.decode(body, content_encoding, as_json)
         except BadRequest as exc:
             log.info("OTLP request rejected: %s", exc)
             return error(exc.status, str(exc))
+        views, rejected = decoded.views, decoded.rejected
+        received = len(views) + len(rejected)
         agent_spans, calls, ignored = [], [], 0
         by_scope: collections.Counter = collections.Counter()  # (scope, outcome) -> spans
         for item in rejected:
             by_scope[(getattr(item, "scope", ""), "rejected")] += 1
         for scope, n in collections.Counter([v.scope for v in views]).items():
             by_scope[(scope, "received")] += n
-        for v in views:
-            try:
-                e = llm_event(v)
-            except SpanRejected as exc:
-                rejected.append(exc)
-                by_scope[(v.scope, "rejected")] += 1
-                continue
-            if e is None:
+        for v, (what, x) in zip(views, decoded.outcomes, strict=True):
+            if what == CALL:
+                calls.append(CallSpan(v, x))
+            elif what == IGNORED:
                 ignored += 1
-                self._ignored(v, by_scope)
-            elif is_agent_call(v):
-                agent_spans.append((v, e))
+                self._ignored(v, by_scope, x)
+            elif what == AGENT:
+                agent_spans.append((v, x))
             else:
-                calls.append(CallSpan(v, e))
+                rejected.append(x)
+                by_scope[(v.scope, "rejected")] += 1
         if calls:
             self._remember({c.view.trace_id for c in calls})
         traces = {v.trace_id for v in views}

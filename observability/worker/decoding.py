@@ -1,0 +1,278 @@
+"""An export request's body read into what the receiver merges and stores, here or in decoder
+processes.
+
+Why other processes: reading a request (decompressing, parsing protobuf or JSON, building a
+`SpanView` per span, reading each span's GenAI attributes into a wire event) is about a third of
+the receiver's CPU per span, and it is a pure function of the body. In the receiver's process it
+holds the GIL the merging and the store's client need, so one process cannot use more than one
+core. `OTLP_DECODE_PROCESSES` decoder processes each take one body at a time over a pipe and answer
+with the decoded request, pickled; the receiver keeps the merging, the memory of recent traces and
+the writes, so what is stored does not depend on which process read a body.
+
+A decoder is an accelerator, never a dependency: bodies under `OTLP_DECODE_MIN_BYTES` (where the
+pipe's round trip costs more than it saves), requests arriving while no decoder is free or started,
+and any request whose decoder dies are read in this process; a dead decoder is started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from observability.worker.genai import ignore_reason, is_agent_call, llm_event
+from observability.worker.otlp import SpanRejected, SpanView, decode_spans
+from observability.worker.response import BadRequest
+
+log = logging.getLogger(__name__)
+
+MAX_DECODED_BYTES = 64 * 1024 * 1024  # after decompression
+ANSWER_TIMEOUT_S = 30.0  # a decoder silent this long is stuck: it is replaced, the body read here
+
+# what a span turned out to be (`Decoded.outcomes`)
+CALL, AGENT, IGNORED, REJECTED = 0, 1, 2, 3
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A request's spans and what each is: `outcomes[i]` is (CALL or AGENT, its wire event),
+    (IGNORED, the reason) or (REJECTED, the SpanRejected) for `views[i]`; `rejected` holds the spans
+    that could not even be read (each with its `scope`)."""
+
+    views: list[SpanView]
+    outcomes: list[tuple[int, Any]]
+    rejected: list[SpanRejected]
+
+
+def decompress(body: bytes, encoding: str | None) -> bytes:
+    """The body as sent before its Content-Encoding, bounded; BadRequest when it cannot be."""
+    enc = (encoding or "identity").strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        raise BadRequest(f"unsupported Content-Encoding {enc!r:.40} (use gzip or none)", 415)
+    wbits = 31 if enc != "deflate" else 15
+    try:
+        d = zlib.decompressobj(wbits)
+        out = d.decompress(body, MAX_DECODED_BYTES + 1)
+        if len(out) > MAX_DECODED_BYTES:
+            raise BadRequest(f"decompressed body exceeds {MAX_DECODED_BYTES} bytes", 413)
+        if not d.eof:
+            raise BadRequest(f"truncated {enc} body")
+        return out
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {enc}: {exc}") from exc
+
+
+def decode_request(body: bytes, encoding: str | None, as_json: bool) -> Decoded:
+    """Every span of the body and what it is; raises BadRequest for a body that cannot be read."""
+    views: list[SpanView] = []
+    outcomes: list[tuple[int, Any]] = []
+    rejected: list[SpanRejected] = []
+    for item in decode_spans(decompress(body, encoding), as_json=as_json):
+        if isinstance(item, SpanRejected):
+            rejected.append(item)
+            continue
+        views.append(item)
+        try:
+            e = llm_event(item)
+        except SpanRejected as exc:
+            outcomes.append((REJECTED, exc))
+            continue
+        if e is None:
+            outcomes.append((IGNORED, ignore_reason(item)))
+        else:
+            outcomes.append((AGENT if is_agent_call(item) else CALL, e))
+    return Decoded(views, outcomes, rejected)
+
+
+# ---- the decoder processes ----------------------------------------------------------------------
+
+_FRAME = struct.Struct(">I")
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding the `observability` package
+
+
+def _write_frame(out: IO[bytes], data: bytes) -> None:
+    out.write(_FRAME.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def _read_exactly(inp: IO[bytes], n: int, deadline: float | None) -> bytes:
+    """n bytes; EOFError when the pipe closes, TimeoutError past the deadline (a stuck decoder)."""
+    parts, got = [], 0
+    while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([inp], [], [], left)[0]:
+                raise TimeoutError("the decoder process did not answer in time")
+        chunk = inp.read(n - got) if deadline is None else os.read(inp.fileno(), n - got)
+        if not chunk:
+            raise EOFError("decoder pipe closed")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_frame(inp: IO[bytes], deadline: float | None = None) -> bytes:
+    (n,) = _FRAME.unpack(_read_exactly(inp, _FRAME.size, deadline))
+    return _read_exactly(inp, n, deadline)
+
+
+def serve_pipe(inp: IO[bytes], out: IO[bytes]) -> None:
+    """A decoder process's loop: (body, encoding, as_json) in, ("ok", Decoded) or ("bad",
+    BadRequest) out, until the receiver closes the pipe."""
+    import gc
+
+    gc.freeze()  # the decoder's heap is its modules; each request's objects die with the request
+    while True:
+        try:
+            body, encoding, as_json = pickle.loads(_read_frame(inp))
+        except EOFError:
+            return
+        try:
+            answer: tuple = ("ok", decode_request(body, encoding, as_json))
+        except BadRequest as exc:
+            answer = ("bad", exc)
+        _write_frame(out, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _Decoder:
+    """One decoder process and its pipe; used by one request at a time."""
+
+    def __init__(self) -> None:
+        # the child runs this checkout's code, whatever the working directory
+        code = f"import sys; sys.path.insert(0, {str(_ROOT)!r}); from observability.worker.decoding import main; main()"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+
+    def decode(self, body: bytes, encoding: str | None, as_json: bool) -> tuple[str, Any]:
+        """("ok", Decoded) or ("bad", BadRequest)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        _write_frame(
+            self.proc.stdin, pickle.dumps((body, encoding, as_json), protocol=pickle.HIGHEST_PROTOCOL)
+        )
+        return pickle.loads(_read_frame(self.proc.stdout, time.monotonic() + ANSWER_TIMEOUT_S))
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class DecoderPool:
+    """`processes` decoders shared by the receiver's request threads; with 0, every body is read
+    in this process. They start in the background on the first body worth sending them (which is
+    read here meanwhile), so a receiver that only ever gets small bodies starts none."""
+
+    WAIT_S = 1.0  # a request waits this long for a free decoder before reading its body itself
+
+    def __init__(self, processes: int, min_bytes: int) -> None:
+        self.processes, self.min_bytes = max(0, processes), max(0, min_bytes)
+        self._idle: queue.SimpleQueue[_Decoder] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._all: list[_Decoder] = []
+        self._closed = False
+        self._started = False
+        self.decoded_outside = 0  # requests a decoder process read
+        self.restarts = 0  # decoders started again after one died
+
+    def start(self) -> None:
+        """Start the decoders in the background (once; later calls do nothing)."""
+        with self._lock:
+            start, self._started = not self._started and not self._closed, True
+        if start:
+            for _ in range(self.processes):
+                self._start_one()
+
+    def _start_one(self) -> None:
+        def start() -> None:
+            try:
+                d = _Decoder()
+            except OSError as exc:
+                log.warning("OTLP decoder process could not start (%s): bodies are read in the receiver", exc)
+                return
+            with self._lock:
+                if self._closed:
+                    d.close()
+                    return
+                self._all.append(d)
+            self._idle.put(d)
+
+        threading.Thread(target=start, name="otlp-decoder-start", daemon=True).start()
+
+    def decode(self, body: bytes, encoding: str | None, as_json: bool) -> Decoded:
+        """The request decoded by a free decoder process, else here; the same answer either way."""
+        if not self.processes or len(body) < self.min_bytes:
+            return decode_request(body, encoding, as_json)
+        if not self._started:
+            self.start()
+        try:
+            d = self._idle.get(timeout=self.WAIT_S if self._all else 0)
+        except queue.Empty:
+            return decode_request(body, encoding, as_json)
+        try:
+            status, value = d.decode(body, encoding, as_json)
+        except (OSError, EOFError, TimeoutError, pickle.UnpicklingError, ValueError) as exc:
+            log.warning("OTLP decoder process %s failed (%s): starting another", d.proc.pid, exc)
+            self._replace(d)
+            return decode_request(body, encoding, as_json)
+        self._idle.put(d)
+        self.decoded_outside += 1
+        if status == "bad":
+            raise value
+        return value
+
+    def _replace(self, d: _Decoder) -> None:
+        with self._lock:
+            if d in self._all:
+                self._all.remove(d)
+            closed = self._closed
+        d.proc.kill()
+        d.close()
+        if not closed:
+            self.restarts += 1
+            self._start_one()
+
+    def pids(self) -> list[int]:
+        """The decoder processes running now."""
+        with self._lock:
+            return [d.proc.pid for d in self._all]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            decoders, self._all = self._all, []
+        for d in decoders:
+            d.close()
+
+
+def main() -> None:
+    """A decoder process: requests on stdin, answers on stdout (see `serve_pipe`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the worker, which closes the pipe
+    answers = os.fdopen(os.dup(1), "wb")  # the pipe; anything printed goes to stderr instead
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve_pipe(sys.stdin.buffer, answers)
