@@ -88,11 +88,28 @@ def test_bodies_read_by_a_decoder_are_stored_as_the_receiver_reads_them(
     answer = ExportTraceServiceResponse.FromString(raw)
     assert answer.partial_success.rejected_spans == 1 and "traceId" in answer.partial_success.error_message
 
+    # a call naming no conversation, inside a bot span that does: the conversation comes from the trace
+    req = ExportTraceServiceRequest.FromString(proto_body(b"\x05" * 16))
+    call = req.resource_spans[0].scope_spans[0].spans[0]
+    call.parent_span_id = b"\x0a" * 8
+    del call.attributes[[a.key for a in call.attributes].index("gen_ai.conversation.id")]
+    bot = req.resource_spans[0].scope_spans.add()
+    bot.scope.name = "seller_bot"
+    parent = bot.spans.add(trace_id=b"\x05" * 16, span_id=b"\x0a" * 8, name="handle_message",
+                           start_time_unix_nano=call.start_time_unix_nano - 10**6,
+                           end_time_unix_nano=call.end_time_unix_nano + 10**6)  # fmt: skip
+    kv = parent.attributes.add(key="gen_ai.conversation.id")
+    kv.value.string_value = "conv-from-parent"
+    status, _, _ = request(f"{decoding.url}/v1/traces", req.SerializeToString(),
+                           {"Content-Type": "application/x-protobuf"})  # fmt: skip
+    assert status == 200
+
     # garbage: the decoder's reason reaches the client, nothing is stored
     status, _, raw = request(f"{decoding.url}/v1/traces", b"{not json", {"Content-Type": "application/json"})
     assert status == 400 and "not valid JSON" in json.loads(raw)["message"]
 
     stored = rows(sqlite_store)
+    assert stored.pop(f"{'05' * 16}-{'07' * 8}")["conversation_id"] == "conv-from-parent"
     expected = {f"{s['traceId']}-{s['spanId']}" for s in spans} | {f"{'01' * 16}-{'07' * 8}"}
     assert set(stored) == expected
     for r in stored.values():
@@ -100,7 +117,7 @@ def test_bodies_read_by_a_decoder_are_stored_as_the_receiver_reads_them(
             "claude-sonnet-4-5", "anthropic", "seller_bot", "conv-decoded")  # fmt: skip
         assert (r["input_tokens"], r["output_tokens"], r["cache_read_tokens"]) == (1200, 80, 300)
         assert r["cost_usd"] > 0
-    assert pool.decoded_outside == 4  # every body above went through the decoder process
+    assert pool.decoded_outside == 5  # every body above went through the decoder process
 
 
 def test_a_killed_decoder_costs_no_request_and_is_replaced(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from observability.worker.genai import ignore_reason, is_agent_call, llm_event
+from observability.worker.genai import CONTEXT_KEYS, RESPONSE_ID_KEY, ignore_reason, is_agent_call, llm_event
 from observability.worker.otlp import SpanRejected, SpanView, decode_spans
 from observability.worker.response import BadRequest
 
@@ -130,6 +130,21 @@ def _read_frame(inp: IO[bytes], deadline: float | None = None) -> bytes:
     return _read_exactly(inp, n, deadline)
 
 
+_SENT_KEYS = frozenset((*CONTEXT_KEYS, RESPONSE_ID_KEY))
+
+
+def _for_the_receiver(decoded: Decoded) -> Decoded:
+    """The decoded request with each span's attributes cut to what the receiver still reads (the
+    trace context, the response id; all of them for a span it will log as GenAI-looking but
+    ignored): most of a span's attributes are in its wire event already, and pickling them is most
+    of the cost of the pipe."""
+    keep = _SENT_KEYS
+    for v, (what, reason) in zip(decoded.views, decoded.outcomes, strict=True):
+        if what != IGNORED or reason != "no_model":
+            v.attrs = {k: x for k, x in v.attrs.items() if k in keep}
+    return decoded
+
+
 def serve_pipe(inp: IO[bytes], out: IO[bytes]) -> None:
     """A decoder process's loop: (body, encoding, as_json) in, ("ok", Decoded) or ("bad",
     BadRequest) out, until the receiver closes the pipe."""
@@ -142,7 +157,7 @@ def serve_pipe(inp: IO[bytes], out: IO[bytes]) -> None:
         except EOFError:
             return
         try:
-            answer: tuple = ("ok", decode_request(body, encoding, as_json))
+            answer: tuple = ("ok", _for_the_receiver(decode_request(body, encoding, as_json)))
         except BadRequest as exc:
             answer = ("bad", exc)
         _write_frame(out, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))

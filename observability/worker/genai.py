@@ -262,7 +262,7 @@ NO_CONTEXT: Context = (None, None, None, None)
 def span_context(attrs: dict[str, Any]) -> Context:
     """What a span says about its calls' context: (conversation, bot, agent, account); a value on a
     call's own span wins over its ancestors', theirs over the resource's (`resource_context`)."""
-    if not attrs or attrs.keys().isdisjoint(_CONTEXT_KEYS):  # most spans: nothing to read
+    if not attrs or attrs.keys().isdisjoint(CONTEXT_KEYS):  # most spans: nothing to read
         return NO_CONTEXT
     try:
         return (conversation_of(attrs), _text(attrs, BOT_KEYS, 64, truncate=True),
@@ -271,7 +271,7 @@ def span_context(attrs: dict[str, Any]) -> Context:
         return NO_CONTEXT
 
 
-_CONTEXT_KEYS = frozenset((*CONVERSATION_KEYS, *BOT_KEYS, *AGENT_KEYS, *ACCOUNT_KEYS))
+CONTEXT_KEYS = frozenset((*CONVERSATION_KEYS, *BOT_KEYS, *AGENT_KEYS, *ACCOUNT_KEYS))
 
 
 def resource_context(resource: dict[str, Any]) -> Context:
