@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from support import wait_for
-from test_worker_http import json_span, otlp_json, post_json, request, rows
+from test_worker_http import json_span, otlp_json, post_json, request, rows, scrape
 
 from observability.settings import Settings
 from observability.store import Store
@@ -140,6 +140,11 @@ def test_a_killed_decoder_costs_no_request_and_is_replaced(
     assert post_json(decoding.url, otlp_json([later]))[0] == 200
     assert pool.decoded_outside == outside + 1  # the new decoder reads bodies again
     assert f"{later['traceId']}-{later['spanId']}" in rows(sqlite_store)
+    m = scrape(decoding.url)  # what an operator sees
+    assert m[("obs_otlp_decoder_restarts_total", frozenset())] == 1
+    assert m[("obs_otlp_decoder_processes", frozenset())] == 1
+    assert m[("obs_otlp_decoded_requests_total", frozenset({("where", "receiver")}))] == 1
+    assert m[("obs_otlp_decoded_requests_total", frozenset({("where", "decoder")}))] == outside + 1
 
 
 def test_small_bodies_start_no_decoder_and_a_stopped_server_leaves_none(

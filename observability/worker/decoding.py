@@ -16,6 +16,7 @@ and any request whose decoder dies are read in this process; a dead decoder is s
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import pickle
@@ -209,7 +210,7 @@ class DecoderPool:
         self._all: list[_Decoder] = []
         self._closed = False
         self._started = False
-        self.decoded_outside = 0  # requests a decoder process read
+        self.decoded = collections.Counter()  # where request bodies were read: "decoder" | "receiver"
         self.restarts = 0  # decoders started again after one died
 
     def start(self) -> None:
@@ -236,24 +237,35 @@ class DecoderPool:
 
         threading.Thread(target=start, name="otlp-decoder-start", daemon=True).start()
 
+    @property
+    def decoded_outside(self) -> int:
+        """Requests a decoder process read."""
+        return self.decoded["decoder"]
+
+    def _here(self, body: bytes, encoding: str | None, as_json: bool) -> Decoded:
+        with self._lock:
+            self.decoded["receiver"] += 1
+        return decode_request(body, encoding, as_json)
+
     def decode(self, body: bytes, encoding: str | None, as_json: bool) -> Decoded:
         """The request decoded by a free decoder process, else here; the same answer either way."""
         if not self.processes or len(body) < self.min_bytes:
-            return decode_request(body, encoding, as_json)
+            return self._here(body, encoding, as_json)
         if not self._started:
             self.start()
         try:
             d = self._idle.get(timeout=self.WAIT_S if self._all else 0)
         except queue.Empty:
-            return decode_request(body, encoding, as_json)
+            return self._here(body, encoding, as_json)
         try:
             status, value = d.decode(body, encoding, as_json)
         except (OSError, EOFError, TimeoutError, pickle.UnpicklingError, ValueError) as exc:
             log.warning("OTLP decoder process %s failed (%s): starting another", d.proc.pid, exc)
             self._replace(d)
-            return decode_request(body, encoding, as_json)
+            return self._here(body, encoding, as_json)
         self._idle.put(d)
-        self.decoded_outside += 1
+        with self._lock:
+            self.decoded["decoder"] += 1
         if status == "bad":
             raise value
         return value
@@ -266,7 +278,8 @@ class DecoderPool:
         d.proc.kill()
         d.close()
         if not closed:
-            self.restarts += 1
+            with self._lock:
+                self.restarts += 1
             self._start_one()
 
     def pids(self) -> list[int]:

@@ -368,6 +368,18 @@ class StoreCollector:
                 sc.add_metric([scope, outcome], n)
         yield sc
         yield ig
+        pool = self.receiver.decoders
+        where = CounterMetricFamily("obs_otlp_decoded_requests", "OTLP export requests by where their body was "
+                                    "read: in a decoder process (OTLP_DECODE_PROCESSES) or in the receiver",
+                                    labels=["where"])  # fmt: skip
+        for place in ("decoder", "receiver"):
+            where.add_metric([place], pool.decoded[place])
+        yield where
+        yield GaugeMetricFamily("obs_otlp_decoder_processes", "OTLP decoder processes running now",
+                                value=len(pool.pids()))  # fmt: skip
+        yield CounterMetricFamily("obs_otlp_decoder_restarts", "OTLP decoder processes started again after one "
+                                  "died or stopped answering (its request was read in the receiver)",
+                                  value=pool.restarts)  # fmt: skip
 
 
 def render(registry: Any, accept: str | None, accept_encoding: str | None) -> Response:
