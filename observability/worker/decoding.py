@@ -171,8 +171,8 @@ class _Decoder:
         # the child runs this checkout's code, whatever the working directory
         code = f"import sys; sys.path.insert(0, {str(_ROOT)!r}); from observability.worker.decoding import main; main()"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+        )  # unbuffered: answers are read from the pipe itself, with a deadline
 
     def decode(self, body: bytes, encoding: str | None, as_json: bool) -> tuple[str, Any]:
         """("ok", Decoded) or ("bad", BadRequest)."""
