@@ -105,8 +105,10 @@ _ROOT = Path(__file__).resolve().parents[2]  # the checkout holding the `observa
 
 
 def _write_frame(out: IO[bytes], data: bytes) -> None:
-    out.write(_FRAME.pack(len(data)))
-    out.write(data)
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:  # an unbuffered pipe may take part of it at a time
+        n = out.write(view)
+        view = view[n if n is not None else len(view) :]
     out.flush()
 
 
