@@ -3,9 +3,9 @@
 The real `openai` and `anthropic` clients call a fake LLM API on 127.0.0.1 (`support.fake_llm`):
 a plain answer, a prompt-cached one, a streamed one, an HTTP 500 and an HTTP 429. The anthropic
 SDK's own tracing is on (as it is whenever a tracer provider is set), with OpenLLMetry,
-OpenInference or the official openai-v2 instrumentation on top, and the spans go by OTLP/HTTP
-protobuf to a running worker HTTP server. Each call is made inside the bot's own span, which names
-the conversation. Every client runs in a process of its own (`support.otel_clients`), all at once.
+OpenInference, the official openai-v2 instrumentation, OpenLIT or Pydantic Logfire on top, and the
+spans go by OTLP/HTTP protobuf to a running worker HTTP server. Each call is made inside the bot's own
+span, which names the conversation. Every client runs in a process of its own (`support.otel_clients`), all at once.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def check_rows(name: str, tag: str, rows: list[dict]) -> None:
         )
         assert got == (model, u["input"], u["output"], u["read"], u["write"]), (what, r)
         assert r["success"] and r["error_type"] is None
+        assert r["latency_ms"] > 0, (what, r)  # a streamed call too (Logfire logs it with no duration)
         expected = cost_of(client_kind, model, u["input"], u["output"], u["read"], u["write"]).usd
         assert r["cost_usd"] == pytest.approx(expected, rel=0.02) and r["cost_usd"] > 0
 
@@ -172,9 +173,18 @@ def test_metrics_count_spans_per_instrumentation_scope(interop: tuple[Store, dic
     )  # the bot's spans: ignored, not GenAI
     assert m[("obs_otlp_ignored_spans_total", frozenset({("scope", "lead_bot"), ("reason", "not_genai")}))] == (
         (n_calls - len(BARE)) * len(CALLS))  # fmt: skip
-    # the anthropic SDK's spans: stored alone, merged under another instrumentation
+    # the anthropic SDK's spans: stored alone, merged under another instrumentation; none under
+    # Logfire, which suppresses other instrumentation inside its spans (suppress_other_instrumentation)
     sdk = "com.anthropic.sdk.python"
-    assert count(sdk, "received") == (5 + len(BARE)) * len(CALLS)
+    anthropic_runs = [
+        n for n, (kind, target) in INSTRUMENTATIONS.items() if kind == "anthropic" and target != "logfire"
+    ]
+    assert count(sdk, "received") == (len(anthropic_runs) + len(SEPARATE) + len(BARE)) * len(CALLS)
+    # Logfire's span around a streamed request is no call of its own: the log after it is
+    for scope in ("logfire.openai", "logfire.anthropic"):
+        assert (
+            m[("obs_otlp_ignored_spans_total", frozenset({("scope", scope), ("reason", "not_a_call")}))] == 1
+        )
     stored = sum(v for (n, labels), v in m.items() if n == "obs_otlp_scope_spans_total"
                  and ("outcome", "stored") in labels)  # fmt: skip
     assert stored == len(stored_calls(store)) == n_calls * len(CALLS)

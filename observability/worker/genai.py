@@ -75,6 +75,11 @@ BOT_KEYS = ("obs.bot",)
 ACCOUNT_KEYS = ("obs.account_id", "obs.account")
 OPERATION_KEY = "gen_ai.operation.name"
 NOT_A_CALL = frozenset({"execute_tool", "create_agent"})
+# Pydantic Logfire: a streamed call is a span around the request (no usage, no response id) and, when
+# the stream ends, a log (a span of no duration) beside it with the usage, the response id and the
+# stream's `duration` in seconds; the log is the call, its request span no call of its own
+LOGFIRE_SPAN_TYPE = "logfire.span_type"
+LOGFIRE_DURATION = "duration"
 AGENT_OPERATION = "invoke_agent"
 STATUS_ERROR = 2
 # attributes of a model call (not mere context such as a conversation id on the bot's span)
@@ -233,6 +238,19 @@ def _slot_count(found: list, slot: int) -> int:
     return v if type(v) is int and v >= 0 else _count_value(f[1], v)
 
 
+def _logfire_stream_request(span: SpanView) -> bool:
+    """Logfire's span around a streamed request that did not fail: its call is the log after it."""
+    a = span.attrs
+    return (
+        a.get(LOGFIRE_SPAN_TYPE) == "span"  # (the bot's own spans under Logfire are spans too)
+        and "gen_ai.request.model" in a
+        and RESPONSE_ID_KEY not in a
+        and span.status_code != STATUS_ERROR
+        and a.get("error.type") is None
+        and not any(k.startswith("gen_ai.usage.") for k in a)
+    )
+
+
 def is_agent_call(span: SpanView) -> bool:
     """An agent span (`invoke_agent`): its tokens are the sum of the model calls it made."""
     return span.attrs.get(OPERATION_KEY) == AGENT_OPERATION
@@ -244,6 +262,8 @@ def ignore_reason(span: SpanView) -> str:
     attributes, but no model: what an instrumentation we do not read looks like)."""
     a = span.attrs
     if a.get(OPERATION_KEY) in NOT_A_CALL or a.get(OPENINFERENCE_KIND, "LLM") != "LLM":
+        return "not_a_call"
+    if LOGFIRE_SPAN_TYPE in a and _logfire_stream_request(span):
         return "not_a_call"
     if any(k.startswith(GENAI_CALL_PREFIXES) for k in a):
         return "no_model"
@@ -354,6 +374,8 @@ def llm_event(
         a = _langfuse_attrs(a)
     if a.get(OPERATION_KEY) in NOT_A_CALL or a.get(OPENINFERENCE_KIND, "LLM") != "LLM":
         return None
+    if LOGFIRE_SPAN_TYPE in a and _logfire_stream_request(span):
+        return None
     found = _pick(a)
     model = _model(a, found)
     if model is None:
@@ -369,6 +391,11 @@ def llm_event(
         raise SpanRejected(f"span {span.name!r:.60}: startTimeUnixNano is missing")
     if span.end_ns < span.start_ns:
         raise SpanRejected(f"span {span.name!r:.60}: ends before it starts")
+    ts, latency_ms = span.start_ns / 1e9, (span.end_ns - span.start_ns) / 1e6
+    if a.get(LOGFIRE_SPAN_TYPE) == "log":  # Logfire's log of a streamed call: it took `duration` s
+        d = a.get(LOGFIRE_DURATION)
+        if type(d) in (int, float) and 0 <= d < 86_400:
+            ts, latency_ms = span.end_ns / 1e9 - d, d * 1e3
     failed = span.status_code == STATUS_ERROR or a.get("error.type") is not None
     error_type = raw_error = None
     if failed:
@@ -384,7 +411,7 @@ def llm_event(
     cache_hit = a.get("obs.cache_hit")
     event = ev.llm_call(
         row_id or f"{span.trace_id}-{span.span_id}",
-        span.start_ns / 1e9,
+        ts,
         bot=bot,
         agent=_slot_text(found, _S_AGENT, 100, truncate=True),
         decision_type=_slot_text(found, _S_DTYPE, 100, truncate=True),
@@ -394,7 +421,7 @@ def llm_event(
         output_tokens=out,
         cache_read_tokens=read,
         cache_write_tokens=write,
-        latency_ms=(span.end_ns - span.start_ns) / 1e6,
+        latency_ms=latency_ms,
         cache_hit=cache_hit if isinstance(cache_hit, bool) else False,
         cost_usd=None,  # priced at ingest like SDK events
         conversation_id=_slot_text(found, _S_CONV, 100, truncate=True) or conversation_id,
