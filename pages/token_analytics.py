@@ -108,7 +108,7 @@ def cache() -> None:
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def top_conversations() -> None:
-    """Its own parallel fragment: the one query over raw calls overlaps the rest of the page."""
+    """A parallel fragment: its query over raw calls overlaps the figures above."""
     top = data.top_conversations(window, bots, 20)
     if top.empty:
         ui.empty_state(f"No conversation made LLM calls in the last {window}.")
