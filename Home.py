@@ -83,6 +83,9 @@ def overview_page() -> None:
         for col, (page, label, params) in zip(c, OVERVIEW_LINKS, strict=True):  # each figure opens its page
             with col:
                 ui.page_link(page, label, icon=":material/arrow_outward:", **params)
+
+    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    def requests() -> None:
         series = data.requests_series("1h", ())
         if series.empty:
             ui.empty_state(
@@ -91,21 +94,36 @@ def overview_page() -> None:
                 "`python -m observability.simulate --backfill-hours 24`.",
             )
             return
-        left, right = st.columns(2)
         fig = charts.area(
             series, x="ts", y="requests", color="bot", title="LLM requests per minute, last hour"
         )
-        left.plotly_chart(fig, key="ov_requests")
-        lat = data.latency_by_bot("1h", ())
-        if not lat.empty:
-            long = lat.melt(
-                id_vars="bot", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"
-            )
-            fig = charts.bar(
-                long, x="bot", y="ms", color="percentile", title="LLM latency by bot, last hour (ms)"
-            )
-            right.plotly_chart(fig, key="ov_latency")
+        st.plotly_chart(fig, key="ov_requests")
 
+    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    def latency() -> None:
+        lat = data.latency_by_bot("1h", ())
+        if lat.empty:
+            ui.empty_state("No LLM calls in the last hour.")
+            return
+        long = lat.melt(
+            id_vars="bot", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"
+        )
+        fig = charts.bar(
+            long, x="bot", y="ms", color="percentile", title="LLM latency by bot, last hour (ms)"
+        )
+        st.plotly_chart(fig, key="ov_latency")
+
+    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    def spend() -> None:
+        today = data.llm_breakdown(86_400, (), ("model",))
+        if today.empty:
+            ui.empty_state("No LLM calls in the last 24 hours.")
+            return
+        fig = charts.bar(today, x="model", y="cost_usd", title="Spend by model, last 24 hours", ylabel="USD")
+        st.plotly_chart(fig, key="ov_spend_models")
+
+    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    def tables() -> None:
         st.subheader("Bots right now")
         bots = data.bots_now()
         ui.table(
@@ -128,33 +146,27 @@ def overview_page() -> None:
             },
         )  # fmt: skip
 
-        left, right = st.columns(2)
-        with left:
-            st.subheader("Open alerts")
-            alerts = data.open_alerts()
-            if alerts.empty:
-                st.success("No alert is firing.", icon=":material/check_circle:")
-            else:
-                ui.table(
-                    alerts[["severity", "state", "rule", "message", "fired_at"]],
-                    "open_alerts.csv",
-                    key="ov_alerts",
-                )
-            if (ROOT / "pages" / "alerts.py").is_file():
-                st.page_link(
-                    str(ROOT / "pages" / "alerts.py"),
-                    label="Alerts and rules",
-                    icon=":material/arrow_forward:",
-                )
-        with right:
-            today = data.llm_breakdown(86_400, (), ("model",))
-            if not today.empty:
-                fig = charts.bar(
-                    today, x="model", y="cost_usd", title="Spend by model, last 24 hours", ylabel="USD"
-                )
-                st.plotly_chart(fig, key="ov_spend_models")
+        st.subheader("Open alerts")
+        alerts = data.open_alerts()
+        if alerts.empty:
+            st.success("No alert is firing.", icon=":material/check_circle:")
+        else:
+            ui.table(
+                alerts[["severity", "state", "rule", "message", "fired_at"]],
+                "open_alerts.csv",
+                key="ov_alerts",
+            )
+        if (ROOT / "pages" / "alerts.py").is_file():
+            st.page_link(
+                str(ROOT / "pages" / "alerts.py"),
+                label="Alerts and rules",
+                icon=":material/arrow_forward:",
+            )
 
     live()
+    # the charts in tabs: a load queries and draws only the open tab's (its name is in the URL, ?tab=Spend+by+model)
+    ui.lazy_tabs({"Requests": requests, "Latency by bot": latency, "Spend by model": spend})
+    tables()
     trouble()
 
 

@@ -43,51 +43,6 @@ def live() -> None:
             "Slowest bot P95", f"{thr['p95'].max():,.0f} ms", help=str(thr.loc[thr["p95"].idxmax(), "bot"])
         )
         fmt.metric(c[3], "operation_cache_hit_rate", thr["cache_hits"].sum() / total if total else None)
-        left, right = st.columns(2)
-        lat = thr.melt(
-            id_vars="bot", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"
-        )
-        fig = charts.bar(
-            lat,
-            x="bot",
-            y="ms",
-            color="percentile",
-            barmode="group",
-            title="Operation latency P50 / P95 / P99 by bot",
-        )
-        left.plotly_chart(fig, key="ap_bot_pct")
-        rates = {
-            "success_rate": "Operation success rate",
-            "cache_hit_rate": fmt.label("operation_cache_hit_rate"),
-        }
-        thr = thr.assign(success_rate=1 - thr["error_rate"]).rename(columns=rates)
-        fig = charts.bar(thr, x="bot", y=list(rates.values()), barmode="group", title="Operation success and cache hit rate by bot",
-                     labels={"value": "rate", "variable": ""})  # fmt: skip
-        fig.update_yaxes(tickformat=".0%")
-        right.plotly_chart(fig, key="ap_bot_rates")
-    if not models.empty:
-        left, right = st.columns(2)
-        lat = models.melt(
-            id_vars="model", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"
-        )
-        fig = charts.bar(
-            lat, x="model", y="ms", color="percentile", barmode="group", title="LLM latency by model (ms)"
-        )
-        left.plotly_chart(fig, key="ap_model_pct")
-        rps = data.requests_series(window, bots)
-        fig = charts.line(
-            rps, x="ts", y="requests", color="bot", title="LLM requests over time", labels={"ts": ""}
-        )
-        right.plotly_chart(fig, key="ap_requests")
-        ui.table(models[["model", "requests", "error_rate", "cache_hit_rate", "avg_latency_ms", "p50", "p95", "p99"]],
-                 f"model_latency_{window}.csv", key="ap_models",
-                 column_config={"model": st.column_config.TextColumn("Model"),
-                                **fmt.columns({"requests": "llm_requests", "error_rate": "llm_error_rate",
-                                               "cache_hit_rate": "llm_cache_hit_rate",
-                                               "avg_latency_ms": "llm_p50_ms", "p50": "llm_p50_ms",
-                                               "p95": "llm_p95_ms", "p99": "llm_p95_ms"},
-                                              {"avg_latency_ms": "Mean ms", "p50": "P50 ms", "p95": "P95 ms",
-                                               "p99": "P99 ms"})})  # fmt: skip
 
     st.subheader("Bot analytics")
     if inter.empty:
@@ -105,39 +60,6 @@ def live() -> None:
                     "Mean / P95 response time", f"{r.avg_duration_ms:,.0f} / {r.p95_duration_ms:,.0f} ms"
                 )
                 fmt.metric(st, "response_cache_hit_rate", r.cache_hit_rate)
-        series = data.interaction_series(window, bots)
-        left, right = st.columns(2)
-        fig = charts.line(
-            series, x="ts", y="interactions", color="bot", title="Interactions over time", labels={"ts": ""}
-        )
-        left.plotly_chart(fig, key="ap_inter_ts")
-        fig = charts.line(
-            series,
-            x="ts",
-            y="mean_ms",
-            color="bot",
-            title="Mean interaction duration (ms)",
-            labels={"ts": ""},
-        )
-        right.plotly_chart(fig, key="ap_inter_ms")
-        shown = inter[["bot", "total_interactions", "success_count", "error_count", "success_rate", "error_rate",
-                       "cache_hits", "cache_hit_rate", "avg_duration_ms", "p50_duration_ms", "p95_duration_ms",
-                       "p99_duration_ms", "max_duration_ms"]]  # fmt: skip
-        ui.table(shown, f"bot_analytics_{window}.csv", key="ap_inter",
-                 column_config={"bot": st.column_config.TextColumn("Bot"),
-                                **fmt.columns({"success_count": "interactions", "error_count": "interactions",
-                                               "cache_hits": "interactions"},
-                                              {"success_count": "Succeeded", "error_count": "Failed",
-                                               "cache_hits": "Served from cache"}),
-                                **fmt.columns({"total_interactions": "interactions", "error_rate": "response_error_rate",
-                                               "cache_hit_rate": "response_cache_hit_rate",
-                                               "avg_duration_ms": "response_p95_ms", "p50_duration_ms": "response_p95_ms",
-                                               "p95_duration_ms": "response_p95_ms", "p99_duration_ms": "response_p95_ms",
-                                               "max_duration_ms": "response_p95_ms"},
-                                              {"avg_duration_ms": "Mean ms", "p50_duration_ms": "P50 ms",
-                                               "p95_duration_ms": "P95 ms", "p99_duration_ms": "P99 ms",
-                                               "max_duration_ms": "Max ms"}),
-                                "success_rate": fmt.column("response_error_rate", "Response success rate")})  # fmt: skip
     hs = data.handoff_summary(window)
     if hs["total_handoffs"]:
         alert_s = data.alert_window_s()
@@ -152,4 +74,102 @@ def live() -> None:
                    label=f"Handoff failure rate, last {alert_s // 60:g} min (handoff_failure alert)")  # fmt: skip
 
 
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def operations_by_bot() -> None:
+    thr = fmt.steps_as_steps(data.bot_throughput(window, bots))
+    if thr.empty:
+        ui.empty_state(f"No bot operations in the last {window}.")
+        return
+    left, right = st.columns(2)
+    lat = thr.melt(id_vars="bot", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms")
+    fig = charts.bar(
+        lat,
+        x="bot",
+        y="ms",
+        color="percentile",
+        barmode="group",
+        title="Operation latency P50 / P95 / P99 by bot",
+    )
+    left.plotly_chart(fig, key="ap_bot_pct")
+    rates = {
+        "success_rate": "Operation success rate",
+        "cache_hit_rate": fmt.label("operation_cache_hit_rate"),
+    }
+    thr = thr.assign(success_rate=1 - thr["error_rate"]).rename(columns=rates)
+    fig = charts.bar(thr, x="bot", y=list(rates.values()), barmode="group", title="Operation success and cache hit rate by bot",
+                     labels={"value": "rate", "variable": ""})  # fmt: skip
+    fig.update_yaxes(tickformat=".0%")
+    right.plotly_chart(fig, key="ap_bot_rates")
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def llm_by_model() -> None:
+    models = data.llm_breakdown(window, bots, ("model",), percentiles=True)
+    if models.empty:
+        ui.empty_state(f"No LLM calls in the last {window}.")
+        return
+    left, right = st.columns(2)
+    lat = models.melt(
+        id_vars="model", value_vars=["p50", "p95", "p99"], var_name="percentile", value_name="ms"
+    )
+    fig = charts.bar(
+        lat, x="model", y="ms", color="percentile", barmode="group", title="LLM latency by model (ms)"
+    )
+    left.plotly_chart(fig, key="ap_model_pct")
+    rps = data.requests_series(window, bots)
+    fig = charts.line(
+        rps, x="ts", y="requests", color="bot", title="LLM requests over time", labels={"ts": ""}
+    )
+    right.plotly_chart(fig, key="ap_requests")
+    ui.table(models[["model", "requests", "error_rate", "cache_hit_rate", "avg_latency_ms", "p50", "p95", "p99"]],
+             f"model_latency_{window}.csv", key="ap_models",
+             column_config={"model": st.column_config.TextColumn("Model"),
+                            **fmt.columns({"requests": "llm_requests", "error_rate": "llm_error_rate",
+                                           "cache_hit_rate": "llm_cache_hit_rate",
+                                           "avg_latency_ms": "llm_p50_ms", "p50": "llm_p50_ms",
+                                           "p95": "llm_p95_ms", "p99": "llm_p95_ms"},
+                                          {"avg_latency_ms": "Mean ms", "p50": "P50 ms", "p95": "P95 ms",
+                                           "p99": "P99 ms"})})  # fmt: skip
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def interactions() -> None:
+    inter = data.bot_summaries(window, bots)
+    if inter.empty:
+        ui.empty_state(
+            f"No bot interactions in the last {window}.", "Bots report them with `record_bot_interaction`."
+        )
+        return
+    series = data.interaction_series(window, bots)
+    left, right = st.columns(2)
+    fig = charts.line(
+        series, x="ts", y="interactions", color="bot", title="Interactions over time", labels={"ts": ""}
+    )
+    left.plotly_chart(fig, key="ap_inter_ts")
+    fig = charts.line(series, x="ts", y="mean_ms", color="bot", title="Mean interaction duration (ms)",
+                      labels={"ts": ""})  # fmt: skip
+    right.plotly_chart(fig, key="ap_inter_ms")
+    shown = inter[["bot", "total_interactions", "success_count", "error_count", "success_rate", "error_rate",
+                   "cache_hits", "cache_hit_rate", "avg_duration_ms", "p50_duration_ms", "p95_duration_ms",
+                   "p99_duration_ms", "max_duration_ms"]]  # fmt: skip
+    ui.table(shown, f"bot_analytics_{window}.csv", key="ap_inter",
+             column_config={"bot": st.column_config.TextColumn("Bot"),
+                            **fmt.columns({"success_count": "interactions", "error_count": "interactions",
+                                           "cache_hits": "interactions"},
+                                          {"success_count": "Succeeded", "error_count": "Failed",
+                                           "cache_hits": "Served from cache"}),
+                            **fmt.columns({"total_interactions": "interactions", "error_rate": "response_error_rate",
+                                           "cache_hit_rate": "response_cache_hit_rate",
+                                           "avg_duration_ms": "response_p95_ms", "p50_duration_ms": "response_p95_ms",
+                                           "p95_duration_ms": "response_p95_ms", "p99_duration_ms": "response_p95_ms",
+                                           "max_duration_ms": "response_p95_ms"},
+                                          {"avg_duration_ms": "Mean ms", "p50_duration_ms": "P50 ms",
+                                           "p95_duration_ms": "P95 ms", "p99_duration_ms": "P99 ms",
+                                           "max_duration_ms": "Max ms"}),
+                            "success_rate": fmt.column("response_error_rate", "Response success rate")})  # fmt: skip
+
+
 live()
+# the charts in tabs: a load queries and draws only the open tab's (its name is in the URL, ?tab=Interactions)
+ui.lazy_tabs({"Operations by bot": operations_by_bot, "LLM latency by model": llm_by_model,
+              "Interactions": interactions})  # fmt: skip

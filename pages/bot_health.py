@@ -95,22 +95,6 @@ def live() -> None:
         help=fmt.help_text("sla_compliance"),
     )
 
-    # -- P50/P95/P99 against their targets, per bot and operation (colour: that percentile's status)
-    pair = charts.plain([sla.pair_label(b, o) for b, o in zip(rows["bot"], rows["operation"], strict=True)])
-    fig = go.Figure()
-    for p in ("p50", "p95", "p99"):
-        over = rows[p] > rows[f"target_{p}"]
-        colour = [COLOURS[sla.NO_DATA] if pd.isna(v) else COLOURS[sla.BREACH] if o else COLOURS[sla.WITHIN]
-                  for v, o in zip(rows[p], over, strict=True)]  # fmt: skip
-        fig.add_bar(x=pair, y=rows[p], marker_color=colour, name=f"{p.upper()} (ms)", offsetgroup=p,
-                    marker_pattern_shape={"p50": "", "p95": "/", "p99": "."}[p])  # fmt: skip
-        fig.add_scatter(x=pair, y=rows[f"target_{p}"], mode="markers", marker_symbol="line-ew-open",
-                        marker_size=14, marker_line_width=3, marker_color="#212121", name=f"{p.upper()} target",
-                        offsetgroup=p, showlegend=p == "p95")  # fmt: skip
-    fig.update_layout(title=f"P50 / P95 / P99 against SLA targets, last {window} (red: above that target)",
-                      yaxis_title="ms", xaxis_tickangle=-30, barmode="group", scattermode="group")  # fmt: skip
-    st.plotly_chart(fig, key="bh_sla")
-
     alert_ratio = alert["rows"].set_index(["bot", "operation"])["p95_ratio"]
     table = rows.assign(
         alert_p95_ratio=[
@@ -137,18 +121,47 @@ def live() -> None:
         },
     )  # fmt: skip
 
-    # -- latency over time
-    series = fmt.steps_as_steps(data.ops_latency_series(window, bots))
-    left, right = st.columns(2)
-    if not series.empty:
-        fig = charts.line(series, x="ts", y="p95", color="bot", markers=window != "1h",
-                      title=f"P95 operation latency over time ({window})", labels={"p95": "P95 ms", "ts": ""})  # fmt: skip
-        left.plotly_chart(fig, key="bh_latency_ts")
-        fig = charts.bar(series, x="ts", y="requests", color="bot", title="Throughput (operations per interval)",
-                     labels={"ts": "", "requests": "operations"})  # fmt: skip
-        right.plotly_chart(fig, key="bh_throughput_ts")
 
-    # -- per bot: error and cache rates (the handoff service shown as the step it is)
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def against_targets() -> None:
+    """P50/P95/P99 against their targets, per bot and operation (colour: that percentile's status)."""
+    rows = data.sla_evaluation(window, bots)["rows"]
+    pair = charts.plain([sla.pair_label(b, o) for b, o in zip(rows["bot"], rows["operation"], strict=True)])
+    fig = go.Figure()
+    for p in ("p50", "p95", "p99"):
+        over = rows[p] > rows[f"target_{p}"]
+        colour = [COLOURS[sla.NO_DATA] if pd.isna(v) else COLOURS[sla.BREACH] if o else COLOURS[sla.WITHIN]
+                  for v, o in zip(rows[p], over, strict=True)]  # fmt: skip
+        fig.add_bar(x=pair, y=rows[p], marker_color=colour, name=f"{p.upper()} (ms)", offsetgroup=p,
+                    marker_pattern_shape={"p50": "", "p95": "/", "p99": "."}[p])  # fmt: skip
+        fig.add_scatter(x=pair, y=rows[f"target_{p}"], mode="markers", marker_symbol="line-ew-open",
+                        marker_size=14, marker_line_width=3, marker_color="#212121", name=f"{p.upper()} target",
+                        offsetgroup=p, showlegend=p == "p95")  # fmt: skip
+    fig.update_layout(title=f"P50 / P95 / P99 against SLA targets, last {window} (red: above that target)",
+                      yaxis_title="ms", xaxis_tickangle=-30, barmode="group", scattermode="group")  # fmt: skip
+    st.plotly_chart(fig, key="bh_sla")
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def over_time() -> None:
+    """Latency and throughput over time."""
+    series = fmt.steps_as_steps(data.ops_latency_series(window, bots))
+    if series.empty:
+        ui.empty_state(f"No bot operations in the last {window}.")
+        return
+    left, right = st.columns(2)
+    fig = charts.line(series, x="ts", y="p95", color="bot", markers=window != "1h",
+                      title=f"P95 operation latency over time ({window})", labels={"p95": "P95 ms", "ts": ""})  # fmt: skip
+    left.plotly_chart(fig, key="bh_latency_ts")
+    fig = charts.bar(series, x="ts", y="requests", color="bot", title="Throughput (operations per interval)",
+                     labels={"ts": "", "requests": "operations"})  # fmt: skip
+    right.plotly_chart(fig, key="bh_throughput_ts")
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def by_bot() -> None:
+    """Per bot: error and cache rates, latency percentiles (the handoff service shown as the step it is)."""
+    thr = data.bot_throughput(window, bots)
     thr = thr.assign(bot=thr["bot"].replace({sla.HANDOFF_STEP: STEP_LABEL}))
     left, right = st.columns(2)
     rates = {
@@ -165,7 +178,10 @@ def live() -> None:
     )
     right.plotly_chart(fig, key="bh_pct")
 
-    # -- handoff matrix
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def handoffs() -> None:
+    """The handoff matrix."""
     st.subheader("Handoffs")
     hm = data.handoff_matrix(window, bots)
     if hm.empty:
@@ -193,3 +209,7 @@ def live() -> None:
 
 
 live()
+# the charts in tabs: a load queries and draws only the open tab's (its name is in the URL, ?tab=Handoffs)
+if not data.bot_throughput(window, bots).empty:
+    ui.lazy_tabs({"Against SLA targets": against_targets, "Over time": over_time, "By bot": by_bot,
+                  "Handoffs": handoffs})  # fmt: skip

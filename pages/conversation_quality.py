@@ -42,7 +42,6 @@ def overview() -> None:
     fmt.metric(c[4], "resolution_rate", resolved / scored if scored else None, window=f"the last {window}",
                label=fmt.label("resolution_rate"))  # fmt: skip
 
-    left, right = st.columns(2)
     long = summary.melt(id_vars="bot", value_vars=["quality", "engagement", "drift", "resolution_rate"],
                         var_name="measure", value_name="value")  # fmt: skip
     measures = {"quality": "quality_score", "engagement": "engagement", "drift": "topic_drift",
@@ -52,21 +51,38 @@ def overview() -> None:
         long, x="bot", y="value", color="measure", barmode="group", title="Quality measures by bot (0–100 %)"
     )
     fig.update_yaxes(tickformat=".0%")
-    left.plotly_chart(fig, key="cq_by_bot")
+    st.plotly_chart(fig, key="cq_by_bot")
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def conversations() -> None:
+    scores = data.conversation_scores(window, bots)
+    if scores.empty:
+        ui.empty_state(f"No conversations active in the last {window}.")
+        return
+    shown, bars = fmt.progress(scores, {"engagement": "engagement", "quality": "quality_score"})
+    ui.table(shown, f"conversation_quality_{window}.csv", key="cq_table", column_config={**SCORE_COLUMNS, **bars},
+             download=scores)  # fmt: skip
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def sentiment_and_engagement() -> None:
+    scores = data.conversation_scores(window, bots)
+    if scores.empty:
+        ui.empty_state(f"No conversations active in the last {window}.")
+        return
+    left, right = st.columns(2)
     pts = scores.dropna(subset=["sentiment", "engagement"])
     if pts.empty:
         fig = charts.histogram(scores, x="messages", color="bot", title="Messages per conversation")
     else:
         fig = charts.scatter(pts, x="sentiment", y="engagement", color="resolved", size=pts["messages"].clip(lower=1),
                          hover_data=["conversation", "bot", "quality"], title="Engagement against sentiment")  # fmt: skip
-    right.plotly_chart(fig, key="cq_scatter")
+    left.plotly_chart(fig, key="cq_scatter")
     if scores["quality"].notna().any():
         fig = charts.histogram(scores.dropna(subset=["quality"]), x="quality", color="bot", nbins=20,
                            title="Quality score distribution")  # fmt: skip
-        st.plotly_chart(fig, key="cq_hist")
-    shown, bars = fmt.progress(scores, {"engagement": "engagement", "quality": "quality_score"})
-    ui.table(shown, f"conversation_quality_{window}.csv", key="cq_table", column_config={**SCORE_COLUMNS, **bars},
-             download=scores)  # fmt: skip
+        right.plotly_chart(fig, key="cq_hist")
 
 
 SCORE_COLUMNS = {
@@ -79,13 +95,12 @@ SCORE_COLUMNS = {
 }  # fmt: skip
 
 
-overview()
-
-st.subheader("One conversation")
-ids = data.conversation_scores(window, bots)["conversation"].tolist()
-if not ids:
-    st.caption("Pick a conversation once there are some.")
-else:
+def one_conversation() -> None:
+    st.subheader("One conversation")
+    ids = data.conversation_scores(window, bots)["conversation"].tolist()
+    if not ids:
+        st.caption("Pick a conversation once there are some.")
+        return
     cid = st.selectbox("Conversation", ids, key="conversation", bind="query-params")
     cid = cid if cid in ids else ids[0]
     detail = data.analyze_conversation(cid)
@@ -100,7 +115,11 @@ else:
                    label=fmt.label("sentiment"), delta=str(detail["sentiment_trend"] or ""), delta_color="off",
                    delta_arrow="off")  # fmt: skip
         fmt.metric(
-            c[1], "topic_drift", detail["drift"], window="this conversation", label=fmt.label("topic_drift")
+            c[1],
+            "topic_drift",
+            detail["drift"],
+            window="this conversation",
+            label=fmt.label("topic_drift"),
         )
         fmt.metric(
             c[2],
@@ -173,4 +192,7 @@ def handoffs() -> None:
                                                "mean_ms": "Mean ms"})})  # fmt: skip
 
 
-handoffs()
+overview()
+# the rest in tabs: a load queries and draws only the open tab's (its name is in the URL, ?tab=Handoffs)
+ui.lazy_tabs({"Conversations": conversations, "Sentiment and engagement": sentiment_and_engagement,
+              "One conversation": one_conversation, "Handoffs": handoffs})  # fmt: skip

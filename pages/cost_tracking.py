@@ -94,9 +94,11 @@ def budget_note(fc: dict, new: float) -> tuple[str, str | None]:
     return done, None
 
 
-def budget_section() -> None:
+# Headline figures above the tabs; sections are fragments: each refreshes every 15 s, and the
+# parallel ones' queries overlap on a full run.
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def month_figures() -> None:
     fc = data.spend_forecast()
-    daily = fc["daily"]
     c = st.columns(4)
     fmt.metric(c[0], "spend_month_to_date_usd", fc["spend_mtd_usd"])
     fmt.metric(c[1], "spend_forecast_usd", fc["forecast_month_end_usd"], delta_color="inverse",
@@ -111,6 +113,27 @@ def budget_section() -> None:
     if fc["forecast_over_budget"]:
         st.warning(f"At ${fc['daily_run_rate_usd']:,.2f}/day the month ends "
                    f"${fc['forecast_month_end_usd'] - fc['budget_usd']:,.2f} over budget.")  # fmt: skip
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def spend_figures() -> None:
+    tot = data.llm_totals(window, bots)
+    if not tot or not tot.get("requests"):
+        ui.empty_state(f"No LLM calls in the last {window}.",
+                       "Costs come from `record_llm_call` (priced from the model price table unless `cost_usd=` is given).")  # fmt: skip
+        return
+    unknown = data.unknown_models(window)
+    c = st.columns(4)
+    fmt.metric(c[0], "llm_cost_usd", tot["cost_usd"], label=f"Spend ({window})", window=f"the last {window}")
+    fmt.metric(c[1], "llm_cost_per_request_usd", tot["cost_per_request"], window=f"the last {window}")
+    fmt.metric(c[2], "llm_cost_saved_usd", tot["cost_saved_usd"], window=f"the last {window}")
+    fmt.metric(c[3], "unpriced_calls", int(unknown["calls"].sum()) if not unknown.empty else 0)
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def month_and_budget() -> None:
+    fc = data.spend_forecast()
+    daily = fc["daily"]
     if not daily.empty:
         fig = go.Figure()
         fig.add_bar(x=daily["day"], y=daily["cost_usd"], name="spend per day")
@@ -131,43 +154,22 @@ def budget_section() -> None:
         st.caption("Managers and admins can change the monthly budget.")
 
 
-# Sections are parallel fragments: their queries overlap on a full run, each refreshes every 15 s.
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
-def budget() -> None:
-    budget_section()
-
-
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
-def spend() -> None:
-    tot = data.llm_totals(window, bots)
-    if not tot or not tot.get("requests"):
-        ui.empty_state(f"No LLM calls in the last {window}.",
-                       "Costs come from `record_llm_call` (priced from the model price table unless `cost_usd=` is given).")  # fmt: skip
-        return
-    unknown = data.unknown_models(window)
-    c = st.columns(4)
-    fmt.metric(c[0], "llm_cost_usd", tot["cost_usd"], label=f"Spend ({window})", window=f"the last {window}")
-    fmt.metric(c[1], "llm_cost_per_request_usd", tot["cost_per_request"], window=f"the last {window}")
-    fmt.metric(c[2], "llm_cost_saved_usd", tot["cost_saved_usd"], window=f"the last {window}")
-    fmt.metric(c[3], "unpriced_calls", int(unknown["calls"].sum()) if not unknown.empty else 0)
-
+def by_model_and_bot() -> None:
     detail = data.llm_breakdown(window, bots, ("model", "bot", "agent"))
+    if detail.empty:
+        ui.empty_state(f"No LLM calls in the last {window}.")
+        return
     by_model, by_bot = frames.regroup(detail, ["model"]), frames.regroup(detail, ["bot"])
     left, right = st.columns(2)
     fig = charts.pie(by_model, names="model", values="cost_usd", hole=0.45, title="Spend by model")
     left.plotly_chart(fig, key="ct_model")
     fig = charts.bar(by_bot, x="bot", y="cost_usd", title="Spend by bot", labels={"cost_usd": "USD"})
     right.plotly_chart(fig, key="ct_bot")
-
-    daily = data.cost_by_day(window, bots)
-    left, right = st.columns(2)
-    if not daily.empty:
-        fig = charts.bar(daily, x="ts", y="cost_usd", color="model", barmode="stack", title="Spend per day (UTC) by model",
-                         labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
-        left.plotly_chart(fig, key="ct_daily")
     fig = charts.bar(by_model, x="model", y="cost_per_request", title="Cost per request by model",
                      labels={"cost_per_request": "USD"})  # fmt: skip
-    right.plotly_chart(fig, key="ct_cpr")
+    left, _ = st.columns(2)
+    left.plotly_chart(fig, key="ct_cpr")
 
     st.subheader("Spend by model, bot and agent")
     ui.table(detail[["model", "bot", "agent", "requests", "cost_usd", "cost_per_request", "cost_saved_usd", "total_tokens"]],
@@ -180,6 +182,7 @@ def spend() -> None:
                                           {"cost_usd": "Spend"}, window=f"the last {window}")})  # fmt: skip
 
     st.subheader("Calls to models without a price")
+    unknown = data.unknown_models(window)
     if unknown.empty:
         st.caption("Every model called in this window has a price.")
     else:
@@ -195,6 +198,17 @@ def spend() -> None:
                                 "withheld_usd": fmt.column("llm_cost_usd", "Priced above the ceiling (kept out of spend)"),
                                 "first_seen": fmt.time_column("First seen (UTC)"),
                                 "last_seen": fmt.time_column("Last seen (UTC)")})  # fmt: skip
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def per_day() -> None:
+    daily = data.cost_by_day(window, bots)
+    if daily.empty:
+        ui.empty_state(f"No LLM calls in the last {window}.")
+        return
+    fig = charts.bar(daily, x="ts", y="cost_usd", color="model", barmode="stack", title="Spend per day (UTC) by model",
+                     labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
+    st.plotly_chart(fig, key="ct_daily")
 
 
 RANKING_COLUMNS = {
@@ -214,23 +228,24 @@ def anomaly_page_number() -> int:
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def agents() -> None:
-    report = data.cost_report(window, bots, anomaly_page=anomaly_page_number())
-    ranking, anomalies = report["ranking"], report["anomalies"]
-    hourly = data.token_series(window, bots, "agent")
-    if ranking.empty and hourly.empty:
+    ranking = data.cost_report(window, bots, anomaly_page=anomaly_page_number())["ranking"]
+    if ranking.empty:
+        ui.empty_state(f"No agent made LLM calls in the last {window}.")
         return
     st.subheader("Agents")
     left, right = st.columns(2)
-    if not ranking.empty:
-        fig = charts.bar(
-            ranking, x="agent", y="total_cost", title="Spend by agent", labels={"total_cost": "USD"}
-        )
-        left.plotly_chart(fig, key="ct_agent")
-        fig = charts.bar(ranking, x="agent", y="cost_per_decision", title="Efficiency: cost per decision (lower is better)",
-                         labels={"cost_per_decision": "USD"})  # fmt: skip
-        right.plotly_chart(fig, key="ct_eff")
-        ui.table(ranking, f"agent_efficiency_{window}.csv", key="ct_eff_table", column_config=RANKING_COLUMNS)
-    anomaly_section(report, anomalies, hourly)
+    fig = charts.bar(ranking, x="agent", y="total_cost", title="Spend by agent", labels={"total_cost": "USD"})
+    left.plotly_chart(fig, key="ct_agent")
+    fig = charts.bar(ranking, x="agent", y="cost_per_decision", title="Efficiency: cost per decision (lower is better)",
+                     labels={"cost_per_decision": "USD"})  # fmt: skip
+    right.plotly_chart(fig, key="ct_eff")
+    ui.table(ranking, f"agent_efficiency_{window}.csv", key="ct_eff_table", column_config=RANKING_COLUMNS)
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+def anomalies() -> None:
+    report = data.cost_report(window, bots, anomaly_page=anomaly_page_number())
+    anomaly_section(report, report["anomalies"], data.token_series(window, bots, "agent"))
 
 
 def anomaly_section(report: dict, anomalies: pd.DataFrame, hourly: pd.DataFrame) -> None:
@@ -266,7 +281,7 @@ def anomaly_section(report: dict, anomalies: pd.DataFrame, hourly: pd.DataFrame)
              f"page, highest z-score first (page {page} of {pages}).", icon=":material/trending_up:")  # fmt: skip
     if not anomalies.empty:
         anomalies = anomalies.assign(
-            calls=[ui.query_link("cost_tracking", range=window, calls=t) for t in anomalies["trace_id"]],
+            calls=[ui.query_link("cost_tracking", range=window, calls=t, tab="Anomalies") for t in anomalies["trace_id"]],
             similar=[ui.query_link("pages/llm_calls.py", bot=b, model=m, cost_min=f"{usd:.2f}",
                                    range=window if window in ("1h", "6h", "24h", "7d", "30d") else None,
                                    sort="costliest")
@@ -298,6 +313,7 @@ def anomaly_section(report: dict, anomalies: pd.DataFrame, hourly: pd.DataFrame)
 def conversations() -> None:
     top = data.top_conversations(window, bots, 20, "cost")
     if top.empty:
+        ui.empty_state(f"No conversation made LLM calls in the last {window}.")
         return
     st.subheader("Conversations costing the most")
     if window != "24h":
@@ -319,7 +335,8 @@ def top_columns() -> dict:
                           window="the last 24 hours")}  # fmt: skip
 
 
-budget()
-spend()
-agents()
-conversations()
+month_figures()
+spend_figures()
+# the charts in tabs: a load queries and draws only the open tab's (its name is in the URL, ?tab=Agents)
+ui.lazy_tabs({"Month and budget": month_and_budget, "By model and bot": by_model_and_bot, "Per day": per_day,
+              "Agents": agents, "Anomalies": anomalies, "Top conversations": conversations})  # fmt: skip

@@ -3,6 +3,7 @@ and the conversations using the most tokens (LLMObservabilityService figures, ag
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from observability.analytics.window import source_note
@@ -30,7 +31,7 @@ TOKEN_COLS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
-def live() -> None:
+def headline() -> None:
     tot = data.llm_totals(window, bots)
     if not tot or not tot.get("requests"):
         ui.empty_state(
@@ -48,12 +49,22 @@ def live() -> None:
     for col, (name, value) in zip(c, shown.items(), strict=True):
         fmt.metric(col, name, value, window=over, label=fmt.label(name))
 
+
+def token_series() -> pd.DataFrame:
     series = data.token_series(window, bots, by)
-    series = series.assign(total_tokens=series["input_tokens"] + series["output_tokens"])
+    return series.assign(total_tokens=series["input_tokens"] + series["output_tokens"])
+
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def over_time() -> None:
+    series = token_series()
     fig = charts.area(series, x="ts", y="total_tokens", color=by, title=f"Tokens (input + output) by {by} over time",
                   labels={"ts": "", "total_tokens": "tokens"})  # fmt: skip
     st.plotly_chart(fig, key="ta_series")
 
+
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def by_model_and_bot() -> None:
     left, right = st.columns(2)
     totals = data.llm_breakdown(window, bots, ("model", "bot"))
     mix = frames.regroup(totals, ["model"])
@@ -67,21 +78,6 @@ def live() -> None:
     fig = charts.bar(long, x="bot", y="tokens", color="kind", barmode="group", title="Tokens by bot and kind")
     right.plotly_chart(fig, key="ta_by_bot")
 
-    left, right = st.columns(2)
-    hits = data.cache_hit_series(window, bots)
-    fig = charts.line(hits, x="ts", y="cache_hit_rate", title=f"{fmt.label('llm_cache_hit_rate')} over time",
-                      markers=True, labels={"ts": "", "cache_hit_rate": "share of LLM calls"})  # fmt: skip
-    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
-    left.plotly_chart(fig, key="ta_cache")
-    per_model = series.groupby(by, as_index=False)[["requests", "cache_hits"]].sum()
-    per_model["cache_hit_rate"] = per_model["cache_hits"] / per_model["requests"].where(
-        per_model["requests"] > 0
-    )
-    fig = charts.bar(per_model, x=by, y="cache_hit_rate", title=f"{fmt.label('llm_cache_hit_rate')} by {by}",
-                     labels={"cache_hit_rate": "share of LLM calls"})  # fmt: skip
-    fig.update_yaxes(tickformat=".0%")
-    right.plotly_chart(fig, key="ta_cache_by")
-
     st.subheader("Totals by model and bot")
     ui.table(totals[["model", "bot", "requests", *TOKEN_COLS, "total_tokens", "cache_hit_rate", "cost_usd"]],
              f"tokens_by_model_bot_{window}.csv", key="ta_totals",
@@ -91,11 +87,31 @@ def live() -> None:
                                            "cost_usd": "llm_cost_usd"}, {"cost_usd": "Spend"}, window=f"the last {window}")})  # fmt: skip
 
 
+@st.fragment(run_every=ui.LIVE_REFRESH_S)
+def cache() -> None:
+    left, right = st.columns(2)
+    hits = data.cache_hit_series(window, bots)
+    fig = charts.line(hits, x="ts", y="cache_hit_rate", title=f"{fmt.label('llm_cache_hit_rate')} over time",
+                      markers=True, labels={"ts": "", "cache_hit_rate": "share of LLM calls"})  # fmt: skip
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero")
+    left.plotly_chart(fig, key="ta_cache")
+    series = token_series()
+    per_model = series.groupby(by, as_index=False)[["requests", "cache_hits"]].sum()
+    per_model["cache_hit_rate"] = per_model["cache_hits"] / per_model["requests"].where(
+        per_model["requests"] > 0
+    )
+    fig = charts.bar(per_model, x=by, y="cache_hit_rate", title=f"{fmt.label('llm_cache_hit_rate')} by {by}",
+                     labels={"cache_hit_rate": "share of LLM calls"})  # fmt: skip
+    fig.update_yaxes(tickformat=".0%")
+    right.plotly_chart(fig, key="ta_cache_by")
+
+
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def top_conversations() -> None:
-    """Its own parallel fragment: the one query over raw calls overlaps the rest of the page."""
+    """A parallel fragment: its query over raw calls overlaps the figures above."""
     top = data.top_conversations(window, bots, 20)
     if top.empty:
+        ui.empty_state(f"No conversation made LLM calls in the last {window}.")
         return
     st.subheader("Conversations using the most tokens")
     if window in ("7d", "30d"):
@@ -116,5 +132,8 @@ def top_conversations() -> None:
                                           {"cost_usd": "Spend", "errors": "Failed calls"}, window="the last 24 hours")})  # fmt: skip
 
 
-live()
-top_conversations()
+headline()
+# the charts in tabs: a load queries and draws only the open tab's (its name is in the URL, ?tab=Cache)
+if (data.llm_totals(window, bots) or {}).get("requests"):
+    ui.lazy_tabs({"Over time": over_time, "By model and bot": by_model_and_bot, "Cache": cache,
+                  "Top conversations": top_conversations})  # fmt: skip

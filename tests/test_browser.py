@@ -194,3 +194,24 @@ def test_a_shared_link_survives_sign_in(console: str, page) -> None:  # noqa: AN
     page.get_by_role("heading", name="Token analytics").first.wait_for(timeout=30_000)
     page.get_by_text("Window 7d").first.wait_for(timeout=30_000)
     assert "range=7d" in page.url
+
+
+def test_a_chart_tab_opens_on_a_click_and_a_link_to_it_opens_it_again(console: str, page) -> None:  # noqa: ANN001
+    """Token analytics draws only the open tab's charts; a click on a tab puts it in the URL and
+    draws its charts instead, and that URL, shared, opens the same tab."""
+    from playwright.sync_api import expect
+
+    sign_in(page, console)
+    page.goto(f"{console}/token_analytics?range=24h")
+    charts = page.locator(".js-plotly-plot")
+    expect(charts.filter(has_text="over time")).to_have_count(1, timeout=30_000)  # "Over time": one chart
+    page.get_by_role("tab", name="Cache").click()
+    page.wait_for_url("**tab=Cache**", timeout=30_000)
+    expect(charts.filter(has_text="hit rate by model")).to_have_count(1, timeout=30_000)
+    expect(charts).to_have_count(2, timeout=30_000)  # the cache tab's two, not the first tab's
+    shared = page.url
+    page.goto("about:blank")
+    page.goto(shared)
+    expect(page.get_by_role("tab", name="Cache")).to_have_attribute("aria-selected", "true", timeout=30_000)
+    expect(charts.filter(has_text="hit rate by model")).to_have_count(1, timeout=30_000)
+    assert page.get_by_test_id("stException").count() == 0

@@ -78,6 +78,15 @@ def run(path: str, query: dict | None = None) -> AppTest:
     return at
 
 
+def every_tab(path: str, query: dict | None = None) -> Iterator[AppTest]:
+    """The page run once per tab of its lazy tabs (only the open tab's content runs), the first
+    tab as a plain link opens it; a page without tabs once."""
+    first = run(path, query)
+    yield first
+    for label in [t.label for t in first.tabs][1:]:
+        yield run(path, {**(query or {}), "tab": label})
+
+
 def table(at: AppTest, column: str):  # noqa: ANN201 - a pandas frame
     """The page's one table with `column` (AppTest elements carry no key)."""
     [df] = [d.value for d in at.dataframe if column in d.value.columns]
@@ -318,7 +327,7 @@ def test_cost_anomalies_need_both_thresholds_and_the_listing_pages_through_all_o
         seen += list(rep["anomalies"]["trace_id"])
         assert set(rep["anomalies"]["agent"]) == {"writer"} and (rep["anomalies"]["cost_usd"] >= 0.10).all()
     assert len(seen) == len(set(seen)) == 120
-    at = run("pages/cost_tracking.py", {"range": "24h", "anomaly_page": "3"})
+    at = run("pages/cost_tracking.py", {"range": "24h", "anomaly_page": "3", "tab": "Anomalies"})
     shown = "\n".join(e.value for e in at.error)
     assert "120 anomalous call(s)" in shown and "page 3 of 3" in shown
     assert len(table(at, "z_score")) == 20
@@ -462,8 +471,8 @@ def test_tables_write_percentages_and_thousands_as_the_tiles_do(demo: Store, pat
     """Percentages one way everywhere: a ratio column shows one decimal like `fmt.text` ("9.4%",
     where Streamlit's "percent" alone shows "9.39%"), a progress bar too; counts, tokens and
     milliseconds carry thousands separators; no column is labelled with its raw frame name."""
-    at = run(path, {"range": "24h"})
-    configs = list(column_configs(at))
+    runs = list(every_tab(path, {"range": "24h"}))
+    configs = [c for at in runs for c in column_configs(at)]
     assert configs, f"{path} shows no table with a column configuration"
     for col, cfg in configs:
         tc = cfg.get("type_config") or {}
@@ -474,7 +483,7 @@ def test_tables_write_percentages_and_thousands_as_the_tiles_do(demo: Store, pat
             assert tc.get("step") == 0.001, (path, col, tc)  # one decimal
         elif isinstance(form, str) and "%d" in form or form in ("%.0f", "%.0f ms"):
             raise AssertionError(f"{path} column {col} has no thousands separators ({form})")
-    for df in at.dataframe:
+    for df in (df for at in runs for df in at.dataframe):
         shown = json.loads(df.proto.columns or "{}")
         for col in df.value.columns:
             label = (shown.get(str(col)) or {}).get("label") or str(col)
@@ -483,8 +492,7 @@ def test_tables_write_percentages_and_thousands_as_the_tiles_do(demo: Store, pat
 
 def test_handoff_is_never_a_bot_in_any_chart_of_bot_health_or_ai_performance(demo: Store) -> None:
     for path in ("pages/bot_health.py", "pages/ai_performance.py"):
-        at = run(path, {"range": "24h"})
-        for chart in at.get("plotly_chart"):
+        for chart in (c for at in every_tab(path, {"range": "24h"}) for c in at.get("plotly_chart")):
             for t in json.loads(chart.proto.spec)["data"]:
                 assert t.get("name") != "handoff", (path, t.get("name"))
                 xs = t.get("x") if isinstance(t.get("x"), list) else []

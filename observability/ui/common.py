@@ -19,6 +19,8 @@ Layout
     empty_state(message, hint=None)           the friendly "nothing here yet" box
     download_csv(df, filename, key)           a "Download CSV" button under a table
     table(df, filename, key, **kw)            st.dataframe + download_csv in one call
+    lazy_tabs({label: draw, ...}, key="tab")  tabs of which only the open one runs `draw` (its
+                                              queries and charts); the open tab is in the URL
 
 Filters in the URL (so a view can be shared as a link; widgets bound to st.query_params)
     time_range_filter(options=("1h", "24h", "7d"), default="1h", key="range") -> str
@@ -379,6 +381,20 @@ def table(
     dataframe_kwargs.setdefault("hide_index", True)
     st.dataframe(df, key=f"{key}_df", **dataframe_kwargs)
     download_csv(df if download is None else download, filename, key=f"{key}_csv")
+
+
+def lazy_tabs(sections: dict[str, Callable[[], Any]], key: str = "tab") -> str:
+    """Tabs, one per section, of which only the open one's `draw` runs: a page load queries and
+    draws one tab's charts, not every tab's. The open tab is in the URL (`?tab=Cache`; the first tab
+    leaves no parameter), so a shared link opens the tab its sender saw; switching tabs reruns the
+    page. A `draw` may be a live fragment (`st.fragment(run_every=...)`): it refreshes only while
+    its tab is open. Returns the open tab's label."""
+    labels = list(sections)
+    tabs = st.tabs(labels, key=key, bind="query-params")
+    label = next((lbl for lbl, tab in zip(labels, tabs, strict=True) if tab.open), labels[0])
+    with tabs[labels.index(label)]:
+        sections[label]()
+    return label
 
 
 # ---- URL filters ------------------------------------------------------------------------------
