@@ -230,7 +230,7 @@ class Settings:
     otlp_ingest_token: str | None = field(default=None, repr=False)
     otlp_ingest_token_file: Path = LOCAL_DIR / "otlp_ingest.token"  # bootstrap's token, when none is set
     otlp_cost_ceiling_usd: float = 100.0  # a call priced above this is flagged, not summed (0: none)
-    otlp_decode_processes: int = 1  # processes reading OTLP bodies beside the receiver (0: it reads them)
+    otlp_decode_processes: int = 2  # processes reading OTLP bodies beside the receiver (0: it reads them)
     otlp_decode_min_bytes: int = 16384  # smaller bodies are read by the receiver itself
     otlp_write_transactions: int = 2  # OTLP transactions running at once (group commit)
     otlp_context_window_s: float = (
