@@ -66,7 +66,7 @@ TARGET_PG = 20_000.0
 # the worker's HTTP server alone (what `python -m observability.worker` serves beside its tick), so
 # the figures are the receiver's and not the rollups' or the alert checks'
 SERVE = """
-import signal, threading
+import signal, sys, threading
 from observability.settings import get_settings
 from observability.store import Store
 from observability.worker.runner import tune_gc
@@ -77,6 +77,8 @@ srv = serve(store, settings)
 tune_gc()  # as `python -m observability.worker` does once it serves
 stop = threading.Event()
 signal.signal(signal.SIGINT, lambda *_: stop.set())
+# the bench holds this process's stdin: if the bench dies, the pipe closes and the worker stops too
+threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True).start()
 stop.wait()
 srv.stop()
 """
@@ -242,7 +244,7 @@ def otlp_run(db_url: str, bodies: list[bytes], senders: int, tmp: Path) -> dict:
     env.pop("REDIS_URL", None)
     env.update(PYTHONPATH=str(ROOT), DATABASE_URL=db_url, WORKER_TICK_S="3600", WORKER_HTTP_HOST="127.0.0.1",
                WORKER_HTTP_PORT=str(port), SPOOL_DIR=str(tmp / "spool"), WORKER_LOCK_FILE=str(tmp / "lock"))  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stdin=subprocess.PIPE)
     try:
         wait_http(port, "/healthz", timeout=300)
         warm = build_requests(SPANS_PER_REQUEST)
