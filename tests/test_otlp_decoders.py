@@ -147,6 +147,21 @@ def test_a_killed_decoder_costs_no_request_and_is_replaced(
     assert m[("obs_otlp_decoded_requests_total", frozenset({("where", "decoder")}))] == outside + 1
 
 
+def test_a_stuck_decoder_is_replaced_and_its_body_read_in_the_receiver(
+    sqlite_store: Store, decoding: RunningServer
+) -> None:
+    pool = decoding.app.receiver.decoders
+    (first,) = started(decoding)
+    pool.answer_timeout_s = 1.0  # (30 s in service)
+    os.kill(first, signal.SIGSTOP)  # alive, holding its pipe, answering nothing
+    span = json_span(CALL, start=utcnow(), ms=250)
+    assert post_json(decoding.url, otlp_json([span]))[0] == 200
+    assert f"{span['traceId']}-{span['spanId']}" in rows(sqlite_store)
+    assert pool.restarts == 1
+    assert not Path(f"/proc/{first}").exists(), "the stuck decoder was left behind"
+    wait_for(lambda: pool.pids() and pool.pids() != [first], 60.0, message="no decoder took its place")
+
+
 def test_small_bodies_start_no_decoder_and_a_stopped_server_leaves_none(
     sqlite_store: Store, make_settings: Callable[..., Settings]
 ) -> None:

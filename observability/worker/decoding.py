@@ -118,7 +118,9 @@ def _read_exactly(inp: IO[bytes], n: int, deadline: float | None) -> bytes:
     while got < n:
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([inp], [], [], left)[0]:
+            poller = select.poll()  # (not select.select: a busy worker's descriptors pass 1024)
+            poller.register(inp.fileno(), select.POLLIN)
+            if left <= 0 or not poller.poll(left * 1000):
                 raise TimeoutError("the decoder process did not answer in time")
         chunk = inp.read(n - got) if deadline is None else os.read(inp.fileno(), n - got)
         if not chunk:
@@ -176,13 +178,13 @@ class _Decoder:
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
         )  # unbuffered: answers are read from the pipe itself, with a deadline
 
-    def decode(self, body: bytes, encoding: str | None, as_json: bool) -> tuple[str, Any]:
-        """("ok", Decoded) or ("bad", BadRequest)."""
+    def decode(self, body: bytes, encoding: str | None, as_json: bool, timeout_s: float) -> tuple[str, Any]:
+        """("ok", Decoded) or ("bad", BadRequest); TimeoutError after `timeout_s` of silence."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         _write_frame(
             self.proc.stdin, pickle.dumps((body, encoding, as_json), protocol=pickle.HIGHEST_PROTOCOL)
         )
-        return pickle.loads(_read_frame(self.proc.stdout, time.monotonic() + ANSWER_TIMEOUT_S))
+        return pickle.loads(_read_frame(self.proc.stdout, time.monotonic() + timeout_s))
 
     def close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):
@@ -214,6 +216,7 @@ class DecoderPool:
         self._started = False
         self.decoded = collections.Counter()  # where request bodies were read: "decoder" | "receiver"
         self.restarts = 0  # decoders started again after one died
+        self.answer_timeout_s = ANSWER_TIMEOUT_S
 
     def start(self) -> None:
         """Start the decoders in the background (once; later calls do nothing)."""
@@ -260,7 +263,7 @@ class DecoderPool:
         except queue.Empty:
             return self._here(body, encoding, as_json)
         try:
-            status, value = d.decode(body, encoding, as_json)
+            status, value = d.decode(body, encoding, as_json, self.answer_timeout_s)
         except (OSError, EOFError, TimeoutError, pickle.UnpicklingError, ValueError) as exc:
             log.warning("OTLP decoder process %s failed (%s): starting another", d.proc.pid, exc)
             self._replace(d)
