@@ -29,6 +29,7 @@ bench/results/otlp.json. Target: at least 20,000 spans/s stored on PostgreSQL wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import queue
@@ -194,10 +195,8 @@ def _decoders_cpu(pid: int) -> dict[int, float]:
     """CPU seconds so far of the worker's child processes (its OTLP decoders)."""
     kids: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):  # a thread that ended since the listing
             kids.update(int(k) for k in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            pass
     return {k: _cpu_s(k) for k in kids}
 
 

@@ -17,6 +17,7 @@ and any request whose decoder dies are read in this process; a dead decoder is s
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import pickle
@@ -188,11 +189,9 @@ class _Decoder:
 
     def close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):
-            try:
-                if pipe is not None:
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # a dead decoder's pipe may refuse its last flush
                     pipe.close()
-            except OSError:
-                pass
         try:
             self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
