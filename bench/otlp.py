@@ -67,7 +67,7 @@ TARGET_PG = 20_000.0
 # the worker's HTTP server alone (what `python -m observability.worker` serves beside its tick), so
 # the figures are the receiver's and not the rollups' or the alert checks'
 SERVE = """
-import signal, sys, threading
+import os, signal, threading
 from observability.settings import get_settings
 from observability.store import Store
 from observability.worker.runner import tune_gc
@@ -79,7 +79,8 @@ tune_gc()  # as `python -m observability.worker` does once it serves
 stop = threading.Event()
 signal.signal(signal.SIGINT, lambda *_: stop.set())
 # the bench holds this process's stdin: if the bench dies, the pipe closes and the worker stops too
-threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True).start()
+# (os.read, not sys.stdin: a thread blocked in a buffered read aborts the interpreter's shutdown)
+threading.Thread(target=lambda: (os.read(0, 1), stop.set()), daemon=True).start()
 stop.wait()
 srv.stop()
 """
