@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st
 
 from observability import auth
-from observability.ui import attention, charts, data, fmt, nav, sso
+from observability.ui import attention, charts, data, fmt, nav, sso, warmup
 from observability.ui import common as ui
 
 st.set_page_config(page_title="Bot operations console", page_icon=":material/smart_toy:", layout="wide")
@@ -200,6 +200,7 @@ def remember_deep_link() -> None:
 
 
 def main() -> None:
+    warmup.note_page_run()  # the console's idle imports wait for a pause in page runs
     user = ui.current_user()
     if user is None:
         remember_deep_link()

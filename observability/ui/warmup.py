@@ -2,13 +2,16 @@
 visitor does not pay for it.
 
 Measured with `bench/pages.py` (a first page run in a freshly started server): without this, the
-first run of a page paid for what nothing had loaded yet: scikit-learn with SciPy for the TF-IDF of
-topic drift and reply suggestions (two thirds of a first Conversation quality run in a profile),
-Alembic behind the store's `migrate()` (the pages now call `ensure_migrated()`, one query when the
-schema is current), and every page's own modules.
+first run of a page paid for what nothing had loaded yet: Alembic behind the store's `migrate()`
+(the pages now call `ensure_migrated()`, one query when the schema is current), Plotly, and every
+page's own modules. scikit-learn with SciPy (the TF-IDF of topic drift and reply suggestions, about
+1.8 s of imports on a 2-core machine) is imported last, once no page has started a run for
+`QUIET_S`: imported first, it held the GIL through the first visitor's page run, which ended
+0.2-0.3 s later on every page, none of which needs it to draw its first screen.
 
-    warm_up()   import what pages load lazily and open (and migrate) the store once; never raises:
-                a store that is down at start is reported by the pages as before
+    warm_up()         import what pages load lazily and open (and migrate) the store once; never
+                      raises: a store that is down at start is reported by the pages as before
+    note_page_run()   called by the router at each page run, so the idle imports wait for a pause
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib
 import logging
 import pkgutil
 import time
+from collections.abc import Callable
 
 from observability.settings import get_settings
 from observability.store import Store
@@ -25,13 +29,20 @@ log = logging.getLogger(__name__)
 
 # imported inside functions on a page's first run (heavy: seconds on a loaded 2-core machine)
 LAZY_IMPORTS = (
-    "sklearn.feature_extraction.text",  # analytics.conversation_analytics, control.suggestions
-    "sklearn.metrics.pairwise",
     "alembic.config",  # Store.migrate
     "alembic.command",
     "plotly.graph_objects",
     "plotly.express",
 )
+# imported inside functions that no page's first screen calls: when the console is idle
+IDLE_IMPORTS = (
+    "sklearn.feature_extraction.text",  # analytics.conversation_analytics, control.suggestions
+    "sklearn.metrics.pairwise",
+)
+QUIET_S = 3.0  # the idle imports wait until no page run has started for this long...
+QUIET_MAX_S = 60.0  # ...but no longer than this after the rest of the warm-up
+
+_last_page_run = 0.0  # time.monotonic() of the latest page run (a float store is atomic)
 # the packages the pages draw from: every module imported once here
 PAGE_PACKAGES = (
     "observability.ui",
@@ -63,8 +74,44 @@ def _import_modules() -> None:
                 importlib.import_module(info.name)
 
 
-def warm_up() -> float:
-    """Import and open what a first page run needs; returns the seconds it took."""
+def note_page_run(now: float | None = None) -> None:
+    """A page run has started (the router calls this): the idle imports wait for a pause."""
+    global _last_page_run
+    _last_page_run = time.monotonic() if now is None else now
+
+
+def last_page_run() -> float:
+    """`time.monotonic()` when the latest page run started (0.0: none yet)."""
+    return _last_page_run
+
+
+def wait_for_quiet(
+    quiet_s: float = QUIET_S,
+    max_s: float = QUIET_MAX_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+) -> bool:
+    """Return once no page run has started for `quiet_s`, or after `max_s` at most; True when it
+    was quiet. Polls: a background thread's wait, not a page's."""
+    deadline = clock() + max_s
+    while True:
+        now = clock()
+        quiet_for = now - _last_page_run
+        if quiet_for >= quiet_s:
+            return True
+        if now >= deadline:
+            return False
+        sleep(min(quiet_s - quiet_for, deadline - now, 0.5))
+
+
+def _import_idle() -> None:
+    for name in IDLE_IMPORTS:
+        importlib.import_module(name)
+
+
+def warm_up(quiet_s: float = QUIET_S, max_s: float = QUIET_MAX_S) -> float:
+    """Import and open what a first page run needs, then, in a pause, what later runs need; returns
+    the seconds it took."""
     t0 = time.perf_counter()
     try:
         _import_all()
@@ -78,6 +125,11 @@ def warm_up() -> float:
             store.dispose()
     except Exception as exc:  # noqa: BLE001 - the pages say what is wrong with the store
         log.warning("console warm-up: could not open the store: %s", exc)
+    wait_for_quiet(quiet_s, max_s)
+    try:
+        _import_idle()
+    except Exception:  # noqa: BLE001 - the page that needs it reports the error when it runs
+        log.exception("console warm-up: an import failed")
     elapsed = time.perf_counter() - t0
     log.info("console warm-up took %.1f s", elapsed)
     return elapsed
