@@ -200,7 +200,6 @@ def remember_deep_link() -> None:
 
 
 def main() -> None:
-    warmup.note_page_run()  # the console's idle imports wait for a pause in page runs
     user = ui.current_user()
     if user is None:
         remember_deep_link()
@@ -251,4 +250,5 @@ def main() -> None:
     ui.run_guarded(pg.run)
 
 
-main()
+with warmup.page_run():  # the console's idle imports wait for a pause in page runs
+    main()

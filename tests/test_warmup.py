@@ -37,26 +37,39 @@ class FakeClock:
 
 def test_it_is_quiet_at_once_when_no_page_ran_lately() -> None:
     clock = FakeClock()
-    warmup.note_page_run(now=clock() - 10)
+    with warmup.page_run(now=lambda: clock() - 10):
+        pass
     assert warmup.wait_for_quiet(3.0, 60.0, clock, clock.sleep) is True
     assert clock.waits == []
 
 
 def test_the_idle_imports_wait_for_a_pause_after_the_latest_page_run() -> None:
     clock = FakeClock()
-    warmup.note_page_run(now=clock() - 1.0)  # a run 1 s ago: 2 s more of quiet needed
+    with warmup.page_run(now=lambda: clock() - 1.0):  # a run ended 1 s ago: 2 s more of quiet needed
+        pass
     assert warmup.wait_for_quiet(3.0, 60.0, clock, clock.sleep) is True
     assert sum(clock.waits) == pytest.approx(2.0)
+
+
+def test_a_page_run_in_progress_is_never_quiet() -> None:
+    """A run that started long ago and has not ended (a slow page) still holds the imports back."""
+    clock = FakeClock()
+    with warmup.page_run(now=lambda: clock() - 100):
+        assert warmup.runs_in_progress() == 1
+        assert warmup.wait_for_quiet(3.0, 10.0, clock, clock.sleep) is False
+    assert warmup.runs_in_progress() == 0
+    assert sum(clock.waits) == pytest.approx(10.0)
 
 
 def test_runs_that_never_pause_delay_the_idle_imports_by_the_bound_only() -> None:
     clock = FakeClock()
 
-    def busy_sleep(seconds: float) -> None:  # a page run starts during every wait
-        clock.sleep(seconds)
-        warmup.note_page_run(now=clock())
+    def busy_sleep(seconds: float) -> None:  # a page runs during every wait
+        with warmup.page_run(now=clock):
+            clock.sleep(seconds)
 
-    warmup.note_page_run(now=clock())
+    with warmup.page_run(now=clock):  # one has just ended
+        pass
     assert warmup.wait_for_quiet(3.0, 20.0, clock, busy_sleep) is False
     assert sum(clock.waits) == pytest.approx(20.0)
 
@@ -94,7 +107,9 @@ def test_the_router_notes_each_page_run(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
     monkeypatch.setenv("AUTH_MODE", "none")
     reset_settings_cache()
-    warmup.note_page_run(now=0.0)
+    with warmup.page_run(now=lambda: 0.0):
+        pass
     at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60).run()
     assert not at.exception
-    assert warmup.last_page_run() > 0.0
+    assert warmup.last_page_run() > 0.0  # the run was noted...
+    assert warmup.runs_in_progress() == 0  # ...and its end too

@@ -5,22 +5,24 @@ Measured with `bench/pages.py` (a first page run in a freshly started server): w
 first run of a page paid for what nothing had loaded yet: Alembic behind the store's `migrate()`
 (the pages now call `ensure_migrated()`, one query when the schema is current), Plotly, and every
 page's own modules. scikit-learn with SciPy (the TF-IDF of topic drift and reply suggestions, about
-1.8 s of imports on a 2-core machine) is imported last, once no page has started a run for
+1.8 s of imports on a 2-core machine) is imported last, once no page run has been in progress for
 `QUIET_S`: imported first, it held the GIL through the first visitor's page run, which ended
 0.2-0.3 s later on every page, none of which needs it to draw its first screen.
 
     warm_up()         import what pages load lazily and open (and migrate) the store once; never
                       raises: a store that is down at start is reported by the pages as before
-    note_page_run()   called by the router at each page run, so the idle imports wait for a pause
+    page_run()        the router's context around each page run, so the idle imports wait for a pause
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import pkgutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from observability.settings import get_settings
 from observability.store import Store
@@ -39,10 +41,12 @@ IDLE_IMPORTS = (
     "sklearn.feature_extraction.text",  # analytics.conversation_analytics, control.suggestions
     "sklearn.metrics.pairwise",
 )
-QUIET_S = 3.0  # the idle imports wait until no page run has started for this long...
+QUIET_S = 3.0  # the idle imports wait until no page run has been in progress for this long...
 QUIET_MAX_S = 60.0  # ...but no longer than this after the rest of the warm-up
 
-_last_page_run = 0.0  # time.monotonic() of the latest page run (a float store is atomic)
+_last_page_run = 0.0  # time.monotonic() when the latest page run started or ended
+_running = 0  # page runs in progress
+_lock = threading.Lock()
 # the packages the pages draw from: every module imported once here
 PAGE_PACKAGES = (
     "observability.ui",
@@ -74,15 +78,31 @@ def _import_modules() -> None:
                 importlib.import_module(info.name)
 
 
-def note_page_run(now: float | None = None) -> None:
-    """A page run has started (the router calls this): the idle imports wait for a pause."""
-    global _last_page_run
-    _last_page_run = time.monotonic() if now is None else now
+@contextlib.contextmanager
+def page_run(now: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """Around a page run (the router's): the idle imports wait until no run is in progress and
+    none has ended or started for `QUIET_S`, so they run while the user reads, not while a page
+    is drawn."""
+    global _last_page_run, _running
+    with _lock:
+        _running += 1
+        _last_page_run = now()
+    try:
+        yield
+    finally:
+        with _lock:
+            _running -= 1
+            _last_page_run = now()
 
 
 def last_page_run() -> float:
-    """`time.monotonic()` when the latest page run started (0.0: none yet)."""
+    """`time.monotonic()` when the latest page run started or ended (0.0: none yet)."""
     return _last_page_run
+
+
+def runs_in_progress() -> int:
+    """Page runs started and not yet ended."""
+    return _running
 
 
 def wait_for_quiet(
@@ -91,12 +111,13 @@ def wait_for_quiet(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
 ) -> bool:
-    """Return once no page run has started for `quiet_s`, or after `max_s` at most; True when it
-    was quiet. Polls: a background thread's wait, not a page's."""
+    """Return once no page run has been in progress for `quiet_s`, or after `max_s` at most; True
+    when it was quiet. Polls: a background thread's wait, not a page's."""
     deadline = clock() + max_s
     while True:
         now = clock()
-        quiet_for = now - _last_page_run
+        with _lock:
+            quiet_for = 0.0 if _running else now - _last_page_run
         if quiet_for >= quiet_s:
             return True
         if now >= deadline:
