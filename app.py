@@ -20,8 +20,8 @@ import streamlit as st  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from observability import api  # noqa: E402
+from observability.ui import assets, nav, web_auth  # noqa: E402
 from observability.ui import common as ui  # noqa: E402
-from observability.ui import web_auth  # noqa: E402
 from observability.ui.warmup import warm_up  # noqa: E402
 
 ui.enable_cookie_sessions()
@@ -39,5 +39,9 @@ api_mount = api.mount()
 app = st.App(
     str(ROOT / "Home.py"),
     routes=[*web_auth.ROUTES, api_mount],
-    middleware=[Middleware(api.Shortcut, api=api_mount.app), Middleware(web_auth.SessionGate)],
+    middleware=[
+        Middleware(api.Shortcut, api=api_mount.app),
+        Middleware(web_auth.SessionGate),
+        Middleware(assets.EarlyChartCode, pages=nav.chart_page_paths()),
+    ],
 )

@@ -177,6 +177,25 @@ def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, 
     (ARTIFACTS / "browser_timings.txt").write_text("".join(f"{k}\t{v:.2f}\n" for k, v in timings.items()))
 
 
+def test_plotlys_code_starts_early_on_chart_pages_only(console: str, page) -> None:  # noqa: ANN001
+    """The page document's early chart script (observability.ui.assets.EarlyChartCode) loads the
+    Plotly chunk on the pages drawn with charts and leaves the others alone; the chart then draws
+    from the module it loaded, with no error on the page or in the browser's console."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, console)
+    plotly_fetched = "performance.getEntriesByType('resource').some(r => r.name.includes('/PlotlyChart.'))"
+    page.goto(f"{console}/llm_calls")  # a new document, on a page without charts
+    page.get_by_role("heading", name="LLM calls").first.wait_for(timeout=30_000)
+    page.get_by_test_id("stDataFrame").first.wait_for(timeout=30_000)  # drawn after its first element
+    assert page.evaluate(plotly_fetched) is False
+    page.goto(f"{console}/token_analytics?range=24h")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    assert page.evaluate(plotly_fetched) is True
+    assert page.get_by_test_id("stException").count() == 0
+    assert errors == []
+
+
 def test_wrong_password_is_refused_in_the_browser(console: str, page) -> None:  # noqa: ANN001
     page.goto(console)
     page.get_by_label("User name").fill(REFUSED_USER)

@@ -6,6 +6,7 @@ an HTTP client whose cookie jar plays the browser: a reload and a new tab send t
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from observability.auth import sessions
 from observability.auth.client_ip import client_address
 from observability.settings import get_settings
 from observability.store import Store, retention, schema
+from observability.ui import nav
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 PASSWORD = "correct-horse-battery"
@@ -313,3 +315,28 @@ def test_the_sign_in_form_has_the_browser_fetch_the_pages_files_while_the_user_t
         r = browser.get(app_url + href, stream=True)
         assert r.status_code == 200 and "immutable" in r.headers["cache-control"], href
         r.close()
+
+
+def test_chart_pages_documents_start_plotlys_code_early_and_nothing_else_changes(app_url: str) -> None:
+    """Streamlit's page document carries the script that imports the Plotly chunk once the page's
+    first element is drawn (bench/pages.py: 0.8 s off a first visit to a chart page); it names the
+    chart pages of the navigation and a chunk the console serves; other responses are untouched."""
+    browser = requests.Session()
+    assert _sign_in(browser, app_url, "olga", PASSWORD).status_code == 303
+    doc = browser.get(f"{app_url}/token_analytics")
+    assert doc.status_code == 200 and doc.headers["content-type"].startswith("text/html")
+    found = re.search(
+        r'const pages = (\[[^\]]*\]), chunk = "\./(static/js/PlotlyChart\.[\w-]+\.js)"', doc.text
+    )
+    assert found, "the chart page's document lacks the early chart script"
+    pages = json.loads(found.group(1))
+    assert pages == list(nav.chart_page_paths())
+    assert {"", "token_analytics", "cost_tracking"} <= set(pages) and "llm_calls" not in pages
+    assert int(doc.headers["content-length"]) == len(doc.content)
+    chunk = browser.get(f"{app_url}/{found.group(2)}", stream=True)
+    assert chunk.status_code == 200 and "immutable" in chunk.headers["cache-control"]
+    chunk.close()
+    assert doc.text.count('<script type="module">') == 1  # added once, in the head
+    assert doc.text.index("const pages") < doc.text.index("</head>")
+    health = browser.get(f"{app_url}/_stcore/health")
+    assert health.status_code == 200 and "const pages" not in health.text

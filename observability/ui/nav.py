@@ -24,6 +24,7 @@ class PageSpec:
     icon: str  # Streamlit material icon
     action: str  # permission needed to see the page
     section: str
+    charts: bool = False  # its first screen is drawn with Plotly charts (`assets.EarlyChartCode`)
 
     @property
     def url_path(self) -> str:
@@ -33,20 +34,21 @@ class PageSpec:
 # Order matters: sections appear in the order of their first page.
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/live_monitoring.py", "Live monitoring", ":material/monitoring:", VIEW, "Monitoring"),
-    PageSpec("pages/bot_health.py", "Bot health", ":material/monitor_heart:", VIEW, "Monitoring"),
-    PageSpec("pages/ai_performance.py", "AI performance", ":material/speed:", VIEW, "Monitoring"),
+    PageSpec("pages/bot_health.py", "Bot health", ":material/monitor_heart:", VIEW, "Monitoring", charts=True),
+    PageSpec("pages/ai_performance.py", "AI performance", ":material/speed:", VIEW, "Monitoring", charts=True),
     PageSpec("pages/llm_calls.py", "LLM calls", ":material/list_alt:", VIEW, "Monitoring"),
     PageSpec("pages/activity_feed.py", "Activity feed", ":material/dynamic_feed:", VIEW, "Monitoring"),
     PageSpec("pages/alerts.py", "Alerts and rules", ":material/notifications_active:", VIEW, "Monitoring"),
-    PageSpec("pages/token_analytics.py", "Token analytics", ":material/token:", VIEW, "Spend"),
-    PageSpec("pages/cost_tracking.py", "Cost tracking", ":material/payments:", VIEW, "Spend"),
-    PageSpec("pages/conversation_quality.py", "Conversation quality", ":material/forum:", VIEW, "Conversations"),
+    PageSpec("pages/token_analytics.py", "Token analytics", ":material/token:", VIEW, "Spend", charts=True),
+    PageSpec("pages/cost_tracking.py", "Cost tracking", ":material/payments:", VIEW, "Spend", charts=True),
+    PageSpec("pages/conversation_quality.py", "Conversation quality", ":material/forum:", VIEW, "Conversations", charts=True),
     PageSpec("pages/conversations.py", "Conversations", ":material/support_agent:", VIEW, "Conversations"),
     PageSpec("pages/emergency.py", "Emergency controls", ":material/emergency_home:", "conversations.stop", "Control"),
     PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", "users.manage", "Control"),
 )  # fmt: skip
 
 OVERVIEW_TITLE = "Overview"
+OVERVIEW_CHARTS = True  # the overview's first screen has charts too
 OVERVIEW_ICON = ":material/dashboard:"
 
 
@@ -73,3 +75,8 @@ def sections(pages: list[PageSpec]) -> dict[str, list[PageSpec]]:
 def page_by_name(name: str) -> PageSpec | None:
     """Look a page up by its file stem, e.g. "cost_tracking"."""
     return next((p for p in PAGES if p.url_path == name), None)
+
+
+def chart_page_paths() -> tuple[str, ...]:
+    """The URL paths (last segment; "" for the overview) of the pages drawn with charts first."""
+    return ("",) * OVERVIEW_CHARTS + tuple(p.url_path for p in PAGES if p.charts)
