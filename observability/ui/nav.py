@@ -33,11 +33,11 @@ class PageSpec:
 
 # Order matters: sections appear in the order of their first page.
 PAGES: tuple[PageSpec, ...] = (
-    PageSpec("pages/live_monitoring.py", "Live monitoring", ":material/monitoring:", VIEW, "Monitoring"),
+    PageSpec("pages/live_monitoring.py", "Live monitoring", ":material/monitoring:", VIEW, "Monitoring", charts=True),
     PageSpec("pages/bot_health.py", "Bot health", ":material/monitor_heart:", VIEW, "Monitoring", charts=True),
     PageSpec("pages/ai_performance.py", "AI performance", ":material/speed:", VIEW, "Monitoring", charts=True),
     PageSpec("pages/llm_calls.py", "LLM calls", ":material/list_alt:", VIEW, "Monitoring"),
-    PageSpec("pages/activity_feed.py", "Activity feed", ":material/dynamic_feed:", VIEW, "Monitoring"),
+    PageSpec("pages/activity_feed.py", "Activity feed", ":material/dynamic_feed:", VIEW, "Monitoring", charts=True),
     PageSpec("pages/alerts.py", "Alerts and rules", ":material/notifications_active:", VIEW, "Monitoring"),
     PageSpec("pages/token_analytics.py", "Token analytics", ":material/token:", VIEW, "Spend", charts=True),
     PageSpec("pages/cost_tracking.py", "Cost tracking", ":material/payments:", VIEW, "Spend", charts=True),
