@@ -127,8 +127,18 @@ def test_a_transaction_chosen_as_a_deadlock_victim_is_run_again(
     pg_store: Store, pg_url: str, make_settings: Callable[..., Settings]
 ) -> None:
     """Two transactions that each hold a row the other needs: PostgreSQL rolls one back. When that
-    is the receiver's, it runs it again instead of answering 500 (which OTLP exporters drop)."""
-    srv = serve(pg_store, make_settings(pg_store.url), port=0)
+    is the receiver's, it runs it again instead of answering 500 (which OTLP exporters drop).
+
+    PostgreSQL looks for a deadlock once, `deadlock_timeout` after a session starts waiting, and
+    rolls back the session that finds it. The receiver waits first, so its sessions look after
+    5 s (time for this test to close the cycle, even on a loaded machine) and the other session
+    never looks in time."""
+    url = sa.make_url(pg_url)
+    receiver_url = url.update_query_dict(
+        {"options": f"{url.query.get('options', '')} -cdeadlock_timeout=5s".strip()}
+    ).render_as_string(hide_password=False)
+    receiver_store = Store.from_url(receiver_url)
+    srv = serve(receiver_store, make_settings(receiver_url), port=0)
     other = sa.create_engine(pg_url)
     now = utcnow() - timedelta(minutes=5)
     span = json_span({**CALL, "gen_ai.response.id": "deadlock-a", "gen_ai.conversation.id": "deadlock-conv"},
@@ -136,6 +146,8 @@ def test_a_transaction_chosen_as_a_deadlock_victim_is_run_again(
     ts = EPOCH + timedelta(seconds=int(span["startTimeUnixNano"]) / 1e9)  # the row's ts, as stored
     try:
         with other.connect() as conn:
+            conn.execute(sa.text("SET deadlock_timeout = '120s'"))  # this session never finds the cycle
+            conn.commit()
             # 1. the other session holds the rollup mark of the call's minute, the receiver's last write
             minute = EPOCH + timedelta(minutes=int(int(span["startTimeUnixNano"]) // 60_000_000_000))
             conn.execute(sa.text("INSERT INTO rollup_dirty (kind, minute, mark) VALUES ('llm', :m, 'other') "
@@ -165,3 +177,4 @@ def test_a_transaction_chosen_as_a_deadlock_victim_is_run_again(
     finally:
         srv.stop()
         other.dispose()
+        receiver_store.dispose()
