@@ -4,10 +4,12 @@ the first visitor's page run; and the router tells the warm-up when pages run.""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,8 @@ def test_warm_up_imports_the_first_screen_modules_then_scikit_learn(tmp_path: Pa
         assert "sklearn.feature_extraction.text" in order and "plotly.express" in order
         assert order.index("plotly.express") < order.index("sklearn")
         assert order.index("observability.analytics.conversation_analytics") < order.index("sklearn")
+        import gc  # what the imports created is out of the collector's reach: full collections are cheap
+        assert gc.get_freeze_count() > 10 * len(gc.get_objects()), (gc.get_freeze_count(), len(gc.get_objects()))
         print("ok")
         """
     )
@@ -101,6 +105,24 @@ def test_warm_up_imports_the_first_screen_modules_then_scikit_learn(tmp_path: Pa
     assert out.stdout.strip().endswith("ok")
     with sqlite3.connect(tmp_path / "warm.db") as db:  # the store was opened and migrated at start
         assert db.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_freezing_collects_the_garbage_first() -> None:
+    """Only what is alive is frozen: a cycle already unreachable is collected, not kept forever."""
+    cycle = _Cycle()
+    ref = weakref.ref(cycle)
+    del cycle
+    try:
+        warmup.freeze_long_lived()
+        assert ref() is None
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_the_router_notes_each_page_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
