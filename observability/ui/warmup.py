@@ -131,6 +131,18 @@ def _import_idle() -> None:
         importlib.import_module(name)
 
 
+def _open_store() -> None:
+    """Open (and migrate) the store once; its objects are gone when this returns, before the freeze."""
+    try:
+        store = Store.from_url(get_settings().database_url)
+        try:
+            store.ensure_migrated()
+        finally:
+            store.dispose()
+    except Exception as exc:  # noqa: BLE001 - the pages say what is wrong with the store
+        log.warning("console warm-up: could not open the store: %s", exc)
+
+
 def freeze_long_lived() -> None:
     """Move every object alive now (modules, classes, the import-time state of pandas, plotly and
     scikit-learn: about 250,000 objects) out of the garbage collector's reach. A full collection
@@ -148,14 +160,7 @@ def warm_up(quiet_s: float = QUIET_S, max_s: float = QUIET_MAX_S) -> float:
         _import_all()
     except Exception:  # noqa: BLE001 - a page that needs it reports the error when it runs
         log.exception("console warm-up: an import failed")
-    try:
-        store = Store.from_url(get_settings().database_url)
-        try:
-            store.ensure_migrated()
-        finally:
-            store.dispose()
-    except Exception as exc:  # noqa: BLE001 - the pages say what is wrong with the store
-        log.warning("console warm-up: could not open the store: %s", exc)
+    _open_store()
     freeze_long_lived()
     wait_for_quiet(quiet_s, max_s)
     try:
