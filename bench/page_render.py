@@ -4,7 +4,9 @@ style time for the new document (Chromium DevTools `Performance.getMetrics`, res
 navigation) and the CPU time of every renderer process (`SystemInfo.getProcessInfo`: the main
 thread plus the compositor and raster threads; no GPU), from the navigation until the page has
 settled (under 5 ms of main-thread work per 0.1 s for 0.6 s, after its first usable content as
-bench/pages.py defines it).
+bench/pages.py defines it). Beside them, from the navigation: websocket_s (the front end has started
+and opened its WebSocket) and last_message_s (the last message of the page's run received before
+its first usable content: what the console's side of a load takes).
 
     .venv/bin/python bench/page_render.py --database-url postgresql+psycopg://.../store
     .venv/bin/python bench/page_render.py --roots /tmp/before . --rounds 3   # interleaved before/after
@@ -55,12 +57,32 @@ def metrics(cdp) -> dict[str, float]:  # noqa: ANN001
     return {k: got.get(k, 0.0) for k in METRICS}
 
 
-def one_load(page, cdp, browser_cdp, base: str, name: str) -> dict[str, float]:  # noqa: ANN001
+class Messages:
+    """When the page's WebSockets opened and each of their messages arrived (perf_counter)."""
+
+    def __init__(self, page) -> None:  # noqa: ANN001
+        self.opened: list[float] = []
+        self.received: list[float] = []
+        page.on("websocket", self._socket)
+
+    def _socket(self, ws) -> None:  # noqa: ANN001
+        self.opened.append(time.perf_counter())
+        ws.on("framereceived", lambda _payload: self.received.append(time.perf_counter()))
+
+    def since(self, t0: float, until: float) -> tuple[float | None, float | None]:
+        opened = next((t - t0 for t in self.opened if t0 <= t <= until), None)
+        last = max((t - t0 for t in self.received if t0 <= t <= until), default=None)
+        return opened, last
+
+
+def one_load(page, cdp, browser_cdp, base: str, name: str, messages: Messages) -> dict[str, float]:  # noqa: ANN001
     cpu0 = renderer_cpu(browser_cdp)
     t0 = time.perf_counter()
     page.goto(f"{base}/{'' if name == 'overview' else name}")
     wait_usable(page, name)
-    usable = time.perf_counter() - t0
+    t_usable = time.perf_counter()
+    usable = t_usable - t0
+    opened, last_message = messages.since(t0, t_usable)
     last, quiet_since, deadline = (
         metrics(cdp)["TaskDuration"],
         time.monotonic(),
@@ -77,6 +99,8 @@ def one_load(page, cdp, browser_cdp, base: str, name: str) -> dict[str, float]: 
     out = {f"{k}_ms": round(m1[k] * 1000, 1) for k in METRICS}  # the document's own: reset by the navigation
     out["renderer_cpu_ms"] = round((cpu1 - cpu0) * 1000, 1)
     out["usable_s"] = round(usable, 3)
+    out["websocket_s"] = round(opened, 3) if opened is not None else float("nan")
+    out["last_message_s"] = round(last_message, 3) if last_message is not None else float("nan")
     out["plots"] = page.locator(".js-plotly-plot").count()
     return out
 
@@ -95,6 +119,7 @@ def run_root(root: Path, url: str, names: list[str], loads: int, chromium: str) 
             context = browser.new_context(viewport={"width": 1440, "height": 1000})
             context.set_default_timeout(120_000)
             page = context.new_page()
+            messages = Messages(page)
             page.goto(base)
             page.get_by_label("User name").fill(BENCH_USER)
             page.get_by_label("Password", exact=True).fill(BENCH_PASSWORD)
@@ -106,7 +131,7 @@ def run_root(root: Path, url: str, names: list[str], loads: int, chromium: str) 
             cdp = context.new_cdp_session(page)
             cdp.send("Performance.enable", {"timeDomain": "threadTicks"})
             for name in names:
-                out[name] = [one_load(page, cdp, browser_cdp, base, name) for _ in range(loads)]
+                out[name] = [one_load(page, cdp, browser_cdp, base, name, messages) for _ in range(loads)]
             browser.close()
     finally:
         stop(proc)
@@ -141,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 med = {k: statistics.median(x[k] for x in loads) for k in loads[0]}
                 print(f"round {rnd} {root.name:10s} {name:22s} renderer cpu {med['renderer_cpu_ms']:7.0f} ms  task "
                       f"{med['TaskDuration_ms']:7.0f}  script {med['ScriptDuration_ms']:6.0f}  layout "
-                      f"{med['LayoutDuration_ms']:5.0f}  style {med['RecalcStyleDuration_ms']:5.0f}  usable "
+                      f"{med['LayoutDuration_ms']:5.0f}  style {med['RecalcStyleDuration_ms']:5.0f}  websocket "
+                      f"{med['websocket_s']:5.2f} s  last message {med['last_message_s']:5.2f} s  usable "
                       f"{med['usable_s']:5.2f} s  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     medians = {
         root: {
