@@ -7,11 +7,14 @@ first run of a page paid for what nothing had loaded yet: Alembic behind the sto
 page's own modules. scikit-learn with SciPy (the TF-IDF of topic drift and reply suggestions, about
 1.8 s of imports on a 2-core machine) is imported last, once no page run has been in progress for
 `QUIET_S`: imported first, it held the GIL through the first visitor's page run, which ended
-0.2-0.3 s later on every page, none of which needs it to draw its first screen.
+0.2-0.3 s later on every page, none of which needs it to draw its first screen. After each round
+of imports what they created is frozen out of the garbage collector's reach, so that a full
+collection (Python's own; Streamlit's after every run is off in .streamlit/config.toml) stays cheap.
 
-    warm_up()         import what pages load lazily and open (and migrate) the store once; never
-                      raises: a store that is down at start is reported by the pages as before
-    page_run()        the router's context around each page run, so the idle imports wait for a pause
+    warm_up()            import what pages load lazily and open (and migrate) the store once; never
+                         raises: a store that is down at start is reported by the pages as before
+    page_run()           the router's context around each page run, so the idle imports wait for a pause
+    freeze_long_lived()  collect, then freeze what is alive (gc.freeze)
 """
 
 from __future__ import annotations
