@@ -86,9 +86,9 @@ m[2].metric("Acknowledged", sum(1 for a in active if a["state"] == "acknowledged
 m[3].metric("Held (silence, inhibition, cooldown)", sum(1 for a in firing if a["suppressed_by"]))
 m[4].metric("Pending (waiting for `for`)", sum(1 for a in active if a["state"] == "pending"))
 
-tab_active, tab_history, tab_rules, tab_silences, tab_channels = st.tabs(
-    ["Active alerts", "History", "Rules", "Silences", "Channels"], key="tab", bind="query-params"
-)
+# the tabs are drawn at the end of the page (ui.lazy_tabs): only the open one runs its queries and
+# draws its widgets, so a load of the active alerts does not also build the rule, silence and
+# channel forms (the open tab is in the URL, ?tab=Rules)
 
 # ---- active alerts ------------------------------------------------------------------------------
 
@@ -273,12 +273,10 @@ def active_alerts() -> None:
         alert_card(a)
 
 
-with tab_active:
-    active_alerts()
-
 # ---- history ------------------------------------------------------------------------------------
 
-with tab_history:
+
+def history_tab() -> None:
     counts = counts_q(24)
     if not counts.empty:
         fig = charts.bar(counts, x="hour", y="alerts", color="severity", barmode="stack", color_map=COLORS,
@@ -312,6 +310,7 @@ with tab_history:
                             on_change=lambda: ui.set_query_params(alert=st.session_state.get("h_pick")))  # fmt: skip
         if pick is not None:
             st.dataframe(timeline_q(int(pick)), hide_index=True, key="h_timeline")
+
 
 # ---- rules --------------------------------------------------------------------------------------
 
@@ -416,7 +415,7 @@ def rule_form(name: str | None) -> None:
         st.error("Nothing was changed: fix the fields marked above.", icon=":material/error:")
 
 
-with tab_rules:
+def rules_tab() -> None:
     rules = rules_q()
     if rules.empty:
         ui.empty_state("No alert rules.", "The worker seeds the default rules on start (`make run`).")
@@ -447,9 +446,11 @@ with tab_rules:
             if act(f"Rule {victim} deleted", service().remove_rule, victim, user.name):
                 st.rerun()
 
+
 # ---- silences -----------------------------------------------------------------------------------
 
-with tab_silences:
+
+def silences_tab() -> None:
     sil = silences_q()
     if sil.empty:
         ui.empty_state("No silences.", "A silence holds notifications of matching alerts during maintenance; the "
@@ -515,9 +516,11 @@ with tab_silences:
                 if act(f"Silence #{sid} ended", service().expire_silence, int(sid), user.name):
                     st.rerun()
 
+
 # ---- channels -----------------------------------------------------------------------------------
 
-with tab_channels:
+
+def channels_tab() -> None:
     st.caption("Channels are configured by environment variables (see the README). Failed deliveries are "
                "retried with exponential backoff; a channel that keeps failing raises its own alert.")  # fmt: skip
     for ch in channels_q():
@@ -536,3 +539,7 @@ with tab_channels:
                                  user.name)  # fmt: skip
                     if result is not None:
                         (st.success if result["ok"] else st.error)(f"{ch['channel']}: {result['detail']}")
+
+
+ui.lazy_tabs({"Active alerts": active_alerts, "History": history_tab, "Rules": rules_tab,
+              "Silences": silences_tab, "Channels": channels_tab})  # fmt: skip

@@ -94,9 +94,12 @@ def console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     common.clear_caches()
 
 
-def _page(role: str = "operator") -> AppTest:
+def _page(role: str = "operator", tab: str | None = None) -> AppTest:
+    """The Alerts page as `role` sees it, on `tab` (the tabs are lazy: only the open one is drawn)."""
     at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
     at.session_state["user"] = auth.User(role, role)
+    if tab is not None:
+        at.query_params["tab"] = tab
     at.run()
     assert not at.exception, at.exception
     return at
@@ -189,7 +192,7 @@ def test_built_in_thresholds_are_read_only_and_name_their_file(console: Store) -
     names = [r.name for r in AlertingService(console).list_rules() if r.managed_by == "thresholds_config"]
     if not names:
         pytest.skip("no threshold rules configured")
-    at = _page("admin")
+    at = _page("admin", tab="Rules")
     at.selectbox(key="r_pick").set_value(names[0]).run()
     k = f"rf_{names[0]}"
     assert at.text_input(key=f"{k}_thr").disabled and at.text_input(key=f"{k}_metric").disabled
@@ -197,7 +200,7 @@ def test_built_in_thresholds_are_read_only_and_name_their_file(console: Store) -
 
 
 def test_rule_form_shows_the_bound_beside_the_field_and_keeps_the_input(console: Store) -> None:
-    at = _page("admin")
+    at = _page("admin", tab="Rules")
     at.selectbox(key="r_pick").set_value("sla_violation").run()
     k = "rf_sla_violation"
     at.text_input(key=f"{k}_for").set_value("94608000000")  # ~3,000 years
@@ -215,7 +218,7 @@ def test_rule_form_shows_the_bound_beside_the_field_and_keeps_the_input(console:
 
 
 def test_silence_form_says_what_happened(console: Store) -> None:
-    at = _page()
+    at = _page(tab="Silences")
     at.text_input(key="s_min").set_value("-5")
     at.text_input(key="s_reason").set_value("deploy OPS-1")
     at.text_input(key="s_match").set_value("bot=lead_bot")

@@ -51,9 +51,12 @@ def console(
     reset_settings_cache()
 
 
-def run(role: str) -> AppTest:
+def run(role: str, tab: str | None = None) -> AppTest:
+    """The page as `role` sees it, on `tab` (the tabs are lazy: only the open one is drawn)."""
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state["user"] = auth.User(f"{role}1", role)
+    if tab is not None:
+        at.query_params["tab"] = tab
     at.run()
     assert not at.exception, at.exception
     return at
@@ -73,7 +76,7 @@ def test_operator_acknowledges_resolves_and_escalates(console: Store) -> None:
     at = run("operator")
     assert {m.label: m.value for m in at.metric}["Firing"] == "2"
     assert {f"ack_{err['id']}", f"resolve_{err['id']}", f"escalate_{err['id']}"} <= keys(at)
-    assert "r_del_btn" not in keys(at), "only admins see rule deletion"
+    assert "r_del_btn" not in keys(run("operator", tab="Rules")), "only admins see rule deletion"
     at.button(key=f"ack_{err['id']}").click().run()
     assert not at.exception and svc.get_alert(err["id"])["acknowledged_by"] == "operator1"
     at.button(key=f"escalate_{cache['id']}").click().run()
@@ -93,16 +96,18 @@ def test_operator_acknowledges_resolves_and_escalates(console: Store) -> None:
 def test_analyst_sees_alerts_but_no_actions(console: Store) -> None:
     at = run("analyst")
     assert {m.label: m.value for m in at.metric}["Firing"] == "2"
-    assert not any(
-        k.startswith(("ack_", "resolve_", "escalate_", "test_", "toggle_"))
-        for k in keys(at) | keys(at, "toggle")
-    )
-    assert not [f for f in at.get("form")], "no rule or silence forms for analysts"
+    for tab in (None, "History", "Rules", "Silences", "Channels"):  # each tab is drawn only when open
+        at = run("analyst", tab=tab)
+        assert not any(
+            k.startswith(("ack_", "resolve_", "escalate_", "test_", "toggle_", "r_del"))
+            for k in keys(at) | keys(at, "toggle")
+        ), tab
+        assert not [f for f in at.get("form")], f"no rule or silence forms for analysts ({tab})"
 
 
 def test_rules_panel_toggles_validates_and_creates(console: Store) -> None:
     svc = AlertingService(console, get_settings())
-    at = run("operator")
+    at = run("operator", tab="Rules")
     at.toggle(key="toggle_rate_limit_breach").set_value(False).run()
     assert svc.get_rule("rate_limit_breach").enabled is False
     before = [r.name for r in svc.list_rules()]
@@ -120,12 +125,14 @@ def test_rules_panel_toggles_validates_and_creates(console: Store) -> None:
 
 def test_silence_and_test_notification_from_the_page(console: Store, peers: Peers) -> None:
     svc = AlertingService(console, get_settings())
-    at = run("operator")
+    at = run("operator", tab="Silences")
     at.selectbox(key="s_rule").select("high_error_rate")
     at.text_input(key="s_reason").input("maintenance window")
     at.button(key="FormSubmitter:silence_form-Create silence").click().run()
     [silence] = svc.list_silences(active_only=True)
     assert silence["rule_name"] == "high_error_rate" and silence["created_by"] == "operator1"
+    at.query_params["tab"] = "Channels"
+    at.run()
     assert "test_slack" in keys(at) and "test_email" not in keys(at), "only configured channels can be tested"
     at.button(key="test_slack").click().run()
     assert [r.kind for r in peers.of("slack")] == ["test"]
