@@ -340,11 +340,8 @@ def timeline_view() -> None:
 
 
 at_a_glance()
-tab_chat, tab_all = st.tabs(["Transcript", "Everything, on one timeline"], key="view", bind="query-params")
-with tab_chat:
-    live_transcript()
-with tab_all:
-    timeline_view()
+# lazy: only the open view is queried and drawn (its name is in the URL, ?view=...)
+ui.lazy_tabs({"Transcript": live_transcript, "Everything, on one timeline": timeline_view}, key="view")
 
 if not can_act:
     st.caption("Your role can watch conversations; operators and admins can take them over.")

@@ -231,6 +231,11 @@ def test_the_conversation_view_shows_state_calls_and_one_timeline(console: Store
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["State"] == "🧑 human" and metrics["LLM calls"] == "1" and metrics["LLM cost"] == "$0.0456"
     assert metrics["Slowest call"] == "1,234 ms"
+    assert not [d for d in at.dataframe if "kind" in d.value.columns], (
+        "the timeline is drawn when its tab opens"
+    )
+    at.query_params["view"] = "Everything, on one timeline"
+    at.run()
     [timeline] = [d.value for d in at.dataframe if "kind" in d.value.columns]
     assert list(timeline["kind"]) == ["💬 message", "💬 message", "🧠 LLM call", "🧑 intervention"]
     call = timeline[timeline["kind"] == "🧠 LLM call"].iloc[0]
