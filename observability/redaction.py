@@ -7,7 +7,7 @@
   followed by more digits is still found),
 - phone numbers in common national and international formats: `+44 20 7946 0958`,
   `0044 20 7946 0958`, `+1 (415) 555-2671`, `(415) 555 2671`, `415.555.2671`, `07700 900123`,
-  `030/1234567`, `555-1234`, and plain runs of 10 to 15 digits. Dates, times, IPv4 addresses,
+  `030/1234567`, `555-1234`, and plain runs of 10 to 15 digits. Dates, timestamps, times, IPv4 addresses,
   versions and amounts (`$1 250 000`) are not phone numbers.
 Ingest applies it to every stored message when `REDACT_PII` is on (the default), and the control
 services apply it to operator replies, so no stored message text carries these.
@@ -119,6 +119,7 @@ _DATE = re.compile(
     r"\d{4}([-/.])\d{1,2}\1\d{1,2}"  # 2024-09-11
     r"|\d{1,2}([-/.])\d{1,2}\2\d{2,4}"  # 11.09.2024, 9/11/24
 )
+_DATE_HOUR = re.compile(rf"(?:{_DATE.pattern})\s?[ T]\s?\d{{1,2}}")  # 2026-12-03 08(:29:56), a timestamp
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _LOCAL_7 = re.compile(r"\d{3}[-.]\d{4}")  # 555-1234
 _ZIP_4 = re.compile(r"\d{5}-\d{4}")  # US ZIP+4
@@ -131,7 +132,7 @@ def _is_phone(candidate: str, before: str) -> bool:
     n = len(digits)
     if n < 7 or n > 15 + (2 if s.startswith("00") else 0):
         return False
-    if _DATE.fullmatch(s) or _IPV4.fullmatch(s) or _ZIP_4.fullmatch(s):
+    if _DATE.fullmatch(s) or _DATE_HOUR.fullmatch(s) or _IPV4.fullmatch(s) or _ZIP_4.fullmatch(s):
         return False
     if before.rstrip()[-1:] in _CURRENCY:
         return False

@@ -19,7 +19,7 @@ SEV_COLORS = {"low": "#90a4ae", "medium": "#fbc02d", "high": "#ef6c00", "critica
 window = ui.time_range_filter(("24h", "7d", "30d"), default="7d")
 opts = data.activity_filters(days={"24h": 1, "7d": 7, "30d": 30}[window])
 
-f = st.columns([2, 2, 2, 1, 1])
+f = st.columns([2, 2, 2, 1, 1.5], vertical_alignment="bottom")  # room for the toggle's whole label
 with f[0]:
     severities = st.multiselect(
         "Severity", SEVERITIES, key="severity", bind="query-params", placeholder="All"

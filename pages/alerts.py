@@ -216,7 +216,18 @@ def alert_card(a: dict[str, Any]) -> None:
             notes.append(f"next step due {a['next_escalation_at']:%H:%M:%S} UTC")
         if a["suppressed_by"]:
             notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
-        notes.append("condition still holds" if a["condition_holds"] else "condition clear")
+        if a["state"] == "pending":  # not yet fired: nothing to clear, nothing sent
+            notes.append(
+                "pending: fires once its condition has held for the rule's `for`; dropped if it clears first"
+            )
+        elif a["condition_holds"]:
+            notes.append("condition still holds")
+        elif a["clear_since"]:  # the message above is the value while it held
+            notes.append(
+                f"condition clear since {a['clear_since']:%H:%M:%S} UTC: resolves by itself unless it returns"
+            )
+        else:
+            notes.append("condition clear")
         st.caption(f"{ui.md_escape(a['message'])}  \n" + " · ".join(notes))
         links = views.alert_links(a)
         row = st.container(horizontal=True)
@@ -264,6 +275,13 @@ def alert_card(a: dict[str, Any]) -> None:
 def active_alerts() -> None:
     alerts, order = views.stable_order(active_q(), st.session_state.get(ORDER_KEY, []))
     st.session_state[ORDER_KEY] = order
+    linked = ui.query_param("alert")
+    if linked and linked.isdigit() and int(linked) not in {a["id"] for a in alerts}:
+        note, listed = views.alert_whereabouts(ui.get_store(), int(linked))  # a link to an alert not active
+        st.info(f"Not active: {ui.md_escape(note)}", icon=":material/info:")
+        if listed:
+            ui.page_link("alerts", f"Alert #{linked} in History, with its timeline", icon=":material/history:",
+                         tab="History", h_range="30d", alert=linked)  # fmt: skip
     if not alerts:
         ui.empty_state("No active alerts.", "Alerts appear here when a rule's condition holds; the worker evaluates "
                        "the rules every tick.")  # fmt: skip
@@ -296,6 +314,11 @@ def history_tab() -> None:
     )
     bot = f[4].text_input("Bot label", key="h_bot", placeholder="e.g. lead_bot", bind="query-params") or None
     hist = history_q(window, tuple(states), tuple(severities), rule, bot)
+    linked = ui.query_param("alert")  # the open alert, as on the active tab: ?tab=History&alert=<id>
+    if linked and linked.isdigit() and (hist.empty or int(linked) not in set(hist["id"])):
+        note, listed = views.alert_whereabouts(ui.get_store(), int(linked))
+        st.info(ui.md_escape(note) + (" These range and filters leave it out." if listed else ""),
+                icon=":material/info:")  # fmt: skip
     if hist.empty:
         ui.empty_state("No alerts match these filters.", "Pending alerts that never fired are not listed.")
     else:
@@ -303,7 +326,6 @@ def history_tab() -> None:
                  column_config={"fired (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
                                 "resolved (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})  # fmt: skip
         ids = hist["id"].tolist()
-        linked = ui.query_param("alert")  # the open alert, as on the active tab: ?tab=History&alert=<id>
         pick = st.selectbox("Timeline of alert", ids, key="h_pick",
                             index=ids.index(int(linked)) if linked and linked.isdigit() and int(linked) in ids else 0,
                             format_func=lambda i: f"#{i} {hist.loc[hist['id'] == i, 'rule'].iloc[0]}",

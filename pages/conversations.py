@@ -37,7 +37,7 @@ PAGE_SIZE = 50
 # format_func would put emoji labels in the link): ?state=human&vip=VIP
 STATE_FILTER = {"AI": "ai", "human": "human", "stopped": "stopped"}
 VIP_CHOICES = {"VIP": True, "not VIP": False}
-FILTER_KEYS = ("state", "q", "vip", "bot")
+FILTER_KEYS = ("state", "q", "vip", "bot", "active")
 # links written before the filters held plain values (emoji labels, or the stored state): still open
 OLD_STATE_VALUES = {"🤖 AI": "AI", "ai": "AI", "🧑 human": "human", "⛔ stopped": "stopped"}
 OLD_VIP_VALUES = {"⭐ VIP only": "VIP", "vip": "VIP", "Not VIP": "not VIP", "other": "not VIP"}
@@ -112,6 +112,7 @@ def _open(cid: str) -> None:
     for k in FILTER_KEYS:
         st.session_state.pop(k, None)
         st.query_params.pop(k, None)
+    st.session_state.pop("cv_active", None)  # the toggle behind ?active=
     ui.set_query_params(**{ui.CURSOR_PARAM: None, ui.PAGE_PARAM: None})  # its list starts at page 1
     ui.set_query_params(conversation=cid)
     st.session_state["cv_pick"] = cid
@@ -121,7 +122,7 @@ def _open(cid: str) -> None:
 attention.attention_panel(_open, key="cv_attention")
 
 plain_old_links()
-f1, f2, f3, f4 = st.columns([2, 1, 2, 2])
+f1, f2, f3, f4, f5 = st.columns([2, 1.2, 2, 2, 1.4], vertical_alignment="bottom")
 with f1:
     states = st.multiselect(
         "State", list(STATE_FILTER), key="state", bind="query-params", placeholder="All states",
@@ -135,11 +136,16 @@ with f3:
     search = st.text_input("Search", key="q", bind="query-params", placeholder="conversation, bot or account")
 with f4:
     bots = ui.bot_filter(bot_options(), key="bot")
+with f5:  # ?active=1: the conversations Overview's "Active conversations" counts (its link sets it)
+    active = st.toggle("Active now", key="cv_active", value=ui.query_param("active") == "1",
+                       help="Activity in the last 15 minutes and not stopped: Overview's active conversations")  # fmt: skip
+ui.set_query_params(active="1" if active else None)
 filters = {
     "states": tuple(STATE_FILTER[s] for s in states if s in STATE_FILTER),
     "bots": tuple(bots),
     "search": search.strip() or None,
     "vip": VIP_CHOICES.get(vip_choice or ""),
+    "active": active,
 }
 # ?after=<cursor>&page=<n>: a shared link shows the same rows
 cursor, number = ui.keyset_position(filters, "cv_filters")
@@ -208,15 +214,13 @@ if wanted and wanted not in ids:
         st.info(f"Conversation {ui.md_escape(wanted)} is not in the list these filters give: closed.")
         ui.set_query_params(conversation=None)
         wanted = None
-if st.session_state.get("cv_pick") not in ids:
-    st.session_state.pop("cv_pick", None)
 if not ids:
+    st.session_state.pop("cv_pick", None)
     st.caption("Pick a conversation once there are some.")
     st.stop()
-cid = st.selectbox(
-    "Conversation", ids, index=ids.index(wanted) if wanted in ids else 0, key="cv_pick",
-    format_func=lambda c: labels.get(c, c),
-)  # fmt: skip
+if st.session_state.get("cv_pick") not in ids:  # the picker's value through its state only, never
+    st.session_state["cv_pick"] = wanted if wanted in ids else ids[0]  # also a default (a warning)
+cid = st.selectbox("Conversation", ids, key="cv_pick", format_func=lambda c: labels.get(c, c))
 ui.set_query_params(conversation=cid)
 
 if FLASH in st.session_state:
@@ -278,7 +282,8 @@ def at_a_glance() -> None:
     if o is None:
         return
     m = st.columns(5)
-    m[0].metric("State", STATE_LABEL.get(o.state, o.state), help="AI answering, held by a person, or stopped")
+    state = status.effective_state  # read live, as the banner below: the overview is cached for the TTL
+    m[0].metric("State", STATE_LABEL.get(state, state), help="AI answering, held by a person, or stopped")
     m[1].metric("Messages", f"{o.messages:,}")
     m[2].metric("LLM calls", f"{o.llm_calls:,}", delta=f"{o.failed_calls} failed" if o.failed_calls else None,
                 delta_color="inverse", help="Every LLM call recorded with this conversation id")  # fmt: skip

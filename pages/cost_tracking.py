@@ -99,15 +99,18 @@ def budget_note(fc: dict, new: float) -> tuple[str, str | None]:
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def month_figures() -> None:
     fc = data.spend_forecast()
-    c = st.columns(4)
-    fmt.metric(c[0], "spend_month_to_date_usd", fc["spend_mtd_usd"])
-    fmt.metric(c[1], "spend_forecast_usd", fc["forecast_month_end_usd"], delta_color="inverse",
+    c = st.columns(5)
+    fmt.metric(
+        c[0], "spend_today_usd", data.overview_kpis().spend_today_usd
+    )  # Overview's figure, its link lands here
+    fmt.metric(c[1], "spend_month_to_date_usd", fc["spend_mtd_usd"])
+    fmt.metric(c[2], "spend_forecast_usd", fc["forecast_month_end_usd"], delta_color="inverse",
                delta=f"{fc['forecast_month_end_usd'] - fc['budget_usd']:+,.2f} vs budget")  # fmt: skip
-    fmt.metric(c[2], "monthly_budget_usd", fc["budget_usd"])
-    fmt.metric(c[3], "saved_month_to_date_usd", fc["saved_mtd_usd"])
+    fmt.metric(c[3], "monthly_budget_usd", fc["budget_usd"])
+    fmt.metric(c[4], "saved_month_to_date_usd", fc["saved_mtd_usd"])
     st.caption(
-        f"{fmt.label('spend_month_to_date_usd')} counts every provider since the 1st, 00:00 UTC; Overview's "
-        f"“{fmt.label('spend_today_usd')}” counts every provider since 00:00 UTC today; Live monitoring's "
+        f"{fmt.label('spend_today_usd')} counts every provider since 00:00 UTC today (as on Overview); "
+        f"{fmt.label('spend_month_to_date_usd')} since the 1st, 00:00 UTC; Live monitoring's "
         f"“{fmt.label('claude_cost_today_usd')}” counts Claude calls only, since 00:00 UTC today."
     )
     if fc["forecast_over_budget"]:

@@ -130,8 +130,12 @@ st.caption(
 )
 
 closed = pd.DataFrame(control.list_conversations(store, states=("stopped", "human"), limit=500))
+if system["stopped"]:  # every conversation reads "stopped" meanwhile; this list is what a resume leaves
+    st.caption("The system-wide stop holds: every conversation is stopped. Listed below: the conversations "
+               "stopped or held one by one, which stay so after a resume.")  # fmt: skip
 if closed.empty:
-    st.caption("No conversation is stopped or held by a person.")
+    st.caption("No conversation is stopped or held by a person one by one." if system["stopped"]
+               else "No conversation is stopped or held by a person.")  # fmt: skip
 else:
     closed = closed[
         [

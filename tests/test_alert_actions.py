@@ -255,3 +255,46 @@ def test_a_shared_link_opens_the_history_tab_on_the_same_alert(console: Store) -
     at.selectbox(key="h_pick").set_value(first).run()
     assert not at.exception, at.exception
     assert at.query_params["alert"] == str(first)
+
+
+def test_a_link_to_a_pending_or_dropped_alert_says_what_became_of_it(console: Store) -> None:
+    """A pending alert is in no list yet another alert's timeline may name it ("inhibited by alert
+    #3"), and if it clears without firing it is dropped: a link to it says so instead of nothing."""
+    svc = AlertingService(console)
+    svc.update_rule("high_error_rate", {"for_s": 600}, "admin")
+    svc.check_and_send_alerts({"error_rate": 0.4})  # pending: the condition must hold for 10 min
+    [pending] = [a for a in svc.active_alerts(include_pending=True) if a["rule_name"] == "high_error_rate"]
+
+    def linked(tab: str | None) -> str:
+        at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
+        at.session_state["user"] = auth.User("operator", "operator")
+        if tab:
+            at.query_params["tab"] = tab
+        at.query_params["alert"] = str(pending["id"])
+        at.run()
+        assert not at.exception, at.exception
+        return _texts(at)
+
+    card = linked(None)  # the Alerts tab shows pending alerts: its card, with its timeline open
+    assert f"· pending · level 0 · #{pending['id']}" in card and "pending: fires once its condition" in card
+    assert f"Timeline of alert #{pending['id']}" in card and "condition clear" not in card
+    note = linked("History")
+    assert f"Alert #{pending['id']} (high_error_rate, critical) has not fired: pending since" in note, note
+    svc.check_and_send_alerts({"error_rate": 0.0})  # cleared before it fired: dropped
+    common.clear_caches()  # the page's reads are cached for the TTL
+    for tab in (None, "History"):
+        assert f"There is no alert #{pending['id']}: an alert that was pending and cleared" in linked(tab)
+
+
+def test_a_link_to_a_resolved_alert_from_the_active_tab_leads_to_its_history(console: Store) -> None:
+    first = min(a["id"] for a in _alerts(console))
+    AlertingService(console).resolve_alert(first, "operator")
+    at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", "operator")
+    at.query_params["alert"] = str(first)
+    at.run()
+    assert not at.exception, at.exception
+    assert f"Not active: Alert #{first} (sla_violation, bot=lead_bot, critical) fired at" in _texts(at)
+    assert "was resolved at" in _texts(at)
+    links = [str(e.proto) for e in at.get("page_link")] + [m.value for m in at.markdown]
+    assert any("History" in x and f"alert={first}" in x for x in links), links

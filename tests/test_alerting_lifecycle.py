@@ -350,10 +350,15 @@ def test_an_alert_clearing_for_keep_firing_for_pages_nobody(alerting: Harness) -
 def test_a_pending_cause_already_holds_its_symptoms(alerting: Harness) -> None:
     alerting.update("bot_unresponsive", for_s=30)
     down = {"seconds_since_last_response": {"lead_bot": 400.0}, "lead_bot.response_time_p95": 3000.0}
-    alerting.run(lambda t: down, until=60)  # the SLA alert fires at 0, bot_unresponsive at 30
+    alerting.run(lambda t: down, until=15)  # the SLA alert fires at 0; bot_unresponsive is pending
+    sla = next(a for a in alerting.svc.active_alerts() if a["rule_name"] == "sla_violation")
+    # its cause may still clear without firing, and is then dropped: the reason says so
+    assert "bot_unresponsive, pending: dropped if it clears without firing" in sla["suppressed_by"]
+    alerting.run(lambda t: down, start=30, until=60)  # bot_unresponsive fires at 30
     alerting.peers.expect([(c, "trigger", "bot_unresponsive", 1, 30, 30) for c in THREE])
     sla = next(a for a in alerting.svc.active_alerts() if a["rule_name"] == "sla_violation")
     assert sla["escalation_level"] == 0 and "bot_unresponsive" in sla["suppressed_by"]
+    assert "pending" not in sla["suppressed_by"]
 
 
 @SQLITE_ONLY

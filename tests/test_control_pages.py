@@ -15,10 +15,11 @@ from support.markdown import shown
 
 from observability import auth, control
 from observability import events as ev
+from observability.analytics import monitoring
 from observability.settings import reset_settings_cache
 from observability.store import Store
 from observability.store.ingest import write_batch
-from observability.ui import common
+from observability.ui import common, fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 PW = "a-long-password"
@@ -338,18 +339,25 @@ def test_a_link_opens_the_activity_feed_on_its_vip_view(console: Store) -> None:
 
 
 def test_the_state_label_follows_a_take_over_and_stop_and_reset_are_on_the_view(console: Store) -> None:
+    """The picker's label and the State figure beside the banner change with each action at once,
+    not when the page's cached overview of the conversation expires."""
+
+    def state(at: AppTest) -> str:
+        return next(m.value for m in at.metric if m.label == "State")
+
     at = _app("pages/conversations.py", auth.OPERATOR)
-    assert "🤖 AI" in at.selectbox(key="cv_pick").format_func("c1")
+    assert "🤖 AI" in at.selectbox(key="cv_pick").format_func("c1") and state(at) == "🤖 AI"
     at.text_input(key="to_reason").set_value("looks odd")
     _button(at, "Take over").click().run()
-    assert "🧑 human" in at.selectbox(key="cv_pick").format_func("c1")
+    assert "🧑 human" in at.selectbox(key="cv_pick").format_func("c1") and state(at) == "🧑 human"
     at.text_input(key="cv_em_reason").set_value("abusive")
     _button(at, "Stop this conversation").click().run()
     assert not at.exception and control.intervention_status(console, "c1").state == "stopped"
-    assert "⛔ stopped" in at.selectbox(key="cv_pick").format_func("c1")
+    assert "⛔ stopped" in at.selectbox(key="cv_pick").format_func("c1") and state(at) == "⛔ stopped"
     at.text_input(key="cv_em_reason").set_value("checked")
     _button(at, "Reset (back to the AI)").click().run()
     assert control.intervention_status(console, "c1").state == "ai"
+    assert state(at) == "🤖 AI"
     assert [r["action"] for r in control.emergency_history(console)] == ["reset", "stop"]
 
 
@@ -390,7 +398,8 @@ def test_stop_all_is_a_red_danger_button_never_refused_for_frequency(console: St
 
 
 @pytest.mark.parametrize(
-    "page", ["Home.py", "pages/alerts.py", "pages/activity_feed.py", "pages/conversations.py"]
+    "page",
+    ["Home.py", "pages/alerts.py", "pages/activity_feed.py", "pages/conversations.py", "pages/emergency.py"],
 )
 def test_a_system_wide_stop_shows_on_every_page_and_every_conversation_reads_stopped(
     console: Store, page: str
@@ -403,6 +412,9 @@ def test_a_system_wide_stop_shows_on_every_page_and_every_conversation_reads_sto
         assert list(at.dataframe[0].value["state"]) == ["⛔ stopped"]
         assert [m.value for m in at.metric if m.label == "Stopped"] == ["1"]
         assert "**Stopped** by the system-wide stop" in _text(at)
+    if page == "pages/emergency.py":  # its list of closed conversations does not contradict the banner
+        assert "The system-wide stop holds: every conversation is stopped." in _text(at)
+        assert "No conversation is stopped or held by a person." not in _text(at)
     control.system_resume(console, "admin", "fixed", control.RESUME_PHRASE)
     at.run()
     assert not [e for e in at.error if "Every conversation is stopped" in e.value]
@@ -480,7 +492,48 @@ def test_each_overview_figure_links_to_its_page_with_its_filters(console: Store)
     assert links["Failed calls"][0].endswith("llm_calls")
     assert links["Failed calls"][1] == {"range": "1h", "status": "error"}
     assert links["Slowest calls"][1] == {"range": "1h", "sort": "slowest"}
-    assert links["Conversations"][0].endswith("conversations") and links["Alerts"][0].endswith("alerts")
+    assert links["Active conversations"] == (links["Active conversations"][0], {"active": "1"})
+    assert links["Active conversations"][0].endswith("conversations") and links["Alerts"][0].endswith(
+        "alerts"
+    )
+
+
+def test_overviews_active_conversations_are_the_lists_active_filter_also_during_a_system_stop(
+    console: Store,
+) -> None:
+    """Overview's figure and the list its link opens count the same conversations: activity in the
+    last 15 minutes and not stopped (none while the system-wide stop holds)."""
+    now = time.time()
+    write_batch(console, [ev.message(uuid.uuid4().hex, t, conversation_id=cid, role="user", text="hi", bot="seller",
+                                     account_id=None)
+                          for cid, t in (("recent", now - 60), ("old", now - 3600), ("also_recent", now - 30))])  # fmt: skip
+    control.stop_conversation(console, "also_recent", "operator", "abusive")  # stopped: not active
+
+    def listed() -> tuple[set[str], str]:
+        common.clear_caches()
+        at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+        at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+        at.query_params["active"] = "1"
+        at.run()
+        assert not at.exception, at.exception
+        assert at.toggle(key="cv_active").value is True
+        total = next(m.value for m in at.metric if m.label == "Conversations")
+        rows = {r for d in at.dataframe if "conversation" in d.value.columns for r in d.value["conversation"]}
+        return rows, total
+
+    rows, total = listed()
+    assert "recent" in rows and not {"old", "also_recent"} & rows
+    assert total == f"{monitoring.active_conversation_count(console):,}" == f"{len(rows):,}"
+    control.system_wide_stop(console, "admin", "bots quote wrong prices", control.STOP_PHRASE)
+    assert monitoring.active_conversation_count(console) == 0
+    assert listed() == (set(), "0")
+
+
+def test_cost_tracking_shows_overviews_spend_today(console: Store) -> None:
+    overview = {m.label: m.value for m in _app("Home.py", auth.OPERATOR).metric}
+    cost = {m.label: m.value for m in _app("pages/cost_tracking.py", auth.OPERATOR).metric}
+    label = fmt.label("spend_today_usd")
+    assert cost[label] == overview[label]
 
 
 def test_a_link_filters_conversations_by_bot(console: Store) -> None:

@@ -72,6 +72,10 @@ def test_card_numbers_that_pass_luhn_are_redacted(card: str) -> None:
     assert redact(f"my card is {card}, thanks") == f"my card is {CARD_MASK}, thanks"
 
 
+def test_a_phone_number_beside_a_timestamp_is_still_found() -> None:
+    assert redact("call 07700 900123 at 2026-12-03 08:30") == f"call {PHONE_MASK} at 2026-12-03 08:30"
+
+
 def test_a_card_number_followed_by_more_digits_is_still_found() -> None:
     assert redact("card 4111 1111 1111 1111 2024") == f"card {CARD_MASK} 2024"
 
@@ -81,6 +85,8 @@ def test_a_card_number_followed_by_more_digits_is_still_found() -> None:
     [
         "order 1234567890123456789012",  # too long for a card, not a phone
         "on 2024-09-11 at 15:30:45",
+        "condition clear since 2026-12-03 08:29:56 UTC",  # a timestamp: date, then the hour
+        "from 2026-12-03T08:29 to 11.09.2024 14:05",
         "11.09.2024 and 9/11/24",
         "server 192.168.100.200",
         "version 1.2.3",

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from observability.alerting.model import OPEN_STATES, AlertRule
+from observability.alerting.model import OPEN_STATES, STATE_PENDING, AlertRule
 from observability.alerting.silences import matching_silence
 from observability.store import schema
 
@@ -57,22 +57,30 @@ def inhibited_by(conn: sa.Connection, alert: Mapping[str, Any]) -> tuple[int, st
         if alert["rule_name"] not in rule.targets or any(k not in labels for k in rule.equal):
             continue
         rows = conn.execute(
-            sa.select(a.c.id, a.c.labels).where(a.c.rule_name == rule.source, a.c.state.in_(OPEN_STATES))
+            sa.select(a.c.id, a.c.labels, a.c.state).where(
+                a.c.rule_name == rule.source, a.c.state.in_(OPEN_STATES)
+            )
         ).all()
         for row in rows:
             src = row.labels or {}
             if all(src.get(k) == labels[k] for k in rule.equal):
-                return row.id, rule.source
+                return row.id, rule.source + _pending(row.state)
     if "bot" not in labels:  # the overall series: a bot's alert of the same rule explains it
         rows = conn.execute(
-            sa.select(a.c.id, a.c.labels).where(
+            sa.select(a.c.id, a.c.labels, a.c.state).where(
                 a.c.rule_name == alert["rule_name"], a.c.state.in_(OPEN_STATES), a.c.id != alert["id"]
             )
         ).all()
         for row in rows:
             if (row.labels or {}).get("bot"):
-                return row.id, f"{alert['rule_name']} for bot {row.labels['bot']}"
+                return row.id, f"{alert['rule_name']} for bot {row.labels['bot']}{_pending(row.state)}"
     return None
+
+
+def _pending(state: str) -> str:
+    """A pending cause already holds its symptoms back, but it is dropped, not kept, if it clears
+    without firing: the reason says so, since its number may then lead nowhere."""
+    return ", pending: dropped if it clears without firing" if state == STATE_PENDING else ""
 
 
 def check(

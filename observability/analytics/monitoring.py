@@ -32,11 +32,11 @@ from observability.analytics.thresholds import thresholds_or_defaults
 from observability.analytics.window import chart_granularity, source_note
 from observability.settings import get_settings
 from observability.store import Store, schema
+from observability.store.control_state import active_where, system_stopped
 from observability.store.sqlhelpers import GRANULARITIES, epoch_bucket, group_percentiles
 from observability.timeutil import Window, floor_day, resolve_now, utcnow, window_seconds
 
 TIMEFRAMES = ("1h", "6h", "24h", "7d", "30d")
-ACTIVE_CONVERSATION_S = 900  # a conversation with activity this recently is active
 FIRING_STATES = ("firing", "acknowledged")
 
 STABLE_PCT = 1.0  # |change| below this is "stable"
@@ -144,21 +144,13 @@ def is_claude(provider: str | None, model: str | None) -> bool:
     return (provider or "").lower() == "anthropic" or (model or "").startswith("claude")
 
 
-def active_conversation_count(
-    store: Store, now: datetime | None = None, window_s: int = ACTIVE_CONVERSATION_S
-) -> int:
-    """Conversations with activity in the last `window_s` seconds that are not stopped."""
+def active_conversation_count(store: Store, now: datetime | None = None) -> int:
+    """Conversations active now (`control_state.active_where`: activity in the last 15 minutes, not
+    stopped, none during a system-wide stop)."""
     c = schema.conversations
-    since = resolve_now(now) - timedelta(seconds=window_s)
     with store.connect() as conn:
-        return int(
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(c)
-                .where(c.c.last_activity_at >= since, c.c.state != "stopped")
-            ).scalar()
-            or 0
-        )
+        where = active_where(system_stopped(conn), now)
+        return int(conn.execute(sa.select(sa.func.count()).select_from(c).where(where)).scalar() or 0)
 
 
 def firing_alert_count(store: Store) -> int:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from observability.conversation_state import STATE_HUMAN, STATE_STOPPED, shown_state
 from observability.store import Store, schema
-from observability.store.control_state import system_stopped
+from observability.store.control_state import active_where, system_stopped
 from observability.timeutil import as_aware
 
 
@@ -52,9 +52,11 @@ def _filtered(
     search: str | None,
     bots: Sequence[str] | None = None,
     vip: bool | None = None,
+    active: bool = False,
 ) -> sa.Select | None:
     """`query` (over conversations outer-joined to accounts) with the console's filters; None when
-    nothing can match (a state filter without `stopped` during a system-wide stop)."""
+    nothing can match (a state filter without `stopped` during a system-wide stop). `active`: only
+    the conversations Overview counts as active (`control_state.active_where`)."""
     c, a = schema.conversations, schema.accounts
     query = query.select_from(c.outerjoin(a, a.c.id == c.c.account_id))
     if states:
@@ -72,6 +74,8 @@ def _filtered(
         query = query.where(c.c.bot.in_(list(bots)))
     if vip is not None:
         query = query.where(sa.func.coalesce(a.c.vip, sa.false()) == vip)
+    if active:
+        query = query.where(active_where(stopped_all))
     return query
 
 
@@ -142,6 +146,7 @@ def browse_conversations(
     search: str | None = None,
     bots: Sequence[str] | None = None,
     vip: bool | None = None,
+    active: bool = False,
     cursor: str | None = None,
     limit: int = 50,
 ) -> ConversationPage:
@@ -153,7 +158,7 @@ def browse_conversations(
     after = _decode_cursor(cursor)
     with store.connect() as conn:
         stopped_all = system_stopped(conn)
-        base = _filtered(sa.select(*_columns()), stopped_all, states, search, bots, vip)
+        base = _filtered(sa.select(*_columns()), stopped_all, states, search, bots, vip, active)
         if base is None:
             return ConversationPage([], 0, {}, None, stopped_all)
         q = base
@@ -162,7 +167,9 @@ def browse_conversations(
             q = q.where(sa.or_(c.c.last_activity_at < ts, sa.and_(c.c.last_activity_at == ts, c.c.id < cid)))
         q = q.order_by(c.c.last_activity_at.desc(), c.c.id.desc()).limit(limit + 1)
         rows = [dict(r._mapping) for r in conn.execute(q)]
-        counted = _filtered(sa.select(c.c.state, sa.func.count()), stopped_all, states, search, bots, vip)
+        counted = _filtered(
+            sa.select(c.c.state, sa.func.count()), stopped_all, states, search, bots, vip, active
+        )
         assert counted is not None
         counts = {state: int(n) for state, n in conn.execute(counted.group_by(c.c.state))}
         more = len(rows) > limit
@@ -184,11 +191,12 @@ def conversation_matches(
     search: str | None = None,
     bots: Sequence[str] | None = None,
     vip: bool | None = None,
+    active: bool = False,
 ) -> bool:
     """True when the conversation exists and belongs to the list these filters give."""
     c = schema.conversations
     with store.connect() as conn:
-        q = _filtered(sa.select(c.c.id), system_stopped(conn), states, search, bots, vip)
+        q = _filtered(sa.select(c.c.id), system_stopped(conn), states, search, bots, vip, active)
         return q is not None and conn.execute(q.where(c.c.id == conversation_id)).first() is not None
 
 

@@ -7,14 +7,14 @@ SQL of its own), by the control services and by the worker's Redis mirror. The s
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from observability.conversation_state import CLOSED_STATES, SYSTEM_STOP_KEY
+from observability.conversation_state import CLOSED_STATES, STATE_STOPPED, SYSTEM_STOP_KEY
 from observability.store import schema
-from observability.timeutil import as_aware
+from observability.timeutil import as_aware, resolve_now
 
 
 def system_stopped(conn: sa.Connection) -> bool:
@@ -23,6 +23,20 @@ def system_stopped(conn: sa.Connection) -> bool:
         sa.select(schema.control_state.c.value).where(schema.control_state.c.key == SYSTEM_STOP_KEY)
     ).first()
     return bool(row and as_dict(row[0]).get("stopped"))
+
+
+ACTIVE_CONVERSATION_S = 900  # activity this recent, and not stopped: an active conversation
+
+
+def active_where(stopped_all: bool, now: datetime | None = None) -> sa.ColumnElement[bool]:
+    """The one definition of an active conversation, for Overview's figure, `/metrics` and the
+    Conversations list's "Active" filter alike: activity in the last 15 minutes and not stopped; none
+    while the system-wide stop holds, when every conversation reads "stopped"."""
+    if stopped_all:
+        return sa.false()
+    c = schema.conversations
+    since = resolve_now(now) - timedelta(seconds=ACTIVE_CONVERSATION_S)
+    return sa.and_(c.c.last_activity_at >= since, c.c.state != STATE_STOPPED)
 
 
 def read_from_store(conn: sa.Connection, conversation_id: str) -> tuple[bool, str | None]:

@@ -8,7 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from observability.alerting.model import CHANNELS, COMPARISON_SYMBOLS, SEVERITIES
+from observability.alerting.model import (
+    CHANNELS,
+    COMPARISON_SYMBOLS,
+    SEVERITIES,
+    STATE_RESOLVED,
+    AlertNotFound,
+)
 from observability.alerting.service import AlertingService
 from observability.analytics import sla
 from observability.store import Store
@@ -90,6 +96,31 @@ def next_level_text(level: int) -> str:
     nxt = level + 1
     chans = LEVEL_CHANNELS.get(nxt)
     return f"level {nxt}" + (f" ({', '.join(chans)})" if chans else "")
+
+
+def alert_whereabouts(store: Store, alert_id: int) -> tuple[str, bool]:
+    """Where an alert a link or a timeline names is, in plain words, for when the list on screen
+    does not hold it (a pending alert that inhibited others and cleared without firing is in no
+    list); and whether History lists it (it fired). Text from labels is the page's to escape."""
+    try:
+        a = AlertingService(store).get_alert(int(alert_id))
+    except AlertNotFound:
+        return (f"There is no alert #{alert_id}: an alert that was pending and cleared without firing is "
+                "dropped, not kept (while pending it may have held back the notifications of alerts it "
+                "explained).", False)  # fmt: skip
+    labels = _labels(a["labels"])
+    what = f"Alert #{a['id']} ({a['rule_name']}{', ' + labels if labels else ''}, {a['severity']})"
+    since = a["pending_since"] or a["created_at"]
+    if a["fired_at"] is None:
+        return (f"{what} has not fired: pending since {since:%Y-%m-%d %H:%M:%S} UTC, its condition holding "
+                "until the rule's `for` has passed; it fires then, or is dropped if it clears first. While "
+                "pending it holds back the notifications of the alerts it explains; History lists alerts "
+                "that fired.", False)  # fmt: skip
+    if a["state"] == STATE_RESOLVED:
+        by = a["resolved_by"] or "the worker"
+        return (f"{what} fired at {a['fired_at']:%Y-%m-%d %H:%M:%S} UTC and was resolved at "
+                f"{a['resolved_at']:%Y-%m-%d %H:%M:%S} UTC by {by}.", True)  # fmt: skip
+    return f"{what} is {a['state']} (fired at {a['fired_at']:%Y-%m-%d %H:%M:%S} UTC).", True
 
 
 def alert_timeline(store: Store, alert_id: int) -> pd.DataFrame:
