@@ -62,7 +62,7 @@ OVERVIEW_LINKS = (
     ("llm_calls", "Failed calls", {"range": "1h", "status": "error"}),
     ("llm_calls", "Slowest calls", {"range": "1h", "sort": "slowest"}),
     ("cost_tracking", "Cost tracking", {}),
-    ("conversations", "Active conversations", {"active": "1"}),  # the list with the same filter
+    ("conversations", "Conversations", {"active": "1"}),  # the list with the same filter (Active now)
     ("alerts", "Alerts", {}),
 )
 

@@ -393,21 +393,21 @@ def rule_form(name: str | None) -> None:
             cooldown = st.text_input("Cooldown (s)", value=f"{current.get('cooldown_s', 300):g}", key=f"{k}_cd",
                                      help=f"0 to {bounds['cooldown_s']:g} s: the least time between two "
                                      "notifications of this rule.")  # fmt: skip
-            field_error(errors, "cooldown_s")
         with c2[2]:
             for_s = st.text_input("For (s)", value=f"{current.get('for_s', 0):g}", key=f"{k}_for",
                                   help=f"0 to {bounds['for_s']:g} s: how long the condition holds before "
                                   "the alert fires.")  # fmt: skip
-            field_error(errors, "for_s")
         with c2[3]:
             keep = st.text_input("Keep firing (s)", key=f"{k}_keep",
                                  help=f"Blank: ALERT_KEEP_FIRING_FOR_S. 0 to {bounds['keep_firing_for_s']:g} s.",
                                  value="" if current.get("keep_firing_for_s") is None else f"{current['keep_firing_for_s']:g}")  # fmt: skip
-            field_error(errors, "keep_firing_for_s")
         with c2[4]:
             chans = st.multiselect("Channels", OPTS["channels"], default=list(current.get("channels", ["slack"])),
                                    key=f"{k}_ch")  # fmt: skip
             field_error(errors, "channels")
+        field_error(
+            errors, "cooldown_s", "for_s", "keep_firing_for_s"
+        )  # under the row: its columns are narrow
         description = st.text_input("Description", value=current.get("description", ""), key=f"{k}_desc")
         field_error(errors, "description")
         if st.form_submit_button("Save rule" if name else "Create rule", icon=":material/save:"):

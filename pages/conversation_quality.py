@@ -19,6 +19,9 @@ with f1:
     window = ui.time_range_filter(("1h", "6h", "24h", "7d"), default="24h")
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
+st.caption(
+    f"Window: conversations with activity in the last {window}; scores are the worker's latest for each."
+)
 
 
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
@@ -33,10 +36,13 @@ def overview() -> None:
     mean = lambda col: (summary[col] * summary["scored"]).sum() / scored if scored else None  # noqa: E731
     resolved = int(summary["resolved"].sum())
     c = st.columns(5)
-    c[0].metric("Conversations", fmt.number("count", n), help=f"Conversations active in the last {window}")
-    c[1].metric(
-        "Scored", fmt.number("count", scored), help="Scored by the worker's conversation analytics step"
+    c[0].metric(
+        f"Conversations, last {window}",
+        fmt.number("count", n),
+        help=f"Conversations active in the last {window}",
     )
+    c[1].metric(f"Scored, last {window}", fmt.number("count", scored),
+                help="Of those, scored by the worker's conversation analytics step")  # fmt: skip
     fmt.metric(c[2], "quality_score", mean("quality"), label="Mean quality", window=f"the last {window}")
     fmt.metric(c[3], "sentiment", mean("sentiment"), label="Mean sentiment", window=f"the last {window}")
     fmt.metric(c[4], "resolution_rate", resolved / scored if scored else None, window=f"the last {window}",
@@ -48,7 +54,12 @@ def overview() -> None:
                 "resolution_rate": "resolution_rate"}  # fmt: skip
     long["measure"] = long["measure"].map(lambda k: fmt.label(measures[k]))
     fig = charts.bar(
-        long, x="bot", y="value", color="measure", barmode="group", title="Quality measures by bot (0–100 %)"
+        long,
+        x="bot",
+        y="value",
+        color="measure",
+        barmode="group",
+        title="Quality measures by bot (0–100 %; no bar: none of its conversations has that measure yet)",
     )
     fig.update_yaxes(tickformat=".0%")
     st.plotly_chart(fig, key="cq_by_bot")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from observability import auth
 from observability.analytics.llm_observability import LLMObservabilityService
-from observability.analytics.window import source_note
+from observability.analytics.window import chart_granularity, source_note
 from observability.ui import charts, data, fmt, frames
 from observability.ui import common as ui
 
@@ -102,14 +102,16 @@ def month_figures() -> None:
     c = st.columns(5)
     fmt.metric(
         c[0], "spend_today_usd", data.overview_kpis().spend_today_usd
-    )  # Overview's figure, its link lands here
+    )  # Overview's, its link lands here
     fmt.metric(c[1], "spend_month_to_date_usd", fc["spend_mtd_usd"])
     fmt.metric(c[2], "spend_forecast_usd", fc["forecast_month_end_usd"], delta_color="inverse",
-               delta=f"{fc['forecast_month_end_usd'] - fc['budget_usd']:+,.2f} vs budget")  # fmt: skip
+               delta=f"{'+' if fc['forecast_month_end_usd'] >= fc['budget_usd'] else '-'}"
+                     f"${abs(fc['forecast_month_end_usd'] - fc['budget_usd']):,.2f} vs budget")  # fmt: skip
     fmt.metric(c[3], "monthly_budget_usd", fc["budget_usd"])
     fmt.metric(c[4], "saved_month_to_date_usd", fc["saved_mtd_usd"])
     st.caption(
-        f"{fmt.label('spend_today_usd')} counts every provider since 00:00 UTC today (as on Overview); "
+        "These figures are for **all bots**, whatever the bot filter above: the budget is one for the whole "
+        f"console. {fmt.label('spend_today_usd')} counts every provider since 00:00 UTC today (as on Overview); "
         f"{fmt.label('spend_month_to_date_usd')} since the 1st, 00:00 UTC; Live monitoring's "
         f"“{fmt.label('claude_cost_today_usd')}” counts Claude calls only, since 00:00 UTC today."
     )
@@ -147,8 +149,9 @@ def month_and_budget() -> None:
                         name="forecast", mode="lines", line_dash="dash")  # fmt: skip
         fig.add_hline(y=fc["budget_usd"], line_color="#c62828", annotation_text="budget")
         fig.update_layout(
-            title=f"{fc['month']}: spend, cumulative and forecast against budget (UTC days, all providers)",
+            title=f"{fc['month']}: spend, cumulative and forecast against budget (UTC days, all bots and providers)",
             yaxis_tickprefix="$",
+            xaxis_tickformat="%b %d",
         )
         st.plotly_chart(fig, key="ct_month")
     if user.can("budget.set"):
@@ -259,9 +262,11 @@ def anomaly_section(report: dict, anomalies: pd.DataFrame, hourly: pd.DataFrame)
     st.subheader("Cost anomalies")
     st.caption(f"An anomaly is {rule}.")
     if not hourly.empty:
-        fig = charts.line(hourly, x="ts", y="cost_usd", color="agent", title="Spend per interval by agent",
+        bucket = chart_granularity(window)  # the last point is the bucket still filling
+        fig = charts.line(hourly, x="ts", y="cost_usd", color="agent",
+                          title=f"Spend per {bucket} by agent, last {window} (the last {bucket} is still running)",
                           labels={"ts": "", "cost_usd": "USD"})  # fmt: skip
-        left, right = st.columns(2)
+        left, right = st.columns(2) if not anomalies.empty else (st.container(), None)
         left.plotly_chart(fig, key="ct_anomaly_chart")
         if (
             not anomalies.empty

@@ -112,11 +112,20 @@ def test_rule_crud_with_permissions(alerting: Harness) -> None:
         ({"comparison": "bigger"}, "comparison", "comparison must be one of"),
         ({"severity": "urgent"}, "severity", "severity must be one of"),
         ({"name": "has spaces!"}, "name", "letters, digits"),
-        ({"cooldown_s": -5}, "cooldown_s", "between 0 and 86400 s (24 h)"),
+        ({"cooldown_s": -5}, "cooldown_s", "Cooldown must be between 0 and 86400 s (24 h), got -5 s"),
         ({"cooldown_s": 86401}, "cooldown_s", "between 0 and 86400 s (24 h)"),
-        ({"for_s": 10**11}, "for_s", "`for` duration must be between 0 and 86400 s (24 h)"),
+        (
+            {"for_s": 10**11},
+            "for_s",
+            "`for` duration) must be between 0 and 86400 s (24 h), got 100,000,000,000 s",
+        ),
+        ({"for_s": 999999999}, "for_s", "got 999,999,999 s"),  # as typed, not "1e+09"
         ({"for_s": -1}, "for_s", "between 0 and 86400 s"),
-        ({"keep_firing_for_s": 90000}, "keep_firing_for_s", "between 0 and 86400 s (24 h)"),
+        (
+            {"keep_firing_for_s": 90000},
+            "keep_firing_for_s",
+            "Keep firing (keep_firing_for) must be between 0 and 86400 s (24 h)",
+        ),
         ({"critical_threshold": 1000}, "critical_threshold", "beyond the warning threshold"),
     ],
 )

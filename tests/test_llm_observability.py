@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from observability.analytics.llm_observability import LLMObservabilityService
+from observability.settings import get_settings
 from observability.store import Store, pricing, rollups, schema
 from observability.store.ingest import write_batch
 from observability.store.sqlhelpers import as_datetime
@@ -270,6 +271,9 @@ def test_only_managers_and_admins_set_the_budget(store: Store) -> None:
         svc.set_monthly_budget("ann", 10.0, now=NOW)
     with pytest.raises(ValueError):
         svc.set_monthly_budget("mia", -1.0, now=NOW)
+    with pytest.raises(ValueError, match=r"at most \$1,000,000,000 a month"):
+        svc.set_monthly_budget("mia", 999_999_999_999.0, now=NOW)  # extra zeros: refused, nothing saved
+    assert svc.monthly_budget() == pytest.approx(float(get_settings().monthly_budget_usd))
     assert svc.set_monthly_budget("mia", 1234.5, now=NOW) == 1234.5
     assert svc.monthly_budget() == 1234.5 and svc.spend_forecast(now=NOW)["budget_usd"] == 1234.5
     with store.connect() as conn:

@@ -419,8 +419,8 @@ def test_mark_read_is_permission_checked_in_the_service(demo: Store, monkeypatch
 def test_conversation_quality_matches_the_scores(demo: Store) -> None:
     summary = frames.quality_summary(demo, "24h")
     at = run_page("conversation_quality")
-    assert metric(at, "Conversations") == f"{int(summary['conversations'].sum()):,}"
-    assert metric(at, "Scored") == f"{int(summary['scored'].sum()):,}"
+    assert metric(at, "Conversations, last 24h") == f"{int(summary['conversations'].sum()):,}"
+    assert metric(at, "Scored, last 24h") == f"{int(summary['scored'].sum()):,}"
 
 
 # ---- chart pages: only the open tab's charts run ---------------------------------------------------

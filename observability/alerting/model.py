@@ -121,7 +121,7 @@ def human_duration(seconds: float) -> str:
 
 def _bounded(value: float | None, key: str, what: str, hi: float, errors: dict[str, str]) -> None:
     if value is not None and key not in errors and not 0 <= value <= hi:
-        errors[key] = f"{what} must be between 0 and {hi:g} s ({human_duration(hi)}), got {value:g}"
+        errors[key] = f"{what} must be between 0 and {hi:g} s ({human_duration(hi)}), got {value:,.15g} s"
 
 
 class RuleValidationError(ValueError):
@@ -404,13 +404,13 @@ def validate_rule(
         errors["severity"] = f"severity must be one of {', '.join(SEVERITIES)}"
 
     cooldown = _number(merged.get("cooldown_s", 300.0), "cooldown", errors, "cooldown_s")
-    _bounded(cooldown, "cooldown_s", "cooldown", MAX_COOLDOWN_S, errors)
+    _bounded(cooldown, "cooldown_s", "Cooldown", MAX_COOLDOWN_S, errors)
     for_s = _number(merged.get("for_s", 0.0), "for duration", errors, "for_s")
-    _bounded(for_s, "for_s", "the `for` duration", MAX_FOR_S, errors)
+    _bounded(for_s, "for_s", "For (the `for` duration)", MAX_FOR_S, errors)
     keep = _number(
         merged.get("keep_firing_for_s"), "keep_firing_for", errors, "keep_firing_for_s", optional=True
     )
-    _bounded(keep, "keep_firing_for_s", "keep_firing_for", MAX_KEEP_FIRING_S, errors)
+    _bounded(keep, "keep_firing_for_s", "Keep firing (keep_firing_for)", MAX_KEEP_FIRING_S, errors)
 
     channels = _channels(merged.get("channels", ("slack",)), errors)
     description = merged.get("description") or ""

@@ -40,6 +40,7 @@ from observability.store.rollups import LLM, UNPRICED_SUMS, unpriced_select
 from observability.store.sqlhelpers import GRANULARITIES, as_datetime, count_false, in_ranges
 from observability.timeutil import Window, floor_day, resolve_now, window_bounds
 
+MAX_MONTHLY_BUDGET_USD = 1_000_000_000  # a month's budget above this is refused as a typo
 BUDGET_KEY = "monthly_budget"  # control_state key the cost page writes ({"usd": x})
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 BREAKDOWN_KEYS = ("model", "provider", "bot", "agent")
@@ -605,6 +606,8 @@ class LLMObservabilityService:
         user = auth.authorize(self.store, user_name, "budget.set")
         if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd <= 0:
             raise ValueError("the budget must be a positive number of dollars")
+        if usd > MAX_MONTHLY_BUDGET_USD:  # a typo (extra zeros), not a budget: it would hide every overspend
+            raise ValueError(f"the budget must be at most ${MAX_MONTHLY_BUDGET_USD:,.0f} a month")
         now = resolve_now(now)
         old = self.monthly_budget()
         cs = schema.control_state
