@@ -16,6 +16,7 @@ from observability.ui import attention, data, fmt
 from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
+VIEW_ANCHOR = "one-conversation"  # the open conversation's heading; a `#` link scrolls to it in place
 STATE_LABEL = {"ai": "🤖 AI", "human": "🧑 human", "stopped": "⛔ stopped"}
 ROLE_AVATAR = {"user": "user", "bot": ":material/smart_toy:", "operator": ":material/support_agent:"}
 
@@ -28,6 +29,9 @@ ui.page_header(
     else "Live conversations and their transcripts (operators can take them over).",
 )
 store = ui.get_store()
+# filled once the open conversation is known: its name and state, and a jump to its view and actions
+# (which come after Needs attention and the list; an alert's link opens the page with it chosen)
+jump = st.container()
 browse = ui.cached_query(control.browse_conversations)
 matches = ui.cached_query(control.conversation_matches)
 timeline_q = ui.cached_query(conversation_timeline)
@@ -200,7 +204,7 @@ if p1.button("First page", key="cv_first", disabled=cursor is None, icon=":mater
 if p2.button("Next page", key="cv_next", disabled=page.next_cursor is None, icon=":material/navigate_next:"):
     ui.go_to_keyset_page(page.next_cursor, number + 1)
 
-st.subheader("One conversation")
+st.subheader("One conversation", anchor=VIEW_ANCHOR)
 ids = [r["id"] for r in page.rows]
 labels = {
     r["id"]: f"{r['id']} · {STATE_LABEL.get(r['effective_state'], r['effective_state'])} · {r['bot'] or '–'}"
@@ -231,6 +235,10 @@ try:
 except control.ConversationNotFound:
     st.warning(f"No conversation {ui.md_escape(cid)} in the store.")
     st.stop()
+jump.markdown(
+    f"**Open:** {ui.md_escape(cid)} · {STATE_LABEL.get(status.effective_state, status.effective_state)} · "
+    f"[{'its transcript and actions' if can_act else 'its transcript'} ↓](#{VIEW_ANCHOR})"
+)
 
 
 def status_line(s: control.InterventionStatus) -> None:

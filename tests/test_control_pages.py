@@ -347,6 +347,10 @@ def test_the_state_label_follows_a_take_over_and_stop_and_reset_are_on_the_view(
 
     at = _app("pages/conversations.py", auth.OPERATOR)
     assert "🤖 AI" in at.selectbox(key="cv_pick").format_func("c1") and state(at) == "🤖 AI"
+    # at the top of the page: the open conversation, its state and a jump to its view and actions
+    assert "**Open:** c1 · 🤖 AI · [its transcript and actions ↓](#one-conversation)" in [
+        m.value for m in at.markdown
+    ]
     at.text_input(key="to_reason").set_value("looks odd")
     _button(at, "Take over").click().run()
     assert "🧑 human" in at.selectbox(key="cv_pick").format_func("c1") and state(at) == "🧑 human"
@@ -358,6 +362,9 @@ def test_the_state_label_follows_a_take_over_and_stop_and_reset_are_on_the_view(
     _button(at, "Reset (back to the AI)").click().run()
     assert control.intervention_status(console, "c1").state == "ai"
     assert state(at) == "🤖 AI"
+    assert "**Open:** c1 · 🤖 AI · [its transcript and actions ↓](#one-conversation)" in [
+        m.value for m in at.markdown
+    ]
     assert [r["action"] for r in control.emergency_history(console)] == ["reset", "stop"]
 
 

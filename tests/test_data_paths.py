@@ -461,14 +461,15 @@ LAZY_TABS = {"pages/alerts.py": (None, "History", "Rules", "Silences", "Channels
 
 def _markdown_problems(source: str) -> list[str]:
     """What a markdown source would render as markup: links (except the console's own relative links
-    to its pages, `./page?...`, which pages make on purpose) or images (to anywhere), raw HTML, or a
+    to its pages, `./page?...`, and to a heading of the page itself, `#anchor`, which pages make on
+    purpose) or images (to anywhere), raw HTML, or a
     marker shown without its whole name (a backtick that broke out of a code span)."""
     from markdown_it import MarkdownIt
 
     problems, shown = [], []
     for block in MarkdownIt("commonmark").parse(source):
         for tok in [block, *(block.children or [])]:
-            own_link = tok.type == "link_open" and str(tok.attrs.get("href", "")).startswith("./")
+            own_link = tok.type == "link_open" and str(tok.attrs.get("href", "")).startswith(("./", "#"))
             if (tok.type in ("link_open", "image") and not own_link) or tok.type.startswith("html"):
                 problems.append(f"{tok.type} in {source!r}")
             if tok.type in ("text", "code_inline"):

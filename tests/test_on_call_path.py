@@ -138,6 +138,13 @@ def walk(page, console, bot) -> None:  # noqa: ANN001
     take_over = page.get_by_role("button", name="Take over")
     take_over.wait_for()
     page.get_by_text("I want to talk to a human, please.").first.wait_for()
+    # the view and its actions come after Needs attention and the list: the line at the top jumps there
+    from playwright.sync_api import expect
+
+    jump = page.get_by_role("link", name="its transcript and actions ↓")
+    assert jump.is_visible() and jump.bounding_box()["y"] < 600, "the jump is on the first screen"
+    click(jump, "the open conversation's line at the top -> its view and actions")
+    expect(take_over).to_be_in_viewport()
     open_s = time.monotonic() - t0
     open_clicks = len(clicks)
     assert f"conversation={CID}" in page.url, "the open conversation is in the URL"
