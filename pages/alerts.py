@@ -271,13 +271,22 @@ def alert_card(a: dict[str, Any]) -> None:
                 st.dataframe(tl, hide_index=True, key=f"tl_{a['id']}")
 
 
+def _linked_elsewhere(shown: set[int]) -> tuple[int, str, bool] | None:
+    """The alert the URL names (?alert=<id>) when the list on screen does not hold it: its id, where
+    it is in plain words, and whether History lists it (`views.alert_whereabouts`)."""
+    linked = ui.query_param("alert")
+    if not (linked and linked.isdigit()) or int(linked) in shown:
+        return None
+    return int(linked), *views.alert_whereabouts(ui.get_store(), int(linked))
+
+
 @st.fragment(run_every=ui.LIVE_REFRESH_S)
 def active_alerts() -> None:
     alerts, order = views.stable_order(active_q(), st.session_state.get(ORDER_KEY, []))
     st.session_state[ORDER_KEY] = order
-    linked = ui.query_param("alert")
-    if linked and linked.isdigit() and int(linked) not in {a["id"] for a in alerts}:
-        note, listed = views.alert_whereabouts(ui.get_store(), int(linked))  # a link to an alert not active
+    unlisted = _linked_elsewhere({a["id"] for a in alerts})
+    if unlisted is not None:
+        linked, note, listed = unlisted
         st.info(f"Not active: {ui.md_escape(note)}", icon=":material/info:")
         if listed:
             ui.page_link("alerts", f"Alert #{linked} in History, with its timeline", icon=":material/history:",
@@ -315,8 +324,9 @@ def history_tab() -> None:
     bot = f[4].text_input("Bot label", key="h_bot", placeholder="e.g. lead_bot", bind="query-params") or None
     hist = history_q(window, tuple(states), tuple(severities), rule, bot)
     linked = ui.query_param("alert")  # the open alert, as on the active tab: ?tab=History&alert=<id>
-    if linked and linked.isdigit() and (hist.empty or int(linked) not in set(hist["id"])):
-        note, listed = views.alert_whereabouts(ui.get_store(), int(linked))
+    unlisted = _linked_elsewhere(set() if hist.empty else set(hist["id"]))
+    if unlisted is not None:
+        _, note, listed = unlisted
         st.info(ui.md_escape(note) + (" These range and filters leave it out." if listed else ""),
                 icon=":material/info:")  # fmt: skip
     if hist.empty:

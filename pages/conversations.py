@@ -126,7 +126,7 @@ def _open(cid: str) -> None:
 attention.attention_panel(_open, key="cv_attention")
 
 plain_old_links()
-f1, f2, f3, f4, f5 = st.columns([2, 1.2, 2, 2, 1.4], vertical_alignment="bottom")
+f1, f2, f3, f4, f5 = st.columns([2, 1.4, 2, 2, 1.4], vertical_alignment="bottom")
 with f1:
     states = st.multiselect(
         "State", list(STATE_FILTER), key="state", bind="query-params", placeholder="All states",
@@ -170,7 +170,16 @@ def live_list() -> None:
     m[2].metric("Stopped", f"{current.by_state.get('stopped', 0):,}")
     if not current.rows:
         ui.empty_state(
-            "No conversations match." if any(filters.values()) else "No conversations yet.",
+            (
+                "No conversations match."
+                + (
+                    " Active now: none with activity in the last 15 minutes that is not stopped."
+                    if active
+                    else ""
+                )
+            )
+            if any(filters.values())
+            else "No conversations yet.",
             "Conversations appear when bots record messages with `client.record_message(...)`.",
         )
         return

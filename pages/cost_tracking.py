@@ -100,9 +100,7 @@ def budget_note(fc: dict, new: float) -> tuple[str, str | None]:
 def month_figures() -> None:
     fc = data.spend_forecast()
     c = st.columns(5)
-    fmt.metric(
-        c[0], "spend_today_usd", data.overview_kpis().spend_today_usd
-    )  # Overview's, its link lands here
+    fmt.metric(c[0], "spend_today_usd", fc["spend_today_usd"])  # Overview's figure: its link lands here
     fmt.metric(c[1], "spend_month_to_date_usd", fc["spend_mtd_usd"])
     fmt.metric(c[2], "spend_forecast_usd", fc["forecast_month_end_usd"], delta_color="inverse",
                delta=f"{'+' if fc['forecast_month_end_usd'] >= fc['budget_usd'] else '-'}"

@@ -217,8 +217,9 @@ def unknown_models(store: Store, window: Window = "30d", now: datetime | None = 
 
 
 def spend_forecast(store: Store, now: datetime | None = None) -> dict:
-    """`spend_forecast` (month to date, forecast, budget) plus `daily`: spend per UTC day of the
-    month so far (`daily_spend`) with its running total (a frame)."""
+    """`spend_forecast` (month to date, forecast, budget) plus `spend_today_usd` (Overview's figure,
+    the same service call) and `daily`: spend per UTC day of the month so far (`daily_spend`) with
+    its running total (a frame)."""
     now = resolve_now(now)
     svc = LLMObservabilityService(store)
     fc = svc.spend_forecast(now=now)
@@ -226,7 +227,7 @@ def spend_forecast(store: Store, now: datetime | None = None) -> dict:
     daily = pd.DataFrame([(r["day"], r["cost_usd"], r["cost_saved_usd"]) for r in rows],
                          columns=["day", "cost_usd", "saved_usd"])  # fmt: skip
     daily["cumulative_usd"] = daily["cost_usd"].cumsum()
-    return {**fc, "daily": daily}
+    return {**fc, "spend_today_usd": svc.spend_today_usd(now=now), "daily": daily}
 
 
 # ---- agent costs (DecisionCostTracker) ----------------------------------------------------------
