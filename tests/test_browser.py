@@ -137,9 +137,20 @@ def wait_rendered(page, title: str, charts: bool) -> int:  # noqa: ANN001
     return page.locator(".js-plotly-plot").count()
 
 
+CUT_TEXT = """() => [...document.querySelectorAll(
+  "[data-testid='stMetricValue'], [data-testid='stMetricLabel'], [data-testid='stMetricDelta']")]
+  .filter(el => [el, ...el.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+  .map(el => el.innerText)"""
+
+
+def cut_figures(page) -> list[str]:  # noqa: ANN001
+    """Metric values, labels and deltas drawn cut off (an ellipsis instead of the figure's end)."""
+    return page.evaluate(CUT_TEXT)
+
+
 def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, page) -> None:  # noqa: ANN001
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.set_viewport_size({"width": 1440, "height": 2400})  # the app scrolls inside; show it all
+    page.set_viewport_size({"width": 1280, "height": 2400})  # a laptop; the app scrolls inside: show it all
     sign_in(page, console)
     titles = [nav.OVERVIEW_TITLE] + [p.title for p in nav.existing_pages_for_role(auth.ADMIN, ROOT)]
     missing = (CHART_PAGES | set(PAGE_CONTENT)) - set(titles)
@@ -148,7 +159,7 @@ def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, 
     for title in titles:  # every page is one click away in the sidebar, each exactly once
         assert sidebar.get_by_role("link", name=title, exact=True).count() == 1, f"sidebar link {title!r}"
     assert sidebar.get_by_role("link").count() == len(titles), "the sidebar shows pages beyond the navigation"
-    timings = {}
+    timings, cut = {}, {}
     for title in titles:
         t0 = time.monotonic()
         if title != nav.OVERVIEW_TITLE:
@@ -174,6 +185,8 @@ def test_sign_in_open_every_page_see_its_charts_and_screenshot_it(console: str, 
             assert charts >= 1, f"{title} shows no plotly chart"
         assert page.get_by_role("heading", name=heading).first.is_visible(), f"{title} is not the page shown"
         page.screenshot(path=str(ARTIFACTS / f"{slug}.png"), full_page=True)
+        cut[title] = cut_figures(page)
+    assert not any(cut.values()), f"figures cut off at 1280 px: { {k: v for k, v in cut.items() if v} }"
     (ARTIFACTS / "browser_timings.txt").write_text("".join(f"{k}\t{v:.2f}\n" for k, v in timings.items()))
 
 
