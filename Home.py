@@ -247,6 +247,7 @@ def main() -> None:
         elif not ui.is_auth_off() and st.button("Sign out", icon=":material/logout:", key="logout"):
             ui.sign_out()
             st.rerun()
+    ui.filters_from_the_url(pg.url_path)
     ui.run_guarded(pg.run)
 
 

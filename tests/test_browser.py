@@ -247,3 +247,29 @@ def test_a_chart_tab_opens_on_a_click_and_a_link_to_it_opens_it_again(console: s
     expect(page.get_by_role("tab", name="Cache")).to_have_attribute("aria-selected", "true", timeout=30_000)
     expect(charts.filter(has_text="hit rate by model")).to_have_count(1, timeout=30_000)
     assert page.get_by_test_id("stException").count() == 0
+
+
+def test_a_filter_picked_on_one_page_does_not_filter_the_next_one(console: str, page) -> None:  # noqa: ANN001
+    """A bot picked on Conversations stays while the operator works there; Cost tracking, opened from
+    the sidebar, shows every bot's spend, as it does when the same bot arrived in a link."""
+    import re
+
+    from playwright.sync_api import expect
+
+    sign_in(page, console)
+    page.goto(f"{console}/conversations")
+    bots = page.get_by_role("combobox", name="Bots")
+    bots.click()
+    page.get_by_role("option", name="lead_bot").click()
+    page.keyboard.press("Escape")
+    page.wait_for_url("**bot=lead_bot**", timeout=30_000)
+    page.get_by_test_id("stCheckbox").filter(
+        has_text="Active now"
+    ).click()  # another rerun of the page: the bot stays
+    page.wait_for_url("**active=1**", timeout=30_000)
+    assert "bot=lead_bot" in page.url
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Cost tracking", exact=True).click()
+    page.get_by_role("heading", name="Cost tracking").first.wait_for(timeout=30_000)
+    expect(page.get_by_role("combobox", name="Bots")).to_be_visible(timeout=30_000)
+    assert page.get_by_test_id("stMultiSelect").filter(has_text="lead_bot").count() == 0, "lead_bot followed"
+    assert not re.search(r"[?&]bot=", page.url), page.url

@@ -300,6 +300,25 @@ def replica_lag_note() -> None:
     )
 
 
+# URL parameters that several pages bind to a widget under the same name
+SHARED_URL_KEYS = ("range", "bot", "tab", "conversation")
+OPEN_PAGE_KEY = "ui_open_page"
+
+
+def filters_from_the_url(page: str) -> None:
+    """A page opened from another one starts from its own URL: a shared filter the URL does not
+    name is at the page's default. Streamlit keeps a widget's value under its key from page to page,
+    so a bot picked on Conversations went on filtering Cost tracking's spend (and a conversation
+    picked on Conversation quality the LLM calls list), while the same bot arriving in a link did not
+    follow; a link that should carry a filter (Overview's, an alert's) names it."""
+    if st.session_state.get(OPEN_PAGE_KEY) == page:
+        return
+    st.session_state[OPEN_PAGE_KEY] = page
+    for key in SHARED_URL_KEYS:
+        if key not in st.query_params:
+            st.session_state.pop(key, None)
+
+
 def page_header(title: str, caption: str | None = None, *, system_banner: bool = True) -> None:
     """Page title and caption, with the red banners when authentication is off and while a
     system-wide stop holds (`system_banner=False` only for the sign-in form), and the read
