@@ -107,6 +107,11 @@ def feed() -> None:
             start_page = min(max(int(ui.query_param("page", "1") or 1), 1), pages)
         except ValueError:
             start_page = 1
+        if ui.filters_changed(
+            (window, tuple(severities), event_type, account, unread_only, page_size), "af_filters"
+        ):
+            start_page = 1  # new filters: their newest events, not page 3 of them
+            st.session_state.pop("page_pick", None)
         page = st.number_input(
             "Page", min_value=1, max_value=pages, value=start_page, step=1, key="page_pick"
         )

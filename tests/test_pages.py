@@ -409,6 +409,24 @@ def test_activity_feed_filters_pages_and_marks_read_per_user(demo_copy: Store) -
     assert vip_flags == sorted(vip_flags, reverse=True)
 
 
+def test_activity_feed_new_filters_start_at_their_first_page(demo_copy: Store) -> None:
+    """A shared link keeps its page; a filter changed on that page (here the range, which still has
+    three pages and more) shows the newest matching events, not page 3 of them, and the URL loses
+    its page number."""
+    total = frames.activity_page(demo_copy, "local", page_size=25)[1]
+    assert total > 50, "the demo store has fewer than three pages of events"
+    at = run_page("activity_feed", query={"per_page": "25", "page": "3"})
+    assert at.number_input(key="page_pick").value == 3
+    assert at.query_params["page"] == "3"
+    at.segmented_control(key="range").set_value("30d").run()  # more events: still three pages and more
+    assert not at.exception
+    assert at.number_input(key="page_pick").value == 1
+    assert "page" not in at.query_params
+    at.number_input(key="page_pick").set_value(2).run()  # paging within the filters still pages
+    assert at.number_input(key="page_pick").value == 2
+    assert at.query_params["page"] == "2"
+
+
 def test_mark_read_is_permission_checked_in_the_service(demo: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTH_MODE", "password")
     reset_settings_cache()

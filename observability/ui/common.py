@@ -486,15 +486,22 @@ CURSOR_PARAM, PAGE_PARAM = "after", "page"  # a keyset-paged list's position: ?a
 _UNSEEN = object()
 
 
+def filters_changed(filters: Any, key: str) -> bool:
+    """Whether a paged list's `filters` differ from the last run's (kept under `key` in the
+    session), so the list goes back to its first page; a session's first run (a link just opened)
+    is no change and keeps the link's page."""
+    before = st.session_state.get(key, _UNSEEN)
+    st.session_state[key] = filters
+    return before is not _UNSEEN and before != filters
+
+
 def keyset_position(filters: Any, key: str) -> tuple[str | None, int]:
     """The page of a keyset-paged list that the URL names, as (cursor, page number): the cursor the
     page's query continues after (None: the first page) and its number, for "rows 51-100". The
     position lives in the URL so a shared link shows the receiver the same rows. When `filters`
     differ from the last run's (kept under `key` in the session) the list goes back to its first
     page; a session's first run (a link just opened) keeps the link's position."""
-    before = st.session_state.get(key, _UNSEEN)
-    st.session_state[key] = filters
-    if before is not _UNSEEN and before != filters:
+    if filters_changed(filters, key):
         set_query_params(**{CURSOR_PARAM: None, PAGE_PARAM: None})
         return None, 1
     cursor = query_param(CURSOR_PARAM)
