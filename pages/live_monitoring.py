@@ -78,9 +78,12 @@ def drill() -> None:
     # two rows of three: a sixth of the page cut figures such as "11,411 ms" at 1440 px
     now, trend, status = st.columns(3)
     fmt.metric(now, spec.now_metric, d.current_value)
+    change = d.trend_analysis["percentage_change"]
+    moved = "up from zero" if change is None else f"{change:+.1f} %"
     trend.metric(f"Trend, last {timeframe}", f"{arrow} {d.trend_analysis['direction']}",
-                 f"{d.trend_analysis['percentage_change']:+.1f} %", delta_color="off",
-                 help="Mean of the later half of the chart against the earlier half")  # fmt: skip
+                 "from zero" if change is None else moved, delta_color="off",
+                 help="Mean of the later half of the chart against the earlier half (\"from zero\": "
+                      "the earlier half had none, so there is no percentage)")  # fmt: skip
     shown = ", ".join(f"{k} {fmt.number(unit, v)}" for k, v in d.thresholds.items())
     status.metric("Status now", STATUS.get(d.status, d.status),
                   help=f"{fmt.label(spec.now_metric)} against the thresholds drawn on the chart ({shown})"
@@ -97,7 +100,7 @@ def drill() -> None:
                     help=f"The highest {interval} value of the chart")  # fmt: skip
     if d.trend_analysis["is_concerning"]:
         st.warning(f"**Concerning:** {label} is {d.status if d.status != 'ok' else 'moving the wrong way'} "
-                   f"({d.trend_analysis['percentage_change']:+.1f} % over the {timeframe}).", icon=":material/warning:")  # fmt: skip
+                   f"({moved} over the {timeframe}).", icon=":material/warning:")  # fmt: skip
     fig = go.Figure()
     fig.add_scatter(x=hist["ts"], y=hist["value"], mode="lines+markers" if len(hist) < 80 else "lines", name=label,
                     hovertemplate=f"%{{x|%Y-%m-%d %H:%M}} UTC<br>{label}: %{{y:,.2f}}<extra></extra>")  # fmt: skip

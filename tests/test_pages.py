@@ -377,6 +377,12 @@ def test_trend_and_thresholds_flag_what_is_concerning() -> None:
                                                              "is_concerning": True}  # fmt: skip
     assert monitoring.trend_analysis([0.9, 0.9, 0.7, 0.7], "down")["is_concerning"] is True
     assert monitoring.trend_analysis([0.9, 0.9, 0.9, 0.9], "down")["direction"] == "stable"
+    # a rise from nothing (a 30-day chart over a store holding a day) has no percentage and alone
+    # is not concerning: the page must not call "concerning" what its status calls "ok"
+    assert monitoring.trend_analysis([0, 0, 0, 3], "up") == {"direction": "up", "percentage_change": None,
+                                                             "is_concerning": False}  # fmt: skip
+    assert monitoring.trend_analysis([0, 0, 0, 3], "up", "warning")["is_concerning"] is True
+    assert monitoring.trend_analysis([0, 0, 0, 0], "up")["percentage_change"] == 0.0
     assert monitoring.threshold_status(0.5, {"warning": 0.6, "critical": 0.4}, "down") == "warning"
     assert monitoring.threshold_status(90, {"warning": 70, "critical": 85}, "up") == "critical"
     assert monitoring.threshold_status(10, {"warning": 70, "critical": 85}, "up") == "ok"

@@ -114,17 +114,20 @@ def trend_analysis(
     """Compare the mean of the later half of a series with the earlier half.
 
     direction: up / down / stable (|change| < 1 %); percentage_change relative to the earlier
-    half; is_concerning when the move is >= 10 % in the metric's bad direction or the current
-    value is past a threshold."""
+    half, or None when the earlier half is zero (a rise from nothing has no percentage: a 30-day
+    chart over a store holding a day read "+100 %"); is_concerning when the move is >= 10 % in
+    the metric's bad direction or the current value is past a threshold, so a rise from zero
+    alone is not, and the page does not call "concerning" what its status calls "ok"."""
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
     if len(vals) < 2:
         return {"direction": "stable", "percentage_change": 0.0, "is_concerning": status != "ok"}
     half = len(vals) // 2
     prev, cur = float(np.mean(vals[:half])), float(np.mean(vals[half:]))
     if prev == 0:
-        pct = 0.0 if cur == 0 else 100.0 * (1 if cur > 0 else -1)
-    else:
-        pct = (cur - prev) / abs(prev) * 100.0
+        direction = "stable" if cur == 0 else ("up" if cur > 0 else "down")
+        return {"direction": direction, "percentage_change": 0.0 if cur == 0 else None,
+                "is_concerning": status != "ok"}  # fmt: skip
+    pct = (cur - prev) / abs(prev) * 100.0
     direction = "stable" if abs(pct) < STABLE_PCT else ("up" if pct > 0 else "down")
     bad_move = (bad_direction == "up" and pct >= CONCERNING_PCT) or (
         bad_direction == "down" and pct <= -CONCERNING_PCT

@@ -52,7 +52,7 @@ class Point(BaseModel):
 
 class Trend(BaseModel):
     direction: str
-    percentage_change: float
+    percentage_change: float | None  # None: the earlier half was zero (a rise from nothing)
     is_concerning: bool
 
 
