@@ -4,11 +4,13 @@ and timeframe with history, P50/P95/P99, thresholds, trend direction, percentage
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from observability.analytics import catalog
 from observability.analytics.monitoring import METRICS, TIMEFRAMES
+from observability.timeutil import utcnow, window_seconds
 from observability.ui import common as ui
 from observability.ui import data, fmt
 
@@ -110,8 +112,19 @@ def drill() -> None:
                           annotation_text=f"{level} {fmt.number(unit, d.thresholds[level])}")  # fmt: skip
     fig.update_layout(title=f"{label}, per {interval} interval, last {timeframe}", xaxis_title="",
                       yaxis_title={"ms": "ms", "usd": "USD", "percent": "%"}.get(unit, label))  # fmt: skip
+    # the whole timeframe on the axis: one interval of data (a store that holds a day, on the 30d
+    # chart) is one point at its day, not an axis stretched over a millisecond around it
+    end = pd.Timestamp(utcnow())
+    start = end - pd.Timedelta(seconds=window_seconds(timeframe))
+    fig.update_xaxes(range=[start - pd.Timedelta(seconds=d.extra["interval_s"]), end])
     st.plotly_chart(fig, key="lm_drill")
-    st.caption(f"{fmt.help_text(spec.series_metric, f'the last {timeframe}')} Figures {d.source}.")
+    first = hist.loc[hist["value"].notna(), "ts"].min()
+    since = (  # a store younger than the timeframe: its figures are of less time than the label says
+        f" Data since {first:%Y-%m-%d %H:%M} UTC only: the figures cover that, not the whole {timeframe}."
+        if pd.notna(first) and first > start + pd.Timedelta(seconds=d.extra["interval_s"])
+        else ""
+    )
+    st.caption(f"{fmt.help_text(spec.series_metric, f'the last {timeframe}')} Figures {d.source}.{since}")
     out = hist.rename(columns={"ts": "interval start (UTC)", "value": label})
     ui.download_csv(out, f"{metric}_{timeframe}.csv", key="lm_hist_csv")
 

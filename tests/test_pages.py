@@ -9,6 +9,7 @@ per-user mark-as-read are checked in the service functions themselves.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -355,6 +357,19 @@ def test_live_monitoring_tiles_and_drill_down_match_the_monitoring_functions(dem
     assert metric(at, "P95, last 6h") == f"{d.percentile_data['p95']:.2f}"
     assert metric(at, "P50, last 6h") == f"{d.percentile_data['p50']:.2f}"
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_drill_down_over_a_timeframe_longer_than_the_store_says_so(demo: Store) -> None:
+    """The demo store holds hours, not 30 days: the 30-day chart spans the 30 days (one point of
+    data sits at its day instead of an axis stretched over a millisecond) and the caption says
+    since when the figures are."""
+    at = run_page("live_monitoring", query={"metric": "ai_confidence", "timeframe": "30d"})
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    lo, hi = (pd.Timestamp(x) for x in fig["layout"]["xaxis"]["range"])
+    assert hi - lo >= pd.Timedelta(days=30)
+    assert any("Data since" in c.value and "not the whole 30d" in c.value for c in at.caption)
+    at = run_page("live_monitoring", query={"metric": "ai_confidence", "timeframe": "1h"})
+    assert not any("Data since" in c.value for c in at.caption)
 
 
 def test_drill_down_has_history_percentiles_thresholds_and_trend(demo: Store) -> None:
