@@ -304,15 +304,18 @@ def active_alerts() -> None:
 
 
 def history_tab() -> None:
-    counts = counts_q(24)
-    if not counts.empty:
-        fig = charts.bar(counts, x="hour", y="alerts", color="severity", barmode="stack", color_map=COLORS,
-                         title="Alerts fired per hour, last 24 hours", xlabel="",
-                         category_order=["critical", "warning", "info"], period_s=3600,
-                         x_range=charts.last_hours(24))  # fmt: skip
-        st.plotly_chart(fig, key="alerts_per_hour")
     f = st.columns([1, 2, 2, 2, 2])
     window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, key="h_range", bind="query-params")
+    hours = views.HISTORY_RANGES[window] * 24
+    per_day = hours > 24
+    counts = counts_q(hours, per_day)
+    if not counts.empty:  # the Range's window (the chart said "last 24 hours" under a Range of 7d)
+        fig = charts.bar(counts, x="hour", y="alerts", color="severity", barmode="stack", color_map=COLORS,
+                         title=f"Every alert fired, per {'day' if per_day else 'hour'}, last {window} "
+                               "(the other filters apply to the table)", xlabel="",
+                         category_order=["critical", "warning", "info"], period_s=86_400 if per_day else 3600,
+                         x_range=charts.last_hours(hours))  # fmt: skip
+        st.plotly_chart(fig, key="alerts_per_hour")
     states = f[1].multiselect("State", list(views.STATES), key="h_state", placeholder="All states",
                               bind="query-params")  # fmt: skip
     severities = f[2].multiselect("Severity", OPTS["severities"], key="h_sev", placeholder="All severities",

@@ -5,9 +5,11 @@ condition and escalating ask first, built-in thresholds read-only, forms that sa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 from support.alerting import Harness
@@ -298,3 +300,24 @@ def test_a_link_to_a_resolved_alert_from_the_active_tab_leads_to_its_history(con
     assert "was resolved at" in _texts(at)
     links = [str(e.proto) for e in at.get("page_link")] + [m.value for m in at.markdown]
     assert any("History" in x and f"alert={first}" in x for x in links), links
+
+
+def test_the_history_chart_covers_the_range_picked_above_it(console: Store) -> None:
+    """The chart under the Range filter says and counts that range (it said "last 24 hours" whatever
+    the Range), per hour over a day and per day over 7 and 30 days."""
+    fired = len(AlertingService(console).alert_counts(hours=24))
+    assert fired, "the console fixture fired no alert"
+    for window, bucket in (("24h", "hour"), ("7d", "day"), ("30d", "day")):
+        at = AppTest.from_file(str(ROOT / "pages" / "alerts.py"), default_timeout=60)
+        at.session_state["user"] = auth.User("operator", "operator")
+        at.query_params["tab"] = "History"
+        at.query_params["h_range"] = window
+        at.run()
+        assert not at.exception, at.exception
+        [chart] = at.get("plotly_chart")
+        fig = json.loads(chart.proto.spec)
+        assert f"per {bucket}, last {window}" in fig["layout"]["title"]["text"]
+        lo, hi = (pd.Timestamp(x) for x in fig["layout"]["xaxis"]["range"])
+        assert hi - lo == pd.Timedelta(days={"24h": 1, "7d": 7, "30d": 30}[window])
+        starts = {pd.Timestamp(x) for trace in fig["data"] for x in trace["x"]}
+        assert bucket == "hour" or all(t == t.normalize() for t in starts), starts  # days start at midnight
