@@ -59,7 +59,7 @@ def feed_table(df, key: str) -> list[str]:  # noqa: ANN001
                                    for c in df["conversation"]])  # fmt: skip
     ev = st.dataframe(
         show[["read", "ts", "severity", "type", "title", "account", "vip", "conversation", "description"]],
-        hide_index=True, on_select="rerun", selection_mode="multi-row", key=key,
+        hide_index=True, on_select="rerun", selection_mode="multi-row", key=key, placeholder="",
         column_config={"read": st.column_config.TextColumn("Status", width="small", help="NEW: unread by you"),
                        "ts": fmt.time_column(), "severity": fmt.text_column("Severity"),
                        "type": fmt.text_column("Type"), "title": fmt.text_column("Title"),

@@ -268,7 +268,7 @@ def alert_card(a: dict[str, Any]) -> None:
             if tl.empty:
                 st.caption("Nothing recorded yet (a pending alert has no timeline until it fires).")
             else:
-                st.dataframe(tl, hide_index=True, key=f"tl_{a['id']}")
+                st.dataframe(tl, hide_index=True, placeholder="", key=f"tl_{a['id']}")
 
 
 def _linked_elsewhere(shown: set[int]) -> tuple[int, str, bool] | None:
@@ -344,7 +344,7 @@ def history_tab() -> None:
                             format_func=lambda i: f"#{i} {hist.loc[hist['id'] == i, 'rule'].iloc[0]}",
                             on_change=lambda: ui.set_query_params(alert=st.session_state.get("h_pick")))  # fmt: skip
         if pick is not None:
-            st.dataframe(timeline_q(int(pick)), hide_index=True, key="h_timeline")
+            st.dataframe(timeline_q(int(pick)), hide_index=True, placeholder="", key="h_timeline")
 
 
 # ---- rules --------------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def live_list() -> None:
     df = _frame(current.rows)
     shown, bars = fmt.progress(df, {"quality": "quality_score", "engagement": "engagement"})
     picked = st.dataframe(
-        shown, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row",
+        shown, key="cv_table", hide_index=True, on_select="rerun", selection_mode="single-row", placeholder="",
         column_config={
             "last activity": st.column_config.DatetimeColumn("last activity (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             **bars,
@@ -207,11 +207,7 @@ def live_list() -> None:
 
 
 live_list()
-p1, p2, _ = st.columns([1, 1, 4])
-if p1.button("First page", key="cv_first", disabled=cursor is None, icon=":material/first_page:"):
-    ui.go_to_keyset_page(None, 1)
-if p2.button("Next page", key="cv_next", disabled=page.next_cursor is None, icon=":material/navigate_next:"):
-    ui.go_to_keyset_page(page.next_cursor, number + 1)
+ui.keyset_pager(cursor, number, page.next_cursor, "cv_filters", buttons="cv")
 
 st.subheader("One conversation", anchor=VIEW_ANCHOR)
 ids = [r["id"] for r in page.rows]
@@ -346,7 +342,7 @@ def timeline_view() -> None:
         ]
     ]
     st.dataframe(
-        view, hide_index=True, key="cv_timeline",
+        view, hide_index=True, key="cv_timeline", placeholder="",
         column_config={
             "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "text": st.column_config.TextColumn("what", width="large"),

@@ -4,10 +4,13 @@ the parameters), so other pages link here with the filter set and a shared link 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pandas as pd
 import streamlit as st
 
 from observability.analytics import calls_explorer as ce
+from observability.timeutil import utcnow
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -61,11 +64,14 @@ r3 = st.columns([3, 2, 2])
 with r3[0]:
     chosen["range"] = ui.time_range_filter(tuple(ce.RANGES), default=ce.DEFAULT_RANGE, key="range")
 slots["range"] = r3[0].empty()
-chosen["from"] = r3[1].text_input("From (UTC)", key="from", bind="query-params", placeholder="2026-03-01T12:00",
+chosen["from"] = r3[1].text_input("From (UTC)", key="from", bind="query-params",
+                                  placeholder=f"{utcnow() - timedelta(hours=1):%Y-%m-%dT%H:%M}",
                                   help="Overrides the time range.")  # fmt: skip
 slots["from"] = r3[1].empty()
 chosen["to"] = r3[2].text_input("To (UTC)", key="to", bind="query-params", placeholder="now")
 slots["to"] = r3[2].empty()
+if chosen["from"] or chosen["to"]:  # the range's control stays lit: say which one the list follows
+    r3[0].caption("From / To are set: they, not the range, bound the list.")
 
 try:
     filters = ce.CallFilters.from_params(chosen)
@@ -93,10 +99,12 @@ else:
     df["conversation"] = [
         ui.query_link("conversations", conversation=c) if c else None for c in df["conversation_id"]
     ]
+    for col in ("agent", "error_type", "error_raw"):  # an empty cell, not the word "None"
+        df[col] = df[col].fillna("")
     view = df[["ts", "bot", "agent", "model", "provider", "success", "error_type", "error_raw", "latency_ms", "input_tokens",
                "output_tokens", "cost_usd", "conversation", "trace_id"]]  # fmt: skip
     st.dataframe(
-        view, hide_index=True, key="lc_table",
+        view, hide_index=True, key="lc_table", placeholder="",
         column_config={
             "ts": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "success": st.column_config.CheckboxColumn("ok"),
@@ -112,11 +120,8 @@ else:
                 "conversation", display_text=r"conversation=(.*)$", help="Open the conversation"),
         },
     )  # fmt: skip
-    ui.download_csv(view, "llm_calls.csv", key="lc_csv")
+    # the CSV holds the conversation's id, not the page's link to it
+    ui.download_csv(view.assign(conversation=df["conversation_id"]), "llm_calls.csv", key="lc_csv")
     first = (number - 1) * PAGE_SIZE + 1
     st.caption(f"Calls {first:,}–{first + len(page.rows) - 1:,} · {SORT_LABEL[filters.sort].lower()}")
-p1, p2, _ = st.columns([1, 1, 4])
-if p1.button("First page", key="lc_first", disabled=cursor is None, icon=":material/first_page:"):
-    ui.go_to_keyset_page(None, 1)
-if p2.button("Next page", key="lc_next", disabled=page.next_cursor is None, icon=":material/navigate_next:"):
-    ui.go_to_keyset_page(page.next_cursor, number + 1)
+ui.keyset_pager(cursor, number, page.next_cursor, "lc_filters", buttons="lc")

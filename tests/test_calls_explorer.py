@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from observability.analytics import calls_explorer as ce
 from observability.settings import Settings, reset_settings_cache
 from observability.store import Store
 from observability.store.ingest import write_batch
-from observability.timeutil import from_epoch
+from observability.timeutil import from_epoch, utcnow
 from observability.ui import common, nav
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +190,17 @@ def test_the_page_pages_through_every_call(console: Store) -> None:
     assert next(b for b in at.button if b.key == "lc_next").disabled
 
 
+def test_empty_cells_are_empty_and_a_from_time_says_it_bounds_the_list(console: Store) -> None:
+    at = _page({"status": "ok"})
+    [table] = [d.value for d in at.dataframe]
+    assert set(table["error_type"]) == {""} and set(table["error_raw"]) == {""}  # not "None"
+    assert not any("not the range" in c.value for c in at.caption)
+    example = datetime.fromisoformat(at.text_input(key="from").placeholder)  # a time in the format, lately
+    assert timedelta(minutes=55) <= utcnow() - example <= timedelta(minutes=65)
+    at = _page({"status": "ok", "from": f"{utcnow() - timedelta(hours=2):%Y-%m-%dT%H:%M}"})
+    assert any("From / To are set: they, not the range, bound the list." in c.value for c in at.caption)
+
+
 def test_a_bad_filter_says_which_and_keeps_the_rest(console: Store) -> None:
     at = _page({"bot": "lead_bot", "lat_min": "fast"})
     assert any("the lowest latency must be a number" in e.value for e in at.error)
@@ -214,6 +225,26 @@ def test_the_page_of_calls_is_in_the_url_so_a_shared_link_shows_the_same_rows(co
     next(b for b in shared.button if b.key == "lc_first").click().run()
     assert "after" not in shared.query_params and "page" not in shared.query_params
     assert any("Calls 1–50" in c.value for c in shared.caption)
+
+
+def test_previous_page_goes_back_through_the_pages_this_session_saw(console: Store) -> None:
+    """Keyset pages know only where the next one starts: Previous goes back through the pages shown,
+    and a page opened from a link offers it only once the first page has been opened."""
+    at = _page({"sort": "slowest"})
+    first = list(at.dataframe[0].value["trace_id"])
+    assert next(b for b in at.button if b.key == "lc_prev").disabled  # page 1
+    _next(at)
+    link = {k: at.query_params[k] for k in ("sort", "after", "page")}
+    next(b for b in at.button if b.key == "lc_prev").click().run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["trace_id"]) == first
+    assert "after" not in at.query_params and any("Calls 1–50" in c.value for c in at.caption)
+    shared = _page(link)  # page 2 from a link: the page before it is the first
+    next(b for b in shared.button if b.key == "lc_prev").click().run()
+    assert list(shared.dataframe[0].value["trace_id"]) == first
+    later = _page({**link, "page": "3"})  # a later page from a link: this session saw none before it
+    previous = next(b for b in later.button if b.key == "lc_prev")
+    assert previous.disabled and "first page" in previous.help
 
 
 def test_new_filters_go_back_to_the_first_page_of_calls(console: Store) -> None:

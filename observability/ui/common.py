@@ -31,6 +31,7 @@ Filters in the URL (so a view can be shared as a link; widgets bound to st.query
     page_link(page, label, icon=None, **params)     a link to another page with its filters set
     keyset_position(filters, key) -> (cursor, n)    a paged list's page from ?after=&page= (new
                                                     filters: the first page)
+    keyset_pager(cursor, n, next_cursor, key, buttons)  first / previous / next page buttons
     go_to_keyset_page(cursor, n)                    show page n (after `cursor`) and put it in the URL
     first_page_after_bad_link(message)              a stale page link: say so, show the first page
 
@@ -402,6 +403,7 @@ def table(
     """st.dataframe followed by its CSV download button; the CSV holds `download` when given (the
     frame before `fmt.progress` scaled its ratios for showing)."""
     dataframe_kwargs.setdefault("hide_index", True)
+    dataframe_kwargs.setdefault("placeholder", "")  # a missing value is an empty cell, not "None"
     st.dataframe(df, key=f"{key}_df", **dataframe_kwargs)
     download_csv(df if download is None else download, filename, key=f"{key}_csv")
 
@@ -502,6 +504,7 @@ def keyset_position(filters: Any, key: str) -> tuple[str | None, int]:
     differ from the last run's (kept under `key` in the session) the list goes back to its first
     page; a session's first run (a link just opened) keeps the link's position."""
     if filters_changed(filters, key):
+        st.session_state.pop(f"{key}_trail", None)  # the pages seen belong to the old filters
         set_query_params(**{CURSOR_PARAM: None, PAGE_PARAM: None})
         return None, 1
     cursor = query_param(CURSOR_PARAM)
@@ -512,6 +515,28 @@ def keyset_position(filters: Any, key: str) -> tuple[str | None, int]:
     number = query_param(PAGE_PARAM, "2") or "2"
     valid = number.isascii() and number.isdigit() and len(number) < 7  # not "²", not a 1e6-page claim
     return cursor, (max(int(number), 2) if valid else 2)
+
+
+def keyset_pager(cursor: str | None, number: int, next_cursor: str | None, key: str, buttons: str) -> None:
+    """First, previous and next page of a keyset-paged list at `number` (shown after `cursor`).
+    A keyset page knows only where the next one starts, so the way back is the pages this session
+    has shown, kept with the filters under `key` (keyset_position's); a page opened from a link has
+    none before it until the first page is opened. `buttons` prefixes the buttons' keys."""
+    trail = st.session_state.setdefault(f"{key}_trail", {1: None})
+    trail[number] = cursor
+    back = trail.get(number - 1, _UNSEEN) if number > 1 else _UNSEEN
+    b1, b2, b3, _ = st.columns([1, 1.1, 1, 3])
+    if b1.button("First page", key=f"{buttons}_first", disabled=cursor is None, icon=":material/first_page:"):
+        go_to_keyset_page(None, 1)
+    if b2.button(
+        "Previous page", key=f"{buttons}_prev", disabled=back is _UNSEEN, icon=":material/navigate_before:",
+        help=None if number == 1 or back is not _UNSEEN else "This page came from a link: open the first page to page back.",
+    ):  # fmt: skip
+        go_to_keyset_page(back, number - 1)
+    if b3.button(
+        "Next page", key=f"{buttons}_next", disabled=next_cursor is None, icon=":material/navigate_next:"
+    ):
+        go_to_keyset_page(next_cursor, number + 1)
 
 
 def go_to_keyset_page(cursor: str | None, number: int) -> None:
