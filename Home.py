@@ -8,6 +8,7 @@ otherwise users sign in with the accounts of `python -m observability.users`.
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlparse
 
@@ -18,6 +19,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st
 
 from observability import auth
+from observability.timeutil import utcnow
 from observability.ui import attention, charts, data, fmt, nav, sso, warmup
 from observability.ui import common as ui
 
@@ -58,8 +60,9 @@ def login_page() -> None:
 
 # where each Overview figure leads, in the order of the figures: (page stem, label, URL filters)
 OVERVIEW_LINKS = (
-    ("llm_calls", "LLM calls", {"range": "1h"}),  # the calls explorer opens on the last hour
-    ("llm_calls", "Failed calls", {"range": "1h", "status": "error"}),
+    # the calls behind the 5-minute figures: from 5 minutes ago (LAST_5_MIN is filled in per run)
+    ("llm_calls", "LLM calls", {"from": "LAST_5_MIN"}),
+    ("llm_calls", "Failed calls", {"from": "LAST_5_MIN", "status": "error"}),
     ("llm_calls", "Slowest calls", {"range": "1h", "sort": "slowest"}),
     ("cost_tracking", "Cost tracking", {}),
     ("conversations", "Conversations", {"active": "1"}),  # the list with the same filter (Active now)
@@ -80,9 +83,11 @@ def overview_page() -> None:
         fmt.metric(c[3], "spend_today_usd", k.spend_today_usd)
         fmt.metric(c[4], "active_conversations", k.active_conversations)
         fmt.metric(c[5], "firing_alerts", k.firing_alerts)
+        since = f"{utcnow() - timedelta(minutes=5):%Y-%m-%dT%H:%M:%S}"
         for col, (page, label, params) in zip(c, OVERVIEW_LINKS, strict=True):  # each figure opens its page
             with col:
-                ui.page_link(page, label, icon=":material/arrow_outward:", **params)
+                ui.page_link(page, label, icon=":material/arrow_outward:",
+                             **{k: since if v == "LAST_5_MIN" else v for k, v in params.items()})  # fmt: skip
 
     @st.fragment(run_every=ui.LIVE_REFRESH_S)
     def requests() -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -19,6 +21,7 @@ from observability.analytics import monitoring
 from observability.settings import reset_settings_cache
 from observability.store import Store
 from observability.store.ingest import write_batch
+from observability.timeutil import utcnow
 from observability.ui import common, fmt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -497,7 +500,12 @@ def test_each_overview_figure_links_to_its_page_with_its_filters(console: Store)
     links = {p.proto.label: (p.proto.page, dict(p.proto.query_string and [kv.split("=") for kv in p.proto.query_string.split("&")] or []))
              for p in at.get("page_link")}  # fmt: skip
     assert links["Failed calls"][0].endswith("llm_calls")
-    assert links["Failed calls"][1] == {"range": "1h", "status": "error"}
+    # the 5-minute figures open the calls of those 5 minutes (the error rate's link opened the last hour)
+    failed = links["Failed calls"][1]
+    assert failed.keys() == {"from", "status"} and failed["status"] == "error"
+    since = datetime.fromisoformat(unquote(failed["from"]))
+    assert abs((utcnow() - since).total_seconds() - 300) < 30
+    assert links["LLM calls"][1] == {"from": failed["from"]}
     assert links["Slowest calls"][1] == {"range": "1h", "sort": "slowest"}
     assert links["Conversations"] == (links["Conversations"][0], {"active": "1"})  # as its figure counts
     assert links["Conversations"][0].endswith("conversations") and links["Alerts"][0].endswith("alerts")
