@@ -46,6 +46,23 @@ def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_C
 
 def ensure_private_file(path: str | os.PathLike[str]) -> Path:
     """Create `path` empty with mode 0600 if missing (so a program that later opens it, such as
-    SQLite, keeps that mode), or narrow an existing one to 0600."""
-    os.close(open_private(path, os.O_RDONLY | os.O_CREAT))
-    return Path(path)
+    SQLite, keeps that mode), or narrow an existing one to 0600.
+
+    A file that exists is never opened, only stat-ed and chmod-ed by its path: SQLite holds POSIX
+    (fcntl) locks on its database, and closing any descriptor of a file drops every such lock the
+    process holds on it. Opening and closing the store's file for each new Store (the console opens
+    three) let the worker believe nobody else had it open, checkpoint and reset the WAL under the
+    console's feet, and corrupt the embedded store ("database disk image is malformed")."""
+    p = Path(path)
+    private_dir(p.parent)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        try:
+            if os.stat(p).st_mode & 0o077:
+                os.chmod(p, FILE_MODE)
+        except OSError:  # not ours to change: leave it
+            pass
+        return p
+    os.close(fd)  # just made: no connection can hold a lock on it
+    return p

@@ -358,6 +358,55 @@ def test_store_spool_lock_and_token_files_are_private(
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
 
 
+# SQLite's unix locks: a reader holds a read lock on the 510 bytes after PENDING_BYTE (0x40000000) + 2
+SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE = 0x40000002, 510
+PROBE_SHARED_LOCK = f"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, {SQLITE_SHARED_SIZE}, {SQLITE_SHARED_FIRST})
+    print("free")
+except OSError:
+    print("held")
+"""
+
+
+def test_opening_a_second_store_on_the_file_keeps_the_first_ones_sqlite_locks(tmp_path: Path) -> None:
+    """SQLite's locks are POSIX locks, which a process loses on a file when it closes any descriptor
+    of it. The console opens three stores on the embedded file; each opened and closed the file to
+    check its mode, dropping the locks of the connections already open, so the worker checkpointed
+    and reset the WAL under them and the store was corrupted ("database disk image is malformed")."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    db = tmp_path / "obs.db"
+    first = Store.from_url(f"sqlite:///{db}")
+    first.migrate()
+
+    def lock() -> str:
+        return subprocess.run([sys.executable, "-c", PROBE_SHARED_LOCK, str(db)], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()  # fmt: skip
+
+    try:
+        with first.connect() as conn:  # an open connection, as the console's pool keeps
+            conn.execute(sa.text("SELECT count(*) FROM sqlite_master")).all()
+            assert lock() == "held"  # what another process (the worker) sees
+            second = Store.from_url(f"sqlite:///{db}")
+            try:
+                assert lock() == "held", "opening a second Store dropped the first one's SQLite locks"
+                with second.connect() as other:
+                    assert other.execute(sa.text("PRAGMA quick_check")).scalar() == "ok"
+            finally:
+                second.dispose()
+    finally:
+        first.dispose()
+    os.chmod(db, 0o644)  # an older version's store: narrowed by path, without opening it
+    Store.from_url(f"sqlite:///{db}").dispose()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
 # ---- 7. permissions ---------------------------------------------------------------------------
 
 
