@@ -233,6 +233,15 @@ def main() -> None:
         groups[section] = [
             st.Page(str(ROOT / p.path), title=p.title, icon=p.icon, url_path=p.url_path) for p in specs
         ]
+    # a page this role may not open, asked for by its URL (a shared link, a bookmark): hidden from
+    # the navigation, its own `ui.require` says the role may not open it (it was Streamlit's "Page
+    # not found" and Overview)
+    allowed = {p.url_path for p in nav.existing_pages_for_role(user.role, ROOT)}
+    groups[""] += [
+        st.Page(str(ROOT / spec.path), title=spec.title, icon=spec.icon, url_path=spec.url_path, visibility="hidden")
+        for spec in nav.PAGES
+        if spec.url_path not in allowed and (ROOT / spec.path).is_file()
+    ]  # fmt: skip
     pg = st.navigation(groups, expanded=True)
     nxt = st.query_params.get(ui.NEXT_PARAM)
     if nxt and AFTER_LOGIN not in st.session_state:  # sent back through the router while signed in

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = str(read_test_environment()["chromium"])
 USER, PASSWORD = "browser-admin", "browser-pass-1"
+ANALYST_USER = "browser-analyst"
 REFUSED_USER = "browser-refused"  # the wrong-password test's own account: USER's failed-sign-in count stays 0
 # pages of this project's dashboards: each must show plotly charts on demo data
 # pages without charts: what must be drawn before the screenshot (their content comes after the title)
@@ -104,6 +105,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     score_pending(store, utcnow())
     auth.create_user(store, USER, auth.ADMIN, PASSWORD)
     auth.create_user(store, REFUSED_USER, auth.ANALYST, PASSWORD)
+    auth.create_user(store, ANALYST_USER, auth.ANALYST, PASSWORD)
     store.dispose()
     port = free_port()
     proc = start_console(url, port, tmp / "streamlit.log")
@@ -273,3 +275,18 @@ def test_a_filter_picked_on_one_page_does_not_filter_the_next_one(console: str, 
     expect(page.get_by_role("combobox", name="Bots")).to_be_visible(timeout=30_000)
     assert page.get_by_test_id("stMultiSelect").filter(has_text="lead_bot").count() == 0, "lead_bot followed"
     assert not re.search(r"[?&]bot=", page.url), page.url
+
+
+def test_a_page_the_role_may_not_open_says_so_when_its_url_is_asked_for(console: str, page) -> None:  # noqa: ANN001
+    """An analyst following a link to Emergency controls is told the role may not open it (it was
+    Streamlit's "Page not found" and Overview); the page is still not in the analyst's navigation."""
+    page.goto(f"{console}/emergency")
+    page.get_by_label("User name").fill(ANALYST_USER)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("You don't have permission to open this page").wait_for(timeout=30_000)
+    assert "/emergency" in page.url
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.get_by_role("button").filter(has_text="Stop").count() == 0
+    nav_links = page.get_by_test_id("stSidebarNav").get_by_role("link")
+    assert "Emergency controls" not in nav_links.all_inner_texts()

@@ -584,9 +584,10 @@ def test_a_page_refuses_a_role_without_the_permission(empty: Store, monkeypatch:
         at.session_state["user"] = ann["user"]
         at.run()
         assert not at.exception
-        assert [e.value for e in at.error] == [f"Your role (analyst) may not open this page ({action})."], (
-            page
-        )
+        assert [e.value for e in at.error] == [
+            f"You don't have permission to open this page: your role (analyst) may not `{action}`. "
+            "An admin can change your role."
+        ], page
         assert not at.button and not at.text_input and not at.metric, f"{page} shows controls to an analyst"
     # the same analyst opens a page the role may see
     at = run_page("bot_health", session=ann)

@@ -240,7 +240,8 @@ def require(action: str) -> auth.User:
         st.error("Please sign in first.")
         st.stop()
     if not user.can(action):
-        st.error(f"Your role ({user.role}) may not open this page ({action}).")
+        st.error(f"You don't have permission to open this page: your role ({user.role}) may not "
+                 f"`{action}`. An admin can change your role.", icon=":material/block:")  # fmt: skip
         st.stop()
     return user
 
