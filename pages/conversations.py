@@ -17,7 +17,7 @@ from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
 VIEW_ANCHOR = "one-conversation"  # the open conversation's heading; a `#` link scrolls to it in place
-STATE_LABEL = {"ai": "🤖 AI", "human": "🧑 human", "stopped": "⛔ stopped"}
+STATE_LABEL = {"ai": "AI", "human": "human", "stopped": "stopped"}  # words: an emoji font may be missing
 ROLE_AVATAR = {"user": "user", "bot": ":material/smart_toy:", "operator": ":material/support_agent:"}
 
 user = ui.require("dashboards.view")
@@ -314,9 +314,8 @@ def at_a_glance() -> None:
             ui.page_link("bot_health", f"Bot health of {o.bot}", icon=":material/monitor_heart:", bot=o.bot)
 
 
-KIND_LABEL = {"message": "💬 message", "llm_call": "🧠 LLM call", "handoff": "🔀 handoff",
-              "intervention": "🧑 intervention", "emergency": "⛔ emergency", "alert": "🚨 alert",
-              "activity": "📋 activity"}  # fmt: skip
+KIND_LABEL = {"message": "message", "llm_call": "LLM call", "handoff": "handoff", "intervention": "intervention",
+              "emergency": "emergency", "alert": "alert", "activity": "activity"}  # fmt: skip
 
 
 def timeline_view() -> None:
