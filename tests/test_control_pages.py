@@ -286,6 +286,19 @@ def test_needs_attention_tops_the_conversations_page_and_opens_the_row(console: 
     assert at.query_params["conversation"] == "c2"
 
 
+def test_needs_attention_says_its_rows_are_stopped_during_a_system_wide_stop(console: Store) -> None:
+    """The ranking stays during a system-wide stop (where to look first when the bots resume), but
+    says the rows are stopped, beside a list reading "stopped" and no active conversation."""
+    _asks_for_a_person(console)
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert not any("system-wide stop holds" in c.value for c in at.caption)
+    assert any(m.value.startswith("**trouble ") for m in at.markdown)  # the score says what it is
+    control.system_wide_stop(console, "admin", "bots quote wrong prices", control.STOP_PHRASE)
+    common.clear_caches()
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert any("system-wide stop holds: these conversations are stopped too" in c.value for c in at.caption)
+
+
 def test_the_list_pages_through_every_conversation_with_true_counts(console: Store) -> None:
     base = time.time() - 600
     write_batch(console, [ev.message(uuid.uuid4().hex, base + i, conversation_id=f"m{i:02d}", role="user",

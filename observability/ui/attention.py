@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from observability import control
 from observability.analytics.attention import needs_attention
 from observability.ui import common as ui
 
@@ -24,6 +25,13 @@ HELP = (
 )
 
 
+def _system_stopped() -> bool:
+    try:
+        return bool(control.system_status(ui.get_store())["stopped"])
+    except Exception:  # noqa: BLE001 - the banner above already says when the store cannot answer
+        return False
+
+
 def attention_panel(on_open: Callable[[str], None], *, key: str, limit: int = 8) -> list[dict]:
     """Render the ranked list; `on_open(conversation_id)` runs when a row's Open button is clicked.
     Returns the rows shown."""
@@ -32,13 +40,16 @@ def attention_panel(on_open: Callable[[str], None], *, key: str, limit: int = 8)
     if not rows:
         st.success("No live conversation shows signs of trouble.", icon=":material/check_circle:")
         return rows
+    if _system_stopped():
+        st.caption("The system-wide stop holds: these conversations are stopped too. They stay ranked so "
+                   "you know where to look first when the bots resume.")  # fmt: skip
     for r in rows:
         left, right = st.columns([6, 1], vertical_alignment="center")
         badge = " · ⭐ VIP" if r["vip"] else ""
         account = r["account_name"] or r["account_id"]
         who = " · ".join(ui.md_escape(x) for x in (r["bot"], account) if x)
         left.markdown(
-            f"**{r['score']}** · {ui.md_escape(r['id'])}{badge} · {who}  \n"
+            f"**trouble {r['score']}** · {ui.md_escape(r['id'])}{badge} · {who}  \n"
             + ui.md_escape("; ".join(r["reasons"]))
         )
         if right.button("Open", key=f"{key}_{r['id']}", icon=":material/open_in_new:"):
