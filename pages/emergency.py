@@ -120,9 +120,13 @@ with st.form("em_one", enter_to_submit=False):
     b1, b2 = st.columns(2)
     stop = b1.form_submit_button("Stop conversation", type="primary", icon=":material/block:")
     reset = b2.form_submit_button("Reset conversation (back to the AI)", icon=":material/restart_alt:")
-    if stop and _act(f"Stop {cid.strip()}", control.stop_conversation, cid.strip(), user.name, why):
+    if stop and _act(
+        f"Stop {control.shown_id(cid.strip())}", control.stop_conversation, cid.strip(), user.name, why
+    ):
         st.rerun()
-    if reset and _act(f"Reset {cid.strip()}", control.reset_conversation, cid.strip(), user.name, why):
+    if reset and _act(
+        f"Reset {control.shown_id(cid.strip())}", control.reset_conversation, cid.strip(), user.name, why
+    ):
         st.rerun()
 st.caption(
     "Stop: no bot may answer in it (an operator's take-over ends). Reset: back to the AI with a clean "

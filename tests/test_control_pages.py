@@ -412,6 +412,11 @@ def test_an_operator_stops_and_resets_one_conversation_but_cannot_stop_all(conso
     assert any("no conversation '<b>x</b>😀' in the store" in shown(e.value) for e in at.error)
     assert [r["id"] for r in control.list_conversations(console)] == ["c1"]
     assert len(control.emergency_history(console)) == 2
+    at.text_input(key="em_cid").set_value("c" * 5000)  # a paste gone wrong: quoted by its start and length
+    _button(at, "Stop conversation").click().run()
+    [refusal] = [shown(e.value) for e in at.error]
+    assert "(5,000 characters)" in refusal and len(refusal) < 400, refusal
+    assert [r["id"] for r in control.list_conversations(console)] == ["c1"]
 
 
 def test_stop_all_is_a_red_danger_button_never_refused_for_frequency(console: Store) -> None:

@@ -19,7 +19,7 @@ pages only hide buttons. Callers use the names below as `control.X`.
 | `errors` | `ControlError` and its subclasses, whose messages are safe to show |
 """
 
-from observability.control.common import ActionResult
+from observability.control.common import ActionResult, shown_id
 from observability.control.emergency import (
     RESUME_PHRASE,
     STOP_PHRASE,
@@ -58,6 +58,7 @@ from observability.control.takeover import (
 )
 
 __all__ = [
+    "shown_id",
     "PRIORITIES",
     "STOP_PHRASE",
     "RESUME_PHRASE",

@@ -100,11 +100,19 @@ def find_conversation(conn: sa.Connection, conversation_id: str) -> Any:
     return conn.execute(sa.select(t).where(t.c.id == conversation_id)).first()
 
 
+def shown_id(conversation_id: str, limit: int = 60) -> str:
+    """An id as a message quotes it: a pasted page of text is cut to its start and its length, so
+    a refusal does not fill the screen with it twice."""
+    if len(conversation_id) <= limit:
+        return repr(conversation_id)
+    return f"{conversation_id[:limit]!r}… ({len(conversation_id):,} characters)"
+
+
 def require_conversation(conn: sa.Connection, conversation_id: str) -> Any:
     row = find_conversation(conn, conversation_id)
     if row is None:
         raise ConversationNotFound(
-            f"no conversation {conversation_id!r} in the store: check the id (nothing was changed)"
+            f"no conversation {shown_id(conversation_id)} in the store: check the id (nothing was changed)"
         )
     return row
 
