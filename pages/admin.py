@@ -22,13 +22,15 @@ ui.page_header("Admin", "Users and roles; channel configuration (secrets are nev
 store = ui.get_store()
 
 
-def _act(label: str, fn, *args, **kwargs) -> bool:  # noqa: ANN001
+def _act(label: str, fn, *args, done=None, **kwargs) -> bool:  # noqa: ANN001
+    """Run an admin action; a refusal shows here, a success after the rerun, in plain words
+    (`done(result)`, e.g. the user as stored: "Carol.R" is stored as "carol.r")."""
     try:
-        fn(store, me.name, *args, **kwargs)
+        result = fn(store, me.name, *args, **kwargs)
     except (auth.PermissionDenied, ValueError) as exc:
         st.error(f"{ui.md_escape(label)}: {ui.md_escape(exc)}")
         return False
-    st.session_state["ad_done"] = f"{ui.md_escape(label)}: done"
+    st.session_state["ad_done"] = ui.md_escape(done(result) if done else f"{label}: done")
     return True
 
 
@@ -86,7 +88,8 @@ with tab_users:
         if st.form_submit_button("Add user", type="primary", icon=":material/person_add:"):
             if pw1 != pw2:
                 st.error("The passwords do not match.")
-            elif _act(f"Add {name}", auth.add_user, name.strip(), role, pw1):
+            elif _act(f"Add {name}", auth.add_user, name.strip(), role, pw1,
+                      done=lambda u: f"Added user {u.name} as {u.role}; they can sign in now."):  # fmt: skip
                 st.rerun()
 
     if people:

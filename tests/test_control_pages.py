@@ -488,12 +488,14 @@ def test_admin_page_shows_channel_status_without_any_secret(console: Store) -> N
 
 def test_admin_adds_a_user_changes_the_role_and_resets_the_password_once(console: Store) -> None:
     at = _app("pages/admin.py", auth.ADMIN)
-    at.text_input(key="ad_new_name").set_value("nina")
+    at.text_input(key="ad_new_name").set_value("Nina")  # names are stored in lower case
     at.selectbox(key="ad_new_role").set_value("operator")
     at.text_input(key="ad_new_pw1").set_value("nina-password-1")
     at.text_input(key="ad_new_pw2").set_value("nina-password-1")
     _button(at, "Add user").click().run()
     assert not at.exception and auth.get_user(console, "nina") == auth.User("nina", "operator")
+    # the success names the user as stored (it said "Add Nina: done", a name that does not exist)
+    assert [shown(m.value) for m in at.success] == ["Added user nina as operator; they can sign in now."]
 
     at.selectbox(key="ad_target").set_value("nina")
     at.run()
