@@ -45,7 +45,7 @@ for col, (name, label, placeholder) in zip(r1, (
     values = sorted(set(opts.get(name, [])) | set(_linked(name)))
     chosen[name] = col.multiselect(label, values, key=name, bind="query-params", placeholder=placeholder)
     slots[name] = col.empty()
-r2 = st.columns([1.3, 1, 1, 1, 1, 1, 2])
+r2 = st.columns([1.3, 1, 1, 1, 1, 1.2, 1.8], vertical_alignment="bottom")  # "newest" fits at 1280 px
 with r2[0]:
     # no format_func on URL-bound widgets: the URL holds the formatted option, and links use the plain values
     chosen["status"] = st.segmented_control("Status", list(ce.STATUSES), key="status", bind="query-params",
