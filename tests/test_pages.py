@@ -370,6 +370,14 @@ def test_drill_down_over_a_timeframe_longer_than_the_store_says_so(demo: Store) 
     assert any("Data since" in c.value and "not the whole 30d" in c.value for c in at.caption)
     at = run_page("live_monitoring", query={"metric": "ai_confidence", "timeframe": "1h"})
     assert not any("Data since" in c.value for c in at.caption)
+    # a count: the days before the store's first message are missing, not zero (nor quiet time in
+    # the trend); from then on a quiet interval is a zero
+    d = monitoring.drill_down(demo, "messages", "30d")
+    values = d.historical_data["value"]
+    first = values.first_valid_index()
+    assert first is not None and first > 0 and values[:first].isna().all() and values[first:].notna().all()
+    at = run_page("live_monitoring", query={"metric": "messages", "timeframe": "30d"})
+    assert any("Data since" in c.value for c in at.caption)
 
 
 def test_drill_down_has_history_percentiles_thresholds_and_trend(demo: Store) -> None:

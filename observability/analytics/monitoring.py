@@ -423,14 +423,25 @@ def _history_frame(rows: Sequence[tuple]) -> pd.DataFrame:
     return df
 
 
-def _fill_counts(df: pd.DataFrame, start: datetime, end: datetime, step: int) -> pd.DataFrame:
-    """Count series: buckets without rows are zero, not missing."""
+def _fill_counts(
+    df: pd.DataFrame, start: datetime, end: datetime, step: int, since: datetime | None = None
+) -> pd.DataFrame:
+    """Count series: buckets without rows are zero, not missing; but buckets before `since` (the
+    store's first message: a 30-day chart over a store holding a day) are missing, not zero, so
+    the chart and the trend do not count time the store did not exist as quiet time."""
     idx = pd.date_range(
         pd.Timestamp(start).floor(f"{step}s"), pd.Timestamp(end).floor(f"{step}s"), freq=f"{step}s"
     )
     s = df.set_index("ts")["value"] if not df.empty else pd.Series(dtype=float)
-    s = s.reindex(idx, fill_value=0.0)
+    s = s.reindex(idx, fill_value=0.0).astype(float)
+    if since is not None:
+        s[idx < pd.Timestamp(since).floor(f"{step}s")] = np.nan
     return pd.DataFrame({"ts": idx, "value": s.to_numpy(dtype=float)})
+
+
+def _store_since(conn: sa.Connection) -> datetime | None:
+    """When the store's data begins: its first message (kept by retention, indexed by time)."""
+    return conn.execute(sa.select(sa.func.min(schema.messages.c.ts))).scalar()
 
 
 def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime | None = None) -> DrillDown:
@@ -479,7 +490,8 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
                 .where(tcol >= start, tcol <= now, extra)
                 .group_by(sa.literal_column("1"))
             ).all()
-            hist = _fill_counts(_history_frame(rows), start, now, step)
+            hist = _fill_counts(_history_frame(rows), start, now, step, _store_since(conn))
+        since = _store_since(conn) if hist is None else None
     if hist is None:  # LLM-based metrics, from the LLM service: raw under 24 h, rollups beyond
         source = source_note(timeframe)
         llm = LLMObservabilityService(store)
@@ -497,7 +509,7 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
                 if is_claude(r["provider"], r["model"]):
                     per[r["bucket"]] = per.get(r["bucket"], 0.0) + float(r[col])
             hist = pd.DataFrame({"ts": pd.to_datetime(list(per)), "value": list(per.values())})
-            hist = _fill_counts(hist, start, now, step)
+            hist = _fill_counts(hist, start, now, step, since)
     extra: dict[str, Any] = {"interval_s": step}
     if not d.has_percentiles:  # counts per interval: their total and peak, no percentiles
         source = source if d.kind == "cost" or metric == "claude_requests" else "exact"
