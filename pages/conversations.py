@@ -100,7 +100,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
             "operator": df["operator"],
             "bot": df["bot"],
             "account": df["account_name"].fillna(df["account_id"]),
-            "VIP": df["vip"].map({True: "⭐ VIP", False: ""}),
+            "VIP": df["vip"].map({True: "VIP", False: ""}),
             "last activity": pd.to_datetime(df["last_activity_at"], utc=True),
             "messages": df["messages"],
             "quality": df["quality_score"],
@@ -306,7 +306,7 @@ def at_a_glance() -> None:
     account = o.account_name or o.account_id
     with row:
         if o.account_id:
-            ui.page_link("conversations", f"Account {account}{' ⭐ VIP' if o.vip else ''}: all its conversations",
+            ui.page_link("conversations", f"Account {account}{' (VIP)' if o.vip else ''}: all its conversations",
                          icon=":material/account_circle:", q=o.account_id)  # fmt: skip
         if o.llm_calls:
             ui.page_link("llm_calls", "Its LLM calls", icon=":material/list_alt:", conversation=cid)

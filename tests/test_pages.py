@@ -667,3 +667,22 @@ def test_every_page_runs_on_postgresql_with_the_services_numbers(
     finally:
         store.dispose()
         reset_settings_cache()
+
+
+def test_pages_say_states_and_badges_in_words_not_emoji() -> None:
+    """Debian's Chromium, with no emoji font, draws an emoji as an empty box ("▯ stopped"), so a
+    state or badge the operator relies on is a word; only the translations of old links' emoji
+    filter values (OLD_*) may hold them."""
+    emoji = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\u2b50]")
+    sources = [
+        ROOT / "Home.py",
+        *sorted((ROOT / "pages").glob("*.py")),
+        *sorted((ROOT / "observability/ui").glob("*.py")),
+    ]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sources
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if emoji.search(line.replace("✓", "")) and not line.lstrip().startswith(("OLD_", "#"))
+    ]
+    assert not found, found

@@ -45,7 +45,7 @@ def attention_panel(on_open: Callable[[str], None], *, key: str, limit: int = 8)
                    "you know where to look first when the bots resume.")  # fmt: skip
     for r in rows:
         left, right = st.columns([6, 1], vertical_alignment="center")
-        badge = " · ⭐ VIP" if r["vip"] else ""
+        badge = " · **VIP**" if r["vip"] else ""
         account = r["account_name"] or r["account_id"]
         who = " · ".join(ui.md_escape(x) for x in (r["bot"], account) if x)
         left.markdown(
