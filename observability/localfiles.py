@@ -9,7 +9,9 @@ with wider permissions (an older version's store) is narrowed to 0600.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -36,12 +38,15 @@ def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_C
     """`os.open` of a file that is created 0600 (its directory 0700) and narrowed to 0600 if wider."""
     private_dir(Path(path).parent)
     fd = os.open(path, flags, FILE_MODE)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, FILE_MODE)
-    except OSError:  # not ours to change: leave it
-        pass
+    _narrow(lambda: os.fstat(fd).st_mode, lambda: os.fchmod(fd, FILE_MODE))
     return fd
+
+
+def _narrow(mode: Callable[[], int], chmod: Callable[[], None]) -> None:
+    """Narrow a file found wider than 0600; a file that is not ours to change is left as it is."""
+    with contextlib.suppress(OSError):
+        if mode() & 0o077:
+            chmod()
 
 
 def ensure_private_file(path: str | os.PathLike[str]) -> Path:
@@ -58,11 +63,7 @@ def ensure_private_file(path: str | os.PathLike[str]) -> Path:
     try:
         fd = os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
-        try:
-            if os.stat(p).st_mode & 0o077:
-                os.chmod(p, FILE_MODE)
-        except OSError:  # not ours to change: leave it
-            pass
+        _narrow(lambda: os.stat(p).st_mode, lambda: os.chmod(p, FILE_MODE))
         return p
     os.close(fd)  # just made: no connection can hold a lock on it
     return p

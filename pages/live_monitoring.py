@@ -81,9 +81,8 @@ def drill() -> None:
     now, trend, status = st.columns(3)
     fmt.metric(now, spec.now_metric, d.current_value)
     change = d.trend_analysis["percentage_change"]
-    moved = "up from zero" if change is None else f"{change:+.1f} %"
-    trend.metric(f"Trend, last {timeframe}", f"{arrow} {d.trend_analysis['direction']}",
-                 "from zero" if change is None else moved, delta_color="off",
+    delta = "from zero" if change is None else f"{change:+.1f} %"
+    trend.metric(f"Trend, last {timeframe}", f"{arrow} {d.trend_analysis['direction']}", delta, delta_color="off",
                  help="Mean of the later half of the chart against the earlier half (\"from zero\": "
                       "the earlier half had none, so there is no percentage)")  # fmt: skip
     shown = ", ".join(f"{k} {fmt.number(unit, v)}" for k, v in d.thresholds.items())
@@ -102,7 +101,7 @@ def drill() -> None:
                     help=f"The highest {interval} value of the chart")  # fmt: skip
     if d.trend_analysis["is_concerning"]:
         st.warning(f"**Concerning:** {label} is {d.status if d.status != 'ok' else 'moving the wrong way'} "
-                   f"({moved} over the {timeframe}).", icon=":material/warning:")  # fmt: skip
+                   f"({'up ' if change is None else ''}{delta} over the {timeframe}).", icon=":material/warning:")  # fmt: skip
     fig = go.Figure()
     fig.add_scatter(x=hist["ts"], y=hist["value"], mode="lines+markers" if len(hist) < 80 else "lines", name=label,
                     hovertemplate=f"%{{x|%Y-%m-%d %H:%M}} UTC<br>{label}: %{{y:,.2f}}<extra></extra>")  # fmt: skip
@@ -118,10 +117,10 @@ def drill() -> None:
     start = end - pd.Timedelta(seconds=window_seconds(timeframe))
     fig.update_xaxes(range=[start - pd.Timedelta(seconds=d.extra["interval_s"]), end])
     st.plotly_chart(fig, key="lm_drill")
-    first = hist.loc[hist["value"].notna(), "ts"].min()
-    since = (  # a store younger than the timeframe: its figures are of less time than the label says
+    first = d.extra["data_since"]
+    since = (
         f" Data since {first:%Y-%m-%d %H:%M} UTC only: the figures cover that, not the whole {timeframe}."
-        if pd.notna(first) and first > start + pd.Timedelta(seconds=d.extra["interval_s"])
+        if first
         else ""
     )
     st.caption(f"{fmt.help_text(spec.series_metric, f'the last {timeframe}')} Figures {d.source}.{since}")

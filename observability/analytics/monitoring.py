@@ -459,6 +459,7 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
     source = "exact, from raw events"
     pct: list[float | None] = [None, None, None]
     with store.connect() as conn:
+        since = None if d.kind == "gauge" else _store_since(conn)  # counts: missing before the store began
         if d.kind == "gauge":
             sm = schema.system_metrics
             where = sa.and_(sm.c.metric_name == metric, sm.c.ts >= start, sm.c.ts <= now)
@@ -490,8 +491,7 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
                 .where(tcol >= start, tcol <= now, extra)
                 .group_by(sa.literal_column("1"))
             ).all()
-            hist = _fill_counts(_history_frame(rows), start, now, step, _store_since(conn))
-        since = _store_since(conn) if hist is None else None
+            hist = _fill_counts(_history_frame(rows), start, now, step, since)
     if hist is None:  # LLM-based metrics, from the LLM service: raw under 24 h, rollups beyond
         source = source_note(timeframe)
         llm = LLMObservabilityService(store)
@@ -511,6 +511,10 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
             hist = pd.DataFrame({"ts": pd.to_datetime(list(per)), "value": list(per.values())})
             hist = _fill_counts(hist, start, now, step, since)
     extra: dict[str, Any] = {"interval_s": step}
+    # a store younger than the timeframe: its figures cover less time than the label says
+    first = hist.loc[hist["value"].notna(), "ts"].min() if not hist.empty else None
+    young = first is not None and pd.notna(first) and first > pd.Timestamp(start) + pd.Timedelta(seconds=step)
+    extra["data_since"] = first.to_pydatetime() if young else None
     if not d.has_percentiles:  # counts per interval: their total and peak, no percentiles
         source = source if d.kind == "cost" or metric == "claude_requests" else "exact"
         values = hist["value"].dropna() if not hist.empty else pd.Series(dtype=float)

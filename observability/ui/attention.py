@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from observability import control
 from observability.analytics.attention import needs_attention
 from observability.ui import common as ui
 
@@ -25,13 +24,6 @@ HELP = (
 )
 
 
-def _system_stopped() -> bool:
-    try:
-        return bool(control.system_status(ui.get_store())["stopped"])
-    except Exception:  # noqa: BLE001 - the banner above already says when the store cannot answer
-        return False
-
-
 def attention_panel(on_open: Callable[[str], None], *, key: str, limit: int = 8) -> list[dict]:
     """Render the ranked list; `on_open(conversation_id)` runs when a row's Open button is clicked.
     Returns the rows shown."""
@@ -40,7 +32,7 @@ def attention_panel(on_open: Callable[[str], None], *, key: str, limit: int = 8)
     if not rows:
         st.success("No live conversation shows signs of trouble.", icon=":material/check_circle:")
         return rows
-    if _system_stopped():
+    if ui.system_stop() is not None:
         st.caption("The system-wide stop holds: these conversations are stopped too. They stay ranked so "
                    "you know where to look first when the bots resume.")  # fmt: skip
     for r in rows:

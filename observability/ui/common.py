@@ -257,15 +257,22 @@ def auth_banner() -> None:
         )
 
 
-def system_stop_banner() -> bool:
-    """The red banner of a system-wide stop (read from the store on every run, so it shows at once
-    on every page); True while the stop holds."""
+def system_stop() -> dict | None:
+    """The system-wide stop while it holds (`control.system_status`: by, at, reason), else None.
+    Read from the store on every call, so it shows at once; a store that cannot answer is logged
+    and reads as no stop (a store outage must not take every page down)."""
     try:
         system = control.system_status(get_store())
-    except Exception as exc:  # noqa: BLE001 - a store outage must not take every page down
+    except Exception as exc:  # noqa: BLE001
         log.warning("could not read the system-wide stop: %s", exc)
-        return False
-    if not system["stopped"]:
+        return None
+    return system if system["stopped"] else None
+
+
+def system_stop_banner() -> bool:
+    """The red banner of a system-wide stop on every page; True while the stop holds."""
+    system = system_stop()
+    if system is None:
         return False
     since = f" since {system['at']:%Y-%m-%d %H:%M:%S} UTC" if system["at"] else ""
     st.error(
