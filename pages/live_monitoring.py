@@ -31,7 +31,7 @@ def live_tiles() -> None:
     row2 = st.columns(6)
     fmt.metric(row2[0], "firing_alerts", m["alert_count"])
     fmt.metric(row2[1], "system_load", m["system_load"])
-    fmt.metric(row2[2], "llm_p95_now_ms", m["response_time_p95_5m"])
+    fmt.metric(row2[2], "response_time_alert_ms", m["response_time_now"])
     fmt.metric(row2[3], "claude_requests_today", m["claude_requests_today"])
     fmt.metric(row2[4], "claude_cost_today_usd", m["claude_cost_today"])
     row2[5].caption(f"Updated {m['timestamp'][11:19]} UTC. Claude figures leave other providers out; "
@@ -87,7 +87,8 @@ def drill() -> None:
                       "the earlier half had none, so there is no percentage)")  # fmt: skip
     shown = ", ".join(f"{k} {fmt.number(unit, v)}" for k, v in d.thresholds.items())
     status.metric("Status now", STATUS.get(d.status, d.status),
-                  help=f"{fmt.label(spec.now_metric)} against the thresholds drawn on the chart ({shown})"
+                  help=f"{fmt.label(spec.now_metric)} against the thresholds drawn on the chart ({shown}): "
+                  "the figure and thresholds its alert rule judges, so this status and the rule agree"
                   if d.thresholds else "This metric has no thresholds.")  # fmt: skip
     c = st.columns(3)
     if spec.has_percentiles:
@@ -95,8 +96,13 @@ def drill() -> None:
             col.metric(f"{p.upper()}, last {timeframe}", fmt.number(unit, d.percentile_data.get(p)),
                        help=f"{p.upper()} of {label.lower()} over the last {timeframe}; {d.source}.")  # fmt: skip
     else:
-        c[0].metric(f"Total, last {timeframe}", fmt.number(unit, d.extra["total"]),
-                    help=f"{fmt.help_text(spec.series_metric, f'the last {timeframe}')}")  # fmt: skip
+        total_help = (
+            f"Distinct conversations with at least one message in the last {timeframe}: one active in "
+            "many intervals counts once, so this is less than the sum of the chart"
+            if metric == "conversations"
+            else fmt.help_text(spec.series_metric, f"the last {timeframe}")
+        )
+        c[0].metric(f"Total, last {timeframe}", fmt.number(unit, d.extra["total"]), help=total_help)
         c[1].metric(f"Busiest {interval} interval", fmt.number(unit, d.extra["peak"]),
                     help=f"The highest {interval} value of the chart")  # fmt: skip
     if d.trend_analysis["is_concerning"]:

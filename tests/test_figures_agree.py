@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,12 +32,13 @@ from streamlit.testing.v1 import AppTest
 
 from observability import events
 from observability.alerting import inputs
-from observability.analytics import catalog, monitoring, sla
+from observability.alerting import rules as alert_rules
+from observability.analytics import catalog, monitoring, sla, threshold_figures
 from observability.analytics.agent_costs import DecisionCost, DecisionCostTracker
 from observability.analytics.bot_metrics import BotMetricsCollector
 from observability.analytics.llm_observability import LLMObservabilityService
 from observability.settings import get_settings, reset_settings_cache
-from observability.store import Store, ingest, rollups
+from observability.store import Store, ingest, rollups, schema
 from observability.timeutil import to_epoch, utcnow
 from observability.ui import common, frames
 from observability.worker.metrics import StoreCollector
@@ -96,6 +98,14 @@ def table(at: AppTest, column: str):  # noqa: ANN201 - a pandas frame
 def metric(at: AppTest, label: str) -> str:
     [value] = [m.value for m in at.metric if m.label == label]
     return value
+
+
+def recorded_metrics_now(store: Store, family: str) -> float | None:
+    """The value the shipped threshold rule on `family` sees now, through the worker's own inputs."""
+    settings = get_settings()
+    [rule] = [r for r in alert_rules.default_rules(settings) if r.family == family]
+    [sample] = inputs.recorded_metrics(store, settings, utcnow(), [rule])
+    return sample.value
 
 
 def test_the_catalog_names_each_figure_once_with_a_unit_and_a_window() -> None:
@@ -233,24 +243,27 @@ def test_overview_column_and_bot_health_alert_note_list_the_same_breaches(ops_on
     assert common.md_escape("buyer_bot · process") in note and common.md_escape("seller_bot") not in note
 
 
-def test_live_monitoring_response_time_now_is_the_last_5_minutes_p95_and_status_follows_it(
+def test_live_monitoring_response_time_now_is_what_the_alert_rule_judges_and_status_follows_it(
     demo: Store,
 ) -> None:
+    """The tile, the drill-down's "now" and its status show the figure `high_response_time` judges
+    (the mean LLM latency of the alert window): the page said "warning" on the LLM P95 while the
+    rule, on another figure, never went pending."""
     at = run("pages/live_monitoring.py", {"metric": "response_time", "timeframe": "1h"})
-    label = catalog.get("llm_p95_now_ms").label
-    assert "last 5 min" in label
-    now_p95 = monitoring.live_metrics(demo)["response_time_p95_5m"]
+    label = catalog.get("response_time_alert_ms").label
+    rule_sees = recorded_metrics_now(demo, "response_time")
     shown = [m.value for m in at.metric if m.label == label]
     assert len(shown) == 2 and shown[0] == shown[1]  # the tile and the drill-down's "now"
-    assert shown[0] == f"{now_p95:,.0f} ms"  # the demo's last 5 minutes are past, so this holds still
+    assert shown[0] == f"{rule_sees:,.0f} ms"  # the demo's last 5 minutes are past, so this holds still
     hour = monitoring.live_metrics(demo)["response_time_avg"]
     assert shown[0] != f"{hour:,.0f} ms", "'now' must not be the hour's mean"
     d = monitoring.drill_down(demo, "response_time", "1h")
-    expected = monitoring.threshold_status(d.current_value, d.thresholds, "up")
+    assert d.current_value == pytest.approx(rule_sees)
+    expected = monitoring.threshold_status(rule_sees, d.thresholds, "up")
     assert metric(at, "Status now").endswith(expected)
     assert not at.dataframe, "the drill-down's table only repeated the chart"
     [picker] = at.selectbox
-    assert picker.format_func("response_time") == catalog.get("llm_p95_bucket_ms").label
+    assert picker.format_func("response_time") == catalog.get("llm_mean_bucket_ms").label
     assert all(
         picker.format_func(k) == catalog.get(m.series_metric).label for k, m in monitoring.METRICS.items()
     )
@@ -263,10 +276,28 @@ def test_live_monitoring_shows_no_percentiles_of_per_minute_counts(demo: Store) 
     d = monitoring.drill_down(demo, "conversations", "1h")
     assert d.percentile_data == {}
     assert metric(at, "Total, last 1h") == f"{d.extra['total']:,.0f}"
+    # the total counts each conversation once, not once per minute it was active
+    m = schema.messages
+    with demo.connect() as conn:
+        distinct = conn.execute(
+            sa.select(sa.func.count(sa.distinct(m.c.conversation_id))).where(
+                m.c.ts >= utcnow() - timedelta(hours=1)
+            )
+        ).scalar()
+    assert d.extra["total"] == pytest.approx(distinct, abs=2)  # the clock moved between the two reads
+    assert d.extra["total"] < d.historical_data["value"].sum()
+
+
+@pytest.mark.parametrize("name", sorted(threshold_figures.CATALOG_NAMES))
+def test_live_monitoring_status_judges_what_the_threshold_rule_judges(demo: Store, name: str) -> None:
+    d = monitoring.drill_down(demo, name, "1h")
+    assert monitoring.METRICS[name].now_metric == threshold_figures.CATALOG_NAMES[name]
+    assert catalog.get(threshold_figures.CATALOG_NAMES[name]).alert_metric == name
+    assert d.current_value == pytest.approx(recorded_metrics_now(demo, name))
 
 
 def test_the_three_spend_figures_say_what_they_count_and_equal_their_services(demo: Store) -> None:
-    """Overview's spend today (all providers), Live monitoring's Claude spend today (Anthropic only)
+    """Overview's spend today (all providers), Live monitoring's Claude spend today (Claude models only)
     and Cost tracking's month to date (all providers): one catalog entry each, labels that tell
     them apart, each equal to its service."""
     today, claude, month = (catalog.get(n) for n in ("spend_today_usd", "claude_cost_today_usd",
@@ -509,7 +540,7 @@ def test_token_analytics_and_live_monitoring_tiles_are_catalog_figures(demo: Sto
     at = run("pages/live_monitoring.py", {"metric": "messages", "timeframe": "1h"})
     tiles = {t.label: t for t in at.metric}
     for name in ("active_conversations", "conversations_today", "messages_today", "ai_confidence_avg",
-                 "safety_score_avg", "human_interventions_today", "firing_alerts", "system_load", "llm_p95_now_ms",
+                 "safety_score_avg", "human_interventions_today", "firing_alerts", "system_load", "response_time_alert_ms",
                  "claude_requests_today", "claude_cost_today_usd"):  # fmt: skip
         m = catalog.get(name)
         assert m.label in tiles and tiles[m.label].proto.help == m.help, name

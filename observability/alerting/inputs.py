@@ -13,8 +13,9 @@ incomplete (so nothing resolves for lack of data that tick):
   P95/target ratio per bot (`<bot>.sla_p95_ratio`), and nothing else: the collector's bot-level
   `<bot>.response_time_p95` is not turned into an SLA ratio here, so `sla_violation` fires only on
   a figure the Bot health table shows;
-- recorded metrics (`system_metrics`) that rules name, e.g. system_load, ai_confidence,
-  safety_score, response_time or any custom metric: the mean over ALERT_METRIC_WINDOW_S;
+- the metrics threshold rules judge (`analytics.threshold_figures.judged_now`, which Live monitoring
+  reads too): response_time, the mean LLM call latency over ALERT_METRIC_WINDOW_S; system_load,
+  ai_confidence, safety_score or any custom metric, the mean of its recorded values over it;
 - custom alerts: recorded metrics whose metadata has threshold_warning / threshold_critical;
 - alerting itself: alerts_fired_1h and notification_failures{channel}.
 """
@@ -41,7 +42,7 @@ from observability.alerting.model import (
     normalize_comparison,
 )
 from observability.alerting.rules import META_RULES, all_rules
-from observability.analytics import sla
+from observability.analytics import sla, threshold_figures
 from observability.analytics.bot_metrics import BotMetricsCollector, metric_prefix
 from observability.settings import Settings
 from observability.store import Store, schema
@@ -156,27 +157,13 @@ def sla_ratios(store: Store, settings: Settings, now: datetime) -> dict[str, Any
 
 
 def recorded_metrics(store: Store, settings: Settings, now: datetime, rules: list[AlertRule]) -> list[Sample]:
+    """The families rules name that no other source produces: the figure each is judged by,
+    defined once in `analytics.threshold_figures` (Live monitoring's status reads the same)."""
     names = sorted({r.family for r in rules if r.family not in PRODUCED})
     if not names:
         return []
-    sm = schema.system_metrics
-    window = now - timedelta(seconds=settings.alert_metric_window_s)
-    with store.connect() as conn:
-        rows = dict(
-            conn.execute(
-                sa.select(sm.c.metric_name, sa.func.avg(sm.c.value))
-                .where(sm.c.metric_name.in_(names), sm.c.ts > window, sm.c.ts <= now)
-                .group_by(sm.c.metric_name)
-            ).all()
-        )
-        if "response_time" in names and "response_time" not in rows:
-            bi = schema.bot_interactions
-            avg = conn.execute(
-                sa.select(sa.func.avg(bi.c.duration_ms)).where(bi.c.ts > window, bi.c.ts <= now)
-            ).scalar()
-            if avg is not None:
-                rows["response_time"] = avg
-    return [make_sample(name, {}, None if rows.get(name) is None else float(rows[name])) for name in names]
+    values = threshold_figures.judged_now(store, names, now, settings)
+    return [make_sample(name, {}, values.get(name)) for name in names]
 
 
 def custom_metrics(store: Store, settings: Settings, now: datetime) -> list[Sample]:

@@ -85,7 +85,7 @@ METRICS: dict[str, MetricInfo] = {
             "rate_limit_error_rate", "ratio", "share of LLM calls refused for rate limits", True, True
         ),
         MetricInfo("system_load", "percent", "host CPU load recorded by the worker"),
-        MetricInfo("response_time", "ms", "average response time (recorded metric)"),
+        MetricInfo("response_time", "ms", "mean LLM call latency (measured from the calls)"),
         MetricInfo("ai_confidence", "score", "average AI confidence (recorded metric)"),
         MetricInfo("safety_score", "score", "average safety score (recorded metric)"),
         MetricInfo("alerts_fired_1h", "count", "alerts that fired in the last hour"),

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from observability.analytics import sla
+from observability.analytics import sla, threshold_figures
 from observability.analytics.llm_observability import LLMObservabilityService
 from observability.analytics.performance import PerformanceTracker
 from observability.analytics.thresholds import thresholds_or_defaults
@@ -41,9 +41,6 @@ FIRING_STATES = ("firing", "acknowledged")
 
 STABLE_PCT = 1.0  # |change| below this is "stable"
 CONCERNING_PCT = 10.0  # a move this large in the bad direction is concerning
-
-
-NOW_WINDOW_S = 300  # "now" for response time: the P95 of the last 5 minutes (the alert window's length)
 
 
 @dataclass(frozen=True)
@@ -71,12 +68,13 @@ METRICS: dict[str, MetricDef] = {
                   "active_conversations", "conversations_per_bucket"),
         MetricDef("messages", "Messages", "", "count", None, "messages_processed", "messages_today", "messages"),
         MetricDef("ai_confidence", "AI confidence", "score", "gauge", "down", "ai_confidence_avg",
-                  "ai_confidence_avg", "ai_confidence"),
+                  "ai_confidence_alert", "ai_confidence"),
         MetricDef("safety_score", "Safety score", "score", "gauge", "down", "safety_score_avg",
-                  "safety_score_avg", "safety_score"),
-        MetricDef("response_time", "Response time", "ms", "latency", "up", "response_time_p95_5m",
-                  "llm_p95_now_ms", "llm_p95_bucket_ms"),
-        MetricDef("system_load", "System load", "%", "gauge", "up", "system_load", "system_load", "system_load_mean"),
+                  "safety_score_alert", "safety_score"),
+        MetricDef("response_time", "Response time", "ms", "latency", "up", "response_time_now",
+                  "response_time_alert_ms", "llm_mean_bucket_ms"),
+        MetricDef("system_load", "System load", "%", "gauge", "up", "system_load", "system_load_alert",
+                  "system_load_mean"),
         MetricDef("human_interventions", "Human interventions", "", "count", "up", "human_interventions",
                   "human_interventions_today", "human_interventions"),
         MetricDef("alerts", "Alerts fired", "", "count", "up", "alert_count", "firing_alerts", "alerts_fired"),
@@ -310,8 +308,9 @@ def bots_now(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
 
 def live_metrics(store: Store, now: datetime | None = None) -> dict:
     """The live figures of source document 004 (its GET /monitoring/metrics response), plus
-    `response_time_p95_5m`, the LLM P95 of the last 5 minutes: the page's "response time now"
-    (`response_time_avg` is the last hour's mean, kept for the document's response shape)."""
+    `response_time_now`, the mean LLM call latency of the alert window: the figure the
+    `high_response_time` rule judges (`threshold_figures.judged_now`; `response_time_avg` is the
+    last hour's mean, kept for the document's response shape)."""
     now = resolve_now(now)
     today = floor_day(now)
     hour_ago = now - timedelta(hours=1)
@@ -326,7 +325,7 @@ def live_metrics(store: Store, now: datetime | None = None) -> dict:
         if is_claude(r["provider"], r["model"])
     ]
     last_hour = llm.totals(3600, now=now)
-    now_p95 = llm.latency_report(None, NOW_WINDOW_S, now=now)
+    judged = threshold_figures.judged_now(store, [threshold_figures.MEASURED_RESPONSE_TIME], now)
     with store.connect() as conn:
         # conversations with activity today, like "active conversations" (which reads the same
         # column over 15 minutes): counting those *started* today showed 0 beside hundreds of
@@ -369,7 +368,7 @@ def live_metrics(store: Store, now: datetime | None = None) -> dict:
         "alert_count": firing_alert_count(store),
         "system_load": None if load is None else float(load),
         "response_time_avg": last_hour["avg_latency_ms"] if last_hour["requests"] else None,
-        "response_time_p95_5m": now_p95.p95 if now_p95.count else None,
+        "response_time_now": judged[threshold_figures.MEASURED_RESPONSE_TIME],
         "claude_requests_today": sum(r["requests"] for r in claude),
         "claude_cost_today": sum(r["cost_usd"] for r in claude),
         "timestamp": now.isoformat() + "Z",
@@ -458,6 +457,7 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
     step = GRANULARITIES[granularity]
     source = "exact, from raw events"
     pct: list[float | None] = [None, None, None]
+    distinct_total = None
     with store.connect() as conn:
         since = None if d.kind == "gauge" else _store_since(conn)  # counts: missing before the store began
         if d.kind == "gauge":
@@ -492,13 +492,18 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
                 .group_by(sa.literal_column("1"))
             ).all()
             hist = _fill_counts(_history_frame(rows), start, now, step, since)
+            if metric == "conversations":  # distinct over the whole timeframe: a conversation active
+                # in 40 of the chart's minutes is one conversation, not 40 (the sum of the intervals)
+                distinct_total = conn.execute(
+                    sa.select(val).select_from(t).where(tcol >= start, tcol <= now)
+                ).scalar()
     if hist is None:  # LLM-based metrics, from the LLM service: raw under 24 h, rollups beyond
         source = source_note(timeframe)
         llm = LLMObservabilityService(store)
-        if metric == "response_time":  # P95 per interval: the figure the "now" value and thresholds judge
-            rows = llm.llm_timeseries(seconds, granularity, percentiles=True, now=now)
+        if metric == "response_time":  # the mean per interval: the statistic the thresholds judge
+            rows = llm.llm_timeseries(seconds, granularity, now=now)
             hist = pd.DataFrame({"ts": pd.to_datetime([r["bucket"] for r in rows]),
-                                 "value": [None if r.get("p95") is None else float(r["p95"]) for r in rows]})  # fmt: skip
+                                 "value": [float(r["avg_latency_ms"]) if r["requests"] else None for r in rows]})  # fmt: skip
             rep = llm.latency_report(None, seconds, now=now)
             if rep.count:
                 pct = [rep.p50, rep.p95, rep.p99]
@@ -518,11 +523,14 @@ def drill_down(store: Store, metric: str, timeframe: str = "1h", now: datetime |
     if not d.has_percentiles:  # counts per interval: their total and peak, no percentiles
         source = source if d.kind == "cost" or metric == "claude_requests" else "exact"
         values = hist["value"].dropna() if not hist.empty else pd.Series(dtype=float)
-        extra.update(total=float(values.sum()) if len(values) else 0.0,
+        total = distinct_total if metric == "conversations" else (values.sum() if len(values) else 0.0)
+        extra.update(total=float(total or 0),
                      peak=float(values.max()) if len(values) else None)  # fmt: skip
     thresholds = thresholds_or_defaults(get_settings().alert_thresholds_config).get(metric, {})
-    live = live_metrics(store, now)
-    current = live.get(d.live_key)  # the "now" figure of `d.now_metric`, over its own window
+    if metric in threshold_figures.CATALOG_NAMES:  # what its threshold rule judges, one definition
+        current = threshold_figures.judged_now(store, [metric], now)[metric]
+    else:  # the "now" figure of `d.now_metric`, over its own window
+        current = live_metrics(store, now).get(d.live_key)
     status = threshold_status(current, thresholds, d.bad_direction)
     trend = trend_analysis(hist["value"].tolist() if not hist.empty else [], d.bad_direction, status)
     return DrillDown(
