@@ -96,6 +96,18 @@ def budget_note(fc: dict, new: float) -> tuple[str, str | None]:
 
 # Headline figures above the tabs; sections are fragments: each refreshes every 15 s, and the
 # parallel ones' queries overlap on a full run.
+def run_rate_basis(fc: dict) -> str:
+    """What the forecast's daily run rate is the mean of: a young store's says how little."""
+    days = fc["run_rate_days"]
+    if days <= 0:
+        return "No LLM call in the last 7 days: the forecast is the month to date."
+    span = f"{days:,.1f} days" if days >= 2 else f"{days * 24:,.1f} hours"
+    return (f"{fmt.label('spend_forecast_usd')}: the month to date plus ${fc['daily_run_rate_usd']:,.2f}/day "
+            f"for each day left, the mean daily spend over the {span} since "
+            f"{fc['run_rate_since']:%Y-%m-%d %H:%M} UTC (the last 7 days, the month so far or the store's "
+            "first call, whichever is shortest).")  # fmt: skip
+
+
 @st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def month_figures() -> None:
     fc = data.spend_forecast()
@@ -104,14 +116,15 @@ def month_figures() -> None:
     fmt.metric(c[1], "spend_month_to_date_usd", fc["spend_mtd_usd"])
     fmt.metric(c[2], "spend_forecast_usd", fc["forecast_month_end_usd"], delta_color="inverse",
                delta=f"{'+' if fc['forecast_month_end_usd'] >= fc['budget_usd'] else '-'}"
-                     f"${abs(fc['forecast_month_end_usd'] - fc['budget_usd']):,.2f} vs budget")  # fmt: skip
+                     f"${abs(fc['forecast_month_end_usd'] - fc['budget_usd']):,.0f} vs budget")  # fmt: skip
     fmt.metric(c[3], "monthly_budget_usd", fc["budget_usd"])
     fmt.metric(c[4], "saved_month_to_date_usd", fc["saved_mtd_usd"])
     st.caption(
         "These figures are for **all bots**, whatever the bot filter above: the budget is one for the whole "
         f"console. {fmt.label('spend_today_usd')} counts every provider since 00:00 UTC today (as on Overview); "
         f"{fmt.label('spend_month_to_date_usd')} since the 1st, 00:00 UTC; Live monitoring's "
-        f"“{fmt.label('claude_cost_today_usd')}” counts Claude calls only, since 00:00 UTC today."
+        f"“{fmt.label('claude_cost_today_usd')}” counts Claude calls only, since 00:00 UTC today. "
+        f"{run_rate_basis(fc)}"
     )
     if fc["forecast_over_budget"]:
         st.warning(f"At ${fc['daily_run_rate_usd']:,.2f}/day the month ends "

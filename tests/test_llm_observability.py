@@ -232,6 +232,24 @@ def test_spend_forecast_and_budget(store: Store) -> None:
     assert svc.spend_forecast(now=now)["forecast_over_budget"] is False
     early = svc.spend_forecast(1000.0, now=datetime(2026, 4, 2, 12, 0))
     assert early["daily_run_rate_usd"] == pytest.approx(20.0 / 1.5)  # month younger than a week
+    # the store held calls before the quiet first hours of the month: they count as quiet time
+    assert early["run_rate_since"] == datetime(2026, 4, 1)
+
+
+@pytest.mark.parametrize("rolled_up", [True, False])
+def test_a_young_store_forecasts_from_its_own_first_call(store: Store, rolled_up: bool) -> None:
+    """A store that began 16 hours ago, 2.7 days into the month, spends $24 a day: the forecast
+    runs on $24 a day, not on the $16 spent divided by the 2.7 days since the 1st (a third of it)."""
+    now = datetime(2026, 12, 3, 16, 40)
+    first = now - timedelta(hours=16)
+    write_batch(store, [call(first + timedelta(minutes=10 * i), cost=1.0 / 6) for i in range(96)])
+    if rolled_up:
+        rollups.run(store)
+    f = LLMObservabilityService(store).spend_forecast(5000.0, now=now)
+    assert f["run_rate_since"] == first
+    assert f["run_rate_days"] == pytest.approx(16 / 24)
+    assert f["daily_run_rate_usd"] == pytest.approx(16.0 / (16 / 24))
+    assert f["forecast_month_end_usd"] == pytest.approx(16.0 + 24.0 * (31 - f["days_elapsed"]))
 
 
 def test_totals_daily_spend_and_the_bot_filters(priced: Store) -> None:

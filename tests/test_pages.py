@@ -242,6 +242,12 @@ def test_cost_tracking_matches_the_services_and_lists_anomalies_and_unpriced_mod
     shown = float(metric(at, "Forecast to month end").lstrip("$").replace(",", ""))
     assert lo - 0.005 <= shown <= hi + 0.005
     assert metric(at, "Monthly budget") == f"${fc['budget_usd']:,.2f}"
+    # the forecast says what its run rate is the mean of (the demo store is a day old, not a week)
+    [hours] = re.findall(r"the mean daily spend over the ([\d.,]+) hours since", texts(at))
+    assert (
+        fc["run_rate_days"] < 2
+        and fc["run_rate_days"] * 24 - 0.05 <= float(hours) <= after["run_rate_days"] * 24 + 0.05
+    )
     assert metric(at, "Spend (7d)") == f"${week.total_cost_usd:,.2f}"
     unknown = sum(r["calls"] for r in svc.unknown_model_calls(7 * 86_400))
     assert unknown > 0

@@ -641,9 +641,11 @@ class LLMObservabilityService:
         """Month-to-date spend and a month-end forecast against the budget.
 
         forecast = MTD + run rate x days left, where the run rate is the mean daily spend of the
-        last 7 days (or of the month so far when it is younger than 7 days). Also: spend today,
-        cost saved this month, budget used and forecast as shares of the budget, and whether the
-        forecast exceeds the budget.
+        last 7 days (or of the month so far when it is younger than 7 days), counted from the
+        store's first call when that is later: a store that began yesterday evening has spent 16
+        hours, not the 2.7 days since the 1st, and dividing by those forecast a third of the real
+        run rate. Also: spend today, cost saved this month, budget used and forecast as shares of
+        the budget, and whether the forecast exceeds the budget.
         """
         now = resolve_now(now)
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -651,10 +653,12 @@ class LLMObservabilityService:
         elapsed = (now - month_start).total_seconds() / 86_400
         budget = self.monthly_budget() if budget_usd is None else float(budget_usd)
         mtd = aggregate(self.store, LLM, month_start, now, percentiles=False, rollups=True).one()
-        rate_days = min(7.0, elapsed)
+        rate_start = now - timedelta(days=min(7.0, elapsed))
+        since = self.calls_begin(rate_start, now)
+        rate_from = max(rate_start, since) if since is not None else now
+        rate_days = (now - rate_from).total_seconds() / 86_400
         if rate_days > 0:
-            recent = aggregate(self.store, LLM, now - timedelta(days=rate_days), now, percentiles=False,
-                               rollups=True).one()  # fmt: skip
+            recent = aggregate(self.store, LLM, rate_from, now, percentiles=False, rollups=True).one()
             rate = float(recent.sums.get("cost_usd", 0) or 0) / rate_days
         else:
             rate = 0.0
@@ -672,14 +676,52 @@ class LLMObservabilityService:
             "saved_mtd_usd": float(mtd.sums.get("cost_saved_usd", 0) or 0),
             "requests_mtd": mtd.count,
             "daily_run_rate_usd": rate,
+            "run_rate_since": rate_from,
+            "run_rate_days": rate_days,
             "forecast_month_end_usd": forecast,
             "budget_usd": budget,
             "budget_used_pct": spend / budget * 100 if budget else None,
             "forecast_pct_of_budget": forecast / budget * 100 if budget else None,
             "forecast_over_budget": forecast > budget,
             "remaining_budget_usd": budget - spend,
-            "method": "MTD + mean daily spend of the last 7 days x days left",
+            "method": "MTD + mean daily spend of the last 7 days (since the first call, if later) x days left",
         }
+
+    def calls_begin(self, start: datetime, end: datetime) -> datetime | None:
+        """When the store's LLM calls begin, seen from the window [start, end): `start` when it
+        holds calls from before it (a quiet night is not a young store), the first call's time when
+        the store begins inside the window, None when it holds no call before `end`. The hour
+        rollups (keyed by hour first) answer most of it; raw rows only within one hour, or when
+        nothing is rolled up yet (a store minutes old, a worker that never ran)."""
+        h, raw = schema.rollup_llm_hour, schema.llm_calls
+        hour0 = start.replace(minute=0, second=0, microsecond=0)
+        with self.store.connect() as conn:
+
+            def raw_exists(lo: datetime | None, hi: datetime) -> bool:
+                where = [raw.c.ts < hi] + ([raw.c.ts >= lo] if lo is not None else [])
+                return conn.execute(sa.select(sa.literal(1)).where(*where).limit(1)).first() is not None
+
+            def raw_first(lo: datetime, hi: datetime) -> datetime | None:
+                return as_datetime(
+                    conn.execute(
+                        sa.select(sa.func.min(raw.c.ts)).where(raw.c.ts >= lo, raw.c.ts < hi)
+                    ).scalar()
+                )
+
+            if conn.execute(sa.select(sa.literal(1)).where(h.c.bucket < hour0).limit(1)).first() is not None:
+                return start
+            hour = as_datetime(
+                conn.execute(
+                    sa.select(sa.func.min(h.c.bucket)).where(h.c.bucket >= hour0, h.c.bucket < end)
+                ).scalar()
+            )
+            if hour is None:  # nothing rolled up: the raw rows are few, or the worker never ran
+                return start if raw_exists(None, start) else raw_first(start, end)
+            if hour == hour0 and raw_exists(hour0, start):
+                return start
+            lo = max(start, hour)
+            first = raw_first(lo, min(end, hour + timedelta(hours=1)))
+            return lo if first is None else first  # None: that hour's raw rows are past retention
 
     def cost_per_request(
         self, window_seconds: Window | None = 86_400, *, now: datetime | None = None
