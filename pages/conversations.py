@@ -34,6 +34,7 @@ store = ui.get_store()
 jump = st.container()
 browse = ui.cached_query(control.browse_conversations)
 matches = ui.cached_query(control.conversation_matches)
+footprint = ui.cached_query(control.conversation_footprint)
 timeline_q = ui.cached_query(conversation_timeline)
 overview_q = ui.cached_query(conversation_overview)
 PAGE_SIZE = 50
@@ -41,7 +42,7 @@ PAGE_SIZE = 50
 # format_func would put emoji labels in the link): ?state=human&vip=VIP
 STATE_FILTER = {"AI": "ai", "human": "human", "stopped": "stopped"}
 VIP_CHOICES = {"VIP": True, "not VIP": False}
-FILTER_KEYS = ("state", "q", "vip", "bot", "active")
+FILTER_DEFAULTS = {"state": [], "q": "", "vip": None, "bot": []}  # the bound filters, cleared
 # links written before the filters held plain values (emoji labels, or the stored state): still open
 OLD_STATE_VALUES = {"🤖 AI": "AI", "ai": "AI", "🧑 human": "human", "⛔ stopped": "stopped"}
 OLD_VIP_VALUES = {"⭐ VIP only": "VIP", "vip": "VIP", "Not VIP": "not VIP", "other": "not VIP"}
@@ -112,10 +113,12 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _open(cid: str) -> None:
-    """Open a conversation from Needs attention: clear the filters so it belongs to the list."""
-    for k in FILTER_KEYS:
-        st.session_state.pop(k, None)
-        st.query_params.pop(k, None)
+    """Open a conversation from Needs attention: clear the filters so it belongs to the list.
+    Only before the filters are drawn in this run (their URL parameters are bound to them)."""
+    # the filters' URL parameters are bound to their widgets: reset the widgets, which clears them
+    for k, default in FILTER_DEFAULTS.items():
+        st.session_state[k] = default
+    st.query_params.pop("active", None)  # the toggle behind ?active= is not bound (read by hand)
     st.session_state.pop("cv_active", None)  # the toggle behind ?active=
     ui.set_query_params(**{ui.CURSOR_PARAM: None, ui.PAGE_PARAM: None})  # its list starts at page 1
     ui.set_query_params(conversation=cid)
@@ -123,6 +126,15 @@ def _open(cid: str) -> None:
     st.rerun()
 
 
+OPEN_REQUEST = "cv_open_request"  # a conversation to open once the filters are cleared (see below)
+
+
+def _request_open(cid: str) -> None:
+    st.session_state[OPEN_REQUEST] = cid
+
+
+if (requested := st.session_state.pop(OPEN_REQUEST, None)) is not None:
+    _open(requested)  # "Clear the filters and open it", asked below the filters
 attention.attention_panel(_open, key="cv_attention")
 
 plain_old_links()
@@ -219,10 +231,29 @@ wanted = ui.query_param("conversation")
 if wanted and wanted not in ids:
     if matches(wanted, **{k: v for k, v in filters.items()}):
         ids.insert(0, wanted)  # in the list, on another page (a shared link, Needs attention)
-    else:
-        st.info(f"Conversation {ui.md_escape(wanted)} is not in the list these filters give: closed.")
+    elif st.session_state.get("cv_pick") == wanted:  # it was open here; new filters left it out
+        st.info(f"Conversation {ui.md_escape(control.shown_id(wanted))} is not in the list these filters "
+                "give, so it was closed.")  # fmt: skip
         ui.set_query_params(conversation=None)
         wanted = None
+    else:  # asked for by a link: never another conversation in its place (one would act on it)
+        st.session_state.pop("cv_pick", None)
+        shown = ui.md_escape(control.shown_id(wanted))
+        held = footprint(wanted)
+        if held["known"]:
+            st.info(f"Conversation {shown} is not in the list these filters give, so it is not open.")
+            st.button(
+                "Clear the filters and open it", key="cv_unfilter", on_click=_request_open, args=(wanted,)
+            )
+        elif held["llm_calls"]:
+            st.info(
+                f"Conversation {shown} has no messages recorded, so there is no transcript to read or take over: "
+                f"the store holds only its {held['llm_calls']:,} LLM call(s), recorded with this conversation id."
+            )
+            ui.page_link("llm_calls", "Its LLM calls", icon=":material/list:", conversation=wanted)
+        else:
+            st.warning(f"No conversation {shown} in the store: check the id.")
+        st.stop()
 if not ids:
     st.session_state.pop("cv_pick", None)
     st.caption("Pick a conversation once there are some.")

@@ -628,3 +628,67 @@ def test_an_old_link_with_emoji_filter_labels_still_filters_the_list(console: St
     assert "⛔ stopped" not in str(at.query_params) and "Not VIP" not in str(at.query_params)  # no emoji left
     [table] = [d.value for d in at.dataframe if "conversation" in d.value.columns]
     assert list(table["conversation"]) == ["c2"]
+
+
+def _opened(at: AppTest) -> list[str]:
+    """The conversation the view holds (its picker), if any."""
+    return [s.value for s in at.selectbox if s.label == "Conversation"]
+
+
+def test_a_link_to_a_conversation_that_is_not_listed_never_opens_another_one(console: Store) -> None:
+    """An LLM call recorded with only a conversation id links here: the page says what the store
+    holds of it and opens nothing else (it opened the newest other conversation, with its Take
+    over form, and rewrote the URL to it)."""
+    write_batch(console, [ev.llm_call(
+        uuid.uuid4().hex, time.time() - 3, bot="lead", agent="qualifier", decision_type="reply",
+        model="claude-sonnet-4", provider="anthropic", input_tokens=900, output_tokens=100, cache_read_tokens=0,
+        cache_write_tokens=0, latency_ms=1234.0, cache_hit=False, cost_usd=0.0456, conversation_id="calls-only",
+        success=True, error_type=None)])  # fmt: skip
+    for wanted, says in (
+        (
+            "calls-only",
+            "has no messages recorded, so there is no transcript to read or take over: the store "
+            "holds only its 1 LLM call(s)",
+        ),
+        ("no-such-id", "No conversation 'no-such-id' in the store: check the id"),
+    ):
+        at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+        at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+        at.query_params["conversation"] = wanted
+        at.run()
+        assert not at.exception, at.exception
+        assert says in _text(at)
+        assert _opened(at) == [] and not [b for b in at.button if b.label.startswith("Take over")]
+        assert at.query_params["conversation"] in (wanted, [wanted])  # the link still says what was asked
+
+
+def test_a_conversation_filtered_out_of_the_list_opens_once_the_filters_are_cleared(console: Store) -> None:
+    at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+    at.query_params["conversation"] = "c1"
+    at.query_params["bot"] = "seller"  # c1 is the lead bot's
+    at.run()
+    assert not at.exception, at.exception
+    assert "Conversation 'c1' is not in the list these filters give, so it is not open" in _text(at)
+    assert _opened(at) == []
+    _button(at, "Clear the filters and open it").click().run()
+    assert not at.exception, at.exception
+    assert _opened(at) == ["c1"] and "bot" not in at.query_params
+
+
+def test_needs_attention_opens_its_row_when_the_list_is_filtered_to_other_conversations(
+    console: Store,
+) -> None:
+    """A bot filter bound to the URL must not stop Needs attention from opening its row: the
+    filters are cleared so the opened conversation belongs to the list."""
+    _asks_for_a_person(console)  # c2, the buyer bot's
+    at = AppTest.from_file(str(ROOT / "pages/conversations.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("operator", auth.OPERATOR)
+    at.query_params["bot"] = "lead"
+    at.query_params["q"] = "c1"
+    at.run()
+    assert not at.exception, at.exception
+    next(b for b in at.button if b.key == "cv_attention_c2").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="cv_pick").value == "c2" and at.query_params["conversation"] in ("c2", ["c2"])
+    assert "bot" not in at.query_params and "q" not in at.query_params

@@ -13,7 +13,7 @@ pages only hide buttons. Callers use the names below as `control.X`.
 | `takeover` | `take_control`, `send_operator_message`, `release_control`, `intervention_status` |
 | `suggestions` | `suggest_response`: a draft reply by Claude, or from a similar resolved conversation |
 | `emergency` | `stop_conversation`, `reset_conversation`, `system_wide_stop`, `system_resume`, `system_status` |
-| `history` | `browse_conversations` (filters, true counts, keyset paging), `conversation_matches`, `list_conversations`, `transcript`, `intervention_history`, `emergency_history` (reads) |
+| `history` | `browse_conversations` (filters, true counts, keyset paging), `conversation_matches`, `conversation_footprint`, `list_conversations`, `transcript`, `intervention_history`, `emergency_history` (reads) |
 | `mirror` | the Redis gate mirror: publish after commit, `sync_gates` (the worker's step), `redis_client` |
 | `common` | what actions share: argument checks, conversation lookup, audit rows, `ActionResult` |
 | `errors` | `ControlError` and its subclasses, whose messages are safe to show |
@@ -39,6 +39,7 @@ from observability.control.errors import (
 from observability.control.history import (
     ConversationPage,
     browse_conversations,
+    conversation_footprint,
     conversation_matches,
     emergency_history,
     intervention_history,
@@ -85,6 +86,7 @@ __all__ = [
     "system_status",
     "list_conversations",
     "browse_conversations",
+    "conversation_footprint",
     "conversation_matches",
     "ConversationPage",
     "transcript",

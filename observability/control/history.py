@@ -200,6 +200,20 @@ def conversation_matches(
         return q is not None and conn.execute(q.where(c.c.id == conversation_id)).first() is not None
 
 
+def conversation_footprint(store: Store, conversation_id: str) -> dict[str, Any]:
+    """What the store holds under a conversation id: whether it has a conversation (messages
+    recorded, so a transcript and actions) and how many LLM calls name it. A call recorded or
+    exported with only a conversation id has calls but no conversation: its link must say so,
+    not open another conversation in its place."""
+    c, llm = schema.conversations, schema.llm_calls
+    with store.connect() as conn:
+        known = conn.execute(sa.select(c.c.id).where(c.c.id == conversation_id)).first() is not None
+        calls = conn.execute(
+            sa.select(sa.func.count()).select_from(llm).where(llm.c.conversation_id == conversation_id)
+        ).scalar()
+    return {"known": known, "llm_calls": int(calls or 0)}
+
+
 def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if not cursor:
         return None
