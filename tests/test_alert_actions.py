@@ -283,9 +283,15 @@ def test_a_link_to_a_pending_or_dropped_alert_says_what_became_of_it(console: St
     note = linked("History")
     assert f"Alert #{pending['id']} (high_error_rate, critical) has not fired: pending since" in note, note
     svc.check_and_send_alerts({"error_rate": 0.0})  # cleared before it fired: dropped
+    # the next alert does not take the dropped one's id (SQLite handed the largest id out again, so
+    # the link opened "Timeline of alert #N" of this other alert)
+    [other] = svc.check_and_send_alerts({"blocked_handoffs_1h": 12})
+    assert other["rule_name"] == "circular_handoff_spike" and other["id"] > pending["id"]
     common.clear_caches()  # the page's reads are cached for the TTL
     for tab in (None, "History"):
-        assert f"There is no alert #{pending['id']}: an alert that was pending and cleared" in linked(tab)
+        text = linked(tab)
+        assert f"There is no alert #{pending['id']}: an alert that was pending and cleared" in text
+        assert f"Timeline of alert #{pending['id']}" not in text
 
 
 def test_a_link_to_a_resolved_alert_from_the_active_tab_leads_to_its_history(console: Store) -> None:
