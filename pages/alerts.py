@@ -247,7 +247,7 @@ def alert_card(a: dict[str, Any]) -> None:
                           disabled=bool(asking)):  # fmt: skip
                 _ask(a["id"], "escalate")
                 st.rerun()
-        bot = a["labels"].get("bot")
+        bot = views.alert_bot(a)  # not the handoff step: it has no conversations of its own
         worst = trouble_q(bot) if bot and a["state"] in ("firing", "acknowledged") else None
         if worst is not None:
             links.insert(

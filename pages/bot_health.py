@@ -10,7 +10,7 @@ import streamlit as st
 
 from observability.analytics import sla
 from observability.analytics.window import source_note
-from observability.ui import charts, data, fmt
+from observability.ui import charts, data, fmt, nav
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -18,9 +18,9 @@ ui.page_header("Bot health", "Which bot and operation is slow against its SLA, a
 
 f1, f2 = st.columns([1, 2])
 with f1:
-    window = ui.time_range_filter(("1h", "24h", "7d"), default="1h")
-with f2:
-    bots = tuple(ui.bot_filter(data.known_bots()))
+    window = ui.time_range_filter(nav.page_ranges("bot_health"), default="1h")
+with f2:  # the handoff step too: its SLA rows are here, and an alert on it links here
+    bots = tuple(ui.bot_filter(data.known_bots(), label="Bots (or the handoff step)", handoff_step=True))
 alert_s = data.alert_window_s()
 st.caption(
     f"Window: last {window}; figures {source_note(window)}. The `sla_violation` alert watches the last "

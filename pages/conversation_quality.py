@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from observability.ui import charts, data, fmt
+from observability.ui import charts, data, fmt, nav
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -16,7 +16,7 @@ ui.page_header(
 
 f1, f2 = st.columns([1, 2])
 with f1:
-    window = ui.time_range_filter(("1h", "6h", "24h", "7d"), default="24h")
+    window = ui.time_range_filter(nav.page_ranges("conversation_quality"), default="24h")
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
 st.caption(

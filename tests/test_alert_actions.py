@@ -6,7 +6,9 @@ condition and escalating ask first, built-in thresholds read-only, forms that sa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,7 @@ from observability import auth
 from observability.alerting import AlertingService, ConditionStillHolds, RuleValidationError
 from observability.settings import reset_settings_cache
 from observability.store import Store
+from observability.ui import alert_frames as views
 from observability.ui import common
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,11 +186,71 @@ def test_escalate_asks_first_and_names_who_gets_paged(console: Store) -> None:
     assert AlertingService(console).get_alert(target)["escalation_level"] == level + 1
 
 
+def _links(at: AppTest) -> dict[str, str]:
+    """The page's links, label -> URL (outside the router the links are markdown links)."""
+    text = "\n".join(str(m.value) for m in at.markdown)
+    return {_shown(label): url for label, url in re.findall(r"\[([^\]]+)\]\((\./[^)]+)\)", text)}
+
+
 def test_an_alert_links_to_its_bot_conversations_and_calls(console: Store) -> None:
+    links = _links(_page())
+    assert links["Bot health of lead_bot"] == "./bot_health?bot=lead_bot&range=1h"
+    assert links["Conversations of lead_bot"] == "./conversations?bot=lead_bot"
+    assert any(u.startswith("./llm_calls?bot=lead_bot&from=") for u in links.values()), links
+
+
+def test_an_alert_on_the_handoff_step_links_where_handoffs_are_shown(console: Store) -> None:
+    """Its card says "handoff step"; its links did not: "Bot health of handoff" showed every bot,
+    "Conversations of handoff" and its LLM calls matched nothing (the step has none of its own)."""
+    svc = AlertingService(console)
+    fired = svc.check_and_send_alerts({"handoff.sla_p95_ratio": 2.0, "handoff.failure_rate": 0.4})
+    assert {a["rule_name"] for a in fired} == {"sla_violation", "handoff_failure"}
+    common.clear_caches()
     at = _page()
-    text = "\n".join(str(m.value) for m in at.markdown)  # outside the router the links are markdown links
-    assert "(./bot_health?bot=lead_bot)" in text and "(./conversations?bot=lead_bot)" in text
-    assert "(./llm_calls?bot=lead_bot&from=" in text
+    cards = [
+        _shown(m.value) for m in at.markdown if "handoff step" in _shown(m.value) and "·" in _shown(m.value)
+    ]
+    assert len(cards) == 2, cards
+    links = _links(at)
+    assert links["Bot health of the handoff step"] == "./bot_health?bot=handoff+step&range=1h"
+    assert links["Handoffs by route, last 1h"] == "./conversation_quality?tab=Handoffs&range=1h"
+    urls = list(links.values())
+    assert not [u for u in urls if "bot=handoff&" in u or u.endswith("bot=handoff")], urls
+    assert not [label for label in links if label.endswith(" of handoff")], links
+
+
+def test_alerts_about_no_bot_offer_no_bot_links() -> None:
+    """The handoff step, handoffs, a channel, the alert volume and a host metric are no bot: none of
+    their links filters a page by a bot, and none goes to conversations."""
+    now = datetime(2026, 3, 2, 12, 0)
+
+    def alert(rule: str, metric: str | None, labels: dict, fired_min_ago: float = 10) -> dict:
+        return {"rule_name": rule, "metric": metric, "labels": labels, "created_at": now,
+                "fired_at": now - timedelta(minutes=fired_min_ago), "pending_since": None}  # fmt: skip
+
+    def links(a: dict) -> dict[str, tuple[str, dict]]:
+        return {label: (page, params) for label, page, params in views.alert_links(a, now=now)}
+
+    step = links(alert("handoff_failure", "failure_rate", {"bot": "handoff"}, fired_min_ago=120))
+    assert step == {
+        "Bot health of the handoff step": ("bot_health", {"bot": "handoff step", "range": "24h"}),
+        "Handoffs by route, last 6h": ("conversation_quality", {"tab": "Handoffs", "range": "6h"}),
+    }, "the window reaches back to 15 minutes before it fired (2 h 15 min)"
+    assert views.alert_bot(alert("sla_violation", "sla_p95_ratio", {"bot": "handoff"})) is None
+    assert links(alert("circular_handoff_spike", "blocked_handoffs_1h", {})) == {
+        "Handoffs by route, last 1h": ("conversation_quality", {"tab": "Handoffs", "range": "1h"}),
+    }
+    assert links(alert("notification_channel_failing", "notification_failures", {"channel": "slack"})) == {
+        "Channels: delivery via slack": ("alerts", {"tab": "Channels"}),
+    }
+    assert links(alert("excessive_alert_volume", "alerts_fired_1h", {})) == {
+        "Alerts fired, in History": ("alerts", {"tab": "History", "h_range": "24h"}),
+    }
+    [(label, (page, params))] = links(alert("high_system_load", "system_load", {})).items()
+    assert page == "llm_calls" and params["bot"] is None and params["from"] == "2026-03-02T11:35"
+    lead = links(alert("sla_violation", "sla_p95_ratio", {"bot": "lead_bot"}, fired_min_ago=3 * 24 * 60))
+    assert lead["Bot health of lead_bot"] == ("bot_health", {"bot": "lead_bot", "range": "7d"})
+    assert "Conversations of lead_bot" in lead
 
 
 def test_built_in_thresholds_are_read_only_and_name_their_file(console: Store) -> None:
@@ -283,9 +346,15 @@ def test_a_link_to_a_pending_or_dropped_alert_says_what_became_of_it(console: St
     note = linked("History")
     assert f"Alert #{pending['id']} (high_error_rate, critical) has not fired: pending since" in note, note
     svc.check_and_send_alerts({"error_rate": 0.0})  # cleared before it fired: dropped
+    # the next alert does not take the dropped one's id (SQLite handed the largest id out again, so
+    # the link opened "Timeline of alert #N" of this other alert)
+    [other] = svc.check_and_send_alerts({"blocked_handoffs_1h": 12})
+    assert other["rule_name"] == "circular_handoff_spike" and other["id"] > pending["id"]
     common.clear_caches()  # the page's reads are cached for the TTL
     for tab in (None, "History"):
-        assert f"There is no alert #{pending['id']}: an alert that was pending and cleared" in linked(tab)
+        text = linked(tab)
+        assert f"There is no alert #{pending['id']}: an alert that was pending and cleared" in text
+        assert f"Timeline of alert #{pending['id']}" not in text
 
 
 def test_a_link_to_a_resolved_alert_from_the_active_tab_leads_to_its_history(console: Store) -> None:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from support.alerting import T0, Harness
 
-from observability.alerting import InvalidTransition
+from observability.alerting import AlertNotFound, InvalidTransition
 from observability.auth import PermissionDenied
 from observability.settings import Settings
 from observability.store import schema
@@ -378,3 +378,42 @@ def test_the_handoff_step_is_named_as_such_to_people_and_keeps_its_label_for_mac
     assert re.search(r"Labels: +bot=handoff", mail.body.get_content()), (
         "the labels row shows what silences match"
     )
+
+
+@SQLITE_ONLY
+def test_an_alert_id_is_never_handed_out_again(alerting: Harness) -> None:
+    """SQLite gave a new row the largest id plus one, so the id of a dropped pending alert (the
+    newest, deleted) went to the next alert: an old link or `POST /alerts/acknowledge/<id>` then
+    reached a different alert. Ids only grow now; the dropped one stays unknown."""
+    alerting.only_rules("low_cache_hit_rate", "circular_handoff_spike")
+    alerting.update("low_cache_hit_rate", for_s=60)
+    alerting.at(0, {"cache_hit_rate": 0.3})
+    [dropped] = alerting.svc.active_alerts(include_pending=True)
+    assert dropped["state"] == "pending"
+    alerting.at(15, {"cache_hit_rate": 0.9})  # cleared before `for`: lifecycle.drop_pending deletes it
+    assert alerting.svc.active_alerts(include_pending=True) == []
+    [other] = alerting.at(30, {"blocked_handoffs_1h": 12})
+    assert other["id"] > dropped["id"]
+    with pytest.raises(AlertNotFound):
+        alerting.svc.get_alert(dropped["id"])
+    with pytest.raises(AlertNotFound):
+        alerting.svc.acknowledge_alert(dropped["id"], alerting.users["operator"], now=alerting.now(40))
+    assert alerting.svc.get_alert(other["id"])["state"] == "firing", "the other alert was not touched"
+
+
+@SQLITE_ONLY
+def test_a_silence_id_is_never_handed_out_again(alerting: Harness) -> None:
+    """Ended silences are purged after the retention period while alert timelines, kept forever,
+    name them ("silenced by silence #1"): a new silence must not take such an id."""
+    from observability.store import retention
+
+    op = alerting.users["operator"]
+    old = alerting.svc.add_silence(op, rule_name="sla_violation", duration_s=600, reason="deploy",
+                                   now=alerting.now(0))  # fmt: skip
+    later = alerting.now(0) + timedelta(days=alerting.settings.monitoring_db_retention_days + 1)
+    retention.purge(alerting.store, alerting.settings, later)
+    assert alerting.svc.list_silences() == [], "the ended silence was purged"
+    new = alerting.svc.add_silence(
+        op, rule_name="high_error_rate", duration_s=600, reason="load test", now=later
+    )
+    assert new["id"] > old["id"]

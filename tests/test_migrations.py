@@ -341,3 +341,77 @@ def test_the_rollups_added_later_are_filled_from_the_data_already_stored(fresh: 
                     assert g == value or abs(g - value) < timedelta(microseconds=1), (name, key, col)
                 else:
                     assert g == value, (name, key, col)
+
+
+def _autoincrement_tables(store: Store) -> set[str]:
+    """Tables whose SQLite DDL says AUTOINCREMENT: ids never handed out again after a delete."""
+    with store.connect() as conn:
+        rows = conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all()
+    return {name for name, sql in rows if sql and "AUTOINCREMENT" in sql.upper()}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sqlite_ids_that_people_see_are_never_reused(fresh: Store) -> None:
+    """Alembic's comparison does not look at `sqlite_autoincrement`: the tables the metadata marks
+    (alerts, silences) are AUTOINCREMENT on a migrated SQLite store, and only those."""
+    fresh.migrate()
+    marked = {t.name for t in schema.metadata.sorted_tables if t.dialect_options["sqlite"]["autoincrement"]}
+    assert marked >= {"alerts", "silences"}
+    assert _autoincrement_tables(fresh) == marked
+
+
+def test_0017_keeps_the_alerts_and_silences_of_a_store_and_their_ids_only_grow(fresh: Store) -> None:
+    """A store with alerts (one of them with a timeline) and silences, upgraded from 0016: every
+    row and id is kept, the indexes too (the open-alert dedup index still refuses a second open
+    alert), and the id of a deleted newest alert or silence is not given to the next one."""
+    from datetime import datetime
+
+    fresh.migrate()
+    run_alembic(fresh, command.downgrade, "0016_account_day_rollup")
+    if not fresh.is_postgres:
+        assert _autoincrement_tables(fresh) == set()
+    t0 = datetime(2026, 3, 2, 9, 0)
+    md = sa.MetaData()
+    with fresh.engine.begin() as conn:
+        alerts, silences, events = (
+            sa.Table(n, md, autoload_with=conn) for n in ("alerts", "silences", "alert_events")
+        )
+        for i, state in enumerate(("resolved", "firing", "pending")):
+            conn.execute(sa.insert(alerts).values(
+                rule_name=f"rule_{i}", dedup_key=f"rule_{i}{{}}", labels={"bot": "handoff"} if i else {},
+                state=state, severity="warning", value=1.5 + i, message=f"alert {i}", pending_since=t0,
+                fired_at=None if state == "pending" else t0, escalation_level=i, created_at=t0,
+            ))  # fmt: skip
+        first = conn.execute(sa.select(sa.func.min(alerts.c.id))).scalar()
+        conn.execute(sa.insert(events).values(alert_id=first, ts=t0, kind="fired", detail={"level": 1}))
+        conn.execute(sa.insert(silences).values(rule_name=None, matchers={"bot": "lead_bot"}, starts_at=t0,
+                                                ends_at=t0, reason="deploy", created_by="op", created_at=t0))  # fmt: skip
+
+    def rows() -> dict[str, list[dict]]:
+        with fresh.connect() as conn:
+            return {
+                t.name: [dict(r._mapping) for r in conn.execute(sa.select(t).order_by(t.c.id))]
+                for t in (schema.alerts, schema.silences, schema.alert_events)
+            }
+
+    before = rows()
+    fresh.migrate()
+    assert_matches_schema(fresh)
+    assert rows() == before
+    if not fresh.is_postgres:
+        assert _autoincrement_tables(fresh) >= {"alerts", "silences"}
+    with fresh.engine.begin() as conn, pytest.raises(sa.exc.IntegrityError):  # still one open alert per key
+        with conn.begin_nested():
+            conn.execute(sa.insert(schema.alerts).values(
+                rule_name="rule_1", dedup_key="rule_1{}", labels={}, state="firing", severity="warning",
+                escalation_level=0, created_at=t0))  # fmt: skip
+    for table, values in (
+        (schema.alerts, {"rule_name": "again", "dedup_key": "again{}", "labels": {}, "state": "pending",
+                         "severity": "info", "escalation_level": 0, "created_at": t0}),
+        (schema.silences, {"matchers": {}, "starts_at": t0, "ends_at": t0, "reason": "again", "created_at": t0}),
+    ):  # fmt: skip
+        newest = max(r["id"] for r in before[table.name])
+        with fresh.engine.begin() as conn:
+            conn.execute(sa.delete(table).where(table.c.id == newest))
+            again = conn.execute(sa.insert(table).values(**values).returning(table.c.id)).scalar()
+        assert again > newest, table.name

@@ -213,6 +213,27 @@ def test_bot_health_reads_its_time_range_from_the_url(demo: Store) -> None:
     )
 
 
+@pytest.mark.parametrize("linked", ["handoff step", "handoff"])
+def test_bot_health_filters_to_the_handoff_step_from_a_link(demo: Store, linked: str) -> None:
+    """An alert on the handoff step links here (`?bot=handoff+step`; older links said
+    `?bot=handoff`): the filter shows the step selected and the page shows its SLA rows and
+    operations only, where the filter dropped the value and showed every bot."""
+    tracker = PerformanceTracker(demo)
+
+    def step_operations() -> str:
+        return f"{tracker.get_all_bot_stats('24h', bots=['handoff'])['handoff']['count']:,}"
+
+    before = step_operations()
+    at = run_page("bot_health", query={"bot": linked, "range": "24h"})
+    one_of(metric(at, "Operations"), before, step_operations())
+    assert at.multiselect(key="bot").value == ["handoff step"]
+    [table] = [d.value for d in at.dataframe if "operation" in d.value.columns]
+    assert set(table["bot"]) == {"handoff step"}, set(table["bot"])
+    at = run_page("bot_health", query={"bot": linked, "range": "24h", "tab": "Handoffs"})
+    [matrix] = [d.value for d in at.dataframe if "target" in d.value.columns]
+    assert len(matrix) == len(BotMetricsCollector(demo).handoff_matrix(1440)), "every handoff passes the step"
+
+
 def test_token_analytics_matches_the_llm_service(demo: Store) -> None:
     svc = LLMObservabilityService(demo)
     d = svc.dashboard(86_400)

@@ -103,6 +103,13 @@ class AlertingService:
         with self.store.connect() as conn:
             return rules.all_rules(conn)
 
+    def rule_families(self) -> dict[str, str]:
+        """Each stored rule's metric family by name (`AlertRule.family`), reading only (no seeding,
+        so a read replica answers it): what an alert is about beyond its labels (an alert of
+        circular_handoff_spike is about handoffs and has none)."""
+        with self.store.connect() as conn:
+            return {r.name: r.family for r in rules.all_rules(conn)}
+
     def get_rule(self, name: str) -> AlertRule:
         with self.store.connect() as conn:
             rule = rules.get_rule(conn, name)

@@ -376,6 +376,10 @@ alerts = Table(
         postgresql_where=text("state <> 'resolved'"),
         sqlite_where=text("state <> 'resolved'"),
     ),
+    # an id is never handed out again (SQLite otherwise reuses the largest id once its row is
+    # deleted, and a pending alert that clears without firing is deleted): links, API calls and
+    # PagerDuty / Opsgenie dedup keys name alerts by id. PostgreSQL's sequence never goes back.
+    sqlite_autoincrement=True,
 )
 
 # Append-only timeline of every alert: fired, notified, escalated, acknowledged, resolved.
@@ -402,6 +406,8 @@ silences = Table(
     Column("reason", Text, nullable=False),
     Column("created_by", String(100)),
     Column("created_at", DateTime, nullable=False),
+    # ended silences are purged by retention while alert timelines (kept forever) name them by id
+    sqlite_autoincrement=True,
 )
 
 # The notification outbox: written in the same transaction as the alert change, sent by the

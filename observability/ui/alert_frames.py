@@ -3,7 +3,7 @@ function of `(store, ...)` so the console can cache it (`observability.ui.common
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -18,7 +18,8 @@ from observability.alerting.model import (
 from observability.alerting.service import AlertingService
 from observability.analytics import sla
 from observability.store import Store
-from observability.timeutil import utcnow
+from observability.timeutil import utcnow, window_seconds
+from observability.ui import nav
 
 SEVERITY_COLORS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 SEVERITY_MARKDOWN = {"critical": "red", "warning": "orange", "info": "blue"}
@@ -37,14 +38,18 @@ def _matchers(matchers: dict) -> str:
 
 
 def active_alerts(store: Store) -> list[dict[str, Any]]:
-    """Open alerts (pending included), most severe first, newest first within a severity.
+    """Open alerts (pending included), most severe first, newest first within a severity, each
+    with its text labels and its rule's metric family (`metric`, None once the rule is gone).
 
     The order does not depend on the state, so acknowledging an alert never moves the cards."""
     rank = {s: i for i, s in enumerate(reversed(SEVERITIES))}
+    svc = AlertingService(store)
+    families = svc.rule_families()  # what `alert_links` links by
     out = []
-    for a in AlertingService(store).active_alerts(include_pending=True):
+    for a in svc.active_alerts(include_pending=True):
         a = dict(a)
         a["labels_text"] = _labels(a["labels"])
+        a["metric"] = families.get(a["rule_name"])
         out.append(a)
     out.sort(key=lambda d: (rank.get(d["severity"], 9), -d["id"]))
     return out
@@ -62,20 +67,86 @@ def stable_order(alerts: list[dict[str, Any]], shown: list[int]) -> tuple[list[d
     return ordered, [a["id"] for a in ordered]
 
 
-def alert_links(alert: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """Where an operator goes from an alert: (label, page stem, query params). An alert about one
-    bot opens Bot health, Conversations and LLM calls filtered to that bot; every alert opens the
-    LLM calls made since it opened (failures first when it is about errors)."""
+def alert_bot(alert: dict[str, Any]) -> str | None:
+    """The bot an alert is about (its `bot` label), or None: for alerts without one (system rules
+    such as high_system_load, excessive_alert_volume, notification_failures{channel}) and for the
+    handoff step (`bot=handoff`), a step between bots with no conversations, LLM calls or live
+    conversation of its own, so no bot view of it shows anything."""
     bot = alert["labels"].get("bot")
+    return None if not bot or bot == sla.HANDOFF_STEP else bot
+
+
+# families an alert is about handoffs by, without a `bot=handoff` label (circular_handoff_spike)
+HANDOFF_FAMILIES = frozenset({"blocked_handoffs_1h"})
+LINK_LEAD = timedelta(minutes=15)  # links open on the window from shortly before the alert opened
+
+
+def covering_range(ranges: tuple[str, ...], start: datetime | None, now: datetime) -> str:
+    """The shortest of a page's Time ranges that reaches back to `start` (the longest if none
+    does; the shortest without a start)."""
+    if start is not None:
+        for r in ranges:
+            if window_seconds(r) >= (now - start).total_seconds():
+                return r
+        return ranges[-1]
+    return ranges[0]
+
+
+def alert_links(alert: dict[str, Any], now: datetime | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """Where an operator goes from an alert: (label, page stem, query params), each a view that
+    shows what the alert is about, over a window reaching back to shortly before it opened.
+
+    - about a bot: Bot health (over that window), Conversations and LLM calls filtered to that bot;
+    - about the handoff step (`bot=handoff`) or handoffs (`alert["metric"]` in HANDOFF_FAMILIES):
+      Bot health filtered to the step (its SLA rows; on the step only) and the handoffs by route
+      on Conversation quality, labelled "handoff step" as on the card, never the bot views (the
+      step has no conversations or LLM calls: they said "No conversations match.");
+    - about a notification channel, or the number of alerts fired: the Alerts page's Channels or
+      History tab;
+    - anything else (a rule over every bot, a recorded metric): the LLM calls made since it opened.
+
+    The LLM calls link lists failures first when the alert is about errors. `alert["metric"]` is the
+    rule's metric family (`active_alerts` adds it)."""
+    now = now or utcnow()
+    labels = alert["labels"]
+    family = alert.get("metric")
     since = alert["fired_at"] or alert["pending_since"] or alert.get("created_at")
-    start = (since - timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M") if since else None
+    start = since - LINK_LEAD if since else None
+    health = covering_range(nav.page_ranges("bot_health"), start, now)
+    if labels.get("bot") == sla.HANDOFF_STEP or family in HANDOFF_FAMILIES:
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        if labels.get("bot") == sla.HANDOFF_STEP:
+            out.append(
+                (
+                    f"Bot health of the {sla.STEP_LABEL}",
+                    "bot_health",
+                    {"bot": sla.STEP_LABEL, "range": health},
+                )
+            )
+        window = covering_range(nav.page_ranges("conversation_quality"), start, now)
+        out.append(
+            (
+                f"Handoffs by route, last {window}",
+                "conversation_quality",
+                {"tab": "Handoffs", "range": window},
+            )
+        )
+        return out
+    if "channel" in labels or family == "notification_failures":
+        return [
+            (f"Channels: delivery via {labels.get('channel', 'each channel')}", "alerts", {"tab": "Channels"})
+        ]
+    if family == "alerts_fired_1h":
+        return [("Alerts fired, in History", "alerts", {"tab": "History", "h_range": "24h"})]
+    bot = alert_bot(alert)
     errors = "error" in alert["rule_name"] or "rate_limit" in alert["rule_name"]
-    out: list[tuple[str, str, dict[str, Any]]] = []
+    out = []
     if bot:
-        out.append((f"Bot health of {bot}", "bot_health", {"bot": bot}))
+        out.append((f"Bot health of {bot}", "bot_health", {"bot": bot, "range": health}))
         out.append((f"Conversations of {bot}", "conversations", {"bot": bot}))
+    from_ = start.strftime("%Y-%m-%dT%H:%M") if start else None
     out.append(
-        ("Its LLM calls", "llm_calls", {"bot": bot, "from": start, "status": "error" if errors else None})
+        ("Its LLM calls", "llm_calls", {"bot": bot, "from": from_, "status": "error" if errors else None})
     )
     return out
 

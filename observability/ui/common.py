@@ -24,7 +24,7 @@ Layout
 
 Filters in the URL (so a view can be shared as a link; widgets bound to st.query_params)
     time_range_filter(options=("1h", "24h", "7d"), default="1h", key="range") -> str
-    bot_filter(bots, key="bot")       -> list[str]  selected bots ([] means all)
+    bot_filter(bots, key="bot")       -> list[str]  selected bots ([] means all; handoff_step=True offers it)
     query_param(key, default=None)    -> str|None   read a plain query parameter
     set_query_params(**values)                      write plain query parameters (None deletes)
     query_link(page_path, **params)   -> str        relative URL of a page with a query string
@@ -56,6 +56,7 @@ import pandas as pd
 import streamlit as st
 
 from observability import auth, control
+from observability.analytics import sla
 from observability.auth import sessions
 from observability.settings import get_settings
 from observability.store import Store
@@ -455,11 +456,28 @@ def time_range_filter(
     return value if value in options else default
 
 
-def bot_filter(bots: Sequence[str], key: str = "bot", label: str = "Bots") -> list[str]:
-    """A multiselect bound to `?bot=a&bot=b`; returns the chosen bots ([] = all bots)."""
-    options = sorted({b for b in bots if b})
+def bot_filter(
+    bots: Sequence[str], key: str = "bot", label: str = "Bots", *, handoff_step: bool = False
+) -> list[str]:
+    """A multiselect bound to `?bot=a&bot=b`; returns the chosen bots ([] = all bots).
+
+    With `handoff_step` the handoff service is offered too, after the bots and under the name
+    people see it by ("handoff step", `sla.STEP_LABEL`, also in the URL: a widget bound to the URL
+    writes what it shows); it is returned as `sla.HANDOFF_STEP`, the name its operations are
+    stored under. A link naming it `?bot=handoff` selects it too (the multiselect dropped that
+    value silently and showed every bot)."""
+    options = sorted({b for b in bots if b and b != sla.HANDOFF_STEP})
+    if handoff_step:
+        options.append(sla.STEP_LABEL)
+        try:
+            linked = st.query_params.get_all(key)
+        except Exception:  # noqa: BLE001 - already bound this run: the widget holds the value
+            linked = []
+        if sla.HANDOFF_STEP in linked:  # the widget would drop it: it goes in as the widget's state
+            named = dict.fromkeys(sla.STEP_LABEL if b == sla.HANDOFF_STEP else b for b in linked)
+            st.session_state[key] = [b for b in named if b in options]
     chosen = st.multiselect(label, options, key=key, bind="query-params", placeholder="All bots")
-    return [b for b in chosen if b in options]
+    return [sla.HANDOFF_STEP if b == sla.STEP_LABEL else b for b in chosen if b in options]
 
 
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")

@@ -357,7 +357,11 @@ def handoff_summary(store: Store, window: Window = "1h", now: datetime | None = 
 
 def handoff_matrix(store: Store, window: Window = "1h", bots: Sequence[str] | None = None,
                    now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
-    """`handoff_matrix`: source -> target, handoffs, successes, success rate, blocked, mean duration."""
+    """`handoff_matrix`: source -> target, handoffs, successes, success rate, blocked, mean duration.
+    With the handoff step among `bots` (Bot health's filter, an alert on the step) every handoff is
+    shown: each one goes through the step, though none names it as its source or target."""
+    if bots and sla.HANDOFF_STEP in bots:
+        bots = None
     rows = BotMetricsCollector(store).handoff_matrix(timedelta(seconds=window_seconds(window)), bots=_bots(bots),
                                                      now=resolve_now(now))  # fmt: skip
     df = pd.DataFrame(rows, columns=["source", "target", "count", "successes", "success_rate", "blocked",

@@ -25,6 +25,9 @@ class PageSpec:
     action: str  # permission needed to see the page
     section: str
     charts: bool = False  # its first screen is drawn with Plotly charts (`assets.EarlyChartCode`)
+    # its Time range choices (`?range=`), for pages that links open on a window (an alert's): a
+    # range the page does not offer falls back to its default, so a link must pick one of these
+    ranges: tuple[str, ...] = ()
 
     @property
     def url_path(self) -> str:
@@ -34,14 +37,16 @@ class PageSpec:
 # Order matters: sections appear in the order of their first page.
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/live_monitoring.py", "Live monitoring", ":material/monitoring:", VIEW, "Monitoring", charts=True),
-    PageSpec("pages/bot_health.py", "Bot health", ":material/monitor_heart:", VIEW, "Monitoring", charts=True),
+    PageSpec("pages/bot_health.py", "Bot health", ":material/monitor_heart:", VIEW, "Monitoring", charts=True,
+             ranges=("1h", "24h", "7d")),
     PageSpec("pages/ai_performance.py", "AI performance", ":material/speed:", VIEW, "Monitoring", charts=True),
     PageSpec("pages/llm_calls.py", "LLM calls", ":material/list_alt:", VIEW, "Monitoring"),
     PageSpec("pages/activity_feed.py", "Activity feed", ":material/dynamic_feed:", VIEW, "Monitoring", charts=True),
     PageSpec("pages/alerts.py", "Alerts and rules", ":material/notifications_active:", VIEW, "Monitoring"),
     PageSpec("pages/token_analytics.py", "Token analytics", ":material/token:", VIEW, "Spend", charts=True),
     PageSpec("pages/cost_tracking.py", "Cost tracking", ":material/payments:", VIEW, "Spend", charts=True),
-    PageSpec("pages/conversation_quality.py", "Conversation quality", ":material/forum:", VIEW, "Conversations", charts=True),
+    PageSpec("pages/conversation_quality.py", "Conversation quality", ":material/forum:", VIEW, "Conversations", charts=True,
+             ranges=("1h", "6h", "24h", "7d")),
     PageSpec("pages/conversations.py", "Conversations", ":material/support_agent:", VIEW, "Conversations"),
     PageSpec("pages/emergency.py", "Emergency controls", ":material/emergency_home:", "conversations.stop", "Control"),
     PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", "users.manage", "Control"),
@@ -75,6 +80,14 @@ def sections(pages: list[PageSpec]) -> dict[str, list[PageSpec]]:
 def page_by_name(name: str) -> PageSpec | None:
     """Look a page up by its file stem, e.g. "cost_tracking"."""
     return next((p for p in PAGES if p.url_path == name), None)
+
+
+def page_ranges(name: str) -> tuple[str, ...]:
+    """The Time range choices of page `name` (its file stem), as the page offers them."""
+    spec = page_by_name(name)
+    if spec is None or not spec.ranges:
+        raise KeyError(f"no page {name!r} with time ranges in the registry")
+    return spec.ranges
 
 
 def chart_page_paths() -> tuple[str, ...]:
