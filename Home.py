@@ -73,7 +73,7 @@ OVERVIEW_LINKS = (
 def overview_page() -> None:
     ui.page_header("Overview", "Live figures of every bot; refreshes every 15 seconds.")
 
-    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    @ui.live(run_every=ui.LIVE_REFRESH_S)
     def live() -> None:
         k = data.overview_kpis()
         c = st.columns(6)
@@ -89,7 +89,7 @@ def overview_page() -> None:
                 ui.page_link(page, label, icon=":material/arrow_outward:",
                              **{k: since if v == "LAST_5_MIN" else v for k, v in params.items()})  # fmt: skip
 
-    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    @ui.live(run_every=ui.LIVE_REFRESH_S)
     def requests() -> None:
         series = data.requests_series("1h", ())
         if series.empty:
@@ -104,7 +104,7 @@ def overview_page() -> None:
         )
         st.plotly_chart(fig, key="ov_requests")
 
-    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    @ui.live(run_every=ui.LIVE_REFRESH_S)
     def latency() -> None:
         lat = data.latency_by_bot("1h", ())
         if lat.empty:
@@ -118,7 +118,7 @@ def overview_page() -> None:
         )
         st.plotly_chart(fig, key="ov_latency")
 
-    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    @ui.live(run_every=ui.LIVE_REFRESH_S)
     def spend() -> None:
         today = data.llm_breakdown(86_400, (), ("model",))
         if today.empty:
@@ -127,7 +127,7 @@ def overview_page() -> None:
         fig = charts.bar(today, x="model", y="cost_usd", title="Spend by model, last 24 hours", ylabel="USD")
         st.plotly_chart(fig, key="ov_spend_models")
 
-    @st.fragment(run_every=ui.LIVE_REFRESH_S)
+    @ui.live(run_every=ui.LIVE_REFRESH_S)
     def tables() -> None:
         st.subheader("Bots right now")
         bots = data.bots_now()
@@ -179,7 +179,7 @@ def _open_conversation(cid: str) -> None:
     st.switch_page(str(ROOT / "pages" / "conversations.py"), query_params={"conversation": cid})
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def trouble() -> None:
     """The live conversations in trouble, one click from their take-over control."""
     if (ROOT / "pages" / "conversations.py").is_file():

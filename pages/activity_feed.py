@@ -72,7 +72,7 @@ def feed_table(df, key: str) -> list[str]:  # noqa: ANN001
     return [df.iloc[i]["id"] for i in rows if i < len(df)]
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def feed() -> None:
     filters = (tuple(severities), event_type, account)
     counts = data.activity_counts(window, None, *filters)
@@ -138,7 +138,7 @@ def feed() -> None:
             ui.download_csv(df, f"activity_page{page}.csv", key="af_csv")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def vip_view() -> None:
     vip = data.vip_conversations()
     st.markdown("**VIP conversations**, most recently active first")

@@ -21,7 +21,7 @@ with f2:
 st.caption(f"Window: last {window}; operation and LLM figures {source_note(window)}; interactions exact.")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def live() -> None:
     thr = fmt.steps_as_steps(data.bot_throughput(window, bots))
     models = data.llm_breakdown(window, bots, ("model",), percentiles=True)
@@ -74,7 +74,7 @@ def live() -> None:
                    label=f"Handoff failure rate, last {alert_s // 60:g} min (handoff_failure alert)")  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def operations_by_bot() -> None:
     thr = fmt.steps_as_steps(data.bot_throughput(window, bots))
     if thr.empty:
@@ -102,7 +102,7 @@ def operations_by_bot() -> None:
     right.plotly_chart(fig, key="ap_bot_rates")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def llm_by_model() -> None:
     models = data.llm_breakdown(window, bots, ("model",), percentiles=True)
     if models.empty:
@@ -132,7 +132,7 @@ def llm_by_model() -> None:
                                            "p99": "P99 ms"})})  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def interactions() -> None:
     inter = data.bot_summaries(window, bots)
     if inter.empty:

@@ -280,7 +280,7 @@ def _linked_elsewhere(shown: set[int]) -> tuple[int, str, bool] | None:
     return int(linked), *views.alert_whereabouts(ui.get_store(), int(linked))
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def active_alerts() -> None:
     alerts, order = views.stable_order(active_q(), st.session_state.get(ORDER_KEY, []))
     st.session_state[ORDER_KEY] = order

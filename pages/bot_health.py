@@ -66,7 +66,7 @@ def headline(ev: dict, spend: dict[str, float]) -> None:
         )
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def live() -> None:
     ev = data.sla_evaluation(window, bots)
     alert = data.sla_evaluation(alert_s, bots)
@@ -122,7 +122,7 @@ def live() -> None:
     )  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def against_targets() -> None:
     """P50/P95/P99 against their targets, per bot and operation (colour: that percentile's status)."""
     rows = data.sla_evaluation(window, bots)["rows"]
@@ -142,7 +142,7 @@ def against_targets() -> None:
     st.plotly_chart(fig, key="bh_sla")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def over_time() -> None:
     """Latency and throughput over time."""
     series = fmt.steps_as_steps(data.ops_latency_series(window, bots))
@@ -158,7 +158,7 @@ def over_time() -> None:
     right.plotly_chart(fig, key="bh_throughput_ts")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def by_bot() -> None:
     """Per bot: error and cache rates, latency percentiles (the handoff service shown as the step it is)."""
     thr = data.bot_throughput(window, bots)
@@ -179,7 +179,7 @@ def by_bot() -> None:
     right.plotly_chart(fig, key="bh_pct")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def handoffs() -> None:
     """The handoff matrix."""
     st.subheader("Handoffs")

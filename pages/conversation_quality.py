@@ -24,7 +24,7 @@ st.caption(
 )
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def overview() -> None:
     summary = data.quality_summary(window, bots)
     scores = data.conversation_scores(window, bots)
@@ -65,7 +65,7 @@ def overview() -> None:
     st.plotly_chart(fig, key="cq_by_bot")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def conversations() -> None:
     scores = data.conversation_scores(window, bots)
     if scores.empty:
@@ -76,7 +76,7 @@ def conversations() -> None:
              download=scores)  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def sentiment_and_engagement() -> None:
     scores = data.conversation_scores(window, bots)
     if scores.empty:
@@ -160,7 +160,7 @@ def one_conversation() -> None:
                 )
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def handoffs() -> None:
     st.subheader("Handoff effectiveness")
     hm = data.handoff_matrix(window, bots)

@@ -173,7 +173,7 @@ except ValueError as exc:  # a page cursor edited by hand
     page = browse(**filters, cursor=None, limit=PAGE_SIZE)
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def live_list() -> None:
     current = browse(**filters, cursor=cursor, limit=PAGE_SIZE)
     m = st.columns(3)
@@ -300,7 +300,7 @@ def status_line(s: control.InterventionStatus) -> None:
         st.caption(f"Hand-back instructions for the AI: {ui.md_escape(s.handoff_instructions)}")
 
 
-@st.fragment(run_every=TRANSCRIPT_REFRESH_S)
+@ui.live(run_every=TRANSCRIPT_REFRESH_S)
 def live_transcript() -> None:
     try:
         status_line(control.intervention_status(store, cid))

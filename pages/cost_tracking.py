@@ -108,7 +108,7 @@ def run_rate_basis(fc: dict) -> str:
             "first call, whichever is shortest).")  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def month_figures() -> None:
     fc = data.spend_forecast()
     c = st.columns(5)
@@ -131,7 +131,7 @@ def month_figures() -> None:
                    f"${fc['forecast_month_end_usd'] - fc['budget_usd']:,.2f} over budget.")  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def spend_figures() -> None:
     tot = data.llm_totals(window, bots)
     if not tot or not tot.get("requests"):
@@ -146,7 +146,7 @@ def spend_figures() -> None:
     fmt.metric(c[3], "unpriced_calls", int(unknown["calls"].sum()) if not unknown.empty else 0)
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def month_and_budget() -> None:
     fc = data.spend_forecast()
     daily = fc["daily"]
@@ -171,7 +171,7 @@ def month_and_budget() -> None:
         st.caption("Managers and admins can change the monthly budget.")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def by_model_and_bot() -> None:
     detail = data.llm_breakdown(window, bots, ("model", "bot", "agent"))
     if detail.empty:
@@ -217,7 +217,7 @@ def by_model_and_bot() -> None:
                                 "last_seen": fmt.time_column("Last seen (UTC)")})  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def per_day() -> None:
     daily = data.cost_by_day(window, bots)
     if daily.empty:
@@ -243,7 +243,7 @@ def anomaly_page_number() -> int:
         return 1
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def agents() -> None:
     ranking = data.cost_report(window, bots, anomaly_page=anomaly_page_number())["ranking"]
     if ranking.empty:
@@ -259,7 +259,7 @@ def agents() -> None:
     ui.table(ranking, f"agent_efficiency_{window}.csv", key="ct_eff_table", column_config=RANKING_COLUMNS)
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def anomalies() -> None:
     report = data.cost_report(window, bots, anomaly_page=anomaly_page_number())
     anomaly_section(report, report["anomalies"], data.token_series(window, bots, "agent"))
@@ -328,7 +328,7 @@ def anomaly_section(report: dict, anomalies: pd.DataFrame, hourly: pd.DataFrame)
             st.rerun()
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def conversations() -> None:
     top = data.top_conversations(window, bots, 20, "cost")
     if top.empty:

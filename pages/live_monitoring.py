@@ -18,7 +18,7 @@ ui.require("dashboards.view")
 ui.page_header("Live monitoring", "Conversations, safety and spend right now; drill into any metric.")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def live_tiles() -> None:
     m = data.live_metrics()
     row1 = st.columns(6)
@@ -60,7 +60,7 @@ timeframe = timeframe if timeframe in TIMEFRAMES else "1h"
 STATUS = {"ok": "ok", "warning": "warning", "critical": "critical"}
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def drill() -> None:
     d = data.drill_down(metric, timeframe)
     spec = METRICS[metric]

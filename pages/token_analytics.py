@@ -30,7 +30,7 @@ st.caption(f"Window {window}; figures {source_note(window)}.")
 TOKEN_COLS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def headline() -> None:
     tot = data.llm_totals(window, bots)
     if not tot or not tot.get("requests"):
@@ -55,7 +55,7 @@ def token_series() -> pd.DataFrame:
     return series.assign(total_tokens=series["input_tokens"] + series["output_tokens"])
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def over_time() -> None:
     series = token_series()
     fig = charts.area(series, x="ts", y="total_tokens", color=by, title=f"Tokens (input + output) by {by} over time",
@@ -63,7 +63,7 @@ def over_time() -> None:
     st.plotly_chart(fig, key="ta_series")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def by_model_and_bot() -> None:
     left, right = st.columns(2)
     totals = data.llm_breakdown(window, bots, ("model", "bot"))
@@ -87,7 +87,7 @@ def by_model_and_bot() -> None:
                                            "cost_usd": "llm_cost_usd"}, {"cost_usd": "Spend"}, window=f"the last {window}")})  # fmt: skip
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S)
+@ui.live(run_every=ui.LIVE_REFRESH_S)
 def cache() -> None:
     left, right = st.columns(2)
     hits = data.cache_hit_series(window, bots)
@@ -106,7 +106,7 @@ def cache() -> None:
     right.plotly_chart(fig, key="ta_cache_by")
 
 
-@st.fragment(run_every=ui.LIVE_REFRESH_S, parallel=True)
+@ui.live(run_every=ui.LIVE_REFRESH_S, parallel=True)
 def top_conversations() -> None:
     """A parallel fragment: its query over raw calls overlaps the figures above."""
     top = data.top_conversations(window, bots, 20)

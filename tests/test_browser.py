@@ -290,3 +290,29 @@ def test_a_page_the_role_may_not_open_says_so_when_its_url_is_asked_for(console:
     assert page.get_by_role("button").filter(has_text="Stop").count() == 0
     nav_links = page.get_by_test_id("stSidebarNav").get_by_role("link")
     assert "Emergency controls" not in nav_links.all_inner_texts()
+
+
+def test_a_tab_left_open_stops_showing_data_once_its_session_ends_in_another_tab(
+    console: str, browser
+) -> None:  # noqa: ANN001
+    """The live parts of a page rerun by themselves every 15 s: they check the session on each run,
+    so a tab left open after sign-out in another tab (or a disable, a password reset) shows the
+    sign-in instead of new data (it went on showing new messages)."""
+    from observability.ui.common import LIVE_REFRESH_S
+
+    context = browser.new_context()
+    try:
+        left_open, other = context.new_page(), context.new_page()
+        left_open.goto(console)
+        left_open.get_by_label("User name").fill(ANALYST_USER)
+        left_open.get_by_label("Password", exact=True).fill(PASSWORD)
+        left_open.get_by_role("button", name="Sign in").click()
+        left_open.get_by_role("heading", name=nav.OVERVIEW_TITLE).first.wait_for(timeout=30_000)
+        other.goto(f"{console}/auth/sign-out")  # the same browser: the same session cookie
+        other.get_by_role("button", name="Sign out").click()
+        other.wait_for_url("**/auth/sign-in**", timeout=30_000)
+        # no reload of the open tab: its next live refresh notices
+        left_open.get_by_text("Signed out: You signed out").wait_for(timeout=(LIVE_REFRESH_S * 2 + 15) * 1000)
+        assert left_open.get_by_role("heading", name=nav.OVERVIEW_TITLE).count() == 0
+    finally:
+        context.close()

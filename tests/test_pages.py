@@ -713,3 +713,17 @@ def test_pages_say_states_and_badges_in_words_not_emoji() -> None:
         if emoji.search(line.replace("✓", "")) and not line.lstrip().startswith(("OLD_", "#"))
     ]
     assert not found, found
+
+
+def test_every_live_part_of_a_page_checks_the_session_on_its_own_runs() -> None:
+    """A fragment's timed rerun skips the page's `require`: every live part goes through `ui.live`,
+    which checks the session again (the browser test shows a tab left open after sign-out)."""
+    sources = [ROOT / "Home.py", *sorted((ROOT / "pages").glob("*.py"))]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sources
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "st.fragment(" in line and "run_every" in line
+    ]
+    assert not found, found
+    assert sum(path.read_text().count("@ui.live(") for path in sources) > 20

@@ -39,7 +39,8 @@ Caching
     cached_query(fn)   fn(store, *args, **kw) -> cached callable(*args, **kw); st.cache_data with
                        ttl=settings.console_cache_ttl_s, keyed by the read URL and the arguments
     clear_caches()     forget every cached query (benchmarks' cold runs, tests)
-    LIVE_REFRESH_S     seconds between refreshes of live fragments (st.fragment(run_every=...))
+    LIVE_REFRESH_S     seconds between refreshes of live fragments (live(run_every=...))
+    live(run_every)    st.fragment(run_every=...) that checks the session on each of its runs
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -229,6 +231,39 @@ def _back_to_router() -> None:
     st.switch_page("Home.py", query_params={**params, NEXT_PARAM: page} if page else params)
 
 
+def live(
+    run_every: float | str | None = LIVE_REFRESH_S, **fragment_kwargs: Any
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """`st.fragment(run_every=...)` that checks the session again on each of its own runs.
+
+    A fragment's timed rerun runs only its function, never the page's `require`: a tab left open
+    went on receiving new messages after its user signed out in another tab or was disabled. Now a
+    rerun whose session has ended, or whose role lost the page's permission, reruns the whole page,
+    which then shows the sign-in (or the refusal) like any page load."""
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> T:
+            # the page's own run checked it a moment ago (its fragments run within it): only the
+            # fragment's timed reruns, seconds later, need a store read
+            if time.monotonic() - st.session_state.get(LIVE_CHECKED_KEY, -1e9) > LIVE_CHECK_FRESH_S:
+                wanted = st.session_state.get(LIVE_ACTION_KEY)
+                user = current_user()
+                if user is None or (wanted is not None and not user.can(wanted)):
+                    st.rerun(scope="app")
+                st.session_state[LIVE_CHECKED_KEY] = time.monotonic()
+            return fn(*args, **kwargs)
+
+        return st.fragment(run_every=run_every, **fragment_kwargs)(guarded)
+
+    return decorate
+
+
+LIVE_ACTION_KEY = "page_action"  # st.session_state: the action the open page was required for
+LIVE_CHECKED_KEY = "session_checked_at"  # st.session_state: when the session was last checked
+LIVE_CHECK_FRESH_S = 2.0  # a check this recent (the page's own run) is not repeated
+
+
 def require(action: str) -> auth.User:
     """Stop the page with an error unless the current user's role may do `action`.
 
@@ -240,6 +275,8 @@ def require(action: str) -> auth.User:
     if user is None:
         st.error("Please sign in first.")
         st.stop()
+    st.session_state[LIVE_ACTION_KEY] = action  # its live parts check it again on their own runs
+    st.session_state[LIVE_CHECKED_KEY] = time.monotonic()
     if not user.can(action):
         st.error(f"You don't have permission to open this page: your role ({user.role}) may not "
                  f"`{action}`. An admin can change your role.", icon=":material/block:")  # fmt: skip
