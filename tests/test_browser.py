@@ -293,8 +293,9 @@ def test_a_page_the_role_may_not_open_says_so_when_its_url_is_asked_for(console:
 
 
 def test_a_tab_left_open_stops_showing_data_once_its_session_ends_in_another_tab(
-    console: str, browser
-) -> None:  # noqa: ANN001
+    console: str,
+    browser,  # noqa: ANN001
+) -> None:
     """The live parts of a page rerun by themselves every 15 s: they check the session on each run,
     so a tab left open after sign-out in another tab (or a disable, a password reset) shows the
     sign-in instead of new data (it went on showing new messages)."""
