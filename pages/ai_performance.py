@@ -55,7 +55,8 @@ def live() -> None:
             with col.container(border=True):
                 st.markdown(f"**{ui.md_escape(r.bot)}**")
                 fmt.metric(st, "interactions", r.total_interactions)
-                st.metric("Response success rate", fmt.number("ratio", r.success_rate))
+                fmt.metric(st, "response_success_rate", r.success_rate, window=f"the last {window}",
+                           label=fmt.label("response_success_rate"))  # fmt: skip
                 st.metric(
                     "Mean / P95 response time", f"{r.avg_duration_ms:,.0f} / {r.p95_duration_ms:,.0f} ms"
                 )
@@ -68,7 +69,8 @@ def live() -> None:
         fmt.metric(c[0], "handoffs", hs["total_handoffs"])
         fmt.metric(c[1], "handoff_success_rate", hs["success_rate"] if hs["attempted_handoffs"] else None)
         fmt.metric(c[2], "blocked_handoff_rate", hs["blocked_rate"])
-        c[3].metric("Handoff P95", fmt.number("ms", hs["p95_duration_ms"]))
+        fmt.metric(c[3], "handoff_p95_ms", hs["p95_duration_ms"], window=f"the last {window}",
+                   label=fmt.label("handoff_p95_ms"))  # fmt: skip
         fmt.metric(c[4], "handoff_failure_rate_alert",
                    now5["failure_rate"] if now5["attempted_handoffs"] else None,
                    label=f"Handoff failure rate, last {alert_s // 60:g} min (handoff_failure alert)")  # fmt: skip
@@ -126,10 +128,10 @@ def llm_by_model() -> None:
              column_config={"model": st.column_config.TextColumn("Model"),
                             **fmt.columns({"requests": "llm_requests", "error_rate": "llm_error_rate",
                                            "cache_hit_rate": "llm_cache_hit_rate",
-                                           "avg_latency_ms": "llm_p50_ms", "p50": "llm_p50_ms",
-                                           "p95": "llm_p95_ms", "p99": "llm_p95_ms"},
+                                           "avg_latency_ms": "llm_mean_ms", "p50": "llm_p50_ms",
+                                           "p95": "llm_p95_ms", "p99": "llm_p99_ms"},
                                           {"avg_latency_ms": "Mean ms", "p50": "P50 ms", "p95": "P95 ms",
-                                           "p99": "P99 ms"})})  # fmt: skip
+                                           "p99": "P99 ms"}, window=f"the last {window}")})  # fmt: skip
 
 
 @ui.live(run_every=ui.LIVE_REFRESH_S)
@@ -154,19 +156,16 @@ def interactions() -> None:
                    "p99_duration_ms", "max_duration_ms"]]  # fmt: skip
     ui.table(shown, f"bot_analytics_{window}.csv", key="ap_inter",
              column_config={"bot": st.column_config.TextColumn("Bot"),
-                            **fmt.columns({"success_count": "interactions", "error_count": "interactions",
-                                           "cache_hits": "interactions"},
-                                          {"success_count": "Succeeded", "error_count": "Failed",
-                                           "cache_hits": "Served from cache"}),
-                            **fmt.columns({"total_interactions": "interactions", "error_rate": "response_error_rate",
+                            **fmt.columns({"total_interactions": "interactions", "success_count": "responses_succeeded",
+                                           "error_count": "responses_failed", "cache_hits": "responses_from_cache",
+                                           "success_rate": "response_success_rate", "error_rate": "response_error_rate",
                                            "cache_hit_rate": "response_cache_hit_rate",
-                                           "avg_duration_ms": "response_p95_ms", "p50_duration_ms": "response_p95_ms",
-                                           "p95_duration_ms": "response_p95_ms", "p99_duration_ms": "response_p95_ms",
-                                           "max_duration_ms": "response_p95_ms"},
+                                           "avg_duration_ms": "response_mean_ms", "p50_duration_ms": "response_p50_ms",
+                                           "p95_duration_ms": "response_p95_ms", "p99_duration_ms": "response_p99_ms",
+                                           "max_duration_ms": "response_max_ms"},
                                           {"avg_duration_ms": "Mean ms", "p50_duration_ms": "P50 ms",
                                            "p95_duration_ms": "P95 ms", "p99_duration_ms": "P99 ms",
-                                           "max_duration_ms": "Max ms"}),
-                            "success_rate": fmt.column("response_error_rate", "Response success rate")})  # fmt: skip
+                                           "max_duration_ms": "Max ms"}, window=f"the last {window}")})  # fmt: skip
 
 
 live()

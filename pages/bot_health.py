@@ -107,16 +107,17 @@ def live() -> None:
                "p99", "target_p99", "error_rate", "cache_hit_rate", "alert_p95_ratio"]],
         f"sla_{window}.csv", key="bh_sla_table",
         column_config={
-            "bot": fmt.text_column("Bot (or step)"), "operation": fmt.text_column("Operation"),
+            "bot": fmt.text_column("Bot (or step)", sla.STEP_HELP), "operation": fmt.text_column("Operation"),
             "status": fmt.text_column("Status"), "breaches": fmt.text_column("Above target"),
             **fmt.columns(
                 {"requests": "operations", "p50": "operation_p50_ms", "p95": "operation_p95_ms",
-                 "p99": "operation_p99_ms", "target_p50": "operation_p50_ms", "target_p95": "operation_p95_ms",
-                 "target_p99": "operation_p99_ms", "error_rate": "operation_error_rate",
-                 "cache_hit_rate": "operation_cache_hit_rate", "alert_p95_ratio": "sla_p95_ratio_alert"},
-                {"target_p50": "P50 target", "target_p95": "P95 target", "target_p99": "P99 target",
-                 "alert_p95_ratio": f"P95 / target, last {alert_s // 60:g} min ({ALERT_RULE} alert)",
+                 "p99": "operation_p99_ms", "target_p50": "operation_p50_target_ms",
+                 "target_p95": "operation_p95_target_ms", "target_p99": "operation_p99_target_ms",
+                 "error_rate": "operation_error_rate", "cache_hit_rate": "operation_cache_hit_rate",
+                 "alert_p95_ratio": "sla_p95_ratio_alert"},
+                {"alert_p95_ratio": f"P95 / target, last {alert_s // 60:g} min ({ALERT_RULE} alert)",
                  "error_rate": "Error rate", "cache_hit_rate": "Cache hit rate"},
+                window=f"the last {window}",
             ),
         },
     )  # fmt: skip
@@ -201,11 +202,10 @@ def handoffs() -> None:
     st.plotly_chart(fig, key="bh_handoffs")
     ui.table(hm, f"handoffs_{window}.csv", key="bh_handoff_table",
              column_config={"source": fmt.text_column("From"), "target": fmt.text_column("To"),
-                            **fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
-                                           "success_rate": "handoff_success_rate", "blocked": "handoffs",
+                            **fmt.columns({"handoffs": "handoffs", "successes": "handoff_successes",
+                                           "success_rate": "handoff_success_rate", "blocked": "handoffs_blocked",
                                            "mean_ms": "handoff_mean_ms"},
-                                          {"successes": "Successes", "blocked": "Blocked (circular)",
-                                           "mean_ms": "Mean ms"})})  # fmt: skip
+                                          {"mean_ms": "Mean ms"}, window=f"the last {window}")})  # fmt: skip
 
 
 live()

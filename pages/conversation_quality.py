@@ -53,16 +53,29 @@ def overview() -> None:
     measures = {"quality": "quality_score", "engagement": "engagement", "drift": "topic_drift",
                 "resolution_rate": "resolution_rate"}  # fmt: skip
     long["measure"] = long["measure"].map(lambda k: fmt.label(measures[k]))
-    fig = charts.bar(
-        long,
-        x="bot",
-        y="value",
-        color="measure",
-        barmode="group",
-        title="Quality measures by bot (0–100 %; no bar: none of its conversations has that measure yet)",
-    )
-    fig.update_yaxes(tickformat=".0%")
+    fig = charts.bar(long, x="bot", y="value", color="measure", barmode="group",
+                     title="Quality measures by bot (0–100 %)")  # fmt: skip
+    for trace in fig.data:  # every bar says its value, so a 0 % reads 0 % and not "no bar"
+        trace.text = [fmt.number("ratio", v) for v in trace.y]
+        trace.textposition = "outside"
+        trace.textfont = {"size": 10}
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.1])
     st.plotly_chart(fig, key="cq_by_bot")
+    # only the bots with no value for a measure are named as having no bar (a dash): a 0 % is a value
+    missing = long[long["value"].isna()].groupby("bot", sort=True)["measure"].agg(list)
+    if not missing.empty:
+        named = [f"{ui.md_escape(bot)} (no conversation scored yet)" if len(names) == len(measures)
+                 else f"{ui.md_escape(bot)}'s {', '.join(names)}" for bot, names in missing.items()]  # fmt: skip
+        st.caption(f"No bar (a dash) for {'; '.join(named)}: no conversation there has that measure yet.")
+
+
+def coverage(shown: int) -> str:
+    """Which conversations a view of the `conversation_scores` rows covers (the most recently
+    active `frames.SCORE_ROWS`), for its caption: the tiles above count every conversation."""
+    total = max(int(data.quality_summary(window, bots)["conversations"].sum()), shown)
+    if shown < total:
+        return f"the {shown:,} most recently active of {total:,} conversations in the last {window}"
+    return f"all {total:,} conversations active in the last {window}"
 
 
 @ui.live(run_every=ui.LIVE_REFRESH_S)
@@ -71,6 +84,7 @@ def conversations() -> None:
     if scores.empty:
         ui.empty_state(f"No conversations active in the last {window}.")
         return
+    st.caption(f"Showing {coverage(len(scores))}, most recently active first; the CSV holds the same rows.")
     shown, bars = fmt.progress(scores, {"engagement": "engagement", "quality": "quality_score"})
     ui.table(shown, f"conversation_quality_{window}.csv", key="cq_table", column_config={**SCORE_COLUMNS, **bars},
              download=scores)  # fmt: skip
@@ -90,10 +104,22 @@ def sentiment_and_engagement() -> None:
         fig = charts.scatter(pts, x="sentiment", y="engagement", color="resolved", size=pts["messages"].clip(lower=1),
                          hover_data=["conversation", "bot", "quality"], title="Engagement against sentiment")  # fmt: skip
     left.plotly_chart(fig, key="cq_scatter")
-    if scores["quality"].notna().any():
-        fig = charts.histogram(scores.dropna(subset=["quality"]), x="quality", color="bot", nbins=20,
-                           title="Quality score distribution")  # fmt: skip
+    left.caption(f"Each point a conversation: {coverage(len(scores))}.")
+    # counted in SQL over every scored conversation of the window, not the listed ones
+    hist = data.quality_histogram(window, bots)
+    if not hist.empty:
+        width = float(hist["high"].iloc[0] - hist["low"].iloc[0])
+        fig = charts.bar(hist.assign(mid=hist["low"] + width / 2), x="mid", y="conversations", color="bot",
+                         barmode="stack", title="Quality score distribution", xlabel="quality",
+                         ylabel="conversations")  # fmt: skip
+        ranges = dict(zip(hist["low"] + width / 2, hist["range"], strict=True))
+        for trace in fig.data:  # the hover names the bin's range of quality
+            trace.text = [ranges[x] for x in trace.x]
+        fig.update_traces(width=width, textposition="none", hovertemplate="%{text}: %{y:,}")
+        fig.update_xaxes(tickformat=".0%", range=[0, 1])
         right.plotly_chart(fig, key="cq_hist")
+        right.caption(f"All {int(hist['conversations'].sum()):,} scored conversations active in the last {window}, "
+                      "in bins of 5 points of quality.")  # fmt: skip
 
 
 SCORE_COLUMNS = {
@@ -112,6 +138,7 @@ def one_conversation() -> None:
     if not ids:
         st.caption("Pick a conversation once there are some.")
         return
+    st.caption(f"Pick one of {coverage(len(ids))}, most recently active first.")
     cid = st.selectbox("Conversation", ids, key="conversation", bind="query-params")
     cid = cid if cid in ids else ids[0]
     detail = data.analyze_conversation(cid)
@@ -196,11 +223,10 @@ def handoffs() -> None:
         right.plotly_chart(fig, key="cq_handoff_counts")
         ui.table(hm.drop(columns=["pair"]), f"handoffs_{window}.csv", key="cq_handoff_table",
                  column_config={"source": fmt.text_column("From"), "target": fmt.text_column("To"),
-                                **fmt.columns({"handoffs": "handoffs", "successes": "handoffs",
-                                               "success_rate": "handoff_success_rate", "blocked": "handoffs",
+                                **fmt.columns({"handoffs": "handoffs", "successes": "handoff_successes",
+                                               "success_rate": "handoff_success_rate", "blocked": "handoffs_blocked",
                                                "mean_ms": "handoff_mean_ms"},
-                                              {"successes": "Successes", "blocked": "Blocked (circular)",
-                                               "mean_ms": "Mean ms"})})  # fmt: skip
+                                              {"mean_ms": "Mean ms"}, window=f"the last {window}")})  # fmt: skip
 
 
 overview()

@@ -28,7 +28,7 @@ st.caption(f"Window {window}; figures {source_note(window)}.")
 CALL_COLUMNS = {
     "trace_id": fmt.text_column("Trace id"), "ts": fmt.time_column(), "bot": fmt.text_column("Bot"),
     "agent": fmt.text_column("Agent"), "decision_type": fmt.text_column("Decision"), "model": fmt.text_column("Model"),
-    "provider": fmt.text_column("Provider"), "latency_ms": fmt.column("llm_p50_ms", "Latency"),
+    "provider": fmt.text_column("Provider"), "latency_ms": fmt.column("llm_call_latency_ms"),
     "cache_hit": st.column_config.CheckboxColumn("Cache hit"), "cost_usd": fmt.column("anomaly_call_cost_usd"),
     "conversation_id": fmt.text_column("Conversation"), "success": st.column_config.CheckboxColumn("Succeeded"),
     "error_type": fmt.text_column("Error"),
@@ -308,8 +308,12 @@ def anomaly_section(report: dict, anomalies: pd.DataFrame, hourly: pd.DataFrame)
         )  # fmt: skip
         cols = ["ts", "agent", "bot", "model", "cost_usd", "z_score", "agent_mean_usd", "conversation_id", "calls",
                 "similar"]  # fmt: skip
+        # the CSV holds each call's trace id where the table links to the call (and no link to similar calls)
+        download = anomalies[
+            [c for c in cols if c in anomalies and c not in ("calls", "similar")] + ["trace_id"]
+        ]
         ui.table(anomalies[[c for c in cols if c in anomalies]], f"cost_anomalies_{window}_page{page}.csv",
-                 key="ct_anomalies",
+                 key="ct_anomalies", download=download,
                  column_config={"ts": fmt.time_column(), "agent": fmt.text_column("Agent"), "bot": fmt.text_column("Bot"),
                                 "model": fmt.text_column("Model"), "conversation_id": fmt.text_column("Conversation"),
                                 "calls": st.column_config.LinkColumn("Call", display_text="view call"),
@@ -335,23 +339,14 @@ def conversations() -> None:
         ui.empty_state(f"No conversation made LLM calls in the last {window}.")
         return
     st.subheader("Conversations costing the most")
-    if window != "24h":
-        st.caption("Per-conversation totals cover the last 24 hours.")
-    top = top.assign(conversation_id=[ui.query_link("pages/conversations.py", conversation=c)
-                                      for c in top["conversation_id"]])  # fmt: skip
-    ui.table(top, f"top_conversations_cost_{window}.csv", key="ct_top", column_config=top_columns())
-
-
-def top_columns() -> dict:
-    """The top-conversations table, formatted; a conversation id opens the conversation."""
-    return {"conversation_id": st.column_config.LinkColumn("Conversation", display_text=r"conversation=([^&]+)"),
-            "bot": fmt.text_column("Bot"), "first_ts": fmt.time_column("First call (UTC)"),
-            "last_ts": fmt.time_column("Last call (UTC)"),
-            **fmt.columns({"requests": "llm_requests", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
-                           "cache_read_tokens": "cache_read_tokens", "total_tokens": "total_tokens",
-                           "cost_usd": "llm_cost_usd", "cost_saved_usd": "llm_cost_saved_usd",
-                           "errors": "llm_requests"}, {"cost_usd": "Spend", "errors": "Failed calls"},
-                          window="the last 24 hours")}  # fmt: skip
+    span = frames.top_conversations_span(window)
+    if frames.top_conversations_capped(window):
+        st.caption(f"Per-conversation totals cover {span}.")
+    links = top.assign(conversation_id=[ui.query_link("pages/conversations.py", conversation=c)
+                                        for c in top["conversation_id"]])  # fmt: skip
+    # the CSV holds the conversation ids, not the page's links to them
+    ui.table(links, f"top_conversations_cost_{window}.csv", key="ct_top", download=top,
+             column_config=fmt.top_conversations_columns(span))  # fmt: skip
 
 
 month_figures()

@@ -114,22 +114,22 @@ def top_conversations() -> None:
         ui.empty_state(f"No conversation made LLM calls in the last {window}.")
         return
     st.subheader("Conversations using the most tokens")
-    if window in ("7d", "30d"):
-        st.caption("Per-conversation totals cover the last 24 hours.")
+    span = frames.top_conversations_span(window)
+    if frames.top_conversations_capped(window):
+        st.caption(f"Per-conversation totals cover {span}.")
     fig = charts.bar(top.head(10), x="total_tokens", y="conversation_id", orientation="h", color="bot",
                      title="Top 10 conversations by tokens")  # fmt: skip
     st.plotly_chart(fig, key="ta_top")
-    top = top.assign(conversation_id=[ui.query_link("pages/conversations.py", conversation=c)
-                                      for c in top["conversation_id"]])  # fmt: skip
-    ui.table(top, f"top_conversations_tokens_{window}.csv", key="ta_top_table",
-             column_config={"conversation_id": st.column_config.LinkColumn("Conversation", display_text=r"conversation=([^&]+)"),
-                            "bot": fmt.text_column("Bot"), "first_ts": fmt.time_column("First call (UTC)"),
-                            "last_ts": fmt.time_column("Last call (UTC)"),
-                            **fmt.columns({"requests": "llm_requests", "input_tokens": "input_tokens",
-                                           "output_tokens": "output_tokens", "cache_read_tokens": "cache_read_tokens",
-                                           "total_tokens": "total_tokens", "cost_usd": "llm_cost_usd",
-                                           "cost_saved_usd": "llm_cost_saved_usd", "errors": "llm_requests"},
-                                          {"cost_usd": "Spend", "errors": "Failed calls"}, window="the last 24 hours")})  # fmt: skip
+    links = top.assign(conversation_id=[ui.query_link("pages/conversations.py", conversation=c)
+                                        for c in top["conversation_id"]])  # fmt: skip
+    # the CSV holds the conversation ids, not the page's links to them
+    ui.table(
+        links,
+        f"top_conversations_tokens_{window}.csv",
+        key="ta_top_table",
+        download=top,
+        column_config=fmt.top_conversations_columns(span),
+    )
 
 
 headline()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from observability.analytics.bot_metrics import BotMetricsCollector
 from observability.analytics.llm_observability import LLMObservabilityService
 from observability.settings import get_settings, reset_settings_cache
 from observability.store import Store, ingest, rollups, schema
-from observability.timeutil import to_epoch, utcnow
+from observability.timeutil import to_epoch, utcnow, window_seconds
 from observability.ui import common, frames
 from observability.worker.metrics import StoreCollector
 
@@ -566,3 +567,120 @@ def test_token_analytics_and_live_monitoring_tiles_are_catalog_figures(demo: Sto
         tiles["Active conversations"].value.replace(",", "")
     )
     assert live["conversations_total_today"] >= live["conversations_active"]
+
+
+# ---- a column's help (its ⓘ) says what its header says ----------------------------------------------
+
+# statistics a header or a help may name; a help names them in its formula (before "Window:")
+STATISTICS = {
+    "P50": r"\bp50\b|\bmedian\b|\b50th percentile",
+    "P95": r"\bp95\b|\b95th percentile",
+    "P99": r"\bp99\b|\b99th percentile",
+    "mean": r"\bmean\b|\baverage\b|\bavg\b",
+    "max": r"\bmax\b|\bmaximum\b|\bslowest\b",
+}
+# a header naming one of these (left) has a help naming it too (right)
+KEYWORDS = {r"\btarget": r"\btarget", r"succe": r"succe", r"\bfail|\berror": r"\bfail|\berror",
+            r"\bcache": r"\bcache", r"\bblock": r"\bblock"}  # fmt: skip
+# "last 24h", "last 7d", "last 5 min", "last hour", "(1h)", "last 24 hours"
+WINDOW_WORDS = re.compile(r"(?:last|\()\s*(?:(\d+)\s*(h|d|min|minutes?|hours?|days?)\b|(hour|day)\b)", re.I)
+SECONDS = {"h": 3600, "hour": 3600, "hours": 3600, "d": 86_400, "day": 86_400, "days": 86_400, "min": 60,
+           "minute": 60, "minutes": 60}  # fmt: skip
+
+
+def statistics(text: str) -> set[str]:
+    return {name for name, pattern in STATISTICS.items() if re.search(pattern, text, re.I)}
+
+
+def windows_named(text: str) -> set[int]:
+    """The windows `text` names ("the last 24 hours", "last 5 min", "(1h)"), in seconds."""
+    return {int(n or 1) * SECONDS[(unit or word).lower()] for n, unit, word in WINDOW_WORDS.findall(text)}
+
+
+def help_problems(
+    header: str, help_text: str, page_s: int | None, said: set[int], figure: bool = True
+) -> list[str]:
+    """What is wrong with a column's help beside its header: a statistic the header names that the
+    help does not (P99 with "95th percentile", Mean with "Median"), a percentile in the help of a
+    column that names none ("Latency": "Median LLM call latency"), a header's target, success,
+    failure, cache or blocked that the help does not speak of, and a help's window ("Window: the
+    last 24 hours") that is neither the page's range (`page_s`) nor one the header or the page
+    (`said`: its captions) names. The statistics are checked on `figure` columns (numbers): a text
+    column's help may speak of other figures ("Bot (or step)" says which handoff P95 is which)."""
+    formula, _, window = help_text.partition(" Window:")
+    shown, described = (statistics(header), statistics(formula)) if figure else (set(), set())
+    problems = [f"{s} not in the help" for s in shown - described]
+    if shown and described - shown:
+        problems.append(f"the help names {sorted(described - shown)} too")
+    if not shown and described - {"mean"}:
+        problems.append(f"the help names {sorted(described)}, the header no statistic")
+    problems += [f"the header says {k!r}, the help does not" for k, h in KEYWORDS.items()
+                 if re.search(k, header, re.I) and not re.search(h, formula, re.I)]  # fmt: skip
+    over = window.split(";")[0]
+    if over.strip().startswith("the last"):
+        allowed = {page_s} | windows_named(header) | said
+        if not windows_named(over) <= allowed:
+            problems.append(f"its window ({over.strip()}) is not the page's")
+    return problems
+
+
+def test_help_problems_catches_the_kinds_of_mismatch_it_is_for() -> None:
+    llm = "Window: the selected window; exact."
+    assert help_problems("P99 ms", f"95th percentile of LLM call latency. {llm}", 3600, set())
+    assert help_problems("Mean ms", f"Median LLM call latency. {llm}", 3600, set())
+    assert help_problems("P50 target", f"Median operation duration. {llm}", 3600, set())
+    assert help_problems("Failed calls", f"LLM calls. {llm}", 3600, set())
+    assert help_problems("Response success rate", f"Failed bot responses / bot responses. {llm}", 3600, set())
+    assert help_problems("Latency", f"Median LLM call latency. {llm}", 3600, set())
+    assert help_problems("LLM requests", "LLM calls. Window: the last 24 hours; exact.", 3600, set())
+    assert not help_problems(
+        "LLM requests", "LLM calls. Window: the last 24 hours; exact.", 7 * 86_400, {86_400}
+    )
+    assert not help_problems(
+        "LLM P50 (1h)", "Median LLM call latency. Window: the last hour; exact.", None, set()
+    )
+    assert not help_problems(
+        "P95 target", "The SLA target for the P95 (95th percentile). Window: any.", 3600, set()
+    )
+
+
+def page_runs(path: str) -> Iterator[tuple[AppTest, int | None]]:
+    """The page run on each tab (each lazy tab's content runs only when open) and, for the tabs
+    that show a table, on each range its range control offers; with that range in seconds."""
+    for at in every_tab(path):
+        ranges = [c for c in at.segmented_control if c.key == "range"]
+        if not ranges:
+            yield at, None
+            continue
+        tab = at.query_params.get("tab")
+        for option in ranges[0].options if at.dataframe else [ranges[0].value]:
+            query = {"range": option, **({"tab": tab} if tab else {})}
+            yield (at if option == ranges[0].value else run(path, query)), window_seconds(option)
+
+
+FIGURES = ("number", "progress")  # the column types that hold a figure
+ALL_PAGES = ["Home.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", ALL_PAGES)
+def test_every_column_help_names_the_statistic_target_and_window_of_its_header(
+    demo: Store, path: str
+) -> None:
+    """A column's ⓘ describes that column: "P99 ms" is not helped by "95th percentile", "Mean ms"
+    not by "Median", a "P50 target" not by the measured median, "Failed calls" not by "LLM calls",
+    and a table over the page's last 1h does not say "Window: the last 24 hours" (the help came
+    from `fmt.column`'s catalog metric, and a page gave the wrong metric or a hard-coded window)."""
+    problems = []
+    runs = list(page_runs(path))
+    if path == "pages/cost_tracking.py":  # and the table of the calls behind an anomaly (?calls=)
+        trace = frames.cost_report(demo, "7d")["anomalies"]["trace_id"].iloc[0]
+        runs.append((run(path, {"calls": trace}), window_seconds("7d")))
+    for at, page_s in runs:
+        said = windows_named("\n".join(str(e.value) for e in (*at.caption, *at.subheader)))
+        for df in at.dataframe:
+            for col, cfg in json.loads(df.proto.columns or "{}").items():
+                if cfg.get("help"):
+                    problems += [f"{path} ({at.query_params}) column {cfg.get('label')!r}: {p}"
+                                 for p in help_problems(cfg.get("label") or col, cfg["help"], page_s, said,
+                                                        (cfg.get("type_config") or {}).get("type") in FIGURES)]  # fmt: skip
+    assert not problems, "\n".join(problems)

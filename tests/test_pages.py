@@ -9,6 +9,8 @@ per-user mark-as-read are checked in the service functions themselves.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
@@ -16,20 +18,24 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import streamlit as st
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser.demo_data import load_demo
-from streamlit.testing.v1 import AppTest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest, app_test
 from support.markdown import shown
 
 from observability import auth
-from observability.analytics import activity, monitoring
+from observability.analytics import activity, conversations, monitoring
 from observability.analytics.bot_metrics import BotMetricsCollector
 from observability.analytics.conversation_scoring import score_pending
 from observability.analytics.llm_observability import LLMObservabilityService
@@ -727,3 +733,166 @@ def test_every_live_part_of_a_page_checks_the_session_on_its_own_runs() -> None:
     ]
     assert not found, found
     assert sum(path.read_text().count("@ui.live(") for path in sources) > 20
+
+
+# ---- downloads hold what the tables show; labels say what they measure ------------------------------
+
+
+class RecordingStorage(MemoryMediaFileStorage):
+    """Streamlit's in-memory media storage, keeping what each download button offers (AppTest
+    drops its storage after a run) so a test reads the CSV a user would get."""
+
+    files: dict[str, bytes] = {}
+
+    def load_and_get_id(
+        self, path_or_data: str | bytes, mimetype: str, kind: Any, filename: str | None = None
+    ) -> str:
+        file_id = super().load_and_get_id(path_or_data, mimetype, kind, filename)
+        data = path_or_data if isinstance(path_or_data, bytes) else Path(path_or_data).read_bytes()
+        RecordingStorage.files[file_id] = data
+        return file_id
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    RecordingStorage.files = {}
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", RecordingStorage)
+    return RecordingStorage.files
+
+
+def csv_of(at: AppTest, key: str) -> pd.DataFrame:
+    """The CSV the download button `key` gives, as a frame of strings."""
+    [button] = [b for b in at.get("download_button") if b.proto.id.endswith(key)]
+    data = RecordingStorage.files[Path(button.proto.url).stem]
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+
+
+def plotted(values: list | dict) -> list:
+    """A trace's values as Plotly's JSON holds them (a list, or base64 with a dtype)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def chart(at: AppTest, key: str) -> dict:
+    [spec] = [c.proto.spec for c in at.get("plotly_chart") if c.proto.id.endswith(key)]
+    return json.loads(spec)
+
+
+LINK = re.compile(r"^\./[a-z_]+\?")
+
+
+def test_a_csv_holds_the_ids_its_table_links_to(demo: Store, downloads: dict[str, bytes]) -> None:
+    """Top conversations showed conversation ids (links to the conversation) while their CSV held
+    `./conversations?conversation=conv-…`: a CSV holds the ids, as every other column, and no CSV
+    of any tab holds a console link."""
+    for name, query, key in (("cost_tracking", {"tab": "Top conversations", "range": "24h"}, "ct_top"),
+                             ("token_analytics", {"tab": "Top conversations", "range": "1h"}, "ta_top_table"),
+                             ("token_analytics", {"tab": "Top conversations", "range": "7d"}, "ta_top_table")):  # fmt: skip
+        at = run_page(name, query)
+        [table] = [d.value for d in at.dataframe if "conversation_id" in d.value]
+        shown = [re.search(r"conversation=([^&]+)", link).group(1) for link in table["conversation_id"]]
+        assert shown, f"{name}: no conversation in the demo's top conversations"
+        got = csv_of(at, f"{key}_csv")
+        assert got["conversation_id"].tolist() == shown, name
+        assert got["total_tokens"].tolist() == [str(v) for v in table["total_tokens"]]
+    at = run_page("cost_tracking", {"tab": "Anomalies"})
+    [table] = [d.value for d in at.dataframe if "z_score" in d.value]
+    got = csv_of(at, "ct_anomalies_csv")
+    report = frames.cost_report(demo, "7d")
+    assert set(got["trace_id"]) <= set(report["anomalies"]["trace_id"]) and len(got) == len(table)
+    for name in PAGES:  # every tab of every page
+        for tab in [t.label for t in run_page(name).tabs] or [None]:
+            at = run_page(name, {"tab": tab} if tab else None)
+            for button in at.get("download_button"):
+                cells = csv_of(at, button.proto.id.rsplit("-", 1)[-1]).stack()
+                assert not cells.str.match(LINK).any(), f"{name}, {tab}: {button.proto.id} holds links"
+    # and a page that forgets: ui.table refuses a link column without the frame of ids to download
+    with pytest.raises(ValueError, match="download="):
+        common.table(
+            pd.DataFrame({"c": ["./x?y=1"]}),
+            "x.csv",
+            "k",
+            column_config={"c": st.column_config.LinkColumn("C")},
+        )
+
+
+def add_conversations(store: Store, bot: str, n: int, *, scored: bool = True, resolved: bool = False,
+                      minutes_ago: float = 30.0) -> None:  # fmt: skip
+    """`n` conversations of `bot` active `minutes_ago`, scored (quality spread over 0-1) or not."""
+    now = utcnow()
+    rows = [{"id": f"{bot}-{i}", "bot": bot, "started_at": now - timedelta(minutes=minutes_ago + 5),
+             "last_activity_at": now - timedelta(minutes=minutes_ago), "message_count": 4,
+             **({"sentiment": 0.1, "sentiment_trend": "stable", "topic_drift": 0.2, "engagement": 0.5,
+                 "resolved": resolved, "quality_score": (i % 10) / 10 + 0.05, "scored_at": now} if scored else {})}
+            for i in range(n)]  # fmt: skip
+    with store.begin() as conn:
+        conn.execute(sa.insert(schema.conversations), rows)
+    common.clear_caches()
+
+
+def test_conversation_quality_says_which_conversations_each_view_covers(
+    demo_copy: Store, downloads: dict[str, bytes]
+) -> None:
+    """The tiles count every conversation of the window; the table, its CSV, the scatter and the
+    picker hold the 200 most recently active and say so; the quality histogram counts all of them
+    (in SQL)."""
+    add_conversations(demo_copy, "bulk_bot", 230, minutes_ago=300)  # older than the demo's last hours
+    summary = frames.quality_summary(demo_copy, "24h")
+    total, scored = int(summary["conversations"].sum()), int(summary["scored"].sum())
+    assert total > frames.SCORE_ROWS
+    said = f"the {frames.SCORE_ROWS} most recently active of {total:,} conversations in the last 24h"
+    at = run_page("conversation_quality")
+    assert metric(at, "Conversations, last 24h") == f"{total:,}"
+    assert any(said in c.value for c in at.caption), [c.value for c in at.caption]
+    assert len(csv_of(at, "cq_table_csv")) == len(at.dataframe[0].value) == frames.SCORE_ROWS
+    at = run_page("conversation_quality", {"tab": "Sentiment and engagement"})
+    assert any(said in c.value for c in at.caption)
+    hist = chart(at, "cq_hist")
+    assert sum(sum(plotted(t["y"])) for t in hist["data"]) == scored  # every scored one, not 200
+    assert any(f"All {scored:,} scored conversations" in c.value for c in at.caption)
+    at = run_page("conversation_quality", {"tab": "One conversation"})
+    assert any(said in c.value for c in at.caption)
+    assert len(at.selectbox(key="conversation").options) == frames.SCORE_ROWS
+
+
+def test_histogram_counts_every_scored_conversation_in_its_bin_on_postgresql(pg_store: Store) -> None:
+    add_conversations(pg_store, "pg_bot", 30)
+    add_conversations(pg_store, "pg_unscored", 2, scored=False)
+    rows = conversations.quality_histogram(pg_store, "24h")
+    # quality (i % 10) / 10 + 0.05: three of each of 0.05, 0.15, …, 0.95, in bins 1, 3, …, 19
+    assert rows == [{"bot": "pg_bot", "bin": b, "conversations": 3} for b in range(1, 20, 2)]
+
+
+def test_a_zero_resolution_rate_is_a_labelled_bar_and_only_bots_without_data_are_named(
+    demo_copy: Store,
+) -> None:
+    """lead_bot's 5 scored conversations, all unresolved, had no visible bar (0 %) under a title
+    saying "no bar: none of its conversations has that measure yet"."""
+    add_conversations(demo_copy, "zero_bot", 5, resolved=False)
+    add_conversations(demo_copy, "fresh_bot", 2, scored=False)
+    at = run_page("conversation_quality")
+    fig = chart(at, "cq_by_bot")
+    [rate] = [t for t in fig["data"] if t["name"] == "Resolution rate"]
+    at_zero = rate["x"].index("zero_bot")
+    assert plotted(rate["y"])[at_zero] == 0.0 and rate["text"][at_zero] == "0.0%"
+    assert all(len(t["text"]) == len(t["x"]) for t in fig["data"])  # every bar says its value
+    assert "no bar" not in fig["layout"]["title"]["text"].lower()
+    [note] = [c for c in texts(at).splitlines() if c.startswith("No bar")]
+    assert (
+        "fresh_bot (no conversation scored yet)" in note and "zero_bot" not in note and "lead_bot" not in note
+    )
+
+
+def test_the_two_handoff_p95s_say_what_each_measures(demo: Store) -> None:
+    """AI performance's Handoff P95 (the whole handoff bots record) and Bot health's "handoff step ·
+    execute" P95 (the handoff service's own operation) differ: each says what it is."""
+    at = run_page("ai_performance", {"range": "24h"})
+    [tile] = [m for m in at.metric if m.label.startswith("Handoff P95")]
+    p95 = BotMetricsCollector(demo).handoff_summary(1440)["p95_duration_ms"]
+    assert tile.label == "Handoff P95, whole handoff" and tile.value == f"{p95:,.0f} ms"
+    assert "record_handoff" in tile.proto.help and "handoff step · execute" in tile.proto.help
+    at = run_page("bot_health", {"range": "24h"})
+    [table] = [d for d in at.dataframe if "alert_p95_ratio" in d.value]
+    bot_help = json.loads(table.proto.columns)["bot"]["help"]
+    assert "execute" in bot_help and "Handoff P95, whole handoff" in bot_help

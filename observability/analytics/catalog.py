@@ -38,6 +38,7 @@ UNITS = (
 EXACT = "exact"
 ROLLUPS = "rollups"
 WINDOW = "window"  # exact under 24 hours, rollups beyond (analytics.window.source_note)
+TARGET = "target"  # a configured target (data/sla_targets.json), not a measurement
 
 SELECTED = "the selected window"
 ALERT_WINDOW = "the alert window (ALERT_METRIC_WINDOW_S, 5 minutes by default)"
@@ -60,9 +61,13 @@ class Metric:
         return self.describe()
 
     def describe(self, window: str | None = None) -> str:
-        """The help text, over `window` (in words) when the figure is shown over another window."""
+        """The help text, over `window` (in words) when the figure is shown over another window (a
+        target is the same over every window: it keeps its own)."""
+        if self.source == TARGET:
+            window = None
         how = {EXACT: "exact, from raw events", ROLLUPS: "from rollups",
-               WINDOW: "exact under 24 hours, from rollups (percentiles within 1%) beyond"}[self.source]  # fmt: skip
+               WINDOW: "exact under 24 hours, from rollups (percentiles within 1%) beyond",
+               TARGET: "a set target, not measured"}[self.source]  # fmt: skip
         return f"{self.formula}. Window: {window or self.window}; {how}."
 
 
@@ -76,6 +81,16 @@ _METRICS = (
     Metric("operation_p50_ms", "P50 ms", "ms", "Median operation duration"),
     Metric("operation_p95_ms", "P95 ms", "ms", "95th percentile of operation durations"),
     Metric("operation_p99_ms", "P99 ms", "ms", "99th percentile of operation durations"),
+    # -- SLA targets (data/sla_targets.json): what the percentiles above are held to, not measured
+    Metric("operation_p50_target_ms", "P50 target", "ms",
+           "The SLA target for the operation's P50 (median duration) in data/sla_targets.json; a P50 above it breaches",
+           window="every window alike", source=TARGET),
+    Metric("operation_p95_target_ms", "P95 target", "ms",
+           "The SLA target for the operation's P95 (95th percentile of durations) in data/sla_targets.json; a P95 "
+           "above it breaches", window="every window alike", source=TARGET),
+    Metric("operation_p99_target_ms", "P99 target", "ms",
+           "The SLA target for the operation's P99 (99th percentile of durations) in data/sla_targets.json; a P99 "
+           "above it breaches", window="every window alike", source=TARGET),
     # -- SLA (analytics.sla.evaluate)
     Metric("sla_compliance", "SLA compliance", "count",
            "Bot × operation pairs with operations whose P50, P95 and P99 are all within target, of those with operations"),
@@ -92,6 +107,11 @@ _METRICS = (
     Metric("llm_error_rate", "LLM error rate", "ratio", "Failed LLM calls / LLM calls"),
     Metric("llm_p50_ms", "LLM P50 latency", "ms", "Median LLM call latency"),
     Metric("llm_p95_ms", "LLM P95 latency", "ms", "95th percentile of LLM call latency"),
+    Metric("llm_p99_ms", "LLM P99 latency", "ms", "99th percentile of LLM call latency"),
+    Metric("llm_mean_ms", "LLM mean latency", "ms", "Mean LLM call latency (the average)"),
+    Metric("llm_failed_calls", "Failed LLM calls", "count", "LLM calls that failed (recorded with success false)"),
+    Metric("llm_call_latency_ms", "Latency", "ms", "Latency of the one LLM call, as recorded",
+           window="the call itself", source=EXACT),
     Metric("llm_cache_hit_rate", "LLM response-cache hit rate", "ratio",
            "LLM calls answered from a response cache (cache_hit) / LLM calls"),
     Metric("prompt_cache_token_share", "Prompt-cache token share", "ratio",
@@ -136,7 +156,7 @@ _METRICS = (
     Metric("agent_cost_usd", "Agent spend", "usd", "Cost of the agent's LLM calls"),
     Metric("agent_cost_per_decision_usd", "Cost per decision", "usd_precise", "Agent spend / decisions"),
     Metric("agent_tokens_per_decision", "Tokens per decision", "tokens", "Input + output tokens / decisions"),
-    Metric("agent_success_rate", "Decision success rate", "ratio", "Decisions without an error / decisions"),
+    Metric("agent_success_rate", "Decision success rate", "ratio", "Decisions that succeeded (no error) / decisions"),
     Metric("agent_cost_per_1k_tokens_usd", "Cost per 1,000 tokens", "usd_precise",
            "Agent spend / (input + output tokens) × 1,000"),
     Metric("cost_anomaly_z", "z-score", "sigma",
@@ -151,6 +171,16 @@ _METRICS = (
            "Bot responses served from cache / bot responses", source=EXACT, alert_metric="cache_hit_rate"),
     Metric("response_p95_ms", "Response P95", "ms", "95th percentile of bot response time", source=EXACT,
            alert_metric="response_time_p95", prometheus="obs_bot_response_duration_seconds"),
+    Metric("response_mean_ms", "Mean response time", "ms", "Mean bot response time (the average)",
+           source=EXACT),
+    Metric("response_p50_ms", "Response P50", "ms", "Median (P50) of bot response time", source=EXACT),
+    Metric("response_p99_ms", "Response P99", "ms", "99th percentile of bot response time", source=EXACT),
+    Metric("response_max_ms", "Slowest response", "ms", "Slowest bot response time (the max)", source=EXACT),
+    Metric("response_success_rate", "Response success rate", "ratio", "Bot responses that succeeded / bot responses",
+           source=EXACT),
+    Metric("responses_succeeded", "Succeeded", "count", "Bot responses that succeeded", source=EXACT),
+    Metric("responses_failed", "Failed", "count", "Bot responses that failed", source=EXACT),
+    Metric("responses_from_cache", "Served from cache", "count", "Bot responses served from cache", source=EXACT),
     Metric("response_time_avg_ms", "Mean LLM response time", "ms", "Mean LLM call latency", window="the last hour",
            source=EXACT),
     # -- handoffs (handoffs; BotMetricsCollector)
@@ -163,6 +193,16 @@ _METRICS = (
            "Failed handoffs / handoffs that were not blocked, as the handoff_failure rule sees it",
            window=ALERT_WINDOW, source=EXACT, alert_metric="failure_rate"),
     Metric("handoff_mean_ms", "Mean handoff time", "ms", "Mean duration of the handoffs", source=EXACT),
+    Metric("handoff_successes", "Successes", "count", "Handoffs that succeeded (a blocked one never does)",
+           source=EXACT),
+    Metric("handoffs_blocked", "Blocked (circular)", "count", "Handoffs blocked as circular", source=EXACT),
+    # not Bot health's "handoff step · execute" P95: that row times only the handoff service's own
+    # tracked operation (bot_operations), this one the whole handoff each bot records
+    Metric("handoff_p95_ms", "Handoff P95, whole handoff", "ms",
+           "95th percentile of the duration bots record with each handoff (record_handoff, the handoffs table): "
+           "the whole handoff, the source bot's check included, blocked ones too. Bot health's "
+           "“handoff step · execute” row is another figure: the handoff service's own execute operation alone "
+           "(track_operation), so it reads lower", source=EXACT),
     Metric("blocked_handoff_rate", "Blocked handoff rate", "ratio", "Handoffs blocked as circular / handoffs",
            source=EXACT),
     Metric("blocked_handoffs_1h", "Blocked handoffs (1h)", "count", "Handoffs blocked as circular",

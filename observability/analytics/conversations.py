@@ -36,6 +36,8 @@ SUMMARY_COLUMNS = (
     "drift",
     "resolved",
 )
+HISTOGRAM_COLUMNS = ("bot", "bin", "conversations")
+QUALITY_BINS = 20  # the quality histogram's bins: 5 points of quality each
 VIP_COLUMNS = ("conversation", "account_name", "account", "bot", "state", "operator", "last_activity", "messages",
                "sentiment", "quality", "resolved")  # fmt: skip
 
@@ -117,6 +119,25 @@ def quality_summary(store: Store, window: Window = "24h", bots: Sequence[str] | 
     )  # fmt: skip
     with store.connect() as conn:
         return [dict(zip(SUMMARY_COLUMNS, r, strict=True)) for r in conn.execute(stmt)]
+
+
+def quality_histogram(store: Store, window: Window = "24h", bots: Sequence[str] | None = None,
+                      bins: int = QUALITY_BINS, now: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """How many scored conversations active in the window fall in each quality bin, per bot (keys:
+    HISTOGRAM_COLUMNS; bin k holds scores in [k/bins, (k+1)/bins), the last one 1.0 too; only the
+    non-empty bins). Counted in SQL over every conversation, not a page of them. The bin is a CASE
+    over the edges: portable, where CAST rounds on PostgreSQL and SQLite may lack floor()."""
+    c = schema.conversations
+    q = c.c.quality_score
+    bin_ = sa.case(*((q < (k + 1) / bins, k) for k in range(bins - 1)), else_=bins - 1)
+    stmt = (
+        sa.select(c.c.bot, bin_.label("bin"), sa.func.count())
+        .where(_active_in(window, now, bots), q.is_not(None))
+        .group_by(c.c.bot, "bin")  # by its label: PostgreSQL takes a repeated CASE with new parameters
+        .order_by(c.c.bot, "bin")  # for another expression
+    )
+    with store.connect() as conn:
+        return [dict(zip(HISTOGRAM_COLUMNS, r, strict=True)) for r in conn.execute(stmt)]
 
 
 def vip_conversations(

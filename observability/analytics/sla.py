@@ -26,6 +26,13 @@ HANDOFF_STEP = "handoff"
 
 
 STEP_LABEL = "handoff step"  # how people see HANDOFF_STEP: a step between bots, not a bot
+# What a "handoff step" row times, beside AI performance's "Handoff P95, whole handoff" (catalog
+# `handoff_p95_ms`): the two read different rows, so a reader is told why they differ.
+STEP_HELP = (
+    "A bot, or the handoff step: the handoff service's own tracked operations (track_operation, e.g. "
+    "“execute”, the transfer alone). AI performance's “Handoff P95, whole handoff” is another figure: the "
+    "duration bots record with each whole handoff (record_handoff), blocked ones included."
+)
 
 
 def pair_label(bot: str, operation: str) -> str:

@@ -447,7 +447,14 @@ def table(
     df: pd.DataFrame, filename: str, key: str, download: pd.DataFrame | None = None, **dataframe_kwargs: Any
 ) -> None:
     """st.dataframe followed by its CSV download button; the CSV holds `download` when given (the
-    frame before `fmt.progress` scaled its ratios for showing)."""
+    frame before `fmt.progress` scaled its ratios for showing, or the ids a link column links to).
+
+    A table with a link column must give `download`: otherwise its CSV would hold the console's
+    `./page?key=…` links where the table shows ids (as Cost tracking's top conversations did)."""
+    links = [c for c, cfg in (dataframe_kwargs.get("column_config") or {}).items()
+             if isinstance(cfg, dict) and (cfg.get("type_config") or {}).get("type") == "link"]  # fmt: skip
+    if links and download is None:
+        raise ValueError(f"table {key!r} links {links}: pass download= with the ids instead of the links")
     dataframe_kwargs.setdefault("hide_index", True)
     dataframe_kwargs.setdefault("placeholder", "")  # a missing value is an empty cell, not "None"
     st.dataframe(df, key=f"{key}_df", **dataframe_kwargs)

@@ -63,5 +63,6 @@ vip_conversations = cached_query(frames.vip_conversations)
 # conversation quality
 conversation_scores = cached_query(frames.conversation_scores)
 quality_summary = cached_query(frames.quality_summary)
+quality_histogram = cached_query(frames.quality_histogram)
 analyze_conversation = cached_query(conversations.analyze_conversation)
 handoff_effectiveness = cached_query(conversations.handoff_effectiveness)

@@ -77,10 +77,13 @@ def metric(container: Any, name: str, value: Any, *, label: str | None = None, w
 
 
 def column(name: str, label: str | None = None, window: str | None = None) -> Any:
-    """The `st.column_config` of a table column holding the catalog metric `name`."""
+    """The `st.column_config` of a table column holding the catalog metric `name`, its help over
+    `window` (the table's, in words) when the metric is over the selected window; a metric with a
+    window of its own (the alert window, since 00:00 UTC) keeps that one in a table of other columns."""
     m = catalog.get(name)
+    over = window if m.window == catalog.SELECTED else None
     return st.column_config.NumberColumn(
-        label or m.label, format=_FORMATS[m.unit][1], step=_STEPS.get(m.unit), help=m.describe(window)
+        label or m.label, format=_FORMATS[m.unit][1], step=_STEPS.get(m.unit), help=m.describe(over)
     )
 
 
@@ -119,6 +122,21 @@ def time_column(label: str = "Time (UTC)") -> Any:
 def text_column(label: str, help: str | None = None) -> Any:  # noqa: A002 - Streamlit's own name
     """A text column with a readable label."""
     return st.column_config.TextColumn(label, help=help)
+
+
+def top_conversations_columns(window: str) -> dict[str, Any]:
+    """The `column_config` of the top-conversations tables (Cost tracking, Token analytics) whose
+    totals cover `window` (in words, `frames.top_conversations_span`); the conversation column
+    holds links to the conversation, shown as its id (give `ui.table` the frame of ids to download)."""
+    return {
+        "conversation_id": st.column_config.LinkColumn("Conversation", display_text=r"conversation=([^&]+)"),
+        "bot": text_column("Bot"), "first_ts": time_column("First call (UTC)"),
+        "last_ts": time_column("Last call (UTC)"),
+        **columns({"requests": "llm_requests", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
+                   "cache_read_tokens": "cache_read_tokens", "total_tokens": "total_tokens", "cost_usd": "llm_cost_usd",
+                   "cost_saved_usd": "llm_cost_saved_usd", "errors": "llm_failed_calls"},
+                  {"cost_usd": "Spend", "errors": "Failed calls"}, window=window),
+    }  # fmt: skip
 
 
 def steps_as_steps(frame: Any, col: str = "bot") -> Any:

@@ -184,12 +184,27 @@ def llm_totals(store: Store, window: Window = "24h", bots: Sequence[str] | None 
     return LLMObservabilityService(store).totals(window, bot=_bots(bots), now=now)
 
 
+TOP_CONVERSATIONS_MAX_S = 86_400  # per-conversation totals come from raw rows: at most a day of them
+
+
+def top_conversations_capped(window: Window) -> bool:
+    """Whether `top_conversations` over `window` covers less than it (only its last 24 hours)."""
+    return window_seconds(window) > TOP_CONVERSATIONS_MAX_S
+
+
+def top_conversations_span(window: str) -> str:
+    """The window `top_conversations` over `window` (a range name such as "6h") covers, in words,
+    for its tables' help and captions: the chosen range up to 24 hours, else the last 24 hours."""
+    return "the last 24 hours" if top_conversations_capped(window) else f"the last {window}"
+
+
 def top_conversations(store: Store, window: Window = "24h", bots: Sequence[str] | None = None, limit: int = 20,
                       order: str = "tokens", now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
     """`top_conversations`: conversations using the most tokens (or cost). Raw rows grouped in SQL,
-    so windows longer than 24 hours are capped at 24 hours (there is no per-conversation rollup)."""
+    so windows longer than 24 hours are capped at 24 hours (there is no per-conversation rollup;
+    `top_conversations_span` says it in words)."""
     rows = LLMObservabilityService(store).top_conversations(
-        min(window_seconds(window), 86_400), limit=limit, by="cost" if order == "cost" else "tokens",
+        min(window_seconds(window), TOP_CONVERSATIONS_MAX_S), limit=limit, by="cost" if order == "cost" else "tokens",
         bot=_bots(bots), now=now,
     )  # fmt: skip
     cols = list(TOP_CONVERSATION_COLUMNS)
@@ -410,9 +425,13 @@ def vip_conversations(
 # ---- conversation quality ---------------------------------------------------------------------
 
 
-def conversation_scores(store: Store, window: Window = "24h", bots: Sequence[str] | None = None, limit: int = 200,
-                        now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
-    """`conversations.conversation_scores`: recently active conversations with their latest scores."""
+SCORE_ROWS = 200  # the conversations Conversation quality lists: the most recently active ones
+
+
+def conversation_scores(store: Store, window: Window = "24h", bots: Sequence[str] | None = None,
+                        limit: int = SCORE_ROWS, now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
+    """`conversations.conversation_scores`: the `limit` most recently active conversations with
+    their latest scores (a page showing them says how many of all it shows)."""
     rows = conversations.conversation_scores(store, window, bots, limit, now)
     df = pd.DataFrame(rows, columns=list(conversations.SCORE_COLUMNS))
     return _numeric(df, ("sentiment", "drift", "engagement", "quality"))
@@ -427,4 +446,18 @@ def quality_summary(store: Store, window: Window = "24h", bots: Sequence[str] | 
         df["bot"] = df["bot"].fillna("(none)")
         df = _numeric(df, ("quality", "sentiment", "engagement", "drift"))
         df["resolution_rate"] = df["resolved"].astype(float) / df["scored"].where(df["scored"] > 0)
+    return df
+
+
+def quality_histogram(store: Store, window: Window = "24h", bots: Sequence[str] | None = None,
+                      now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
+    """`conversations.quality_histogram` (every scored conversation of the window, counted in SQL),
+    with each bin's range: `low` and `high` as 0-1 ratios and `range` in words ("45–50 %")."""
+    rows = conversations.quality_histogram(store, window, bots, now=now)
+    df = pd.DataFrame(rows, columns=list(conversations.HISTOGRAM_COLUMNS))
+    width = 1.0 / conversations.QUALITY_BINS
+    df["bot"] = df["bot"].fillna("(none)")
+    df["low"] = df["bin"].astype(float) * width
+    df["high"] = df["low"] + width
+    df["range"] = [f"{lo * 100:.0f}–{hi * 100:.0f} %" for lo, hi in zip(df["low"], df["high"], strict=True)]
     return df
