@@ -692,3 +692,27 @@ def test_needs_attention_opens_its_row_when_the_list_is_filtered_to_other_conver
     assert not at.exception, at.exception
     assert at.selectbox(key="cv_pick").value == "c2" and at.query_params["conversation"] in ("c2", ["c2"])
     assert "bot" not in at.query_params and "q" not in at.query_params
+
+
+def test_every_page_says_so_while_the_worker_is_not_running(console: Store) -> None:
+    """Nothing evaluates alerts or scores conversations without a worker, while the figures look
+    current: every page says so until a worker ticks, and again once it has been silent too long."""
+    from datetime import timedelta
+
+    from observability.settings import get_settings
+    from observability.worker import runner, steps
+
+    for path in ("Home.py", "pages/conversations.py", "pages/alerts.py"):
+        assert "No worker has run on this store" in _text(_app(path, auth.OPERATOR)), path
+    heartbeat = [s for s in steps.STEPS if s.name == "heartbeat"]
+    w = runner.Worker(Store.from_url(console.url), get_settings(), steps=heartbeat, worker_id="w1")
+    try:
+        w.tick()  # a real tick writes the heartbeat the banner reads
+        common.clear_caches()
+        assert "worker" not in _text(_app("Home.py", auth.OPERATOR)).lower()
+        w.tick(now=utcnow() - timedelta(minutes=10))  # as if its last tick were 10 minutes ago
+    finally:
+        w.close()
+    common.clear_caches()
+    shown = _text(_app("pages/alerts.py", auth.OPERATOR))
+    assert "The worker has not run for 10 min" in shown and "alerts are not evaluated or sent" in shown

@@ -61,7 +61,7 @@ from observability import auth, control
 from observability.analytics import sla
 from observability.auth import sessions
 from observability.settings import get_settings
-from observability.store import Store
+from observability.store import Store, heartbeats
 from observability.store.database import read_url
 
 log = logging.getLogger(__name__)
@@ -347,6 +347,41 @@ def replica_lag_note() -> None:
     )
 
 
+def worker_behind_note() -> None:
+    """A warning on every page while no worker has ticked within HEALTH_MAX_WORKER_LAG_S: the
+    pages go on showing figures that look current while nothing evaluates alerts, sends
+    notifications or scores conversations (`store.heartbeats`, what /healthz reads too)."""
+    try:
+        pulse = _worker_pulse()
+    except Exception as exc:  # noqa: BLE001 - the store's own trouble shows elsewhere
+        log.warning("could not read the worker's heartbeat: %s", exc)
+        return
+    if not pulse.behind:
+        return
+    stalled = ("alerts are not evaluated or sent, conversations are not scored, and hourly and daily "
+               "figures fall behind")  # fmt: skip
+    if pulse.last_tick_at is None:
+        st.warning(f"No worker has run on this store: {stalled}. Start one with "
+                   "`python -m observability.worker`.", icon=":material/engineering:")  # fmt: skip
+        return
+    st.warning(
+        f"The worker has not run for {_duration(pulse.age_s or 0)} (its last tick at "
+        f"{pulse.last_tick_at:%H:%M:%S} UTC; at most {pulse.limit_s:,.0f} s is expected): {stalled} until it "
+        "runs again. Nothing is lost: events wait for it.",
+        icon=":material/engineering:",
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:,.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:,.0f} min"
+    if seconds < 2 * 86_400:
+        return f"{seconds / 3600:,.1f} h"
+    return f"{seconds / 86_400:,.1f} days"
+
+
 # URL parameters that several pages bind to a widget under the same name
 SHARED_URL_KEYS = ("range", "bot", "tab", "conversation")
 OPEN_PAGE_KEY = "ui_open_page"
@@ -373,6 +408,7 @@ def page_header(title: str, caption: str | None = None, *, system_banner: bool =
     auth_banner()
     if system_banner:
         system_stop_banner()
+        worker_behind_note()
         replica_lag_note()
     st.html(METRIC_LABEL_STYLE)
     st.title(title)
@@ -702,3 +738,6 @@ def cached_query(fn: Callable[..., T]) -> Callable[..., T]:
 def clear_caches() -> None:
     """Forget every cached query result (not the store connection)."""
     st.cache_data.clear()
+
+
+_worker_pulse = cached_query(heartbeats.current_pulse)  # every page's banner: one read per 15 s

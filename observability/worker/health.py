@@ -25,15 +25,10 @@ import sqlalchemy as sa
 from observability import redis_client
 from observability.settings import Settings
 from observability.store import Store, schema
+from observability.store.heartbeats import max_worker_lag_s
 from observability.store.sqlhelpers import as_datetime
 from observability.timeutil import utcnow
 from observability.worker.response import Response
-
-
-def max_worker_lag_s(settings: Settings) -> float:
-    """HEALTH_MAX_WORKER_LAG_S, or 4 ticks and at least 60 s when unset."""
-    s = settings
-    return s.health_max_worker_lag_s if s.health_max_worker_lag_s > 0 else max(60.0, 4 * s.worker_tick_s)
 
 
 def live_leader(heartbeats: Iterable[tuple[str, bool, datetime]], now: datetime, limit: float) -> str | None:
