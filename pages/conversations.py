@@ -317,7 +317,7 @@ def live_transcript() -> None:
             ):
                 who = m["author"] if m["role"] == "operator" else (m["bot"] if m["role"] == "bot" else "user")
                 st.caption(f"{ui.md_escape(who or m['role'])} · {m['ts']:%H:%M:%S}")
-                st.text(m["text"])
+                st.text(ui.visible_text(m["text"]))
 
 
 def at_a_glance() -> None:
@@ -435,7 +435,7 @@ elif status.state == "human" and status.operator == user.name:
                 icon=":material/lightbulb:",
             )
             if suggestion.text:
-                st.text(suggestion.text)
+                st.text(ui.visible_text(suggestion.text))
                 if st.button("Use this draft", key="cv_use"):
                     st.session_state["cv_draft"] = suggestion.text
                     st.session_state.pop("cv_suggestion", None)

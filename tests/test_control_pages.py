@@ -716,3 +716,22 @@ def test_every_page_says_so_while_the_worker_is_not_running(console: Store) -> N
     common.clear_caches()
     shown = _text(_app("pages/alerts.py", auth.OPERATOR))
     assert "The worker has not run for 10 min" in shown and "alerts are not evaluated or sent" in shown
+
+
+def test_bidi_override_characters_in_a_message_are_shown_not_obeyed(console: Store) -> None:
+    """U+202E reverses what follows it on screen ("edirrevo LTR"), so a message could show other
+    words than it holds: data is shown with such characters as codes, in the transcript, in
+    markdown and in tables; right-to-left text and its marks are left alone."""
+    spoof = "pay \u202eRTL override\u202c now"
+    write_batch(console, [ev.message(uuid.uuid4().hex, time.time() - 2, conversation_id="c1", role="user",
+                                     text=spoof, bot="lead", account_id=None)])  # fmt: skip
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    texts = [t.value for t in at.text]
+    assert "pay <U+202E>RTL override<U+202C> now" in texts and spoof not in texts
+    assert common.md_escape("a\u2067b") == "a\\<U\\+2067\\>b"
+    hebrew = "\u05e9\u05dc\u05d5\u05dd\u200f!"  # a right-to-left word and its mark stay as written
+    assert common.visible_text(hebrew) == hebrew
+    import pandas as pd
+
+    shown = common.visible_frame(pd.DataFrame({"who": ["x\u202ey", "plain"], "n": [1, 2]}))
+    assert list(shown["who"]) == ["x<U+202E>y", "plain"]

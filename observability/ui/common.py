@@ -173,9 +173,39 @@ def client_address() -> str:
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$])")
 
 
+# Unicode's bidirectional formatting characters (embeddings, overrides, isolates, marks): inside
+# data they reorder what is drawn, so "\u202eRTL override" reads "edirrevo LTR" and a message can
+# show other text than it holds. Data is shown with each one as a visible code instead.
+# (the marks LRM, RLM and ALM only set the direction of neutral characters, and right-to-left
+# writers use them: they stay)
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def visible_text(text: str) -> str:
+    """`text` as it is, except bidi formatting characters, shown as their codes (`<U+202E>`)."""
+    return _BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group()):04X}>", str(text))
+
+
+def visible_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with `visible_text` applied to its text cells (a copy only when one holds such a character)."""
+    text_cols = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c])]
+    hit = [
+        c
+        for c in text_cols
+        if df[c].map(lambda v: isinstance(v, str) and bool(_BIDI_CONTROLS.search(v))).any()
+    ]
+    if not hit:
+        return df
+    out = df.copy()
+    for c in hit:
+        out[c] = out[c].map(lambda v: visible_text(v) if isinstance(v, str) else v)
+    return out
+
+
 def md_escape(text: str) -> str:
-    """`text` with every markdown character escaped, for user-supplied names in st.markdown/caption."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+    """`text` with every markdown character escaped, for user-supplied names in st.markdown/caption
+    (and its bidi formatting characters shown as codes: `visible_text`)."""
+    return _MD_SPECIAL.sub(r"\\\1", visible_text(text))
 
 
 def sign_in(user: auth.User) -> None:
@@ -493,7 +523,7 @@ def table(
         raise ValueError(f"table {key!r} links {links}: pass download= with the ids instead of the links")
     dataframe_kwargs.setdefault("hide_index", True)
     dataframe_kwargs.setdefault("placeholder", "")  # a missing value is an empty cell, not "None"
-    st.dataframe(df, key=f"{key}_df", **dataframe_kwargs)
+    st.dataframe(visible_frame(df), key=f"{key}_df", **dataframe_kwargs)
     download_csv(df if download is None else download, filename, key=f"{key}_csv")
 
 
