@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
@@ -684,3 +685,31 @@ def test_every_column_help_names_the_statistic_target_and_window_of_its_header(
                                  for p in help_problems(cfg.get("label") or col, cfg["help"], page_s, said,
                                                         (cfg.get("type_config") or {}).get("type") in FIGURES)]  # fmt: skip
     assert not problems, "\n".join(problems)
+
+
+def test_a_quiet_minute_is_drawn_as_zero_calls_not_jumped_over(tmp_path: Path) -> None:
+    """During a system-wide stop no call is recorded: the requests chart drops to 0 for those
+    minutes (it drew a straight line from 18 calls to 37 across them); before the store's first
+    call there is nothing to draw; a call without a bot is its own series, "(none)", not "nan"."""
+    from observability.ui import charts
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'quiet.db'}")
+    store.migrate()
+    now = utcnow().replace(second=30, microsecond=0)
+    t0 = to_epoch(now) - 20 * 60  # calls 20 and 19 minutes ago, then 5 quiet minutes, then 13 ago
+    calls = [events.llm_call(uuid.uuid4().hex, t0 + m * 60, bot=bot, agent=None, decision_type=None,
+                             model="claude-sonnet-4-5", provider="anthropic", input_tokens=10, output_tokens=5,
+                             cache_read_tokens=0, cache_write_tokens=0, latency_ms=100.0, cache_hit=False,
+                             cost_usd=0.01, conversation_id=None, success=True, error_type=None)
+             for m in (0, 1, 7) for bot in ("lead_bot", None)]  # fmt: skip
+    assert ingest.write_batch(store, calls).rejected == 0
+    rollups.run(store)
+    df = frames.requests_series(store, "1h", None, now=now)
+    lead = df[df["bot"] == "lead_bot"].set_index("ts")["requests"]
+    first = pd.Timestamp(now).floor("60s") - pd.Timedelta(minutes=20)
+    assert lead.index.min() == first  # nothing before the first call
+    assert list(lead.loc[first : first + pd.Timedelta(minutes=7)]) == [1, 1, 0, 0, 0, 0, 0, 1]
+    assert lead.index.max() == pd.Timestamp(now).floor("60s") and lead.iloc[-1] == 0  # up to now
+    fig = charts.area(df, x="ts", y="requests", color="bot")
+    assert sorted(t.name for t in fig.data) == ["(none)", "lead_bot"]
+    store.dispose()

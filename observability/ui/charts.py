@@ -65,7 +65,8 @@ def style(
 def _groups(df: pd.DataFrame, color: str | None) -> list[tuple[str | None, pd.DataFrame]]:
     if color is None or color not in df:
         return [(None, df)]
-    return [(str(k), g) for k, g in df.groupby(color, sort=True, dropna=False)]
+    # a missing value (a call without a bot) is its own group, named "(none)" rather than "nan"
+    return [("(none)" if pd.isna(k) else str(k), g) for k, g in df.groupby(color, sort=True, dropna=False)]
 
 
 def _colors(color_map: Mapping[str, str] | None, key: str | None) -> dict:

@@ -131,10 +131,39 @@ def _llm_series(store: Store, window: Window, bots: Sequence[str] | None, now: d
     )
 
 
+# columns that add up: a bucket without calls holds 0 of each (rates and latencies stay missing)
+ADDITIVE = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens", "cache_read_tokens",
+            "cache_write_tokens", "total_tokens", "cost_usd", "cost_saved_usd")  # fmt: skip
+STEP_S = {"minute": 60, "hour": 3600, "day": 86_400}
+
+
+def _quiet_buckets_as_zero(df: pd.DataFrame, by: str, window: Window, now: datetime | None) -> pd.DataFrame:
+    """The chart's buckets without calls, from its first bucket to now, as rows of zero calls per
+    group: the rollups hold no row for a quiet minute, and a line drawn straight from 18 calls to 37
+    across a system-wide stop hid the stop. Before the first bucket the store held nothing: left out."""
+    if df.empty or by not in df:
+        return df
+    step = STEP_S[chart_granularity(window)]
+    end = pd.Timestamp(resolve_now(now)).floor(f"{step}s")
+    idx = pd.date_range(df["ts"].min(), max(end, df["ts"].max()), freq=f"{step}s")
+    keys = df[by].fillna(NO_GROUP)
+    full = pd.MultiIndex.from_product([idx, sorted(keys.unique(), key=str)], names=["ts", by])
+    out = df.assign(**{by: keys}).set_index(["ts", by]).reindex(full).reset_index()
+    for col in ADDITIVE:
+        if col in out:
+            out[col] = out[col].fillna(0)
+    return out
+
+
+NO_GROUP = "(none)"  # calls recorded without a bot (or model, agent)
+
+
 def requests_series(store: Store, window: Window = "1h", bots: Sequence[str] | None = None,
                     now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
-    """LLM requests, errors, tokens and cost per chart bucket and bot (columns ts, bot, ...)."""
-    return _series(_llm_series(store, window, bots, now, ("bot",)), ("bot", "requests"))
+    """LLM requests, errors, tokens and cost per chart bucket and bot (columns ts, bot, ...); a
+    quiet bucket is 0 requests, not a gap the chart's line jumps over."""
+    df = _series(_llm_series(store, window, bots, now, ("bot",)), ("bot", "requests"))
+    return _quiet_buckets_as_zero(df, "bot", window, now)
 
 
 def token_series(store: Store, window: Window = "24h", bots: Sequence[str] | None = None, by: str = "model",
@@ -144,9 +173,7 @@ def token_series(store: Store, window: Window = "24h", bots: Sequence[str] | Non
     if by not in ("model", "bot", "agent"):
         raise ValueError("by must be model, bot or agent")
     df = _series(_llm_series(store, window, bots, now, (by,)), (by, *TOKEN_SERIES_COLUMNS))
-    if by in df:
-        df[by] = df[by].fillna("(none)")
-    return df
+    return _quiet_buckets_as_zero(df, by, window, now)
 
 
 def cache_hit_series(store: Store, window: Window = "24h", bots: Sequence[str] | None = None,
