@@ -106,7 +106,7 @@ else:
         confirm_resume_all()
     st.caption(
         (f'Confirmation: type "{control.STOP_PHRASE}" / "{control.RESUME_PHRASE}". ' if need_phrase else "")
-        + "A stop is never refused; resuming is limited to "
+        + "A stop is never rate-limited; resuming is limited to "
         + f"{settings.emergency_rate_limit_per_min} system-wide actions per minute per admin."
     )
 

@@ -107,3 +107,10 @@ def test_a_resolved_conversation_leaves_the_list(traffic: Store) -> None:
     control.take_control(traffic, "unsafe", "olga", "check", settings=S, now=NOW)
     control.release_control(traffic, "unsafe", "olga", "handled", mark_resolved=True, settings=S, now=NOW)
     assert "unsafe" not in [r["id"] for r in needs_attention(traffic, now=NOW)]
+
+
+def test_a_score_below_its_threshold_never_reads_as_the_threshold() -> None:
+    from observability.analytics.attention import _down
+
+    assert _down(0.5996) == "0.59"  # it read "AI confidence 0.60 (warning, below 0.6)"
+    assert (_down(0.29), _down(0.55), _down(0.1)) == ("0.29", "0.55", "0.10")

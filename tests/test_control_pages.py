@@ -425,7 +425,7 @@ def test_stop_all_is_a_red_danger_button_never_refused_for_frequency(console: St
     assert stop_all.proto.type == "primary"
     styles = [str(e.proto) for e in at.get("html")]
     assert any("st-key-em_stop_all" in css and "background-color:#c62828" in css for css in styles)
-    assert "A stop is never refused" in _text(at)
+    assert "A stop is never rate-limited" in _text(at)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ across reruns. Only conversations with at least one signal (a score above 0) are
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -207,12 +208,18 @@ def needs_attention(
     return out
 
 
+def _down(value: float) -> str:
+    """A score below its threshold, written with two decimals rounded down: 0.5996 rounded to
+    "0.60" read "AI confidence 0.60 (warning, below 0.6)"."""
+    return f"{math.floor(value * 100 + 1e-9) / 100:.2f}"  # (0.29 * 100 is 28.999...)
+
+
 def _reasons(r: dict, safety: dict, confidence: dict) -> list[str]:
     """Why a conversation is on the list, worst signal first, in plain words."""
     out = []
     if r["min_safety"] is not None and r["min_safety"] < safety["warning"]:
         level = "critical" if r["min_safety"] < safety["critical"] else "warning"
-        out.append(f"safety score {r['min_safety']:.2f} ({level}, below {safety[level]:g})")
+        out.append(f"safety score {_down(r['min_safety'])} ({level}, below {safety[level]:g})")
     if r["asked"]:
         out.append("the user asked for a person")
     wait = r["waiting_s"]
@@ -220,7 +227,7 @@ def _reasons(r: dict, safety: dict, confidence: dict) -> list[str]:
         out.append(f"waiting {wait / 60:.0f} min for a reply")
     if r["min_confidence"] is not None and r["min_confidence"] < confidence["warning"]:
         level = "critical" if r["min_confidence"] < confidence["critical"] else "warning"
-        out.append(f"AI confidence {r['min_confidence']:.2f} ({level}, below {confidence[level]:g})")
+        out.append(f"AI confidence {_down(r['min_confidence'])} ({level}, below {confidence[level]:g})")
     if r["failed"]:
         out.append(f"{r['failed']} failed handoff{'s' if r['failed'] > 1 else ''}")
     if r["circular"]:
