@@ -307,6 +307,19 @@ class Settings:
                 f"ALERT_EMAIL_SECURITY must be one of {', '.join(EMAIL_SECURITY)}, "
                 f"not {self.alert_email_security!r}"
             )
+        if (
+            self.alert_email_enabled
+            and self.alert_email_security == "none"
+            and self.alert_email_smtp_user
+            and not self.alert_email_allow_plain_auth
+        ):
+            # the e-mail channel refuses to log in without TLS (the password would cross the network
+            # in clear), so this setup drops every e-mail: refused here, at start, not per message
+            raise ValueError(
+                "ALERT_EMAIL_SECURITY=none with ALERT_EMAIL_SMTP_USER set: every e-mail would be refused "
+                "(SMTP AUTH is not sent without TLS). Set ALERT_EMAIL_SECURITY to starttls or tls, or "
+                "ALERT_EMAIL_ALLOW_PLAIN_AUTH=true for a trusted local relay, or unset ALERT_EMAIL_SMTP_USER"
+            )
 
     def __repr__(self) -> str:
         """Every field, with secrets masked: keys, tokens, passwords, webhook URLs and headers as

@@ -15,6 +15,7 @@ from observability.auth import api_tokens
 from observability.auth import cli as users
 from observability.settings import get_settings
 from observability.store import otlp_counts
+from observability.ui import alert_frames as alert_views
 from observability.ui import common as ui
 
 me = ui.require("users.manage")
@@ -133,6 +134,15 @@ with tab_roles:
 with tab_channels:
     settings = get_settings()
     st.caption("Configured through environment variables (see the README); secrets are never shown here.")
+    # configured is not working: a channel whose last delivery failed says so here, with the error
+    for ch in ui.cached_query(alert_views.failing_channels)():
+        st.error(f"**Alert channel {ch['channel']} is failing:** its last "
+                 f"{'test' if ch['last_failed_kind'] == 'test' else 'delivery'} failed at "
+                 f"{ch['last_failed_at']:%Y-%m-%d %H:%M:%S} UTC: {ui.md_escape(ch['last_error'] or 'no error recorded')}",
+                 icon=":material/error:")  # fmt: skip
+        ui.page_link(
+            "alerts", f"Alerts: delivery via {ch['channel']}", icon=":material/arrow_outward:", tab="Channels"
+        )
     ui.table(pd.DataFrame(users.channel_status(settings)), "channels.csv", key="ad_channels")
     st.markdown("**Control and privacy settings**")
     ui.table(pd.DataFrame(users.security_settings(settings)), "security_settings.csv", key="ad_security")

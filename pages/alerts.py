@@ -83,7 +83,9 @@ m = st.columns(5)
 m[0].metric("Firing", len(firing))
 m[1].metric("Critical firing", sum(1 for a in firing if a["severity"] == "critical"))
 m[2].metric("Acknowledged", sum(1 for a in active if a["state"] == "acknowledged"))
-m[3].metric("Held (silence, inhibition, cooldown)", sum(1 for a in firing if a["suppressed_by"]))
+m[3].metric(
+    "Held (silence, inhibition, cooldown)", sum(1 for a in firing if a["suppressed_by"] or a["silenced_by"])
+)
 m[4].metric("Pending (waiting for `for`)", sum(1 for a in active if a["state"] == "pending"))
 
 # the tabs are drawn at the end of the page (ui.lazy_tabs): only the open one runs its queries and
@@ -134,7 +136,7 @@ def confirm_resolve(a: dict[str, Any]) -> None:
         c = st.columns([1, 2])
         minutes = c[0].text_input(
             "Silence for (minutes)", value="60", key=f"sil_min_{a['id']}",
-            help=f"{bounds['silence_min']:g} to {bounds['silence_max']:g} minutes.",
+            help=f"{bounds['silence_min']:g} to {bounds['silence_max']:g} minutes ({bounds['silence_max_text']}).",
         )  # fmt: skip
         why = c[1].text_input("Reason", key=f"sil_why_{a['id']}", placeholder="working on it, ticket OPS-123")
         err = st.session_state.get(f"sil_err_{a['id']}")
@@ -144,13 +146,8 @@ def confirm_resolve(a: dict[str, Any]) -> None:
         if row.button(
             "Silence instead", key=f"sil_{a['id']}", type="primary", icon=":material/notifications_off:"
         ):
-            try:
-                secs = float(minutes) * 60
-            except ValueError:
-                st.session_state[f"sil_err_{a['id']}"] = f"Minutes must be a number, not {minutes!r:.30}."
-                st.rerun()
-            try:
-                sil = service().silence_alert(a["id"], user.name, duration_s=secs,
+            try:  # the service parses the minutes and explains a bad value in minutes
+                sil = service().silence_alert(a["id"], user.name, duration_min=minutes,
                                               reason=why.strip() or f"silenced from alert #{a['id']}")  # fmt: skip
             except RuleValidationError as exc:
                 st.session_state[f"sil_err_{a['id']}"] = "; ".join(exc.errors.values())
@@ -174,17 +171,17 @@ def confirm_resolve(a: dict[str, Any]) -> None:
 
 
 def confirm_escalate(a: dict[str, Any]) -> None:
+    """Names the channels that will be tried, and those not configured or failing (it named the
+    level's channels whether or not anything could reach them)."""
+    ask = views.escalation_question(ui.get_store(), a)
     with st.container(border=True, key=f"ask_escalate_{a['id']}"):
-        st.warning(
-            f"**Escalate alert #{a['id']} to {views.next_level_text(a['escalation_level'])}?** Those channels "
-            "are notified now, even if the alert is silenced: people get paged.",
-            icon=":material/trending_up:",
-        )
+        notes = "".join(f"\n\n{ui.md_escape(n)}" for n in ask["notes"])
+        st.warning(f"**{ui.md_escape(ask['question'])}** {ui.md_escape(ask['paged'])}{notes}",
+                   icon=":material/trending_up:")  # fmt: skip
         row = st.container(horizontal=True)
         if row.button("Escalate now", key=f"escalate_yes_{a['id']}", type="primary"):
             _ask(a["id"], None)
-            if act(f"Alert #{a['id']} escalated to {views.next_level_text(a['escalation_level'])}",
-                   service().escalate_alert, a["id"], user.name):  # fmt: skip
+            if act(ask["done"], service().escalate_alert, a["id"], user.name):
                 st.rerun()
         if row.button("Cancel", key=f"escalate_no_{a['id']}"):
             _ask(a["id"], None)
@@ -216,6 +213,10 @@ def alert_card(a: dict[str, Any]) -> None:
             notes.append(f"next step due {a['next_escalation_at']:%H:%M:%S} UTC")
         if a["suppressed_by"]:
             notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
+        elif a["silenced_by"]:  # in the store now; the worker's next step would say the same
+            sil = a["silenced_by"]
+            notes.append(f"silenced by silence #{sil['id']} until {sil['ends_at']:%Y-%m-%d %H:%M} UTC: "
+                         f"notifications held ({ui.md_escape(sil['reason'])})")  # fmt: skip
         if a["state"] == "pending":  # not yet fired: nothing to clear, nothing sent
             notes.append(
                 "pending: fires once its condition has held for the rule's `for`; dropped if it clears first"
@@ -368,6 +369,8 @@ def rule_form(name: str | None) -> None:
     errors: dict[str, str] = st.session_state.get(f"{k}_errors", {})
     fixed = current.get("thresholds_from")  # built-in: metric and thresholds are read-only
     bounds = views.duration_bounds()
+    cd_default = bounds["default_cooldown_s"]  # what a blank Cooldown means (the help says so)
+    for_default = bounds["default_for_s"]
     with st.form(k, enter_to_submit=False):
         if fixed:
             st.info(f"Built-in rule: its metric, comparison and thresholds come from {fixed} and are shown "
@@ -403,13 +406,15 @@ def rule_form(name: str | None) -> None:
                                     index=OPTS["severities"].index(current.get("severity", "warning")))  # fmt: skip
             field_error(errors, "severity")
         with c2[1]:
-            cooldown = st.text_input("Cooldown (s)", value=f"{current.get('cooldown_s', 300):g}", key=f"{k}_cd",
+            cooldown = st.text_input("Cooldown (s)", value=f"{current.get('cooldown_s', cd_default):g}",
+                                     key=f"{k}_cd", placeholder=f"blank: {cd_default:g}",
                                      help=f"0 to {bounds['cooldown_s']:g} s: the least time between two "
-                                     "notifications of this rule.")  # fmt: skip
+                                     f"notifications of this rule. Blank: {cd_default:g} s.")  # fmt: skip
         with c2[2]:
-            for_s = st.text_input("For (s)", value=f"{current.get('for_s', 0):g}", key=f"{k}_for",
+            for_s = st.text_input("For (s)", value=f"{current.get('for_s', for_default):g}", key=f"{k}_for",
+                                  placeholder=f"blank: {for_default:g}",
                                   help=f"0 to {bounds['for_s']:g} s: how long the condition holds before "
-                                  "the alert fires.")  # fmt: skip
+                                  f"the alert fires. Blank: {for_default:g} s (fires at once).")  # fmt: skip
         with c2[3]:
             keep = st.text_input("Keep firing (s)", key=f"{k}_keep",
                                  help=f"Blank: ALERT_KEEP_FIRING_FOR_S. 0 to {bounds['keep_firing_for_s']:g} s.",
@@ -424,7 +429,7 @@ def rule_form(name: str | None) -> None:
         description = st.text_input("Description", value=current.get("description", ""), key=f"{k}_desc")
         field_error(errors, "description")
         if st.form_submit_button("Save rule" if name else "Create rule", icon=":material/save:"):
-            data = {"severity": severity, "cooldown_s": _num(cooldown, 300), "for_s": _num(for_s, 0),
+            data = {"severity": severity, "cooldown_s": _num(cooldown, cd_default), "for_s": _num(for_s, for_default),
                     "keep_firing_for_s": _num(keep), "channels": chans, "description": description}  # fmt: skip
             if not fixed:
                 data.update(metric=metric, comparison=comparison, threshold=_num(threshold),
@@ -509,23 +514,17 @@ def silences_tab() -> None:
                 field_error(s_err, "matchers")
             with c[2]:
                 minutes = st.text_input("Minutes", value="60", key="s_min",
-                                        help=f"{bounds['silence_min']:g} to {bounds['silence_max']:g} minutes (30 days).")  # fmt: skip
-                field_error(s_err, "duration_s", "ends_at")
+                                        help=f"{bounds['silence_min']:g} to {bounds['silence_max']:g} minutes "
+                                             f"({bounds['silence_max_text']}, ALERT_SILENCE_MAX_S).")  # fmt: skip
+                field_error(s_err, "duration_min", "ends_at")
             reason = st.text_input(
                 "Reason", key="s_reason", placeholder="Deploy of the lead bot, ticket OPS-123"
             )
             field_error(s_err, "reason")
             if st.form_submit_button("Create silence", icon=":material/notifications_off:"):
                 matchers = dict(p.split("=", 1) for p in (x.strip() for x in s_match.split(",")) if "=" in p)
-                try:
-                    secs = float(minutes.strip()) * 60
-                except ValueError:
-                    st.session_state["s_errors"] = {
-                        "duration_s": f"minutes must be a number, not {minutes!r:.30}"
-                    }
-                    st.rerun()
-                try:
-                    made = service().add_silence(user.name, rule_name=s_rule, reason=reason, duration_s=secs,
+                try:  # the service parses the minutes and explains a bad value in minutes
+                    made = service().add_silence(user.name, rule_name=s_rule, reason=reason, duration_min=minutes,
                                                  matchers={k.strip(): v.strip() for k, v in matchers.items()})  # fmt: skip
                 except RuleValidationError as exc:
                     st.session_state["s_errors"] = exc.errors
@@ -555,25 +554,44 @@ def silences_tab() -> None:
 # ---- channels -----------------------------------------------------------------------------------
 
 
+TEST_RESULT = "al_test_result"  # {channel: the last test's result}, shown on its card after a rerun
+
+
 def channels_tab() -> None:
     st.caption("Channels are configured by environment variables (see the README). Failed deliveries are "
-               "retried with exponential backoff; a channel that keeps failing raises its own alert.")  # fmt: skip
+               "retried with exponential backoff; a channel that keeps failing raises its own alert (test "
+               "notifications are shown here and do not count towards it).")  # fmt: skip
+    results = st.session_state.get(TEST_RESULT, {})
     for ch in channels_q():
-        with st.container(border=True):
+        name = ch["channel"]
+        with st.container(border=True, key=f"channel_{name}"):
             c = st.columns([2, 4, 2])
-            state = (
-                ":green[configured]" if ch["configured"] else f":gray[not configured: set {ch['missing']}]"
-            )
-            c[0].markdown(f"**{ch['channel']}**  \n{state}")
+            state = {
+                "configured": ":green[configured]",
+                "failing": ":red[failing]",
+            }.get(ch["state"], f":gray[not configured: set {ch['missing']}]")
+            c[0].markdown(f"**{name}**  \n{state}")
             last = f"{ch['last_sent_at']:%Y-%m-%d %H:%M:%S} UTC" if ch["last_sent_at"] else "never"
             c[1].caption(f"last delivered: {last} · pending: {ch['pending']} · gave up: {ch['dead']} · "
                          f"failed attempts since last success: {ch['failed_attempts_since_success']}")  # fmt: skip
+            if ch["state"] == "failing":
+                what = "test" if ch["last_failed_kind"] == "test" else "delivery"
+                c[1].caption(f"last {what} failed at {ch['last_failed_at']:%Y-%m-%d %H:%M:%S} UTC: "
+                             f"{ui.md_escape(ch['last_error'] or 'no error recorded')}")  # fmt: skip
             if ch["configured"] and user.can("notifications.test"):
-                if c[2].button("Send test notification", key=f"test_{ch['channel']}", icon=":material/send:"):
-                    result = act(f"Test sent via {ch['channel']}", service().send_test_notification, ch["channel"],
-                                 user.name)  # fmt: skip
-                    if result is not None:
-                        (st.success if result["ok"] else st.error)(f"{ch['channel']}: {result['detail']}")
+                if c[2].button("Send test notification", key=f"test_{name}", icon=":material/send:"):
+                    try:
+                        result = service().send_test_notification(name, user.name)
+                    except (auth.PermissionDenied, ValueError) as exc:
+                        result = {"ok": False, "summary": f"Test notification via {name} not sent: {exc}"}
+                    # rerun, so this card's counts and state include the test beside its result
+                    st.session_state[TEST_RESULT] = {**results, name: result}
+                    ui.clear_caches()
+                    st.rerun()
+            if name in results:
+                r = results[name]
+                at = f" (at {r['at']:%H:%M:%S} UTC)" if r.get("at") else ""
+                (st.success if r["ok"] else st.error)(ui.md_escape(r["summary"]) + at)
 
 
 ui.lazy_tabs({"Active alerts": active_alerts, "History": history_tab, "Rules": rules_tab,

@@ -14,11 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from support.alerting import Harness
+from support.alerting import SMTP_PASSWORD, SMTP_USER, Harness, Peers
 from support.markdown import shown as _shown
+from support.net import free_port
 
 from observability import auth
 from observability.alerting import AlertingService, ConditionStillHolds, RuleValidationError
+from observability.alerting.rules import CHANNEL_RULE
 from observability.settings import reset_settings_cache
 from observability.store import Store
 from observability.ui import alert_frames as views
@@ -133,6 +135,16 @@ def _alerts(store: Store) -> list[dict]:
     return AlertingService(store).active_alerts()
 
 
+def _held(at: AppTest) -> int:
+    """The headline's "Held (silence, inhibition, cooldown)" count."""
+    [held] = [m for m in at.metric if m.label.startswith("Held")]
+    return int(held.value)
+
+
+def _captions_with(at: AppTest, text: str) -> list[str]:
+    return [_shown(c.value) for c in at.caption if text in _shown(c.value)]
+
+
 def test_acknowledge_keeps_every_card_in_place_and_the_timeline_with_its_alert(console: Store) -> None:
     at = _page()
     order = _card_ids(at)
@@ -158,16 +170,26 @@ def test_resolving_a_holding_condition_asks_and_offers_a_silence(console: Store)
     _button(at, f"resolve_{target}").click().run()
     assert "still holds" in _texts(at) and "fires it again" in _texts(at)
     assert {a["id"] for a in _alerts(console)} >= {target}, "asking changed nothing"
+    assert "1 to 10080 minutes (7 days)" in at.text_input(key=f"sil_min_{target}").help
     at.text_input(key=f"sil_min_{target}").set_value("99999999").run()
     _button(at, f"sil_{target}").click().run()
-    assert "a silence lasts at least 1 min and at most 7 days (ALERT_SILENCE_MAX_S)" in _texts(at)
+    # in the unit typed (it said "not 6e+09 s" under a field in minutes)
+    assert ("a silence lasts at least 1 min and at most 10080 min (7 days, ALERT_SILENCE_MAX_S), not "
+            "99999999 min") in _texts(at)  # fmt: skip
     assert at.text_input(key=f"sil_min_{target}").value == "99999999", "typed text kept after the error"
     assert AlertingService(console).list_silences() == []
+    at.text_input(key=f"sil_min_{target}").set_value("soon").run()
+    _button(at, f"sil_{target}").click().run()
+    assert "Minutes must be a number, not 'soon'" in _texts(at)
+    assert _held(at) == 0
     at.text_input(key=f"sil_min_{target}").set_value("45").run()
     _button(at, f"sil_{target}").click().run()
     [sil] = AlertingService(console).list_silences()
     assert sil["rule_name"] == "sla_violation" and sil["active"]
     assert target in {a["id"] for a in _alerts(console)}, "silenced, not resolved"
+    # the card and the Held count say so at once (they waited for the worker's next step)
+    assert len(_captions_with(at, f"silenced by silence #{sil['id']} until")) == 1, "on that card only"
+    assert _held(at) == 1
     _button(at, f"resolve_{target}").click().run()
     _button(at, f"resolve_anyway_{target}").click().run()
     assert target not in {a["id"] for a in _alerts(console)}
@@ -177,7 +199,12 @@ def test_escalate_asks_first_and_names_who_gets_paged(console: Store) -> None:
     at = _page()
     target = _card_ids(at)[0]
     _button(at, f"escalate_{target}").click().run()
-    assert "level 2 (email, slack, webhook)" in _texts(at)
+    # no channel is configured here: the question says nobody is notified (it said "people get paged")
+    assert (
+        "None of the channels of level 2 (email, slack, webhook) is configured: nobody is notified"
+        in _texts(at)
+    )
+    assert "people get paged" not in _texts(at)
     assert AlertingService(console).get_alert(target)["escalation_level"] <= 1, "one click escalates nothing"
     _button(at, f"escalate_no_{target}").click().run()
     level = AlertingService(console).get_alert(target)["escalation_level"]
@@ -284,11 +311,14 @@ def test_rule_form_shows_the_bound_beside_the_field_and_keeps_the_input(console:
 
 def test_silence_form_says_what_happened(console: Store) -> None:
     at = _page(tab="Silences")
+    assert "1 to 10080 minutes (7 days, ALERT_SILENCE_MAX_S)" in at.text_input(key="s_min").help
     at.text_input(key="s_min").set_value("-5")
     at.text_input(key="s_reason").set_value("deploy OPS-1")
     at.text_input(key="s_match").set_value("bot=lead_bot")
     next(b for b in at.button if b.label == "Create silence").click().run()
-    assert any("at least 1 min and at most 7 days (ALERT_SILENCE_MAX_S)" in _shown(e.value) for e in at.error)
+    errors = [_shown(e.value) for e in at.error]
+    assert any("at least 1 min and at most 10080 min (7 days, ALERT_SILENCE_MAX_S), not -5 min" in e
+               for e in errors), errors  # fmt: skip
     assert at.text_input(key="s_reason").value == "deploy OPS-1"
     at.text_input(key="s_min").set_value("30")
     next(b for b in at.button if b.label == "Create silence").click().run()
@@ -390,3 +420,171 @@ def test_the_history_chart_covers_the_range_picked_above_it(console: Store) -> N
         assert hi - lo == pd.Timedelta(days={"24h": 1, "7d": 7, "30d": 30}[window])
         starts = {pd.Timestamp(x) for trace in fig["data"] for x in trace["x"]}
         assert bucket == "hour" or all(t == t.normalize() for t in starts), starts  # days start at midnight
+
+
+# ---- channels that cannot deliver (a real aiosmtpd and a local HTTP server) -----------------------
+
+
+@pytest.fixture
+def wired(console: Store, peers: Peers, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Store, Peers]]:
+    """The console with e-mail to a real aiosmtpd (STARTTLS) whose certificate it does not trust, so
+    every e-mail fails; the webhook to a local HTTP server that accepts; Slack not configured."""
+    peers.webhook_secret = None
+    env = {
+        "ALERT_EMAIL_ENABLED": "true", "ALERT_EMAIL_SMTP_HOST": "127.0.0.1", "ALERT_EMAIL_SMTP_PORT": str(peers.smtp_port),
+        "ALERT_EMAIL_SECURITY": "starttls", "ALERT_EMAIL_SMTP_USER": SMTP_USER, "ALERT_EMAIL_SMTP_PASSWORD": SMTP_PASSWORD,
+        "ALERT_EMAIL_FROM": "alerts@example.test", "ALERT_EMAIL_TO": "oncall@example.test, lead@example.test",
+        "ALERT_WEBHOOK_ENABLED": "true", "ALERT_WEBHOOK_URL": f"{peers.base}/webhook",
+        "ALERT_WEBHOOK_HEADERS": json.dumps({"X-Team": "bots", "Authorization": "Bearer hook-token"}),
+    }  # fmt: skip
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    reset_settings_cache()
+    common.clear_caches()
+    yield console, peers
+
+
+def _card(at: AppTest, channel: str) -> str:
+    """A channel card's head: its name and state (markdown)."""
+    [head] = [_shown(m.value) for m in at.markdown if _shown(m.value).startswith(f"**{channel}**")]
+    return head
+
+
+def test_escalate_names_the_channels_tried_and_those_not_configured_or_failing(
+    wired: tuple[Store, Peers],
+) -> None:
+    store, peers = wired
+    failed = AlertingService(store).send_test_notification("email", "operator")
+    assert not failed["ok"] and "certificate" in failed["detail"]
+    common.clear_caches()
+    at = _page()
+    target = _card_ids(at)[0]
+    _button(at, f"escalate_{target}").click().run()
+    text = _texts(at)
+    assert f"**Escalate alert #{target} to level 2?** It is sent now to email, webhook," in text, text
+    assert "Not configured, so not sent: slack" in text
+    assert (
+        "email is failing, this may not arrive: its last delivery failed (SMTP TLS certificate not trusted"
+        in text
+    )
+    _button(at, f"escalate_yes_{target}").click().run()
+    assert f"Alert #{target} escalated to level 2: sent to email, webhook" in [
+        _shown(t.value) for t in at.toast
+    ]
+    AlertingService(
+        store
+    ).deliver_pending()  # the worker's delivery: what the question named is what is tried
+    assert [(r.kind, r.alert_id, r.level) for r in peers.of("webhook")] == [("trigger", target, 2)]
+    assert peers.of("email") == [] and peers.attempts.get("slack", 0) == 0
+
+
+def test_channel_cards_show_a_failing_channel_and_its_test_result_with_fresh_counts(
+    wired: tuple[Store, Peers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, peers = wired
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/hook/T0KENSECRET")
+    reset_settings_cache()
+    at = _page(tab="Channels")
+    assert _card(at, "webhook").endswith(":green[configured]") and _card(at, "email").endswith(
+        ":green[configured]"
+    )
+    _button(at, "test_webhook").click().run()
+    assert not at.exception, at.exception
+    errors = [_shown(e.value) for e in at.error]
+    assert any(e.startswith("Test notification via webhook failed: ConnectionError") for e in errors), errors
+    assert not [e for e in errors if "webhook: webhook" in e], errors
+    # the counts beside the result include the test (they said "gave up: 0" beside the failure)
+    assert _captions_with(at, "gave up: 1 · failed attempts since last success: 1")
+    assert _card(at, "webhook").endswith(":red[failing]")
+    [last] = _captions_with(at, "last test failed at")
+    assert "ConnectionError" in last and "T0KENSECRET" not in _texts(at), "the error is scrubbed of secrets"
+    for _ in range(2):
+        _button(at, "test_webhook").click().run()
+    _button(at, "test_email").click().run()
+    assert _card(at, "email").endswith(":red[failing]")
+    assert any("Test notification via email failed: SMTP TLS certificate not trusted" in _shown(e.value)
+               for e in at.error)  # fmt: skip
+    # three failed tests of one channel page nobody: the channel-failing rule counts real notifications
+    svc = AlertingService(store)
+    svc.evaluate()
+    assert [a for a in svc.active_alerts(include_pending=True) if a["rule_name"] == CHANNEL_RULE] == []
+    assert _captions_with(at, "gave up: 3 · failed attempts since last success: 3")
+    # the webhook works again: the card says so and the success replaces the failure
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"{peers.base}/webhook")
+    reset_settings_cache()
+    _button(at, "test_webhook").click().run()
+    assert _card(at, "webhook").endswith(":green[configured]")
+    assert any(
+        _shown(s.value).startswith("Test notification sent via webhook: HTTP 200 (at ") for s in at.success
+    )
+    assert [r.kind for r in peers.of("webhook")] == ["test"]
+
+
+def test_admin_says_which_alert_channel_is_failing(wired: tuple[Store, Peers]) -> None:
+    store, _ = wired
+    at = AppTest.from_file(str(ROOT / "pages" / "admin.py"), default_timeout=60)
+    at.session_state["user"] = auth.User("admin", "admin")
+    at.run()
+    assert not at.exception and not [e for e in at.error if "is failing" in _shown(e.value)]
+    AlertingService(store).send_test_notification("email", "operator")
+    common.clear_caches()
+    at.run()
+    [shown] = [_shown(e.value) for e in at.error if "is failing" in _shown(e.value)]
+    assert (
+        shown.startswith("**Alert channel email is failing:** its last test failed at")
+        and "certificate" in shown
+    )
+    assert SMTP_PASSWORD not in _texts(at)
+
+
+def test_a_channel_failing_alert_links_to_the_channels_tab(console: Store) -> None:
+    AlertingService(console).update_metric("notification_failures", 5, labels={"channel": "email"})
+    common.clear_caches()
+    links = _links(_page())
+    assert links["Channels: delivery via email"] == "./alerts?tab=Channels", links
+    assert "Its LLM calls" not in [label for label, url in links.items() if "notification" in url], links
+
+
+def test_rule_form_says_what_a_blank_duration_means_and_names_fields_by_their_labels(console: Store) -> None:
+    at = _page("admin", tab="Rules")
+    at.selectbox(key="r_pick").set_value("sla_violation").run()
+    k = "rf_sla_violation"
+    assert "Blank: 300 s" in at.text_input(key=f"{k}_cd").help
+    assert "Blank: 0 s" in at.text_input(key=f"{k}_for").help
+    at.text_input(key=f"{k}_keep").set_value("soon")
+    next(b for b in at.button if b.label == "Save rule").click().run()
+    errors = [_shown(e.value) for e in at.error]
+    assert any(e.startswith("Keep firing must be a number, got 'soon'") for e in errors), errors
+    assert not [e for e in errors if "keep_firing_for" in e], errors
+    at.text_input(key=f"{k}_keep").set_value("")
+    at.text_input(key=f"{k}_cd").set_value("")  # blank: what the help said
+    at.text_input(key=f"{k}_for").set_value("")
+    next(b for b in at.button if b.label == "Save rule").click().run()
+    rule = AlertingService(console).get_rule("sla_violation")
+    assert (rule.cooldown_s, rule.for_s) == (300.0, 0.0)
+
+
+@SQLITE_ONLY
+def test_silence_minutes_are_checked_in_minutes_against_the_enforced_bound(alerting: Harness) -> None:
+    op = alerting.users["operator"]
+    for typed, said in (
+        ("999999", "not 999999 min"),
+        ("-5", "not -5 min"),
+        ("ten", "Minutes must be a number"),
+    ):
+        with pytest.raises(RuleValidationError) as err:
+            alerting.svc.add_silence(op, rule_name="sla_violation", reason="deploy", duration_min=typed)
+        assert said in err.value.errors["duration_min"], err.value.errors
+    assert err.value.errors["duration_min"].startswith("Minutes must be a number, not 'ten'")
+    with pytest.raises(RuleValidationError) as err:
+        alerting.svc.add_silence(op, rule_name="sla_violation", reason="deploy", duration_min=999999)
+    assert err.value.errors == {"duration_min": "a silence lasts at least 1 min and at most 10080 min (7 days, "
+                                "ALERT_SILENCE_MAX_S), not 999999 min"}  # fmt: skip
+    shorter = AlertingService(alerting.store, alerting.settings.replace(alert_silence_max_s=3600))
+    assert shorter.silence_bounds() == (60.0, 3600.0)
+    with pytest.raises(RuleValidationError, match=r"at most 60 min \(1 h, ALERT_SILENCE_MAX_S\), not 90 min"):
+        shorter.add_silence(op, rule_name="sla_violation", reason="deploy", duration_min=90)
+    made = shorter.add_silence(
+        op, rule_name="sla_violation", reason="deploy", duration_min="45", now=alerting.now(0)
+    )
+    assert made["ends_at"] - made["starts_at"] == timedelta(minutes=45)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import pytest
 import sqlalchemy as sa
 from support.alerting import WEBHOOK_SECRET, Harness, verify_signature
+from support.net import free_port
 
 from observability.alerting.channels import webhook
 from observability.auth import PermissionDenied
@@ -177,3 +179,76 @@ def test_webhook_body_headers_and_signature(alerting: Harness) -> None:
     assert alerting.svc.send_test_notification("webhook", alerting.users["operator"])["ok"]
     assert "webhook-signature" not in alerting.peers.of("webhook")[-1].headers
     assert not alerting.peers.errors
+
+
+def test_a_channel_whose_deliveries_fail_is_failing_with_its_error_and_the_log_says_what_happens(
+    alerting: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A permanent failure is logged as given up, not as "kept in the outbox and retried"; a
+    retryable one as retried, not as given up. The card says "failing" with the error."""
+    caplog.set_level(logging.WARNING, logger="observability.alerting.delivery")
+    alerting.peers.answer("webhook", (400, {}, "bad payload"))
+    alerting.at(0, {"error_rate": 0.4})  # email, slack and webhook
+    lines = [r.getMessage() for r in caplog.records if "via webhook" in r.getMessage()]
+    assert len(lines) == 1 and "given up after 1 attempt(s), not retried (a permanent failure" in lines[0], (
+        lines
+    )
+    assert "HTTP 400" in lines[0]
+    status = {c["channel"]: c for c in alerting.svc.channel_status(alerting.now(1))}
+    assert (
+        status["webhook"]["state"] == "failing" and "HTTP 400 bad payload" in status["webhook"]["last_error"]
+    )
+    assert status["webhook"]["last_failed_kind"] == "trigger" and status["webhook"]["dead"] == 1
+    assert status["email"]["state"] == "configured" and status["email"]["last_error"] is None
+    caplog.clear()
+    alerting.peers.answer("webhook", (503, {}, "maintenance"))
+    alerting.at(60, {"lead_bot.response_time_p95": 3000.0})  # sla_violation: email, slack, webhook
+    lines = [r.getMessage() for r in caplog.records if "via webhook" in r.getMessage()]
+    assert lines and all("kept in the outbox and retried" in x and "given up" not in x for x in lines), lines
+    alerting.tick(120)  # the retry goes through
+    status = {c["channel"]: c for c in alerting.svc.channel_status(alerting.now(121))}
+    assert status["webhook"]["state"] == "configured" and status["webhook"]["last_error"] is None
+
+
+@SQLITE_ONLY
+def test_failed_test_notifications_do_not_page_on_call(alerting: Harness) -> None:
+    """A person testing a channel sees the result; on-call is not paged for it (the third failed
+    test raised notification_channel_failing, critical). Real notifications still count."""
+    op = alerting.users["operator"]
+    alerting.reconfigure(alert_webhook_url=f"http://127.0.0.1:{free_port()}/hook")
+    for t in (0, 1, 2):
+        result = alerting.svc.send_test_notification("webhook", op, now=alerting.now(t))
+        assert not result["ok"] and result["summary"].startswith(
+            "Test notification via webhook failed: ConnectionError"
+        )
+    alerting.svc.evaluate(alerting.now(3))
+    assert [a for a in alerting.svc.active_alerts() if a["rule_name"] == "notification_channel_failing"] == []
+    [webhook] = [c for c in alerting.svc.channel_status(alerting.now(3)) if c["channel"] == "webhook"]
+    assert (webhook["state"], webhook["failed_attempts_since_success"], webhook["dead"]) == ("failing", 3, 3)
+    # three real attempts do raise it
+    alerting.peers.answer("slack", *[(500, {}, "server error")] * 3)
+    alerting.at(10, {"cache_hit_rate": 0.2})  # slack only
+    for t in (20, 40):
+        alerting.tick(t)
+    alerting.svc.evaluate(alerting.now(40))
+    failing = [a for a in alerting.svc.active_alerts() if a["rule_name"] == "notification_channel_failing"]
+    assert [a["labels"] for a in failing] == [{"channel": "slack"}]
+
+
+@SQLITE_ONLY
+def test_escalation_preview_names_what_will_be_tried(alerting: Harness) -> None:
+    alerting.reconfigure(
+        alert_slack_enabled=False, alert_email_ca_file=None
+    )  # e-mail: certificate not trusted
+    [alert] = [
+        a for a in alerting.at(0, {"lead_bot.response_time_p95": 3000.0}) if a["severity"] == "critical"
+    ]
+    preview = alerting.svc.escalation_preview(alert["id"], now=alerting.now(1))
+    assert {k: v for k, v in preview.items() if k != "failing"} == {
+        "level": 2, "channels": ["email", "slack", "webhook"], "tried": ["email", "webhook"],
+        "not_configured": ["slack"],
+    }  # fmt: skip
+    assert list(preview["failing"]) == ["email"] and "certificate not trusted" in preview["failing"]["email"]
+    alerting.reconfigure(alert_email_ca_file=alerting.peers.cert)
+    assert alerting.svc.send_test_notification("email", alerting.users["operator"], now=alerting.now(2))["ok"]
+    assert alerting.svc.escalation_preview(alert["id"], now=alerting.now(3))["failing"] == {}

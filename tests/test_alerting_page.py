@@ -115,7 +115,7 @@ def test_rules_panel_toggles_validates_and_creates(console: Store) -> None:
     at.text_input(key="rf_new_metric").input("queue_dept")
     at.text_input(key="rf_new_thr").input("lots")
     at.button(key="FormSubmitter:rf_new-Create rule").click().run()
-    assert "unknown metric 'queue_dept'" in errors(at) and "threshold must be a number" in errors(at)
+    assert "unknown metric 'queue_dept'" in errors(at) and "Threshold must be a number" in errors(at)
     assert [r.name for r in svc.list_rules()] == before
     at.text_input(key="rf_new_metric").input("lead_bot.response_time_p95")
     at.text_input(key="rf_new_thr").input("4000")

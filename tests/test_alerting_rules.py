@@ -102,31 +102,32 @@ def test_rule_crud_with_permissions(alerting: Harness) -> None:
     [
         ({"metric": "lead_bot.response_tiem_p95"}, "metric", "unknown metric"),
         ({"metric": "does_not_exist"}, "metric", "unknown metric"),
-        ({"threshold": "abc"}, "threshold", "must be a number"),
+        ({"threshold": "abc"}, "threshold", "Threshold must be a number"),
         ({"threshold": float("nan")}, "threshold", "finite"),
         ({"threshold": None}, "threshold", "required"),
         ({"metric": "error_rate", "threshold": 5}, "threshold", "5% is 0.05"),
         ({"threshold": -1}, "threshold", "must not be negative"),
         ({"channels": ["slack", "sms"]}, "channels", "unknown channel 'sms'"),
         ({"channels": []}, "channels", "at least one channel"),
-        ({"comparison": "bigger"}, "comparison", "comparison must be one of"),
-        ({"severity": "urgent"}, "severity", "severity must be one of"),
+        ({"comparison": "bigger"}, "comparison", "Comparison must be one of"),
+        ({"severity": "urgent"}, "severity", "Severity must be one of"),
         ({"name": "has spaces!"}, "name", "letters, digits"),
         ({"cooldown_s": -5}, "cooldown_s", "Cooldown must be between 0 and 86400 s (24 h), got -5 s"),
         ({"cooldown_s": 86401}, "cooldown_s", "between 0 and 86400 s (24 h)"),
         (
             {"for_s": 10**11},
             "for_s",
-            "`for` duration) must be between 0 and 86400 s (24 h), got 100,000,000,000 s",
+            "For must be between 0 and 86400 s (24 h), got 100,000,000,000 s",
         ),
         ({"for_s": 999999999}, "for_s", "got 999,999,999 s"),  # as typed, not "1e+09"
         ({"for_s": -1}, "for_s", "between 0 and 86400 s"),
         (
             {"keep_firing_for_s": 90000},
             "keep_firing_for_s",
-            "Keep firing (keep_firing_for) must be between 0 and 86400 s (24 h)",
+            "Keep firing must be between 0 and 86400 s (24 h)",
         ),
-        ({"critical_threshold": 1000}, "critical_threshold", "beyond the warning threshold"),
+        ({"keep_firing_for_s": "soon"}, "keep_firing_for_s", "Keep firing must be a number, got 'soon'"),
+        ({"critical_threshold": 1000}, "critical_threshold", "Critical at 1000 must be beyond the Threshold"),
     ],
 )
 @SQLITE_ONLY

@@ -98,6 +98,21 @@ def test_email_security_other_than_tls_starttls_none_is_a_configuration_error(va
     assert Settings.from_env({"ALERT_EMAIL_SECURITY": "TLS"}).alert_email_security == "tls"
 
 
+def test_a_login_without_tls_is_refused_at_start_naming_the_settings() -> None:
+    """With ALERT_EMAIL_SECURITY=none and a login, every e-mail was refused one by one while the
+    console showed the channel "configured" in green: the process now refuses to start."""
+    env = {"ALERT_EMAIL_ENABLED": "true", "ALERT_EMAIL_SECURITY": "none", "ALERT_EMAIL_SMTP_HOST": "127.0.0.1",
+           "ALERT_EMAIL_SMTP_USER": "mailer", "ALERT_EMAIL_SMTP_PASSWORD": "pw-S3cret"}  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        Settings.from_env(env)
+    for name in ("ALERT_EMAIL_SECURITY", "ALERT_EMAIL_SMTP_USER", "ALERT_EMAIL_ALLOW_PLAIN_AUTH"):
+        assert name in str(err.value)
+    assert "S3cret" not in str(err.value)
+    assert Settings.from_env({**env, "ALERT_EMAIL_ALLOW_PLAIN_AUTH": "true"}).alert_email_allow_plain_auth
+    assert Settings.from_env({**env, "ALERT_EMAIL_SMTP_USER": ""}).alert_email_security == "none"  # no login
+    assert not Settings.from_env({**env, "ALERT_EMAIL_ENABLED": "false"}).alert_email_enabled  # never sends
+
+
 class _PlainRelay:
     """An SMTP relay on 127.0.0.1 that offers AUTH without TLS and records who logged in."""
 
@@ -133,11 +148,13 @@ class _PlainRelay:
 def test_smtp_auth_is_refused_without_tls_unless_explicitly_allowed(alerting: Harness) -> None:
     relay = _PlainRelay()
     try:
-        alerting.reconfigure(alert_email_smtp_port=relay.port, alert_email_security="none")
-        result = alerting.svc.send_test_notification("email", alerting.users["operator"])
-        assert not result["ok"] and "TLS" in result["detail"]
+        # a login without TLS is refused at start, naming the settings (every e-mail would be refused)
+        with pytest.raises(ValueError, match="ALERT_EMAIL_SECURITY=none with ALERT_EMAIL_SMTP_USER") as err:
+            alerting.reconfigure(alert_email_smtp_port=relay.port, alert_email_security="none")
+        assert "ALERT_EMAIL_ALLOW_PLAIN_AUTH=true" in str(err.value)
         assert relay.logins == [] and relay.mails == [], "no password crossed the network in clear"
-        alerting.reconfigure(alert_email_allow_plain_auth=True)
+        alerting.reconfigure(alert_email_smtp_port=relay.port, alert_email_security="none",
+                             alert_email_allow_plain_auth=True)  # fmt: skip
         assert alerting.svc.send_test_notification("email", alerting.users["operator"])["ok"]
         assert len(relay.logins) == 1 and len(relay.mails) == 1
     finally:

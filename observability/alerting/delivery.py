@@ -14,7 +14,10 @@ Failures: retryable ones (timeouts, 429, 5xx) wait `ALERT_DELIVERY_BACKOFF_S * 2
 (at least the peer's Retry-After, at most an hour); after `ALERT_DELIVERY_MAX_ATTEMPTS`, or at once
 for a permanent failure (HTTP 400, missing configuration), the row is `dead`. Every attempt lands
 on the alert's timeline; failed attempts also feed the `notification_failures{channel}` metric
-that raises the "notification channel failing" alert.
+that raises the "notification channel failing" alert (failed test sends do not: a person pressing
+"Send test notification" sees the result, on-call is not paged for it). A row given up is logged
+once as given up and why it is not retried; a failure that will be retried goes to the per-channel
+outage log ("kept in the outbox and retried"), never both for one row.
 """
 
 from __future__ import annotations
@@ -144,22 +147,27 @@ def deliver_pending(
                 )
             (report.dead if dead else report.retrying).append(nid)
             increment_counter("obs.alert.notification_failed", channel=msg.channel)
-            if dead:
-                log.warning("notification %s via %s given up after %s attempt(s): %s", nid, msg.channel,
-                            attempts, exc)  # fmt: skip
-            outages.failure(f"delivery via {msg.channel}", f"notifications via {msg.channel} failing "
-                            "(kept in the outbox and retried)", exc)  # fmt: skip
+            if dead:  # one line per row given up, saying it is not retried (and why not)
+                log.warning("notification %s via %s given up after %s attempt(s), not retried (%s): %s", nid,
+                            msg.channel, attempts, _why_given_up(settings, exc.retryable), exc)  # fmt: skip
+            else:
+                outages.failure(f"delivery via {msg.channel}", f"notifications via {msg.channel} failing "
+                                "(kept in the outbox and retried with backoff)", exc)  # fmt: skip
             continue
         except Exception as exc:  # noqa: BLE001 - a bug in one channel must not stop the others
-            outages.failure(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel} "
-                            "crashed (kept in the outbox and retried)", exc)  # fmt: skip
+            dead = attempts >= settings.alert_delivery_max_attempts
             values = {"attempts": attempts, "last_error": scrub(f"internal error: {exc}")[:2000], "last_attempt_at": now,
                       "next_attempt_at": now + timedelta(seconds=backoff(settings, attempts, None))}  # fmt: skip
-            if attempts >= settings.alert_delivery_max_attempts:
+            if dead:
                 values["status"] = "dead"
+                log.warning("notification %s via %s given up after %s attempt(s), not retried (%s): internal "
+                            "error: %s", nid, msg.channel, attempts, _why_given_up(settings, True), exc)  # fmt: skip
+            else:
+                outages.failure(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel} "
+                                "crashed (kept in the outbox and retried with backoff)", exc)  # fmt: skip
             with store.begin() as conn:
                 conn.execute(sa.update(n).where(guard).values(**values))
-            report.retrying.append(nid)
+            (report.dead if dead else report.retrying).append(nid)
             continue
         with store.begin() as conn:
             done = sa.update(n).where(guard).values(
@@ -176,6 +184,13 @@ def deliver_pending(
         outages.recovered(f"delivery via {msg.channel} crashed", f"notifications via {msg.channel}")
         increment_counter("obs.alert.notification_sent", channel=msg.channel)
     return report
+
+
+def _why_given_up(settings: Settings, retryable: bool) -> str:
+    """Why a row is not retried, for the log line that gives it up."""
+    if not retryable:
+        return "a permanent failure: sending it again cannot help"
+    return f"ALERT_DELIVERY_MAX_ATTEMPTS={settings.alert_delivery_max_attempts} reached"
 
 
 def _lost_claim(nid: int, channel: str) -> None:
@@ -203,33 +218,63 @@ def _record_failure(
 
 
 def channel_failures(
-    conn: sa.Connection, now: datetime, window: timedelta = timedelta(hours=1)
+    conn: sa.Connection, now: datetime, window: timedelta = timedelta(hours=1), *, include_tests: bool = False
 ) -> dict[str, int]:
-    """Failed attempts per channel since that channel's last success (rows touched in `window`)."""
+    """Failed attempts per channel since that channel's last success (rows touched in `window`).
+
+    Test notifications ("Send test notification") count only with `include_tests`: the
+    `notification_channel_failing` rule reads this without them, so a person trying a channel sees
+    the result on the page instead of paging on-call (Alertmanager and PagerDuty do not alert on a
+    test either); the Channels tab counts them. A successful send of any kind, a test included, is
+    a success: it shows the channel works now."""
     n = schema.notifications
     last_ok = dict(
         conn.execute(
             sa.select(n.c.channel, sa.func.max(n.c.sent_at)).where(n.c.status == "sent").group_by(n.c.channel)
         ).all()
     )
-    rows = conn.execute(
-        sa.select(n.c.channel, n.c.attempts, n.c.last_attempt_at).where(
-            n.c.status.in_(("pending", "dead")), n.c.attempts > 0, n.c.last_attempt_at >= now - window
-        )
-    ).all()
+    q = sa.select(n.c.channel, n.c.attempts, n.c.last_attempt_at).where(
+        n.c.status.in_(("pending", "dead")), n.c.attempts > 0, n.c.last_attempt_at >= now - window
+    )
+    if not include_tests:
+        q = q.where(n.c.kind != "test")
     out: dict[str, int] = {c: 0 for c in ch.REGISTRY}
-    for channel, attempts, last_attempt in rows:
+    for channel, attempts, last_attempt in conn.execute(q).all():
         ok = last_ok.get(channel)
         if ok is None or last_attempt > ok:
             out[channel] = out.get(channel, 0) + int(attempts)
     return out
 
 
+def last_attempts(conn: sa.Connection) -> dict[str, Any]:
+    """Per channel, the row of its most recent delivery attempt (tests included), if any: whether
+    the channel works is what its last attempt did, however long ago that was."""
+    n = schema.notifications
+    latest = (
+        sa.select(n.c.channel, sa.func.max(n.c.last_attempt_at).label("at"))
+        .where(n.c.attempts > 0, n.c.last_attempt_at.is_not(None))
+        .group_by(n.c.channel)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(n.c.id, n.c.channel, n.c.kind, n.c.status, n.c.last_error, n.c.last_attempt_at)
+        .join(latest, sa.and_(n.c.channel == latest.c.channel, n.c.last_attempt_at == latest.c.at))
+        .where(n.c.attempts > 0)
+        .order_by(n.c.id)
+    ).all()
+    return {r.channel: r for r in rows}  # the newest id wins a tie
+
+
 def channel_status(store: Store, settings: Settings, now: datetime) -> list[dict[str, Any]]:
-    """Per channel: configured?, what is missing, last success, pending and dead rows, recent failures."""
+    """Per channel: configured?, what is missing, last success, pending and dead rows, recent
+    failures (tests included), and `state`: "not configured", "failing" (its last delivery attempt
+    failed; `last_error`, scrubbed of secrets, says why, and `last_failed_at` when) or "configured".
+
+    A channel whose every delivery fails is "failing", never "configured" in green."""
     n = schema.notifications
     with store.connect() as conn:
-        failures = channel_failures(conn, now)
+        failures = channel_failures(conn, now, include_tests=True)
+        last = last_attempts(conn)
         stats = {
             r.channel: r
             for r in conn.execute(
@@ -244,10 +289,17 @@ def channel_status(store: Store, settings: Settings, now: datetime) -> list[dict
     out = []
     for name in ch.REGISTRY:
         s = stats.get(name)
+        configured = ch.configured(name, settings)
+        tried = last.get(name)
+        failed = tried is not None and tried.status != "sent"
         out.append({
             "channel": name,
-            "configured": ch.configured(name, settings),
+            "configured": configured,
             "missing": ", ".join(ch.missing(name, settings)),
+            "state": "not configured" if not configured else "failing" if failed else "configured",
+            "last_error": (scrub(tried.last_error or "")[:500] or None) if failed else None,
+            "last_failed_at": tried.last_attempt_at if failed else None,
+            "last_failed_kind": tried.kind if failed else None,
             "last_sent_at": s.last_sent if s else None,
             "pending": int(s.pending or 0) if s else 0,
             "dead": int(s.dead or 0) if s else 0,

@@ -106,6 +106,9 @@ MAX_COOLDOWN_S = 24 * 3600.0
 MAX_KEEP_FIRING_S = 24 * 3600.0
 MIN_SILENCE_S = 60.0
 MAX_SILENCE_S = 30 * 24 * 3600.0  # a month of maintenance; longer is a disabled rule
+# What a rule gets when its input leaves these out (the console's form says so beside the field).
+DEFAULT_COOLDOWN_S = 300.0
+DEFAULT_FOR_S = 0.0
 
 
 def human_duration(seconds: float) -> str:
@@ -117,6 +120,16 @@ def human_duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
+
+
+# The console's label of each rule field: errors name the field as the form does ("Keep firing must
+# be a number", not "keep_firing_for must be a number"); an API client has the field's key besides.
+FIELD_LABELS = {
+    "name": "Name", "metric": "Metric", "comparison": "Comparison", "threshold": "Threshold",
+    "critical_threshold": "Critical at", "severity": "Severity", "cooldown_s": "Cooldown",
+    "for_s": "For", "keep_firing_for_s": "Keep firing", "channels": "Channels", "description": "Description",
+    "enabled": "Enabled",
+}  # fmt: skip
 
 
 def _bounded(value: float | None, key: str, what: str, hi: float, errors: dict[str, str]) -> None:
@@ -210,11 +223,11 @@ class AlertRule:
     threshold: float
     comparison: str = "gt"
     severity: str = "warning"
-    cooldown_s: float = 300.0
+    cooldown_s: float = DEFAULT_COOLDOWN_S
     channels: tuple[str, ...] = ("slack",)
     description: str = ""
     enabled: bool = True
-    for_s: float = 0.0
+    for_s: float = DEFAULT_FOR_S
     keep_firing_for_s: float | None = None  # None: ALERT_KEEP_FIRING_FOR_S
     critical_threshold: float | None = None
     builtin: bool = False
@@ -295,7 +308,7 @@ def _channels(value: Any, errors: dict[str, str]) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in re.split(r"[,\s]+", value) if v]
     if not isinstance(value, Iterable) or isinstance(value, Mapping):
-        errors["channels"] = f"channels must be a list of channel names ({', '.join(CHANNELS)})"
+        errors["channels"] = f"Channels must be a list of channel names ({', '.join(CHANNELS)})"
         return ()
     out: list[str] = []
     for ch in value:
@@ -336,7 +349,7 @@ def validate_rule(
     if existing is not None and name != existing.name:
         errors["name"] = "a rule cannot be renamed; create a new rule and delete this one"
     elif not isinstance(name, str) or not _NAME_RE.match(name.strip()):
-        errors["name"] = "name must be 1-100 characters: letters, digits, '_', '.', '-'"
+        errors["name"] = "Name must be 1-100 characters: letters, digits, '_', '.', '-'"
     else:
         name = name.strip()
 
@@ -354,9 +367,9 @@ def validate_rule(
                     MANAGED_THRESHOLDS: "the thresholds file (ALERT_THRESHOLDS_CONFIG)",
                     MANAGED_CUSTOM: "each metric's threshold_warning / threshold_critical metadata",
                 }.get(managed, "the system")
-                errors[key] = f"{key} of built-in rule {existing.name!r} comes from {where}"
+                errors[key] = f"{FIELD_LABELS[key]} of built-in rule {existing.name!r} comes from {where}"
     elif not isinstance(metric, str) or not metric.strip():
-        errors["metric"] = "metric is required"
+        errors["metric"] = "Metric is required"
     else:
         metric = metric.strip()
         family, _ = parse_metric(metric)
@@ -370,11 +383,11 @@ def validate_rule(
 
     comparison = normalize_comparison(merged.get("comparison", "gt"))
     if comparison is None:
-        errors["comparison"] = f"comparison must be one of {', '.join(COMPARISONS)} (or > >= < <= ==)"
+        errors["comparison"] = f"Comparison must be one of {', '.join(COMPARISONS)} (or > >= < <= ==)"
 
-    threshold = _number(merged.get("threshold"), "threshold", errors, "threshold")
+    threshold = _number(merged.get("threshold"), "Threshold", errors, "threshold")
     critical = _number(
-        merged.get("critical_threshold"), "critical threshold", errors, "critical_threshold", optional=True
+        merged.get("critical_threshold"), "Critical at", errors, "critical_threshold", optional=True
     )
     if managed != MANAGED_CUSTOM and isinstance(metric, str) and "metric" not in errors:
         family, _ = parse_metric(metric)
@@ -386,39 +399,39 @@ def validate_rule(
                 lo, hi = _UNIT_RANGE[unit]
                 if not lo <= value <= hi:
                     hint = " (rates are fractions: 5% is 0.05)" if unit == "ratio" else ""
-                    errors[key] = f"{key} {value:g} for {metric} must be between {lo:g} and {hi:g}{hint}"
+                    errors[key] = (
+                        f"{FIELD_LABELS[key]} {value:g} for {metric} must be between {lo:g} and {hi:g}{hint}"
+                    )
             elif unit in ("ms", "s", "count", "x") and value < 0:
-                errors[key] = f"{key} {value:g} for {metric} must not be negative"
+                errors[key] = f"{FIELD_LABELS[key]} {value:g} for {metric} must not be negative"
     if (
         critical is not None and threshold is not None and comparison is not None
         and "critical_threshold" not in errors and managed != MANAGED_CUSTOM
         and not (COMPARISONS[comparison](critical, threshold) or critical == threshold)
     ):  # fmt: skip
         errors["critical_threshold"] = (
-            f"critical threshold {critical:g} must be beyond the warning threshold {threshold:g} "
+            f"Critical at {critical:g} must be beyond the Threshold {threshold:g} (the warning level) "
             f"in the direction of the comparison ({COMPARISON_SYMBOLS[comparison]})"
         )
 
     severity = merged.get("severity", "warning")
     if severity not in SEVERITIES:
-        errors["severity"] = f"severity must be one of {', '.join(SEVERITIES)}"
+        errors["severity"] = f"Severity must be one of {', '.join(SEVERITIES)}"
 
-    cooldown = _number(merged.get("cooldown_s", 300.0), "cooldown", errors, "cooldown_s")
+    cooldown = _number(merged.get("cooldown_s", DEFAULT_COOLDOWN_S), "Cooldown", errors, "cooldown_s")
     _bounded(cooldown, "cooldown_s", "Cooldown", MAX_COOLDOWN_S, errors)
-    for_s = _number(merged.get("for_s", 0.0), "for duration", errors, "for_s")
-    _bounded(for_s, "for_s", "For (the `for` duration)", MAX_FOR_S, errors)
-    keep = _number(
-        merged.get("keep_firing_for_s"), "keep_firing_for", errors, "keep_firing_for_s", optional=True
-    )
-    _bounded(keep, "keep_firing_for_s", "Keep firing (keep_firing_for)", MAX_KEEP_FIRING_S, errors)
+    for_s = _number(merged.get("for_s", DEFAULT_FOR_S), "For", errors, "for_s")
+    _bounded(for_s, "for_s", "For", MAX_FOR_S, errors)
+    keep = _number(merged.get("keep_firing_for_s"), "Keep firing", errors, "keep_firing_for_s", optional=True)
+    _bounded(keep, "keep_firing_for_s", "Keep firing", MAX_KEEP_FIRING_S, errors)
 
     channels = _channels(merged.get("channels", ("slack",)), errors)
     description = merged.get("description") or ""
     if not isinstance(description, str) or len(description) > 2000:
-        errors["description"] = "description must be text of at most 2000 characters"
+        errors["description"] = "Description must be text of at most 2000 characters"
     enabled = merged.get("enabled", True)
     if not isinstance(enabled, bool):
-        errors["enabled"] = "enabled must be true or false"
+        errors["enabled"] = "Enabled must be true or false"
 
     if errors:
         raise RuleValidationError(errors)

@@ -24,7 +24,6 @@ from observability.alerting.model import (
     ACTIVE_STATES,
     CHANNELS,
     MAX_LEVEL,
-    MAX_SILENCE_S,
     METRICS,
     MIN_SILENCE_S,
     OPEN_STATES,
@@ -43,7 +42,7 @@ from observability.alerting.model import (
     parse_metric,
     validate_rule,
 )
-from observability.alerting.silences import row_to_silence
+from observability.alerting.silences import active_silences, longest_silence_s, row_to_silence
 from observability.outages import OutageLog
 from observability.redaction import redact_if_enabled
 from observability.settings import Settings, get_settings
@@ -346,13 +345,21 @@ class AlertingService:
         return self._act(alert_id, resolved_by, "alerts.resolve", now, step)
 
     def silence_alert(
-        self, alert_id: int, user: str, *, duration_s: float, reason: str, now: datetime | None = None
+        self,
+        alert_id: int,
+        user: str,
+        *,
+        reason: str,
+        duration_s: float | None = None,
+        duration_min: float | str | None = None,
+        now: datetime | None = None,
     ) -> dict[str, Any]:
         """A silence matching exactly this alert (its rule and labels): what to do instead of
-        resolving an alert whose condition still holds."""
+        resolving an alert whose condition still holds. The duration in seconds or, as the console
+        asks for it, in minutes (`add_silence`)."""
         alert = self.get_alert(alert_id)
         return self.add_silence(user, reason=reason, rule_name=alert["rule_name"], matchers=alert["labels"],
-                                duration_s=duration_s, now=now)  # fmt: skip
+                                duration_s=duration_s, duration_min=duration_min, now=now)  # fmt: skip
 
     def escalate_alert(self, alert_id: int, user: str, *, now: datetime | None = None) -> dict[str, Any]:
         """Move the alert up one level now (its channels are notified even if silenced)."""
@@ -370,6 +377,33 @@ class AlertingService:
 
         return self._act(alert_id, user, "alerts.escalate", now, step)
 
+    def escalation_preview(self, alert_id: int, *, now: datetime | None = None) -> dict[str, Any]:
+        """What escalating the alert now would do, for the question asked before it: the next
+        `level` (None at the top), the `channels` of that level (`escalation.level_channels`), those
+        that will be `tried` (configured), those `not_configured` (skipped, as `run_step` skips
+        them), and those tried but `failing` (channel -> the last error, scrubbed: their last
+        delivery attempt failed, so the page may not arrive)."""
+        alert = self.get_alert(alert_id)
+        level = int(alert["escalation_level"]) + 1
+        if level > MAX_LEVEL:
+            return {"level": None, "channels": [], "tried": [], "not_configured": [], "failing": {}}
+        with self.store.connect() as conn:
+            rule = rules.get_rule(conn, alert["rule_name"])
+        wanted = (
+            list(escalation.level_channels(rule, alert, level))
+            if rule is not None
+            else list(escalation.LEVEL_CHANNELS.get(level, ()))
+        )
+        status = {c["channel"]: c for c in self.channel_status(now)}
+        tried = [c for c in wanted if ch.configured(c, self.settings)]
+        failing = {
+            c: status[c]["last_error"] or "its last delivery failed"
+            for c in tried
+            if status.get(c, {}).get("state") == "failing"
+        }
+        return {"level": level, "channels": wanted, "tried": tried,
+                "not_configured": [c for c in wanted if c not in tried], "failing": failing}  # fmt: skip
+
     # ---- reads --------------------------------------------------------------------------------
 
     def get_alert(self, alert_id: int) -> dict[str, Any]:
@@ -380,13 +414,28 @@ class AlertingService:
             raise AlertNotFound(f"no alert #{alert_id}")
         return public_alert(row)
 
-    def active_alerts(self, *, include_pending: bool = False) -> list[dict[str, Any]]:
-        """Firing and acknowledged alerts, most severe and newest first."""
+    def active_alerts(
+        self, *, include_pending: bool = False, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Firing and acknowledged alerts, most severe and newest first.
+
+        Each carries `silenced_by`: the active silence that matches it now ({id, ends_at, reason},
+        the one ending last), or None. `suppressed_by` is what held the alert's last due step, set
+        when a step comes due; a silence created meanwhile holds the alert's notifications at once,
+        and the console says so at once (it said nothing until the worker's next step)."""
         a = schema.alerts
         states = OPEN_STATES if include_pending else ACTIVE_STATES
+        now = _now(now)
         with self.store.connect() as conn:
             rows = conn.execute(sa.select(a).where(a.c.state.in_(states)).order_by(a.c.id.desc())).all()
+            live = active_silences(conn, now)
         out = [public_alert(r) for r in rows]
+        for d in out:
+            found = [x for x in live if x.matches(d["rule_name"], d["labels"], d["severity"])]
+            sil = max(found, key=lambda x: x.ends_at) if found else None
+            d["silenced_by"] = (
+                {"id": sil.id, "ends_at": sil.ends_at, "reason": sil.reason} if sil is not None else None
+            )
         rank = {s: i for i, s in enumerate(reversed(SEVERITIES))}
         out.sort(key=lambda d: (d["state"] != "firing", rank.get(d["severity"], 9)))
         return out
@@ -466,6 +515,11 @@ class AlertingService:
 
     # ---- silences -----------------------------------------------------------------------------
 
+    def silence_bounds(self) -> tuple[float, float]:
+        """The shortest and longest silence this service accepts, in seconds: what forms show as
+        the bound is the one enforced (`silences.longest_silence_s`)."""
+        return MIN_SILENCE_S, longest_silence_s(self.settings)
+
     def add_silence(
         self,
         user: str,
@@ -475,36 +529,57 @@ class AlertingService:
         matchers: Mapping[str, str] | None = None,
         ends_at: datetime | None = None,
         duration_s: float | None = None,
+        duration_min: float | str | None = None,
         starts_at: datetime | None = None,
         now: datetime | None = None,
     ) -> dict[str, Any]:
+        """A silence from `starts_at` (now) to `ends_at`, or for `duration_s` seconds, or for
+        `duration_min` minutes (a number or the text a person typed: the console's field is in
+        minutes, so its errors are too, under the key `duration_min`)."""
         auth.authorize(self.store, user, "silences.manage", self.settings)
         now = _now(now)
         errors: dict[str, str] = {}
         start = to_naive_utc(starts_at) if starts_at else now
-        max_s = min(MAX_SILENCE_S, self.settings.alert_silence_max_s)  # ALERT_SILENCE_MAX_S, default 7 days
-        bounds = f"at least {human_duration(MIN_SILENCE_S)} and at most {human_duration(max_s)} (ALERT_SILENCE_MAX_S)"
-        if ends_at is None and duration_s is not None:
+        min_s, max_s = self.silence_bounds()  # ALERT_SILENCE_MAX_S, default 7 days
+        in_minutes = duration_min is not None and duration_s is None and ends_at is None
+        field = "duration_min" if in_minutes else "duration_s" if duration_s is not None else "ends_at"
+        if in_minutes:
+            bounds = (f"at least {min_s / 60:g} min and at most {max_s / 60:.15g} min "
+                      f"({human_duration(max_s)}, ALERT_SILENCE_MAX_S)")  # fmt: skip
+        else:
+            bounds = (
+                f"at least {human_duration(min_s)} and at most {human_duration(max_s)} (ALERT_SILENCE_MAX_S)"
+            )
+        if in_minutes:
+            try:
+                minutes = float(str(duration_min).strip())
+            except (TypeError, ValueError):
+                errors[field] = f"Minutes must be a number, not {str(duration_min)!r:.30}"
+            else:
+                if not min_s <= minutes * 60 <= max_s:  # also refuses nan and inf
+                    errors[field] = f"a silence lasts {bounds}, not {minutes:.15g} min"
+                else:
+                    ends_at = start + timedelta(minutes=minutes)
+        elif ends_at is None and duration_s is not None:
             try:
                 seconds = float(duration_s)
             except (TypeError, ValueError, OverflowError):
-                errors["duration_s"] = "duration must be a number of seconds"
+                errors[field] = "duration must be a number of seconds"
             else:
-                if not MIN_SILENCE_S <= seconds <= max_s:  # also refuses nan and inf
-                    errors["duration_s"] = f"a silence lasts {bounds}, not {seconds:g} s"
+                if not min_s <= seconds <= max_s:  # also refuses nan and inf
+                    errors[field] = f"a silence lasts {bounds}, not {seconds:,.15g} s"
                 else:
                     ends_at = start + timedelta(seconds=seconds)
         end = to_naive_utc(ends_at) if ends_at else None
         if not isinstance(reason, str) or not reason.strip():
             errors["reason"] = "a reason is required (what maintenance, which ticket)"
-        field = "duration_s" if duration_s is not None else "ends_at"
-        if end is None and "duration_s" not in errors:
+        if end is None and field not in errors:
             errors["ends_at"] = "an end time (or a duration) is required"
         elif end is not None and end <= start:
             errors[field] = f"a silence lasts {bounds}; this one ends before it starts"
         elif end is not None and end <= now:
             errors["ends_at"] = "the end must be in the future"
-        elif end is not None and not MIN_SILENCE_S <= (end - start).total_seconds() <= max_s:
+        elif end is not None and not min_s <= (end - start).total_seconds() <= max_s:
             errors[field] = (
                 f"a silence lasts {bounds}, not {human_duration(round((end - start).total_seconds()))}"
             )
@@ -594,7 +669,11 @@ class AlertingService:
         self, channel: str, user: str, *, now: datetime | None = None
     ) -> dict[str, Any]:
         """Send a test message through one channel now and report what happened (never raises for
-        a failed send: the result says why). PagerDuty / Opsgenie test incidents are closed at once."""
+        a failed send: the result says why, `summary` in one sentence). PagerDuty / Opsgenie test
+        incidents are closed at once. The attempt is kept in the outbox as a `test` row, so the
+        Channels tab shows its outcome; a failed test does not count towards the
+        `notification_channel_failing` alert (`delivery.channel_failures`): the person testing sees
+        the result, on-call is not paged for it."""
         auth.authorize(self.store, user, "notifications.test", self.settings)
         now = _now(now)
         if channel not in CHANNELS:
@@ -639,7 +718,12 @@ class AlertingService:
                            f"Test notification via {channel} by {user}: {'sent' if ok else 'failed'}",
                            severity="low" if ok else "medium", actor=user, description=detail,
                            metadata={"channel": channel, "ok": ok})  # fmt: skip
-        return {"channel": channel, "ok": ok, "detail": detail}
+        # the detail often names its channel already ("webhook: ConnectionError ..."): the summary
+        # names it once (the page showed "webhook: webhook: ConnectionError ...")
+        text = detail[len(channel) + 2 :] if detail.lower().startswith(f"{channel}: ") else detail
+        summary = (f"Test notification sent via {channel}: {text}" if ok
+                   else f"Test notification via {channel} failed: {text}")  # fmt: skip
+        return {"channel": channel, "ok": ok, "detail": detail, "summary": summary, "at": now}
 
 
 __all__ = ["AlertingService", "public_alert"]

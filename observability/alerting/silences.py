@@ -15,7 +15,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from observability.alerting.model import MAX_SILENCE_S
+from observability.settings import Settings
 from observability.store import schema
+
+
+def longest_silence_s(settings: Settings) -> float:
+    """The longest silence that may be set: `ALERT_SILENCE_MAX_S` (7 days by default), never more
+    than `MAX_SILENCE_S` (30 days). One definition for the service that enforces it and the forms
+    that show it (the Silences tab said "30 days" while 7 were enforced)."""
+    return min(MAX_SILENCE_S, settings.alert_silence_max_s)
 
 
 @dataclass(frozen=True)

@@ -160,13 +160,35 @@ def trouble_of_bot(store: Store, bot: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def next_level_text(level: int) -> str:
-    """What escalating from `level` does, for the confirmation."""
-    from observability.alerting.escalation import LEVEL_CHANNELS
-
-    nxt = level + 1
-    chans = LEVEL_CHANNELS.get(nxt)
-    return f"level {nxt}" + (f" ({', '.join(chans)})" if chans else "")
+def escalation_question(store: Store, alert: dict[str, Any]) -> dict[str, Any]:
+    """What the confirmation before a manual escalation says (`AlertingService.escalation_preview`):
+    `question`, `paged` (who is notified, or that nobody is), `notes` (channels not configured, so
+    skipped, and channels whose last delivery failed, with the error), and `done` for the toast.
+    Plain text: the page escapes it (errors come from peers)."""
+    p = AlertingService(store).escalation_preview(alert["id"])
+    level = p["level"]
+    if level is None:
+        return {
+            "question": f"Alert #{alert['id']} is at the highest level.",
+            "paged": "",
+            "notes": [],
+            "done": "",
+        }
+    tried, skipped, failing = p["tried"], p["not_configured"], p["failing"]
+    question = f"Escalate alert #{alert['id']} to level {level}?"
+    if tried:
+        paged = f"It is sent now to {', '.join(tried)}, even if the alert is silenced: people get paged."
+        done = f"Alert #{alert['id']} escalated to level {level}: sent to {', '.join(tried)}"
+    else:
+        paged = (f"None of the channels of level {level} ({', '.join(p['channels']) or 'none'}) is configured: "
+                 f"nobody is notified, the alert only moves to level {level}.")  # fmt: skip
+        done = f"Alert #{alert['id']} moved to level {level}: no configured channel, nobody notified"
+    notes = []
+    if skipped and tried:
+        notes.append(f"Not configured, so not sent: {', '.join(skipped)} (see the Channels tab).")
+    for channel, error in failing.items():
+        notes.append(f"{channel} is failing, this may not arrive: its last delivery failed ({error}).")
+    return {"question": question, "paged": paged, "notes": notes, "done": done}
 
 
 def alert_whereabouts(store: Store, alert_id: int) -> tuple[str, bool]:
@@ -308,16 +330,29 @@ def silences(store: Store) -> pd.DataFrame:
 
 
 def channels(store: Store) -> list[dict[str, Any]]:
+    """Each channel's configuration and delivery state (`delivery.channel_status`)."""
     return AlertingService(store).channel_status()
 
 
-def duration_bounds() -> dict[str, float]:
-    """The service's bounds, for the forms' help texts (the service enforces them)."""
-    from observability.alerting import model
+def failing_channels(store: Store) -> list[dict[str, Any]]:
+    """The configured channels whose last delivery attempt failed, with the (scrubbed) error: a
+    setup that can never send shows as failing, not as "configured"."""
+    return [c for c in channels(store) if c["state"] == "failing"]
 
+
+def duration_bounds() -> dict[str, Any]:
+    """The service's bounds and defaults, for the forms' help texts (the service enforces them):
+    the silence bounds in minutes, as the forms ask, the longest being the one enforced
+    (`ALERT_SILENCE_MAX_S`, not the 30 days of `MAX_SILENCE_S`), with its text ("7 days")."""
+    from observability.alerting import model
+    from observability.alerting.silences import longest_silence_s
+    from observability.settings import get_settings
+
+    longest = longest_silence_s(get_settings())
     return {"for_s": model.MAX_FOR_S, "cooldown_s": model.MAX_COOLDOWN_S,
             "keep_firing_for_s": model.MAX_KEEP_FIRING_S, "silence_min": model.MIN_SILENCE_S / 60,
-            "silence_max": model.MAX_SILENCE_S / 60}  # fmt: skip
+            "silence_max": longest / 60, "silence_max_text": model.human_duration(longest),
+            "default_cooldown_s": model.DEFAULT_COOLDOWN_S, "default_for_s": model.DEFAULT_FOR_S}  # fmt: skip
 
 
 def options() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """E-mail over SMTP (smtplib): STARTTLS on a submission port (587), implicit TLS (465), or plain
 for a local relay. `ALERT_EMAIL_SECURITY` = starttls | tls | none (settings refuse anything else);
 with `none`, a login is refused unless `ALERT_EMAIL_ALLOW_PLAIN_AUTH` is on, so a password never
-crosses the network in clear by mistake. `ALERT_EMAIL_CA_FILE` adds a CA to trust (a private relay's
+crosses the network in clear by mistake (the settings refuse that combination at start already; the
+check here stays as a second guard). `ALERT_EMAIL_CA_FILE` adds a CA to trust (a private relay's
 certificate). The Message-ID is stable across retries, so a mail
 re-sent after a crash can be recognised as the same one."""
 
