@@ -3,7 +3,9 @@
 Every `record_*` call validates its arguments on the caller's thread, builds its event with the
 `observability.events` builder of its kind and hands it to the transport's queue: no I/O, no
 SQLAlchemy, no lock. A bad argument is logged in one line naming the method and the field, counted
-in `stats()["rejected"]`, and never raised. The rest of the client's work is delegated: delivery to
+in `stats()["rejected"]`, and never raised; the one exception is a `usage=` that `record_llm_call`
+cannot read (a provider shape it does not know), raised at the call: read as zero tokens, the call
+would be stored as free, and the bot's code, not its traffic, is what is wrong. The rest of the client's work is delegated: delivery to
 `transport`, the gate to `gates`, operator replies and hand-back instructions to `operator`.
 
 `record_llm_call` is the hot path: a bot may call it thousands of times a second, so its common case
@@ -153,11 +155,17 @@ class ObservabilityClient:
         timestamp: datetime | None = None,
         usage: Any = None,
     ) -> str:
-        """Record one LLM call; returns its trace id. `usage` takes an Anthropic usage object."""
+        """Record one LLM call; returns its trace id.
+
+        `usage` takes the provider's usage as returned, object or dict: OpenAI's (`prompt_tokens` or
+        Responses' `input_tokens`, cached tokens included) or Anthropic's (cached parts added up);
+        see `events.usage_tokens`. A `usage` it cannot read raises EventRejected (a ValueError) here,
+        the one error `record_*` raises: it is the bot's code that is wrong, and read as zero tokens
+        the call would be stored as free; nothing is recorded."""
+        if usage is not None:
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens = ev.usage_tokens(usage)
         tid = trace_id or new_id()
         try:
-            if usage is not None:
-                input_tokens, output_tokens, cache_read_tokens, cache_write_tokens = ev.usage_tokens(usage)
             ts = _now() if timestamp is None else _ts(timestamp)
             S = str
             if not (  # the common case in one expression; anything else is checked field by field
