@@ -338,27 +338,51 @@ def check_metadata(value: Any, max_bytes: int = MAX_METADATA_BYTES) -> None:
 
 
 def usage_tokens(usage: Any) -> tuple[int, int, int, int]:
-    """(input incl. cached, output, cache_read, cache_write) from an Anthropic `usage`.
+    """(input incl. cached, output, cache_read, cache_write) from a provider's `usage`, object or dict.
 
-    Anthropic reports uncached input apart from cache reads and writes; our `input_tokens` counts
-    them all (the OpenTelemetry GenAI convention), so the parts are added up here. Works with the
-    Anthropic SDK's `Usage` object and with a plain dict.
+    Three shapes, told apart by their keys (our `input_tokens` counts cached input too, the
+    OpenTelemetry GenAI convention):
+    - OpenAI Chat Completions (`CompletionUsage`): `prompt_tokens` (cached included),
+      `completion_tokens`, `prompt_tokens_details.cached_tokens` / `.cache_write_tokens`;
+    - OpenAI Responses (`ResponseUsage`): `input_tokens` (cached included), `output_tokens`,
+      `input_tokens_details.cached_tokens` / `.cache_write_tokens`;
+    - Anthropic (`Usage`): `input_tokens` (uncached only: the cache reads and writes are added up),
+      `output_tokens`, `cache_read_input_tokens`, `cache_creation_input_tokens`.
+    Anything else raises EventRejected naming what was expected: a usage read as zero tokens would
+    store the call as free.
     """
-    if not isinstance(usage, dict) and not hasattr(usage, "input_tokens"):
-        raise EventRejected(f"usage must be an Anthropic usage object or dict, got {type(usage).__name__}")
 
-    def get(name: str) -> int:
-        v = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+    def get(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    def count(obj: Any, name: str, where: str = "") -> int:
+        v = get(obj, name) if obj is not None else None
         if v is None:
             return 0
-        if type(v) is not int:
-            raise EventRejected(f"usage.{name} must be an integer, got {v!r:.40}")
+        if type(v) is not int or v < 0:
+            raise EventRejected(f"usage.{where}{name} must be a non-negative integer, got {v!r:.40}")
         return v
 
-    uncached = get("input_tokens")
-    read = get("cache_read_input_tokens")
-    write = get("cache_creation_input_tokens")
-    return uncached + read + write, get("output_tokens"), read, write
+    def openai(inp_name: str, out_name: str, details_name: str) -> tuple[int, int, int, int]:
+        inp, details = count(usage, inp_name), get(usage, details_name)
+        read = min(count(details, "cached_tokens", f"{details_name}."), inp)
+        write = min(count(details, "cache_write_tokens", f"{details_name}."), inp - read)
+        return inp, count(usage, out_name), read, write
+
+    if get(usage, "prompt_tokens") is not None or get(usage, "completion_tokens") is not None:
+        return openai("prompt_tokens", "completion_tokens", "prompt_tokens_details")
+    if get(usage, "input_tokens") is None and get(usage, "output_tokens") is None:
+        shown = sorted(map(str, usage))[:8] if isinstance(usage, dict) else type(usage).__name__
+        raise EventRejected(
+            "usage must be an OpenAI or Anthropic usage (object or dict) with prompt_tokens / completion_tokens "
+            f"or input_tokens / output_tokens; got {shown}"
+        )
+    if get(usage, "input_tokens_details") is not None:  # OpenAI Responses: input counts cached tokens
+        return openai("input_tokens", "output_tokens", "input_tokens_details")
+    uncached = count(usage, "input_tokens")  # Anthropic: cached parts reported apart
+    read = count(usage, "cache_read_input_tokens")
+    write = count(usage, "cache_creation_input_tokens")
+    return uncached + read + write, count(usage, "output_tokens"), read, write
 
 
 # ---- the fast check of a plain LLM event (SDK and ingest share it) ---------------------------

@@ -198,18 +198,21 @@ def by_model_and_bot() -> None:
                                            "cost_saved_usd": "llm_cost_saved_usd", "total_tokens": "total_tokens"},
                                           {"cost_usd": "Spend"}, window=f"the last {window}")})  # fmt: skip
 
-    st.subheader("Calls to models without a price")
+    st.subheader("Calls without a price")
     unknown = data.unknown_models(window)
     if unknown.empty:
         st.caption("Every model called in this window has a price.")
     else:
-        st.warning(
-            "These calls were priced at $0: add the models to `data/model_prices.json`.",
-            icon=":material/help:",
-        )
+        if (unknown["calls"] > unknown["usage_missing_calls"]).any():
+            st.warning("These calls were priced at $0: add unknown models to `data/model_prices.json`.",
+                       icon=":material/help:")  # fmt: skip
+        if missing := int(unknown["usage_missing_calls"].sum()):
+            st.warning(f"{missing:,} calls reported no token usage: their spend is missing, not $0. An OpenAI "
+                       'stream reports usage only with `stream_options={"include_usage": True}`.')  # fmt: skip
         ui.table(unknown, f"unpriced_models_{window}.csv", key="ct_unknown",
                  column_config={"model": fmt.text_column("Model"), "provider": fmt.text_column("Provider"),
                                 "calls": fmt.column("unpriced_calls", "Calls"),
+                                "usage_missing_calls": fmt.column("usage_missing_calls", "Without usage"),
                                 **fmt.columns({"input_tokens": "input_tokens", "output_tokens": "output_tokens"}),
                                 "caller_cost_usd": fmt.column("llm_cost_usd", "Cost given by the caller"),
                                 "withheld_usd": fmt.column("llm_cost_usd", "Priced above the ceiling (kept out of spend)"),

@@ -415,3 +415,43 @@ def test_0017_keeps_the_alerts_and_silences_of_a_store_and_their_ids_only_grow(f
             conn.execute(sa.delete(table).where(table.c.id == newest))
             again = conn.execute(sa.insert(table).values(**values).returning(table.c.id)).scalar()
         assert again > newest, table.name
+
+
+def test_calls_stored_before_0018_that_reported_no_usage_become_unpriced_and_counted(fresh: Store) -> None:
+    """Before 0018 a successful call with no tokens was stored priced $0 as if known; upgrading
+    marks it unpriced and counts it in `rollup_unpriced_hour.usage_missing_calls`, and leaves a
+    call with tokens, a failed call and a response-cache hit as they were."""
+    from datetime import datetime, timedelta
+
+    from observability.analytics.llm_observability import LLMObservabilityService
+    from observability.store import rollups
+
+    fresh.migrate()
+    run_alembic(fresh, command.downgrade, "0017_ids_never_reused")
+    ts = datetime(2026, 1, 5, 22, 10)
+    calls = [("nousage-1", 0, 0, True, False), ("nousage-2", 0, 0, True, False), ("tokens", 100, 20, True, False),
+             ("failed", 0, 0, False, False), ("cache-hit", 0, 0, True, True)]  # fmt: skip
+    with fresh.begin() as conn:
+        for i, (tid, it, ot, ok, hit) in enumerate(calls):
+            conn.execute(sa.text(
+                "INSERT INTO llm_calls (trace_id, ts, model, provider, input_tokens, output_tokens, latency_ms, "
+                "cost_usd, price_known, success, cache_hit) VALUES (:t, :ts, 'gpt-4o-mini', 'openai', :i, :o, 300, "
+                ":c, true, :ok, :hit)"), {"t": tid, "ts": ts + timedelta(minutes=i), "i": it, "o": ot,
+                                          "c": 0.0001 if it else 0.0, "ok": ok, "hit": hit})  # fmt: skip
+    fresh.migrate()
+    with fresh.connect() as conn:
+        known = dict(
+            conn.execute(sa.select(schema.llm_calls.c.trace_id, schema.llm_calls.c.price_known)).all()
+        )
+        hour = conn.execute(sa.select(schema.rollup_unpriced_hour)).one()._mapping
+    assert known == {
+        "nousage-1": False,
+        "nousage-2": False,
+        "tokens": True,
+        "failed": True,
+        "cache-hit": True,
+    }
+    assert (hour["model"], hour["calls"], hour["usage_missing_calls"]) == ("gpt-4o-mini", 2, 2)
+    rollups.run(fresh)  # the rollup step computes the same hour the same way
+    [listed] = LLMObservabilityService(fresh).unknown_model_calls(86_400, now=ts + timedelta(hours=2))
+    assert (listed["calls"], listed["usage_missing_calls"]) == (2, 2)

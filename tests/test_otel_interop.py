@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from support import subprocess_env
-from support.fake_llm import ANTHROPIC_MODEL, OPENAI_MODEL, USAGE, FakeLLMServer
-from support.otel_clients import CALLS, INSTRUMENTATIONS
+from support.fake_llm import OPENAI_MODEL, STREAM_WAIT_S, USAGE, FakeLLMServer
+from support.otel_clients import CALLS, INSTRUMENTATIONS, STREAMED, calls_of
 from test_worker_http import scrape
 
+from observability.analytics.llm_observability import LLMObservabilityService
 from observability.settings import Settings
 from observability.store import Store, schema
 from observability.store.pricing import cost_of
@@ -31,7 +32,11 @@ pytestmark = pytest.mark.timeout(600)
 
 ERRORS = {"fail500": "server_error", "fail429": "rate_limit"}
 RAW_ERRORS = {"fail500": ("500", "InternalServerError"), "fail429": ("429", "RateLimitError")}
+# the model a call is stored under: the one the bot asked for, its failures' as its successes'
+REQUESTED = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
+N_CALLS = len(CALLS) + 1  # each client's calls (`calls_of`)
 NO_CACHED_READS = {"openai-v2"}  # its spans carry no cached-token count (see the README)
+COUNTS_STREAMS = {"openlit-openai"}  # counts a stream's tokens itself when the API sends no usage
 SEPARATE = ("openllmetry-anthropic", "openinference-anthropic")  # also run with one request per span
 # also run with no span of the bot around the calls, in one batch and one request per span: the
 # anthropic SDK's span and the instrumentation's span of a failed call then share nothing but time
@@ -41,7 +46,7 @@ TESTS = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def interop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, dict]]:
-    """Every client's five calls, stored by one running worker; yields (store, /metrics scrape)."""
+    """Every client's six calls, stored by one running worker; yields (store, /metrics scrape)."""
     tmp = tmp_path_factory.mktemp("interop")
     store = Store.from_url(f"sqlite:///{tmp / 'store.db'}")
     store.migrate()
@@ -86,20 +91,31 @@ def check_rows(name: str, tag: str, rows: list[dict]) -> None:
     for r in rows:
         assert r["conversation_id"] not in by_conv, f"{name}: {r['conversation_id']} stored twice"
         by_conv[r["conversation_id"]] = r
-    assert sorted(by_conv, key=str) == sorted(f"conv-{tag}-{w}" for w in CALLS), rows
-    for what in CALLS:
+    assert sorted(by_conv, key=str) == sorted(f"conv-{tag}-{w}" for w in calls_of(client_kind)), rows
+    model = REQUESTED[client_kind]
+    # one model, one name: a failure is stored under the model its successes are (AI performance's
+    # error rate per model, the model filters and the cost tables count them together)
+    assert {r["model"] for r in rows} == {model}, rows
+    for what in calls_of(client_kind):
         r = by_conv[f"conv-{tag}-{what}"]
         assert r["provider"] == client_kind and r["bot"] == tag
+        if what in STREAMED:  # the whole call: the wait for the first chunk included (Logfire's too)
+            assert r["latency_ms"] >= STREAM_WAIT_S * 1000, (what, r)
         if what in ERRORS:
             assert not r["success"] and r["error_type"] == ERRORS[what], (what, r)
-            status, name = RAW_ERRORS[what]  # the raw value beside the normalised one: its status or name
-            assert status in r["error_raw"] or name in r["error_raw"].replace(" ", ""), (what, r)
-            assert r["model"] in ("gpt-4o-mini", "claude-sonnet-4-5")
+            status, err = RAW_ERRORS[what]  # the raw value beside the normalised one: its status or name
+            assert status in r["error_raw"] or err in r["error_raw"].replace(" ", ""), (what, r)
             continue
-        u = dict(USAGE[client_kind][what])
+        if what == "stream_nousage" and name in COUNTS_STREAMS:
+            assert r["success"] and r["input_tokens"] > 0 and r["price_known"], r
+            continue
+        if what == "stream_nousage":  # no usage sent: unpriced (its cost unknown), not a free call
+            assert (r["success"], r["input_tokens"], r["output_tokens"]) == (True, 0, 0), r
+            assert not r["price_known"] and r["cost_usd"] == 0, r
+            continue
+        u = dict(USAGE[client_kind]["stream" if what in STREAMED else what])
         if name in NO_CACHED_READS:
             u["read"] = 0
-        model = OPENAI_MODEL if client_kind == "openai" else ANTHROPIC_MODEL
         got = (
             r["model"],
             r["input_tokens"],
@@ -109,7 +125,7 @@ def check_rows(name: str, tag: str, rows: list[dict]) -> None:
         )
         assert got == (model, u["input"], u["output"], u["read"], u["write"]), (what, r)
         assert r["success"] and r["error_type"] is None
-        assert r["latency_ms"] > 0, (what, r)  # a streamed call too (Logfire logs it with no duration)
+        assert r["latency_ms"] > 0 and r["price_known"], (what, r)
         expected = cost_of(client_kind, model, u["input"], u["output"], u["read"], u["write"]).usd
         assert r["cost_usd"] == pytest.approx(expected, rel=0.02) and r["cost_usd"] > 0
 
@@ -135,13 +151,12 @@ def test_spans_of_one_call_in_separate_export_requests_are_stored_once(
     instrumentation's, then the bot's, each in a request of its own."""
     store, _ = interop
     rows = rows_of(store, f"{name}-separate")
-    assert len(rows) == len(CALLS), rows
-    assert sorted(r["error_type"] or "" for r in rows) == ["", "", "", "rate_limit", "server_error"]
-    u = USAGE["anthropic"]
+    assert len(rows) == N_CALLS, rows
+    assert sorted(r["error_type"] or "" for r in rows) == ["", "", "", "", "rate_limit", "server_error"]
+    u = [*USAGE["anthropic"].values(), USAGE["anthropic"]["stream"]]  # two streamed calls
     assert (sum(r["input_tokens"] for r in rows), sum(r["cache_read_tokens"] for r in rows),
             sum(r["cache_write_tokens"] for r in rows)) == (
-        sum(x["input"] for x in u.values()), sum(x["read"] for x in u.values()),
-        sum(x["write"] for x in u.values()))  # fmt: skip
+        sum(x["input"] for x in u), sum(x["read"] for x in u), sum(x["write"] for x in u))  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "mode"), BARE)
@@ -152,13 +167,35 @@ def test_calls_outside_any_bot_span_are_stored_once_failed_ones_too(
     a failed call has no response id, so only the process, provider, model and time tie them."""
     store, _ = interop
     rows = rows_of(store, f"{name}-bare-{mode}")
-    assert len(rows) == len(CALLS), rows
-    assert sorted(r["error_type"] or "" for r in rows) == ["", "", "", "rate_limit", "server_error"]
-    assert all(r["model"].startswith("claude-sonnet-4-5") and r["conversation_id"] is None for r in rows)
-    u = USAGE["anthropic"]
+    assert len(rows) == N_CALLS, rows
+    assert sorted(r["error_type"] or "" for r in rows) == ["", "", "", "", "rate_limit", "server_error"]
+    assert all(r["model"] == "claude-sonnet-4-5" and r["conversation_id"] is None for r in rows)
+    u = [*USAGE["anthropic"].values(), USAGE["anthropic"]["stream"]]
     assert sorted((r["input_tokens"], r["output_tokens"], r["cache_read_tokens"], r["cache_write_tokens"])
                   for r in rows if r["success"]) == sorted(
-        (x["input"], x["output"], x["read"], x["write"]) for x in u.values())  # fmt: skip
+        (x["input"], x["output"], x["read"], x["write"]) for x in u)  # fmt: skip
+
+
+def test_streams_that_report_no_usage_are_counted_where_unpriced_calls_are(
+    interop: tuple[Store, dict],
+) -> None:
+    """An OpenAI stream without `stream_options={"include_usage": True}` sends no usage: its calls
+    are listed and counted with the unpriced calls (Cost tracking), as calls without usage."""
+    store, _ = interop
+    missing = [
+        r
+        for r in stored_calls(store)
+        if r["conversation_id"] and r["conversation_id"].endswith("-stream_nousage")
+    ]
+    missing = [r for r in missing if r["bot"] not in COUNTS_STREAMS]
+    assert len(missing) == sum(
+        kind == "openai" and n not in COUNTS_STREAMS for n, (kind, _) in INSTRUMENTATIONS.items()
+    )
+    listed = {
+        (r["model"], r["provider"]): r for r in LLMObservabilityService(store).unknown_model_calls(86_400)
+    }
+    assert listed[("gpt-4o-mini", "openai")]["usage_missing_calls"] == len(missing)
+    assert sum(r["calls"] for r in listed.values()) == len(missing)  # every other call is priced
 
 
 def test_metrics_count_spans_per_instrumentation_scope(interop: tuple[Store, dict]) -> None:
@@ -168,31 +205,30 @@ def test_metrics_count_spans_per_instrumentation_scope(interop: tuple[Store, dic
         return m.get(("obs_otlp_scope_spans_total", frozenset({("scope", scope), ("outcome", outcome)})), 0)
 
     n_calls = len(INSTRUMENTATIONS) + len(SEPARATE) + len(BARE)
-    assert count("lead_bot", "received") == (n_calls - len(BARE)) * len(
-        CALLS
-    )  # the bot's spans: ignored, not GenAI
+    assert count("lead_bot", "received") == (n_calls - len(BARE)) * N_CALLS  # the bot's spans: not GenAI
     assert m[("obs_otlp_ignored_spans_total", frozenset({("scope", "lead_bot"), ("reason", "not_genai")}))] == (
-        (n_calls - len(BARE)) * len(CALLS))  # fmt: skip
+        (n_calls - len(BARE)) * N_CALLS)  # fmt: skip
     # the anthropic SDK's spans: stored alone, merged under another instrumentation; none under
     # Logfire, which suppresses other instrumentation inside its spans (suppress_other_instrumentation)
     sdk = "com.anthropic.sdk.python"
     anthropic_runs = [
         n for n, (kind, target) in INSTRUMENTATIONS.items() if kind == "anthropic" and target != "logfire"
     ]
-    assert count(sdk, "received") == (len(anthropic_runs) + len(SEPARATE) + len(BARE)) * len(CALLS)
-    # Logfire's span around a streamed request is no call of its own: the log after it is
+    assert count(sdk, "received") == (len(anthropic_runs) + len(SEPARATE) + len(BARE)) * N_CALLS
+    # Logfire's span around a streamed request is no call of its own: the log after it is (two each)
     for scope in ("logfire.openai", "logfire.anthropic"):
         assert (
-            m[("obs_otlp_ignored_spans_total", frozenset({("scope", scope), ("reason", "not_a_call")}))] == 1
+            m[("obs_otlp_ignored_spans_total", frozenset({("scope", scope), ("reason", "not_a_call")}))] == 2
         )
     stored = sum(v for (n, labels), v in m.items() if n == "obs_otlp_scope_spans_total"
                  and ("outcome", "stored") in labels)  # fmt: skip
-    assert stored == len(stored_calls(store)) == n_calls * len(CALLS)
+    assert stored == len(stored_calls(store)) == n_calls * N_CALLS
 
 
 def test_the_langfuse_sdk_exports_to_the_worker_by_changing_its_url(tmp_path: Path) -> None:
     """A team on Langfuse points the SDK's own exporter at the worker (base URL, export path; the
-    secret key is the worker's ingest token, sent as basic auth): its calls are stored right."""
+    secret key is the worker's ingest token, sent as basic auth) and names the bot with
+    OTEL_SERVICE_NAME: its calls are stored right."""
     store = Store.from_url(f"sqlite:///{tmp_path / 'store.db'}")
     store.migrate()
     settings = Settings().replace(database_url=store.url, redis_url=None, spool_dir=tmp_path / "spool",
@@ -204,7 +240,7 @@ def test_the_langfuse_sdk_exports_to_the_worker_by_changing_its_url(tmp_path: Pa
             env = subprocess_env(PYTHONPATH=f"{TESTS}:{TESTS.parent}", OTEL_SDK_DISABLED="false",
                                  LANGFUSE_BASE_URL=worker.url,  # its default path: one URL to change
                                  LANGFUSE_PUBLIC_KEY="pk-lf-bot", LANGFUSE_SECRET_KEY="lf-secret-token",
-                                 LANGFUSE_TRACING_ENVIRONMENT="test")  # fmt: skip
+                                 LANGFUSE_TRACING_ENVIRONMENT="test", OTEL_SERVICE_NAME="lf_bot")  # fmt: skip
             out = subprocess.run([sys.executable, "-m", "support.langfuse_client", "langfuse", llm.url], env=env,
                                  cwd=TESTS, capture_output=True, timeout=120)  # fmt: skip
             assert out.returncode == 0, out.stderr.decode()[-3000:]
@@ -212,7 +248,7 @@ def test_the_langfuse_sdk_exports_to_the_worker_by_changing_its_url(tmp_path: Pa
     finally:
         worker.stop()
         store.dispose()
-    assert [r["conversation_id"] for r in rows] == ["conv-langfuse"] * 3
+    assert [(r["conversation_id"], r["bot"]) for r in rows] == [("conv-langfuse", "lf_bot")] * 4
     u = USAGE["openai"]
     for r, what in zip(rows[:2], ("plain", "cached"), strict=True):
         got = (r["model"], r["provider"], r["input_tokens"], r["output_tokens"], r["cache_read_tokens"])
@@ -226,3 +262,8 @@ def test_the_langfuse_sdk_exports_to_the_worker_by_changing_its_url(tmp_path: Pa
         "server_error",
         "gpt-4o-mini",
     )
+    streamed = rows[3]  # no stream_options: no usage sent, so no cost known
+    assert (streamed["success"], streamed["input_tokens"], streamed["output_tokens"]) == (True, 0, 0), (
+        streamed
+    )
+    assert not streamed["price_known"] and streamed["latency_ms"] >= STREAM_WAIT_S * 1000, streamed

@@ -278,9 +278,32 @@ def test_cost_tracking_matches_the_services_and_lists_anomalies_and_unpriced_mod
     assert metric(at, "Spend (7d)") == f"${week.total_cost_usd:,.2f}"
     unknown = sum(r["calls"] for r in svc.unknown_model_calls(7 * 86_400))
     assert unknown > 0
-    assert metric(at, "Calls to unpriced models") == f"{unknown:,}"
+    assert metric(at, "Unpriced calls") == f"{unknown:,}"
     # the demo's expensive hour is flagged, with links to its calls
     assert "anomalous call" in texts(run_page("cost_tracking", query={"tab": "Anomalies"}))
+
+
+def test_cost_tracking_counts_calls_that_reported_no_usage_and_says_how_to_get_it(demo_copy: Store) -> None:
+    """A successful call with no tokens (an OpenAI stream without include_usage) is no free call:
+    it is counted with the unpriced calls and the page says what to pass."""
+    from observability import events as ev
+    from observability.store.ingest import write_batch
+    from observability.timeutil import to_epoch
+
+    svc = LLMObservabilityService(demo_copy)
+    before = sum(r["calls"] for r in svc.unknown_model_calls(86_400))
+    now = to_epoch(utcnow())
+    batch = [ev.llm_call(f"nousage-{i}", now - 60 * i, bot="lead_bot", agent=None, decision_type=None,
+                         model="gpt-4o-mini", provider="openai", input_tokens=0, output_tokens=0, cache_read_tokens=0,
+                         cache_write_tokens=0, latency_ms=300.0, cache_hit=False, cost_usd=None,
+                         conversation_id=None, success=True, error_type=None) for i in range(3)]  # fmt: skip
+    assert write_batch(demo_copy, batch).rejected == 0
+    listed = {(r["model"], r["provider"]): r for r in svc.unknown_model_calls(86_400)}
+    assert listed[("gpt-4o-mini", "openai")]["usage_missing_calls"] == 3
+    common.clear_caches()
+    at = run_page("cost_tracking", query={"range": "24h", "tab": "By model and bot"})
+    assert metric(at, "Unpriced calls") == f"{before + 3:,}"
+    assert "3 calls reported no token usage" in texts(at) and '"include_usage": True' in texts(at)
 
 
 def test_an_anomaly_link_opens_the_calls_behind_it(demo: Store) -> None:

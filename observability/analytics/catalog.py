@@ -149,8 +149,12 @@ _METRICS = (
     Metric("cache_read_tokens", "Cache-read tokens", "tokens", "Input tokens read from the prompt cache"),
     Metric("cache_write_tokens", "Cache-write tokens", "tokens", "Input tokens written to the prompt cache"),
     Metric("total_tokens", "Total tokens", "tokens", "Input + output tokens of LLM calls"),
-    Metric("unpriced_calls", "Calls to unpriced models", "count",
-           "LLM calls to models missing from data/model_prices.json (priced at $0)"),
+    Metric("unpriced_calls", "Unpriced calls", "count",
+           "LLM calls stored at $0 because their cost is unknown: a model missing from data/model_prices.json, "
+           "a price above OTLP_COST_CEILING_USD, or no token usage reported"),
+    Metric("usage_missing_calls", "Calls without usage", "count",
+           "Successful LLM calls that reported no tokens, so their spend is missing, not $0 (an OpenAI stream "
+           'reports usage only when created with stream_options={"include_usage": True})'),
     # -- agents (DecisionCostTracker)
     Metric("agent_decisions", "Decisions", "count", "LLM calls made by the agent"),
     Metric("agent_cost_usd", "Agent spend", "usd", "Cost of the agent's LLM calls"),

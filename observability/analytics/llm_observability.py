@@ -536,25 +536,27 @@ class LLMObservabilityService:
         """Calls to models the price table did not know at ingest (priced 0 and flagged), per model
         and provider: calls, tokens, cost a caller supplied itself, first and last seen; most calls
         first. Calls priced above OTLP_COST_CEILING_USD are flagged the same way: their price is
-        kept out of spend and shown here as `withheld_usd` for a person to judge. Windows of 24 hours
+        kept out of spend and shown here as `withheld_usd` for a person to judge; so are calls that
+        reported no usage (`rollups.usage_missing`), counted as `usage_missing_calls`: their spend is
+        unknown, not $0. Windows of 24 hours
         and longer read their full hours from `rollup_unpriced_hour` and the rest from the small
         partial index of flagged rows (the same figures either way), so any window is cheap."""
         start, end = window_bounds(window_seconds, now)
         r = schema.rollup_unpriced_hour
         merged: dict[tuple, list] = {}
 
-        def add(row: Sequence) -> None:
+        def add(row: Sequence) -> None:  # model, provider, calls, *UNPRICED_SUMS, usage missing, first, last
             key = (row[0], row[1])
             acc = merged.get(key)
-            vals = [int(row[2]), *(row[3:7]), as_datetime(row[7]), as_datetime(row[8])]
+            vals = [int(row[2]), *(row[3:8]), as_datetime(row[8]), as_datetime(row[9])]
             if acc is None:
                 merged[key] = vals
                 return
-            for i in range(5):
+            for i in range(6):
                 acc[i] = (
                     (acc[i] or 0) + (vals[i] or 0) if (acc[i] is not None or vals[i] is not None) else None
                 )
-            acc[5], acc[6] = min(acc[5], vals[5]), max(acc[6], vals[6])
+            acc[6], acc[7] = min(acc[6], vals[6]), max(acc[7], vals[7])
 
         with self.store.connect() as conn:
             raw_ranges: tuple[tuple[datetime, datetime], ...] = ((start, end),)
@@ -564,21 +566,20 @@ class LLMObservabilityService:
                 if plan.hour:
                     for row in conn.execute(
                         sa.select(r.c.model, r.c.provider, sa.func.sum(r.c.calls),
-                                  *[sa.func.sum(r.c[k]) for k in UNPRICED_SUMS], sa.func.min(r.c.first_ts),
-                                  sa.func.max(r.c.last_ts))
+                                  *[sa.func.sum(r.c[k]) for k in UNPRICED_SUMS], sa.func.sum(r.c.usage_missing_calls),
+                                  sa.func.min(r.c.first_ts), sa.func.max(r.c.last_ts))
                         .where(in_ranges(r.c.bucket, plan.hour)).group_by(r.c.model, r.c.provider)
                     ):  # fmt: skip
                         add(row)
             for a, b in raw_ranges:
                 for row in conn.execute(unpriced_select(a, b)):
                     add(row)
-        rows = [(*k, *v[:4], v[5], v[6], v[4]) for k, v in merged.items()]  # as the columns are read below
-        out = [
-            {"model": r[0], "provider": r[1], "calls": int(r[2]), "input_tokens": int(r[3] or 0),
-             "output_tokens": int(r[4] or 0), "caller_cost_usd": float(r[5] or 0), "first_seen": as_datetime(r[6]),
-             "last_seen": as_datetime(r[7]), "known_now": pricing.is_known(r[1], r[0]),
-             "withheld_usd": float(r[8] or 0)}
-            for r in rows
+        out = [  # v: calls, input, output, caller cost, withheld, usage missing, first, last
+            {"model": k[0], "provider": k[1], "calls": int(v[0]), "input_tokens": int(v[1] or 0),
+             "output_tokens": int(v[2] or 0), "caller_cost_usd": float(v[3] or 0), "first_seen": as_datetime(v[6]),
+             "last_seen": as_datetime(v[7]), "known_now": pricing.is_known(k[1], k[0]),
+             "withheld_usd": float(v[4] or 0), "usage_missing_calls": int(v[5] or 0)}
+            for k, v in merged.items()
         ]  # fmt: skip
         out.sort(key=lambda r: (-r["calls"], r["model"], r["provider"]))
         return out

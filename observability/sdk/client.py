@@ -3,7 +3,9 @@
 Every `record_*` call validates its arguments on the caller's thread, builds its event with the
 `observability.events` builder of its kind and hands it to the transport's queue: no I/O, no
 SQLAlchemy, no lock. A bad argument is logged in one line naming the method and the field, counted
-in `stats()["rejected"]`, and never raised. The rest of the client's work is delegated: delivery to
+in `stats()["rejected"]`, and never raised (an observability SDK must not take the bot down): a
+`usage=` that `record_llm_call` cannot read is rejected so too, never stored as a free call. The
+rest of the client's work is delegated: delivery to
 `transport`, the gate to `gates`, operator replies and hand-back instructions to `operator`.
 
 `record_llm_call` is the hot path: a bot may call it thousands of times a second, so its common case
@@ -153,7 +155,13 @@ class ObservabilityClient:
         timestamp: datetime | None = None,
         usage: Any = None,
     ) -> str:
-        """Record one LLM call; returns its trace id. `usage` takes an Anthropic usage object."""
+        """Record one LLM call; returns its trace id.
+
+        `usage` takes the provider's usage as returned, object or dict: OpenAI's (`prompt_tokens` or
+        Responses' `input_tokens`, cached tokens included) or Anthropic's (cached parts added up);
+        see `events.usage_tokens`. A `usage` it cannot read is rejected like any bad argument
+        (logged naming the field, counted in `stats()["rejected"]`, nothing recorded): read as zero
+        tokens the call would be stored as free."""
         tid = trace_id or new_id()
         try:
             if usage is not None:

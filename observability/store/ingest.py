@@ -213,6 +213,8 @@ def _store_grouped(
             if price is None:
                 price = pricers[(provider, model)] = pricer(provider, model)
             usd, saved, known = price(it, ot, cr, cw, hit)
+            if not (it or ot) and ok and not hit and cost is None:  # `usage_missing`: no real zero
+                known = False
             usd, flagged = (usd if cost is None else float(cost)), None
             if usd > ceiling:  # implausible for one call: flagged for a person, not summed into spend
                 usd, saved, known, flagged = 0.0, 0.0, False, usd

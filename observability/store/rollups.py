@@ -220,14 +220,25 @@ def recompute_conversation_hours(store: Store, conn: sa.Connection, hours: set[d
 UNPRICED_SUMS = ("input_tokens", "output_tokens", "cost_usd", "cost_flagged_usd")
 
 
+def usage_missing(t: sa.Table = schema.llm_calls) -> sa.ColumnElement[bool]:
+    """An unpriced call whose usage was not reported: successful, no response-cache hit, and not one
+    input or output token (no model call reads nothing). Ingest stores such a call unpriced
+    (price_known false: its cost is unknown, not $0): an OpenAI stream without
+    `stream_options={"include_usage": True}` is the usual cause. The one definition behind
+    `rollup_unpriced_hour.usage_missing_calls` and the raw edges of `unknown_model_calls`."""
+    return sa.and_(t.c.success, sa.not_(t.c.cache_hit), t.c.input_tokens == 0, t.c.output_tokens == 0)
+
+
 def unpriced_select(start: datetime, end: datetime) -> sa.Select:
     """Unpriced calls (price_known false) in [start, end) per model and provider: calls, the sums
-    of `UNPRICED_SUMS`, first and last call; the one definition behind `rollup_unpriced_hour` and
-    the raw edges of `unknown_model_calls`."""
+    of `UNPRICED_SUMS`, the calls among them whose usage was not reported (`usage_missing`), first
+    and last call; the one definition behind `rollup_unpriced_hour` and the raw edges of
+    `unknown_model_calls`."""
     t = schema.llm_calls
     return (
         sa.select(t.c.model, t.c.provider, sa.func.count().label("calls"),
                   *[sa.func.sum(t.c[k]).label(k) for k in UNPRICED_SUMS],
+                  sa.func.sum(sa.case((usage_missing(t), 1), else_=0)).label("usage_missing_calls"),
                   sa.func.min(t.c.ts).label("first_ts"), sa.func.max(t.c.ts).label("last_ts"))
         .where(t.c.price_known == sa.false(), t.c.ts >= start, t.c.ts < end)
         .group_by(t.c.model, t.c.provider)
@@ -242,7 +253,16 @@ def recompute_unpriced_hours(store: Store, conn: sa.Connection, hours: set[datet
         conn.execute(sa.delete(target).where(target.c.bucket == hour))
         inner = unpriced_select(hour, hour + timedelta(hours=1)).subquery()
         select = sa.select(sa.literal(hour, sa.DateTime), *inner.c)
-        cols = ["bucket", "model", "provider", "calls", *UNPRICED_SUMS, "first_ts", "last_ts"]
+        cols = [
+            "bucket",
+            "model",
+            "provider",
+            "calls",
+            *UNPRICED_SUMS,
+            "usage_missing_calls",
+            "first_ts",
+            "last_ts",
+        ]
         conn.execute(sa.insert(target).from_select(cols, select))
 
 

@@ -565,6 +565,8 @@ rollup_unpriced_hour = Table(
     Column("cost_flagged_usd", Float),
     Column("first_ts", DateTime, nullable=False),
     Column("last_ts", DateTime, nullable=False),
+    # of `calls`, those whose usage was not reported (`rollups.usage_missing`; migration 0017)
+    Column("usage_missing_calls", BigInteger, nullable=False, server_default="0"),
 )
 
 

@@ -252,10 +252,12 @@ def cost_by_day(store: Store, window: Window = "30d", bots: Sequence[str] | None
 
 def unknown_models(store: Store, window: Window = "30d", now: datetime | None = None) -> pd.DataFrame:
     """`unknown_model_calls` as a frame: calls to models the price table did not know (priced 0),
-    and calls priced above the ceiling (`withheld_usd`: their price, kept out of spend)."""
+    calls priced above the ceiling (`withheld_usd`: their price, kept out of spend) and calls that
+    reported no usage (`usage_missing_calls`)."""
     rows = LLMObservabilityService(store).unknown_model_calls(window, now=now)
-    return pd.DataFrame(rows, columns=["model", "provider", "calls", "input_tokens", "output_tokens",
-                                       "caller_cost_usd", "withheld_usd", "first_seen", "last_seen"])  # fmt: skip
+    return pd.DataFrame(rows, columns=["model", "provider", "calls", "usage_missing_calls", "input_tokens",
+                                       "output_tokens", "caller_cost_usd", "withheld_usd", "first_seen",
+                                       "last_seen"])  # fmt: skip
 
 
 def spend_forecast(store: Store, now: datetime | None = None) -> dict:

@@ -31,13 +31,18 @@ from observability import events as ev
 from observability.store.wire import check_wire
 from observability.worker.otlp import SpanRejected, SpanView
 
+# The model a call is stored under: the one the bot asked for, whenever a span names it. A failed
+# call has no response, so only the request model; a successful one names the dated snapshot too
+# (`claude-sonnet-4-5` answered by `claude-sonnet-4-5-20250929`): keying on the request model keeps
+# a model's successes and failures under one name (error rates, filters, costs), as the SDK path
+# names it (the model string the bot passed). Both names are priced alike.
+REQUEST_MODEL_KEYS = ("gen_ai.request.model", "llm.request.model_name")
 MODEL_KEYS = (
+    *REQUEST_MODEL_KEYS,
     "gen_ai.response.model",
-    "gen_ai.request.model",
-    "llm.response.model_name",  # OpenInference
+    "llm.response.model_name",  # OpenInference (its request model: `llm.invocation_parameters`)
     "llm.model_name",
-    "llm.request.model_name",
-    "langfuse.observation.model.name",  # the Langfuse SDK's generations
+    "langfuse.observation.model.name",  # the Langfuse SDK's generations (the response's, once answered)
 )
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 INPUT_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
@@ -77,7 +82,8 @@ OPERATION_KEY = "gen_ai.operation.name"
 NOT_A_CALL = frozenset({"execute_tool", "create_agent"})
 # Pydantic Logfire: a streamed call is a span around the request (no usage, no response id) and, when
 # the stream ends, a log (a span of no duration) beside it with the usage, the response id and the
-# stream's `duration` in seconds; the log is the call, its request span no call of its own
+# stream's `duration` in seconds, counted from the first chunk; the log is the call, its request span
+# no call of its own but where the call's time starts
 LOGFIRE_SPAN_TYPE = "logfire.span_type"
 LOGFIRE_DURATION = "duration"
 AGENT_OPERATION = "invoke_agent"
@@ -251,6 +257,22 @@ def _logfire_stream_request(span: SpanView) -> bool:
     )
 
 
+def is_logfire_stream_request(span: SpanView) -> bool:
+    """Logfire's span around a streamed request (`_logfire_stream_request`): it starts when the call
+    does and ends when the response's headers arrive, before the first chunk is read."""
+    return LOGFIRE_SPAN_TYPE in span.attrs and _logfire_stream_request(span)
+
+
+def logfire_stream_seconds(span: SpanView) -> float | None:
+    """The `duration` of Logfire's log of a streamed call: seconds from the first chunk being read
+    to the stream's end (Logfire starts it when iteration begins); None for any other span."""
+    a = span.attrs
+    if a.get(LOGFIRE_SPAN_TYPE) != "log":
+        return None
+    d = a.get(LOGFIRE_DURATION)
+    return float(d) if type(d) in (int, float) and 0 <= d < 86_400 else None
+
+
 def is_agent_call(span: SpanView) -> bool:
     """An agent span (`invoke_agent`): its tokens are the sum of the model calls it made."""
     return span.attrs.get(OPERATION_KEY) == AGENT_OPERATION
@@ -321,14 +343,18 @@ def call_row_id(span: SpanView, response: str | None) -> str:
 
 
 def _model(a: dict[str, Any], found: list) -> str | None:
-    model = _slot_text(found, _S_MODEL, 200)
-    if model is None and isinstance(params := a.get(INVOCATION_PARAMETERS), str):
-        try:  # OpenInference names the model only in the request's parameters when the call failed
+    """The request model when the span names one (`MODEL_KEYS`), else the response model."""
+    f = found[_S_MODEL]
+    if (f is None or f[1] not in REQUEST_MODEL_KEYS) and isinstance(
+        params := a.get(INVOCATION_PARAMETERS), str
+    ):
+        try:  # OpenInference names the request model only in the request's parameters
             m = json.loads(params).get("model")
         except (ValueError, AttributeError):
             m = None
-        model = m[:200] if isinstance(m, str) and m else None
-    return model
+        if isinstance(m, str) and m.strip():
+            return m[:200]
+    return _slot_text(found, _S_MODEL, 200)
 
 
 def _langfuse_attrs(a: dict[str, Any]) -> dict[str, Any]:
@@ -392,10 +418,10 @@ def llm_event(
     if span.end_ns < span.start_ns:
         raise SpanRejected(f"span {span.name!r:.60}: ends before it starts")
     ts, latency_ms = span.start_ns / 1e9, (span.end_ns - span.start_ns) / 1e6
-    if a.get(LOGFIRE_SPAN_TYPE) == "log":  # Logfire's log of a streamed call: it took `duration` s
-        d = a.get(LOGFIRE_DURATION)
-        if type(d) in (int, float) and 0 <= d < 86_400:
-            ts, latency_ms = span.end_ns / 1e9 - d, d * 1e3
+    # Logfire's log of a streamed call: its stream took `duration` s; the receiver adds the wait
+    # before the first chunk from the request's span beside it (`merge.CallMerger.whole_streams`)
+    if (d := logfire_stream_seconds(span)) is not None:
+        ts, latency_ms = span.end_ns / 1e9 - d, d * 1e3
     failed = span.status_code == STATUS_ERROR or a.get("error.type") is not None
     error_type = raw_error = None
     if failed:

@@ -28,10 +28,13 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from observability.worker.genai import (
     Context,
     call_row_id,
+    is_logfire_stream_request,
+    logfire_stream_seconds,
     resource_context,
     response_id,
     span_context,
@@ -41,7 +44,9 @@ from observability.worker.otlp import SpanView
 PREFERRED_SCOPES = ("com.anthropic.sdk",)  # the provider's own tracing reads the response as sent
 MAX_DEPTH = 64  # ancestors walked up from a call
 # positions in an llm wire event (observability.events.llm_call)
-E_ID, E_TS, E_BOT, E_AGENT, E_MODEL, E_PROVIDER, E_CONV = 1, 2, 3, 4, 6, 7, 15
+E_ID, E_TS, E_BOT, E_AGENT, E_MODEL, E_PROVIDER, E_CONV, E_LATENCY = 1, 2, 3, 4, 6, 7, 15, 12
+REQUEST_MODEL = "gen_ai.request.model"
+CLOCK_SLACK_NS = 1_000_000  # a request span's end and its stream's start, read from two clocks
 
 
 @dataclass(slots=True)
@@ -172,6 +177,60 @@ class CallMerger:
         self._responses: collections.OrderedDict[str, StoredCall] = collections.OrderedDict()
         self._spans: collections.OrderedDict[tuple[str, str], tuple[str, Context]] = collections.OrderedDict()
         self._resources: dict[int, tuple[dict, Context]] = {}
+        # Logfire's spans around streamed requests, by (trace, parent span, scope): (start, end, model)
+        self._stream_requests: collections.OrderedDict[tuple[str, str, str], list[tuple[int, int, Any]]] = (
+            collections.OrderedDict()
+        )
+
+    # ---- Logfire's streamed calls -----------------------------------------------------------
+
+    @staticmethod
+    def _stream_request_key(v: SpanView) -> tuple[str, str, str]:
+        return v.trace_id, v.parent_span_id, v.scope
+
+    def whole_streams(self, calls: list[CallSpan], views: list[SpanView]) -> None:
+        """Give Logfire's streamed calls their whole time: from their request's start to the stream's end.
+
+        Logfire's log of a streamed call times the stream from its first chunk only; the wait for the
+        model's first token (most of a streamed call) is in the span around the request, its sibling
+        (same parent, same scope), which ended before the stream began. The latest such request span
+        of the same request model that ended before the log's stream began is the call's (this
+        request's spans, or remembered from an earlier one: the request span is exported first); the
+        call then starts at that span's start. Without it (a worker restarted in between) the log's
+        own `duration` stays."""
+        logs = [(c, d) for c in calls if (d := logfire_stream_seconds(c.view)) is not None]
+        if not logs:
+            return
+        local: dict[tuple[str, str, str], list[tuple[int, int, Any]]] = collections.defaultdict(list)
+        for v in views:
+            if is_logfire_stream_request(v):
+                local[self._stream_request_key(v)].append((v.start_ns, v.end_ns, v.attrs.get(REQUEST_MODEL)))
+        for c, seconds in logs:
+            v = c.view
+            key = self._stream_request_key(v)
+            stream_start = v.end_ns - int(seconds * 1e9)
+            model = v.attrs.get(REQUEST_MODEL)
+            best = None
+            for req in (*self._stream_requests.get(key, ()), *local.get(key, ())):
+                if (
+                    req[1] <= stream_start + CLOCK_SLACK_NS
+                    and (model is None or req[2] == model)
+                    and (best is None or req[1] > best[1])
+                ):
+                    best = req
+            if best is not None and best[0] <= v.end_ns:
+                e = c.event = list(c.event)
+                e[E_TS], e[E_LATENCY] = best[0] / 1e9, (v.end_ns - best[0]) / 1e6
+
+    def _remember_stream_requests(self, views: list[SpanView]) -> None:
+        d = self._stream_requests
+        for v in views:
+            if is_logfire_stream_request(v):
+                key = self._stream_request_key(v)
+                d.setdefault(key, []).append((v.start_ns, v.end_ns, v.attrs.get(REQUEST_MODEL)))
+                d.move_to_end(key)
+        while len(d) > self.max_traces:
+            d.popitem(last=False)
 
     # ---- context from the trace -------------------------------------------------------------
 
@@ -290,6 +349,7 @@ class CallMerger:
     def plan(self, calls: list[CallSpan], views: list[SpanView], now: float | None = None) -> Plan:
         """New rows, amended rows and merged spans of one request (nothing is remembered yet)."""
         now = time.monotonic() if now is None else now
+        self.whole_streams(calls, views)
         local = {(v.trace_id, v.span_id): (v.parent_span_id, span_context(v.attrs)) for v in views}
         out = Plan(local=local)
         touched: dict[int, StoredCall] = {}  # stored calls amended by this request, by id()
@@ -348,6 +408,7 @@ class CallMerger:
         """Remember what `plan` stored: its calls, their amendments, and every span's context."""
         now = time.monotonic() if now is None else now
         local = plan.local
+        self._remember_stream_requests(views)
         self._spans.update(local)
         while len(self._spans) > self.max_spans:
             self._spans.popitem(last=False)

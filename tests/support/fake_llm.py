@@ -9,7 +9,7 @@ HTTP 500 and 429. What each answer is follows from the request's first user mess
 |---|---|
 | `plain` | 200 with `USAGE["plain"]` |
 | `cached` | 200 with `USAGE["cached"]` (cache reads; Anthropic also cache writes) |
-| `stream` | a streamed answer with `USAGE["stream"]` (OpenAI: when `stream_options.include_usage`) |
+| any, with `"stream": true` | a streamed answer with `USAGE["stream"]` (OpenAI: only when `stream_options.include_usage`), its first byte `STREAM_WAIT_S` after the request, as a model's first token comes |
 | `fail500` / `fail429` | that HTTP status with the provider's error body (no retry-after) |
 
 The usage below is what a test expects to see stored: `input` counts every input token, cached
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +41,7 @@ USAGE: dict[str, dict[str, dict[str, int]]] = {
     },
 }
 STATUS_TEXT = {500: "Internal Server Error", 429: "Too Many Requests"}
+STREAM_WAIT_S = 0.25  # before a streamed answer's headers: the wait for the model's first token
 
 
 def _openai_usage(u: dict[str, int]) -> dict[str, Any]:
@@ -91,6 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self, events: Iterator[str]) -> None:
+        time.sleep(STREAM_WAIT_S)  # the server's latency, not a test's wait
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")

@@ -1,4 +1,4 @@
-"""One client under one OpenTelemetry instrumentation making the five calls of `fake_llm`.
+"""One client under one OpenTelemetry instrumentation making the six calls of `fake_llm` (`calls_of`).
 
 Run as `python -m support.otel_clients NAME LLM_URL WORKER_URL TAG batch|simple[-bare] [TAG MODE ...]` in a
 process of its own: instrumentations patch the client libraries process-wide and do not all undo it
@@ -27,6 +27,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
 CALLS = ("plain", "cached", "stream", "fail500", "fail429")
+# and one more streamed call per client: OpenAI's without `stream_options={"include_usage": True}`
+# (no usage is sent), Anthropic's `messages.create(stream=True)` (`stream` uses `messages.stream()`)
+EXTRA_CALL = {"openai": "stream_nousage", "anthropic": "stream_create"}
+STREAMED = ("stream", *EXTRA_CALL.values())
+
+
+def calls_of(client_kind: str) -> tuple[str, ...]:
+    """The calls made with one client, in order."""
+    return (*CALLS, EXTRA_CALL[client_kind])
+
+
 # name -> (client, instrumentor "module:Class", or None for the anthropic SDK's own spans alone, or
 # "openlit" / "logfire": that package's own set-up, see `_openlit` and `_logfire`)
 INSTRUMENTATIONS = {
@@ -71,7 +82,7 @@ SETUPS: dict[str, Callable[..., TracerProvider]] = {"openlit": _openlit, "logfir
 
 
 def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool, bare: bool = False) -> None:
-    """The five calls of one client under one instrumentation, exported to the worker; `bare`: with no
+    """The six calls of one client under one instrumentation (`calls_of`), exported to the worker; `bare`: with no
     span of the bot around them (so no conversation)."""
     client_kind, target = INSTRUMENTATIONS[name]
     instrumentor = None
@@ -105,7 +116,7 @@ def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool
                 import logfire
 
                 logfire.instrument_anthropic(ac)
-        for what in CALLS:
+        for what in calls_of(client_kind):
             messages = [{"role": "user", "content": what}]
             around = contextlib.nullcontext() if bare else bot.start_as_current_span(
                 "handle_message", attributes={conv_key: f"conv-{tag}-{what}"})  # fmt: skip
@@ -115,6 +126,11 @@ def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool
                         for _ in oc.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True,
                                                             stream_options={"include_usage": True}):  # fmt: skip
                             pass
+                    elif client_kind == "openai" and what == "stream_nousage":
+                        for _ in oc.chat.completions.create(
+                            model="gpt-4o-mini", messages=messages, stream=True
+                        ):
+                            pass
                     elif client_kind == "openai":
                         oc.chat.completions.create(model="gpt-4o-mini", messages=messages)
                     elif what == "stream":
@@ -123,6 +139,10 @@ def run_calls(name: str, tag: str, llm_url: str, worker_url: str, *, batch: bool
                         ) as s:
                             for _ in s:
                                 pass
+                    elif what == "stream_create":
+                        for _ in ac.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=messages,
+                                                    stream=True):  # fmt: skip
+                            pass
                     else:
                         ac.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=messages)
                 except Exception as exc:  # noqa: BLE001
