@@ -22,14 +22,17 @@ not log secrets in the first place; the filter is the net under that rule.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import threading
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
 from observability import events as ev
 
+Mask = Callable[[str, str], str]  # (kind: email | card | phone, what was found) -> its replacement
 EMAIL_MASK = "[email redacted]"
 PHONE_MASK = "[phone redacted]"
 CARD_MASK = "[card redacted]"
@@ -89,7 +92,7 @@ def _card_spans(run: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _redact_cards(text: str) -> str:
+def _redact_cards(text: str, mask: Mask | None = None) -> str:
     def repl(match: re.Match[str]) -> str:
         run = match.group(0)
         spans = _card_spans(run)
@@ -98,7 +101,7 @@ def _redact_cards(text: str) -> str:
         out, pos = [], 0
         for a, b in spans:
             out.append(run[pos:a])
-            out.append(CARD_MASK)
+            out.append(mask("card", run[a:b]) if mask else CARD_MASK)
             pos = b
         out.append(run[pos:])
         return "".join(out)
@@ -145,7 +148,7 @@ def _is_phone(candidate: str, before: str) -> bool:
     return n >= 10  # plain digits
 
 
-def _redact_phones(text: str) -> str:
+def _redact_phones(text: str, mask: Mask | None = None) -> str:
     def repl(match: re.Match[str]) -> str:
         s = match.group(0)
         before = text[max(0, match.start() - 3) : match.start()]
@@ -153,7 +156,7 @@ def _redact_phones(text: str) -> str:
             return s
         lead = s[: len(s) - len(s.lstrip())]
         trail = s[len(s.rstrip()) :]
-        return f"{lead}{PHONE_MASK}{trail}"
+        return f"{lead}{mask('phone', s.strip()) if mask else PHONE_MASK}{trail}"
 
     return PHONE_CANDIDATE.sub(repl, text)
 
@@ -161,23 +164,66 @@ def _redact_phones(text: str) -> str:
 # ---- the entry point --------------------------------------------------------------------------
 
 
-def redact(text: Any, *, email: bool = True, card: bool = True, phone: bool = True) -> Any:
-    """Text with e-mail addresses, card numbers and phone numbers masked (non-text unchanged)."""
+def redact(
+    text: Any, *, email: bool = True, card: bool = True, phone: bool = True, mask: Mask | None = None
+) -> Any:
+    """Text with e-mail addresses, card numbers and phone numbers masked (non-text unchanged);
+    `mask(kind, found)` gives each one's replacement (default: the fixed masks above)."""
     if not isinstance(text, str) or not text:
         return text
+    email_mask: Any = (lambda m: mask("email", m.group(0))) if mask else EMAIL_MASK
     if email and "@" in text:
-        text = EMAIL.sub(EMAIL_MASK, text)
+        text = EMAIL.sub(email_mask, text)
     if email:
         lowered = text.lower()
         if " at " in lowered or "at]" in lowered or "at)" in lowered or "at}" in lowered or "at>" in lowered:
-            text = EMAIL_SPELLED.sub(EMAIL_MASK, text)
+            text = EMAIL_SPELLED.sub(email_mask, text)
     if not any(ch.isdigit() for ch in text):
         return text
     if card:
-        text = _redact_cards(text)
+        text = _redact_cards(text, mask)
     if phone:
-        text = _redact_phones(text)
+        text = _redact_phones(text, mask)
     return text
+
+
+# ---- identifiers ------------------------------------------------------------------------------
+# Bots often name an account by its customer's e-mail or phone. Masked like text, two customers'
+# ids would become one ("acct-[email redacted]") and their conversations one account; so in an id
+# each one becomes a pseudonym, the same for the same value wherever it is recorded (SDK, OTLP,
+# the API), different for different values: "acct:bob@example.org" is stored as
+# "acct:[email 5d41402abc]". A pseudonym is a hash, not a secret: whoever already knows the address
+# can recompute it (the console's search does, so a person can still find the account by it).
+
+
+def _pseudonym(kind: str, found: str) -> str:
+    norm = (
+        found.strip().lower()
+        if kind == "email"
+        else re.sub(r"\D", "", found)
+        if kind in ("card", "phone")
+        else found
+    )
+    return f"[{kind} {hashlib.sha256(f'{kind}:{norm}'.encode()).hexdigest()[:10]}]"
+
+
+def pseudonymize_id(value: Any, settings: Any = None, max_len: int = 100) -> Any:
+    """An identifier with the personal data in it replaced by pseudonyms (`_pseudonym`) when
+    REDACT_PII is on; unchanged otherwise, and when it holds none (the common case, no copy)."""
+    if settings is None:
+        from observability.settings import get_settings
+
+        settings = get_settings()
+    if not settings.redact_pii or not isinstance(value, str) or not value:
+        return value
+    out = redact(value, mask=_pseudonym)
+    extra = _extra(tuple(settings.redact_extra_patterns))
+    if extra is not None:
+        out = extra.sub(lambda m: _pseudonym("redacted", m.group(0)), out)
+    if out == value or len(out) <= max_len:
+        return out
+    digest = hashlib.sha256(out.encode()).hexdigest()[:12]  # still one id per value, within the column
+    return f"{out[: max_len - 13]}#{digest}"
 
 
 EXTRA_MASK = "[redacted]"
@@ -227,24 +273,41 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
 _POSITIONS: dict[str, tuple[int, ...]] = {
     kind: tuple(1 + ev.FIELDS[kind].index(name) for name in names) for kind, names in TEXT_FIELDS.items()
 }
+# the identifiers of each event kind that may hold personal data: pseudonymized (`pseudonymize_id`).
+# Conversation ids are not among them: a bot's gate and an operator's take-over meet on the id as
+# the bot sends it, so it must be stored as sent (the README asks for ids without personal data).
+ID_FIELDS: dict[str, tuple[str, ...]] = {
+    ev.KIND_MESSAGE: ("account_id",),
+    ev.KIND_ACCOUNT: ("id",),
+    ev.KIND_METRIC: ("account_id",),
+    ev.KIND_ACTIVITY: ("account_id",),
+}
+_ID_POSITIONS: dict[str, tuple[int, ...]] = {
+    kind: tuple(1 + ev.FIELDS[kind].index(name) for name in names) for kind, names in ID_FIELDS.items()
+}
 
 
 def redact_event(event: list, settings: Any = None) -> list:
-    """A wire event with every free-text field redacted (a new list; the input is not changed)."""
-    positions = _POSITIONS.get(event[0]) if event else None
-    if not positions or not any(i < len(event) and event[i] for i in positions):
+    """A wire event with every free-text field redacted and every identifier that may hold
+    personal data pseudonymized (a new list; the input is not changed)."""
+    positions = _POSITIONS.get(event[0], ()) if event else ()
+    ids = _ID_POSITIONS.get(event[0], ()) if event else ()
+    if not any(i < len(event) and event[i] for i in (*positions, *ids)):
         return event  # the common case (no error, no reason): no copy, no work
     out = list(event)
     for i in positions:
         if i < len(out) and out[i]:
             out[i] = redact_value(out[i], settings)
+    for i in ids:
+        if i < len(out) and out[i]:
+            out[i] = pseudonymize_id(out[i], settings)
     return out
 
 
 def redact_events(kind: str, events: list, settings: Any = None) -> list:
     """`redact_event` over wire-checked events of one kind: the list itself when none has free text
     (looked at column by column in C, so a batch of LLM calls without errors costs no work per event)."""
-    positions = _POSITIONS.get(kind)
+    positions = (*_POSITIONS.get(kind, ()), *_ID_POSITIONS.get(kind, ()))
     if not positions or not any(any(map(itemgetter(i), events)) for i in positions):
         return events
     return [redact_event(e, settings) for e in events]

@@ -195,3 +195,39 @@ def test_settings_repr_shows_no_secret() -> None:
         }
     )
     assert "S3cret" not in repr(s) and s.anthropic_api_key == "sk-ant-S3cret"
+
+
+def test_personal_data_in_an_account_id_is_stored_as_one_pseudonym_everywhere(store: Store) -> None:
+    """Bots name accounts by their customer's e-mail: stored as sent, the address sat in
+    `messages.account_id`. It becomes a pseudonym, the same from every path (so one customer stays
+    one account), different per customer, and the console's search still finds it by the address."""
+    from observability.control import browse_conversations
+    from observability.worker.genai import span_context
+
+    now = time.time()
+    s = Settings()
+    write_batch(store, [
+        ["message", uuid.uuid4().hex, now, "c-bob", "user", "hi", "lead", "acct:Bob@Example.org", None],
+        ["message", uuid.uuid4().hex, now, "c-ann", "user", "hi", "lead", "acct:ann@example.org", None],
+        ["message", uuid.uuid4().hex, now, "c-tel", "user", "hi", "lead", "+44 20 7946 0958", None],
+        ["account", "acct:bob@example.org", now, "Bob", True],
+    ], s)  # fmt: skip
+    with store.connect() as conn:
+        convs = dict(
+            conn.execute(sa.select(schema.conversations.c.id, schema.conversations.c.account_id)).all()
+        )
+        accounts = conn.execute(sa.select(schema.accounts.c.id)).scalars().all()
+        stored = conn.execute(sa.select(schema.messages.c.account_id)).scalars().all()
+    bob, ann, tel = convs["c-bob"], convs["c-ann"], convs["c-tel"]
+    assert bob.startswith("acct:[email ") and ann.startswith("acct:[email ") and bob != ann
+    assert tel.startswith("[phone ") and "7946" not in tel
+    assert accounts == [bob]  # the account event's id: the same pseudonym (case of the address aside)
+    assert not [v for v in (*stored, *accounts) if "@" in v or "example" in v]
+    assert span_context({"obs.account_id": "acct:bob@example.org", "gen_ai.conversation.id": "c9"})[3] == bob
+    found = browse_conversations(store, search="bob@example.org").rows
+    assert [r["id"] for r in found] == ["c-bob"]
+    off = Settings.from_env({"REDACT_PII": "false"})
+    assert redaction.pseudonymize_id("acct-bob@example.org", off) == "acct-bob@example.org"
+    assert redaction.pseudonymize_id("acct-42", s) == "acct-42"  # no personal data: as sent
+    long = redaction.pseudonymize_id("x" * 80 + "bob@example.org", s)
+    assert len(long) <= 100 and long != redaction.pseudonymize_id("x" * 80 + "ann@example.org", s)

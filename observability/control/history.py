@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from observability.conversation_state import STATE_HUMAN, STATE_STOPPED, shown_state
+from observability.redaction import pseudonymize_id
 from observability.store import Store, schema
 from observability.store.control_state import active_where, system_stopped
 from observability.timeutil import as_aware
@@ -66,10 +67,13 @@ def _filtered(
         else:
             query = query.where(c.c.state.in_(list(states)))
     if search and search.strip():
-        like = f"%{search.strip()}%"
-        query = query.where(
-            sa.or_(c.c.id.ilike(like), c.c.bot.ilike(like), c.c.account_id.ilike(like), a.c.name.ilike(like))
-        )
+        term = search.strip()
+        like = f"%{term}%"
+        found = [c.c.id.ilike(like), c.c.bot.ilike(like), c.c.account_id.ilike(like), a.c.name.ilike(like)]
+        pseudonym = pseudonymize_id(term, max_len=10_000)  # an account stored under a pseudonym
+        if pseudonym != term:  # ("bob@example.org" finds "acct:[email 5d41402abc]")
+            found.append(c.c.account_id.ilike(f"%{pseudonym}%"))
+        query = query.where(sa.or_(*found))
     if bots:
         query = query.where(c.c.bot.in_(list(bots)))
     if vip is not None:

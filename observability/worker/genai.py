@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from observability import events as ev
+from observability.redaction import pseudonymize_id
 from observability.store.wire import check_wire
 from observability.worker.otlp import SpanRejected, SpanView
 
@@ -307,8 +308,10 @@ def span_context(attrs: dict[str, Any]) -> Context:
     if not attrs or attrs.keys().isdisjoint(CONTEXT_KEYS):  # most spans: nothing to read
         return NO_CONTEXT
     try:
+        account = _text(attrs, ACCOUNT_KEYS, 100, truncate=True)
         return (conversation_of(attrs), _text(attrs, BOT_KEYS, 64, truncate=True),
-                _text(attrs, AGENT_KEYS, 100, truncate=True), _text(attrs, ACCOUNT_KEYS, 100, truncate=True))  # fmt: skip
+                _text(attrs, AGENT_KEYS, 100, truncate=True),
+                None if account is None else pseudonymize_id(account))  # as the SDK's ids are  # fmt: skip
     except SpanRejected:  # a non-string id on a span that is no call: that span names no context
         return NO_CONTEXT
 
