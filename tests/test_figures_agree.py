@@ -713,3 +713,13 @@ def test_a_quiet_minute_is_drawn_as_zero_calls_not_jumped_over(tmp_path: Path) -
     fig = charts.area(df, x="ts", y="requests", color="bot")
     assert sorted(t.name for t in fig.data) == ["(none)", "lead_bot"]
     store.dispose()
+
+
+def test_an_area_chart_of_one_point_shows_it() -> None:
+    """A store an hour old on a day's chart has one bucket: an area of one point draws nothing."""
+    from observability.ui import charts
+
+    one = pd.DataFrame({"ts": [pd.Timestamp("2026-12-03 16:00")] * 2, "model": ["a", "b"], "tokens": [5, 7]})
+    assert all("markers" in t.mode for t in charts.area(one, x="ts", y="tokens", color="model").data)
+    two = pd.concat([one, one.assign(ts=pd.Timestamp("2026-12-03 17:00"))])
+    assert all(t.mode == "lines" for t in charts.area(two, x="ts", y="tokens", color="model").data)

@@ -93,8 +93,10 @@ def line(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str 
 def area(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", xlabel: str | None = "",
          ylabel: str | None = None, labels: Mapping[str, str] | None = None) -> go.Figure:  # fmt: skip
     fig = go.Figure()
+    # one point per series (a store an hour old, on a day's chart) draws no area: show it as a marker
+    mode = "lines+markers" if df[x].nunique() < 2 else "lines"
     for key, g in _groups(df, color):
-        fig.add_trace(go.Scatter(x=plain(g[x]), y=g[y], name=plain(key or y), mode="lines", stackgroup="one"))
+        fig.add_trace(go.Scatter(x=plain(g[x]), y=g[y], name=plain(key or y), mode=mode, stackgroup="one"))
     return style(fig, title, _label(labels, x, xlabel), _label(labels, y, ylabel if ylabel is not None else y),
                  None, color)  # fmt: skip
 
