@@ -138,7 +138,7 @@ def spend_figures() -> None:
         ui.empty_state(f"No LLM calls in the last {window}.",
                        "Costs come from `record_llm_call` (priced from the model price table unless `cost_usd=` is given).")  # fmt: skip
         return
-    unknown = data.unknown_models(window)
+    unknown = data.unknown_models(window, bots)
     c = st.columns(4)
     fmt.metric(c[0], "llm_cost_usd", tot["cost_usd"], label=f"Spend ({window})", window=f"the last {window}")
     fmt.metric(c[1], "llm_cost_per_request_usd", tot["cost_per_request"], window=f"the last {window}")
@@ -199,7 +199,7 @@ def by_model_and_bot() -> None:
                                           {"cost_usd": "Spend"}, window=f"the last {window}")})  # fmt: skip
 
     st.subheader("Calls without a price")
-    unknown = data.unknown_models(window)
+    unknown = data.unknown_models(window, bots)
     if unknown.empty:
         st.caption("Every model called in this window has a price.")
     else:
@@ -207,7 +207,7 @@ def by_model_and_bot() -> None:
             st.warning("These calls were priced at $0: add unknown models to `data/model_prices.json`.",
                        icon=":material/help:")  # fmt: skip
         if missing := int(unknown["usage_missing_calls"].sum()):
-            st.warning(f"{missing:,} calls reported no token usage: their spend is missing, not $0. An OpenAI "
+            st.warning(f"{missing:,} {'call' if missing == 1 else 'calls'} reported no token usage: their spend is missing, not $0. An OpenAI "
                        'stream reports usage only with `stream_options={"include_usage": True}`.')  # fmt: skip
         ui.table(unknown, f"unpriced_models_{window}.csv", key="ct_unknown",
                  column_config={"model": fmt.text_column("Model"), "provider": fmt.text_column("Provider"),

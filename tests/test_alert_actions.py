@@ -385,6 +385,11 @@ def test_a_link_to_a_pending_or_dropped_alert_says_what_became_of_it(console: St
         text = linked(tab)
         assert f"There is no alert #{pending['id']}: an alert that was pending and cleared" in text
         assert f"Timeline of alert #{pending['id']}" not in text
+    # a number no alert ever had is not called dropped
+    assert svc.highest_alert_id() == other["id"]
+    never = other["id"] + 100
+    pending["id"] = never
+    assert f"There is no alert #{never}: no alert with that number has been raised." in linked("History")
 
 
 def test_a_link_to_a_resolved_alert_from_the_active_tab_leads_to_its_history(console: Store) -> None:

@@ -360,3 +360,27 @@ def test_top_conversations_rollup_path_equals_raw_path(store: Store) -> None:
     check()
     rollups.run(store)
     check()
+
+
+@pytest.mark.parametrize("window", [3600, 7 * 86_400])  # raw rows only / full hours from the rollup
+def test_calls_without_a_price_follow_the_bot_filter(store: Store, window: int) -> None:
+    """Cost tracking's unpriced calls follow its Bots filter like the figures beside them (a
+    buyer_bot call showed under a lead_bot filter); a call that reported no usage has no cost a
+    caller gave (blank, not $0)."""
+    t = NOW - timedelta(minutes=30)
+    write_batch(store, [
+        call(t, model="mystery-model", provider="acme", bot="buyer_bot", cost=0.4),
+        call(t, model="mystery-model", provider="acme", bot=None),
+        call(t, model="gpt-4o-mini", provider="openai", bot="buyer_bot", inp=0, out=0),  # no usage reported
+    ])  # fmt: skip
+    rollups.run(store)
+    svc = LLMObservabilityService(store)
+
+    def calls(bot: object = None) -> dict[str, int]:
+        return {r["model"]: r["calls"] for r in svc.unknown_model_calls(window, bot=bot, now=NOW)}
+
+    assert calls() == {"mystery-model": 2, "gpt-4o-mini": 1}
+    assert calls("lead_bot") == {} and calls(["buyer_bot"]) == {"mystery-model": 1, "gpt-4o-mini": 1}
+    assert calls([None]) == {"mystery-model": 1}  # calls recorded without a bot
+    rows = {r["model"]: r for r in svc.unknown_model_calls(window, now=NOW)}
+    assert rows["gpt-4o-mini"]["caller_cost_usd"] is None and rows["mystery-model"]["caller_cost_usd"] == 0.4

@@ -414,6 +414,22 @@ class AlertingService:
             raise AlertNotFound(f"no alert #{alert_id}")
         return public_alert(row)
 
+    def highest_alert_id(self) -> int:
+        """The highest alert id ever handed out, dropped alerts included (ids only grow: SQLite's
+        AUTOINCREMENT sequence, PostgreSQL's serial sequence), 0 before the first: a link to a
+        higher id names an alert that never existed, not one that was dropped."""
+        with self.store.connect() as conn:
+            if self.store.is_postgres:
+                seq = conn.execute(sa.text("SELECT pg_get_serial_sequence('alerts', 'id')")).scalar()
+                if seq:
+                    last, called = conn.execute(sa.text(f"SELECT last_value, is_called FROM {seq}")).one()
+                    return int(last) if called else 0
+            else:
+                seq = conn.execute(sa.text("SELECT seq FROM sqlite_sequence WHERE name = 'alerts'")).scalar()
+                if seq is not None:
+                    return int(seq)
+            return int(conn.execute(sa.select(sa.func.max(schema.alerts.c.id))).scalar() or 0)
+
     def active_alerts(
         self, *, include_pending: bool = False, now: datetime | None = None
     ) -> list[dict[str, Any]]:

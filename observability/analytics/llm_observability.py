@@ -531,7 +531,7 @@ class LLMObservabilityService:
         return max((now - first).total_seconds() / 60, 1.0) if first else 0.0
 
     def unknown_model_calls(
-        self, window_seconds: Window | None = None, *, now: datetime | None = None
+        self, window_seconds: Window | None = None, *, bot: Bots = None, now: datetime | None = None
     ) -> list[dict[str, Any]]:
         """Calls to models the price table did not know at ingest (priced 0 and flagged), per model
         and provider: calls, tokens, cost a caller supplied itself, first and last seen; most calls
@@ -540,8 +540,11 @@ class LLMObservabilityService:
         reported no usage (`rollups.usage_missing`), counted as `usage_missing_calls`: their spend is
         unknown, not $0. Windows of 24 hours
         and longer read their full hours from `rollup_unpriced_hour` and the rest from the small
-        partial index of flagged rows (the same figures either way), so any window is cheap."""
+        partial index of flagged rows (the same figures either way), so any window is cheap. With
+        `bot` (one or a list) only those bots' calls: read from the flagged rows alone (the hourly
+        rollup has no bot), which are few."""
         start, end = window_bounds(window_seconds, now)
+        bots = _bot_filters(bot)
         r = schema.rollup_unpriced_hour
         merged: dict[tuple, list] = {}
 
@@ -560,7 +563,7 @@ class LLMObservabilityService:
 
         with self.store.connect() as conn:
             raw_ranges: tuple[tuple[datetime, datetime], ...] = ((start, end),)
-            if reads_rollups(window_seconds):
+            if reads_rollups(window_seconds) and not bots:
                 plan = plan_ranges(start, end, dirty_minutes(self.store, conn, "llm", start, end))
                 raw_ranges = tuple(sorted(plan.raw + plan.minute))
                 if plan.hour:
@@ -572,11 +575,13 @@ class LLMObservabilityService:
                     ):  # fmt: skip
                         add(row)
             for a, b in raw_ranges:
-                for row in conn.execute(unpriced_select(a, b)):
+                for row in conn.execute(unpriced_select(a, b, bots=(bots or {}).get("bot"))):
                     add(row)
         out = [  # v: calls, input, output, caller cost, withheld, usage missing, first, last
             {"model": k[0], "provider": k[1], "calls": int(v[0]), "input_tokens": int(v[1] or 0),
-             "output_tokens": int(v[2] or 0), "caller_cost_usd": float(v[3] or 0), "first_seen": as_datetime(v[6]),
+             "output_tokens": int(v[2] or 0), "first_seen": as_datetime(v[6]),
+             # calls that reported no usage have no cost a caller gave: blank, not $0
+             "caller_cost_usd": None if int(v[5] or 0) == int(v[0]) else float(v[3] or 0),
              "last_seen": as_datetime(v[7]), "known_now": pricing.is_known(k[1], k[0]),
              "withheld_usd": float(v[4] or 0), "usage_missing_calls": int(v[5] or 0)}
             for k, v in merged.items()

@@ -92,14 +92,16 @@ METRICS: dict[str, MetricDef] = {
 def threshold_status(
     value: float | None, thresholds: Mapping[str, float] | None, bad_direction: str | None
 ) -> str:
-    """'ok', 'warning' or 'critical'. Lower-is-worse metrics breach when value <= threshold."""
+    """'ok', 'warning' or 'critical': strictly beyond a threshold, as the threshold rules compare
+    (`gt` / `lt`): a value equal to it is not a breach (the page said "warning" at exactly 70 %
+    system load while high_system_load stayed quiet)."""
     if value is None or not thresholds or bad_direction is None:
         return "ok"
     for level in ("critical", "warning"):
         t = thresholds.get(level)
         if t is None:
             continue
-        if (bad_direction == "up" and value >= t) or (bad_direction == "down" and value <= t):
+        if (bad_direction == "up" and value > t) or (bad_direction == "down" and value < t):
             return level
     return "ok"
 

@@ -195,9 +195,12 @@ def alert_whereabouts(store: Store, alert_id: int) -> tuple[str, bool]:
     """Where an alert a link or a timeline names is, in plain words, for when the list on screen
     does not hold it (a pending alert that inhibited others and cleared without firing is in no
     list); and whether History lists it (it fired). Text from labels is the page's to escape."""
+    svc = AlertingService(store)
     try:
-        a = AlertingService(store).get_alert(int(alert_id))
+        a = svc.get_alert(int(alert_id))
     except AlertNotFound:
+        if int(alert_id) > svc.highest_alert_id():
+            return (f"There is no alert #{alert_id}: no alert with that number has been raised.", False)
         return (f"There is no alert #{alert_id}: an alert that was pending and cleared without firing is "
                 "dropped, not kept (while pending it may have held back the notifications of alerts it "
                 "explained).", False)  # fmt: skip

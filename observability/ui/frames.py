@@ -250,11 +250,12 @@ def cost_by_day(store: Store, window: Window = "30d", bots: Sequence[str] | None
                         columns=cols)  # fmt: skip
 
 
-def unknown_models(store: Store, window: Window = "30d", now: datetime | None = None) -> pd.DataFrame:
+def unknown_models(store: Store, window: Window = "30d", bots: Sequence[str] | None = None,
+                   now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
     """`unknown_model_calls` as a frame: calls to models the price table did not know (priced 0),
     calls priced above the ceiling (`withheld_usd`: their price, kept out of spend) and calls that
-    reported no usage (`usage_missing_calls`)."""
-    rows = LLMObservabilityService(store).unknown_model_calls(window, now=now)
+    reported no usage (`usage_missing_calls`); of the selected bots ([] or None: all)."""
+    rows = LLMObservabilityService(store).unknown_model_calls(window, bot=_bots(bots), now=now)
     return pd.DataFrame(rows, columns=["model", "provider", "calls", "usage_missing_calls", "input_tokens",
                                        "output_tokens", "caller_cost_usd", "withheld_usd", "first_seen",
                                        "last_seen"])  # fmt: skip
