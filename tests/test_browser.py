@@ -109,6 +109,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store.dispose()
     port = free_port()
     proc = start_console(url, port, tmp / "streamlit.log")
+    STORE_URLS[f"http://127.0.0.1:{port}"] = url
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -117,6 +118,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+STORE_URLS: dict[str, str] = {}  # console address -> its store
 
 
 def sign_in(page, base: str) -> None:  # noqa: ANN001
@@ -317,3 +321,30 @@ def test_a_tab_left_open_stops_showing_data_once_its_session_ends_in_another_tab
         assert left_open.get_by_role("heading", name=nav.OVERVIEW_TITLE).count() == 0
     finally:
         context.close()
+
+
+def test_an_open_page_says_when_the_worker_stops_and_stops_saying_it_once_it_runs(console: str, page) -> None:  # noqa: ANN001
+    """The worker's warning is a live part of every page: a tab left open on Overview sees the
+    worker stop and start again without a reload (it was drawn only on a full page run)."""
+    from datetime import timedelta
+
+    from observability.settings import Settings
+    from observability.timeutil import utcnow
+    from observability.ui.common import LIVE_REFRESH_S
+    from observability.worker import runner, steps
+
+    wait_ms = (LIVE_REFRESH_S * 3 + 15) * 1000  # its refresh, behind the 15 s query cache
+    store = Store.from_url(STORE_URLS[console])
+    heartbeat = [s for s in steps.STEPS if s.name == "heartbeat"]
+    worker = runner.Worker(store, Settings.from_env({"DATABASE_URL": STORE_URLS[console]}), steps=heartbeat,
+                           worker_id="browser-test-worker")  # fmt: skip
+    try:
+        worker.tick(now=utcnow() - timedelta(minutes=10))  # a worker that stopped 10 minutes ago
+        sign_in(page, console)
+        page.get_by_text("The worker has not run for").first.wait_for(timeout=wait_ms)
+        worker.tick()  # it runs again: the open tab's next refreshes clear the warning
+        page.get_by_text("The worker has not run for").first.wait_for(state="detached", timeout=wait_ms)
+        assert page.get_by_role("heading", name=nav.OVERVIEW_TITLE).count() == 1
+    finally:
+        worker.close()
+        store.dispose()

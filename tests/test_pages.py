@@ -919,3 +919,25 @@ def test_the_two_handoff_p95s_say_what_each_measures(demo: Store) -> None:
     [table] = [d for d in at.dataframe if "alert_p95_ratio" in d.value]
     bot_help = json.loads(table.proto.columns)["bot"]["help"]
     assert "execute" in bot_help and "Handoff P95, whole handoff" in bot_help
+
+
+def test_a_page_opened_from_another_reads_its_shared_filters_from_its_own_url() -> None:
+    """An alert's link to `conversation_quality?tab=Handoffs` opened the tab the Alerts page had
+    open: on a page change every shared key's kept value is dropped, so each widget reads its URL."""
+
+    def opened_from_alerts() -> None:
+        import streamlit as st
+
+        from observability.ui import common
+
+        st.session_state.setdefault(common.OPEN_PAGE_KEY, "alerts")
+        st.session_state.setdefault("tab", "History")  # the Alerts page's open tab
+        st.session_state.setdefault("range", "7d")
+        common.filters_from_the_url("conversation_quality")
+        st.write(f"tab={st.session_state.get('tab')!r} range={st.session_state.get('range')!r}")
+
+    at = AppTest.from_function(opened_from_alerts)
+    at.query_params["tab"] = "Handoffs"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.markdown[0].value == "tab=None range=None"

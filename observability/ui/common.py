@@ -422,13 +422,14 @@ def filters_from_the_url(page: str) -> None:
     name is at the page's default. Streamlit keeps a widget's value under its key from page to page,
     so a bot picked on Conversations went on filtering Cost tracking's spend (and a conversation
     picked on Conversation quality the LLM calls list), while the same bot arriving in a link did not
-    follow; a link that should carry a filter (Overview's, an alert's) names it."""
+    follow; a link that should carry a filter (Overview's, an alert's) names it. A value the URL
+    does name is dropped too, so its widget reads it from the URL: an alert's link to Conversation
+    quality's `?tab=Handoffs` opened the tab the Alerts page had open, "History" then "Conversations"."""
     if st.session_state.get(OPEN_PAGE_KEY) == page:
         return
     st.session_state[OPEN_PAGE_KEY] = page
     for key in SHARED_URL_KEYS:
-        if key not in st.query_params:
-            st.session_state.pop(key, None)
+        st.session_state.pop(key, None)
 
 
 def page_header(title: str, caption: str | None = None, *, system_banner: bool = True) -> None:
@@ -438,7 +439,7 @@ def page_header(title: str, caption: str | None = None, *, system_banner: bool =
     auth_banner()
     if system_banner:
         system_stop_banner()
-        worker_behind_note()
+        live(run_every=LIVE_REFRESH_S)(worker_behind_note)()  # an open tab sees the worker stop and start
         replica_lag_note()
     st.html(METRIC_LABEL_STYLE)
     st.title(title)
