@@ -569,8 +569,10 @@ def channels_tab() -> None:
             state = {
                 "configured": ":green[configured]",
                 "failing": ":red[failing]",
-            }.get(ch["state"], f":gray[not configured: set {ch['missing']}]")
+            }.get(ch["state"], ":gray[not configured]")
             c[0].markdown(f"**{name}**  \n{state}")
+            if not ch["configured"]:  # the variables to set, in the wide column (they broke mid-word)
+                c[1].caption(f"To turn it on, set {ui.md_escape(ch['missing'])}.")
             last = f"{ch['last_sent_at']:%Y-%m-%d %H:%M:%S} UTC" if ch["last_sent_at"] else "never"
             c[1].caption(f"last delivered: {last} · pending: {ch['pending']} · gave up: {ch['dead']} · "
                          f"failed attempts since last success: {ch['failed_attempts_since_success']}")  # fmt: skip

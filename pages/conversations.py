@@ -115,6 +115,10 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 def _open(cid: str) -> None:
     """Open a conversation from Needs attention: clear the filters so it belongs to the list.
     Only before the filters are drawn in this run (their URL parameters are bound to them)."""
+    filtered = any(st.session_state.get(k) not in (None, default) for k, default in FILTER_DEFAULTS.items())
+    if filtered or st.query_params.get("active"):  # say so: the list changes under the user's eyes
+        st.session_state[FLASH] = (f"Opened {ui.md_escape(control.shown_id(cid))}: the list's filters were "
+                                   "cleared so that it is in the list.")  # fmt: skip
     # the filters' URL parameters are bound to their widgets: reset the widgets, which clears them
     for k, default in FILTER_DEFAULTS.items():
         st.session_state[k] = default
@@ -126,6 +130,7 @@ def _open(cid: str) -> None:
     st.rerun()
 
 
+AUTO_OPENED = "cv_auto_opened"  # the conversation the page opened by itself (the first listed)
 OPEN_REQUEST = "cv_open_request"  # a conversation to open once the filters are cleared (see below)
 
 
@@ -138,7 +143,8 @@ if (requested := st.session_state.pop(OPEN_REQUEST, None)) is not None:
 attention.attention_panel(_open, key="cv_attention")
 
 plain_old_links()
-f1, f2, f3, f4, f5 = st.columns([2, 1.4, 2, 2, 1.4], vertical_alignment="bottom")
+# widths that show "Active now" and "not VIP" whole at 1280 px
+f1, f2, f3, f4, f5 = st.columns([1.8, 1.7, 1.8, 1.8, 1.7], vertical_alignment="bottom")
 with f1:
     states = st.multiselect(
         "State", list(STATE_FILTER), key="state", bind="query-params", placeholder="All states",
@@ -232,8 +238,9 @@ if wanted and wanted not in ids:
     if matches(wanted, **{k: v for k, v in filters.items()}):
         ids.insert(0, wanted)  # in the list, on another page (a shared link, Needs attention)
     elif st.session_state.get("cv_pick") == wanted:  # it was open here; new filters left it out
-        st.info(f"Conversation {ui.md_escape(control.shown_id(wanted))} is not in the list these filters "
-                "give, so it was closed.")  # fmt: skip
+        if st.session_state.get(AUTO_OPENED) != wanted:  # one the user opened: say why it went
+            st.info(f"Conversation {ui.md_escape(control.shown_id(wanted))} is not in the list these filters "
+                    "give, so it was closed.")  # fmt: skip
         ui.set_query_params(conversation=None)
         wanted = None
     else:  # asked for by a link: never another conversation in its place (one would act on it)
@@ -248,7 +255,8 @@ if wanted and wanted not in ids:
         elif held["llm_calls"]:
             st.info(
                 f"Conversation {shown} has no messages recorded, so there is no transcript to read or take over: "
-                f"the store holds only its {held['llm_calls']:,} LLM call(s), recorded with this conversation id."
+                f"the store holds only its {held['llm_calls']:,} LLM {'call' if held['llm_calls'] == 1 else 'calls'}, "
+                "recorded with this conversation id."
             )
             ui.page_link("llm_calls", "Its LLM calls", icon=":material/list:", conversation=wanted)
         else:
@@ -260,6 +268,8 @@ if not ids:
     st.stop()
 if st.session_state.get("cv_pick") not in ids:  # the picker's value through its state only, never
     st.session_state["cv_pick"] = wanted if wanted in ids else ids[0]  # also a default (a warning)
+    # the first listed, opened for the user: a search that leaves it out closes it without a word
+    st.session_state[AUTO_OPENED] = None if wanted in ids else ids[0]
 cid = st.selectbox("Conversation", ids, key="cv_pick", format_func=lambda c: labels.get(c, c))
 ui.set_query_params(conversation=cid)
 

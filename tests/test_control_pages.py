@@ -325,6 +325,8 @@ def test_a_search_that_excludes_the_open_conversation_closes_it(console: Store) 
     assert [o.split(" · ")[0] for o in at.selectbox(key="cv_pick").options] == ["c2"]
     assert at.selectbox(key="cv_pick").value == "c2"
     assert "Hi, reach me on" not in _text(at)  # c1's transcript and take-over form are gone
+    # c1 was opened by the page, not the user: no note about closing it
+    assert "was closed" not in _text(at)
 
 
 def test_conversation_filters_in_a_link_are_plain_values(console: Store) -> None:
@@ -648,7 +650,7 @@ def test_a_link_to_a_conversation_that_is_not_listed_never_opens_another_one(con
         (
             "calls-only",
             "has no messages recorded, so there is no transcript to read or take over: the store "
-            "holds only its 1 LLM call(s)",
+            "holds only its 1 LLM call, ",
         ),
         ("no-such-id", "No conversation 'no-such-id' in the store: check the id"),
     ):
@@ -692,6 +694,7 @@ def test_needs_attention_opens_its_row_when_the_list_is_filtered_to_other_conver
     assert not at.exception, at.exception
     assert at.selectbox(key="cv_pick").value == "c2" and at.query_params["conversation"] in ("c2", ["c2"])
     assert "bot" not in at.query_params and "q" not in at.query_params
+    assert "Opened 'c2': the list's filters were cleared so that it is in the list." in _text(at)
 
 
 def test_every_page_says_so_while_the_worker_is_not_running(console: Store) -> None:
