@@ -593,3 +593,20 @@ def test_silence_minutes_are_checked_in_minutes_against_the_enforced_bound(alert
         op, rule_name="sla_violation", reason="deploy", duration_min="45", now=alerting.now(0)
     )
     assert made["ends_at"] - made["starts_at"] == timedelta(minutes=45)
+
+
+def test_escalate_does_not_promise_a_page_when_every_channel_it_goes_to_is_failing(
+    wired: tuple[Store, Peers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "It is sent now to email, webhook: people get paged" stood beside "email is failing" and
+    "webhook is failing": with every channel failing, the question says nobody may be paged."""
+    store, _ = wired
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/hook")  # nothing listens
+    reset_settings_cache()
+    svc = AlertingService(store)
+    assert not svc.send_test_notification("email", "operator")["ok"]
+    assert not svc.send_test_notification("webhook", "operator")["ok"]
+    target = _card_ids(_page())[0]
+    asked = views.escalation_question(store, svc.get_alert(target))
+    assert "every one of them is failing: nobody may be paged" in asked["paged"]
+    assert "people get paged" not in asked["paged"] and len(asked["notes"]) >= 2

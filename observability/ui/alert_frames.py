@@ -176,7 +176,12 @@ def escalation_question(store: Store, alert: dict[str, Any]) -> dict[str, Any]:
         }
     tried, skipped, failing = p["tried"], p["not_configured"], p["failing"]
     question = f"Escalate alert #{alert['id']} to level {level}?"
-    if tried:
+    working = [c for c in tried if c not in failing]
+    if tried and not working:  # every channel it goes to is failing: "people get paged" would not hold
+        paged = (f"It is sent now to {', '.join(tried)}, even if the alert is silenced, but every one of "
+                 "them is failing: nobody may be paged.")  # fmt: skip
+        done = f"Alert #{alert['id']} escalated to level {level}: sent to {', '.join(tried)} (failing)"
+    elif tried:
         paged = f"It is sent now to {', '.join(tried)}, even if the alert is silenced: people get paged."
         done = f"Alert #{alert['id']} escalated to level {level}: sent to {', '.join(tried)}"
     else:
