@@ -751,3 +751,25 @@ def test_status_now_and_the_threshold_rules_agree_at_and_around_each_threshold()
                 page = monitoring.threshold_status(value, thresholds, spec.bad_direction)
                 fired = breach(value, rule.comparison, rule.threshold, rule.critical_threshold, "warning")
                 assert page == (fired or "ok"), (family, value, page, fired)
+
+
+def test_quiet_minutes_at_the_start_of_the_window_are_zero_when_the_store_is_older(tmp_path: Path) -> None:
+    """Calls stopped before the hour began and came back 10 minutes ago: the hour's chart starts at
+    the hour's start with zeros, not at the first call back (the store held calls before it)."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'older.db'}")
+    store.migrate()
+    now = utcnow().replace(second=30, microsecond=0)
+
+    def call(ago_min: int) -> list:
+        return events.llm_call(uuid.uuid4().hex, to_epoch(now) - ago_min * 60, bot="lead_bot", agent=None,
+                               decision_type=None, model="claude-sonnet-4-5", provider="anthropic", input_tokens=10,
+                               output_tokens=5, cache_read_tokens=0, cache_write_tokens=0, latency_ms=100.0,
+                               cache_hit=False, cost_usd=0.01, conversation_id=None, success=True, error_type=None)  # fmt: skip
+
+    assert ingest.write_batch(store, [call(100), call(10)]).rejected == 0
+    rollups.run(store)
+    lead = frames.requests_series(store, "1h", None, now=now).set_index("ts")["requests"]
+    start = (pd.Timestamp(now) - pd.Timedelta(hours=1)).ceil("60s")
+    assert lead.index.min() <= start and lead.loc[start : start + pd.Timedelta(minutes=40)].eq(0).all()
+    assert lead.sum() == 1
+    store.dispose()

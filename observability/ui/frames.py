@@ -137,15 +137,21 @@ ADDITIVE = ("requests", "errors", "cache_hits", "input_tokens", "output_tokens",
 STEP_S = {"minute": 60, "hour": 3600, "day": 86_400}
 
 
-def _quiet_buckets_as_zero(df: pd.DataFrame, by: str, window: Window, now: datetime | None) -> pd.DataFrame:
-    """The chart's buckets without calls, from its first bucket to now, as rows of zero calls per
-    group: the rollups hold no row for a quiet minute, and a line drawn straight from 18 calls to 37
-    across a system-wide stop hid the stop. Before the first bucket the store held nothing: left out."""
+def _quiet_buckets_as_zero(
+    store: Store, df: pd.DataFrame, by: str, window: Window, now: datetime | None
+) -> pd.DataFrame:
+    """The chart's buckets without calls, from the window's start (or the store's first call, when
+    later) to now, as rows of zero calls per group: the rollups hold no row for a quiet minute, and
+    a line drawn straight from 18 calls to 37 across a system-wide stop hid the stop. Before the
+    store's first call it held nothing: left out, not drawn as quiet."""
     if df.empty or by not in df:
         return df
+    now = resolve_now(now)
     step = STEP_S[chart_granularity(window)]
-    end = pd.Timestamp(resolve_now(now)).floor(f"{step}s")
-    idx = pd.date_range(df["ts"].min(), max(end, df["ts"].max()), freq=f"{step}s")
+    end = pd.Timestamp(now).floor(f"{step}s")
+    begin = LLMObservabilityService(store).calls_begin(now - timedelta(seconds=window_seconds(window)), now)
+    first = min(df["ts"].min(), pd.Timestamp(begin).ceil(f"{step}s")) if begin is not None else df["ts"].min()
+    idx = pd.date_range(first, max(end, df["ts"].max()), freq=f"{step}s")
     keys = df[by].fillna(NO_GROUP)
     full = pd.MultiIndex.from_product([idx, sorted(keys.unique(), key=str)], names=["ts", by])
     out = df.assign(**{by: keys}).set_index(["ts", by]).reindex(full).reset_index()
@@ -163,7 +169,7 @@ def requests_series(store: Store, window: Window = "1h", bots: Sequence[str] | N
     """LLM requests, errors, tokens and cost per chart bucket and bot (columns ts, bot, ...); a
     quiet bucket is 0 requests, not a gap the chart's line jumps over."""
     df = _series(_llm_series(store, window, bots, now, ("bot",)), ("bot", "requests"))
-    return _quiet_buckets_as_zero(df, "bot", window, now)
+    return _quiet_buckets_as_zero(store, df, "bot", window, now)
 
 
 def token_series(store: Store, window: Window = "24h", bots: Sequence[str] | None = None, by: str = "model",
@@ -173,7 +179,7 @@ def token_series(store: Store, window: Window = "24h", bots: Sequence[str] | Non
     if by not in ("model", "bot", "agent"):
         raise ValueError("by must be model, bot or agent")
     df = _series(_llm_series(store, window, bots, now, (by,)), (by, *TOKEN_SERIES_COLUMNS))
-    return _quiet_buckets_as_zero(df, by, window, now)
+    return _quiet_buckets_as_zero(store, df, by, window, now)
 
 
 def cache_hit_series(store: Store, window: Window = "24h", bots: Sequence[str] | None = None,
