@@ -574,8 +574,10 @@ def channels_tab() -> None:
             if not ch["configured"]:  # the variables to set, in the wide column (they broke mid-word)
                 c[1].caption(f"To turn it on, set {ui.md_escape(ch['missing'])}.")
             last = f"{ch['last_sent_at']:%Y-%m-%d %H:%M:%S} UTC" if ch["last_sent_at"] else "never"
+            tests = ch["failed_test_attempts"]
+            of_tests = f" ({tests} of them tests, which raise no alert)" if tests else ""
             c[1].caption(f"last delivered: {last} · pending: {ch['pending']} · gave up: {ch['dead']} · "
-                         f"failed attempts since last success: {ch['failed_attempts_since_success']}")  # fmt: skip
+                         f"failed attempts since last success: {ch['failed_attempts_since_success']}{of_tests}")  # fmt: skip
             if ch["state"] == "failing":
                 what = "test" if ch["last_failed_kind"] == "test" else "delivery"
                 c[1].caption(f"last {what} failed at {ch['last_failed_at']:%Y-%m-%d %H:%M:%S} UTC: "
