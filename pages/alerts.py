@@ -18,6 +18,7 @@ from observability.alerting import (
     RuleNotFound,
     RuleValidationError,
 )
+from observability.timeutil import utcnow
 from observability.ui import alert_frames as views
 from observability.ui import charts
 from observability.ui import common as ui
@@ -209,8 +210,14 @@ def alert_card(a: dict[str, Any]) -> None:
         notes = [f"since {since:%Y-%m-%d %H:%M:%S} UTC"] if since else []
         if a["acknowledged_by"]:
             notes.append(f"acknowledged by {ui.md_escape(a['acknowledged_by'])}")
-        if a["next_escalation_at"] and a["state"] == "firing":
-            notes.append(f"next step due {a['next_escalation_at']:%H:%M:%S} UTC")
+        held = a["suppressed_by"] or a["silenced_by"]
+        if a["next_escalation_at"] and a["state"] == "firing" and not held:  # a held alert takes no step
+            due = a["next_escalation_at"]
+            notes.append(
+                f"next step due {due:%H:%M:%S} UTC"
+                if due > utcnow()
+                else "next step due now (at the worker's next tick)"
+            )
         if a["suppressed_by"]:
             notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
         elif a["silenced_by"]:  # in the store now; the worker's next step would say the same

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 from support.alerting import SMTP_PASSWORD, SMTP_USER, Harness, Peers
 from support.markdown import shown as _shown
@@ -22,7 +23,8 @@ from observability import auth
 from observability.alerting import AlertingService, ConditionStillHolds, RuleValidationError
 from observability.alerting.rules import CHANNEL_RULE
 from observability.settings import reset_settings_cache
-from observability.store import Store
+from observability.store import Store, schema
+from observability.timeutil import utcnow
 from observability.ui import alert_frames as views
 from observability.ui import common
 
@@ -613,3 +615,17 @@ def test_escalate_does_not_promise_a_page_when_every_channel_it_goes_to_is_faili
     asked = views.escalation_question(store, svc.get_alert(target))
     assert "every one of them is failing: nobody may be paged" in asked["paged"]
     assert "people get paged" not in asked["paged"] and len(asked["notes"]) >= 2
+
+
+def test_a_held_alert_shows_no_next_step_and_an_overdue_step_says_now(console: Store) -> None:
+    """An inhibited or silenced alert takes no escalation step, yet its card said "next step due
+    17:47:21" and a later time at each refresh, always already past."""
+    first, second = sorted(a["id"] for a in _alerts(console))
+    svc = AlertingService(console)
+    with console.begin() as conn:  # the worker's next step is overdue for both
+        conn.execute(sa.update(schema.alerts).values(next_escalation_at=utcnow() - timedelta(minutes=1)))
+    svc.silence_alert(second, "operator", reason="known incident", duration_min=30)
+    common.clear_caches()
+    text = _texts(_page())
+    assert "next step due now (at the worker's next tick)" in text
+    assert text.count("next step due") == 1  # the silenced one shows none
