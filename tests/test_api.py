@@ -119,6 +119,25 @@ def test_a_token_narrowed_to_a_smaller_scope_cannot_do_what_its_admin_user_can(s
     assert control.intervention_status(served_api.store, served_api.conversations[24]).state == "ai"
 
 
+def test_an_admins_operator_scoped_token_cannot_override_another_operators_take_over(
+    served_api: ServedApi,
+) -> None:
+    """A token acts with its scope in every decision, "holder or admin" ones included: an admin's
+    operator-scoped token reset and released another operator's conversation (the role was read
+    from the store); now it is refused as any operator's is, and nothing changes."""
+    cid = served_api.conversations[36]
+    r = requests.post(served_api.base + f"/intervention/take-control/{cid}", json={"reason": "mine"},
+                      headers=served_api.headers("operator"), timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 200, r.text
+    as_operator = served_api.headers(token=served_api.tokens["admin_as_operator"])
+    for path, body in ((f"/emergency/reset/{cid}", {"reason": "override"}),
+                       (f"/intervention/release-control/{cid}", {"summary": "override"})):  # fmt: skip
+        r = requests.post(served_api.base + path, json=body, headers=as_operator, timeout=TIMEOUT)
+        assert r.status_code in (403, 409) and "only they or an admin" in r.json()["detail"], (path, r.text)
+    status = control.intervention_status(served_api.store, cid)
+    assert status.state == "human" and status.operator == "opal"
+
+
 def test_a_take_over_through_the_api_leaves_the_same_audit_rows_as_the_console(served_api: ServedApi) -> None:
     cid = served_api.conversations[25]
     r = requests.post(served_api.base + f"/intervention/take-control/{cid}",

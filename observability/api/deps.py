@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from observability.api.context import ApiContext
 from observability.auth.api_tokens import Principal, TokenInvalid, verify_token
 from observability.auth.roles import roles_for
-from observability.auth.users import access_changes
+from observability.auth.users import access_changes, acting_as
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -57,7 +57,14 @@ def threaded(endpoint: Callable[..., R]) -> Callable[..., Any]:
 
     @functools.wraps(endpoint)
     async def run(*args: Any, **kwargs: Any) -> R:
-        return await run_in_threadpool(endpoint, *args, **kwargs)
+        # the services act with the token's scope, not the user's full role (`auth.acting_as`)
+        scope = next((v.scope for v in kwargs.values() if isinstance(v, Principal)), None)
+
+        def body() -> R:
+            with acting_as(scope):
+                return endpoint(*args, **kwargs)
+
+        return await run_in_threadpool(body)
 
     return run
 

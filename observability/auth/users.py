@@ -28,6 +28,9 @@ import re
 import secrets
 import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -240,8 +243,25 @@ def list_users(store: Store) -> list[UserInfo]:
     return out
 
 
+# The role an API token acts with: its scope, the user's role or a narrower one. Set around a
+# request's work (`acting_as`, by the API), it narrows the user `authorize` returns, so every
+# "holder or admin" decision a service makes sees the token's scope: an admin's operator-scoped
+# token overrode another operator's take-over, the role being read from the store.
+ACTING_SCOPE: ContextVar[str | None] = ContextVar("acting_scope", default=None)
+
+
+@contextmanager
+def acting_as(scope: str | None) -> Iterator[None]:
+    token = ACTING_SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        ACTING_SCOPE.reset(token)
+
+
 def authorize(store: Store, user_name: str | None, action: str, settings: Settings | None = None) -> User:
-    """Resolve the acting user and check the action; raises PermissionDenied."""
+    """Resolve the acting user and check the action; raises PermissionDenied. Under `acting_as`
+    (an API token), the user acts with the token's scope."""
     if action not in PERMISSIONS:
         raise ValueError(f"unknown action {action!r}")
     if not user_name or not isinstance(user_name, str):
@@ -253,6 +273,9 @@ def authorize(store: Store, user_name: str | None, action: str, settings: Settin
         raise PermissionDenied(f"{action}: unknown user {user_name!r}")
     if user.disabled:
         raise PermissionDenied(f"{action}: user {user_name!r} is disabled")
+    scope = ACTING_SCOPE.get()
+    if scope is not None and scope != user.role:
+        user = User(user.name, scope, user.disabled)
     if not user.can(action):
         raise PermissionDenied(f"{action}: role {user.role!r} of {user_name!r} may not do this")
     return user

@@ -92,6 +92,9 @@ def seed(store: Store, settings: Settings) -> tuple[dict[str, str], dict[str, st
     tokens["admin_as_analyst"] = api_tokens.create_token(
         store, None, "ada", "narrow", scope="analyst", settings=settings
     ).token
+    tokens["admin_as_operator"] = api_tokens.create_token(
+        store, None, "ada", "as an operator", scope="operator", settings=settings
+    ).token
     bad = {"garbage": "not-a-jwt", "expired": expired, "revoked": revoked.token, "disabled user": disabled,
            "signed elsewhere": foreign}  # fmt: skip
     now = time.time() - 120
