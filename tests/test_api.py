@@ -268,6 +268,15 @@ def test_alert_actions_through_the_api_change_the_alert_as_the_console_does(serv
     h = served_api.headers("operator")
     active = requests.get(served_api.base + "/alerts/active", headers=h, timeout=TIMEOUT).json()
     assert alert_id in [a["id"] for a in active["alerts"]] and active["count"] == len(active["alerts"])
+    # filtered by the alerts' own severities (it took the activity feed's: low ... critical, no warning)
+    severity = svc.get_alert(alert_id)["severity"]
+    for wanted in ("info", "warning", "critical"):
+        r = requests.get(served_api.base + f"/alerts/active?severity={wanted}", headers=h, timeout=TIMEOUT)
+        assert r.status_code == 200 and (alert_id in [a["id"] for a in r.json()["alerts"]]) == (
+            wanted == severity
+        )
+    r = requests.get(served_api.base + "/alerts/active?severity=low", headers=h, timeout=TIMEOUT)
+    assert r.status_code == 422
     level = svc.get_alert(alert_id)["escalation_level"]
     r = requests.post(served_api.base + f"/alerts/escalate/{alert_id}", headers=h, timeout=TIMEOUT)
     assert r.status_code == 200 and r.json()["alert"]["escalation_level"] == level + 1
@@ -307,3 +316,20 @@ def test_a_token_revoked_by_another_process_is_refused_within_api_token_cache_s(
 
     assert wait_for(refused, timeout=s.api_token_cache_s + 5, interval=0.2,
                     message="a revoked token was still accepted past API_TOKEN_CACHE_S")  # fmt: skip
+
+
+def test_performance_answers_for_the_window_asked_or_refuses_it(served_api: ServedApi) -> None:
+    """6h and 30d were answered with the last hour's figures labelled 1h, and the per-bot block of
+    7d was the last hour: each window is its own, and one the endpoint cannot compute is a 422."""
+    h = served_api.headers("analyst")
+    for window, minutes in (("1h", 60), ("24h", 1440), ("7d", 10080)):
+        r = requests.get(
+            served_api.base + f"/monitoring/performance?window={window}", headers=h, timeout=TIMEOUT
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["window"] == window and r.json()["bots"]["window_minutes"] == minutes
+    for window in ("6h", "30d", "2h"):
+        r = requests.get(
+            served_api.base + f"/monitoring/performance?window={window}", headers=h, timeout=TIMEOUT
+        )
+        assert r.status_code == 422

@@ -301,3 +301,32 @@ def test_sync_re_asserts_a_take_over_committed_while_it_ran(
     monkeypatch.setattr(mirror, "sync_to_redis", racing_sync)
     control.sync_gates(sqlite_store, redis_client, redis_prefix)
     assert read_from_redis(redis_client, redis_prefix, "c1") == (False, "human")
+
+
+def test_a_second_system_wide_stop_keeps_who_stopped_it_and_says_nothing_changed(crew: Store) -> None:
+    """A redundant stop replaced who stopped, why and when, and the feed read "stopped every
+    conversation" twice; a resume with no stop held read as a resume."""
+    control.system_wide_stop(crew, "root", "real incident", "STOP ALL", settings=S, now=T0)
+    again = control.system_wide_stop(
+        crew, "root2", "me too", "STOP ALL", settings=S, now=T0 + timedelta(minutes=1)
+    )
+    assert again.outcome == "already_stopped"
+    status = control.system_status(crew)
+    assert (status["by"], status["reason"]) == ("root", "real incident")
+    assert status["at"] is not None and status["at"].replace(tzinfo=None) == T0
+    control.system_resume(crew, "root", "over", "RESUME ALL", settings=S, now=T0 + timedelta(minutes=2))
+    noop = control.system_resume(
+        crew, "root", "again", "RESUME ALL", settings=S, now=T0 + timedelta(minutes=3)
+    )
+    assert noop.outcome == "not_stopped"
+    with crew.connect() as conn:
+        titles = conn.execute(
+            sa.select(schema.activity_events.c.title).where(schema.activity_events.c.category == "emergency")
+            .order_by(schema.activity_events.c.ts)
+        ).scalars().all()  # fmt: skip
+    assert titles == [
+        "root stopped every conversation (system-wide stop)",
+        "root2 asked for a system-wide stop: already stopped, nothing changed",
+        "root resumed every conversation",
+        "root asked to resume: no system-wide stop held, nothing changed",
+    ]

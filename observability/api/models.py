@@ -12,13 +12,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from observability.alerting.model import SEVERITIES as ALERT_SEVERITIES
 from observability.analytics.monitoring import METRICS, TIMEFRAMES
 from observability.control.common import MAX_NOTE
 from observability.events import SEVERITIES
 
 MetricType = Enum("MetricType", {m: m for m in METRICS}, type=str)  # type: ignore[misc]
 Timeframe = Enum("Timeframe", {t: t for t in TIMEFRAMES}, type=str)  # type: ignore[misc]
-Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]  # activity events
+AlertSeverity = Literal[ALERT_SEVERITIES]  # type: ignore[valid-type]  # alerts: info, warning, critical
 Priority = Literal["low", "normal", "high", "critical"]
 Note = Field(min_length=1, max_length=MAX_NOTE)
 

@@ -232,7 +232,8 @@ class Hub:
         interval = max(0.05, self.ctx.settings.websocket_poll_interval_s)
         while True:
             await asyncio.sleep(interval)
-            if not self.connections:
+            if not self.connections:  # nobody to tell: what happens meanwhile is not news to the
+                self._since = max(self._since, utcnow())  # next client (it got events minutes old)
                 continue
             try:  # new events from the cursor on, and late commits in the look-back window before it
                 fresh = await run_in_threadpool(activity.events_since, self.ctx.store, self._since)

@@ -318,15 +318,17 @@ def _set_system(
         if not stop:
             _check_rate(conn, s, actor.name, now)
         was = system_stopped(conn)
-        value = {"stopped": stop, "reason": reason, "by": actor.name, "at": as_aware(now).isoformat()}
-        stmt = store.insert(schema.control_state).values(
-            key=SYSTEM_STOP_KEY, value=value, updated_by=actor.name, updated_at=now
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["key"], set_={"value": value, "updated_by": actor.name, "updated_at": now}
+        changed = was != stop
+        if changed:  # a second stop keeps who stopped it, why and when (it overwrote all three)
+            value = {"stopped": stop, "reason": reason, "by": actor.name, "at": as_aware(now).isoformat()}
+            stmt = store.insert(schema.control_state).values(
+                key=SYSTEM_STOP_KEY, value=value, updated_by=actor.name, updated_at=now
             )
-        )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["key"], set_={"value": value, "updated_by": actor.name, "updated_at": now}
+                )
+            )
         if stop:
             outcome = "already_stopped" if was else "stopped"
         else:
@@ -343,17 +345,19 @@ def _set_system(
             outcome=outcome,
             created_at=now,
         )
-        title = (
-            f"{actor.name} stopped every conversation (system-wide stop)"
-            if stop
-            else f"{actor.name} resumed every conversation"
-        )
+        if not changed:  # the feed says nothing changed, not "stopped every conversation" again
+            title = (f"{actor.name} asked for a system-wide stop: already stopped, nothing changed" if stop
+                     else f"{actor.name} asked to resume: no system-wide stop held, nothing changed")  # fmt: skip
+        elif stop:
+            title = f"{actor.name} stopped every conversation (system-wide stop)"
+        else:
+            title = f"{actor.name} resumed every conversation"
         auth.audit_event(
             conn,
             f"emergency.{action}",
             title,
             user=actor.name,
-            severity="critical" if stop else "high",
+            severity=("critical" if stop else "high") if changed else "medium",
             category="emergency",
             description=reason,
             metadata={"outcome": outcome, "confirmed": confirmed},
@@ -362,7 +366,7 @@ def _set_system(
     published = publish_after_commit(
         store, s, redis, f"system-wide {action}", system_stop=stop,
         live={"action": action, "conversation_id": None, "system_stopped": stop, "user": actor.name,
-              "reason": reason, "outcome": outcome},
+              "reason": reason, "outcome": outcome} if changed else None,  # no news for live clients
     )  # fmt: skip
     log.warning("%s by %s: %s", action, actor.name, outcome)
     return ActionResult(action, outcome, actor.name, None, audit_id, None, published)
