@@ -30,7 +30,9 @@ def _alert_out(alert: dict) -> dict:
 @router.get("/active", response_model=m.AlertsOut, summary="Firing and acknowledged alerts")
 @threaded
 def active(
-    ctx: Ctx, p: Annotated[Principal, Depends(require("dashboards.view"))], severity: m.AlertSeverity | None = None
+    ctx: Ctx,
+    p: Annotated[Principal, Depends(require("dashboards.view"))],
+    severity: m.AlertSeverity | None = None,
 ) -> dict:
     alerts = [a for a in _service(ctx).active_alerts() if severity is None or a.get("severity") == severity]
     return {"alerts": jsonable(alerts), "count": len(alerts)}
