@@ -153,17 +153,24 @@ def unread_count(
 
 
 def mark_read(store: Store, user_name: str, event_ids: Iterable[str], now: datetime | None = None) -> int:
-    """Mark events as read for this user (permission `activity.mark_read`); returns how many ids
-    were given. Marks are per user: nobody else's unread count changes."""
+    """Mark events as read for this user (permission `activity.mark_read`); returns how many of the
+    ids name an event: an id no event has is ignored (it was stored, of any length, and counted).
+    Marks are per user: nobody else's unread count changes."""
     user = auth.authorize(store, user_name, "activity.mark_read")
-    ids = sorted({str(i) for i in event_ids if i})
+    ids = sorted({str(i) for i in event_ids if i and len(str(i)) <= MAX_EVENT_ID})
     if not ids:
         return 0
     now = resolve_now(now)
+    e = schema.activity_events
     with store.begin() as conn:
-        store.insert_ignore(conn, schema.activity_reads, ("event_id", "user_name", "read_at"),
-                            [(i, user.name, now) for i in ids])  # fmt: skip
-    return len(ids)
+        known = conn.execute(sa.select(e.c.id).where(e.c.id.in_(ids))).scalars().all()
+        if known:
+            store.insert_ignore(conn, schema.activity_reads, ("event_id", "user_name", "read_at"),
+                                [(i, user.name, now) for i in sorted(known)])  # fmt: skip
+    return len(known)
+
+
+MAX_EVENT_ID = 64  # an activity event's id (events.FIELD_LIMITS)
 
 
 def feed_after(

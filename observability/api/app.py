@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Mount
@@ -61,12 +62,68 @@ def _mapped(status: int) -> Callable[[Request, Exception], Awaitable[JSONRespons
     return handler
 
 
+MAX_BODY_BYTES = 1_000_000  # the largest request body (an operator's reply is at most 64 kB)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_BODY_BYTES is answered 413 before it is read whole
+    (a 20 MB body was read, parsed and echoed back in its 422): by its Content-Length, or, sent
+    chunked, by reading it here up to the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = JSONResponse({"detail": f"the request body is larger than {self.limit:,} bytes"}, 413)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await too_big(scope, receive, send)
+            return
+        if length is not None or scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        # no Content-Length (chunked): read it here, up to the limit, then hand it on whole
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await too_big(scope, receive, send)
+                return
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with where and what, never the input itself: errors echoed whole bodies (20 MB) and
+    values sent (an extra field's secret) back."""
+    errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     """The API app; `settings`/`store` default to the process's (tests pass their own)."""
     app = FastAPI(title="Bot operations console API", version="1", description=DESCRIPTION,
                   docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")  # fmt: skip
     app.state.ctx = make_context(settings or get_settings(), store)
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)  # a page of the feed: ~5x smaller
+    app.add_middleware(BodyLimit)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     for router in (monitoring.router, intervention.router, alerts.router, emergency.router, inbound.router):
         app.include_router(router)
     app.include_router(ws.router)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,7 +104,7 @@ class ActivityPage(BaseModel):
 
 
 class MarkRead(Body):
-    event_ids: list[str] = Field(min_length=1, max_length=1000)
+    event_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=1000)
 
 
 class MarkedRead(BaseModel):
