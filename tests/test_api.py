@@ -289,6 +289,9 @@ def test_alert_actions_through_the_api_change_the_alert_as_the_console_does(serv
         )
     r = requests.get(served_api.base + "/alerts/active?severity=low", headers=h, timeout=TIMEOUT)
     assert r.status_code == 422
+    # its times say they are UTC, as every other endpoint's do (they came without a zone)
+    [listed] = [a for a in active["alerts"] if a["id"] == alert_id]
+    assert listed["fired_at"].endswith("Z") and listed["created_at"].endswith("Z")
     level = svc.get_alert(alert_id)["escalation_level"]
     r = requests.post(served_api.base + f"/alerts/escalate/{alert_id}", headers=h, timeout=TIMEOUT)
     assert r.status_code == 200 and r.json()["alert"]["escalation_level"] == level + 1

@@ -3,7 +3,9 @@ same calls as the Alerts page: role check, timeline and activity rows, outbox)."
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 
@@ -23,8 +25,21 @@ def _service(ctx: ApiContext) -> AlertingService:
     return AlertingService(ctx.store, ctx.settings)
 
 
+def _utc(value: Any) -> Any:
+    """`jsonable`, with times in UTC and saying so ("…Z"), as every other endpoint writes them:
+    alert times came without a zone."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Mapping):
+        return {str(k): _utc(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_utc(v) for v in value]
+    return jsonable(value)
+
+
 def _alert_out(alert: dict) -> dict:
-    return {"alert": jsonable(alert)}
+    return {"alert": _utc(alert)}
 
 
 @router.get("/active", response_model=m.AlertsOut, summary="Firing and acknowledged alerts")
@@ -35,7 +50,7 @@ def active(
     severity: m.AlertSeverity | None = None,
 ) -> dict:
     alerts = [a for a in _service(ctx).active_alerts() if severity is None or a.get("severity") == severity]
-    return {"alerts": jsonable(alerts), "count": len(alerts)}
+    return {"alerts": _utc(alerts), "count": len(alerts)}
 
 
 @router.post("/acknowledge/{alert_id}", response_model=m.AlertOut, summary="Acknowledge an alert")
