@@ -38,7 +38,7 @@ def _rebuild(autoincrement: bool) -> None:
         with op.batch_alter_table(
             table, recreate="always", table_kwargs={"sqlite_autoincrement": autoincrement}
         ):
-            pass
+            pass  # nothing to alter: recreate="always" rebuilds the table with the new kwargs
 
 
 def upgrade() -> None:

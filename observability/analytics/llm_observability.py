@@ -31,6 +31,7 @@ from observability.analytics.window import (
     Stats,
     aggregate,
     dirty_minutes,
+    filter_clause,
     plan_ranges,
     reads_rollups,
 )
@@ -575,7 +576,9 @@ class LLMObservabilityService:
                     ):  # fmt: skip
                         add(row)
             for a, b in raw_ranges:
-                for row in conn.execute(unpriced_select(a, b, bots=(bots or {}).get("bot"))):
+                for row in conn.execute(
+                    unpriced_select(a, b, *filter_clause(schema.llm_calls, bots or {}, rollup=False))
+                ):
                     add(row)
         out = [  # v: calls, input, output, caller cost, withheld, usage missing, first, last
             {"model": k[0], "provider": k[1], "calls": int(v[0]), "input_tokens": int(v[1] or 0),

@@ -319,7 +319,7 @@ class Aggregate:
         return self.groups.get((), Stats())
 
 
-def _filter_clause(table: sa.Table, filters: Mapping[str, Any], rollup: bool) -> list[sa.ColumnElement]:
+def filter_clause(table: sa.Table, filters: Mapping[str, Any], rollup: bool) -> list[sa.ColumnElement]:
     out = []
     for name, value in filters.items():
         col = table.c[name]
@@ -443,7 +443,7 @@ def _sums_into(store: Store, conn: sa.Connection, family: Family, table: sa.Tabl
                 sa.func.min(lat), sa.func.max(lat)]  # fmt: skip
         where = [in_ranges(table.c.ts, ranges)]
     aggs += [sa.func.sum(table.c[c] if is_rollup else family.raw_sum(c, table)) for c in family.sums]
-    stmt = sa.select(*gcols, *aggs).where(*where, *_filter_clause(table, filters, is_rollup))
+    stmt = sa.select(*gcols, *aggs).where(*where, *filter_clause(table, filters, is_rollup))
     if gcols:
         stmt = stmt.group_by(*positions(len(gcols)))
     n = len(gcols)
@@ -462,7 +462,7 @@ def _raw_sketch_into(store: Store, conn: sa.Connection, family: Family, table: s
     gcols = _group_cols(store, family, table, False, group_by, granularity)
     stmt = (
         sa.select(*gcols, bucket_sql_expr(store, table.c[family.latency]), sa.func.count())
-        .where(in_ranges(table.c.ts, ranges), *_filter_clause(table, filters, False))
+        .where(in_ranges(table.c.ts, ranges), *filter_clause(table, filters, False))
         .group_by(*positions(len(gcols) + 1))
     )
     n = len(gcols)
@@ -525,7 +525,7 @@ def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: 
                       filters: Mapping[str, Any], granularity: str | None, groups: dict[tuple, Stats]) -> None:  # fmt: skip
     """Sums per (rollup bucket, group) in SQL; merged sketches from the cache, parsed only on a miss."""
     gcols = [table.c[g] for g in group_by]
-    where = [in_ranges(table.c.bucket, ranges), *_filter_clause(table, filters, True)]
+    where = [in_ranges(table.c.bucket, ranges), *filter_clause(table, filters, True)]
     aggs = [sa.func.sum(table.c["count"]), sa.func.sum(table.c.errors), sa.func.sum(table.c.cache_hits),
             sa.func.sum(table.c.sum_ms), sa.func.min(table.c.min_ms), sa.func.max(table.c.max_ms),
             *[sa.func.sum(table.c[c]) for c in family.sums]]  # fmt: skip
@@ -560,7 +560,7 @@ def _rollup_rows_into(store: Store, conn: sa.Connection, family: Family, table: 
     parts: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     fetched = conn.execute(
         sa.select(table.c.bucket, *gcols, sa.cast(table.c.sketch, sa.Text)).where(
-            bucket_clause, *_filter_clause(table, filters, True)
+            bucket_clause, *filter_clause(table, filters, True)
         )
     ).all()
     wanted = [(k, row[-1]) for row in fetched if (k := (as_datetime(row[0]), *row[1 : 1 + ng])) in missing]
@@ -593,7 +593,7 @@ def _raw_exact(store: Store, conn: sa.Connection, family: Family, start: datetim
     table = family.raw
     lat = table.c[family.latency]
     gcols = _group_cols(store, family, table, False, group_by, granularity)
-    where = [table.c.ts >= start, table.c.ts < end, *_filter_clause(table, filters, False)]
+    where = [table.c.ts >= start, table.c.ts < end, *filter_clause(table, filters, False)]
     aggs = [sa.func.count(), count_false(table.c.success), count_true(table.c.cache_hit), sa.func.sum(lat),
             sa.func.min(lat), sa.func.max(lat), *[sa.func.sum(family.raw_sum(c, table)) for c in family.sums]]  # fmt: skip
     pg_pct = percentiles and store.is_postgres

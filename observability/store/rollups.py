@@ -230,32 +230,20 @@ def usage_missing(t: sa.Table = schema.llm_calls) -> sa.ColumnElement[bool]:
     return sa.and_(t.c.success, sa.not_(t.c.cache_hit), t.c.input_tokens == 0, t.c.output_tokens == 0)
 
 
-def unpriced_select(start: datetime, end: datetime, *, bots: Any = None) -> sa.Select:
+def unpriced_select(start: datetime, end: datetime, *where: Any) -> sa.Select:
     """Unpriced calls (price_known false) in [start, end) per model and provider: calls, the sums
     of `UNPRICED_SUMS`, the calls among them whose usage was not reported (`usage_missing`), first
-    and last call; the one definition behind `rollup_unpriced_hour` and the raw edges of
-    `unknown_model_calls`."""
+    and last call (`where`: further conditions, e.g. a bot filter); the one definition behind
+    `rollup_unpriced_hour` and the raw edges of `unknown_model_calls`."""
     t = schema.llm_calls
     return (
         sa.select(t.c.model, t.c.provider, sa.func.count().label("calls"),
                   *[sa.func.sum(t.c[k]).label(k) for k in UNPRICED_SUMS],
                   sa.func.sum(sa.case((usage_missing(t), 1), else_=0)).label("usage_missing_calls"),
                   sa.func.min(t.c.ts).label("first_ts"), sa.func.max(t.c.ts).label("last_ts"))
-        .where(t.c.price_known == sa.false(), t.c.ts >= start, t.c.ts < end, *_bot_where(t, bots))
+        .where(t.c.price_known == sa.false(), t.c.ts >= start, t.c.ts < end, *where)
         .group_by(t.c.model, t.c.provider)
     )  # fmt: skip
-
-
-def _bot_where(t: sa.Table, bots: Any) -> list[Any]:
-    """`bots` as `_bot_filters` gives it (a name or a list; None in it: calls without a bot)."""
-    if bots is None:
-        return []
-    names = [bots] if isinstance(bots, str) else list(bots)
-    named = [b for b in names if b is not None]
-    conds = [t.c.bot.in_(named)] if named else []
-    if len(named) < len(names):
-        conds.append(t.c.bot.is_(None))
-    return [sa.or_(*conds)] if conds else [sa.false()]
 
 
 def recompute_unpriced_hours(store: Store, conn: sa.Connection, hours: set[datetime]) -> None:
