@@ -216,6 +216,30 @@ def test_plotlys_code_starts_early_on_chart_pages_only(console: str, page) -> No
     assert errors == []
 
 
+def test_a_page_opened_by_its_address_connects_without_probing_its_own_path(console: str, page) -> None:  # noqa: ANN001
+    """A page other than Overview, opened by its address (a reload, a shared link, the page after
+    signing in), connects to the console at once (observability.ui.assets.DirectConnection): the
+    front end never asks /<page>/_stcore/... (a 404, then Streamlit's 100 ms retry delay, before
+    its WebSocket), the page shown is the one asked for, and moving between pages still works."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, console)
+    asked = "performance.getEntriesByType('resource').map(r => new URL(r.name).pathname)"
+    page.goto(f"{console}/cost_tracking")
+    page.get_by_role("heading", name="Cost tracking").first.wait_for(timeout=30_000)
+    paths = page.evaluate(asked)
+    assert "/_stcore/health" in paths and "/_stcore/host-config" in paths
+    assert not [p for p in paths if p.startswith("/cost_tracking/")], paths
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="LLM calls", exact=True).click()
+    page.get_by_role("heading", name="LLM calls").first.wait_for(timeout=30_000)
+    assert page.url.split("?")[0] == f"{console}/llm_calls"
+    page.reload()
+    page.get_by_role("heading", name="LLM calls").first.wait_for(timeout=30_000)
+    assert not [p for p in page.evaluate(asked) if p.startswith("/llm_calls/")]
+    assert page.get_by_test_id("stException").count() == 0
+    assert errors == []
+
+
 def test_wrong_password_is_refused_in_the_browser(console: str, page) -> None:  # noqa: ANN001
     page.goto(console)
     page.get_by_label("User name").fill(REFUSED_USER)

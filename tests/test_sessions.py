@@ -317,6 +317,34 @@ def test_the_sign_in_form_has_the_browser_fetch_the_pages_files_while_the_user_t
         r.close()
 
 
+def test_every_page_document_names_the_consoles_address_for_the_front_end(app_url: str) -> None:
+    """Each page document sets Streamlit's BACKEND_BASE_URL to the console's root once, in a
+    classic inline script in the head (run while the document is parsed, so before Streamlit's
+    deferred module reads it), so the front end skips probing the page's path; the sign-in form
+    and the health check are untouched."""
+    browser = requests.Session()
+    assert _sign_in(browser, app_url, "olga", PASSWORD).status_code == 303
+    for path in ("/", "/llm_calls", "/cost_tracking"):
+        doc = browser.get(f"{app_url}{path}")
+        assert doc.status_code == 200 and doc.headers["content-type"].startswith("text/html")
+        assert doc.text.count("BACKEND_BASE_URL") == 1, path
+        assert 'BACKEND_BASE_URL: location.origin + "/" }' in doc.text
+        assert doc.text.index("BACKEND_BASE_URL") < doc.text.index("</head>")
+        assert "<script>\nwindow.__streamlit = window.__streamlit || { BACKEND_BASE_URL" in doc.text
+        assert int(doc.headers["content-length"]) == len(doc.content)
+    assert "BACKEND_BASE_URL" not in requests.get(f"{app_url}/auth/sign-in").text
+    assert "BACKEND_BASE_URL" not in browser.get(f"{app_url}/_stcore/health").text
+
+
+def test_the_consoles_address_follows_streamlits_base_url_path() -> None:
+    """Served under a base path (server.baseUrlPath), the front end is sent there, not to the root."""
+    from observability.ui import assets
+
+    assert b'location.origin + "/console/" }' in assets.direct_connection_script("/console/")
+    assert b'location.origin + "/a/b/" }' in assets.direct_connection_script("a/b")
+    assert b'location.origin + "/" }' in assets.direct_connection_script("")
+
+
 def test_chart_pages_documents_start_plotlys_code_early_and_nothing_else_changes(app_url: str) -> None:
     """Streamlit's page document carries the script that imports the Plotly chunk once the page's
     first element is drawn (bench/pages.py: 0.8 s off a first visit to a chart page); it names the

@@ -14,6 +14,8 @@ No Streamlit import: the files are found beside the installed package.
     EarlyChartCode                        ASGI middleware: on the pages drawn with charts first,
                                           the page document starts Plotly's code as soon as the
                                           page's first element is drawn (see the class)
+    DirectConnection                      ASGI middleware: every page document names the server's
+                                          address, so the front end connects without a probe
 
 Tried and dropped: the same chunks as modulepreload hints in the page document (a warm load, the
 browser's CPU per load and its time to first content did not change measurably: the chunks
@@ -134,20 +136,15 @@ def early_chart_script(pages: tuple[str, ...]) -> bytes:
     ).encode()
 
 
-class EarlyChartCode:
-    """ASGI middleware: on the pages whose first screen is drawn with Plotly charts, Streamlit's page
-    document starts loading Plotly's code once the page's first element is drawn, instead of when
-    the first chart arrives at the end of the page's run.
+class _DocumentScript:
+    """ASGI middleware adding `self.script` to the head of Streamlit's page documents (nothing when
+    it is empty). The document is asked for uncompressed (8 kB) so the script can be added; every
+    other response passes untouched."""
 
-    Why: on the first page a browser opens (after signing in), running the 4.7 MB Plotly chunk for
-    the first time takes about 0.75 s of the browser's main thread on a 2-core machine, and began
-    only after the page's queries had run and its chart had arrived; started here, it overlaps the
-    page's run on the server (`bench/NOTES.md`). The document is asked for uncompressed (8 kB) so
-    the script can be added; nothing else changes. `pages` are URL paths' last segments ("" for
-    the home page)."""
+    script: bytes = b""
 
-    def __init__(self, app: ASGIApp, pages: tuple[str, ...] = ()) -> None:
-        self.app, self.script = app, early_chart_script(pages)
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.script or not _page_document(scope):
@@ -170,6 +167,56 @@ class EarlyChartCode:
             await _send_with(self.script, start, b"".join(body), send)
 
         await self.app({**scope, "headers": headers}, receive, capture)
+
+
+class EarlyChartCode(_DocumentScript):
+    """On the pages whose first screen is drawn with Plotly charts, Streamlit's page document starts
+    loading Plotly's code once the page's first element is drawn, instead of when the first chart
+    arrives at the end of the page's run.
+
+    Why: on the first page a browser opens (after signing in), running the 4.7 MB Plotly chunk for
+    the first time takes about 0.75 s of the browser's main thread on a 2-core machine, and began
+    only after the page's queries had run and its chart had arrived; started here, it overlaps the
+    page's run on the server (`bench/NOTES.md`). `pages` are URL paths' last segments ("" for the
+    home page)."""
+
+    def __init__(self, app: ASGIApp, pages: tuple[str, ...] = ()) -> None:
+        super().__init__(app)
+        self.script = early_chart_script(pages)
+
+
+# Streamlit's front end finds its server by trying the page's own path first: at /cost_tracking it
+# asks /cost_tracking/_stcore/health, gets a 404, waits its 100 ms minimum retry delay and only then
+# asks /_stcore/health. Told where the server is (`window.__streamlit.BACKEND_BASE_URL`, its setting
+# for an app served from elsewhere), it asks there at once. A classic script, so it runs before the
+# deferred module that reads the setting; a value set by someone else is kept.
+_DIRECT_CONNECTION_SCRIPT = """<script>
+window.__streamlit = window.__streamlit || { BACKEND_BASE_URL: location.origin + %(base)s };
+</script>"""
+
+
+def direct_connection_script(base_url_path: str | None = None) -> bytes:
+    """The script `DirectConnection` adds. `base_url_path` is Streamlit's `server.baseUrlPath`
+    (read from its configuration when not given)."""
+    if base_url_path is None:
+        from streamlit import config  # the console's own Streamlit configuration
+
+        base_url_path = config.get_option("server.baseUrlPath") or ""
+    base = base_url_path.strip("/")
+    return (_DIRECT_CONNECTION_SCRIPT % {"base": json.dumps(f"/{base}/" if base else "/")}).encode()
+
+
+class DirectConnection(_DocumentScript):
+    """Every page document tells Streamlit's front end where its server is, so that a page opened
+    by its address (a reload, a link, the page after signing in) connects without first probing
+    the page's own path.
+
+    Why: the probe's 404 and Streamlit's 100 ms retry delay came before the WebSocket on every load
+    of a page other than Overview, 0.1-0.25 s of each (`bench/NOTES.md`)."""
+
+    def __init__(self, app: ASGIApp, base_url_path: str | None = None) -> None:
+        super().__init__(app)
+        self.script = direct_connection_script(base_url_path)
 
 
 def _page_document(scope: Scope) -> bool:
