@@ -101,7 +101,7 @@ def take_control(
     with store.begin() as conn:
         row = require_conversation(conn, cid)
         if row.state == STATE_STOPPED:
-            raise ControlConflict(f"conversation {cid} is stopped; reset it on the Emergency page first")
+            raise ControlConflict(f"conversation {cid} is stopped; reset it before taking it over")
         if row.state == STATE_HUMAN:
             if row.operator == actor.name:
                 return ActionResult("take_control", "already_held", actor.name, cid)
