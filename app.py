@@ -43,6 +43,6 @@ app = st.App(
         Middleware(api.Shortcut, api=api_mount.app),
         Middleware(web_auth.SessionGate),
         Middleware(assets.EarlyChartCode, pages=nav.chart_page_paths()),
-        Middleware(assets.DirectConnection),
+        Middleware(assets.DirectConnection, pages=nav.page_paths()),
     ],
 )

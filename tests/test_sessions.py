@@ -318,31 +318,45 @@ def test_the_sign_in_form_has_the_browser_fetch_the_pages_files_while_the_user_t
 
 
 def test_every_page_document_names_the_consoles_address_for_the_front_end(app_url: str) -> None:
-    """Each page document sets Streamlit's BACKEND_BASE_URL to the console's root once, in a
-    classic inline script in the head (run while the document is parsed, so before Streamlit's
-    deferred module reads it), so the front end skips probing the page's path; the sign-in form
+    """Each page's document sets Streamlit's BACKEND_BASE_URL once, to its own address's directory
+    (the console's base), in a classic inline script in the head (run while the document is
+    parsed, so before Streamlit's deferred module reads it): the front end skips probing the
+    page's path. The home page (whose address is the base, tried first anyway), the sign-in form
     and the health check are untouched."""
     browser = requests.Session()
     assert _sign_in(browser, app_url, "olga", PASSWORD).status_code == 303
-    for path in ("/", "/llm_calls", "/cost_tracking"):
+    script = '<script>\nwindow.__streamlit = window.__streamlit || { BACKEND_BASE_URL: new URL(".", location.href).href };'
+    for path in [f"/{p}" for p in nav.page_paths() if p]:
         doc = browser.get(f"{app_url}{path}")
         assert doc.status_code == 200 and doc.headers["content-type"].startswith("text/html")
-        assert doc.text.count("BACKEND_BASE_URL") == 1, path
-        assert 'BACKEND_BASE_URL: location.origin + "/" }' in doc.text
+        assert doc.text.count("BACKEND_BASE_URL") == 1 and script in doc.text, path
         assert doc.text.index("BACKEND_BASE_URL") < doc.text.index("</head>")
-        assert "<script>\nwindow.__streamlit = window.__streamlit || { BACKEND_BASE_URL" in doc.text
         assert int(doc.headers["content-length"]) == len(doc.content)
+    assert "BACKEND_BASE_URL" not in browser.get(f"{app_url}/").text
     assert "BACKEND_BASE_URL" not in requests.get(f"{app_url}/auth/sign-in").text
     assert "BACKEND_BASE_URL" not in browser.get(f"{app_url}/_stcore/health").text
 
 
-def test_the_consoles_address_follows_streamlits_base_url_path() -> None:
-    """Served under a base path (server.baseUrlPath), the front end is sent there, not to the root."""
+def test_the_consoles_address_is_added_to_page_documents_under_any_prefix() -> None:
+    """Under `server.baseUrlPath` or behind a proxy that strips a prefix, a page's document still
+    gets the script (the page is the address's last segment; the script takes the base from the
+    address the browser used); the home page, other paths and other responses do not."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
     from observability.ui import assets
 
-    assert b'location.origin + "/console/" }' in assets.direct_connection_script("/console/")
-    assert b'location.origin + "/a/b/" }' in assets.direct_connection_script("a/b")
-    assert b'location.origin + "/" }' in assets.direct_connection_script("")
+    doc = "<html><head><title>t</title></head><body></body></html>"
+    inner = Starlette(routes=[
+        Route("/{path:path}", lambda r: PlainTextResponse("x") if r.url.path.endswith(".txt") else HTMLResponse(doc)),
+    ])  # fmt: skip
+    client = TestClient(assets.DirectConnection(inner, pages=("", "cost_tracking", "llm_calls")))
+    for path in ("/cost_tracking", "/console/cost_tracking", "/obs/llm_calls"):
+        assert client.get(path).text.count(assets.DIRECT_CONNECTION_SCRIPT.decode()) == 1, path
+    for path in ("/", "/console/", "/console", "/cost_tracking/", "/unknown", "/cost_tracking.txt"):
+        assert "BACKEND_BASE_URL" not in client.get(path).text, path
 
 
 def test_chart_pages_documents_start_plotlys_code_early_and_nothing_else_changes(app_url: str) -> None:

@@ -188,35 +188,36 @@ class EarlyChartCode(_DocumentScript):
 # Streamlit's front end finds its server by trying the page's own path first: at /cost_tracking it
 # asks /cost_tracking/_stcore/health, gets a 404, waits its 100 ms minimum retry delay and only then
 # asks /_stcore/health. Told where the server is (`window.__streamlit.BACKEND_BASE_URL`, its setting
-# for an app served from elsewhere), it asks there at once. A classic script, so it runs before the
-# deferred module that reads the setting; a value set by someone else is kept.
-_DIRECT_CONNECTION_SCRIPT = """<script>
-window.__streamlit = window.__streamlit || { BACKEND_BASE_URL: location.origin + %(base)s };
+# for an app served from elsewhere), it asks there at once. A page's address is the server's base
+# plus the page's name, so the base is the address's directory: "/" here, "/console/" under
+# `server.baseUrlPath`, "/obs/" behind a proxy that strips a prefix the console never sees. A
+# classic script, so it runs before the deferred module that reads the setting; a value set by
+# someone else is kept.
+DIRECT_CONNECTION_SCRIPT = b"""<script>
+window.__streamlit = window.__streamlit || { BACKEND_BASE_URL: new URL(".", location.href).href };
 </script>"""
 
 
-def direct_connection_script(base_url_path: str | None = None) -> bytes:
-    """The script `DirectConnection` adds. `base_url_path` is Streamlit's `server.baseUrlPath`
-    (read from its configuration when not given)."""
-    if base_url_path is None:
-        from streamlit import config  # the console's own Streamlit configuration
-
-        base_url_path = config.get_option("server.baseUrlPath") or ""
-    base = base_url_path.strip("/")
-    return (_DIRECT_CONNECTION_SCRIPT % {"base": json.dumps(f"/{base}/" if base else "/")}).encode()
-
-
 class DirectConnection(_DocumentScript):
-    """Every page document tells Streamlit's front end where its server is, so that a page opened
-    by its address (a reload, a link, the page after signing in) connects without first probing
-    the page's own path.
+    """The document of each console page (its address ends with the page's name: `pages`, the URL
+    paths' last segments) tells Streamlit's front end where its server is, so that a page opened by
+    its address (a reload, a link, the page after signing in) connects without first probing the
+    page's own path. The home page's document is left alone: its address is the server's base,
+    which the front end tries first anyway.
 
     Why: the probe's 404 and Streamlit's 100 ms retry delay came before the WebSocket on every load
     of a page other than Overview, 0.1-0.25 s of each (`bench/NOTES.md`)."""
 
-    def __init__(self, app: ASGIApp, base_url_path: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, pages: tuple[str, ...] = ()) -> None:
         super().__init__(app)
-        self.script = direct_connection_script(base_url_path)
+        self.script = DIRECT_CONNECTION_SCRIPT
+        self.pages = frozenset(p for p in pages if p)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "/").rsplit("/", 1)[-1] in self.pages:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _page_document(scope: Scope) -> bool:

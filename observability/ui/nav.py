@@ -90,6 +90,11 @@ def page_ranges(name: str) -> tuple[str, ...]:
     return spec.ranges
 
 
+def page_paths() -> tuple[str, ...]:
+    """Every registered page's URL path (its last segment; the home page's is "")."""
+    return ("",) + tuple(p.url_path for p in PAGES)
+
+
 def chart_page_paths() -> tuple[str, ...]:
     """The URL paths (last segment; "" for the overview) of the pages drawn with charts first."""
     return ("",) * OVERVIEW_CHARTS + tuple(p.url_path for p in PAGES if p.charts)
