@@ -376,3 +376,33 @@ def test_an_oversized_body_is_refused_and_a_validation_error_does_not_echo_the_i
         r.status_code == 422 and "sekrit-abc" not in r.text and r.json()["detail"][0]["loc"][-1] == "priority"
     )
     assert control.intervention_status(served_api.store, cid).state == "ai"  # nothing changed
+
+
+def test_the_docs_page_runs_only_the_pinned_swagger_release_it_names(served_api: ServedApi) -> None:
+    """/api/v1/docs loads Swagger UI from one pinned release with Subresource Integrity hashes (a
+    changed file is not run), nothing from any other host, and a Content-Security-Policy that lets
+    only those files and the page's own script (by its hash) run: the page is on the console's
+    origin, where the operator's session cookie goes along with every request."""
+    import base64
+    import hashlib
+    import re
+
+    from observability.api import docs_page
+
+    page = requests.get(served_api.base + "/docs", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    urls = re.findall(r'(?:src|href)="([^"]+)"', text)
+    assert sorted(urls) == sorted(f"{docs_page.CDN}/{name}" for name in docs_page.FILES)
+    assert docs_page.CDN.endswith("@" + docs_page.SWAGGER_UI_VERSION) and "@5/" not in text
+    for name, digest in docs_page.FILES.items():
+        assert re.search(rf'"{re.escape(docs_page.CDN)}/{re.escape(name)}" integrity="{re.escape(digest)}" '
+                         r'crossorigin="anonymous"', text), name  # fmt: skip
+    [inline] = re.findall(r"<script>(.*?)</script>", text, flags=re.S)
+    assert '"/api/v1/openapi.json"' in inline  # the document it shows is this API's
+    policy = page.headers["content-security-policy"]
+    inline_hash = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert f"script-src {docs_page.CDN}/ 'sha256-{inline_hash}';" in policy
+    assert "default-src 'none'" in policy and "unsafe-eval" not in policy
+    assert "tiangolo" not in text
+    assert requests.get(served_api.base + "/openapi.json", timeout=10).json()["info"]["title"]

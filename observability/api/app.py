@@ -23,6 +23,7 @@ from observability.alerting import AlertNotFound, InvalidTransition
 from observability.api import inbound, ws
 from observability.api.context import make_context
 from observability.api.deps import require
+from observability.api.docs_page import docs_page
 from observability.api.models import ERRORS, Whoami
 from observability.api.routes import alerts, emergency, intervention, monitoring
 from observability.auth.api_tokens import Principal
@@ -119,7 +120,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     """The API app; `settings`/`store` default to the process's (tests pass their own)."""
     app = FastAPI(title="Bot operations console API", version="1", description=DESCRIPTION,
-                  docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")  # fmt: skip
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")  # fmt: skip
+    # Swagger UI at a pinned version with integrity hashes, not FastAPI's floating CDN default
+    app.add_route("/docs", lambda request: docs_page(f"{request.scope.get('root_path', '')}/openapi.json",
+                                                     app.title), include_in_schema=False)  # fmt: skip
     app.state.ctx = make_context(settings or get_settings(), store)
     app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)  # a page of the feed: ~5x smaller
     app.add_middleware(BodyLimit)
