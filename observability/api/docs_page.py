@@ -15,6 +15,8 @@ which the CDN serves unchanged. The page needs the CDN to be reachable; without 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 
@@ -33,9 +35,6 @@ _INIT = """const ui = SwaggerUIBundle({url: %s, dom_id: "#swagger-ui", deepLinki
 
 def docs_page(openapi_url: str, title: str) -> HTMLResponse:
     """The documentation page for the OpenAPI document at `openapi_url`."""
-    import base64
-    import hashlib
-
     init = _INIT % json.dumps(openapi_url)
     init_hash = base64.b64encode(hashlib.sha256(init.encode()).digest()).decode()
     css, js = (f"{CDN}/{name}" for name in ("swagger-ui.css", "swagger-ui-bundle.js"))
