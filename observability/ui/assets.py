@@ -137,17 +137,18 @@ def early_chart_script(pages: tuple[str, ...]) -> bytes:
 
 
 class _DocumentScript:
-    """ASGI middleware adding `self.script` to the head of Streamlit's page documents (nothing when
-    it is empty). The document is asked for uncompressed (8 kB) so the script can be added; every
-    other response passes untouched."""
+    """ASGI middleware adding `script` to the head of the Streamlit page documents it `applies` to
+    (nothing when the script is empty). The document is asked for uncompressed (8 kB) so the script
+    can be added; every other response passes untouched."""
 
-    script: bytes = b""
+    def __init__(self, app: ASGIApp, script: bytes) -> None:
+        self.app, self.script = app, script
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def applies(self, scope: Scope) -> bool:
+        return _page_document(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.script or not _page_document(scope):
+        if not self.script or not self.applies(scope):
             await self.app(scope, receive, send)
             return
         headers = [(k, v) for k, v in scope.get("headers", []) if k != b"accept-encoding"]
@@ -181,8 +182,7 @@ class EarlyChartCode(_DocumentScript):
     home page)."""
 
     def __init__(self, app: ASGIApp, pages: tuple[str, ...] = ()) -> None:
-        super().__init__(app)
-        self.script = early_chart_script(pages)
+        super().__init__(app, early_chart_script(pages))
 
 
 # Streamlit's front end finds its server by trying the page's own path first: at /cost_tracking it
@@ -209,15 +209,11 @@ class DirectConnection(_DocumentScript):
     of a page other than Overview, 0.1-0.25 s of each (`bench/NOTES.md`)."""
 
     def __init__(self, app: ASGIApp, pages: tuple[str, ...] = ()) -> None:
-        super().__init__(app)
-        self.script = DIRECT_CONNECTION_SCRIPT
+        super().__init__(app, DIRECT_CONNECTION_SCRIPT)
         self.pages = frozenset(p for p in pages if p)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path", "/").rsplit("/", 1)[-1] in self.pages:
-            await super().__call__(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+    def applies(self, scope: Scope) -> bool:
+        return _page_document(scope) and scope["path"].rsplit("/", 1)[-1] in self.pages
 
 
 def _page_document(scope: Scope) -> bool:
