@@ -24,7 +24,8 @@ from observability.store import schema
 
 TIMEOUT = 30
 
-# key -> (method, path, body, action). {cid}: a conversation of its own per (key, role); {alert}: an alert
+# key -> (method, path, body, action). {cid}: a conversation of its own per (key, role); {alert}: an
+# alert; {silence}: a silence made for the call
 ENDPOINTS: dict[str, tuple[str, str, dict | None, str]] = {
     "metrics": ("GET", "/monitoring/metrics", None, "dashboards.view"),
     "drill_down": ("GET", "/monitoring/metrics/detailed/response_time?timeframe=24h", None, "dashboards.view"),
@@ -36,12 +37,15 @@ ENDPOINTS: dict[str, tuple[str, str, dict | None, str]] = {
     "status": ("GET", "/intervention/status/{cid}", None, "dashboards.view"),
     "take_control": ("POST", "/intervention/take-control/{cid}", {"reason": "api test", "priority": "high"},
                      "conversations.control"),
+    "reply": ("POST", "/intervention/reply/{cid}", {"text": "A person here: how can I help?"}, "conversations.control"),
     "release_control": ("POST", "/intervention/release-control/{cid}", {"summary": "done"}, "conversations.control"),
     "suggest": ("POST", "/intervention/suggest-response", {"conversation_id": "{cid}"}, "conversations.control"),
     "alerts_active": ("GET", "/alerts/active", None, "dashboards.view"),
     "acknowledge": ("POST", "/alerts/acknowledge/{alert}", {"note": "looking"}, "alerts.acknowledge"),
     "resolve": ("POST", "/alerts/resolve/{alert}", {"note": "fixed"}, "alerts.resolve"),
     "escalate": ("POST", "/alerts/escalate/{alert}", None, "alerts.escalate"),
+    "silence": ("POST", "/alerts/silence/{alert}", {"reason": "api test", "duration_minutes": 30}, "silences.manage"),
+    "expire_silence": ("POST", "/alerts/silences/expire/{silence}", None, "silences.manage"),
     "stop": ("POST", "/emergency/stop/{cid}", {"reason": "api test"}, "conversations.stop"),
     "reset": ("POST", "/emergency/reset/{cid}", {"reason": "api test"}, "conversations.stop"),
     "system_stop": ("POST", "/emergency/system-wide-stop", {"reason": "drill", "confirmation": "STOP ALL"}, "system.stop"),
@@ -61,7 +65,17 @@ def call(api: ServedApi, key: str, role: str | None = None, token: str | None = 
     method, path, body, _ = ENDPOINTS[key]
     cid = conversation_for(api, key, role) if role and key in WITH_CONVERSATION else api.conversations[0]
     alert = api.alert_ids[0] if api.alert_ids else 1
-    path = path.format(cid=cid, alert=alert)
+    silence = 1
+    if "{silence}" in path:
+        made = AlertingService(api.store, api.settings).add_silence(
+            ROLE_USERS["admin"],
+            reason="to be ended",
+            rule_name=None,
+            matchers={"bot": "api-test"},
+            duration_s=600,
+        )
+        silence = made["id"]
+    path = path.format(cid=cid, alert=alert, silence=silence)
     if body is not None:
         body = {k: (v.format(cid=cid) if isinstance(v, str) else v) for k, v in body.items()}
     return requests.request(
@@ -75,7 +89,7 @@ def test_every_endpoint_works_for_the_roles_allowed_and_is_refused_with_403_for_
     served_api: ServedApi, key: str, role: str
 ) -> None:
     action = ENDPOINTS[key][3]
-    if key == "release_control" and role in roles_for(action):  # one must hold it to release it
+    if key in ("release_control", "reply") and role in roles_for(action):  # one must hold it to release it
         control.take_control(served_api.store, conversation_for(served_api, key, role), ROLE_USERS[role], "prepare",
                              settings=served_api.settings)  # fmt: skip
     r = call(served_api, key, role)
@@ -115,10 +129,10 @@ def test_a_token_narrowed_to_a_smaller_scope_cannot_do_what_its_admin_user_can(s
     assert r.json() == {"user": "ada", "role": "admin", "scope": "analyst"}
     assert requests.get(served_api.base + "/alerts/active", headers=served_api.headers(token=narrow),
                         timeout=TIMEOUT).status_code == 200  # fmt: skip
-    r = requests.post(served_api.base + f"/emergency/stop/{served_api.conversations[24]}", json={"reason": "x"},
+    r = requests.post(served_api.base + f"/emergency/stop/{served_api.conversations[40]}", json={"reason": "x"},
                       headers=served_api.headers(token=narrow), timeout=TIMEOUT)  # fmt: skip
     assert r.status_code == 403 and "scope 'analyst'" in r.json()["detail"]
-    assert control.intervention_status(served_api.store, served_api.conversations[24]).state == "ai"
+    assert control.intervention_status(served_api.store, served_api.conversations[40]).state == "ai"
 
 
 def test_an_admins_operator_scoped_token_cannot_override_another_operators_take_over(
@@ -127,7 +141,7 @@ def test_an_admins_operator_scoped_token_cannot_override_another_operators_take_
     """A token acts with its scope in every decision, "holder or admin" ones included: an admin's
     operator-scoped token reset and released another operator's conversation (the role was read
     from the store); now it is refused as any operator's is, and nothing changes."""
-    cid = served_api.conversations[36]
+    cid = served_api.conversations[43]
     r = requests.post(served_api.base + f"/intervention/take-control/{cid}", json={"reason": "mine"},
                       headers=served_api.headers("operator"), timeout=TIMEOUT)  # fmt: skip
     assert r.status_code == 200, r.text
@@ -135,13 +149,13 @@ def test_an_admins_operator_scoped_token_cannot_override_another_operators_take_
     for path, body in ((f"/emergency/reset/{cid}", {"reason": "override"}),
                        (f"/intervention/release-control/{cid}", {"summary": "override"})):  # fmt: skip
         r = requests.post(served_api.base + path, json=body, headers=as_operator, timeout=TIMEOUT)
-        assert r.status_code in (403, 409) and "only they or an admin" in r.json()["detail"], (path, r.text)
+        assert r.status_code == 409 and "only they or an admin" in r.json()["detail"], (path, r.text)
     status = control.intervention_status(served_api.store, cid)
     assert status.state == "human" and status.operator == "opal"
 
 
 def test_a_take_over_through_the_api_leaves_the_same_audit_rows_as_the_console(served_api: ServedApi) -> None:
-    cid = served_api.conversations[25]
+    cid = served_api.conversations[41]
     r = requests.post(served_api.base + f"/intervention/take-control/{cid}",
                       json={"reason": "User safety concern", "priority": "high", "notify_user": True},
                       headers=served_api.headers("operator"), timeout=TIMEOUT)  # fmt: skip
@@ -171,7 +185,7 @@ def test_a_take_over_through_the_api_leaves_the_same_audit_rows_as_the_console(s
 
 def test_bad_input_gets_a_clear_error_and_changes_nothing(served_api: ServedApi) -> None:
     h = served_api.headers("operator")
-    cid = served_api.conversations[26]
+    cid = served_api.conversations[42]
     cases = [
         ("POST", f"/intervention/take-control/{cid}", {"reason": ""}, 422),
         ("POST", f"/intervention/take-control/{cid}", {"reason": "x", "priority": "urgent"}, 422),
@@ -308,6 +322,113 @@ def test_alert_actions_through_the_api_change_the_alert_as_the_console_does(serv
     assert again.status_code == 409 and "resolved" in again.json()["detail"]
 
 
+def test_an_operator_takes_over_replies_and_the_bot_receives_it_through_the_api(
+    served_api: ServedApi,
+) -> None:
+    """An on-call operator working from the API alone (a chat-ops bot, a script) can answer the
+    user: only while they hold the conversation; empty, oversized and others' replies are refused
+    and store nothing; personal data is masked before it is stored, as from the console."""
+    from observability.sdk import ObservabilityClient
+
+    cid = served_api.conversations[45]
+    h = served_api.headers("operator")
+
+    def reply(text: str, headers: dict[str, str] = h) -> requests.Response:
+        return requests.post(served_api.base + f"/intervention/reply/{cid}", json={"text": text}, headers=headers,
+                             timeout=TIMEOUT)  # fmt: skip
+
+    bot = ObservabilityClient(settings=served_api.settings)
+    try:
+        r = reply("Hello, a person here.")
+        assert r.status_code == 409 and "take conversation" in r.json()["detail"], r.text
+        r = requests.post(served_api.base + f"/intervention/take-control/{cid}", json={"reason": "user asked"},
+                          headers=h, timeout=TIMEOUT)  # fmt: skip
+        assert r.status_code == 200, r.text
+        for bad, status, says in (("", 422, "text"), ("   ", 422, "empty"), ("x" * 70_000, 422, "bytes")):
+            r = reply(bad)
+            assert r.status_code == status and says in str(r.json()["detail"]), (len(bad), r.text)
+            assert bad[:40] not in str(r.json()["detail"]) or not bad.strip()
+        r = reply("Not yours.", served_api.headers("admin"))
+        assert r.status_code == 409 and "held by opal" in r.json()["detail"], r.text
+        assert bot.operator_messages(cid) == [], "a refused reply stored nothing"
+
+        r = reply("Hi, I'm Opal. Write to me at opal.private@example.com if the parcel is not there.")
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert (out["action"], out["outcome"], out["user"], out["conversation_id"]) == (
+            "reply",
+            "sent",
+            "opal",
+            cid,
+        )
+        got = wait_for(
+            lambda: bot.operator_messages(cid), timeout=10, message="the bot never received the reply"
+        )
+        assert [m["id"] for m in got] == [out["message_id"]] and got[0]["author"] == "opal"
+        assert got[0]["text"].startswith("Hi, I'm Opal.") and "opal.private@example.com" not in got[0]["text"]
+        with served_api.store.connect() as conn:
+            audit = conn.execute(sa.select(schema.interventions).where(
+                schema.interventions.c.id == out["action_id"])).one()  # fmt: skip
+        assert (audit.action, audit.user_name, audit.conversation_id) == ("reply", "opal", cid)
+    finally:
+        bot.close()
+
+
+def test_an_alert_is_silenced_and_the_silence_ended_through_the_api(served_api: ServedApi) -> None:
+    """The way to keep an alert whose condition still holds quiet: resolving it would fire it again,
+    which `only_if_clear` refuses; a silence matches the alert's rule and labels, its bounds are in
+    the error of a duration outside them, and ending it shows at once."""
+    svc = AlertingService(
+        served_api.store, served_api.settings.replace(alert_default_for_s=0.0, alert_min_samples=0)
+    )
+    fired = svc.check_and_send_alerts({"response_time": 88_000.0})
+    assert fired, "the high response time rule fires"
+    alert = svc.get_alert(fired[0]["id"])
+    h = served_api.headers("operator")
+    base = served_api.base
+
+    r = requests.post(base + f"/alerts/resolve/{alert['id']}", json={"only_if_clear": True}, headers=h,
+                      timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 409 and "fire again" in r.json()["detail"], r.text
+    assert svc.get_alert(alert["id"])["state"] == "firing"
+
+    def silences() -> int:
+        return len(svc.list_silences())
+
+    before = silences()
+    for body, says in (({"reason": "deploy", "duration_minutes": -5}, "at most"),
+                       ({"reason": "deploy", "duration_minutes": 99_999_999}, "at most"),
+                       ({"reason": "", "duration_minutes": 30}, "reason"),
+                       ({"duration_minutes": 30}, "reason"),
+                       ({"reason": "deploy", "duration_minutes": 30, "extra": 1}, "extra")):  # fmt: skip
+        r = requests.post(base + f"/alerts/silence/{alert['id']}", json=body, headers=h, timeout=TIMEOUT)
+        assert r.status_code == 422 and says in str(r.json()["detail"]), (body, r.text)
+    r = requests.post(base + "/alerts/silence/999999", json={"reason": "deploy", "duration_minutes": 30}, headers=h,
+                      timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 404 and "999999" in r.json()["detail"]
+    assert silences() == before, "a refused silence made none"
+
+    r = requests.post(base + f"/alerts/silence/{alert['id']}", json={"reason": "deploy in progress",
+                      "duration_minutes": 30}, headers=h, timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 200, r.text
+    made = r.json()
+    assert (made["rule_name"], made["matchers"], made["created_by"], made["active"]) == (
+        alert["rule_name"], alert["labels"], "opal", True)  # fmt: skip
+    assert made["ends_at"].endswith("Z")
+    active = requests.get(base + "/alerts/active", headers=h, timeout=TIMEOUT).json()["alerts"]
+    [listed] = [a for a in active if a["id"] == alert["id"]]
+    assert listed["silenced_by"]["id"] == made["id"] and listed["state"] == "firing"
+
+    r = requests.post(base + f"/alerts/silences/expire/{made['id']}", headers=h, timeout=TIMEOUT)
+    assert r.status_code == 200 and r.json()["active"] is False, r.text
+    active = requests.get(base + "/alerts/active", headers=h, timeout=TIMEOUT).json()["alerts"]
+    [listed] = [a for a in active if a["id"] == alert["id"]]
+    assert listed["silenced_by"] is None
+    r = requests.post(base + "/alerts/silences/expire/999999", headers=h, timeout=TIMEOUT)
+    assert r.status_code == 404 and "no silence #999999" in r.json()["detail"]
+    svc.resolve_alert(alert["id"], "opal")
+
+
 def test_a_token_revoked_by_another_process_is_refused_within_api_token_cache_s(
     served_api: ServedApi,
 ) -> None:
@@ -355,7 +476,7 @@ def test_an_oversized_body_is_refused_and_a_validation_error_does_not_echo_the_i
 ) -> None:
     """A 20 MB reason was read, parsed and sent back whole in the 422; an extra field's value came
     back in the error too. Now: 413 before the body is read whole; a 422 says where and what only."""
-    cid = served_api.conversations[37]
+    cid = served_api.conversations[44]
     h = served_api.headers("operator")
     r = requests.post(served_api.base + f"/intervention/take-control/{cid}", json={"reason": "x" * 2_000_000},
                       headers=h, timeout=TIMEOUT)  # fmt: skip

@@ -448,7 +448,7 @@ def test_only_the_holder_or_an_admin_can_reset_a_taken_over_conversation(store: 
             return conn.execute(sa.select(sa.func.count()).select_from(schema.interventions)).scalar()
 
     before = audit_rows()
-    with pytest.raises(auth.PermissionDenied, match="held by olga; only they or an admin"):
+    with pytest.raises(control.ControlConflict, match="held by olga; only they or an admin"):
         control.reset_conversation(store, "c1", "otto", "mine now", settings=s)
     held = control.intervention_status(store, "c1")
     assert (held.state, held.operator) == ("human", "olga") and audit_rows() == before

@@ -159,6 +159,12 @@ class Status(BaseModel):
     last_activity_at: datetime | None
 
 
+class Reply(Body):
+    text: str = Field(
+        min_length=1, description="the operator's message to the end user (at most SDK_MAX_TEXT_BYTES, 64 kB)"
+    )
+
+
 class SuggestRequest(Body):
     conversation_id: str = Field(min_length=1, max_length=100)
 
@@ -179,6 +185,35 @@ class SuggestionOut(BaseModel):
 
 class AlertNote(Body):
     note: str | None = Field(default=None, max_length=MAX_NOTE)
+
+
+class Resolve(AlertNote):
+    only_if_clear: bool = Field(
+        default=False,
+        description="refuse (409) while the alert's condition still holds: resolved then, it would fire "
+        "again at the next evaluation and its acknowledgement would be lost (silence it instead)",
+    )
+
+
+class SilenceIn(Body):
+    reason: str = Note
+    duration_minutes: float = Field(
+        description="how long the silence lasts; the bounds (ALERT_SILENCE_MAX_S) are named in the 422"
+    )
+
+
+class SilenceOut(BaseModel):
+    """A silence: alerts matching its rule and label matchers notify nobody between its start and end."""
+
+    id: int
+    rule_name: str | None
+    matchers: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+    active: bool
 
 
 class AlertsOut(BaseModel):
@@ -225,7 +260,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "no token, or a malformed, expired or revoked one, or a disabled user",
     },
     403: {"model": Error, "description": "the token's scope or the user's role does not allow this"},
-    404: {"model": Error, "description": "no such conversation or alert"},
+    404: {"model": Error, "description": "no such conversation, alert or silence"},
     409: {"model": Error, "description": "the conversation's or alert's state does not allow this now"},
     422: {"model": Error, "description": "invalid input; nothing was changed"},
     429: {"model": Error, "description": "rate limit; see Retry-After"},

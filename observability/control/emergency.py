@@ -27,7 +27,7 @@ from observability.control.common import (
     note,
     require_conversation,
 )
-from observability.control.errors import ConfirmationRequired, RateLimited
+from observability.control.errors import ConfirmationRequired, ControlConflict, RateLimited
 from observability.control.mirror import publish_after_commit
 from observability.conversation_state import STATE_AI, STATE_HUMAN, STATE_STOPPED, SYSTEM_STOP_KEY
 from observability.settings import Settings, get_settings
@@ -118,7 +118,8 @@ def reset_conversation(
 
     Ends a stop or a take-over (its duration is recorded); the system-wide stop still applies.
     A take-over is ended only by its holder or an admin, as with `release_control`: another
-    operator gets `PermissionDenied` and nothing changes.
+    operator gets `ControlConflict` (the conversation is someone else's now, as for a release or a
+    reply: the API answers 409 for all three) and nothing changes.
     """
     s = settings or get_settings()
     actor = auth.authorize(store, user, "conversations.stop", s)
@@ -129,7 +130,7 @@ def reset_conversation(
     with store.begin() as conn:
         row = require_conversation(conn, cid)
         if row.state == STATE_HUMAN and row.operator != actor.name and actor.role != auth.ADMIN:
-            raise auth.PermissionDenied(
+            raise ControlConflict(
                 f"conversation {cid} is held by {row.operator}; only they or an admin can reset it"
             )
         conn.execute(sa.update(t).where(t.c.id == cid).values(**handed_back_to_ai()))

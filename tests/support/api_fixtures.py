@@ -36,7 +36,7 @@ SECRET = "api-tests-secret-" + "x" * 24
 PASSWORD = "api-tests-password-1"
 ROLE_USERS = {"analyst": "ana", "operator": "opal", "manager": "max", "admin": "ada"}
 SECOND_ADMIN = "adele"  # the WebSocket tests' admin: her system-wide actions do not count against ada's limit
-CONVERSATIONS = 40
+CONVERSATIONS = 52
 
 
 @dataclass

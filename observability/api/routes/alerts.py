@@ -1,5 +1,5 @@
-"""Alerts: the active alerts, and acknowledge, resolve, escalate, through `AlertingService` (the
-same calls as the Alerts page: role check, timeline and activity rows, outbox)."""
+"""Alerts: the active alerts, and acknowledge, resolve, escalate, silence, through `AlertingService`
+(the same calls as the Alerts page: role check, timeline and activity rows, outbox)."""
 
 from __future__ import annotations
 
@@ -66,9 +66,12 @@ def acknowledge(
 @threaded
 def resolve(
     alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.resolve"))],
-    body: m.AlertNote | None = None,
+    body: m.Resolve | None = None,
 ) -> dict:  # fmt: skip
-    return _alert_out(_service(ctx).resolve_alert(alert_id, p.user, note=body.note if body else None))
+    body = body or m.Resolve()
+    return _alert_out(
+        _service(ctx).resolve_alert(alert_id, p.user, note=body.note, only_if_clear=body.only_if_clear)
+    )
 
 
 @router.post("/escalate/{alert_id}", response_model=m.AlertOut, summary="Escalate an alert one level now")
@@ -77,3 +80,28 @@ def escalate(
     alert_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("alerts.escalate"))]
 ) -> dict:
     return _alert_out(_service(ctx).escalate_alert(alert_id, p.user))
+
+
+@router.post("/silence/{alert_id}", response_model=m.SilenceOut,
+             summary="Silence this alert (its rule and labels) for a while")  # fmt: skip
+@threaded
+def silence(
+    alert_id: AlertId,
+    body: m.SilenceIn,
+    ctx: Ctx,
+    p: Annotated[Principal, Depends(require("silences.manage"))],
+) -> dict:
+    """What to do instead of resolving an alert whose condition still holds: it stays open, and
+    neither it nor a new alert of the same rule and labels notifies anyone until the silence ends."""
+    return _utc(
+        _service(ctx).silence_alert(alert_id, p.user, reason=body.reason, duration_min=body.duration_minutes)
+    )
+
+
+@router.post("/silences/expire/{silence_id}", response_model=m.SilenceOut, summary="End a silence now")
+@threaded
+def expire_silence(
+    silence_id: AlertId, ctx: Ctx, p: Annotated[Principal, Depends(require("silences.manage"))]
+) -> dict:
+    """The alerts it held are looked at again at once (a firing one notifies, as the rule says)."""
+    return _utc(_service(ctx).expire_silence(silence_id, p.user))

@@ -1,4 +1,4 @@
-"""Intervention: take control, release control, status, suggest a response. Each endpoint calls
+"""Intervention: take control, reply, release control, status, suggest a response. Each endpoint calls
 the same `observability.control` function as the Conversations page (role check, audit rows,
 Redis publish), with the token's user as the acting user."""
 
@@ -38,6 +38,17 @@ def take_control(
 ) -> dict:
     return act(ctx, control.take_control, conversation_id, p.user, body.reason, body.priority, body.notify_user,
                body.preserve_ai_suggestions)  # fmt: skip
+
+
+@router.post("/reply/{conversation_id}", response_model=m.ActionOut,
+             summary="The operator holding a conversation replies to its end user")  # fmt: skip
+@threaded
+def reply(
+    conversation_id: ConversationId, body: m.Reply, ctx: Ctx, p: Annotated[Principal, Depends(CONTROL)]
+) -> dict:
+    """Stored (personal data masked) for the bot to deliver, as a reply from the console is: only
+    while the token's user holds the conversation (409 otherwise; take it over first)."""
+    return act(ctx, control.send_operator_message, conversation_id, p.user, body.text)
 
 
 @router.post("/release-control/{conversation_id}", response_model=m.ActionOut,
