@@ -126,14 +126,24 @@ def test_get_metrics_ping_and_bad_messages(served_api: ServedApi) -> None:
         metrics = next_of(ws, "metrics_update")
         assert metrics["data"]["conversations_active"] >= 30 and "claude_cost_today" in metrics["data"]
         ws.send(json.dumps({"type": "ping"}))
-        assert next_of(ws, "pong")["type"] == "pong"
+        pong = next_of(ws, "pong")
+        # every frame has the one wire shape the README gives, replies to this client included
+        assert (
+            set(pong) == {"type", "rooms", "data", "timestamp"} and pong["rooms"] == [] and pong["data"] == {}
+        )
         ws.send(json.dumps({"type": "subscribe", "rooms": ["no_such_room"]}))
-        assert "unknown rooms" in next_of(ws, "error")["detail"]
+        error = next_of(ws, "error")
+        assert (
+            set(error) == {"type", "rooms", "data", "timestamp"}
+            and "unknown rooms" in error["data"]["detail"]
+        )
         ws.send("not json")
-        assert next_of(ws, "error")["detail"]
+        assert next_of(ws, "error")["data"]["detail"]
         ws.send(json.dumps({"type": "launch"}))
-        assert "type must be" in next_of(ws, "error")["detail"]
-        subscribe(ws, "monitoring_dashboard")  # METRICS_INTERVAL=1 in the served console
+        assert "type must be" in next_of(ws, "error")["data"]["detail"]
+        subscribed = subscribe(ws, "monitoring_dashboard")  # METRICS_INTERVAL=1 in the served console
+        assert set(subscribed) == {"type", "rooms", "data", "timestamp"}
+        assert subscribed["rooms"] == ["monitoring_dashboard"]
         assert next_of(ws, "metrics_update")["rooms"] == ["monitoring_dashboard"]
 
 

@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -286,8 +287,11 @@ def _token(ws: WebSocket) -> str | None:
     return ws.query_params.get("token")
 
 
-def _send(conn: Connection, kind: str, **data: Any) -> None:
-    conn.push(json.dumps({"type": kind, **data, "timestamp": _now_iso()}, default=str))
+def _send(conn: Connection, kind: str, rooms: Sequence[str] = (), **data: Any) -> None:
+    """A reply to this connection alone, in the one wire shape (`live.message`): `rooms` are the
+    rooms it concerns (a `subscribed`'s: the connection's rooms now), `data` the rest (an
+    `error`'s `detail`)."""
+    conn.push(json.dumps(live.message(kind, rooms, data, _now_iso()), default=str))
 
 
 async def serve(ws: WebSocket, initial_rooms: list[str]) -> None:
