@@ -429,6 +429,21 @@ def test_an_alert_is_silenced_and_the_silence_ended_through_the_api(served_api: 
     svc.resolve_alert(alert["id"], "opal")
 
 
+def test_the_openapi_document_describes_an_alert_field_by_field(served_api: ServedApi) -> None:
+    """A client generated from openapi.json knows every field an alert has (it said "object"), and
+    what the service adds to an alert reaches the API (the model would drop a field it lacks)."""
+    from observability.alerting.service import ALERT_FIELDS
+
+    doc = requests.get(served_api.base + "/openapi.json", timeout=TIMEOUT).json()
+    props = doc["components"]["schemas"]["Alert"]["properties"]
+    assert set(props) == set(ALERT_FIELDS) | {"condition_holds", "silenced_by"}
+    assert props["state"]["enum"] == ["pending", "firing", "acknowledged", "resolved"]
+    active = requests.get(served_api.base + "/alerts/active", headers=served_api.headers("analyst"),
+                          timeout=TIMEOUT).json()["alerts"]  # fmt: skip
+    assert active and all(set(a) == set(props) for a in active)
+    assert all(a["condition_holds"] in (True, False) for a in active)
+
+
 def test_a_token_revoked_by_another_process_is_refused_within_api_token_cache_s(
     served_api: ServedApi,
 ) -> None:

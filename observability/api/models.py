@@ -216,13 +216,56 @@ class SilenceOut(BaseModel):
     active: bool
 
 
+class SilencedBy(BaseModel):
+    id: int
+    ends_at: datetime
+    reason: str
+
+
+class Alert(BaseModel):
+    """An alert as the Alerts page shows it (times in UTC). Its `state`: pending (condition seen,
+    its `for` not yet over), firing, acknowledged, resolved."""
+
+    id: int
+    rule_name: str
+    dedup_key: str
+    labels: dict[str, str]
+    state: Literal["pending", "firing", "acknowledged", "resolved"]
+    severity: AlertSeverity
+    value: float | None
+    threshold: float | None
+    message: str | None
+    pending_since: datetime | None
+    fired_at: datetime | None
+    clear_since: datetime | None = Field(
+        description="since when the last evaluations found the condition clear"
+    )
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    escalation_level: int
+    next_escalation_at: datetime | None
+    escalation_started_at: datetime | None
+    suppressed_by: str | None = Field(description="what held its last due notification: a silence, an inhibition, "
+                                                   "the rule's cooldown")  # fmt: skip
+    last_notified_at: datetime | None
+    created_at: datetime
+    condition_holds: bool = Field(
+        description="open and its condition still holds: resolved now, it would fire again at the next evaluation"
+    )
+    silenced_by: SilencedBy | None = Field(
+        default=None, description="the active silence holding it (in GET /alerts/active; null elsewhere)"
+    )
+
+
 class AlertsOut(BaseModel):
-    alerts: list[dict[str, Any]]
+    alerts: list[Alert]
     count: int
 
 
 class AlertOut(BaseModel):
-    alert: dict[str, Any]
+    alert: Alert
 
 
 class Reason(Body):
