@@ -41,11 +41,11 @@ def bodies(tag: str) -> list[dict]:
     ]  # fmt: skip
 
 
-def post_all(url: str, docs: list[dict]) -> tuple[list[threading.Thread], list[int]]:
+def post_all(url: str, docs: list[dict], timeout: float = 10.0) -> tuple[list[threading.Thread], list[int]]:
     answers: list[int] = []
 
     def send(doc: dict) -> None:
-        answers.append(post_json(url, doc)[0])
+        answers.append(post_json(url, doc, timeout=timeout)[0])
 
     threads = [threading.Thread(target=send, args=(d,)) for d in docs]
     for t in threads:
@@ -152,7 +152,8 @@ def test_a_transaction_chosen_as_a_deadlock_victim_is_run_again(
             minute = EPOCH + timedelta(minutes=int(int(span["startTimeUnixNano"]) // 60_000_000_000))
             conn.execute(sa.text("INSERT INTO rollup_dirty (kind, minute, mark) VALUES ('llm', :m, 'other') "
                                  "ON CONFLICT (kind, minute) DO UPDATE SET mark = 'other'"), {"m": minute})  # fmt: skip
-            threads, answers = post_all(srv.url, [otlp_json([span])])
+            # the answer comes after the wait below (up to 30 s on a loaded machine) and the 5 s deadlock check
+            threads, answers = post_all(srv.url, [otlp_json([span])], timeout=60.0)
 
             # 2. the receiver has inserted its call and waits for that mark
             def receiver_waits() -> bool:
@@ -167,7 +168,7 @@ def test_a_transaction_chosen_as_a_deadlock_victim_is_run_again(
                                                           input_tokens=0, output_tokens=0, latency_ms=0))  # fmt: skip
             conn.rollback()  # the receiver's second run stores the call
         for t in threads:
-            t.join(30)
+            t.join(60)
         assert answers == [200]
         with pg_store.connect() as conn:
             row = conn.execute(

@@ -64,18 +64,24 @@ from observability.worker.steps import Step, step_heartbeat
 
 
 def request(
-    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, method: str | None = None
+    url: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str | None = None,
+    timeout: float = 10.0,
 ) -> tuple[int, CaseInsensitiveDict, bytes]:
     """(status, headers (names in any case, as HTTP has them), body)."""
     req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, CaseInsensitiveDict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, CaseInsensitiveDict(exc.headers), exc.read()
 
 
-def post_json(url: str, doc: object, *, gz: bool = False, token: str | None = None) -> tuple[int, dict]:
+def post_json(
+    url: str, doc: object, *, gz: bool = False, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, dict]:
     body = json.dumps(doc).encode()
     headers = {"Content-Type": "application/json"}
     if gz:
@@ -83,7 +89,7 @@ def post_json(url: str, doc: object, *, gz: bool = False, token: str | None = No
         headers["Content-Encoding"] = "gzip"
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    status, _, raw = request(f"{url}/v1/traces", body, headers)
+    status, _, raw = request(f"{url}/v1/traces", body, headers, timeout=timeout)
     return status, json.loads(raw) if raw else {}
 
 
