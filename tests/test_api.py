@@ -191,6 +191,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(served_api: ServedApi)
         ("POST", f"/intervention/take-control/{cid}", {"reason": "x", "priority": "urgent"}, 422),
         ("POST", f"/intervention/take-control/{cid}", {"reason": "x", "extra": 1}, 422),
         ("POST", "/intervention/take-control/no-such-conversation", {"reason": "x"}, 404),
+        ("GET", "/intervention/status/no-such-conversation", None, 404),
         ("POST", "/alerts/acknowledge/999999", {}, 404),
         ("GET", "/monitoring/metrics/detailed/no_such_metric", None, 422),
         ("GET", "/monitoring/activity/feed?limit=201", None, 422),
@@ -201,6 +202,12 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(served_api: ServedApi)
         r = requests.request(method, served_api.base + path, json=body, headers=h, timeout=TIMEOUT)
         assert r.status_code == status, (path, body, r.text)
         assert r.json()["detail"]
+        if (
+            status == 404 and "no-such-conversation" in path
+        ):  # an action changed nothing; a read had nothing to
+            assert ("nothing was changed" in r.json()["detail"]) == (method == "POST"), (path, r.text)
+        if status == 422:  # the shape is the same whether FastAPI or a service found it wrong
+            assert all(set(e) == {"loc", "msg", "type"} for e in r.json()["detail"]), (path, r.text)
     assert control.intervention_status(served_api.store, cid).state == "ai"
     before = control.system_status(served_api.store)
     r = requests.post(served_api.base + "/emergency/system-wide-stop", json={"reason": "no phrase"},
@@ -403,6 +410,10 @@ def test_an_alert_is_silenced_and_the_silence_ended_through_the_api(served_api: 
                        ({"reason": "deploy", "duration_minutes": 30, "extra": 1}, "extra")):  # fmt: skip
         r = requests.post(base + f"/alerts/silence/{alert['id']}", json=body, headers=h, timeout=TIMEOUT)
         assert r.status_code == 422 and says in str(r.json()["detail"]), (body, r.text)
+        # where and what, as FastAPI's own 422s, under the request's own field names
+        assert all(set(e) == {"loc", "msg", "type"} for e in r.json()["detail"]), r.text
+        if says == "at most":
+            assert r.json()["detail"][0]["loc"] == ["body", "duration_minutes"], r.text
     r = requests.post(base + "/alerts/silence/999999", json={"reason": "deploy", "duration_minutes": 30}, headers=h,
                       timeout=TIMEOUT)  # fmt: skip
     assert r.status_code == 404 and "999999" in r.json()["detail"]

@@ -499,12 +499,16 @@ def test_the_sdk_refuses_operator_messages(sqlite_store: Store, make_settings: C
     client = ObservabilityClient(settings=make_settings(sqlite_url))
     try:
         client.record_message("c-1", "operator", "Hi, this is Olga from support: pay here", bot="lead_bot")
+        client.record_message("c-1", "assistant", "the OpenAI name for a bot's turn", bot="lead_bot")
         client.record_message("c-1", "user", "hello", bot="lead_bot")
         assert client.flush(10.0), client.stats()
-        assert client.stats()["rejected"] == 1
+        assert client.stats()["rejected"] == 2
     finally:
         client.close()
     assert "operator replies are sent through the console's control service" in caplog.text
+    # a wrong role is told the roles a bot may use: not 'operator', which is always refused
+    [wrong] = [r.getMessage() for r in caplog.records if "'assistant'" in r.getMessage()]
+    assert "role must be 'user' or 'bot'" in wrong and "operator" not in wrong
     with sqlite_store.connect() as conn:
         roles = [r.role for r in conn.execute(sa.select(schema.messages.c.role))]
     assert roles == ["user"]

@@ -7,6 +7,7 @@ for real too: a child process is SIGKILLed between its SQL commit and its XACK.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -155,14 +156,24 @@ def test_a_bot_killed_right_after_its_first_record_call_loses_nothing(
 def test_a_bot_never_migrates_the_store_and_says_what_to_run(
     sqlite_url: str, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="observability.sdk")
     store = Store.from_url(sqlite_url)
     client = ObservabilityClient(settings=make_settings(sqlite_url))
+
+    def said(level: int, text: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno == level and text in r.getMessage()]
+
     try:
         client.record_llm_call("claude-haiku-4-5", "anthropic", 100, 20, 50.0, bot="lead", trace_id="early")
         assert wait_for(lambda: client.stats()["spilled"] == 1, 10.0, message=client.stats)
         assert not client.flush(0.3), "not stored while the store has no schema..."
         assert sa.inspect(store.engine).get_table_names() == [], "...and the bot created none"
-        assert "python -m observability.bootstrap" in caplog.text
+        # what to run, as a warning a bot's default logging shows (it was INFO, so nothing showed),
+        # said once however long it lasts (the spool is retried every second, at DEBUG)
+        wait_for(lambda: len(said(logging.DEBUG, "sink still unavailable")) >= 2, 10.0,
+                 message=lambda: caplog.text[-2000:])  # fmt: skip
+        warned = said(logging.WARNING, "python -m observability.bootstrap")
+        assert len(warned) == 1, caplog.text[-2000:]
         store.migrate()  # what the bootstrap (or a worker) does
         assert client.flush(10.0), client.stats()
     finally:

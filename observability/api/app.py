@@ -9,7 +9,7 @@ service's own, which is written to be safe to show.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -51,10 +51,31 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+# a service's name for an input -> the request's (the silence form's field is in minutes, as the API's)
+API_FIELDS = {"duration_min": "duration_minutes"}
+
+
+def _invalid(request: Request, exc: ValueError) -> JSONResponse:
+    """A 422 in the shape of FastAPI's own (`loc`, `msg`, `type`), for what a service found wrong
+    after the body's shape passed: per field where the service names them (`errors`), else where
+    the input came from. Never the input itself."""
+    where = "query" if request.method in ("GET", "HEAD") else "body"
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, Mapping) and errors:
+        detail = [{"loc": [where, API_FIELDS.get(k, k)], "msg": str(v), "type": "value_error"}
+                  for k, v in errors.items()]  # fmt: skip
+    else:
+        detail = [{"loc": [where], "msg": str(exc), "type": "value_error"}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def _mapped(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    """The handler answering an exception with `status` and its message (429: with Retry-After)."""
+    """The handler answering an exception with `status` and its message (429: with Retry-After;
+    422: per field, as FastAPI's own)."""
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
+        if status == 422 and isinstance(exc, ValueError):
+            return _invalid(request, exc)
         headers = None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(max(1, int(exc.retry_after_s + 0.999)))}

@@ -108,11 +108,14 @@ def shown_id(conversation_id: str, limit: int = 60) -> str:
     return f"{conversation_id[:limit]!r}… ({len(conversation_id):,} characters)"
 
 
-def require_conversation(conn: sa.Connection, conversation_id: str) -> Any:
+def require_conversation(conn: sa.Connection, conversation_id: str, *, reading: bool = False) -> Any:
+    """The conversation's row, or `ConversationNotFound` (an action says it changed nothing; a
+    read, `reading`, has nothing to change)."""
     row = find_conversation(conn, conversation_id)
     if row is None:
+        tail = "" if reading else " (nothing was changed)"
         raise ConversationNotFound(
-            f"no conversation {shown_id(conversation_id)} in the store: check the id (nothing was changed)"
+            f"no conversation {shown_id(conversation_id)} in the store: check the id{tail}"
         )
     return row
 

@@ -328,7 +328,7 @@ def intervention_status(
     now = resolve_now(now)
     it = schema.interventions
     with store.connect() as conn:
-        row = require_conversation(conn, cid)
+        row = require_conversation(conn, cid, reading=True)
         stopped_all = system_stopped(conn)
         take = None
         if row.state == STATE_HUMAN:

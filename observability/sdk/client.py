@@ -332,8 +332,8 @@ class ObservabilityClient:
                     "role 'operator' is refused: operator replies are sent through the console's control "
                     "service (send_operator_message), which checks who may write them and audits each one"
                 )
-            if role not in ev.MESSAGE_ROLES:
-                raise EventRejected(f"role must be one of {sorted(ev.MESSAGE_ROLES)}, got {role!r:.20}")
+            if role not in ev.MESSAGE_ROLES:  # 'operator' is refused above: not offered here
+                raise EventRejected(f"role must be 'user' or 'bot', got {role!r:.20}")
             ev.check_text("text", text, self._max_text)
             check_str("bot", bot, max_len=_LEN_BOT)
             check_str("account_id", account_id, max_len=_LEN_ACCOUNT_ID)

@@ -227,7 +227,10 @@ class Transport:
             if self.spool.has_pending():
                 self._wake.set()
         except Exception as exc:  # noqa: BLE001
-            log.info("spool replay paused, sink still unavailable: %s", exc)
+            if not self._sink_down:  # said once an outage (a store not migrated yet: what to run)
+                log.warning("observability sink unavailable, spooling batches until it is back: %s", exc)
+            else:  # probed every second while it lasts
+                log.debug("spool replay paused, sink still unavailable: %s", exc)
             self._sink_down = True
             self._sink_down_until = time.monotonic() + 1.0
 

@@ -116,7 +116,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ts, event_id = raw.split("|", 1)
         return datetime.fromisoformat(ts), event_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(422, "cursor is not one this API returned (use next_cursor as given)") from None
+        detail = [{"loc": ["query", "cursor"], "msg": "not a cursor this API returned (pass next_cursor as given)",
+                   "type": "value_error"}]  # fmt: skip
+        raise HTTPException(422, detail) from None
 
 
 def _event(row: dict) -> dict:
