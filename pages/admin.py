@@ -79,7 +79,10 @@ with tab_users:
         ui.table(df, "users.csv", key="ad_users")
 
     st.markdown("**Add a user**")
-    with st.form("ad_add", clear_on_submit=True):
+    if st.session_state.pop("ad_added", False):  # a user was added: the form starts empty again
+        for key in ("ad_new_name", "ad_new_role", "ad_new_pw1", "ad_new_pw2"):
+            st.session_state.pop(key, None)
+    with st.form("ad_add"):  # a refusal keeps what was typed beside its error
         c1, c2 = st.columns(2)
         name = c1.text_input("User name", key="ad_new_name")
         role = c2.selectbox("Role", auth.ROLES, key="ad_new_role")
@@ -91,6 +94,7 @@ with tab_users:
                 st.error("The passwords do not match.")
             elif _act(f"Add {name}", auth.add_user, name.strip(), role, pw1,
                       done=lambda u: f"Added user {u.name} as {u.role}; they can sign in now."):  # fmt: skip
+                st.session_state["ad_added"] = True
                 st.rerun()
 
     if people:

@@ -306,6 +306,68 @@ def test_a_filter_picked_on_one_page_does_not_filter_the_next_one(console: str, 
     assert not re.search(r"[?&]bot=", page.url), page.url
 
 
+def test_a_page_left_with_filters_opens_from_a_link_or_the_sidebar_with_only_theirs(
+    console: str,
+    page,  # noqa: ANN001
+) -> None:
+    """LLM calls, left listing failed calls, came back from Overview's "Slowest calls" link (range and
+    sort only) still filtered to failed calls, and from the sidebar too: its widgets kept their values
+    for the session. Each entry now starts from the URL it is opened with."""
+    import re
+
+    from playwright.sync_api import expect
+
+    sign_in(page, console)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="LLM calls", exact=True).click()
+    page.get_by_role("heading", name="LLM calls").first.wait_for(timeout=30_000)
+    status = page.get_by_test_id("stButtonGroup").filter(has_text="error")
+    status.get_by_role("radio", name="error").click()
+    page.wait_for_url("**status=error**", timeout=30_000)
+
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True).click()
+    slowest = page.get_by_role("link", name="Slowest calls")
+    slowest.wait_for(timeout=30_000)
+    slowest.click()
+    page.wait_for_url("**sort=slowest**", timeout=30_000)
+    page.get_by_role("heading", name="LLM calls").first.wait_for(timeout=30_000)
+    expect(page.get_by_text("· slowest first").first).to_be_visible(timeout=30_000)  # calls of every status
+    assert "status=error" not in page.url and "range=1h" in page.url, page.url
+    expect(status.get_by_role("radio", name="error")).to_have_attribute("aria-checked", "false")
+
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview", exact=True).click()
+    page.get_by_role("link", name="Slowest calls").wait_for(timeout=30_000)
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="LLM calls", exact=True).click()
+    page.get_by_role("heading", name="LLM calls").first.wait_for(timeout=30_000)
+    expect(page.get_by_text("· newest first").first).to_be_visible(timeout=30_000)
+    assert not re.search(r"[?&](status|sort|range)=", page.url), page.url
+    assert page.get_by_test_id("stException").count() == 0
+
+
+def test_names_bots_sent_show_as_text_in_links_to_other_pages(console: str, page) -> None:  # noqa: ANN001
+    """The link to a conversation's account drew the account's name as markdown: bold, a link whose
+    address vanished, a red badge. Links to other pages now show the names as sent."""
+    import uuid
+
+    from observability import events as ev
+    from observability.settings import Settings
+    from observability.store.ingest import write_batch
+
+    hostile = "**Acme** [evil](http://127.0.0.1:9/x) :red[VIP] <b>b</b>"
+    store = Store.from_url(STORE_URLS[console])
+    settings = Settings().replace(database_url=STORE_URLS[console], redis_url=None)
+    write_batch(store, [ev.account("acct-hostile", time.time() - 60, name=hostile, vip=True),
+                        ev.message(uuid.uuid4().hex, time.time() - 30, conversation_id="conv-hostile-1", role="user",
+                                   text="hello", bot="lead_bot", account_id="acct-hostile")], settings)  # fmt: skip
+    store.dispose()
+    sign_in(page, console)
+    page.goto(f"{console}/conversations?conversation=conv-hostile-1")
+    link = page.get_by_role("link", name="all its conversations")
+    link.wait_for(timeout=30_000)
+    assert hostile in link.inner_text(), link.inner_text()
+    assert page.locator('a[href*="127.0.0.1:9"]').count() == 0
+    assert page.get_by_test_id("stException").count() == 0
+
+
 def test_a_page_the_role_may_not_open_says_so_when_its_url_is_asked_for(console: str, page) -> None:  # noqa: ANN001
     """An analyst following a link to Emergency controls is told the role may not open it (it was
     Streamlit's "Page not found" and Overview); the page is still not in the analyst's navigation."""

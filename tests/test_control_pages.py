@@ -493,9 +493,19 @@ def test_admin_adds_a_user_changes_the_role_and_resets_the_password_once(console
     at.text_input(key="ad_new_name").set_value("Nina")  # names are stored in lower case
     at.selectbox(key="ad_new_role").set_value("operator")
     at.text_input(key="ad_new_pw1").set_value("nina-password-1")
+    at.text_input(key="ad_new_pw2").set_value("nina-password-2")
+    _button(at, "Add user").click().run()
+    # refused: said beside the form, and what was typed is kept to be corrected (it was all cleared)
+    assert [shown(e.value) for e in at.error] == ["The passwords do not match."]
+    assert auth.get_user(console, "nina") is None
+    assert (at.text_input(key="ad_new_name").value, at.selectbox(key="ad_new_role").value) == (
+        "Nina",
+        "operator",
+    )
     at.text_input(key="ad_new_pw2").set_value("nina-password-1")
     _button(at, "Add user").click().run()
     assert not at.exception and auth.get_user(console, "nina") == auth.User("nina", "operator")
+    assert at.text_input(key="ad_new_name").value == "", "added: the form starts empty again"
     # the success names the user as stored (it said "Add Nina: done", a name that does not exist)
     assert [shown(m.value) for m in at.success] == ["Added user nina as operator; they can sign in now."]
 

@@ -170,7 +170,7 @@ def client_address() -> str:
     return ip if isinstance(ip, str) and ip else "local"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$:])")
 
 
 # Unicode's bidirectional formatting characters (embeddings, overrides, isolates, marks): inside
@@ -415,6 +415,7 @@ def _duration(seconds: float) -> str:
 # URL parameters that several pages bind to a widget under the same name
 SHARED_URL_KEYS = ("range", "bot", "tab", "conversation")
 OPEN_PAGE_KEY = "ui_open_page"
+URL_SEEN_KEY = "ui_url_seen"  # page -> the parameters its URL held when its last run ended
 
 
 def filters_from_the_url(page: str) -> None:
@@ -428,8 +429,23 @@ def filters_from_the_url(page: str) -> None:
     if st.session_state.get(OPEN_PAGE_KEY) == page:
         return
     st.session_state[OPEN_PAGE_KEY] = page
-    for key in SHARED_URL_KEYS:
+    # and every filter the page's own URL held when it was left (`remember_url`): LLM calls, left
+    # with status=error, came back from Overview's "Slowest calls" link, and from the sidebar, still
+    # listing failed calls of the last 5 minutes only, an empty list
+    seen = st.session_state.get(URL_SEEN_KEY, {}).get(page, ())
+    for key in (*SHARED_URL_KEYS, *seen):
         st.session_state.pop(key, None)
+
+
+def remember_url(page: str) -> None:
+    """After a run of `page`: the parameters its URL holds (its URL-bound widgets' values that are
+    not at their defaults, its pager's position), which `filters_from_the_url` drops on the next
+    entry so that the page starts from the URL it is opened with."""
+    try:
+        names = tuple(st.query_params.keys())
+    except Exception:  # noqa: BLE001 - no script run context (a page called outside Streamlit)
+        return
+    st.session_state.setdefault(URL_SEEN_KEY, {})[page] = names
 
 
 def page_header(title: str, caption: str | None = None, *, system_banner: bool = True) -> None:
@@ -729,9 +745,12 @@ def page_link(page: str, label: str, *, icon: str | None = None, **params: Any) 
 
     clean = {k: v for k, v in params.items() if v not in (None, "", [], ())}
     clean = {k: [str(x) for x in v] if isinstance(v, (list, tuple)) else str(v) for k, v in clean.items()}
-    try:
+    try:  # Streamlit draws the label as markdown, and labels carry names bots sent (an account's)
         st.page_link(
-            str(PROJECT_ROOT / "pages" / f"{page}.py"), label=label, icon=icon, query_params=clean or None
+            str(PROJECT_ROOT / "pages" / f"{page}.py"),
+            label=md_escape(label),
+            icon=icon,
+            query_params=clean or None,
         )
     except Exception:  # noqa: BLE001 - StreamlitPageNotFoundError: not in this run's navigation
         st.markdown(f"[{md_escape(label)}]({query_link(page, **clean)})")
