@@ -84,10 +84,12 @@ m = st.columns(5)
 m[0].metric("Firing", len(firing))
 m[1].metric("Critical firing", sum(1 for a in firing if a["severity"] == "critical"))
 m[2].metric("Acknowledged", sum(1 for a in active if a["state"] == "acknowledged"))
-m[3].metric(
-    "Held (silence, inhibition, cooldown)", sum(1 for a in firing if a["suppressed_by"] or a["silenced_by"])
+m[3].metric(  # a firing alert whose condition cleared is not held by anything: it is resolving
+    "Held (silence, inhibition, cooldown)",
+    sum(1 for a in firing if (a["suppressed_by"] or a["silenced_by"]) and not a["clear_since"]),
 )
-m[4].metric("Pending (waiting for `for`)", sum(1 for a in active if a["state"] == "pending"))
+m[4].metric("Pending (not fired yet)", sum(1 for a in active if a["state"] == "pending"),
+            help="Condition seen; fires once it has held for the rule's `for` duration")  # fmt: skip
 
 # the tabs are drawn at the end of the page (ui.lazy_tabs): only the open one runs its queries and
 # draws its widgets, so a load of the active alerts does not also build the rule, silence and
@@ -218,7 +220,7 @@ def alert_card(a: dict[str, Any]) -> None:
                 if due > utcnow()
                 else "next step due now (at the worker's next tick)"
             )
-        if a["suppressed_by"]:
+        if a["suppressed_by"] and not a["clear_since"]:  # a clear one is said once, below
             notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
         elif a["silenced_by"]:  # in the store now; the worker's next step would say the same
             sil = a["silenced_by"]
@@ -232,11 +234,14 @@ def alert_card(a: dict[str, Any]) -> None:
             notes.append("condition still holds")
         elif a["clear_since"]:  # the message above is the value while it held
             notes.append(
-                f"condition clear since {a['clear_since']:%H:%M:%S} UTC: resolves by itself unless it returns"
+                f"condition clear since {a['clear_since']:%H:%M:%S} UTC (the value above is the last breach): "
+                "no notification; resolves by itself unless it returns"
             )
         else:
             notes.append("condition clear")
-        st.caption(f"{ui.md_escape(a['message'])}  \n" + " · ".join(notes))
+        measured = views.measured_as(a.get("metric") or "")
+        st.caption(f"{ui.md_escape(a['message'])}  \n" + " · ".join(notes)
+                   + (f"  \n{ui.md_escape(measured)}" if measured else ""))  # fmt: skip
         links = views.alert_links(a)
         row = st.container(horizontal=True)
         if a["state"] == "firing" and user.can("alerts.acknowledge"):

@@ -93,6 +93,32 @@ def test_operator_acknowledges_resolves_and_escalates(console: Store) -> None:
     assert any({"fired", "notified", "acknowledged"} <= set(t["event"]) for t in timelines)
 
 
+def test_each_card_says_what_its_figure_is_and_a_clearing_alert_says_so_once(console: Store) -> None:
+    """A cache alert said "cache_hit_rate is 20.0%" and linked to Bot health, whose cache figure is
+    another (operations', over the page's window): the card names the figure and its window. An
+    alert whose condition cleared said so twice, and counted as held by a silence or cooldown."""
+    svc = AlertingService(console, get_settings())
+    at = run("analyst")
+    captions = [shown(c.value) for c in at.caption]
+    [card] = [c for c in captions if c.startswith("cache_hit_rate")]
+    assert "cache_hit_rate is the response cache hit rate: Bot responses served from cache / bot responses, " \
+        "over the last 5 min" in card, card  # fmt: skip
+    assert {m.label: m.value for m in at.metric}["Held (silence, inhibition, cooldown)"] == "0"
+
+    # errors stop: the critical alert keeps firing for keep_firing_for, clearing, and pages nobody
+    err = next(a for a in svc.active_alerts() if a["rule_name"] == "high_error_rate")
+    svc.check_and_send_alerts({"error_rate": 0.0, "cache_hit_rate": 0.2}, deliver=False)
+    svc.process_escalations(utcnow() + timedelta(hours=1))  # its next step comes due: held, it is clear
+    cleared = svc.get_alert(err["id"])
+    assert cleared["clear_since"] is not None and cleared["suppressed_by"].startswith("condition clear")
+    common.clear_caches()  # the page's queries are cached for CONSOLE_CACHE_TTL_S
+    at = run("analyst")
+    [card] = [shown(c.value) for c in at.caption if shown(c.value).startswith("error_rate")]
+    assert card.count("condition clear since") == 1, card
+    assert "over the last 5 min" in card
+    assert {m.label: m.value for m in at.metric}["Held (silence, inhibition, cooldown)"] == "0"
+
+
 def test_analyst_sees_alerts_but_no_actions(console: Store) -> None:
     at = run("analyst")
     assert {m.label: m.value for m in at.metric}["Firing"] == "2"

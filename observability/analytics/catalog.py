@@ -293,3 +293,11 @@ def get(name: str) -> Metric:
         return CATALOG[name]
     except KeyError:
         raise KeyError(f"no metric {name!r} in the catalog") from None
+
+
+def for_alert(family: str) -> Metric | None:
+    """The figure an alert rule's metric family is: the catalog entry computed by the same service
+    function, the one over the alert window where there are several (SLA ratio, handoff failure
+    rate); None for families no page shows."""
+    found = [m for m in _METRICS if m.alert_metric == family]
+    return next((m for m in found if m.window == ALERT_WINDOW), found[0] if found else None)

@@ -92,6 +92,27 @@ def covering_range(ranges: tuple[str, ...], start: datetime | None, now: datetim
     return ranges[0]
 
 
+# rule metric families the worker computes over ALERT_METRIC_WINDOW_S (`alerting.inputs`)
+WINDOWED_FAMILIES = frozenset({
+    "error_rate", "cache_hit_rate", "response_time_p95", "failure_rate", "sla_p95_ratio", "rate_limit_error_rate",
+    "response_time", "system_load", "ai_confidence", "safety_score",
+})  # fmt: skip
+
+
+def measured_as(rule_metric: str) -> str | None:
+    """What an alert's figure is, for its card: the catalog's name and formula for the rule's
+    metric and the window it is judged over. Bot health shows the operations' cache hit rate over
+    its own window; `low_cache_hit_rate` watches bot responses over 5 minutes: a card said
+    "cache_hit_rate is 0.0%" and nothing else."""
+    from observability.analytics import catalog
+
+    entry = catalog.for_alert(rule_metric)
+    if entry is None:
+        return None
+    window = f", over the last {sla.alert_window_s() / 60:g} min" if rule_metric in WINDOWED_FAMILIES else ""
+    return f"{rule_metric} is the {entry.label.lower()}: {entry.formula}{window}"
+
+
 def alert_links(alert: dict[str, Any], now: datetime | None = None) -> list[tuple[str, str, dict[str, Any]]]:
     """Where an operator goes from an alert: (label, page stem, query params), each a view that
     shows what the alert is about, over a window reaching back to shortly before it opened.
