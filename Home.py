@@ -23,7 +23,12 @@ from observability.timeutil import utcnow
 from observability.ui import attention, charts, data, fmt, nav, sso, warmup
 from observability.ui import common as ui
 
-st.set_page_config(page_title="Bot operations console", page_icon=":material/smart_toy:", layout="wide")
+# the tab's icon from the console itself: a ":material/..." icon is fetched from fonts.gstatic.com
+# on every page load (lost offline or behind a firewall, and a request to a third party)
+st.set_page_config(
+    page_title="Bot operations console", page_icon=str(ROOT / "observability" / "ui" / "console_icon.png"),
+    layout="wide",
+)  # fmt: skip
 
 
 def login_page() -> None:

@@ -4,13 +4,10 @@ the parameters), so other pages link here with the filter set and a shared link 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pandas as pd
 import streamlit as st
 
 from observability.analytics import calls_explorer as ce
-from observability.timeutil import utcnow
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -65,7 +62,7 @@ with r3[0]:
     chosen["range"] = ui.time_range_filter(tuple(ce.RANGES), default=ce.DEFAULT_RANGE, key="range")
 slots["range"] = r3[0].empty()
 chosen["from"] = r3[1].text_input("From (UTC)", key="from", bind="query-params",
-                                  placeholder=f"{utcnow() - timedelta(hours=1):%Y-%m-%dT%H:%M}",
+                                  placeholder="YYYY-MM-DDTHH:MM",
                                   help="Overrides the time range.")  # fmt: skip
 slots["from"] = r3[1].empty()
 chosen["to"] = r3[2].text_input("To (UTC)", key="to", bind="query-params", placeholder="now")

@@ -368,6 +368,24 @@ def test_names_bots_sent_show_as_text_in_links_to_other_pages(console: str, page
     assert page.get_by_test_id("stException").count() == 0
 
 
+def test_a_console_page_asks_nothing_of_any_other_host(console: str, page) -> None:  # noqa: ANN001
+    """Every page load fetched the tab's icon from fonts.gstatic.com (a Material Symbols icon): lost
+    offline or behind a firewall, and a request about the console to a third party."""
+    from urllib.parse import urlparse
+
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    sign_in(page, console)
+    page.goto(f"{console}/alerts")
+    page.get_by_role("heading", name="Alerts").first.wait_for(timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('link[rel~=icon]')].some(l => l.href)")
+    icons = page.eval_on_selector_all("link[rel~=icon]", "ls => ls.map(l => l.href)")
+    assert icons and all(urlparse(i).hostname == "127.0.0.1" for i in icons), icons
+    others = sorted({u for u in asked if urlparse(u).scheme in ("http", "https")
+                     and urlparse(u).hostname != "127.0.0.1"})  # fmt: skip
+    assert others == [], others
+
+
 def test_a_page_the_role_may_not_open_says_so_when_its_url_is_asked_for(console: str, page) -> None:  # noqa: ANN001
     """An analyst following a link to Emergency controls is told the role may not open it (it was
     Streamlit's "Page not found" and Overview); the page is still not in the analyst's navigation."""
