@@ -17,7 +17,7 @@ from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
 VIEW_ANCHOR = "one-conversation"  # the open conversation's heading; a `#` link scrolls to it in place
-STATE_LABEL = {"ai": "AI", "human": "human", "stopped": "stopped"}  # words: an emoji font may be missing
+STATE_LABEL = fmt.STATE_LABEL
 ROLE_AVATAR = {"user": "user", "bot": ":material/smart_toy:", "operator": ":material/support_agent:"}
 
 user = ui.require("dashboards.view")

@@ -13,6 +13,7 @@ import streamlit as st
 from observability import auth, control
 from observability.settings import get_settings
 from observability.ui import common as ui
+from observability.ui import fmt
 
 user = ui.require("conversations.stop")
 ui.page_header(
@@ -153,8 +154,13 @@ else:
             "last_activity_at",
         ]
     ]
-    ui.table(closed.rename(columns={"id": "conversation", "operator": "by / held by", "control_since": "since"}),
-             "closed_conversations.csv", key="em_closed")  # fmt: skip
+    closed = closed.assign(state=closed["state"].map(fmt.STATE_LABEL).fillna(closed["state"]))
+    ui.table(closed, "closed_conversations.csv", key="em_closed",
+             column_config={"id": fmt.text_column("Conversation"), "state": fmt.text_column("State"),
+                            "operator": fmt.text_column("By / held by"), "bot": fmt.text_column("Bot"),
+                            "account_id": fmt.text_column("Account"), "control_priority": fmt.text_column("Priority"),
+                            "control_since": fmt.time_column("Since (UTC)"),
+                            "last_activity_at": fmt.time_column("Last activity (UTC)")})  # fmt: skip
 
 # ---- the audit trail ------------------------------------------------------------------------------
 

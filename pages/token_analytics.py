@@ -69,12 +69,14 @@ def by_model_and_bot() -> None:
     totals = data.llm_breakdown(window, bots, ("model", "bot"))
     mix = frames.regroup(totals, ["model"])
     long = mix.melt(id_vars="model", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
+    long["kind"] = long["kind"].map(fmt.TOKEN_KIND_LABEL)
     fig = charts.bar(
         long, x="model", y="tokens", color="kind", barmode="group", title="Tokens by model and kind"
     )
     left.plotly_chart(fig, key="ta_by_model")
     by_bot = frames.regroup(totals, ["bot"])
     long = by_bot.melt(id_vars="bot", value_vars=TOKEN_COLS, var_name="kind", value_name="tokens")
+    long["kind"] = long["kind"].map(fmt.TOKEN_KIND_LABEL)
     fig = charts.bar(long, x="bot", y="tokens", color="kind", barmode="group", title="Tokens by bot and kind")
     right.plotly_chart(fig, key="ta_by_bot")
 

@@ -4,6 +4,7 @@ confirmation, and the Admin page's user management that never shows a secret."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -401,6 +402,11 @@ def test_an_operator_stops_and_resets_one_conversation_but_cannot_stop_all(conso
     _button(at, "Stop conversation").click().run()
     assert not at.exception and control.intervention_status(console, "c1").state == "stopped"
     assert "Conversation c1 is stopped: no bot may answer in it until it is reset." in _text(at)
+    # the stopped list speaks as the other tables do: words for headers and states, UTC times
+    [closed] = [d for d in at.dataframe if "control_priority" in d.value.columns]
+    labels = {k: v.get("label") for k, v in json.loads(closed.proto.columns).items()}
+    assert labels["account_id"] == "Account" and labels["control_since"] == "Since (UTC)", labels
+    assert list(closed.value["state"]) == ["stopped"]
     at.text_input(key="em_cid").set_value("c1")
     at.text_input(key="em_reason").set_value("checked")
     _button(at, "Reset conversation (back to the AI)").click().run()

@@ -250,6 +250,23 @@ def test_token_analytics_matches_the_llm_service(demo: Store) -> None:
     assert metric(at, "LLM response-cache hit rate") == f"{d.cache_hit_rate:.1%}"
 
 
+def test_token_charts_name_the_token_kinds_in_words(demo: Store) -> None:
+    """The legends read "cache_read_tokens", the store's column names."""
+    at = run_page("token_analytics", query={"range": "24h", "tab": "By model and bot"})
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    kinds = {t["name"] for f in figs for t in f["data"]}
+    assert kinds == {"input", "output", "cache read", "cache write"}, kinds
+
+
+def test_the_vip_view_words_a_conversations_state_as_conversations_does(demo: Store) -> None:
+    """It showed "ai" where Conversations shows "AI"."""
+    at = run_page("activity_feed", query={"tab": "VIP view"})
+    [vip] = [
+        d.value for d in at.dataframe if "state" in d.value.columns and "account_name" in d.value.columns
+    ]
+    assert len(vip) and set(vip["state"]) <= {"AI", "human", "stopped"}, set(vip["state"])
+
+
 def test_token_analytics_bot_filter_from_the_url_narrows_the_figures(demo: Store) -> None:
     at = run_page("token_analytics", query={"range": "24h", "bot": ["lead_bot"]})
     rows = LLMObservabilityService(demo).cost_breakdown("bot", 86_400)

@@ -145,3 +145,11 @@ def steps_as_steps(frame: Any, col: str = "bot") -> Any:
     if frame.empty or col not in frame:
         return frame
     return frame.assign(**{col: frame[col].replace({sla.HANDOFF_STEP: sla.STEP_LABEL})})
+
+
+# a conversation's state in words, the same on every page (an emoji font may be missing)
+STATE_LABEL = {"ai": "AI", "human": "human", "stopped": "stopped"}
+
+# the token kinds of an LLM call, as a chart's legend names them
+TOKEN_KIND_LABEL = {"input_tokens": "input", "output_tokens": "output", "cache_read_tokens": "cache read",
+                    "cache_write_tokens": "cache write"}  # fmt: skip
