@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from observability.analytics.window import source_note
-from observability.ui import charts, data, fmt
+from observability.ui import charts, data, fmt, nav
 from observability.ui import common as ui
 
 ui.require("dashboards.view")
@@ -15,7 +15,7 @@ ui.page_header("AI performance", "How fast and how reliably each bot and model a
 
 f1, f2 = st.columns([1, 2])
 with f1:
-    window = ui.time_range_filter(("1h", "6h", "24h"), default="1h")
+    window = ui.time_range_filter(nav.page_ranges("ai_performance"), default="1h")
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
 st.caption(f"Window: last {window}; operation and LLM figures {source_note(window)}; interactions exact.")

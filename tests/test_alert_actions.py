@@ -228,6 +228,19 @@ def test_an_alert_links_to_its_bot_conversations_and_calls(console: Store) -> No
     assert any(u.startswith("./llm_calls?bot=lead_bot&from=") for u in links.values()), links
 
 
+def test_a_bot_response_alert_links_first_to_the_page_showing_its_figure(console: Store) -> None:
+    """The cache alert watches bot responses; Bot health, its only bot page, shows the operations'
+    cache hit rate, another figure. AI performance shows the bot's response cache hit rate."""
+    fired = AlertingService(console).check_and_send_alerts({"seller_bot.cache_hit_rate": 0.1})
+    assert [a["rule_name"] for a in fired] == ["low_cache_hit_rate"]
+    common.clear_caches()
+    links = _links(_page())
+    assert (
+        links["AI performance of seller_bot: its bot responses"] == "./ai_performance?bot=seller_bot&range=1h"
+    )
+    assert links["Bot health of seller_bot"] == "./bot_health?bot=seller_bot&range=1h"
+
+
 def test_an_alert_on_the_handoff_step_links_where_handoffs_are_shown(console: Store) -> None:
     """Its card says "handoff step"; its links did not: "Bot health of handoff" showed every bot,
     "Conversations of handoff" and its LLM calls matched nothing (the step has none of its own)."""

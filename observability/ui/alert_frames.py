@@ -99,6 +99,10 @@ WINDOWED_FAMILIES = frozenset({
 })  # fmt: skip
 
 
+# families computed from bot responses (bot_interactions): AI performance shows them per bot
+RESPONSE_FAMILIES = frozenset({"error_rate", "cache_hit_rate", "response_time_p95"})
+
+
 def measured_as(rule_metric: str) -> str | None:
     """What an alert's figure is, for its card: the catalog's name and formula for the rule's
     metric and the window it is judged over. Bot health shows the operations' cache hit rate over
@@ -162,6 +166,11 @@ def alert_links(alert: dict[str, Any], now: datetime | None = None) -> list[tupl
     bot = alert_bot(alert)
     errors = "error" in alert["rule_name"] or "rate_limit" in alert["rule_name"]
     out = []
+    if bot and family in RESPONSE_FAMILIES:  # the page that shows this very figure comes first
+        perf = covering_range(nav.page_ranges("ai_performance"), start, now)
+        out.append(
+            (f"AI performance of {bot}: its bot responses", "ai_performance", {"bot": bot, "range": perf})
+        )
     if bot:
         out.append((f"Bot health of {bot}", "bot_health", {"bot": bot, "range": health}))
         out.append((f"Conversations of {bot}", "conversations", {"bot": bot}))
