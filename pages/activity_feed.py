@@ -148,9 +148,7 @@ def vip_view() -> None:
             "Mark accounts as VIP with `client.set_account(id, vip=True)`.",
         )
     else:
-        vip = vip.assign(
-            state=vip["state"].map(fmt.STATE_LABEL).fillna(vip["state"])
-        )  # "AI", as Conversations says
+        vip = vip.assign(state=fmt.state_words(vip["state"]))  # "AI", as Conversations says
         shown, bars = fmt.progress(vip, {"quality": "quality_score"})
         ui.table(shown, "vip_conversations.csv", key="af_vip_convs", download=vip,
                  column_config={"conversation": fmt.text_column("Conversation"), "account_name": fmt.text_column("Account"),

@@ -222,7 +222,7 @@ def alert_card(a: dict[str, Any]) -> None:
             )
         if a["suppressed_by"] and not a["clear_since"]:  # a clear one is said once, below
             notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
-        elif a["silenced_by"]:  # in the store now; the worker's next step would say the same
+        elif a["silenced_by"] and not a["clear_since"]:  # in the store now, as the next step would say
             sil = a["silenced_by"]
             notes.append(f"silenced by silence #{sil['id']} until {sil['ends_at']:%Y-%m-%d %H:%M} UTC: "
                          f"notifications held ({ui.md_escape(sil['reason'])})")  # fmt: skip

@@ -97,7 +97,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "conversation": df["id"],
-            "state": df["effective_state"].map(STATE_LABEL).fillna(df["effective_state"]),
+            "state": fmt.state_words(df["effective_state"]),
             "operator": df["operator"],
             "bot": df["bot"],
             "account": df["account_name"].fillna(df["account_id"]),

@@ -154,7 +154,7 @@ else:
             "last_activity_at",
         ]
     ]
-    closed = closed.assign(state=closed["state"].map(fmt.STATE_LABEL).fillna(closed["state"]))
+    closed = closed.assign(state=fmt.state_words(closed["state"]))
     ui.table(closed, "closed_conversations.csv", key="em_closed",
              column_config={"id": fmt.text_column("Conversation"), "state": fmt.text_column("State"),
                             "operator": fmt.text_column("By / held by"), "bot": fmt.text_column("Bot"),

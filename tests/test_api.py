@@ -21,6 +21,7 @@ from observability.alerting import AlertingService
 from observability.auth import api_tokens
 from observability.auth.roles import ROLES, roles_for
 from observability.store import schema
+from observability.timeutil import utcnow
 
 TIMEOUT = 30
 
@@ -54,7 +55,7 @@ ENDPOINTS: dict[str, tuple[str, str, dict | None, str]] = {
     "whoami": ("GET", "/auth/whoami", None, "dashboards.view"),
 }  # fmt: skip
 WITH_CONVERSATION = [k for k, v in ENDPOINTS.items() if "{cid}" in v[1] or (v[2] and "{cid}" in str(v[2]))]
-ALERT_OUTCOMES = (200, 409)  # an alert another allowed role acknowledged/resolved first is a 409, never 5xx
+ALERT_OUTCOMES = (200, 409)  # an alert another allowed role resolved first is a 409 (silence too), never 5xx
 
 
 def conversation_for(api: ServedApi, key: str, role: str) -> str:
@@ -94,7 +95,7 @@ def test_every_endpoint_works_for_the_roles_allowed_and_is_refused_with_403_for_
                              settings=served_api.settings)  # fmt: skip
     r = call(served_api, key, role)
     if role in roles_for(action):
-        expected = ALERT_OUTCOMES if key in ("acknowledge", "resolve", "escalate") else (200,)
+        expected = ALERT_OUTCOMES if key in ("acknowledge", "resolve", "escalate", "silence") else (200,)
         assert r.status_code in expected, r.text
         assert r.headers["content-type"].startswith("application/json")
     else:
@@ -438,6 +439,12 @@ def test_an_alert_is_silenced_and_the_silence_ended_through_the_api(served_api: 
     r = requests.post(base + "/alerts/silences/expire/999999", headers=h, timeout=TIMEOUT)
     assert r.status_code == 404 and "no silence #999999" in r.json()["detail"]
     svc.resolve_alert(alert["id"], "opal")
+    # a stale id: a silence made from a resolved alert would mute its rule's next alerts
+    before = silences()
+    r = requests.post(base + f"/alerts/silence/{alert['id']}", json={"reason": "late", "duration_minutes": 30},
+                      headers=h, timeout=TIMEOUT)  # fmt: skip
+    assert r.status_code == 409 and "is resolved" in r.json()["detail"], r.text
+    assert silences() == before
 
 
 def test_the_openapi_document_describes_an_alert_field_by_field(served_api: ServedApi) -> None:
@@ -453,6 +460,12 @@ def test_the_openapi_document_describes_an_alert_field_by_field(served_api: Serv
                           timeout=TIMEOUT).json()["alerts"]  # fmt: skip
     assert active and all(set(a) == set(props) for a in active)
     assert all(a["condition_holds"] in (True, False) for a in active)
+    # a silence as the API gives it has every field the service's silence has
+    from observability.alerting.silences import Silence
+
+    silence = doc["components"]["schemas"]["SilenceOut"]["properties"]
+    t = utcnow()
+    assert set(silence) == set(Silence(0, None, {}, t, t, "", "", t).to_dict(t)), silence
 
 
 def test_a_token_revoked_by_another_process_is_refused_within_api_token_cache_s(

@@ -22,11 +22,12 @@ from observability.alerting.model import (
     InvalidTransition,
     RuleNotFound,
     RuleValidationError,
+    SilenceNotFound,
 )
 from observability.alerting.rules import seed_default_rules
 from observability.alerting.service import AlertingService
 
 __all__ = [
     "CHANNELS", "METRICS", "SEVERITIES", "AlertNotFound", "AlertRule", "AlertingService", "ConditionStillHolds", "InvalidTransition",
-    "RuleNotFound", "RuleValidationError", "seed_default_rules",
+    "RuleNotFound", "RuleValidationError", "SilenceNotFound", "seed_default_rules",
 ]  # fmt: skip

@@ -149,6 +149,10 @@ class AlertNotFound(LookupError):
     pass
 
 
+class SilenceNotFound(LookupError):
+    pass
+
+
 class ConditionStillHolds(ValueError):
     """Resolve refused: the alert's condition still holds (it would fire again at once)."""
 

@@ -37,6 +37,7 @@ from observability.alerting.model import (
     InvalidTransition,
     RuleNotFound,
     RuleValidationError,
+    SilenceNotFound,
     human_duration,
     make_sample,
     parse_metric,
@@ -358,6 +359,11 @@ class AlertingService:
         resolving an alert whose condition still holds. The duration in seconds or, as the console
         asks for it, in minutes (`add_silence`)."""
         alert = self.get_alert(alert_id)
+        if alert["state"] not in OPEN_STATES:  # a stale id would mute the rule's future alerts
+            raise InvalidTransition(
+                f"alert #{alert['id']} is {alert['state']}: silence an open alert, or make a silence by rule and "
+                "labels (Silences tab)"
+            )
         return self.add_silence(user, reason=reason, rule_name=alert["rule_name"], matchers=alert["labels"],
                                 duration_s=duration_s, duration_min=duration_min, now=now)  # fmt: skip
 
@@ -646,7 +652,7 @@ class AlertingService:
         with self.store.begin() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == int(silence_id)).with_for_update()).first()
             if row is None:
-                raise LookupError(f"no silence #{silence_id}")
+                raise SilenceNotFound(f"no silence #{silence_id}")
             if row.ends_at > now:
                 conn.execute(sa.update(t).where(t.c.id == row.id).values(ends_at=max(now, row.starts_at)))
                 # alerts it held look again at once instead of at the silence's old end

@@ -19,7 +19,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from observability.alerting import AlertNotFound, ConditionStillHolds, InvalidTransition
+from observability.alerting import AlertNotFound, ConditionStillHolds, InvalidTransition, SilenceNotFound
 from observability.api import inbound, ws
 from observability.api.context import make_context
 from observability.api.deps import require
@@ -42,7 +42,7 @@ or with `python -m observability.users token create`. A token acts as its user, 
 
 # service exceptions -> HTTP status, answered with the service's own message (the most specific class wins)
 ERROR_STATUS: dict[type[Exception], int] = {
-    PermissionDenied: 403, ConversationNotFound: 404, AlertNotFound: 404, LookupError: 404, ControlConflict: 409,
+    PermissionDenied: 403, ConversationNotFound: 404, AlertNotFound: 404, SilenceNotFound: 404, ControlConflict: 409,
     InvalidTransition: 409, ConditionStillHolds: 409, ConfirmationRequired: 400, RateLimited: 429, ValueError: 422,
 }  # fmt: skip
 

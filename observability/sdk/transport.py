@@ -22,6 +22,8 @@ from observability.sdk.sinks import PartiallyRejected, RedisSink, StoreSink
 from observability.sdk.spool import Spool
 from observability.settings import Settings
 
+# said once an outage: where the batch path and the spool replay first find the sink down
+SINK_DOWN = "observability sink unavailable, spooling batches until it is back: %s"
 log = logging.getLogger("observability.sdk")
 
 OPEN_GRACE_S = 0.03  # a batch waits this long for a sink still opening, then goes to the spool
@@ -156,9 +158,7 @@ class Transport:
             except Exception as exc:  # noqa: BLE001
                 if attempt == retries or self._closing:  # closing: spool now, do not wait out retries
                     if not self._sink_down:
-                        log.warning(
-                            "observability sink unavailable, spooling batches until it is back: %s", exc
-                        )
+                        log.warning(SINK_DOWN, exc)
                     break
                 self._closing_now.wait(delay)
                 delay *= 2
@@ -228,7 +228,7 @@ class Transport:
                 self._wake.set()
         except Exception as exc:  # noqa: BLE001
             if not self._sink_down:  # said once an outage (a store not migrated yet: what to run)
-                log.warning("observability sink unavailable, spooling batches until it is back: %s", exc)
+                log.warning(SINK_DOWN, exc)
             else:  # probed every second while it lasts
                 log.debug("spool replay paused, sink still unavailable: %s", exc)
             self._sink_down = True

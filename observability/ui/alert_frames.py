@@ -113,8 +113,11 @@ def measured_as(rule_metric: str) -> str | None:
     entry = catalog.for_alert(rule_metric)
     if entry is None:
         return None
+    label = entry.label.removesuffix(" now").removesuffix(" (alert window)")
+    if label[1:2].islower():  # "Response cache hit rate" reads "the response ...", "AI confidence" stays
+        label = label[0].lower() + label[1:]
     window = f", over the last {sla.alert_window_s() / 60:g} min" if rule_metric in WINDOWED_FAMILIES else ""
-    return f"{rule_metric} is the {entry.label.lower()}: {entry.formula}{window}"
+    return f"{rule_metric} is the {label}: {entry.formula}{window}"
 
 
 def alert_links(alert: dict[str, Any], now: datetime | None = None) -> list[tuple[str, str, dict[str, Any]]]:

@@ -150,6 +150,12 @@ def steps_as_steps(frame: Any, col: str = "bot") -> Any:
 # a conversation's state in words, the same on every page (an emoji font may be missing)
 STATE_LABEL = {"ai": "AI", "human": "human", "stopped": "stopped"}
 
+
+def state_words(states: Any) -> Any:
+    """A column of conversation states (a pandas Series) in those words; an unknown one as it is."""
+    return states.map(STATE_LABEL).fillna(states)
+
+
 # the token kinds of an LLM call, as a chart's legend names them
 TOKEN_KIND_LABEL = {"input_tokens": "input", "output_tokens": "output", "cache_read_tokens": "cache read",
                     "cache_write_tokens": "cache write"}  # fmt: skip
