@@ -280,7 +280,10 @@ def test_live_metrics_and_drill_down_have_the_documents_shape(served_api: Served
     assert set(m) == {"conversations_active", "conversations_total_today", "messages_processed", "ai_confidence_avg",
                       "safety_score_avg", "human_interventions", "alert_count", "system_load", "response_time_avg",
                       "claude_requests_today", "claude_cost_today", "timestamp"}  # fmt: skip
-    assert m["conversations_active"] >= 30
+    # the role matrix's system-wide stop may hold when the file's tests run out of order (-n without
+    # --dist loadfile): stopped conversations are not active
+    stopped = control.system_status(served_api.store)["stopped"]
+    assert m["conversations_active"] == 0 if stopped else m["conversations_active"] >= 30, (stopped, m)
     d = requests.get(served_api.base + "/monitoring/metrics/detailed/messages?timeframe=1h", headers=h,
                      timeout=TIMEOUT).json()  # fmt: skip
     assert d["metric_name"] == "messages"
