@@ -84,10 +84,7 @@ m = st.columns(5)
 m[0].metric("Firing", len(firing))
 m[1].metric("Critical firing", sum(1 for a in firing if a["severity"] == "critical"))
 m[2].metric("Acknowledged", sum(1 for a in active if a["state"] == "acknowledged"))
-m[3].metric(  # a firing alert whose condition cleared is not held by anything: it is resolving
-    "Held (silence, inhibition, cooldown)",
-    sum(1 for a in firing if (a["suppressed_by"] or a["silenced_by"]) and not a["clear_since"]),
-)
+m[3].metric("Held (silence, inhibition, cooldown)", sum(1 for a in firing if views.held(a)))
 m[4].metric("Pending (not fired yet)", sum(1 for a in active if a["state"] == "pending"),
             help="Condition seen; fires once it has held for the rule's `for` duration")  # fmt: skip
 
@@ -220,9 +217,9 @@ def alert_card(a: dict[str, Any]) -> None:
                 if due > utcnow()
                 else "next step due now (at the worker's next tick)"
             )
-        if a["suppressed_by"] and not a["clear_since"]:  # a clear one is said once, below
+        if a["suppressed_by"] and views.held(a):  # a clear one is said once, below
             notes.append(f"held: {ui.md_escape(a['suppressed_by'])}")
-        elif a["silenced_by"] and not a["clear_since"]:  # in the store now, as the next step would say
+        elif a["silenced_by"] and views.held(a):  # in the store now, as the next step would say
             sil = a["silenced_by"]
             notes.append(f"silenced by silence #{sil['id']} until {sil['ends_at']:%Y-%m-%d %H:%M} UTC: "
                          f"notifications held ({ui.md_escape(sil['reason'])})")  # fmt: skip

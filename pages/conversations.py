@@ -17,7 +17,6 @@ from observability.ui import common as ui
 
 TRANSCRIPT_REFRESH_S = 3  # an operator in a live chat needs faster than the dashboards' 15 s
 VIEW_ANCHOR = "one-conversation"  # the open conversation's heading; a `#` link scrolls to it in place
-STATE_LABEL = fmt.STATE_LABEL
 ROLE_AVATAR = {"user": "user", "bot": ":material/smart_toy:", "operator": ":material/support_agent:"}
 
 user = ui.require("dashboards.view")
@@ -230,7 +229,9 @@ ui.keyset_pager(cursor, number, page.next_cursor, "cv_filters", buttons="cv")
 st.subheader("One conversation", anchor=VIEW_ANCHOR)
 ids = [r["id"] for r in page.rows]
 labels = {
-    r["id"]: f"{r['id']} · {STATE_LABEL.get(r['effective_state'], r['effective_state'])} · {r['bot'] or '–'}"
+    r[
+        "id"
+    ]: f"{r['id']} · {fmt.STATE_LABEL.get(r['effective_state'], r['effective_state'])} · {r['bot'] or '–'}"
     for r in page.rows
 }
 wanted = ui.query_param("conversation")
@@ -282,7 +283,7 @@ except control.ConversationNotFound:
     st.warning(f"No conversation {ui.md_escape(cid)} in the store.")
     st.stop()
 jump.markdown(
-    f"**Open:** {ui.md_escape(cid)} · {STATE_LABEL.get(status.effective_state, status.effective_state)} · "
+    f"**Open:** {ui.md_escape(cid)} · {fmt.STATE_LABEL.get(status.effective_state, status.effective_state)} · "
     f"[{'its transcript and actions' if can_act else 'its transcript'} ↓](#{VIEW_ANCHOR})"
 )
 
@@ -337,7 +338,7 @@ def at_a_glance() -> None:
         return
     m = st.columns(5)
     state = status.effective_state  # read live, as the banner below: the overview is cached for the TTL
-    m[0].metric("State", STATE_LABEL.get(state, state), help="AI answering, held by a person, or stopped")
+    m[0].metric("State", fmt.STATE_LABEL.get(state, state), help="AI answering, held by a person, or stopped")
     m[1].metric("Messages", f"{o.messages:,}")
     m[2].metric("LLM calls", f"{o.llm_calls:,}", delta=f"{o.failed_calls} failed" if o.failed_calls else None,
                 delta_color="inverse", help="Every LLM call recorded with this conversation id")  # fmt: skip

@@ -150,7 +150,7 @@ class AlertNotFound(LookupError):
 
 
 class SilenceNotFound(LookupError):
-    pass
+    """No silence has that id (the API answers 404, as for an unknown alert)."""
 
 
 class ConditionStillHolds(ValueError):

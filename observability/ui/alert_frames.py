@@ -16,7 +16,7 @@ from observability.alerting.model import (
     AlertNotFound,
 )
 from observability.alerting.service import AlertingService
-from observability.analytics import sla
+from observability.analytics import catalog, sla
 from observability.store import Store
 from observability.timeutil import utcnow, window_seconds
 from observability.ui import nav
@@ -99,6 +99,12 @@ WINDOWED_FAMILIES = frozenset({
 })  # fmt: skip
 
 
+def held(alert: dict[str, Any]) -> bool:
+    """Held back by a silence, an inhibition or the rule's cooldown: the Alerts page's Held figure
+    and its cards' notes. An alert whose condition cleared is not held but resolving."""
+    return bool(alert["suppressed_by"] or alert["silenced_by"]) and not alert["clear_since"]
+
+
 # families computed from bot responses (bot_interactions): AI performance shows them per bot
 RESPONSE_FAMILIES = frozenset({"error_rate", "cache_hit_rate", "response_time_p95"})
 
@@ -108,8 +114,6 @@ def measured_as(rule_metric: str) -> str | None:
     metric and the window it is judged over. Bot health shows the operations' cache hit rate over
     its own window; `low_cache_hit_rate` watches bot responses over 5 minutes: a card said
     "cache_hit_rate is 0.0%" and nothing else."""
-    from observability.analytics import catalog
-
     entry = catalog.for_alert(rule_metric)
     if entry is None:
         return None
