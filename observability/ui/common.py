@@ -438,14 +438,17 @@ def filters_from_the_url(page: str) -> None:
 
 
 def remember_url(page: str) -> None:
-    """After a run of `page`: the parameters its URL holds (its URL-bound widgets' values that are
-    not at their defaults, its pager's position), which `filters_from_the_url` drops on the next
-    entry so that the page starts from the URL it is opened with."""
+    """Before and after each run of `page`: the parameters its URL holds (its URL-bound widgets'
+    values that are not at their defaults, its pager's position), added to those seen before in the
+    session, which `filters_from_the_url` drops on the next entry so that the page starts from the
+    URL it is opened with. Before the run too: a run cut short by the next click (the user picks a
+    filter and leaves at once) never reaches its end, but its URL already names the filter."""
     try:
-        names = tuple(st.query_params.keys())
+        names = set(st.query_params.keys())
     except Exception:  # noqa: BLE001 - no script run context (a page called outside Streamlit)
         return
-    st.session_state.setdefault(URL_SEEN_KEY, {})[page] = names
+    seen = st.session_state.setdefault(URL_SEEN_KEY, {})
+    seen[page] = tuple(sorted(set(seen.get(page, ())) | names))
 
 
 def page_header(title: str, caption: str | None = None, *, system_banner: bool = True) -> None:
