@@ -267,11 +267,7 @@ def main() -> None:
             ui.sign_out()
             st.rerun()
     ui.filters_from_the_url(pg.url_path)
-    ui.remember_url(pg.url_path)
-    try:
-        ui.run_guarded(pg.run)
-    finally:  # also when the page stops or reruns itself (Streamlit's signals)
-        ui.remember_url(pg.url_path)
+    ui.run_guarded(pg.run)
 
 
 with warmup.page_run():  # the console's idle imports wait for a pause in page runs

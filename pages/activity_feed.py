@@ -21,15 +21,11 @@ opts = data.activity_filters(days={"24h": 1, "7d": 7, "30d": 30}[window])
 
 f = st.columns([2, 2, 2, 1, 1.5], vertical_alignment="bottom")  # room for the toggle's whole label
 with f[0]:
-    severities = st.multiselect(
-        "Severity", SEVERITIES, key="severity", bind="query-params", placeholder="All"
-    )
+    severities = st.multiselect("Severity", SEVERITIES, **ui.in_url("severity"), placeholder="All")
 with f[1]:
-    event_type = st.selectbox(
-        "Type", opts["types"], index=None, key="type", bind="query-params", placeholder="All types"
-    )
+    event_type = st.selectbox("Type", opts["types"], index=None, **ui.in_url("type"), placeholder="All types")
 with f[2]:
-    account = st.selectbox("Account", opts["accounts"], index=None, key="account", bind="query-params",
+    account = st.selectbox("Account", opts["accounts"], index=None, **ui.in_url("account"),
                            placeholder="All accounts")  # fmt: skip
 PAGE_SIZES = [25, 50, 100, 200]
 with f[3]:  # per page, unread-only and the page number live in the URL too (?per_page=&unread=1&page=)
@@ -172,7 +168,7 @@ def vip_view() -> None:
 
 
 # the open tab is in the URL (?tab=VIP+view) and only its content runs (and refreshes)
-tab_feed, tab_vip = st.tabs(["Feed", "VIP view"], key="tab", bind="query-params")
+tab_feed, tab_vip = st.tabs(["Feed", "VIP view"], **ui.in_url("tab"))
 with tab_feed:
     if tab_feed.open is not False:
         feed()

@@ -53,7 +53,7 @@ if risk := _redis_risk():
     st.warning(f"**Redis is at risk of losing events.** {ui.md_escape(risk)}", icon=":material/warning:")
 
 tab_users, tab_roles, tab_channels = st.tabs(
-    ["Users", "Roles", "Channels and settings"], key="tab", bind="query-params"
+    ["Users", "Roles", "Channels and settings"], **ui.in_url("tab")
 )  # the open tab is in the URL
 
 with tab_users:

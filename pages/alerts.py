@@ -315,7 +315,7 @@ def active_alerts() -> None:
 
 def history_tab() -> None:
     f = st.columns([1, 2, 2, 2, 2])
-    window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, key="h_range", bind="query-params")
+    window = f[0].selectbox("Range", list(views.HISTORY_RANGES), index=1, **ui.in_url("h_range"))
     hours = views.HISTORY_RANGES[window] * 24
     per_day = hours > 24
     counts = counts_q(hours, per_day)
@@ -326,15 +326,13 @@ def history_tab() -> None:
                          category_order=["critical", "warning", "info"], period_s=86_400 if per_day else 3600,
                          x_range=charts.last_hours(hours))  # fmt: skip
         st.plotly_chart(fig, key="alerts_per_hour")
-    states = f[1].multiselect("State", list(views.STATES), key="h_state", placeholder="All states",
-                              bind="query-params")  # fmt: skip
-    severities = f[2].multiselect("Severity", OPTS["severities"], key="h_sev", placeholder="All severities",
-                                  bind="query-params")  # fmt: skip
-    rule_names = rules_q()["name"].tolist() if not rules_q().empty else []
-    rule = f[3].selectbox(
-        "Rule", rule_names, index=None, key="h_rule", placeholder="All rules", bind="query-params"
+    states = f[1].multiselect("State", list(views.STATES), **ui.in_url("h_state"), placeholder="All states")
+    severities = f[2].multiselect(
+        "Severity", OPTS["severities"], **ui.in_url("h_sev"), placeholder="All severities"
     )
-    bot = f[4].text_input("Bot label", key="h_bot", placeholder="e.g. lead_bot", bind="query-params") or None
+    rule_names = rules_q()["name"].tolist() if not rules_q().empty else []
+    rule = f[3].selectbox("Rule", rule_names, index=None, **ui.in_url("h_rule"), placeholder="All rules")
+    bot = f[4].text_input("Bot label", **ui.in_url("h_bot"), placeholder="e.g. lead_bot") or None
     hist = history_q(window, tuple(states), tuple(severities), rule, bot)
     linked = ui.query_param("alert")  # the open alert, as on the active tab: ?tab=History&alert=<id>
     unlisted = _linked_elsewhere(set() if hist.empty else set(hist["id"]))

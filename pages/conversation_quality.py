@@ -139,7 +139,7 @@ def one_conversation() -> None:
         st.caption("Pick a conversation once there are some.")
         return
     st.caption(f"Pick one of {coverage(len(ids))}, most recently active first.")
-    cid = st.selectbox("Conversation", ids, key="conversation", bind="query-params")
+    cid = st.selectbox("Conversation", ids, **ui.in_url("conversation"))
     cid = cid if cid in ids else ids[0]
     detail = data.analyze_conversation(cid)
     if detail is None:

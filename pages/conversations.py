@@ -146,15 +146,15 @@ plain_old_links()
 f1, f2, f3, f4, f5 = st.columns([1.8, 1.7, 1.8, 1.8, 1.7], vertical_alignment="bottom")
 with f1:
     states = st.multiselect(
-        "State", list(STATE_FILTER), key="state", bind="query-params", placeholder="All states",
+        "State", list(STATE_FILTER), **ui.in_url("state"), placeholder="All states",
         help="AI: the bot answers; human: an operator holds it; stopped: nobody answers.",
     )  # fmt: skip
 with f2:
     vip_choice = st.segmented_control(
-        "Accounts", list(VIP_CHOICES), key="vip", bind="query-params", help="VIP accounts only, or all others"
+        "Accounts", list(VIP_CHOICES), **ui.in_url("vip"), help="VIP accounts only, or all others"
     )
 with f3:
-    search = st.text_input("Search", key="q", bind="query-params", placeholder="conversation, bot or account")
+    search = st.text_input("Search", **ui.in_url("q"), placeholder="conversation, bot or account")
 with f4:
     bots = ui.bot_filter(bot_options(), key="bot")
 with f5:  # ?active=1: the conversations Overview's "Active conversations" counts (its link sets it)

@@ -53,8 +53,9 @@ with c1:  # the URL keeps the metric's name (?metric=response_time); the picker 
     )
     ui.set_query_params(metric=metric)
 with c2:
-    timeframe = st.segmented_control("Timeframe", list(TIMEFRAMES), default="1h", key="timeframe",
-                                     bind="query-params", required=True)  # fmt: skip
+    timeframe = st.segmented_control(
+        "Timeframe", list(TIMEFRAMES), default="1h", **ui.in_url("timeframe"), required=True
+    )
 metric = metric if metric in METRICS else "response_time"
 timeframe = timeframe if timeframe in TIMEFRAMES else "1h"
 STATUS = {"ok": "ok", "warning": "warning", "critical": "critical"}

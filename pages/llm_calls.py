@@ -40,32 +40,32 @@ for col, (name, label, placeholder) in zip(r1, (
     ("agent", "Agent", "All agents"), ("error", "Error type", "Any"),
 ), strict=True):  # fmt: skip
     values = sorted(set(opts.get(name, [])) | set(_linked(name)))
-    chosen[name] = col.multiselect(label, values, key=name, bind="query-params", placeholder=placeholder)
+    chosen[name] = col.multiselect(label, values, **ui.in_url(name), placeholder=placeholder)
     slots[name] = col.empty()
 r2 = st.columns([1.3, 1, 1, 1, 1, 1.2, 1.8], vertical_alignment="bottom")  # "newest" fits at 1280 px
 with r2[0]:
     # no format_func on URL-bound widgets: the URL holds the formatted option, and links use the plain values
-    chosen["status"] = st.segmented_control("Status", list(ce.STATUSES), key="status", bind="query-params",
+    chosen["status"] = st.segmented_control("Status", list(ce.STATUSES), **ui.in_url("status"),
                                             help="ok: succeeded; error: failed")  # fmt: skip
     slots["status"] = st.empty()
 for col, (name, label) in zip(r2[1:5], (("lat_min", "Latency from (ms)"), ("lat_max", "to (ms)"),
                                         ("cost_min", "Cost from ($)"), ("cost_max", "to ($)")), strict=True):  # fmt: skip
     with col:
-        chosen[name] = st.text_input(label, key=name, bind="query-params")
+        chosen[name] = st.text_input(label, **ui.in_url(name))
         slots[name] = st.empty()
 with r2[5]:
-    chosen["sort"] = st.selectbox("Sort", list(ce.SORTS), key="sort", bind="query-params")
-chosen["conversation"] = r2[6].text_input("Conversation", key="conversation", bind="query-params",
+    chosen["sort"] = st.selectbox("Sort", list(ce.SORTS), **ui.in_url("sort"))
+chosen["conversation"] = r2[6].text_input("Conversation", **ui.in_url("conversation"),
                                           placeholder="conversation id")  # fmt: skip
 r3 = st.columns([3, 2, 2])
 with r3[0]:
     chosen["range"] = ui.time_range_filter(tuple(ce.RANGES), default=ce.DEFAULT_RANGE, key="range")
 slots["range"] = r3[0].empty()
-chosen["from"] = r3[1].text_input("From (UTC)", key="from", bind="query-params",
+chosen["from"] = r3[1].text_input("From (UTC)", **ui.in_url("from"),
                                   placeholder="YYYY-MM-DDTHH:MM",
                                   help="Overrides the time range.")  # fmt: skip
 slots["from"] = r3[1].empty()
-chosen["to"] = r3[2].text_input("To (UTC)", key="to", bind="query-params", placeholder="now")
+chosen["to"] = r3[2].text_input("To (UTC)", **ui.in_url("to"), placeholder="now")
 slots["to"] = r3[2].empty()
 if chosen["from"] or chosen["to"]:  # the range's control stays lit: say which one the list follows
     r3[0].caption("From / To are set: they, not the range, bound the list.")

@@ -21,9 +21,7 @@ with f1:
 with f2:
     bots = tuple(ui.bot_filter(data.known_bots()))
 with f3:
-    by = st.segmented_control(
-        "Split by", ["model", "bot"], default="model", key="by", bind="query-params", required=True
-    )
+    by = st.segmented_control("Split by", ["model", "bot"], default="model", **ui.in_url("by"), required=True)
     by = by if by in ("model", "bot") else "model"
 st.caption(f"Window {window}; figures {source_note(window)}.")
 

@@ -948,13 +948,36 @@ def test_a_page_opened_from_another_reads_its_shared_filters_from_its_own_url() 
         from observability.ui import common
 
         st.session_state.setdefault(common.OPEN_PAGE_KEY, "alerts")
-        st.session_state.setdefault("tab", "History")  # the Alerts page's open tab
-        st.session_state.setdefault("range", "7d")
+        for key, value in (
+            ("tab", "History"),
+            ("range", "7d"),
+            ("h_sev", ["critical"]),
+        ):  # as Alerts left them
+            common.in_url(key)
+            st.session_state.setdefault(key, value)
+        st.session_state.setdefault("note", "kept")  # not bound to the URL: left alone
         common.filters_from_the_url("conversation_quality")
-        st.write(f"tab={st.session_state.get('tab')!r} range={st.session_state.get('range')!r}")
+        kept = {k: st.session_state.get(k) for k in ("tab", "range", "h_sev", "note")}
+        st.write(f"{kept}")
 
     at = AppTest.from_function(opened_from_alerts)
     at.query_params["tab"] = "Handoffs"
     at.run()
     assert not at.exception, at.exception
-    assert at.markdown[0].value == "tab=None range=None"
+    assert at.markdown[0].value == "{'tab': None, 'range': None, 'h_sev': None, 'note': 'kept'}"
+
+
+def test_pages_bind_widgets_to_the_url_only_through_in_url() -> None:
+    """A widget bound with `bind="query-params"` directly is not recorded by `ui.in_url`, so its value
+    would outlive a page switch and filter the page's next visit from a link that does not name it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [
+        *root.joinpath("pages").glob("*.py"),
+        root / "Home.py",
+        *root.joinpath("observability").rglob("*.py"),
+    ]
+    direct = [str(p.relative_to(root)) for p in sources if re.search(r"[(,]\s*bind\s*=", p.read_text())]
+    assert direct == []
+    assert any("ui.in_url(" in p.read_text() for p in root.joinpath("pages").glob("*.py"))

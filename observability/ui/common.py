@@ -23,6 +23,8 @@ Layout
                                               queries and charts); the open tab is in the URL
 
 Filters in the URL (so a view can be shared as a link; widgets bound to st.query_params)
+    st.<widget>(..., **in_url(key))                  bind a widget to ?key= (never bind= directly: see
+                                                    filters_from_the_url)
     time_range_filter(options=("1h", "24h", "7d"), default="1h", key="range") -> str
     bot_filter(bots, key="bot")       -> list[str]  selected bots ([] means all; handoff_step=True offers it)
     query_param(key, default=None)    -> str|None   read a plain query parameter
@@ -412,43 +414,37 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86_400:,.1f} days"
 
 
-# URL parameters that several pages bind to a widget under the same name
-SHARED_URL_KEYS = ("range", "bot", "tab", "conversation")
 OPEN_PAGE_KEY = "ui_open_page"
-URL_SEEN_KEY = "ui_url_seen"  # page -> the parameters its URL held when its last run ended
+URL_KEYS_KEY = "ui_url_keys"  # the keys of every widget bound to the URL so far in the session (`in_url`)
+
+
+def in_url(key: str) -> dict[str, str]:
+    """A widget's `key=` and `bind="query-params"`, for `st.<widget>(..., **in_url("status"))`: the
+    key is recorded so that `filters_from_the_url` drops its kept value on the next page entry.
+    Recorded when the widget is drawn, not when its URL changes: a filter picked and left at once
+    (its rerun merged into the next page's by Streamlit) never had a run that saw its parameter in
+    the URL, yet its value was kept and filtered the page's next visit (LLM calls came back from
+    Overview's "Slowest calls" link listing failed calls only)."""
+    keys = st.session_state.setdefault(URL_KEYS_KEY, ())
+    if key not in keys:
+        st.session_state[URL_KEYS_KEY] = (*keys, key)
+    return {"key": key, "bind": "query-params"}
 
 
 def filters_from_the_url(page: str) -> None:
-    """A page opened from another one starts from its own URL: a shared filter the URL does not
-    name is at the page's default. Streamlit keeps a widget's value under its key from page to page,
-    so a bot picked on Conversations went on filtering Cost tracking's spend (and a conversation
-    picked on Conversation quality the LLM calls list), while the same bot arriving in a link did not
-    follow; a link that should carry a filter (Overview's, an alert's) names it. A value the URL
-    does name is dropped too, so its widget reads it from the URL: an alert's link to Conversation
-    quality's `?tab=Handoffs` opened the tab the Alerts page had open, "History" then "Conversations"."""
+    """A page opened from another one starts from its own URL: a filter the URL does not name is
+    at the page's default. Streamlit keeps a URL-bound widget's value under its key for the session
+    (its binding outlives a page switch), so a bot picked on Conversations went on filtering Cost
+    tracking's spend, and LLM calls, left listing failed calls, came back from Overview's "Slowest
+    calls" link or the sidebar still listing failed calls only; a link that should carry a filter
+    (Overview's, an alert's) names it. A value the URL does name is dropped too, so its widget reads
+    it from the URL: an alert's link to Conversation quality's `?tab=Handoffs` opened the tab the
+    Alerts page had open, "History" then "Conversations"."""
     if st.session_state.get(OPEN_PAGE_KEY) == page:
         return
     st.session_state[OPEN_PAGE_KEY] = page
-    # and every filter the page's own URL held when it was left (`remember_url`): LLM calls, left
-    # with status=error, came back from Overview's "Slowest calls" link, and from the sidebar, still
-    # listing failed calls of the last 5 minutes only, an empty list
-    seen = st.session_state.get(URL_SEEN_KEY, {}).get(page, ())
-    for key in (*SHARED_URL_KEYS, *seen):
+    for key in st.session_state.get(URL_KEYS_KEY, ()):
         st.session_state.pop(key, None)
-
-
-def remember_url(page: str) -> None:
-    """Before and after each run of `page`: the parameters its URL holds (its URL-bound widgets'
-    values that are not at their defaults, its pager's position), added to those seen before in the
-    session, which `filters_from_the_url` drops on the next entry so that the page starts from the
-    URL it is opened with. Before the run too: a run cut short by the next click (the user picks a
-    filter and leaves at once) never reaches its end, but its URL already names the filter."""
-    try:
-        names = set(st.query_params.keys())
-    except Exception:  # noqa: BLE001 - no script run context (a page called outside Streamlit)
-        return
-    seen = st.session_state.setdefault(URL_SEEN_KEY, {})
-    seen[page] = tuple(sorted(set(seen.get(page, ())) | names))
 
 
 def page_header(title: str, caption: str | None = None, *, system_banner: bool = True) -> None:
@@ -554,7 +550,7 @@ def lazy_tabs(sections: dict[str, Callable[[], Any]], key: str = "tab") -> str:
     page. A `draw` may be a live fragment (`st.fragment(run_every=...)`): it refreshes only while
     its tab is open. Returns the open tab's label."""
     labels = list(sections)
-    tabs = st.tabs(labels, key=key, bind="query-params")
+    tabs = st.tabs(labels, **in_url(key))
     label = next((lbl for lbl, tab in zip(labels, tabs, strict=True) if tab.open), labels[0])
     with tabs[labels.index(label)]:
         sections[label]()
@@ -580,9 +576,7 @@ def time_range_filter(
             st.query_params[key] = default
         except Exception:  # noqa: BLE001 - already bound this run: the control corrects it
             pass
-    value = st.segmented_control(
-        label, list(options), default=default, key=key, bind="query-params", required=True
-    )
+    value = st.segmented_control(label, list(options), default=default, **in_url(key), required=True)
     return value if value in options else default
 
 
@@ -606,7 +600,7 @@ def bot_filter(
         if sla.HANDOFF_STEP in linked:  # the widget would drop it: it goes in as the widget's state
             named = dict.fromkeys(sla.STEP_LABEL if b == sla.HANDOFF_STEP else b for b in linked)
             st.session_state[key] = [b for b in named if b in options]
-    chosen = st.multiselect(label, options, key=key, bind="query-params", placeholder="All bots")
+    chosen = st.multiselect(label, options, **in_url(key), placeholder="All bots")
     return [sla.HANDOFF_STEP if b == sla.STEP_LABEL else b for b in chosen if b in options]
 
 
