@@ -100,7 +100,9 @@ def test_two_workers_both_drain_and_exactly_one_leads(shared: tuple[Store, Setti
     try:
         # both read the stream before anything is in it, so neither finds a backlog to itself
         wait_for(lambda: consumers() == {w.worker_id for w in workers}, 10.0, message=consumers)
-        total = fill_stream(settings, entries=60, per_entry=20)
+        total = fill_stream(
+            settings, entries=150, per_entry=8
+        )  # many small entries: a worker slowed by the machine still gets some
         wait_for(
             lambda: count(store, schema.llm_calls) == total,
             20.0,
