@@ -300,13 +300,16 @@ def status_line(s: control.InterventionStatus) -> None:
             f"**Stopped** by {ui.md_escape(s.operator)}: {ui.md_escape(s.reason)}. Reset it below to hand it back to the AI.",
             icon=":material/block:",
         )
-    elif s.system_stopped:
+    elif not s.system_stopped:
+        resolved = " It was handed back **resolved**." if s.resolved else ""
+        st.success(f"The AI is responding.{resolved}", icon=":material/smart_toy:")
+    if s.system_stopped and s.state != "stopped":  # held or not, no bot answers while it holds
+        people = ("Its operator can still reply to the user." if s.state == "human"
+                  else "An operator can still take it over and reply to the user.")  # fmt: skip
         st.error(
-            "**Stopped** by the system-wide stop: the AI may not respond until an admin resumes.",
+            f"**Stopped** by the system-wide stop: the AI may not respond until an admin resumes. {people}",
             icon=":material/emergency_home:",
         )
-    else:
-        st.success("The AI is responding.", icon=":material/smart_toy:")
     if s.handoff_instructions and s.state == "ai":
         st.caption(f"Hand-back instructions for the AI: {ui.md_escape(s.handoff_instructions)}")
 
@@ -338,7 +341,9 @@ def at_a_glance() -> None:
         return
     m = st.columns(5)
     state = status.effective_state  # read live, as the banner below: the overview is cached for the TTL
-    m[0].metric("State", fmt.STATE_LABEL.get(state, state), help="AI answering, held by a person, or stopped")
+    label = fmt.STATE_LABEL.get(state, state) + (", resolved" if status.resolved and state == "ai" else "")
+    m[0].metric("State", label, help="AI answering, held by a person, or stopped; resolved when it was handed "
+                "back resolved or its last messages read so")  # fmt: skip
     m[1].metric("Messages", f"{o.messages:,}")
     m[2].metric("LLM calls", f"{o.llm_calls:,}", delta=f"{o.failed_calls} failed" if o.failed_calls else None,
                 delta_color="inverse", help="Every LLM call recorded with this conversation id")  # fmt: skip
@@ -366,6 +371,11 @@ def timeline_view() -> None:
         ui.empty_state("Nothing recorded for this conversation yet.")
         return
     df = pd.DataFrame(items)
+    acted = df["kind"].isin(["intervention", "emergency"])  # what was done, then the reason or summary
+    did = df.loc[acted, "ref"].map(fmt.ACTION_LABEL).fillna(df.loc[acted, "ref"])
+    df.loc[acted, "text"] = did + df.loc[acted, "text"].map(
+        lambda t: f": {t}" if isinstance(t, str) and t else ""
+    )
     df["kind"] = df["kind"].map(KIND_LABEL).fillna(df["kind"])
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     view = df[

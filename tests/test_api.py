@@ -178,7 +178,8 @@ def test_a_take_over_through_the_api_leaves_the_same_audit_rows_as_the_console(s
     assert event.user_id == "opal"
     status = requests.get(served_api.base + f"/intervention/status/{cid}", headers=served_api.headers("analyst"),
                           timeout=TIMEOUT).json()  # fmt: skip
-    assert (status["state"], status["operator"], status["ai_may_respond"]) == ("human", "opal", False)
+    assert (status["state"], status["operator"], status["ai_may_respond"], status["resolved"]) == (
+        "human", "opal", False, False)  # fmt: skip
     again = requests.post(served_api.base + f"/intervention/take-control/{cid}", json={"reason": "mine now"},
                           headers=served_api.headers("admin"), timeout=TIMEOUT)  # fmt: skip
     assert again.status_code == 409 and "already held by opal" in again.json()["detail"]

@@ -249,6 +249,36 @@ def test_the_conversation_view_shows_state_calls_and_one_timeline(console: Store
     call = timeline[timeline["kind"] == "LLM call"].iloc[0]
     assert (call["model"], call["input_tokens"], call["latency_ms"]) == ("claude-sonnet-4", 900, 1234.0)
     assert "(./llm_calls?conversation=c1)" in _text(at)
+    took = timeline[timeline["kind"] == "intervention"].iloc[0]
+    assert (took["who"], took["text"]) == ("operator", "took over: looks odd"), "what was done, then why"
+
+
+def test_a_conversation_handed_back_resolved_says_so_at_a_glance_and_on_its_timeline(console: Store) -> None:
+    control.take_control(console, "c1", "operator", "looks odd")
+    control.release_control(console, "c1", "operator", "answered the question", mark_resolved=True)
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert {m.label: m.value for m in at.metric}["State"] == "AI, resolved"
+    assert any("The AI is responding. It was handed back **resolved**." in m.value for m in at.success)
+    at.query_params["view"] = "Everything, on one timeline"
+    at.run()
+    [timeline] = [d.value for d in at.dataframe if "kind" in d.value.columns]
+    assert list(timeline.loc[timeline["kind"] == "intervention", "text"]) == [
+        "took over: looks odd", "handed back to the AI, resolved: answered the question"]  # fmt: skip
+
+
+def test_during_a_system_stop_the_view_says_stopped_and_that_an_operator_may_still_take_over(
+    console: Store,
+) -> None:
+    """The service lets a person take over while every bot is stopped (the people answer instead):
+    the view says so beside the form, rather than "Stopped" above a form that seems not to apply."""
+    control.system_wide_stop(console, "admin", "drill", control.STOP_PHRASE)
+    at = _app("pages/conversations.py", auth.OPERATOR)
+    assert {m.label: m.value for m in at.metric}["State"] == "stopped"
+    [banner] = [e.value for e in at.error if "An operator can still take it over" in e.value]
+    assert "system-wide stop" in banner and not [s for s in at.success if "AI is responding" in s.value]
+    _button(at, "Take over").click().run()
+    assert control.intervention_status(console, "c1").state == "human"
+    assert any("Its operator can still reply to the user." in e.value for e in at.error)
 
 
 def test_a_conversation_held_by_someone_else_offers_no_reply(console: Store) -> None:

@@ -101,7 +101,7 @@ def test_take_over_reply_release_leaves_a_complete_audit_trail(crew: Store) -> N
     assert released.outcome == "resolved"
 
     status = control.intervention_status(crew, "c1")
-    assert (status.state, status.operator, status.ai_may_respond) == ("ai", None, True)
+    assert (status.state, status.operator, status.ai_may_respond, status.resolved) == ("ai", None, True, True)
     assert status.handoff_instructions == "Continue with an empathetic tone"
 
     rows = _rows(crew, schema.interventions)
@@ -219,6 +219,15 @@ def test_suggestions_come_from_the_most_similar_resolved_conversation(crew: Stor
     _conversation(crew, "c2", ("user", "zebra quantum pineapple"))
     none = control.suggest_response(crew, "c2", "olga", settings=S)
     assert none.source == "none" and none.text is None
+
+    # only words every question has in common ("what is", "in"): no draft rather than an unrelated one
+    _conversation(
+        crew, "done-3", ("user", "What time is the open house in Docklands?"),
+        ("bot", "Yes, there's an open house in Docklands on Tuesday from 12:30."), resolved=True,
+    )  # fmt: skip
+    _conversation(crew, "c3", ("user", "I want to sell my townhouse in Northgate, what is it worth?"))
+    unrelated = control.suggest_response(crew, "c3", "olga", settings=S)
+    assert unrelated.source == "none" and unrelated.text is None, unrelated
 
 
 def test_suggestions_without_any_resolved_conversation_say_so(crew: Store) -> None:
@@ -382,11 +391,13 @@ def test_resolved_on_hand_back_stays_resolved_after_new_messages_and_rescoring(c
     _conversation(crew, "c1", ("user", "one more question, this is still broken and I am angry"))
     score_pending(crew, datetime.now(UTC).replace(tzinfo=None))
     assert control.browse_conversations(crew).rows[0]["resolved"] is True
+    assert control.intervention_status(crew, "c1").resolved is True
     # taken over again: the worker's scores apply once more
     control.take_control(crew, "c1", "olga", "again", settings=S)
     _conversation(crew, "c1", ("user", "still broken"))
     score_pending(crew, datetime.now(UTC).replace(tzinfo=None))
     assert control.browse_conversations(crew).rows[0]["resolved"] is not True
+    assert control.intervention_status(crew, "c1").resolved is False
 
 
 def test_suggestions_are_refused_when_the_take_over_turned_them_off(crew: Store) -> None:

@@ -24,6 +24,7 @@ MAX_LIMIT = 1000
 KINDS = ("message", "llm_call", "handoff", "intervention", "emergency", "alert", "activity")
 HANDOFF_EVENTS = ("handoff", "handoff_failed", "handoff_blocked")
 AUDITED_ELSEWHERE = ("intervention", "emergency")  # their own tables are on the timeline already
+RESOLVED_HAND_BACK = "release_control_resolved"  # an intervention's `ref` when it was handed back resolved
 ALERT_MARGIN = timedelta(minutes=5)  # alerts about its bot that opened around the conversation
 
 
@@ -79,7 +80,9 @@ def _error_text(c: sa.Table) -> Any:
 def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 300) -> list[dict[str, Any]]:
     """The newest `limit` (at most 1000) entries about the conversation, oldest first. Each entry:
     ts, kind (one of KINDS), who, text, and for LLM calls model, input/output tokens, cost_usd,
-    latency_ms and ok; `ref` is the trace id of a call or the id of an alert. Unknown id: []."""
+    latency_ms and ok; `ref` is the trace id of a call, the id of an alert, the action of an
+    intervention or emergency row (take_control, reply, release_control or RESOLVED_HAND_BACK; stop,
+    reset, system_stop, system_resume) or an activity event's type. Unknown id: []."""
     limit = max(1, min(int(limit), MAX_LIMIT))
     cid = str(conversation_id)
     m, c, ae = schema.messages, schema.llm_calls, schema.activity_events
@@ -103,7 +106,7 @@ def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 30
             .order_by(ae.c.ts.desc()).limit(limit),
             sa.select(*_cols(iv.c.created_at, "intervention", iv.c.user_name,
                              sa.func.coalesce(iv.c.summary, iv.c.reason, iv.c.ai_handoff_instructions),
-                             ref=iv.c.action))
+                             ref=sa.case((iv.c.outcome == "resolved", RESOLVED_HAND_BACK), else_=iv.c.action)))
             .where(iv.c.conversation_id == cid).order_by(iv.c.created_at.desc()).limit(limit),
             sa.select(*_cols(em.c.created_at, "emergency", em.c.user_name, em.c.reason, ref=em.c.action))
             .where(sa.or_(em.c.conversation_id == cid, em.c.scope == "system"),

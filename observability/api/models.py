@@ -157,6 +157,7 @@ class Status(BaseModel):
     bot: str | None
     account_id: str | None
     last_activity_at: datetime | None
+    resolved: bool = Field(description="handed back resolved, or judged so by the worker's scoring")
 
 
 class Reply(Body):

@@ -39,7 +39,9 @@ SUGGEST_SYSTEM_PROMPT = (
 SUGGEST_MAX_MESSAGES = 40
 SIMILAR_MAX_CONVERSATIONS = 500
 SIMILAR_MAX_MESSAGES = 20_000
-SIMILAR_MIN_SCORE = 0.1
+# below this, the best match shares only a word or two ("house", "what is"): an unrelated reply, offered as
+# a draft, is worse than none (a seller asking what a townhouse is worth was offered an open house's times)
+SIMILAR_MIN_SCORE = 0.25
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ def _similar_suggestion(store: Store, cid: str, history: list[dict]) -> Suggesti
     from sklearn.metrics.pairwise import linear_kernel
 
     try:
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode")
+        vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode", stop_words="english"
+        )
         matrix = vectorizer.fit_transform([p[1] for p in pairs])
         scores = linear_kernel(vectorizer.transform([query]), matrix).ravel()
     except ValueError:  # empty vocabulary (only punctuation, say)

@@ -63,6 +63,7 @@ class InterventionStatus:
     bot: str | None
     account_id: str | None
     last_activity_at: datetime | None  # aware UTC
+    resolved: bool = False  # handed back resolved, or judged so by the worker's scoring
 
     @property
     def effective_state(self) -> str:
@@ -354,6 +355,7 @@ def intervention_status(
         bot=row.bot,
         account_id=row.account_id,
         last_activity_at=as_aware(row.last_activity_at),
+        resolved=bool(row.resolved),
     )
 
 

@@ -149,6 +149,12 @@ def steps_as_steps(frame: Any, col: str = "bot") -> Any:
 
 # a conversation's state in words, the same on every page (an emoji font may be missing)
 STATE_LABEL = {"ai": "AI", "human": "human", "stopped": "stopped"}
+# what a person did to a conversation, as its timeline says it (the `ref` of an intervention or emergency row)
+ACTION_LABEL = {
+    "take_control": "took over", "reply": "replied", "release_control": "handed back to the AI",
+    "release_control_resolved": "handed back to the AI, resolved", "stop": "stopped it", "reset": "reset it",
+    "system_stop": "stopped every conversation", "system_resume": "resumed every conversation",
+}  # fmt: skip
 
 
 def state_words(states: Any) -> Any:
