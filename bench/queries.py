@@ -281,9 +281,11 @@ def handoffs_hour(rng: np.random.Generator, start_s: float, n: int) -> bytes:
     for k in np.unique(keys):
         idx = np.nonzero(keys == k)[0]
         src, dst = HANDOFF_PAIRS[pair[idx[0]]]
+        # the last column is conversation_id: these handoffs belong to no conversation of the store
         cols = [("str", ids[idx]), ("i8", micros[idx]), ("str", src.encode()), ("str", dst.encode()),
                 ("bool", ok[idx]), ("f8", dur[idx]), ("bool", blocked[idx]),
-                ("str", b"circular handoff") if blocked[idx[0]] else ("null", None)]  # fmt: skip
+                ("str", b"circular handoff") if blocked[idx[0]] else ("null", None),
+                ("null", None)]  # fmt: skip
         parts.append(copy_records(cols, len(idx)))
     return b"".join(parts)
 

@@ -34,7 +34,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "id", "ts", "bot", "operation", "duration_ms", "success", "cache_hit", "error_type",
     ),
     KIND_INTERACTION: ("id", "ts", "bot", "duration_ms", "success", "cache_hit", "error_type"),
-    KIND_HANDOFF: ("id", "ts", "source", "target", "success", "duration_ms", "blocked", "reason"),
+    KIND_HANDOFF: ("id", "ts", "source", "target", "success", "duration_ms", "blocked", "reason", "conversation_id"),
     KIND_MESSAGE: ("id", "ts", "conversation_id", "role", "text", "bot", "account_id", "author"),
     KIND_ACCOUNT: ("id", "ts", "name", "vip"),
     KIND_METRIC: (
@@ -138,8 +138,9 @@ def handoff(
     duration_ms: float,
     blocked: bool,
     reason: str | None,
+    conversation_id: str | None = None,
 ) -> list:
-    return [KIND_HANDOFF, id, ts, source, target, success, duration_ms, blocked, reason]
+    return [KIND_HANDOFF, id, ts, source, target, success, duration_ms, blocked, reason, conversation_id]
 
 
 def message(
@@ -236,7 +237,7 @@ LIMITS: dict[str, dict[str, int | None]] = {
                "provider": 100, "conversation_id": 100, "error_type": 100, "error_raw": 200},
     KIND_OPERATION: {"id": 64, "bot": 64, "operation": 100, "error_type": 100},
     KIND_INTERACTION: {"id": 64, "bot": 64, "error_type": 100},
-    KIND_HANDOFF: {"id": 64, "source": 64, "target": 64, "reason": 500},
+    KIND_HANDOFF: {"id": 64, "source": 64, "target": 64, "reason": 500, "conversation_id": 100},
     KIND_MESSAGE: {"id": 64, "conversation_id": 100, "role": 16, "text": None, "bot": 64,
                    "account_id": 100, "author": 100},
     KIND_ACCOUNT: {"id": 100, "name": 200},

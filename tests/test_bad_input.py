@@ -85,6 +85,11 @@ BAD_CALLS: list[tuple[str, str, Callable[[ObservabilityClient], object]]] = [
     ("record_handoff", "source", lambda c: c.record_handoff(None, "buyer")),
     ("record_handoff", "duration_ms", lambda c: c.record_handoff("lead", "buyer", duration_ms=-2.0)),
     ("record_handoff", "blocked", lambda c: c.record_handoff("lead", "buyer", blocked="no")),
+    (
+        "record_handoff",
+        "conversation_id",
+        lambda c: c.record_handoff("lead", "buyer", conversation_id="c" * 101),
+    ),
     ("record_message", "text", lambda c: c.record_message("conv-1", "user", TEN_MB)),
     ("record_message", "text", lambda c: c.record_message("conv-1", "user", 12345)),
     ("record_message", "text", lambda c: c.record_message("conv-1", "user", "nul \x00 inside")),
@@ -168,6 +173,23 @@ def test_an_llm_event_of_an_older_sdk_without_error_raw_is_stored(store: Store) 
     with store.connect() as conn:
         row = conn.execute(sa.select(schema.llm_calls).where(schema.llm_calls.c.trace_id == "old-sdk")).one()
     assert (row.error_type, row.error_raw) == ("RateLimitError", None)
+
+
+def test_a_handoff_of_an_older_sdk_without_its_conversation_is_stored(store: Store) -> None:
+    """Handoffs from before `conversation_id` (a spool file, a stream entry, an old bot) still store."""
+    from observability import events as ev
+    from observability.store.ingest import write_batch
+
+    new = ev.handoff("new-sdk", 1_780_000_000.5, source="lead", target="buyer", success=True, duration_ms=12.0,
+                     blocked=False, reason=None, conversation_id="conv-1")  # fmt: skip
+    old = ev.handoff("old-sdk", 1_780_000_000.5, source="lead", target="buyer", success=False, duration_ms=9.0,
+                     blocked=False, reason="timeout")[:-1]  # fmt: skip
+    result = write_batch(store, [new, old, [*old[:-2], "too", "many", "fields"]])
+    assert result.rejected == 1 and result.written["handoff"] == 2
+    h = schema.handoffs
+    with store.connect() as conn:
+        rows = dict(conn.execute(sa.select(h.c.id, h.c.conversation_id)).all())
+    assert rows == {"new-sdk": "conv-1", "old-sdk": None}
 
 
 MALFORMED_WIRE = [

@@ -38,6 +38,12 @@ def _seed(store: Store) -> float:
                     account_id="acc-1") for i, (r, x) in enumerate(msg)]
         + [_call(t + 5, cost=0.0123, latency=850.0), _call(t + 15, cost=0.02, latency=4200.0, ok=False),
            _call(t + 16, cost=0.5, latency=100.0, cid="other"),
+           ev.handoff(uuid.uuid4().hex, t + 12, source="lead_bot", target="seller_bot", success=True, duration_ms=40.0,
+                      blocked=False, reason=None, conversation_id="c1"),
+           ev.handoff(uuid.uuid4().hex, t + 17, source="lead_bot", target="buyer_bot", success=False, duration_ms=90.0,
+                      blocked=False, reason="timeout", conversation_id="c1"),
+           ev.handoff(uuid.uuid4().hex, t + 13, source="lead_bot", target="buyer_bot", success=True, duration_ms=30.0,
+                      blocked=False, reason=None, conversation_id="other"),
            ev.activity(uuid.uuid4().hex, t + 17, event_type="handoff_failed", title="Handoff lead_bot -> buyer_bot failed",
                        description=None, severity="high", category="handoff", account_id="acc-1", conversation_id="c1"),
            ev.account("acc-1", t, name="Ada Flats", vip=True)],
@@ -56,7 +62,12 @@ def test_the_timeline_interleaves_everything_in_time_order(store: Store) -> None
 
     items = conversation_timeline(store, "c1")
     kinds = [i["kind"] for i in items]
-    assert kinds.count("message") == 4 and kinds.count("llm_call") == 2 and kinds.count("handoff") == 1
+    assert kinds.count("message") == 4 and kinds.count("llm_call") == 2 and kinds.count("handoff") == 2
+    handoffs = [(i["who"], i["text"], i["latency_ms"], i["ok"]) for i in items if i["kind"] == "handoff"]
+    assert handoffs == [("lead_bot", "to seller_bot", 40.0, True),
+                        ("lead_bot", "to buyer_bot · failed: timeout", 90.0, False)]  # fmt: skip
+    [failed] = [i for i in items if i["kind"] == "activity"]  # the activity event it raised, as well
+    assert failed["ref"] == "handoff_failed"
     assert kinds.count("intervention") == 2
     alerts = [i for i in items if i["kind"] == "alert"]
     assert [a["who"] for a in alerts] == ["sla_violation"] and "lead_bot" in alerts[0]["text"]
@@ -66,6 +77,7 @@ def test_the_timeline_interleaves_everything_in_time_order(store: Store) -> None
     assert calls[0]["cost_usd"] == pytest.approx(0.0123) and calls[0]["latency_ms"] == 850.0
     assert calls[1]["ok"] is False and calls[1]["text"] == "rate_limit"
     assert kinds.index("llm_call") < kinds.index("handoff") < kinds.index("intervention")
+    assert kinds.index("handoff") < kinds.index("activity")
     assert any(
         i["kind"] == "message" and i["who"] == "olga" and i["text"] == "Hi, I am Olga" for i in items[-2:]
     )

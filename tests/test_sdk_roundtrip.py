@@ -203,14 +203,15 @@ def test_every_interaction_and_handoff_is_stored(pipeline: Pipeline) -> None:
         blocked = i % 4 == 0
         c.record_handoff("lead", "buyer" if i % 2 else "seller", success=not blocked,
                          duration_ms=float(i), blocked=blocked,
-                         reason="circular handoff" if blocked else None, timestamp=at(i))  # fmt: skip
+                         reason="circular handoff" if blocked else None, timestamp=at(i),
+                         conversation_id=f"conv-{i}" if i % 3 else None)  # fmt: skip
         hand.add(("lead", "buyer" if i % 2 else "seller", not blocked, float(i), blocked,
-                  "circular handoff" if blocked else None, utc(at(i))))  # fmt: skip
+                  "circular handoff" if blocked else None, utc(at(i)), f"conv-{i}" if i % 3 else None))  # fmt: skip
     pipeline.deliver()
     got_i = pipeline.rows(schema.bot_interactions, "bot", "duration_ms", "success", "cache_hit",
                           "error_type", "ts")  # fmt: skip
     got_h = pipeline.rows(schema.handoffs, "source", "target", "success", "duration_ms", "blocked",
-                          "reason", "ts")  # fmt: skip
+                          "reason", "ts", "conversation_id")  # fmt: skip
     assert len(got_i) == N and set(got_i) == inter
     assert len(got_h) == N and set(got_h) == hand
 

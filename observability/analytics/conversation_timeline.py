@@ -22,7 +22,6 @@ from observability.store.control_state import system_stopped
 
 MAX_LIMIT = 1000
 KINDS = ("message", "llm_call", "handoff", "intervention", "emergency", "alert", "activity")
-HANDOFF_EVENTS = ("handoff", "handoff_failed", "handoff_blocked")
 AUDITED_ELSEWHERE = ("intervention", "emergency")  # their own tables are on the timeline already
 RESOLVED_HAND_BACK = "release_control_resolved"  # an intervention's `ref` when it was handed back resolved
 ALERT_MARGIN = timedelta(minutes=5)  # alerts about its bot that opened around the conversation
@@ -77,6 +76,17 @@ def _error_text(c: sa.Table) -> Any:
     return sa.case((c.c.error_raw.is_not(None), c.c.error_type + " · " + c.c.error_raw), else_=c.c.error_type)
 
 
+def _handoff_text(h: sa.Table) -> Any:
+    """ "to buyer_bot", "to buyer_bot · blocked: <reason>", "to buyer_bot · failed: <reason>"."""
+    to = sa.literal("to ") + h.c.target
+    why = sa.func.coalesce(sa.literal(": ") + h.c.reason, sa.literal(""))
+    return sa.case(
+        (h.c.blocked, to + sa.literal(" · blocked") + why),
+        (sa.not_(h.c.success), to + sa.literal(" · failed") + why),
+        else_=to,
+    )
+
+
 def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 300) -> list[dict[str, Any]]:
     """The newest `limit` (at most 1000) entries about the conversation, oldest first. Each entry:
     ts, kind (one of KINDS), who, text, and for LLM calls model, input/output tokens, cost_usd,
@@ -85,7 +95,7 @@ def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 30
     reset, system_stop, system_resume) or an activity event's type. Unknown id: []."""
     limit = max(1, min(int(limit), MAX_LIMIT))
     cid = str(conversation_id)
-    m, c, ae = schema.messages, schema.llm_calls, schema.activity_events
+    m, c, ae, h = schema.messages, schema.llm_calls, schema.activity_events, schema.handoffs
     iv, em, al, cv = schema.interventions, schema.emergency_actions, schema.alerts, schema.conversations
     with store.connect() as conn:
         conv = conn.execute(
@@ -101,6 +111,9 @@ def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 30
                              in_tok=c.c.input_tokens, out_tok=c.c.output_tokens, cost=c.c.cost_usd,
                              latency=c.c.latency_ms, ok=c.c.success, ref=c.c.trace_id))
             .where(c.c.conversation_id == cid).order_by(c.c.ts.desc()).limit(limit),
+            sa.select(*_cols(h.c.ts, "handoff", h.c.source, _handoff_text(h), latency=h.c.duration_ms,
+                             ok=sa.and_(h.c.success, sa.not_(h.c.blocked))))
+            .where(h.c.conversation_id == cid).order_by(h.c.ts.desc()).limit(limit),
             sa.select(*_cols(ae.c.ts, "activity", ae.c.user_id, ae.c.title, ref=ae.c.event_type))
             .where(ae.c.conversation_id == cid, ae.c.category.not_in(AUDITED_ELSEWHERE))
             .order_by(ae.c.ts.desc()).limit(limit),
@@ -127,13 +140,7 @@ def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 30
             )  # fmt: skip
         union = sa.union_all(*(sa.select(p.subquery()) for p in parts)).subquery()
         rows = conn.execute(sa.select(union).order_by(union.c.ts.desc(), union.c.kind).limit(limit)).all()
-    out = []
-    for r in reversed(rows):
-        d = dict(r._mapping)
-        if d["kind"] == "activity" and str(d["ref"] or "").startswith("handoff"):
-            d["kind"] = "handoff"
-        out.append(d)
-    return out
+    return [dict(r._mapping) for r in reversed(rows)]
 
 
 def conversation_overview(store: Store, conversation_id: str) -> ConversationOverview | None:

@@ -450,9 +450,9 @@ class Simulator:
         )
 
     def handoff_event(self, ts: float, source: str, target: str, ok: bool, ms: float, blocked: bool,
-                      reason: str | None) -> list:  # fmt: skip
+                      reason: str | None, c: Conversation) -> list:  # fmt: skip
         return ev.handoff(self.uid(), ts, source=source, target=target, success=ok, duration_ms=ms,
-                          blocked=blocked, reason=reason)  # fmt: skip
+                          blocked=blocked, reason=reason, conversation_id=c.id)  # fmt: skip
 
     def message_event(self, ts: float, c: Conversation, role: str, text: str) -> list:
         return ev.message(
@@ -704,7 +704,7 @@ class Simulator:
             )
             events.append(self.op_event(clock, source, "handoff", check_ms))
             # success=True as with the SDK's defaults: the guard worked; `blocked` says it did not happen
-            events.append(self.handoff_event(clock, source, target, True, check_ms, True, reason))
+            events.append(self.handoff_event(clock, source, target, True, check_ms, True, reason, c))
             title = f"Handoff {source} -> {target} blocked"
             events.append(
                 self.activity_event(clock, "handoff_blocked", title, "medium", "handoff", reason, c)
@@ -718,7 +718,7 @@ class Simulator:
         events.append(self.op_event(clock, source, "handoff", check_ms, ok, False, err))
         events.append(self.op_event(clock + exec_ms / 1000, HANDOFF, "execute", exec_ms, ok, False, err))
         events.append(
-            self.handoff_event(clock, source, target, ok, round(check_ms + exec_ms, 2), False, reason)
+            self.handoff_event(clock, source, target, ok, round(check_ms + exec_ms, 2), False, reason, c)
         )
         if not ok:
             title = f"Handoff {source} -> {target} failed"
@@ -934,7 +934,8 @@ SDK_CALLS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                    "cache_read_tokens", "cache_write_tokens", "cost_usd")),
     ev.KIND_OPERATION: ("track_operation", ("bot", "operation", "duration_ms"), ("success", "cache_hit", "error_type")),
     ev.KIND_INTERACTION: ("record_bot_interaction", ("bot", "duration_ms"), ("success", "cache_hit", "error_type")),
-    ev.KIND_HANDOFF: ("record_handoff", ("source", "target"), ("success", "duration_ms", "blocked", "reason")),
+    ev.KIND_HANDOFF: ("record_handoff", ("source", "target"),
+                      ("success", "duration_ms", "blocked", "reason", "conversation_id")),
     ev.KIND_MESSAGE: ("record_message", ("conversation_id", "role", "text"), ("bot", "account_id")),
     ev.KIND_ACCOUNT: ("set_account", ("id",), ("name", "vip")),
     ev.KIND_METRIC: ("record_metric", ("metric_name", "value"),

@@ -300,7 +300,10 @@ class ObservabilityClient:
         blocked: bool = False,
         reason: str | None = None,
         timestamp: datetime | None = None,
+        conversation_id: str | None = None,
     ) -> None:
+        """A handoff from bot `source` to bot `target`. With `conversation_id`, it is placed on that
+        conversation's timeline in the console (without, it counts in the handoff figures only)."""
         try:
             check_str("source", source, required=True, max_len=_LEN_BOT)
             check_str("target", target, required=True, max_len=_LEN_BOT)
@@ -308,9 +311,11 @@ class ObservabilityClient:
             check_ms("duration_ms", duration_ms)
             check_bool("blocked", blocked)
             check_str("reason", reason, max_len=_LEN_REASON)
+            check_str("conversation_id", conversation_id, max_len=_LEN_CONV)
             ts = _now() if timestamp is None else _ts(timestamp)
             self._put(ev.handoff(new_id(), ts, source=source, target=target, success=success,
-                                 duration_ms=float(duration_ms), blocked=blocked, reason=reason))  # fmt: skip
+                                 duration_ms=float(duration_ms), blocked=blocked, reason=reason,
+                                 conversation_id=conversation_id))  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             self._reject("record_handoff", exc)
 

@@ -125,7 +125,11 @@ handoffs = Table(
     Column("duration_ms", Float, nullable=False, server_default="0"),
     Column("blocked", Boolean, nullable=False, server_default=text("false")),
     Column("reason", String(500)),
-    Index("ix_handoffs_ts", "ts", postgresql_using="brin"),  # appended in time order: tiny, cheap to maintain
+    Column("conversation_id", String(100)),  # when the bot said (record_handoff(conversation_id=...))
+    Index("ix_handoffs_ts", "ts", postgresql_using="brin"),
+    Index(
+        "ix_handoffs_conversation_ts", "conversation_id", "ts"
+    ),  # a conversation's timeline  # appended in time order: tiny, cheap to maintain
 )
 
 messages = Table(

@@ -85,7 +85,9 @@ def check_wire(event: Any, max_text_bytes: int = 1_000_000) -> list:
 
 
 _LLM_LEN = len(FIELDS[KIND_LLM]) + 1
-_LLM_LEN_BEFORE_ERROR_RAW = _LLM_LEN - 1  # producers older than the error_raw field
+# events from producers older than a kind's last field (error_raw of LLM calls, conversation_id of
+# handoffs), still in a stream, a spool file or an old bot: stored as they were meant, without it
+_LEN_BEFORE_LAST_FIELD = {KIND_LLM: _LLM_LEN - 1, ev.KIND_HANDOFF: len(FIELDS[ev.KIND_HANDOFF])}
 
 
 def check_event(event: Any, max_text_bytes: int = 1_000_000) -> list:
@@ -96,8 +98,8 @@ def check_event(event: Any, max_text_bytes: int = 1_000_000) -> list:
     fields = FIELDS.get(kind) if type(kind) is str else None
     if fields is None:
         raise EventRejected(f"unknown event kind {kind!r:.40}")
-    if kind == KIND_LLM and len(event) == _LLM_LEN_BEFORE_ERROR_RAW:
-        event.append(None)  # an older SDK's event (no error_raw): stored as it was meant, in place
+    if len(event) == _LEN_BEFORE_LAST_FIELD.get(kind):
+        event.append(None)  # an older producer's event: its last field absent, filled in place
     if len(event) != len(fields) + 1:
         raise EventRejected(f"{kind} event has {len(event) - 1} fields, expected {len(fields)}")
     checks = _WIRE_CHECKS.get(kind)
