@@ -105,7 +105,11 @@ def overview_page() -> None:
             )
             return
         fig = charts.area(
-            series, x="ts", y="requests", color="bot", title="LLM requests per minute, last hour"
+            series,
+            x="ts",
+            y="requests",
+            color="bot",
+            title="LLM requests per minute, last hour (the current minute is still running)",
         )
         st.plotly_chart(fig, key="ov_requests")
 

@@ -126,7 +126,7 @@ def walk(page, console, bot) -> None:  # noqa: ANN001
         print(f"  click {len(clicks)} at {time.monotonic() - t0:5.1f} s: {what}")
 
     # Overview: the firing alert is counted and one click away
-    page.get_by_test_id("stMetric").filter(has_text="Firing alerts").filter(has_text="1").first.wait_for()
+    page.get_by_test_id("stMetric").filter(has_text="Open alerts").filter(has_text="1").first.wait_for()
     click(page.get_by_role("link", name="Alerts", exact=True), "Overview -> Alerts", link=True)
     page.get_by_role("heading", name="Alerts and rules").first.wait_for()
     page.get_by_text("sla_violation").first.wait_for()

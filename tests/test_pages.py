@@ -192,7 +192,7 @@ def test_overview_shows_the_services_live_kpis(demo: Store) -> None:
     after = expected()
     for label in before:
         one_of(metric(at, label), before[label], after[label])
-    assert metric(at, "Firing alerts") == "1"
+    assert metric(at, "Open alerts") == "1"
 
 
 def test_bot_health_matches_the_performance_tracker(demo: Store) -> None:
@@ -425,7 +425,7 @@ def test_live_monitoring_tiles_and_drill_down_match_the_monitoring_functions(dem
     assert metric(at, "Messages today") == f"{live['messages_processed']:,.0f}"
     assert metric(at, "Claude spend today") == f"${live['claude_cost_today']:,.2f}"
     assert metric(at, "Conversations today") == f"{live['conversations_total_today']:,}"
-    assert metric(at, "Firing alerts") == "1"
+    assert metric(at, "Open alerts") == "1"
     d = monitoring.drill_down(demo, "ai_confidence", "6h")
     assert metric(at, "P95, last 6h") == f"{d.percentile_data['p95']:.2f}"
     assert metric(at, "P50, last 6h") == f"{d.percentile_data['p50']:.2f}"
@@ -637,7 +637,7 @@ def test_home_asks_for_sign_in_and_locks_out_after_five_failures(
     at.button[0].click().run()
     assert not at.exception
     assert at.session_state["user"] == auth.User("olga", auth.OPERATOR)
-    assert metric(at, "Firing alerts") == "0"
+    assert metric(at, "Open alerts") == "0"
     assert "Authentication is off" not in texts(at)
     # five failures pause the name: then even the right password gets the same answer as a wrong one
     at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=60).run()

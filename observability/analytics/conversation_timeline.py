@@ -22,6 +22,8 @@ from observability.store.control_state import system_stopped
 
 MAX_LIMIT = 1000
 KINDS = ("message", "llm_call", "handoff", "intervention", "emergency", "alert", "activity")
+HANDOFF_TROUBLE = ("handoff_failed", "handoff_blocked")  # activity events that repeat a handoff row
+SAME_HANDOFF_S = 5.0  # an activity event this close to a failed or blocked handoff row is the same handoff
 AUDITED_ELSEWHERE = ("intervention", "emergency")  # their own tables are on the timeline already
 RESOLVED_HAND_BACK = "release_control_resolved"  # an intervention's `ref` when it was handed back resolved
 ALERT_MARGIN = timedelta(minutes=5)  # alerts about its bot that opened around the conversation
@@ -120,7 +122,8 @@ def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 30
             sa.select(*_cols(iv.c.created_at, "intervention", iv.c.user_name,
                              sa.func.coalesce(iv.c.summary, iv.c.reason, iv.c.ai_handoff_instructions),
                              ref=sa.case((iv.c.outcome == "resolved", RESOLVED_HAND_BACK), else_=iv.c.action)))
-            .where(iv.c.conversation_id == cid).order_by(iv.c.created_at.desc()).limit(limit),
+            # a reply is the operator's message, on the timeline already with its text
+            .where(iv.c.conversation_id == cid, iv.c.action != "reply").order_by(iv.c.created_at.desc()).limit(limit),
             sa.select(*_cols(em.c.created_at, "emergency", em.c.user_name, em.c.reason, ref=em.c.action))
             .where(sa.or_(em.c.conversation_id == cid, em.c.scope == "system"),
                    em.c.created_at >= conv.started_at - ALERT_MARGIN)
@@ -140,7 +143,22 @@ def conversation_timeline(store: Store, conversation_id: str, *, limit: int = 30
             )  # fmt: skip
         union = sa.union_all(*(sa.select(p.subquery()) for p in parts)).subquery()
         rows = conn.execute(sa.select(union).order_by(union.c.ts.desc(), union.c.kind).limit(limit)).all()
-    return [dict(r._mapping) for r in reversed(rows)]
+    return _without_repeats([dict(r._mapping) for r in reversed(rows)])
+
+
+def _without_repeats(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A failed or blocked handoff is said once: a bot that records it (`record_handoff`) and also
+    logs it as activity (`handoff_failed`, `handoff_blocked`) gets the handoff row, which says more
+    (target, reason, duration); the activity event stays when no handoff row is near it (a bot that
+    records handoffs without their conversation)."""
+    unhappy = [i["ts"] for i in items if i["kind"] == "handoff" and not i["ok"]]
+    if not unhappy:
+        return items
+    return [
+        i for i in items
+        if not (i["kind"] == "activity" and i["ref"] in HANDOFF_TROUBLE
+                and any(abs((i["ts"] - ts).total_seconds()) <= SAME_HANDOFF_S for ts in unhappy))
+    ]  # fmt: skip
 
 
 def conversation_overview(store: Store, conversation_id: str) -> ConversationOverview | None:
