@@ -99,7 +99,7 @@ else:
     for col in ("agent", "error_type", "error_raw"):  # an empty cell, not the word "None"
         df[col] = df[col].fillna("")
     view = df[["ts", "bot", "agent", "model", "provider", "success", "error_type", "error_raw", "latency_ms", "input_tokens",
-               "output_tokens", "cost_usd", "conversation", "trace_id"]]  # fmt: skip
+               "output_tokens", "cost_usd", "cache_hit", "conversation", "trace_id"]]  # fmt: skip
     st.dataframe(
         view, hide_index=True, key="lc_table", placeholder="",
         column_config={
@@ -113,6 +113,9 @@ else:
             "input_tokens": st.column_config.NumberColumn("tokens in"),
             "output_tokens": st.column_config.NumberColumn("tokens out"),
             "cost_usd": st.column_config.NumberColumn("cost (USD)", format="$%.5f"),
+            "cache_hit": st.column_config.CheckboxColumn(
+                "cached", help="Answered from the bot's response cache: no provider call, so no cost (what "
+                "caching saved is on Cost tracking)"),
             "conversation": st.column_config.LinkColumn(
                 "conversation", display_text=r"conversation=(.*)$", help="Open the conversation"),
         },

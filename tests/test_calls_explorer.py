@@ -181,6 +181,16 @@ def test_the_page_reads_its_filters_from_the_url_and_links_calls_to_conversation
     assert at.multiselect(key="bot").value == ["lead_bot"]
 
 
+def test_a_cached_response_says_so_beside_its_zero_cost(console: Store) -> None:
+    """A response-cache hit costs nothing: the row says it was cached, so $0 does not read as unpriced."""
+    _write(
+        console, [dict(_calls(1)[0], trace_id="cached-1", ts=time.time() - 5, cache_hit=True, cost_usd=0.0)]
+    )
+    [table] = [d.value for d in _page().dataframe]
+    cached = table[table["cache_hit"]]
+    assert list(cached["trace_id"]) == ["cached-1"] and list(cached["cost_usd"]) == [0.0]
+
+
 def test_the_page_pages_through_every_call(console: Store) -> None:
     at = _page()
     seen = list(at.dataframe[0].value["trace_id"])
