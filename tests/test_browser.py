@@ -422,7 +422,12 @@ def test_a_tab_left_open_stops_showing_data_once_its_session_ends_in_another_tab
         other.get_by_role("button", name="Sign out").click()
         other.wait_for_url("**/auth/sign-in**", timeout=30_000)
         # no reload of the open tab: its next live refresh notices
-        left_open.get_by_text("Signed out: You signed out").wait_for(timeout=(LIVE_REFRESH_S * 2 + 15) * 1000)
+        try:
+            left_open.get_by_text("Signed out: You signed out").wait_for(
+                timeout=(LIVE_REFRESH_S * 2 + 15) * 1000
+            )
+        except Exception as exc:  # say what the tab shows instead
+            raise AssertionError(f"the tab left open shows: {left_open.inner_text('body')[:800]!r}") from exc
         assert left_open.get_by_role("heading", name=nav.OVERVIEW_TITLE).count() == 0
     finally:
         context.close()
