@@ -39,9 +39,10 @@ def live() -> None:
         fmt.metric(c[0], "operations", total)
         c[1].metric("Operation success rate", fmt.number("ratio", ok / total if total else None),
                     help="Operations that succeeded / operations, over the selected window.")  # fmt: skip
-        c[2].metric(
-            "Slowest bot P95", f"{thr['p95'].max():,.0f} ms", help=str(thr.loc[thr["p95"].idxmax(), "bot"])
-        )
+        slowest = str(thr.loc[thr["p95"].idxmax(), "bot"])
+        c[2].metric("Slowest bot P95", f"{thr['p95'].max():,.0f} ms",
+                    help=f"{slowest}: the P95 of all its tracked operations over the last {window}, "
+                    "not its response time (the cards below time its interactions)")  # fmt: skip
         fmt.metric(c[3], "operation_cache_hit_rate", thr["cache_hits"].sum() / total if total else None)
 
     st.subheader("Bot analytics")

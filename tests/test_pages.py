@@ -417,6 +417,8 @@ def test_ai_performance_widgets_match_the_bot_metrics_collector(demo: Store) -> 
     shown = [m.value for m in at.metric if m.label == "Bot responses"]
     assert shown in ([f"{before[b]:,}" for b in before], [f"{after[b]:,}" for b in after])
     assert metric(at, "Handoffs") == f"{collector.handoff_summary(60)['total_handoffs']:,}"
+    [slowest] = [m for m in at.metric if m.label == "Slowest bot P95"]
+    assert "all its tracked operations over the last 1h" in slowest.proto.help  # not its response time
 
 
 def test_live_monitoring_tiles_and_drill_down_match_the_monitoring_functions(demo: Store) -> None:
