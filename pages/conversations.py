@@ -301,7 +301,7 @@ def status_line(s: control.InterventionStatus) -> None:
             icon=":material/block:",
         )
     elif not s.system_stopped:
-        resolved = " It was handed back **resolved**." if s.resolved else ""
+        resolved = " It is marked **resolved**." if s.resolved else ""  # handed back so, or judged so
         st.success(f"The AI is responding.{resolved}", icon=":material/smart_toy:")
     if s.system_stopped and s.state != "stopped":  # held or not, no bot answers while it holds
         people = ("Its operator can still reply to the user." if s.state == "human"

@@ -258,7 +258,7 @@ def test_a_conversation_handed_back_resolved_says_so_at_a_glance_and_on_its_time
     control.release_control(console, "c1", "operator", "answered the question", mark_resolved=True)
     at = _app("pages/conversations.py", auth.OPERATOR)
     assert {m.label: m.value for m in at.metric}["State"] == "AI, resolved"
-    assert any("The AI is responding. It was handed back **resolved**." in m.value for m in at.success)
+    assert any("The AI is responding. It is marked **resolved**." in m.value for m in at.success)
     at.query_params["view"] = "Everything, on one timeline"
     at.run()
     [timeline] = [d.value for d in at.dataframe if "kind" in d.value.columns]
